@@ -1,0 +1,185 @@
+"""MonitorConfig: the settings of a monitor, from code, files and the environment.
+
+Layering, lowest first: built-in defaults < a config file
+(:meth:`MonitorConfig.from_file`) < ``MONITOR_*`` environment variables <
+keyword arguments. The plain constructor takes exactly what it is given;
+:meth:`MonitorConfig.load` and :meth:`MonitorConfig.from_file` apply the layers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .exceptions import ConfigError
+
+__all__ = ["ENV_PREFIX", "MonitorConfig"]
+
+ENV_PREFIX = "MONITOR_"
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """Configuration for the monitoring system.
+
+    Args:
+        db_path: path to the SQLite database file.
+        data_dir: directory for monitoring data (snapshots, exports).
+        static_dir: directory of extra static web files served by the dashboard.
+        web_port: port of the web interface; ``0`` picks a free port.
+        update_interval: seconds between heartbeats with progress counters
+            from the training loop (and between dashboard metric pushes).
+        snapshot_interval: seconds between state snapshots.
+        max_events: events kept in memory per run for live views.
+        max_snapshots: snapshots kept per run.
+        debug: log debug details.
+        pipeline: a pipeline config (TOML/JSON path or a mapping); ``None``
+            uses the built-in default graph.
+        web_host: the address the web interface binds (loopback by default).
+        web_token: a bearer token the web interface requires (also read from
+            ``RUNWATCH_TOKEN``); binding beyond loopback without one generates one.
+
+    Raises:
+        ValueError: a value is out of range (the message names the field).
+        TypeError: a value has the wrong type.
+    """
+
+    db_path: str = "monitoring.db"
+    data_dir: str = "monitor_data"
+    static_dir: str = "static"
+    web_port: int = 8080
+    update_interval: float = 1.0
+    snapshot_interval: float = 300.0
+    max_events: int = 1000
+    max_snapshots: int = 100
+    debug: bool = False
+    pipeline: str | Mapping[str, Any] | None = None
+    web_host: str = "127.0.0.1"
+    web_token: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("db_path", "data_dir", "static_dir"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+            elif not isinstance(value, str):
+                raise TypeError(f"{name} must be a path, got {type(value).__name__}")
+            if not getattr(self, name):
+                raise ValueError(f"{name} must not be empty")
+        _require_int("web_port", self.web_port, 0, 65535)
+        _require_positive("update_interval", self.update_interval)
+        _require_positive("snapshot_interval", self.snapshot_interval)
+        _require_int("max_events", self.max_events, 1, None)
+        _require_int("max_snapshots", self.max_snapshots, 1, None)
+        if not isinstance(self.debug, bool):
+            raise TypeError(f"debug must be a bool, got {self.debug!r}")
+        if not isinstance(self.web_host, str) or not self.web_host:
+            raise TypeError(f"web_host must be a non-empty string, got {self.web_host!r}")
+        if self.web_token is not None and (not isinstance(self.web_token, str) or len(self.web_token) < 8):
+            raise ValueError("web_token must be a string of at least 8 characters")
+        pipeline = self.pipeline
+        if isinstance(pipeline, os.PathLike):
+            object.__setattr__(self, "pipeline", os.fspath(pipeline))
+        elif pipeline is not None and not isinstance(pipeline, (str, Mapping)):
+            raise TypeError(f"pipeline must be a path or a mapping, got {type(pipeline).__name__}")
+
+    @classmethod
+    def load(cls, **overrides: Any) -> MonitorConfig:
+        """Defaults < ``MONITOR_*`` environment < ``overrides``."""
+        return cls._layered({}, overrides)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> MonitorConfig:
+        """Read a JSON or TOML file; then the environment, then ``overrides``.
+
+        The file holds the fields above at its top level (TOML may also use a
+        ``[monitor]`` table) and may hold a ``pipeline`` table.
+
+        Raises:
+            ConfigError: the file cannot be read or parsed, or holds an unknown key.
+            ValueError / TypeError: a value is invalid.
+        """
+        file = Path(path)
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise ConfigError("", f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
+        try:
+            if file.suffix.lower() == ".json":
+                data = json.loads(raw)
+            else:
+                data = tomllib.loads(raw.decode("utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ConfigError("", f"{file} cannot be parsed: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("", f"{file} must hold a table of settings")
+        if isinstance(data.get("monitor"), dict):
+            data = {**data.pop("monitor"), **data}
+        known = {f.name for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                raise ConfigError(str(key), f"unknown setting in {file} (known: {', '.join(sorted(known))})")
+        return cls._layered(data, overrides)
+
+    @classmethod
+    def _layered(cls, file_values: Mapping[str, Any], overrides: Mapping[str, Any]) -> MonitorConfig:
+        known = {f.name: f for f in fields(cls)}
+        for key in overrides:
+            if key not in known:
+                raise TypeError(f"MonitorConfig got an unexpected setting {key!r}")
+        values: dict[str, Any] = dict(file_values)
+        for name, spec in known.items():
+            variable = ENV_PREFIX + name.upper()
+            if variable in os.environ:
+                values[name] = _parse_env(variable, os.environ[variable], spec.type)
+        if "web_token" not in values and os.environ.get("RUNWATCH_TOKEN"):
+            values["web_token"] = os.environ["RUNWATCH_TOKEN"]
+        values.update(overrides)
+        return cls(**values)
+
+    def with_changes(self, **changes: Any) -> MonitorConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)
+
+
+def _require_int(name: str, value: Any, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"from {low} to {high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+
+
+def _require_positive(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number of seconds, got {value}")
+
+
+def _parse_env(variable: str, text: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if kind == "bool":
+            lowered = text.strip().lower()
+            if lowered in _TRUE:
+                return True
+            if lowered in _FALSE:
+                return False
+            raise ValueError
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "str | None":
+            return text or None
+    except ValueError:
+        raise ValueError(f"environment variable {variable}={text!r} is not a valid {kind}") from None
+    return text

@@ -1,0 +1,138 @@
+"""ErrorHandler: record errors of a training run as events, log and count them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import traceback
+from collections import Counter
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from .events import ExceptionEvent
+
+if TYPE_CHECKING:
+    from .monitor import WebMonitor
+
+__all__ = ["ErrorCategory", "ErrorHandler", "ErrorSeverity"]
+
+logger = logging.getLogger("runwatch.errors")
+
+
+class ErrorCategory(Enum):
+    """Where an error comes from."""
+
+    UNKNOWN = "unknown"
+    SYSTEM = "system"
+    TRAINING = "training"
+    DATABASE = "database"
+    NETWORK = "network"
+    CONFIG = "config"
+
+
+class ErrorSeverity(Enum):
+    """How bad an error is."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+    CRITICAL = "critical"
+
+
+_LOG_LEVELS = {
+    ErrorSeverity.DEBUG: logging.DEBUG,
+    ErrorSeverity.INFO: logging.INFO,
+    ErrorSeverity.WARNING: logging.WARNING,
+    ErrorSeverity.ERROR: logging.ERROR,
+    ErrorSeverity.CRITICAL: logging.CRITICAL,
+}
+
+
+class ErrorHandler:
+    """Records errors as ``error`` events of the monitor's current run.
+
+    Each handled error is logged, counted per category and severity, and —
+    when a run is active — stored as an event whose ``event_data`` has
+    ``category``, ``severity``, ``component``, ``message``, ``error_type``
+    and ``traceback``. ``handle_error`` never raises.
+
+    Args:
+        monitor: the monitor whose current run receives the events, or
+            ``None`` to only log and count.
+    """
+
+    def __init__(self, monitor: WebMonitor | None = None) -> None:
+        self._monitor = monitor
+        self._lock = threading.Lock()
+        self._by_category: Counter[str] = Counter()
+        self._by_severity: Counter[str] = Counter()
+        self._failures = 0
+
+    def handle_error(
+        self,
+        error: Exception,
+        message: str | None = None,
+        category: ErrorCategory = ErrorCategory.UNKNOWN,
+        severity: ErrorSeverity = ErrorSeverity.ERROR,
+        component: str | None = None,
+    ) -> None:
+        """Handle an error event.
+
+        Args:
+            error: the exception that occurred.
+            message: a description; defaults to ``str(error)``.
+            category: where the error comes from.
+            severity: how bad it is.
+            component: the component where it occurred.
+        """
+        try:
+            category = ErrorCategory(category)
+            severity = ErrorSeverity(severity)
+            text = message if message is not None else (str(error) or type(error).__name__)
+            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            with self._lock:
+                self._by_category[category.value] += 1
+                self._by_severity[severity.value] += 1
+            logger.log(
+                _LOG_LEVELS[severity],
+                "%s error in %s: %s (%s)",
+                category.value,
+                component or "unknown component",
+                text,
+                type(error).__name__,
+            )
+            monitor = self._monitor
+            run_id = monitor.current_run_id if monitor is not None else None
+            if monitor is not None and run_id is not None:
+                monitor._emit(
+                    ExceptionEvent(
+                        run_id,
+                        time.time(),
+                        type(error).__name__,
+                        text,
+                        trace,
+                        category.value,
+                        severity.value,
+                        component,
+                    )
+                )
+        except Exception:  # the handler itself must never raise into the caller
+            self._failures += 1
+            logger.exception("runwatch: handling an error failed")
+
+    def get_error_counts(self) -> dict[str, dict[str, int]]:
+        """Counts of handled errors: ``{"by_category": {...}, "by_severity": {...}}``."""
+        with self._lock:
+            return {"by_category": dict(self._by_category), "by_severity": dict(self._by_severity)}
+
+    @property
+    def total_errors(self) -> int:
+        """How many errors were handled."""
+        with self._lock:
+            return sum(self._by_category.values())
+
+    def statistics(self) -> dict[str, Any]:
+        """Counts plus handler failures (for the pipeline view)."""
+        return {**self.get_error_counts(), "total": self.total_errors, "handler_failures": self._failures}

@@ -1,0 +1,602 @@
+"""The typed event model: small immutable records, one class per kind.
+
+Pure code: no I/O, no clocks, no event loop. Every event carries the id of the
+run it belongs to and a timestamp in seconds since the Unix epoch (UTC).
+
+Kinds::
+
+    Metric        many named numeric values from one logging call
+    LogEvent      a typed log event with a level and a JSON data payload
+    StatePatch    a deep-merge patch for the run's current state
+    RunLifecycle  started / paused / resumed / completed / failed
+    ExceptionEvent  an error with type, message, traceback and triage fields
+    Heartbeat     "still alive", optionally with progress counters
+    AlertEvent    an alert rule instance changed state
+
+Validation happens in each constructor, so a caller's mistake is a
+``TypeError`` or ``ValueError`` at the call that names the bad field.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from enum import Enum, StrEnum
+from typing import Any, ClassVar, Final, NamedTuple, Self
+
+__all__ = [
+    "LEVELS",
+    "AlertEvent",
+    "Event",
+    "ExceptionEvent",
+    "Heartbeat",
+    "LogEvent",
+    "Metric",
+    "RunLifecycle",
+    "RunTransition",
+    "StatePatch",
+    "event_from_dict",
+    "event_to_dict",
+    "event_to_wire",
+    "flatten_metrics",
+    "json_number",
+    "merge_state",
+]
+
+#: Log levels, lowest first; the same names as :class:`ErrorSeverity`.
+LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+_LEVEL_SET: Final = frozenset(LEVELS)
+
+#: Upper bound on nesting of JSON payloads (data, state, config).
+MAX_JSON_DEPTH: Final = 64
+
+
+def _check_run_id(run_id: object) -> None:
+    if type(run_id) is not str or not run_id:
+        raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
+
+
+def _check_timestamp(timestamp: object, what: str = "timestamp") -> None:
+    if type(timestamp) is float:
+        if timestamp - timestamp != 0.0:
+            raise ValueError(f"{what} must be finite, got {timestamp!r}")
+        return
+    if type(timestamp) is not int:
+        raise TypeError(f"{what} must be seconds since the epoch as a float, got {timestamp!r}")
+
+
+def _check_name(what: str, name: object) -> None:
+    if type(name) is not str:
+        raise TypeError(f"{what} must be a string, got {type(name).__name__}")
+    if not name:
+        raise ValueError(f"{what} must not be empty")
+
+
+def _to_float(name: str, value: object) -> float:
+    """Convert one metric value, accepting numpy scalars and 0-d tensors."""
+    if isinstance(value, (str, bytes, bytearray)) or value is None:
+        raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
+
+
+def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Validate metric values and flatten nested mappings to ``group/name``.
+
+    Returns a new dict (the caller's mapping is never kept). ``int`` and
+    ``float`` values are taken as they are; other numbers (``bool``, numpy
+    scalars, 0-d tensors) are converted with ``float()``. NaN and ±Inf are legal.
+
+    Raises:
+        TypeError: a name that is not a string, or a value that is not a number.
+        ValueError: an empty name, or no values at all.
+    """
+    if type(metrics) is dict:
+        # The hot path: flat, plain string names, float or int values.
+        for name, value in metrics.items():
+            kind = type(value)
+            if (kind is not float and kind is not int) or type(name) is not str or not name:
+                break
+        else:
+            if metrics:
+                return metrics.copy()
+    elif not isinstance(metrics, Mapping):
+        raise TypeError(f"metrics must be a mapping of name to number, got {type(metrics).__name__}")
+    out: dict[str, float] = {}
+    _flatten_into(out, metrics, "")
+    if not out:
+        raise ValueError("metrics must contain at least one value")
+    return out
+
+
+def _flatten_into(out: dict[str, float], metrics: Mapping[str, Any], prefix: str) -> None:
+    for name, value in metrics.items():
+        _check_name("metric name", name)
+        full_name = prefix + name
+        if isinstance(value, Mapping):
+            _flatten_into(out, value, full_name + "/")
+        elif type(value) is float or type(value) is int:
+            out[full_name] = value
+        else:
+            out[full_name] = _to_float(full_name, value)
+
+
+def _json_copy(what: str, value: Any, depth: int = 0) -> Any:
+    """A copy of a JSON-compatible payload; rejects what cannot round-trip.
+
+    Copying means a caller who reuses (and mutates) a dict after the call
+    cannot change an event still waiting in a queue.
+    """
+    if depth > MAX_JSON_DEPTH:
+        raise ValueError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or kind is float or value is None:
+        return value  # non-finite floats are stored as null in JSON payloads
+    if isinstance(value, Mapping):
+        copy: dict[str, Any] = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise TypeError(f"{what} keys must be strings, got {key!r}")
+            copy[key] = _json_copy(f"{what}.{key}", item, depth + 1)
+        return copy
+    if isinstance(value, (list, tuple)):
+        return [_json_copy(f"{what}[{index}]", item, depth + 1) for index, item in enumerate(value)]
+    if isinstance(value, (int, float)):  # int/float subclasses such as numpy scalars
+        return value.item() if hasattr(value, "item") else float(value) if isinstance(value, float) else int(value)
+    raise TypeError(f"{what} must be JSON-compatible, got {type(value).__name__}")
+
+
+def _check_level(level: object) -> None:
+    if type(level) is not str:
+        raise TypeError(f"level must be a string, got {level!r}")
+    if level not in _LEVEL_SET:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+
+
+class _EventBase:
+    """Shared behaviour of every event class (all are tuple-backed and immutable)."""
+
+    __slots__ = ()
+    kind: ClassVar[str]
+    _fields: ClassVar[tuple[str, ...]]
+
+    # Tuple equality would let two kinds with equal fields compare equal.
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
+
+    def __hash__(self) -> int:
+        return hash((self.kind, tuple.__hash__(self)))  # type: ignore[arg-type]
+
+
+_tuple_new = tuple.__new__
+
+
+class _MetricFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    values: Mapping[str, float]
+    step: int | None = None
+    tags: Mapping[str, str] | None = None
+
+
+class Metric(_EventBase, _MetricFields):
+    """Named numeric values from one logging call.
+
+    Attributes:
+        run_id: the run the values belong to.
+        timestamp: seconds since the epoch.
+        values: metric name → value; nested mappings are flattened to
+            ``group/name`` at construction, and the caller's mapping is
+            copied. NaN and ±Inf are kept.
+        step: the training step, or ``None`` when the caller gave none.
+        tags: free-form string labels, or ``None``.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = "metric"
+
+    def __new__(
+        cls,
+        run_id: str,
+        timestamp: float,
+        values: Mapping[str, Any],
+        step: int | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> Self:
+        if type(run_id) is not str or not run_id:
+            _check_run_id(run_id)
+        if type(timestamp) is not float or timestamp - timestamp != 0.0:
+            _check_timestamp(timestamp)
+        values = flatten_metrics(values)
+        if step is not None and type(step) is not int:
+            step = _check_step(step)
+        if tags is not None:
+            tags = _copy_tags("tags", tags)
+        return _tuple_new(cls, (run_id, timestamp, values, step, tags))
+
+    def has_non_finite(self) -> bool:
+        """Whether any value is NaN or ±Inf."""
+        return any(v - v != 0.0 for v in self.values.values())
+
+
+def _check_step(step: object) -> int:
+    if isinstance(step, bool):
+        raise TypeError(f"step must be an integer or None, got {step!r}")
+    try:
+        return operator.index(step)  # type: ignore[arg-type]  # int, numpy integers
+    except TypeError:
+        raise TypeError(f"step must be an integer or None, got {step!r}") from None
+
+
+def _copy_tags(what: str, tags: object) -> dict[str, str]:
+    if not isinstance(tags, Mapping):
+        raise TypeError(f"{what} must be a mapping of string to string, got {type(tags).__name__}")
+    for key, value in tags.items():
+        if type(key) is not str or type(value) is not str:
+            raise TypeError(f"{what} must map strings to strings, got {key!r}: {value!r}")
+    return dict(tags)
+
+
+class _LogEventFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    type: str
+    level: str = "info"
+    data: Mapping[str, Any] = {}
+
+
+class LogEvent(_EventBase, _LogEventFields):
+    """A typed log event (``type`` such as ``episode_end``) with a JSON payload."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "log"
+
+    def __new__(
+        cls,
+        run_id: str,
+        timestamp: float,
+        type: str,
+        level: str = "info",
+        data: Mapping[str, Any] | None = None,
+    ) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        _check_name("event type", type)
+        _check_level(level)
+        if data is None:
+            data = {}
+        elif not isinstance(data, Mapping):
+            raise TypeError(f"event data must be a mapping, got {_type_name(data)}")
+        data = _json_copy("event data", data)
+        return _tuple_new(cls, (run_id, timestamp, type, level, data))
+
+
+def _type_name(value: object) -> str:
+    return type(value).__name__
+
+
+class _StatePatchFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    patch: Mapping[str, Any]
+
+
+class StatePatch(_EventBase, _StatePatchFields):
+    """A patch deep-merged into the run's current state (see :func:`merge_state`)."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "state"
+
+    def __new__(cls, run_id: str, timestamp: float, patch: Mapping[str, Any]) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        if not isinstance(patch, Mapping):
+            raise TypeError(f"state patch must be a mapping, got {_type_name(patch)}")
+        patch = _json_copy("state", patch)
+        return _tuple_new(cls, (run_id, timestamp, patch))
+
+
+class RunTransition(StrEnum):
+    """What happened to a run."""
+
+    STARTED = "started"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+#: The run status each transition leads to.
+STATUS_AFTER: Final = {
+    RunTransition.STARTED: "running",
+    RunTransition.PAUSED: "paused",
+    RunTransition.RESUMED: "running",
+    RunTransition.COMPLETED: "completed",
+    RunTransition.FAILED: "failed",
+}
+
+
+class _RunLifecycleFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    transition: RunTransition
+    run_kind: str = "training"
+    config: Mapping[str, Any] | None = None
+    final_reward: float | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+class RunLifecycle(_EventBase, _RunLifecycleFields):
+    """A run started, paused, resumed, completed or failed.
+
+    Attributes:
+        transition: what happened.
+        run_kind: ``training`` or ``session`` (read on ``started``).
+        config: the run's configuration (read on ``started``).
+        final_reward: the final reward (read on ``completed``/``failed``).
+        metadata: free-form JSON details (product, host, reason...).
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = "lifecycle"
+
+    def __new__(
+        cls,
+        run_id: str,
+        timestamp: float,
+        transition: RunTransition | str,
+        run_kind: str = "training",
+        config: Mapping[str, Any] | None = None,
+        final_reward: float | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        try:
+            transition = RunTransition(transition)
+        except ValueError:
+            names = ", ".join(t.value for t in RunTransition)
+            raise ValueError(f"transition must be one of {names}; got {transition!r}") from None
+        _check_name("run kind", run_kind)
+        if config is not None:
+            if not isinstance(config, Mapping):
+                raise TypeError(f"config must be a mapping, got {_type_name(config)}")
+            config = _json_copy("config", config)
+        if final_reward is not None:
+            final_reward = _to_float("final_reward", final_reward)
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise TypeError(f"metadata must be a mapping, got {_type_name(metadata)}")
+            metadata = _json_copy("metadata", metadata)
+        return _tuple_new(cls, (run_id, timestamp, transition, run_kind, config, final_reward, metadata))
+
+    @property
+    def status(self) -> str:
+        """The run status after this transition."""
+        return STATUS_AFTER[self.transition]
+
+
+class _ExceptionEventFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    error_type: str
+    message: str
+    traceback: str = ""
+    category: str = "unknown"
+    severity: str = "error"
+    component: str | None = None
+
+
+class ExceptionEvent(_EventBase, _ExceptionEventFields):
+    """An error: exception type, message and traceback plus triage fields."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "exception"
+
+    def __new__(
+        cls,
+        run_id: str,
+        timestamp: float,
+        error_type: str,
+        message: str,
+        traceback: str = "",
+        category: str = "unknown",
+        severity: str = "error",
+        component: str | None = None,
+    ) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        _check_name("error_type", error_type)
+        for name, value in (("message", message), ("traceback", traceback), ("category", category)):
+            if type(value) is not str:
+                raise TypeError(f"{name} must be a string, got {value!r}")
+        _check_level(severity)
+        if component is not None and type(component) is not str:
+            raise TypeError(f"component must be a string or None, got {component!r}")
+        fields = (run_id, timestamp, error_type, message, traceback, category, severity, component)
+        return _tuple_new(cls, fields)
+
+
+class _HeartbeatFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    counters: Mapping[str, int] | None = None
+
+
+class Heartbeat(_EventBase, _HeartbeatFields):
+    """The producer is alive; ``counters`` carries progress such as ``total_steps``."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "heartbeat"
+
+    def __new__(cls, run_id: str, timestamp: float, counters: Mapping[str, int] | None = None) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        if counters is not None:
+            if not isinstance(counters, Mapping):
+                raise TypeError(f"counters must be a mapping of string to int, got {type(counters).__name__}")
+            for key, value in counters.items():
+                if type(key) is not str or type(value) is not int:
+                    raise TypeError(f"counters must map strings to ints, got {key!r}: {value!r}")
+            counters = dict(counters)
+        return _tuple_new(cls, (run_id, timestamp, counters))
+
+
+ALERT_STATES: Final = ("inactive", "pending", "firing", "resolved")
+
+
+class _AlertEventFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    rule: str
+    state: str
+    severity: str = "warning"
+    value: float | None = None
+    labels: Mapping[str, str] = {}
+    annotations: Mapping[str, str] = {}
+    active_since: float | None = None
+
+
+class AlertEvent(_EventBase, _AlertEventFields):
+    """An alert rule instance changed state (pending, firing, resolved...)."""
+
+    __slots__ = ()
+    kind: ClassVar[str] = "alert"
+
+    def __new__(
+        cls,
+        run_id: str,
+        timestamp: float,
+        rule: str,
+        state: str,
+        severity: str = "warning",
+        value: float | None = None,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        active_since: float | None = None,
+    ) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        _check_name("rule", rule)
+        if state not in ALERT_STATES:
+            raise ValueError(f"alert state must be one of {', '.join(ALERT_STATES)}; got {state!r}")
+        _check_name("severity", severity)
+        labels = _copy_tags("labels", {} if labels is None else labels)
+        annotations = _copy_tags("annotations", {} if annotations is None else annotations)
+        if value is not None:
+            value = _to_float("value", value)
+        if active_since is not None:
+            _check_timestamp(active_since, "active_since")
+        fields = (run_id, timestamp, rule, state, severity, value, labels, annotations, active_since)
+        return _tuple_new(cls, fields)
+
+
+class _IngestReceiptFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    batch_id: str
+    events: int
+
+
+class IngestReceipt(_EventBase, _IngestReceiptFields):
+    """Internal: closes a remote producer's batch so the store records its id
+    in the same transaction as its events (a retried batch is then refused).
+
+    Not published to subscribers; ``run_id`` is the batch's first run.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = "receipt"
+
+    def __new__(cls, run_id: str, timestamp: float, batch_id: str, events: int) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        _check_name("batch_id", batch_id)
+        return _tuple_new(cls, (run_id, timestamp, batch_id, events))
+
+
+Event = Metric | LogEvent | StatePatch | RunLifecycle | ExceptionEvent | Heartbeat | AlertEvent
+
+EVENT_CLASSES: Final[dict[str, type[Any]]] = {
+    cls.kind: cls for cls in (Metric, LogEvent, StatePatch, RunLifecycle, ExceptionEvent, Heartbeat, AlertEvent)
+}
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The wire form of an event: its fields plus ``kind``."""
+    out: dict[str, Any] = {"kind": event.kind}
+    for name, value in zip(event._fields, event, strict=True):
+        out[name] = value.value if isinstance(value, Enum) else value
+    return out
+
+
+def json_number(value: float | None) -> float | str | None:
+    """A number for JSON: NaN → ``None``, ±Inf → ``"Infinity"``/``"-Infinity"``."""
+    if value is None or value - value == 0.0:
+        return value
+    if value != value:
+        return None
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    """The JSON-safe wire form (see docs/protocol.md): like :func:`event_to_dict`,
+    with NaN metric values as ``null`` and ±Inf as ``"Infinity"``/``"-Infinity"``."""
+    out = event_to_dict(event)
+    if type(event) is Metric:
+        values = event.values
+        total = sum(values.values())
+        if total - total != 0.0:
+            out["values"] = {name: json_number(value) for name, value in values.items()}
+    return out
+
+
+def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = None) -> Event:
+    """Build an event from its wire form, validating every field.
+
+    Raises:
+        TypeError / ValueError: naming the field that is wrong.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"an event must be a JSON object, got {_type_name(data)}")
+    kind = data.get("kind")
+    cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise ValueError(f"kind must be one of {', '.join(EVENT_CLASSES)}; got {kind!r}")
+    fields: tuple[str, ...] = cls._fields
+    kwargs = {key: value for key, value in data.items() if key != "kind"}
+    for key in kwargs:
+        if key not in fields:
+            raise ValueError(f"unknown field {key!r} for a {kind} event")
+    if "run_id" not in kwargs and default_run_id is not None:
+        kwargs["run_id"] = default_run_id
+    for name in fields:
+        if name not in kwargs and name not in cls._field_defaults:
+            raise ValueError(f"missing field {name!r} for a {kind} event")
+    if type(kwargs.get("timestamp")) is int:
+        kwargs["timestamp"] = float(kwargs["timestamp"])
+    event: Event = cls(**kwargs)
+    return event
+
+
+def merge_state(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``patch`` into ``base`` and return the new state.
+
+    Nested mappings merge key by key; lists and scalars replace; a ``None``
+    value deletes the key. Neither argument is modified.
+    """
+    merged = dict(base)
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, Mapping):
+            current = merged.get(key)
+            merged[key] = merge_state(current if isinstance(current, Mapping) else {}, value)
+        else:
+            merged[key] = value
+    return merged

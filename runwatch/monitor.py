@@ -1,0 +1,576 @@
+"""WebMonitor: the training-loop facade over the pipeline and the store.
+
+Every ``update_*`` call validates its arguments, builds one immutable event
+and hands it to the pipeline thread without waiting on I/O (see
+:mod:`runwatch.pipeline.bridge`). Queries first flush, so a monitor always
+reads what it wrote. Errors of runwatch's own (a full queue, a failing disk)
+never raise here: they are counted in :meth:`WebMonitor.statistics`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+import traceback
+import uuid
+import weakref
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from .config import MonitorConfig
+from .errors import ErrorHandler
+from .events import Heartbeat, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch
+from .exceptions import UnknownRunError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .pipeline.thread import PipelineThread
+    from .store.manager import DatabaseManager
+
+__all__ = ["WebMonitor"]
+
+logger = logging.getLogger("runwatch")
+_time = time.time
+
+
+def to_epoch(value: datetime | float | None, name: str = "timestamp") -> float | None:
+    """A timestamp as seconds since the epoch; naive datetimes are taken as local time."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value.timestamp()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a datetime or seconds since the epoch, got {value!r}")
+    return float(value)
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, (str, bytes)) or value is None or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+
+
+def new_run_id() -> str:
+    """A sortable, unique run id: ``run-YYYYMMDD-HHMMSS-xxxxxx``."""
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"run-{stamp}-{uuid.uuid4().hex[:6]}"
+
+
+class WebMonitor:
+    """Monitor training runs: record metrics, state and events; query them back.
+
+    Args:
+        config: settings; ``None`` uses :meth:`MonitorConfig.load` (defaults
+            overridden by ``MONITOR_*`` environment variables).
+
+    The pipeline starts in a background thread at construction and stops at
+    :meth:`close` (also on ``with`` exit and at interpreter exit).
+    """
+
+    def __init__(self, config: MonitorConfig | None = None) -> None:
+        if config is not None and not isinstance(config, MonitorConfig):
+            raise TypeError(f"config must be a MonitorConfig, got {type(config).__name__}")
+        self.config = config if config is not None else MonitorConfig.load()
+        if self.config.debug:
+            logging.getLogger("runwatch").setLevel(logging.DEBUG)
+        self._lock = threading.RLock()
+        self._run_id: str | None = None
+        self._last_run_id: str | None = None
+        self._status = "idle"
+        self._total_steps = 0
+        self._total_episodes = 0
+        self._next_heartbeat = 0.0
+        self._closed = False
+        self._db: DatabaseManager | None = None
+        self.error_handler = ErrorHandler(self)
+        self._thread = self._start_pipeline()
+        self._emit = self._thread.pipeline.intake.bridge.emit
+        self._reap_crashed_runs()
+        _install_exit_hooks()
+        _open_monitors.add(self)
+
+    def _start_pipeline(self) -> PipelineThread:
+        from .pipeline.component import ComponentContext
+        from .pipeline.runtime import Pipeline
+        from .pipeline.thread import PipelineThread
+
+        data_dir = Path(self.config.data_dir)
+        context = ComponentContext(db_path=self.config.db_path, data_dir=data_dir)
+        pipeline = Pipeline(self.config.pipeline, context=context)
+        thread = PipelineThread(pipeline, companions=self._companions(), name="runwatch-pipeline")
+        thread.start()
+        return thread
+
+    def _companions(self) -> list[Any]:
+        """The web interface, served beside the pipeline on its loop."""
+        from .web.server import WebSettings, web_companion
+
+        settings = WebSettings(host=self.config.web_host, port=self.config.web_port, token=self.config.web_token)
+        return [web_companion(settings, self.config.db_path, required=False)]
+
+    @property
+    def web_url(self) -> str | None:
+        """The web interface's base URL (``None`` when it could not listen)."""
+        server = self._web_server
+        return server.url if server is not None else None
+
+    @property
+    def web_token(self) -> str | None:
+        """The bearer token the web interface requires, if any."""
+        server = self._web_server
+        return server.token if server is not None else None
+
+    @property
+    def _web_server(self) -> Any:
+        values = self._thread.companion_values
+        return values[0] if values else None
+
+    def _reap_crashed_runs(self) -> None:
+        # A run left "running" by a process that died is marked crashed here.
+        try:
+            crashed = self.db.mark_crashed_runs()
+        except Exception:  # the store may be shared and busy; detection retries next start
+            logger.exception("runwatch: checking for crashed runs failed")
+            return
+        if crashed:
+            logger.warning("runwatch: marked %d run(s) whose process is gone as crashed: %s", len(crashed), crashed)
+
+    # -- run lifecycle ---------------------------------------------------------------
+
+    @property
+    def current_run_id(self) -> str | None:
+        """The id of the active (running or paused) run, or ``None``."""
+        return self._run_id
+
+    @property
+    def training_state(self) -> str:
+        """``idle``, ``running``, ``paused``, ``completed`` or ``failed``."""
+        return self._status
+
+    def start_training(self, config: dict[str, Any] | None = None, run_id: str | None = None) -> str:
+        """Start monitoring a training run.
+
+        Args:
+            config: the training configuration (JSON-compatible).
+            run_id: an existing run's id resumes that run (its step and
+                episode counts continue); a new id starts a run with it;
+                ``None`` generates one.
+
+        Returns:
+            The run id.
+
+        Raises:
+            ValueError: a run is already active, or ``run_id`` is empty.
+            TypeError: ``config`` is not a mapping of JSON values.
+        """
+        if config is not None and not isinstance(config, Mapping):
+            raise TypeError(f"config must be a dict, got {type(config).__name__}")
+        if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
+            raise ValueError(f"run_id must be a non-empty string, got {run_id!r}")
+        with self._lock:
+            self._check_open()
+            if self._run_id is not None:
+                raise ValueError(f"run {self._run_id!r} is still active; call stop_training() first")
+            now = _time()
+            existing = self._existing_run(run_id) if run_id is not None else None
+            run_id = run_id or new_run_id()
+            if existing is not None:
+                self._total_steps = int(existing.get("total_steps") or 0)
+                self._total_episodes = int(existing.get("total_episodes") or 0)
+                event = RunLifecycle(run_id, now, RunTransition.RESUMED, config=config)
+            else:
+                self._total_steps = self._total_episodes = 0
+                event = RunLifecycle(run_id, now, RunTransition.STARTED, run_kind="training", config=config or {})
+            self._emit(event)
+            self._run_id = self._last_run_id = run_id
+            self._status = "running"
+            self._send_heartbeat(now)
+            return run_id
+
+    def _existing_run(self, run_id: str) -> dict[str, Any] | None:
+        self.flush()
+        try:
+            return self.db.get_run_summary(run_id)
+        except UnknownRunError:
+            return None
+
+    def stop_training(self, final_reward: float | None = None) -> None:
+        """Stop the current training run (status ``completed``).
+
+        Args:
+            final_reward: the final reward of the run.
+
+        Raises:
+            ValueError: no run is active.
+        """
+        reward = None if final_reward is None else _number("final_reward", final_reward)
+        self._end_run(RunTransition.COMPLETED, final_reward=reward)
+
+    def fail_training(self, reason: str | None = None) -> None:
+        """End the current run with status ``failed``.
+
+        Raises:
+            ValueError: no run is active.
+        """
+        self._end_run(RunTransition.FAILED, metadata={"reason": reason} if reason else None)
+
+    def _end_run(
+        self, transition: RunTransition, final_reward: float | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
+        with self._lock:
+            run_id = self._require_run()
+            now = _time()
+            self._send_heartbeat(now)
+            self._emit(RunLifecycle(run_id, now, transition, final_reward=final_reward, metadata=metadata))
+            self._run_id = None
+            self._status = "completed" if transition is RunTransition.COMPLETED else "failed"
+
+    def pause_training(self) -> None:
+        """Pause the current training run (status ``paused``).
+
+        Raises:
+            ValueError: no run is active, or it is already paused.
+        """
+        with self._lock:
+            run_id = self._require_run()
+            if self._status == "paused":
+                raise ValueError(f"run {run_id!r} is already paused")
+            self._emit(RunLifecycle(run_id, _time(), RunTransition.PAUSED))
+            self._status = "paused"
+
+    def resume_training(self) -> None:
+        """Resume a paused training run.
+
+        Raises:
+            ValueError: no run is active, or it is not paused.
+        """
+        with self._lock:
+            run_id = self._require_run()
+            if self._status != "paused":
+                raise ValueError(f"run {run_id!r} is not paused")
+            self._emit(RunLifecycle(run_id, _time(), RunTransition.RESUMED))
+            self._status = "running"
+
+    def _require_run(self) -> str:
+        run_id = self._run_id
+        if run_id is None:
+            self._check_open()
+            raise ValueError("no active run: call start_training() first")
+        return run_id
+
+    # -- recording (the hot path) ------------------------------------------------------
+
+    def update_metrics(self, metrics: dict[str, float | dict[str, float]], timestamp: datetime | None = None) -> None:
+        """Record training metrics.
+
+        Args:
+            metrics: metric name → number; nested dicts flatten to ``group/name``.
+                NaN and ±Inf are kept as they are.
+            timestamp: when they were measured (default: now).
+
+        Raises:
+            ValueError: no active run, or an empty metric name.
+            TypeError: a value that is not a number.
+        """
+        run_id = self._run_id
+        if run_id is None:
+            self._require_run()
+        now = _time()
+        self._emit(Metric(run_id, now if timestamp is None else to_epoch(timestamp), metrics))  # type: ignore[arg-type]
+        if now >= self._next_heartbeat:
+            self._send_heartbeat(now)
+
+    def update_system_metrics(self, cpu_percent: float, memory_percent: float, disk_usage: float) -> None:
+        """Record system resource metrics (as ``system/…`` metrics).
+
+        Args:
+            cpu_percent: CPU usage percentage.
+            memory_percent: memory usage percentage.
+            disk_usage: disk usage percentage.
+        """
+        values = {
+            "system/cpu_percent": _number("cpu_percent", cpu_percent),
+            "system/memory_percent": _number("memory_percent", memory_percent),
+            "system/disk_usage": _number("disk_usage", disk_usage),
+        }
+        self.update_metrics(values)
+
+    def update_game_state(self, state: dict[str, Any], frame_number: int | None = None) -> None:
+        """Record game state; it is deep-merged into the run state's ``game_state``.
+
+        Args:
+            state: the game state (JSON-compatible).
+            frame_number: the frame it belongs to.
+        """
+        run_id = self._require_run()
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state must be a dict, got {type(state).__name__}")
+        patch: dict[str, Any] = {"game_state": state}
+        if frame_number is not None:
+            if isinstance(frame_number, bool) or not isinstance(frame_number, int):
+                raise TypeError(f"frame_number must be an integer, got {frame_number!r}")
+            patch["frame_number"] = frame_number
+        now = _time()
+        self._emit(StatePatch(run_id, now, patch))
+        if now >= self._next_heartbeat:
+            self._send_heartbeat(now)
+
+    def update_step(
+        self, step: int, reward: float, action: str, inference_time: float, game_state: dict[str, Any]
+    ) -> None:
+        """Record one training step (counts a step).
+
+        ``reward`` and ``inference_time`` become metrics at ``step`` (tagged
+        with the action); the action and game state go into the run state.
+
+        Args:
+            step: step number in the current episode.
+            reward: reward received for the step.
+            action: the action taken.
+            inference_time: seconds the inference took.
+            game_state: the current game state.
+        """
+        run_id = self._require_run()
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TypeError(f"step must be an integer, got {step!r}")
+        if not isinstance(action, str):
+            raise TypeError(f"action must be a string, got {action!r}")
+        if not isinstance(game_state, Mapping):
+            raise TypeError(f"game_state must be a dict, got {type(game_state).__name__}")
+        values = {"reward": _number("reward", reward), "inference_time": _number("inference_time", inference_time)}
+        now = _time()
+        self._emit(Metric(run_id, now, values, step, {"action": action}))
+        self._emit(StatePatch(run_id, now, {"game_state": game_state, "last_action": action, "step": step}))
+        self._total_steps += 1
+        if now >= self._next_heartbeat:
+            self._send_heartbeat(now)
+
+    def update_episode(
+        self,
+        episode: int,
+        total_reward: float,
+        steps: int,
+        success: bool,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        """Record the end of an episode (counts an episode).
+
+        Logs ``episode/total_reward``, ``episode/steps`` and ``episode/success``
+        at step ``episode`` and an ``episode_end`` event with the details.
+        """
+        run_id = self._require_run()
+        if isinstance(episode, bool) or not isinstance(episode, int):
+            raise TypeError(f"episode must be an integer, got {episode!r}")
+        if isinstance(steps, bool) or not isinstance(steps, int):
+            raise TypeError(f"steps must be an integer, got {steps!r}")
+        if metadata is not None and not isinstance(metadata, Mapping):
+            raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
+        reward = _number("total_reward", total_reward)
+        now = _time()
+        values = {"episode/total_reward": reward, "episode/steps": steps, "episode/success": 1.0 if success else 0.0}
+        data = {"episode": episode, "total_reward": reward, "steps": steps, "success": bool(success)}
+        if metadata:
+            data["metadata"] = dict(metadata)
+        self._emit(Metric(run_id, now, values, episode))
+        self._emit(LogEvent(run_id, now, "episode_end", "info", data))
+        self._total_episodes += 1
+        self._send_heartbeat(now)
+
+    def record_event(
+        self,
+        event_type: str,
+        event_data: dict[str, Any],
+        timestamp: datetime | None = None,
+        level: str = "info",
+    ) -> None:
+        """Record a training event.
+
+        Args:
+            event_type: the type of event (e.g. ``checkpoint_saved``).
+            event_data: event details (JSON-compatible).
+            timestamp: when it happened (default: now).
+            level: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
+        """
+        run_id = self._require_run()
+        ts = _time() if timestamp is None else to_epoch(timestamp)
+        self._emit(LogEvent(run_id, ts, event_type, level, event_data))  # type: ignore[arg-type]
+
+    def heartbeat(self) -> None:
+        """Tell the monitor the training loop is alive (sent on its own by every update)."""
+        self._require_run()
+        self._send_heartbeat(_time())
+
+    def _send_heartbeat(self, now: float) -> None:
+        run_id = self._run_id
+        if run_id is None:
+            return
+        self._next_heartbeat = now + self.config.update_interval
+        counters = {"total_steps": self._total_steps, "total_episodes": self._total_episodes}
+        self._emit(Heartbeat(run_id, now, counters))
+
+    # -- reading ----------------------------------------------------------------------
+
+    @property
+    def db(self) -> DatabaseManager:
+        """The :class:`DatabaseManager` of this monitor's store."""
+        if self._db is None:
+            from .store.manager import DatabaseManager
+
+            self._db = DatabaseManager(self.config.db_path)
+        return self._db
+
+    def get_training_runs(self, limit: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Get the list of training runs, newest first.
+
+        Args:
+            limit: the most runs to return.
+            status: only runs with this status.
+        """
+        self.flush()
+        return self.db.get_training_runs(limit=limit, status=status)
+
+    def get_run_metrics(
+        self,
+        run_id: str,
+        metric_names: list[str] | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Get a run's metrics: one row per logging call, one column per metric."""
+        self.flush()
+        return self.db.get_run_metrics(run_id, metric_names, start_time, end_time)
+
+    def get_run_events(
+        self,
+        run_id: str,
+        event_type: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
+    ) -> list[dict[str, Any]]:
+        """Get a run's events, oldest first."""
+        self.flush()
+        return self.db.get_run_events(run_id, event_type, start_time, end_time)
+
+    def get_run_summary(self, run_id: str) -> dict[str, Any]:
+        """Get the summary of a run (status, times, counts, per-metric statistics)."""
+        self.flush()
+        return self.db.get_run_summary(run_id)
+
+    def export_run_data(self, run_id: str, output_dir: Path, include_snapshots: bool = True) -> Path:
+        """Export a run to a ``.zip`` (run.json, metrics, events.jsonl, state history).
+
+        Returns:
+            The path of the archive.
+        """
+        from .store.export import export_run
+
+        self.flush()
+        return export_run(self.config.db_path, run_id, Path(output_dir), include_snapshots=include_snapshots)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = 30.0) -> bool:
+        """Wait until everything recorded before the call is committed.
+
+        Returns:
+            ``True`` once committed; ``False`` if ``timeout`` seconds passed
+            first or the monitor is closed.
+        """
+        return self._thread.flush(timeout)
+
+    def statistics(self) -> dict[str, Any]:
+        """Pipeline counters (queues, drops, commits) plus error counts."""
+        stats = self._thread.pipeline.statistics()
+        stats["errors"] = self.error_handler.statistics()
+        return stats
+
+    @property
+    def pipeline_thread(self) -> PipelineThread:
+        """The background thread running this monitor's pipeline."""
+        return self._thread
+
+    def close(self) -> None:
+        """Finish the active run (completed), drain the pipeline and stop. Idempotent."""
+        self._close(None)
+
+    def _close(self, failure: BaseException | None) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            try:
+                if self._run_id is not None:
+                    if failure is None:
+                        self._end_run(RunTransition.COMPLETED)
+                    else:
+                        self.error_handler.handle_error(failure, component="training loop")  # type: ignore[arg-type]
+                        self._end_run(RunTransition.FAILED, metadata={"reason": f"{type(failure).__name__}: {failure}"})
+            finally:
+                self._closed = True
+                self._thread.close()
+                if self._db is not None:
+                    self._db.close()
+                _open_monitors.discard(self)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this WebMonitor is closed")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._close(exc if isinstance(exc, Exception) else None)
+
+    def __repr__(self) -> str:
+        return f"<WebMonitor db={self.config.db_path!r} run={self._run_id!r} state={self._status}>"
+
+
+# Monitors still open at interpreter exit are closed there: an uncaught
+# exception marks their active run failed, a normal exit completes it.
+_open_monitors: weakref.WeakSet[WebMonitor] = weakref.WeakSet()
+_uncaught: list[BaseException] = []
+_previous_excepthook = sys.excepthook
+
+
+def _remember_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    _uncaught.append(exc)
+    _previous_excepthook(exc_type, exc, tb)
+
+
+def _close_open_monitors() -> None:
+    failure = _uncaught[-1] if _uncaught and isinstance(_uncaught[-1], Exception) else None
+    for monitor in list(_open_monitors):
+        try:
+            monitor._close(failure)
+        except Exception:
+            traceback.print_exc()
+
+
+_hooks_installed = False
+
+
+def _install_exit_hooks() -> None:
+    """Once per process, on the first monitor (importing runwatch changes nothing)."""
+    global _hooks_installed, _previous_excepthook
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    _previous_excepthook = sys.excepthook
+    sys.excepthook = _remember_uncaught
+    atexit.register(_close_open_monitors)
+    if hasattr(os, "register_at_fork"):
+        # A forked child has no pipeline thread: its copies must not try to close it.
+        os.register_at_fork(after_in_child=_open_monitors.clear)

@@ -1,0 +1,325 @@
+"""The hand-over from synchronous producer threads to the pipeline's event loop.
+
+The training loop's thread appends events to a ``collections.deque`` (an
+atomic operation under the GIL, so no lock per event) and returns. The loop
+side drains the deque on a short poll interval while events flow, and sleeps
+without polling when the producer is idle. The producer wakes the loop only
+when the loop sleeps, when the deque passes a high-water mark, or for a flush
+— never per event.
+
+When the deque is full, the policy decides: ``block`` makes the producer wait
+(up to ``block_timeout_seconds``, then the event is dropped and counted),
+``drop_newest`` drops the new event, ``drop_oldest`` drops the oldest one.
+The producer never raises because of runwatch's own trouble.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any, NamedTuple
+
+from .buffer import OverflowPolicy
+
+__all__ = ["BridgeStatistics", "ThreadBridge"]
+
+logger = logging.getLogger("runwatch.pipeline")
+
+
+class BridgeStatistics(NamedTuple):
+    """Counters of the producer hand-over, in events."""
+
+    max_events: int
+    buffered_events: int
+    accepted_events: int
+    dropped_events: dict[str, int]
+    blocked_producers: int
+    policy: str
+
+
+class _FlushRequest:
+    """A flush request; travels the deque like an event so it keeps its place."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: Callable[[], Any]) -> None:
+        self.callback = callback
+
+
+class ThreadBridge:
+    """Thread-safe intake of events into one in-process source.
+
+    Args:
+        max_events: the deque's bound.
+        policy: what a full deque does (see module docs).
+        block_timeout_seconds: the longest a ``block`` producer waits for space;
+            after it the event is dropped with reason ``block_timeout``.
+        wake_threshold: buffered events that make the producer wake the loop
+            early rather than wait for the next poll.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_events: int = 100_000,
+        policy: OverflowPolicy | str = OverflowPolicy.BLOCK,
+        block_timeout_seconds: float = 30.0,
+        wake_threshold: int | None = None,
+    ) -> None:
+        self.max_events = max_events
+        self.policy = OverflowPolicy(policy)
+        self.block_timeout_seconds = block_timeout_seconds
+        self.wake_threshold = wake_threshold or max(1, min(max_events // 4, 8192))
+        self._queue: deque[Any] = deque()
+        self._accepted = 0  # counted on the loop side, when drained
+        self._dropped: dict[str, int] = {}
+        self._drop_lock = threading.Lock()
+        self._space = threading.Condition(threading.Lock())
+        self._blocked = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wakeup: asyncio.Event | None = None
+        # True while the consumer sleeps without a poll timeout: the next
+        # producer must wake it. Read without a lock on the hot path.
+        self._consumer_idle = False
+        self._idle_polls = 0
+        self._pending_flushes = 0  # flush requests in the deque (not events)
+        self._closed = False
+
+    # -- producer side (any thread) ------------------------------------------------
+
+    def emit(self, event: Any) -> None:
+        """Hand one event to the pipeline. Never raises for runwatch's own trouble."""
+        queue = self._queue
+        if len(queue) - self._pending_flushes >= self.max_events or self._closed:
+            self._overflow(event)
+            return
+        queue.append(event)
+        if self._consumer_idle or len(queue) == self.wake_threshold:
+            self._wake()
+
+    def emit_many(self, events: Iterable[Any]) -> None:
+        """Hand several events over, in order."""
+        for event in events:
+            self.emit(event)
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Block until everything emitted before the call is committed.
+
+        Returns:
+            ``True`` when committed, ``False`` if ``timeout`` seconds passed or
+            the pipeline is not running.
+        """
+        if self._closed or self._loop is None:
+            return False
+        done = threading.Event()
+        self.request_flush(done.set)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not done.wait(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic()))):
+            if self._loop is None:  # the pipeline stopped before reaching this request
+                return done.is_set()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+        return True
+
+    def request_flush(self, callback: Callable[[], Any]) -> None:
+        """Queue a flush request; ``callback`` runs on the loop once it is committed."""
+        with self._drop_lock:
+            self._pending_flushes += 1
+        self._queue.append(_FlushRequest(callback))  # never bounded: flushes are not dropped
+        self._wake()
+
+    def _overflow(self, event: Any) -> None:
+        if self._closed:
+            self._count_drop("closed")
+            return
+        if self.policy is OverflowPolicy.DROP_NEWEST:
+            self._count_drop("overflow")
+        elif self.policy is OverflowPolicy.DROP_OLDEST:
+            self._drop_oldest_event()
+            self._queue.append(event)
+        else:
+            self._block_then_append(event)
+
+    def _drop_oldest_event(self) -> None:
+        """Remove the oldest event, stepping over flush requests (never dropped).
+
+        Only the deque's atomic end operations are used: the loop may be
+        draining it from another thread at the same time.
+        """
+        queue = self._queue
+        held: list[Any] = []
+        dropped = False
+        with self._drop_lock:
+            while True:
+                try:
+                    item = queue.popleft()
+                except IndexError:
+                    break
+                if type(item) is _FlushRequest:
+                    held.append(item)
+                    continue
+                dropped = True
+                break
+            queue.extendleft(reversed(held))
+        if dropped:
+            self._count_drop("overflow")
+
+    def _block_then_append(self, event: Any) -> None:
+        if self._loop is not None and _running_in(self._loop):
+            # Blocking here would deadlock the very loop that drains us.
+            self._count_drop("full_on_loop_thread")
+            return
+        deadline = time.monotonic() + self.block_timeout_seconds
+        with self._space:
+            self._blocked += 1
+            try:
+                while len(self._queue) - self._pending_flushes >= self.max_events and not self._closed:
+                    self._wake()
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self._count_drop("block_timeout")
+                        return
+                    self._space.wait(min(remaining, 0.1))
+            finally:
+                self._blocked -= 1
+        if self._closed:
+            self._count_drop("closed")
+        else:
+            self._queue.append(event)
+
+    def _count_drop(self, reason: str) -> None:
+        with self._drop_lock:
+            self._dropped[reason] = self._dropped.get(reason, 0) + 1
+            total = self._dropped[reason]
+        if total & (total - 1) == 0:  # log at 1, 2, 4, 8... to avoid a log storm
+            logger.warning("runwatch dropped %d event(s) at intake (reason: %s)", total, reason)
+
+    def _wake(self) -> None:
+        loop, wakeup = self._loop, self._wakeup
+        if loop is None or wakeup is None:
+            return
+        self._consumer_idle = False
+        try:
+            loop.call_soon_threadsafe(wakeup.set)
+        except RuntimeError:  # the loop closed under us: nothing to wake
+            pass
+
+    # -- consumer side (the pipeline's loop) ----------------------------------------
+
+    def attach(self) -> None:
+        """Bind to the running event loop (called by the source that drains us)."""
+        self._loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+
+    async def wait_for_events(self, poll_interval: float, idle_after_polls: int = 20) -> None:
+        """Return when events may be waiting: after a poll interval or a wake-up.
+
+        While events flow, waiting a poll interval lets them gather into one
+        batch; past the high-water mark (or on close) it returns at once.
+        After ``idle_after_polls`` empty polls it stops polling and sleeps
+        until a producer wakes it.
+        """
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        if len(self._queue) >= self.wake_threshold or self._closed:
+            await asyncio.sleep(0)  # let other tasks run between large drains
+        elif self._queue:
+            await self._wait_for(wakeup, poll_interval)
+        else:
+            self._idle_polls += 1
+            if self._idle_polls < idle_after_polls:
+                await self._wait_for(wakeup, poll_interval)
+            else:
+                self._consumer_idle = True
+                if self._queue:  # an event raced in before the flag was visible
+                    self._consumer_idle = False
+                else:
+                    await wakeup.wait()
+        wakeup.clear()
+
+    @staticmethod
+    async def _wait_for(wakeup: asyncio.Event, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    def drain(self) -> list[list[Any] | Callable[[], Any]]:
+        """Take everything queued now, in order.
+
+        Returns:
+            Segments: lists of events, and for each flush request its callback
+            at its place in the stream (call it once the events ahead of it
+            are committed).
+        """
+        queue = self._queue
+        count = len(queue)
+        if count == 0:
+            return []
+        self._idle_polls = 0
+        popleft = queue.popleft
+        segments: list[list[Any] | Callable[[], Any]] = []
+        current: list[Any] = []
+        for _ in range(count):
+            try:
+                item = popleft()
+            except IndexError:  # a drop_oldest producer took one meanwhile
+                break
+            if type(item) is _FlushRequest:
+                with self._drop_lock:
+                    self._pending_flushes -= 1
+                if current:
+                    segments.append(current)
+                    self._accepted += len(current)
+                    current = []
+                segments.append(item.callback)
+            else:
+                current.append(item)
+        if current:
+            segments.append(current)
+            self._accepted += len(current)
+        if self._blocked:
+            with self._space:
+                self._space.notify_all()
+        return segments
+
+    def close(self) -> None:
+        """Stop taking events; blocked producers give up with reason ``closed``."""
+        self._closed = True
+        with self._space:
+            self._space.notify_all()
+        self._wake()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def detach(self) -> None:
+        """Forget the loop (it is stopping); later flushes return at once."""
+        self._loop = None
+        self._wakeup = None
+
+    def statistics(self) -> BridgeStatistics:
+        """The hand-over's counters now."""
+        with self._drop_lock:
+            dropped = dict(self._dropped)
+        return BridgeStatistics(
+            max_events=self.max_events,
+            buffered_events=len(self._queue) - self._pending_flushes,
+            accepted_events=self._accepted,
+            dropped_events=dropped,
+            blocked_producers=self._blocked,
+            policy=self.policy.value,
+        )
+
+
+def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,355 @@
+"""Declarative pipeline configuration: load, validate, resolve.
+
+The shape (TOML shown; JSON and dicts are the same)::
+
+    [sources.app]
+    type = "in_process"
+
+    [stages.alerts]
+    type = "alerts"
+    inputs = ["app"]
+
+    [sinks.store]
+    type = "sqlite"
+    inputs = ["app"]              # ids of sources or stages; globs allowed
+    flush_interval_seconds = 0.5  # every other key is an option of the type
+    buffer = { max_events = 50000, when_full = "block" }
+
+Loading never opens a file other than the config itself, a socket or a
+database: it returns a :class:`PipelineSpec` that the runtime builds later.
+Every error is a :class:`~runwatch.exceptions.ConfigError` whose ``path``
+names the component and key (``sinks.store.flush_interval_seconds``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from ..exceptions import ConfigError
+from .buffer import OverflowPolicy
+from .component import Component
+
+__all__ = [
+    "BUILTIN_COMPONENTS",
+    "BufferSpec",
+    "ComponentSpec",
+    "PipelineSpec",
+    "default_pipeline_config",
+    "load_pipeline_config",
+    "resolve_component_class",
+]
+
+SECTIONS = ("sources", "stages", "sinks")
+_ROLE_OF_SECTION = {"sources": "source", "stages": "stage", "sinks": "sink"}
+_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+ENTRY_POINT_GROUP = "runwatch.components"
+
+#: Built-in component types, imported only when used.
+BUILTIN_COMPONENTS: dict[str, str] = {
+    "in_process": "runwatch.sources.in_process:InProcessSource",
+    "ingest": "runwatch.sources.ingest:IngestSource",
+    "websocket_hub": "runwatch.sinks.websocket:WebsocketHub",
+    "filter": "runwatch.stages.filter:FilterStage",
+    "sqlite": "runwatch.sinks.sqlite:SQLiteSink",
+    "log": "runwatch.sinks.log:LogSink",
+    "blackhole": "runwatch.sinks.blackhole:BlackholeSink",
+}
+
+
+def default_pipeline_config() -> dict[str, Any]:
+    """The graph used when no config is given.
+
+    In-process and remote-ingest sources feed the SQLite store (``block``:
+    nothing is lost) and the websocket hub (``drop_oldest``: live views never
+    hold the store back).
+    """
+    return {
+        "sources": {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}},
+        "sinks": {
+            "store": {"type": "sqlite", "inputs": ["app", "ingest"]},
+            "live": {
+                "type": "websocket_hub",
+                "inputs": ["app", "ingest"],
+                "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
+            },
+        },
+    }
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """A component's input buffer: its bound and what happens when full."""
+
+    max_events: int = 50_000
+    when_full: OverflowPolicy = OverflowPolicy.BLOCK
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One validated component, ready to build."""
+
+    id: str
+    section: str
+    type: str
+    cls: type[Component]
+    options: Any
+    inputs: tuple[str, ...]
+    buffer: BufferSpec
+
+    @property
+    def path(self) -> str:
+        """The key path of this component in the config."""
+        return f"{self.section}.{self.id}"
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A validated graph: components in topological order (sources first)."""
+
+    components: tuple[ComponentSpec, ...]
+
+    def consumers_of(self, component_id: str) -> list[ComponentSpec]:
+        """The components that list ``component_id`` among their inputs."""
+        return [spec for spec in self.components if component_id in spec.inputs]
+
+    def get(self, component_id: str) -> ComponentSpec:
+        """The spec of one component."""
+        for spec in self.components:
+            if spec.id == component_id:
+                return spec
+        raise KeyError(component_id)
+
+    def sink_paths(self, component_id: str) -> int:
+        """How many distinct paths lead from this component to a sink."""
+        spec = self.get(component_id)
+        if spec.section == "sinks":
+            return 1
+        return sum(self.sink_paths(consumer.id) for consumer in self.consumers_of(component_id))
+
+
+def load_pipeline_config(source: str | Path | Mapping[str, Any] | None) -> PipelineSpec:
+    """Load and validate a pipeline config from a TOML/JSON file or a mapping.
+
+    ``None`` gives the built-in default graph.
+
+    Raises:
+        ConfigError: naming the component id and key path of the first problem.
+    """
+    if source is None:
+        raw: Mapping[str, Any] = default_pipeline_config()
+    elif isinstance(source, Mapping):
+        raw = source
+    elif isinstance(source, (str, Path)):
+        raw = _read_file(Path(source))
+    else:
+        raise TypeError(f"pipeline config must be a path or a mapping, got {type(source).__name__}")
+    return _validate(raw)
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    try:
+        text = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read pipeline config {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
+        raise ConfigError("", f"{path} is not valid {kind}: {exc}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"{path} must hold a table of sources, stages and sinks")
+    # A MonitorConfig file may nest the graph under "pipeline".
+    if "pipeline" in data and isinstance(data["pipeline"], Mapping):
+        return data["pipeline"]  # type: ignore[no-any-return]
+    return data
+
+
+def _validate(raw: Mapping[str, Any]) -> PipelineSpec:
+    for key in raw:
+        if key not in SECTIONS:
+            raise ConfigError(str(key), f"unknown section; expected one of {', '.join(SECTIONS)}")
+    entries: dict[str, tuple[str, Mapping[str, Any]]] = {}
+    for section in SECTIONS:
+        table = raw.get(section, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(section, f"must be a table of components, got {_json_type(table)}")
+        for component_id, body in table.items():
+            path = f"{section}.{component_id}"
+            if not isinstance(component_id, str) or not _ID_PATTERN.match(component_id):
+                raise ConfigError(path, "a component id may only hold letters, digits, '_' and '-'")
+            if component_id in entries:
+                raise ConfigError(path, f"the id is already used by {entries[component_id][0]}.{component_id}")
+            if not isinstance(body, Mapping):
+                raise ConfigError(path, f"must be a table, got {_json_type(body)}")
+            entries[component_id] = (section, body)
+    if not any(section == "sources" for section, _ in entries.values()):
+        raise ConfigError("sources", "at least one source is required")
+
+    upstream_ids = [cid for cid, (section, _) in entries.items() if section != "sinks"]
+    specs: dict[str, ComponentSpec] = {}
+    for component_id, (section, body) in entries.items():
+        specs[component_id] = _component_spec(component_id, section, body, upstream_ids, entries)
+    order = _topological_order(specs)
+    if not any(spec.section == "sinks" for spec in specs.values()):
+        raise ConfigError("sinks", "at least one sink is required")
+    return PipelineSpec(components=tuple(specs[cid] for cid in order))
+
+
+def _component_spec(
+    component_id: str,
+    section: str,
+    body: Mapping[str, Any],
+    upstream_ids: list[str],
+    entries: Mapping[str, tuple[str, Mapping[str, Any]]],
+) -> ComponentSpec:
+    path = f"{section}.{component_id}"
+    type_name = body.get("type")
+    if not isinstance(type_name, str) or not type_name:
+        raise ConfigError(f"{path}.type", "is required: a built-in type, an entry-point name or 'module:Class'")
+    cls = resolve_component_class(type_name, f"{path}.type")
+    if cls.role != _ROLE_OF_SECTION[section]:
+        raise ConfigError(f"{path}.type", f"{type_name!r} is a {cls.role}, not a {_ROLE_OF_SECTION[section]}")
+
+    inputs: tuple[str, ...] = ()
+    if section == "sources":
+        if "inputs" in body:
+            raise ConfigError(f"{path}.inputs", "a source takes no inputs")
+    else:
+        inputs = _resolve_inputs(path, body.get("inputs"), upstream_ids, component_id, entries)
+
+    buffer = _buffer_spec(f"{path}.buffer", body.get("buffer", {}))
+    option_values = {k: v for k, v in body.items() if k not in ("type", "inputs", "buffer")}
+    try:
+        options = cls.Options(**option_values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        location = ".".join(str(part) for part in error["loc"])
+        detail = error["msg"]
+        if error["type"] != "extra_forbidden" and "input" in error:
+            detail += f" (got {error['input']!r})"
+        elif error["type"] == "extra_forbidden":
+            known = ", ".join(sorted(cls.Options.model_fields)) or "none"
+            detail = f"unknown option for type {type_name!r} (known: {known})"
+        raise ConfigError(f"{path}.{location}", detail) from None
+    return ComponentSpec(component_id, section, type_name, cls, options, inputs, buffer)
+
+
+def _resolve_inputs(
+    path: str,
+    value: Any,
+    upstream_ids: list[str],
+    own_id: str,
+    entries: Mapping[str, tuple[str, Mapping[str, Any]]],
+) -> tuple[str, ...]:
+    if value is None:
+        raise ConfigError(f"{path}.inputs", "is required: a list of source or stage ids (globs allowed)")
+    if not isinstance(value, list) or not value or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{path}.inputs", f"must be a non-empty list of ids, got {value!r}")
+    resolved: list[str] = []
+    for index, pattern in enumerate(value):
+        if any(char in pattern for char in "*?["):
+            matches = [cid for cid in upstream_ids if fnmatch.fnmatchcase(cid, pattern) and cid != own_id]
+            if not matches:
+                raise ConfigError(f"{path}.inputs[{index}]", f"{pattern!r} matches no source or stage")
+        else:
+            if pattern not in entries:
+                raise ConfigError(f"{path}.inputs[{index}]", f"unknown input {pattern!r}")
+            if entries[pattern][0] == "sinks":
+                raise ConfigError(f"{path}.inputs[{index}]", f"{pattern!r} is a sink; sinks have no output")
+            matches = [pattern]
+        resolved.extend(match for match in matches if match not in resolved)
+    return tuple(resolved)
+
+
+def _buffer_spec(path: str, value: Any) -> BufferSpec:
+    if not isinstance(value, Mapping):
+        raise ConfigError(path, f"must be a table, got {_json_type(value)}")
+    for key in value:
+        if key not in ("max_events", "when_full"):
+            raise ConfigError(f"{path}.{key}", "unknown buffer option (known: max_events, when_full)")
+    max_events = value.get("max_events", BufferSpec.max_events)
+    if type(max_events) is not int or max_events < 1:
+        raise ConfigError(f"{path}.max_events", f"must be a positive integer, got {max_events!r}")
+    when_full = value.get("when_full", BufferSpec.when_full.value)
+    try:
+        policy = OverflowPolicy(when_full)
+    except ValueError:
+        choices = ", ".join(p.value for p in OverflowPolicy)
+        raise ConfigError(f"{path}.when_full", f"must be one of {choices}, got {when_full!r}") from None
+    return BufferSpec(max_events=max_events, when_full=policy)
+
+
+def _topological_order(specs: Mapping[str, ComponentSpec]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 = visiting, 2 = done
+
+    def visit(cid: str, trail: list[str]) -> None:
+        if state.get(cid) == 2:
+            return
+        if state.get(cid) == 1:
+            cycle = trail[trail.index(cid) :] + [cid]
+            described = " → ".join(f"{specs[c].section}.{c}" for c in cycle)
+            raise ConfigError(f"{specs[cid].path}.inputs", f"cycle: {described}")
+        state[cid] = 1
+        for upstream in specs[cid].inputs:
+            visit(upstream, [*trail, cid])
+        state[cid] = 2
+        order.append(cid)
+
+    for cid in specs:
+        visit(cid, [])
+    return order
+
+
+def resolve_component_class(type_name: str, path: str = "type") -> type[Component]:
+    """Find the class of a component type.
+
+    Looks in order at the built-in types, ``module:Class`` paths and the
+    ``runwatch.components`` entry-point group.
+
+    Raises:
+        ConfigError: the type is unknown or is not a component.
+    """
+    target = BUILTIN_COMPONENTS.get(type_name)
+    if target is None and ":" in type_name:
+        target = type_name
+    if target is not None:
+        module_name, _, attribute = target.partition(":")
+        try:
+            obj = getattr(importlib.import_module(module_name), attribute)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(path, f"cannot import {type_name!r}: {exc}") from None
+    else:
+        found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == type_name]
+        if not found:
+            known = ", ".join(sorted(BUILTIN_COMPONENTS))
+            raise ConfigError(
+                path,
+                f"unknown type {type_name!r} (built-in: {known}; or an entry point in "
+                f"{ENTRY_POINT_GROUP!r}, or 'module:Class')",
+            )
+        try:
+            obj = found[0].load()
+        except Exception as exc:  # a plugin's import may fail in any way
+            raise ConfigError(path, f"cannot load entry point {type_name!r}: {exc}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Component) and hasattr(obj, "role")):
+        raise ConfigError(path, f"{type_name!r} is not a runwatch Source, Stage or Sink class")
+    return obj
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "a table", list: "a list", str: "a string", bool: "a boolean"}.get(type(value), type(value).__name__)

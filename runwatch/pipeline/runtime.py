@@ -1,0 +1,406 @@
+"""The pipeline runtime: builds a validated graph and runs it in one task group.
+
+Every component runs in a task owned by the pipeline's task group; nothing
+else spawns tasks. Shutdown drains from the sources to the sinks: sources
+stop and close their outputs, each consumer finishes its buffer, flushes and
+closes its own outputs, and the pipeline waits for all of it (up to
+``shutdown_timeout_seconds``; what is still buffered then is counted as
+dropped with reason ``shutdown_timeout``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..exceptions import PipelineNotRunning
+from .buffer import EventBuffer, FlushMarker
+from .component import Component, ComponentContext, Output, Sink, Source, Stage
+from .config import ComponentSpec, PipelineSpec, load_pipeline_config
+
+__all__ = ["ComponentStatistics", "Pipeline"]
+
+logger = logging.getLogger("runwatch.pipeline")
+
+
+class _MarkerOutput(Output):
+    """An output that can also forward flush markers and knows its sink paths."""
+
+    def __init__(self, buffers: list[EventBuffer], sink_paths: int) -> None:
+        super().__init__(buffers)
+        self.sink_paths = sink_paths
+
+    def send_marker(self, marker: FlushMarker) -> None:
+        for buffer in self._buffers:
+            buffer.put_marker(marker)
+
+    def flush_marker(self, callback: Callable[[], Any]) -> None:
+        """Queue a new flush barrier behind everything sent so far."""
+        self.send_marker(FlushMarker(self.sink_paths, callback))
+
+
+@dataclass
+class ComponentStatistics:
+    """Counters the runner keeps for one component."""
+
+    processed_events: int = 0
+    processed_batches: int = 0
+    errors: int = 0
+    dropped_events: dict[str, int] = field(default_factory=dict)
+    last_error: str | None = None
+    flushes: int = 0
+    last_flush_seconds: float | None = None
+    max_flush_seconds: float = 0.0
+    failed: bool = False
+
+
+@dataclass
+class _Node:
+    spec: ComponentSpec
+    component: Component
+    buffer: EventBuffer | None
+    output: _MarkerOutput | None
+    stats: ComponentStatistics = field(default_factory=ComponentStatistics)
+    open_upstreams: int = 0
+    finished: anyio.Event = field(default_factory=anyio.Event)
+
+
+class Pipeline:
+    """A running graph of sources, stages and sinks.
+
+    Args:
+        config: a :class:`PipelineSpec`, a mapping, a TOML/JSON path, or
+            ``None`` for the default graph.
+        context: what components share (store path, data dir, services).
+        shutdown_timeout_seconds: how long :meth:`stop` waits for queues to drain.
+
+    Use as ``async with Pipeline(...) as pipeline:``; events go in with
+    :meth:`emit` (any thread, never blocks the caller beyond the intake
+    policy) and :meth:`flush` waits until they are committed.
+    """
+
+    def __init__(
+        self,
+        config: PipelineSpec | Mapping[str, Any] | str | Path | None = None,
+        *,
+        context: ComponentContext | None = None,
+        shutdown_timeout_seconds: float = 10.0,
+    ) -> None:
+        self.spec = config if isinstance(config, PipelineSpec) else load_pipeline_config(config)
+        self.context = context or ComponentContext()
+        self.shutdown_timeout_seconds = shutdown_timeout_seconds
+        self._nodes: dict[str, _Node] = {}
+        self._task_group: TaskGroup | None = None
+        self._stopping = anyio.Event()
+        self._running = False
+        self._started_at: float | None = None
+        self._build()
+
+    # -- building ---------------------------------------------------------------
+
+    def _build(self) -> None:
+        for spec in self.spec.components:
+            component = spec.cls(spec.id, spec.options, self.context)
+            buffer = None
+            if spec.section != "sources":
+                buffer = EventBuffer(spec.buffer.max_events, spec.buffer.when_full)
+            self._nodes[spec.id] = _Node(spec, component, buffer, None)
+        for node in self._nodes.values():
+            consumers = self.spec.consumers_of(node.spec.id)
+            if node.spec.section != "sinks":
+                buffers = [self._nodes[c.id].buffer for c in consumers]
+                node.output = _MarkerOutput([b for b in buffers if b is not None], self.spec.sink_paths(node.spec.id))
+            node.open_upstreams = len(node.spec.inputs)
+
+    @property
+    def components(self) -> dict[str, Component]:
+        """The built components by id."""
+        return {cid: node.component for cid, node in self._nodes.items()}
+
+    def component(self, component_id: str) -> Component:
+        """One component by id (``KeyError`` if there is none)."""
+        return self._nodes[component_id].component
+
+    def components_of_type(self, cls: type[Any]) -> list[Any]:
+        """Every component that is an instance of ``cls``, in graph order."""
+        return [node.component for node in self._nodes.values() if isinstance(node.component, cls)]
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open every component (sinks first) and start running the graph.
+
+        Raises:
+            Exception: whatever a component's ``start`` raised (e.g. the store
+            cannot be opened); components already opened are closed again.
+        """
+        if self._running:
+            return
+        opened: list[Component] = []
+        try:
+            for node in reversed(list(self._nodes.values())):
+                await node.component.start()
+                opened.append(node.component)
+        except BaseException:
+            for component in opened:
+                await _close_quietly(component)
+            raise
+        self._task_group = anyio.create_task_group()
+        await self._task_group.__aenter__()
+        self._running = True
+        self._started_at = time.time()
+        for node in self._nodes.values():
+            if isinstance(node.component, Source):
+                self._task_group.start_soon(self._run_source, node, name=f"runwatch source {node.spec.id}")
+            else:
+                self._task_group.start_soon(self._run_consumer, node, name=f"runwatch {node.spec.id}")
+
+    async def stop(self) -> None:
+        """Stop the sources, drain every queue, close every component."""
+        if not self._running or self._task_group is None:
+            return
+        self._running = False
+        self._stopping.set()
+        for node in self._nodes.values():
+            if isinstance(node.component, Source):
+                node.component.stop()
+        task_group, self._task_group = self._task_group, None
+        with anyio.move_on_after(self.shutdown_timeout_seconds) as scope:
+            for node in self._nodes.values():
+                await node.finished.wait()
+        if scope.cancelled_caught:
+            for node in self._nodes.values():
+                if node.buffer is not None and len(node.buffer):
+                    logger.error(
+                        "runwatch: %s did not drain within %.1f s; %d event(s) dropped",
+                        node.spec.path,
+                        self.shutdown_timeout_seconds,
+                        len(node.buffer),
+                    )
+                    node.buffer.drop_all("shutdown_timeout")
+            task_group.cancel_scope.cancel()
+        try:
+            await task_group.__aexit__(None, None, None)
+        finally:
+            for node in reversed(list(self._nodes.values())):
+                await _close_quietly(node.component)
+
+    @property
+    def running(self) -> bool:
+        """Whether the pipeline is started and not stopping."""
+        return self._running
+
+    # -- producing ------------------------------------------------------------------
+
+    @property
+    def intake(self) -> Any:
+        """The default in-process source (the first one in the graph)."""
+        from ..sources.in_process import InProcessSource
+
+        for node in self._nodes.values():
+            if isinstance(node.component, InProcessSource):
+                return node.component
+        raise PipelineNotRunning("the pipeline has no in_process source to emit into")
+
+    def emit(self, event: Any) -> None:
+        """Hand one event to the default in-process source, from any thread."""
+        self.intake.bridge.emit(event)
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every event emitted before the call is committed by every sink.
+
+        Returns:
+            ``True`` when committed, ``False`` when ``timeout`` passed first.
+        """
+        if not self._running:
+            return False
+        done = anyio.Event()
+        pending = 0
+
+        def one_done() -> None:
+            nonlocal pending
+            pending -= 1
+            if pending == 0:
+                done.set()
+
+        sources = [node for node in self._nodes.values() if isinstance(node.component, Source)]
+        pending = len(sources)
+        for node in sources:
+            assert isinstance(node.component, Source)
+            node.component.request_flush(one_done, node.output)
+        with anyio.move_on_after(timeout):
+            await done.wait()
+            return True
+        return False
+
+    # -- running ---------------------------------------------------------------------
+
+    async def _run_source(self, node: _Node) -> None:
+        source = node.component
+        assert isinstance(source, Source) and node.output is not None
+        try:
+            await source.run(node.output, self._stopping)
+        except Exception as exc:
+            node.stats.failed = True
+            self._record_error(node, exc, 0)
+        finally:
+            self._close_downstream(node)
+            node.finished.set()
+
+    async def _run_consumer(self, node: _Node) -> None:
+        component = node.component
+        buffer = node.buffer
+        assert buffer is not None
+        interval = component.tick_interval_seconds
+        next_tick = time.monotonic() + interval if interval else None
+        try:
+            while True:
+                try:
+                    if next_tick is None:
+                        item = await buffer.get()
+                    else:
+                        item = None
+                        with anyio.move_on_after(max(0.0, next_tick - time.monotonic())):
+                            item = await buffer.get()
+                except anyio.EndOfStream:
+                    break
+                if item is not None:
+                    if isinstance(item, FlushMarker):
+                        await self._flush_node(node)
+                        if node.output is not None:
+                            node.output.send_marker(item)
+                        else:
+                            item.acknowledge()
+                    else:
+                        await self._process(node, item)
+                if next_tick is not None and time.monotonic() >= next_tick:
+                    assert interval is not None
+                    next_tick = time.monotonic() + interval
+                    await self._tick(node)
+            await self._flush_node(node)
+        finally:
+            self._close_downstream(node)
+            node.finished.set()
+
+    async def _process(self, node: _Node, batch: list[Any]) -> None:
+        component = node.component
+        node.stats.processed_batches += 1
+        node.stats.processed_events += len(batch)
+        try:
+            if isinstance(component, Sink):
+                await component.write(batch)
+            else:
+                assert isinstance(component, Stage) and node.output is not None
+                await component.process(batch, node.output)
+        except anyio.get_cancelled_exc_class():
+            # The shutdown deadline cut this batch off: count it, never lose it silently.
+            dropped = node.stats.dropped_events
+            dropped["shutdown_timeout"] = dropped.get("shutdown_timeout", 0) + len(batch)
+            raise
+        except Exception as exc:
+            self._record_error(node, exc, len(batch))
+
+    async def _flush_node(self, node: _Node) -> None:
+        component = node.component
+        started = time.perf_counter()
+        try:
+            if isinstance(component, Sink):
+                await component.flush()
+            elif isinstance(component, Stage):
+                assert node.output is not None
+                await component.flush(node.output)
+        except Exception as exc:
+            self._record_error(node, exc, 0)
+        elapsed = time.perf_counter() - started
+        node.stats.flushes += 1
+        node.stats.last_flush_seconds = elapsed
+        node.stats.max_flush_seconds = max(node.stats.max_flush_seconds, elapsed)
+
+    async def _tick(self, node: _Node) -> None:
+        component = node.component
+        try:
+            if isinstance(component, Sink):
+                await component.tick(time.time())
+            elif isinstance(component, Stage):
+                assert node.output is not None
+                await component.tick(node.output, time.time())
+        except Exception as exc:
+            self._record_error(node, exc, 0)
+
+    def _record_error(self, node: _Node, exc: Exception, dropped: int) -> None:
+        stats = node.stats
+        stats.errors += 1
+        stats.last_error = f"{type(exc).__name__}: {exc}"
+        if dropped:
+            stats.dropped_events["component_error"] = stats.dropped_events.get("component_error", 0) + dropped
+        if stats.errors & (stats.errors - 1) == 0:  # 1, 2, 4, 8...: no log storm
+            logger.error(
+                "runwatch: %s raised (%d error(s) so far; batch of %d event(s) dropped)",
+                node.spec.path,
+                stats.errors,
+                dropped,
+                exc_info=exc,
+            )
+
+    def _close_downstream(self, node: _Node) -> None:
+        for consumer in self.spec.consumers_of(node.spec.id):
+            downstream = self._nodes[consumer.id]
+            downstream.open_upstreams -= 1
+            if downstream.open_upstreams == 0 and downstream.buffer is not None:
+                downstream.buffer.close()
+
+    # -- statistics -------------------------------------------------------------------
+
+    def statistics(self) -> dict[str, Any]:
+        """Per-component counters: buffer, processed, dropped, errors, flush latency."""
+        components: dict[str, Any] = {}
+        for cid, node in self._nodes.items():
+            entry: dict[str, Any] = {
+                "role": node.component.role,
+                "type": node.spec.type,
+                "processed_events": node.stats.processed_events,
+                "processed_batches": node.stats.processed_batches,
+                "errors": node.stats.errors,
+                "dropped_events": dict(node.stats.dropped_events),
+                "last_error": node.stats.last_error,
+                "failed": node.stats.failed,
+                "flushes": node.stats.flushes,
+                "last_flush_seconds": node.stats.last_flush_seconds,
+                "max_flush_seconds": node.stats.max_flush_seconds,
+            }
+            if node.buffer is not None:
+                entry["buffer"] = node.buffer.statistics()._asdict()
+            if node.output is not None:
+                entry["sent_events"] = node.output.sent_events
+            try:
+                entry.update(node.component.statistics())
+            except Exception as exc:  # statistics must never break the caller
+                entry["statistics_error"] = repr(exc)
+            components[cid] = entry
+        return {
+            "running": self._running,
+            "started_at": self._started_at,
+            "components": components,
+        }
+
+
+async def _close_quietly(component: Component) -> None:
+    try:
+        with anyio.CancelScope(shield=True):
+            await component.aclose()
+    except Exception:
+        logger.exception("runwatch: closing %s failed", component.id)

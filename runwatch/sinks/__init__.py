@@ -1,0 +1,1 @@
+"""Sinks: where paths of the pipeline end (store, websockets, notifiers, plugins)."""

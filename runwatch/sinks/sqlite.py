@@ -1,0 +1,335 @@
+"""The SQLite sink: batched, atomic writes of every event kind into the store."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from typing import Any
+
+import aiosqlite
+import anyio
+import orjson
+from pydantic import Field
+
+from ..events import IngestReceipt
+from ..pipeline.component import ComponentContext, Sink
+from ..pipeline.component import Options as BaseOptions
+from ..store.encode import (
+    ADVANCE_METRIC_ROW,
+    INSERT_EVENTS,
+    INSERT_METRIC_ROWS,
+    INSERT_RECEIPTS,
+    INSERT_STATE_HISTORY,
+    UPSERT_METRIC_STATS,
+    BatchEncoder,
+    EncodedBatch,
+    dumps,
+    encode_metric_rows,
+    runs_with_state_patches,
+)
+from ..store.schema import prepare_database
+
+__all__ = ["SQLiteSink", "process_owner"]
+
+logger = logging.getLogger("runwatch.store")
+
+
+def process_owner() -> str:
+    """``host:pid:start-time`` of this process, so a dead owner can be detected."""
+    import psutil
+
+    return f"{socket.gethostname()}:{os.getpid()}:{psutil.Process().create_time():.3f}"
+
+
+class SQLiteSink(Sink):
+    """Writes events into the SQLite store in batched transactions.
+
+    One connection, one writer. A transaction is committed when
+    ``max_events`` events are pending, every ``flush_interval_seconds``,
+    and at every flush barrier. If a commit fails (disk full, locked), the
+    events stay pending, the sink reports ``degraded`` and retries with
+    backoff; upstream buffers apply their policy meanwhile.
+
+    Options:
+        path: the database file (default: the monitor's ``db_path``).
+        max_events: events per transaction that trigger a commit.
+        flush_interval_seconds: the longest an event waits before its commit.
+        max_pending_events: past this many uncommitted events, ``write``
+            waits for a successful commit (backpressure) instead of taking more.
+    """
+
+    class Options(BaseOptions):
+        path: str | None = None
+        max_events: int = Field(20_000, ge=1)
+        flush_interval_seconds: float = Field(0.5, gt=0)
+        max_pending_events: int = Field(200_000, ge=1)
+
+    def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
+        super().__init__(id, options, context)
+        self.path = options.path or context.db_path
+        self.tick_interval_seconds = options.flush_interval_seconds
+        self._db: aiosqlite.Connection | None = None
+        self._pending: list[Any] = []
+        self._encoder = BatchEncoder()
+        self._run_ids: dict[str, int] = {}
+        self._owner = process_owner()
+        self._committed_events = 0
+        self._commits = 0
+        self._commit_errors = 0
+        self._last_error: str | None = None
+        self._last_commit_seconds: float | None = None
+        self._degraded_since: float | None = None
+        self._dropped: dict[str, int] = {}
+
+    async def start(self) -> None:
+        await anyio.to_thread.run_sync(_prepare, self.path)
+        self._db = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await self._db.execute("PRAGMA busy_timeout = 5000")
+        except BaseException:
+            await self._db.close()
+            self._db = None
+            raise
+        _restrict_permissions(self.path)
+
+    async def write(self, batch: list[Any]) -> None:
+        self._pending.extend(batch)
+        if len(self._pending) >= self.options.max_events:
+            await self._commit()
+            while len(self._pending) >= self.options.max_pending_events:
+                await anyio.sleep(self._backoff_seconds())
+                await self._commit()
+
+    async def flush(self) -> None:
+        # A flush barrier is only acknowledged once everything before it is committed.
+        while self._pending:
+            if await self._commit():
+                return
+            await anyio.sleep(self._backoff_seconds())
+
+    async def tick(self, now: float) -> None:
+        if self._pending:
+            await self._commit()
+
+    async def aclose(self) -> None:
+        if self._db is None:
+            return
+        if self._pending:
+            with anyio.move_on_after(5):
+                await self._commit()
+            if self._pending:
+                self._dropped["store_unavailable"] = self._dropped.get("store_unavailable", 0) + len(self._pending)
+                logger.error("runwatch: %d event(s) could not be committed before close", len(self._pending))
+                self._pending = []
+        db, self._db = self._db, None
+        await db.close()
+
+    # -- committing -------------------------------------------------------------------
+
+    def _backoff_seconds(self) -> float:
+        return min(2.0, 0.05 * 2 ** min(self._commit_errors, 6))
+
+    async def _commit(self) -> bool:
+        """Commit up to ``max_events`` pending events per transaction; False on failure."""
+        if self._db is None:
+            return False
+        while self._pending:
+            chunk = self._pending[: _chunk_end(self._pending, self.options.max_events)]
+            started = time.perf_counter()
+            try:
+                await self._write_transaction(chunk)
+            except Exception as exc:  # sqlite3.Error, OSError, a bug: keep the events
+                self._commit_failed(exc)
+                return False
+            self._last_commit_seconds = time.perf_counter() - started
+            self._commits += 1
+            self._committed_events += len(chunk)
+            if self._degraded_since is not None:
+                logger.warning("runwatch: the store accepts writes again")
+                self._degraded_since = None
+                self._commit_errors = 0
+            self._pending = self._pending[len(chunk) :]
+        return True
+
+    def _commit_failed(self, exc: Exception) -> None:
+        self._commit_errors += 1
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        if self._degraded_since is None:
+            self._degraded_since = time.time()
+        if self._commit_errors & (self._commit_errors - 1) == 0:
+            logger.error(
+                "runwatch: commit to %s failed (%d time(s)); %d event(s) kept pending: %s",
+                self.path,
+                self._commit_errors,
+                len(self._pending),
+                self._last_error,
+            )
+
+    async def _write_transaction(self, batch: list[Any]) -> None:
+        db = self._db
+        assert db is not None
+        new_runs: list[str] = []
+        encoded: EncodedBatch | None = None
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            new_runs = await self._ensure_runs(db, batch)
+            state = await self._load_state(db, batch)
+            encoded = self._encoder.encode(batch, self._run_ids, state)
+            await self._execute_encoded(db, encoded)
+            await db.execute("COMMIT")
+        except BaseException:
+            if encoded is not None:  # key sets inserted in this transaction are gone too
+                self._encoder.forget_keysets(encoded.new_keysets)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await db.execute("ROLLBACK")
+            except Exception:  # the transaction may already be gone
+                pass
+            for run_id in new_runs:  # their rows were rolled back too
+                self._run_ids.pop(run_id, None)
+            raise
+
+    async def _execute_encoded(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
+        if encoded.new_keysets:
+            await self._store_keysets(db, encoded)
+        if encoded.metric_rows:
+            await db.execute(INSERT_METRIC_ROWS, (encode_metric_rows(encoded.metric_rows),))
+            await db.execute(ADVANCE_METRIC_ROW, (len(encoded.metric_rows),))
+            await db.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
+        if encoded.event_rows is not None:
+            await db.execute(INSERT_EVENTS, (encoded.event_rows,))
+        if encoded.state_rows is not None:
+            await db.execute(INSERT_STATE_HISTORY, (encoded.state_rows,))
+        if encoded.receipts:
+            await db.execute(INSERT_RECEIPTS, (dumps(encoded.receipts),))
+        if encoded.run_updates:
+            params = [_update_params(run, update, self._owner) for run, update in encoded.run_updates.items()]
+            await db.executemany(_UPDATE_RUN, params)
+
+    async def _store_keysets(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
+        texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
+        param = (orjson.dumps(list(texts)),)
+        await db.execute("INSERT OR IGNORE INTO metric_keysets (names) SELECT value FROM json_each(?)", param)
+        async with db.execute(
+            "SELECT names, id FROM metric_keysets WHERE names IN (SELECT value FROM json_each(?))", param
+        ) as cursor:
+            ids = {texts[names]: keyset for names, keyset in await cursor.fetchall()}
+        self._encoder.resolve_keysets(encoded, ids)
+
+    async def _ensure_runs(self, db: aiosqlite.Connection, batch: list[Any]) -> list[str]:
+        run_ids = self._run_ids
+        missing = {event.run_id for event in batch} - run_ids.keys()
+        if not missing:
+            return []
+        first_seen: dict[str, float] = {}
+        for event in batch:
+            if event.run_id in missing and event.run_id not in first_seen:
+                first_seen[event.run_id] = event.timestamp
+        rows = [[run_id, ts, ts, self._owner] for run_id, ts in first_seen.items()]
+        await db.execute(
+            "INSERT OR IGNORE INTO runs (run_id, start_time, updated_at, owner) "
+            "SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3 FROM json_each(?) AS e",
+            (orjson.dumps(rows),),
+        )
+        async with db.execute(
+            "SELECT run_id, id FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(sorted(missing)),),
+        ) as cursor:
+            for run_id, run in await cursor.fetchall():
+                run_ids[run_id] = run
+        return sorted(missing)
+
+    async def _load_state(self, db: aiosqlite.Connection, batch: list[Any]) -> dict[int, Any]:
+        wanted = runs_with_state_patches(batch)
+        if not wanted:
+            return {}
+        ids = [self._run_ids[run_id] for run_id in wanted]
+        async with db.execute(
+            "SELECT id, state FROM runs WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(ids),)
+        ) as cursor:
+            return {run: orjson.loads(state) for run, state in await cursor.fetchall()}
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "health": "degraded" if self._degraded_since is not None else "ok",
+            "degraded_since": self._degraded_since,
+            "pending_events": len(self._pending),
+            "committed_events": self._committed_events,
+            "commits": self._commits,
+            "commit_errors": self._commit_errors,
+            "last_commit_error": self._last_error,
+            "last_commit_seconds": self._last_commit_seconds,
+            "store_dropped_events": dict(self._dropped),
+        }
+
+
+# COALESCE keeps what a batch does not change; ?2 = 1 clears end_time (a resumed run).
+# start_time is set once, when the row is created: a resumed run keeps its start.
+_UPDATE_RUN = """
+UPDATE runs SET
+    status = COALESCE(?3, status),
+    kind = COALESCE(?4, kind),
+    end_time = CASE WHEN ?2 THEN NULL ELSE COALESCE(?6, end_time) END,
+    config = COALESCE(?7, config),
+    metadata = COALESCE(?8, metadata),
+    final_reward = COALESCE(?9, final_reward),
+    updated_at = MAX(updated_at, ?10),
+    last_heartbeat = COALESCE(?11, last_heartbeat),
+    total_steps = COALESCE(?12, total_steps),
+    total_episodes = COALESCE(?13, total_episodes),
+    state = COALESCE(?14, state),
+    owner = CASE WHEN ?3 = 'running' THEN COALESCE(?15, owner) ELSE owner END
+WHERE id = ?1
+"""
+
+
+def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
+    return (
+        run,
+        1 if update.clear_end_time else 0,
+        update.status,
+        update.kind,
+        None,
+        update.end_time,
+        None if update.config is None else dumps(update.config).decode(),
+        None if update.metadata is None else dumps(update.metadata).decode(),
+        update.final_reward,
+        update.updated_at,
+        update.last_heartbeat,
+        update.total_steps,
+        update.total_episodes,
+        None if update.state is None else dumps(update.state).decode(),
+        owner,
+    )
+
+
+def _prepare(path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    prepare_database(path)
+
+
+def _chunk_end(pending: list[Any], limit: int) -> int:
+    """Where to cut a transaction: at ``limit`` events, but never inside an
+    ingested batch (its receipt must commit together with its events)."""
+    if len(pending) <= limit:
+        return len(pending)
+    for index in range(limit, min(len(pending), limit + _MAX_INGEST_GROUP)):
+        event = pending[index]
+        if type(event) is IngestReceipt:
+            return index + 1 if index - event.events < limit else limit
+    return limit
+
+
+_MAX_INGEST_GROUP = 100_000
+
+
+def _restrict_permissions(path: str) -> None:
+    # Training configs and state can be sensitive: the store is the owner's alone.
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.chmod(path + suffix, 0o600)
+        except OSError:
+            pass

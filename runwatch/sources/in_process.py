@@ -1,0 +1,74 @@
+"""The in-process source: events handed over by threads of this process."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import anyio
+from pydantic import Field
+
+from ..pipeline.bridge import ThreadBridge
+from ..pipeline.component import ComponentContext, Output, Source
+from ..pipeline.component import Options as BaseOptions
+
+__all__ = ["InProcessSource"]
+
+
+class InProcessSource(Source):
+    """Takes events from ``Pipeline.emit`` and the facades, from any thread.
+
+    Options:
+        max_events: the intake queue's bound (events).
+        when_full: ``block`` (the producer waits), ``drop_newest`` or ``drop_oldest``.
+        block_timeout_seconds: the longest a blocked producer waits before the
+            event is dropped with reason ``block_timeout``.
+        poll_interval_seconds: how often the loop drains the queue while
+            events flow (the producer wakes it early past a high-water mark).
+    """
+
+    class Options(BaseOptions):
+        max_events: int = Field(100_000, ge=1)
+        when_full: Literal["block", "drop_newest", "drop_oldest"] = "block"
+        block_timeout_seconds: float = Field(30.0, gt=0)
+        poll_interval_seconds: float = Field(0.005, gt=0, le=1.0)
+
+    def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
+        super().__init__(id, options, context)
+        self.bridge = ThreadBridge(
+            max_events=options.max_events,
+            policy=options.when_full,
+            block_timeout_seconds=options.block_timeout_seconds,
+        )
+
+    async def run(self, output: Output, stopping: anyio.Event) -> None:
+        bridge = self.bridge
+        bridge.attach()
+        poll = self.options.poll_interval_seconds
+        assert hasattr(output, "flush_marker")
+        try:
+            while True:
+                await bridge.wait_for_events(poll)
+                closed = bridge.closed
+                await self._forward(output)
+                if closed:
+                    await self._forward(output)
+                    return
+        finally:
+            bridge.detach()
+
+    async def _forward(self, output: Any) -> None:
+        for segment in self.bridge.drain():
+            if isinstance(segment, list):
+                await output.send(segment)
+            else:
+                output.flush_marker(segment)
+
+    def stop(self) -> None:
+        self.bridge.close()
+
+    def request_flush(self, callback: Callable[[], Any], output: Any) -> None:
+        self.bridge.request_flush(callback)
+
+    def statistics(self) -> dict[str, Any]:
+        return {"intake": self.bridge.statistics()._asdict()}

@@ -1,0 +1,1 @@
+"""Stages: components between sources and sinks (filtering, snapshots)."""

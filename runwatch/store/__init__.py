@@ -1,0 +1,1 @@
+"""The SQLite store: schema, migrations, batch encoding and read queries."""

@@ -1,0 +1,239 @@
+"""The SQLite schema and its migrations.
+
+The schema version is SQLite's ``PRAGMA user_version``. Each migration is a
+step up (and its step down) applied inside one transaction together with the
+version bump, so a crash mid-migration leaves the previous version intact.
+
+Layout (version 1)::
+
+    runs            one row per run or session: status, times, config, state
+    metric_keysets  the ordered names of a logging call, interned
+    metric_rows     one row per logging call: step, ts, key set, values as a
+                    JSON array (null = NaN, "inf"/"-inf" = ±Inf)
+    metric_stats    per run and metric: count, NaN count, sum, min, max, last
+    events        log events, lifecycle, exceptions, alerts (JSON data)
+    state_history every state patch, in order
+    meta          key/value (e.g. the next metric row number)
+
+Version 2 adds ``ingest_batches``: the ids of batches taken by ``/api/ingest``,
+written in the same transaction as their events.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Migration",
+    "apply_pragmas",
+    "current_version",
+    "migrate",
+    "prepare_database",
+]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One step of the schema: ``up`` leads to ``version``, ``down`` back to ``version - 1``."""
+
+    version: int
+    description: str
+    up: tuple[str, ...]
+    down: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "runs, metrics, events, state history",
+        up=(
+            """CREATE TABLE runs (
+                id INTEGER PRIMARY KEY,
+                run_id TEXT NOT NULL UNIQUE,
+                kind TEXT NOT NULL DEFAULT 'training',
+                status TEXT NOT NULL DEFAULT 'running',
+                start_time REAL NOT NULL,
+                end_time REAL,
+                updated_at REAL NOT NULL,
+                last_heartbeat REAL,
+                config TEXT,
+                metadata TEXT,
+                final_reward REAL,
+                total_steps INTEGER NOT NULL DEFAULT 0,
+                total_episodes INTEGER NOT NULL DEFAULT 0,
+                state TEXT NOT NULL DEFAULT '{}',
+                owner TEXT
+            )""",
+            "CREATE INDEX runs_status ON runs(status, start_time)",
+            "CREATE INDEX runs_start ON runs(start_time)",
+            # A logging call's names, in order, are interned once as a key set;
+            # its values are then a JSON array in that order.
+            "CREATE TABLE metric_keysets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)",
+            """CREATE TABLE metric_rows (
+                run INTEGER NOT NULL,
+                row INTEGER NOT NULL,
+                step INTEGER,
+                ts REAL NOT NULL,
+                keyset INTEGER NOT NULL,
+                vals TEXT NOT NULL,
+                tags TEXT,
+                PRIMARY KEY (run, row)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE metric_stats (
+                run INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                nan_count INTEGER NOT NULL,
+                sum REAL,
+                min REAL,
+                max REAL,
+                last REAL,
+                last_ts REAL,
+                last_step INTEGER,
+                PRIMARY KEY (run, name)
+            ) WITHOUT ROWID""",
+            """CREATE TABLE events (
+                id INTEGER PRIMARY KEY,
+                run INTEGER NOT NULL,
+                ts REAL NOT NULL,
+                kind TEXT NOT NULL,
+                type TEXT NOT NULL,
+                level TEXT NOT NULL,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX events_run_ts ON events(run, ts)",
+            "CREATE INDEX events_run_type ON events(run, type, ts)",
+            """CREATE TABLE state_history (
+                id INTEGER PRIMARY KEY,
+                run INTEGER NOT NULL,
+                ts REAL NOT NULL,
+                patch TEXT NOT NULL
+            )""",
+            "CREATE INDEX state_history_run ON state_history(run, ts)",
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
+            "INSERT INTO meta (key, value) VALUES ('next_metric_row', 0)",
+        ),
+        down=(
+            "DROP TABLE meta",
+            "DROP TABLE state_history",
+            "DROP TABLE events",
+            "DROP TABLE metric_stats",
+            "DROP TABLE metric_rows",
+            "DROP TABLE metric_keysets",
+            "DROP TABLE runs",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        2,
+        "ids of ingested batches, for exactly-once retries",
+        up=(
+            """CREATE TABLE ingest_batches (
+                batch_id TEXT PRIMARY KEY,
+                received_at REAL NOT NULL,
+                events INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+        ),
+        down=("DROP TABLE ingest_batches",),
+    ),
+)
+
+#: The version this code writes and reads.
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+
+def apply_pragmas(connection: sqlite3.Connection) -> None:
+    """Settings for every connection: WAL, a busy timeout, ``synchronous=NORMAL``.
+
+    ``synchronous=NORMAL`` in WAL mode keeps every committed transaction
+    across a process crash; only an OS crash or power loss can lose the last
+    transactions (https://www.sqlite.org/wal.html).
+    """
+    connection.execute("PRAGMA busy_timeout = 5000")
+    mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+    if mode != "wal":
+        connection.execute("PRAGMA journal_mode = WAL")
+    connection.execute("PRAGMA synchronous = NORMAL")
+
+
+def prepare_database(path: str) -> None:
+    """Create or upgrade the database at ``path`` to :data:`SCHEMA_VERSION`.
+
+    Raises:
+        sqlite3.DatabaseError: the file is not a SQLite database.
+        ValueError: the database is newer than this code.
+    """
+    connection = sqlite3.connect(path)
+    try:
+        apply_pragmas(connection)
+        migrate(connection)
+    finally:
+        connection.close()
+
+
+def current_version(connection: sqlite3.Connection) -> int:
+    """The schema version stored in the database (0 for an empty one)."""
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(connection: sqlite3.Connection, target_version: int | None = None) -> list[int]:
+    """Step the schema up or down to ``target_version`` (default: the newest).
+
+    Each step runs in its own transaction with its version bump.
+
+    Returns:
+        The versions passed through, in order.
+
+    Raises:
+        ValueError: ``target_version`` is not between 0 and :data:`SCHEMA_VERSION`,
+            or the database is newer than this code.
+    """
+    target = SCHEMA_VERSION if target_version is None else target_version
+    if type(target) is not int or not 0 <= target <= SCHEMA_VERSION:
+        raise ValueError(f"target_version must be an integer from 0 to {SCHEMA_VERSION}, got {target_version!r}")
+    version = current_version(connection)
+    if version > SCHEMA_VERSION:
+        raise ValueError(
+            f"the database has schema version {version}, newer than this runwatch ({SCHEMA_VERSION}); upgrade runwatch"
+        )
+    passed: list[int] = []
+    while True:
+        # Each step re-reads the version under the write lock, so two processes
+        # preparing the same fresh file never run the same step twice.
+        step_to = _step_in_transaction(connection, target)
+        if step_to is None:
+            return passed
+        passed.append(step_to)
+
+
+def _step_in_transaction(connection: sqlite3.Connection, target: int) -> int | None:
+    saved = connection.isolation_level
+    connection.isolation_level = None
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = current_version(connection)
+            if version == target:
+                connection.execute("COMMIT")
+                return None
+            if version < target:
+                step = MIGRATIONS[version]
+                statements, new_version = step.up, step.version
+            else:
+                step = MIGRATIONS[version - 1]
+                statements, new_version = step.down, step.version - 1
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {int(new_version)}")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        connection.execute("COMMIT")
+        return new_version
+    finally:
+        connection.isolation_level = saved
