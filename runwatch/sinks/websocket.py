@@ -1,0 +1,256 @@
+"""The websocket hub: fans live events out to subscribers without ever waiting on them.
+
+Every ``publish_interval_seconds`` (and at every flush barrier) the hub turns
+what arrived into one JSON message per distinct subscription filter —
+serialised once, the same text queued for every subscriber with that filter.
+Each subscriber has its own bounded queue; when it is full the oldest
+messages are dropped and counted, the subscriber is told with a
+``{"type": "lagged", "dropped": N}`` notice, and past ``max_lagged_events``
+undelivered events it is closed. A slow subscriber never slows the pipeline
+or any other subscriber.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import orjson
+from pydantic import Field
+
+from ..events import EVENT_CLASSES, Metric, event_to_wire
+from ..pipeline.component import ComponentContext, Sink
+from ..pipeline.component import Options as BaseOptions
+
+__all__ = ["Subscriber", "SubscriptionFilter", "WebsocketHub"]
+
+logger = logging.getLogger("runwatch.web")
+
+SERVICE_NAME = "websocket_hub"
+
+
+@dataclass(frozen=True)
+class SubscriptionFilter:
+    """What a subscriber wants: run ids, event kinds and metric names (globs allowed).
+
+    An empty tuple means "everything". A metric event is narrowed to the
+    matching values and skipped when none match.
+    """
+
+    runs: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, data: Any) -> SubscriptionFilter:
+        """Build a filter from a ``subscribe`` message body.
+
+        Raises:
+            ValueError: naming the bad field.
+        """
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ValueError("subscribe must be an object with optional runs, kinds and metrics")
+        for key in data:
+            if key not in ("runs", "kinds", "metrics"):
+                raise ValueError(f"subscribe.{key}: unknown field (known: runs, kinds, metrics)")
+        values: dict[str, tuple[str, ...]] = {}
+        for key in ("runs", "kinds", "metrics"):
+            items = data.get(key) or []
+            if isinstance(items, str):
+                items = [part for part in items.split(",") if part]
+            if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
+                raise ValueError(f"subscribe.{key}: must be a list of non-empty strings")
+            if len(items) > 1000:
+                raise ValueError(f"subscribe.{key}: at most 1000 entries")
+            values[key] = tuple(sorted(set(items)))
+        for kind in values["kinds"]:
+            if kind not in EVENT_CLASSES:
+                raise ValueError(f"subscribe.kinds: unknown kind {kind!r} (known: {', '.join(EVENT_CLASSES)})")
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        """The filter as sent back in the ``subscribed`` message."""
+        return {"runs": list(self.runs), "kinds": list(self.kinds), "metrics": list(self.metrics)}
+
+    def select(self, events: list[Any], wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The wire forms of the events this filter lets through (pure)."""
+        if not (self.runs or self.kinds or self.metrics):
+            return wire
+        selected: list[dict[str, Any]] = []
+        for event, wire_form in zip(events, wire, strict=True):
+            if self.kinds and event.kind not in self.kinds:
+                continue
+            if self.runs and not _matches(event.run_id, self.runs):
+                continue
+            if self.metrics and type(event) is Metric:
+                all_values = wire_form["values"]
+                values = {name: value for name, value in all_values.items() if _matches(name, self.metrics)}
+                if not values:
+                    continue
+                if len(values) != len(all_values):
+                    wire_form = {**wire_form, "values": values}
+            selected.append(wire_form)
+        return selected
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+
+
+class Subscriber:
+    """One websocket subscriber's bounded outgoing queue."""
+
+    def __init__(self, subscription: SubscriptionFilter, *, max_messages: int, max_lagged_events: int) -> None:
+        self.subscription = subscription
+        self.max_messages = max_messages
+        self.max_lagged_events = max_lagged_events
+        self._queue: deque[tuple[str, int]] = deque()
+        self._ready = anyio.Event()
+        self._unreported_drops = 0
+        self.dropped_events = 0
+        self.sent_messages = 0
+        self.closed_reason: str | None = None
+
+    def offer(self, text: str, events: int) -> None:
+        """Queue a message; drop the oldest when full (never waits)."""
+        if self.closed_reason is not None:
+            return
+        self._queue.append((text, events))
+        while len(self._queue) > self.max_messages:
+            _, lost = self._queue.popleft()
+            self.dropped_events += lost
+            self._unreported_drops += lost
+        if self.dropped_events > self.max_lagged_events:
+            self.close("too slow: lagged past the hard limit")
+        self._ready.set()
+
+    def close(self, reason: str) -> None:
+        """Stop queueing; the connection handler closes the socket."""
+        if self.closed_reason is None:
+            self.closed_reason = reason
+            self._queue.clear()
+        self._ready.set()
+
+    async def next_message(self) -> str:
+        """The next text to send (a lag notice first if events were dropped).
+
+        Raises:
+            anyio.EndOfStream: the subscriber was closed (see ``closed_reason``).
+        """
+        while True:
+            if self.closed_reason is not None:
+                raise anyio.EndOfStream
+            if self._unreported_drops:
+                dropped, self._unreported_drops = self._unreported_drops, 0
+                return orjson.dumps({"type": "lagged", "dropped": dropped}).decode()
+            if self._queue:
+                self.sent_messages += 1
+                return self._queue.popleft()[0]
+            self._ready = anyio.Event()
+            await self._ready.wait()
+
+    @property
+    def queued_messages(self) -> int:
+        """Messages waiting to be sent."""
+        return len(self._queue)
+
+
+class WebsocketHub(Sink):
+    """Publishes live events to websocket subscribers (see the module docs).
+
+    Options:
+        publish_interval_seconds: how often queued events go out (25 Hz default).
+        max_messages_per_subscriber: a subscriber's queue bound, in messages.
+        max_lagged_events: events a subscriber may miss before it is closed.
+    """
+
+    class Options(BaseOptions):
+        publish_interval_seconds: float = Field(0.04, gt=0, le=5)
+        max_messages_per_subscriber: int = Field(256, ge=1)
+        max_lagged_events: int = Field(1_000_000, ge=1)
+
+    def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
+        super().__init__(id, options, context)
+        self.tick_interval_seconds = options.publish_interval_seconds
+        self._pending: list[Any] = []
+        self._subscribers: set[Subscriber] = set()
+        self.published_messages = 0
+        self.published_events = 0
+        context.services.setdefault(SERVICE_NAME, self)
+
+    def subscribe(self, subscription: SubscriptionFilter) -> Subscriber:
+        """Add a subscriber (call on the pipeline's loop)."""
+        subscriber = Subscriber(
+            subscription,
+            max_messages=self.options.max_messages_per_subscriber,
+            max_lagged_events=self.options.max_lagged_events,
+        )
+        self._subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Remove a subscriber."""
+        self._subscribers.discard(subscriber)
+
+    @property
+    def subscribers(self) -> Iterable[Subscriber]:
+        """The current subscribers."""
+        return tuple(self._subscribers)
+
+    async def write(self, batch: list[Any]) -> None:
+        if self._subscribers:
+            self._pending.extend(batch)
+
+    async def tick(self, now: float) -> None:
+        self.publish()
+
+    async def flush(self) -> None:
+        self.publish()
+
+    async def aclose(self) -> None:
+        self.publish()
+        for subscriber in list(self._subscribers):
+            subscriber.close("server shutting down")
+
+    def publish(self) -> None:
+        """Send what arrived since the last call: one serialisation per distinct filter."""
+        pending, self._pending = self._pending, []
+        if not pending or not self._subscribers:
+            return
+        batch = [event for event in pending if event.kind != "receipt"]
+        wire = [event_to_wire(event) for event in batch]
+        groups: dict[SubscriptionFilter, list[Subscriber]] = {}
+        for subscriber in self._subscribers:
+            groups.setdefault(subscriber.subscription, []).append(subscriber)
+        for subscription, members in groups.items():
+            selected = subscription.select(batch, wire)
+            if not selected:
+                continue
+            text = orjson.dumps({"type": "batch", "events": selected}, default=_json_default).decode()
+            self.published_messages += 1
+            self.published_events += len(selected)
+            for subscriber in members:
+                subscriber.offer(text, len(selected))
+                if subscriber.closed_reason is not None:
+                    self._subscribers.discard(subscriber)
+
+    def statistics(self) -> dict[str, Any]:
+        return {
+            "subscribers": len(self._subscribers),
+            "published_messages": self.published_messages,
+            "published_events": self.published_events,
+            "subscriber_dropped_events": sum(s.dropped_events for s in self._subscribers),
+        }
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars inside event data
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -1,0 +1,1 @@
+"""The web interface: REST API, websockets and the live dashboard."""

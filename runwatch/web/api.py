@@ -1,0 +1,480 @@
+"""REST routes (see docs/protocol.md): runs, current-run shortcuts, operations, ingest."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import time
+from collections.abc import Callable
+from datetime import UTC
+from typing import Any, TypeVar
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse, PlainTextResponse, Response
+
+from ..events import event_from_dict, json_number
+from ..exceptions import UnknownRunError
+from ..store import queries
+from .app import ApiError, JSONResponse, WebContext, iso, web_context
+from .series import downsample_min_max, series_payload
+
+__all__ = ["router"]
+
+T = TypeVar("T")
+router = APIRouter()
+
+RUN_TIME_FIELDS = ("start_time", "end_time", "updated_at", "last_heartbeat")
+
+
+async def read(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a store query; argument errors become 422 (unknown runs stay 404)."""
+    try:
+        return await web_context(request).reader.run(fn, *args, **kwargs)
+    except UnknownRunError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, str(exc)) from None
+
+
+def _run_row(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    for name in RUN_TIME_FIELDS:
+        if name in out:
+            out[name] = iso(out[name])
+    return out
+
+
+def _summary(summary: dict[str, Any]) -> dict[str, Any]:
+    out = _run_row(summary)
+    metrics = {}
+    for name, stats in summary.get("metrics", {}).items():
+        entry = {key: json_number(value) if isinstance(value, float) else value for key, value in stats.items()}
+        if "last_timestamp" in stats:
+            entry["last_timestamp"] = iso(stats["last_timestamp"])
+        metrics[name] = entry
+    out["metrics"] = metrics
+    return out
+
+
+def _event_row(event: dict[str, Any]) -> dict[str, Any]:
+    return {**event, "timestamp": iso(event["timestamp"])}
+
+
+def _time_param(name: str, value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        pass
+    try:
+        return queries.to_epoch_seconds(_parse_iso(value), name)
+    except ValueError:
+        raise ApiError(
+            422, f"{name} must be seconds since the epoch or an ISO-8601 time, got {value!r}", name
+        ) from None
+
+
+def _parse_iso(text: str) -> Any:
+    from datetime import datetime
+
+    parsed = datetime.fromisoformat(text)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+# -- runs -------------------------------------------------------------------------------
+
+
+@router.get("/api/runs", tags=["runs"], summary="List runs, newest first")
+async def list_runs(
+    request: Request,
+    status: str | None = Query(None, description="running, paused, completed, failed, crashed or hung"),
+    kind: str | None = Query(None, description="training or session"),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> JSONResponse:
+    rows = await read(request, queries.list_runs, limit=limit, status=status, kind=kind)
+    return JSONResponse({"runs": [_run_row(row) for row in rows]})
+
+
+@router.get("/api/runs/{run_id}", tags=["runs"], summary="A run's summary")
+async def run_summary(request: Request, run_id: str) -> JSONResponse:
+    return JSONResponse(_summary(await read(request, queries.run_summary, run_id)))
+
+
+@router.get("/api/runs/{run_id}/metrics/names", tags=["runs"], summary="The metric names of a run")
+async def metric_names(request: Request, run_id: str) -> JSONResponse:
+    summary = await read(request, queries.run_summary, run_id)
+    return JSONResponse({"run_id": run_id, "names": sorted(summary.get("metrics", {}))})
+
+
+@router.get("/api/runs/{run_id}/metrics", tags=["runs"], summary="Metric series, downsampled keeping min and max")
+async def run_metrics(
+    request: Request,
+    run_id: str,
+    names: str | None = Query(None, description="comma-separated metric names (globs allowed)"),
+    since: str | None = Query(None, description="epoch seconds or ISO-8601"),
+    until: str | None = Query(None, description="epoch seconds or ISO-8601"),
+    max_points: int = Query(2000, ge=2, le=100_000),
+) -> JSONResponse:
+    start, end = _time_param("since", since), _time_param("until", until)
+    wanted = [name for name in (names or "").split(",") if name]
+    summary = await read(request, queries.run_summary, run_id)
+    known = sorted(summary.get("metrics", {}))
+    selected = [n for n in known if not wanted or any(n == w or fnmatch.fnmatchcase(n, w) for w in wanted)]
+    series: dict[str, Any] = {}
+    for name in selected:
+        # One name per query: every row returned logged it, so a NaN is a logged NaN.
+        frame = await read(request, queries.run_metrics_frame, run_id, [name], start, end)
+        if name in frame:
+            series[name] = await _thread(_frame_series, frame, name, max_points)
+    return JSONResponse({"run_id": run_id, "series": series})
+
+
+def _frame_series(frame: Any, name: str, max_points: int) -> dict[str, Any]:
+    timestamps = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    steps = frame["step"].to_numpy(dtype=object, na_value=None)
+    return series_payload(timestamps, steps, frame[name].to_numpy(dtype=float), max_points)
+
+
+@router.get("/api/runs/{run_id}/events", tags=["runs"], summary="A run's events, newest first, paginated")
+async def run_events(
+    request: Request,
+    run_id: str,
+    type: str | None = Query(None, description="event type, e.g. episode_end"),
+    level: str | None = Query(None),
+    kind: str | None = Query(None, description="log, lifecycle, exception or alert"),
+    since: str | None = Query(None),
+    limit: int = Query(100, ge=1, le=10_000),
+    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+) -> JSONResponse:
+    before_id = None
+    if cursor:
+        if not cursor.isdigit():
+            raise ApiError(422, "cursor is not one this server returned", "cursor")
+        before_id = int(cursor)
+    events = await read(
+        request,
+        queries.run_events,
+        run_id,
+        type,
+        _time_param("since", since),
+        None,
+        kind=kind,
+        level=level,
+        limit=limit + 1,
+        before_id=before_id,
+        newest_first=True,
+    )
+    page = events[:limit]
+    next_cursor = str(page[-1]["id"]) if len(events) > limit else None
+    return JSONResponse({"events": [_event_row(event) for event in page], "next_cursor": next_cursor})
+
+
+@router.get("/api/runs/{run_id}/state", tags=["runs"], summary="A run's current state")
+async def run_state(request: Request, run_id: str) -> JSONResponse:
+    return JSONResponse({"run_id": run_id, "state": await read(request, queries.run_state, run_id)})
+
+
+@router.get("/api/runs/{run_id}/export", tags=["runs"], summary="Download a run as a zip")
+async def run_export(request: Request, run_id: str) -> FileResponse:
+    import tempfile
+    from pathlib import Path
+
+    from ..store.export import export_run
+
+    context = web_context(request)
+    directory = Path(tempfile.mkdtemp(prefix="runwatch-export-"))
+    path = await _thread(export_run, context.reader.db_path, run_id, directory)
+    return FileResponse(path, media_type="application/zip", filename=path.name)
+
+
+async def _thread(fn: Callable[..., T], *args: Any) -> T:
+    import anyio
+
+    return await anyio.to_thread.run_sync(lambda: fn(*args))
+
+
+# -- current-run shortcuts ---------------------------------------------------------------
+
+
+async def _current_run(request: Request) -> str | None:
+    running = await read(request, queries.list_runs, limit=1, status="running")
+    if running:
+        return str(running[0]["run_id"])
+    newest = await read(request, queries.list_runs, limit=1)
+    return str(newest[0]["run_id"]) if newest else None
+
+
+@router.get("/api/status", tags=["current run"], summary="The current run's summary")
+async def status(request: Request) -> JSONResponse:
+    run_id = await _current_run(request)
+    if run_id is None:
+        return JSONResponse({"status": "idle", "run_id": None})
+    return JSONResponse(_summary(await read(request, queries.run_summary, run_id)))
+
+
+@router.get("/api/stats", tags=["current run"], summary="Latest value of every metric of the current run")
+async def stats(request: Request) -> JSONResponse:
+    run_id = await _current_run(request)
+    if run_id is None:
+        return JSONResponse({"run_id": None, "metrics": {}})
+    summary = await read(request, queries.run_summary, run_id)
+    latest = {name: json_number(entry.get("last")) for name, entry in summary.get("metrics", {}).items()}
+    return JSONResponse({"run_id": run_id, "metrics": latest})
+
+
+@router.get("/api/state", tags=["current run"], summary="The current run's state (game state under game_state)")
+async def state(request: Request) -> JSONResponse:
+    run_id = await _current_run(request)
+    if run_id is None:
+        return JSONResponse({"run_id": None, "state": {}})
+    return JSONResponse({"run_id": run_id, "state": await read(request, queries.run_state, run_id)})
+
+
+@router.get("/api/metrics/history", tags=["current run"], summary="One metric of the current run over recent minutes")
+async def metric_history(
+    request: Request,
+    metric: str = Query(..., min_length=1),
+    minutes: float = Query(10.0, gt=0, le=60 * 24 * 365),
+    max_points: int = Query(5000, ge=2, le=100_000),
+) -> JSONResponse:
+    run_id = await _current_run(request)
+    empty = {"mean": None, "min": None, "max": None, "last": None, "count": 0}
+    if run_id is None:
+        return JSONResponse({"metric": metric, "run_id": None, "data": [], "statistics": empty})
+    frame = await read(request, queries.run_metrics_frame, run_id, [metric], time.time() - minutes * 60, None)
+    if metric not in frame or frame.empty:
+        return JSONResponse({"metric": metric, "run_id": run_id, "data": [], "statistics": empty})
+    values = frame[metric].to_numpy(dtype=float)
+    timestamps = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
+    steps = frame["step"].to_numpy(dtype=object, na_value=None)
+    keep = downsample_min_max(values, max_points)
+    data = [
+        {"timestamp": iso(float(timestamps[i])), "step": steps[i], "value": json_number(float(values[i]))} for i in keep
+    ]
+    finite = values[np.isfinite(values)]
+    statistics = {
+        "mean": float(finite.mean()) if finite.size else None,
+        "min": float(finite.min()) if finite.size else None,
+        "max": float(finite.max()) if finite.size else None,
+        "last": json_number(float(values[-1])),
+        "count": int(values.size),
+    }
+    return JSONResponse({"metric": metric, "run_id": run_id, "data": data, "statistics": statistics})
+
+
+@router.get("/api/metrics/summary", tags=["current run"], summary="Statistics of every metric of the current run")
+async def metric_summary(request: Request) -> JSONResponse:
+    run_id = await _current_run(request)
+    if run_id is None:
+        return JSONResponse({})
+    summary = await read(request, queries.run_summary, run_id)
+    out = {
+        name: {key: json_number(entry.get(key)) for key in ("mean", "min", "max", "last")} | {"count": entry["count"]}
+        for name, entry in summary.get("metrics", {}).items()
+    }
+    return JSONResponse(out)
+
+
+@router.get("/api/events", tags=["current run"], summary="The current run's events, newest first")
+async def current_events(
+    request: Request,
+    type: str | None = Query(None),
+    limit: int = Query(100, ge=1, le=10_000),
+) -> JSONResponse:
+    run_id = await _current_run(request)
+    if run_id is None:
+        return JSONResponse({"run_id": None, "events": []})
+    events = await read(request, queries.run_events, run_id, type, None, None, limit=limit, newest_first=True)
+    return JSONResponse({"run_id": run_id, "events": [_event_row(event) for event in events]})
+
+
+# -- operations ----------------------------------------------------------------------------
+
+
+def _pipeline_view(context: WebContext) -> dict[str, Any]:
+    if context.pipeline is None:
+        return {"running": False, "health": "unknown", "components": {}}
+    stats = context.pipeline.statistics()
+    now = time.monotonic()
+    health = "ok"
+    for component_id, entry in stats["components"].items():
+        processed = int(entry.get("processed_events") or entry.get("sent_events") or 0)
+        previous = context.previous_stats.get(component_id)
+        rate = None
+        if previous is not None and now > previous[0]:
+            rate = (processed - previous[1]) / (now - previous[0])
+        context.previous_stats[component_id] = (now, processed)
+        entry["events_per_second"] = rate
+        if entry.get("health") == "degraded" or entry.get("failed"):
+            health = "degraded"
+    stats["health"] = health
+    return stats
+
+
+@router.get("/api/pipeline", tags=["operations"], summary="Per-component queue depth, rates, drops, flush latency")
+async def pipeline_view(request: Request) -> JSONResponse:
+    return JSONResponse(_pipeline_view(web_context(request)))
+
+
+@router.get("/api/health", tags=["operations"], summary="ok or degraded")
+async def health(request: Request) -> JSONResponse:
+    view = _pipeline_view(web_context(request))
+    store = view.get("components", {}).get("store", {})
+    return JSONResponse(
+        {
+            "status": view["health"],
+            "store": {k: store.get(k) for k in ("health", "pending_events", "last_commit_error")},
+        }
+    )
+
+
+@router.get("/metrics", tags=["operations"], summary="Prometheus metrics", response_class=PlainTextResponse)
+async def prometheus(request: Request) -> Response:
+    view = _pipeline_view(web_context(request))
+    lines = []
+
+    def metric(name: str, kind: str, help_text: str, samples: list[tuple[dict[str, str], float]]) -> None:
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, value in samples:
+            rendered = ",".join(f'{key}="{_label(val)}"' for key, val in labels.items())
+            lines.append(f"{name}{{{rendered}}} {value}")
+
+    processed, dropped, buffered, capacity, errors = [], [], [], [], []
+    for component_id, entry in view.get("components", {}).items():
+        labels = {"component_id": component_id, "component_kind": entry["role"], "component_type": entry["type"]}
+        processed.append((labels, float(entry.get("processed_events") or entry.get("sent_events") or 0)))
+        errors.append((labels, float(entry.get("errors", 0))))
+        all_drops = dict(entry.get("dropped_events", {}))
+        for reason, count in entry.get("buffer", {}).get("dropped_events", {}).items():
+            all_drops[reason] = all_drops.get(reason, 0) + count
+        for reason, count in entry.get("intake", {}).get("dropped_events", {}).items():
+            all_drops[reason] = all_drops.get(reason, 0) + count
+        for reason, count in all_drops.items():
+            dropped.append(({**labels, "reason": reason}, float(count)))
+        if "buffer" in entry:
+            buffered.append((labels, float(entry["buffer"]["buffered_events"])))
+            capacity.append((labels, float(entry["buffer"]["max_events"])))
+    metric("runwatch_component_events_total", "counter", "Events processed by each component.", processed)
+    metric("runwatch_component_dropped_events_total", "counter", "Events dropped, by reason.", dropped)
+    metric("runwatch_component_errors_total", "counter", "Errors raised inside each component.", errors)
+    metric("runwatch_buffer_events", "gauge", "Events waiting in each component's input buffer.", buffered)
+    metric("runwatch_buffer_max_events", "gauge", "Bound of each component's input buffer.", capacity)
+    metric(
+        "runwatch_up",
+        "gauge",
+        "1 when the pipeline runs and the store accepts writes.",
+        [({}, 1.0 if view.get("running") and view.get("health") == "ok" else 0.0)],
+    )
+    return PlainTextResponse("\n".join(lines) + "\n", media_type="text/plain; version=0.0.4")
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+# -- ingest ----------------------------------------------------------------------------------
+
+INGEST_BODY_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "oneOf": [
+                        {"type": "array", "items": {"type": "object"}},
+                        {
+                            "type": "object",
+                            "properties": {
+                                "batch_id": {"type": "string", "minLength": 1, "maxLength": 200},
+                                "events": {"type": "array", "items": {"type": "object"}},
+                            },
+                            "required": ["events"],
+                        },
+                    ]
+                }
+            }
+        },
+    }
+}
+
+
+def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | None]:
+    """Validate an ingest body completely (nothing is stored unless all of it is valid).
+
+    Raises:
+        ApiError: 400 for malformed JSON, 422 naming the first bad field.
+    """
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}") from None
+    batch_id = None
+    if isinstance(document, dict):
+        unknown = [key for key in document if key not in ("batch_id", "events")]
+        if unknown:
+            raise ApiError(422, f"unknown field {unknown[0]!r}", unknown[0])
+        batch_id = document.get("batch_id")
+        if batch_id is not None and (not isinstance(batch_id, str) or not 0 < len(batch_id) <= 200):
+            raise ApiError(422, "batch_id must be a string of 1 to 200 characters", "batch_id")
+        items = document.get("events")
+        prefix = "events"
+    else:
+        items, prefix = document, ""
+    if not isinstance(items, list):
+        raise ApiError(422, "expected a JSON array of events (or an object with an events array)", prefix or None)
+    if len(items) > max_events:
+        raise ApiError(413, f"at most {max_events} events per request, got {len(items)}", prefix or None)
+    events = []
+    for index, item in enumerate(items):
+        where = f"{prefix}[{index}]"
+        try:
+            events.append(event_from_dict(_decode_wire_numbers(item)))
+        except (TypeError, ValueError) as exc:
+            raise ApiError(422, f"{where}: {exc}", where) from None
+    return events, batch_id
+
+
+def _decode_wire_numbers(item: Any) -> Any:
+    """Metric values may carry "NaN"/"Infinity"/"-Infinity" (JSON has no such numbers)."""
+    if isinstance(item, dict) and item.get("kind") == "metric" and isinstance(item.get("values"), dict):
+        values = item["values"]
+        if any(isinstance(value, str) or value is None for value in values.values()):
+            decoded = {}
+            for name, value in values.items():
+                if value is None or value == "NaN":
+                    decoded[name] = math.nan
+                elif value == "Infinity":
+                    decoded[name] = math.inf
+                elif value == "-Infinity":
+                    decoded[name] = -math.inf
+                else:
+                    decoded[name] = value
+            return {**item, "values": decoded}
+    return item
+
+
+@router.post(
+    "/api/ingest",
+    tags=["ingest"],
+    summary="Take a batch of typed events from a remote producer",
+    status_code=202,
+    openapi_extra=INGEST_BODY_SCHEMA,
+    responses={
+        400: {"description": "malformed JSON"},
+        413: {"description": "too large"},
+        415: {"description": "not application/json"},
+        422: {"description": "an invalid event"},
+        503: {"description": "shutting down"},
+    },
+)
+async def ingest(request: Request) -> JSONResponse:
+    context = web_context(request)
+    source = context.service("ingest")
+    events, batch_id = parse_ingest_body(await request.body(), context.max_ingest_events)
+    result = await source.submit(events, batch_id)
+    body = {"accepted": result.accepted, "batch_id": result.batch_id, "duplicate": result.duplicate}
+    return JSONResponse(body, status_code=200 if result.duplicate else 202)

@@ -1,0 +1,187 @@
+"""Security policy of the web app, as one pure ASGI middleware.
+
+In order, for every HTTP request and websocket handshake:
+
+1. **Host allowlist** (against DNS rebinding): the ``Host`` header must name
+   an allowed host (loopback names by default).
+2. **Websocket Origin allowlist**: a browser handshake must come from an
+   allowed origin (by default the same host and port it connects to).
+   Programs that send no ``Origin`` are not browsers and pass on to 3.
+3. **Bearer token**, when one is configured: ``Authorization: Bearer <token>``
+   or ``?token=<token>``, compared in constant time. The dashboard's page and
+   static files are served without it (they hold no data).
+4. **Writes** (POST, PUT, PATCH, DELETE) must be ``application/json`` (415)
+   and their bodies are read up to ``max_body_bytes`` (413 past it, whether
+   announced by ``Content-Length`` or streamed).
+
+Rejections are JSON ``{"error": {...}}`` bodies; the token never appears in
+logs or responses.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+__all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "SecurityPolicy"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+_WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PUBLIC_PATHS = ("/", "/index.html", "/favicon.ico")
+_PUBLIC_PREFIXES = ("/static/",)
+
+
+@dataclass(frozen=True)
+class SecurityPolicy:
+    """What the middleware enforces.
+
+    Attributes:
+        token: the bearer token required on data endpoints, or ``None``.
+        allowed_hosts: acceptable ``Host`` header names (without port);
+            ``"*"`` allows any.
+        allowed_origins: acceptable websocket ``Origin`` values
+            (``scheme://host[:port]``); empty means "same as the Host header".
+        max_body_bytes: the largest request body accepted.
+    """
+
+    token: str | None = None
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
+    allowed_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 1024 * 1024
+    extra_public_paths: tuple[str, ...] = field(default=())
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {key.decode("latin-1").lower(): value.decode("latin-1") for key, value in scope.get("headers", [])}
+
+
+def _host_name(host_header: str) -> str:
+    host = host_header.strip().lower()
+    if host.startswith("["):  # [::1]:8080
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class SecurityMiddleware:
+    """Applies a :class:`SecurityPolicy` in front of an ASGI app."""
+
+    def __init__(self, app: ASGIApp, policy: SecurityPolicy) -> None:
+        self.app = app
+        self.policy = policy
+        self._token = policy.token.encode() if policy.token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        headers = _headers(scope)
+        problem = self._check(scope, headers, kind)
+        if problem is not None:
+            status, message = problem
+            await _reject(kind, send, status, message)
+            return
+        if kind == "http" and scope["method"] in _WRITE_METHODS:
+            await self._guard_write(scope, receive, send, headers)
+            return
+        await self.app(scope, receive, send)
+
+    def _check(self, scope: Scope, headers: dict[str, str], kind: str) -> tuple[int, str] | None:
+        policy = self.policy
+        host = _host_name(headers.get("host", ""))
+        if "*" not in policy.allowed_hosts and host not in policy.allowed_hosts:
+            return 400, "invalid Host header"
+        if kind == "websocket" and "origin" in headers:
+            origin = headers["origin"].rstrip("/").lower()
+            allowed = policy.allowed_origins or (
+                f"http://{headers.get('host', '')}",
+                f"https://{headers.get('host', '')}",
+            )
+            if origin not in {o.lower() for o in allowed}:
+                return 403, "origin not allowed"
+        if self._token is not None and not self._is_public(scope) and not self._token_ok(scope, headers):
+            return 401, "missing or invalid bearer token"
+        return None
+
+    def _is_public(self, scope: Scope) -> bool:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
+            return False
+        return path in _PUBLIC_PATHS or path in self.policy.extra_public_paths or path.startswith(_PUBLIC_PREFIXES)
+
+    def _token_ok(self, scope: Scope, headers: dict[str, str]) -> bool:
+        assert self._token is not None
+        supplied = ""
+        authorization = headers.get("authorization", "")
+        if authorization[:7].lower() == "bearer ":
+            supplied = authorization[7:].strip()
+        else:
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            supplied = (query.get("token") or [""])[0]
+        return hmac.compare_digest(supplied.encode(), self._token)
+
+    async def _guard_write(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            await _reject("http", send, 415, "request body must be application/json")
+            return
+        limit = self.policy.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            await _reject("http", send, 413, f"request body larger than {limit} bytes")
+            return
+        # Read the whole body (bounded) before the app sees it, so a body that
+        # grows past the limit mid-stream is refused before anything is stored.
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _reject("http", send, 413, f"request body larger than {limit} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+async def _reject(kind: str, send: Send, status: int, message: str) -> None:
+    if kind == "websocket":
+        # Closing before accepting makes the server answer the handshake with 403.
+        await send({"type": "websocket.close", "code": 1008, "reason": message})
+        return
+    body = orjson.dumps({"error": {"status": status, "message": message, "field": None}})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

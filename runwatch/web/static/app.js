@@ -1,0 +1,2337 @@
+/*
+ * runwatch live dashboard: one plain ES2020 file, no build step, no dependencies.
+ * It speaks the protocol in docs/protocol.md (REST under api/, live events on ws).
+ *
+ * Why a hand-written canvas line chart instead of a charting library:
+ *  - the dashboard ships inside the Python package and must work offline, so
+ *    there is no CDN and no npm; a vendored chart library would be many times
+ *    the size of this renderer, which only needs lines, gaps, NaN markers,
+ *    hover and drag-to-zoom;
+ *  - it is fast enough for 1M-point series because it never holds them: the
+ *    server downsamples history to min/max buckets (max_points = 2 x canvas
+ *    width), live points are compacted to min/max per pixel column once a chart
+ *    holds more than 4 x its width, and dense ranges are drawn as at most ~2
+ *    points per pixel column.
+ *
+ * Layout of this file:
+ *   1. pure core: parsing, metric filter, state merge, event normalisation,
+ *      min/max decimation, ticks, formatting. No DOM, no clock, no I/O, so it
+ *      can be tested in Node (it is exported as module.exports there).
+ *   2. I/O shell: auth token, REST client, live websocket with reconnect.
+ *   3. rendering helpers: frame scheduler, DOM builder, JSON tree.
+ *   4. the canvas chart.
+ *   5. views (runs list, run page, sessions placeholder) and the hash router.
+ */
+(function (root) {
+  'use strict';
+
+  // ===========================================================================
+  // 1. Pure core
+  // ===========================================================================
+
+  const RUN_STATUSES = ['running', 'paused', 'completed', 'failed', 'crashed', 'hung'];
+  const LEVELS = ['debug', 'info', 'warning', 'error', 'critical'];
+  const EVENT_KINDS = ['log', 'lifecycle', 'exception', 'alert'];
+  // Mirrors runwatch.events.STATUS_AFTER.
+  const STATUS_AFTER = {
+    started: 'running', paused: 'paused', resumed: 'running', completed: 'completed', failed: 'failed',
+  };
+  const RUN_PAGE_KINDS = ['metric', 'log', 'alert', 'lifecycle', 'state', 'exception', 'heartbeat'];
+  const RUNS_LIST_KINDS = ['lifecycle', 'heartbeat'];
+  const SYSTEM_PREFIX = 'system/';
+  const ACTIVE_ALERT_STATES = new Set(['firing', 'pending']);
+
+  /** Seconds since the epoch from a number, a numeric string or an ISO-8601 string; NaN if unparseable. */
+  function parseTime(value) {
+    if (typeof value === 'number') return value;
+    if (typeof value !== 'string' || value.trim() === '') return NaN;
+    const text = value.trim();
+    if (/^[+-]?\d+(\.\d+)?$/.test(text)) return Number(text);
+    // Date.parse keeps milliseconds at best and is lenient in engine-specific
+    // ways, so the fraction (the server sends microseconds) is added separately.
+    const m = /^(\d{4}-\d\d-\d\d[T ]\d\d:\d\d(?::\d\d)?)(\.\d+)?(Z|[+-]\d\d:?\d\d)?$/i.exec(text);
+    if (!m) return Date.parse(text) / 1000;
+    let zone = m[3] || 'Z'; // the protocol's timestamps are UTC
+    if (/^[+-]\d{4}$/.test(zone)) zone = zone.slice(0, 3) + ':' + zone.slice(3);
+    const whole = Date.parse(m[1].replace(' ', 'T') + zone.toUpperCase());
+    return whole / 1000 + (m[2] ? Number(m[2]) : 0);
+  }
+
+  /** A metric value from JSON: null is NaN, "Infinity"/"-Infinity" (or "inf") are ±Infinity. */
+  function parseValue(value) {
+    if (typeof value === 'number') return value;
+    if (value === null || value === undefined) return NaN;
+    if (typeof value === 'boolean') return value ? 1 : 0;
+    if (typeof value === 'string') {
+      const s = value.trim().toLowerCase();
+      if (s === 'infinity' || s === '+infinity' || s === 'inf' || s === '+inf') return Infinity;
+      if (s === '-infinity' || s === '-inf') return -Infinity;
+      return s === '' ? NaN : Number(s);
+    }
+    return NaN;
+  }
+
+  /** An anchored, case-insensitive RegExp for a glob where * is any run of characters and ? one. */
+  function globToRegExp(glob) {
+    let source = '';
+    for (const ch of glob) {
+      if (ch === '*') source += '.*';
+      else if (ch === '?') source += '.';
+      else source += ch.replace(/[\\^$.+()|{}[\]]/g, '\\$&');
+    }
+    return new RegExp('^' + source + '$', 'i');
+  }
+
+  /**
+   * A predicate on metric names from the filter box. Terms are separated by
+   * spaces or commas and any may match; a term with * or ? is a glob over the
+   * whole name, anything else a case-insensitive substring. The empty filter
+   * shows every metric except system/*, which has its own panel.
+   */
+  function makeMetricFilter(text) {
+    const terms = String(text || '').split(/[\s,]+/).filter(Boolean);
+    if (terms.length === 0) return (name) => !name.startsWith(SYSTEM_PREFIX);
+    const tests = terms.map((term) => {
+      if (/[*?]/.test(term)) {
+        const re = globToRegExp(term);
+        return (name) => re.test(name);
+      }
+      const needle = term.toLowerCase();
+      return (name) => name.toLowerCase().includes(needle);
+    });
+    return (name) => tests.some((test) => test(name));
+  }
+
+  function isPlainObject(value) {
+    return value !== null && typeof value === 'object' && !Array.isArray(value);
+  }
+
+  function setOwn(target, key, value) {
+    // defineProperty so that a key named "__proto__" stays data, not a prototype.
+    Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
+  }
+
+  /**
+   * Deep-merge a state patch into a state, as runwatch.events.merge_state does:
+   * nested objects merge key by key, lists and scalars replace, null deletes.
+   * Returns a new object; neither argument is modified.
+   */
+  function mergeState(base, patch) {
+    const out = {};
+    if (isPlainObject(base)) for (const key of Object.keys(base)) setOwn(out, key, base[key]);
+    if (!isPlainObject(patch)) return out;
+    for (const key of Object.keys(patch)) {
+      const value = patch[key];
+      if (value === null) delete out[key];
+      else if (isPlainObject(value)) setOwn(out, key, mergeState(isPlainObject(out[key]) ? out[key] : {}, value));
+      else setOwn(out, key, value);
+    }
+    return out;
+  }
+
+  /**
+   * The EventRow (as GET /api/runs/{id}/events returns it) for a live wire
+   * event, or null for kinds that are not timeline events (metric, state,
+   * heartbeat). The mapping mirrors how the store writes event rows
+   * (runwatch/store/encode.py), so live and fetched rows look the same.
+   */
+  function wireToEventRow(event) {
+    if (!event || typeof event !== 'object') return null;
+    const base = { id: null, timestamp: event.timestamp, kind: event.kind };
+    switch (event.kind) {
+      case 'log':
+        return { ...base, event_type: event.type, level: event.level || 'info', event_data: event.data || {} };
+      case 'lifecycle': {
+        const data = { status: STATUS_AFTER[event.transition] || event.transition };
+        if (event.transition === 'started') {
+          data.kind = event.run_kind || 'training';
+          if (event.config != null) data.config = event.config;
+        }
+        if (event.final_reward != null) data.final_reward = event.final_reward;
+        if (event.metadata != null) data.metadata = event.metadata;
+        return { ...base, event_type: 'run_' + event.transition, level: 'info', event_data: data };
+      }
+      case 'exception':
+        return {
+          ...base, event_type: 'error', level: event.severity || 'error',
+          event_data: {
+            category: event.category, severity: event.severity, component: event.component,
+            message: event.message, error_type: event.error_type, traceback: event.traceback,
+          },
+        };
+      case 'alert':
+        return {
+          ...base, event_type: 'alert', level: LEVELS.includes(event.severity) ? event.severity : 'warning',
+          event_data: {
+            rule: event.rule, state: event.state, severity: event.severity, value: event.value,
+            labels: event.labels || {}, annotations: event.annotations || {}, active_since: event.active_since,
+          },
+        };
+      default:
+        return null;
+    }
+  }
+
+  /** Adds the client-side fields of an EventRow: _ts (epoch seconds) and _key (for de-duplication). */
+  function prepareEventRow(row) {
+    row._ts = parseTime(row.timestamp);
+    row.level = row.level || 'info';
+    if (row.event_data === undefined || row.event_data === null) row.event_data = {};
+    const size = JSON.stringify(row.event_data).length;
+    row._key = `${row.kind}|${row.event_type}|${Math.round(row._ts * 1000)}|${size}`;
+    return row;
+  }
+
+  /** Newest first; ties keep the server's id order (higher id is newer). */
+  function compareEventsNewestFirst(a, b) {
+    if (b._ts !== a._ts) return b._ts - a._ts;
+    return (b.id ?? 0) - (a.id ?? 0);
+  }
+
+  /** The alert an alert EventRow describes. */
+  function alertFromRow(row) {
+    const data = row.event_data || {};
+    return {
+      rule: data.rule ?? row.event_type, state: data.state, severity: data.severity ?? row.level,
+      value: data.value, labels: data.labels || {}, annotations: data.annotations || {},
+      active_since: data.active_since, ts: row._ts,
+    };
+  }
+
+  function alertKey(alert) {
+    const labels = Object.keys(alert.labels || {}).sort().map((k) => `${k}=${alert.labels[k]}`).join(',');
+    return `${alert.rule}{${labels}}`;
+  }
+
+  /** Applies one alert transition to a Map of active (pending/firing) alerts. Apply oldest first. */
+  function applyAlert(active, alert) {
+    const key = alertKey(alert);
+    if (ACTIVE_ALERT_STATES.has(alert.state)) active.set(key, alert);
+    else active.delete(key);
+  }
+
+  // A series is three parallel arrays in time order: t (epoch seconds),
+  // s (step or null) and v (number; NaN for null/NaN, ±Infinity).
+  function createSeries() {
+    return { t: [], s: [], v: [] };
+  }
+
+  /** A series from the metrics endpoint's {t, step, v} arrays. */
+  function seriesFromWire(wire) {
+    const t = (wire && wire.t) || [];
+    const step = (wire && wire.step) || [];
+    const v = (wire && wire.v) || [];
+    const out = createSeries();
+    for (let i = 0; i < t.length; i++) {
+      out.t.push(Number(t[i]));
+      out.s.push(step[i] === undefined || step[i] === null ? null : Number(step[i]));
+      out.v.push(parseValue(v[i]));
+    }
+    return out;
+  }
+
+  /** First index whose value is greater than x in an ascending array. */
+  function upperBound(array, x) {
+    let lo = 0;
+    let hi = array.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (array[mid] <= x) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  /** Appends a point, keeping time order (producers on other hosts may be slightly out of order). */
+  function appendPoint(series, t, step, value) {
+    const n = series.t.length;
+    if (n === 0 || t >= series.t[n - 1]) {
+      series.t.push(t);
+      series.s.push(step);
+      series.v.push(value);
+      return;
+    }
+    const i = upperBound(series.t, t);
+    series.t.splice(i, 0, t);
+    series.s.splice(i, 0, step);
+    series.v.splice(i, 0, value);
+  }
+
+  /**
+   * Min/max decimation: cut the series' time range into `columns` buckets and
+   * keep each bucket's min and max point (plus its first NaN, so a gap
+   * survives), in time order, the way the server downsamples. The first and
+   * last points are always kept so the latest value stays exact. Returns the
+   * series itself when it is already small enough.
+   */
+  function decimateMinMax(series, columns) {
+    const n = series.t.length;
+    columns = Math.max(1, Math.floor(columns));
+    if (n <= 2 * columns + 2) return series;
+    const t0 = series.t[0];
+    const span = series.t[n - 1] - t0 || 1;
+    const keep = [0];
+    let bucket = -1;
+    let iMin = -1;
+    let iMax = -1;
+    let iNaN = -1;
+    const flush = () => {
+      const picked = [iMin, iMax, iNaN].filter((i) => i >= 0).sort((a, b) => a - b);
+      for (const i of picked) if (i !== keep[keep.length - 1]) keep.push(i);
+    };
+    for (let i = 1; i < n - 1; i++) {
+      const b = Math.min(columns - 1, Math.floor(((series.t[i] - t0) / span) * columns));
+      if (b !== bucket) {
+        flush();
+        bucket = b;
+        iMin = iMax = iNaN = -1;
+      }
+      const v = series.v[i];
+      if (Number.isNaN(v)) {
+        if (iNaN < 0) iNaN = i;
+        continue;
+      }
+      if (iMin < 0 || v < series.v[iMin]) iMin = i;
+      if (iMax < 0 || v > series.v[iMax]) iMax = i;
+    }
+    flush();
+    keep.push(n - 1);
+    const out = createSeries();
+    for (const i of keep) {
+      out.t.push(series.t[i]);
+      out.s.push(series.s[i]);
+      out.v.push(series.v[i]);
+    }
+    return out;
+  }
+
+  /** "Nice" tick values (1, 2, 5 x 10^k steps) covering [lo, hi]. */
+  function niceTicks(lo, hi, maxTicks) {
+    if (!(hi > lo) || !Number.isFinite(lo) || !Number.isFinite(hi)) return Number.isFinite(lo) ? [lo] : [];
+    const raw = (hi - lo) / Math.max(1, maxTicks);
+    const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
+    const norm = raw / magnitude;
+    // The nice step nearest to the raw one on a log scale (d3's thresholds).
+    const step = (norm >= Math.SQRT2 * 5 ? 10 : norm >= Math.sqrt(10) ? 5 : norm >= Math.SQRT2 ? 2 : 1) * magnitude;
+    const ticks = [];
+    for (let k = Math.ceil(lo / step); k * step <= hi + step * 1e-9; k++) ticks.push(k * step);
+    return ticks;
+  }
+
+  const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+    172800, 604800];
+
+  /**
+   * Tick times (epoch seconds) for [lo, hi] on round local-clock boundaries.
+   * `offsetSeconds` is the local UTC offset (east positive).
+   */
+  function timeTicks(lo, hi, maxTicks, offsetSeconds) {
+    if (!(hi > lo)) return { ticks: Number.isFinite(lo) ? [lo] : [], step: 1 };
+    const raw = (hi - lo) / Math.max(1, maxTicks);
+    if (raw < 1) return { ticks: niceTicks(lo, hi, maxTicks), step: raw };
+    // The round step nearest to the raw one on a log scale.
+    let step = Math.ceil(raw / 86400) * 86400;
+    if (raw <= TIME_STEPS[TIME_STEPS.length - 1]) {
+      step = TIME_STEPS.reduce((best, s) => (Math.abs(Math.log(s / raw)) < Math.abs(Math.log(best / raw)) ? s : best));
+    }
+    const ticks = [];
+    for (let t = Math.ceil((lo + offsetSeconds) / step) * step - offsetSeconds; t <= hi; t += step) ticks.push(t);
+    return { ticks, step };
+  }
+
+  /** A y range with a little headroom; a flat series gets a symmetric band. */
+  function paddedRange(lo, hi) {
+    if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [0, 1];
+    if (lo === hi) {
+      const pad = Math.abs(lo) * 0.1 || 1;
+      return [lo - pad, hi + pad];
+    }
+    const pad = (hi - lo) * 0.06;
+    return [lo - pad, hi + pad];
+  }
+
+  function formatValue(v) {
+    if (v === null || v === undefined) return '—';
+    if (typeof v !== 'number') v = parseValue(v);
+    if (Number.isNaN(v)) return 'NaN';
+    if (v === Infinity) return '+Inf';
+    if (v === -Infinity) return '-Inf';
+    const a = Math.abs(v);
+    if (a !== 0 && (a >= 1e6 || a < 1e-3)) return v.toExponential(2);
+    if (Number.isInteger(v)) return String(v);
+    return String(Number(v.toPrecision(4)));
+  }
+
+  function formatCount(n) {
+    if (n === null || n === undefined || n === '') return '—';
+    const v = Number(n);
+    if (!Number.isFinite(v)) return String(n);
+    if (Math.abs(v) >= 1e6) return (v / 1e6).toFixed(1) + 'M';
+    if (Math.abs(v) >= 1e4) return (v / 1e3).toFixed(1) + 'k';
+    return String(Math.round(v * 100) / 100);
+  }
+
+  function formatDuration(seconds) {
+    if (!Number.isFinite(seconds) || seconds < 0) return '—';
+    const s = Math.floor(seconds);
+    const d = Math.floor(s / 86400);
+    const h = Math.floor((s % 86400) / 3600);
+    const m = Math.floor((s % 3600) / 60);
+    const sec = s % 60;
+    const pad = (x) => String(x).padStart(2, '0');
+    if (d) return `${d}d ${h}h`;
+    if (h) return `${h}h ${pad(m)}m`;
+    if (m) return `${m}m ${pad(sec)}s`;
+    return `${sec}s`;
+  }
+
+  /** Local wall-clock text for epoch seconds: HH:MM:SS, optionally with the date and milliseconds. */
+  function formatClock(ts, { date = false, millis = false } = {}) {
+    if (!Number.isFinite(ts)) return '—';
+    const d = new Date(ts * 1000);
+    const p = (x, n = 2) => String(x).padStart(n, '0');
+    let text = `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    if (millis) text += '.' + p(d.getMilliseconds(), 3);
+    if (date) text = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} ` + text;
+    return text;
+  }
+
+  function formatTickTime(ts, step) {
+    const d = new Date(ts * 1000);
+    const p = (x) => String(x).padStart(2, '0');
+    if (step >= 86400) return `${p(d.getMonth() + 1)}-${p(d.getDate())}`;
+    if (step >= 60) return `${p(d.getHours())}:${p(d.getMinutes())}`;
+    return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  }
+
+  /** How long a run has lasted at `now` (epoch seconds). */
+  function runDuration(row, now) {
+    const start = parseTime(row.start_time);
+    if (!Number.isFinite(start)) return NaN;
+    const end = parseTime(row.end_time);
+    if (Number.isFinite(end)) return end - start;
+    if (row.status === 'running' || row.status === 'paused') return now - start;
+    const updated = parseTime(row.updated_at);
+    return Number.isFinite(updated) ? updated - start : now - start;
+  }
+
+  function statusClass(status) {
+    return 'status-' + (RUN_STATUSES.includes(status) ? status : 'unknown');
+  }
+
+  /** A one-line description of an EventRow for the timeline. */
+  function summarizeEvent(row) {
+    const d = row.event_data || {};
+    switch (row.kind) {
+      case 'lifecycle': {
+        let text = `status → ${d.status ?? '?'}`;
+        if (d.final_reward != null) text += ` · final reward ${formatValue(parseValue(d.final_reward))}`;
+        if (d.metadata && d.metadata.reason) text += ` · ${d.metadata.reason}`;
+        return text;
+      }
+      case 'exception':
+        return `${d.error_type || 'Error'}: ${d.message || ''}${d.component ? ` (${d.component})` : ''}`;
+      case 'alert': {
+        let text = `${d.rule ?? '?'} ${d.state ?? ''}`;
+        if (d.value != null) text += ` · value ${formatValue(parseValue(d.value))}`;
+        const summary = d.annotations && (d.annotations.summary || d.annotations.description);
+        if (summary) text += ` · ${summary}`;
+        return text;
+      }
+      default: {
+        const text = JSON.stringify(d);
+        return text === '{}' ? '' : text.length > 240 ? text.slice(0, 239) + '…' : text;
+      }
+    }
+  }
+
+  const core = {
+    RUN_STATUSES, LEVELS, EVENT_KINDS, STATUS_AFTER, SYSTEM_PREFIX,
+    parseTime, parseValue, globToRegExp, makeMetricFilter, mergeState, wireToEventRow, prepareEventRow,
+    compareEventsNewestFirst, alertFromRow, alertKey, applyAlert, createSeries, seriesFromWire, appendPoint,
+    decimateMinMax, niceTicks, timeTicks, paddedRange, formatValue, formatCount, formatDuration, formatClock,
+    runDuration, summarizeEvent,
+  };
+
+  if (typeof document === 'undefined') {
+    // Loaded outside a browser (unit tests): expose the pure core only.
+    if (typeof module !== 'undefined' && module.exports) module.exports = core;
+    return;
+  }
+
+  // ===========================================================================
+  // 2. I/O shell: auth, REST, websocket
+  // ===========================================================================
+
+  const TOKEN_KEY = 'runwatch.token';
+  const auth = { token: null };
+
+  /** Takes ?token= from the page URL into sessionStorage and out of the address bar. */
+  function initAuth() {
+    const params = new URLSearchParams(location.search);
+    const fromUrl = params.get('token');
+    let stored = null;
+    try {
+      if (fromUrl) sessionStorage.setItem(TOKEN_KEY, fromUrl);
+      stored = sessionStorage.getItem(TOKEN_KEY);
+    } catch (_err) {
+      // Storage can be disabled; the token then lives for this page only.
+    }
+    auth.token = fromUrl || stored || null;
+    if (fromUrl) {
+      params.delete('token');
+      const query = params.toString();
+      history.replaceState(null, '', location.pathname + (query ? '?' + query : '') + location.hash);
+    }
+  }
+
+  /** The directory index.html was served from; API and websocket paths are relative to it. */
+  function baseUrl() {
+    return location.origin + location.pathname.replace(/[^/]*$/, '');
+  }
+
+  class ApiError extends Error {
+    constructor(status, message, field) {
+      super(message);
+      this.name = 'ApiError';
+      this.status = status;
+      this.field = field ?? null;
+    }
+  }
+
+  function apiUrl(path, params) {
+    const url = new URL(path, baseUrl());
+    for (const [key, value] of Object.entries(params || {})) {
+      if (value !== undefined && value !== null && value !== '') url.searchParams.set(key, String(value));
+    }
+    return url;
+  }
+
+  function authHeaders() {
+    return auth.token ? { Authorization: 'Bearer ' + auth.token } : {};
+  }
+
+  /** GET a JSON endpoint; throws ApiError with the server's error message. */
+  async function apiGet(path, params) {
+    let response;
+    try {
+      response = await fetch(apiUrl(path, params), {
+        headers: { Accept: 'application/json', ...authHeaders() }, cache: 'no-store',
+      });
+    } catch (_err) {
+      throw new ApiError(0, 'server unreachable', null);
+    }
+    const text = await response.text();
+    let body = null;
+    try {
+      body = text ? JSON.parse(text) : null;
+    } catch (_err) {
+      // Not JSON (a proxy's error page, say): reported below by status.
+    }
+    if (!response.ok) {
+      const error = body && body.error;
+      let message = (error && error.message) || `${response.status} ${response.statusText}`.trim();
+      if (response.status === 401 || response.status === 403) {
+        message += auth.token ? ' (the token was rejected)' : ' (open the dashboard with ?token=…)';
+      }
+      throw new ApiError(response.status, message, error && error.field);
+    }
+    return body;
+  }
+
+  const runPath = (runId, rest = '') => `api/runs/${encodeURIComponent(runId)}${rest}`;
+
+  /** The header dot that shows the live connection's state. */
+  const connStatus = {
+    set(state) {
+      const el = document.getElementById('conn-status');
+      if (!el) return;
+      el.dataset.state = state;
+      const text = { idle: 'idle', connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…' }[state];
+      el.querySelector('.conn-text').textContent = text || state;
+    },
+  };
+
+  let bannerTimer = 0;
+  function showBanner(text, kind = 'warning', ms = 8000) {
+    const el = document.getElementById('banner');
+    if (!el) return;
+    el.textContent = text;
+    el.dataset.kind = kind;
+    el.hidden = false;
+    clearTimeout(bannerTimer);
+    if (ms) bannerTimer = setTimeout(() => { el.hidden = true; }, ms);
+  }
+
+  function wsUrl(filter) {
+    const url = new URL('ws', baseUrl());
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+    // The filter goes in the query too, so the connection is filtered from its
+    // first message; the subscribe message then confirms it.
+    if (filter.runs) url.searchParams.set('runs', filter.runs.join(','));
+    if (filter.kinds) url.searchParams.set('kinds', filter.kinds.join(','));
+    if (filter.metrics) url.searchParams.set('metrics', filter.metrics.join(','));
+    if (auth.token) url.searchParams.set('token', auth.token);
+    return url.href;
+  }
+
+  /**
+   * A /ws subscription that reconnects with exponential backoff and jitter.
+   * Handlers: onSubscribed() after every (re)connection, once the server has
+   * confirmed the filter (the caller re-fetches history then, which covers
+   * whatever was missed while disconnected); onEvents(events) per batch;
+   * onLagged(dropped) when the server dropped events for this client.
+   */
+  class LiveSocket {
+    constructor(filter, handlers) {
+      this.filter = filter;
+      this.handlers = handlers;
+      this.ws = null;
+      this.attempt = 0;
+      this.retryTimer = 0;
+      this.closed = false;
+    }
+
+    start() {
+      this.connect();
+      return this;
+    }
+
+    connect() {
+      if (this.closed) return;
+      connStatus.set(this.attempt ? 'reconnecting' : 'connecting');
+      let ws;
+      try {
+        ws = new WebSocket(wsUrl(this.filter));
+      } catch (_err) {
+        this.scheduleRetry();
+        return;
+      }
+      this.ws = ws;
+      let subscribed = false;
+      let fallback = 0;
+      const markSubscribed = () => {
+        clearTimeout(fallback);
+        if (subscribed || ws !== this.ws) return;
+        subscribed = true;
+        this.attempt = 0;
+        connStatus.set('live');
+        this.handlers.onSubscribed?.();
+      };
+      ws.onopen = () => {
+        ws.send(JSON.stringify({ subscribe: this.filter }));
+        // Should an older server not confirm, do not wait forever for it.
+        fallback = setTimeout(markSubscribed, 2000);
+      };
+      ws.onmessage = (message) => {
+        if (ws !== this.ws) return;
+        let data;
+        try {
+          data = JSON.parse(message.data);
+        } catch (_err) {
+          return;
+        }
+        switch (data && data.type) {
+          case 'subscribed':
+            markSubscribed();
+            break;
+          case 'batch':
+            markSubscribed();
+            this.handlers.onEvents?.(Array.isArray(data.events) ? data.events : []);
+            break;
+          case 'lagged':
+            this.handlers.onLagged?.(data.dropped);
+            break;
+          default:
+            break; // unknown message types are ignored, so the server can add some
+        }
+      };
+      ws.onerror = () => {}; // a close event always follows
+      ws.onclose = (event) => {
+        clearTimeout(fallback);
+        if (ws !== this.ws) return;
+        this.ws = null;
+        if (this.closed) return;
+        // 1008: dropped for lagging past the hard limit; the reconnection re-fetches history.
+        if (event.code === 1008) this.handlers.onLagged?.(null);
+        this.scheduleRetry();
+      };
+    }
+
+    scheduleRetry() {
+      if (this.closed) return;
+      connStatus.set('reconnecting');
+      const delay = Math.min(15000, 500 * 2 ** this.attempt) * (0.75 + Math.random() * 0.5);
+      this.attempt = Math.min(this.attempt + 1, 10);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
+    }
+
+    close() {
+      this.closed = true;
+      clearTimeout(this.retryTimer);
+      const ws = this.ws;
+      this.ws = null;
+      if (ws) ws.close(1000);
+      connStatus.set('idle');
+    }
+  }
+
+  /** Calls fn at most once per `ms`, always running a trailing call. */
+  function throttle(fn, ms) {
+    let last = 0;
+    let timer = 0;
+    const wrapped = () => {
+      const wait = last + ms - Date.now();
+      if (wait <= 0) {
+        clearTimeout(timer);
+        timer = 0;
+        last = Date.now();
+        fn();
+      } else if (!timer) {
+        timer = setTimeout(() => { timer = 0; wrapped(); }, wait);
+      }
+    };
+    wrapped.cancel = () => { clearTimeout(timer); timer = 0; };
+    return wrapped;
+  }
+
+  // ===========================================================================
+  // 3. Rendering helpers
+  // ===========================================================================
+
+  // Every redraw goes through one requestAnimationFrame: events only mark
+  // things dirty, so a burst of batches costs one draw per frame.
+  const frame = { jobs: new Map(), requested: false };
+
+  function schedule(key, fn) {
+    frame.jobs.set(key, fn);
+    if (!frame.requested) {
+      frame.requested = true;
+      requestAnimationFrame(runFrame);
+    }
+  }
+
+  function runFrame() {
+    frame.requested = false;
+    const jobs = Array.from(frame.jobs.values());
+    frame.jobs.clear();
+    for (const job of jobs) {
+      try {
+        job();
+      } catch (err) {
+        console.error('runwatch: render failed', err);
+      }
+    }
+  }
+
+  /** Builds an element: h('div', {class: 'x', onclick: fn}, child, 'text', [more]). */
+  function h(tag, attrs, ...children) {
+    const el = document.createElement(tag);
+    for (const [key, value] of Object.entries(attrs || {})) {
+      if (value === undefined || value === null || value === false) continue;
+      if (key === 'class') el.className = value;
+      else if (key.startsWith('on') && typeof value === 'function') el.addEventListener(key.slice(2), value);
+      else if (value === true) el.setAttribute(key, '');
+      else el.setAttribute(key, String(value));
+    }
+    appendChildren(el, children);
+    return el;
+  }
+
+  function appendChildren(el, children) {
+    for (const child of children) {
+      if (child === null || child === undefined || child === false) continue;
+      if (Array.isArray(child)) appendChildren(el, child);
+      else el.append(child instanceof Node ? child : String(child));
+    }
+  }
+
+  function statusBadge(status, attrs = {}) {
+    return h('span', { ...attrs, class: `badge ${statusClass(status)}` }, status || 'unknown');
+  }
+
+  function setStatusBadge(el, status) {
+    el.className = `badge ${statusClass(status)}`;
+    el.textContent = status || 'unknown';
+  }
+
+  /**
+   * A collapsible JSON tree. `open` (a Map of path → boolean) remembers what
+   * the user expanded across re-renders; nodes deeper than `depth` start
+   * closed, and closed nodes build their children only when opened.
+   */
+  function jsonTree(value, { open = new Map(), depth = 1, empty = '(empty)' } = {}) {
+    const tree = h('div', { class: 'tree' });
+    if (isPlainObject(value) || Array.isArray(value)) {
+      const entries = Array.isArray(value) ? value.map((v, i) => [i, v]) : Object.entries(value);
+      if (entries.length === 0) tree.append(h('div', { class: 'muted' }, empty));
+      appendTreeEntries(tree, entries, '', 0, { open, depth });
+    } else {
+      tree.append(treeLeaf(null, value));
+    }
+    return tree;
+  }
+
+  const TREE_CHILD_LIMIT = 500;
+
+  function appendTreeEntries(parent, entries, path, level, opts) {
+    for (const [key, value] of entries.slice(0, TREE_CHILD_LIMIT)) {
+      parent.append(treeNode(key, value, path + '\u0000' + key, level, opts));
+    }
+    if (entries.length > TREE_CHILD_LIMIT) {
+      parent.append(h('div', { class: 'tree-more muted' }, `… ${entries.length - TREE_CHILD_LIMIT} more`));
+    }
+  }
+
+  function treeNode(key, value, path, level, opts) {
+    const isArray = Array.isArray(value);
+    if (!isArray && !isPlainObject(value)) return treeLeaf(key, value);
+    const entries = isArray ? value.map((v, i) => [i, v]) : Object.entries(value);
+    if (entries.length === 0) return treeLeaf(key, value);
+    const details = h('details', { class: 'tree-node' });
+    const remembered = opts.open.get(path);
+    details.open = remembered !== undefined ? remembered : level < opts.depth;
+    const children = h('div', { class: 'tree-children' });
+    let built = false;
+    const build = () => {
+      if (built) return;
+      built = true;
+      appendTreeEntries(children, entries, path, level + 1, opts);
+    };
+    if (details.open) build();
+    details.addEventListener('toggle', () => {
+      opts.open.set(path, details.open);
+      if (details.open) build();
+    });
+    details.append(
+      h('summary', null, h('span', { class: 'tree-key' }, String(key)),
+        h('span', { class: 'tree-meta' }, isArray ? ` [${entries.length}]` : ` {${entries.length}}`)),
+      children,
+    );
+    return details;
+  }
+
+  function treeLeaf(key, value) {
+    let text;
+    let type = value === null ? 'null' : typeof value;
+    if (Array.isArray(value)) {
+      text = '[]';
+      type = 'empty';
+    } else if (isPlainObject(value)) {
+      text = '{}';
+      type = 'empty';
+    } else if (type === 'string') {
+      text = JSON.stringify(value);
+    } else {
+      text = String(value);
+    }
+    const long = text.length > 300;
+    return h('div', { class: 'tree-leaf' },
+      key !== null ? [h('span', { class: 'tree-key' }, String(key)), h('span', { class: 'tree-colon' }, ': ')] : null,
+      h('span', { class: `tree-val tv-${type}`, title: long ? text : null }, long ? text.slice(0, 299) + '…' : text));
+  }
+
+  /** Canvas colours come from CSS custom properties, so dark/light mode is the stylesheet's business. */
+  const theme = {
+    cache: null,
+    get() {
+      if (!this.cache) {
+        const css = getComputedStyle(document.documentElement);
+        const read = (name, fallback) => css.getPropertyValue(name).trim() || fallback;
+        this.cache = {
+          line: read('--chart-line', '#2563eb'),
+          grid: read('--chart-grid', '#e5e7eb'),
+          axis: read('--chart-axis', '#9ca3af'),
+          text: read('--chart-text', '#6b7280'),
+          nan: read('--chart-nan', '#dc2626'),
+          hover: read('--chart-hover', '#111827'),
+          select: read('--chart-select', 'rgba(37,99,235,0.15)'),
+          font: '11px ' + read('--font-sans', 'system-ui, sans-serif'),
+        };
+      }
+      return this.cache;
+    },
+  };
+
+  // ===========================================================================
+  // 4. The canvas chart
+  // ===========================================================================
+
+  const CHART_HEIGHT = 150; // CSS pixels; keep in sync with .chart canvas in style.css
+  const PAD = { left: 52, right: 10, top: 8, bottom: 20 };
+
+  /**
+   * Strokes one series' line into the current path state of ctx and returns
+   * the pixel x of its NaN and ±Inf points (for markers). Points whose x is
+   * null are skipped; a non-finite value breaks the line into a gap. When more
+   * than two points fall in each pixel column, each column is drawn as one
+   * vertical min–max segment.
+   */
+  function strokeSeries(ctx, xs, vs, sx, sy, x0, x1, plotWidth) {
+    const n = xs.length;
+    let visible = 0;
+    for (let i = 0; i < n; i++) if (xs[i] !== null && xs[i] >= x0 && xs[i] <= x1) visible++;
+    const dense = visible > 2 * plotWidth;
+    const markers = { nan: [], pinf: [], ninf: [], visible };
+    const lastMarker = { nan: NaN, pinf: NaN, ninf: NaN };
+    const mark = (type, px) => {
+      const col = Math.round(px);
+      if (col !== lastMarker[type]) {
+        markers[type].push(col);
+        lastMarker[type] = col;
+      }
+    };
+    ctx.beginPath();
+    let penDown = false;
+    let isolated = []; // single points between gaps are drawn as dots
+    let runLength = 0;
+    let runStart = null;
+    let col = null;
+    let colMin = 0;
+    let colMax = 0;
+    let colFirst = 0;
+    let colLast = 0;
+    const flushColumn = () => {
+      if (col === null) return;
+      if (!penDown) {
+        ctx.moveTo(col, colFirst);
+        penDown = true;
+      } else {
+        ctx.lineTo(col, colFirst);
+      }
+      if (colMin !== colMax) {
+        ctx.lineTo(col, colMin);
+        ctx.lineTo(col, colMax);
+      }
+      ctx.lineTo(col, colLast);
+      col = null;
+    };
+    const endRun = () => {
+      if (runLength === 1 && runStart) isolated.push(runStart);
+      runLength = 0;
+      runStart = null;
+    };
+    for (let i = 0; i < n; i++) {
+      const x = xs[i];
+      if (x === null || x === undefined) continue;
+      const v = vs[i];
+      const px = sx(x);
+      if (!Number.isFinite(v)) {
+        if (dense) flushColumn();
+        penDown = false;
+        endRun();
+        if (Number.isNaN(v)) mark('nan', px);
+        else mark(v > 0 ? 'pinf' : 'ninf', px);
+        continue;
+      }
+      const py = sy(v);
+      if (runLength === 0) runStart = [px, py];
+      runLength++;
+      if (dense) {
+        const c = Math.floor(px) + 0.5;
+        if (c !== col) {
+          flushColumn();
+          col = c;
+          colMin = colMax = colFirst = colLast = py;
+        } else {
+          if (py < colMin) colMin = py;
+          if (py > colMax) colMax = py;
+          colLast = py;
+        }
+      } else if (!penDown) {
+        ctx.moveTo(px, py);
+        penDown = true;
+      } else {
+        ctx.lineTo(px, py);
+      }
+    }
+    if (dense) flushColumn();
+    endRun();
+    ctx.stroke();
+    if (isolated.length) {
+      ctx.beginPath();
+      for (const [px, py] of isolated) {
+        ctx.moveTo(px + 2, py);
+        ctx.arc(px, py, 2, 0, Math.PI * 2);
+      }
+      ctx.fillStyle = ctx.strokeStyle;
+      ctx.fill();
+    }
+    return markers;
+  }
+
+  /** The finite min and max of vs over points whose x lies in [x0, x1]. */
+  function valueExtent(xs, vs, x0, x1) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (let i = 0; i < xs.length; i++) {
+      const x = xs[i];
+      if (x === null || x < x0 || x > x1) continue;
+      const v = vs[i];
+      if (!Number.isFinite(v)) continue;
+      if (v < lo) lo = v;
+      if (v > hi) hi = v;
+    }
+    return [lo, hi];
+  }
+
+  function xExtent(xs) {
+    let lo = Infinity;
+    let hi = -Infinity;
+    for (const x of xs) {
+      if (x === null) continue;
+      if (x < lo) lo = x;
+      if (x > hi) hi = x;
+    }
+    return [lo, hi];
+  }
+
+  /** One metric's chart: a canvas with hover read-out, drag-to-zoom and double-click reset. */
+  class Chart {
+    constructor(page, name) {
+      this.page = page;
+      this.name = name;
+      this.cssWidth = 0;
+      this.hoverPx = null;
+      this.drag = null;
+      this.view = null; // the last drawn mapping, for turning pixels back into x values
+      this.canvas = h('canvas', { 'aria-label': `chart of ${name}` });
+      this.lastEl = h('span', { class: 'chart-last' });
+      this.tip = h('div', { class: 'chart-tip', hidden: true });
+      this.el = h('div', { class: 'chart', 'data-metric': name, 'data-points': '0' },
+        h('div', { class: 'chart-head' }, h('span', { class: 'chart-name', title: name }, name), this.lastEl),
+        h('div', { class: 'chart-body' }, this.canvas, this.tip));
+      this.bindPointer();
+    }
+
+    /** What the chart shows: the zoomed-in data while zoomed and loaded, else the live series. */
+    get series() {
+      return this.page.seriesFor(this.name);
+    }
+
+    get visible() {
+      return !this.el.hidden;
+    }
+
+    invalidate() {
+      if (this.visible) schedule(this, () => this.draw());
+    }
+
+    updateCount() {
+      this.el.dataset.points = String(this.series.t.length);
+    }
+
+    bindPointer() {
+      const c = this.canvas;
+      const clampPx = (px) => Math.max(PAD.left, Math.min(this.cssWidth - PAD.right, px));
+      c.addEventListener('pointermove', (e) => {
+        this.hoverPx = e.offsetX;
+        if (this.drag) this.drag.x1 = clampPx(e.offsetX);
+        this.invalidate();
+      });
+      c.addEventListener('pointerleave', () => {
+        this.hoverPx = null;
+        this.invalidate();
+      });
+      c.addEventListener('pointerdown', (e) => {
+        if (e.button !== 0 || !this.view) return;
+        c.setPointerCapture(e.pointerId);
+        this.drag = { x0: clampPx(e.offsetX), x1: clampPx(e.offsetX) };
+      });
+      c.addEventListener('pointerup', () => {
+        const drag = this.drag;
+        this.drag = null;
+        const view = this.view;
+        if (drag && view && Math.abs(drag.x1 - drag.x0) >= 5) {
+          const a = view.invert(Math.min(drag.x0, drag.x1));
+          const b = view.invert(Math.max(drag.x0, drag.x1));
+          this.page.zoomTo(a, b, view.mode, this.name);
+        }
+        this.invalidate();
+      });
+      c.addEventListener('pointercancel', () => {
+        this.drag = null;
+        this.invalidate();
+      });
+      c.addEventListener('dblclick', () => this.page.resetZoom());
+    }
+
+    draw() {
+      const width = this.cssWidth;
+      if (!width || !this.visible) return;
+      const height = CHART_HEIGHT;
+      const canvas = this.canvas;
+      const dpr = window.devicePixelRatio || 1;
+      const pw = Math.round(width * dpr);
+      const ph = Math.round(height * dpr);
+      if (canvas.width !== pw || canvas.height !== ph) {
+        canvas.width = pw;
+        canvas.height = ph;
+      }
+      const ctx = canvas.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.clearRect(0, 0, width, height);
+      const colors = theme.get();
+      ctx.font = colors.font;
+
+      const mode = this.page.xMode;
+      const zoom = this.page.zoom;
+      const series = this.series;
+      const xs = mode === 'step' ? series.s : series.t;
+      const vs = series.v;
+      const live = this.page.store.get(this.name);
+      const lastValue = live && live.v.length ? live.v[live.v.length - 1] : undefined;
+      this.lastEl.textContent = lastValue === undefined ? '' : formatValue(lastValue);
+      this.lastEl.classList.toggle('nonfinite', lastValue !== undefined && !Number.isFinite(lastValue));
+      this.updateCount();
+
+      const plot = { l: PAD.left, r: width - PAD.right, t: PAD.top, b: height - PAD.bottom };
+      const plotWidth = Math.max(1, plot.r - plot.l);
+      let x0;
+      let x1;
+      if (zoom && zoom.mode === mode) {
+        x0 = zoom.x0;
+        x1 = zoom.x1;
+      } else {
+        [x0, x1] = xExtent(xs);
+      }
+      if (!Number.isFinite(x0)) {
+        this.view = null;
+        ctx.fillStyle = colors.text;
+        ctx.textAlign = 'center';
+        ctx.textBaseline = 'middle';
+        ctx.fillText(zoom && zoom.loading ? 'loading…' : mode === 'step' ? 'no step values' : 'no data',
+          width / 2, height / 2);
+        this.tip.hidden = true;
+        return;
+      }
+      if (x0 === x1) {
+        x0 -= 1;
+        x1 += 1;
+      }
+      const [vlo, vhi] = valueExtent(xs, vs, x0, x1);
+      const [y0, y1] = paddedRange(vlo, vhi);
+      const sx = (x) => plot.l + ((x - x0) / (x1 - x0)) * plotWidth;
+      const sy = (v) => plot.b - ((v - y0) / (y1 - y0)) * (plot.b - plot.t);
+      this.view = { mode, invert: (px) => x0 + ((px - plot.l) / plotWidth) * (x1 - x0) };
+
+      // Grid and axis labels.
+      ctx.strokeStyle = colors.grid;
+      ctx.lineWidth = 1;
+      ctx.fillStyle = colors.text;
+      ctx.textAlign = 'right';
+      ctx.textBaseline = 'middle';
+      ctx.beginPath();
+      for (const y of niceTicks(y0, y1, 3)) {
+        const py = Math.round(sy(y)) + 0.5;
+        if (py < plot.t - 1 || py > plot.b + 1) continue;
+        ctx.moveTo(plot.l, py);
+        ctx.lineTo(plot.r, py);
+        ctx.fillText(formatValue(y), plot.l - 6, py);
+      }
+      ctx.stroke();
+      ctx.textAlign = 'center';
+      ctx.textBaseline = 'top';
+      const maxXTicks = Math.max(2, Math.floor(plotWidth / 60));
+      let xTicks;
+      let xLabel;
+      if (mode === 'time') {
+        const offset = -new Date(x0 * 1000).getTimezoneOffset() * 60;
+        const { ticks, step } = timeTicks(x0, x1, maxXTicks, offset);
+        xTicks = ticks;
+        xLabel = (t) => formatTickTime(t, step);
+      } else {
+        xTicks = niceTicks(x0, x1, maxXTicks).filter((x) => Number.isInteger(x) || x1 - x0 < maxXTicks);
+        xLabel = formatValue;
+      }
+      ctx.strokeStyle = colors.axis;
+      ctx.beginPath();
+      ctx.moveTo(plot.l, plot.b + 0.5);
+      ctx.lineTo(plot.r, plot.b + 0.5);
+      let labelEnd = -Infinity;
+      for (const x of xTicks) {
+        const px = Math.round(sx(x)) + 0.5;
+        if (px < plot.l - 1 || px > plot.r + 1) continue;
+        ctx.moveTo(px, plot.b);
+        ctx.lineTo(px, plot.b + 4);
+        const label = xLabel(x);
+        const half = ctx.measureText(label).width / 2;
+        if (px - half < labelEnd + 8 || px + half > width) continue; // would overlap: tick only
+        ctx.fillText(label, px, plot.b + 5);
+        labelEnd = px + half;
+      }
+      ctx.stroke();
+
+      // The line, clipped to the plot area.
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(plot.l, plot.t - 1, plotWidth, plot.b - plot.t + 2);
+      ctx.clip();
+      ctx.strokeStyle = colors.line;
+      ctx.lineWidth = 1.5;
+      ctx.lineJoin = 'round';
+      const markers = strokeSeries(ctx, xs, vs, sx, sy, x0, x1, plotWidth);
+      ctx.restore();
+      if (markers.visible === 0) {
+        ctx.fillStyle = colors.text;
+        ctx.textAlign = 'center';
+        ctx.textBaseline = 'middle';
+        ctx.fillText(zoom && zoom.loading ? 'loading…' : 'no data in this range', (plot.l + plot.r) / 2, (plot.t + plot.b) / 2);
+      }
+
+      // NaN markers sit on the x axis, ±Inf markers at the top or bottom edge.
+      ctx.fillStyle = colors.nan;
+      const triangle = (px, py, up) => {
+        ctx.moveTo(px - 3.5, py);
+        ctx.lineTo(px + 3.5, py);
+        ctx.lineTo(px, up ? py - 5 : py + 5);
+        ctx.closePath();
+      };
+      ctx.beginPath();
+      for (const px of markers.nan) if (px >= plot.l - 1 && px <= plot.r + 1) triangle(px, plot.b, true);
+      for (const px of markers.ninf) if (px >= plot.l - 1 && px <= plot.r + 1) triangle(px, plot.b, true);
+      for (const px of markers.pinf) if (px >= plot.l - 1 && px <= plot.r + 1) triangle(px, plot.t, false);
+      ctx.fill();
+
+      this.drawHover(ctx, xs, vs, sx, sy, plot, x0, x1, colors, mode, series);
+
+      if (this.drag) {
+        ctx.fillStyle = colors.select;
+        const a = Math.min(this.drag.x0, this.drag.x1);
+        ctx.fillRect(a, plot.t, Math.abs(this.drag.x1 - this.drag.x0), plot.b - plot.t);
+      }
+    }
+
+    drawHover(ctx, xs, vs, sx, sy, plot, x0, x1, colors, mode, series) {
+      const px = this.hoverPx;
+      if (px === null || px < plot.l || px > plot.r || this.drag) {
+        this.tip.hidden = true;
+        return;
+      }
+      const target = this.view.invert(px);
+      let best = -1;
+      let bestDistance = Infinity;
+      for (let i = 0; i < xs.length; i++) {
+        const x = xs[i];
+        if (x === null || x < x0 || x > x1) continue;
+        const d = Math.abs(x - target);
+        if (d < bestDistance) {
+          bestDistance = d;
+          best = i;
+        }
+      }
+      if (best < 0) {
+        this.tip.hidden = true;
+        return;
+      }
+      const bx = sx(xs[best]);
+      const v = vs[best];
+      ctx.strokeStyle = colors.axis;
+      ctx.lineWidth = 1;
+      ctx.setLineDash([3, 3]);
+      ctx.beginPath();
+      ctx.moveTo(Math.round(bx) + 0.5, plot.t);
+      ctx.lineTo(Math.round(bx) + 0.5, plot.b);
+      ctx.stroke();
+      ctx.setLineDash([]);
+      if (Number.isFinite(v)) {
+        ctx.fillStyle = colors.hover;
+        ctx.beginPath();
+        ctx.arc(bx, sy(v), 3, 0, Math.PI * 2);
+        ctx.fill();
+      }
+      const step = series.s[best];
+      const parts = [formatValue(v)];
+      if (step !== null && step !== undefined) parts.push(`step ${step}`);
+      parts.push(formatClock(series.t[best], { millis: mode === 'time' && x1 - x0 < 10 }));
+      this.tip.textContent = parts.join(' · ');
+      this.tip.classList.toggle('nonfinite', !Number.isFinite(v));
+      this.tip.hidden = false;
+      const left = bx > this.cssWidth / 2 ? bx - this.tip.offsetWidth - 8 : bx + 8;
+      this.tip.style.left = `${Math.max(0, left)}px`;
+    }
+  }
+
+  /** A small line with no axes, for the system panel. */
+  function drawSparkline(canvas, series, width, height) {
+    const dpr = window.devicePixelRatio || 1;
+    if (canvas.width !== Math.round(width * dpr)) canvas.width = Math.round(width * dpr);
+    if (canvas.height !== Math.round(height * dpr)) canvas.height = Math.round(height * dpr);
+    const ctx = canvas.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, width, height);
+    const [x0, x1] = xExtent(series.t);
+    if (!Number.isFinite(x0) || width <= 0) return;
+    const span = x1 - x0 || 1;
+    const [lo, hi] = paddedRange(...valueExtent(series.t, series.v, x0, x1));
+    const colors = theme.get();
+    ctx.strokeStyle = colors.line;
+    ctx.lineWidth = 1.25;
+    const markers = strokeSeries(ctx, series.t, series.v, (x) => 1 + ((x - x0) / span) * (width - 2),
+      (v) => height - 2 - ((v - lo) / (hi - lo)) * (height - 4), x0, x1, width);
+    ctx.fillStyle = colors.nan;
+    for (const px of markers.nan.concat(markers.pinf, markers.ninf)) ctx.fillRect(px - 1, height - 3, 2, 3);
+  }
+
+  // ===========================================================================
+  // 5. Views and router
+  // ===========================================================================
+
+  const storage = {
+    get(key, fallback) {
+      try {
+        return localStorage.getItem(key) ?? fallback;
+      } catch (_err) {
+        return fallback;
+      }
+    },
+    set(key, value) {
+      try {
+        localStorage.setItem(key, value);
+      } catch (_err) {
+        // Preferences are a convenience; ignore disabled storage.
+      }
+    },
+  };
+
+  function errorText(err) {
+    return err instanceof ApiError ? err.message : String(err && err.message ? err.message : err);
+  }
+
+  // ---------------------------------------------------------------- runs list
+
+  const RUN_COLUMNS = ['Run', 'Kind', 'Status', 'Started', 'Duration', 'Steps', 'Episodes', 'Final reward'];
+
+  class RunsPage {
+    constructor(root) {
+      this.root = root;
+      this.rows = new Map(); // run_id → {tr, row}
+      this.closed = false;
+      this.refresh = throttle(() => this.load(), 1000);
+    }
+
+    mount() {
+      this.countEl = h('span', { class: 'muted' });
+      this.errorEl = h('div', { class: 'error', hidden: true });
+      this.tbody = h('tbody');
+      this.emptyEl = h('div', { class: 'empty', hidden: true }, 'No runs yet. Start one with runwatch.Monitor(...).');
+      this.root.append(h('section', { class: 'card' },
+        h('div', { class: 'card-head' }, h('h1', null, 'Runs'), this.countEl),
+        this.errorEl,
+        h('div', { class: 'table-wrap' },
+          h('table', { id: 'runs-table', class: 'table' },
+            h('thead', null, h('tr', null, RUN_COLUMNS.map((c, i) => h('th', { class: i >= 5 ? 'num' : null }, c)))),
+            this.tbody)),
+        this.emptyEl));
+      this.load();
+      this.socket = new LiveSocket({ kinds: RUNS_LIST_KINDS }, {
+        onSubscribed: () => this.refresh(),
+        onEvents: () => this.refresh(),
+        onLagged: () => this.refresh(),
+      }).start();
+      // "hung" and "crashed" are decided by the server when events stop
+      // arriving, so no event announces them: a slow re-fetch catches them.
+      this.slowTimer = setInterval(() => this.refresh(), 15000);
+      this.tickTimer = setInterval(() => this.tick(), 1000);
+    }
+
+    unmount() {
+      this.closed = true;
+      this.socket?.close();
+      this.refresh.cancel();
+      clearInterval(this.slowTimer);
+      clearInterval(this.tickTimer);
+    }
+
+    async load() {
+      const gen = (this.loadGen = (this.loadGen || 0) + 1);
+      let body;
+      try {
+        body = await apiGet('api/runs', { limit: 100 });
+      } catch (err) {
+        if (this.closed || gen !== this.loadGen) return;
+        this.errorEl.textContent = `Could not load runs: ${errorText(err)}`;
+        this.errorEl.hidden = false;
+        return;
+      }
+      if (this.closed || gen !== this.loadGen) return; // a newer load answers instead
+      this.errorEl.hidden = true;
+      this.render((body && body.runs) || []);
+    }
+
+    render(runs) {
+      const seen = new Set();
+      const now = Date.now() / 1000;
+      runs.forEach((row, index) => {
+        seen.add(row.run_id);
+        let entry = this.rows.get(row.run_id);
+        if (!entry) {
+          entry = { tr: h('tr', { 'data-run-id': row.run_id }), row };
+          this.rows.set(row.run_id, entry);
+        }
+        entry.row = row;
+        this.fillRow(entry.tr, row, now);
+        if (this.tbody.children[index] !== entry.tr) this.tbody.insertBefore(entry.tr, this.tbody.children[index] || null);
+      });
+      for (const [id, entry] of this.rows) {
+        if (!seen.has(id)) {
+          entry.tr.remove();
+          this.rows.delete(id);
+        }
+      }
+      this.countEl.textContent = `${runs.length} run${runs.length === 1 ? '' : 's'}`;
+      this.emptyEl.hidden = runs.length > 0;
+    }
+
+    fillRow(tr, row, now) {
+      const start = parseTime(row.start_time);
+      const href = '#/runs/' + encodeURIComponent(row.run_id);
+      const reward = row.final_reward === null || row.final_reward === undefined ? '—' : formatValue(parseValue(row.final_reward));
+      tr.dataset.status = row.status;
+      tr.replaceChildren(
+        h('td', null, h('a', { href, class: 'run-link' }, row.run_id)),
+        h('td', null, row.kind || '—'),
+        h('td', null, statusBadge(row.status)),
+        h('td', { title: row.start_time || '' }, formatClock(start, { date: true })),
+        h('td', { class: 'duration' }, formatDuration(runDuration(row, now))),
+        h('td', { class: 'num' }, formatCount(row.total_steps)),
+        h('td', { class: 'num' }, formatCount(row.total_episodes)),
+        h('td', { class: 'num' }, reward),
+      );
+    }
+
+    tick() {
+      const now = Date.now() / 1000;
+      for (const { tr, row } of this.rows.values()) {
+        if (row.status !== 'running' && row.status !== 'paused') continue;
+        const cell = tr.querySelector('.duration');
+        if (cell) cell.textContent = formatDuration(runDuration(row, now));
+      }
+    }
+  }
+
+  // ----------------------------------------------------------------- run page
+
+  const EVENTS_PAGE = 200;
+  const EVENTS_MAX = 10000; // kept in memory
+  const EVENTS_RENDERED = 500; // rows in the DOM
+  const CHART_MIN_WIDTH = 260; // keep in sync with .charts grid in style.css
+  const CHART_GAP = 12;
+
+  class RunPage {
+    constructor(root, runId) {
+      this.root = root;
+      this.runId = runId;
+      this.closed = false;
+      this.summary = null;
+      this.store = new Map(); // metric name → live series
+      this.charts = new Map(); // metric name → Chart
+      this.zoom = null; // {mode, x0, x1, series: Map | null, loading}
+      this.zoomGen = 0;
+      this.xMode = storage.get('runwatch.xAxis', 'time') === 'step' ? 'step' : 'time';
+      this.filterText = storage.get('runwatch.metricFilter', '');
+      this.metricFilter = makeMetricFilter(this.filterText);
+      this.events = []; // EventRows, newest first
+      this.eventKeys = new Set();
+      this.nextCursor = null;
+      this.eventFilter = { kind: new Set(), level: new Set(), type: new Set() };
+      this.expandedEvents = new Set();
+      this.alerts = new Map();
+      this.state = {};
+      this.stateOpen = new Map();
+      this.configOpen = new Map();
+      this.counters = {};
+      this.loading = false;
+      this.loadGen = 0;
+      this.pending = [];
+      this.refreshSummary = throttle(() => this.loadSummary(), 1000);
+      this.resyncThrottled = throttle(() => this.loadAll(), 3000);
+      this.renderEventsSoon = throttle(() => schedule('events', () => this.renderEvents()), 250);
+      this.renderStateSoon = throttle(() => schedule('state', () => this.renderState()), 250);
+    }
+
+    // ------------------------------------------------------------ structure
+
+    mount() {
+      const r = this.runId;
+      this.titleEl = h('h1', { id: 'run-title' }, r);
+      this.badgeEl = statusBadge(null, { id: 'status-badge' });
+      this.kindEl = h('span', { class: 'tag' });
+      this.headerError = h('div', { class: 'error', hidden: true });
+      const metaItem = (label, id) => h('div', { class: 'meta-item' }, h('dt', null, label), h('dd', { id }, '—'));
+      this.configEl = h('div', { class: 'config-tree' });
+      this.configDetails = h('details', { id: 'run-config', class: 'config' }, h('summary', null, 'Config'), this.configEl);
+      const exportButton = h('button', { type: 'button', class: 'btn', onclick: () => this.downloadExport() }, 'Export');
+
+      this.alertsList = h('ul', { class: 'alert-list' });
+      this.alertsEl = h('section', { id: 'alerts', class: 'card alerts' },
+        h('div', { class: 'card-head' }, h('h2', null, 'Alerts'), h('span', { class: 'muted alerts-count' })),
+        this.alertsList);
+
+      this.filterInput = h('input', {
+        id: 'metric-filter', type: 'search', placeholder: 'Filter metrics: train/*, loss …',
+        value: this.filterText, spellcheck: 'false', autocomplete: 'off', 'aria-label': 'Filter metrics',
+      });
+      this.filterInput.addEventListener('input', debounce(() => this.setFilter(this.filterInput.value), 120));
+      this.chartCountEl = h('span', { class: 'muted' });
+      this.xButtons = ['time', 'step'].map((mode) => h('button', {
+        type: 'button', class: 'seg-btn', 'data-x': mode, onclick: () => this.setXMode(mode),
+      }, mode === 'time' ? 'Time' : 'Step'));
+      this.zoomInfo = h('span', { id: 'zoom-info', class: 'zoom-info', hidden: true });
+      this.chartsGrid = h('div', { id: 'charts', class: 'charts' });
+      this.chartsEmpty = h('div', { class: 'empty' }, 'No metrics yet.');
+
+      this.eventFiltersEl = h('div', { id: 'event-filters', class: 'chips' });
+      this.eventList = h('ol', { id: 'event-list', class: 'event-list' });
+      this.eventsCountEl = h('span', { class: 'muted' });
+      this.olderButton = h('button', { type: 'button', id: 'events-older', class: 'btn', onclick: () => this.loadOlder() }, 'Older');
+
+      this.stateEl = h('div', { id: 'state-tree', class: 'state-tree' });
+      this.systemGrid = h('div', { class: 'gauges' });
+      this.pipelineBody = h('div', { class: 'pipeline-body' }, h('div', { class: 'muted' }, 'loading…'));
+      this.pipelineHealth = h('span', { class: 'badge' }, '…');
+
+      this.root.append(
+        h('section', { class: 'card run-header' },
+          h('div', { class: 'title-row' },
+            h('a', { href: '#/', class: 'back', title: 'All runs' }, '←'),
+            this.titleEl, this.badgeEl, this.kindEl, h('span', { class: 'spacer' }), exportButton),
+          this.headerError,
+          h('dl', { id: 'run-meta', class: 'meta' },
+            metaItem('Started', 'run-start'), metaItem('Duration', 'run-duration'),
+            metaItem('Steps', 'run-steps'), metaItem('Episodes', 'run-episodes'),
+            metaItem('Final reward', 'run-reward'), metaItem('Last heartbeat', 'run-heartbeat')),
+          this.configDetails),
+        this.alertsEl,
+        h('div', { class: 'run-body' },
+          h('div', { class: 'run-main' },
+            h('section', { class: 'card charts-card' },
+              h('div', { class: 'toolbar' },
+                h('h2', null, 'Metrics'), this.filterInput, this.chartCountEl, h('span', { class: 'spacer' }),
+                this.zoomInfo,
+                h('div', { class: 'seg', id: 'x-axis', role: 'group', 'aria-label': 'x axis' }, this.xButtons)),
+              this.chartsGrid, this.chartsEmpty),
+            h('section', { id: 'events', class: 'card events' },
+              h('div', { class: 'card-head' }, h('h2', null, 'Events'), this.eventsCountEl),
+              this.eventFiltersEl, this.eventList,
+              h('div', { class: 'events-foot' }, this.olderButton))),
+          h('aside', { class: 'run-side' },
+            h('section', { id: 'system-panel', class: 'card' },
+              h('div', { class: 'card-head' }, h('h2', null, 'System')), this.systemGrid),
+            h('section', { class: 'card' },
+              h('div', { class: 'card-head' }, h('h2', null, 'State')), this.stateEl),
+            h('section', { id: 'pipeline-panel', class: 'card' },
+              h('div', { class: 'card-head' }, h('h2', null, 'Pipeline'), this.pipelineHealth), this.pipelineBody))),
+      );
+      this.el = (id) => this.root.querySelector('#' + id);
+      this.updateXButtons();
+      this.renderAlerts();
+      this.renderEventFilters();
+      this.renderSystem();
+
+      this.resizeObserver = new ResizeObserver((entries) => {
+        for (const entry of entries) {
+          const chart = entry.target.__chart;
+          if (!chart) continue;
+          chart.cssWidth = entry.contentRect.width;
+          chart.invalidate();
+        }
+        schedule('system', () => this.renderSystem());
+      });
+      this.darkQuery = matchMedia('(prefers-color-scheme: dark)');
+      this.onSchemeChange = () => {
+        theme.cache = null;
+        this.invalidateCharts();
+        schedule('system', () => this.renderSystem());
+      };
+      this.darkQuery.addEventListener('change', this.onSchemeChange);
+
+      // Subscribe first, then fetch history when the server confirms the
+      // filter: anything emitted in between arrives live and is buffered, so
+      // there is no gap between history and the live stream.
+      this.loading = true;
+      this.socket = new LiveSocket({ runs: [this.runId], kinds: RUN_PAGE_KINDS }, {
+        onSubscribed: () => this.loadAll(),
+        onEvents: (events) => this.onEvents(events),
+        onLagged: (dropped) => this.onLagged(dropped),
+      }).start();
+      // Without a live connection (refused token, a proxy without websockets)
+      // the page must still show history: load it anyway after a short wait.
+      this.fallbackTimer = setTimeout(() => {
+        if (this.loadGen === 0) this.loadAll();
+      }, 1500);
+      this.pollPipeline();
+      this.tickTimer = setInterval(() => this.tick(), 1000);
+    }
+
+    unmount() {
+      this.closed = true;
+      this.socket?.close();
+      clearTimeout(this.pipelineTimer);
+      clearTimeout(this.fallbackTimer);
+      clearInterval(this.tickTimer);
+      this.resizeObserver?.disconnect();
+      this.darkQuery?.removeEventListener('change', this.onSchemeChange);
+      this.refreshSummary.cancel();
+      this.resyncThrottled.cancel();
+      this.renderEventsSoon.cancel();
+      this.renderStateSoon.cancel();
+    }
+
+    // ---------------------------------------------------------------- history
+
+    /** The canvas width (CSS px) charts have, measured or estimated from the grid. */
+    chartWidth() {
+      for (const chart of this.charts.values()) if (chart.cssWidth) return Math.round(chart.cssWidth);
+      const gridWidth = this.chartsGrid.clientWidth || 800;
+      const columns = Math.max(1, Math.floor((gridWidth + CHART_GAP) / (CHART_MIN_WIDTH + CHART_GAP)));
+      const column = (gridWidth - CHART_GAP * (columns - 1)) / columns;
+      return Math.max(100, Math.round(column - 18)); // minus the chart card's padding and border
+    }
+
+    /** (Re)loads everything; live events that arrive meanwhile are buffered and replayed. */
+    async loadAll() {
+      const gen = ++this.loadGen;
+      this.loading = true;
+      const maxPoints = 2 * this.chartWidth();
+      const [summary, metrics, events, state] = await Promise.allSettled([
+        apiGet(runPath(this.runId)),
+        apiGet(runPath(this.runId, '/metrics'), { max_points: maxPoints }),
+        apiGet(runPath(this.runId, '/events'), { limit: EVENTS_PAGE }),
+        apiGet(runPath(this.runId, '/state')),
+      ]);
+      if (this.closed || gen !== this.loadGen) return;
+
+      if (summary.status === 'fulfilled') this.applySummary(summary.value);
+      else this.showHeaderError(summary.reason);
+
+      const lastTimes = new Map();
+      if (metrics.status === 'fulfilled') {
+        const series = (metrics.value && metrics.value.series) || {};
+        const store = new Map();
+        for (const [name, wire] of Object.entries(series)) {
+          const s = seriesFromWire(wire);
+          store.set(name, s);
+          lastTimes.set(name, s.t.length ? s.t[s.t.length - 1] : -Infinity);
+        }
+        this.store = store;
+        for (const name of store.keys()) this.ensureChart(name);
+        for (const chart of this.charts.values()) chart.updateCount();
+      } else if (!(metrics.reason instanceof ApiError && metrics.reason.status === 404)) {
+        showBanner(`Could not load metrics: ${errorText(metrics.reason)}`, 'error'); // a 404 is shown in the header
+      }
+
+      if (events.status === 'fulfilled') {
+        const rows = ((events.value && events.value.events) || []).map(prepareEventRow);
+        rows.sort(compareEventsNewestFirst);
+        this.events = rows;
+        this.eventKeys = new Set(rows.map((row) => row._key));
+        this.nextCursor = (events.value && events.value.next_cursor) || null;
+        this.alerts = new Map();
+        for (let i = rows.length - 1; i >= 0; i--) if (rows[i].kind === 'alert') applyAlert(this.alerts, alertFromRow(rows[i]));
+        this.eventsError = null;
+      } else {
+        this.eventsError = errorText(events.reason);
+      }
+
+      if (state.status === 'fulfilled') {
+        this.state = (state.value && state.value.state) || {};
+        this.stateError = null;
+      } else {
+        this.stateError = errorText(state.reason);
+      }
+
+      this.loading = false;
+      const pending = this.pending;
+      this.pending = [];
+      // Replaying state patches that the fetched state already holds is
+      // harmless: re-applying a deep-merge patch sequence in order gives the
+      // same result. Metric points and events are de-duplicated instead.
+      this.applyEvents(pending, { lastTimes, eventKeys: new Set(this.eventKeys) });
+      this.invalidateCharts();
+      this.updateChartVisibility();
+      this.renderEventFilters();
+      this.renderEventsSoon();
+      this.renderStateSoon();
+      this.renderAlerts();
+      schedule('system', () => this.renderSystem());
+    }
+
+    async loadSummary() {
+      try {
+        const summary = await apiGet(runPath(this.runId));
+        if (!this.closed) this.applySummary(summary);
+      } catch (err) {
+        if (!this.closed) this.showHeaderError(err);
+      }
+    }
+
+    showHeaderError(err) {
+      const text = err instanceof ApiError && err.status === 404 ? `Unknown run “${this.runId}” (waiting for it to start)` : `Could not load the run: ${errorText(err)}`;
+      this.headerError.textContent = text;
+      this.headerError.hidden = false;
+    }
+
+    applySummary(summary) {
+      if (!summary) return;
+      this.headerError.hidden = true;
+      const firstTime = this.summary === null;
+      this.summary = summary;
+      setStatusBadge(this.badgeEl, summary.status);
+      this.kindEl.textContent = summary.kind || '';
+      this.kindEl.hidden = !summary.kind;
+      this.el('run-start').textContent = formatClock(parseTime(summary.start_time), { date: true });
+      this.el('run-start').title = summary.start_time || '';
+      // A re-fetched summary can be older than the last live heartbeat; the
+      // counters only grow (the monitor restores them when a run resumes).
+      for (const key of ['total_steps', 'total_episodes']) {
+        const value = summary[key];
+        if (value !== null && value !== undefined && !(this.counters[key] > value)) this.counters[key] = value;
+      }
+      const heartbeat = parseTime(summary.last_heartbeat);
+      if (!(this.lastHeartbeat > heartbeat)) this.lastHeartbeat = heartbeat;
+      const reward = summary.final_reward;
+      this.el('run-reward').textContent = reward === null || reward === undefined ? '—' : formatValue(parseValue(reward));
+      const config = summary.config;
+      const hasConfig = config && typeof config === 'object' && Object.keys(config).length > 0;
+      this.configEl.replaceChildren(hasConfig ? jsonTree(config, { open: this.configOpen, depth: 1 }) : h('div', { class: 'muted' }, 'No config recorded.'));
+      if (firstTime) this.configDetails.open = false;
+      document.title = `${this.runId} · runwatch`;
+      this.renderCounters();
+      this.tick();
+    }
+
+    renderCounters() {
+      this.el('run-steps').textContent = formatCount(this.counters.total_steps);
+      this.el('run-episodes').textContent = formatCount(this.counters.total_episodes);
+    }
+
+    tick() {
+      const now = Date.now() / 1000;
+      if (this.summary) this.el('run-duration').textContent = formatDuration(runDuration(this.summary, now));
+      const hb = this.el('run-heartbeat');
+      hb.textContent = Number.isFinite(this.lastHeartbeat) ? `${formatDuration(Math.max(0, now - this.lastHeartbeat))} ago` : '—';
+      hb.title = Number.isFinite(this.lastHeartbeat) ? formatClock(this.lastHeartbeat, { date: true }) : '';
+    }
+
+    async downloadExport() {
+      // A plain link cannot carry the Authorization header, so fetch and save the blob.
+      try {
+        const response = await fetch(apiUrl(runPath(this.runId, '/export')), { headers: authHeaders() });
+        if (!response.ok) throw new ApiError(response.status, `${response.status} ${response.statusText}`);
+        const blob = await response.blob();
+        const url = URL.createObjectURL(blob);
+        const a = h('a', { href: url, download: `${this.runId}.zip` });
+        document.body.append(a);
+        a.click();
+        a.remove();
+        setTimeout(() => URL.revokeObjectURL(url), 10000);
+      } catch (err) {
+        showBanner(`Export failed: ${errorText(err)}`, 'error');
+      }
+    }
+
+    // ------------------------------------------------------------------ live
+
+    onEvents(events) {
+      if (this.loading) {
+        this.pending.push(...events);
+        if (this.pending.length > 200000) this.pending.splice(0, this.pending.length - 200000);
+        return;
+      }
+      this.applyEvents(events, null);
+    }
+
+    onLagged(dropped) {
+      const what = dropped ? `${dropped} live events were dropped` : 'the live stream fell behind';
+      showBanner(`Lagging: ${what}; history reloaded.`, 'warning');
+      this.resyncThrottled();
+    }
+
+    /** Applies live wire events; `dedup` skips what a just-fetched history already holds. */
+    applyEvents(events, dedup) {
+      const touched = new Set();
+      let newRows = false;
+      let summaryChanged = false;
+      for (const event of events) {
+        if (!event || event.run_id !== this.runId) continue;
+        switch (event.kind) {
+          case 'metric':
+            this.applyMetric(event, dedup, touched);
+            break;
+          case 'heartbeat':
+            this.lastHeartbeat = Number(event.timestamp);
+            if (event.counters) Object.assign(this.counters, event.counters);
+            summaryChanged = true;
+            break;
+          case 'state':
+            this.state = mergeState(this.state, event.patch || {});
+            this.renderStateSoon();
+            break;
+          case 'lifecycle': {
+            const status = STATUS_AFTER[event.transition];
+            if (status && this.summary) this.summary.status = status;
+            if (status) setStatusBadge(this.badgeEl, status);
+            this.refreshSummary();
+            newRows = this.addEventRow(event, dedup) || newRows;
+            break;
+          }
+          case 'log':
+          case 'exception':
+          case 'alert':
+            newRows = this.addEventRow(event, dedup) || newRows;
+            break;
+          default:
+            break;
+        }
+      }
+      if (summaryChanged) {
+        this.renderCounters();
+        this.tick();
+        // A heartbeat for a run the server has marked hung means it recovered.
+        if (this.summary && (this.summary.status === 'hung' || this.summary.status === 'crashed')) this.refreshSummary();
+      }
+      if (newRows) {
+        this.trimEvents();
+        this.renderEventsSoon();
+      }
+      let system = false;
+      for (const name of touched) {
+        this.ensureChart(name);
+        const series = this.store.get(name);
+        const limit = 4 * this.chartWidth();
+        if (series.t.length > limit) this.store.set(name, decimateMinMax(series, limit / 4));
+        const chart = this.charts.get(name);
+        // The count is set here, not in the frame, so it is current even when
+        // the tab is in the background and frames do not run.
+        chart.updateCount();
+        if (!this.zoom) chart.invalidate();
+        if (name.startsWith(SYSTEM_PREFIX)) system = true;
+      }
+      if (system) schedule('system', () => this.renderSystem());
+    }
+
+    applyMetric(event, dedup, touched) {
+      const t = parseTime(event.timestamp);
+      if (!Number.isFinite(t)) return;
+      const step = event.step === undefined || event.step === null ? null : Number(event.step);
+      for (const [name, raw] of Object.entries(event.values || {})) {
+        if (dedup && t <= (dedup.lastTimes.get(name) ?? -Infinity)) continue;
+        let series = this.store.get(name);
+        if (!series) {
+          series = createSeries();
+          this.store.set(name, series);
+        }
+        appendPoint(series, t, step, parseValue(raw));
+        touched.add(name);
+      }
+    }
+
+    addEventRow(event, dedup) {
+      const row = wireToEventRow(event);
+      if (!row) return false;
+      prepareEventRow(row);
+      if (dedup && dedup.eventKeys.has(row._key)) return false;
+      if (this.events.length && row._ts < this.events[0]._ts) {
+        // Out of order (another producer's clock): insert in place.
+        let i = 0;
+        while (i < this.events.length && compareEventsNewestFirst(this.events[i], row) <= 0) i++;
+        this.events.splice(i, 0, row);
+      } else {
+        this.events.unshift(row);
+      }
+      this.eventKeys.add(row._key);
+      if (row.kind === 'alert') {
+        applyAlert(this.alerts, alertFromRow(row));
+        schedule('alerts', () => this.renderAlerts());
+      }
+      return true;
+    }
+
+    trimEvents() {
+      if (this.events.length <= EVENTS_MAX) return;
+      for (const row of this.events.splice(EVENTS_MAX)) this.eventKeys.delete(row._key);
+      // The dropped tail sits between what is kept and the server cursor, so
+      // "older" would skip it; restart paging from the oldest kept event.
+      this.nextCursor = null;
+      this.olderCutoff = this.events[this.events.length - 1]._ts;
+    }
+
+    // ---------------------------------------------------------------- charts
+
+    /** The series a chart shows: zoomed data when zoomed and loaded, else live. */
+    seriesFor(name) {
+      if (this.zoom && this.zoom.series) return this.zoom.series.get(name) || createSeries();
+      return this.store.get(name) || createSeries();
+    }
+
+    ensureChart(name) {
+      let chart = this.charts.get(name);
+      if (chart) return chart;
+      chart = new Chart(this, name);
+      chart.canvas.__chart = chart;
+      this.charts.set(name, chart);
+      chart.el.hidden = !this.metricFilter(name);
+      // Keep the grid sorted by name.
+      let before = null;
+      for (const el of this.chartsGrid.children) {
+        if (el.dataset.metric.localeCompare(name, undefined, { numeric: true }) > 0) {
+          before = el;
+          break;
+        }
+      }
+      this.chartsGrid.insertBefore(chart.el, before);
+      this.resizeObserver.observe(chart.canvas);
+      this.updateChartCount();
+      return chart;
+    }
+
+    invalidateCharts() {
+      for (const chart of this.charts.values()) chart.invalidate();
+    }
+
+    setFilter(text) {
+      this.filterText = text;
+      this.metricFilter = makeMetricFilter(text);
+      storage.set('runwatch.metricFilter', text);
+      this.updateChartVisibility();
+    }
+
+    updateChartVisibility() {
+      for (const [name, chart] of this.charts) {
+        const show = this.metricFilter(name);
+        if (chart.el.hidden === show) {
+          chart.el.hidden = !show;
+          if (show) chart.invalidate();
+        }
+      }
+      this.updateChartCount();
+    }
+
+    updateChartCount() {
+      const total = this.charts.size;
+      let shown = 0;
+      for (const chart of this.charts.values()) if (!chart.el.hidden) shown++;
+      this.chartCountEl.textContent = total ? `${shown} of ${total}` : '';
+      this.chartsEmpty.hidden = shown > 0;
+      this.chartsEmpty.textContent = total ? 'No metric matches the filter.' : 'No metrics yet.';
+    }
+
+    setXMode(mode) {
+      if (mode === this.xMode) return;
+      this.xMode = mode;
+      storage.set('runwatch.xAxis', mode);
+      this.updateXButtons();
+      this.resetZoom(); // a zoom range is in the old axis' units
+      this.invalidateCharts();
+    }
+
+    updateXButtons() {
+      for (const button of this.xButtons) button.setAttribute('aria-pressed', String(button.dataset.x === this.xMode));
+    }
+
+    /** Shows [a, b] (in the x axis' units) on every chart, fetched at full resolution. */
+    async zoomTo(a, b, mode, sourceName) {
+      let since = a;
+      let until = b;
+      if (mode === 'step') {
+        // The API selects by time: find the times the chosen steps were logged at.
+        const series = this.seriesFor(sourceName);
+        since = Infinity;
+        until = -Infinity;
+        for (let i = 0; i < series.t.length; i++) {
+          const s = series.s[i];
+          if (s === null || s < a || s > b) continue;
+          since = Math.min(since, series.t[i]);
+          until = Math.max(until, series.t[i]);
+        }
+        if (!Number.isFinite(since)) return;
+      }
+      const gen = ++this.zoomGen;
+      this.zoom = { mode, x0: a, x1: b, series: null, loading: true };
+      this.renderZoomInfo();
+      this.invalidateCharts();
+      try {
+        const body = await apiGet(runPath(this.runId, '/metrics'), {
+          since: since.toFixed(6), until: until.toFixed(6), max_points: 2 * this.chartWidth(),
+        });
+        if (this.closed || gen !== this.zoomGen) return;
+        const series = new Map();
+        for (const [name, wire] of Object.entries((body && body.series) || {})) series.set(name, seriesFromWire(wire));
+        this.zoom.series = series;
+        this.zoom.loading = false;
+      } catch (err) {
+        if (this.closed || gen !== this.zoomGen) return;
+        showBanner(`Zoom failed: ${errorText(err)}`, 'error');
+        this.resetZoom();
+        return;
+      }
+      for (const chart of this.charts.values()) chart.updateCount();
+      this.renderZoomInfo();
+      this.invalidateCharts();
+    }
+
+    resetZoom() {
+      this.zoomGen++;
+      if (!this.zoom) return;
+      this.zoom = null;
+      for (const chart of this.charts.values()) chart.updateCount();
+      this.renderZoomInfo();
+      this.invalidateCharts();
+    }
+
+    renderZoomInfo() {
+      const z = this.zoom;
+      this.zoomInfo.hidden = !z;
+      if (!z) return;
+      const fmt = (x) => (z.mode === 'time' ? formatClock(x) : formatValue(Math.round(x)));
+      this.zoomInfo.replaceChildren(
+        `${z.loading ? 'Loading' : 'Zoomed'} ${fmt(z.x0)} – ${fmt(z.x1)}`,
+        h('button', { type: 'button', class: 'btn btn-small', onclick: () => this.resetZoom(), title: 'Or double-click a chart' }, 'Back to live'));
+    }
+
+    // ---------------------------------------------------------------- system
+
+    renderSystem() {
+      if (this.closed) return;
+      const names = Array.from(this.store.keys()).filter((n) => n.startsWith(SYSTEM_PREFIX)).sort();
+      if (names.length === 0) {
+        if (!this.systemGrid.querySelector('.empty')) {
+          this.systemGrid.replaceChildren(h('div', { class: 'empty' }, 'No system/* metrics yet.'));
+        }
+        return;
+      }
+      this.systemGrid.querySelector('.empty')?.remove();
+      this.gauges = this.gauges || new Map();
+      for (const name of names) {
+        let gauge = this.gauges.get(name);
+        if (!gauge) {
+          gauge = {
+            value: h('span', { class: 'gauge-value' }),
+            fill: h('div', { class: 'gauge-fill' }),
+            canvas: h('canvas', { class: 'spark' }),
+          };
+          gauge.bar = h('div', { class: 'gauge-bar' }, gauge.fill);
+          gauge.el = h('div', { class: 'gauge', 'data-metric': name },
+            h('div', { class: 'gauge-head' }, h('span', { class: 'gauge-name', title: name }, name.slice(SYSTEM_PREFIX.length)), gauge.value),
+            gauge.bar, gauge.canvas);
+          this.gauges.set(name, gauge);
+          const after = Array.from(this.gauges.keys()).sort().indexOf(name);
+          this.systemGrid.insertBefore(gauge.el, this.systemGrid.children[after] || null);
+        }
+        const series = this.store.get(name);
+        const last = series.v.length ? series.v[series.v.length - 1] : NaN;
+        const percentLike = /percent|usage|util|_pct$/i.test(name) && Number.isFinite(last) && last >= 0 && last <= 100.5;
+        gauge.value.textContent = formatValue(last) + (percentLike ? '%' : '');
+        gauge.bar.hidden = !percentLike;
+        if (percentLike) {
+          gauge.fill.style.width = `${Math.min(100, last)}%`;
+          gauge.fill.dataset.level = last >= 90 ? 'high' : last >= 70 ? 'mid' : 'low';
+        }
+        drawSparkline(gauge.canvas, series, gauge.canvas.clientWidth, gauge.canvas.clientHeight || 28);
+      }
+    }
+
+    // ---------------------------------------------------------------- events
+
+    renderEventFilters() {
+      const counts = new Map();
+      for (const row of this.events) counts.set(row.event_type, (counts.get(row.event_type) || 0) + 1);
+      const types = Array.from(counts.entries()).sort((a, b) => b[1] - a[1]).slice(0, 12).map(([type]) => type);
+      for (const type of this.eventFilter.type) if (!types.includes(type)) types.push(type);
+      const group = (name, values, label) => h('div', { class: 'chip-group', 'data-group': name },
+        h('span', { class: 'chip-label' }, label),
+        values.map((value) => h('button', {
+          type: 'button', class: `chip chip-${name}-${value}`, 'data-group': name, 'data-value': value,
+          'aria-pressed': String(this.eventFilter[name].has(value)),
+          onclick: () => this.toggleEventFilter(name, value),
+        }, value)));
+      this.eventFiltersEl.replaceChildren(
+        group('kind', EVENT_KINDS, 'Kind'), group('level', LEVELS, 'Level'), types.length ? group('type', types, 'Type') : null);
+      this.filterTypesShown = types.join('\u0000');
+    }
+
+    toggleEventFilter(group, value) {
+      const set = this.eventFilter[group];
+      if (set.has(value)) set.delete(value);
+      else set.add(value);
+      this.renderEventFilters();
+      this.renderEvents();
+    }
+
+    eventMatches(row) {
+      const f = this.eventFilter;
+      return (f.kind.size === 0 || f.kind.has(row.kind)) && (f.level.size === 0 || f.level.has(row.level))
+        && (f.type.size === 0 || f.type.has(row.event_type));
+    }
+
+    renderEvents() {
+      if (this.closed) return;
+      const rows = [];
+      let matched = 0;
+      for (const row of this.events) {
+        if (!this.eventMatches(row)) continue;
+        matched++;
+        if (rows.length < EVENTS_RENDERED) rows.push(this.eventItem(row));
+      }
+      if (rows.length === 0) {
+        rows.push(h('li', { class: 'empty' }, this.eventsError ? `Could not load events: ${this.eventsError}` : this.events.length ? 'No event matches the filters.' : 'No events yet.'));
+      }
+      this.eventList.replaceChildren(...rows);
+      this.eventsCountEl.textContent = `${matched === this.events.length ? '' : `${matched} of `}${this.events.length}${matched > EVENTS_RENDERED ? ` (newest ${EVENTS_RENDERED} shown)` : ''}`;
+      this.olderButton.disabled = !this.nextCursor && !this.olderCutoff;
+      this.olderButton.textContent = this.nextCursor || this.olderCutoff ? 'Older' : 'No older events';
+      // New event types appear as chips; rebuild the chip bar only when they change.
+      const types = new Map();
+      for (const row of this.events) types.set(row.event_type, (types.get(row.event_type) || 0) + 1);
+      const top = Array.from(types.entries()).sort((a, b) => b[1] - a[1]).slice(0, 12).map(([t]) => t);
+      for (const type of this.eventFilter.type) if (!top.includes(type)) top.push(type);
+      if (top.join('\u0000') !== this.filterTypesShown) this.renderEventFilters();
+    }
+
+    eventItem(row) {
+      const key = row.id !== null && row.id !== undefined ? 'id:' + row.id : row._key;
+      const expanded = this.expandedEvents.has(key);
+      const li = h('li', { class: `event kind-${row.kind} level-${row.level}`, 'data-kind': row.kind, 'data-level': row.level, 'data-type': row.event_type },
+        h('button', {
+          type: 'button', class: 'event-line', 'aria-expanded': String(expanded),
+          onclick: () => {
+            if (this.expandedEvents.has(key)) this.expandedEvents.delete(key);
+            else this.expandedEvents.add(key);
+            this.renderEvents();
+          },
+        },
+        h('time', { class: 'event-time', title: formatClock(row._ts, { date: true, millis: true }) }, formatClock(row._ts)),
+        h('span', { class: `lvl lvl-${row.level}` }, row.level),
+        h('span', { class: 'event-kind' }, row.kind),
+        h('span', { class: 'event-type' }, row.event_type),
+        h('span', { class: 'event-summary' }, summarizeEvent(row))));
+      if (expanded) {
+        const detail = h('div', { class: 'event-detail' });
+        const data = row.event_data || {};
+        if (row.kind === 'exception' && data.traceback) {
+          const { traceback, ...rest } = data;
+          detail.append(jsonTree(rest, { depth: 2 }), h('pre', { class: 'traceback' }, traceback));
+        } else {
+          detail.append(jsonTree(data, { depth: 2 }));
+        }
+        li.append(detail);
+      }
+      return li;
+    }
+
+    async loadOlder() {
+      if (this.olderLoading) return;
+      this.olderLoading = true;
+      this.olderButton.disabled = true;
+      try {
+        const params = { limit: EVENTS_PAGE };
+        if (this.nextCursor) params.cursor = this.nextCursor;
+        const body = await apiGet(runPath(this.runId, '/events'), params);
+        if (this.closed) return;
+        let rows = ((body && body.events) || []).map(prepareEventRow);
+        if (!this.nextCursor && this.olderCutoff) {
+          // After trimming, page from the start and skip what is still held.
+          rows = rows.filter((row) => row._ts < this.olderCutoff);
+          this.olderCutoff = null;
+        }
+        const ids = new Set(this.events.map((row) => row.id).filter((id) => id !== null && id !== undefined));
+        for (const row of rows) {
+          if ((row.id !== null && row.id !== undefined && ids.has(row.id)) || this.eventKeys.has(row._key)) continue;
+          this.events.push(row);
+          this.eventKeys.add(row._key);
+        }
+        this.events.sort(compareEventsNewestFirst);
+        this.nextCursor = (body && body.next_cursor) || null;
+      } catch (err) {
+        showBanner(`Could not load older events: ${errorText(err)}`, 'error');
+      } finally {
+        this.olderLoading = false;
+        if (!this.closed) this.renderEvents();
+      }
+    }
+
+    // ---------------------------------------------------------- state, alerts
+
+    renderState() {
+      if (this.closed) return;
+      if (this.stateError) {
+        this.stateEl.replaceChildren(h('div', { class: 'error' }, `Could not load state: ${this.stateError}`));
+        return;
+      }
+      this.stateEl.replaceChildren(jsonTree(this.state, { open: this.stateOpen, depth: 1, empty: 'No state yet.' }));
+    }
+
+    renderAlerts() {
+      const alerts = Array.from(this.alerts.values()).sort((a, b) => (a.state === b.state ? b.ts - a.ts : a.state === 'firing' ? -1 : 1));
+      const firing = alerts.filter((a) => a.state === 'firing').length;
+      this.alertsEl.dataset.firing = String(firing);
+      this.alertsEl.querySelector('.alerts-count').textContent = alerts.length ? `${firing} firing${alerts.length > firing ? `, ${alerts.length - firing} pending` : ''}` : '';
+      if (alerts.length === 0) {
+        this.alertsList.replaceChildren(h('li', { class: 'muted' }, 'No firing alerts.'));
+        return;
+      }
+      this.alertsList.replaceChildren(...alerts.map((a) => {
+        const labels = Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ');
+        const note = a.annotations && (a.annotations.summary || a.annotations.description);
+        const since = Number.isFinite(parseTime(a.active_since)) ? parseTime(a.active_since) : a.ts;
+        return h('li', { class: `alert alert-${a.state} sev-${a.severity}`, 'data-rule': a.rule, 'data-state': a.state },
+          h('span', { class: `lvl lvl-${LEVELS.includes(a.severity) ? a.severity : 'warning'}` }, a.severity || 'warning'),
+          h('strong', { class: 'alert-rule' }, a.rule),
+          h('span', { class: 'alert-state' }, a.state),
+          labels ? h('span', { class: 'muted' }, labels) : null,
+          a.value !== null && a.value !== undefined ? h('span', null, `value ${formatValue(parseValue(a.value))}`) : null,
+          note ? h('span', { class: 'alert-note' }, note) : null,
+          h('span', { class: 'muted alert-since' }, `since ${formatClock(since)}`));
+      }));
+    }
+
+    // -------------------------------------------------------------- pipeline
+
+    async pollPipeline() {
+      if (this.closed) return;
+      if (!document.hidden) {
+        try {
+          const body = await apiGet('api/pipeline');
+          if (!this.closed) this.renderPipeline(body);
+        } catch (err) {
+          if (!this.closed) {
+            this.pipelineHealth.className = 'badge health-unknown';
+            this.pipelineHealth.textContent = 'unavailable';
+            this.pipelineBody.replaceChildren(h('div', { class: 'error' }, errorText(err)));
+          }
+        }
+      }
+      if (!this.closed) this.pipelineTimer = setTimeout(() => this.pollPipeline(), 2000);
+    }
+
+    renderPipeline(body) {
+      const health = (body && body.health) || 'unknown';
+      this.pipelineHealth.className = `badge health-${health}`;
+      this.pipelineHealth.textContent = body && body.running === false ? 'stopped' : health;
+      const components = Object.entries((body && body.components) || {});
+      if (components.length === 0) {
+        this.pipelineBody.replaceChildren(h('div', { class: 'empty' }, 'No components.'));
+        return;
+      }
+      this.pipelineBody.replaceChildren(...components.map(([id, c]) => {
+        const buffer = c.buffer || null;
+        const buffered = buffer ? Number(buffer.buffered_events) || 0 : null;
+        const max = buffer ? Number(buffer.max_events) || 0 : null;
+        const fill = buffer && max ? Math.min(100, (buffered / max) * 100) : 0;
+        const drops = Object.entries(c.dropped_events || {}).filter(([, n]) => Number(n) > 0);
+        const dropTotal = drops.reduce((sum, [, n]) => sum + Number(n), 0);
+        const errors = Number(c.errors) || 0;
+        // No per-component health in the protocol: derive one from what it reports.
+        const state = errors > 0 ? 'bad' : dropTotal > 0 || fill >= 90 ? 'warn' : 'ok';
+        const stats = [
+          `${formatCount(c.events_per_second)} ev/s`,
+          `${formatCount(c.processed_events)} processed`,
+          `${errors} error${errors === 1 ? '' : 's'}`,
+        ];
+        if (c.last_flush_seconds !== undefined && c.last_flush_seconds !== null) {
+          stats.push(`flush ${formatValue(Number(c.last_flush_seconds) * 1000)} ms`);
+        }
+        return h('div', { class: 'component', 'data-component': id, 'data-health': state },
+          h('div', { class: 'component-head' },
+            h('span', { class: `dot dot-${state}`, title: state }),
+            h('strong', null, id),
+            h('span', { class: 'tag' }, [c.role, c.type].filter(Boolean).join(' · '))),
+          buffer ? h('div', { class: 'buffer' },
+            h('div', { class: 'gauge-bar' }, h('div', { class: 'gauge-fill', 'data-level': fill >= 90 ? 'high' : fill >= 70 ? 'mid' : 'low', style: `width:${fill}%` })),
+            h('span', { class: 'muted buffer-text' }, `${formatCount(buffered)} / ${formatCount(max)} buffered`)) : null,
+          h('div', { class: 'component-stats muted' }, stats.join(' · ')),
+          drops.length ? h('div', { class: 'drops' }, 'dropped: ' + drops.map(([reason, n]) => `${reason} ${formatCount(n)}`).join(', ')) : null);
+      }));
+    }
+  }
+
+  function debounce(fn, ms) {
+    let timer = 0;
+    return (...args) => {
+      clearTimeout(timer);
+      timer = setTimeout(() => fn(...args), ms);
+    };
+  }
+
+  // ------------------------------------------------------ other views, router
+
+  class SessionsPage {
+    constructor(root) {
+      this.root = root;
+    }
+
+    mount() {
+      // Placeholder: the sessions views are a later feature and plug in here.
+      this.root.append(h('section', { id: 'sessions', class: 'card' },
+        h('h1', null, 'Sessions'),
+        h('p', { class: 'muted' }, 'Session views are not available yet. Sessions are listed with kind “session” on the ',
+          h('a', { href: '#/' }, 'runs page'), '.')));
+    }
+
+    unmount() {}
+  }
+
+  class NotFoundPage {
+    constructor(root, path) {
+      this.root = root;
+      this.path = path;
+    }
+
+    mount() {
+      this.root.append(h('section', { class: 'card' }, h('h1', null, 'Not found'),
+        h('p', null, `Nothing lives at #${this.path}. `, h('a', { href: '#/' }, 'Back to runs'))));
+    }
+
+    unmount() {}
+  }
+
+  function safeDecode(text) {
+    try {
+      return decodeURIComponent(text);
+    } catch (_err) {
+      return text;
+    }
+  }
+
+  // Each route: a pattern on the hash path, the nav entry it highlights, and a view factory.
+  const ROUTES = [
+    { pattern: /^\/?$/, nav: 'runs', view: (root) => new RunsPage(root) },
+    { pattern: /^\/runs\/(.+?)\/?$/, nav: 'runs', view: (root, m) => new RunPage(root, safeDecode(m[1])) },
+    { pattern: /^\/sessions(?:\/.*)?$/, nav: 'sessions', view: (root) => new SessionsPage(root) },
+  ];
+
+  let currentView = null;
+
+  function route() {
+    const path = location.hash.replace(/^#/, '').split('?')[0] || '/';
+    const root = document.getElementById('app');
+    if (currentView) currentView.unmount();
+    root.replaceChildren();
+    document.title = 'runwatch';
+    let nav = null;
+    currentView = null;
+    for (const r of ROUTES) {
+      const m = r.pattern.exec(path);
+      if (m) {
+        currentView = r.view(root, m);
+        nav = r.nav;
+        break;
+      }
+    }
+    if (!currentView) currentView = new NotFoundPage(root, path);
+    for (const a of document.querySelectorAll('[data-nav]')) a.classList.toggle('active', a.dataset.nav === nav);
+    root.dataset.view = currentView.constructor.name;
+    currentView.mount();
+  }
+
+  function start() {
+    initAuth();
+    window.addEventListener('hashchange', route);
+    route();
+  }
+
+  root.runwatch = { core, route };
+  if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', start);
+  else start();
+})(typeof globalThis !== 'undefined' ? globalThis : this);

@@ -1,0 +1,134 @@
+"""Websocket endpoints: ``/ws`` (live events out) and ``/ws/ingest`` (batches in)."""
+
+from __future__ import annotations
+
+import anyio
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
+
+from ..exceptions import PipelineNotRunning
+from ..sinks.websocket import SERVICE_NAME as HUB
+from ..sinks.websocket import SubscriptionFilter
+from ..sources.ingest import SERVICE_NAME as INGEST
+from .app import ApiError, web_context
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+#: Largest message a client may send (a subscribe message or an ingest batch).
+MAX_CLIENT_MESSAGE_BYTES = 1024 * 1024
+
+
+def _query_filter(websocket: WebSocket) -> SubscriptionFilter:
+    params = websocket.query_params
+    raw = {key: params[key] for key in ("runs", "kinds", "metrics") if params.get(key)}
+    return SubscriptionFilter.parse(raw)
+
+
+@router.websocket("/ws")
+async def live_events(websocket: WebSocket) -> None:
+    """Push batches of live events matching the subscriber's filter (see docs/protocol.md)."""
+    context = web_context(websocket)
+    hub = context.services.get(HUB)
+    if hub is None or context.shutting_down:
+        await websocket.close(code=1013, reason="no live event hub in this server")
+        return
+    try:
+        subscription = _query_filter(websocket)
+    except ValueError as exc:
+        await websocket.close(code=1008, reason=str(exc)[:120])
+        return
+    await websocket.accept()
+    subscriber = hub.subscribe(subscription)
+    try:
+        await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(_send_loop, websocket, subscriber, tasks.cancel_scope)
+            await _receive_loop(websocket, hub, subscriber)
+            tasks.cancel_scope.cancel()
+    except WebSocketDisconnect:
+        pass
+    finally:
+        hub.unsubscribe(subscriber)
+        if websocket.client_state is WebSocketState.CONNECTED:
+            code = 1001 if subscriber.closed_reason == "server shutting down" else 1008
+            reason = subscriber.closed_reason or "closing"
+            with anyio.CancelScope(shield=True):
+                try:
+                    await websocket.close(code=code, reason=reason[:120])
+                except RuntimeError:  # already closing
+                    pass
+
+
+async def _send_loop(websocket: WebSocket, subscriber: object, scope: anyio.CancelScope) -> None:
+    try:
+        while True:
+            text = await subscriber.next_message()  # type: ignore[attr-defined]
+            await websocket.send_text(text)
+    except (anyio.EndOfStream, WebSocketDisconnect, RuntimeError):
+        scope.cancel()
+
+
+async def _receive_loop(websocket: WebSocket, hub: object, subscriber: object) -> None:
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        data = message.get("text") or message.get("bytes") or b""
+        if len(data) > MAX_CLIENT_MESSAGE_BYTES:
+            await _send_error(websocket, "message too large")
+            continue
+        try:
+            request = orjson.loads(data)
+            if not isinstance(request, dict) or "subscribe" not in request:
+                raise ValueError('expected {"subscribe": {...}}')
+            subscription = SubscriptionFilter.parse(request["subscribe"])
+        except (orjson.JSONDecodeError, ValueError) as exc:
+            await _send_error(websocket, str(exc))
+            continue
+        subscriber.subscription = subscription  # type: ignore[attr-defined]
+        await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
+
+
+async def _send_error(websocket: WebSocket, message: str, **extra: object) -> None:
+    await websocket.send_text(orjson.dumps({"type": "error", "message": message, **extra}).decode())
+
+
+@router.websocket("/ws/ingest")
+async def ingest_batches(websocket: WebSocket) -> None:
+    """Take ``{"batch_id", "events"}`` messages; answer each with an ack once committed."""
+    from .api import parse_ingest_body
+
+    context = web_context(websocket)
+    source = context.services.get(INGEST)
+    if source is None or context.shutting_down:
+        await websocket.close(code=1013, reason="no ingest in this server")
+        return
+    await websocket.accept()
+    try:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text") or message.get("bytes") or b""
+            if len(data) > MAX_CLIENT_MESSAGE_BYTES:
+                await _send_error(websocket, "message too large", batch_id=None)
+                continue
+            if isinstance(data, str):
+                data = data.encode()
+            try:
+                events, batch_id = parse_ingest_body(data, context.max_ingest_events)
+            except ApiError as exc:
+                await _send_error(websocket, exc.message, field=exc.field, batch_id=None)
+                continue
+            try:
+                result = await source.submit(events, batch_id)
+            except PipelineNotRunning:
+                await websocket.close(code=1001, reason="shutting down")
+                return
+            ack = {"type": "ack", "batch_id": batch_id, "accepted": result.accepted, "duplicate": result.duplicate}
+            await websocket.send_text(orjson.dumps(ack).decode())
+    except WebSocketDisconnect:
+        return
