@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/runwatch demo
+	$(BIN)/runwatch demo --episodes 60 --keep-open
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

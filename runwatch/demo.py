@@ -91,28 +91,46 @@ def _system_sample() -> tuple[float, float, float]:
     return psutil.cpu_percent(interval=None), psutil.virtual_memory().percent, psutil.disk_usage("/").percent
 
 
-def run_demo(data_dir: Path = Path("runwatch_demo"), settings: DemoSettings = DemoSettings()) -> str:
-    """Run the demo into ``data_dir`` and print where its data is."""
+def run_demo(
+    data_dir: Path = Path("runwatch_demo"),
+    settings: DemoSettings = DemoSettings(),
+    *,
+    port: int = 8080,
+    keep_open: bool = False,
+) -> str:
+    """Run the demo into ``data_dir`` with its live dashboard; print where everything is."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    config = MonitorConfig.load(db_path=str(data_dir / "monitoring.db"), data_dir=str(data_dir), web_port=0)
+    config = MonitorConfig.load(db_path=str(data_dir / "monitoring.db"), data_dir=str(data_dir), web_port=port)
     print(f"runwatch demo: a simulated RL run of {settings.episodes} episodes")
     with WebMonitor(config) as monitor:
+        if monitor.web_url is None and port != 0:  # the port is taken: any free one will do
+            monitor.close()
+            config = config.with_changes(web_port=0)
+            monitor = WebMonitor(config)
+        url = monitor.web_url
+        print(f"  dashboard     {url}/" if url else "  dashboard     (could not listen)")
         started = time.perf_counter()
         run_id = simulate_training(monitor, settings)
         summary = monitor.get_run_summary(run_id)
         frame = monitor.get_run_metrics(run_id)
         elapsed = time.perf_counter() - started
         stats = monitor.statistics()["components"]
-    print(f"  run id        {run_id}  ({summary['status']}, {elapsed:.1f} s)")
-    print(f"  steps         {summary['total_steps']}  episodes {summary['total_episodes']}")
-    loss = summary["metrics"].get("loss", {})
-    print(f"  loss          last {loss.get('last'):.4f}  min {loss.get('min'):.4f}  NaN values {loss.get('nan_count')}")
-    print(f"  metric rows   {len(frame)} logging calls, {frame.shape[1] - 2} metrics")
-    store = stats.get("store", {})
-    print(f"  committed     {store.get('committed_events')} events in {store.get('commits')} transactions")
-    print(f"  store         {Path(config.db_path).resolve()}")
-    print(
-        f'  read it back  python -c "from runwatch import DatabaseManager; '
-        f"print(DatabaseManager('{config.db_path}').get_run_metrics('{run_id}').tail())\""
-    )
+        print(f"  run           {url}/#/runs/{run_id}  ({summary['status']}, {elapsed:.1f} s)")
+        print(f"  steps         {summary['total_steps']}  episodes {summary['total_episodes']}")
+        loss = summary["metrics"].get("loss", {})
+        last, low, nans = loss.get("last"), loss.get("min"), loss.get("nan_count")
+        print(f"  loss          last {last:.4f}  min {low:.4f}  NaN values {nans}")
+        print(f"  metric rows   {len(frame)} logging calls, {frame.shape[1] - 2} metrics")
+        store = stats.get("store", {})
+        print(f"  committed     {store.get('committed_events')} events in {store.get('commits')} transactions")
+        print(f"  store         {Path(config.db_path).resolve()}")
+        print(f"  read it back  runwatch is a library too: DatabaseManager('{config.db_path}').get_run_metrics(...)")
+        if keep_open and url:
+            print("  the dashboard stays up; press Ctrl-C to stop")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                print()
+        monitor.close()
     return run_id
