@@ -134,15 +134,24 @@ class MonitorConfig:
         for key in overrides:
             if key not in known:
                 raise TypeError(f"MonitorConfig got an unexpected setting {key!r}")
-        values: dict[str, Any] = dict(file_values)
+        from_env: dict[str, Any] = {}
+        sources: dict[str, str] = {}
         for name, spec in known.items():
             variable = ENV_PREFIX + name.upper()
             if variable in os.environ:
-                values[name] = _parse_env(variable, os.environ[variable], spec.type)
-        if "web_token" not in values and os.environ.get("RUNWATCH_TOKEN"):
-            values["web_token"] = os.environ["RUNWATCH_TOKEN"]
-        values.update(overrides)
-        return cls(**values)
+                from_env[name] = _parse_env(variable, os.environ[variable], spec.type)
+                sources[name] = variable
+        if "web_token" not in from_env and os.environ.get("RUNWATCH_TOKEN"):
+            from_env["web_token"] = os.environ["RUNWATCH_TOKEN"]
+            sources["web_token"] = "RUNWATCH_TOKEN"
+        values = {**file_values, **from_env, **overrides}
+        try:
+            return cls(**values)
+        except (ValueError, TypeError) as exc:
+            for name, variable in sources.items():
+                if name not in overrides and str(exc).startswith(name):
+                    raise type(exc)(f"{exc} (from environment variable {variable})") from None
+            raise
 
     def with_changes(self, **changes: Any) -> MonitorConfig:
         """A copy with some fields changed (validated again)."""

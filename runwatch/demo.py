@@ -3,7 +3,7 @@
 An agent walks a small grid world: every step logs reward, loss, epsilon
 and inference time, the game state (position, health, map) and the action;
 every episode logs its total reward. Once per run the loss diverges to NaN
-for a few steps, so the default alert rules have something to fire on.
+for a few steps (a NaN loss is information: it is stored and charted as such).
 """
 
 from __future__ import annotations
@@ -102,11 +102,12 @@ def run_demo(
     data_dir.mkdir(parents=True, exist_ok=True)
     config = MonitorConfig.load(db_path=str(data_dir / "monitoring.db"), data_dir=str(data_dir), web_port=port)
     print(f"runwatch demo: a simulated RL run of {settings.episodes} episodes")
-    with WebMonitor(config) as monitor:
-        if monitor.web_url is None and port != 0:  # the port is taken: any free one will do
-            monitor.close()
-            config = config.with_changes(web_port=0)
-            monitor = WebMonitor(config)
+    monitor = WebMonitor(config)
+    if monitor.web_url is None and port != 0:  # the port is taken: any free one will do
+        monitor.close()
+        config = config.with_changes(web_port=0)
+        monitor = WebMonitor(config)
+    with monitor:
         url = monitor.web_url
         print(f"  dashboard     {url}/" if url else "  dashboard     (could not listen)")
         started = time.perf_counter()
@@ -132,5 +133,4 @@ def run_demo(
                     time.sleep(3600)
             except KeyboardInterrupt:
                 print()
-        monitor.close()
     return run_id

@@ -20,6 +20,13 @@ __all__ = ["ErrorCategory", "ErrorHandler", "ErrorSeverity"]
 logger = logging.getLogger("runwatch.errors")
 
 
+def _describe(error: BaseException) -> str:
+    try:
+        return str(error)
+    except Exception:  # an exception whose __str__ raises is still counted and recorded
+        return f"<unprintable {type(error).__name__}>"
+
+
 class ErrorCategory(Enum):
     """Where an error comes from."""
 
@@ -90,8 +97,11 @@ class ErrorHandler:
         try:
             category = ErrorCategory(category)
             severity = ErrorSeverity(severity)
-            text = message if message is not None else (str(error) or type(error).__name__)
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            text = message if message is not None else (_describe(error) or type(error).__name__)
+            try:
+                trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            except Exception:
+                trace = ""
             with self._lock:
                 self._by_category[category.value] += 1
                 self._by_severity[severity.value] += 1

@@ -56,13 +56,24 @@ def _check_run_id(run_id: object) -> None:
         raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
 
 
+#: Timestamps are seconds since 1970 up to 2255 (what pandas' datetime64[ns] holds).
+MAX_TIMESTAMP: Final = 9_000_000_000.0
+#: Integers stored in SQLite columns (steps, counters) and JSON payloads are 64-bit.
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+
+
 def _check_timestamp(timestamp: object, what: str = "timestamp") -> None:
-    if type(timestamp) is float:
-        if timestamp - timestamp != 0.0:
-            raise ValueError(f"{what} must be finite, got {timestamp!r}")
-        return
-    if type(timestamp) is not int:
+    if type(timestamp) is not float and type(timestamp) is not int:
         raise TypeError(f"{what} must be seconds since the epoch as a float, got {timestamp!r}")
+    if not 0.0 <= timestamp <= MAX_TIMESTAMP:  # also false for NaN
+        raise ValueError(f"{what} must be seconds since the epoch between 0 and {MAX_TIMESTAMP:.0f}, got {timestamp!r}")
+
+
+def _check_int64(what: str, value: int) -> int:
+    if not INT64_MIN <= value <= INT64_MAX:
+        raise ValueError(f"{what} must fit in 64 bits, got {value}")
+    return value
 
 
 def _check_name(what: str, name: object) -> None:
@@ -78,6 +89,8 @@ def _to_float(name: str, value: object) -> float:
         raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__} {value!r}")
     try:
         return float(value)  # type: ignore[arg-type]
+    except OverflowError:
+        raise ValueError(f"metric {name!r} is too large for a float: {value!r}") from None
     except (TypeError, ValueError):
         raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
 
@@ -94,10 +107,12 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
         ValueError: an empty name, or no values at all.
     """
     if type(metrics) is dict:
-        # The hot path: flat, plain string names, float or int values.
+        # The hot path: flat, plain string names, float or 64-bit int values.
         for name, value in metrics.items():
             kind = type(value)
-            if (kind is not float and kind is not int) or type(name) is not str or not name:
+            if kind is not float and (kind is not int or not INT64_MIN <= value <= INT64_MAX):
+                break
+            if type(name) is not str or not name:
                 break
         else:
             if metrics:
@@ -117,7 +132,7 @@ def _flatten_into(out: dict[str, float], metrics: Mapping[str, Any], prefix: str
         full_name = prefix + name
         if isinstance(value, Mapping):
             _flatten_into(out, value, full_name + "/")
-        elif type(value) is float or type(value) is int:
+        elif type(value) is float or (type(value) is int and INT64_MIN <= value <= INT64_MAX):
             out[full_name] = value
         else:
             out[full_name] = _to_float(full_name, value)
@@ -132,8 +147,10 @@ def _json_copy(what: str, value: Any, depth: int = 0) -> Any:
     if depth > MAX_JSON_DEPTH:
         raise ValueError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
     kind = type(value)
-    if kind is str or kind is int or kind is bool or kind is float or value is None:
+    if kind is str or kind is bool or kind is float or value is None:
         return value  # non-finite floats are stored as null in JSON payloads
+    if kind is int:
+        return _check_int64(what, value)
     if isinstance(value, Mapping):
         copy: dict[str, Any] = {}
         for key, item in value.items():
@@ -210,10 +227,10 @@ class Metric(_EventBase, _MetricFields):
     ) -> Self:
         if type(run_id) is not str or not run_id:
             _check_run_id(run_id)
-        if type(timestamp) is not float or timestamp - timestamp != 0.0:
+        if type(timestamp) is not float or not 0.0 <= timestamp <= MAX_TIMESTAMP:
             _check_timestamp(timestamp)
         values = flatten_metrics(values)
-        if step is not None and type(step) is not int:
+        if step is not None and (type(step) is not int or not INT64_MIN <= step <= INT64_MAX):
             step = _check_step(step)
         if tags is not None:
             tags = _copy_tags("tags", tags)
@@ -228,9 +245,10 @@ def _check_step(step: object) -> int:
     if isinstance(step, bool):
         raise TypeError(f"step must be an integer or None, got {step!r}")
     try:
-        return operator.index(step)  # type: ignore[arg-type]  # int, numpy integers
+        value = operator.index(step)  # type: ignore[arg-type]  # int, numpy integers
     except TypeError:
         raise TypeError(f"step must be an integer or None, got {step!r}") from None
+    return _check_int64("step", value)
 
 
 def _copy_tags(what: str, tags: object) -> dict[str, str]:
@@ -266,13 +284,13 @@ class LogEvent(_EventBase, _LogEventFields):
     ) -> Self:
         _check_run_id(run_id)
         _check_timestamp(timestamp)
-        _check_name("event type", type)
+        _check_name("type", type)
         _check_level(level)
         if data is None:
             data = {}
         elif not isinstance(data, Mapping):
-            raise TypeError(f"event data must be a mapping, got {_type_name(data)}")
-        data = _json_copy("event data", data)
+            raise TypeError(f"data must be a mapping, got {_type_name(data)}")
+        data = _json_copy("data", data)
         return _tuple_new(cls, (run_id, timestamp, type, level, data))
 
 
@@ -296,8 +314,8 @@ class StatePatch(_EventBase, _StatePatchFields):
         _check_run_id(run_id)
         _check_timestamp(timestamp)
         if not isinstance(patch, Mapping):
-            raise TypeError(f"state patch must be a mapping, got {_type_name(patch)}")
-        patch = _json_copy("state", patch)
+            raise TypeError(f"patch must be a mapping, got {_type_name(patch)}")
+        patch = _json_copy("patch", patch)
         return _tuple_new(cls, (run_id, timestamp, patch))
 
 
@@ -362,7 +380,7 @@ class RunLifecycle(_EventBase, _RunLifecycleFields):
         except ValueError:
             names = ", ".join(t.value for t in RunTransition)
             raise ValueError(f"transition must be one of {names}; got {transition!r}") from None
-        _check_name("run kind", run_kind)
+        _check_name("run_kind", run_kind)
         if config is not None:
             if not isinstance(config, Mapping):
                 raise TypeError(f"config must be a mapping, got {_type_name(config)}")
@@ -443,6 +461,7 @@ class Heartbeat(_EventBase, _HeartbeatFields):
             for key, value in counters.items():
                 if type(key) is not str or type(value) is not int:
                     raise TypeError(f"counters must map strings to ints, got {key!r}: {value!r}")
+                _check_int64(f"counters.{key}", value)
             counters = dict(counters)
         return _tuple_new(cls, (run_id, timestamp, counters))
 
@@ -484,7 +503,7 @@ class AlertEvent(_EventBase, _AlertEventFields):
         _check_timestamp(timestamp)
         _check_name("rule", rule)
         if state not in ALERT_STATES:
-            raise ValueError(f"alert state must be one of {', '.join(ALERT_STATES)}; got {state!r}")
+            raise ValueError(f"state must be one of {', '.join(ALERT_STATES)}; got {state!r}")
         _check_name("severity", severity)
         labels = _copy_tags("labels", {} if labels is None else labels)
         annotations = _copy_tags("annotations", {} if annotations is None else annotations)
@@ -580,8 +599,24 @@ def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = Non
             raise ValueError(f"missing field {name!r} for a {kind} event")
     if type(kwargs.get("timestamp")) is int:
         kwargs["timestamp"] = float(kwargs["timestamp"])
-    event: Event = cls(**kwargs)
+    try:
+        event: Event = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        exc.field = _field_named_by(str(exc), fields)  # type: ignore[attr-defined]
+        raise
     return event
+
+
+def _field_named_by(message: str, fields: tuple[str, ...]) -> str | None:
+    """The field an error message is about (messages start with it), e.g. ``values.loss``."""
+    if message.startswith("metric '"):
+        name = message[len("metric '") :].split("'", 1)[0]
+        return f"values.{name}"
+    first = message.split(" ", 1)[0]
+    head = first.split(".", 1)[0].split("[", 1)[0]
+    if head in fields:
+        return first.rstrip(":")
+    return None
 
 
 def merge_state(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

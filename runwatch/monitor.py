@@ -42,14 +42,22 @@ _time = time.time
 
 
 def to_epoch(value: datetime | float | None, name: str = "timestamp") -> float | None:
-    """A timestamp as seconds since the epoch; naive datetimes are taken as local time."""
+    """A timestamp as seconds since the epoch; a naive datetime is UTC (as in every query)."""
     if value is None:
         return None
     if isinstance(value, datetime):
-        return value.timestamp()
+        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a datetime or seconds since the epoch, got {value!r}")
     return float(value)
+
+
+def _describe(error: BaseException) -> str:
+    """``str(error)``, even for an exception whose ``__str__`` raises."""
+    try:
+        return str(error)
+    except Exception:
+        return f"<unprintable {type(error).__name__}>"
 
 
 def _number(name: str, value: Any) -> float:
@@ -403,6 +411,10 @@ class WebMonitor:
             level: ``debug``, ``info``, ``warning``, ``error`` or ``critical``.
         """
         run_id = self._require_run()
+        if not isinstance(event_type, str) or not event_type:
+            raise (TypeError if not isinstance(event_type, str) else ValueError)(
+                f"event_type must be a non-empty string, got {event_type!r}"
+            )
         ts = _time() if timestamp is None else to_epoch(timestamp)
         self._emit(LogEvent(run_id, ts, event_type, level, event_data))  # type: ignore[arg-type]
 
@@ -487,6 +499,9 @@ class WebMonitor:
             ``True`` once committed; ``False`` if ``timeout`` seconds passed
             first or the monitor is closed.
         """
+        with self._lock:
+            if self._run_id is not None:
+                self._send_heartbeat(_time())  # progress counters go out with the flush
         return self._thread.flush(timeout)
 
     def statistics(self) -> dict[str, Any]:
@@ -513,8 +528,10 @@ class WebMonitor:
                     if failure is None:
                         self._end_run(RunTransition.COMPLETED)
                     else:
-                        self.error_handler.handle_error(failure, component="training loop")  # type: ignore[arg-type]
-                        self._end_run(RunTransition.FAILED, metadata={"reason": f"{type(failure).__name__}: {failure}"})
+                        if isinstance(failure, Exception):
+                            self.error_handler.handle_error(failure, component="training loop")
+                        reason = f"{type(failure).__name__}: {_describe(failure)}"
+                        self._end_run(RunTransition.FAILED, metadata={"reason": reason})
             finally:
                 self._closed = True
                 self._thread.close()
@@ -532,7 +549,9 @@ class WebMonitor:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        self._close(exc if isinstance(exc, Exception) else None)
+        # Ctrl-C or an error fails the run; a clean exit (or SystemExit(0)) completes it.
+        clean = exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0))
+        self._close(None if clean else exc)
 
     def __repr__(self) -> str:
         return f"<WebMonitor db={self.config.db_path!r} run={self._run_id!r} state={self._status}>"
@@ -551,7 +570,7 @@ def _remember_uncaught(exc_type: type[BaseException], exc: BaseException, tb: Tr
 
 
 def _close_open_monitors() -> None:
-    failure = _uncaught[-1] if _uncaught and isinstance(_uncaught[-1], Exception) else None
+    failure = _uncaught[-1] if _uncaught else None
     for monitor in list(_open_monitors):
         try:
             monitor._close(failure)

@@ -169,8 +169,9 @@ class ThreadBridge:
             self._count_drop("overflow")
 
     def _block_then_append(self, event: Any) -> None:
-        if self._loop is not None and _running_in(self._loop):
-            # Blocking here would deadlock the very loop that drains us.
+        if asyncio._get_running_loop() is not None:
+            # Blocking inside an event loop would stall it (and deadlock the
+            # loop that drains us): async producers use the async API instead.
             self._count_drop("full_on_loop_thread")
             return
         deadline = time.monotonic() + self.block_timeout_seconds
@@ -316,10 +317,3 @@ class ThreadBridge:
             blocked_producers=self._blocked,
             policy=self.policy.value,
         )
-
-
-def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sqlite3
 import time
+from collections import defaultdict
 from typing import Any
 
 import aiosqlite
@@ -140,9 +142,12 @@ class SQLiteSink(Sink):
             started = time.perf_counter()
             try:
                 await self._write_transaction(chunk)
-            except Exception as exc:  # sqlite3.Error, OSError, a bug: keep the events
-                self._commit_failed(exc)
-                return False
+            except Exception as exc:
+                if _is_store_trouble(exc):  # locked, disk full, read-only...: keep the events, retry later
+                    self._commit_failed(exc)
+                    return False
+                self._quarantine(chunk, exc)  # an event that cannot be stored must not wedge the store
+                continue
             self._last_commit_seconds = time.perf_counter() - started
             self._commits += 1
             self._committed_events += len(chunk)
@@ -152,6 +157,28 @@ class SQLiteSink(Sink):
                 self._commit_errors = 0
             self._pending = self._pending[len(chunk) :]
         return True
+
+    def _quarantine(self, chunk: list[Any], exc: Exception) -> None:
+        """Drop (and count) the events of ``chunk`` that cannot be encoded; keep the rest pending."""
+        any_run = defaultdict(int)
+        bad: list[int] = []
+        for index, event in enumerate(chunk):
+            try:
+                encoded = self._encoder.encode([event], any_run, {})
+                encode_metric_rows(encoded.metric_rows)
+                dumps(encoded.metric_stats)
+                dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
+            except Exception:
+                bad.append(index)
+        if not bad:  # no single event is at fault: a bug; drop the chunk rather than loop forever
+            bad = list(range(len(chunk)))
+        for index in reversed(bad):
+            del chunk[index]
+        self._dropped["unencodable"] = self._dropped.get("unencodable", 0) + len(bad)
+        logger.error(
+            "runwatch: dropped %d event(s) that could not be stored (%s: %s)", len(bad), type(exc).__name__, exc
+        )
+        self._pending = chunk + self._pending[len(chunk) + len(bad) :]
 
     def _commit_failed(self, exc: Exception) -> None:
         self._commit_errors += 1
@@ -304,6 +331,11 @@ def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
         None if update.state is None else dumps(update.state).decode(),
         owner,
     )
+
+
+def _is_store_trouble(exc: Exception) -> bool:
+    """Faults of the store itself (worth retrying), as opposed to a batch it cannot take."""
+    return isinstance(exc, (sqlite3.OperationalError, OSError)) or type(exc) is sqlite3.DatabaseError
 
 
 def _prepare(path: str) -> None:

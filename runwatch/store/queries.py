@@ -46,6 +46,7 @@ __all__ = [
     "check_status",
     "list_runs",
     "mark_crashed_runs",
+    "metric_series",
     "run_events",
     "run_metrics_frame",
     "run_state",
@@ -58,7 +59,7 @@ __all__ = [
 MIN_READ_VERSION: Final = 1
 
 #: Every status a run can have.
-RUN_STATUSES: Final = ("running", "paused", "completed", "failed", "crashed")
+RUN_STATUSES: Final = ("running", "paused", "completed", "failed", "crashed", "hung")
 
 #: Statuses of runs whose writer is expected to be alive.
 ACTIVE_STATUSES: Final = ("running", "paused")
@@ -564,6 +565,55 @@ def run_metrics_frame(
             params,
         ).fetchall()
     return _build_frame(rows, keysets, wanted)
+
+
+def metric_series(conn: sqlite3.Connection, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
+    """One metric of a run as numpy arrays, in logging order.
+
+    Args:
+        conn: a connection to the store.
+        run_id: the run.
+        name: the metric name.
+        after_row: only rows stored after this row number (for incremental reads).
+
+    Returns:
+        ``{"row": int64, "ts": float64 epoch seconds, "step": float64 (NaN = no
+        step), "value": float64}`` arrays of equal length; a logged NaN is NaN.
+
+    Raises:
+        UnknownRunError: no run has this id.
+    """
+    import numpy as np
+
+    check_run_id(run_id)
+    with _read_snapshot(conn):
+        run = _run_pk(conn, run_id)
+        keysets = {k: names for k, names in _keysets(conn).items() if name in names}
+        empty = np.empty(0)
+        if not keysets:
+            return {"row": empty.astype(np.int64), "ts": empty, "step": empty, "value": empty}
+        rows = conn.execute(
+            "SELECT keyset, row, step IS NULL, COALESCE(step, 0), ts, vals FROM metric_rows"
+            " WHERE run = ? AND row > ? AND keyset IN (SELECT value FROM json_each(?)) ORDER BY row",
+            (run, -1 if after_row is None else after_row, orjson.dumps(list(keysets)).decode()),
+        ).fetchall()
+    count = len(rows)
+    row_keysets = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=count)
+    row_numbers = np.fromiter(map(itemgetter(1), rows), dtype=np.int64, count=count)
+    no_step = np.fromiter(map(itemgetter(2), rows), dtype=bool, count=count)
+    steps = np.fromiter(map(itemgetter(3), rows), dtype=np.float64, count=count)
+    steps[no_step] = np.nan
+    seconds = np.fromiter(map(itemgetter(4), rows), dtype=np.float64, count=count)
+    vals = list(map(itemgetter(5), rows))
+    del rows
+    values = np.full(count, np.nan)
+    for keyset, names in keysets.items():
+        indices = np.flatnonzero(row_keysets == keyset)
+        if not len(indices):
+            continue
+        flat = _decode_values(vals, indices, single=len(indices) == count)
+        values[indices] = flat.reshape(len(indices), len(names))[:, names.index(name)]
+    return {"row": row_numbers, "ts": seconds, "step": steps, "value": values}
 
 
 def _keysets(conn: sqlite3.Connection) -> dict[int, tuple[str, ...]]:
