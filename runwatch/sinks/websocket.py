@@ -183,6 +183,7 @@ class WebsocketHub(Sink):
         self._subscribers: set[Subscriber] = set()
         self.published_messages = 0
         self.published_events = 0
+        self.subscriber_dropped_events = 0  # cumulative: stays counted after a subscriber leaves
         context.services.setdefault(SERVICE_NAME, self)
 
     def subscribe(self, subscription: SubscriptionFilter) -> Subscriber:
@@ -237,7 +238,9 @@ class WebsocketHub(Sink):
             self.published_messages += 1
             self.published_events += len(selected)
             for subscriber in members:
+                before = subscriber.dropped_events
                 subscriber.offer(text, len(selected))
+                self.subscriber_dropped_events += subscriber.dropped_events - before
                 if subscriber.closed_reason is not None:
                     self._subscribers.discard(subscriber)
 
@@ -246,7 +249,7 @@ class WebsocketHub(Sink):
             "subscribers": len(self._subscribers),
             "published_messages": self.published_messages,
             "published_events": self.published_events,
-            "subscriber_dropped_events": sum(s.dropped_events for s in self._subscribers),
+            "subscriber_dropped_events": self.subscriber_dropped_events,
         }
 
 

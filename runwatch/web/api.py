@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import math
+import re
+import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC
@@ -13,12 +15,13 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
+from starlette.background import BackgroundTask
 
 from ..events import event_from_dict, json_number
 from ..exceptions import UnknownRunError
 from ..store import queries
 from .app import ApiError, JSONResponse, WebContext, iso, web_context
-from .series import downsample_min_max, series_payload
+from .series import downsample_min_max, window_payload
 
 __all__ = ["router"]
 
@@ -26,6 +29,7 @@ T = TypeVar("T")
 router = APIRouter()
 
 RUN_TIME_FIELDS = ("start_time", "end_time", "updated_at", "last_heartbeat")
+_CURSOR = re.compile(r"[0-9]{1,18}")  # event ids; ASCII digits only, within 64 bits
 
 
 async def read(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -66,9 +70,13 @@ def _time_param(name: str, value: str | None) -> float | None:
     if value is None or value == "":
         return None
     try:
-        return float(value)
+        number = float(value)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(number):
+            raise ApiError(422, f"{name} must be a finite time, got {value!r}", name)
+        return number
     try:
         return queries.to_epoch_seconds(_parse_iso(value), name)
     except ValueError:
@@ -92,7 +100,7 @@ async def list_runs(
     request: Request,
     status: str | None = Query(None, description="running, paused, completed, failed, crashed or hung"),
     kind: str | None = Query(None, description="training or session"),
-    limit: int = Query(100, ge=1, le=10_000),
+    limit: int = Query(50, ge=1, le=10_000),
 ) -> JSONResponse:
     rows = await read(request, queries.list_runs, limit=limit, status=status, kind=kind)
     return JSONResponse({"runs": [_run_row(row) for row in rows]})
@@ -123,19 +131,18 @@ async def run_metrics(
     summary = await read(request, queries.run_summary, run_id)
     known = sorted(summary.get("metrics", {}))
     selected = [n for n in known if not wanted or any(n == w or fnmatch.fnmatchcase(n, w) for w in wanted)]
+    context = web_context(request)
     series: dict[str, Any] = {}
     for name in selected:
-        # One name per query: every row returned logged it, so a NaN is a logged NaN.
-        frame = await read(request, queries.run_metrics_frame, run_id, [name], start, end)
-        if name in frame:
-            series[name] = await _thread(_frame_series, frame, name, max_points)
+        series[name] = await read(request, _series_window, context, run_id, name, start, end, max_points)
     return JSONResponse({"run_id": run_id, "series": series})
 
 
-def _frame_series(frame: Any, name: str, max_points: int) -> dict[str, Any]:
-    timestamps = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
-    steps = frame["step"].to_numpy(dtype=object, na_value=None)
-    return series_payload(timestamps, steps, frame[name].to_numpy(dtype=float), max_points)
+def _series_window(
+    connection: Any, context: WebContext, run_id: str, name: str, start: float | None, end: float | None, points: int
+) -> dict[str, Any]:
+    arrays = context.series.get(connection, context.reader.db_path, run_id, name)
+    return window_payload(arrays, start, end, points)
 
 
 @router.get("/api/runs/{run_id}/events", tags=["runs"], summary="A run's events, newest first, paginated")
@@ -151,7 +158,7 @@ async def run_events(
 ) -> JSONResponse:
     before_id = None
     if cursor:
-        if not cursor.isdigit():
+        if not _CURSOR.fullmatch(cursor):
             raise ApiError(422, "cursor is not one this server returned", "cursor")
         before_id = int(cursor)
     events = await read(
@@ -186,8 +193,13 @@ async def run_export(request: Request, run_id: str) -> FileResponse:
 
     context = web_context(request)
     directory = Path(tempfile.mkdtemp(prefix="runwatch-export-"))
-    path = await _thread(export_run, context.reader.db_path, run_id, directory)
-    return FileResponse(path, media_type="application/zip", filename=path.name)
+    try:
+        path = await _thread(export_run, context.reader.db_path, run_id, directory)
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    cleanup = BackgroundTask(shutil.rmtree, directory, ignore_errors=True)  # after the response is sent
+    return FileResponse(path, media_type="application/zip", filename=path.name, background=cleanup)
 
 
 async def _thread(fn: Callable[..., T], *args: Any) -> T:
@@ -301,7 +313,11 @@ def _pipeline_view(context: WebContext) -> dict[str, Any]:
     now = time.monotonic()
     health = "ok"
     for component_id, entry in stats["components"].items():
-        processed = int(entry.get("processed_events") or entry.get("sent_events") or 0)
+        if entry.get("role") == "source":  # a source's work is what it sent; its queue is its intake
+            entry["processed_events"] = entry.get("sent_events", 0)
+            if "intake" in entry:
+                entry.setdefault("buffer", entry["intake"])
+        processed = int(entry.get("processed_events") or 0)
         previous = context.previous_stats.get(component_id)
         rate = None
         if previous is not None and now > previous[0]:
@@ -434,7 +450,9 @@ def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | No
         try:
             events.append(event_from_dict(_decode_wire_numbers(item)))
         except (TypeError, ValueError) as exc:
-            raise ApiError(422, f"{where}: {exc}", where) from None
+            field = getattr(exc, "field", None)
+            path = f"{where}.{field}" if field else where
+            raise ApiError(422, f"{path}: {exc}", path) from None
     return events, batch_id
 
 

@@ -30,6 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 from ..exceptions import PipelineNotRunning, StoreError, UnknownRunError
 from .security import SecurityMiddleware, SecurityPolicy
+from .series import SeriesCache
 
 __all__ = ["ApiError", "JSONResponse", "StoreReader", "WebContext", "create_app", "iso"]
 
@@ -111,6 +112,7 @@ class WebContext:
     max_ingest_events: int = 10_000
     shutting_down: bool = False
     previous_stats: dict[str, tuple[float, int]] = field(default_factory=dict)
+    series: SeriesCache = field(default_factory=SeriesCache)
 
     def service(self, name: str) -> Any:
         """A pipeline service, or a 503 when this server has none running."""

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..events import json_number
 
-__all__ = ["downsample_min_max", "series_payload"]
+__all__ = ["SeriesCache", "downsample_min_max", "series_payload", "window_payload"]
 
 
 def downsample_min_max(values: np.ndarray, max_points: int) -> np.ndarray:
@@ -62,3 +62,63 @@ def series_payload(timestamps: np.ndarray, steps: Any, values: np.ndarray, max_p
         "total_points": len(values),
         "downsampled": bool(len(keep) < len(values)),
     }
+
+
+class SeriesCache:
+    """Recently charted metric series, kept as numpy arrays and extended incrementally.
+
+    The first request for a (run, metric) reads the whole series; later ones
+    read only rows stored since (the store numbers rows in order). Bounded by
+    ``max_points`` in total, least recently used first out.
+    """
+
+    def __init__(self, max_points: int = 4_000_000) -> None:
+        import threading
+        from collections import OrderedDict
+
+        self.max_points = max_points
+        self._series: OrderedDict[tuple[str, str, str], dict[str, np.ndarray]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, connection: Any, db_path: str, run_id: str, name: str) -> dict[str, np.ndarray]:
+        """The series' arrays (``row``, ``ts``, ``step``, ``value``), brought up to date.
+
+        Call on a worker thread: it reads the store.
+        """
+        from ..store.queries import metric_series
+
+        key = (db_path, run_id, name)
+        with self._lock:
+            cached = self._series.get(key)
+        after = int(cached["row"][-1]) if cached is not None and len(cached["row"]) else None
+        fresh = metric_series(connection, run_id, name, after_row=after)
+        if cached is not None and after is not None:
+            if len(fresh["row"]):
+                fresh = {field: np.concatenate([cached[field], fresh[field]]) for field in cached}
+            else:
+                fresh = cached
+        with self._lock:
+            self._series[key] = fresh
+            self._series.move_to_end(key)
+            total = sum(len(series["row"]) for series in self._series.values())
+            while total > self.max_points and len(self._series) > 1:
+                _, evicted = self._series.popitem(last=False)
+                total -= len(evicted["row"])
+        return fresh
+
+
+def window_payload(
+    series: dict[str, np.ndarray], since: float | None, until: float | None, max_points: int
+) -> dict[str, Any]:
+    """The JSON form of the part of ``series`` between ``since`` and ``until``."""
+    timestamps = series["ts"]
+    mask = None
+    if since is not None:
+        mask = timestamps >= since
+    if until is not None:
+        mask = (timestamps <= until) if mask is None else (mask & (timestamps <= until))
+    if mask is not None:
+        series = {field: values[mask] for field, values in series.items()}
+    steps = series["step"]
+    step_objects = np.where(np.isnan(steps), None, steps).astype(object) if len(steps) else steps
+    return series_payload(series["ts"], step_objects, series["value"], max_points)

@@ -41,6 +41,9 @@ async def live_events(websocket: WebSocket) -> None:
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
     await websocket.accept()
+    # Everything emitted before this point is committed (so a history read after
+    # "subscribed" has it); everything after is published to this subscriber.
+    await _committed_so_far(context)
     subscriber = hub.subscribe(subscription)
     try:
         await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
@@ -60,6 +63,14 @@ async def live_events(websocket: WebSocket) -> None:
                     await websocket.close(code=code, reason=reason[:120])
                 except RuntimeError:  # already closing
                     pass
+
+
+async def _committed_so_far(context: object) -> None:
+    """Wait until what was emitted before is in the store, so that history read
+    after ``subscribed`` and the live stream meet without a gap."""
+    pipeline = getattr(context, "pipeline", None)
+    if pipeline is not None:
+        await pipeline.flush(timeout=5)
 
 
 async def _send_loop(websocket: WebSocket, subscriber: object, scope: anyio.CancelScope) -> None:
@@ -96,6 +107,16 @@ async def _send_error(websocket: WebSocket, message: str, **extra: object) -> No
     await websocket.send_text(orjson.dumps({"type": "error", "message": message, **extra}).decode())
 
 
+def _batch_id_of(data: bytes) -> object:
+    """The ``batch_id`` of a rejected message, when it can be read at all."""
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    batch_id = document.get("batch_id") if isinstance(document, dict) else None
+    return batch_id if isinstance(batch_id, str) else None
+
+
 @router.websocket("/ws/ingest")
 async def ingest_batches(websocket: WebSocket) -> None:
     """Take ``{"batch_id", "events"}`` messages; answer each with an ack once committed."""
@@ -121,7 +142,7 @@ async def ingest_batches(websocket: WebSocket) -> None:
             try:
                 events, batch_id = parse_ingest_body(data, context.max_ingest_events)
             except ApiError as exc:
-                await _send_error(websocket, exc.message, field=exc.field, batch_id=None)
+                await _send_error(websocket, exc.message, field=exc.field, batch_id=_batch_id_of(data))
                 continue
             try:
                 result = await source.submit(events, batch_id)

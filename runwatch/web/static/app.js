@@ -38,6 +38,9 @@
   };
   const RUN_PAGE_KINDS = ['metric', 'log', 'alert', 'lifecycle', 'state', 'exception', 'heartbeat'];
   const RUNS_LIST_KINDS = ['lifecycle', 'heartbeat'];
+  // The store commits in batches (every 0.5 s by default): a REST read right
+  // after a live event may not see it yet, so views read again after this long.
+  const STORE_SETTLE_MS = 1500;
   const SYSTEM_PREFIX = 'system/';
   const ACTIVE_ALERT_STATES = new Set(['firing', 'pending']);
 
@@ -328,7 +331,11 @@
   function timeTicks(lo, hi, maxTicks, offsetSeconds) {
     if (!(hi > lo)) return { ticks: Number.isFinite(lo) ? [lo] : [], step: 1 };
     const raw = (hi - lo) / Math.max(1, maxTicks);
-    if (raw < 1) return { ticks: niceTicks(lo, hi, maxTicks), step: raw };
+    if (raw < 1) {
+      // Sub-second ranges: the step is the ticks' spacing, so labels can show the fraction it needs.
+      const ticks = niceTicks(lo, hi, maxTicks);
+      return { ticks, step: ticks.length > 1 ? ticks[1] - ticks[0] : raw };
+    }
     // The round step nearest to the raw one on a log scale.
     let step = Math.ceil(raw / 86400) * 86400;
     if (raw <= TIME_STEPS[TIME_STEPS.length - 1]) {
@@ -397,11 +404,15 @@
   }
 
   function formatTickTime(ts, step) {
-    const d = new Date(ts * 1000);
+    const d = new Date(Math.round(ts * 1000));
     const p = (x) => String(x).padStart(2, '0');
     if (step >= 86400) return `${p(d.getMonth() + 1)}-${p(d.getDate())}`;
     if (step >= 60) return `${p(d.getHours())}:${p(d.getMinutes())}`;
-    return `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    const text = `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+    if (!(step < 1 - 1e-9)) return text;
+    // Ticks less than a second apart would all read the same second.
+    const digits = step >= 0.1 - 1e-9 ? 1 : step >= 0.01 - 1e-9 ? 2 : 3;
+    return text + '.' + String(d.getMilliseconds()).padStart(3, '0').slice(0, digits);
   }
 
   /** How long a run has lasted at `now` (epoch seconds). */
@@ -1326,7 +1337,7 @@
       this.load();
       this.socket = new LiveSocket({ kinds: RUNS_LIST_KINDS }, {
         onSubscribed: () => this.refresh(),
-        onEvents: () => this.refresh(),
+        onEvents: (events) => this.onEvents(events),
         onLagged: () => this.refresh(),
       }).start();
       // "hung" and "crashed" are decided by the server when events stop
@@ -1341,6 +1352,47 @@
       this.refresh.cancel();
       clearInterval(this.slowTimer);
       clearInterval(this.tickTimer);
+      clearTimeout(this.settleTimer);
+    }
+
+    /**
+     * A lifecycle event changes its row's status at once. The refresh it
+     * triggers can be answered before the store has committed the event, and
+     * no later event announces the change again, so the live status stands
+     * until a fetched row is at least as new as the event, and one more
+     * refresh follows once the store has it (end time, final reward).
+     */
+    onEvents(events) {
+      const now = Date.now() / 1000;
+      let lifecycle = false;
+      for (const event of events) {
+        if (!event || event.kind !== 'lifecycle') continue;
+        lifecycle = true;
+        const status = STATUS_AFTER[event.transition];
+        const entry = this.rows.get(event.run_id);
+        if (!status || !entry) continue;
+        entry.live = { status, t: parseTime(event.timestamp), final_reward: event.final_reward };
+        this.fillRow(entry.tr, this.currentRow(entry), now);
+      }
+      this.refresh();
+      if (lifecycle) {
+        clearTimeout(this.settleTimer);
+        this.settleTimer = setTimeout(() => this.refresh(), STORE_SETTLE_MS);
+      }
+    }
+
+    /** The fetched row, with the status of a newer live lifecycle event the store had not committed. */
+    currentRow(entry) {
+      const live = entry.live;
+      if (!live) return entry.row;
+      if (!(parseTime(entry.row.updated_at) < live.t - 0.001)) {
+        entry.live = null; // the fetched row has it
+        return entry.row;
+      }
+      const row = { ...entry.row, status: live.status };
+      if (live.final_reward !== null && live.final_reward !== undefined) row.final_reward = live.final_reward;
+      if ((live.status === 'completed' || live.status === 'failed') && !row.end_time) row.end_time = live.t;
+      return row;
     }
 
     async load() {
@@ -1370,7 +1422,7 @@
           this.rows.set(row.run_id, entry);
         }
         entry.row = row;
-        this.fillRow(entry.tr, row, now);
+        this.fillRow(entry.tr, this.currentRow(entry), now);
         if (this.tbody.children[index] !== entry.tr) this.tbody.insertBefore(entry.tr, this.tbody.children[index] || null);
       });
       for (const [id, entry] of this.rows) {
@@ -1402,7 +1454,9 @@
 
     tick() {
       const now = Date.now() / 1000;
-      for (const { tr, row } of this.rows.values()) {
+      for (const entry of this.rows.values()) {
+        const { tr } = entry;
+        const row = this.currentRow(entry);
         if (row.status !== 'running' && row.status !== 'paused') continue;
         const cell = tr.querySelector('.duration');
         if (cell) cell.textContent = formatDuration(runDuration(row, now));
@@ -1551,7 +1605,14 @@
       // there is no gap between history and the live stream.
       this.loading = true;
       this.socket = new LiveSocket({ runs: [this.runId], kinds: RUN_PAGE_KINDS }, {
-        onSubscribed: () => this.loadAll(),
+        onSubscribed: () => {
+          this.loadAll();
+          // Events sent just before the subscription may not be committed yet,
+          // so the history misses them and they do not come live either:
+          // read it again once the store has them.
+          clearTimeout(this.settleTimer);
+          this.settleTimer = setTimeout(() => this.loadAll(), STORE_SETTLE_MS);
+        },
         onEvents: (events) => this.onEvents(events),
         onLagged: (dropped) => this.onLagged(dropped),
       }).start();
@@ -1569,6 +1630,8 @@
       this.socket?.close();
       clearTimeout(this.pipelineTimer);
       clearTimeout(this.fallbackTimer);
+      clearTimeout(this.settleTimer);
+      clearTimeout(this.missingTimer);
       clearInterval(this.tickTimer);
       this.resizeObserver?.disconnect();
       this.darkQuery?.removeEventListener('change', this.onSchemeChange);
@@ -1602,8 +1665,20 @@
       ]);
       if (this.closed || gen !== this.loadGen) return;
 
-      if (summary.status === 'fulfilled') this.applySummary(summary.value);
-      else this.showHeaderError(summary.reason);
+      clearTimeout(this.missingTimer);
+      if (summary.status === 'fulfilled') {
+        this.missingRetries = 0;
+        this.applySummary(summary.value);
+      } else {
+        this.showHeaderError(summary.reason);
+        if (summary.reason instanceof ApiError && summary.reason.status === 404) {
+          // "Waiting for it to start": the run may be in the store's next
+          // commit, its start event already gone by; look again, backing off.
+          this.missingRetries = (this.missingRetries || 0) + 1;
+          const delay = Math.min(15000, 1000 * 2 ** Math.min(4, this.missingRetries - 1));
+          this.missingTimer = setTimeout(() => this.loadAll(), delay);
+        }
+      }
 
       const lastTimes = new Map();
       if (metrics.status === 'fulfilled') {
@@ -1614,6 +1689,14 @@
           store.set(name, s);
           lastTimes.set(name, s.t.length ? s.t[s.t.length - 1] : -Infinity);
         }
+        // Live points newer than the history are not committed yet: keep them.
+        for (const [name, old] of this.store) {
+          const from = upperBound(old.t, lastTimes.get(name) ?? -Infinity);
+          if (from >= old.t.length) continue;
+          if (!store.has(name)) store.set(name, createSeries());
+          const s = store.get(name);
+          for (let i = from; i < old.t.length; i++) appendPoint(s, old.t[i], old.s[i], old.v[i]);
+        }
         this.store = store;
         for (const name of store.keys()) this.ensureChart(name);
         for (const chart of this.charts.values()) chart.updateCount();
@@ -1623,6 +1706,15 @@
 
       if (events.status === 'fulfilled') {
         const rows = ((events.value && events.value.events) || []).map(prepareEventRow);
+        // Live rows newer than the newest stored one are not committed yet: keep them.
+        const keys = new Set(rows.map((row) => row._key));
+        const newest = rows.reduce((max, row) => Math.max(max, row._ts), -Infinity);
+        for (const row of this.events) {
+          if (row._ts > newest && !keys.has(row._key)) {
+            rows.push(row);
+            keys.add(row._key);
+          }
+        }
         rows.sort(compareEventsNewestFirst);
         this.events = rows;
         this.eventKeys = new Set(rows.map((row) => row._key));
@@ -2215,7 +2307,7 @@
         return;
       }
       this.pipelineBody.replaceChildren(...components.map(([id, c]) => {
-        const buffer = c.buffer || null;
+        const buffer = c.buffer || c.intake || null; // a source's queue is its intake
         const buffered = buffer ? Number(buffer.buffered_events) || 0 : null;
         const max = buffer ? Number(buffer.max_events) || 0 : null;
         const fill = buffer && max ? Math.min(100, (buffered / max) * 100) : 0;
@@ -2226,7 +2318,8 @@
         const state = errors > 0 ? 'bad' : dropTotal > 0 || fill >= 90 ? 'warn' : 'ok';
         const stats = [
           `${formatCount(c.events_per_second)} ev/s`,
-          `${formatCount(c.processed_events)} processed`,
+          // Sources report what they passed on as sent_events (as the server's rate does).
+          `${formatCount(Number(c.processed_events) || Number(c.sent_events) || 0)} processed`,
           `${errors} error${errors === 1 ? '' : 's'}`,
         ];
         if (c.last_flush_seconds !== undefined && c.last_flush_seconds !== null) {

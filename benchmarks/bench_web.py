@@ -1,0 +1,252 @@
+"""Web figures of runwatch, in one run, each beside its baseline.
+
+    python benchmarks/bench_web.py [--quick]
+
+1. Emit → websocket subscriber latency (p50, p99) with 50 subscribers while a
+   training thread logs 100,000 metric values/s (25,000 calls of 4 values),
+   paced for 10 s. Subscribers run in a separate process (their own GIL) and
+   compare each event's timestamp with their receive time (same clock).
+2. ``GET /api/runs/{id}/metrics?max_points=2000`` over a 1M-point series:
+   the first (cold) request and the median of later (warm) ones.
+3. Committed throughput with one subscriber that never reads, beside the same
+   run with no subscriber.
+
+Everything stays on 127.0.0.1; every loop is bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from runwatch import MonitorConfig, WebMonitor
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def monitor_for(directory: Path, name: str) -> WebMonitor:
+    return WebMonitor(MonitorConfig(db_path=str(directory / f"{name}.db"), data_dir=str(directory / name), web_port=0))
+
+
+# -- 1. latency --------------------------------------------------------------------------
+
+
+def subscriber_process(url: str, count: int, seconds: float, ready, results) -> None:  # type: ignore[no-untyped-def]
+    """Run ``count`` subscribers; report each message's latency in ms.
+
+    A message's latency is its receive time minus the timestamp of its oldest
+    event (events arrive in order): the worst case of the events it carries.
+    """
+    import orjson
+    import websockets
+
+    async def one(latencies: list[float]) -> None:
+        async with websockets.connect(url, max_size=2**26) as socket:
+            await socket.send(json.dumps({"subscribe": {"kinds": ["metric"]}}))
+            await socket.recv()  # "subscribed"
+            ready.put(1)
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline:
+                try:
+                    raw = await asyncio.wait_for(socket.recv(), timeout=max(0.1, deadline - time.monotonic()))
+                except TimeoutError:
+                    break
+                now = time.time()
+                message = orjson.loads(raw)
+                if message.get("type") == "batch" and message["events"]:
+                    latencies.append((now - message["events"][0]["timestamp"]) * 1000)
+                    received[0] += len(message["events"])
+
+    received = [0]
+
+    async def main() -> None:
+        lists: list[list[float]] = [[] for _ in range(count)]
+        await asyncio.gather(*(one(latencies) for latencies in lists))
+        results.put(([value for latencies in lists for value in latencies], received[0]))
+
+    asyncio.run(main())
+
+
+def paced_producer(monitor: WebMonitor, calls_per_second: int, seconds: float) -> int:
+    """Log 4-value metrics at a fixed rate (in 10 ms slices); returns the calls made."""
+    per_slice = calls_per_second // 100
+    started = time.perf_counter()
+    made = 0
+    for slice_index in range(int(seconds * 100)):
+        for _ in range(per_slice):
+            monitor.update_metrics({"loss": 0.5, "accuracy": 0.9, "reward": float(made), "lr": 3e-4})
+            made += 1
+        pause = started + (slice_index + 1) / 100 - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    return made
+
+
+def bench_latency(
+    directory: Path, subscribers: int, seconds: float, calls_per_second: int = 25_000
+) -> dict[str, float]:
+    with monitor_for(directory, "latency") as monitor:
+        monitor.start_training({"bench": "latency"})
+        url = monitor.web_url.replace("http://", "ws://") + "/ws"  # type: ignore[union-attr]
+        context = multiprocessing.get_context("spawn")
+        ready, results = context.Queue(), context.Queue()
+        process = context.Process(target=subscriber_process, args=(url, subscribers, seconds + 3, ready, results))
+        process.start()
+        for _ in range(subscribers):
+            ready.get(timeout=60)
+        made = paced_producer(monitor, calls_per_second, seconds)
+        latencies, received = results.get(timeout=120)
+        process.join(30)
+        lagged = monitor.statistics()["components"]["live"].get("subscriber_dropped_events", 0)
+    latencies.sort()
+    messages = len(latencies)
+    return {
+        "subscribers": subscribers,
+        "values_per_s": made * 4 / seconds,
+        "messages": messages,
+        "events_received": received,
+        "events_expected": made * subscribers,
+        "events_dropped_for_lag": lagged,
+        "latency_p50_ms": latencies[messages // 2],
+        "latency_p99_ms": latencies[int(messages * 0.99)],
+        "latency_max_ms": latencies[-1],
+    }
+
+
+# -- 2. metrics query over 1M points --------------------------------------------------------
+
+
+def bench_query(directory: Path, points: int) -> dict[str, float]:
+    with monitor_for(directory, "query") as monitor:
+        run_id = monitor.start_training({"bench": "query"})
+        for i in range(points):
+            monitor.update_metrics({"loss": 1.0 / (i + 1) + (5.0 if i == points // 3 else 0.0)})
+        monitor.flush(timeout=600)
+        url = f"{monitor.web_url}/api/runs/{run_id}/metrics?names=loss&max_points=2000"
+        with httpx.Client(timeout=120) as client:
+            started = time.perf_counter()
+            first = client.get(url)
+            cold = time.perf_counter() - started
+            warm = []
+            for _ in range(10):
+                started = time.perf_counter()
+                response = client.get(url)
+                warm.append(time.perf_counter() - started)
+        series = first.json()["series"]["loss"]
+        assert response.status_code == 200 and series["total_points"] == points, series["total_points"]
+        assert max(v for v in series["v"] if isinstance(v, float)) > 5.0, "the spike was lost"
+    return {"points": points, "cold_ms": cold * 1000, "warm_median_ms": statistics.median(warm) * 1000}
+
+
+# -- 3. a subscriber that never reads -------------------------------------------------------
+
+
+def committed_rate(monitor: WebMonitor, calls: int) -> float:
+    started = time.perf_counter()
+    for i in range(calls):
+        monitor.update_metrics({"loss": 0.5, "accuracy": 0.9, "reward": float(i), "lr": 3e-4})
+    assert monitor.flush(timeout=600)
+    return calls * 4 / (time.perf_counter() - started)
+
+
+def never_reading_subscriber(url: str, stop: threading.Event) -> None:
+    """Handshake, subscribe to everything, then never read a byte."""
+    import socket
+
+    host, port = url.removeprefix("http://").split(":")
+    connection = socket.create_connection((host, int(port)))
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    connection.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    stop.wait(600)
+    connection.close()
+
+
+def bench_slow_subscriber(directory: Path, calls: int) -> dict[str, float]:
+    """Alternate undisturbed and disturbed runs (warm-up and drift cancel out); best of each."""
+    undisturbed_runs, disturbed_runs, dropped = [], [], 0
+    for round_index in range(2):
+        with monitor_for(directory, f"undisturbed{round_index}") as monitor:
+            monitor.start_training({"bench": "undisturbed"})
+            committed_rate(monitor, calls // 10)  # warm up
+            undisturbed_runs.append(committed_rate(monitor, calls))
+        with monitor_for(directory, f"disturbed{round_index}") as monitor:
+            monitor.start_training({"bench": "disturbed"})
+            stop = threading.Event()
+            thread = threading.Thread(target=never_reading_subscriber, args=(monitor.web_url, stop), daemon=True)
+            thread.start()
+            committed_rate(monitor, calls // 10)
+            disturbed_runs.append(committed_rate(monitor, calls))
+            dropped += monitor.statistics()["components"]["live"].get("subscriber_dropped_events", 0)
+            stop.set()
+    undisturbed, disturbed = max(undisturbed_runs), max(disturbed_runs)
+    return {
+        "undisturbed_values_per_s": undisturbed,
+        "with_never_reading_subscriber_values_per_s": disturbed,
+        "ratio": disturbed / undisturbed,
+        "subscriber_dropped_events": dropped,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
+    parser.add_argument("--only-latency", action="store_true", help="run only the latency figure")
+    parser.add_argument("--subscribers", type=int, default=50)
+    parser.add_argument("--calls-per-second", type=int, default=25_000, help="4 values per call")
+    args = parser.parse_args()
+    if args.only_latency:
+        with tempfile.TemporaryDirectory(prefix="runwatch-bench-web-") as tmp:
+            print(bench_latency(Path(tmp), args.subscribers, 3.0, args.calls_per_second))
+        return
+    results: dict[str, object] = {
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{os.uname().machine}, {os.cpu_count()} cores, Python {sys.version.split()[0]}",
+    }
+    with tempfile.TemporaryDirectory(prefix="runwatch-bench-web-") as tmp:
+        directory = Path(tmp)
+        results["latency"] = bench_latency(
+            directory, args.subscribers, 3.0 if args.quick else 10.0, args.calls_per_second
+        )
+        results["query"] = bench_query(directory, 100_000 if args.quick else 1_000_000)
+        results["slow_subscriber"] = bench_slow_subscriber(directory, 50_000 if args.quick else 300_000)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "web.json").write_text(json.dumps(results, indent=2))
+    latency, query, slow = results["latency"], results["query"], results["slow_subscriber"]
+    print(f"runwatch web benchmark — {results['date']}, {results['machine']}")
+    print(
+        f"emit → subscriber, {latency['subscribers']} subscribers at {latency['values_per_s']:,.0f} values/s: "
+        f"p50 {latency['latency_p50_ms']:.1f} ms  p99 {latency['latency_p99_ms']:.1f} ms  "
+        f"max {latency['latency_max_ms']:.1f} ms"
+    )
+    print(
+        f"  events received {latency['events_received']:,} of {latency['events_expected']:,}; "
+        f"dropped for lag {latency['events_dropped_for_lag']:,}"
+    )
+    print(
+        f"metrics query, {query['points']:,}-point series → 2000 points: "
+        f"cold {query['cold_ms']:.0f} ms, warm median {query['warm_median_ms']:.1f} ms"
+    )
+    print(
+        f"ingest with a never-reading subscriber: {slow['with_never_reading_subscriber_values_per_s']:,.0f} values/s "
+        f"vs {slow['undisturbed_values_per_s']:,.0f} undisturbed (ratio {slow['ratio']:.2f})"
+    )
+
+
+if __name__ == "__main__":
+    main()

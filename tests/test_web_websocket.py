@@ -1,0 +1,585 @@
+"""Tests for the live websocket /ws (runwatch.web.ws) and its hub (runwatch.sinks.websocket).
+
+The pure parts (SubscriptionFilter, Subscriber) are tested without a server;
+the rest against a real monitor on loopback with the websockets client.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from runwatch.config import MonitorConfig
+from runwatch.events import EVENT_CLASSES, LogEvent, Metric, StatePatch, event_to_wire
+from runwatch.monitor import WebMonitor
+from runwatch.pipeline.config import default_pipeline_config
+from runwatch.sinks.websocket import Subscriber, SubscriptionFilter
+
+# How soon a live event must reach a subscriber.
+PROMPT = 2
+# Guards every other network wait; nothing here legitimately takes this long.
+TIMEOUT = 10
+
+Event = dict[str, Any]
+
+
+# -- pure: SubscriptionFilter ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param([], "subscribe must be an object", id="list"),
+        pytest.param("runs", "subscribe must be an object", id="string"),
+        pytest.param(5, "subscribe must be an object", id="number"),
+        pytest.param({"colour": ["red"]}, "subscribe.colour: unknown field", id="unknown-field"),
+        pytest.param({"runs": 5}, "subscribe.runs: must be a list", id="runs-number"),
+        pytest.param({"runs": {"a": 1}}, "subscribe.runs: must be a list", id="runs-object"),
+        pytest.param({"runs": [""]}, "subscribe.runs: must be a list of non-empty strings", id="runs-empty-item"),
+        pytest.param({"kinds": [1]}, "subscribe.kinds: must be a list", id="kinds-number-item"),
+        pytest.param({"metrics": [None]}, "subscribe.metrics: must be a list", id="metrics-null-item"),
+        pytest.param({"kinds": ["bogus"]}, "subscribe.kinds: unknown kind 'bogus'", id="unknown-kind"),
+        pytest.param({"kinds": ["receipt"]}, "subscribe.kinds: unknown kind 'receipt'", id="internal-kind"),
+        pytest.param({"runs": [f"r{i}" for i in range(1001)]}, "subscribe.runs: at most 1000", id="too-many"),
+    ],
+)
+def test_filter_parse_errors_name_the_field(data: Any, message: str) -> None:
+    """SubscriptionFilter.parse refuses bad input with a ValueError naming the field."""
+    with pytest.raises(ValueError) as caught:
+        SubscriptionFilter.parse(data)
+    assert message in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param(None, SubscriptionFilter(), id="none"),
+        pytest.param({}, SubscriptionFilter(), id="empty"),
+        pytest.param({"runs": [], "kinds": None}, SubscriptionFilter(), id="empty-lists"),
+        pytest.param({"runs": "b,a,,b"}, SubscriptionFilter(runs=("a", "b")), id="comma-string"),
+        pytest.param(
+            {"kinds": ["metric", "log", "metric"], "metrics": ["train/*", "loss"]},
+            SubscriptionFilter(kinds=("log", "metric"), metrics=("loss", "train/*")),
+            id="sorted-unique",
+        ),
+        pytest.param(
+            {"kinds": list(EVENT_CLASSES)}, SubscriptionFilter(kinds=tuple(sorted(EVENT_CLASSES))), id="every-kind"
+        ),
+    ],
+)
+def test_filter_parse_normalises(data: Any, expected: SubscriptionFilter) -> None:
+    """Equal subscriptions parse to equal (sorted, de-duplicated) filters, so the hub can group them."""
+    parsed = SubscriptionFilter.parse(data)
+    assert parsed == expected
+    assert parsed.as_dict() == {
+        "runs": list(expected.runs),
+        "kinds": list(expected.kinds),
+        "metrics": list(expected.metrics),
+    }
+
+
+def _events() -> list[Any]:
+    return [
+        Metric("r1", 1.0, {"train/loss": 1.0, "val/loss": 2.0}),
+        Metric("r1", 2.0, {"val/loss": 3.0}),
+        LogEvent("r1", 3.0, "note", "info", {}),
+        Metric("r2", 4.0, {"train/loss": 4.0}),
+        StatePatch("r2", 5.0, {"a": 1}),
+    ]
+
+
+def test_filter_select_everything_by_default() -> None:
+    """An empty filter lets every event through unchanged."""
+    events = _events()
+    wire = [event_to_wire(e) for e in events]
+    assert SubscriptionFilter().select(events, wire) == wire
+
+
+@pytest.mark.parametrize(
+    ("subscription", "expected"),
+    [
+        pytest.param(SubscriptionFilter(runs=("r2",)), [(4.0, {"train/loss": 4.0}), (5.0, None)], id="run"),
+        pytest.param(SubscriptionFilter(runs=("r*",), kinds=("state",)), [(5.0, None)], id="run-glob-and-kind"),
+        pytest.param(SubscriptionFilter(kinds=("log",)), [(3.0, None)], id="kind"),
+        pytest.param(
+            SubscriptionFilter(metrics=("train/*",)),
+            [(1.0, {"train/loss": 1.0}), (3.0, None), (4.0, {"train/loss": 4.0}), (5.0, None)],
+            id="metric-glob-narrows-and-skips",
+        ),
+        pytest.param(
+            SubscriptionFilter(runs=("r1",), kinds=("metric",), metrics=("val/loss",)),
+            [(1.0, {"val/loss": 2.0}), (2.0, {"val/loss": 3.0})],
+            id="all-three",
+        ),
+    ],
+)
+def test_filter_select_narrows(subscription: SubscriptionFilter, expected: list[tuple[float, Any]]) -> None:
+    """Runs, kinds and metric globs select events; metric values are narrowed to the matching names."""
+    events = _events()
+    wire = [event_to_wire(e) for e in events]
+    selected = subscription.select(events, wire)
+    assert [(w["timestamp"], w.get("values") if w["kind"] == "metric" else None) for w in selected] == expected
+    assert wire == [event_to_wire(e) for e in events], "select must not modify the shared wire forms"
+
+
+# -- pure: Subscriber -------------------------------------------------------------------------------
+
+
+async def test_subscriber_delivers_in_order() -> None:
+    """Queued messages come out in the order offered."""
+    subscriber = Subscriber(SubscriptionFilter(), max_messages=10, max_lagged_events=100)
+    for n in range(3):
+        subscriber.offer(f"m{n}", 1)
+    assert subscriber.queued_messages == 3
+    assert [await subscriber.next_message() for _ in range(3)] == ["m0", "m1", "m2"]
+    assert subscriber.queued_messages == 0
+    assert subscriber.sent_messages == 3
+
+
+async def test_subscriber_drops_oldest_and_reports_lag_exactly() -> None:
+    """Past max_messages the oldest messages are dropped; a lagged notice with the exact event count comes first."""
+    subscriber = Subscriber(SubscriptionFilter(), max_messages=3, max_lagged_events=1000)
+    for n in range(7):
+        subscriber.offer(f"m{n}", n + 1)  # m0..m3 (1+2+3+4 = 10 events) are dropped
+    assert subscriber.queued_messages == 3
+    assert subscriber.dropped_events == 10
+    assert json.loads(await subscriber.next_message()) == {"type": "lagged", "dropped": 10}
+    assert [await subscriber.next_message() for _ in range(3)] == ["m4", "m5", "m6"]
+    subscriber.offer("m7", 1)
+    subscriber.offer("m8", 1)
+    subscriber.offer("m9", 1)
+    subscriber.offer("m10", 5)  # drops m7 (1 event)
+    assert json.loads(await subscriber.next_message()) == {"type": "lagged", "dropped": 1}
+    assert await subscriber.next_message() == "m8"
+    assert subscriber.dropped_events == 11
+    assert subscriber.closed_reason is None
+
+
+async def test_subscriber_waits_for_an_offer() -> None:
+    """next_message blocks on an empty queue and wakes when a message is offered."""
+    subscriber = Subscriber(SubscriptionFilter(), max_messages=2, max_lagged_events=10)
+    received: list[str] = []
+
+    async def receive() -> None:
+        received.append(await subscriber.next_message())
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(receive)
+            await anyio.wait_all_tasks_blocked()
+            assert received == []
+            subscriber.offer("hello", 1)
+    assert received == ["hello"]
+
+
+async def test_subscriber_is_closed_past_max_lagged_events() -> None:
+    """Once more than max_lagged_events were dropped the subscriber closes, clears its queue and ends its stream."""
+    subscriber = Subscriber(SubscriptionFilter(), max_messages=1, max_lagged_events=25)
+    subscriber.offer("a", 10)
+    subscriber.offer("b", 10)  # drops a: 10
+    subscriber.offer("c", 10)  # drops b: 20
+    assert subscriber.closed_reason is None
+    subscriber.offer("d", 10)  # drops c: 30 > 25
+    assert subscriber.closed_reason is not None and "too slow" in subscriber.closed_reason
+    assert subscriber.queued_messages == 0
+    subscriber.offer("e", 10)  # ignored once closed
+    assert subscriber.dropped_events == 30 and subscriber.queued_messages == 0
+    with pytest.raises(anyio.EndOfStream):
+        await subscriber.next_message()
+
+
+async def test_subscriber_close_wakes_a_waiting_reader() -> None:
+    """Closing a subscriber ends a pending next_message with EndOfStream and keeps the first reason."""
+    subscriber = Subscriber(SubscriptionFilter(), max_messages=2, max_lagged_events=10)
+    ended = anyio.Event()
+
+    async def receive() -> None:
+        with pytest.raises(anyio.EndOfStream):
+            await subscriber.next_message()
+        ended.set()
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(receive)
+            await anyio.wait_all_tasks_blocked()
+            subscriber.close("server shutting down")
+            subscriber.close("second reason")
+    assert ended.is_set()
+    assert subscriber.closed_reason == "server shutting down"
+
+
+# -- against a server ---------------------------------------------------------------------------------
+
+
+def new_monitor(tmp: Path, live_options: dict[str, Any] | None = None) -> WebMonitor:
+    """A monitor on a free loopback port, optionally with options for the websocket hub."""
+    pipeline = None
+    if live_options:
+        pipeline = default_pipeline_config()
+        pipeline["sinks"]["live"].update(live_options)
+    return WebMonitor(MonitorConfig(db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0, pipeline=pipeline))
+
+
+def ws_url(monitor: WebMonitor, path: str = "/ws") -> str:
+    """The websocket URL of ``path`` on the monitor's server."""
+    return monitor.web_url.replace("http://", "ws://") + path
+
+
+@pytest.fixture(scope="module")
+def monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebMonitor]:
+    """One monitor shared by this module's server tests (each uses its own run ids)."""
+    running = new_monitor(tmp_path_factory.mktemp("ws"))
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+@pytest.fixture
+def training(monitor: WebMonitor) -> Iterator[Callable[[str], None]]:
+    """Start runs on the shared monitor; whatever run is still active is stopped afterwards."""
+
+    def start(run_id: str) -> None:
+        if monitor.current_run_id is not None:
+            monitor.stop_training()
+        monitor.start_training(run_id=run_id)
+
+    yield start
+    if monitor.current_run_id is not None:
+        monitor.stop_training()
+
+
+async def call(fn: Callable[[], Any]) -> Any:
+    """Run a (possibly blocking) monitor call on a worker thread."""
+    return await anyio.to_thread.run_sync(fn)
+
+
+async def receive_json(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
+    """The next message, parsed, within ``timeout`` seconds."""
+    with anyio.fail_after(timeout):
+        message = json.loads(await ws.recv())
+    assert isinstance(message, dict)
+    return message
+
+
+async def collect_until(ws: ClientConnection, done: Callable[[Event], bool], timeout: float = PROMPT) -> list[Event]:
+    """Events of every batch received until one satisfies ``done`` (within ``timeout`` seconds)."""
+    events: list[Event] = []
+    with anyio.fail_after(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            assert message["type"] == "batch", message
+            events.extend(message["events"])
+            if any(done(event) for event in message["events"]):
+                return events
+
+
+def is_log(event_type: str) -> Callable[[Event], bool]:
+    """A predicate for the log event of the given type."""
+    return lambda event: event["kind"] == "log" and event["type"] == event_type
+
+
+async def test_subscribe_by_query_parameters_echoes_the_filter(monitor: WebMonitor) -> None:
+    """Query parameters set the filter; the subscribed reply echoes it normalised."""
+    url = ws_url(monitor, "/ws?runs=q1&kinds=metric,log&metrics=train/*,loss")
+    async with connect(url, open_timeout=TIMEOUT) as ws:
+        assert await receive_json(ws) == {
+            "type": "subscribed",
+            "filter": {"runs": ["q1"], "kinds": ["log", "metric"], "metrics": ["loss", "train/*"]},
+        }
+
+
+async def test_no_filter_means_everything(monitor: WebMonitor) -> None:
+    """Without query parameters the subscription is to everything."""
+    async with connect(ws_url(monitor), open_timeout=TIMEOUT) as ws:
+        assert await receive_json(ws) == {"type": "subscribed", "filter": {"runs": [], "kinds": [], "metrics": []}}
+
+
+async def test_invalid_query_parameters_refuse_the_handshake(monitor: WebMonitor) -> None:
+    """A query filter that does not parse refuses the websocket with 403."""
+    with pytest.raises(InvalidStatus) as caught:
+        with anyio.fail_after(TIMEOUT):
+            async with connect(ws_url(monitor, "/ws?kinds=bogus"), open_timeout=TIMEOUT):
+                pass
+    assert caught.value.response.status_code == 403
+
+
+async def test_subscribe_message_replaces_the_filter(monitor: WebMonitor, training: Callable[[str], None]) -> None:
+    """A subscribe message is echoed and replaces the previous filter for the events that follow."""
+    async with connect(ws_url(monitor, "/ws?kinds=log"), open_timeout=TIMEOUT) as ws:
+        await receive_json(ws)
+        await ws.send(json.dumps({"subscribe": {"runs": ["m1"], "kinds": ["metric"]}}))
+        assert await receive_json(ws) == {
+            "type": "subscribed",
+            "filter": {"runs": ["m1"], "kinds": ["metric"], "metrics": []},
+        }
+        await call(lambda: training("m1"))
+        monitor.update_metrics({"loss": 0.5})
+        events = await collect_until(ws, lambda e: e["kind"] == "metric")
+        assert [e["kind"] for e in events] == ["metric"]
+
+
+async def test_live_events_arrive_as_batches_promptly(monitor: WebMonitor, training: Callable[[str], None]) -> None:
+    """Events the monitor records reach a subscriber as {"type": "batch"} messages within 2 s, in wire form."""
+    async with connect(ws_url(monitor, "/ws?runs=live-1"), open_timeout=TIMEOUT) as ws:
+        await receive_json(ws)
+        await call(lambda: training("live-1"))
+        monitor.update_metrics({"loss": 0.25, "nan": math.nan, "inf": math.inf})
+        monitor.update_game_state({"score": 2})
+        monitor.record_event("marker", {"n": 1}, level="warning")
+        events = await collect_until(ws, is_log("marker"))
+    kinds = [event["kind"] for event in events]
+    assert kinds[0] == "lifecycle" and events[0]["transition"] == "started"
+    assert {"metric", "state", "log"} <= set(kinds)
+    for event in events:
+        assert event["run_id"] == "live-1"
+        assert isinstance(event["timestamp"], float)
+    metric_event = next(event for event in events if event["kind"] == "metric")
+    assert metric_event["values"] == {"loss": 0.25, "nan": None, "inf": "Infinity"}
+    assert metric_event["step"] is None and metric_event["tags"] is None
+    assert next(event for event in events if event["kind"] == "state")["patch"] == {"game_state": {"score": 2}}
+    marker = events[-1]
+    assert marker["level"] == "warning" and marker["data"] == {"n": 1}
+
+
+async def test_run_filter_selects_runs(monitor: WebMonitor, training: Callable[[str], None]) -> None:
+    """A subscriber to one run receives none of another run's events."""
+    async with connect(ws_url(monitor), open_timeout=TIMEOUT) as ws:
+        await receive_json(ws)
+        await ws.send(json.dumps({"subscribe": {"runs": ["mine"]}}))
+        await receive_json(ws)
+
+        def produce() -> None:
+            training("other")
+            monitor.update_metrics({"loss": 9.0})
+            monitor.record_event("other-marker", {})
+            training("mine")
+            monitor.update_metrics({"loss": 1.0})
+            monitor.record_event("mine-marker", {})
+
+        await call(produce)
+        events = await collect_until(ws, is_log("mine-marker"))
+    assert {event["run_id"] for event in events} == {"mine"}
+    assert any(event["kind"] == "metric" and event["values"] == {"loss": 1.0} for event in events)
+
+
+async def test_kind_filter_selects_kinds(monitor: WebMonitor, training: Callable[[str], None]) -> None:
+    """A subscriber to log events receives no metric, state, heartbeat or lifecycle events."""
+    async with connect(ws_url(monitor, "/ws?runs=kinds-1&kinds=log"), open_timeout=TIMEOUT) as ws:
+        await receive_json(ws)
+
+        def produce() -> None:
+            training("kinds-1")
+            monitor.update_metrics({"loss": 1.0})
+            monitor.update_game_state({"a": 1})
+            monitor.heartbeat()
+            monitor.record_event("first", {})
+            monitor.update_metrics({"loss": 2.0})
+            monitor.record_event("second", {})
+
+        await call(produce)
+        events = await collect_until(ws, is_log("second"))
+    assert [(event["kind"], event["type"]) for event in events] == [("log", "first"), ("log", "second")]
+
+
+async def test_metric_glob_filter_narrows_values(monitor: WebMonitor, training: Callable[[str], None]) -> None:
+    """A metric glob keeps only matching values and skips metric events with none."""
+    url = ws_url(monitor, "/ws?runs=glob-1&kinds=metric&metrics=train/*")
+    async with connect(url, open_timeout=TIMEOUT) as ws:
+        await receive_json(ws)
+
+        def produce() -> None:
+            training("glob-1")
+            monitor.update_metrics({"train/loss": 1.0, "val/loss": 2.0})
+            monitor.update_metrics({"val/loss": 3.0})
+            monitor.update_metrics({"other": 4.0, "train/acc": 0.5})
+
+        await call(produce)
+        events = await collect_until(ws, lambda e: "train/acc" in e.get("values", {}))
+    assert [event["values"] for event in events] == [{"train/loss": 1.0}, {"train/acc": 0.5}]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("not json", id="not-json"),
+        pytest.param("[]", id="array"),
+        pytest.param('{"sub": {}}', id="no-subscribe-key"),
+        pytest.param('{"subscribe": "r1"}', id="subscribe-string"),
+        pytest.param('{"subscribe": {"kinds": ["bogus"]}}', id="unknown-kind"),
+        pytest.param('{"subscribe": {"runs": [""]}}', id="empty-run"),
+        pytest.param('{"subscribe": {"colour": ["red"]}}', id="unknown-field"),
+        pytest.param(b"\xff\xfe", id="binary-garbage"),
+    ],
+)
+async def test_invalid_subscribe_is_an_error_and_the_socket_stays_open(
+    monitor: WebMonitor, training: Callable[[str], None], bad: str | bytes
+) -> None:
+    """An invalid subscribe message gets {"type": "error"}; the old filter stays and the socket keeps working."""
+    async with connect(ws_url(monitor), open_timeout=TIMEOUT) as ws:
+        await receive_json(ws)
+        await ws.send(json.dumps({"subscribe": {"runs": ["err-1"], "kinds": ["log"]}}))
+        await receive_json(ws)
+        await ws.send(bad)
+        error = await receive_json(ws)
+        assert error["type"] == "error"
+        assert isinstance(error["message"], str) and error["message"]
+
+        def produce() -> None:
+            training("err-1")
+            monitor.update_metrics({"loss": 1.0})
+            monitor.record_event("after-error", {})
+
+        await call(produce)
+        events = await collect_until(ws, is_log("after-error"))
+        assert [event["kind"] for event in events] == ["log"]  # the previous filter is still in force
+        await ws.send(json.dumps({"subscribe": {"kinds": ["metric"]}}))
+        assert (await receive_json(ws))["type"] == "subscribed"
+
+
+# -- slow subscribers and shutdown ----------------------------------------------------------------------
+
+
+async def connect_unread(monitor: WebMonitor, path: str) -> ClientConnection:
+    """A subscriber that will stop reading: tiny receive buffer, no compression, one-message client queue."""
+    port = int(monitor.web_url.rsplit(":", 1)[1])
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: no window autotuning
+    sock.settimeout(TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    sock.setblocking(False)
+    ws = await connect(ws_url(monitor, path), sock=sock, compression=None, max_queue=1, open_timeout=TIMEOUT)
+    assert (await receive_json(ws))["type"] == "subscribed"
+    return ws
+
+
+def live_stats(monitor: WebMonitor) -> dict[str, Any]:
+    """components.live of /api/pipeline."""
+    with httpx.Client(base_url=monitor.web_url, timeout=TIMEOUT) as client:
+        live: dict[str, Any] = client.get("/api/pipeline").json()["components"]["live"]
+    return live
+
+
+CHUNK = 2000
+MAX_CHUNKS = 100
+
+
+def produce_until(monitor: WebMonitor, stop: Callable[[dict[str, Any]], bool]) -> int:
+    """Log chunks of metric events (each flushed) until ``stop(live stats)``; return how many were logged."""
+    logged = 0
+    for chunk in range(MAX_CHUNKS):
+        for i in range(CHUNK):
+            monitor.update_metrics({"loss": float(i), "acc": 0.5, "chunk": float(chunk)})
+        logged += CHUNK
+        assert monitor.flush()
+        if stop(live_stats(monitor)):
+            return logged
+    pytest.fail(f"the condition was not reached after {logged} events")
+
+
+async def test_slow_subscriber_does_not_hold_back_others(tmp_path: Path) -> None:
+    """A subscriber that stops reading loses (counted) events while another still gets every event promptly."""
+    monitor = new_monitor(tmp_path, {"max_messages_per_subscriber": 16})
+    try:
+        await call(lambda: monitor.start_training(run_id="load"))
+        path = "/ws?runs=load&kinds=metric"
+        slow = await connect_unread(monitor, path)
+        async with connect(ws_url(monitor, path), open_timeout=TIMEOUT) as fast:
+            assert (await receive_json(fast))["type"] == "subscribed"
+            received = 0
+            target: int | None = None
+            all_received = anyio.Event()
+
+            async def read_fast() -> None:
+                nonlocal received
+                while True:
+                    message = json.loads(await fast.recv())
+                    assert message["type"] == "batch", message  # never lagged
+                    received += len(message["events"])
+                    if target is not None and received >= target:
+                        all_received.set()
+                        return
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(read_fast)
+                logged = await call(lambda: produce_until(monitor, lambda live: live["subscriber_dropped_events"] > 0))
+                target = logged
+                if received >= target:
+                    all_received.set()
+                with anyio.fail_after(PROMPT):
+                    await all_received.wait()
+                tasks.cancel_scope.cancel()
+            assert received == logged
+
+            live = await call(lambda: live_stats(monitor))
+            assert live["subscriber_dropped_events"] > 0
+            assert live["subscribers"] == 2
+            assert live["dropped_events"] == {}  # the hub itself lost nothing
+
+            # The slow subscriber resumes: every event is either delivered or reported in a lagged notice.
+            delivered = dropped = 0
+            with anyio.fail_after(TIMEOUT):
+                while delivered + dropped < logged:
+                    message = json.loads(await slow.recv())
+                    if message["type"] == "lagged":
+                        dropped += message["dropped"]
+                    else:
+                        assert message["type"] == "batch"
+                        delivered += len(message["events"])
+            assert dropped == live["subscriber_dropped_events"]
+            assert delivered + dropped == logged
+            await slow.close()
+    finally:
+        await call(monitor.close)
+
+
+async def test_subscriber_past_the_hard_limit_is_closed_with_1008(tmp_path: Path) -> None:
+    """A subscriber that lags past max_lagged_events is closed with code 1008 once it reads again."""
+    monitor = new_monitor(tmp_path, {"max_messages_per_subscriber": 2, "max_lagged_events": 1000})
+    try:
+        await call(lambda: monitor.start_training(run_id="limit"))
+        slow = await connect_unread(monitor, "/ws?runs=limit&kinds=metric")
+        assert (await call(lambda: live_stats(monitor)))["subscribers"] == 1
+        await call(lambda: produce_until(monitor, lambda live: live["subscribers"] == 0))
+        with pytest.raises(ConnectionClosed) as caught:
+            with anyio.fail_after(TIMEOUT):
+                while True:
+                    await slow.recv()
+        assert caught.value.rcvd is not None
+        assert caught.value.rcvd.code == 1008
+        assert "too slow" in caught.value.rcvd.reason
+    finally:
+        await call(monitor.close)
+
+
+async def test_subscribers_are_closed_with_1001_when_the_monitor_closes(tmp_path: Path) -> None:
+    """Closing the monitor closes every live subscriber with code 1001 (going away)."""
+    monitor = new_monitor(tmp_path)
+    try:
+        async with (
+            connect(ws_url(monitor), open_timeout=TIMEOUT) as everything,
+            connect(ws_url(monitor, "/ws?kinds=log"), open_timeout=TIMEOUT) as logs,
+        ):
+            for ws in (everything, logs):
+                assert (await receive_json(ws))["type"] == "subscribed"
+            await call(monitor.close)
+            for ws in (everything, logs):
+                with pytest.raises(ConnectionClosed) as caught:
+                    with anyio.fail_after(TIMEOUT):
+                        while True:
+                            await ws.recv()
+                assert caught.value.rcvd is not None
+                assert caught.value.rcvd.code == 1001
+    finally:
+        await call(monitor.close)
