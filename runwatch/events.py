@@ -566,13 +566,20 @@ def json_number(value: float | None) -> float | str | None:
 def event_to_wire(event: Event) -> dict[str, Any]:
     """The JSON-safe wire form (see docs/protocol.md): like :func:`event_to_dict`,
     with NaN metric values as ``null`` and ±Inf as ``"Infinity"``/``"-Infinity"``."""
-    out = event_to_dict(event)
-    if type(event) is Metric:
-        values = event.values
+    if type(event) is Metric:  # the common case, without the generic field walk
+        run_id, timestamp, values, step, tags = event
         total = sum(values.values())
         if total - total != 0.0:
-            out["values"] = {name: json_number(value) for name, value in values.items()}
-    return out
+            values = {name: json_number(value) for name, value in values.items()}
+        return {
+            "kind": "metric",
+            "run_id": run_id,
+            "timestamp": timestamp,
+            "values": values,
+            "step": step,
+            "tags": tags,
+        }
+    return event_to_dict(event)
 
 
 def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = None) -> Event:

@@ -79,6 +79,21 @@ class SubscriptionFilter:
         """The filter as sent back in the ``subscribed`` message."""
         return {"runs": list(self.runs), "kinds": list(self.kinds), "metrics": list(self.metrics)}
 
+    def count(self, events: list[Any]) -> int:
+        """How many of ``events`` this filter lets through (pure; no wire forms built)."""
+        if not (self.runs or self.kinds or self.metrics):
+            return len(events)
+        return sum(1 for event in events if self._admits(event))
+
+    def _admits(self, event: Any) -> bool:
+        if self.kinds and event.kind not in self.kinds:
+            return False
+        if self.runs and not _matches(event.run_id, self.runs):
+            return False
+        if self.metrics and type(event) is Metric:
+            return any(_matches(name, self.metrics) for name in event.values)
+        return True
+
     def select(self, events: list[Any], wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The wire forms of the events this filter lets through (pure)."""
         if not (self.runs or self.kinds or self.metrics):
@@ -107,24 +122,45 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
 class Subscriber:
     """One websocket subscriber's bounded outgoing queue."""
 
-    def __init__(self, subscription: SubscriptionFilter, *, max_messages: int, max_lagged_events: int) -> None:
+    def __init__(
+        self, subscription: SubscriptionFilter, *, max_messages: int, max_lagged_events: int, max_bytes: int = 8 << 20
+    ) -> None:
         self.subscription = subscription
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self.max_lagged_events = max_lagged_events
         self._queue: deque[tuple[str, int]] = deque()
+        self._queued_bytes = 0
         self._ready = anyio.Event()
         self._unreported_drops = 0
+        self._sent_at_last_offer = 0
         self.dropped_events = 0
         self.sent_messages = 0
         self.closed_reason: str | None = None
+
+    @property
+    def stalled(self) -> bool:
+        """Full, and nothing was read since the last message was offered."""
+        full = len(self._queue) >= self.max_messages or self._queued_bytes >= self.max_bytes
+        return full and self.sent_messages == self._sent_at_last_offer
+
+    def skip(self, events: int) -> None:
+        """Count events a stalled subscriber misses, without serialising them."""
+        self.dropped_events += events
+        self._unreported_drops += events
+        if self.dropped_events > self.max_lagged_events:
+            self.close("too slow: lagged past the hard limit")
 
     def offer(self, text: str, events: int) -> None:
         """Queue a message; drop the oldest when full (never waits)."""
         if self.closed_reason is not None:
             return
+        self._sent_at_last_offer = self.sent_messages
         self._queue.append((text, events))
-        while len(self._queue) > self.max_messages:
-            _, lost = self._queue.popleft()
+        self._queued_bytes += len(text)
+        while len(self._queue) > 1 and (len(self._queue) > self.max_messages or self._queued_bytes > self.max_bytes):
+            lost_text, lost = self._queue.popleft()
+            self._queued_bytes -= len(lost_text)
             self.dropped_events += lost
             self._unreported_drops += lost
         if self.dropped_events > self.max_lagged_events:
@@ -136,6 +172,7 @@ class Subscriber:
         if self.closed_reason is None:
             self.closed_reason = reason
             self._queue.clear()
+            self._queued_bytes = 0
         self._ready.set()
 
     async def next_message(self) -> str:
@@ -152,7 +189,9 @@ class Subscriber:
                 return orjson.dumps({"type": "lagged", "dropped": dropped}).decode()
             if self._queue:
                 self.sent_messages += 1
-                return self._queue.popleft()[0]
+                text = self._queue.popleft()[0]
+                self._queued_bytes -= len(text)
+                return text
             self._ready = anyio.Event()
             await self._ready.wait()
 
@@ -168,12 +207,14 @@ class WebsocketHub(Sink):
     Options:
         publish_interval_seconds: how often queued events go out (25 Hz default).
         max_messages_per_subscriber: a subscriber's queue bound, in messages.
+        max_bytes_per_subscriber: a subscriber's queue bound, in bytes of JSON.
         max_lagged_events: events a subscriber may miss before it is closed.
     """
 
     class Options(BaseOptions):
         publish_interval_seconds: float = Field(0.04, gt=0, le=5)
         max_messages_per_subscriber: int = Field(256, ge=1)
+        max_bytes_per_subscriber: int = Field(8 << 20, ge=1024)
         max_lagged_events: int = Field(1_000_000, ge=1)
 
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
@@ -192,6 +233,7 @@ class WebsocketHub(Sink):
             subscription,
             max_messages=self.options.max_messages_per_subscriber,
             max_lagged_events=self.options.max_lagged_events,
+            max_bytes=self.options.max_bytes_per_subscriber,
         )
         self._subscribers.add(subscriber)
         return subscriber
@@ -226,6 +268,15 @@ class WebsocketHub(Sink):
         if not pending or not self._subscribers:
             return
         batch = [event for event in pending if event.kind != "receipt"]
+        if all(subscriber.stalled for subscriber in self._subscribers):
+            for subscriber in list(self._subscribers):  # selected counts need the filters, not the wire form
+                missed = subscriber.subscription.count(batch)
+                if missed:
+                    self.subscriber_dropped_events += missed
+                    subscriber.skip(missed)
+                    if subscriber.closed_reason is not None:
+                        self._subscribers.discard(subscriber)
+            return
         wire = [event_to_wire(event) for event in batch]
         groups: dict[SubscriptionFilter, list[Subscriber]] = {}
         for subscriber in self._subscribers:
@@ -233,6 +284,14 @@ class WebsocketHub(Sink):
         for subscription, members in groups.items():
             selected = subscription.select(batch, wire)
             if not selected:
+                continue
+            if all(subscriber.stalled for subscriber in members):
+                # Nobody in this group reads: count the events, skip the serialisation.
+                for subscriber in members:
+                    self.subscriber_dropped_events += len(selected)
+                    subscriber.skip(len(selected))
+                    if subscriber.closed_reason is not None:
+                        self._subscribers.discard(subscriber)
                 continue
             text = orjson.dumps({"type": "batch", "events": selected}, default=_json_default).decode()
             self.published_messages += 1
