@@ -125,6 +125,9 @@ def web_companion(
             lifespan="off",
             ws="websockets-sansio",
             ws_max_size=settings.max_body_bytes,
+            # Compression would run once per connection over the same text, undoing the
+            # hub's serialise-once fan-out (and costing more CPU than the JSON itself).
+            ws_per_message_deflate=False,
             timeout_graceful_shutdown=int(settings.graceful_seconds) or 1,
             server_header=False,
         )
