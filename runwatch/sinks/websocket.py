@@ -248,8 +248,13 @@ class WebsocketHub(Sink):
         return tuple(self._subscribers)
 
     async def write(self, batch: list[Any]) -> None:
-        if self._subscribers:
-            self._pending.extend(batch)
+        if not self._subscribers:
+            return
+        if not self._pending and all(subscriber.stalled for subscriber in self._subscribers):
+            # Nobody reads: count what each one misses now rather than hold the events.
+            self._skip_stalled([event for event in batch if event.kind != "receipt"])
+            return
+        self._pending.extend(batch)
 
     async def tick(self, now: float) -> None:
         self.publish()
@@ -269,13 +274,7 @@ class WebsocketHub(Sink):
             return
         batch = [event for event in pending if event.kind != "receipt"]
         if all(subscriber.stalled for subscriber in self._subscribers):
-            for subscriber in list(self._subscribers):  # selected counts need the filters, not the wire form
-                missed = subscriber.subscription.count(batch)
-                if missed:
-                    self.subscriber_dropped_events += missed
-                    subscriber.skip(missed)
-                    if subscriber.closed_reason is not None:
-                        self._subscribers.discard(subscriber)
+            self._skip_stalled(batch)
             return
         wire = [event_to_wire(event) for event in batch]
         groups: dict[SubscriptionFilter, list[Subscriber]] = {}
@@ -300,6 +299,16 @@ class WebsocketHub(Sink):
                 before = subscriber.dropped_events
                 subscriber.offer(text, len(selected))
                 self.subscriber_dropped_events += subscriber.dropped_events - before
+                if subscriber.closed_reason is not None:
+                    self._subscribers.discard(subscriber)
+
+    def _skip_stalled(self, batch: list[Any]) -> None:
+        """Count, per subscriber, the events of ``batch`` it misses (no wire form is built)."""
+        for subscriber in list(self._subscribers):
+            missed = subscriber.subscription.count(batch)
+            if missed:
+                self.subscriber_dropped_events += missed
+                subscriber.skip(missed)
                 if subscriber.closed_reason is not None:
                     self._subscribers.discard(subscriber)
 
