@@ -104,6 +104,8 @@ class WebMonitor:
         self.error_handler = ErrorHandler(self)
         self._thread = self._start_pipeline()
         self._emit = self._thread.pipeline.intake.bridge.emit
+        # Runs that samplers (e.g. the ``system`` source) attribute their metrics to.
+        self._active_runs: set[str] = self._thread.pipeline.context.services.setdefault("active_runs", set())
         self._reap_crashed_runs()
         _install_exit_hooks()
         _open_monitors.add(self)
@@ -203,6 +205,7 @@ class WebMonitor:
             self._emit(event)
             self._run_id = self._last_run_id = run_id
             self._status = "running"
+            self._active_runs.add(run_id)
             self._send_heartbeat(now)
             return run_id
 
@@ -241,6 +244,7 @@ class WebMonitor:
             now = _time()
             self._send_heartbeat(now)
             self._emit(RunLifecycle(run_id, now, transition, final_reward=final_reward, metadata=metadata))
+            self._active_runs.discard(run_id)
             self._run_id = None
             self._status = "completed" if transition is RunTransition.COMPLETED else "failed"
 
@@ -417,6 +421,21 @@ class WebMonitor:
             )
         ts = _time() if timestamp is None else to_epoch(timestamp)
         self._emit(LogEvent(run_id, ts, event_type, level, event_data))  # type: ignore[arg-type]
+
+    def emit_event(self, event: Any) -> None:
+        """Hand any typed event (see :mod:`runwatch.events`) to the pipeline."""
+        self._check_open()
+        self._emit(event)
+
+    def log_handler(self, level: int = logging.INFO) -> logging.Handler:
+        """A ``logging.Handler`` recording log records as events of the current run.
+
+        ``logging.getLogger().addHandler(monitor.log_handler())`` sends every
+        record at ``level`` or above (with exception and traceback) to the run.
+        """
+        from .log_handler import RunLogHandler
+
+        return RunLogHandler(self, level)
 
     def heartbeat(self) -> None:
         """Tell the monitor the training loop is alive (sent on its own by every update)."""
