@@ -8,9 +8,7 @@ keyword arguments. The plain constructor takes exactly what it is given;
 
 from __future__ import annotations
 
-import json
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -106,20 +104,10 @@ class MonitorConfig:
             ConfigError: the file cannot be read or parsed, or holds an unknown key.
             ValueError / TypeError: a value is invalid.
         """
+        from .pipeline.config import read_table_file  # lazily: pydantic is not needed to import runwatch
+
         file = Path(path)
-        try:
-            raw = file.read_bytes()
-        except OSError as exc:
-            raise ConfigError("", f"cannot read {str(file)!r}: {exc.strerror or exc}") from None
-        try:
-            if file.suffix.lower() == ".json":
-                data = json.loads(raw)
-            else:
-                data = tomllib.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ConfigError("", f"{file} cannot be parsed: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError("", f"{file} must hold a table of settings")
+        data = read_table_file(file, "monitor config")
         if isinstance(data.get("monitor"), dict):
             data = {**data.pop("monitor"), **data}
         known = {f.name for f in fields(cls)}

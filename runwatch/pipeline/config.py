@@ -157,21 +157,28 @@ def load_pipeline_config(source: str | Path | Mapping[str, Any] | None) -> Pipel
     return _validate(raw)
 
 
-def _read_file(path: Path) -> Mapping[str, Any]:
+def read_table_file(path: Path, what: str) -> dict[str, Any]:
+    """A JSON (``.json``) or TOML (any other suffix) file holding one table.
+
+    Raises:
+        ConfigError: the file cannot be read or parsed, or is not a table.
+    """
     try:
         text = path.read_bytes()
     except OSError as exc:
-        raise ConfigError("", f"cannot read pipeline config {str(path)!r}: {exc.strerror or exc}") from None
+        raise ConfigError("", f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    is_json = path.suffix.lower() == ".json"
     try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = tomllib.loads(text.decode("utf-8"))
+        data = json.loads(text) if is_json else tomllib.loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "TOML"
-        raise ConfigError("", f"{path} is not valid {kind}: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError("", f"{path} must hold a table of sources, stages and sinks")
+        raise ConfigError("", f"{path} is not valid {'JSON' if is_json else 'TOML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError("", f"{path} must hold a table, got {_json_type(data)}")
+    return data
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    data = read_table_file(path, "pipeline config")
     # A MonitorConfig file may nest the graph under "pipeline".
     if "pipeline" in data and isinstance(data["pipeline"], Mapping):
         return data["pipeline"]  # type: ignore[no-any-return]
