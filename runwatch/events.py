@@ -19,8 +19,10 @@ Validation happens in each constructor, so a caller's mistake is a
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, Final, NamedTuple, Self
 
@@ -41,6 +43,7 @@ __all__ = [
     "flatten_metrics",
     "json_number",
     "merge_state",
+    "to_epoch_seconds",
 ]
 
 #: Log levels, lowest first; the same names as :class:`ErrorSeverity`.
@@ -624,6 +627,35 @@ def _field_named_by(message: str, fields: tuple[str, ...]) -> str | None:
     if head in fields:
         return first.rstrip(":")
     return None
+
+
+def to_epoch_seconds(value: object, name: str = "time") -> float | None:
+    """Normalise a time filter to seconds since the epoch.
+
+    Args:
+        value: ``None``, a ``datetime`` (a naive one is taken as UTC; pandas
+            ``Timestamp`` works too) or epoch seconds as ``int``/``float``.
+        name: the argument's name, for error messages.
+
+    Returns:
+        Epoch seconds, or ``None`` when ``value`` is ``None``.
+
+    Raises:
+        TypeError: any other type (``bool``, ``date``, strings...).
+        ValueError: a NaN or infinite number.
+    """
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        return value.timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if not math.isfinite(seconds):
+            raise ValueError(f"{name} must be finite, got {value!r}")
+        return seconds
+    raise TypeError(f"{name} must be a datetime or epoch seconds, got {type(value).__name__}")
 
 
 def merge_state(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:

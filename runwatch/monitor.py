@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .config import MonitorConfig
 from .errors import ErrorHandler
-from .events import Heartbeat, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch
+from .events import Heartbeat, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch, to_epoch_seconds
 from .exceptions import UnknownRunError
 
 if TYPE_CHECKING:
@@ -39,17 +39,6 @@ __all__ = ["WebMonitor"]
 
 logger = logging.getLogger("runwatch")
 _time = time.time
-
-
-def to_epoch(value: datetime | float | None, name: str = "timestamp") -> float | None:
-    """A timestamp as seconds since the epoch; a naive datetime is UTC (as in every query)."""
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        return (value if value.tzinfo is not None else value.replace(tzinfo=UTC)).timestamp()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a datetime or seconds since the epoch, got {value!r}")
-    return float(value)
 
 
 def _describe(error: BaseException) -> str:
@@ -299,7 +288,7 @@ class WebMonitor:
         if run_id is None:
             self._require_run()
         now = _time()
-        self._emit(Metric(run_id, now if timestamp is None else to_epoch(timestamp), metrics))  # type: ignore[arg-type]
+        self._emit(Metric(run_id, now if timestamp is None else to_epoch_seconds(timestamp, "timestamp"), metrics))  # type: ignore[arg-type]
         if now >= self._next_heartbeat:
             self._send_heartbeat(now)
 
@@ -419,7 +408,7 @@ class WebMonitor:
             raise (TypeError if not isinstance(event_type, str) else ValueError)(
                 f"event_type must be a non-empty string, got {event_type!r}"
             )
-        ts = _time() if timestamp is None else to_epoch(timestamp)
+        ts = _time() if timestamp is None else to_epoch_seconds(timestamp, "timestamp")
         self._emit(LogEvent(run_id, ts, event_type, level, event_data))  # type: ignore[arg-type]
 
     def emit_event(self, event: Any) -> None:

@@ -25,12 +25,13 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from ..events import to_epoch_seconds
 from ..exceptions import StoreError, UnknownRunError
 
 if TYPE_CHECKING:
@@ -123,35 +124,6 @@ def _check_text(name: str, value: object) -> str | None:
     if type(value) is not str or not value:
         raise TypeError(f"{name} must be a non-empty string or None, got {value!r}")
     return value
-
-
-def to_epoch_seconds(value: object, name: str = "time") -> float | None:
-    """Normalise a time filter to seconds since the epoch.
-
-    Args:
-        value: ``None``, a ``datetime`` (a naive one is taken as UTC; pandas
-            ``Timestamp`` works too) or epoch seconds as ``int``/``float``.
-        name: the argument's name, for error messages.
-
-    Returns:
-        Epoch seconds, or ``None`` when ``value`` is ``None``.
-
-    Raises:
-        TypeError: any other type (``bool``, ``date``, strings...).
-        ValueError: a NaN or infinite number.
-    """
-    if value is None:
-        return None
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=UTC)
-        return value.timestamp()
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-        if not math.isfinite(seconds):
-            raise ValueError(f"{name} must be finite, got {value!r}")
-        return seconds
-    raise TypeError(f"{name} must be a datetime or epoch seconds, got {type(value).__name__}")
 
 
 def _check_metric_names(metric_names: object) -> list[str] | None:
