@@ -297,7 +297,10 @@ class SQLiteSink(Sink):
 # start_time is set once, when the row is created: a resumed run keeps its start.
 _UPDATE_RUN = """
 UPDATE runs SET
-    status = COALESCE(?3, status),
+    status = CASE
+        WHEN ?3 IS NOT NULL THEN ?3
+        WHEN ?16 IS NOT NULL AND status IN ('running', 'hung', 'crashed') THEN ?16
+        ELSE status END,
     kind = COALESCE(?4, kind),
     end_time = CASE WHEN ?2 THEN NULL ELSE COALESCE(?6, end_time) END,
     config = COALESCE(?7, config),
@@ -311,6 +314,10 @@ UPDATE runs SET
     owner = CASE WHEN ?3 = 'running' THEN COALESCE(?15, owner) ELSE owner END
 WHERE id = ?1
 """
+# ?3 is a lifecycle status (started, paused, resumed, completed, failed): it always applies and
+# a (re)started run takes this process as its owner. ?16 is a liveness verdict (hung, crashed,
+# recovered → running): it applies only to a live run and never changes the owner, so a
+# verdict cannot reopen a finished run.
 
 
 def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
@@ -330,6 +337,7 @@ def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
         update.total_episodes,
         None if update.state is None else dumps(update.state).decode(),
         owner,
+        update.liveness_status,
     )
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -38,6 +38,7 @@ __all__ = [
     "INSERT_METRIC_ROWS",
     "INSERT_RECEIPTS",
     "INSERT_STATE_HISTORY",
+    "LIVENESS_STATUS",
     "UPSERT_METRIC_STATS",
     "BatchEncoder",
     "EncodedBatch",
@@ -104,11 +105,23 @@ FROM json_each(?) AS e
 """
 
 
+#: Log event types that set the run's status (written by the liveness stage, or by a
+#: client's own heartbeat monitor). They are verdicts about the run, not activity of
+#: it, so they do not advance ``updated_at`` (which the ``any_event`` liveness signal reads).
+LIVENESS_STATUS: Final = {
+    "application_appears_hung": "hung",
+    "application_crashed": "crashed",
+    "application_recovered": "running",
+}
+
+
 @dataclass
 class RunUpdate:
     """What one batch changes in one run's row."""
 
     status: str | None = None
+    #: hung / crashed / running from a liveness verdict: applies only to a live run.
+    liveness_status: str | None = None
     kind: str | None = None
     start_time: float | None = None
     end_time: float | None = None
@@ -186,8 +199,9 @@ class BatchEncoder:
             update = updates.get(run)
             if update is None:
                 update = updates[run] = RunUpdate()
-            update.updated_at = max(update.updated_at, event.timestamp)
             kind = type(event)
+            if kind is not LogEvent or event.type not in LIVENESS_STATUS:
+                update.updated_at = max(update.updated_at, event.timestamp)
             if kind is Metric:
                 values = event.values
                 names = tuple(values)
@@ -209,6 +223,9 @@ class BatchEncoder:
                 )
             elif kind is LogEvent:
                 event_rows.append([run, event.timestamp, "log", event.type, event.level, event.data])
+                liveness = LIVENESS_STATUS.get(event.type)
+                if liveness is not None:
+                    _apply_verdict(update, liveness)
             elif kind is Heartbeat:
                 update.last_heartbeat = event.timestamp
                 counters = event.counters
@@ -355,8 +372,18 @@ def _encode_value(value: Any) -> Any:
     return value
 
 
+def _apply_verdict(update: RunUpdate, status: str) -> None:
+    """A liveness verdict after whatever this batch already did to the run, in order."""
+    if update.status is None:
+        update.liveness_status = status  # applies in SQL only if the stored run is live
+    elif update.status in ("running", "hung", "crashed"):
+        update.status = status  # started or resumed earlier in this batch: live
+    # paused, completed or failed earlier in this batch: a verdict does not reopen it
+
+
 def _apply_lifecycle(update: RunUpdate, event: RunLifecycle) -> None:
     transition = event.transition
+    update.liveness_status = None  # a later lifecycle transition overrides an earlier verdict
     update.status = event.status
     if transition is RunTransition.STARTED:
         update.kind = event.run_kind

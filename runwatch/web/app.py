@@ -140,7 +140,7 @@ def create_app(
         policy: the security policy (default: loopback only, no token).
         max_ingest_events: the most events one ingest request may carry.
     """
-    from . import api, ws
+    from . import api, sessions, ws
 
     services = pipeline.context.services if pipeline is not None else {}
     context = WebContext(StoreReader(db_path), pipeline, services, max_ingest_events)
@@ -155,6 +155,7 @@ def create_app(
     app.state.context = context
     _install_error_handlers(app)
     app.include_router(api.router)
+    app.include_router(sessions.router)
     app.include_router(ws.router)
 
     @app.get("/", include_in_schema=False)
