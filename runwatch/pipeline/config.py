@@ -61,9 +61,16 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "ingest": "runwatch.sources.ingest:IngestSource",
     "websocket_hub": "runwatch.sinks.websocket:WebsocketHub",
     "filter": "runwatch.stages.filter:FilterStage",
+    "alerts": "runwatch.alerts.stage:AlertsStage",
+    "liveness": "runwatch.stages.liveness:LivenessStage",
+    "retention": "runwatch.stages.retention:RetentionStage",
     "sqlite": "runwatch.sinks.sqlite:SQLiteSink",
     "log": "runwatch.sinks.log:LogSink",
     "blackhole": "runwatch.sinks.blackhole:BlackholeSink",
+    "system": "runwatch.sources.system:SystemSampler",
+    "log_notifier": "runwatch.sinks.notifiers:LogNotifier",
+    "webhook": "runwatch.sinks.notifiers:WebhookNotifier",
+    "callback": "runwatch.sinks.notifiers:CallbackNotifier",
 }
 
 
