@@ -20,6 +20,7 @@ readers.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ..exceptions import StoreError
-from . import queries
+from . import backup, downsample, lifecycle, queries
 from .schema import SCHEMA_VERSION, apply_pragmas, current_version, migrate, prepare_database
 
 if TYPE_CHECKING:
@@ -370,3 +371,223 @@ class DatabaseManager:
         """
         with self._connect(write=True) as conn:
             return queries.mark_crashed_runs(conn)
+
+    # -- data lifecycle ----------------------------------------------------------------
+
+    def cleanup_old_data(self, older_than: datetime, dry_run: bool = False) -> int:
+        """Remove the runs that ended before ``older_than``, with all their data.
+
+        A run goes when it is not active (``running`` and ``paused`` runs are
+        never touched, however old) and its last sign of life (the latest of
+        its end time, last update and last heartbeat) is before
+        ``older_than``. Its metric rows, metric statistics, rollups, events
+        and state history go with it; other runs are not touched.
+
+        Rows are removed in short transactions of at most 5,000 rows with a
+        pause after each, so a running pipeline keeps committing meanwhile;
+        memory stays bounded whatever the amount removed.
+
+        Args:
+            older_than: the cutoff; a naive ``datetime`` is taken as UTC. It
+                may not be in the future.
+            dry_run: only count what would be removed.
+
+        Returns:
+            The number of records removed (or, with ``dry_run``, that would
+            be): each run and each of its rows counts as one.
+
+        Raises:
+            TypeError: ``older_than`` is not a ``datetime``, or ``dry_run``
+                not a ``bool``.
+            ValueError: ``older_than`` is in the future.
+            StoreError: the database does not exist, cannot be written, or
+                a writer kept the write lock for 30 s without a gap (what was
+                removed until then stays removed; calling again continues).
+        """
+        cutoff = _check_cutoff(older_than)
+        if type(dry_run) is not bool:
+            raise TypeError(f"dry_run must be a bool, got {type(dry_run).__name__}")
+        with self._connect(write=not dry_run) as conn:
+            return lifecycle.cleanup_old_data(conn, cutoff, dry_run=dry_run)
+
+    def downsample_metrics(
+        self, older_than: datetime, bucket_rows: int = downsample.DEFAULT_BUCKET_ROWS
+    ) -> dict[str, int]:
+        """Replace the metric rows logged before ``older_than`` by per-bucket rollups.
+
+        Only runs that are not active are touched. Their old logging calls
+        are cut into buckets of ``bucket_rows`` consecutive calls; each
+        bucket becomes one rollup per metric (row, step and time range,
+        count, NaN count, min, max, mean; see :meth:`get_metric_rollups`)
+        and its rows leave ``metric_rows``, so :meth:`get_run_metrics`
+        returns only the rows that were kept. Runs without old rows are not
+        changed; the per-metric summary of :meth:`get_run_summary` stays exact.
+
+        Args:
+            older_than: the cutoff; a naive ``datetime`` is taken as UTC; not in the future.
+            bucket_rows: logging calls per bucket, at least 2.
+
+        Returns:
+            ``{"removed_rows": ..., "written_rollups": ...}``.
+
+        Raises:
+            TypeError, ValueError: a bad ``older_than`` or ``bucket_rows``.
+            StoreError: the store predates schema version 3 (call
+                :meth:`init_database`), does not exist, or stayed locked.
+        """
+        cutoff = _check_cutoff(older_than)
+        if type(bucket_rows) is not int or bucket_rows < 2:
+            raise ValueError(f"bucket_rows must be an integer >= 2, got {bucket_rows!r}")
+        with self._connect(write=True) as conn:
+            return downsample.downsample_metrics(conn, cutoff, bucket_rows=bucket_rows)
+
+    def get_metric_rollups(self, run_id: str, metric_names: list[str] | None = None) -> pd.DataFrame:
+        """The rollups that replaced a run's downsampled metric rows.
+
+        Args:
+            run_id: the run.
+            metric_names: only these metrics; ``None`` for all.
+
+        Returns:
+            One row per rollup, by metric then row: ``name``, ``first_row``,
+            ``last_row``, ``first_step``, ``last_step`` (nullable ``Int64``),
+            ``start_time``, ``end_time`` (``datetime64[ns, UTC]``),
+            ``count`` (values, NaN included), ``nan_count``, and ``min``,
+            ``max``, ``mean`` over the values that were not NaN (NaN when
+            there were none). Empty when nothing was downsampled.
+
+        Raises:
+            TypeError: a bad ``run_id`` or ``metric_names``.
+            UnknownRunError: no run has this id.
+            StoreError: the database does not exist or cannot be read.
+        """
+        import pandas as pd
+
+        queries.check_run_id(run_id)
+        rows = self._read(downsample.metric_rollups, run_id, metric_names)
+        frame = pd.DataFrame(rows, columns=list(downsample.ROLLUP_COLUMNS))
+        for column in ("first_row", "last_row", "count", "nan_count"):
+            frame[column] = frame[column].astype("int64")
+        for column in ("first_step", "last_step"):
+            frame[column] = frame[column].astype("Int64")
+        for column in ("min", "max", "mean"):
+            frame[column] = frame[column].astype("float64")
+        for old, new in (("start_ts", "start_time"), ("end_ts", "end_time")):
+            frame[new] = pd.to_datetime(frame.pop(old).astype("float64"), unit="s", utc=True).astype(
+                "datetime64[ns, UTC]"
+            )
+        columns = ["name", "first_row", "last_row", "first_step", "last_step", "start_time", "end_time"]
+        return frame[columns + ["count", "nan_count", "min", "max", "mean"]]
+
+    def optimize_database(self) -> dict[str, Any]:
+        """Refresh the planner's statistics and give free space back to the file system.
+
+        Runs ``ANALYZE``, a WAL checkpoint, then ``VACUUM`` (or ``PRAGMA
+        incremental_vacuum`` on a store created with incremental
+        auto-vacuum). ``VACUUM`` rewrites the whole file: it needs free disk
+        space for a second copy and holds the write lock throughout, so a
+        running pipeline's writes wait (and the sink reports ``degraded`` if
+        that lasts past its 5 s busy timeout, then catches up). Run it while
+        nothing is logging, e.g. after :meth:`cleanup_old_data`.
+
+        Returns:
+            ``size_bytes_before``, ``size_bytes_after``, ``wal_bytes_before``,
+            ``wal_bytes_after``, ``freelist_pages_before``,
+            ``freelist_pages_after``, ``vacuum`` (``"full"`` or
+            ``"incremental"``), ``checkpoint_busy`` and ``seconds``.
+
+        Raises:
+            StoreError: the database does not exist, cannot be written, or
+                stayed locked past the busy timeout.
+        """
+        with self._connect(write=True) as conn:
+            return lifecycle.optimize_database(conn)
+
+    def create_backup(self, backup_dir: Path, tag: str | None = None) -> Path:
+        """Copy the store into ``backup_dir``, safely while a pipeline writes to it.
+
+        The copy holds everything committed when it started (call the
+        monitor's ``flush()`` first to include what was just logged). It is
+        written under a temporary name, must pass ``PRAGMA integrity_check``,
+        then is renamed atomically, so a ``runwatch-backup-*.db`` file is
+        always complete.
+
+        Args:
+            backup_dir: the directory (created, mode 0700, if missing).
+            tag: an optional label: 1 to 64 letters, digits, ``_`` or ``-``.
+
+        Returns:
+            The backup, ``backup_dir/runwatch-backup-<UTC time>[-<tag>].db``
+            (time as ``20250131T235959.123Z``), mode 0600.
+
+        Raises:
+            TypeError, ValueError: a bad ``backup_dir`` or ``tag``.
+            StoreError: the database does not exist or cannot be read, the
+                copy failed its integrity check (it is deleted), or the
+                directory cannot be written.
+        """
+        backup.backup_file_name(tag)  # check the tag before any I/O
+        if not isinstance(backup_dir, (str, Path)):
+            raise TypeError(f"backup_dir must be a str or Path, got {type(backup_dir).__name__}")
+        with self._connect():  # the store exists and has a schema this runwatch reads
+            pass
+        return backup.create_backup(self.db_path, backup_dir, tag)
+
+    def restore_backup(self, backup_path: Path) -> Path | None:
+        """Replace the store by a backup, keeping the current database aside.
+
+        Stop every pipeline, monitor and server using this store first: the
+        restore refuses (``StoreError``) while any other connection has the
+        database open, since a running writer would go on with ids of the
+        replaced database. The backup is checked before anything changes.
+
+        Args:
+            backup_path: a file made by :meth:`create_backup` (or any intact
+                runwatch database of schema version 1 up to the current one;
+                an older one is upgraded when a pipeline next opens it).
+
+        Returns:
+            The copy of the replaced database,
+            ``<db_path>.pre-restore-<UTC time>.db``; ``None`` when there was
+            no database at ``db_path`` yet.
+
+        Raises:
+            TypeError: ``backup_path`` is not a str or Path.
+            BackupError: the backup is missing, not SQLite, truncated,
+                corrupt, or not a runwatch database (nothing was changed).
+            StoreError: the store is in use, or cannot be read or copied
+                (nothing was changed).
+        """
+        self._check_open()
+        if not isinstance(backup_path, (str, Path)):
+            raise TypeError(f"backup_path must be a str or Path, got {type(backup_path).__name__}")
+        return backup.restore_backup(self.db_path, backup_path)
+
+    def db_info(self) -> dict[str, Any]:
+        """Sizes, page statistics, schema version and row counts of the store.
+
+        Counting rows reads every table (about a second per few million
+        metric rows).
+
+        Returns:
+            ``path``, ``size_bytes``, ``wal_bytes``, ``page_size``,
+            ``page_count``, ``freelist_pages``, ``auto_vacuum``,
+            ``journal_mode``, ``schema_version`` and ``tables`` (table name →
+            row count).
+
+        Raises:
+            StoreError: the database does not exist or is not a SQLite database.
+        """
+        with self._connect(check_schema=False) as conn:
+            return lifecycle.database_info(conn)
+
+
+def _check_cutoff(older_than: object) -> float:
+    """``older_than`` as epoch seconds: a ``datetime`` (naive = UTC) not in the future."""
+    if not isinstance(older_than, datetime):
+        raise TypeError(f"older_than must be a datetime, got {type(older_than).__name__}")
+    seconds = queries.to_epoch_seconds(older_than, "older_than")
+    assert seconds is not None
+    if seconds > time.time():
+        raise ValueError(f"older_than must not be in the future, got {older_than.isoformat()}")
+    return seconds

@@ -63,7 +63,7 @@ MIN_READ_VERSION: Final = 1
 RUN_STATUSES: Final = ("running", "paused", "completed", "failed", "crashed", "hung")
 
 #: Statuses of runs whose writer is expected to be alive.
-ACTIVE_STATUSES: Final = ("running", "paused")
+ACTIVE_STATUSES: Final = ("running", "paused", "hung")
 
 #: A point in time for a filter: a ``datetime`` (naive means UTC) or epoch seconds.
 TimeLike = datetime | float | int

@@ -17,6 +17,16 @@ Layout (version 1)::
 
 Version 2 adds ``ingest_batches``: the ids of batches taken by ``/api/ingest``,
 written in the same transaction as their events.
+
+Version 3 adds ``metric_rollups``: downsampled metric rows (see
+:mod:`runwatch.store.lifecycle`). Each row summarises one metric over a
+bucket of consecutive logging calls of a run that were removed from
+``metric_rows``: their row range, step range, time range, the number of
+values (NaN included) and of NaN, and min/max/mean over the others.
+
+Version 4 adds ``snapshots``: saved views of runs (see
+:mod:`runwatch.stages.snapshot`), one JSON document per row, indexed by run
+and time.
 """
 
 from __future__ import annotations
@@ -140,6 +150,46 @@ MIGRATIONS += (
             ) WITHOUT ROWID""",
         ),
         down=("DROP TABLE ingest_batches",),
+    ),
+    Migration(
+        3,
+        "metric rollups: downsampled metric rows",
+        up=(
+            """CREATE TABLE metric_rollups (
+                run INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                first_row INTEGER NOT NULL,
+                last_row INTEGER NOT NULL,
+                first_step INTEGER,
+                last_step INTEGER,
+                start_ts REAL NOT NULL,
+                end_ts REAL NOT NULL,
+                count INTEGER NOT NULL,
+                nan_count INTEGER NOT NULL,
+                min REAL,
+                max REAL,
+                mean REAL,
+                PRIMARY KEY (run, name, first_row)
+            ) WITHOUT ROWID""",
+        ),
+        down=("DROP TABLE metric_rollups",),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        4,
+        "snapshots: saved views of runs",
+        up=(
+            """CREATE TABLE snapshots (
+                id INTEGER PRIMARY KEY,
+                run INTEGER NOT NULL,
+                ts REAL NOT NULL,
+                data TEXT NOT NULL
+            )""",
+            "CREATE INDEX snapshots_run_ts ON snapshots(run, ts)",
+        ),
+        down=("DROP INDEX snapshots_run_ts", "DROP TABLE snapshots"),
     ),
 )
 
