@@ -1,4 +1,26 @@
-"""Export one run into a ``.zip``: run.json, metrics, events, state history."""
+"""Export one run into a ``.zip``: run.json, metrics, events, state history.
+
+Archive layout (format ``runwatch-export/1``)::
+
+    run.json              the run's summary and config, plus "format" (NaN is
+                          null, ±Inf "Infinity"/"-Infinity", as on the wire)
+    metrics_long.jsonl    one line per logging call, exactly as logged:
+                          {"row", "step", "ts", "values": {name: value}, "tags"}
+                          (NaN is null, ±Inf "Infinity"/"-Infinity", as on the wire)
+    metrics.parquet       the same calls as a wide table (metrics.csv without
+                          pyarrow); a cell is NaN where a call did not log the
+                          metric, so it cannot tell "not logged" from "logged NaN"
+    metric_stats.jsonl    the stored per-metric statistics, exactly (count, NaN
+                          count, sum, min, max, last...), one metric per line
+    metric_rollups.jsonl  the rollups that replaced downsampled metric rows
+                          (stores of schema version 3 and later)
+    events.jsonl          one event per line, oldest first
+    state_history.jsonl   one state patch per line, oldest first
+    snapshots/...         the run's snapshots, when the store keeps them
+
+Everything is read in one read transaction, so the files agree with each other
+even while a writer commits. :mod:`runwatch.store.importer` reads it back.
+"""
 
 from __future__ import annotations
 
@@ -10,17 +32,25 @@ import sqlite3
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
+from ..events import json_number
 from ..exceptions import StoreError
 from . import queries
 
-__all__ = ["export_run"]
+__all__ = ["EXPORT_FORMAT", "export_run"]
+
+#: The value of ``format`` in run.json.
+EXPORT_FORMAT = "runwatch-export/1"
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+# Stored metric values: null is NaN, "inf"/"-inf" are ±Inf; the export uses the wire names.
+_WIRE_VALUES = {"inf": "Infinity", "-inf": "-Infinity"}
 
 
 def _json_default(value: Any) -> Any:
@@ -38,49 +68,150 @@ def _dumps(value: Any) -> bytes:
 def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots: bool = True) -> Path:
     """Write ``<output_dir>/<run_id>-<time>.zip`` and return its path.
 
-    The archive holds ``run.json`` (summary and config), ``metrics.parquet``
-    when pyarrow is installed (else ``metrics.csv``), ``events.jsonl`` and
+    The archive holds ``run.json`` (summary and config), ``metrics_long.jsonl``
+    (every logging call as logged), ``metrics.parquet`` when pyarrow is
+    installed (else ``metrics.csv``), ``events.jsonl`` and
     ``state_history.jsonl``; with ``include_snapshots`` also the run's
     snapshots when the store has them. The file appears atomically.
 
     Raises:
         UnknownRunError: no run has this id.
         StoreError: the database is missing.
+        sqlite3.OperationalError: the database stayed locked.
     """
     if not os.path.exists(db_path):
         raise StoreError(f"no database at {db_path!r}")
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    target = output_dir / f"{_UNSAFE.sub('_', run_id)[:100]}-{stamp}.zip"
     connection = sqlite3.connect(db_path, timeout=10)
     try:
         connection.execute("PRAGMA query_only = 1")
+        connection.execute("BEGIN")  # one snapshot for every file (the queries reuse it)
         summary = queries.run_summary(connection, run_id)
         frame = queries.run_metrics_frame(connection, run_id)
         events = queries.run_events(connection, run_id)
         history = queries.state_history(connection, run_id)
         snapshots = _snapshots(connection, run_id) if include_snapshots else []
+        metrics_name, metrics_bytes = _metrics_file(frame)
+        del frame
+        handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".export-", suffix=".zip")
+        try:
+            with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+                archive.writestr("run.json", _dumps(_wire_numbers({"format": EXPORT_FORMAT, **summary})))
+                with archive.open("metrics_long.jsonl", "w", force_zip64=True) as out:
+                    _write_metric_rows(connection, run_id, out)
+                archive.writestr("metric_stats.jsonl", _table_lines(connection, run_id, "metric_stats", _STATS))
+                if _has_table(connection, "metric_rollups"):
+                    archive.writestr(
+                        "metric_rollups.jsonl", _table_lines(connection, run_id, "metric_rollups", _ROLLUPS)
+                    )
+                archive.writestr(metrics_name, metrics_bytes)
+                archive.writestr("events.jsonl", b"".join(_dumps(event) + b"\n" for event in events))
+                archive.writestr("state_history.jsonl", b"".join(_dumps(entry) + b"\n" for entry in history))
+                for name, content in snapshots:
+                    archive.writestr(f"snapshots/{name}", content)
+            os.chmod(temporary, 0o600)
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
     finally:
         connection.close()
-
-    metrics_name, metrics_bytes = _metrics_file(frame)
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = output_dir / f"{_UNSAFE.sub('_', run_id)[:100]}-{stamp}.zip"
-    handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".export-", suffix=".zip")
-    try:
-        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr("run.json", _dumps({"format": "runwatch-export/1", **summary}))
-            archive.writestr(metrics_name, metrics_bytes)
-            archive.writestr("events.jsonl", b"".join(_dumps(event) + b"\n" for event in events))
-            archive.writestr("state_history.jsonl", b"".join(_dumps(entry) + b"\n" for entry in history))
-            for name, content in snapshots:
-                archive.writestr(f"snapshots/{name}", content)
-        os.chmod(temporary, 0o600)
-        os.replace(temporary, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
     return target
+
+
+def _wire_numbers(value: Any) -> Any:
+    """Non-finite floats as on the wire (docs/protocol.md): NaN → null, ±Inf → "Infinity"/"-Infinity".
+
+    Without this, orjson writes every non-finite float as null, and a metric
+    whose max is +Inf would read as having none.
+    """
+    if type(value) is float:
+        return json_number(value)
+    if type(value) is dict:
+        return {key: _wire_numbers(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_wire_numbers(item) for item in value]
+    return value
+
+
+# Columns exported as they are stored; REAL columns may hold ±Inf (or the TEXT "inf"/"-inf").
+_STATS = ("name", "count", "nan_count", "sum", "min", "max", "last", "last_ts", "last_step")
+_ROLLUPS = (
+    "name",
+    "first_row",
+    "last_row",
+    "first_step",
+    "last_step",
+    "start_ts",
+    "end_ts",
+    "count",
+    "nan_count",
+    "min",
+    "max",
+    "mean",
+)
+
+
+def _has_table(connection: sqlite3.Connection, name: str) -> bool:
+    found = connection.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+    return found is not None
+
+
+def _table_lines(connection: sqlite3.Connection, run_id: str, table: str, columns: tuple[str, ...]) -> bytes:
+    """The run's rows of ``table`` as JSON lines, in primary-key order, numbers in the wire form."""
+    (run,) = connection.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    order = "name, first_row" if table == "metric_rollups" else "name"
+    rows = connection.execute(f"SELECT {', '.join(columns)} FROM {table} WHERE run = ? ORDER BY {order}", (run,))
+    lines = []
+    for row in rows:
+        record = {
+            column: _WIRE_VALUES.get(value, value) if type(value) is str and column != "name" else value
+            for column, value in zip(columns, row, strict=True)
+        }
+        lines.append(orjson.dumps(_wire_numbers(record)) + b"\n")
+    return b"".join(lines)
+
+
+def _write_metric_rows(connection: sqlite3.Connection, run_id: str, out: IO[bytes]) -> None:
+    """Stream the run's logging calls, in storage order, as JSON lines."""
+    buffer: list[bytes] = []
+    for line in _metric_lines(connection, run_id):
+        buffer.append(line)
+        if len(buffer) >= 10_000:
+            out.write(b"".join(buffer))
+            buffer.clear()
+    out.write(b"".join(buffer))
+
+
+def _metric_lines(connection: sqlite3.Connection, run_id: str) -> Iterator[bytes]:
+    (run,) = connection.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    keysets = {
+        keyset: orjson.loads(names) for keyset, names in connection.execute("SELECT id, names FROM metric_keysets")
+    }
+    rows = connection.execute(
+        "SELECT row, step, ts, keyset, vals, tags FROM metric_rows WHERE run = ? ORDER BY row", (run,)
+    )
+    wire = _WIRE_VALUES
+    for row, step, ts, keyset, vals, tags in rows:
+        values = orjson.loads(vals)
+        if "inf" in vals:  # cheap pre-check: only rows with ±Inf need renaming
+            values = [wire.get(v, v) if type(v) is str else v for v in values]
+        yield (
+            orjson.dumps(
+                {
+                    "row": row,
+                    "step": step,
+                    "ts": ts,
+                    "values": dict(zip(keysets[keyset], values, strict=True)),
+                    "tags": None if tags is None else orjson.loads(tags),
+                }
+            )
+            + b"\n"
+        )
 
 
 def _metrics_file(frame: Any) -> tuple[str, bytes]:

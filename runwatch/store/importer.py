@@ -1,0 +1,737 @@
+"""Import a run from an export archive (see :mod:`runwatch.store.export`) into a store.
+
+The archive is checked before anything is written: it must be a zip, hold a
+``run.json`` of format ``runwatch-export/1``, stay within size limits, and
+have no member name that could escape a directory (nothing is extracted to
+disk, but a name like ``../x`` marks an archive that was not written by
+runwatch). The run then goes in with ONE write transaction: the runs row, its
+metric rows (encoded by the sink's :class:`~runwatch.store.encode.BatchEncoder`,
+so key sets and values are stored exactly as live logging stores them), the
+rollups of downsampled rows, the per-metric statistics, its events and its
+state history. Any problem rolls everything back, and the counts are checked
+against each other and against run.json, so a truncated archive is refused.
+
+Metrics come from ``metrics_long.jsonl``, which records each logging call as
+it was made, and the statistics from ``metric_stats.jsonl``, copied exactly
+(recomputing them would add the sums in another order, and rows replaced by
+rollups are no longer there to count). Archives without the long form (written
+before it existed) fall back to the wide ``metrics.parquet``/``metrics.csv``,
+which cannot tell a metric that a call did not log from one logged as NaN:
+there a NaN cell is taken as "not logged", except in a row where every cell is
+NaN, which is taken as that call logging NaN for every metric (a row with
+nothing logged cannot exist); the statistics are then computed from the rows.
+
+Row numbers are store-wide, so the run's rows are numbered anew after the
+target store's, keeping their order (and that of the rollups' row ranges).
+Event and state-patch ids are new too. Not carried over: the run's ``owner``
+(the process that wrote it in the source store; an imported run has no writer
+here, so crash detection leaves it alone) and snapshots.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+import sqlite3
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+import orjson
+
+from ..events import LEVELS, MAX_TIMESTAMP, Metric
+from ..exceptions import RunwatchError, StoreError
+from .encode import (
+    ADVANCE_METRIC_ROW,
+    INSERT_EVENTS,
+    INSERT_STATE_HISTORY,
+    UPSERT_METRIC_STATS,
+    BatchEncoder,
+    dumps,
+    encode_metric_rows,
+)
+from .export import EXPORT_FORMAT
+from .queries import RUN_STATUSES
+from .schema import SCHEMA_VERSION, current_version, prepare_database
+
+__all__ = ["ArchiveError", "import_run"]
+
+#: Largest total uncompressed size of the members read.
+MAX_ARCHIVE_BYTES: Final = 8 * 1024**3
+#: Largest ``run.json`` (it is read into memory at once).
+MAX_RUN_JSON_BYTES: Final = 64 * 1024**2
+#: Most members in an archive.
+MAX_MEMBERS: Final = 100_000
+
+# Logging calls (or events) per encoded chunk; the chunks share one transaction.
+_CHUNK_ROWS: Final = 20_000
+# How long to wait for a writer's lock before giving up.
+_BUSY_TIMEOUT_SECONDS = 10.0
+_WIRE_NUMBERS: Final = {"Infinity": math.inf, "-Infinity": -math.inf}
+
+# As encode.INSERT_METRIC_ROWS, with the row number given (item 6) rather than counted from the meta table.
+_INSERT_NUMBERED_METRIC_ROWS: Final = """
+INSERT INTO metric_rows (run, row, step, ts, keyset, vals, tags)
+SELECT e.value ->> 0, e.value ->> 6, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value -> 4, e.value ->> 5
+FROM json_each(?) AS e
+"""
+
+#: ``progress(done, total)``: bytes of the archive's data files processed so far, of the total.
+ProgressCallback = Callable[[int, int], None]
+
+
+class ArchiveError(RunwatchError, ValueError):
+    """An export archive is not a zip, not runwatch's, too large, or inconsistent.
+
+    Attributes:
+        path: the archive.
+        reason: what is wrong with it (naming the member and line when known).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
+
+
+def import_run(
+    db_path: str,
+    zip_path: Path,
+    *,
+    rename: str | None = None,
+    progress: ProgressCallback | None = None,
+) -> str:
+    """Write the run of an export archive into the store at ``db_path``.
+
+    Args:
+        db_path: the store; created (with the current schema) when missing.
+        zip_path: an archive written by :func:`~runwatch.store.export.export_run`.
+        rename: store the run under this id instead of the archive's.
+        progress: called as data files are read, with bytes done and the total.
+
+    Returns:
+        The id the run was stored under.
+
+    Raises:
+        FileNotFoundError: ``zip_path`` does not exist.
+        ArchiveError: the archive is not a valid runwatch export.
+        ValueError: a run with that id already exists in the store (pass
+            ``rename``), or ``rename`` is empty.
+        StoreError: the store has another schema version, is not a
+            database, or stayed locked.
+    """
+    if rename is not None and (type(rename) is not str or not rename.strip()):
+        raise ValueError(f"rename must be a non-empty run id, got {rename!r}")
+    zip_path = Path(zip_path)
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"no such file: {str(zip_path)!r}")
+    where = str(zip_path)
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError(where, f"not a zip archive ({exc})") from None
+    with archive:
+        reader = _ArchiveReader(archive, where, progress)
+        run = _parse_run(reader.read_run_json(), where)
+        run_id = rename if rename is not None else run["run_id"]
+        connection = _open_store(db_path)
+        try:
+            _write_run(connection, reader, run, run_id)
+        finally:
+            connection.close()
+    return run_id
+
+
+# -- reading the archive ---------------------------------------------------------------
+
+
+def _check_member_name(name: str, where: str) -> None:
+    """Refuse names that would leave a directory if extracted, or that no export writes."""
+    parts = name.split("/")
+    if (
+        not name
+        or name.startswith("/")
+        or "\\" in name
+        or "\x00" in name
+        or (len(name) > 1 and name[1] == ":")
+        or ".." in parts
+        or posixpath.normpath(name).startswith("..")
+    ):
+        raise ArchiveError(where, f"unsafe member name {name!r}")
+
+
+class _ArchiveReader:
+    """Checked access to an export archive's members."""
+
+    def __init__(self, archive: zipfile.ZipFile, where: str, progress: ProgressCallback | None) -> None:
+        self.archive = archive
+        self.where = where
+        self.progress = progress
+        infos = archive.infolist()
+        if len(infos) > MAX_MEMBERS:
+            raise ArchiveError(where, f"{len(infos)} members, more than {MAX_MEMBERS}")
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        for info in infos:
+            _check_member_name(info.filename, where)
+            if info.flag_bits & 0x1:
+                raise ArchiveError(where, f"member {info.filename!r} is encrypted")
+            self.members[info.filename] = info
+        if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
+            raise ArchiveError(where, f"more than {MAX_ARCHIVE_BYTES} bytes uncompressed")
+        metrics = next(
+            (name for name in ("metrics_long.jsonl", "metrics.parquet", "metrics.csv") if name in self.members), None
+        )
+        read = [name for name in (metrics, "events.jsonl", "state_history.jsonl") if name is not None]
+        # What progress counts: the data files that will be read (run.json is small and read first).
+        self.total = sum(self.size(name) for name in read)
+        self.done = 0
+
+    def size(self, name: str) -> int:
+        info = self.members.get(name)
+        return 0 if info is None else info.file_size
+
+    def has(self, name: str) -> bool:
+        return name in self.members
+
+    def read_run_json(self) -> Any:
+        if "run.json" not in self.members:
+            raise ArchiveError(self.where, "no run.json: not a runwatch export")
+        if self.size("run.json") > MAX_RUN_JSON_BYTES:
+            raise ArchiveError(self.where, f"run.json is larger than {MAX_RUN_JSON_BYTES} bytes")
+        try:
+            return orjson.loads(self.archive.read("run.json"))
+        except orjson.JSONDecodeError as exc:
+            raise ArchiveError(self.where, f"run.json is not valid JSON ({exc})") from None
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ArchiveError(self.where, f"run.json cannot be read ({exc})") from None
+
+    def read_bytes(self, name: str) -> bytes:
+        try:
+            content = self.archive.read(name)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ArchiveError(self.where, f"{name} cannot be read ({exc})") from None
+        self._advance(len(content))
+        return content
+
+    def json_lines(self, name: str) -> Iterator[tuple[int, Any]]:
+        """``(line number, parsed object)`` for each non-empty line of a JSONL member."""
+        if name not in self.members:
+            raise ArchiveError(self.where, f"no {name}")
+        try:
+            with self.archive.open(name) as stream:
+                yield from self._parse_lines(name, stream)
+        except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            raise ArchiveError(self.where, f"{name} cannot be read ({exc})") from None
+
+    def _parse_lines(self, name: str, stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
+        pending = 0
+        for number, line in enumerate(stream, start=1):
+            pending += len(line)
+            if pending >= 1024 * 1024:
+                self._advance(pending)
+                pending = 0
+            if not line.strip():
+                continue
+            try:
+                yield number, orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ArchiveError(self.where, f"{name} line {number}: not valid JSON ({exc})") from None
+        self._advance(pending)
+
+    def _advance(self, count: int) -> None:
+        self.done += count
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+
+
+def _is_epoch(value: object) -> bool:
+    """Whether ``value`` is a JSON number of seconds since the epoch that the store accepts."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
+
+
+def _parse_run(document: Any, where: str) -> dict[str, Any]:
+    """The runs row of ``run.json``, checked field by field."""
+    if not isinstance(document, dict):
+        raise ArchiveError(where, "run.json must hold an object")
+    if document.get("format") != EXPORT_FORMAT:
+        raise ArchiveError(where, f"run.json format is {document.get('format')!r}, expected {EXPORT_FORMAT!r}")
+
+    def field(name: str, check: Callable[[Any], bool], expected: str, *, optional: bool = False) -> Any:
+        value = document.get(name)
+        if value is None and optional:
+            return None
+        if not check(value):
+            raise ArchiveError(where, f"run.json {name}: expected {expected}, got {value!r}")
+        return value
+
+    def is_text(value: Any) -> bool:
+        return type(value) is str and bool(value)
+
+    def is_count(value: Any) -> bool:
+        return type(value) is int and value >= 0
+
+    run = {
+        "run_id": field("run_id", is_text, "a non-empty string"),
+        "kind": field("kind", is_text, "a non-empty string"),
+        "status": field("status", lambda v: v in RUN_STATUSES, f"one of {', '.join(RUN_STATUSES)}"),
+        "start_time": field("start_time", _is_epoch, "epoch seconds"),
+        "end_time": field("end_time", _is_epoch, "epoch seconds or null", optional=True),
+        "updated_at": field("updated_at", _is_epoch, "epoch seconds"),
+        "last_heartbeat": field("last_heartbeat", _is_epoch, "epoch seconds or null", optional=True),
+        "config": field("config", lambda v: isinstance(v, dict), "an object", optional=True),
+        "metadata": field("metadata", lambda v: isinstance(v, dict), "an object or null", optional=True),
+        "final_reward": field(
+            "final_reward", lambda v: type(v) in (int, float) or v in _WIRE_NUMBERS, "a number or null", optional=True
+        ),
+        "total_steps": field("total_steps", is_count, "a count"),
+        "total_episodes": field("total_episodes", is_count, "a count"),
+        "state": field("state", lambda v: isinstance(v, dict), "an object", optional=True),
+        "event_counts": field("event_counts", lambda v: isinstance(v, dict), "an object", optional=True),
+        "metrics": field("metrics", lambda v: isinstance(v, dict), "an object", optional=True),
+    }
+    if type(run["final_reward"]) is str:
+        run["final_reward"] = _WIRE_NUMBERS[run["final_reward"]]
+    return run
+
+
+# -- writing the store -----------------------------------------------------------------
+
+
+def _open_store(db_path: str) -> sqlite3.Connection:
+    if not os.path.exists(db_path):
+        try:
+            os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
+            prepare_database(db_path)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(f"cannot create the database {db_path!r}: {exc}") from exc
+    try:
+        connection = sqlite3.connect(db_path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open the database {db_path!r}: {exc}") from exc
+    try:
+        version = current_version(connection)
+    except sqlite3.DatabaseError as exc:
+        connection.close()
+        raise StoreError(f"the database {db_path!r} cannot be used: {exc}") from exc
+    if version != SCHEMA_VERSION:
+        connection.close()
+        raise StoreError(
+            f"the database {db_path!r} has schema version {version}, this runwatch writes version "
+            f"{SCHEMA_VERSION}; migrate it first (runwatch migrate)"
+        )
+    return connection
+
+
+def _write_run(connection: sqlite3.Connection, reader: _ArchiveReader, run: dict[str, Any], run_id: str) -> None:
+    db_path = connection.execute("PRAGMA database_list").fetchone()[2]
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"the database {db_path!r} stayed locked: {exc}") from exc
+    try:
+        if connection.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone():
+            raise ValueError(f"a run with id {run_id!r} already exists in {db_path!r}; import it under another id")
+        pk = _insert_run_row(connection, run, run_id)
+        exact_rows = _import_metrics(connection, reader, run_id, pk)
+        event_counts = _import_events(connection, reader, pk)
+        _import_state_history(connection, reader, pk)
+        _check_counts(connection, reader.where, run, pk, event_counts, metrics=exact_rows)
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    try:
+        connection.execute("COMMIT")
+    except sqlite3.OperationalError as exc:
+        connection.execute("ROLLBACK")
+        raise StoreError(f"the import into {db_path!r} could not be committed: {exc}") from exc
+
+
+def _insert_run_row(connection: sqlite3.Connection, run: dict[str, Any], run_id: str) -> int:
+    def text(value: Any) -> str | None:
+        return None if value is None else dumps(value).decode()
+
+    cursor = connection.execute(
+        "INSERT INTO runs (run_id, kind, status, start_time, end_time, updated_at, last_heartbeat, config,"
+        " metadata, final_reward, total_steps, total_episodes, state, owner)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        (
+            run_id,
+            run["kind"],
+            run["status"],
+            run["start_time"],
+            run["end_time"],
+            run["updated_at"],
+            run["last_heartbeat"],
+            text(run["config"]),
+            text(run["metadata"]),
+            run["final_reward"],
+            run["total_steps"],
+            run["total_episodes"],
+            text(run["state"] or {}),
+        ),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> bool:
+    """Insert the metric rows, rollups and per-metric statistics, and check them against each other.
+
+    Returns:
+        Whether the rows are exactly the logged ones (``False`` for the wide fallback).
+    """
+    keysets = connection.execute("SELECT id, names FROM metric_keysets")
+    encoder = BatchEncoder({tuple(orjson.loads(names)): keyset for keyset, names in keysets})
+    (base,) = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()
+    rollups = [_parse_rollup(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_rollups.jsonl")]
+    stats = [_parse_stats(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_stats.jsonl")]
+    # Without metric_stats.jsonl (older archives) the statistics are computed from the rows, as the sink does.
+    exact_stats = reader.has("metric_stats.jsonl")
+    numbering = _Renumbering(int(base), sorted({row for r in rollups for row in (r[2], r[3])}))
+    long_form = reader.has("metrics_long.jsonl")
+    if rollups and not long_form:
+        raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
+    counts: dict[str, int] = {}
+    chunk: list[Metric] = []
+    numbers: list[int] = []
+
+    def flush() -> None:
+        _write_metric_chunk(connection, encoder, chunk, numbers, run_id, pk, with_stats=not exact_stats)
+        chunk.clear()
+        numbers.clear()
+
+    if long_form:
+        for number, line in reader.json_lines("metrics_long.jsonl"):
+            metric = _metric_from_line(line, run_id, reader.where, number)
+            try:
+                numbers.append(numbering.row(line.get("row")))
+            except ValueError as exc:
+                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {exc}") from None
+            for name in metric.values:
+                counts[name] = counts.get(name, 0) + 1
+            chunk.append(metric)
+            if len(chunk) >= _CHUNK_ROWS:
+                flush()
+    else:
+        for metric in _metrics_from_wide(reader, run_id):
+            numbers.append(numbering.next_row())
+            chunk.append(metric)
+            if len(chunk) >= _CHUNK_ROWS:
+                flush()
+    flush()
+    connection.execute(ADVANCE_METRIC_ROW, (numbering.finish(),))
+    if rollups:
+        bounds = numbering.bounds
+        connection.executemany(
+            "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
+            " count, nan_count, min, max, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(pk, r[1], bounds[r[2]], bounds[r[3]], *r[4:]) for r in rollups],
+        )
+    if exact_stats:
+        connection.executemany(
+            "INSERT INTO metric_stats (run, name, count, nan_count, sum, min, max, last, last_ts, last_step)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [(pk, *row) for row in stats],
+        )
+    if long_form:
+        # Every value ever logged is in a kept row or in a rollup; the statistics count them all.
+        for rollup in rollups:
+            counts[rollup[1]] = counts.get(rollup[1], 0) + rollup[8]
+        stored = dict(connection.execute("SELECT name, count FROM metric_stats WHERE run = ?", (pk,)).fetchall())
+        if stored != counts:
+            names = sorted(name for name in stored.keys() | counts.keys() if stored.get(name) != counts.get(name))
+            raise ArchiveError(
+                reader.where, f"the metric rows and rollups do not add up to the statistics' counts (for {names[:5]})"
+            )
+    return long_form
+
+
+def _lines_if_any(reader: _ArchiveReader, name: str) -> Iterator[tuple[int, Any]]:
+    return reader.json_lines(name) if reader.has(name) else iter(())
+
+
+class _Renumbering:
+    """New row numbers for an imported run: after every row of the target store, in the old order.
+
+    Row numbers are store-wide, so a run's rows get new ones. The kept rows
+    and the row bounds of the rollups (whose own rows are gone) are numbered
+    together, consecutively from ``base``, so that their order, which reads
+    depend on, stays as it was.
+    """
+
+    def __init__(self, base: int, bounds: list[int]) -> None:
+        self.base = base
+        self.pending = bounds
+        self.bounds: dict[int, int] = {}  # old bound → new
+        self.index = 0
+        self.kept = 0
+        self.last: int | None = None
+
+    def row(self, old: object) -> int:
+        """The new number of the kept row ``old`` (rows must come in increasing order)."""
+        if type(old) is not int:
+            raise ValueError(f"row must be an integer, got {old!r}")
+        if self.last is not None and old <= self.last:
+            raise ValueError(f"row {old} does not follow row {self.last}")
+        self.last = old
+        pending = self.pending
+        while self.index < len(pending) and pending[self.index] < old:
+            self._bound()
+        if self.index < len(pending) and pending[self.index] == old:
+            raise ValueError(f"row {old} is also a bound of a rollup")
+        return self.next_row()
+
+    def next_row(self) -> int:
+        """The next number, for a row without an old number."""
+        self.kept += 1
+        return self.base + self.kept - 1 + self.index
+
+    def _bound(self) -> None:
+        self.bounds[self.pending[self.index]] = self.base + self.kept + self.index
+        self.index += 1
+
+    def finish(self) -> int:
+        """Number the remaining bounds; returns how many numbers were used."""
+        while self.index < len(self.pending):
+            self._bound()
+        return self.kept + len(self.pending)
+
+
+def _wire_number(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if type(value) is str and value in _WIRE_NUMBERS:
+        return _WIRE_NUMBERS[value]
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    raise ValueError(f'{what} must be a number, null, "Infinity" or "-Infinity", got {value!r}')
+
+
+def _optional_int(value: Any, what: str) -> int | None:
+    if value is None or type(value) is int:
+        return value
+    raise ValueError(f"{what} must be an integer or null, got {value!r}")
+
+
+def _count(value: Any, what: str) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{what} must be a count, got {value!r}")
+    return value
+
+
+def _name(value: Any) -> str:
+    if type(value) is not str or not value:
+        raise ValueError(f"name must be a non-empty string, got {value!r}")
+    return value
+
+
+def _parse_stats(line: Any, where: str, number: int) -> tuple[Any, ...]:
+    """``(name, count, nan_count, sum, min, max, last, last_ts, last_step)`` of a metric_stats.jsonl line."""
+    try:
+        if not isinstance(line, dict):
+            raise ValueError("expected an object")
+        if not _is_epoch(line.get("last_ts")):
+            raise ValueError(f"last_ts must be epoch seconds, got {line.get('last_ts')!r}")
+        return (
+            _name(line.get("name")),
+            _count(line.get("count"), "count"),
+            _count(line.get("nan_count"), "nan_count"),
+            *(_wire_number(line.get(key), key) for key in ("sum", "min", "max", "last")),
+            line["last_ts"],
+            _optional_int(line.get("last_step"), "last_step"),
+        )
+    except ValueError as exc:
+        raise ArchiveError(where, f"metric_stats.jsonl line {number}: {exc}") from None
+
+
+def _parse_rollup(line: Any, where: str, number: int) -> tuple[Any, ...]:
+    """``(None, name, first_row, last_row, first_step, last_step, start_ts, end_ts, count, nan_count, min, max,
+    mean)`` of a metric_rollups.jsonl line (the first item is a placeholder for the run)."""
+    try:
+        if not isinstance(line, dict):
+            raise ValueError("expected an object")
+        first, last = line.get("first_row"), line.get("last_row")
+        if type(first) is not int or type(last) is not int or first > last:
+            raise ValueError(f"first_row and last_row must be integers in order, got {first!r} and {last!r}")
+        for key in ("start_ts", "end_ts"):
+            if not _is_epoch(line.get(key)):
+                raise ValueError(f"{key} must be epoch seconds, got {line.get(key)!r}")
+        return (
+            None,
+            _name(line.get("name")),
+            first,
+            last,
+            _optional_int(line.get("first_step"), "first_step"),
+            _optional_int(line.get("last_step"), "last_step"),
+            line["start_ts"],
+            line["end_ts"],
+            _count(line.get("count"), "count"),
+            _count(line.get("nan_count"), "nan_count"),
+            *(_wire_number(line.get(key), key) for key in ("min", "max", "mean")),
+        )
+    except ValueError as exc:
+        raise ArchiveError(where, f"metric_rollups.jsonl line {number}: {exc}") from None
+
+
+def _metric_from_line(line: Any, run_id: str, where: str, number: int) -> Metric:
+    at = f"metrics_long.jsonl line {number}"
+    if not isinstance(line, dict) or not isinstance(line.get("values"), dict) or not line["values"]:
+        raise ArchiveError(where, f"{at}: expected an object with non-empty values")
+    values = {
+        name: (math.nan if value is None else _WIRE_NUMBERS.get(value, value) if type(value) is str else value)
+        for name, value in line["values"].items()
+    }
+    ts: Any = line.get("ts")
+    try:
+        return Metric(run_id, float(ts) if type(ts) is int else ts, values, line.get("step"), line.get("tags"))
+    except (TypeError, ValueError) as exc:
+        raise ArchiveError(where, f"{at}: {exc}") from None
+
+
+def _metrics_from_wide(reader: _ArchiveReader, run_id: str) -> Iterator[Metric]:
+    """Logging calls rebuilt from the wide frame (see the module docstring for its NaN rule)."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    if reader.has("metrics.parquet"):
+        name = "metrics.parquet"
+        try:
+            frame = pd.read_parquet(io.BytesIO(reader.read_bytes(name)))
+        except ImportError as exc:
+            raise ArchiveError(reader.where, f"reading {name} needs pyarrow ({exc})") from None
+        except Exception as exc:  # pyarrow raises its own types for a damaged file
+            raise ArchiveError(reader.where, f"{name} cannot be read ({exc})") from None
+    elif reader.has("metrics.csv"):
+        name = "metrics.csv"
+        try:
+            frame = pd.read_csv(io.BytesIO(reader.read_bytes(name)))
+        except (ValueError, pd.errors.ParserError) as exc:
+            raise ArchiveError(reader.where, f"{name} cannot be read ({exc})") from None
+    else:
+        return
+    if len(frame) == 0:
+        return
+    if "timestamp" not in frame or "step" not in frame:
+        raise ArchiveError(reader.where, f"{name} has no timestamp or step column")
+    try:
+        stamps = pd.to_datetime(frame["timestamp"], utc=True)
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
+        steps = pd.to_numeric(frame["step"])
+    except (ValueError, TypeError) as exc:
+        raise ArchiveError(reader.where, f"{name}: bad timestamp or step ({exc})") from None
+    columns = [column for column in frame.columns if column not in ("timestamp", "step")]
+    # export renames a metric called "timestamp"/"step" to "metric:timestamp"/"metric:step"
+    names = [
+        column.removeprefix("metric:") if column in ("metric:timestamp", "metric:step") else column
+        for column in columns
+    ]
+    values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
+    for index in range(len(frame)):
+        row = values[index]
+        logged = {name: float(value) for name, value in zip(names, row, strict=True) if value == value}
+        if not logged:
+            logged = dict.fromkeys(names, math.nan)
+        step = steps.iloc[index]
+        try:
+            yield Metric(run_id, float(seconds.iloc[index]), logged, None if pd.isna(step) else int(step))
+        except (TypeError, ValueError) as exc:
+            raise ArchiveError(reader.where, f"{name} row {index + 1}: {exc}") from None
+
+
+def _write_metric_chunk(
+    connection: sqlite3.Connection,
+    encoder: BatchEncoder,
+    chunk: list[Metric],
+    numbers: list[int],
+    run_id: str,
+    pk: int,
+    *,
+    with_stats: bool,
+) -> None:
+    """Store logging calls under the given row numbers, encoded as the SQLite sink encodes them."""
+    if not chunk:
+        return
+    encoded = encoder.encode(chunk, {run_id: pk}, {})
+    if encoded.new_keysets:
+        texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
+        param = (orjson.dumps(list(texts)),)
+        connection.execute("INSERT OR IGNORE INTO metric_keysets (names) SELECT value FROM json_each(?)", param)
+        ids = {
+            texts[names]: keyset
+            for names, keyset in connection.execute(
+                "SELECT names, id FROM metric_keysets WHERE names IN (SELECT value FROM json_each(?))", param
+            )
+        }
+        encoder.resolve_keysets(encoded, ids)
+    for row, number in zip(encoded.metric_rows, numbers, strict=True):
+        row.append(number)
+    connection.execute(_INSERT_NUMBERED_METRIC_ROWS, (encode_metric_rows(encoded.metric_rows),))
+    if with_stats:
+        connection.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
+
+
+def _import_events(connection: sqlite3.Connection, reader: _ArchiveReader, pk: int) -> dict[str, int]:
+    """Insert the events with their original kind, type, level, data and time; returns counts per type."""
+    counts: dict[str, int] = {}
+    rows: list[list[Any]] = []
+    for number, event in reader.json_lines("events.jsonl"):
+        at = f"events.jsonl line {number}"
+        if not isinstance(event, dict):
+            raise ArchiveError(reader.where, f"{at}: expected an object")
+        event_type: Any = event.get("event_type")
+        kind, level, ts = event.get("kind"), event.get("level"), event.get("timestamp")
+        for key, value in (("event_type", event_type), ("kind", kind)):
+            if type(value) is not str or not value:
+                raise ArchiveError(reader.where, f"{at}: {key} must be a non-empty string, got {value!r}")
+        if level not in LEVELS:
+            raise ArchiveError(reader.where, f"{at}: level must be one of {', '.join(LEVELS)}, got {level!r}")
+        if not _is_epoch(ts):
+            raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
+        counts[event_type] = counts.get(event_type, 0) + 1
+        rows.append([pk, ts, kind, event_type, level, event.get("event_data")])
+        if len(rows) >= _CHUNK_ROWS:
+            connection.execute(INSERT_EVENTS, (dumps(rows),))
+            rows = []
+    if rows:
+        connection.execute(INSERT_EVENTS, (dumps(rows),))
+    return counts
+
+
+def _import_state_history(connection: sqlite3.Connection, reader: _ArchiveReader, pk: int) -> None:
+    rows: list[list[Any]] = []
+    for number, entry in reader.json_lines("state_history.jsonl"):
+        at = f"state_history.jsonl line {number}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("patch"), dict):
+            raise ArchiveError(reader.where, f"{at}: expected an object with a patch object")
+        ts = entry.get("timestamp")
+        if not _is_epoch(ts):
+            raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
+        rows.append([pk, ts, entry["patch"]])
+        if len(rows) >= _CHUNK_ROWS:
+            connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
+            rows = []
+    if rows:
+        connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
+
+
+def _check_counts(
+    connection: sqlite3.Connection, where: str, run: dict[str, Any], pk: int, events: dict[str, int], *, metrics: bool
+) -> None:
+    """Compare what was stored with the counts run.json records: a truncated archive fails here.
+
+    ``metrics``: whether to compare the metric counts too (not after the wide fallback, which drops logged NaN).
+    """
+    expected_events = run["event_counts"]
+    if expected_events is not None and expected_events != events:
+        raise ArchiveError(where, f"events.jsonl holds {events} but run.json counts {expected_events}")
+    if not metrics or run["metrics"] is None:
+        return
+    expected = {name: stats.get("count") for name, stats in run["metrics"].items() if isinstance(stats, dict)}
+    stored = dict(connection.execute("SELECT name, count FROM metric_stats WHERE run = ?", (pk,)).fetchall())
+    if expected != stored:
+        names = sorted(name for name in expected.keys() | stored.keys() if expected.get(name) != stored.get(name))
+        raise ArchiveError(where, f"the metrics do not match run.json's metric counts (for {names[:5]})")
