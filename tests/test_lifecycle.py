@@ -610,6 +610,7 @@ TABLES_AT = {
     1: V1_TABLES,
     2: V1_TABLES | {"ingest_batches"},
     3: V1_TABLES | {"ingest_batches", "metric_rollups"},
+    4: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
@@ -622,6 +623,7 @@ ROWS = {
     "ingest_batches": "INSERT INTO ingest_batches (batch_id, received_at, events) VALUES ('b', 1, 1)",
     "metric_rollups": "INSERT INTO metric_rollups (run, name, first_row, last_row, start_ts, end_ts, count, nan_count)"
     " VALUES (1, 'loss', 0, 9, 1, 2, 10, 0)",
+    "snapshots": "INSERT INTO snapshots (run, ts, data) VALUES (1, 1, '{}')",
 }
 
 

@@ -127,14 +127,14 @@ def test_a_file_may_nest_the_graph_under_pipeline(tmp_path: Path) -> None:
 
 
 def test_default_graph() -> None:
-    """No config gives the default graph: it validates, and the in-process source feeds the SQLite store."""
+    """No config gives the default graph: it validates, and the in-process source reaches the SQLite store."""
     spec = load_pipeline_config(None)
     assert load_pipeline_config(default_pipeline_config()) == spec
     app = spec.get("app")
     assert app.cls is InProcessSource
     store = spec.get("store")
     assert store.cls is SQLiteSink
-    assert "app" in store.inputs
+    assert store.inputs == ("liveness",) and spec.get("liveness").inputs == ("app", "ingest")
     assert store.buffer.when_full is OverflowPolicy.BLOCK, "the store loses nothing by default"
 
 

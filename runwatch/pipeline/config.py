@@ -64,6 +64,7 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "alerts": "runwatch.alerts.stage:AlertsStage",
     "liveness": "runwatch.stages.liveness:LivenessStage",
     "retention": "runwatch.stages.retention:RetentionStage",
+    "snapshot": "runwatch.stages.snapshot:SnapshotStage",
     "sqlite": "runwatch.sinks.sqlite:SQLiteSink",
     "log": "runwatch.sinks.log:LogSink",
     "blackhole": "runwatch.sinks.blackhole:BlackholeSink",
@@ -77,17 +78,19 @@ BUILTIN_COMPONENTS: dict[str, str] = {
 def default_pipeline_config() -> dict[str, Any]:
     """The graph used when no config is given.
 
-    In-process and remote-ingest sources feed the SQLite store (``block``:
+    In-process and remote-ingest sources pass the liveness stage (which marks
+    silent runs hung or crashed) and feed the SQLite store (``block``:
     nothing is lost) and the websocket hub (``drop_oldest``: live views never
     hold the store back).
     """
     return {
         "sources": {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}},
+        "stages": {"liveness": {"type": "liveness", "inputs": ["app", "ingest"]}},
         "sinks": {
-            "store": {"type": "sqlite", "inputs": ["app", "ingest"]},
+            "store": {"type": "sqlite", "inputs": ["liveness"]},
             "live": {
                 "type": "websocket_hub",
-                "inputs": ["app", "ingest"],
+                "inputs": ["liveness"],
                 "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
             },
         },
