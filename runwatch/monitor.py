@@ -103,10 +103,11 @@ class WebMonitor:
         from .pipeline.component import ComponentContext
         from .pipeline.runtime import Pipeline
         from .pipeline.thread import PipelineThread
+        from .server import pipeline_config_of
 
         data_dir = Path(self.config.data_dir)
         context = ComponentContext(db_path=self.config.db_path, data_dir=data_dir)
-        pipeline = Pipeline(self.config.pipeline, context=context)
+        pipeline = Pipeline(pipeline_config_of(self.config), context=context)
         thread = PipelineThread(pipeline, companions=self._companions(), name="runwatch-pipeline")
         thread.start()
         return thread

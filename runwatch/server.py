@@ -25,6 +25,20 @@ __all__ = ["run_server"]
 logger = logging.getLogger("runwatch")
 
 
+def pipeline_config_of(config: MonitorConfig) -> Any:
+    """The monitor's pipeline graph: its own, or the default one sized by its settings."""
+    if config.pipeline is not None:
+        return config.pipeline
+    from .pipeline.config import default_pipeline_config
+
+    return default_pipeline_config(
+        snapshots=True,
+        snapshot_interval_seconds=config.snapshot_interval,
+        max_snapshots=config.max_snapshots,
+        max_events=config.max_events,
+    )
+
+
 def start_server(config: MonitorConfig, *, required: bool = True) -> Any:
     """Build and start the pipeline thread with the web companion; returns the thread."""
     from .pipeline.component import ComponentContext
@@ -34,7 +48,7 @@ def start_server(config: MonitorConfig, *, required: bool = True) -> Any:
     from .web.server import WebSettings, web_companion
 
     context = ComponentContext(db_path=config.db_path, data_dir=Path(config.data_dir))
-    pipeline = Pipeline(config.pipeline, context=context)
+    pipeline = Pipeline(pipeline_config_of(config), context=context)
     web = WebSettings(host=config.web_host, port=config.web_port, token=config.web_token)
     thread = PipelineThread(pipeline, companions=[web_companion(web, config.db_path, required=required)])
     thread.start()

@@ -440,7 +440,7 @@ def _cleanup(conn: sqlite3.Connection, cutoff: float) -> dict[str, int]:
         if ended:
             ids = orjson.dumps(ended).decode()
             tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in ("metric_rows", "metric_stats", "events", "state_history", "metric_rollups"):
+            for table in ("metric_rows", "metric_stats", "events", "state_history", "metric_rollups", "snapshots"):
                 if table in tables:
                     conn.execute(f"DELETE FROM {table} WHERE run IN (SELECT value FROM json_each(?))", (ids,))
             conn.execute("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", (ids,))
@@ -456,12 +456,13 @@ def _cleanup(conn: sqlite3.Connection, cutoff: float) -> dict[str, int]:
 
 
 def _without_web(config: Mapping[str, Any]) -> dict[str, Any]:
-    """A pipeline config minus the web's components (remote ingest, the websocket hub)."""
+    """A pipeline config minus the web's components (remote ingest, the websocket hub) and
+    the snapshot stage (application sessions keep no snapshot files)."""
     removed = {
         component_id
-        for section in ("sources", "sinks")
+        for section in ("sources", "stages", "sinks")
         for component_id, body in config.get(section, {}).items()
-        if body.get("type") in ("ingest", "websocket_hub")
+        if body.get("type") in ("ingest", "websocket_hub", "snapshot")
     }
     out: dict[str, Any] = {}
     for section, table in config.items():

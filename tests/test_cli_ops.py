@@ -636,7 +636,7 @@ def test_cleanup_dry_run_counts_and_cleanup_deletes_old_runs(runner: CliRunner, 
             connection.execute(
                 f"SELECT count(*) FROM {table} WHERE run = (SELECT id FROM runs WHERE run_id = 'beta')"
             ).fetchone()[0]
-            for table in ("metric_rows", "metric_stats", "events", "state_history")
+            for table in ("metric_rows", "metric_stats", "events", "state_history", "snapshots")
         )
     connection.close()
 

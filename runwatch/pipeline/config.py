@@ -75,17 +75,34 @@ BUILTIN_COMPONENTS: dict[str, str] = {
 }
 
 
-def default_pipeline_config() -> dict[str, Any]:
+def default_pipeline_config(
+    *,
+    snapshots: bool = False,
+    snapshot_interval_seconds: float = 300.0,
+    max_snapshots: int = 100,
+    max_events: int = 1000,
+) -> dict[str, Any]:
     """The graph used when no config is given.
 
     In-process and remote-ingest sources pass the liveness stage (which marks
     silent runs hung or crashed) and feed the SQLite store (``block``:
     nothing is lost) and the websocket hub (``drop_oldest``: live views never
-    hold the store back).
+    hold the store back). With ``snapshots`` (as WebMonitor and ``runwatch
+    serve`` use it, knowing their data directory) a snapshot stage is added
+    as a leaf after liveness, so a fault in it never touches the store's path.
     """
+    stages: dict[str, Any] = {"liveness": {"type": "liveness", "inputs": ["app", "ingest"]}}
+    if snapshots:
+        stages["snapshots"] = {
+            "type": "snapshot",
+            "inputs": ["liveness"],
+            "snapshot_interval_seconds": snapshot_interval_seconds,
+            "max_snapshots": max_snapshots,
+            "max_events": max_events,
+        }
     return {
         "sources": {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}},
-        "stages": {"liveness": {"type": "liveness", "inputs": ["app", "ingest"]}},
+        "stages": stages,
         "sinks": {
             "store": {"type": "sqlite", "inputs": ["liveness"]},
             "live": {

@@ -79,7 +79,7 @@ _OLD_RUN: Final = (
 
 # The tables holding a run's rows, in the order a cleanup empties them:
 # metric_stats last, so a run cut short by an error still shows its summary.
-_RUN_TABLES: Final = ("metric_rows", "metric_rollups", "events", "state_history", "metric_stats")
+_RUN_TABLES: Final = ("metric_rows", "metric_rollups", "events", "state_history", "metric_stats", "snapshots")
 
 # One chunk of a run's rows. Rowid tables go by rowid through their (run, ...)
 # index; WITHOUT ROWID tables by their primary key, which starts with run.
@@ -93,6 +93,7 @@ _DELETE_CHUNK: Final = {
     " (SELECT id FROM state_history WHERE run = :run LIMIT :limit)",
     "metric_stats": "DELETE FROM metric_stats WHERE run = :run"
     " AND name IN (SELECT name FROM metric_stats WHERE run = :run LIMIT :limit)",
+    "snapshots": "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE run = :run LIMIT :limit)",
 }
 
 
