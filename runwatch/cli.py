@@ -342,6 +342,46 @@ def runs(
 
 
 @app.command()
+def alerts(
+    db: DbOption = Path("monitoring.db"),
+    run: Annotated[str | None, typer.Option(help="Only this run's alerts.")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="pending, firing or resolved [default: pending and firing].")
+    ] = None,
+    json_output: JsonOption = False,
+) -> None:
+    """List alert instances and their state (active ones by default)."""
+    from datetime import UTC, datetime
+
+    with _reported(db), _manager(db) as manager:
+        rows = manager.get_alerts(run, state)
+    if json_output:
+        _print_json(rows)
+        return
+    from rich.table import Table
+
+    if not rows:
+        _stderr().print("no alerts" if state else "no alert is pending or firing")
+        return
+    table = Table(title=f"alerts in {db}", title_justify="left")
+    for header in ("rule", "run", "state", "severity", "value", "since (UTC)", "summary"):
+        table.add_column(header, no_wrap=header in ("rule", "run"))
+    for alert in rows:
+        since = alert.get("active_since") or alert.get("updated_at")
+        annotations = alert.get("annotations") or {}
+        table.add_row(
+            str(alert.get("rule")),
+            str(alert.get("run_id")),
+            str(alert.get("state")),
+            str(alert.get("severity")),
+            _number(alert.get("value")),
+            _when(datetime.fromtimestamp(since, UTC)) if since else "",
+            str(annotations.get("summary") or annotations.get("description") or ""),
+        )
+    _stdout().print(table)
+
+
+@app.command()
 def show(
     run: Annotated[str, typer.Argument(help="The run id.")],
     db: DbOption = Path("monitoring.db"),

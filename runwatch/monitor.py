@@ -488,6 +488,22 @@ class WebMonitor:
         self.flush()
         return self.db.get_run_summary(run_id)
 
+    def get_alerts(self, run_id: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """Alert instances and their current state, from this monitor's store.
+
+        Args:
+            run_id: only this run's alerts; ``None`` for every run.
+            state: ``pending``, ``firing`` or ``resolved``; ``None`` means
+                pending and firing (what is active now).
+
+        Returns:
+            Dicts with ``rule``, ``run_id``, ``state``, ``severity``, ``value``,
+            ``labels``, ``annotations``, ``active_since`` and ``updated_at``
+            (epoch seconds).
+        """
+        self.flush()
+        return self.db.get_alerts(run_id, state)
+
     def export_run_data(self, run_id: str, output_dir: Path, include_snapshots: bool = True) -> Path:
         """Export a run to a ``.zip`` (run.json, metrics, events.jsonl, state history).
 

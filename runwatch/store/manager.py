@@ -149,6 +149,22 @@ class DatabaseManager:
         with self._connect() as conn:
             return fn(conn, *args, **kwargs)
 
+    def get_alerts(self, run_id: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
+        """Alert instances in a given state, from the stored alert events.
+
+        Args:
+            run_id: only this run's alerts; ``None`` for every run.
+            state: ``pending``, ``firing`` or ``resolved``; ``None`` means pending
+                and firing (what is active now).
+
+        Raises:
+            ValueError: an unknown state.
+        """
+        if state is not None and state not in ("pending", "firing", "resolved"):
+            raise ValueError(f"state must be pending, firing, resolved or None; got {state!r}")
+        states = ("pending", "firing") if state is None else (state,)
+        return self._read(queries.alerts, run_id=run_id, states=states)
+
     # -- schema ------------------------------------------------------------------------
 
     def init_database(self) -> None:

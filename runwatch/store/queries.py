@@ -45,6 +45,7 @@ __all__ = [
     "check_limit",
     "check_run_id",
     "check_status",
+    "alerts",
     "list_runs",
     "mark_crashed_runs",
     "metric_series",
@@ -537,6 +538,58 @@ def run_metrics_frame(
             params,
         ).fetchall()
     return _build_frame(rows, keysets, wanted)
+
+
+def alerts(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str | None = None,
+    severity: str | None = None,
+    states: tuple[str, ...] = ("pending", "firing"),
+    limit: int = 100_000,
+) -> list[dict[str, Any]]:
+    """The current state of each alert instance, from the stored ``alert`` events.
+
+    An instance is a rule on a run with a label set; its state is that of its
+    latest event. Only instances whose state is in ``states`` are returned,
+    oldest ``active_since`` first.
+
+    Args:
+        conn: a connection to the store.
+        run_id: only this run's alerts.
+        severity: only alerts of this severity.
+        states: the states to return (``pending``, ``firing``, ``resolved``, ``inactive``).
+        limit: how many of the newest alert events to consider.
+    """
+    where = ["e.kind = 'alert'"]
+    params: list[Any] = []
+    if run_id is not None:
+        check_run_id(run_id)
+        where.append("r.run_id = ?")
+        params.append(run_id)
+    with _read_snapshot(conn):
+        rows = conn.execute(
+            "SELECT r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
+            f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for run, ts, data in rows:  # newest first: the first seen per instance is its state
+        alert = orjson.loads(data)
+        key = (
+            run,
+            alert.get("rule", ""),
+            orjson.dumps(alert.get("labels") or {}, option=orjson.OPT_SORT_KEYS).decode(),
+        )
+        if key not in latest:
+            latest[key] = {"run_id": run, "updated_at": ts, **alert}
+    found = [
+        alert
+        for alert in latest.values()
+        if alert.get("state") in states and (severity is None or alert.get("severity") == severity)
+    ]
+    found.sort(key=lambda alert: alert.get("active_since") or alert["updated_at"])
+    return found
 
 
 def metric_series(conn: sqlite3.Connection, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:

@@ -303,6 +303,68 @@ async def current_events(
     return JSONResponse({"run_id": run_id, "events": [_event_row(event) for event in events]})
 
 
+# -- alerts ---------------------------------------------------------------------------------
+
+
+def _alert_row(alert: dict[str, Any]) -> dict[str, Any]:
+    out = dict(alert)
+    for name in ("active_since", "updated_at"):
+        if isinstance(out.get(name), (int, float)):
+            out[name] = iso(out[name])
+    return out
+
+
+@router.get("/api/alerts", tags=["alerts"], summary="Alerts pending or firing now")
+async def active_alerts(
+    request: Request,
+    run_id: str | None = Query(None),
+    severity: str | None = Query(None),
+) -> JSONResponse:
+    engine = web_context(request).services.get("alerts")
+    if engine is not None:  # this process evaluates the rules: its view is the freshest
+        found = engine.active_alerts(run_id=run_id, severity=severity)
+    else:  # another process evaluates them: the store has every transition
+        found = await read(request, queries.alerts, run_id=run_id, severity=severity)
+    return JSONResponse({"alerts": [_alert_row(alert) for alert in found]})
+
+
+@router.get("/api/alerts/history", tags=["alerts"], summary="Alert transitions, newest first, paginated")
+async def alert_history(
+    request: Request,
+    run_id: str | None = Query(None),
+    severity: str | None = Query(None),
+    limit: int = Query(100, ge=1, le=10_000),
+    cursor: str | None = Query(None),
+) -> JSONResponse:
+    if cursor and not _CURSOR.fullmatch(cursor):
+        raise ApiError(422, "cursor is not one this server returned", "cursor")
+    rows = await read(request, _alert_events, run_id, severity, limit + 1, int(cursor) if cursor else None)
+    page = rows[:limit]
+    next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
+    return JSONResponse({"alerts": [_alert_row(row) for row in page], "next_cursor": next_cursor})
+
+
+def _alert_events(
+    connection: Any, run_id: str | None, severity: str | None, limit: int, before_id: int | None
+) -> list[dict[str, Any]]:
+    where, params = ["e.kind = 'alert'"], []
+    if run_id is not None:
+        where.append("r.run_id = ?")
+        params.append(run_id)
+    if severity is not None:
+        where.append("e.level = ?")
+        params.append(severity)
+    if before_id is not None:
+        where.append("e.id < ?")
+        params.append(before_id)
+    rows = connection.execute(
+        "SELECT e.id, r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
+        f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?",
+        (*params, limit),
+    ).fetchall()
+    return [{"id": id_, "run_id": run, "updated_at": ts, **orjson.loads(data)} for id_, run, ts, data in rows]
+
+
 # -- operations ----------------------------------------------------------------------------
 
 
