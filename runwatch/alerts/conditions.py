@@ -1,0 +1,647 @@
+"""Alert conditions: how each rule kind turns events into a condition and a value.
+
+Internals of :class:`~runwatch.alerts.engine.AlertEngine` (pure code: no I/O,
+no clock). Each rule is compiled into a :class:`Condition` that keeps the
+kind's signal state (windows, counters) in its alert instances and hands
+every evaluation to the engine's state machine.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from bisect import bisect_left
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, ClassVar, Final
+
+from ..events import ExceptionEvent, Heartbeat, LogEvent, Metric, StatePatch
+from .rules import (
+    MAX_RATE_WINDOW,
+    OPERATORS,
+    AbsenceRule,
+    AnomalyRule,
+    NonFiniteRule,
+    RateRule,
+    Rule,
+    StagnationRule,
+    ThresholdRule,
+    _Pattern,
+)
+
+if TYPE_CHECKING:
+    from .engine import AlertEngine
+
+__all__ = [
+    "CONDITIONS",
+    "FIRING",
+    "INACTIVE",
+    "PENDING",
+    "RESOLVED",
+    "RUN_ACTIVITY",
+    "AbsenceCondition",
+    "AnomalyCondition",
+    "Condition",
+    "Instance",
+    "MetricCondition",
+    "NonFiniteCondition",
+    "RateCondition",
+    "RunBatch",
+    "RunState",
+    "StagnationCondition",
+    "ThresholdCondition",
+    "decode_float",
+    "encode_float",
+]
+
+# -- alert instances and per-run state ------------------------------------------------------------------------------
+
+#: Event classes that are a run's own activity (and keep it from being "absent").
+RUN_ACTIVITY: Final = frozenset({Metric, LogEvent, Heartbeat, ExceptionEvent, StatePatch})
+
+INACTIVE: Final = "inactive"
+PENDING: Final = "pending"
+FIRING: Final = "firing"
+RESOLVED: Final = "resolved"
+
+
+class Instance:
+    """One alert instance: a rule's state for one run (and metric)."""
+
+    __slots__ = (
+        "active",
+        "active_since",
+        "compiled",
+        "data",
+        "keep_firing_since",
+        "metric",
+        "run_id",
+        "state",
+        "value",
+    )
+
+    def __init__(self, compiled: Condition, run_id: str, metric: str | None, data: Any) -> None:
+        self.compiled = compiled
+        self.run_id = run_id
+        self.metric = metric
+        self.state = INACTIVE
+        self.active = False  # the condition at the last evaluation
+        self.value: float | None = None
+        self.active_since: float | None = None
+        self.keep_firing_since: float | None = None
+        self.data = data  # the kind's signal state (window, counters), or None
+
+
+class RunState:
+    """What the engine keeps per run: its instances and absence clocks."""
+
+    __slots__ = (
+        "clock_at",
+        "clock_ts",
+        "instances",
+        "last_event_at",
+        "last_heartbeat_at",
+        "last_metric_at",
+        "paused",
+        "run_id",
+    )
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.instances: dict[tuple[int, str | None], Instance] = {}
+        self.last_event_at: float | None = None  # arrival times (now), for absence
+        self.last_heartbeat_at: float | None = None
+        self.last_metric_at: dict[int, float] = {}  # by absence rule index
+        self.paused = False
+        self.clock_ts = 0.0  # the newest event timestamp seen...
+        self.clock_at = 0.0  # ...and when it arrived: the run's event clock between events
+
+    def event_clock(self, now: float) -> float:
+        """The run's estimated event time at ``now``."""
+        return self.clock_ts + max(0.0, now - self.clock_at)
+
+
+class RunBatch:
+    """What one ``observe`` call saw of one run, gathered before evaluating."""
+
+    __slots__ = (
+        "_dicts",
+        "_samples",
+        "_times",
+        "heartbeat",
+        "hits",
+        "ignored",
+        "last",
+        "max_ts",
+        "metrics",
+        "non_finite",
+        "state",
+    )
+
+    def __init__(self, state: RunState | None) -> None:
+        self.state = state
+        self.ignored = state is None  # a run that ended: its stragglers are not evaluated
+        self.metrics: list[Metric] = []
+        self.last: dict[str, float] = {}
+        self.non_finite: dict[str, float] = {}
+        self.max_ts = 0.0
+        self.hits: dict[int, list[float]] = {}
+        self.heartbeat = False
+        self._samples: dict[str, tuple[list[float], list[float]]] = {}
+        self._dicts: list[Any] | None = None  # the metric events' value dicts and timestamps, shared by every name
+        self._times: list[float] = []
+
+    def note_non_finite(self, values: Mapping[str, float]) -> None:
+        for name, value in values.items():
+            if value - value != 0.0:
+                self.non_finite[name] = value
+
+    def samples(self, name: str) -> tuple[list[float], list[float]]:
+        """Event timestamps and values of ``name`` in this batch, in order."""
+        cached = self._samples.get(name)
+        if cached is None:
+            if self._dicts is None:
+                self._dicts = list(map(operator.itemgetter(2), self.metrics))  # Metric.values
+                self._times = list(map(operator.itemgetter(1), self.metrics))  # Metric.timestamp
+            try:  # C-level fast path: Metric.values is a dict
+                values: list[Any] = list(map(dict.get, self._dicts, repeat(name)))
+            except TypeError:
+                values = [mapping.get(name) for mapping in self._dicts]
+            times = self._times
+            if None in values:  # some calls did not log this metric
+                pairs = [(t, v) for t, v in zip(times, values, strict=True) if v is not None]
+                times, values = [t for t, _ in pairs], [v for _, v in pairs]
+            cached = self._samples[name] = (times, values)
+        return cached
+
+    def finite_samples(self, name: str) -> tuple[list[float], list[float]]:
+        """Like :meth:`samples` without NaN and ±Inf values."""
+        times, values = self.samples(name)
+        if name in self.non_finite:
+            pairs = [(t, v) for t, v in zip(times, values, strict=True) if v - v == 0.0]
+            return [t for t, _ in pairs], [v for _, v in pairs]
+        return times, values
+
+
+def encode_float(value: float | None) -> float | str | None:
+    """JSON-safe float: NaN and ±Inf as strings."""
+    if value is None or value - value == 0.0:
+        return value
+    return "nan" if value != value else ("inf" if value > 0 else "-inf")
+
+
+def decode_float(path: str, value: object, *, optional: bool = True) -> float | None:
+    if value is None and optional:
+        return None
+    if type(value) is str and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if type(value) is float or type(value) is int:
+        return float(value)
+    raise ValueError(f"{path}: must be a number, got {value!r}")
+
+
+# -- compiled rules --------------------------------------------------------------------------------
+
+
+class Condition:
+    """A rule ready to evaluate: its index, matchers and signal state factory."""
+
+    __slots__ = ("index", "rule")
+    needs_samples: ClassVar[bool] = False
+
+    def __init__(self, index: int, rule: Rule) -> None:
+        self.index = index
+        self.rule = rule
+
+    def new_data(self, engine: AlertEngine) -> Any:
+        """Fresh signal state for a new instance (``None``: the kind keeps none)."""
+        return None
+
+    def dump_data(self, data: Any) -> Any:
+        """The JSON form of an instance's signal state, or ``None`` to not persist it."""
+        return None
+
+    def load_data(self, engine: AlertEngine, raw: Any, path: str) -> Any:
+        """Signal state from :meth:`dump_data`'s output (``None``: start fresh)."""
+        return self.new_data(engine)
+
+    @property
+    def template_metric(self) -> str:
+        """What ``{metric}`` shows for instances without a metric of their own."""
+        return ""
+
+
+class MetricCondition(Condition):
+    """Base of the kinds evaluated per (run, metric name)."""
+
+    __slots__ = ("patterns",)
+
+    def __init__(self, index: int, rule: Rule, patterns: Iterable[str]) -> None:
+        super().__init__(index, rule)
+        self.patterns = tuple(_Pattern(p) for p in patterns)
+
+    def matches(self, name: str) -> bool:
+        return not self.patterns or any(pattern.match(name) for pattern in self.patterns)
+
+    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
+        raise NotImplementedError
+
+
+class ThresholdCondition(MetricCondition):
+    __slots__ = ("compare", "mean", "threshold", "window_seconds")
+
+    def __init__(self, index: int, rule: ThresholdRule) -> None:
+        super().__init__(index, rule, (rule.metric,))
+        self.compare = OPERATORS[rule.op]
+        self.threshold = rule.threshold
+        self.mean = rule.aggregate == "mean"
+        self.window_seconds = rule.window_seconds
+
+    @property
+    def needs_samples(self) -> bool:  # type: ignore[override]
+        return self.mean
+
+    def new_data(self, engine: AlertEngine) -> Any:
+        return _MeanWindow(self.window_seconds, engine.max_window_values) if self.mean else None
+
+    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
+        if self.mean:
+            instance = engine._instance(run, self, name, create=True)
+            if instance is None:
+                return
+            window: _MeanWindow = instance.data
+            window.add(*batch.finite_samples(name))
+            value = window.mean()
+            condition = value is not None and self.compare(value, self.threshold)
+        else:
+            value = last
+            condition = self.compare(last, self.threshold)
+            instance = engine._instance(run, self, name, create=condition)
+            if instance is None:
+                return
+        engine._apply(instance, condition, value, now)
+
+
+class _MeanWindow:
+    """Finite values within ``span`` seconds of the newest, and their sum.
+
+    Values are kept as one chunk per evaluation: whole chunks leave in O(1)
+    and the oldest one is trimmed by bisecting its sorted timestamps, so
+    adding and evicting does no per-value work in Python.
+    """
+
+    __slots__ = ("chunks", "count", "evicted", "limit", "newest", "span", "total")
+
+    def __init__(self, span: float, limit: int) -> None:
+        self.span = span
+        self.limit = limit
+        self.chunks: deque[list[Any]] = deque()  # [times, values, first kept index, sum of the kept values]
+        self.count = 0
+        self.total = 0.0
+        self.newest = -math.inf
+        self.evicted = 0
+
+    def add(self, times: list[float], values: list[float]) -> None:
+        if values:
+            if times != sorted(times):  # out-of-order events: sort the chunk by event time
+                pairs = sorted(zip(times, values, strict=True), key=operator.itemgetter(0))
+                times, values = [t for t, _ in pairs], [v for _, v in pairs]
+            chunk_sum = math.fsum(values)
+            self.chunks.append([times, values, 0, chunk_sum])
+            self.count += len(values)
+            self.total += chunk_sum
+            self.newest = max(self.newest, times[-1])
+        cutoff = self.newest - self.span
+        chunks = self.chunks
+        while chunks:
+            chunk = chunks[0]
+            chunk_times, chunk_values, start, chunk_sum = chunk
+            kept = len(chunk_values) - start
+            drop = max(bisect_left(chunk_times, cutoff, start) - start, self.count - self.limit)
+            if drop <= 0:
+                break
+            if drop >= kept:
+                chunks.popleft()
+                self.count -= kept
+                self.total -= chunk_sum
+                self.evicted += 1
+                continue
+            chunk[2] = start + drop
+            chunk[3] = math.fsum(chunk_values[start + drop :])
+            self.count -= drop
+            self.total -= chunk_sum - chunk[3]
+            break
+        if self.evicted > len(chunks) + 64:  # bound the running sum's rounding drift
+            self.total = math.fsum(chunk[3] for chunk in chunks)
+            self.evicted = 0
+
+    def mean(self) -> float | None:
+        return self.total / self.count if self.count else None
+
+
+class NonFiniteCondition(MetricCondition):
+    __slots__ = ()
+
+    def __init__(self, index: int, rule: NonFiniteRule) -> None:
+        super().__init__(index, rule, rule.metrics)
+
+    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
+        bad = batch.non_finite.get(name)
+        condition = bad is not None
+        instance = engine._instance(run, self, name, create=condition)
+        if instance is not None:
+            engine._apply(instance, condition, bad if bad is not None else last, now)
+
+
+class _Patience:
+    """Stagnation counters: the best value, and calls/time since it improved."""
+
+    __slots__ = ("best", "calls", "since")
+
+    def __init__(self, best: float, calls: int = 0, since: float | None = None) -> None:
+        self.best = best
+        self.calls = calls
+        self.since = since  # event time of the last improvement (or of the first value)
+
+
+class StagnationCondition(MetricCondition):
+    __slots__ = ("delta", "minimise", "steps", "window_seconds")
+    needs_samples: ClassVar[bool] = True
+
+    def __init__(self, index: int, rule: StagnationRule) -> None:
+        super().__init__(index, rule, (rule.metric,))
+        self.minimise = rule.mode == "min"
+        self.delta = rule.min_delta
+        self.steps = rule.steps
+        self.window_seconds = rule.window_seconds
+
+    def new_data(self, engine: AlertEngine) -> Any:
+        return _Patience(math.inf if self.minimise else -math.inf)
+
+    def dump_data(self, data: Any) -> Any:
+        return [encode_float(data.best), data.calls, data.since]
+
+    def load_data(self, engine: AlertEngine, raw: Any, path: str) -> Any:
+        if not (isinstance(raw, list) and len(raw) == 3 and type(raw[1]) is int):
+            raise ValueError(f"{path}: must be [best, calls, since]")
+        return _Patience(decode_float(path, raw[0], optional=False), raw[1], decode_float(path, raw[2]))  # type: ignore[arg-type]
+
+    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
+        instance = engine._instance(run, self, name, create=True)
+        if instance is None:
+            return
+        patience: _Patience = instance.data
+        times, values = batch.samples(name)
+        best, calls, since, delta = patience.best, patience.calls, patience.since, self.delta
+        for t, v in zip(times, values, strict=True):
+            if (v < best - delta) if self.minimise else (v > best + delta):
+                best, calls, since = v, 0, t
+            else:
+                calls += 1
+                if since is None:
+                    since = t
+        patience.best, patience.calls, patience.since = best, calls, since
+        if self.steps is not None:
+            value = float(calls)
+            condition = calls >= self.steps
+        else:
+            assert self.window_seconds is not None
+            value = (max(times) - since) if times and since is not None else 0.0
+            condition = value >= self.window_seconds
+        engine._apply(instance, condition, value, now)
+
+
+class _ZWindow:
+    """The last N finite values with shifted running sums (for mean and variance)."""
+
+    __slots__ = ("pushes", "shift", "sum", "sum_squares", "values")
+
+    def __init__(self, size: int) -> None:
+        self.values: deque[float] = deque(maxlen=size)
+        self.shift = 0.0
+        self.sum = 0.0  # of (value - shift): shifting by about the mean keeps the variance accurate
+        self.sum_squares = 0.0
+        self.pushes = 0
+
+    def recompute(self) -> None:
+        """Exact sums again, shifted by the current mean (bounds the running sums' drift)."""
+        values = self.values
+        self.shift = math.fsum(values) / len(values) if values else 0.0
+        deviations = [v - self.shift for v in values]
+        self.sum = math.fsum(deviations)
+        self.sum_squares = math.fsum(map(operator.mul, deviations, deviations))
+        self.pushes = 0
+
+
+#: From this many values in one evaluation, anomaly windows are judged with numpy.
+_VECTORISE_FROM: Final = 64
+#: A deviation below this fraction of the value is rounding, not a change
+#: (a constant window's mean is not always bit-exact).
+_NOISE: Final = 1e-12
+
+
+def _z_score(deviation: float, variance: float) -> float:
+    if variance > 0.0:
+        return deviation / math.sqrt(variance)
+    return 0.0 if deviation == 0.0 else math.copysign(math.inf, deviation)
+
+
+class AnomalyCondition(MetricCondition):
+    __slots__ = ("direction", "min_values", "size", "z")
+    needs_samples: ClassVar[bool] = True
+
+    def __init__(self, index: int, rule: AnomalyRule) -> None:
+        super().__init__(index, rule, (rule.metric,))
+        self.z = rule.z
+        self.size = rule.window_values
+        assert rule.min_values is not None
+        self.min_values = rule.min_values
+        self.direction = {"both": 0, "above": 1, "below": -1}[rule.direction]
+
+    def new_data(self, engine: AlertEngine) -> Any:
+        return _ZWindow(self.size)
+
+    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
+        instance = engine._instance(run, self, name, create=True)
+        if instance is None:
+            return
+        window: _ZWindow = instance.data
+        batch_values = batch.finite_samples(name)[1]
+        if len(batch_values) >= _VECTORISE_FROM:
+            worst, latest = self._judge_vectorised(window, batch_values)
+        else:
+            worst, latest = self._judge(window, batch_values)
+        if worst is not None:
+            engine._apply(instance, True, worst, now)
+        elif latest is not None:
+            engine._apply(instance, False, latest, now)
+        elif instance.state != INACTIVE:
+            engine._apply(instance, False, None, now)
+
+    def _judge(self, window: _ZWindow, batch_values: list[float]) -> tuple[float | None, float | None]:
+        """Each value against the window before it, one at a time.
+
+        Returns:
+            The most extreme anomalous z (or ``None``) and the last value's z
+            (``None`` when no value was judged).
+        """
+        values = window.values
+        size, direction, min_values = self.size, self.direction, self.min_values
+        limit_squared = self.z * self.z
+        recompute_after = 4 * size
+        shift, total, squares, pushes = window.shift, window.sum, window.sum_squares, window.pushes
+        n = len(values)
+        worst: float | None = None
+        deviation = variance = math.nan  # of the last value judged
+        # The hot loop: z is compared squared (no sqrt) and only worked out for a hit.
+        for v in batch_values:
+            if n >= min_values:
+                mean = total / n
+                deviation = v - shift - mean
+                variance = squares / n - mean * mean
+                if (
+                    deviation * deviation > limit_squared * variance
+                    and (direction == 0 or deviation * direction > 0)
+                    and abs(deviation) > _NOISE * abs(v)
+                ):
+                    z = _z_score(deviation, max(variance, 0.0))
+                    if worst is None or abs(z) > abs(worst):
+                        worst = z
+            elif n == 0:
+                shift = v
+            if n == size:
+                old = values[0] - shift
+                total -= old
+                squares -= old * old
+            else:
+                n += 1
+            values.append(v)
+            x = v - shift
+            total += x
+            squares += x * x
+            pushes += 1
+            if pushes >= recompute_after:
+                window.recompute()
+                shift, total, squares, pushes = window.shift, window.sum, window.sum_squares, 0
+        window.shift, window.sum, window.sum_squares, window.pushes = shift, total, squares, pushes
+        latest = _z_score(deviation, max(variance, 0.0)) if deviation == deviation else None
+        return worst, latest
+
+    def _judge_vectorised(self, window: _ZWindow, batch_values: list[float]) -> tuple[float | None, float | None]:
+        """:meth:`_judge` for many values at once: window statistics from prefix sums."""
+        import numpy as np  # only here: ``import runwatch.alerts`` stays cheap
+
+        size, min_values = self.size, self.min_values
+        previous = len(window.values)
+        shift = window.shift if previous else batch_values[0]
+        series = np.array([*window.values, *batch_values], dtype=np.float64) - shift
+        sums = np.concatenate(([0.0], np.cumsum(series)))
+        squares = np.concatenate(([0.0], np.cumsum(series * series)))
+        positions = np.arange(previous, len(series))  # each batch value's index in the series
+        counts = np.minimum(positions, size)  # how many values precede it in its window
+        judged = counts >= min_values
+        positions, counts = positions[judged], counts[judged]
+        worst: float | None = None
+        latest: float | None = None
+        if len(positions):
+            means = (sums[positions] - sums[positions - counts]) / counts
+            variances = (squares[positions] - squares[positions - counts]) / counts - means * means
+            deviations = series[positions] - means
+            hits = deviations * deviations > (self.z * self.z) * variances
+            hits &= np.abs(deviations) > _NOISE * np.abs(series[positions] + shift)
+            if self.direction:
+                hits &= deviations * self.direction > 0
+            if hits.any():
+                pairs = zip(deviations[hits].tolist(), variances[hits].tolist(), strict=True)
+                worst = max((_z_score(d, max(v, 0.0)) for d, v in pairs), key=abs)
+            latest = _z_score(float(deviations[-1]), max(float(variances[-1]), 0.0))
+        window.values.extend(batch_values)
+        window.recompute()
+        return worst, latest
+
+
+class RateCondition(Condition):
+    __slots__ = ("capacity", "compare", "kinds", "levels", "limit", "types", "window_seconds")
+
+    def __init__(self, index: int, rule: RateRule) -> None:
+        super().__init__(index, rule)
+        self.compare = OPERATORS[rule.op]
+        self.limit = rule.limit
+        self.window_seconds = rule.window_seconds
+        self.kinds = frozenset(rule.kinds)
+        self.levels = frozenset(rule.levels)
+        self.types = tuple(_Pattern(p) for p in rule.types)
+        self.capacity = max(rule.limit + 1, min(MAX_RATE_WINDOW, 4 * rule.limit + 64))
+
+    def matches(self, kind: str, type_: str, level: str) -> bool:
+        if kind not in self.kinds or (self.levels and level not in self.levels):
+            return False
+        return not self.types or any(pattern.match(type_) for pattern in self.types)
+
+    def new_data(self, engine: AlertEngine) -> Any:
+        return deque(maxlen=self.capacity)
+
+    def dump_data(self, data: Any) -> Any:
+        return list(data)
+
+    def load_data(self, engine: AlertEngine, raw: Any, path: str) -> Any:
+        if not isinstance(raw, list) or not all(type(t) is float or type(t) is int for t in raw):
+            raise ValueError(f"{path}: must be a list of timestamps")
+        return deque(map(float, raw), maxlen=self.capacity)
+
+    def evaluate(self, engine: AlertEngine, run: RunState, hits: list[float] | None, clock: float, now: float) -> None:
+        instance = engine._instance(run, self, None, create=bool(hits))
+        if instance is None:
+            return
+        window: deque[float] = instance.data
+        if hits:
+            window.extend(hits)
+        cutoff = clock - self.window_seconds
+        while window and window[0] < cutoff:
+            window.popleft()
+        count = len(window)
+        engine._apply(instance, self.compare(count, self.limit), float(count), now)
+        if not window and instance.state == INACTIVE:
+            engine._drop_instance(run, instance)
+
+
+class AbsenceCondition(Condition):
+    __slots__ = ("duration", "pattern", "target")
+
+    def __init__(self, index: int, rule: AbsenceRule) -> None:
+        super().__init__(index, rule)
+        self.target = rule.target
+        self.duration = rule.duration_seconds
+        self.pattern = _Pattern(rule.metric) if rule.metric is not None else None
+
+    @property
+    def template_metric(self) -> str:
+        return self.pattern.text if self.pattern is not None else ""
+
+    def last_seen(self, run: RunState) -> float | None:
+        if self.target == "heartbeat":
+            return run.last_heartbeat_at
+        if self.target == "event":
+            return run.last_event_at
+        return run.last_metric_at.get(self.index)
+
+    def evaluate(self, engine: AlertEngine, run: RunState, now: float) -> None:
+        last = self.last_seen(run)
+        if last is None:
+            return  # not watched yet
+        elapsed = max(0.0, now - last)
+        condition = not run.paused and elapsed >= self.duration
+        instance = engine._instance(run, self, None, create=condition)
+        if instance is not None:
+            engine._apply(instance, condition, elapsed, now)
+
+
+CONDITIONS: Final[Mapping[type[Rule], Callable[[int, Any], Condition]]] = {
+    ThresholdRule: ThresholdCondition,
+    NonFiniteRule: NonFiniteCondition,
+    RateRule: RateCondition,
+    AbsenceRule: AbsenceCondition,
+    StagnationRule: StagnationCondition,
+    AnomalyRule: AnomalyCondition,
+}
