@@ -32,6 +32,7 @@ def pipeline_config_of(config: MonitorConfig) -> Any:
     from .pipeline.config import default_pipeline_config
 
     return default_pipeline_config(
+        alerts=True,
         snapshots=True,
         snapshot_interval_seconds=config.snapshot_interval,
         max_snapshots=config.max_snapshots,

@@ -24,13 +24,19 @@ import psutil
 import pytest
 
 from runwatch import DatabaseManager, ErrorCategory, ErrorSeverity, MonitorConfig, UnknownRunError, WebMonitor
+from runwatch.pipeline.config import default_pipeline_config
 
 ERROR_EVENT_KEYS = {"category", "severity", "component", "message", "error_type", "traceback"}
 
 
 def make_config(directory: Path) -> MonitorConfig:
     """A monitor config whose store and data live in ``directory`` and whose web port is any free one."""
-    return MonitorConfig(db_path=str(directory / "monitoring.db"), data_dir=str(directory / "data"), web_port=0)
+    return MonitorConfig(
+        db_path=str(directory / "monitoring.db"),
+        data_dir=str(directory / "data"),
+        web_port=0,
+        pipeline=default_pipeline_config(snapshots=True),  # no alert rules: the tests log NaN on purpose
+    )
 
 
 @pytest.fixture

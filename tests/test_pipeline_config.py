@@ -135,6 +135,8 @@ def test_default_graph() -> None:
     store = spec.get("store")
     assert store.cls is SQLiteSink
     assert store.inputs == ("liveness",) and spec.get("liveness").inputs == ("app", "ingest")
+    product = load_pipeline_config(default_pipeline_config(alerts=True, snapshots=True))
+    assert product.get("store").inputs == ("alerts",) and product.get("snapshots").inputs == ("alerts",)
     assert store.buffer.when_full is OverflowPolicy.BLOCK, "the store loses nothing by default"
 
 

@@ -20,6 +20,7 @@ import pytest
 
 from runwatch.config import MonitorConfig
 from runwatch.monitor import WebMonitor
+from runwatch.pipeline.config import default_pipeline_config
 
 JSON = {"content-type": "application/json"}
 RUN_ROW_FIELDS = {
@@ -57,7 +58,12 @@ class Logged:
 
 
 def new_monitor(tmp: Path, **options: Any) -> WebMonitor:
-    """A monitor with its web server on a free loopback port."""
+    """A monitor with its web server on a free loopback port.
+
+    Without alert rules: these runs log NaN and Inf on purpose, and the events
+    they check are the ones they logged.
+    """
+    options.setdefault("pipeline", default_pipeline_config(snapshots=True))
     return WebMonitor(MonitorConfig(db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0, **options))
 
 

@@ -224,9 +224,8 @@ async def test_subscriber_close_wakes_a_waiting_reader() -> None:
 
 def new_monitor(tmp: Path, live_options: dict[str, Any] | None = None) -> WebMonitor:
     """A monitor on a free loopback port, optionally with options for the websocket hub."""
-    pipeline = None
+    pipeline = default_pipeline_config()  # no alert rules: the tests check exactly the events they log
     if live_options:
-        pipeline = default_pipeline_config()
         pipeline["sinks"]["live"].update(live_options)
     return WebMonitor(MonitorConfig(db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0, pipeline=pipeline))
 

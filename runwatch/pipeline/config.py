@@ -77,6 +77,7 @@ BUILTIN_COMPONENTS: dict[str, str] = {
 
 def default_pipeline_config(
     *,
+    alerts: bool = False,
     snapshots: bool = False,
     snapshot_interval_seconds: float = 300.0,
     max_snapshots: int = 100,
@@ -85,17 +86,22 @@ def default_pipeline_config(
     """The graph used when no config is given.
 
     In-process and remote-ingest sources pass the liveness stage (which marks
-    silent runs hung or crashed) and feed the SQLite store (``block``:
+    silent runs hung or crashed) and, with ``alerts``, the alerts stage (its
+    default rules: non-finite values, error bursts, missing heartbeats), and feed the SQLite store (``block``:
     nothing is lost) and the websocket hub (``drop_oldest``: live views never
-    hold the store back). With ``snapshots`` (as WebMonitor and ``runwatch
-    serve`` use it, knowing their data directory) a snapshot stage is added
-    as a leaf after liveness, so a fault in it never touches the store's path.
+    hold the store back). WebMonitor and ``runwatch serve`` use ``alerts`` and
+    ``snapshots`` (they know their data directory); the snapshot stage is a
+    leaf, so a fault in it never touches the store's path.
     """
     stages: dict[str, Any] = {"liveness": {"type": "liveness", "inputs": ["app", "ingest"]}}
+    last = "liveness"
+    if alerts:
+        stages["alerts"] = {"type": "alerts", "inputs": ["liveness"]}
+        last = "alerts"
     if snapshots:
         stages["snapshots"] = {
             "type": "snapshot",
-            "inputs": ["liveness"],
+            "inputs": [last],
             "snapshot_interval_seconds": snapshot_interval_seconds,
             "max_snapshots": max_snapshots,
             "max_events": max_events,
@@ -104,10 +110,10 @@ def default_pipeline_config(
         "sources": {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}},
         "stages": stages,
         "sinks": {
-            "store": {"type": "sqlite", "inputs": ["liveness"]},
+            "store": {"type": "sqlite", "inputs": [last]},
             "live": {
                 "type": "websocket_hub",
-                "inputs": ["liveness"],
+                "inputs": [last],
                 "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
             },
         },

@@ -200,7 +200,8 @@ class BatchEncoder:
             if update is None:
                 update = updates[run] = RunUpdate()
             kind = type(event)
-            if kind is not LogEvent or event.type not in LIVENESS_STATUS:
+            # Verdicts about a run (liveness, alerts) are not activity of it.
+            if kind is not AlertEvent and (kind is not LogEvent or event.type not in LIVENESS_STATUS):
                 update.updated_at = max(update.updated_at, event.timestamp)
             if kind is Metric:
                 values = event.values

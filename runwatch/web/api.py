@@ -320,11 +320,9 @@ async def active_alerts(
     run_id: str | None = Query(None),
     severity: str | None = Query(None),
 ) -> JSONResponse:
-    engine = web_context(request).services.get("alerts")
-    if engine is not None:  # this process evaluates the rules: its view is the freshest
-        found = engine.active_alerts(run_id=run_id, severity=severity)
-    else:  # another process evaluates them: the store has every transition
-        found = await read(request, queries.alerts, run_id=run_id, severity=severity)
+    # The store has every transition, whoever evaluated the rule (this process,
+    # another monitor, a remote producer); the dashboard adds live ones from /ws.
+    found = await read(request, queries.alerts, run_id=run_id, severity=severity)
     return JSONResponse({"alerts": [_alert_row(alert) for alert in found]})
 
 
