@@ -7,6 +7,10 @@ stable (``#run-title``, ``div.chart[data-metric]`` with ``data-points``,
 - a metric name never seen before gets its chart live, within 2 s of being
   logged, without a reload;
 - the runs list updates a run's status live when it completes;
+- the sessions list shows a session created over REST, turns its badge hung
+  within a second of a liveness verdict and ended when it ends; the session
+  page shows its state, events and metrics, live;
+- a firing alert appears in the run page's alerts panel within a second;
 - no uncaught JavaScript exception (nor a render error the dashboard logs
   with ``console.error``) happens meanwhile.
 
@@ -25,14 +29,16 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from browser import Browser, find_chromium
 
-from runwatch import MonitorConfig, WebMonitor
+from runwatch import AlertEvent, MonitorConfig, WebMonitor
 from runwatch.demo import DemoSettings, simulate_training
 
 pytestmark = pytest.mark.timeout(120)
@@ -43,6 +49,10 @@ VIEWPORT = (1280, 900)
 NEW_METRIC = "e2e/new_metric"
 NEW_METRIC_DEADLINE = 2.0  # seconds from update_metrics() to the chart being in the page
 STATUS_DEADLINE = 3.0  # seconds from stop_training() to "completed" in the runs list
+HUNG_DEADLINE = 1.0  # seconds from a liveness verdict to "hung" in the sessions list
+ENDED_DEADLINE = 3.0  # seconds from POST /end to "ended" in the sessions list
+ALERT_DEADLINE = 1.0  # seconds from an alert event to it in the alerts panel
+LIVE_DEADLINE = 2.0  # seconds from a session write to it on the session page
 
 
 # -- fixtures -------------------------------------------------------------------------
@@ -349,4 +359,364 @@ def test_runs_list_shows_completion_live(monitor: WebMonitor, browser: Browser) 
         browser.pump(0.1)
     assert seen == {"completed"}, f"the row showed {seen} after completing"
     assert_same_document(browser, token, navigations)
+    assert_no_js_errors(browser)
+
+
+# -- sessions and alerts --------------------------------------------------------------
+
+
+@pytest.fixture
+def http(monitor: WebMonitor) -> Iterator[httpx.Client]:
+    """A REST client of the monitor's web server (no proxy: it is on loopback)."""
+    with httpx.Client(base_url=monitor.web_url or "", timeout=10, trust_env=False) as client:
+        yield client
+
+
+def post_ok(http: httpx.Client, path: str, body: Any = None, status: int = 200) -> dict[str, Any]:
+    response = http.post(path, json={} if body is None else body)
+    assert response.status_code == status, f"POST {path}: {response.status_code} {response.text}"
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+def wait_timed(browser: Browser, expression: str, expected: Any, since: float, limit: float, what: str) -> float:
+    """Polls until ``expression`` is ``expected``; returns the delay from ``since`` (asserted <= ``limit``)."""
+    try:
+        browser.wait_for(
+            expression, predicate=lambda value: value == expected, timeout=limit + 8, interval=0.01, what=what
+        )
+    except Exception as exc:
+        raise AssertionError(f"{exc}; {diagnostics(browser)}") from exc
+    delay = time.monotonic() - since
+    assert delay <= limit, f"{what}: after {delay:.2f} s (limit {limit} s)"
+    return delay
+
+
+def verdict_time(http: httpx.Client, session_id: str, browser: Browser) -> float:
+    """When the session's newest ``application_appears_hung`` event happened (epoch seconds).
+
+    A verdict of the server's liveness stage reaches the store within its commit
+    interval, so this polls (pumping the browser's events meanwhile) up to 10 s.
+    """
+    deadline = time.monotonic() + 10
+    while True:
+        answer = http.get(f"/api/sessions/{session_id}")
+        assert answer.status_code == 200, answer.text
+        verdicts = [e for e in answer.json()["events"] if e["name"] == "application_appears_hung"]
+        if verdicts:
+            return datetime.fromisoformat(verdicts[0]["timestamp"]).timestamp()
+        assert time.monotonic() < deadline, f"no verdict stored for {session_id}"
+        browser.pump(0.05)
+
+
+def stays(browser: Browser, expression: str, expected: Any, seconds: float, what: str) -> None:
+    """``expression`` keeps the value ``expected`` for ``seconds`` (polled; no flicker)."""
+    seen = set()
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        seen.add(json.dumps(browser.evaluate(expression)))
+        browser.pump(0.05)
+    assert seen == {json.dumps(expected)}, f"{what}: saw {seen}"
+
+
+def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, http: httpx.Client) -> None:
+    # 1. A session created over REST, with a state patch, an event and a metric.
+    created = post_ok(
+        http,
+        "/api/sessions",
+        {"product": "e2e-app", "version": "1.2.3", "hostname": "e2e-host", "metadata": {"user": "alice"}},
+        status=201,
+    )
+    session_id = created["session_id"]
+    assert created["session"]["status"] == "active"
+    base = f"/api/sessions/{session_id}"
+    post_ok(http, f"{base}/state", {"level": {"name": "forest", "boss": True}, "e2e_key": 7})
+    post_ok(http, f"{base}/events", {"name": "level_started", "data": {"level": "forest"}})
+    post_ok(http, f"{base}/metrics", {"name": "fps", "value": 59.5, "tags": ["gpu:e2e"]})
+
+    # 2. The list shows it, active.
+    browser.navigate(f"{monitor.web_url}/#/sessions")
+    row = f"#sessions-table tr[data-session-id={json.dumps(session_id)}]"
+    status_js = f"document.querySelector({js(row + ' .badge[data-status]')})?.dataset.status ?? null"
+    browser.wait_for(status_js, predicate=lambda s: s == "active", timeout=15, what=f"the row of {session_id}")
+    cells = browser.evaluate(f"Array.from(document.querySelector({js(row)}).cells).map(c => c.textContent)")
+    assert cells[:5] == [session_id, "active", "e2e-app", "1.2.3", "e2e-host"], cells
+    assert browser.evaluate(f"document.querySelector({js(row + ' .badge')}).textContent") == "active"
+    wait_until_live(browser)
+    token = mark_page(browser)
+    navigations = len(browser.navigations)
+
+    # 3. A liveness verdict turns it hung within a second of the verdict event. (The server's
+    # liveness stage writes this log event; a client may too, and the store sets the status from it.)
+    verdict = {"name": "application_appears_hung", "level": "warning", "data": {"status": "hung"}}
+    post_ok(http, f"{base}/events", verdict)
+    try:
+        browser.wait_for(status_js, predicate=lambda s: s == "hung", timeout=10, interval=0.01, what="hung")
+    except Exception as exc:
+        raise AssertionError(f"{exc}; {diagnostics(browser)}") from exc
+    delay = time.time() - verdict_time(http, session_id, browser)
+    assert delay <= HUNG_DEADLINE, f"the list showed hung {delay:.2f} s after the verdict event"
+    print(f"sessions list showed hung {delay:.3f} s after the verdict event")
+    response = http.get("/api/sessions", params={"status": "hung"})
+    assert [s["id"] for s in response.json()["sessions"]] == [session_id]
+
+    # 4. Ending it turns it ended within 3 s, and it stays so while the list re-reads the store.
+    sent = time.monotonic()
+    ended = post_ok(http, f"{base}/end")
+    assert ended["session"]["status"] == "ended"
+    delay = wait_timed(browser, status_js, "ended", sent, ENDED_DEADLINE, f"{session_id} to show ended")
+    print(f"sessions list showed ended {delay:.3f} s after POST /end")
+    stays(browser, status_js, "ended", 2.0, f"the row of {session_id}")
+    # The status chips filter through the API.
+    browser.evaluate("document.querySelector('#session-filters .chip[data-status=\"active\"]').click(); true")
+    browser.wait_for(f"document.querySelector({js(row)}) === null", timeout=10, what="the active filter")
+    assert "status=active" in browser.evaluate("location.hash")
+    browser.evaluate("document.querySelector('#session-filters .chip[data-status=\"ended\"]').click(); true")
+    browser.wait_for(status_js, predicate=lambda s: s == "ended", timeout=10, what="the ended filter")
+    assert_same_document(browser, token, navigations)
+
+    # 5. Its page: header, the state tree with the key set through /state, history, events, metrics.
+    browser.evaluate(f"document.querySelector({js(row + ' a')}).click(); true")
+    browser.wait_for(
+        f"document.querySelector('#session-title')?.textContent === {js(session_id)}"
+        " && document.querySelector('#session-status')?.dataset.status === 'ended'",
+        timeout=15,
+        what="the session page",
+    )
+    keys_js = (  # the top-level keys of the state tree
+        "Array.from(document.querySelectorAll('#session-state-tree > .tree > .tree-leaf > .tree-key,"
+        " #session-state-tree > .tree > details > summary > .tree-key')).map(e => e.textContent)"
+    )
+    keys = browser.wait_for(keys_js, predicate=lambda k: bool(k) and "e2e_key" in k, timeout=10, what="the state tree")
+    assert sorted(keys) == ["e2e_key", "level"], keys
+    page = browser.wait_for(
+        "(() => ({events: Array.from(document.querySelectorAll('#session-events li.event')).map(li => li.dataset.name),"
+        " history: document.querySelectorAll('#session-state-history li.history-item').length,"
+        " charts: Array.from(document.querySelectorAll('#session-metrics div.chart'))"
+        ".map(c => c.dataset.metric + ':' + c.dataset.points),"
+        " values: Array.from(document.querySelectorAll('#session-metrics-table tbody tr[data-metric]'))"
+        ".map(tr => tr.textContent),"
+        " product: document.querySelector('#session-product-tag')?.textContent}))()",
+        predicate=lambda p: bool(p) and len(p["events"]) >= 2 and p["charts"],
+        timeout=10,
+        what="the session page's panels",
+    )
+    assert page["events"] == ["application_appears_hung", "level_started"], page
+    assert page["history"] == 1 and page["charts"] == ["fps:1"] and page["product"] == "e2e-app", page
+    assert len(page["values"]) == 1 and "59.5" in page["values"][0] and "gpu:e2e" in page["values"][0], page
+
+    # 6. A live session's page follows its writes without a reload.
+    other = post_ok(http, "/api/sessions", {"product": "e2e-app"}, status=201)["session_id"]
+    browser.navigate(f"{monitor.web_url}/#/sessions/{quote(other, safe='')}")
+    browser.wait_for(
+        f"document.querySelector('#session-title')?.textContent === {js(other)}"
+        " && document.querySelector('#session-status')?.dataset.status === 'active'",
+        timeout=15,
+        what="the second session's page",
+    )
+    wait_until_live(browser)
+    token = mark_page(browser)
+    navigations = len(browser.navigations)
+    sent = time.monotonic()
+    post_ok(http, f"/api/sessions/{other}/state", {"live_key": {"nested": [1, 2]}})
+    post_ok(http, f"/api/sessions/{other}/events", {"name": "live_event", "level": "error", "data": {"n": 1}})
+    post_ok(http, f"/api/sessions/{other}/metrics", {"name": "latency_ms", "value": 12.5})
+    live_js = (
+        "(() => { const keys = Array.from(document.querySelectorAll('#session-state-tree .tree-key'))"
+        ".map(e => e.textContent);"
+        " const ev = document.querySelector('#session-events li.event[data-name=\"live_event\"]');"
+        " const chart = document.querySelector('#session-metrics div.chart[data-metric=\"latency_ms\"]');"
+        " return keys.includes('live_key') && ev?.dataset.level === 'error' && chart?.dataset.points === '1'"
+        " && document.querySelectorAll('#session-state-history li.history-item').length === 1; })()"
+    )
+    delay = wait_timed(browser, live_js, True, sent, LIVE_DEADLINE, "the live state, event and metric")
+    print(f"session page showed live writes {delay:.3f} s after them")
+    # Re-reading the session (1.5 s after subscribing) neither doubles the live point nor the patch.
+    stays(browser, live_js, True, 2.0, "the live state, event and metric")
+    sent = time.monotonic()
+    post_ok(http, f"/api/sessions/{other}/end")
+    wait_timed(
+        browser,
+        "document.querySelector('#session-status')?.dataset.status",
+        "ended",
+        sent,
+        ENDED_DEADLINE,
+        "the session page to show ended",
+    )
+    browser.wait_for(
+        "!['', '—'].includes(document.querySelector('#session-ended')?.textContent ?? '')",
+        timeout=10,
+        what="the session's end time",
+    )
+    assert_same_document(browser, token, navigations)
+    assert_no_js_errors(browser)
+
+
+def test_alerts_panel_shows_a_firing_alert_live(monitor: WebMonitor, browser: Browser) -> None:
+    run_id = monitor.start_training(config={"algorithm": "e2e"})
+    monitor.update_metrics({"loss": 0.5})
+    assert monitor.flush(10)
+    browser.navigate(f"{monitor.web_url}/#/runs/{quote(run_id, safe='')}")
+    browser.wait_for(
+        f"document.querySelector('#run-title')?.textContent === {js(run_id)}", timeout=15, what="#run-title"
+    )
+    wait_until_live(browser)
+    browser.wait_for(
+        f"Number(document.querySelector({js(chart_selector('loss'))})?.dataset.points) >= 1",
+        timeout=10,
+        what="the run's history",
+    )
+    assert browser.evaluate("document.querySelectorAll('#alerts li[data-rule]').length") == 0
+    token = mark_page(browser)
+    navigations = len(browser.navigations)
+
+    alert = '#alerts li[data-rule="nan_loss"][data-state="firing"]'
+    present_js = f"document.querySelector({js(alert)}) !== null"
+    sent = time.monotonic()
+    monitor.emit_event(
+        AlertEvent(run_id, time.time(), "nan_loss", "firing", "critical", annotations={"summary": "loss is NaN"})
+    )
+    delay = wait_timed(browser, present_js, True, sent, ALERT_DEADLINE, "the firing nan_loss alert")
+    print(f"alerts panel showed the firing alert {delay:.3f} s after the event")
+    text = browser.evaluate(f"document.querySelector({js(alert)}).textContent")
+    assert "loss is NaN" in text and "critical" in text, text
+    assert browser.evaluate("document.querySelector('#alerts').dataset.firing") == "1"
+    # It stays while the page re-reads its history (the store has it by then).
+    stays(browser, present_js, True, 2.0, "the firing alert")
+
+    sent = time.monotonic()
+    monitor.emit_event(AlertEvent(run_id, time.time(), "nan_loss", "resolved", "critical"))
+    wait_timed(
+        browser,
+        "document.querySelectorAll('#alerts li[data-rule]').length",
+        0,
+        sent,
+        ALERT_DEADLINE,
+        "the resolved alert to leave the panel",
+    )
+    assert_same_document(browser, token, navigations)
+    assert_no_js_errors(browser)
+
+
+@pytest.fixture
+def liveness_monitor(tmp_path: Path) -> Iterator[WebMonitor]:
+    """A WebMonitor whose pipeline has the liveness stage (checking every 50 ms)."""
+    live_inputs = ["alive"]  # the verdicts join the events the store and the hub take
+    pipeline = {
+        "sources": {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}},
+        "stages": {"alive": {"type": "liveness", "inputs": ["app", "ingest"], "check_interval_seconds": 0.05}},
+        "sinks": {
+            "store": {"type": "sqlite", "inputs": live_inputs},
+            "live": {
+                "type": "websocket_hub",
+                "inputs": live_inputs,
+                "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
+            },
+        },
+    }
+    config = MonitorConfig(
+        db_path=str(tmp_path / "monitoring.db"), data_dir=str(tmp_path / "data"), web_port=0, pipeline=pipeline
+    )
+    with WebMonitor(config) as monitor:
+        assert monitor.web_url is not None, "the web server did not start"
+        yield monitor
+
+
+def test_sessions_list_follows_the_servers_liveness_verdicts(liveness_monitor: WebMonitor, browser: Browser) -> None:
+    monitor = liveness_monitor
+    with httpx.Client(base_url=monitor.web_url or "", timeout=10, trust_env=False) as http:
+        session_id = post_ok(
+            http, "/api/sessions", {"product": "e2e-liveness", "heartbeat_timeout_seconds": 1.0}, status=201
+        )["session_id"]
+        browser.navigate(f"{monitor.web_url}/#/sessions")
+        row = f"#sessions-table tr[data-session-id={json.dumps(session_id)}]"
+        status_js = f"document.querySelector({js(row + ' .badge[data-status]')})?.dataset.status ?? null"
+        browser.wait_for(status_js, predicate=lambda s: s == "active", timeout=15, what=f"the row of {session_id}")
+        wait_until_live(browser)
+
+        # Watched from its first heartbeat; silent for 1 s after it, the server calls it hung.
+        post_ok(http, f"/api/sessions/{session_id}/heartbeat")
+        try:
+            browser.wait_for(status_js, predicate=lambda s: s == "hung", timeout=15, interval=0.01, what="hung")
+        except Exception as exc:
+            raise AssertionError(f"{exc}; {diagnostics(browser)}") from exc
+        shown_at = time.time()
+        delay = shown_at - verdict_time(http, session_id, browser)
+        assert delay <= HUNG_DEADLINE, f"the list showed hung {delay:.2f} s after the server's verdict"
+        print(f"sessions list showed hung {delay:.3f} s after the server's verdict")
+
+        # A heartbeat recovers it.
+        sent = time.monotonic()
+        post_ok(http, f"/api/sessions/{session_id}/heartbeat")
+        wait_timed(browser, status_js, "active", sent, HUNG_DEADLINE, f"{session_id} to recover")
+    assert_no_js_errors(browser)
+
+
+def test_alerts_panel_starts_from_the_alerts_api(monitor: WebMonitor, browser: Browser) -> None:
+    """With GET /api/alerts served (here by a stand-in for the page's fetch), the panel starts from its answer."""
+    run_id = monitor.start_training(config={"algorithm": "e2e"})
+    monitor.update_metrics({"loss": 0.5})
+    assert monitor.flush(10)
+    now = time.time()
+    served = [
+        {
+            "rule": "served_rule",
+            "run_id": run_id,
+            "state": "firing",
+            "severity": "error",
+            "value": 3.0,
+            "labels": {"metric": "loss"},
+            "annotations": {"summary": "from the API"},
+            "active_since": datetime.fromtimestamp(now - 60, UTC).isoformat(),
+            "updated_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        },
+        {"rule": "other_run_rule", "run_id": "another-run", "state": "firing", "severity": "error"},
+    ]
+    # Installed before the dashboard's script runs; window.__servedAlerts is what the endpoint answers.
+    shim = (
+        f"window.__servedAlerts = {json.dumps(served)}; window.__alertsAsked = 0;"
+        " const realFetch = window.fetch;"
+        " window.fetch = (input, init) => {"
+        "   const url = new URL(String(input), location.href);"
+        "   if (!url.pathname.endsWith('/api/alerts')) return realFetch(input, init);"
+        "   window.__alertsAsked += 1;"
+        "   const run = url.searchParams.get('run_id');"
+        "   const alerts = window.__servedAlerts.filter(a => a.run_id === run);"
+        "   return Promise.resolve(new Response(JSON.stringify({alerts}),"
+        "     {status: 200, headers: {'Content-Type': 'application/json'}}));"
+        " };"
+    )
+    browser.send("Page.addScriptToEvaluateOnNewDocument", {"source": shim}, session=True)
+    browser.navigate(f"{monitor.web_url}/#/runs/{quote(run_id, safe='')}")
+    wait_until_live(browser)
+    alert = '#alerts li[data-rule="served_rule"][data-state="firing"]'
+    browser.wait_for(f"document.querySelector({js(alert)}) !== null", timeout=10, what="the served alert")
+    assert browser.evaluate("window.__alertsAsked") >= 1
+    assert browser.evaluate(
+        "Array.from(document.querySelectorAll('#alerts li[data-rule]')).map(li => li.dataset.rule)"
+    ) == ["served_rule"]
+    assert "from the API" in browser.evaluate(f"document.querySelector({js(alert)}).textContent")
+
+    # A transition older than the served one is stale: the panel keeps the served state.
+    monitor.emit_event(AlertEvent(run_id, now - 30, "served_rule", "pending", "error", labels={"metric": "loss"}))
+    browser.wait_for(
+        "Array.from(document.querySelectorAll('#events li.event[data-kind=\"alert\"]'))"
+        ".some(li => li.textContent.includes('served_rule pending'))",
+        timeout=10,
+        what="the stale alert event in the timeline",
+    )
+    assert browser.evaluate(f"document.querySelector({js(alert)}) !== null"), diagnostics(browser)
+
+    # The server resolves it: the live event removes it, and a re-read agrees.
+    browser.evaluate("window.__servedAlerts = []; true")
+    sent = time.monotonic()
+    monitor.emit_event(AlertEvent(run_id, time.time(), "served_rule", "resolved", "error", labels={"metric": "loss"}))
+    wait_timed(
+        browser,
+        "document.querySelectorAll('#alerts li[data-rule]').length",
+        0,
+        sent,
+        ALERT_DEADLINE,
+        "the resolved alert to leave the panel",
+    )
     assert_no_js_errors(browser)
