@@ -3,7 +3,8 @@
 An agent walks a small grid world: every step logs reward, loss, epsilon
 and inference time, the game state (position, health, map) and the action;
 every episode logs its total reward. Once per run the loss diverges to NaN
-for a few steps (a NaN loss is information: it is stored and charted as such).
+for a few steps: it is stored and charted as such, and the default alert
+rule ``non_finite_metric`` fires (visible in the dashboard's alerts panel).
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ def run_demo(
         last, low, nans = loss.get("last"), loss.get("min"), loss.get("nan_count")
         print(f"  loss          last {last:.4f}  min {low:.4f}  NaN values {nans}")
         print(f"  metric rows   {len(frame)} logging calls, {frame.shape[1] - 2} metrics")
+        fired = [e for e in monitor.get_run_events(run_id, "alert") if e["event_data"].get("state") == "firing"]
+        for alert in fired:
+            data = alert["event_data"]
+            summary = data.get("annotations", {}).get("summary", "")
+            print(f"  alert         {data.get('rule')} ({data.get('severity')}) fired: {summary}")
         store = stats.get("store", {})
         print(f"  committed     {store.get('committed_events')} events in {store.get('commits')} transactions")
         print(f"  store         {Path(config.db_path).resolve()}")

@@ -169,7 +169,7 @@ async def test_the_engine_is_a_service_while_the_stage_runs(tmp_path: Path) -> N
         assert [a["run_id"] for a in service.active_alerts(severity="critical")] == ["run-1"]
         assert service.active_alerts(run_id="run-2") == []
         stats = pipeline.statistics()["components"]["alerts"]
-        assert (stats["rules"], stats["firing"], stats["alert_events_total"]) == (3, 1, 1)
+        assert (stats["rules"], stats["firing"], stats["alert_events_total"]) == (len(DEFAULT_RULES), 1, 1)
     assert "alerts" not in ctx.services
 
 
@@ -357,9 +357,10 @@ def test_effective_rules_merge_defaults_and_configured_ones() -> None:
 
     rules = effective_rules([custom, extra])
 
-    assert [rule.name for rule in rules] == ["error_burst", "heartbeat_absent", "non_finite_metric", "t"]
-    assert isinstance(rules[2], NonFiniteRule) and rules[2].severity == "page"
-    assert isinstance(rules[3], ThresholdRule)
+    names = [rule.name for rule in rules]
+    assert names == ["error_burst", "critical_error", "heartbeat_absent", "non_finite_metric", "t"]
+    assert isinstance(rules[3], NonFiniteRule) and rules[3].severity == "page"
+    assert isinstance(rules[4], ThresholdRule)
     assert effective_rules(None) == list(DEFAULT_RULES)
     assert effective_rules(None, default_rules=False) == []
     with pytest.raises(ConfigError, match=r"^rules\[1\]\.op: "):

@@ -605,6 +605,18 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
         severity="error",
         annotations={"summary": "{value} errors within 60 s in run {run_id}"},
     ),
+    # ErrorHandler's CRITICAL errors (and any critical log event) fire at once: a rule
+    # instance like every other alert, not a separate code path.
+    RateRule(
+        name="critical_error",
+        kinds=("log", "exception"),
+        levels=("critical",),
+        op=">=",
+        limit=1,
+        window_seconds=300.0,
+        severity="critical",
+        annotations={"summary": "a critical error in run {run_id}"},
+    ),
     AbsenceRule(
         name="heartbeat_absent",
         target="heartbeat",
