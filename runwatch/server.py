@@ -34,6 +34,7 @@ def pipeline_config_of(config: MonitorConfig) -> Any:
     return default_pipeline_config(
         alerts=True,
         snapshots=True,
+        system=True,
         snapshot_interval_seconds=config.snapshot_interval,
         max_snapshots=config.max_snapshots,
         max_events=config.max_events,

@@ -79,6 +79,7 @@ def default_pipeline_config(
     *,
     alerts: bool = False,
     snapshots: bool = False,
+    system: bool = False,
     snapshot_interval_seconds: float = 300.0,
     max_snapshots: int = 100,
     max_events: int = 1000,
@@ -89,11 +90,15 @@ def default_pipeline_config(
     silent runs hung or crashed) and, with ``alerts``, the alerts stage (its
     default rules: non-finite values, error bursts, missing heartbeats), and feed the SQLite store (``block``:
     nothing is lost) and the websocket hub (``drop_oldest``: live views never
-    hold the store back). WebMonitor and ``runwatch serve`` use ``alerts`` and
-    ``snapshots`` (they know their data directory); the snapshot stage is a
+    hold the store back). WebMonitor and ``runwatch serve`` also use ``alerts``,
+    ``snapshots`` (they know their data directory) and ``system`` (psutil
+    samples of the active runs' machine every 5 s); the snapshot stage is a
     leaf, so a fault in it never touches the store's path.
     """
-    stages: dict[str, Any] = {"liveness": {"type": "liveness", "inputs": ["app", "ingest"]}}
+    sources: dict[str, Any] = {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}}
+    if system:
+        sources["system"] = {"type": "system", "interval_seconds": 5.0}
+    stages: dict[str, Any] = {"liveness": {"type": "liveness", "inputs": list(sources)}}
     last = "liveness"
     if alerts:
         stages["alerts"] = {"type": "alerts", "inputs": ["liveness"]}
@@ -107,7 +112,7 @@ def default_pipeline_config(
             "max_events": max_events,
         }
     return {
-        "sources": {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}},
+        "sources": sources,
         "stages": stages,
         "sinks": {
             "store": {"type": "sqlite", "inputs": [last]},
