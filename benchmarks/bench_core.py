@@ -157,6 +157,7 @@ def bench_memory(directory: Path, calls: int) -> dict[str, float]:
         "rss_last_mib": samples[-1],
         "rss_max_mib": max(samples),
         "rss_growth_second_half_mib": max(half) - min(half),
+        "rss_samples_mib": [round(sample, 1) for sample in samples],
     }
 
 
