@@ -41,6 +41,7 @@ import orjson
 from ..events import json_number
 from ..exceptions import StoreError
 from . import queries
+from .downsample import ROLLUP_COLUMNS
 
 __all__ = ["EXPORT_FORMAT", "export_run"]
 
@@ -140,20 +141,7 @@ def _wire_numbers(value: Any) -> Any:
 
 # Columns exported as they are stored; REAL columns may hold ±Inf (or the TEXT "inf"/"-inf").
 _STATS = ("name", "count", "nan_count", "sum", "min", "max", "last", "last_ts", "last_step")
-_ROLLUPS = (
-    "name",
-    "first_row",
-    "last_row",
-    "first_step",
-    "last_step",
-    "start_ts",
-    "end_ts",
-    "count",
-    "nan_count",
-    "min",
-    "max",
-    "mean",
-)
+_ROLLUPS = ROLLUP_COLUMNS
 
 
 def _has_table(connection: sqlite3.Connection, name: str) -> bool:
