@@ -94,3 +94,17 @@ def test_cli_alerts_lists_active_alerts_as_a_table_and_as_json(monitor: WebMonit
     assert table.exit_code == 0 and "nan_loss" in table.stdout and "plateau" not in table.stdout
     assert {alert["rule"] for alert in orjson.loads(as_json.stdout)} == {"nan_loss", "slow"}
     assert [alert["rule"] for alert in orjson.loads(resolved.stdout)] == ["plateau"]
+
+
+def test_history_filters_by_the_alert_severity_even_beyond_log_levels(monitor: WebMonitor) -> None:
+    """severity=page selects page alerts in /api/alerts/history and /api/alerts (page is no log level)."""
+    run_id = monitor.current_run_id
+    assert run_id is not None
+    now = time.time()
+    monitor.emit_event(AlertEvent(run_id, now, "on_call", "firing", "page", 1.0, {}, {"summary": "wake up"}, now))
+    assert monitor.flush()
+    with httpx.Client(base_url=monitor.web_url, timeout=10) as client:
+        history = client.get("/api/alerts/history", params={"severity": "page"}).json()["alerts"]
+        active = client.get("/api/alerts", params={"severity": "page"}).json()["alerts"]
+    assert [(alert["rule"], alert["state"]) for alert in history] == [("on_call", "firing")]
+    assert [alert["rule"] for alert in active] == ["on_call"]

@@ -45,6 +45,7 @@ __all__ = [
     "check_limit",
     "check_run_id",
     "check_status",
+    "alert_events",
     "alerts",
     "list_runs",
     "mark_crashed_runs",
@@ -540,6 +541,41 @@ def run_metrics_frame(
     return _build_frame(rows, keysets, wanted)
 
 
+def alert_events(
+    conn: sqlite3.Connection,
+    *,
+    run_id: str | None = None,
+    severity: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
+) -> list[dict[str, Any]]:
+    """Stored alert transitions, newest first.
+
+    Each dict has ``id``, ``run_id``, ``updated_at`` (epoch seconds) and the
+    alert's fields (``rule``, ``state``, ``severity``, ``value``, ``labels``,
+    ``annotations``, ``active_since``). ``before_id`` pages backwards.
+    """
+    where = ["e.kind = 'alert'"]
+    params: list[Any] = []
+    if run_id is not None:
+        check_run_id(run_id)
+        where.append("r.run_id = ?")
+        params.append(run_id)
+    if severity is not None:
+        where.append("e.data ->> 'severity' = ?")
+        params.append(severity)
+    if before_id is not None:
+        where.append("e.id < ?")
+        params.append(before_id)
+    with _read_snapshot(conn):
+        rows = conn.execute(
+            "SELECT e.id, r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
+            f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+    return [{"id": id_, "run_id": run, "updated_at": ts, **orjson.loads(data)} for id_, run, ts, data in rows]
+
+
 def alerts(
     conn: sqlite3.Connection,
     *,
@@ -561,33 +597,11 @@ def alerts(
         states: the states to return (``pending``, ``firing``, ``resolved``, ``inactive``).
         limit: how many of the newest alert events to consider.
     """
-    where = ["e.kind = 'alert'"]
-    params: list[Any] = []
-    if run_id is not None:
-        check_run_id(run_id)
-        where.append("r.run_id = ?")
-        params.append(run_id)
-    with _read_snapshot(conn):
-        rows = conn.execute(
-            "SELECT r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
-            f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?",
-            (*params, limit),
-        ).fetchall()
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for run, ts, data in rows:  # newest first: the first seen per instance is its state
-        alert = orjson.loads(data)
-        key = (
-            run,
-            alert.get("rule", ""),
-            orjson.dumps(alert.get("labels") or {}, option=orjson.OPT_SORT_KEYS).decode(),
-        )
-        if key not in latest:
-            latest[key] = {"run_id": run, "updated_at": ts, **alert}
-    found = [
-        alert
-        for alert in latest.values()
-        if alert.get("state") in states and (severity is None or alert.get("severity") == severity)
-    ]
+    for alert in alert_events(conn, run_id=run_id, severity=severity, limit=limit):  # newest first
+        labels = orjson.dumps(alert.get("labels") or {}, option=orjson.OPT_SORT_KEYS).decode()
+        latest.setdefault((alert["run_id"], alert.get("rule", ""), labels), alert)
+    found = [{k: v for k, v in alert.items() if k != "id"} for alert in latest.values() if alert.get("state") in states]
     found.sort(key=lambda alert: alert.get("active_since") or alert["updated_at"])
     return found
 

@@ -336,31 +336,13 @@ async def alert_history(
 ) -> JSONResponse:
     if cursor and not _CURSOR.fullmatch(cursor):
         raise ApiError(422, "cursor is not one this server returned", "cursor")
-    rows = await read(request, _alert_events, run_id, severity, limit + 1, int(cursor) if cursor else None)
+    before_id = int(cursor) if cursor else None
+    rows = await read(
+        request, queries.alert_events, run_id=run_id, severity=severity, limit=limit + 1, before_id=before_id
+    )
     page = rows[:limit]
     next_cursor = str(page[-1]["id"]) if len(rows) > limit else None
     return JSONResponse({"alerts": [_alert_row(row) for row in page], "next_cursor": next_cursor})
-
-
-def _alert_events(
-    connection: Any, run_id: str | None, severity: str | None, limit: int, before_id: int | None
-) -> list[dict[str, Any]]:
-    where, params = ["e.kind = 'alert'"], []
-    if run_id is not None:
-        where.append("r.run_id = ?")
-        params.append(run_id)
-    if severity is not None:
-        where.append("e.level = ?")
-        params.append(severity)
-    if before_id is not None:
-        where.append("e.id < ?")
-        params.append(before_id)
-    rows = connection.execute(
-        "SELECT e.id, r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
-        f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?",
-        (*params, limit),
-    ).fetchall()
-    return [{"id": id_, "run_id": run, "updated_at": ts, **orjson.loads(data)} for id_, run, ts, data in rows]
 
 
 # -- operations ----------------------------------------------------------------------------
