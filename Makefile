@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: demo test bench lint clean
+.PHONY: demo test soak bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+soak: $(STAMP)
+	RUNWATCH_SOAK=1 $(BIN)/python -m pytest -m soak
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_core.py

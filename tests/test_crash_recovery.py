@@ -21,12 +21,14 @@ from pathlib import Path
 
 import orjson
 import pytest
+from tiers import soak_timeout, tier
 
 from runwatch import MonitorConfig, WebMonitor
 
 CHILD = """
 import sys
 from runwatch import MonitorConfig, WebMonitor
+from tiers import soak_timeout, tier
 
 monitor = WebMonitor(MonitorConfig(db_path=sys.argv[1], data_dir=sys.argv[2], web_port=0))
 monitor.start_training(run_id="crash")
@@ -58,8 +60,9 @@ def stored_steps(db: Path) -> list[int]:
     return steps
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("seed", range(1, 21))
+@pytest.mark.soak
+@soak_timeout(180, 900)
+@pytest.mark.parametrize("seed", range(1, tier(21, 101)))
 def test_kill_9_loses_no_acknowledged_event_and_stores_none_twice(tmp_path: Path, seed: int) -> None:
     """After SIGKILL at a random moment every acknowledged step is stored exactly once, as a gap-free prefix."""
     rng = random.Random(seed)
