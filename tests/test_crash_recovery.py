@@ -28,7 +28,6 @@ from runwatch import MonitorConfig, WebMonitor
 CHILD = """
 import sys
 from runwatch import MonitorConfig, WebMonitor
-from tiers import soak_timeout, tier
 
 monitor = WebMonitor(MonitorConfig(db_path=sys.argv[1], data_dir=sys.argv[2], web_port=0))
 monitor.start_training(run_id="crash")
