@@ -42,20 +42,20 @@ def monitor_for(directory: Path, name: str) -> WebMonitor:
 # -- 1. latency --------------------------------------------------------------------------
 
 
-def subscriber_process(url: str, count: int, seconds: float, ready, results) -> None:  # type: ignore[no-untyped-def]
+def subscriber_process(url: str, count: int, seconds: float, wire_format: str, ready, results) -> None:  # type: ignore[no-untyped-def]
     """Run ``count`` subscribers; report per-event latencies in ms.
 
     Each event's latency is its receive time minus its emit timestamp (same
     clock). Up to 16 events spread evenly over each message are sampled, so
-    the subscriber process keeps up; the oldest event of each message (its
-    worst case) is always among them.
+    the subscriber process keeps up, plus the oldest event of each message
+    (its worst case).
     """
     import orjson
     import websockets
 
     async def one(latencies: list[float]) -> None:
         async with websockets.connect(url, max_size=2**26) as socket:
-            await socket.send(json.dumps({"subscribe": {"kinds": ["metric"]}}))
+            await socket.send(json.dumps({"subscribe": {"kinds": ["metric"], "format": wire_format}}))
             await socket.recv()  # "subscribed"
             ready.put(1)
             deadline = time.monotonic() + seconds
@@ -66,11 +66,17 @@ def subscriber_process(url: str, count: int, seconds: float, ready, results) -> 
                     break
                 now = time.time()
                 message = orjson.loads(raw)
-                events = message.get("events") if message.get("type") == "batch" else None
-                if events:
-                    stride = max(1, len(events) // 16)
-                    latencies.extend((now - event["timestamp"]) * 1000 for event in events[::stride])
-                    received[0] += len(events)
+                if message.get("type") == "columns":
+                    timestamps = [t for block in message["metrics"] for t in block["timestamps"]]
+                elif message.get("type") == "batch":
+                    timestamps = [event["timestamp"] for event in message["events"]]
+                else:
+                    continue
+                if timestamps:
+                    stride = max(1, len(timestamps) // 16)
+                    latencies.extend((now - timestamp) * 1000 for timestamp in timestamps[::stride])
+                    latencies.append((now - min(timestamps)) * 1000)
+                    received[0] += len(timestamps)
 
     received = [0]
 
@@ -98,14 +104,16 @@ def paced_producer(monitor: WebMonitor, calls_per_second: int, seconds: float) -
 
 
 def bench_latency(
-    directory: Path, subscribers: int, seconds: float, calls_per_second: int = 25_000
-) -> dict[str, float]:
-    with monitor_for(directory, "latency") as monitor:
+    directory: Path, subscribers: int, seconds: float, calls_per_second: int = 25_000, wire_format: str = "columns"
+) -> dict[str, float | str]:
+    with monitor_for(directory, f"latency-{wire_format}") as monitor:
         monitor.start_training({"bench": "latency"})
         url = monitor.web_url.replace("http://", "ws://") + "/ws"  # type: ignore[union-attr]
         context = multiprocessing.get_context("spawn")
         ready, results = context.Queue(), context.Queue()
-        process = context.Process(target=subscriber_process, args=(url, subscribers, seconds + 3, ready, results))
+        process = context.Process(
+            target=subscriber_process, args=(url, subscribers, seconds + 3, wire_format, ready, results)
+        )
         process.start()
         for _ in range(subscribers):
             ready.get(timeout=60)
@@ -116,6 +124,7 @@ def bench_latency(
     latencies.sort()
     samples = len(latencies)
     return {
+        "format": wire_format,
         "subscribers": subscribers,
         "values_per_s": made * 4 / seconds,
         "latency_samples": samples,
@@ -213,10 +222,11 @@ def main() -> None:
     parser.add_argument("--only-latency", action="store_true", help="run only the latency figure")
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--calls-per-second", type=int, default=25_000, help="4 values per call")
+    parser.add_argument("--format", choices=["columns", "events"], default="columns", help="--only-latency's format")
     args = parser.parse_args()
     if args.only_latency:
         with tempfile.TemporaryDirectory(prefix="runwatch-bench-web-") as tmp:
-            print(bench_latency(Path(tmp), args.subscribers, 3.0, args.calls_per_second))
+            print(bench_latency(Path(tmp), args.subscribers, 3.0, args.calls_per_second, args.format))
         return
     results: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -224,24 +234,27 @@ def main() -> None:
     }
     with tempfile.TemporaryDirectory(prefix="runwatch-bench-web-") as tmp:
         directory = Path(tmp)
-        results["latency"] = bench_latency(
-            directory, args.subscribers, 3.0 if args.quick else 10.0, args.calls_per_second
+        seconds = 3.0 if args.quick else 10.0
+        results["latency"] = bench_latency(directory, args.subscribers, seconds, args.calls_per_second, "columns")
+        results["latency_events_format"] = bench_latency(
+            directory, args.subscribers, seconds, args.calls_per_second, "events"
         )
         results["query"] = bench_query(directory, 100_000 if args.quick else 1_000_000)
         results["slow_subscriber"] = bench_slow_subscriber(directory, 50_000 if args.quick else 300_000)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "web.json").write_text(json.dumps(results, indent=2))
-    latency, query, slow = results["latency"], results["query"], results["slow_subscriber"]
+    query, slow = results["query"], results["slow_subscriber"]
     print(f"runwatch web benchmark — {results['date']}, {results['machine']}")
-    print(
-        f"emit → subscriber, {latency['subscribers']} subscribers at {latency['values_per_s']:,.0f} values/s: "
-        f"p50 {latency['latency_p50_ms']:.1f} ms  p99 {latency['latency_p99_ms']:.1f} ms  "
-        f"max {latency['latency_max_ms']:.1f} ms"
-    )
-    print(
-        f"  events received {latency['events_received']:,} of {latency['events_expected']:,}; "
-        f"dropped for lag {latency['events_dropped_for_lag']:,}"
-    )
+    for latency in (results["latency"], results["latency_events_format"]):
+        print(
+            f"emit → subscriber ({latency['format']} format), {latency['subscribers']} subscribers at "
+            f"{latency['values_per_s']:,.0f} values/s: p50 {latency['latency_p50_ms']:.1f} ms  "
+            f"p99 {latency['latency_p99_ms']:.1f} ms  max {latency['latency_max_ms']:.1f} ms"
+        )
+        print(
+            f"  events received {latency['events_received']:,} of {latency['events_expected']:,}; "
+            f"dropped for lag {latency['events_dropped_for_lag']:,}"
+        )
     print(
         f"metrics query, {query['points']:,}-point series → 2000 points: "
         f"cold {query['cold_ms']:.0f} ms, warm median {query['warm_median_ms']:.1f} ms"

@@ -52,6 +52,8 @@ Event = dict[str, Any]
         pytest.param({"kinds": ["bogus"]}, "subscribe.kinds: unknown kind 'bogus'", id="unknown-kind"),
         pytest.param({"kinds": ["receipt"]}, "subscribe.kinds: unknown kind 'receipt'", id="internal-kind"),
         pytest.param({"runs": [f"r{i}" for i in range(1001)]}, "subscribe.runs: at most 1000", id="too-many"),
+        pytest.param({"format": "rows"}, "subscribe.format: must be one of events, columns", id="unknown-format"),
+        pytest.param({"format": 1}, "subscribe.format: must be one of events, columns", id="format-number"),
     ],
 )
 def test_filter_parse_errors_name_the_field(data: Any, message: str) -> None:
@@ -86,6 +88,7 @@ def test_filter_parse_normalises(data: Any, expected: SubscriptionFilter) -> Non
         "runs": list(expected.runs),
         "kinds": list(expected.kinds),
         "metrics": list(expected.metrics),
+        "format": expected.format,
     }
 
 
@@ -131,6 +134,64 @@ def test_filter_select_narrows(subscription: SubscriptionFilter, expected: list[
     selected = subscription.select(events, wire)
     assert [(w["timestamp"], w.get("values") if w["kind"] == "metric" else None) for w in selected] == expected
     assert wire == [event_to_wire(e) for e in events], "select must not modify the shared wire forms"
+
+
+def rows_of_columns(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The wire forms a ``columns`` message stands for, in timestamp order."""
+    assert message["type"] == "columns"
+    rows = list(message["events"])
+    for block in message["metrics"]:
+        columns = block["values"]
+        assert len(block["steps"]) == len(block["timestamps"]) == len(columns[0])
+        for index, (step, timestamp) in enumerate(zip(block["steps"], block["timestamps"], strict=True)):
+            values = {name: column[index] for name, column in zip(block["names"], columns, strict=True)}
+            rows.append(
+                {"kind": "metric", "run_id": block["run_id"], "timestamp": timestamp, "values": values}
+                | {"step": step, "tags": block["tags"]}
+            )
+    return sorted(rows, key=lambda row: row["timestamp"])
+
+
+@pytest.mark.parametrize(
+    "subscription",
+    [
+        SubscriptionFilter(),
+        SubscriptionFilter(runs=("r2",)),
+        SubscriptionFilter(kinds=("log",)),
+        SubscriptionFilter(metrics=("train/*",)),
+        SubscriptionFilter(runs=("r1",), kinds=("metric",), metrics=("val/loss",)),
+    ],
+    ids=["everything", "run", "kind", "metric-glob", "all-three"],
+)
+def test_filter_columns_carry_what_select_carries(subscription: SubscriptionFilter) -> None:
+    """The columns form of a batch holds exactly the events and values the events form holds."""
+    events = _events()
+    wire = [event_to_wire(e) for e in events]
+    message, count = subscription.columns(events)
+    assert rows_of_columns(message) == subscription.select(events, wire)
+    assert count == subscription.count(events) == len(subscription.select(events, wire))
+
+
+def test_filter_columns_group_by_run_names_and_tags_and_encode_non_finite_values() -> None:
+    """Metrics share a block only with the same run, names and tags; NaN is null and ±Inf a string."""
+    events = [
+        Metric("r1", 1.0, {"a": 1.0, "b": math.nan}, step=1),
+        Metric("r1", 2.0, {"a": 2.0, "b": math.inf}, step=2, tags={"split": "train"}),
+        Metric("r1", 3.0, {"a": 3.0, "b": -math.inf}, step=3),
+        Metric("r1", 4.0, {"b": 4.0, "a": 4.0}, step=4),
+        Metric("r2", 5.0, {"a": 5.0, "b": 5.0}),
+    ]
+    message, count = SubscriptionFilter(format="columns").columns(events)
+    assert count == 5 and message["events"] == []
+    assert [(b["run_id"], b["names"], b["tags"], b["steps"]) for b in message["metrics"]] == [
+        ("r1", ["a", "b"], None, [1, 3]),
+        ("r1", ["a", "b"], {"split": "train"}, [2]),
+        ("r1", ["b", "a"], None, [4]),
+        ("r2", ["a", "b"], None, [None]),
+    ]
+    assert message["metrics"][0]["values"] == [[1.0, 3.0], [None, "-Infinity"]]
+    assert message["metrics"][1]["values"] == [[2.0], ["Infinity"]]
+    assert rows_of_columns(message) == [event_to_wire(e) for e in events]
 
 
 # -- pure: Subscriber -------------------------------------------------------------------------------
@@ -295,14 +356,17 @@ async def test_subscribe_by_query_parameters_echoes_the_filter(monitor: WebMonit
     async with connect(url, open_timeout=TIMEOUT) as ws:
         assert await receive_json(ws) == {
             "type": "subscribed",
-            "filter": {"runs": ["q1"], "kinds": ["log", "metric"], "metrics": ["loss", "train/*"]},
+            "filter": {"runs": ["q1"], "kinds": ["log", "metric"], "metrics": ["loss", "train/*"], "format": "events"},
         }
 
 
 async def test_no_filter_means_everything(monitor: WebMonitor) -> None:
     """Without query parameters the subscription is to everything."""
     async with connect(ws_url(monitor), open_timeout=TIMEOUT) as ws:
-        assert await receive_json(ws) == {"type": "subscribed", "filter": {"runs": [], "kinds": [], "metrics": []}}
+        assert await receive_json(ws) == {
+            "type": "subscribed",
+            "filter": {"runs": [], "kinds": [], "metrics": [], "format": "events"},
+        }
 
 
 async def test_invalid_query_parameters_refuse_the_handshake(monitor: WebMonitor) -> None:
@@ -321,7 +385,7 @@ async def test_subscribe_message_replaces_the_filter(monitor: WebMonitor, traini
         await ws.send(json.dumps({"subscribe": {"runs": ["m1"], "kinds": ["metric"]}}))
         assert await receive_json(ws) == {
             "type": "subscribed",
-            "filter": {"runs": ["m1"], "kinds": ["metric"], "metrics": []},
+            "filter": {"runs": ["m1"], "kinds": ["metric"], "metrics": [], "format": "events"},
         }
         await call(lambda: training("m1"))
         monitor.update_metrics({"loss": 0.5})
@@ -350,6 +414,33 @@ async def test_live_events_arrive_as_batches_promptly(monitor: WebMonitor, train
     assert next(event for event in events if event["kind"] == "state")["patch"] == {"game_state": {"score": 2}}
     marker = events[-1]
     assert marker["level"] == "warning" and marker["data"] == {"n": 1}
+
+
+async def test_columns_subscriber_receives_what_an_events_subscriber_receives(
+    monitor: WebMonitor, training: Callable[[str], None]
+) -> None:
+    """Two subscribers to one run, one per format, receive the same events and values."""
+    columns_url = ws_url(monitor, "/ws?runs=columns-1&format=columns")
+    async with connect(ws_url(monitor, "/ws?runs=columns-1"), open_timeout=TIMEOUT) as plain:
+        async with connect(columns_url, open_timeout=TIMEOUT) as columnar:
+            assert (await receive_json(plain))["filter"]["format"] == "events"
+            assert (await receive_json(columnar))["filter"]["format"] == "columns"
+
+            def produce() -> None:
+                training("columns-1")
+                for step in range(50):
+                    monitor.update_metrics({"loss": 1.0 / (step + 1), "odd": math.nan if step % 2 else 0.0})
+                monitor.record_event("marker", {"n": 1})
+
+            await call(produce)
+            expected = await collect_until(plain, is_log("marker"))
+            received: list[Event] = []
+            with anyio.fail_after(PROMPT):
+                while not any(is_log("marker")(event) for event in received):
+                    received.extend(rows_of_columns(await receive_json(columnar)))
+    assert len(expected) >= 52  # the start, 50 metrics, the marker
+    in_time_order = lambda events: sorted(events, key=lambda event: (event["timestamp"], event["kind"]))  # noqa: E731
+    assert in_time_order(received) == in_time_order(expected)
 
 
 async def test_run_filter_selects_runs(monitor: WebMonitor, training: Callable[[str], None]) -> None:

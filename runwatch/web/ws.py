@@ -23,7 +23,7 @@ MAX_CLIENT_MESSAGE_BYTES = 1024 * 1024
 
 def _query_filter(websocket: WebSocket) -> SubscriptionFilter:
     params = websocket.query_params
-    raw = {key: params[key] for key in ("runs", "kinds", "metrics") if params.get(key)}
+    raw = {key: params[key] for key in ("runs", "kinds", "metrics", "format") if params.get(key)}
     return SubscriptionFilter.parse(raw)
 
 
