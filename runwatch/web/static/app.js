@@ -706,8 +706,30 @@
     if (filter.runs) url.searchParams.set('runs', filter.runs.join(','));
     if (filter.kinds) url.searchParams.set('kinds', filter.kinds.join(','));
     if (filter.metrics) url.searchParams.set('metrics', filter.metrics.join(','));
+    url.searchParams.set('format', 'columns');
     if (auth.token) url.searchParams.set('token', auth.token);
     return url.href;
+  }
+
+  /**
+   * The events a `columns` message stands for, in timestamp order. Columns
+   * are a third of the bytes of one object per event, so JSON.parse — the
+   * costly part with fast runs — does a third of the work.
+   */
+  function eventsOfColumns(data) {
+    const events = Array.isArray(data.events) ? data.events.slice() : [];
+    for (const block of Array.isArray(data.metrics) ? data.metrics : []) {
+      const { names, steps, timestamps, values } = block;
+      for (let row = 0; row < timestamps.length; row++) {
+        const rowValues = {};
+        for (let column = 0; column < names.length; column++) rowValues[names[column]] = values[column][row];
+        events.push({
+          kind: 'metric', run_id: block.run_id, timestamp: timestamps[row],
+          step: steps[row], values: rowValues, tags: block.tags,
+        });
+      }
+    }
+    return events.sort((a, b) => a.timestamp - b.timestamp);
   }
 
   /**
@@ -754,7 +776,7 @@
         this.handlers.onSubscribed?.();
       };
       ws.onopen = () => {
-        ws.send(JSON.stringify({ subscribe: this.filter }));
+        ws.send(JSON.stringify({ subscribe: { ...this.filter, format: 'columns' } }));
         // Should an older server not confirm, do not wait forever for it.
         fallback = setTimeout(markSubscribed, 2000);
       };
@@ -773,6 +795,10 @@
           case 'batch':
             markSubscribed();
             this.handlers.onEvents?.(Array.isArray(data.events) ? data.events : []);
+            break;
+          case 'columns':
+            markSubscribed();
+            this.handlers.onEvents?.(eventsOfColumns(data));
             break;
           case 'lagged':
             this.handlers.onLagged?.(data.dropped);
