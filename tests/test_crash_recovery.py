@@ -1,8 +1,9 @@
 """kill -9 in the middle of ingest: nothing acknowledged is lost, nothing is stored twice.
 
 A child process logs numbered steps through a real WebMonitor and prints the
-last step each returned ``flush()`` covered. The parent kills it with SIGKILL
-at random moments, then checks the store: ``integrity_check`` is ok, every
+last step each returned ``flush()`` covered, while (by seed) frequent
+snapshots, WAL checkpoints or a cleanup of older runs run beside it. The
+parent kills it with SIGKILL at random moments, then checks the store: ``integrity_check`` is ok, every
 acknowledged step is present exactly once, and what is stored is a gap-free
 prefix of what was emitted (no phantom or reordered events). The next
 monitor on the same store marks the run crashed and can resume it.
@@ -26,19 +27,50 @@ from tiers import soak_timeout, tier
 from runwatch import MonitorConfig, WebMonitor
 
 CHILD = """
-import sys
-from runwatch import MonitorConfig, WebMonitor
+import sqlite3, sys, threading, time
+from datetime import datetime, timezone
+from runwatch import DatabaseManager, MonitorConfig, WebMonitor
 
-monitor = WebMonitor(MonitorConfig(db_path=sys.argv[1], data_dir=sys.argv[2], web_port=0))
+db, data, batch, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+snapshot_interval = 0.05 if mode == "snapshots" else 300.0
+config = MonitorConfig(db_path=db, data_dir=data, web_port=0, snapshot_interval=snapshot_interval)
+monitor = WebMonitor(config)
+if mode == "cleanup":  # finished runs for a cleanup to remove while the crash run ingests
+    for index in range(10):
+        monitor.start_training(run_id=f"old-{index}")
+        for step in range(3_000):
+            monitor.update_metrics({"loss": 1.0, "step_copy": float(step)})
+        monitor.stop_training()
+    monitor.flush(timeout=30)
+
+
+def background():
+    if mode == "checkpoints":
+        connection = sqlite3.connect(db, timeout=30)
+        while True:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            time.sleep(0.01)
+    if mode == "cleanup":
+        with DatabaseManager(db) as manager:
+            manager.cleanup_old_data(datetime.now(timezone.utc))
+
+
+threading.Thread(target=background, daemon=True).start()
 monitor.start_training(run_id="crash")
 step = 0
 while True:
-    for _ in range(int(sys.argv[3])):
+    for _ in range(batch):
         monitor.update_metrics({"loss": 1.0 / (step + 1), "step_copy": float(step)})
         step += 1
+    if mode == "snapshots":
+        monitor.update_game_state({"step": step})
     if monitor.flush(timeout=30):
         print("acked", step - 1, flush=True)
 """
+
+
+# What else runs when the kill lands: only batches, frequent snapshots, WAL checkpoints, a cleanup.
+MODES = ("batches", "snapshots", "checkpoints", "cleanup")
 
 
 def stored_steps(db: Path) -> list[int]:
@@ -67,8 +99,9 @@ def test_kill_9_loses_no_acknowledged_event_and_stores_none_twice(tmp_path: Path
     rng = random.Random(seed)
     db, data = tmp_path / "crash.db", tmp_path / "data"
     batch = rng.choice([50, 500, 5_000])  # kills land in small and large transactions alike
+    mode = MODES[seed % len(MODES)]
     child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(db), str(data), str(batch)],
+        [sys.executable, "-c", CHILD, str(db), str(data), str(batch), mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
