@@ -119,6 +119,34 @@ def test_cleanup_dry_run_counts_exactly_what_the_real_cleanup_removes(db: Path) 
     assert manager.cleanup_old_data(at(CUTOFF), dry_run=True) == 0
 
 
+def test_cleanup_forgets_ingested_batch_ids_older_than_the_cutoff(db: Path) -> None:
+    """Batch ids received before the cutoff are deleted (in small transactions); newer ones stay."""
+    seed(db)
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO ingest_batches (batch_id, received_at, events) VALUES (?, ?, 1)",
+            [
+                (
+                    f"old-{i}",
+                    CUTOFF - 1 - i,
+                )
+                for i in range(25)
+            ]
+            + [("new", CUTOFF + 1)],
+        )
+    conn.close()
+    with sqlite3.connect(db) as conn:
+        assert lifecycle.forget_ingested_batches(conn, CUTOFF, batch_rows=10) == 25
+        assert [row[0] for row in conn.execute("SELECT batch_id FROM ingest_batches")] == ["new"]
+        conn.execute("INSERT INTO ingest_batches (batch_id, received_at, events) VALUES ('old-again', 0, 1)")
+        conn.commit()
+    conn.close()
+    DatabaseManager(db).cleanup_old_data(at(CUTOFF))
+    with sqlite3.connect(db) as conn:
+        assert [row[0] for row in conn.execute("SELECT batch_id FROM ingest_batches")] == ["new"]
+    conn.close()
+
+
 def test_cleanup_never_removes_active_runs_and_leaves_other_runs_untouched(db: Path) -> None:
     """Running and paused runs keep every row however old they are, and so do runs newer than the cutoff."""
     seed(db)

@@ -337,6 +337,10 @@ def cleanup_old_data(
         batch_rows: the most rows removed per write transaction.
         pause_seconds: the pause between transactions (see :func:`run_pass`).
 
+    Ids of ingested batches received before the cutoff are forgotten too
+    (not counted as records): a retry of a batch that old would be stored
+    again, and the table no longer grows without bound.
+
     Returns:
         The number of records removed (or that would be): the runs plus all
         their rows. Without concurrent writes, a dry run returns the same
@@ -351,7 +355,27 @@ def cleanup_old_data(
         return count_old_data(conn, older_than)
     job = CleanupPass(older_than, batch_rows=batch_rows)
     run_pass(job, conn, pause_seconds=pause_seconds)
+    forget_ingested_batches(conn, job.older_than, batch_rows=batch_rows)
     return job.removed_records
+
+
+def forget_ingested_batches(
+    conn: sqlite3.Connection, older_than: float, *, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> int:
+    """Delete the ids of batches ingested before ``older_than``, ``batch_rows`` per transaction; returns how many."""
+    if "ingest_batches" not in table_names(conn):
+        return 0
+    forgotten = 0
+    while True:
+        with write_transaction(conn):
+            removed = conn.execute(
+                "DELETE FROM ingest_batches WHERE batch_id IN"
+                " (SELECT batch_id FROM ingest_batches WHERE received_at < ? LIMIT ?)",
+                (older_than, batch_rows),
+            ).rowcount
+        forgotten += removed
+        if removed < batch_rows:
+            return forgotten
 
 
 # -- maintenance -----------------------------------------------------------------------
