@@ -64,14 +64,47 @@ def start_server(config: MonitorConfig, *, required: bool = True) -> Any:
     return thread
 
 
-def queued_events(thread: Any) -> int:
-    """Events accepted but not yet committed (buffers, intake, sink pending)."""
-    total = 0
-    for entry in thread.pipeline.statistics()["components"].values():
-        total += entry.get("buffer", {}).get("buffered_events", 0)
-        total += entry.get("intake", {}).get("buffered_events", 0)
-        total += entry.get("pending_events", 0)
-    return total
+def queued_events(thread: Any) -> dict[str, int]:
+    """Per sink: events accepted but not yet written by it.
+
+    That is the sink's own input buffer and uncommitted events plus every queue
+    upstream of it (stage buffers, source intakes), each counted once. Sinks are
+    counted apart because an event waiting for a slow sink may long be committed
+    by the store: a sum over every queue would count it once per sink.
+    (An ingested batch's receipt travels as one more event.)
+    """
+    pipeline = thread.pipeline
+    components = pipeline.statistics()["components"]
+    spec = pipeline.spec
+
+    def queued_at(component_id: str) -> int:
+        entry = components.get(component_id, {})
+        return (
+            entry.get("buffer", {}).get("buffered_events", 0)
+            + entry.get("intake", {}).get("buffered_events", 0)
+            + int(entry.get("pending_events") or 0)
+        )
+
+    result: dict[str, int] = {}
+    for component in spec.components:
+        if component.section != "sinks":
+            continue
+        seen: set[str] = set()
+        todo = [component.id]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(spec.get(current).inputs)
+        result[component.id] = sum(queued_at(component_id) for component_id in seen)
+    return result
+
+
+def store_sinks(thread: Any) -> list[str]:
+    """The ids of the graph's SQLite sinks (what "committed" refers to)."""
+    from .sinks.sqlite import SQLiteSink
+
+    return [c.id for c in thread.pipeline.spec.components if c.section == "sinks" and issubclass(c.cls, SQLiteSink)]
 
 
 def run_server(config: MonitorConfig) -> int:
@@ -79,22 +112,34 @@ def run_server(config: MonitorConfig) -> int:
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO, format="%(message)s")
     thread = start_server(config)
     server = thread.companion_values[0]
-    print(f"runwatch: serving {Path(config.db_path).resolve()} at {server.url}", flush=True)
-    if server.token and not config.web_token:
-        print(f"runwatch: access token (not bound to loopback): {server.token}", flush=True)
     stop = threading.Event()
     signals_seen: list[int] = []
 
     def on_signal(number: int, frame: FrameType | None) -> None:
         signals_seen.append(number)
         if len(signals_seen) > 1:
-            lost = queued_events(thread)
-            logger.error("runwatch: second signal: exiting now; %d queued event(s) not committed", lost)
+            try:
+                queued = queued_events(thread)
+                stores = store_sinks(thread)
+                lost = max((queued[sink] for sink in stores), default=max(queued.values(), default=0))
+                per_sink = ", ".join(f"{sink}={count}" for sink, count in queued.items()) or "none"
+                logger.error(
+                    "runwatch: second signal: exiting now; %d queued event(s) not committed to the store; "
+                    "still queued per sink: %s",
+                    lost,
+                    per_sink,
+                )
+            except Exception:  # counting must never stand between a second signal and the exit
+                logger.exception("runwatch: second signal: exiting now; could not count the queued events")
             sys.stdout.flush()
             os._exit(1)
         stop.set()
 
+    # Handlers go in before the URL is announced: whoever waits for that line may signal at once.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    print(f"runwatch: serving {Path(config.db_path).resolve()} at {server.url}", flush=True)
+    if server.token and not config.web_token:
+        print(f"runwatch: access token (not bound to loopback): {server.token}", flush=True)
     try:
         while not stop.wait(0.5):
             if not thread.running:
