@@ -83,6 +83,7 @@ class SQLiteSink(Sink):
         self._last_error: str | None = None
         self._last_commit_seconds: float | None = None
         self._degraded_since: float | None = None
+        self._retry_at = 0.0  # monotonic: no commit is attempted before this while degraded
         self._dropped: dict[str, int] = {}
 
     async def start(self) -> None:
@@ -90,6 +91,8 @@ class SQLiteSink(Sink):
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await self._db.execute("PRAGMA busy_timeout = 5000")
+            # Per connection: WAL with NORMAL keeps every commit across a process crash (the README's promise).
+            await self._db.execute("PRAGMA synchronous = NORMAL")
         except BaseException:
             await self._db.close()
             self._db = None
@@ -98,21 +101,22 @@ class SQLiteSink(Sink):
 
     async def write(self, batch: list[Any]) -> None:
         self._pending.extend(batch)
-        if len(self._pending) >= self.options.max_events:
+        # While degraded, a retry waits for its backoff: not one failing transaction per batch.
+        if len(self._pending) >= self.options.max_events and self._may_retry():
             await self._commit()
-            while len(self._pending) >= self.options.max_pending_events:
-                await anyio.sleep(self._backoff_seconds())
-                await self._commit()
+        while len(self._pending) >= self.options.max_pending_events:
+            await self._wait_for_retry()
+            await self._commit()
 
     async def flush(self) -> None:
         # A flush barrier is only acknowledged once everything before it is committed.
         while self._pending:
+            await self._wait_for_retry()
             if await self._commit():
                 return
-            await anyio.sleep(self._backoff_seconds())
 
     async def tick(self, now: float) -> None:
-        if self._pending:
+        if self._pending and self._may_retry():
             await self._commit()
 
     async def aclose(self) -> None:
@@ -132,6 +136,14 @@ class SQLiteSink(Sink):
 
     def _backoff_seconds(self) -> float:
         return min(2.0, 0.05 * 2 ** min(self._commit_errors, 6))
+
+    def _may_retry(self) -> bool:
+        """Whether a commit may be attempted now (always, unless a failure's backoff is running)."""
+        return self._degraded_since is None or time.monotonic() >= self._retry_at
+
+    async def _wait_for_retry(self) -> None:
+        if self._degraded_since is not None:
+            await anyio.sleep(max(0.0, self._retry_at - time.monotonic()))
 
     async def _commit(self) -> bool:
         """Commit up to ``max_events`` pending events per transaction; False on failure."""
@@ -183,6 +195,7 @@ class SQLiteSink(Sink):
     def _commit_failed(self, exc: Exception) -> None:
         self._commit_errors += 1
         self._last_error = f"{type(exc).__name__}: {exc}"
+        self._retry_at = time.monotonic() + self._backoff_seconds()
         if self._degraded_since is None:
             self._degraded_since = time.time()
         if self._commit_errors & (self._commit_errors - 1) == 0:
