@@ -89,6 +89,8 @@ class WebMonitor:
         self._total_episodes = 0
         self._next_heartbeat = 0.0
         self._closed = False
+        self._pid = os.getpid()  # the process whose pipeline thread this monitor drives
+        self._forked_dropped = 0
         self._db: DatabaseManager | None = None
         self.error_handler = ErrorHandler(self)
         self._thread = self._start_pipeline()
@@ -522,8 +524,11 @@ class WebMonitor:
 
         Returns:
             ``True`` once committed; ``False`` if ``timeout`` seconds passed
-            first or the monitor is closed.
+            first, the monitor is closed, or this is a forked child (see
+            :meth:`_after_fork_in_child`).
         """
+        if self._pid != os.getpid():
+            return False
         with self._lock:
             if self._run_id is not None:
                 self._send_heartbeat(_time())  # progress counters go out with the flush
@@ -533,7 +538,34 @@ class WebMonitor:
         """Pipeline counters (queues, drops, commits) plus error counts."""
         stats = self._thread.pipeline.statistics()
         stats["errors"] = self.error_handler.statistics()
+        if self._pid != os.getpid():
+            stats["running"] = False
+            stats["forked_child_dropped_events"] = self._forked_dropped
         return stats
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: this monitor's pipeline thread does not exist here.
+
+        runwatch's choice: the child's calls are accepted and ignored (never
+        queued, never blocking, never raising) and counted as
+        ``forked_child_dropped_events`` in :meth:`statistics`; the first one
+        logs a warning. A child that wants its own records creates its own
+        ``WebMonitor``. The parent is untouched. (Restarting the pipeline in
+        the child would put two writers on one run's rows.)
+        """
+        self._lock = threading.RLock()  # another thread may have held it at the fork
+        self._emit = self._drop_in_forked_child
+        self._db = None  # per-call connections: reopened lazily, nothing inherited
+
+    def _drop_in_forked_child(self, event: Any) -> None:
+        self._forked_dropped += 1
+        if self._forked_dropped == 1:
+            logger.warning(
+                "runwatch: this WebMonitor belongs to process %d; its calls in forked child %d are ignored"
+                " (counted as forked_child_dropped_events); create a new WebMonitor in the child to record there",
+                self._pid,
+                os.getpid(),
+            )
 
     @property
     def pipeline_thread(self) -> PipelineThread:
@@ -547,6 +579,10 @@ class WebMonitor:
     def _close(self, failure: BaseException | None) -> None:
         with self._lock:
             if self._closed:
+                return
+            if self._pid != os.getpid():  # a forked child: the pipeline thread is the parent's
+                self._closed = True
+                _open_monitors.discard(self)
                 return
             try:
                 if self._run_id is not None:
@@ -594,6 +630,16 @@ def _remember_uncaught(exc_type: type[BaseException], exc: BaseException, tb: Tr
     _previous_excepthook(exc_type, exc, tb)
 
 
+def _after_fork_in_child() -> None:
+    for monitor in list(_open_monitors):
+        try:
+            monitor._after_fork_in_child()
+        except Exception:  # never break the child's fork
+            pass
+    # A forked child has no pipeline thread: its copies must not try to close it at exit.
+    _open_monitors.clear()
+
+
 def _close_open_monitors() -> None:
     failure = _uncaught[-1] if _uncaught else None
     for monitor in list(_open_monitors):
@@ -616,5 +662,4 @@ def _install_exit_hooks() -> None:
     sys.excepthook = _remember_uncaught
     atexit.register(_close_open_monitors)
     if hasattr(os, "register_at_fork"):
-        # A forked child has no pipeline thread: its copies must not try to close it.
-        os.register_at_fork(after_in_child=_open_monitors.clear)
+        os.register_at_fork(after_in_child=_after_fork_in_child)

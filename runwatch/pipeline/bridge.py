@@ -10,6 +10,10 @@ when the loop sleeps, when the deque passes a high-water mark, or for a flush
 When the deque is full, the policy decides: ``block`` makes the producer wait
 (up to ``block_timeout_seconds``, then the event is dropped and counted),
 ``drop_newest`` drops the new event, ``drop_oldest`` drops the oldest one.
+A ``block`` producer waits out the timeout once per stall, not once per
+event: after a timeout, later overflowing events are dropped at once
+(``block_timeout``) until the loop takes events again, so a stuck consumer
+costs the training loop at most one ``block_timeout_seconds``.
 The producer never raises because of runwatch's own trouble.
 """
 
@@ -88,6 +92,8 @@ class ThreadBridge:
         self._idle_polls = 0
         self._pending_flushes = 0  # flush requests in the deque (not events)
         self._closed = False
+        # Set when a blocked producer gave up; cleared when the loop takes events again.
+        self._shedding = False
 
     # -- producer side (any thread) ------------------------------------------------
 
@@ -174,6 +180,11 @@ class ThreadBridge:
             # loop that drains us): async producers use the async API instead.
             self._count_drop("full_on_loop_thread")
             return
+        if self._shedding:
+            # A producer already waited out the timeout and the loop has not taken
+            # anything since: waiting again per event would stall the caller indefinitely.
+            self._count_drop("block_timeout")
+            return
         deadline = time.monotonic() + self.block_timeout_seconds
         with self._space:
             self._blocked += 1
@@ -182,6 +193,7 @@ class ThreadBridge:
                     self._wake()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
+                        self._shedding = True
                         self._count_drop("block_timeout")
                         return
                     self._space.wait(min(remaining, 0.1))
@@ -283,6 +295,7 @@ class ThreadBridge:
         if current:
             segments.append(current)
             self._accepted += len(current)
+        self._shedding = False
         if self._blocked:
             with self._space:
                 self._space.notify_all()
@@ -299,6 +312,32 @@ class ThreadBridge:
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
+
+    def discard_remaining(self, reason: str) -> int:
+        """Drop (and count with ``reason``) every event still queued, and the flush requests.
+
+        For a consumer that will never drain again (its loop is gone); a
+        flush waiting on a dropped request reports ``False`` (never committed).
+        Returns how many events were dropped.
+        """
+        queue = self._queue
+        dropped = 0
+        while True:
+            try:
+                item = queue.popleft()
+            except IndexError:
+                break
+            if type(item) is _FlushRequest:
+                with self._drop_lock:
+                    self._pending_flushes -= 1
+            else:
+                dropped += 1
+        if dropped:
+            with self._drop_lock:
+                self._dropped[reason] = self._dropped.get(reason, 0) + dropped
+        with self._space:
+            self._space.notify_all()
+        return dropped
 
     def detach(self) -> None:
         """Forget the loop (it is stopping); later flushes return at once."""

@@ -149,6 +149,11 @@ class EventBuffer:
             start += part_size
             self._append(part)
 
+    def count_lost(self, count: int, reason: str) -> None:
+        """Count ``count`` events sent to this buffer that never reached it (the sender was cut off)."""
+        self._received += count
+        self._drop(reason, count)
+
     def put_marker(self, marker: FlushMarker) -> None:
         """Queue a flush marker behind everything buffered (never dropped)."""
         self._items.append(marker)

@@ -80,8 +80,14 @@ class Output:
         if not batch:
             return
         self.sent_events += len(batch)
-        for buffer in self._buffers:
-            await buffer.put(batch)
+        buffers = self._buffers
+        for index, buffer in enumerate(buffers):
+            try:
+                await buffer.put(batch)
+            except BaseException:  # cancelled: the consumers not reached yet never get the batch
+                for later in buffers[index + 1 :]:
+                    later.count_lost(len(batch), "cancelled")
+                raise
 
     def send_nowait(self, batch: list[Any]) -> None:
         """Send without waiting; a full ``block`` consumer drops with reason ``full``."""

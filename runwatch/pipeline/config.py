@@ -156,6 +156,8 @@ class PipelineSpec:
     """A validated graph: components in topological order (sources first)."""
 
     components: tuple[ComponentSpec, ...]
+    #: How long stopping waits for the queues to drain (``None``: the runtime's default).
+    shutdown_timeout_seconds: float | None = None
 
     def consumers_of(self, component_id: str) -> list[ComponentSpec]:
         """The components that list ``component_id`` among their inputs."""
@@ -225,8 +227,15 @@ def _read_file(path: Path) -> Mapping[str, Any]:
 
 def _validate(raw: Mapping[str, Any]) -> PipelineSpec:
     for key in raw:
-        if key not in SECTIONS:
-            raise ConfigError(str(key), f"unknown section; expected one of {', '.join(SECTIONS)}")
+        if key not in SECTIONS and key != "shutdown_timeout_seconds":
+            raise ConfigError(
+                str(key), f"unknown section; expected one of {', '.join(SECTIONS)} (or shutdown_timeout_seconds)"
+            )
+    shutdown = raw.get("shutdown_timeout_seconds")
+    if shutdown is not None and (
+        isinstance(shutdown, bool) or not isinstance(shutdown, (int, float)) or not 0 < shutdown < float("inf")
+    ):
+        raise ConfigError("shutdown_timeout_seconds", f"must be a positive number of seconds, got {shutdown!r}")
     entries: dict[str, tuple[str, Mapping[str, Any]]] = {}
     for section in SECTIONS:
         table = raw.get(section, {})
@@ -251,7 +260,10 @@ def _validate(raw: Mapping[str, Any]) -> PipelineSpec:
     order = _topological_order(specs)
     if not any(spec.section == "sinks" for spec in specs.values()):
         raise ConfigError("sinks", "at least one sink is required")
-    return PipelineSpec(components=tuple(specs[cid] for cid in order))
+    return PipelineSpec(
+        components=tuple(specs[cid] for cid in order),
+        shutdown_timeout_seconds=None if shutdown is None else float(shutdown),
+    )
 
 
 def _component_spec(

@@ -29,6 +29,12 @@ __all__ = ["ComponentStatistics", "Pipeline"]
 
 logger = logging.getLogger("runwatch.pipeline")
 
+#: How long stopping waits for the queues to drain when nothing else is configured.
+DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
+
+#: Drop reasons that mean "cut off by the shutdown deadline".
+_SHUTDOWN_REASONS = ("shutdown_timeout", "cancelled")
+
 
 class _MarkerOutput(Output):
     """An output that can also forward flush markers and knows its sink paths."""
@@ -79,7 +85,9 @@ class Pipeline:
         config: a :class:`PipelineSpec`, a mapping, a TOML/JSON path, or
             ``None`` for the default graph.
         context: what components share (store path, data dir, services).
-        shutdown_timeout_seconds: how long :meth:`stop` waits for queues to drain.
+        shutdown_timeout_seconds: how long :meth:`stop` waits for queues to drain;
+            ``None`` takes the config's top-level ``shutdown_timeout_seconds``
+            (default 10).
 
     Use as ``async with Pipeline(...) as pipeline:``; events go in with
     :meth:`emit` (any thread, never blocks the caller beyond the intake
@@ -91,10 +99,12 @@ class Pipeline:
         config: PipelineSpec | Mapping[str, Any] | str | Path | None = None,
         *,
         context: ComponentContext | None = None,
-        shutdown_timeout_seconds: float = 10.0,
+        shutdown_timeout_seconds: float | None = None,
     ) -> None:
         self.spec = config if isinstance(config, PipelineSpec) else load_pipeline_config(config)
         self.context = context or ComponentContext()
+        if shutdown_timeout_seconds is None:
+            shutdown_timeout_seconds = self.spec.shutdown_timeout_seconds or DEFAULT_SHUTDOWN_TIMEOUT_SECONDS
         self.shutdown_timeout_seconds = shutdown_timeout_seconds
         self._nodes: dict[str, _Node] = {}
         self._task_group: TaskGroup | None = None
@@ -185,19 +195,55 @@ class Pipeline:
         if scope.cancelled_caught:
             for node in self._nodes.values():
                 if node.buffer is not None and len(node.buffer):
-                    logger.error(
-                        "runwatch: %s did not drain within %.1f s; %d event(s) dropped",
-                        node.spec.path,
-                        self.shutdown_timeout_seconds,
-                        len(node.buffer),
-                    )
                     node.buffer.drop_all("shutdown_timeout")
             task_group.cancel_scope.cancel()
         try:
             await task_group.__aexit__(None, None, None)
         finally:
+            if scope.cancelled_caught:
+                self._log_shutdown_losses(self._count_unsent_at_sources())
             for node in reversed(list(self._nodes.values())):
                 await _close_quietly(node.component)
+
+    def _count_unsent_at_sources(self) -> dict[str, int]:
+        """After the deadline: what in-process sources hold or took in but never sent on is dropped, counted.
+
+        Returns the events each source lost this way, by component path.
+        """
+        from ..sources.in_process import InProcessSource
+
+        losses: dict[str, int] = {}
+        for node in self._nodes.values():
+            source = node.component
+            if not isinstance(source, InProcessSource) or node.output is None:
+                continue
+            dropped = node.stats.dropped_events
+            left = source.bridge.discard_remaining("shutdown_timeout")
+            # Taken from the deque (accepted) but cut off before being sent downstream.
+            unsent = source.bridge.statistics().accepted_events - node.output.sent_events
+            if unsent > 0:
+                dropped["shutdown_timeout"] = dropped.get("shutdown_timeout", 0) + unsent
+            losses[node.spec.path] = left  # still in the intake queue (counted there)
+        return losses
+
+    def _log_shutdown_losses(self, at_sources: dict[str, int]) -> None:
+        """One error line: how many events each component lost to the shutdown deadline."""
+        losses: dict[str, int] = {}
+        for node in self._nodes.values():
+            lost = sum(node.stats.dropped_events.get(reason, 0) for reason in _SHUTDOWN_REASONS)
+            lost += at_sources.get(node.spec.path, 0)
+            if node.buffer is not None:
+                buffer_drops = node.buffer.statistics().dropped_events
+                lost += sum(buffer_drops.get(reason, 0) for reason in _SHUTDOWN_REASONS)
+            if lost:
+                losses[node.spec.path] = lost
+        detail = ", ".join(f"{path} {count}" for path, count in losses.items()) or "none"
+        logger.error(
+            "runwatch: the pipeline did not drain within %.1f s; %d event(s) not delivered (%s)",
+            self.shutdown_timeout_seconds,
+            sum(losses.values()),
+            detail,
+        )
 
     @property
     def running(self) -> bool:

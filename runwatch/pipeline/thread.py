@@ -81,6 +81,30 @@ class PipelineThread:
                 self._ready.set()
             else:
                 logger.exception("runwatch: the pipeline thread stopped with an error")
+        finally:
+            if not self._closed and self._ready.is_set() and self._startup_error is None:
+                self._abandon_intake()
+
+    def _abandon_intake(self) -> None:
+        """The loop ended without close() (stopped or crashed under us): nothing will drain the intake.
+
+        Producers must not wait on a queue nobody reads: the intake is closed,
+        so later events are dropped at once and counted (reason ``closed``),
+        and what it still held is counted as ``pipeline_stopped``.
+        """
+        from ..sources.in_process import InProcessSource
+
+        lost = 0
+        for source in self.pipeline.components_of_type(InProcessSource):
+            bridge = source.bridge
+            bridge.close()
+            bridge.detach()
+            lost += bridge.discard_remaining("pipeline_stopped")
+        logger.error(
+            "runwatch: the pipeline's event loop stopped unexpectedly; %d queued event(s) dropped,"
+            " and later events are dropped and counted (reason: closed)",
+            lost,
+        )
 
     async def _serve(self) -> None:
         self._loop = asyncio.get_running_loop()
