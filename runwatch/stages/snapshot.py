@@ -446,7 +446,7 @@ def save_snapshots(
             return SavedSnapshots([], deferred, 0)
         if not _has_snapshots_table(connection):
             migrate(connection)  # a store no sink of this version has opened yet
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # snapshots hold run state: private
         for run_id, data in found:
             _write_atomically(directory, snapshot_file_name(run_id, taken_at), data)
         _sync_directory(directory)

@@ -83,7 +83,7 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
     if not os.path.exists(db_path):
         raise StoreError(f"no database at {db_path!r}")
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a directory this creates is private
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = output_dir / f"{_UNSAFE.sub('_', run_id)[:100]}-{stamp}.zip"
     connection = sqlite3.connect(db_path, timeout=10)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import math
 import re
 import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 import orjson
@@ -17,10 +18,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 from starlette.background import BackgroundTask
 
-from ..events import event_from_dict, json_number
+from ..events import INT64_MIN, LEVELS, MAX_TIMESTAMP, event_from_dict, json_number
 from ..exceptions import UnknownRunError
 from ..store import queries
-from .app import ApiError, JSONResponse, WebContext, iso, web_context
+from ..store.queries import RUN_STATUSES
+from .app import ApiError, JSONResponse, WebContext, error_responses, iso, web_context
 from .series import downsample_min_max, window_payload
 
 __all__ = ["router"]
@@ -29,7 +31,16 @@ T = TypeVar("T")
 router = APIRouter()
 
 RUN_TIME_FIELDS = ("start_time", "end_time", "updated_at", "last_heartbeat")
+#: Routes that name a run answer 404 for an unknown one, 422 for bad parameters.
+RUN_ERRORS = error_responses(404, 422)
+QUERY_ERRORS = error_responses(422)
 _CURSOR = re.compile(r"[0-9]{1,18}")  # event ids; ASCII digits only, within 64 bits
+#: How /openapi.json describes a cursor and a time (validated by the routes, with their own messages).
+CURSOR_SCHEMA: dict[str, Any] = {"pattern": "^[0-9]{0,18}$"}
+TIME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "anyOf": [{"pattern": "^-?[0-9]{1,12}(\\.[0-9]{1,6})?$"}, {"format": "date-time"}],
+}
 
 
 async def read(request: Request, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -95,35 +106,44 @@ def _parse_iso(text: str) -> Any:
 # -- runs -------------------------------------------------------------------------------
 
 
-@router.get("/api/runs", tags=["runs"], summary="List runs, newest first")
+@router.get("/api/runs", tags=["runs"], summary="List runs, newest first", responses=QUERY_ERRORS)
 async def list_runs(
     request: Request,
-    status: str | None = Query(None, description="running, paused, completed, failed, crashed or hung"),
-    kind: str | None = Query(None, description="training or session"),
+    status: Literal[RUN_STATUSES] | None = Query(  # type: ignore[valid-type]
+        None, description="running, paused, completed, failed, crashed or hung"
+    ),
+    kind: str | None = Query(None, min_length=1, description="training or session"),
     limit: int = Query(50, ge=1, le=10_000),
 ) -> JSONResponse:
     rows = await read(request, queries.list_runs, limit=limit, status=status, kind=kind)
     return JSONResponse({"runs": [_run_row(row) for row in rows]})
 
 
-@router.get("/api/runs/{run_id}", tags=["runs"], summary="A run's summary")
+@router.get("/api/runs/{run_id}", tags=["runs"], summary="A run's summary", responses=RUN_ERRORS)
 async def run_summary(request: Request, run_id: str) -> JSONResponse:
     return JSONResponse(_summary(await read(request, queries.run_summary, run_id)))
 
 
-@router.get("/api/runs/{run_id}/metrics/names", tags=["runs"], summary="The metric names of a run")
+@router.get(
+    "/api/runs/{run_id}/metrics/names", tags=["runs"], summary="The metric names of a run", responses=RUN_ERRORS
+)
 async def metric_names(request: Request, run_id: str) -> JSONResponse:
     summary = await read(request, queries.run_summary, run_id)
     return JSONResponse({"run_id": run_id, "names": sorted(summary.get("metrics", {}))})
 
 
-@router.get("/api/runs/{run_id}/metrics", tags=["runs"], summary="Metric series, downsampled keeping min and max")
+@router.get(
+    "/api/runs/{run_id}/metrics",
+    tags=["runs"],
+    summary="Metric series, downsampled keeping min and max",
+    responses=RUN_ERRORS,
+)
 async def run_metrics(
     request: Request,
     run_id: str,
     names: str | None = Query(None, description="comma-separated metric names (globs allowed)"),
-    since: str | None = Query(None, description="epoch seconds or ISO-8601"),
-    until: str | None = Query(None, description="epoch seconds or ISO-8601"),
+    since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    until: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
     max_points: int = Query(2000, ge=2, le=100_000),
 ) -> JSONResponse:
     start, end = _time_param("since", since), _time_param("until", until)
@@ -145,16 +165,18 @@ def _series_window(
     return window_payload(arrays, start, end, points)
 
 
-@router.get("/api/runs/{run_id}/events", tags=["runs"], summary="A run's events, newest first, paginated")
+@router.get(
+    "/api/runs/{run_id}/events", tags=["runs"], summary="A run's events, newest first, paginated", responses=RUN_ERRORS
+)
 async def run_events(
     request: Request,
     run_id: str,
-    type: str | None = Query(None, description="event type, e.g. episode_end"),
-    level: str | None = Query(None),
-    kind: str | None = Query(None, description="log, lifecycle, exception or alert"),
-    since: str | None = Query(None),
+    type: str | None = Query(None, min_length=1, description="event type, e.g. episode_end"),
+    level: Literal[LEVELS] | None = Query(None),  # type: ignore[valid-type]
+    kind: str | None = Query(None, min_length=1, description="log, lifecycle, exception or alert"),
+    since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
     limit: int = Query(100, ge=1, le=10_000),
-    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    cursor: str | None = Query(None, description="next_cursor of the previous page", json_schema_extra=CURSOR_SCHEMA),
 ) -> JSONResponse:
     before_id = None
     if cursor:
@@ -179,12 +201,24 @@ async def run_events(
     return JSONResponse({"events": [_event_row(event) for event in page], "next_cursor": next_cursor})
 
 
-@router.get("/api/runs/{run_id}/state", tags=["runs"], summary="A run's current state")
+@router.get("/api/runs/{run_id}/state", tags=["runs"], summary="A run's current state", responses=RUN_ERRORS)
 async def run_state(request: Request, run_id: str) -> JSONResponse:
     return JSONResponse({"run_id": run_id, "state": await read(request, queries.run_state, run_id)})
 
 
-@router.get("/api/runs/{run_id}/export", tags=["runs"], summary="Download a run as a zip")
+@router.get(
+    "/api/runs/{run_id}/export",
+    tags=["runs"],
+    summary="Download a run as a zip",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "the run's archive",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **RUN_ERRORS,
+    },
+)
 async def run_export(request: Request, run_id: str) -> FileResponse:
     import tempfile
     from pathlib import Path
@@ -245,7 +279,12 @@ async def state(request: Request) -> JSONResponse:
     return JSONResponse({"run_id": run_id, "state": await read(request, queries.run_state, run_id)})
 
 
-@router.get("/api/metrics/history", tags=["current run"], summary="One metric of the current run over recent minutes")
+@router.get(
+    "/api/metrics/history",
+    tags=["current run"],
+    summary="One metric of the current run over recent minutes",
+    responses=QUERY_ERRORS,
+)
 async def metric_history(
     request: Request,
     metric: str = Query(..., min_length=1),
@@ -290,10 +329,12 @@ async def metric_summary(request: Request) -> JSONResponse:
     return JSONResponse(out)
 
 
-@router.get("/api/events", tags=["current run"], summary="The current run's events, newest first")
+@router.get(
+    "/api/events", tags=["current run"], summary="The current run's events, newest first", responses=QUERY_ERRORS
+)
 async def current_events(
     request: Request,
-    type: str | None = Query(None),
+    type: str | None = Query(None, min_length=1),
     limit: int = Query(100, ge=1, le=10_000),
 ) -> JSONResponse:
     run_id = await _current_run(request)
@@ -314,10 +355,10 @@ def _alert_row(alert: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/alerts", tags=["alerts"], summary="Alerts pending or firing now")
+@router.get("/api/alerts", tags=["alerts"], summary="Alerts pending or firing now", responses=QUERY_ERRORS)
 async def active_alerts(
     request: Request,
-    run_id: str | None = Query(None),
+    run_id: str | None = Query(None, min_length=1),
     severity: str | None = Query(None),
 ) -> JSONResponse:
     # The store has every transition, whoever evaluated the rule (this process,
@@ -326,13 +367,15 @@ async def active_alerts(
     return JSONResponse({"alerts": [_alert_row(alert) for alert in found]})
 
 
-@router.get("/api/alerts/history", tags=["alerts"], summary="Alert transitions, newest first, paginated")
+@router.get(
+    "/api/alerts/history", tags=["alerts"], summary="Alert transitions, newest first, paginated", responses=QUERY_ERRORS
+)
 async def alert_history(
     request: Request,
-    run_id: str | None = Query(None),
+    run_id: str | None = Query(None, min_length=1),
     severity: str | None = Query(None),
     limit: int = Query(100, ge=1, le=10_000),
-    cursor: str | None = Query(None),
+    cursor: str | None = Query(None, description="next_cursor of the previous page", json_schema_extra=CURSOR_SCHEMA),
 ) -> JSONResponse:
     if cursor and not _CURSOR.fullmatch(cursor):
         raise ApiError(422, "cursor is not one this server returned", "cursor")
@@ -436,6 +479,87 @@ def _label(value: str) -> str:
 
 # -- ingest ----------------------------------------------------------------------------------
 
+_TIMESTAMP = {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP}
+_RUN_ID = {"type": "string", "minLength": 1}
+_INT64 = {"type": "integer", "format": "int64"}
+_METRIC_VALUE = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
+_WIRE_EVENTS = [
+    {
+        "type": "object",
+        "title": "metric",
+        "required": ["kind", "run_id", "timestamp", "values"],
+        "properties": {
+            "kind": {"const": "metric"},
+            "run_id": _RUN_ID,
+            "timestamp": _TIMESTAMP,
+            "values": {
+                "type": "object",
+                "minProperties": 1,
+                "propertyNames": {"minLength": 1},
+                "additionalProperties": _METRIC_VALUE,
+            },
+            "step": {"anyOf": [_INT64, {"type": "null"}]},
+            "tags": {"anyOf": [{"type": "object", "additionalProperties": {"type": "string"}}, {"type": "null"}]},
+        },
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "title": "log",
+        "required": ["kind", "run_id", "timestamp", "type"],
+        "properties": {
+            "kind": {"const": "log"},
+            "run_id": _RUN_ID,
+            "timestamp": _TIMESTAMP,
+            "type": {"type": "string", "minLength": 1},
+            "level": {"enum": list(LEVELS)},
+            "data": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        },
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "title": "state",
+        "required": ["kind", "run_id", "timestamp", "patch"],
+        "properties": {
+            "kind": {"const": "state"},
+            "run_id": _RUN_ID,
+            "timestamp": _TIMESTAMP,
+            "patch": {"type": "object"},
+        },
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "title": "heartbeat",
+        "required": ["kind", "run_id", "timestamp"],
+        "properties": {
+            "kind": {"const": "heartbeat"},
+            "run_id": _RUN_ID,
+            "timestamp": _TIMESTAMP,
+            "counters": {"anyOf": [{"type": "object", "additionalProperties": _INT64}, {"type": "null"}]},
+        },
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "title": "lifecycle",
+        "required": ["kind", "run_id", "timestamp", "transition"],
+        "properties": {
+            "kind": {"const": "lifecycle"},
+            "run_id": _RUN_ID,
+            "timestamp": _TIMESTAMP,
+            "transition": {"enum": ["started", "paused", "resumed", "completed", "failed"]},
+            "run_kind": {"type": "string", "minLength": 1},
+            "config": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            "final_reward": {"anyOf": [{"type": "number"}, {"type": "null"}]},
+            "metadata": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        },
+        "additionalProperties": False,
+    },
+    # exception and alert events are accepted too (docs/protocol.md); not described here.
+]
+_EVENTS = {"type": "array", "items": {"oneOf": _WIRE_EVENTS}}
 INGEST_BODY_SCHEMA = {
     "requestBody": {
         "required": True,
@@ -443,14 +567,17 @@ INGEST_BODY_SCHEMA = {
             "application/json": {
                 "schema": {
                     "oneOf": [
-                        {"type": "array", "items": {"type": "object"}},
+                        _EVENTS,
                         {
                             "type": "object",
                             "properties": {
-                                "batch_id": {"type": "string", "minLength": 1, "maxLength": 200},
-                                "events": {"type": "array", "items": {"type": "object"}},
+                                "batch_id": {
+                                    "anyOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "null"}]
+                                },
+                                "events": _EVENTS,
                             },
                             "required": ["events"],
+                            "additionalProperties": False,
                         },
                     ]
                 }
@@ -460,6 +587,38 @@ INGEST_BODY_SCHEMA = {
 }
 
 
+UINT64_MAX = 2**64 - 1  # beyond int64 is refused later, naming the field
+_TWENTY_DIGITS = re.compile(rb"[0-9]{20}")
+
+
+def loads_json(body: bytes) -> Any:
+    """Parse a request body with orjson, refusing integers beyond 64 bits.
+
+    orjson reads an integer literal past 64 bits as a float, which would store
+    ``10**30`` as ``1e30`` without a word; such literals have at least 20 digits,
+    so only a body with a run of 20 digits is parsed again, by the standard
+    library, to find them (digits inside strings are not integers there).
+
+    Raises:
+        orjson.JSONDecodeError: malformed JSON.
+        ApiError: 422 for an integer beyond 64 bits.
+    """
+    document = orjson.loads(body)
+    if _TWENTY_DIGITS.search(body):
+
+        def parse_int(text: str) -> int:
+            value = int(text)
+            if not INT64_MIN <= value <= UINT64_MAX:
+                raise ApiError(422, f"integer {text[:40]} does not fit in 64 bits")
+            return value
+
+        try:
+            json.loads(body, parse_int=parse_int)
+        except RecursionError:
+            raise ApiError(422, "the document is nested too deeply") from None
+    return document
+
+
 def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | None]:
     """Validate an ingest body completely (nothing is stored unless all of it is valid).
 
@@ -467,7 +626,7 @@ def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | No
         ApiError: 400 for malformed JSON, 422 naming the first bad field.
     """
     try:
-        document = orjson.loads(body)
+        document = loads_json(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
     batch_id = None
@@ -498,10 +657,48 @@ def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | No
     return events, batch_id
 
 
+def _integral(value: Any) -> Any:
+    """``3.0`` as ``3`` (JSON Schema's integers include integral numbers written with a fraction).
+
+    Only below 2**53, where a double is exact: orjson reads integer literals beyond
+    64 bits as floats, and those must stay out of range (refused), not be rounded in.
+    """
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _wire_integers(item: dict[str, Any]) -> dict[str, Any]:
+    """Integer fields (a metric's ``step``, a heartbeat's ``counters``) given as integral floats become ints."""
+    kind = item.get("kind")
+    if kind == "metric" and type(item.get("step")) is float:
+        return {**item, "step": _integral(item["step"])}
+    counters = item.get("counters")
+    if kind == "heartbeat" and isinstance(counters, dict) and any(type(v) is float for v in counters.values()):
+        return {**item, "counters": {key: _integral(value) for key, value in counters.items()}}
+    return item
+
+
 def _decode_wire_numbers(item: Any) -> Any:
-    """Metric values may carry "NaN"/"Infinity"/"-Infinity" (JSON has no such numbers)."""
+    """Metric values may carry "NaN"/"Infinity"/"-Infinity" (JSON has no such numbers).
+
+    On the wire a number is a JSON number: ``true``/``false`` where one is
+    expected is refused (Python callers may pass bools; JSON producers mean
+    something else).
+    """
+    if isinstance(item, dict):
+        item = _wire_integers(item)
+    if isinstance(item, dict) and item.get("kind") == "lifecycle" and isinstance(item.get("final_reward"), bool):
+        error = TypeError("final_reward must be a number or null, got a boolean")
+        error.field = "final_reward"  # type: ignore[attr-defined]
+        raise error
     if isinstance(item, dict) and item.get("kind") == "metric" and isinstance(item.get("values"), dict):
         values = item["values"]
+        for name, value in values.items():
+            if isinstance(value, bool):
+                error = TypeError(f"metric {name!r} must be a number, got a boolean")
+                error.field = f"values.{name}"  # type: ignore[attr-defined]
+                raise error
         if any(isinstance(value, str) or value is None for value in values.values()):
             decoded = {}
             for name, value in values.items():
@@ -524,11 +721,8 @@ def _decode_wire_numbers(item: Any) -> Any:
     status_code=202,
     openapi_extra=INGEST_BODY_SCHEMA,
     responses={
-        400: {"description": "malformed JSON"},
-        413: {"description": "too large"},
-        415: {"description": "not application/json"},
-        422: {"description": "an invalid event"},
-        503: {"description": "shutting down"},
+        200: {"description": "a retried batch_id: already stored, nothing stored again"},
+        **error_responses(400, 413, 415, 422, 503),
     },
 )
 async def ingest(request: Request) -> JSONResponse:

@@ -29,12 +29,52 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from ..exceptions import PipelineNotRunning, StoreError, UnknownRunError
-from .security import SecurityMiddleware, SecurityPolicy
+from .security import SecurityMiddleware, SecurityPolicy, allowed_methods
 from .series import SeriesCache
 
 __all__ = ["ApiError", "JSONResponse", "StoreReader", "WebContext", "create_app", "iso"]
 
 T = TypeVar("T")
+#: The body of every error response (see :class:`ApiError`).
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["status", "message", "field"],
+            "properties": {
+                "status": {"type": "integer"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+            },
+        }
+    },
+}
+_ERROR_DESCRIPTIONS = {
+    400: "malformed request, or a Host header that is not allowed",
+    401: "missing or invalid bearer token (when one is configured)",
+    404: "unknown run or session",
+    405: "method not allowed",
+    409: "the session has ended",
+    413: "request body or batch too large",
+    415: "request body is not application/json",
+    422: "an invalid parameter or field (named in error.field)",
+    503: "the store or a pipeline component is unavailable, or the server is shutting down (Retry-After)",
+}
+#: Answered by the security middleware or the error handlers on every route.
+_COMMON_ERRORS = (400, 401, 503)
+_WRITE_ERRORS = (413, 415)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for error statuses, all with the error body."""
+    return {
+        status: {"description": _ERROR_DESCRIPTIONS[status], "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+        for status in statuses
+    }
+
+
 STATIC_DIR = Path(str(resources.files("runwatch.web").joinpath("static")))
 
 
@@ -153,6 +193,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.context = context
+    _document(app)
     _install_error_handlers(app)
     app.include_router(api.router)
     app.include_router(sessions.router)
@@ -164,6 +205,65 @@ def create_app(
 
     app.mount("/static", StaticFiles(directory=STATIC_DIR, follow_symlink=False), name="static")
     return SecurityMiddleware(app, policy or SecurityPolicy())
+
+
+def _document(app: FastAPI) -> None:
+    """Make ``/openapi.json`` say what the app really answers.
+
+    Every operation documents the error body and the statuses the security
+    middleware and the error handlers answer on any route; JSON success
+    bodies are objects; 422 has runwatch's error body (not FastAPI's);
+    optional query parameters are optional strings, never ``null``.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        document = generate()
+        for operations in document.get("paths", {}).values():
+            for method, operation in operations.items():
+                _refine_operation(method, operation)
+        schemas = document.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schemas.pop(unused, None)
+        if "components" in document and not schemas:
+            document["components"].pop("schemas", None)
+            if not document["components"]:
+                del document["components"]
+        app.openapi_schema = document
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _refine_operation(method: str, operation: dict[str, Any]) -> None:
+    responses = operation.setdefault("responses", {})
+    for status, response in responses.items():
+        content = response.get("content", {})
+        json_body = content.get("application/json")
+        if json_body is None:
+            continue
+        if status.startswith("2") and json_body.get("schema") in (None, {}, {"type": "string"}):
+            json_body["schema"] = {"type": "object"}
+        elif not status.startswith("2"):
+            json_body["schema"] = ERROR_SCHEMA
+    statuses = [*_COMMON_ERRORS, *(_WRITE_ERRORS if method.upper() in ("POST", "PUT", "PATCH", "DELETE") else ())]
+    for status, entry in error_responses(*statuses).items():
+        responses.setdefault(str(status), entry)
+    for status, response in responses.items():
+        if not status.startswith("2") and not response.get("content"):
+            response["content"] = {"application/json": {"schema": ERROR_SCHEMA}}
+    for parameter in operation.get("parameters", []):
+        schema = parameter.get("schema", {})
+        options = schema.get("anyOf")
+        if options and {"type": "null"} in options:
+            rest = [option for option in options if option != {"type": "null"}]
+            schema.pop("anyOf")
+            if len(rest) == 1:
+                schema.update(rest[0])
+            else:
+                schema["anyOf"] = rest
 
 
 def web_context(request: Any) -> WebContext:
@@ -201,7 +301,13 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        return _error_response(exc.status_code, str(exc.detail), None, getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
+        if exc.status_code == 405:
+            # Starlette names the methods of the first route on this path; a path
+            # can have several (GET and POST /api/sessions): name them all.
+            allowed = allowed_methods(request.app.router.routes, request.scope)
+            headers = {**(headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return _error_response(exc.status_code, str(exc.detail), None, headers)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def busy_store(request: Request, exc: sqlite3.OperationalError) -> Response:

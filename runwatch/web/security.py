@@ -10,12 +10,16 @@ In order, for every HTTP request and websocket handshake:
 3. **Bearer token**, when one is configured: ``Authorization: Bearer <token>``
    or ``?token=<token>``, compared in constant time. The dashboard's page and
    static files are served without it (they hold no data).
-4. **Writes** (POST, PUT, PATCH, DELETE) must be ``application/json`` (415)
-   and their bodies are read up to ``max_body_bytes`` (413 past it, whether
-   announced by ``Content-Length`` or streamed).
+4. **Writes** (POST, PUT, PATCH, DELETE) to a route that takes them must be
+   ``application/json`` (415) and their bodies are read up to
+   ``max_body_bytes`` (413 past it, whether announced by ``Content-Length``
+   or streamed). A write to a path whose routes take other methods only goes
+   on to the app unread (405 naming them).
 
 Rejections are JSON ``{"error": {...}}`` bodies; the token never appears in
-logs or responses.
+logs or responses: a ``token`` query parameter is removed from the request's
+scope before anything else (uvicorn's access and websocket logs print the
+scope's query string).
 """
 
 from __future__ import annotations
@@ -24,11 +28,12 @@ import hmac
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 import orjson
+from starlette.routing import Match
 
-__all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "SecurityPolicy"]
+__all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "SecurityPolicy", "allowed_methods"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -67,11 +72,18 @@ def _headers(scope: Scope) -> dict[str, str]:
 
 
 def _host_name(host_header: str) -> str:
+    """The host part of a ``Host`` header, lowercased (the whole header when it is malformed)."""
     host = host_header.strip().lower()
     if host.startswith("["):  # [::1]:8080
         end = host.find("]")
-        return host[: end + 1] if end != -1 else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        rest = host[end + 1 :] if end != -1 else ""
+        if end != -1 and (not rest or (rest[0] == ":" and rest[1:].isdigit())):
+            return host[: end + 1]
+        return host
+    if host.count(":") == 1:
+        name, port = host.split(":")
+        return name if port.isdigit() else host
+    return host
 
 
 class SecurityMiddleware:
@@ -88,17 +100,31 @@ class SecurityMiddleware:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
-        problem = self._check(scope, headers, kind)
+        query_token = _pop_query_token(scope)
+        problem = self._check(scope, headers, kind, query_token)
         if problem is not None:
             status, message = problem
             await _reject(kind, send, status, message)
             return
-        if kind == "http" and scope["method"] in _WRITE_METHODS:
+        if kind == "http" and scope["method"] in _WRITE_METHODS and self._routes_write(scope):
             await self._guard_write(scope, receive, send, headers)
             return
         await self.app(scope, receive, send)
 
-    def _check(self, scope: Scope, headers: dict[str, str], kind: str) -> tuple[int, str] | None:
+    def _routes_write(self, scope: Scope) -> bool:
+        """Whether to guard this write: unless routes take this path but not this method (then 405, unread).
+
+        Fails closed: an app or a path whose routes cannot be seen is guarded.
+        """
+        router = getattr(self.app, "router", None)
+        if router is None:
+            return True
+        allowed = allowed_methods(router.routes, scope)
+        return not allowed or scope["method"] in allowed
+
+    def _check(
+        self, scope: Scope, headers: dict[str, str], kind: str, query_token: str | None
+    ) -> tuple[int, str] | None:
         policy = self.policy
         host = _host_name(headers.get("host", ""))
         if "*" not in policy.allowed_hosts and host not in policy.allowed_hosts:
@@ -111,7 +137,7 @@ class SecurityMiddleware:
             )
             if origin not in {o.lower() for o in allowed}:
                 return 403, "origin not allowed"
-        if self._token is not None and not self._is_public(scope) and not self._token_ok(scope, headers):
+        if self._token is not None and not self._is_public(scope) and not self._token_ok(headers, query_token):
             return 401, "missing or invalid bearer token"
         return None
 
@@ -121,15 +147,14 @@ class SecurityMiddleware:
             return False
         return path in _PUBLIC_PATHS or path in self.policy.extra_public_paths or path.startswith(_PUBLIC_PREFIXES)
 
-    def _token_ok(self, scope: Scope, headers: dict[str, str]) -> bool:
+    def _token_ok(self, headers: dict[str, str], query_token: str | None) -> bool:
         assert self._token is not None
-        supplied = ""
         authorization = headers.get("authorization", "")
         if authorization[:7].lower() == "bearer ":
             supplied = authorization[7:].strip()
         else:
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            supplied = (query.get("token") or [""])[0]
+            supplied = query_token or ""
+        # Constant time: how much of a guess matches must not show in the response time.
         return hmac.compare_digest(supplied.encode(), self._token)
 
     async def _guard_write(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
@@ -169,6 +194,42 @@ class SecurityMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def allowed_methods(routes: Any, scope: Scope) -> set[str]:
+    """The HTTP methods the routes (searched through included routers) take at the scope's path."""
+    found: set[str] = set()
+    for route in routes:
+        match, child = route.matches(scope)
+        if match is Match.NONE:
+            continue
+        methods = getattr(route, "methods", None)
+        # FastAPI wraps an included router (its routes are the original router's).
+        nested = getattr(route, "routes", None) or getattr(getattr(route, "original_router", None), "routes", None)
+        if methods:
+            found |= set(methods)
+        elif nested:
+            found |= allowed_methods(nested, {**scope, **child})
+    return found
+
+
+def _pop_query_token(scope: Scope) -> str | None:
+    """Remove ``token`` from the scope's query string (so no log prints it); return its first value."""
+    raw: bytes = scope.get("query_string", b"")
+    if b"token" not in raw:
+        return None
+    kept: list[bytes] = []
+    tokens: list[str] = []
+    for part in raw.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if unquote_plus(name.decode("latin-1")) == "token":
+            tokens.append(unquote_plus(value.decode("latin-1")))
+        else:
+            kept.append(part)
+    if not tokens:
+        return None
+    scope["query_string"] = b"&".join(kept)
+    return tokens[0]
 
 
 async def _reject(kind: str, send: Send, status: int, message: str) -> None:

@@ -16,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import orjson
 from fastapi import APIRouter, Query, Request
@@ -44,8 +44,8 @@ from ..sessions import (
     session_metadata,
     session_status,
 )
-from .api import read
-from .app import ApiError, JSONResponse, iso, web_context
+from .api import CURSOR_SCHEMA, loads_json, read
+from .app import ApiError, JSONResponse, error_responses, iso, web_context
 
 __all__ = [
     "batch_events",
@@ -77,7 +77,7 @@ def parse_document(body: bytes, *, empty: Any = None) -> Any:
             raise ApiError(400, "a JSON body is required")
         return empty
     try:
-        return orjson.loads(body)
+        return loads_json(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"malformed JSON: {exc}") from None
 
@@ -403,6 +403,82 @@ def _write_check(conn: sqlite3.Connection, session_id: str, batch_id: str | None
     return status, stored
 
 
+# -- documentation of the bodies (/openapi.json) ----------------------------------------------
+
+_TEXT: Final = {"anyOf": [{"type": "string", "maxLength": 1000}, {"type": "null"}]}
+_NAME: Final = {"type": "string", "minLength": 1, "maxLength": 200}
+_WHEN: Final = {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP}
+_EMPTY: Final = {"type": "object", "additionalProperties": False}
+_CREATE: Final = {
+    "type": "object",
+    "properties": {
+        "product": _TEXT,
+        "version": _TEXT,
+        "hostname": _TEXT,
+        "metadata": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+        "heartbeat_timeout_seconds": {
+            "anyOf": [{"type": "number", "exclusiveMinimum": 0, "maximum": 10 * 365 * 86_400}, {"type": "null"}]
+        },
+    },
+    "additionalProperties": False,
+}
+_EVENT_FIELDS: Final = {
+    "name": _NAME,
+    "data": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+    "level": {"enum": list(LEVELS)},
+}
+_METRIC_FIELDS: Final = {
+    "name": _NAME,
+    "value": {"type": "number"},
+    "tags": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": "null"}]},
+}
+
+
+def _operation(op: str, properties: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["op", *required],
+        "properties": {"op": {"const": op}, "timestamp": _WHEN, **properties},
+        "additionalProperties": False,
+    }
+
+
+_BATCH: Final = {
+    "type": "object",
+    "required": ["operations"],
+    "properties": {
+        "batch_id": {"anyOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "null"}]},
+        "operations": {
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    _operation("state", {"state": {"type": "object"}}, ("state",)),
+                    _operation("event", _EVENT_FIELDS, ("name",)),
+                    _operation("metric", _METRIC_FIELDS, ("name", "value")),
+                    _operation("heartbeat", {}),
+                    _operation("end", {}),
+                ]
+            },
+        },
+    },
+    "additionalProperties": False,
+}
+
+
+def _body(schema: dict[str, Any], *, required: bool = True) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its JSON body itself.
+
+    Documented as required even where an empty body is taken: every write must
+    be sent as ``application/json`` (415 otherwise), which keeps browsers from
+    posting to the API cross-site without a CORS preflight.
+    """
+    return {"requestBody": {"required": required, "content": {"application/json": {"schema": schema}}}}
+
+
+#: Writes to a session: malformed JSON, unknown session, ended session, too large, invalid field.
+_WRITE_ERRORS: Final = error_responses(400, 404, 409, 413, 422)
+
+
 # -- routes --------------------------------------------------------------------------------------
 
 
@@ -435,7 +511,13 @@ async def _submit(request: Request, session_id: str, events: list[Event], batch_
 _OK: Final = {"ok": True}
 
 
-@router.post("/api/sessions", status_code=201, summary="Create a session")
+@router.post(
+    "/api/sessions",
+    status_code=201,
+    summary="Create a session",
+    openapi_extra=_body(_CREATE),
+    responses=error_responses(400, 413, 422),
+)
 async def create_session(request: Request) -> JSONResponse:
     source = web_context(request).service("ingest")
     metadata = parse_create_body(parse_document(await request.body(), empty={}))
@@ -446,14 +528,16 @@ async def create_session(request: Request) -> JSONResponse:
     return JSONResponse({"session_id": session_id, "session": session}, status_code=201)
 
 
-@router.get("/api/sessions", summary="List sessions, newest first")
+@router.get("/api/sessions", summary="List sessions, newest first", responses=error_responses(422))
 async def get_sessions(
     request: Request,
     active: bool | None = Query(None, description="only active (true) or inactive (false) sessions"),
-    status: str | None = Query(None, description="active, hung, crashed or ended"),
+    status: Literal[_SESSION_STATUSES] | None = Query(  # type: ignore[valid-type]
+        None, description="active, hung, crashed or ended"
+    ),
     product: str | None = Query(None),
     limit: int = Query(50, ge=1, le=1000),
-    cursor: str | None = Query(None, description="next_cursor of the previous page"),
+    cursor: str | None = Query(None, description="next_cursor of the previous page", json_schema_extra=CURSOR_SCHEMA),
 ) -> JSONResponse:
     if status is not None and status not in _SESSION_STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(_SESSION_STATUSES)}", "status")
@@ -464,14 +548,18 @@ async def get_sessions(
     return JSONResponse({"sessions": sessions, "next_cursor": next_cursor})
 
 
-@router.get("/api/sessions/{session_id}", summary="A session with pages of its events and metrics")
+@router.get(
+    "/api/sessions/{session_id}",
+    summary="A session with pages of its events and metrics",
+    responses=error_responses(404, 422),
+)
 async def get_session(
     request: Request,
     session_id: str,
     events_limit: int = Query(100, ge=1, le=10_000),
-    events_cursor: str | None = Query(None),
+    events_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
     metrics_limit: int = Query(100, ge=1, le=10_000),
-    metrics_cursor: str | None = Query(None),
+    metrics_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
 ) -> JSONResponse:
     events_before = _cursor(events_cursor, "events_cursor")
     metrics_before = _cursor(metrics_cursor, "metrics_cursor")
@@ -481,14 +569,26 @@ async def get_session(
     return JSONResponse(session)
 
 
-@router.post("/api/sessions/{session_id}/state", summary="Deep-merge a patch into the session's state")
+@router.post(
+    "/api/sessions/{session_id}/state",
+    summary="Deep-merge a patch into the session's state",
+    openapi_extra=_body({"type": "object"}),
+    responses=_WRITE_ERRORS,
+)
 async def post_state(request: Request, session_id: str) -> JSONResponse:
     patch = parse_document(await request.body())
     await _submit(request, session_id, [state_event(session_id, patch, time.time())])
     return JSONResponse(_OK)
 
 
-@router.post("/api/sessions/{session_id}/events", summary="Record a session event")
+@router.post(
+    "/api/sessions/{session_id}/events",
+    summary="Record a session event",
+    openapi_extra=_body(
+        {"type": "object", "required": ["name"], "properties": _EVENT_FIELDS, "additionalProperties": False}
+    ),
+    responses=_WRITE_ERRORS,
+)
 async def post_event(request: Request, session_id: str) -> JSONResponse:
     document = _object(parse_document(await request.body()), None, "the body")
     _no_unknown(document, ("name", "data", "level"))
@@ -496,7 +596,14 @@ async def post_event(request: Request, session_id: str) -> JSONResponse:
     return JSONResponse(_OK)
 
 
-@router.post("/api/sessions/{session_id}/metrics", summary="Record one metric value")
+@router.post(
+    "/api/sessions/{session_id}/metrics",
+    summary="Record one metric value",
+    openapi_extra=_body(
+        {"type": "object", "required": ["name", "value"], "properties": _METRIC_FIELDS, "additionalProperties": False}
+    ),
+    responses=_WRITE_ERRORS,
+)
 async def post_metric(request: Request, session_id: str) -> JSONResponse:
     document = _object(parse_document(await request.body()), None, "the body")
     _no_unknown(document, ("name", "value", "tags"))
@@ -504,14 +611,24 @@ async def post_metric(request: Request, session_id: str) -> JSONResponse:
     return JSONResponse(_OK)
 
 
-@router.post("/api/sessions/{session_id}/heartbeat", summary="The session's application is alive")
+@router.post(
+    "/api/sessions/{session_id}/heartbeat",
+    summary="The session's application is alive",
+    openapi_extra=_body(_EMPTY),
+    responses=_WRITE_ERRORS,
+)
 async def post_heartbeat(request: Request, session_id: str) -> JSONResponse:
     _no_unknown(_object(parse_document(await request.body(), empty={}), None, "the body"), ())
     await _submit(request, session_id, [Heartbeat(session_id, time.time())])
     return JSONResponse(_OK)
 
 
-@router.post("/api/sessions/{session_id}/end", summary="End the session")
+@router.post(
+    "/api/sessions/{session_id}/end",
+    summary="End the session",
+    openapi_extra=_body(_EMPTY),
+    responses=_WRITE_ERRORS,
+)
 async def post_end(request: Request, session_id: str) -> JSONResponse:
     _no_unknown(_object(parse_document(await request.body(), empty={}), None, "the body"), ())
     await _submit(request, session_id, [RunLifecycle(session_id, time.time(), RunTransition.COMPLETED)])
@@ -519,7 +636,12 @@ async def post_end(request: Request, session_id: str) -> JSONResponse:
     return JSONResponse({"ok": True, "session": session})
 
 
-@router.post("/api/sessions/{session_id}/batch", summary="Apply a batch of operations exactly once")
+@router.post(
+    "/api/sessions/{session_id}/batch",
+    summary="Apply a batch of operations exactly once",
+    openapi_extra=_body(_BATCH),
+    responses=_WRITE_ERRORS,
+)
 async def post_batch(request: Request, session_id: str) -> JSONResponse:
     context = web_context(request)
     document = parse_document(await request.body())

@@ -1,0 +1,78 @@
+"""Property-based conformance of the REST API to its own /openapi.json, with schemathesis.
+
+A monitor with one small training run and one session serves on a free
+loopback port; schemathesis loads ``/openapi.json`` from it and, for every
+documented operation, generates a bounded number of requests (valid and
+invalid), sends them and runs all of its checks on each response: no 5xx,
+status codes, content types and bodies as documented, invalid data rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+
+from runwatch.config import MonitorConfig
+from runwatch.monitor import WebMonitor
+from runwatch.web.app import create_app
+
+TIMEOUT = 10
+MAX_EXAMPLES = 12
+
+
+@pytest.fixture(scope="module")
+def monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebMonitor]:
+    """A monitor on a free loopback port that logged one run and one session."""
+    tmp: Path = tmp_path_factory.mktemp("fuzz")
+    monitor = WebMonitor(MonitorConfig(db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0))
+    try:
+        monitor.start_training({"lr": 0.1}, run_id="fuzz-run")
+        for step in range(20):
+            monitor.update_metrics({"loss": 1 / (step + 1), "train": {"acc": step / 20}})
+        monitor.record_event("checkpoint", {"n": 1})
+        monitor.update_game_state({"score": 3})
+        assert monitor.flush()
+        assert monitor.web_url is not None
+        with httpx.Client(base_url=monitor.web_url, timeout=TIMEOUT) as client:
+            created = client.post("/api/sessions", json={"product": "fuzz"})
+            assert created.status_code == 201, created.text
+        yield monitor
+    finally:
+        monitor.close()
+
+
+def openapi_document() -> dict[str, Any]:
+    """The app's /openapi.json, built without serving it (schemathesis needs it at collection)."""
+    app = create_app(db_path="unused.db").app
+    return app.openapi()
+
+
+schema = schemathesis.openapi.from_dict(openapi_document())
+
+
+def test_served_schema_is_the_fuzzed_one(monitor: WebMonitor) -> None:
+    """The document the server serves at /openapi.json is the one the fuzz test was generated from."""
+    with httpx.Client(base_url=monitor.web_url or "", timeout=TIMEOUT) as client:
+        assert client.get("/openapi.json").json() == openapi_document()
+
+
+@schema.parametrize()
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
+def test_api_conforms_to_its_openapi_schema(case: schemathesis.Case, monitor: WebMonitor) -> None:
+    """Every documented operation answers generated requests without a 5xx and as its schema documents."""
+    started = time.monotonic()
+    case.call_and_validate(base_url=monitor.web_url, timeout=TIMEOUT)
+    assert time.monotonic() - started < TIMEOUT
