@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# The peers bench_peers.py compares against live in their own virtualenv.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
 .PHONY: demo test soak bench lint clean
 
@@ -11,6 +14,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test,parquet]"
 	touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[bench]"
+	touch $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/runwatch demo --episodes 60 --keep-open
@@ -21,8 +30,14 @@ test: $(STAMP)
 soak: $(STAMP)
 	RUNWATCH_SOAK=1 $(BIN)/python -m pytest -m soak
 
-bench: $(STAMP)
+bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_core.py
+	$(BIN)/python benchmarks/bench_web.py
+	$(BIN)/python benchmarks/bench_alerts.py
+	$(BIN)/python benchmarks/bench_lifecycle.py
+	$(BIN)/python benchmarks/bench_client.py
+	$(BIN)/python benchmarks/bench_recovery.py
+	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet ruff mypy pandas-stubs
@@ -30,4 +45,4 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) runwatch_demo *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) runwatch_demo *.egg-info .pytest_cache
