@@ -17,6 +17,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
+from starlette.websockets import WebSocket
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -671,5 +672,37 @@ async def test_subscribers_are_closed_with_1001_when_the_monitor_closes(tmp_path
                             await ws.recv()
                 assert caught.value.rcvd is not None
                 assert caught.value.rcvd.code == 1001
+    finally:
+        await call(monitor.close)
+
+
+async def test_subscribers_get_1001_even_when_their_handlers_are_slower_than_uvicorns_shutdown_tick(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Subscribers are closed with 1001, not uvicorn's 1012, even when closing each takes longer than 100 ms."""
+    delay = 0.3  # a busy loop: uvicorn closes what is still open with 1012 about 100 ms after should_exit
+    original_close = WebSocket.close
+
+    async def slow_close(self: WebSocket, code: int = 1000, reason: str | None = None) -> None:
+        await anyio.sleep(delay)
+        await original_close(self, code, reason)
+
+    monkeypatch.setattr(WebSocket, "close", slow_close)
+    monitor = new_monitor(tmp_path)
+    try:
+        async with (
+            connect(ws_url(monitor), open_timeout=TIMEOUT) as everything,
+            connect(ws_url(monitor, "/ws?kinds=log"), open_timeout=TIMEOUT) as logs,
+        ):
+            for ws in (everything, logs):
+                assert (await receive_json(ws))["type"] == "subscribed"
+            await call(monitor.close)
+            for ws in (everything, logs):
+                with pytest.raises(ConnectionClosed) as caught:
+                    with anyio.fail_after(TIMEOUT):
+                        while True:
+                            await ws.recv()
+                assert caught.value.rcvd is not None
+                assert (caught.value.rcvd.code, caught.value.rcvd.reason) == (1001, "server shutting down")
     finally:
         await call(monitor.close)

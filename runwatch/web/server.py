@@ -2,8 +2,16 @@
 
 :func:`web_companion` makes a :class:`~runwatch.pipeline.thread.PipelineThread`
 companion: the server starts after the pipeline and stops before it, in this
-order — intake answers 503, websocket subscribers are closed with 1001, open
-requests finish (up to ``graceful_seconds``), then the pipeline drains.
+order — intake answers 503, websocket subscribers are closed with 1001 (and
+their close frames sent, waiting up to :data:`CLOSE_SUBSCRIBERS_SECONDS`,
+before uvicorn's own shutdown would close them with 1012), open requests
+finish (up to ``graceful_seconds``), then the pipeline drains. If the
+companion is cancelled instead (its event loop stopped under it), the
+listening sockets and open connections are closed without waiting.
+
+uvicorn's loggers never run below INFO: at DEBUG the websockets protocol
+under uvicorn logs raw handshake lines, query string (``?token=``) and
+headers included, before any runwatch code could redact them.
 """
 
 from __future__ import annotations
@@ -20,9 +28,15 @@ import anyio
 from ..sinks.websocket import SERVICE_NAME as HUB
 from .security import LOOPBACK_HOSTS, SecurityPolicy
 
-__all__ = ["WebServer", "WebSettings", "resolve_policy", "web_companion"]
+__all__ = ["CLOSE_SUBSCRIBERS_SECONDS", "WebServer", "WebSettings", "resolve_policy", "web_companion"]
 
 logger = logging.getLogger("runwatch.web")
+
+#: At shutdown, the longest wait for websocket subscribers' close frames (1001) to go out.
+CLOSE_SUBSCRIBERS_SECONDS = 1.0
+
+#: uvicorn's log levels by name (as its ``log_level`` option takes them).
+_LOG_LEVELS = {"critical": 50, "error": 40, "warning": 30, "info": 20, "debug": 10, "trace": 5}
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,8 @@ class WebSettings:
         allowed_origins: websocket origins to accept (empty: same origin only).
         max_body_bytes: the largest request body.
         graceful_seconds: how long open requests may finish at shutdown.
+        log_level: uvicorn's log level (a name: ``warning``, ``info``...);
+            anything below ``info`` is served at ``info`` (see the module docs).
     """
 
     host: str = "127.0.0.1"
@@ -48,6 +64,21 @@ class WebSettings:
     graceful_seconds: float = 5.0
     log_level: str = "warning"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def uvicorn_log_level(requested: str | int) -> int:
+    """The level uvicorn's loggers run at for a requested one: never below INFO.
+
+    Raises:
+        ValueError: an unknown level name.
+    """
+    if isinstance(requested, str):
+        level = _LOG_LEVELS.get(requested.lower())
+        if level is None:
+            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}; got {requested!r}")
+    else:
+        level = int(requested)
+    return max(level, logging.INFO)
 
 
 def is_loopback(host: str) -> bool:
@@ -120,7 +151,7 @@ def web_companion(
             app,
             host=settings.host,
             port=settings.port,
-            log_level=settings.log_level,
+            log_level=uvicorn_log_level(settings.log_level),
             access_log=False,
             lifespan="off",
             ws="websockets-sansio",
@@ -132,39 +163,85 @@ def web_companion(
             server_header=False,
         )
         server = uvicorn.Server(config)
-        async with anyio.create_task_group() as tasks:
-            failed: list[BaseException] = []
+        try:
+            async with anyio.create_task_group() as tasks:
+                failed: list[BaseException] = []
 
-            async def serve() -> None:
+                async def serve() -> None:
+                    try:
+                        await server.serve()
+                    except SystemExit as exc:  # uvicorn exits the process when it cannot bind
+                        failed.append(exc)
+
+                tasks.start_soon(serve, name="runwatch web server")
+                with anyio.fail_after(30):
+                    # uvicorn offers no startup event; startup takes a few ms.
+                    while not server.started:
+                        if failed or server.should_exit:
+                            break
+                        await anyio.sleep(0.005)
+                if not server.started:
+                    message = f"the web server could not listen on {settings.host}:{settings.port}"
+                    if required:
+                        raise OSError(message)
+                    logger.error("runwatch: %s; running without the web interface", message)
+                    yield None
+                    return
+                port = server.servers[0].sockets[0].getsockname()[1]
                 try:
-                    await server.serve()
-                except SystemExit as exc:  # uvicorn exits the process when it cannot bind
-                    failed.append(exc)
-
-            tasks.start_soon(serve, name="runwatch web server")
-            with anyio.fail_after(30):
-                # uvicorn offers no startup event; startup takes a few ms.
-                while not server.started:
-                    if failed or server.should_exit:
-                        break
-                    await anyio.sleep(0.005)
-            if not server.started:
-                message = f"the web server could not listen on {settings.host}:{settings.port}"
-                if required:
-                    raise OSError(message)
-                logger.error("runwatch: %s; running without the web interface", message)
-                yield None
-                return
-            port = server.servers[0].sockets[0].getsockname()[1]
-            try:
-                yield WebServer(settings.host, port, policy.token)
-            finally:
-                context = app.app.state.context  # type: ignore[attr-defined]
-                context.shutting_down = True
-                hub = pipeline.context.services.get(HUB)
-                if hub is not None:
-                    for subscriber in hub.subscribers:
-                        subscriber.close("server shutting down")
+                    yield WebServer(settings.host, port, policy.token)
+                except BaseException:
+                    # Cancelled (the loop stops under us) or failing: nothing may be awaited here.
+                    _close_subscribers(app, pipeline)
+                    server.should_exit = True
+                    _close_connections(server)
+                    raise
+                _close_subscribers(app, pipeline)
+                await _wait_subscribers_closed(app)
                 server.should_exit = True
+        finally:
+            _close_listeners(server)
 
     return companion
+
+
+def _close_subscribers(app: Any, pipeline: Any) -> None:
+    """Refuse new work and ask every live subscriber's connection to close with 1001."""
+    context = app.app.state.context
+    context.shutting_down = True
+    hub = pipeline.context.services.get(HUB)
+    if hub is not None:
+        for subscriber in hub.subscribers:
+            subscriber.close("server shutting down")
+
+
+async def _wait_subscribers_closed(app: Any) -> None:
+    """Wait, bounded, until every ``/ws`` connection has sent its close frame.
+
+    uvicorn's shutdown closes whatever websocket the app has not closed yet
+    with 1012 (about 100 ms after ``should_exit``); runwatch promises 1001.
+    """
+    from .ws import wait_live_sockets_closed
+
+    if not await wait_live_sockets_closed(app.app.state, CLOSE_SUBSCRIBERS_SECONDS):
+        logger.warning(
+            "runwatch: websocket subscribers did not close within %.1f s; uvicorn closes them",
+            CLOSE_SUBSCRIBERS_SECONDS,
+        )
+
+
+def _close_connections(server: Any) -> None:
+    """Close the open connections' transports at once (the server will not shut down by itself)."""
+    state = getattr(server, "server_state", None)
+    for connection in list(state.connections if state is not None else ()):
+        transport = getattr(connection, "transport", None)
+        if transport is not None:
+            with contextlib.suppress(Exception):
+                transport.close()
+
+
+def _close_listeners(server: Any) -> None:
+    """Close uvicorn's listening sockets (its own shutdown does, but not when cancelled). Idempotent."""
+    for listener in getattr(server, "servers", ()):
+        with contextlib.suppress(Exception):
+            listener.close()

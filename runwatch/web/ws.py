@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -13,12 +15,15 @@ from ..sinks.websocket import SubscriptionFilter
 from ..sources.ingest import SERVICE_NAME as INGEST
 from .app import ApiError, web_context
 
-__all__ = ["router"]
+__all__ = ["router", "wait_live_sockets_closed"]
 
 router = APIRouter()
 
 #: Largest message a client may send (a subscribe message or an ingest batch).
 MAX_CLIENT_MESSAGE_BYTES = 1024 * 1024
+
+#: The close reason of subscribers closed because the server stops (sent with code 1001).
+SHUTTING_DOWN = "server shutting down"
 
 
 def _query_filter(websocket: WebSocket) -> SubscriptionFilter:
@@ -41,11 +46,17 @@ async def live_events(websocket: WebSocket) -> None:
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
     await websocket.accept()
-    # Everything emitted before this point is committed (so a history read after
-    # "subscribed" has it); everything after is published to this subscriber.
-    await _committed_so_far(context)
-    subscriber = hub.subscribe(subscription)
+    closed = anyio.Event()  # set once this socket's close frame is sent: the server's shutdown waits for it
+    open_sockets = _open_live_sockets(websocket.app.state)
+    open_sockets.add(closed)
+    subscriber = None
     try:
+        # Everything emitted before this point is committed (so a history read after
+        # "subscribed" has it); everything after is published to this subscriber.
+        await _committed_so_far(context)
+        if context.shutting_down:  # the server began to stop meanwhile: close with 1001 below
+            return
+        subscriber = hub.subscribe(subscription)
         await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_send_loop, websocket, subscriber, tasks.cancel_scope)
@@ -54,15 +65,41 @@ async def live_events(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        hub.unsubscribe(subscriber)
+        if subscriber is not None:
+            hub.unsubscribe(subscriber)
         if websocket.client_state is WebSocketState.CONNECTED:
-            code = 1001 if subscriber.closed_reason == "server shutting down" else 1008
-            reason = subscriber.closed_reason or "closing"
+            reason = subscriber.closed_reason if subscriber is not None else None
+            if reason is None and context.shutting_down:
+                reason = SHUTTING_DOWN
+            code = 1001 if reason == SHUTTING_DOWN else 1008
             with anyio.CancelScope(shield=True):
                 try:
-                    await websocket.close(code=code, reason=reason[:120])
+                    await websocket.close(code=code, reason=(reason or "closing")[:120])
                 except RuntimeError:  # already closing
                     pass
+        open_sockets.discard(closed)
+        closed.set()
+
+
+def _open_live_sockets(state: Any) -> set[anyio.Event]:
+    """The ``/ws`` connections of an app whose close frame is not sent yet (one event each)."""
+    sockets: set[anyio.Event] | None = getattr(state, "live_sockets", None)
+    if sockets is None:
+        sockets = state.live_sockets = set()
+    return sockets
+
+
+async def wait_live_sockets_closed(state: Any, timeout: float) -> bool:
+    """Wait until every ``/ws`` connection of the app with ``state`` has sent its close frame.
+
+    Call on the app's event loop. Returns whether they all did within
+    ``timeout`` seconds.
+    """
+    with anyio.move_on_after(timeout):
+        for closed in list(_open_live_sockets(state)):
+            await closed.wait()
+        return True
+    return False
 
 
 async def _committed_so_far(context: object) -> None:
