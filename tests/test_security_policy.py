@@ -6,6 +6,7 @@ covered without editing this file. Every request goes to 127.0.0.1.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import logging
 import os
@@ -29,10 +30,18 @@ from websockets.exceptions import InvalidStatus
 
 from runwatch.config import MonitorConfig
 from runwatch.monitor import WebMonitor
+from runwatch.pipeline.component import ComponentContext
+from runwatch.pipeline.config import default_pipeline_config
+from runwatch.pipeline.runtime import Pipeline
+from runwatch.pipeline.thread import PipelineThread
+from runwatch.server import start_server
+from runwatch.store import schema
 from runwatch.store.backup import create_backup
 from runwatch.store.export import export_run
+from runwatch.store.manager import DatabaseManager
 from runwatch.web.app import create_app
 from runwatch.web.security import SecurityPolicy
+from runwatch.web.server import WebSettings, web_companion
 
 TOKEN = "policy-token-7f3a9c"
 WRONG = "policy-token-7f3a9d"
@@ -274,6 +283,65 @@ async def test_token_never_appears_in_logs(logging_server: LoggingServer, caplog
         assert TOKEN not in text and WRONG not in text, text
 
 
+@contextlib.contextmanager
+def debug_server(kind: str, tmp: Path) -> Iterator[str]:
+    """A server requiring TOKEN that was asked for debug logs; yields its base URL.
+
+    ``monitor``: a WebMonitor with ``debug=True``; ``companion-debug`` / ``companion-trace``: the
+    web companion itself with ``WebSettings(log_level=...)`` at that level.
+    """
+    runwatch_logger = logging.getLogger("runwatch")
+    level = runwatch_logger.level  # a debug monitor lowers it for the process
+    thread: PipelineThread | None = None
+    monitor: WebMonitor | None = None
+    try:
+        if kind == "monitor":
+            config = MonitorConfig(
+                db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0, web_token=TOKEN, debug=True
+            )
+            monitor = WebMonitor(config)
+            assert monitor.web_url is not None
+            yield monitor.web_url
+        else:
+            settings = WebSettings(port=0, token=TOKEN, log_level=kind.removeprefix("companion-"))
+            context = ComponentContext(db_path=str(tmp / "m.db"), data_dir=tmp / "d")
+            pipeline = Pipeline(default_pipeline_config(), context=context)
+            thread = PipelineThread(pipeline, companions=[web_companion(settings, str(tmp / "m.db"))])
+            thread.start()
+            yield thread.companion_values[0].url
+    finally:
+        if monitor is not None:
+            monitor.close()
+        if thread is not None:
+            thread.close()
+        runwatch_logger.setLevel(level)
+
+
+@pytest.mark.parametrize("kind", ["monitor", "companion-debug", "companion-trace"])
+async def test_debug_mode_never_logs_the_token(kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Asked for debug logs, the server keeps uvicorn at INFO: no request or handshake line with ?token= is logged."""
+    caplog.set_level(logging.DEBUG)
+    uvicorn_logger = logging.getLogger("uvicorn")  # uvicorn's loggers do not propagate to the root
+    with debug_server(kind, tmp_path) as base:
+        uvicorn_logger.addHandler(caplog.handler)  # after startup: uvicorn's logging setup replaces handlers
+        try:
+            async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as client:
+                assert (await client.get(f"/api/runs?token={TOKEN}")).status_code == 200
+                assert (await client.get(f"/api/health?a=1&token={TOKEN}")).status_code == 200
+            url = base.replace("http://", "ws://")
+            for path in ("/ws", "/ws/ingest"):
+                assert await handshake(f"{url}{path}?token={TOKEN}") == 101
+        finally:
+            uvicorn_logger.removeHandler(caplog.handler)
+    server_side = [r for r in caplog.records if not r.name.startswith(("websockets.client", "httpx", "httpcore"))]
+    # uvicorn's protocol logs did run, at INFO ("connection open" for each handshake)...
+    assert sum(1 for r in server_side if r.name == "uvicorn.error" and r.getMessage() == "connection open") >= 2
+    for record in server_side:  # ...and no server-side record carries the token
+        text = record.getMessage() + repr(record.args) + (record.exc_text or "")
+        assert TOKEN not in text, (record.name, text)
+    assert logging.getLogger("uvicorn.error").getEffectiveLevel() >= logging.INFO
+
+
 def test_query_token_still_authorises_and_other_parameters_survive(server: Server) -> None:
     """Removing ?token= from the request keeps the other query parameters for the route."""
     with httpx.Client(base_url=server.base, timeout=TIMEOUT) as client:
@@ -357,10 +425,12 @@ def loose_umask() -> Iterator[None]:
 
 
 def test_store_and_snapshot_files_are_private(tmp_path: Path, loose_umask: None) -> None:
-    """A monitor run with snapshots leaves its database, WAL/SHM and snapshot files 0600 and its data dir 0700."""
-    db_dir, data_dir = tmp_path / "db", tmp_path / "data"
+    """A monitor leaves its database, WAL/SHM, snapshot and alert-state files 0600 and the directories it made 0700."""
+    db_dir, data_dir = tmp_path / "db" / "nested", tmp_path / "data"
     config = MonitorConfig(db_path=str(db_dir / "m.db"), data_dir=str(data_dir), web_port=0, snapshot_interval=0.2)
     with WebMonitor(config) as monitor:
+        assert mode(data_dir) == 0o700  # from construction, before any stage wrote there
+        assert mode(db_dir) == 0o700 and mode(db_dir.parent) == 0o700
         monitor.start_training({"a": 1}, run_id="modes")
         deadline = time.monotonic() + TIMEOUT
         while not list(data_dir.glob("snapshot_*.json")):
@@ -378,8 +448,47 @@ def test_store_and_snapshot_files_are_private(tmp_path: Path, loose_umask: None)
     for path in snapshots:
         assert mode(path) == 0o600, path
     assert mode(data_dir) == 0o700
+    assert mode(data_dir / "alerts_state.json") == 0o600
+    assert_private(data_dir)
     for path in db_dir.iterdir():
         assert mode(path) == 0o600, path
+
+
+def test_runwatch_serve_creates_its_data_dir_private(tmp_path: Path, loose_umask: None) -> None:
+    """runwatch serve's start creates data_dir (and the store's directory) 0700 before any stage writes there."""
+    data_dir, db_dir = tmp_path / "srv" / "data", tmp_path / "srv" / "db"
+    config = MonitorConfig(db_path=str(db_dir / "m.db"), data_dir=str(data_dir), web_port=0)
+    thread = start_server(config)
+    try:
+        assert mode(data_dir) == 0o700 and mode(data_dir.parent) == 0o700
+        assert mode(db_dir) == 0o700
+    finally:
+        thread.close()
+
+
+def test_a_new_store_is_created_private_and_an_existing_directory_keeps_its_mode(
+    tmp_path: Path, loose_umask: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """init_database creates the file 0600 before SQLite opens it, and missing directories 0700 (not existing ones)."""
+    seen: list[int] = []
+    original_connect = schema.sqlite3.connect
+
+    def spying_connect(path: Any, *args: Any, **kwargs: Any) -> Any:
+        seen.append(mode(Path(path)))  # the file already exists, private, when SQLite opens it
+        return original_connect(path, *args, **kwargs)
+
+    monkeypatch.setattr(schema.sqlite3, "connect", spying_connect)
+    home = tmp_path / "home"
+    home.mkdir(mode=0o755)  # a user's own directory
+    new = home / "new" / "deeper" / "m.db"
+    DatabaseManager(new).init_database()
+    assert seen == [0o600]
+    assert mode(new) == 0o600
+    assert mode(new.parent) == 0o700 and mode(new.parent.parent) == 0o700
+    assert mode(home) == 0o755  # existed before: untouched
+    DatabaseManager(home / "m.db").init_database()
+    assert mode(home) == 0o755
+    assert mode(home / "m.db") == 0o600
 
 
 def test_backups_and_exports_are_private(tmp_path: Path, loose_umask: None) -> None:

@@ -74,6 +74,7 @@ from pydantic_core import PydanticCustomError
 from ..exceptions import ConfigError
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
+from ..store.schema import make_private_dirs
 from .engine import AlertEngine
 from .rules import DEFAULT_RULES, Rule, parse_rule
 
@@ -313,10 +314,17 @@ def _set_aside(path: Path, reason: str) -> None:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new file, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``data`` to ``path`` so that a crash leaves the old or the new file, never half of one.
+
+    The file is private (0600 from its creation: alert state names runs,
+    metrics and values) and a directory created for it is 0700 (an existing
+    one keeps its mode).
+    """
+    make_private_dirs(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "wb") as file:
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with open(descriptor, "wb") as file:
+        os.fchmod(descriptor, 0o600)  # a leftover temporary file keeps its old mode otherwise
         file.write(data)
         file.flush()
         os.fsync(file.fileno())

@@ -365,7 +365,7 @@ def _is_store_trouble(exc: Exception) -> bool:
 
 
 def _prepare(path: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    # A new store is created 0600 and a directory created for it 0700 (an existing one keeps its mode).
     prepare_database(path)
 
 

@@ -170,6 +170,9 @@ class DatabaseManager:
     def init_database(self) -> None:
         """Create the store (and its directory), or upgrade it to the current schema.
 
+        A new store file is created with mode 0600 and a missing directory
+        with 0700; an existing directory keeps its mode.
+
         Safe to call on an existing, current store and while a writer runs.
 
         Raises:
@@ -178,8 +181,7 @@ class DatabaseManager:
         """
         self._check_open()
         try:
-            self.db_path.absolute().parent.mkdir(parents=True, exist_ok=True)
-            prepare_database(str(self.db_path))
+            prepare_database(str(self.db_path))  # a new store is 0600, a directory it creates 0700
         except (sqlite3.DatabaseError, ValueError, OSError) as exc:
             raise StoreError(f"cannot initialise the database {str(self.db_path)!r}: {exc}") from exc
 

@@ -31,15 +31,19 @@ and time.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Migration",
     "apply_pragmas",
+    "create_private_file",
     "current_version",
+    "make_private_dirs",
     "migrate",
     "prepare_database",
 ]
@@ -211,13 +215,61 @@ def apply_pragmas(connection: sqlite3.Connection) -> None:
     connection.execute("PRAGMA synchronous = NORMAL")
 
 
+def make_private_dirs(path: str | os.PathLike[str]) -> None:
+    """Create the directory ``path`` and its missing parents with mode 0700.
+
+    A directory that already exists is left as it is (a user's own directory
+    keeps the mode its owner gave it); one created meanwhile by another
+    process is accepted.
+
+    Raises:
+        OSError: a directory cannot be created, or ``path`` is not a directory.
+    """
+    directory = Path(path).absolute()
+    missing: list[Path] = []
+    while not directory.exists():
+        missing.append(directory)
+        if directory.parent == directory:
+            break
+        directory = directory.parent
+    for item in reversed(missing):
+        try:
+            os.mkdir(item, 0o700)
+        except FileExistsError:
+            pass
+    if not Path(path).is_dir():
+        raise NotADirectoryError(f"{os.fspath(path)!r} is not a directory")
+
+
+def create_private_file(path: str | os.PathLike[str]) -> bool:
+    """Create ``path`` empty with mode 0600 unless it exists; whether this call created it.
+
+    Created with ``O_CREAT | O_EXCL``, so the file is never readable by others,
+    not even for a moment, and a race with another creator is harmless.
+    """
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return False
+    os.close(descriptor)
+    return True
+
+
 def prepare_database(path: str) -> None:
     """Create or upgrade the database at ``path`` to :data:`SCHEMA_VERSION`.
+
+    A new database gets mode 0600 from its creation (SQLite gives its WAL and
+    shared-memory files the database file's mode), and a missing directory
+    for it mode 0700 (see :func:`make_private_dirs`).
 
     Raises:
         sqlite3.DatabaseError: the file is not a SQLite database.
         ValueError: the database is newer than this code.
+        OSError: the directory or file cannot be created.
     """
+    if path and path != ":memory:" and not path.startswith("file:"):
+        make_private_dirs(Path(path).absolute().parent)
+        create_private_file(path)
     connection = sqlite3.connect(path)
     try:
         apply_pragmas(connection)
