@@ -43,6 +43,12 @@ class MonitorConfig:
         web_host: the address the web interface binds (loopback by default).
         web_token: a bearer token the web interface requires (also read from
             ``RUNWATCH_TOKEN``); binding beyond loopback without one generates one.
+        shutdown_timeout_seconds: how long closing the monitor (or stopping
+            ``runwatch serve``) waits for the queues to drain into the store
+            and the other sinks; what is still queued then is dropped and
+            counted. Applies to the built-in graph and to a ``pipeline`` of
+            your own that does not set its own top-level
+            ``shutdown_timeout_seconds`` (when it does, that value wins).
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -61,6 +67,7 @@ class MonitorConfig:
     pipeline: str | Mapping[str, Any] | None = None
     web_host: str = "127.0.0.1"
     web_token: str | None = None
+    shutdown_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("db_path", "data_dir", "static_dir"):
@@ -74,6 +81,7 @@ class MonitorConfig:
         _require_int("web_port", self.web_port, 0, 65535)
         _require_positive("update_interval", self.update_interval)
         _require_positive("snapshot_interval", self.snapshot_interval)
+        _require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         _require_int("max_events", self.max_events, 1, None)
         _require_int("max_snapshots", self.max_snapshots, 1, None)
         if not isinstance(self.debug, bool):

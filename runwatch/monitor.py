@@ -106,8 +106,13 @@ class WebMonitor:
         from .pipeline.runtime import Pipeline
         from .pipeline.thread import PipelineThread
         from .server import pipeline_config_of
+        from .store.schema import make_private_dirs
 
         data_dir = Path(self.config.data_dir)
+        try:
+            make_private_dirs(data_dir)  # snapshots and alert state are private: 0700 when runwatch creates it
+        except OSError as exc:  # the stages that write there report it; monitoring still starts
+            logger.error("runwatch: cannot create the data directory %s: %s", data_dir, exc)
         context = ComponentContext(db_path=self.config.db_path, data_dir=data_dir)
         pipeline = Pipeline(pipeline_config_of(self.config), context=context)
         thread = PipelineThread(pipeline, companions=self._companions(), name="runwatch-pipeline")
@@ -116,10 +121,10 @@ class WebMonitor:
 
     def _companions(self) -> list[Any]:
         """The web interface, served beside the pipeline on its loop."""
-        from .web.server import WebSettings, web_companion
+        from .server import web_settings_of
+        from .web.server import web_companion
 
-        settings = WebSettings(host=self.config.web_host, port=self.config.web_port, token=self.config.web_token)
-        return [web_companion(settings, self.config.db_path, required=False)]
+        return [web_companion(web_settings_of(self.config), self.config.db_path, required=False)]
 
     @property
     def web_url(self) -> str | None:

@@ -26,18 +26,51 @@ logger = logging.getLogger("runwatch")
 
 
 def pipeline_config_of(config: MonitorConfig) -> Any:
-    """The monitor's pipeline graph: its own, or the default one sized by its settings."""
+    """The monitor's pipeline graph: its own, or the default one sized by its settings.
+
+    The graph's shutdown deadline is ``config.shutdown_timeout_seconds``,
+    unless the user's own pipeline config sets a top-level
+    ``shutdown_timeout_seconds``: that one wins.
+
+    Raises:
+        ConfigError: the user's pipeline config is invalid.
+    """
     if config.pipeline is not None:
-        return config.pipeline
+        from dataclasses import replace
+
+        from .pipeline.config import load_pipeline_config
+
+        spec = load_pipeline_config(config.pipeline)
+        if spec.shutdown_timeout_seconds is None:
+            spec = replace(spec, shutdown_timeout_seconds=config.shutdown_timeout_seconds)
+        return spec
     from .pipeline.config import default_pipeline_config
 
-    return default_pipeline_config(
+    graph = default_pipeline_config(
         alerts=True,
         snapshots=True,
         system=True,
         snapshot_interval_seconds=config.snapshot_interval,
         max_snapshots=config.max_snapshots,
         max_events=config.max_events,
+    )
+    graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
+    return graph
+
+
+def web_settings_of(config: MonitorConfig) -> Any:
+    """The web server's settings for ``config``.
+
+    ``debug`` raises uvicorn's own logs to INFO (never DEBUG: see
+    :class:`~runwatch.web.server.WebSettings`); otherwise WARNING.
+    """
+    from .web.server import WebSettings
+
+    return WebSettings(
+        host=config.web_host,
+        port=config.web_port,
+        token=config.web_token,
+        log_level="info" if config.debug else "warning",
     )
 
 
@@ -47,11 +80,16 @@ def start_server(config: MonitorConfig, *, required: bool = True) -> Any:
     from .pipeline.runtime import Pipeline
     from .pipeline.thread import PipelineThread
     from .store.manager import DatabaseManager
-    from .web.server import WebSettings, web_companion
+    from .store.schema import make_private_dirs
+    from .web.server import web_companion
 
+    try:
+        make_private_dirs(config.data_dir)  # snapshots and alert state are private: 0700 when runwatch creates it
+    except OSError as exc:  # the stages that write there report it; serving still starts
+        logger.error("runwatch: cannot create the data directory %s: %s", config.data_dir, exc)
     context = ComponentContext(db_path=config.db_path, data_dir=Path(config.data_dir))
     pipeline = Pipeline(pipeline_config_of(config), context=context)
-    web = WebSettings(host=config.web_host, port=config.web_port, token=config.web_token)
+    web = web_settings_of(config)
     thread = PipelineThread(pipeline, companions=[web_companion(web, config.db_path, required=required)])
     thread.start()
     try:

@@ -6,14 +6,20 @@ import json
 import math
 import os
 import re
+import time
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 import pytest
+from plugins_for_overload import StuckSink
 
-from runwatch import ConfigError, MonitorConfig
+from runwatch import ConfigError, MonitorConfig, WebMonitor
 from runwatch.pipeline.config import load_pipeline_config
+from runwatch.pipeline.runtime import Pipeline
+from runwatch.server import pipeline_config_of
+
+SHUTDOWN = "shutdown_timeout_seconds"
 
 SEED_DEFAULTS = {
     "db_path": "monitoring.db",
@@ -102,6 +108,14 @@ def test_load_without_environment_gives_the_defaults() -> None:
         pytest.param({"web_host": ""}, TypeError, "web_host", id="empty-web-host"),
         pytest.param({"web_token": "short"}, ValueError, "web_token", id="short-token"),
         pytest.param({"pipeline": ["sources"]}, TypeError, "pipeline", id="list-pipeline"),
+        pytest.param({"shutdown_timeout_seconds": 0}, ValueError, "shutdown_timeout_seconds", id="zero-shutdown"),
+        pytest.param(
+            {"shutdown_timeout_seconds": -1.0}, ValueError, "shutdown_timeout_seconds", id="negative-shutdown"
+        ),
+        pytest.param({"shutdown_timeout_seconds": math.inf}, ValueError, "shutdown_timeout_seconds", id="inf-shutdown"),
+        pytest.param({"shutdown_timeout_seconds": math.nan}, ValueError, "shutdown_timeout_seconds", id="nan-shutdown"),
+        pytest.param({"shutdown_timeout_seconds": "5"}, TypeError, "shutdown_timeout_seconds", id="string-shutdown"),
+        pytest.param({"shutdown_timeout_seconds": True}, TypeError, "shutdown_timeout_seconds", id="bool-shutdown"),
     ],
 )
 def test_invalid_values_raise_naming_the_field(changes: dict[str, Any], error: type[Exception], field: str) -> None:
@@ -344,3 +358,72 @@ def test_pipeline_from_the_environment_is_a_path(monkeypatch: pytest.MonkeyPatch
 
     assert config.pipeline == str(path)
     assert len(load_pipeline_config(config.pipeline).components) == 2
+
+
+# -- shutdown_timeout_seconds -----------------------------------------------------------------
+
+STUCK = f"{StuckSink.__module__}:StuckSink"
+
+
+def test_shutdown_timeout_defaults_to_10_seconds_and_layers_like_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """shutdown_timeout_seconds defaults to 10 and layers file < MONITOR_SHUTDOWN_TIMEOUT_SECONDS < keywords."""
+    assert MonitorConfig().shutdown_timeout_seconds == 10.0
+    path = write(tmp_path / "monitor.toml", "shutdown_timeout_seconds = 3\n")
+    assert MonitorConfig.from_file(path).shutdown_timeout_seconds == 3
+    monkeypatch.setenv("MONITOR_SHUTDOWN_TIMEOUT_SECONDS", "2.5")
+    assert MonitorConfig.load().shutdown_timeout_seconds == 2.5
+    assert MonitorConfig.from_file(path).shutdown_timeout_seconds == 2.5  # the environment beats the file
+    assert MonitorConfig.from_file(path, shutdown_timeout_seconds=1.5).shutdown_timeout_seconds == 1.5
+    monkeypatch.setenv("MONITOR_SHUTDOWN_TIMEOUT_SECONDS", "soon")
+    with pytest.raises(ValueError, match="MONITOR_SHUTDOWN_TIMEOUT_SECONDS"):
+        MonitorConfig.load()
+    monkeypatch.setenv("MONITOR_SHUTDOWN_TIMEOUT_SECONDS", "0")
+    with pytest.raises(ValueError, match="shutdown_timeout_seconds.*MONITOR_SHUTDOWN_TIMEOUT_SECONDS"):
+        MonitorConfig.load()
+
+
+USER_GRAPH = {"sources": {"app": {"type": "in_process"}}, "sinks": {"out": {"type": "blackhole", "inputs": ["app"]}}}
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "expected"),
+    [
+        pytest.param(None, 4.0, id="default-graph"),
+        pytest.param(USER_GRAPH, 4.0, id="own-graph-without-deadline"),
+        pytest.param({**USER_GRAPH, "shutdown_timeout_seconds": 7}, 7.0, id="own-graph-with-deadline"),
+        pytest.param("file", 6.0, id="own-graph-file-with-deadline"),
+    ],
+)
+def test_shutdown_timeout_reaches_the_pipeline_unless_its_own_config_sets_one(
+    tmp_path: Path, pipeline: Any, expected: float
+) -> None:
+    """The monitor's shutdown_timeout_seconds is the graph's deadline; a user graph's own top-level value wins."""
+    if pipeline == "file":
+        pipeline = str(write(tmp_path / "graph.json", json.dumps({**USER_GRAPH, "shutdown_timeout_seconds": 6})))
+    config = MonitorConfig(pipeline=pipeline, shutdown_timeout_seconds=4.0)
+    assert Pipeline(pipeline_config_of(config)).shutdown_timeout_seconds == expected
+
+
+def test_a_monitor_with_a_stuck_sink_closes_within_its_shutdown_timeout(tmp_path: Path) -> None:
+    """With a sink that never returns and shutdown_timeout_seconds=1, close() returns after about 1 s, not 10."""
+    pipeline = {"sources": {"app": {"type": "in_process"}}, "sinks": {"stuck": {"type": STUCK, "inputs": ["app"]}}}
+    config = MonitorConfig(
+        db_path=str(tmp_path / "m.db"),
+        data_dir=str(tmp_path / "d"),
+        web_port=0,
+        pipeline=pipeline,
+        shutdown_timeout_seconds=1.0,
+    )
+    monitor = WebMonitor(config)
+    try:
+        monitor.start_training()  # no run id: this graph has no store to look an existing run up in
+        for step in range(100):
+            monitor.update_metrics({"loss": float(step)})
+    finally:
+        started = time.monotonic()
+        monitor.close()
+        elapsed = time.monotonic() - started
+    assert monitor.pipeline_thread.pipeline.shutdown_timeout_seconds == 1.0
+    assert 0.9 <= elapsed < 1.0 + 5, f"close took {elapsed:.2f} s"
