@@ -37,6 +37,7 @@ __all__ = [
     "RunLifecycle",
     "RunTransition",
     "StatePatch",
+    "check_storable",
     "event_from_dict",
     "event_to_dict",
     "event_to_wire",
@@ -57,6 +58,29 @@ MAX_JSON_DEPTH: Final = 64
 def _check_run_id(run_id: object) -> None:
     if type(run_id) is not str or not run_id:
         raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
+    check_storable("run_id", run_id)
+
+
+def check_storable(what: str, text: str) -> None:
+    """Refuse a name the store cannot keep: one with NUL (SQLite's JSON functions cut
+    a string there, so ``a\\x00b`` would be stored as ``a``) or a lone surrogate (not
+    UTF-8: neither SQLite nor JSON can hold it).
+
+    Every constructor checks its run id and a log event's type, except
+    :class:`Metric`, which leaves its run id and names to the store (a check
+    per name would cost ~20% of the ~1 µs hot path): the store's encoder drops
+    such a metric alone, counted as ``unencodable``.
+
+    Raises:
+        ValueError: naming ``what``.
+    """
+    if "\x00" in text:
+        raise ValueError(f"{what} must not contain NUL characters, got {text!r}")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError(f"{what} must be valid unicode (no lone surrogates), got {text!r}") from None
 
 
 #: Timestamps are seconds since 1970 up to 2255 (what pandas' datetime64[ns] holds).
@@ -168,11 +192,13 @@ def _json_copy(what: str, value: Any, depth: int = 0) -> Any:
     raise TypeError(f"{what} must be JSON-compatible, got {type(value).__name__}")
 
 
-def _check_level(level: object) -> None:
+def _check_level(level: object, what: str = "level") -> None:
     if type(level) is not str:
-        raise TypeError(f"level must be a string, got {level!r}")
+        raise TypeError(f"{what} must be a string, got {level!r}")
     if level not in _LEVEL_SET:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+        if what == "level":
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+        raise ValueError(f"{what} must be one of the levels {', '.join(LEVELS)}; got {level!r}")
 
 
 class _EventBase:
@@ -288,6 +314,7 @@ class LogEvent(_EventBase, _LogEventFields):
         _check_run_id(run_id)
         _check_timestamp(timestamp)
         _check_name("type", type)
+        check_storable("type", type)
         _check_level(level)
         if data is None:
             data = {}
@@ -436,7 +463,7 @@ class ExceptionEvent(_EventBase, _ExceptionEventFields):
         for name, value in (("message", message), ("traceback", traceback), ("category", category)):
             if type(value) is not str:
                 raise TypeError(f"{name} must be a string, got {value!r}")
-        _check_level(severity)
+        _check_level(severity, "severity")
         if component is not None and type(component) is not str:
             raise TypeError(f"component must be a string or None, got {component!r}")
         fields = (run_id, timestamp, error_type, message, traceback, category, severity, component)
@@ -596,17 +623,17 @@ def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = Non
     kind = data.get("kind")
     cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ValueError(f"kind must be one of {', '.join(EVENT_CLASSES)}; got {kind!r}")
+        raise _naming(ValueError(f"kind must be one of {', '.join(EVENT_CLASSES)}; got {kind!r}"), "kind")
     fields: tuple[str, ...] = cls._fields
     kwargs = {key: value for key, value in data.items() if key != "kind"}
     for key in kwargs:
         if key not in fields:
-            raise ValueError(f"unknown field {key!r} for a {kind} event")
+            raise _naming(ValueError(f"unknown field {key!r} for a {kind} event"), str(key))
     if "run_id" not in kwargs and default_run_id is not None:
         kwargs["run_id"] = default_run_id
     for name in fields:
         if name not in kwargs and name not in cls._field_defaults:
-            raise ValueError(f"missing field {name!r} for a {kind} event")
+            raise _naming(ValueError(f"missing field {name!r} for a {kind} event"), name)
     if type(kwargs.get("timestamp")) is int:
         kwargs["timestamp"] = float(kwargs["timestamp"])
     try:
@@ -617,11 +644,25 @@ def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = Non
     return event
 
 
+def _naming(error: Exception, field: str) -> Exception:
+    error.field = field  # type: ignore[attr-defined]
+    return error
+
+
 def _field_named_by(message: str, fields: tuple[str, ...]) -> str | None:
-    """The field an error message is about (messages start with it), e.g. ``values.loss``."""
+    """The field an error message is about (messages start with it), e.g. ``values.loss``.
+
+    Number checks say ``metric 'name'``: a metric's value (``values.name``), or a
+    numeric field of another kind (``final_reward``, an alert's ``value``).
+    Metric mapping checks say ``metrics`` or ``metric name``: the ``values`` field.
+    """
     if message.startswith("metric '"):
         name = message[len("metric '") :].split("'", 1)[0]
-        return f"values.{name}"
+        if "values" in fields:
+            return f"values.{name}"
+        return name if name in fields else None
+    if message.startswith(("metrics ", "metric name ")) and "values" in fields:
+        return "values"
     first = message.split(" ", 1)[0]
     head = first.split(".", 1)[0].split("[", 1)[0]
     if head in fields:

@@ -29,6 +29,7 @@ from ..events import (
     RunLifecycle,
     RunTransition,
     StatePatch,
+    check_storable,
     merge_state,
 )
 
@@ -198,6 +199,9 @@ class BatchEncoder:
             run = run_ids[event.run_id]
             update = updates.get(run)
             if update is None:
+                # A Metric's constructor leaves this to the store (its hot path): refuse the
+                # event here, so the sink drops it alone instead of storing a truncated name.
+                check_storable("run_id", event.run_id)
                 update = updates[run] = RunUpdate()
             kind = type(event)
             # Verdicts about a run (liveness, alerts) are not activity of it.
@@ -208,7 +212,10 @@ class BatchEncoder:
                 names = tuple(values)
                 keyset: Any = keysets.get(names)
                 if keyset is None:
-                    new_keysets.add(names)
+                    if names not in new_keysets:
+                        for name in names:
+                            check_storable("metric name", name)
+                        new_keysets.add(names)
                     keyset = names
                 vals = list(values.values())
                 total = sum(vals)
