@@ -31,6 +31,7 @@ from ..events import (
     RunLifecycle,
     RunTransition,
     StatePatch,
+    check_storable,
     json_number,
     merge_state,
 )
@@ -163,11 +164,20 @@ def state_event(session_id: str, patch: Any, now: float, field: str = "state") -
     return event
 
 
+def _check_name(name: Any, prefix: str) -> None:
+    """An event or metric name: 1 to 200 characters the store can keep (no NUL, no lone surrogate)."""
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ApiError(422, f"{prefix}name must be a non-empty string of at most 200 characters", prefix + "name")
+    try:
+        check_storable(prefix + "name", name)
+    except ValueError as exc:
+        raise ApiError(422, str(exc), prefix + "name") from None
+
+
 def log_event(session_id: str, document: Mapping[str, Any], now: float, prefix: str = "") -> LogEvent:
     """A session event from ``{"name", "data", "level"}``."""
     name = document.get("name")
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise ApiError(422, f"{prefix}name must be a non-empty string of at most 200 characters", prefix + "name")
+    _check_name(name, prefix)
     data = document.get("data")
     if data is not None:
         _object(data, prefix + "data", prefix + "data")
@@ -182,8 +192,7 @@ def log_event(session_id: str, document: Mapping[str, Any], now: float, prefix: 
 def metric_event(session_id: str, document: Mapping[str, Any], now: float, prefix: str = "") -> Metric:
     """A session metric from ``{"name", "value", "tags"}`` (tags kept as given)."""
     name = document.get("name")
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise ApiError(422, f"{prefix}name must be a non-empty string of at most 200 characters", prefix + "name")
+    _check_name(name, prefix)
     value = document.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ApiError(422, f"{prefix}value must be a finite number", prefix + "value")
@@ -406,7 +415,7 @@ def _write_check(conn: sqlite3.Connection, session_id: str, batch_id: str | None
 # -- documentation of the bodies (/openapi.json) ----------------------------------------------
 
 _TEXT: Final = {"anyOf": [{"type": "string", "maxLength": 1000}, {"type": "null"}]}
-_NAME: Final = {"type": "string", "minLength": 1, "maxLength": 200}
+_NAME: Final = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[^\\u0000]*$"}
 _WHEN: Final = {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP}
 _EMPTY: Final = {"type": "object", "additionalProperties": False}
 _CREATE: Final = {
