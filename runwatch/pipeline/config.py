@@ -12,7 +12,7 @@ The shape (TOML shown; JSON and dicts are the same)::
     [sinks.store]
     type = "sqlite"
     inputs = ["app"]              # ids of sources or stages; globs allowed
-    flush_interval_seconds = 0.5  # every other key is an option of the type
+    flush_interval_seconds = 0.1  # every other key is an option of the type
     buffer = { max_events = 50000, when_full = "block" }
 
 Loading never opens a file other than the config itself, a socket or a
