@@ -142,7 +142,7 @@ class EncodedBatch:
     """The parameters of one transaction."""
 
     new_keysets: list[tuple[str, ...]] = field(default_factory=list)
-    metric_rows: list[list[Any]] = field(default_factory=list)
+    metric_rows: list[tuple[Any, ...]] = field(default_factory=list)
     metric_stats: list[list[Any]] = field(default_factory=list)
     event_rows: bytes | None = None
     state_rows: bytes | None = None
@@ -217,17 +217,19 @@ class BatchEncoder:
                             check_storable("metric name", name)
                         new_keysets.add(names)
                     keyset = names
-                vals = list(values.values())
+                # Tuples, not lists: the collector untracks a tuple of plain values at its first pass,
+                # so a batch's rows are never promoted into (and never slow) full collections.
+                vals = tuple(values.values())
                 total = sum(vals)
                 if total - total != 0.0:  # some value is NaN or ±Inf (or the sum overflowed)
-                    vals = [_encode_value(v) for v in vals]
+                    vals = tuple([_encode_value(v) for v in vals])
                 tags = event.tags
                 group = groups.get((run, names))
                 if group is None:
                     group = groups[(run, names)] = []
                 group.append(len(metric_rows))
                 metric_rows.append(
-                    [run, event.step, event.timestamp, keyset, vals, None if tags is None else dumps(tags).decode()]
+                    (run, event.step, event.timestamp, keyset, vals, None if tags is None else dumps(tags).decode())
                 )
             elif kind is LogEvent:
                 event_rows.append([run, event.timestamp, "log", event.type, event.level, event.data])
@@ -270,9 +272,10 @@ class BatchEncoder:
         """Put the ids of newly stored key sets into ``encoded``'s rows."""
         self.keysets.update(ids)
         if encoded.new_keysets:
-            for row in encoded.metric_rows:
+            rows = encoded.metric_rows
+            for index, row in enumerate(rows):
                 if type(row[3]) is tuple:
-                    row[3] = ids[row[3]]
+                    rows[index] = (*row[:3], ids[row[3]], *row[4:])
 
     def forget_keysets(self, names: Iterable[tuple[str, ...]]) -> None:
         """Drop key sets whose insert was rolled back."""
@@ -280,18 +283,18 @@ class BatchEncoder:
             self.keysets.pop(keyset, None)
 
 
-def encode_metric_rows(rows: list[list[Any]]) -> bytes:
+def encode_metric_rows(rows: list[tuple[Any, ...]]) -> bytes:
     """The JSON parameter of :data:`INSERT_METRIC_ROWS`."""
     try:
         return orjson.dumps(rows)
     except TypeError:
         # An int beyond 64 bits (or another oddity) somewhere: convert per value.
-        for row in rows:
-            row[4] = [_encode_value(value) for value in row[4]]
-        return orjson.dumps(rows)
+        return orjson.dumps([(*row[:4], [_encode_value(value) for value in row[4]], *row[5:]) for row in rows])
 
 
-def _metric_stats(rows: list[list[Any]], groups: Mapping[tuple[int, tuple[str, ...]], list[int]]) -> list[list[Any]]:
+def _metric_stats(
+    rows: list[tuple[Any, ...]], groups: Mapping[tuple[int, tuple[str, ...]], list[int]]
+) -> list[list[Any]]:
     """Per run and metric name: count, NaN count, sum, min, max and the last value.
 
     A name may appear in several key sets of one batch; their figures are
