@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import multiprocessing
 import os
@@ -103,8 +104,13 @@ def paced_producer(monitor: WebMonitor, calls_per_second: int, seconds: float) -
 
 
 def bench_latency(
-    directory: Path, subscribers: int, seconds: float, calls_per_second: int = 25_000, wire_format: str = "columns"
-) -> dict[str, float | str]:
+    directory: Path,
+    subscribers: int,
+    seconds: float,
+    calls_per_second: int = 25_000,
+    wire_format: str = "columns",
+    gc_freeze: bool = False,
+) -> dict[str, float | str | bool]:
     with monitor_for(directory, f"latency-{wire_format}") as monitor:
         monitor.start_training({"bench": "latency"})
         url = monitor.web_url.replace("http://", "ws://") + "/ws"  # type: ignore[union-attr]
@@ -116,7 +122,12 @@ def bench_latency(
         process.start()
         for _ in range(subscribers):
             ready.get(timeout=60)
-        made = paced_producer(monitor, calls_per_second, seconds)
+        if gc_freeze:  # the application's one-line recipe (see the README): set-up objects leave full collections
+            gc.freeze()
+        try:
+            made = paced_producer(monitor, calls_per_second, seconds)
+        finally:
+            gc.unfreeze()
         latencies, received = results.get(timeout=120)
         process.join(30)
         lagged = monitor.statistics()["components"]["live"].get("subscriber_dropped_events", 0)
@@ -124,6 +135,7 @@ def bench_latency(
     samples = len(latencies)
     return {
         "format": wire_format,
+        "gc_freeze": gc_freeze,
         "subscribers": subscribers,
         "values_per_s": made * 4 / seconds,
         "latency_samples": samples,
@@ -222,10 +234,11 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=50)
     parser.add_argument("--calls-per-second", type=int, default=25_000, help="4 values per call")
     parser.add_argument("--format", choices=["columns", "events"], default="columns", help="--only-latency's format")
+    parser.add_argument("--gc-freeze", action="store_true", help="--only-latency: gc.freeze() after set-up")
     args = parser.parse_args()
     if args.only_latency:
         with tempfile.TemporaryDirectory(prefix="runwatch-bench-web-") as tmp:
-            print(bench_latency(Path(tmp), args.subscribers, 3.0, args.calls_per_second, args.format))
+            print(bench_latency(Path(tmp), args.subscribers, 3.0, args.calls_per_second, args.format, args.gc_freeze))
         return
     results: dict[str, object] = {
         "date": time.strftime("%Y-%m-%d"),
@@ -235,6 +248,9 @@ def main() -> None:
         directory = Path(tmp)
         seconds = 3.0 if args.quick else 10.0
         results["latency"] = bench_latency(directory, args.subscribers, seconds, args.calls_per_second, "columns")
+        results["latency_gc_frozen"] = bench_latency(
+            directory, args.subscribers, seconds, args.calls_per_second, "columns", gc_freeze=True
+        )
         results["latency_events_format"] = bench_latency(
             directory, args.subscribers, seconds, args.calls_per_second, "events"
         )
@@ -244,9 +260,10 @@ def main() -> None:
     (RESULTS / "web.json").write_text(json.dumps(results, indent=2))
     query, slow = results["query"], results["slow_subscriber"]
     print(f"runwatch web benchmark — {results['date']}, {results['machine']}")
-    for latency in (results["latency"], results["latency_events_format"]):
+    for latency in (results["latency"], results["latency_gc_frozen"], results["latency_events_format"]):
+        frozen = ", gc.freeze() after set-up" if latency["gc_freeze"] else ""
         print(
-            f"emit → subscriber ({latency['format']} format), {latency['subscribers']} subscribers at "
+            f"emit → subscriber ({latency['format']} format{frozen}), {latency['subscribers']} subscribers at "
             f"{latency['values_per_s']:,.0f} values/s: p50 {latency['latency_p50_ms']:.1f} ms  "
             f"p99 {latency['latency_p99_ms']:.1f} ms  max {latency['latency_max_ms']:.1f} ms"
         )
