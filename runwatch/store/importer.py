@@ -667,9 +667,8 @@ def _write_metric_chunk(
             )
         }
         encoder.resolve_keysets(encoded, ids)
-    for row, number in zip(encoded.metric_rows, numbers, strict=True):
-        row.append(number)
-    connection.execute(_INSERT_NUMBERED_METRIC_ROWS, (encode_metric_rows(encoded.metric_rows),))
+    numbered = [(*row, number) for row, number in zip(encoded.metric_rows, numbers, strict=True)]
+    connection.execute(_INSERT_NUMBERED_METRIC_ROWS, (encode_metric_rows(numbered),))
     if with_stats:
         connection.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
 
