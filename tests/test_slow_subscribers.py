@@ -35,7 +35,7 @@ from runwatch.pipeline.config import default_pipeline_config
 RUN = "slow-subs"
 PATH = f"/ws?runs={RUN}&kinds=metric"
 MIN_CHUNKS = tier(40, 600)  # 2 s of load (30 s in the soak tier), longer until both laggards have lagged
-MAX_CHUNKS = 400
+MAX_CHUNKS = MIN_CHUNKS + 360  # then at most 18 s more until both laggards have lagged
 CHUNK = 500
 CHUNK_SECONDS = 0.05  # 10,000 events/s offered
 #: Values per event (small: the readers parse JSON in this same process, beside the producer and the pipeline).
