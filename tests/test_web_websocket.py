@@ -228,6 +228,19 @@ async def test_subscriber_drops_oldest_and_reports_lag_exactly() -> None:
     assert subscriber.closed_reason is None
 
 
+async def test_a_subscriber_overflowing_with_big_messages_counts_as_stalled_until_it_reads() -> None:
+    """Messages over half the byte bound never leave the queue full, yet overflow without a read marks it stalled."""
+    subscriber = Subscriber(SubscriptionFilter(), max_messages=256, max_lagged_events=10_000, max_bytes=2048)
+    subscriber.offer("a" * 1500, 10)
+    assert not subscriber.stalled
+    subscriber.offer("b" * 1500, 10)  # drops the first: one message left, under the byte bound
+    assert subscriber.queued_messages == 1 and subscriber.dropped_events == 10
+    assert subscriber.stalled
+    assert json.loads(await subscriber.next_message()) == {"type": "lagged", "dropped": 10}
+    assert await subscriber.next_message() == "b" * 1500
+    assert not subscriber.stalled
+
+
 async def test_subscriber_waits_for_an_offer() -> None:
     """next_message blocks on an empty queue and wakes when a message is offered."""
     subscriber = Subscriber(SubscriptionFilter(), max_messages=2, max_lagged_events=10)

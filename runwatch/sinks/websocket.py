@@ -199,6 +199,7 @@ class Subscriber:
         self._queued_bytes = 0
         self._ready = anyio.Event()
         self._unreported_drops = 0
+        self._overflowed = False  # dropped a message since the client last took one
         self._sent_at_last_offer = 0
         self.dropped_events = 0
         self.sent_messages = 0
@@ -206,8 +207,13 @@ class Subscriber:
 
     @property
     def stalled(self) -> bool:
-        """Full, and nothing was read since the last message was offered."""
-        full = len(self._queue) >= self.max_messages or self._queued_bytes >= self.max_bytes
+        """Full (or overflowed since its last read), and nothing was read since the last offer.
+
+        Overflow counts too: one message bigger than half the byte bound never
+        leaves the queue "full" (the older one is dropped to make room), yet the
+        subscriber takes nothing.
+        """
+        full = self._overflowed or len(self._queue) >= self.max_messages or self._queued_bytes >= self.max_bytes
         return full and self.sent_messages == self._sent_at_last_offer
 
     def skip(self, events: int) -> None:
@@ -229,6 +235,7 @@ class Subscriber:
             self._queued_bytes -= len(lost_text)
             self.dropped_events += lost
             self._unreported_drops += lost
+            self._overflowed = True
         if self.dropped_events > self.max_lagged_events:
             self.close("too slow: lagged past the hard limit")
         self._ready.set()
@@ -254,6 +261,7 @@ class Subscriber:
                 dropped, self._unreported_drops = self._unreported_drops, 0
                 return orjson.dumps({"type": "lagged", "dropped": dropped}).decode()
             if self._queue:
+                self._overflowed = False
                 self.sent_messages += 1
                 text = self._queue.popleft()[0]
                 self._queued_bytes -= len(text)
