@@ -36,8 +36,9 @@ from runwatch.pipeline.runtime import Pipeline
 from runwatch.pipeline.thread import PipelineThread
 from runwatch.server import start_server
 from runwatch.store import schema
-from runwatch.store.backup import create_backup
+from runwatch.store.backup import create_backup, restore_backup
 from runwatch.store.export import export_run
+from runwatch.store.importer import import_run
 from runwatch.store.manager import DatabaseManager
 from runwatch.web.app import create_app
 from runwatch.web.security import SecurityPolicy
@@ -492,7 +493,7 @@ def test_a_new_store_is_created_private_and_an_existing_directory_keeps_its_mode
 
 
 def test_backups_and_exports_are_private(tmp_path: Path, loose_umask: None) -> None:
-    """create_backup and export_run write 0600 files into 0700 directories they create."""
+    """Backups, exports, restores and imports write 0600 files into 0700 directories they create."""
     db = tmp_path / "m.db"
     with WebMonitor(MonitorConfig(db_path=str(db), data_dir=str(tmp_path / "d"), web_port=0)) as monitor:
         monitor.start_training({"a": 1}, run_id="modes")
@@ -504,3 +505,7 @@ def test_backups_and_exports_are_private(tmp_path: Path, loose_umask: None) -> N
     assert backup in assert_private(tmp_path / "backups")
     assert exported in assert_private(tmp_path / "exports")
     assert again in assert_private(tmp_path / "more" / "exports")
+    restore_backup(tmp_path / "restored" / "deep" / "m.db", backup)
+    import_run(str(tmp_path / "imported" / "deep" / "m.db"), exported)
+    assert tmp_path / "restored" / "deep" / "m.db" in assert_private(tmp_path / "restored")
+    assert tmp_path / "imported" / "deep" / "m.db" in assert_private(tmp_path / "imported")

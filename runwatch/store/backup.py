@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..exceptions import BackupError, StoreError
-from .schema import SCHEMA_VERSION, current_version
+from .schema import SCHEMA_VERSION, current_version, make_private_dirs
 
 __all__ = ["BACKUP_PREFIX", "backup_file_name", "check_backup", "create_backup", "restore_backup"]
 
@@ -332,7 +332,7 @@ def restore_backup(
         raise BackupError(str(source_file), "is the database itself")
     existed = target.exists() and target.stat().st_size > 0
     try:
-        target.absolute().parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(target.absolute().parent)
     except OSError as exc:
         raise StoreError(f"cannot create the directory of {str(target)!r}: {exc}") from exc
     kept: Path | None = None

@@ -302,8 +302,7 @@ def _parse_run(document: Any, where: str) -> dict[str, Any]:
 def _open_store(db_path: str) -> sqlite3.Connection:
     if not os.path.exists(db_path):
         try:
-            os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
-            prepare_database(db_path)
+            prepare_database(db_path)  # creates missing directories 0700 and the file 0600
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"cannot create the database {db_path!r}: {exc}") from exc
     try:
