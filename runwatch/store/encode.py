@@ -218,7 +218,7 @@ class BatchEncoder:
                         new_keysets.add(names)
                     keyset = names
                 # Tuples, not lists: the collector untracks a tuple of plain values at its first pass,
-                # so a batch's rows are never promoted into (and never slow) full collections.
+                # so a batch's rows are rarely promoted into (or walked by) full collections.
                 vals = tuple(values.values())
                 total = sum(vals)
                 if total - total != 0.0:  # some value is NaN or ±Inf (or the sum overflowed)
