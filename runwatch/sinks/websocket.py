@@ -101,13 +101,14 @@ class SubscriptionFilter:
         return sum(1 for event in events if self._admits(event))
 
     def _admits(self, event: Any) -> bool:
-        if self.kinds and event.kind not in self.kinds:
-            return False
-        if self.runs and not _matches(event.run_id, self.runs):
+        if not self._admits_kind_and_run(event):
             return False
         if self.metrics and type(event) is Metric:
-            return any(_matches(name, self.metrics) for name in event.values)
+            return bool(_matching_names(tuple(event.values), self.metrics))
         return True
+
+    def _admits_kind_and_run(self, event: Any) -> bool:
+        return (not self.kinds or event.kind in self.kinds) and (not self.runs or _matches(event.run_id, self.runs))
 
     def select(self, events: list[Any], wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The wire forms of the events this filter lets through (pure)."""
@@ -115,13 +116,11 @@ class SubscriptionFilter:
             return wire
         selected: list[dict[str, Any]] = []
         for event, wire_form in zip(events, wire, strict=True):
-            if self.kinds and event.kind not in self.kinds:
-                continue
-            if self.runs and not _matches(event.run_id, self.runs):
+            if not self._admits_kind_and_run(event):
                 continue
             if self.metrics and type(event) is Metric:
                 all_values = wire_form["values"]
-                values = {name: value for name, value in all_values.items() if _matches(name, self.metrics)}
+                values = {name: all_values[name] for name in _matching_names(tuple(all_values), self.metrics)}
                 if not values:
                     continue
                 if len(values) != len(all_values):
@@ -140,9 +139,7 @@ class SubscriptionFilter:
         blocks: dict[tuple[Any, ...], dict[str, Any]] = {}
         count = 0
         for event in events:
-            if self.kinds and event.kind not in self.kinds:
-                continue
-            if self.runs and not _matches(event.run_id, self.runs):
+            if not self._admits_kind_and_run(event):
                 continue
             if type(event) is not Metric:
                 others.append(event_to_wire(event))
