@@ -102,20 +102,10 @@ class WebMonitor:
         _open_monitors.add(self)
 
     def _start_pipeline(self) -> PipelineThread:
-        from .pipeline.component import ComponentContext
-        from .pipeline.runtime import Pipeline
         from .pipeline.thread import PipelineThread
-        from .server import pipeline_config_of
-        from .store.schema import make_private_dirs
+        from .server import build_pipeline
 
-        data_dir = Path(self.config.data_dir)
-        try:
-            make_private_dirs(data_dir)  # snapshots and alert state are private: 0700 when runwatch creates it
-        except OSError as exc:  # the stages that write there report it; monitoring still starts
-            logger.error("runwatch: cannot create the data directory %s: %s", data_dir, exc)
-        context = ComponentContext(db_path=self.config.db_path, data_dir=data_dir)
-        pipeline = Pipeline(pipeline_config_of(self.config), context=context)
-        thread = PipelineThread(pipeline, companions=self._companions(), name="runwatch-pipeline")
+        thread = PipelineThread(build_pipeline(self.config), companions=self._companions(), name="runwatch-pipeline")
         thread.start()
         return thread
 

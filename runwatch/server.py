@@ -59,6 +59,20 @@ def pipeline_config_of(config: MonitorConfig) -> Any:
     return graph
 
 
+def build_pipeline(config: MonitorConfig) -> Any:
+    """The monitor's pipeline (not started), its data directory created 0700 if missing."""
+    from .pipeline.component import ComponentContext
+    from .pipeline.runtime import Pipeline
+    from .store.schema import make_private_dirs
+
+    try:
+        make_private_dirs(config.data_dir)  # snapshots and alert state are private
+    except OSError as exc:  # the stages that write there report it; monitoring still starts
+        logger.error("runwatch: cannot create the data directory %s: %s", config.data_dir, exc)
+    context = ComponentContext(db_path=config.db_path, data_dir=Path(config.data_dir))
+    return Pipeline(pipeline_config_of(config), context=context)
+
+
 def web_settings_of(config: MonitorConfig) -> Any:
     """The web server's settings for ``config``.
 
@@ -77,21 +91,12 @@ def web_settings_of(config: MonitorConfig) -> Any:
 
 def start_server(config: MonitorConfig, *, required: bool = True) -> Any:
     """Build and start the pipeline thread with the web companion; returns the thread."""
-    from .pipeline.component import ComponentContext
-    from .pipeline.runtime import Pipeline
     from .pipeline.thread import PipelineThread
     from .store.manager import DatabaseManager
-    from .store.schema import make_private_dirs
     from .web.server import web_companion
 
-    try:
-        make_private_dirs(config.data_dir)  # snapshots and alert state are private: 0700 when runwatch creates it
-    except OSError as exc:  # the stages that write there report it; serving still starts
-        logger.error("runwatch: cannot create the data directory %s: %s", config.data_dir, exc)
-    context = ComponentContext(db_path=config.db_path, data_dir=Path(config.data_dir))
-    pipeline = Pipeline(pipeline_config_of(config), context=context)
     web = web_settings_of(config)
-    thread = PipelineThread(pipeline, companions=[web_companion(web, config.db_path, required=required)])
+    thread = PipelineThread(build_pipeline(config), companions=[web_companion(web, config.db_path, required=required)])
     thread.start()
     try:
         with DatabaseManager(config.db_path) as db:

@@ -87,7 +87,8 @@ class SQLiteSink(Sink):
         self._dropped: dict[str, int] = {}
 
     async def start(self) -> None:
-        await anyio.to_thread.run_sync(_prepare, self.path)
+        # A new store is created 0600 and a directory created for it 0700 (an existing one keeps its mode).
+        await anyio.to_thread.run_sync(prepare_database, self.path)
         self._db = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await self._db.execute("PRAGMA busy_timeout = 5000")
@@ -237,10 +238,9 @@ class SQLiteSink(Sink):
         if encoded.new_keysets:
             await self._store_keysets(db, encoded)
         if encoded.metric_rows:
-            rows, stats = encode_metric_rows(encoded.metric_rows), dumps(encoded.metric_stats)
-            await db.execute(INSERT_METRIC_ROWS, (rows,))
+            await db.execute(INSERT_METRIC_ROWS, (encode_metric_rows(encoded.metric_rows),))
             await db.execute(ADVANCE_METRIC_ROW, (len(encoded.metric_rows),))
-            await db.execute(UPSERT_METRIC_STATS, (stats,))
+            await db.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
         if encoded.event_rows is not None:
             await db.execute(INSERT_EVENTS, (encoded.event_rows,))
         if encoded.state_rows is not None:
@@ -360,11 +360,6 @@ def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
 def _is_store_trouble(exc: Exception) -> bool:
     """Faults of the store itself (worth retrying), as opposed to a batch it cannot take."""
     return isinstance(exc, (sqlite3.OperationalError, OSError)) or type(exc) is sqlite3.DatabaseError
-
-
-def _prepare(path: str) -> None:
-    # A new store is created 0600 and a directory created for it 0700 (an existing one keeps its mode).
-    prepare_database(path)
 
 
 def _chunk_end(pending: list[Any], limit: int) -> int:
