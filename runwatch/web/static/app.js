@@ -1461,14 +1461,46 @@
 
   // ---------------------------------------------------------------- runs list
 
-  const RUN_COLUMNS = ['Run', 'Kind', 'Status', 'Started', 'Duration', 'Steps', 'Episodes', 'Final reward'];
-
-  class RunsPage {
+  /**
+   * What the runs and sessions lists share: a throttled re-load, a /ws
+   * subscription that re-loads on every (re)connection and lag, a slow re-read
+   * for verdicts no event announces (hung and crashed are decided when events
+   * stop arriving, or by another process), and a 1 s clock for relative times.
+   * Subclasses define load(), onEvents(events) and tick().
+   */
+  class LiveListPage {
     constructor(root) {
       this.root = root;
-      this.rows = new Map(); // run_id → {tr, row}
       this.closed = false;
       this.refresh = throttle(() => this.load(), 1000);
+    }
+
+    startLive(kinds) {
+      this.socket = new LiveSocket({ kinds }, {
+        onSubscribed: () => this.refresh(),
+        onEvents: (events) => this.onEvents(events),
+        onLagged: () => this.refresh(),
+      }).start();
+      this.slowTimer = setInterval(() => this.refresh(), 15000);
+      this.tickTimer = setInterval(() => this.tick(), 1000);
+    }
+
+    unmount() {
+      this.closed = true;
+      this.socket?.close();
+      this.refresh.cancel();
+      clearInterval(this.slowTimer);
+      clearInterval(this.tickTimer);
+      clearTimeout(this.settleTimer);
+    }
+  }
+
+  const RUN_COLUMNS = ['Run', 'Kind', 'Status', 'Started', 'Duration', 'Steps', 'Episodes', 'Final reward'];
+
+  class RunsPage extends LiveListPage {
+    constructor(root) {
+      super(root);
+      this.rows = new Map(); // run_id → {tr, row}
     }
 
     mount() {
@@ -1485,24 +1517,7 @@
             this.tbody)),
         this.emptyEl));
       this.load();
-      this.socket = new LiveSocket({ kinds: RUNS_LIST_KINDS }, {
-        onSubscribed: () => this.refresh(),
-        onEvents: (events) => this.onEvents(events),
-        onLagged: () => this.refresh(),
-      }).start();
-      // "hung" and "crashed" are decided by the server when events stop
-      // arriving, so no event announces them: a slow re-fetch catches them.
-      this.slowTimer = setInterval(() => this.refresh(), 15000);
-      this.tickTimer = setInterval(() => this.tick(), 1000);
-    }
-
-    unmount() {
-      this.closed = true;
-      this.socket?.close();
-      this.refresh.cancel();
-      clearInterval(this.slowTimer);
-      clearInterval(this.tickTimer);
-      clearTimeout(this.settleTimer);
+      this.startLive(RUNS_LIST_KINDS);
     }
 
     /**
@@ -2591,9 +2606,9 @@
    * live, at most once a second, when /ws lifecycle, heartbeat or liveness
    * verdict events concern them; a status an event announces is shown at once.
    */
-  class SessionsPage {
+  class SessionsPage extends LiveListPage {
     constructor(root) {
-      this.root = root;
+      super(root);
       const query = hashQuery();
       const status = query.get('status');
       this.status = SESSION_STATUSES.includes(status) ? status : '';
@@ -2603,10 +2618,8 @@
       this.tail = []; // pages past SESSIONS_HEAD_MAX, read once by cursor
       this.nextCursor = null;
       this.rows = new Map(); // session id → {tr, row, live, heartbeat}
-      this.closed = false;
       this.loadGen = 0;
       this.loaded = false;
-      this.refresh = throttle(() => this.load(), 1000);
     }
 
     mount() {
@@ -2633,24 +2646,7 @@
         h('div', { class: 'events-foot' }, this.moreButton)));
       this.renderChips();
       this.load();
-      this.socket = new LiveSocket({ kinds: SESSION_LIST_KINDS }, {
-        onSubscribed: () => this.refresh(),
-        onEvents: (events) => this.onEvents(events),
-        onLagged: () => this.refresh(),
-      }).start();
-      // A server without a liveness stage, or a verdict written by another
-      // process, sends no event to this page: a slow re-read catches it.
-      this.slowTimer = setInterval(() => this.refresh(), 15000);
-      this.tickTimer = setInterval(() => this.tick(), 1000);
-    }
-
-    unmount() {
-      this.closed = true;
-      this.socket?.close();
-      this.refresh.cancel();
-      clearInterval(this.slowTimer);
-      clearInterval(this.tickTimer);
-      clearTimeout(this.settleTimer);
+      this.startLive(SESSION_LIST_KINDS);
     }
 
     renderChips() {
