@@ -111,8 +111,8 @@ def start_server(config: MonitorConfig, *, required: bool = True) -> Any:
 def queued_events(thread: Any) -> dict[str, int]:
     """Per sink: events accepted but not yet written by it.
 
-    That is the sink's own input buffer and uncommitted events plus every queue
-    upstream of it (stage buffers, source intakes), each counted once. Sinks are
+    That is the sink's own input buffer, the batch it is writing and its
+    uncommitted events, plus every queue upstream of it (stage buffers, source intakes), each counted once. Sinks are
     counted apart because an event waiting for a slow sink may long be committed
     by the store: a sum over every queue would count it once per sink.
     (An ingested batch's receipt travels as one more event.)
@@ -123,11 +123,11 @@ def queued_events(thread: Any) -> dict[str, int]:
 
     def queued_at(component_id: str) -> int:
         entry = components.get(component_id, {})
-        return (
-            entry.get("buffer", {}).get("buffered_events", 0)
-            + entry.get("intake", {}).get("buffered_events", 0)
-            + int(entry.get("pending_events") or 0)
-        )
+        # A sink that keeps its own pending events (the SQLite sink) holds the batch in flight
+        # among them; any other holds just the batch in flight.
+        held = max(int(entry.get("pending_events") or 0), entry.get("in_flight_events", 0))
+        buffered = entry.get("buffer", {}).get("buffered_events", 0)
+        return buffered + entry.get("intake", {}).get("buffered_events", 0) + held
 
     result: dict[str, int] = {}
     for component in spec.components:

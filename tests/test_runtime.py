@@ -262,6 +262,26 @@ async def test_a_batch_cancelled_inside_a_stuck_sink_is_counted_as_dropped(tmp_p
     assert len(sink.events) + dropped == 6
 
 
+async def test_a_batch_a_sink_is_writing_shows_as_in_flight_until_it_returns(tmp_path: Path) -> None:
+    """in_flight_events counts the batch handed to a sink until its write returns, then drops to 0."""
+    config = {"sources": {"app": {"type": "in_process"}}, "sinks": {"slow": {"type": GATED, "inputs": ["app"]}}}
+    async with make_pipeline(config, tmp_path) as pipeline:
+        sink = pipeline.component("slow")
+        assert isinstance(sink, GatedSink)
+        for step in range(7):
+            pipeline.emit(metric(step))
+        with anyio.fail_after(TIMEOUT):
+            await sink.entered.wait()
+        held = stats_of(pipeline, "slow")
+        assert held["in_flight_events"] > 0
+        assert held["in_flight_events"] + held["buffer"]["buffered_events"] == 7
+        sink.gate.set()
+        with anyio.fail_after(TIMEOUT):
+            assert await pipeline.flush(timeout=TIMEOUT) is True
+        assert stats_of(pipeline, "slow")["in_flight_events"] == 0
+        assert len(sink.events) == 7
+
+
 async def test_drop_newest_on_a_slow_sink_counts_every_event(tmp_path: Path) -> None:
     """A small drop_newest buffer before a slow sink drops events, and sent == delivered + dropped + buffered."""
     config = {

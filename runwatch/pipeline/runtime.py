@@ -58,6 +58,7 @@ class ComponentStatistics:
 
     processed_events: int = 0
     processed_batches: int = 0
+    in_flight_events: int = 0  # handed to the component and not yet returned
     errors: int = 0
     dropped_events: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
@@ -346,6 +347,7 @@ class Pipeline:
         component = node.component
         node.stats.processed_batches += 1
         node.stats.processed_events += len(batch)
+        node.stats.in_flight_events = len(batch)
         try:
             if isinstance(component, Sink):
                 await component.write(batch)
@@ -359,6 +361,8 @@ class Pipeline:
             raise
         except Exception as exc:
             self._record_error(node, exc, len(batch))
+        finally:
+            node.stats.in_flight_events = 0
 
     async def _flush_node(self, node: _Node) -> None:
         component = node.component
@@ -420,6 +424,7 @@ class Pipeline:
                 "type": node.spec.type,
                 "processed_events": node.stats.processed_events,
                 "processed_batches": node.stats.processed_batches,
+                "in_flight_events": node.stats.in_flight_events,
                 "errors": node.stats.errors,
                 "dropped_events": dict(node.stats.dropped_events),
                 "last_error": node.stats.last_error,
