@@ -285,8 +285,8 @@ async def test_token_never_appears_in_logs(logging_server: LoggingServer, caplog
 
 
 @contextlib.contextmanager
-def debug_server(kind: str, tmp: Path) -> Iterator[str]:
-    """A server requiring TOKEN that was asked for debug logs; yields its base URL.
+def debug_server(kind: str, tmp: Path, token: str = TOKEN) -> Iterator[str]:
+    """A server requiring ``token`` that was asked for debug logs; yields its base URL.
 
     ``monitor``: a WebMonitor with ``debug=True``; ``companion-debug`` / ``companion-trace``: the
     web companion itself with ``WebSettings(log_level=...)`` at that level.
@@ -298,13 +298,13 @@ def debug_server(kind: str, tmp: Path) -> Iterator[str]:
     try:
         if kind == "monitor":
             config = MonitorConfig(
-                db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0, web_token=TOKEN, debug=True
+                db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0, web_token=token, debug=True
             )
             monitor = WebMonitor(config)
             assert monitor.web_url is not None
             yield monitor.web_url
         else:
-            settings = WebSettings(port=0, token=TOKEN, log_level=kind.removeprefix("companion-"))
+            settings = WebSettings(port=0, token=token, log_level=kind.removeprefix("companion-"))
             context = ComponentContext(db_path=str(tmp / "m.db"), data_dir=tmp / "d")
             pipeline = Pipeline(default_pipeline_config(), context=context)
             thread = PipelineThread(pipeline, companions=[web_companion(settings, str(tmp / "m.db"))])
@@ -341,6 +341,49 @@ async def test_debug_mode_never_logs_the_token(kind: str, tmp_path: Path, caplog
         text = record.getMessage() + repr(record.args) + (record.exc_text or "")
         assert TOKEN not in text, (record.name, text)
     assert logging.getLogger("uvicorn.error").getEffectiveLevel() >= logging.INFO
+
+
+#: A token without the text "token" in it: a query string holding it contains that word only in the name.
+PLAIN_SECRET = "s3cr3t-7f3a9c-policy"
+#: Names a client may give the token parameter: (name, whether the app's query parsing sees ``token``).
+ENCODED_TOKEN_NAMES = [
+    ("%74oken", True),
+    ("t%6Fken", True),
+    ("tok%65n", True),
+    ("TOKEN", False),
+    ("Token", False),
+    ("%54%4F%4B%45%4E", False),
+    ("t%256Fken", False),
+]
+
+
+@pytest.mark.parametrize("kind", ["monitor", "companion-debug"])
+async def test_debug_mode_never_logs_a_token_under_an_encoded_name(
+    kind: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A token parameter named in any case or encoding is in no log line; percent-encodings of token still authorise."""
+    caplog.set_level(logging.DEBUG)
+    uvicorn_logger = logging.getLogger("uvicorn")
+    with debug_server(kind, tmp_path, token=PLAIN_SECRET) as base:
+        uvicorn_logger.addHandler(caplog.handler)
+        try:
+            url = base.replace("http://", "ws://")
+            statuses: dict[str, list[int]] = {}
+            async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as client:
+                for name, _ in ENCODED_TOKEN_NAMES:
+                    query = f"{name}={PLAIN_SECRET}"
+                    statuses[name] = [await handshake(f"{url}{path}?{query}") for path in ("/ws", "/ws/ingest")]
+                    statuses[name].append((await client.get(f"/api/runs?a=1&{query}")).status_code)
+        finally:
+            uvicorn_logger.removeHandler(caplog.handler)
+    server_side = [r for r in caplog.records if not r.name.startswith(("websockets.client", "httpx", "httpcore"))]
+    handshake_lines = [r for r in server_side if r.name == "uvicorn.error" and '"WebSocket /ws' in r.getMessage()]
+    assert len(handshake_lines) == 2 * len(ENCODED_TOKEN_NAMES)  # every handshake was logged, with its query
+    for record in server_side:
+        text = record.getMessage() + repr(record.args) + (record.exc_text or "")
+        assert PLAIN_SECRET not in text, (record.name, text)
+    expected = {name: [101, 101, 200] if authorises else [403, 403, 401] for name, authorises in ENCODED_TOKEN_NAMES}
+    assert statuses == expected
 
 
 def test_query_token_still_authorises_and_other_parameters_survive(server: Server) -> None:

@@ -17,9 +17,10 @@ In order, for every HTTP request and websocket handshake:
    on to the app unread (405 naming them).
 
 Rejections are JSON ``{"error": {...}}`` bodies; the token never appears in
-logs or responses: a ``token`` query parameter is removed from the request's
-scope before anything else (uvicorn's access and websocket logs print the
-scope's query string).
+logs or responses: every query parameter whose decoded name is ``token`` (in
+any case or percent-encoding) is removed from the request's scope before
+anything else (uvicorn's access and websocket logs print the scope's query
+string).
 """
 
 from __future__ import annotations
@@ -214,22 +215,42 @@ def allowed_methods(routes: Any, scope: Scope) -> set[str]:
 
 
 def _pop_query_token(scope: Scope) -> str | None:
-    """Remove ``token`` from the scope's query string (so no log prints it); return its first value."""
+    """Remove every ``token`` parameter from the scope's query string (so no log prints it); return the first value.
+
+    A parameter is the token's when its name, percent-decoded (however many
+    times) and lowercased, is ``token``: ``%74oken``, ``TOKEN`` and
+    ``t%256Fken`` are all removed. Only a name that decodes once to exactly
+    ``token`` (what the app's own query parsing would see) carries a token.
+    """
     raw: bytes = scope.get("query_string", b"")
-    if b"token" not in raw:
+    if not raw:
         return None
     kept: list[bytes] = []
     tokens: list[str] = []
     for part in raw.split(b"&"):
         name, _, value = part.partition(b"=")
-        if unquote_plus(name.decode("latin-1")) == "token":
+        decoded = unquote_plus(name.decode("latin-1"))
+        if decoded == "token":
             tokens.append(unquote_plus(value.decode("latin-1")))
+        elif _names_token(decoded):
+            pass  # never logged, never a credential
         else:
             kept.append(part)
-    if not tokens:
+    if len(kept) == raw.count(b"&") + 1:
         return None
     scope["query_string"] = b"&".join(kept)
-    return tokens[0]
+    return tokens[0] if tokens else None
+
+
+def _names_token(name: str) -> bool:
+    """Whether a (once-decoded) parameter name is ``token`` in any case or further percent-encoding."""
+    while True:
+        if name.lower() == "token":
+            return True
+        decoded = unquote_plus(name)
+        if decoded == name:
+            return False
+        name = decoded
 
 
 async def _reject(kind: str, send: Send, status: int, message: str) -> None:
