@@ -43,6 +43,9 @@ class MonitorConfig:
         web_host: the address the web interface binds (loopback by default).
         web_token: a bearer token the web interface requires (also read from
             ``RUNWATCH_TOKEN``); binding beyond loopback without one generates one.
+        web_max_connections: the most connections the web interface keeps
+            open at once; ``None``: half of the process's file-descriptor
+            limit (``RLIMIT_NOFILE``), so the host always keeps the other half.
         shutdown_timeout_seconds: how long closing the monitor (or stopping
             ``runwatch serve``) waits for the queues to drain into the store
             and the other sinks; what is still queued then is dropped and
@@ -67,6 +70,7 @@ class MonitorConfig:
     pipeline: str | Mapping[str, Any] | None = None
     web_host: str = "127.0.0.1"
     web_token: str | None = None
+    web_max_connections: int | None = None
     shutdown_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
@@ -90,6 +94,8 @@ class MonitorConfig:
             raise TypeError(f"web_host must be a non-empty string, got {self.web_host!r}")
         if self.web_token is not None and (not isinstance(self.web_token, str) or len(self.web_token) < 8):
             raise ValueError("web_token must be a string of at least 8 characters")
+        if self.web_max_connections is not None:
+            _require_int("web_max_connections", self.web_max_connections, 1, None)
         pipeline = self.pipeline
         if isinstance(pipeline, os.PathLike):
             object.__setattr__(self, "pipeline", os.fspath(pipeline))
@@ -185,6 +191,8 @@ def _parse_env(variable: str, text: str, annotation: Any) -> Any:
             return float(text)
         if kind == "str | None":
             return text or None
+        if kind == "int | None":
+            return int(text) if text.strip() else None
     except ValueError:
         raise ValueError(f"environment variable {variable}={text!r} is not a valid {kind}") from None
     return text

@@ -86,6 +86,7 @@ def web_settings_of(config: MonitorConfig) -> Any:
         port=config.web_port,
         token=config.web_token,
         log_level="info" if config.debug else "warning",
+        max_connections=config.web_max_connections,
     )
 
 

@@ -412,6 +412,8 @@ def _pipeline_view(context: WebContext) -> dict[str, Any]:
         if entry.get("health") == "degraded" or entry.get("failed"):
             health = "degraded"
     stats["health"] = health
+    if context.connections is not None:
+        stats["web"] = context.connections.statistics()._asdict()
     return stats
 
 
@@ -464,6 +466,28 @@ async def prometheus(request: Request) -> Response:
     metric("runwatch_component_errors_total", "counter", "Errors raised inside each component.", errors)
     metric("runwatch_buffer_events", "gauge", "Events waiting in each component's input buffer.", buffered)
     metric("runwatch_buffer_max_events", "gauge", "Bound of each component's input buffer.", capacity)
+    web = view.get("web")
+    if web is not None:
+        metric(
+            "runwatch_web_connections",
+            "gauge",
+            "Open web connections (HTTP and websocket).",
+            [({}, float(web["open_connections"]))],
+        )
+        metric(
+            "runwatch_web_max_connections",
+            "gauge",
+            "The cap on open web connections.",
+            [({}, float(web["max_connections"]))],
+        )
+        closed = [("refused", "refused_connections"), ("evicted", "evicted_connections")]
+        closed.append(("header_timeout", "header_timeouts"))
+        metric(
+            "runwatch_web_connections_closed_total",
+            "counter",
+            "Web connections closed by the server's limits, by reason.",
+            [({"reason": reason}, float(web[key])) for reason, key in closed],
+        )
     metric(
         "runwatch_up",
         "gauge",

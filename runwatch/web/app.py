@@ -56,6 +56,7 @@ _ERROR_DESCRIPTIONS = {
     401: "missing or invalid bearer token (when one is configured)",
     404: "unknown run or session",
     405: "method not allowed",
+    408: "the request body was not received in time (body_timeout_seconds between its parts)",
     409: "the session has ended",
     413: "request body or batch too large",
     415: "request body is not application/json",
@@ -64,7 +65,7 @@ _ERROR_DESCRIPTIONS = {
 }
 #: Answered by the security middleware or the error handlers on every route.
 _COMMON_ERRORS = (400, 401, 503)
-_WRITE_ERRORS = (413, 415)
+_WRITE_ERRORS = (408, 413, 415)
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -153,6 +154,8 @@ class WebContext:
     shutting_down: bool = False
     previous_stats: dict[str, tuple[float, int]] = field(default_factory=dict)
     series: SeriesCache = field(default_factory=SeriesCache)
+    #: The server's connection guard (cap, evictions, header timeouts), when served by :mod:`.server`.
+    connections: Any = None
 
     def service(self, name: str) -> Any:
         """A pipeline service, or a 503 when this server has none running."""

@@ -13,8 +13,10 @@ In order, for every HTTP request and websocket handshake:
 4. **Writes** (POST, PUT, PATCH, DELETE) to a route that takes them must be
    ``application/json`` (415) and their bodies are read up to
    ``max_body_bytes`` (413 past it, whether announced by ``Content-Length``
-   or streamed). A write to a path whose routes take other methods only goes
-   on to the app unread (405 naming them).
+   or streamed), each part within ``body_timeout_seconds`` of the last (408
+   otherwise: a body that trickles in must not hold a connection for ever).
+   A write to a path whose routes take other methods only goes on to the app
+   unread (405 naming them).
 
 Rejections are JSON ``{"error": {...}}`` bodies; the token never appears in
 logs or responses: every query parameter whose decoded name is ``token`` (in
@@ -31,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_plus
 
+import anyio
 import orjson
 from starlette.routing import Match
 
@@ -59,12 +62,14 @@ class SecurityPolicy:
         allowed_origins: acceptable websocket ``Origin`` values
             (``scheme://host[:port]``); empty means "same as the Host header".
         max_body_bytes: the largest request body accepted.
+        body_timeout_seconds: the longest wait for the next part of a request body.
     """
 
     token: str | None = None
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
+    body_timeout_seconds: float = 10.0
     extra_public_paths: tuple[str, ...] = field(default=())
 
 
@@ -173,7 +178,13 @@ class SecurityMiddleware:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            message: Message | None = None
+            with anyio.move_on_after(self.policy.body_timeout_seconds):
+                message = await receive()
+            if message is None:
+                timeout = self.policy.body_timeout_seconds
+                await _reject("http", send, 408, f"request body not received within {timeout} s", close=True)
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -253,17 +264,15 @@ def _names_token(name: str) -> bool:
         name = decoded
 
 
-async def _reject(kind: str, send: Send, status: int, message: str) -> None:
+async def _reject(kind: str, send: Send, status: int, message: str, *, close: bool = False) -> None:
+    """Refuse a request (an error body) or a handshake (close 1008); ``close`` ends the connection after it."""
     if kind == "websocket":
         # Closing before accepting makes the server answer the handshake with 403.
         await send({"type": "websocket.close", "code": 1008, "reason": message})
         return
     body = orjson.dumps({"error": {"status": status, "message": message, "field": None}})
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:  # the rest of the request will not be read: the connection cannot serve another
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

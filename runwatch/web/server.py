@@ -4,10 +4,13 @@
 companion: the server starts after the pipeline and stops before it, in this
 order — intake answers 503, websocket subscribers are closed with 1001 (and
 their close frames sent, waiting up to :data:`CLOSE_SUBSCRIBERS_SECONDS`,
-before uvicorn's own shutdown would close them with 1012), open requests
-finish (up to ``graceful_seconds``), then the pipeline drains. If the
-companion is cancelled instead (its event loop stopped under it), the
-listening sockets and open connections are closed without waiting.
+before uvicorn's own shutdown would close them with 1012), the listeners
+close, open requests finish (up to ``graceful_seconds``), then the pipeline
+drains. If the companion is cancelled instead (its event loop stopped under
+it), the listening sockets and open connections are closed without waiting.
+
+The server listens and accepts on sockets of its own, within a cap on open
+connections and a deadline for request heads (see :mod:`.connections`).
 
 uvicorn's loggers never run below INFO: at DEBUG the websockets protocol
 under uvicorn logs raw handshake lines, query string (``?token=``) and
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
+import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +30,13 @@ from typing import Any
 import anyio
 
 from ..sinks.websocket import SERVICE_NAME as HUB
+from .connections import (
+    ConnectionGuard,
+    accept_connections,
+    default_max_connections,
+    guarded_protocol,
+    open_listeners,
+)
 from .security import LOOPBACK_HOSTS, SecurityPolicy
 
 __all__ = ["CLOSE_SUBSCRIBERS_SECONDS", "WebServer", "WebSettings", "resolve_policy", "web_companion"]
@@ -53,6 +64,13 @@ class WebSettings:
         graceful_seconds: how long open requests may finish at shutdown.
         log_level: uvicorn's log level (a name: ``warning``, ``info``...);
             anything below ``info`` is served at ``info`` (see the module docs).
+        max_connections: the most connections (HTTP and websocket) open at
+            once; ``None``: half of the process's file-descriptor limit
+            (``RLIMIT_NOFILE``, soft), so the host keeps the other half.
+        header_timeout_seconds: how long a connection may take to send a
+            complete request head before it is closed.
+        body_timeout_seconds: the longest wait for the next part of a request
+            body before the request is answered 408.
     """
 
     host: str = "127.0.0.1"
@@ -63,7 +81,22 @@ class WebSettings:
     max_body_bytes: int = 1024 * 1024
     graceful_seconds: float = 5.0
     log_level: str = "warning"
+    max_connections: int | None = None
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 10.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_connections is not None and (
+            isinstance(self.max_connections, bool) or not isinstance(self.max_connections, int)
+        ):
+            raise TypeError(f"max_connections must be an integer or None, got {self.max_connections!r}")
+        if self.max_connections is not None and self.max_connections < 1:
+            raise ValueError(f"max_connections must be at least 1, got {self.max_connections}")
+        for name in ("header_timeout_seconds", "body_timeout_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
 
 
 def uvicorn_log_level(requested: str | int) -> int:
@@ -106,6 +139,7 @@ def resolve_policy(settings: WebSettings) -> tuple[SecurityPolicy, str | None]:
         allowed_hosts=tuple(sorted(hosts)),
         allowed_origins=settings.allowed_origins,
         max_body_bytes=settings.max_body_bytes,
+        body_timeout_seconds=settings.body_timeout_seconds,
     )
     return policy, generated
 
@@ -146,11 +180,18 @@ def web_companion(
         policy, generated = resolve_policy(settings)
         if generated:
             logger.warning("runwatch: %s is not loopback; generated an access token", settings.host)
+        try:
+            listeners = open_listeners(settings.host, settings.port)
+        except OSError as exc:
+            message = f"the web server could not listen on {settings.host}:{settings.port}: {exc}"
+            if required:
+                raise OSError(message) from exc
+            logger.error("runwatch: %s; running without the web interface", message)
+            yield None
+            return
         app = create_app(db_path=db_path, pipeline=pipeline, policy=policy)
         config = uvicorn.Config(
             app,
-            host=settings.host,
-            port=settings.port,
             log_level=uvicorn_log_level(settings.log_level),
             access_log=False,
             lifespan="off",
@@ -163,46 +204,58 @@ def web_companion(
             server_header=False,
         )
         server = uvicorn.Server(config)
+        guard = ConnectionGuard(
+            settings.max_connections or default_max_connections(),
+            settings.header_timeout_seconds,
+            lambda: len(server.server_state.connections),
+        )
+        app.app.state.context.connections = guard
         try:
             async with anyio.create_task_group() as tasks:
-                failed: list[BaseException] = []
-
-                async def serve() -> None:
-                    try:
-                        await server.serve()
-                    except SystemExit as exc:  # uvicorn exits the process when it cannot bind
-                        failed.append(exc)
-
-                tasks.start_soon(serve, name="runwatch web server")
+                tasks.start_soon(_serve, server, name="runwatch web server")
                 with anyio.fail_after(30):
-                    # uvicorn offers no startup event; startup takes a few ms.
+                    # uvicorn offers no startup event; startup takes a few ms (nothing to bind: the
+                    # listeners are ours).
                     while not server.started:
-                        if failed or server.should_exit:
-                            break
                         await anyio.sleep(0.005)
-                if not server.started:
-                    message = f"the web server could not listen on {settings.host}:{settings.port}"
-                    if required:
-                        raise OSError(message)
-                    logger.error("runwatch: %s; running without the web interface", message)
-                    yield None
-                    return
-                port = server.servers[0].sockets[0].getsockname()[1]
+                protocol = guarded_protocol(config.http_protocol_class, guard)
+
+                def new_connection() -> Any:
+                    return protocol(config=config, server_state=server.server_state, app_state=server.lifespan.state)
+
+                accepting = anyio.CancelScope()
+
+                async def accept_all() -> None:
+                    with accepting:
+                        async with anyio.create_task_group() as acceptors:
+                            for listener in listeners:
+                                acceptors.start_soon(accept_connections, listener, guard, new_connection)
+
+                tasks.start_soon(accept_all, name="runwatch web accept")
+                port = listeners[0].getsockname()[1]
                 try:
                     yield WebServer(settings.host, port, policy.token)
                 except BaseException:
                     # Cancelled (the loop stops under us) or failing: nothing may be awaited here.
+                    accepting.cancel()
                     _close_subscribers(app, pipeline)
                     server.should_exit = True
                     _close_connections(server)
                     raise
                 _close_subscribers(app, pipeline)
                 await _wait_subscribers_closed(app)
+                accepting.cancel()
+                _close_listeners(listeners)
                 server.should_exit = True
         finally:
-            _close_listeners(server)
+            _close_listeners(listeners)
 
     return companion
+
+
+async def _serve(server: Any) -> None:
+    """uvicorn on no listeners of its own: connections come from :func:`.connections.accept_connections`."""
+    await server.serve(sockets=[])
 
 
 def _close_subscribers(app: Any, pipeline: Any) -> None:
@@ -240,8 +293,8 @@ def _close_connections(server: Any) -> None:
                 transport.close()
 
 
-def _close_listeners(server: Any) -> None:
-    """Close uvicorn's listening sockets (its own shutdown does, but not when cancelled). Idempotent."""
-    for listener in getattr(server, "servers", ()):
-        with contextlib.suppress(Exception):
+def _close_listeners(listeners: list[socket.socket]) -> None:
+    """Stop listening: later connection attempts are refused by the kernel. Idempotent."""
+    for listener in listeners:
+        with contextlib.suppress(OSError):
             listener.close()
