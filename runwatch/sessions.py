@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import orjson
 
 from .events import LEVELS, AlertEvent, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch
+from .store import forksafe
 
 if TYPE_CHECKING:
     from .pipeline.thread import PipelineThread
@@ -997,7 +998,7 @@ class _Connection:
         self.conn: sqlite3.Connection | None = None
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn = sqlite3.connect(Path(self.path).absolute().as_uri() + "?mode=rw", uri=True, timeout=5)
+        self.conn = forksafe.connect(Path(self.path).absolute().as_uri() + "?mode=rw", uri=True, timeout=5)
         if not self.write:
             self.conn.execute("PRAGMA query_only = ON")
         return self.conn

@@ -14,6 +14,7 @@ from ..events import IngestReceipt
 from ..exceptions import PipelineNotRunning
 from ..pipeline.component import ComponentContext, Output, Source
 from ..pipeline.component import Options as BaseOptions
+from ..store import forksafe
 
 __all__ = ["SERVICE_NAME", "IngestResult", "IngestSource"]
 
@@ -99,7 +100,7 @@ class IngestSource(Source):
         path = self.context.db_path
 
         def lookup() -> bool:
-            connection = sqlite3.connect(path, timeout=5)
+            connection = forksafe.connect(path, timeout=5)
             try:
                 row = connection.execute("SELECT 1 FROM ingest_batches WHERE batch_id = ?", (batch_id,)).fetchone()
             except sqlite3.OperationalError:  # no such table yet: nothing stored

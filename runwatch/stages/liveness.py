@@ -78,6 +78,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from ..events import AlertEvent, Heartbeat, IngestReceipt, LogEvent, RunLifecycle, RunTransition
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
+from ..store import forksafe
 from ..store.encode import LIVENESS_STATUS
 
 __all__ = [
@@ -392,7 +393,7 @@ def read_runs(path: str, run_ids: list[str] | None) -> list[StoredRun]:
     """
     if not Path(path).exists():
         return []
-    connection = sqlite3.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
+    connection = forksafe.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
     try:
         if run_ids is None:
             sql = f"SELECT {_ROW_COLUMNS} FROM runs WHERE status IN ('running', 'hung')"

@@ -64,6 +64,7 @@ from pydantic import Field
 
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
+from ..store import forksafe
 from ..store.downsample import DEFAULT_BUCKET_ROWS, DownsamplePass
 from ..store.lifecycle import DEFAULT_BATCH_ROWS, MAX_PAUSE_SECONDS, CleanupPass, Pass
 
@@ -174,7 +175,7 @@ class RetentionStage(Stage):
         deadline = time.perf_counter() + WORK_SECONDS_PER_TICK
         uri = Path(self.path).absolute().as_uri() + "?mode=rw"  # never create a store: the sink does that
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+            conn = forksafe.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
         except sqlite3.OperationalError:
             jobs.clear()  # no store (yet): nothing to remove
             return 0

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ..exceptions import StoreError
-from . import backup, downsample, lifecycle, queries
+from . import backup, downsample, forksafe, lifecycle, queries
 from .schema import SCHEMA_VERSION, apply_pragmas, current_version, migrate, prepare_database
 
 if TYPE_CHECKING:
@@ -114,7 +114,7 @@ class DatabaseManager:
         self._check_open()
         uri = self.db_path.absolute().as_uri() + "?mode=rw"
         try:
-            conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS)
+            conn = forksafe.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS)
         except sqlite3.OperationalError as exc:
             if not self.db_path.exists():
                 raise StoreError(

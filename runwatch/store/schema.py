@@ -36,6 +36,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import forksafe
+
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
@@ -270,7 +272,7 @@ def prepare_database(path: str) -> None:
     if path and path != ":memory:" and not path.startswith("file:"):
         make_private_dirs(Path(path).absolute().parent)
         create_private_file(path)
-    connection = sqlite3.connect(path)
+    connection = forksafe.connect(path)
     try:
         apply_pragmas(connection)
         migrate(connection)

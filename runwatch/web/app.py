@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
 from ..exceptions import PipelineNotRunning, StoreError, UnknownRunError
+from ..store import forksafe
 from .security import SecurityMiddleware, SecurityPolicy, allowed_methods
 from .series import SeriesCache
 
@@ -126,7 +127,7 @@ class StoreReader:
         """A read-only connection (query_only) with a busy timeout."""
         if not Path(self.db_path).exists():
             raise StoreError(f"no database at {self.db_path!r}")
-        connection = sqlite3.connect(self.db_path, timeout=5, check_same_thread=False)
+        connection = forksafe.connect(self.db_path, timeout=5)
         connection.execute("PRAGMA query_only = 1")
         return connection
 

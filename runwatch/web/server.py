@@ -209,7 +209,8 @@ def web_companion(
             settings.header_timeout_seconds,
             lambda: len(server.server_state.connections),
         )
-        app.app.state.context.connections = guard
+        web_app: Any = app.app  # the FastAPI app inside the security middleware
+        web_app.state.context.connections = guard
         try:
             async with anyio.create_task_group() as tasks:
                 tasks.start_soon(_serve, server, name="runwatch web server")
@@ -217,8 +218,10 @@ def web_companion(
                     # uvicorn offers no startup event; startup takes a few ms (nothing to bind: the
                     # listeners are ours).
                     while not server.started:
+                        if server.should_exit:
+                            raise OSError("the web server stopped while starting")
                         await anyio.sleep(0.005)
-                protocol = guarded_protocol(config.http_protocol_class, guard)
+                protocol: Any = guarded_protocol(config.http_protocol_class, guard)
 
                 def new_connection() -> Any:
                     return protocol(config=config, server_state=server.server_state, app_state=server.lifespan.state)
