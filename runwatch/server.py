@@ -130,19 +130,11 @@ def queued_events(thread: Any) -> dict[str, int]:
         buffered = entry.get("buffer", {}).get("buffered_events", 0)
         return buffered + entry.get("intake", {}).get("buffered_events", 0) + held
 
-    result: dict[str, int] = {}
-    for component in spec.components:
-        if component.section != "sinks":
-            continue
-        seen: set[str] = set()
-        todo = [component.id]
-        while todo:
-            current = todo.pop()
-            if current not in seen:
-                seen.add(current)
-                todo.extend(spec.get(current).inputs)
-        result[component.id] = sum(queued_at(component_id) for component_id in seen)
-    return result
+    return {
+        component.id: sum(queued_at(component_id) for component_id in spec.upstream_of(component.id))
+        for component in spec.components
+        if component.section == "sinks"
+    }
 
 
 def store_sinks(thread: Any) -> list[str]:

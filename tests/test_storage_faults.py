@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import queue
+import re
 import sqlite3
 import subprocess
 import sys
@@ -450,6 +451,106 @@ def test_commit_retries_back_off_when_no_flush_barrier_waits(
         f"{fault.name}: {attempts} retries in {held:.1f} s with {pending} events pending, "
         f"{len(records)} log record(s), {producer.emitted} emitted / {counts['stored']} stored"
     )
+
+
+# -- closing while another process holds the write lock --------------------------------------
+
+#: The shutdown deadline of the closing tests, and what close() may take beyond it (the web server's
+#: own shutdown, the thread's join).
+CLOSE_DEADLINE = 2.0
+CLOSE_MARGIN = 2.0
+
+
+def test_close_with_a_write_locked_store_keeps_its_shutdown_deadline(tmp_path: Path) -> None:
+    """With the store write-locked by another process, close() returns within shutdown_timeout_seconds."""
+    db = tmp_path / "locked.db"
+    config = MonitorConfig(
+        db_path=str(db), data_dir=str(tmp_path / "d"), web_port=0, shutdown_timeout_seconds=CLOSE_DEADLINE
+    )
+    lock = Locked()
+    monitor = WebMonitor(config)
+    try:
+        monitor.start_training(run_id=RUN_ID)
+        for seq in range(1_000):
+            monitor.update_metrics({"seq": seq})
+        assert monitor.flush(timeout=TIMEOUT)
+        lock.inject(monitor, db)
+        for seq in range(1_000, 60_000):  # a backlog the store cannot take: transactions wait for the lock
+            monitor.update_metrics({"seq": seq})
+        started = time.monotonic()
+        monitor.close()
+        took = time.monotonic() - started
+        statistics = monitor.statistics()
+    finally:
+        monitor.close()
+        lock.clear()
+    print(f"\nclose with a locked store: {took:.2f} s (deadline {CLOSE_DEADLINE} s)")
+    assert took < CLOSE_DEADLINE + CLOSE_MARGIN
+    assert statistics["components"]["store"]["store_dropped_events"]  # what the lock kept out is counted
+    # Exactly the events flushed before the lock are stored, once each; nothing of the backlog slipped in part.
+    assert check_store(db, RUN_ID, 1_000, 0, [])["stored"] == 1_000
+
+
+def test_events_cut_off_at_the_shutdown_deadline_are_each_counted_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Closing past the deadline with a locked store: on each sink's path, received = delivered + dropped, exactly.
+
+    A stage fans out to the store and a live hub, so an event lost before the fan-out is lost on both
+    paths; the shutdown log counts it once per sink, and its headline is the store's loss.
+    """
+    caplog.set_level(logging.ERROR, logger="runwatch")
+    db = tmp_path / "locked.db"
+    graph = {
+        "shutdown_timeout_seconds": CLOSE_DEADLINE,
+        "sources": {"app": {"type": "in_process", "max_events": 20_000, "when_full": "drop_newest"}},
+        "stages": {"pass": {"type": "filter", "inputs": ["app"], "buffer": {"max_events": 5_000}}},
+        "sinks": {
+            # Small transactions: the store is cut off inside write() as well as in its buffer.
+            "store": {
+                "type": "sqlite",
+                "inputs": ["pass"],
+                "max_events": 1_000,
+                "max_pending_events": 2_000,  # then write() waits, its buffer fills, and the stage's send waits
+                "buffer": {"max_events": 5_000},
+            },
+            "live": {"type": "websocket_hub", "inputs": ["pass"], "buffer": {"max_events": 5_000}},
+        },
+    }
+    config = MonitorConfig(db_path=str(db), data_dir=str(tmp_path / "d"), web_port=0, pipeline=graph)
+    lock = Locked()
+    monitor = WebMonitor(config)
+    try:
+        monitor.start_training(run_id=RUN_ID)
+        assert monitor.flush(timeout=TIMEOUT)
+        lock.inject(monitor, db)
+        for seq in range(60_000):
+            monitor.update_metrics({"seq": seq})
+        wait_until(lambda: monitor.statistics()["components"]["pass"]["in_flight_events"], "the stage to block")
+        monitor.stop_training()  # its last events go in now (dropped at the full intake), not during close()
+        before = monitor.pipeline_thread.pipeline.lost_on_paths()
+        monitor.close()
+        statistics = monitor.statistics()["components"]
+        after = monitor.pipeline_thread.pipeline.lost_on_paths()
+    finally:
+        monitor.close()
+        lock.clear()
+    intake = statistics["app"]["intake"]
+    received = intake["accepted_events"] + intake["buffered_events"] + sum(intake["dropped_events"].values())
+    committed = statistics["store"]["committed_events"]
+    delivered_live = statistics["live"]["processed_events"]
+    assert intake["buffered_events"] == 0
+    assert received == committed + sum(after["store"].values()), (received, committed, after["store"])
+    assert received == delivered_live + sum(after["live"].values()), (received, delivered_live, after["live"])
+    assert committed < received  # the deadline did cut events off
+    # The log: one line, each sink's loss during the shutdown counted once, the store's as the headline.
+    lines = [r.getMessage() for r in caplog.records if "did not drain" in r.getMessage()]
+    assert len(lines) == 1, lines
+    headline, per_sink = re.fullmatch(r".*; (\d+) event\(s\) not committed; lost per sink: (.*)", lines[0]).groups()
+    logged = {sink: int(n) for sink, n in re.findall(r"(?:^|; )sinks\.([\w-]+) (\d+)", per_sink)}
+    during = {sink: sum(after[sink].values()) - sum(before[sink].values()) for sink in ("store", "live")}
+    assert logged == during
+    assert int(headline) == during["store"]
 
 
 # -- (b) a file-size limit, in a child process ---------------------------------------------

@@ -157,13 +157,16 @@ def web_statistics(port: int) -> dict[str, Any]:
 
 
 def test_half_open_connections_never_exhaust_the_host(tmp_path: Path) -> None:
-    """1,100 idle half-sent requests at a 1,024 descriptor limit: the training loop still opens files, /api/health answers."""
-    with raised_descriptor_limit(4 * COMMON_LIMIT), subprocess.Popen(
-        [sys.executable, "-c", HOST_SCRIPT, str(tmp_path), str(COMMON_LIMIT)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    ) as host:
+    """1,100 half-sent requests at a 1,024-descriptor limit: the host still opens files and /api/health answers."""
+    with (
+        raised_descriptor_limit(4 * COMMON_LIMIT),
+        subprocess.Popen(
+            [sys.executable, "-c", HOST_SCRIPT, str(tmp_path), str(COMMON_LIMIT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as host,
+    ):
         assert host.stdout is not None and host.stdin is not None
         sockets: list[socket.socket] = []
         try:

@@ -87,6 +87,7 @@ class EventBuffer:
         self._dropped: dict[str, int] = {}
         self._waiting_senders = 0
         self._closed = False
+        self._closed_reason = "closed"  # what a batch sent after close() is counted as
         self._data_ready = anyio.Event()
         self._space_ready = anyio.Event()
 
@@ -102,7 +103,7 @@ class EventBuffer:
             return
         self._received += len(batch)
         if self._closed:
-            self._drop("closed", len(batch))
+            self._drop(self._closed_reason, len(batch))
             return
         free = self.max_events - self._buffered
         if len(batch) > free:
@@ -132,7 +133,7 @@ class EventBuffer:
         start = 0
         while start < len(batch):
             if self._closed:
-                self._drop("closed", len(batch) - start)
+                self._drop(self._closed_reason, len(batch) - start)
                 return
             part_size = min(len(batch) - start, self.max_events)
             if self.max_events - self._buffered < part_size:
@@ -246,6 +247,17 @@ class EventBuffer:
         self._items = deque(markers)
         self._space_ready.set()
         self._space_ready = anyio.Event()
+
+    def abandon(self, reason: str) -> None:
+        """Nobody will consume this buffer any more: drop what it holds and, from now on, every batch sent.
+
+        Both are counted with ``reason``; senders waiting for space wake and
+        count the rest of their batch the same way.
+        """
+        self._closed_reason = reason
+        self._closed = True
+        self.drop_all(reason)
+        self._wake_consumer()
 
     @property
     def closed(self) -> bool:

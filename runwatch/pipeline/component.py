@@ -73,21 +73,29 @@ class Output:
 
     def __init__(self, buffers: list[EventBuffer]) -> None:
         self._buffers = buffers
+        #: Events handed to :meth:`send` (counted at once: from then on the consumers' buffers
+        #: account for them, as delivered, buffered or dropped).
         self.sent_events = 0
+        #: The batch a :meth:`send` is still putting into a consumer's buffer (waiting for room).
+        self.sending_events = 0
 
     async def send(self, batch: list[Any]) -> None:
         """Send a batch to every consumer; waits where a consumer's policy blocks."""
         if not batch:
             return
         self.sent_events += len(batch)
+        self.sending_events = len(batch)
         buffers = self._buffers
-        for index, buffer in enumerate(buffers):
-            try:
-                await buffer.put(batch)
-            except BaseException:  # cancelled: the consumers not reached yet never get the batch
-                for later in buffers[index + 1 :]:
-                    later.count_lost(len(batch), "cancelled")
-                raise
+        try:
+            for index, buffer in enumerate(buffers):
+                try:
+                    await buffer.put(batch)
+                except BaseException:  # cancelled: the consumers not reached yet never get the batch
+                    for later in buffers[index + 1 :]:
+                        later.count_lost(len(batch), "cancelled")
+                    raise
+        finally:
+            self.sending_events = 0
 
     def send_nowait(self, batch: list[Any]) -> None:
         """Send without waiting; a full ``block`` consumer drops with reason ``full``."""
@@ -124,6 +132,15 @@ class Component(ABC):
 
     def statistics(self) -> dict[str, Any]:
         """Component-specific counters for ``/api/pipeline``. The default is empty."""
+        return {}
+
+    def lost_events(self) -> dict[str, int]:
+        """Events this component took and lost itself, by reason (the default: none).
+
+        The runner counts its input buffer and any batch it cut off; this is
+        what the component holds beyond those (an intake queue, a sink's
+        uncommitted events).
+        """
         return {}
 
 
@@ -171,6 +188,9 @@ class Sink(Component):
     """Ends a path: stores, publishes or notifies."""
 
     role: ClassVar[str] = "sink"
+    #: ``True`` when ``write`` keeps every event it takes until it is done with it, and counts
+    #: those it loses in :meth:`lost_events`: the runner never counts a cut-off write again.
+    counts_own_losses: ClassVar[bool] = False
 
     @abstractmethod
     async def write(self, batch: list[Any]) -> None:

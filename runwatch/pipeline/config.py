@@ -170,6 +170,17 @@ class PipelineSpec:
                 return spec
         raise KeyError(component_id)
 
+    def upstream_of(self, component_id: str) -> set[str]:
+        """``component_id`` and every component an event passes on its way to it."""
+        seen: set[str] = set()
+        todo = [component_id]
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.get(current).inputs)
+        return seen
+
     def sink_paths(self, component_id: str) -> int:
         """How many distinct paths lead from this component to a sink."""
         spec = self.get(component_id)

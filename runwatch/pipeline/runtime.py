@@ -3,9 +3,18 @@
 Every component runs in a task owned by the pipeline's task group; nothing
 else spawns tasks. Shutdown drains from the sources to the sinks: sources
 stop and close their outputs, each consumer finishes its buffer, flushes and
-closes its own outputs, and the pipeline waits for all of it (up to
-``shutdown_timeout_seconds``; what is still buffered then is counted as
-dropped with reason ``shutdown_timeout``).
+closes its own outputs, and the pipeline waits for all of it, then closes
+every component — all within ``shutdown_timeout_seconds``. At the deadline
+every buffer is abandoned (what it holds, and what is sent to it later, is
+dropped with reason ``shutdown_timeout``), every component is cancelled, and
+``aclose`` runs under the same deadline (``anyio.current_effective_deadline()``
+tells a component how long it has).
+
+Every event lost is counted once, where it was lost: in the buffer that held
+it, in the component that had taken it (a sink that keeps what it takes, such
+as the SQLite sink, counts its own; a stage's cut-off batch counts only what
+it had not sent on), or at the source's intake. So for each sink, what its
+sources took equals what it delivered plus what was dropped on its path.
 """
 
 from __future__ import annotations
@@ -31,9 +40,6 @@ logger = logging.getLogger("runwatch.pipeline")
 
 #: How long stopping waits for the queues to drain when nothing else is configured.
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
-
-#: Drop reasons that mean "cut off by the shutdown deadline".
-_SHUTDOWN_REASONS = ("shutdown_timeout", "cancelled")
 
 
 class _MarkerOutput(Output):
@@ -77,6 +83,33 @@ class _Node:
     stats: ComponentStatistics = field(default_factory=ComponentStatistics)
     open_upstreams: int = 0
     finished: anyio.Event = field(default_factory=anyio.Event)
+    sent_before_batch: int = 0  # the output's sent_events when the batch in flight was handed over
+
+    def unsent_in_flight(self) -> int:
+        """Events of the batch in flight not yet handed to ``send`` (all of it for a sink).
+
+        What was handed over is the consumers' buffers' to account for, even while a send waits.
+        """
+        in_flight = self.stats.in_flight_events
+        if self.output is None or not in_flight:
+            return in_flight
+        return max(0, in_flight - (self.output.sent_events - self.sent_before_batch))
+
+    def held_in_flight(self) -> int:
+        """Events of the batch in flight that no consumer holds yet: unsent, or in a send waiting for room."""
+        waiting = self.output.sending_events if self.output is not None and self.stats.in_flight_events else 0
+        return min(self.stats.in_flight_events, self.unsent_in_flight() + waiting)
+
+    def dropped_events(self) -> dict[str, int]:
+        """Every event this component lost, by reason: its buffer's, the runner's and its own count."""
+        dropped = dict(self.stats.dropped_events)
+        sources = [self.component.lost_events()]
+        if self.buffer is not None:
+            sources.append(self.buffer.statistics().dropped_events)
+        for counts in sources:
+            for reason, count in counts.items():
+                dropped[reason] = dropped.get(reason, 0) + count
+        return dropped
 
 
 class Pipeline:
@@ -181,69 +214,94 @@ class Pipeline:
                 self._task_group.start_soon(self._run_consumer, node, name=f"runwatch {node.spec.id}")
 
     async def stop(self) -> None:
-        """Stop the sources, drain every queue, close every component."""
+        """Stop the sources, drain every queue, close every component: all within ``shutdown_timeout_seconds``."""
         if not self._running or self._task_group is None:
             return
         self._running = False
+        deadline = anyio.current_time() + self.shutdown_timeout_seconds
+        dropped_before = self._dropped_by_component()
         self._stopping.set()
         for node in self._nodes.values():
             if isinstance(node.component, Source):
                 node.component.stop()
         task_group, self._task_group = self._task_group, None
-        with anyio.move_on_after(self.shutdown_timeout_seconds) as scope:
+        with anyio.CancelScope(deadline=deadline) as scope:
             for node in self._nodes.values():
                 await node.finished.wait()
         if scope.cancelled_caught:
             for node in self._nodes.values():
-                if node.buffer is not None and len(node.buffer):
-                    node.buffer.drop_all("shutdown_timeout")
+                if node.buffer is not None:
+                    node.buffer.abandon("shutdown_timeout")
             task_group.cancel_scope.cancel()
         try:
             await task_group.__aexit__(None, None, None)
         finally:
             if scope.cancelled_caught:
-                self._log_shutdown_losses(self._count_unsent_at_sources())
+                self._count_unsent_at_sources()
             for node in reversed(list(self._nodes.values())):
-                await _close_quietly(node.component)
+                await _close_quietly(node.component, deadline)
+            if scope.cancelled_caught:
+                self._log_shutdown_losses(dropped_before)
 
-    def _count_unsent_at_sources(self) -> dict[str, int]:
-        """After the deadline: what in-process sources hold or took in but never sent on is dropped, counted.
-
-        Returns the events each source lost this way, by component path.
-        """
+    def _count_unsent_at_sources(self) -> None:
+        """After the deadline: what in-process sources hold or took in but never sent on is dropped, counted."""
         from ..sources.in_process import InProcessSource
 
-        losses: dict[str, int] = {}
         for node in self._nodes.values():
             source = node.component
             if not isinstance(source, InProcessSource) or node.output is None:
                 continue
-            dropped = node.stats.dropped_events
-            left = source.bridge.discard_remaining("shutdown_timeout")
-            # Taken from the deque (accepted) but cut off before being sent downstream.
+            source.bridge.discard_remaining("shutdown_timeout")  # still queued: counted by the intake
+            # Taken from the intake (accepted) but cut off before being sent downstream.
             unsent = source.bridge.statistics().accepted_events - node.output.sent_events
             if unsent > 0:
+                dropped = node.stats.dropped_events
                 dropped["shutdown_timeout"] = dropped.get("shutdown_timeout", 0) + unsent
-            losses[node.spec.path] = left  # still in the intake queue (counted there)
-        return losses
 
-    def _log_shutdown_losses(self, at_sources: dict[str, int]) -> None:
-        """One error line: how many events each component lost to the shutdown deadline."""
-        losses: dict[str, int] = {}
-        for node in self._nodes.values():
-            lost = sum(node.stats.dropped_events.get(reason, 0) for reason in _SHUTDOWN_REASONS)
-            lost += at_sources.get(node.spec.path, 0)
-            if node.buffer is not None:
-                buffer_drops = node.buffer.statistics().dropped_events
-                lost += sum(buffer_drops.get(reason, 0) for reason in _SHUTDOWN_REASONS)
-            if lost:
-                losses[node.spec.path] = lost
-        detail = ", ".join(f"{path} {count}" for path, count in losses.items()) or "none"
+    def _dropped_by_component(self) -> dict[str, int]:
+        """Events each component has lost so far, whatever the reason, by component id."""
+        return {cid: sum(node.dropped_events().values()) for cid, node in self._nodes.items()}
+
+    def lost_on_paths(self, dropped: dict[str, int] | None = None) -> dict[str, dict[str, int]]:
+        """For each sink, the events lost on its way: per component on its path (itself and upstream).
+
+        An event lost before a fan-out is lost on every path through it, so it
+        counts once in each of those sinks' entries (never twice in one).
+
+        Args:
+            dropped: events lost per component id (default: every drop so far).
+        """
+        if dropped is None:
+            dropped = self._dropped_by_component()
+        paths: dict[str, dict[str, int]] = {}
+        for spec in self.spec.components:
+            if spec.section == "sinks":
+                on_path = self.spec.upstream_of(spec.id)
+                paths[spec.id] = {
+                    other.id: dropped[other.id]
+                    for other in self.spec.components  # in graph order, sources first
+                    if other.id in on_path and dropped.get(other.id, 0)
+                }
+        return paths
+
+    def _log_shutdown_losses(self, dropped_before: dict[str, int]) -> None:
+        """One error line: how many events each sink did not get because of the shutdown deadline."""
+        now = self._dropped_by_component()
+        during = {cid: now[cid] - dropped_before.get(cid, 0) for cid in now}
+        paths = self.lost_on_paths(during)
+        totals = {sink: sum(lost.values()) for sink, lost in paths.items()}
+        store = [sink for sink in totals if getattr(self._nodes[sink].component, "counts_own_losses", False)]
+        headline = max((totals[sink] for sink in store or totals), default=0)
+        parts = []
+        for sink, total in totals.items():
+            where = ", ".join(f"{self._nodes[cid].spec.path} {count}" for cid, count in paths[sink].items())
+            parts.append(f"sinks.{sink} {total}" + (f" ({where})" if where else ""))
+        detail = "; ".join(parts)
         logger.error(
-            "runwatch: the pipeline did not drain within %.1f s; %d event(s) not delivered (%s)",
+            "runwatch: the pipeline did not drain within %.1f s; %d event(s) not committed; lost per sink: %s",
             self.shutdown_timeout_seconds,
-            sum(losses.values()),
-            detail,
+            headline,
+            detail or "none",
         )
 
     @property
@@ -348,6 +406,8 @@ class Pipeline:
         node.stats.processed_batches += 1
         node.stats.processed_events += len(batch)
         node.stats.in_flight_events = len(batch)
+        if node.output is not None:
+            node.sent_before_batch = node.output.sent_events
         try:
             if isinstance(component, Sink):
                 await component.write(batch)
@@ -355,9 +415,13 @@ class Pipeline:
                 assert isinstance(component, Stage) and node.output is not None
                 await component.process(batch, node.output)
         except anyio.get_cancelled_exc_class():
-            # The shutdown deadline cut this batch off: count it, never lose it silently.
-            dropped = node.stats.dropped_events
-            dropped["shutdown_timeout"] = dropped.get("shutdown_timeout", 0) + len(batch)
+            # The shutdown deadline cut this batch off: count what nobody else counts, once.
+            # (What a stage sent on is counted downstream; a sink that keeps what it takes counts its own.)
+            if not getattr(component, "counts_own_losses", False):
+                lost = node.unsent_in_flight()
+                if lost:
+                    dropped = node.stats.dropped_events
+                    dropped["shutdown_timeout"] = dropped.get("shutdown_timeout", 0) + lost
             raise
         except Exception as exc:
             self._record_error(node, exc, len(batch))
@@ -424,7 +488,7 @@ class Pipeline:
                 "type": node.spec.type,
                 "processed_events": node.stats.processed_events,
                 "processed_batches": node.stats.processed_batches,
-                "in_flight_events": node.stats.in_flight_events,
+                "in_flight_events": node.held_in_flight(),
                 "errors": node.stats.errors,
                 "dropped_events": dict(node.stats.dropped_events),
                 "last_error": node.stats.last_error,
@@ -449,9 +513,10 @@ class Pipeline:
         }
 
 
-async def _close_quietly(component: Component) -> None:
+async def _close_quietly(component: Component, deadline: float = float("inf")) -> None:
+    """``aclose()``, shielded from the caller's cancellation but cut off at ``deadline`` (anyio time)."""
     try:
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), anyio.CancelScope(deadline=deadline):
             await component.aclose()
     except Exception:
         logger.exception("runwatch: closing %s failed", component.id)

@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sqlite3
 import time
 from collections import defaultdict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiosqlite
 import anyio
+import anyio.lowlevel
 import orjson
 from pydantic import Field
 
 from ..events import IngestReceipt
 from ..pipeline.component import ComponentContext, Sink
 from ..pipeline.component import Options as BaseOptions
+from ..store import forksafe
 from ..store.encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -37,6 +41,11 @@ __all__ = ["SQLiteSink", "process_owner"]
 
 logger = logging.getLogger("runwatch.store")
 
+#: SQLite's busy timeout on the sink's connection: one slice of waiting for another writer's lock.
+BUSY_SLICE_MILLISECONDS = 100
+#: The longest one commit waits for another writer's lock (in slices) before it counts as failed.
+LOCK_WAIT_SECONDS = 5.0
+
 
 def process_owner() -> str:
     """``host:pid:start-time`` of this process, so a dead owner can be detected."""
@@ -54,6 +63,13 @@ class SQLiteSink(Sink):
     events stay pending, the sink reports ``degraded`` and retries with
     backoff; upstream buffers apply their policy meanwhile.
 
+    Waiting for another writer's lock happens in slices of
+    :data:`BUSY_SLICE_MILLISECONDS` (up to :data:`LOCK_WAIT_SECONDS` per
+    commit), so a pipeline's shutdown deadline or a fork never waits behind
+    SQLite's own busy timeout. Every event ``write`` takes is either
+    committed or, at ``aclose``, counted as dropped (``store_unavailable``):
+    the runner never counts a cut-off write again.
+
     Options:
         path: the database file (default: the monitor's ``db_path``).
         max_events: events per transaction that trigger a commit.
@@ -61,6 +77,8 @@ class SQLiteSink(Sink):
         max_pending_events: past this many uncommitted events, ``write``
             waits for a successful commit (backpressure) instead of taking more.
     """
+
+    counts_own_losses = True  # write() keeps what it takes in _pending until committed or counted at aclose
 
     class Options(BaseOptions):
         path: str | None = None
@@ -89,15 +107,17 @@ class SQLiteSink(Sink):
     async def start(self) -> None:
         # A new store is created 0600 and a directory created for it 0700 (an existing one keeps its mode).
         await anyio.to_thread.run_sync(prepare_database, self.path)
-        self._db = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await self._db.execute("PRAGMA busy_timeout = 5000")
-            # Per connection: WAL with NORMAL keeps every commit across a process crash (the README's promise).
-            await self._db.execute("PRAGMA synchronous = NORMAL")
-        except BaseException:
-            await self._db.close()
-            self._db = None
-            raise
+        async with forksafe.hold_async():
+            self._db = await aiosqlite.connect(self.path, isolation_level=None, factory=forksafe.ForkSafeConnection)
+            try:
+                await self._db.execute(f"PRAGMA busy_timeout = {BUSY_SLICE_MILLISECONDS}")
+                # Per connection: WAL with NORMAL keeps every commit across a process crash (the README's promise).
+                await self._db.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self._db.close()
+                self._db = None
+                raise
         _restrict_permissions(self.path)
 
     async def write(self, batch: list[Any]) -> None:
@@ -121,17 +141,22 @@ class SQLiteSink(Sink):
             await self._commit()
 
     async def aclose(self) -> None:
+        """Commit what is pending (within the caller's deadline, if any), count the rest, close."""
         if self._db is None:
             return
-        if self._pending:
-            with anyio.move_on_after(5):
+        try:
+            # One more try, unless the pipeline's shutdown deadline has passed already.
+            if self._pending and anyio.current_effective_deadline() > anyio.current_time():
                 await self._commit()
+        finally:
             if self._pending:
                 self._dropped["store_unavailable"] = self._dropped.get("store_unavailable", 0) + len(self._pending)
                 logger.error("runwatch: %d event(s) could not be committed before close", len(self._pending))
                 self._pending = []
-        db, self._db = self._db, None
-        await db.close()
+            db, self._db = self._db, None
+            with anyio.CancelScope(shield=True):  # a slice at most: the connection's busy timeout is one
+                async with forksafe.hold_async():
+                    await db.close()
 
     # -- committing -------------------------------------------------------------------
 
@@ -211,9 +236,38 @@ class SQLiteSink(Sink):
     async def _write_transaction(self, batch: list[Any]) -> None:
         db = self._db
         assert db is not None
+        async with self._write_lock(db):
+            await self._write_locked(db, batch)
+
+    @contextlib.asynccontextmanager
+    async def _write_lock(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
+        """The store's write lock (``BEGIN IMMEDIATE``), waited for in busy slices; no fork copies the connection
+        while it is held.
+
+        Raises:
+            sqlite3.OperationalError: another writer kept the lock for :data:`LOCK_WAIT_SECONDS`.
+        """
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            async with forksafe.hold_async():
+                try:
+                    await db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                except BaseException:  # cancelled while waiting: the statement may still take the lock
+                    with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                    raise
+                else:
+                    yield
+                    return
+            # Between slices: a shutdown's cancellation, or a fork, gets its turn here.
+            await anyio.lowlevel.checkpoint()
+
+    async def _write_locked(self, db: aiosqlite.Connection, batch: list[Any]) -> None:
         new_runs: list[str] = []
         encoded: EncodedBatch | None = None
-        await db.execute("BEGIN IMMEDIATE")
         try:
             new_runs = await self._ensure_runs(db, batch)
             state = await self._load_state(db, batch)
@@ -221,7 +275,8 @@ class SQLiteSink(Sink):
             # send wait for the GIL (a convoy); the 0.1 s flush interval keeps each encode short.
             encoded = self._encoder.encode(batch, self._run_ids, state)
             await self._execute_encoded(db, encoded)
-            await db.execute("COMMIT")
+            with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
+                await db.execute("COMMIT")
         except BaseException:
             if encoded is not None:  # key sets inserted in this transaction are gone too
                 self._encoder.forget_keysets(encoded.new_keysets)
@@ -294,6 +349,9 @@ class SQLiteSink(Sink):
         ) as cursor:
             return {run: orjson.loads(state) for run, state in await cursor.fetchall()}
 
+    def lost_events(self) -> dict[str, int]:
+        return dict(self._dropped)
+
     def statistics(self) -> dict[str, Any]:
         return {
             "path": self.path,
@@ -355,6 +413,14 @@ def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
         owner,
         update.liveness_status,
     )
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite answered SQLITE_BUSY (another connection holds the lock): worth another slice."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int):
+        return code & 0xFF == sqlite3.SQLITE_BUSY
+    return "locked" in str(exc)
 
 
 def _is_store_trouble(exc: Exception) -> bool:

@@ -72,3 +72,6 @@ class InProcessSource(Source):
 
     def statistics(self) -> dict[str, Any]:
         return {"intake": self.bridge.statistics()._asdict()}
+
+    def lost_events(self) -> dict[str, int]:
+        return dict(self.bridge.statistics().dropped_events)

@@ -101,6 +101,7 @@ from ..events import (
 )
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
+from ..store import forksafe
 from ..store.encode import LIVENESS_STATUS
 from ..store.schema import migrate
 
@@ -419,7 +420,12 @@ WHERE r.run_id IN (SELECT value FROM json_each(?))
 
 
 def save_snapshots(
-    db_path: str, directory: Path, snapshots: Sequence[tuple[str, bytes]], taken_at: float, max_snapshots: int
+    db_path: str,
+    directory: Path,
+    snapshots: Sequence[tuple[str, bytes]],
+    taken_at: float,
+    max_snapshots: int,
+    busy_timeout_seconds: float = 5.0,
 ) -> SavedSnapshots:
     """Write snapshots as files and rows, then keep only the newest ``max_snapshots`` of each run.
 
@@ -429,6 +435,7 @@ def save_snapshots(
         snapshots: (run id, JSON bytes) pairs.
         taken_at: epoch seconds; the rows' ``ts`` and the files' time.
         max_snapshots: snapshots kept per run.
+        busy_timeout_seconds: the longest wait for another writer's lock.
 
     Raises:
         sqlite3.Error, OSError: the store or the directory failed; files
@@ -437,7 +444,7 @@ def save_snapshots(
     run_ids = [run_id for run_id, _ in snapshots]
     if not os.path.exists(db_path):
         return SavedSnapshots([], run_ids, 0)
-    connection = sqlite3.connect(db_path, timeout=5, isolation_level=None)
+    connection = forksafe.connect(db_path, timeout=busy_timeout_seconds, isolation_level=None)
     try:
         ids = _run_rows(connection, run_ids)
         found = [(run_id, data) for run_id, data in snapshots if run_id in ids]
@@ -477,7 +484,7 @@ def load_latest_snapshots(db_path: str, run_ids: Sequence[str]) -> dict[str, str
     """
     if not run_ids or not os.path.exists(db_path):
         return {}
-    connection = sqlite3.connect(Path(db_path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
+    connection = forksafe.connect(Path(db_path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
     try:
         rows = connection.execute(_LATEST, (orjson.dumps(list(run_ids)).decode(),)).fetchall()
     except sqlite3.OperationalError as exc:
@@ -592,7 +599,13 @@ class SnapshotStage(Stage):
 
     async def aclose(self) -> None:
         try:
-            await self.save_changed(time.time())  # a restart then resumes from the views as they ended
+            # A restart then resumes from the views as they ended: within the pipeline's shutdown deadline
+            # (the store's lock is waited for in a worker thread, which no cancellation reaches).
+            remaining = anyio.current_effective_deadline() - anyio.current_time()
+            if remaining > 0:
+                await self.save_changed(time.time(), busy_timeout_seconds=min(5.0, remaining))
+            elif self.book.changed():
+                logger.warning("runwatch: %s: the shutdown deadline passed; the last views are not saved", self.id)
         finally:
             if self.context.services.get(SERVICE_NAME) is self:
                 del self.context.services[SERVICE_NAME]
@@ -612,8 +625,12 @@ class SnapshotStage(Stage):
     async def tick(self, output: Output, now: float) -> None:
         await self.save_changed(now)
 
-    async def save_changed(self, now: float) -> int:
+    async def save_changed(self, now: float, busy_timeout_seconds: float = 5.0) -> int:
         """Save every view changed since its last save, stamped ``now`` (epoch seconds).
+
+        Args:
+            now: the snapshots' time.
+            busy_timeout_seconds: the longest wait for another writer's lock.
 
         Returns:
             How many snapshots were written (runs the store does not hold yet
@@ -630,7 +647,7 @@ class SnapshotStage(Stage):
         versions = {view.run_id: view.version for view in due}
         payloads = [(view.run_id, orjson.dumps({**view.to_dict(), "taken_at": now})) for view in due]
         saved = await anyio.to_thread.run_sync(
-            save_snapshots, self.path, self.directory, payloads, now, self.options.max_snapshots
+            save_snapshots, self.path, self.directory, payloads, now, self.options.max_snapshots, busy_timeout_seconds
         )
         for run_id in saved.written:
             self.book.mark_saved(run_id, versions[run_id])
