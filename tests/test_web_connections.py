@@ -31,7 +31,7 @@ from runwatch.pipeline.component import ComponentContext
 from runwatch.pipeline.runtime import Pipeline
 from runwatch.pipeline.thread import PipelineThread
 from runwatch.web.connections import default_max_connections
-from runwatch.web.server import WebSettings, web_companion
+from runwatch.web.server import WebServer, WebSettings, web_companion
 
 TIMEOUT = 10
 #: The descriptor limit many systems start processes with.
@@ -137,12 +137,18 @@ def connect_raw(port: int, payload: bytes = b"") -> socket.socket:
 
 
 @contextlib.contextmanager
-def web_server(tmp: Path, **settings: Any) -> Iterator[int]:
-    """The web companion with ``settings`` on a small pipeline; yields its port."""
+def web_server(tmp: Path, **settings: Any) -> Iterator[WebServer]:
+    """The web companion with ``settings`` on a small pipeline."""
     context = ComponentContext(db_path=str(tmp / "web.db"), data_dir=tmp / "data")
     companion = web_companion(WebSettings(port=0, **settings), str(tmp / "web.db"))
     with PipelineThread(Pipeline(MINIMAL_GRAPH, context=context), companions=[companion]) as thread:
-        yield thread.companion_values[0].port
+        yield thread.companion_values[0]
+
+
+def counters(server: WebServer) -> dict[str, Any]:
+    """The server's connection counters, read from its guard (no connection of its own needed)."""
+    assert server.connections is not None
+    return server.connections.statistics()._asdict()
 
 
 def web_statistics(port: int) -> dict[str, Any]:
@@ -214,7 +220,8 @@ def test_the_default_cap_is_half_the_descriptor_limit() -> None:
 def test_a_request_head_that_never_completes_is_closed_after_the_header_timeout(tmp_path: Path) -> None:
     """A partial head, first or after a kept-alive response, is closed at the deadline (not before); counted."""
     header_timeout = 0.5
-    with web_server(tmp_path, header_timeout_seconds=header_timeout) as port:
+    with web_server(tmp_path, header_timeout_seconds=header_timeout) as server:
+        port = server.port
         started = time.monotonic()
         first = connect_raw(port, PARTIAL_HEAD)
         assert closed_by_server(first)
@@ -226,7 +233,8 @@ def test_a_request_head_that_never_completes_is_closed_after_the_header_timeout(
         assert closed_by_server(kept_alive)
         complete = connect_raw(port, PARTIAL_HEAD + b"\r\n")
         assert read_response(complete)[0] == 200  # a prompt client is served as before
-        web = web_statistics(port)
+        web = web_statistics(port)  # also served over HTTP
+        assert web == {**web, "header_timeouts": 2}
     first.close()
     kept_alive.close()
     complete.close()
@@ -235,7 +243,8 @@ def test_a_request_head_that_never_completes_is_closed_after_the_header_timeout(
 
 async def test_past_the_cap_the_oldest_idle_connection_makes_room(tmp_path: Path) -> None:
     """At the cap, a new request evicts the connection that waited longest for a head; busy ones are never evicted."""
-    with web_server(tmp_path, max_connections=4, header_timeout_seconds=30) as port:
+    with web_server(tmp_path, max_connections=4, header_timeout_seconds=30) as server:
+        port = server.port
         async with connect(f"ws://127.0.0.1:{port}/ws", open_timeout=TIMEOUT) as subscriber:
             idle = [connect_raw(port, PARTIAL_HEAD) for _ in range(3)]  # 1 websocket + 3 idle = the cap
             async with httpx.AsyncClient(timeout=TIMEOUT) as client:
@@ -244,30 +253,33 @@ async def test_past_the_cap_the_oldest_idle_connection_makes_room(tmp_path: Path
             assert closed_by_server(idle[0])  # the longest-waiting one
             assert still_open(idle[1]) and still_open(idle[2])
             await subscriber.ping()  # the websocket is busy: never evicted
+            web = counters(server)
             for sock in idle:
                 sock.close()
-        web = web_statistics(port)
-    assert web["evicted_connections"] >= 1 and web["refused_connections"] == 0
+    assert web["evicted_connections"] == 1 and web["refused_connections"] == 0
+    assert web["open_connections"] <= web["max_connections"] == 4
 
 
 async def test_past_the_cap_with_every_connection_busy_a_new_one_is_refused(tmp_path: Path) -> None:
     """When every open connection is a websocket, a new connection is closed at once and counted; the others live on."""
-    with web_server(tmp_path, max_connections=3) as port:
-        url = f"ws://127.0.0.1:{port}/ws"
+    with web_server(tmp_path, max_connections=3) as server:
+        url = f"ws://127.0.0.1:{server.port}/ws"
         async with connect(url) as first, connect(url) as second, connect(url) as third:
-            refused = connect_raw(port, PARTIAL_HEAD + b"\r\n")
+            refused = connect_raw(server.port, PARTIAL_HEAD + b"\r\n")
             assert closed_by_server(refused)
             refused.close()
             for subscriber in (first, second, third):
                 await subscriber.ping()
-        web = web_statistics(port)
+            web = counters(server)
     assert web["refused_connections"] == 1
+    assert web["open_connections"] == 3
     assert web["evicted_connections"] == 0
 
 
 def test_a_request_body_that_stops_arriving_is_answered_408(tmp_path: Path) -> None:
     """A write whose body stalls gets 408 after body_timeout_seconds and its connection is closed."""
-    with web_server(tmp_path, body_timeout_seconds=0.5) as port:
+    with web_server(tmp_path, body_timeout_seconds=0.5) as server:
+        port = server.port
         head = (
             b"POST /api/ingest HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\n\r\n"

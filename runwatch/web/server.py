@@ -146,11 +146,17 @@ def resolve_policy(settings: WebSettings) -> tuple[SecurityPolicy, str | None]:
 
 @dataclass
 class WebServer:
-    """A running web server."""
+    """A running web server.
+
+    Attributes:
+        connections: its connection guard (``connections.statistics()``: open,
+            refused, evicted, timed out), or ``None``.
+    """
 
     host: str
     port: int
     token: str | None
+    connections: ConnectionGuard | None = None
 
     @property
     def url(self) -> str:
@@ -237,7 +243,7 @@ def web_companion(
                 tasks.start_soon(accept_all, name="runwatch web accept")
                 port = listeners[0].getsockname()[1]
                 try:
-                    yield WebServer(settings.host, port, policy.token)
+                    yield WebServer(settings.host, port, policy.token, guard)
                 except BaseException:
                     # Cancelled (the loop stops under us) or failing: nothing may be awaited here.
                     accepting.cancel()
