@@ -10,6 +10,7 @@ from collections import Counter
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from ._payload import escape_surrogates
 from .events import ExceptionEvent
 
 if TYPE_CHECKING:
@@ -102,6 +103,8 @@ class ErrorHandler:
                 trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
             except Exception:
                 trace = ""
+            # An exception about a file name that is not UTF-8 holds lone surrogates: escaped, not refused.
+            text, trace = escape_surrogates(text), escape_surrogates(trace)
             with self._lock:
                 self._by_category[category.value] += 1
                 self._by_severity[severity.value] += 1
@@ -120,12 +123,12 @@ class ErrorHandler:
                     ExceptionEvent(
                         run_id,
                         time.time(),
-                        type(error).__name__,
+                        escape_surrogates(type(error).__name__),
                         text,
                         trace,
                         category.value,
                         severity.value,
-                        component,
+                        None if component is None else escape_surrogates(component),
                     )
                 )
         except Exception:  # the handler itself must never raise into the caller

@@ -26,8 +26,14 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, Final, NamedTuple, Self
 
+from ._payload import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, Payload, check_text, copy_payload, text_nbytes
+
 __all__ = [
+    "INT64_MAX",
+    "INT64_MIN",
     "LEVELS",
+    "MAX_JSON_DEPTH",
+    "METRIC_NBYTES",
     "AlertEvent",
     "Event",
     "ExceptionEvent",
@@ -39,6 +45,7 @@ __all__ = [
     "StatePatch",
     "check_storable",
     "event_from_dict",
+    "event_nbytes",
     "event_to_dict",
     "event_to_wire",
     "flatten_metrics",
@@ -50,9 +57,6 @@ __all__ = [
 #: Log levels, lowest first; the same names as :class:`ErrorSeverity`.
 LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 _LEVEL_SET: Final = frozenset(LEVELS)
-
-#: Upper bound on nesting of JSON payloads (data, state, config).
-MAX_JSON_DEPTH: Final = 64
 
 
 def _check_run_id(run_id: object) -> None:
@@ -76,18 +80,11 @@ def check_storable(what: str, text: str) -> None:
     """
     if "\x00" in text:
         raise ValueError(f"{what} must not contain NUL characters, got {text!r}")
-    if not text.isascii():
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError(f"{what} must be valid unicode (no lone surrogates), got {text!r}") from None
+    check_text(what, text)
 
 
 #: Timestamps are seconds since 1970 up to 2255 (what pandas' datetime64[ns] holds).
 MAX_TIMESTAMP: Final = 9_000_000_000.0
-#: Integers stored in SQLite columns (steps, counters) and JSON payloads are 64-bit.
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 
 
 def _check_timestamp(timestamp: object, what: str = "timestamp") -> None:
@@ -147,49 +144,24 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     elif not isinstance(metrics, Mapping):
         raise TypeError(f"metrics must be a mapping of name to number, got {type(metrics).__name__}")
     out: dict[str, float] = {}
-    _flatten_into(out, metrics, "")
+    _flatten_into(out, metrics, "", 0)
     if not out:
         raise ValueError("metrics must contain at least one value")
     return out
 
 
-def _flatten_into(out: dict[str, float], metrics: Mapping[str, Any], prefix: str) -> None:
+def _flatten_into(out: dict[str, float], metrics: Mapping[str, Any], prefix: str, depth: int) -> None:
+    if depth > MAX_JSON_DEPTH:  # also what a mapping that contains itself comes to
+        raise ValueError(f"metrics are nested deeper than {MAX_JSON_DEPTH} levels (at {prefix[:200]!r})")
     for name, value in metrics.items():
         _check_name("metric name", name)
         full_name = prefix + name
         if isinstance(value, Mapping):
-            _flatten_into(out, value, full_name + "/")
+            _flatten_into(out, value, full_name + "/", depth + 1)
         elif type(value) is float or (type(value) is int and INT64_MIN <= value <= INT64_MAX):
             out[full_name] = value
         else:
             out[full_name] = _to_float(full_name, value)
-
-
-def _json_copy(what: str, value: Any, depth: int = 0) -> Any:
-    """A copy of a JSON-compatible payload; rejects what cannot round-trip.
-
-    Copying means a caller who reuses (and mutates) a dict after the call
-    cannot change an event still waiting in a queue.
-    """
-    if depth > MAX_JSON_DEPTH:
-        raise ValueError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels")
-    kind = type(value)
-    if kind is str or kind is bool or kind is float or value is None:
-        return value  # non-finite floats are stored as null in JSON payloads
-    if kind is int:
-        return _check_int64(what, value)
-    if isinstance(value, Mapping):
-        copy: dict[str, Any] = {}
-        for key, item in value.items():
-            if type(key) is not str:
-                raise TypeError(f"{what} keys must be strings, got {key!r}")
-            copy[key] = _json_copy(f"{what}.{key}", item, depth + 1)
-        return copy
-    if isinstance(value, (list, tuple)):
-        return [_json_copy(f"{what}[{index}]", item, depth + 1) for index, item in enumerate(value)]
-    if isinstance(value, (int, float)):  # int/float subclasses such as numpy scalars
-        return value.item() if hasattr(value, "item") else float(value) if isinstance(value, float) else int(value)
-    raise TypeError(f"{what} must be JSON-compatible, got {type(value).__name__}")
 
 
 def _check_level(level: object, what: str = "level") -> None:
@@ -263,6 +235,9 @@ class Metric(_EventBase, _MetricFields):
             step = _check_step(step)
         if tags is not None:
             tags = _copy_tags("tags", tags)
+            for key, value in tags.items():
+                check_text("tags keys", key)
+                check_text(f"tags.{key}", value)
         return _tuple_new(cls, (run_id, timestamp, values, step, tags))
 
     def has_non_finite(self) -> bool:
@@ -320,7 +295,7 @@ class LogEvent(_EventBase, _LogEventFields):
             data = {}
         elif not isinstance(data, Mapping):
             raise TypeError(f"data must be a mapping, got {_type_name(data)}")
-        data = _json_copy("data", data)
+        data = copy_payload("data", data)
         return _tuple_new(cls, (run_id, timestamp, type, level, data))
 
 
@@ -345,7 +320,7 @@ class StatePatch(_EventBase, _StatePatchFields):
         _check_timestamp(timestamp)
         if not isinstance(patch, Mapping):
             raise TypeError(f"patch must be a mapping, got {_type_name(patch)}")
-        patch = _json_copy("patch", patch)
+        patch = copy_payload("patch", patch)
         return _tuple_new(cls, (run_id, timestamp, patch))
 
 
@@ -411,16 +386,17 @@ class RunLifecycle(_EventBase, _RunLifecycleFields):
             names = ", ".join(t.value for t in RunTransition)
             raise ValueError(f"transition must be one of {names}; got {transition!r}") from None
         _check_name("run_kind", run_kind)
+        check_storable("run_kind", run_kind)
         if config is not None:
             if not isinstance(config, Mapping):
                 raise TypeError(f"config must be a mapping, got {_type_name(config)}")
-            config = _json_copy("config", config)
+            config = copy_payload("config", config)
         if final_reward is not None:
             final_reward = _to_float("final_reward", final_reward)
         if metadata is not None:
             if not isinstance(metadata, Mapping):
                 raise TypeError(f"metadata must be a mapping, got {_type_name(metadata)}")
-            metadata = _json_copy("metadata", metadata)
+            metadata = copy_payload("metadata", metadata)
         return _tuple_new(cls, (run_id, timestamp, transition, run_kind, config, final_reward, metadata))
 
     @property
@@ -460,12 +436,16 @@ class ExceptionEvent(_EventBase, _ExceptionEventFields):
         _check_run_id(run_id)
         _check_timestamp(timestamp)
         _check_name("error_type", error_type)
+        check_text("error_type", error_type)
         for name, value in (("message", message), ("traceback", traceback), ("category", category)):
             if type(value) is not str:
                 raise TypeError(f"{name} must be a string, got {value!r}")
+            check_text(name, value)
         _check_level(severity, "severity")
-        if component is not None and type(component) is not str:
-            raise TypeError(f"component must be a string or None, got {component!r}")
+        if component is not None:
+            if type(component) is not str:
+                raise TypeError(f"component must be a string or None, got {component!r}")
+            check_text("component", component)
         fields = (run_id, timestamp, error_type, message, traceback, category, severity, component)
         return _tuple_new(cls, fields)
 
@@ -491,6 +471,7 @@ class Heartbeat(_EventBase, _HeartbeatFields):
             for key, value in counters.items():
                 if type(key) is not str or type(value) is not int:
                     raise TypeError(f"counters must map strings to ints, got {key!r}: {value!r}")
+                check_text("counters keys", key)
                 _check_int64(f"counters.{key}", value)
             counters = dict(counters)
         return _tuple_new(cls, (run_id, timestamp, counters))
@@ -566,6 +547,7 @@ class IngestReceipt(_EventBase, _IngestReceiptFields):
         _check_run_id(run_id)
         _check_timestamp(timestamp)
         _check_name("batch_id", batch_id)
+        check_storable("batch_id", batch_id)
         return _tuple_new(cls, (run_id, timestamp, batch_id, events))
 
 
@@ -574,6 +556,49 @@ Event = Metric | LogEvent | StatePatch | RunLifecycle | ExceptionEvent | Heartbe
 EVENT_CLASSES: Final[dict[str, type[Any]]] = {
     cls.kind: cls for cls in (Metric, LogEvent, StatePatch, RunLifecycle, ExceptionEvent, Heartbeat, AlertEvent)
 }
+
+
+#: What a metric event counts for in the pipeline's byte bounds: about what a
+#: logging call with a handful of values holds (measured: 376 bytes with 4
+#: floats). One constant, so the producer's hand-off never looks into a metric.
+METRIC_NBYTES: Final = 512
+# Any other event: the tuple, its timestamp and a few small strings, plus its payload.
+_EVENT_NBYTES: Final = 256
+
+
+def event_nbytes(event: Any) -> int:
+    """The estimated memory an event holds, for the byte bounds of the pipeline's buffers.
+
+    Constant time: a payload was weighed when the event was built (see
+    :class:`runwatch._payload.Payload`); a metric event is
+    :data:`METRIC_NBYTES` whatever it holds (its values count in the
+    buffers' event bounds).
+    """
+    kind = type(event)
+    if kind is Metric:
+        return METRIC_NBYTES
+    if kind is StatePatch:
+        return _EVENT_NBYTES + _payload_nbytes(event.patch)
+    if kind is LogEvent:
+        return _EVENT_NBYTES + text_nbytes(event.type) + _payload_nbytes(event.data)
+    if kind is RunLifecycle:
+        return _EVENT_NBYTES + _payload_nbytes(event.config) + _payload_nbytes(event.metadata)
+    if kind is ExceptionEvent:
+        return _EVENT_NBYTES + sum(
+            text_nbytes(text) for text in (event.error_type, event.message, event.traceback, event.category)
+        )
+    if kind is AlertEvent:
+        tags = (*event.labels.items(), *event.annotations.items())
+        return _EVENT_NBYTES + text_nbytes(event.rule) + sum(text_nbytes(k) + text_nbytes(v) for k, v in tags)
+    return _EVENT_NBYTES  # heartbeats, receipts, other components' own events
+
+
+def _payload_nbytes(payload: Mapping[str, Any] | None) -> int:
+    if payload is None:
+        return 0
+    if type(payload) is Payload:
+        return payload.nbytes
+    return copy_payload("payload", payload).nbytes  # built without its constructor (``_replace``)
 
 
 def event_to_dict(event: Event) -> dict[str, Any]:

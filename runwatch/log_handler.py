@@ -6,6 +6,7 @@ import logging
 import traceback
 from typing import Any, Protocol
 
+from ._payload import escape_surrogates
 from .events import LogEvent
 
 __all__ = ["RunLogHandler"]
@@ -61,9 +62,11 @@ class RunLogHandler(logging.Handler):
             run_id = self.target.current_run_id
             if run_id is None:
                 return
+            # Text from records and exceptions may hold lone surrogates (a file name that is not
+            # UTF-8): escaped, so the record is kept rather than refused.
             data: dict[str, Any] = {
-                "logger": record.name,
-                "message": record.getMessage(),
+                "logger": escape_surrogates(record.name),
+                "message": escape_surrogates(record.getMessage()),
                 "module": record.module,
                 "line": record.lineno,
             }
@@ -71,8 +74,8 @@ class RunLogHandler(logging.Handler):
                 error = record.exc_info[1]
                 data["exception"] = {
                     "type": type(error).__name__,
-                    "message": str(error),
-                    "traceback": "".join(traceback.format_exception(*record.exc_info)),
+                    "message": escape_surrogates(str(error)),
+                    "traceback": escape_surrogates("".join(traceback.format_exception(*record.exc_info))),
                 }
             self.target.emit_event(LogEvent(run_id, record.created, "log", level_name(record.levelno), data))
         except Exception:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import operator
 import os
 import sys
 import threading
@@ -24,6 +25,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from ._payload import check_text, escape_surrogates
 from .config import MonitorConfig
 from .errors import ErrorHandler
 from .events import Heartbeat, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch, to_epoch_seconds
@@ -56,6 +58,18 @@ def _number(name: str, value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
+
+
+def _integer(name: str, value: Any) -> int:
+    """An integer argument: ``int`` or a numpy integer (never ``bool``)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
 def new_run_id() -> str:
@@ -317,9 +331,7 @@ class WebMonitor:
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         patch: dict[str, Any] = {"game_state": state}
         if frame_number is not None:
-            if isinstance(frame_number, bool) or not isinstance(frame_number, int):
-                raise TypeError(f"frame_number must be an integer, got {frame_number!r}")
-            patch["frame_number"] = frame_number
+            patch["frame_number"] = _integer("frame_number", frame_number)
         now = _time()
         self._emit(StatePatch(run_id, now, patch))
         if now >= self._next_heartbeat:
@@ -341,16 +353,20 @@ class WebMonitor:
             game_state: the current game state.
         """
         run_id = self._require_run()
-        if isinstance(step, bool) or not isinstance(step, int):
-            raise TypeError(f"step must be an integer, got {step!r}")
+        step = _integer("step", step)
         if not isinstance(action, str):
             raise TypeError(f"action must be a string, got {action!r}")
+        action = str(action)  # a numpy string too
+        check_text("action", action)
         if not isinstance(game_state, Mapping):
             raise TypeError(f"game_state must be a dict, got {type(game_state).__name__}")
         values = {"reward": _number("reward", reward), "inference_time": _number("inference_time", inference_time)}
         now = _time()
-        self._emit(Metric(run_id, now, values, step, {"action": action}))
-        self._emit(StatePatch(run_id, now, {"game_state": game_state, "last_action": action, "step": step}))
+        # Both built before either is emitted: a refused game state records nothing of the step.
+        metric = Metric(run_id, now, values, step, {"action": action})
+        patch = StatePatch(run_id, now, {"game_state": game_state, "last_action": action, "step": step})
+        self._emit(metric)
+        self._emit(patch)
         self._total_steps += 1
         if now >= self._next_heartbeat:
             self._send_heartbeat(now)
@@ -369,10 +385,8 @@ class WebMonitor:
         at step ``episode`` and an ``episode_end`` event with the details.
         """
         run_id = self._require_run()
-        if isinstance(episode, bool) or not isinstance(episode, int):
-            raise TypeError(f"episode must be an integer, got {episode!r}")
-        if isinstance(steps, bool) or not isinstance(steps, int):
-            raise TypeError(f"steps must be an integer, got {steps!r}")
+        episode = _integer("episode", episode)
+        steps = _integer("steps", steps)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         reward = _number("total_reward", total_reward)
@@ -381,8 +395,10 @@ class WebMonitor:
         data = {"episode": episode, "total_reward": reward, "steps": steps, "success": bool(success)}
         if metadata:
             data["metadata"] = dict(metadata)
-        self._emit(Metric(run_id, now, values, episode))
-        self._emit(LogEvent(run_id, now, "episode_end", "info", data))
+        metric = Metric(run_id, now, values, episode)
+        event = LogEvent(run_id, now, "episode_end", "info", data)  # built first: refused metadata records nothing
+        self._emit(metric)
+        self._emit(event)
         self._total_episodes += 1
         self._send_heartbeat(now)
 
@@ -407,7 +423,7 @@ class WebMonitor:
                 f"event_type must be a non-empty string, got {event_type!r}"
             )
         ts = _time() if timestamp is None else to_epoch_seconds(timestamp, "timestamp")
-        self._emit(LogEvent(run_id, ts, event_type, level, event_data))  # type: ignore[arg-type]
+        self._emit(LogEvent(run_id, ts, str(event_type), level, event_data))  # type: ignore[arg-type]
 
     def emit_event(self, event: Any) -> None:
         """Hand any typed event (see :mod:`runwatch.events`) to the pipeline."""
@@ -586,7 +602,7 @@ class WebMonitor:
                     else:
                         if isinstance(failure, Exception):
                             self.error_handler.handle_error(failure, component="training loop")
-                        reason = f"{type(failure).__name__}: {_describe(failure)}"
+                        reason = escape_surrogates(f"{type(failure).__name__}: {_describe(failure)}")
                         self._end_run(RunTransition.FAILED, metadata={"reason": reason})
             finally:
                 self._closed = True

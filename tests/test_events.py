@@ -517,3 +517,82 @@ def test_merge_state_does_not_mutate_its_inputs() -> None:
     merged["model"]["lr"] = 5
     assert base["model"]["lr"] == 0.1
     assert patch["model"]["lr"] == 0.01
+
+
+# -- strings JSON and SQLite cannot hold; numpy values in payloads ----------------------------------
+
+LONE = "frame_\udcff.png"  # what os.fsdecode gives for a file name that is not UTF-8
+
+
+@pytest.mark.parametrize(
+    ("build", "path"),
+    [
+        pytest.param(lambda: LogEvent("r", TS, "t", data={"file": LONE}), "data.file", id="log-data-value"),
+        pytest.param(lambda: LogEvent("r", TS, "t", data={"a": [1, {LONE: 2}]}), "data.a[1]", id="log-data-key"),
+        pytest.param(lambda: StatePatch("r", TS, {"g": {"files": ["ok", LONE]}}), "patch.g.files[1]", id="state"),
+        pytest.param(lambda: RunLifecycle("r", TS, "started", config={"path": LONE}), "config.path", id="config"),
+        pytest.param(lambda: RunLifecycle("r", TS, "failed", metadata={"why": LONE}), "metadata.why", id="metadata"),
+        pytest.param(lambda: ExceptionEvent("r", TS, "OSError", LONE), "message", id="exception-message"),
+        pytest.param(lambda: ExceptionEvent("r", TS, "E", "m", traceback=LONE), "traceback", id="exception-trace"),
+        pytest.param(lambda: Heartbeat("r", TS, {LONE: 1}), "counters keys", id="heartbeat-counter"),
+        pytest.param(lambda: Metric("r", TS, {"x": 1.0}, tags={"file": LONE}), "tags.file", id="metric-tag"),
+        pytest.param(lambda: LogEvent("r", TS, LONE), "type", id="log-type"),
+    ],
+)
+def test_a_lone_surrogate_is_refused_naming_the_field_path(build: Any, path: str) -> None:
+    """A string with a lone surrogate anywhere in an event is a ValueError at the call naming its path."""
+    with pytest.raises(ValueError, match="lone surrogate") as caught:
+        build()
+    assert str(caught.value).startswith(path + " "), caught.value
+
+
+def test_numpy_scalars_and_0d_arrays_become_python_values_in_payloads() -> None:
+    """numpy scalars of every dtype and 0-d arrays in a payload are stored as the Python value they hold."""
+    np = pytest.importorskip("numpy")
+    data = {
+        "f32": np.float32(0.5),
+        "f16": np.float16(2.0),
+        "i8": np.int8(-3),
+        "u64": np.uint64(7),
+        "i64": np.int64(2**40),
+        "flag": np.bool_(True),
+        "zero_d": np.array(1.25),
+        "zero_d_int": np.array(4, dtype=np.int32),
+        "text": np.str_("hello"),
+        "nested": [np.float64(1.5), {"deep": np.int16(9)}],
+    }
+    for event in (
+        LogEvent("r", TS, "t", data=data),
+        StatePatch("r", TS, data),
+        RunLifecycle("r", TS, "started", config=data),
+    ):
+        payload = (
+            event.data
+            if isinstance(event, LogEvent)
+            else event.patch
+            if isinstance(event, StatePatch)
+            else event.config
+        )
+        expected = {
+            "f32": 0.5, "f16": 2.0, "i8": -3, "u64": 7, "i64": 2**40, "flag": True, "zero_d": 1.25,
+            "zero_d_int": 4, "text": "hello", "nested": [1.5, {"deep": 9}],
+        }  # fmt: skip
+        assert payload == expected
+        assert [type(payload[key]) for key in expected] == [type(value) for value in expected.values()]
+
+
+def test_a_numpy_array_with_dimensions_is_still_refused() -> None:
+    """Only 0-d values convert: an array with dimensions is a TypeError naming the field."""
+    np = pytest.importorskip("numpy")
+    with pytest.raises(TypeError, match=r"^patch.a must be JSON-compatible, got ndarray"):
+        StatePatch("r", TS, {"a": np.zeros(3)})
+
+
+def test_a_self_referencing_metrics_dict_is_a_value_error_not_recursion() -> None:
+    """A metrics mapping that contains itself is refused with ValueError (not RecursionError)."""
+    metrics: dict[str, Any] = {"loss": 1.0}
+    metrics["self"] = metrics
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        Metric("r", TS, metrics)
+    with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+        StatePatch("r", TS, metrics)

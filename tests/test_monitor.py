@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import os
 import re
 import socket
 import sqlite3
@@ -352,6 +353,56 @@ def test_record_event_is_returned_with_type_data_and_timestamp(monitor: WebMonit
     assert event["event_data"] == {"path": "ckpt/ep9.pt", "episode": 9}
     assert event["timestamp"] == at(0)
     assert event["level"] == "warning"
+
+
+def test_numpy_values_are_taken_by_game_state_events_and_episode_metadata(monitor: WebMonitor) -> None:
+    """numpy scalars of any dtype and 0-d arrays are stored as Python values, as update_metrics takes them."""
+    import numpy as np
+
+    run_id = monitor.start_training()
+    monitor.update_game_state({"hp": np.int64(90), "speed": np.float32(1.5), "alive": np.bool_(True)}, np.int64(7))
+    monitor.record_event("checkpoint", {"loss": np.float16(0.25), "epoch": np.uint8(3), "best": np.array(0.5)})
+    monitor.update_episode(np.int32(1), np.float32(2.5), np.int64(40), np.bool_(False), metadata={"seed": np.int64(4)})
+
+    summary = monitor.get_run_summary(run_id)
+    assert summary["state"] == {"game_state": {"hp": 90, "speed": 1.5, "alive": True}, "frame_number": 7}
+    assert monitor.get_run_events(run_id, "checkpoint")[0]["event_data"] == {"loss": 0.25, "epoch": 3, "best": 0.5}
+    episode = monitor.get_run_events(run_id, "episode_end")[0]["event_data"]
+    assert episode == {"episode": 1, "total_reward": 2.5, "steps": 40, "success": False, "metadata": {"seed": 4}}
+
+
+def test_a_lone_surrogate_is_refused_at_the_call_and_stores_nothing(monitor: WebMonitor) -> None:
+    """A non-UTF-8 file name from os.fsdecode is a ValueError naming where it is; nothing of the call is stored."""
+    run_id = monitor.start_training()
+    name = os.fsdecode(b"frame_\xff.png")
+    with pytest.raises(ValueError, match=r"^data\.file must be valid unicode"):
+        monitor.record_event("saved", {"file": name})
+    with pytest.raises(ValueError, match=r"^patch\.game_state\.frames\[0\] must be valid unicode"):
+        monitor.update_game_state({"frames": [name]})
+    with pytest.raises(ValueError, match=r"^data\.metadata\.file must be valid unicode"):
+        monitor.update_episode(1, 1.0, 10, True, metadata={"file": name})
+    with pytest.raises(ValueError, match=r"^action must be valid unicode"):
+        monitor.update_step(1, 0.5, name, 0.01, {})
+    with pytest.raises(ValueError, match=r"^patch\.game_state\.f must be valid unicode"):
+        monitor.update_step(1, 0.5, "left", 0.01, {"f": name})
+    monitor.record_event("after", {"ok": True})
+    summary = monitor.get_run_summary(run_id)
+    assert summary["state"] == {} and summary["metrics"] == {}
+    logged = [event["event_type"] for event in monitor.db.get_run_events(run_id) if event["kind"] == "log"]
+    assert logged == ["after"]
+
+
+def test_an_error_about_a_non_utf8_file_name_is_recorded_escaped(monitor: WebMonitor) -> None:
+    """ErrorHandler keeps an exception whose message holds a lone surrogate, escaped as \\udcxx (never refused)."""
+    run_id = monitor.start_training()
+    name = os.fsdecode(b"ckpt_\xff.pt")
+    try:
+        raise ValueError(f"cannot load {name}")
+    except ValueError as error:
+        monitor.error_handler.handle_error(error)
+    (event,) = monitor.get_run_events(run_id, "error")
+    assert event["event_data"]["message"] == "cannot load ckpt_\\udcff.pt"
+    assert "cannot load ckpt_\\udcff.pt" in event["event_data"]["traceback"]
 
 
 def test_run_events_filter_by_type_and_time(monitor: WebMonitor) -> None:

@@ -252,6 +252,46 @@ async def test_tick_writes_each_changed_run_as_a_file_and_a_row(tmp_path: Path) 
     assert [event["kind"] for event in data["events"]] == ["lifecycle", "log"]
 
 
+async def test_an_event_no_snapshot_can_hold_is_left_out_alone_and_later_runs_are_still_saved(tmp_path: Path) -> None:
+    """A metric with a lone surrogate in its run id or name is left out (counted); every other run is saved."""
+    async with pipeline(tmp_path) as running:
+        await emit_all(
+            running,
+            [
+                *training("before"),
+                Metric("bad\udcff", T0 + 1, {"loss": 1.0}),  # metrics leave run ids and names to the store
+                Metric("before", T0 + 5, {"frame_\udcff": 1.0, "loss": 0.75}),
+            ],
+        )
+        await tick(running, T0 + 300)
+        await emit_all(running, training("later", T0 + 400))
+        await tick(running, T0 + 600)
+        statistics = stage_of(running).statistics()
+        stored = await rows(tmp_path)
+
+    assert [(run_id, ts) for run_id, ts, _ in stored] == [("before", T0 + 300), ("later", T0 + 600)]
+    assert orjson.loads(stored[0][2])["metrics"]["loss"]["value"] == 0.75
+    assert orjson.loads(stored[1][2])["state"] == {"game": {"level": 1, "hp": 2}}
+    assert statistics["unencodable_items_total"] == 2 and statistics["unsavable_views_total"] == 0
+
+
+def test_a_view_whose_log_cannot_be_serialised_drops_that_entry_alone() -> None:
+    """An alert whose labels hold a metric name (unchecked) is left out of the snapshot, counted; the rest stays."""
+    book = SnapshotBook(max_events=10)
+    book.observe(
+        [
+            *training(),
+            AlertEvent("r", T0 + 5, "non_finite", "firing", labels={"metric": "frame_\udcff"}),
+        ]
+    )
+    view = book.view("r")
+    assert view is not None
+    data = orjson.loads(view.to_json(taken_at=T0 + 10))
+    assert [event["kind"] for event in data["events"]] == ["lifecycle", "log"]
+    assert data["state"] == {"game": {"level": 1, "hp": 2}} and data["taken_at"] == T0 + 10
+    assert book.discarded() == 1
+
+
 async def test_files_are_fsynced_temporaries_renamed_into_place(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

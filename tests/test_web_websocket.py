@@ -24,8 +24,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from runwatch.config import MonitorConfig
 from runwatch.events import EVENT_CLASSES, LogEvent, Metric, StatePatch, event_to_wire
 from runwatch.monitor import WebMonitor
+from runwatch.pipeline.component import ComponentContext
 from runwatch.pipeline.config import default_pipeline_config
-from runwatch.sinks.websocket import Subscriber, SubscriptionFilter
+from runwatch.sinks.websocket import Subscriber, SubscriptionFilter, WebsocketHub
 
 # How soon a live event must reach a subscriber.
 PROMPT = 2
@@ -239,6 +240,31 @@ async def test_a_subscriber_overflowing_with_big_messages_counts_as_stalled_unti
     assert json.loads(await subscriber.next_message()) == {"type": "lagged", "dropped": 10}
     assert await subscriber.next_message() == "b" * 1500
     assert not subscriber.stalled
+
+
+@pytest.mark.parametrize("format", [pytest.param("events", id="events"), pytest.param("columns", id="columns")])
+async def test_an_unencodable_event_is_dropped_alone_and_its_window_still_goes_out(format: str) -> None:
+    """A metric whose name cannot be serialised is counted and left out; the other events of its window arrive."""
+    hub = WebsocketHub("live", WebsocketHub.Options(), ComponentContext())
+    everything = hub.subscribe(SubscriptionFilter(format=format))
+    one_run = hub.subscribe(SubscriptionFilter(runs=("good",), format=format))
+    window = [
+        Metric("good", 1.0, {"loss": 0.5}),
+        Metric("good", 2.0, {"frame_\udcff": 1.0}),  # metric names are not checked at the call
+        Metric("bad\udcff", 2.5, {"loss": 0.1}),  # nor their run ids
+        LogEvent("good", 3.0, "marker", data={"n": 1}),
+    ]
+    await hub.write(window)
+    hub.publish()
+    assert hub.statistics()["unencodable_events"] == 2
+    for subscriber in (everything, one_run):
+        message = json.loads(await subscriber.next_message())
+        rows = message["events"] if format == "events" else rows_of_columns(message)
+        assert rows == [event_to_wire(window[0]), event_to_wire(window[3])]
+    await hub.write([Metric("good", 4.0, {"loss": 0.25})])  # the next window is not affected
+    hub.publish()
+    message = json.loads(await everything.next_message())
+    assert (message["events"] if format == "events" else rows_of_columns(message))[0]["timestamp"] == 4.0
 
 
 async def test_subscriber_waits_for_an_offer() -> None:

@@ -297,6 +297,7 @@ class WebsocketHub(Sink):
         self.published_messages = 0
         self.published_events = 0
         self.subscriber_dropped_events = 0  # cumulative: stays counted after a subscriber leaves
+        self.unencodable_events = 0
         context.services.setdefault(SERVICE_NAME, self)
 
     def subscribe(self, subscription: SubscriptionFilter) -> Subscriber:
@@ -340,7 +341,12 @@ class WebsocketHub(Sink):
             subscriber.close("server shutting down")
 
     def publish(self) -> None:
-        """Send what arrived since the last call: one serialisation per distinct filter."""
+        """Send what arrived since the last call: one serialisation per distinct filter.
+
+        An event that cannot be serialised (a metric name with a lone surrogate,
+        which metrics leave unchecked on their hot path) is dropped alone and
+        counted in ``unencodable_events``; the rest of the window goes out.
+        """
         pending, self._pending = self._pending, []
         if not pending or not self._subscribers:
             return
@@ -348,30 +354,23 @@ class WebsocketHub(Sink):
         if all(subscriber.stalled for subscriber in self._subscribers):
             self._skip_stalled(batch)
             return
-        wire: list[dict[str, Any]] | None = None  # built once, only if some subscriber wants events
         groups: dict[SubscriptionFilter, list[Subscriber]] = {}
         for subscriber in self._subscribers:
             groups.setdefault(subscriber.subscription, []).append(subscriber)
-        for subscription, members in groups.items():
-            if all(subscriber.stalled for subscriber in members):
-                # Nobody in this group reads: count the events, skip the serialisation.
-                missed = subscription.count(batch)
+        try:
+            messages = self._messages(groups, batch)
+        except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
+            kept = [event for event in batch if _encodable(event)]
+            self._count_unencodable(len(batch) - len(kept))
+            messages = self._messages(groups, kept)
+        for members, text, count in messages:
+            if text is None:  # nobody in this group reads: count what they miss
                 for subscriber in members:
-                    self.subscriber_dropped_events += missed
-                    subscriber.skip(missed)
+                    self.subscriber_dropped_events += count
+                    subscriber.skip(count)
                     if subscriber.closed_reason is not None:
                         self._subscribers.discard(subscriber)
                 continue
-            if subscription.format == "columns":
-                message, count = subscription.columns(batch)
-            else:
-                if wire is None:
-                    wire = [event_to_wire(event) for event in batch]
-                selected = subscription.select(batch, wire)
-                message, count = {"type": "batch", "events": selected}, len(selected)
-            if not count:
-                continue
-            text = orjson.dumps(message, default=_json_default).decode()
             self.published_messages += 1
             self.published_events += count
             for subscriber in members:
@@ -380,6 +379,43 @@ class WebsocketHub(Sink):
                 self.subscriber_dropped_events += subscriber.dropped_events - before
                 if subscriber.closed_reason is not None:
                     self._subscribers.discard(subscriber)
+
+    def _messages(
+        self, groups: Mapping[SubscriptionFilter, list[Subscriber]], batch: list[Any]
+    ) -> list[tuple[list[Subscriber], str | None, int]]:
+        """Per filter: its members, the message text (``None`` for a group that reads nothing) and its events.
+
+        Builds everything before anything is offered, so a serialisation error
+        leaves no subscriber with half a window.
+        """
+        wire: list[dict[str, Any]] | None = None  # built once, only if some subscriber wants events
+        out: list[tuple[list[Subscriber], str | None, int]] = []
+        for subscription, members in groups.items():
+            if all(subscriber.stalled for subscriber in members):
+                # Nobody in this group reads: count the events, skip the serialisation.
+                out.append((members, None, subscription.count(batch)))
+                continue
+            if subscription.format == "columns":
+                message, count = subscription.columns(batch)
+            else:
+                if wire is None:
+                    wire = [event_to_wire(event) for event in batch]
+                selected = subscription.select(batch, wire)
+                message, count = {"type": "batch", "events": selected}, len(selected)
+            if count:
+                out.append((members, orjson.dumps(message, default=_json_default).decode(), count))
+        return out
+
+    def _count_unencodable(self, count: int) -> None:
+        before = self.unencodable_events
+        self.unencodable_events += count
+        if before.bit_length() != self.unencodable_events.bit_length():  # at 1, 2, 4, 8...: no log storm
+            logger.warning(
+                "runwatch: %s: dropped %d event(s) that cannot be serialised for subscribers (%d so far)",
+                self.id,
+                count,
+                self.unencodable_events,
+            )
 
     def _skip_stalled(self, batch: list[Any]) -> None:
         """Count, per subscriber, the events of ``batch`` it misses (no wire form is built)."""
@@ -397,7 +433,17 @@ class WebsocketHub(Sink):
             "published_messages": self.published_messages,
             "published_events": self.published_events,
             "subscriber_dropped_events": self.subscriber_dropped_events,
+            "unencodable_events": self.unencodable_events,
         }
+
+
+def _encodable(event: Any) -> bool:
+    """Whether an event's wire form serialises (checked only after a window failed to)."""
+    try:
+        orjson.dumps(event_to_wire(event), default=_json_default)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _json_default(value: Any) -> Any:

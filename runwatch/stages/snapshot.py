@@ -62,7 +62,10 @@ components call :meth:`SnapshotStage.current_view` and
 
 Metrics (in ``statistics()``): ``views``, ``snapshots_written_total``,
 ``snapshots_deferred_total``, ``snapshots_rotated_total``,
-``views_restored_total``, ``restore_errors_total``, ``last_snapshot_at``.
+``views_restored_total``, ``restore_errors_total``, ``unencodable_items_total``
+(events of runs whose id the store cannot keep, and metric values, events or
+state entries a snapshot cannot hold: each left out alone, never its batch or
+view), ``unsavable_views_total``, ``last_snapshot_at``.
 """
 
 from __future__ import annotations
@@ -95,6 +98,7 @@ from ..events import (
     RunLifecycle,
     RunTransition,
     StatePatch,
+    check_storable,
     event_to_wire,
     json_number,
     merge_state,
@@ -144,6 +148,7 @@ class RunView:
     """
 
     __slots__ = (
+        "discarded",
         "events",
         "events_by_kind",
         "events_by_type",
@@ -176,6 +181,8 @@ class RunView:
         #: Bumped by every applied event; a view changed since its save when it differs from ``saved_version``.
         self.version = 0
         self.saved_version = 0
+        #: Values and events left out because a snapshot could not hold them (see :meth:`discard_unencodable`).
+        self.discarded = 0
 
     @property
     def changed(self) -> bool:
@@ -196,6 +203,9 @@ class RunView:
         if kind is Metric:
             metrics, step, timestamp = self.metrics, event.step, event.timestamp
             for name, value in event.values.items():
+                if name not in metrics and not _storable(name):
+                    self.discarded += 1  # metric names are not checked at the call (their hot path)
+                    continue
                 metrics[name] = (value, step, timestamp)
         elif kind is StatePatch:
             self.state = merge_state(self.state, event.patch)
@@ -236,6 +246,37 @@ class RunView:
             },
             "events": [event if type(event) is dict else event_to_wire(event) for event in self.events],
         }
+
+    def to_json(self, **extra: Any) -> bytes:
+        """The snapshot as JSON (the view plus ``extra``); what cannot be serialised is left out.
+
+        Only events built around their constructors' checks (an alert's labels
+        hold metric names, which are unchecked) can hold such text; each one is
+        dropped alone (counted in ``discarded``), never the view.
+
+        Raises:
+            TypeError: the view still cannot be serialised.
+        """
+        try:
+            return orjson.dumps({**self.to_dict(), **extra})
+        except TypeError:  # orjson.JSONEncodeError
+            self.discard_unencodable()
+            return orjson.dumps({**self.to_dict(), **extra})
+
+    def discard_unencodable(self) -> None:
+        """Leave out the metrics, events and state entries a snapshot cannot hold."""
+        for name in [name for name in self.metrics if not _storable(name)]:
+            del self.metrics[name]
+            self.discarded += 1
+        kept = [event for event in self.events if _serialisable(event if type(event) is dict else event_to_wire(event))]
+        self.discarded += len(self.events) - len(kept)
+        self.events.clear()
+        self.events.extend(kept)
+        if not _serialisable(self.state):
+            self.state = _without_unencodable(self.state)
+            self.discarded += 1
+        for name in [name for name in self.events_by_type if not _serialisable(name)]:
+            del self.events_by_type[name]
 
     @classmethod
     def from_dict(cls, data: Any, max_events: int) -> RunView:
@@ -287,6 +328,35 @@ class RunView:
         return view
 
 
+def _storable(text: str) -> bool:
+    try:
+        check_storable("name", text)
+    except ValueError:
+        return False
+    return True
+
+
+def _serialisable(value: Any) -> bool:
+    try:
+        orjson.dumps(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _without_unencodable(value: Any) -> Any:
+    """A copy of a JSON value without the keys, items and strings JSON cannot hold."""
+    if isinstance(value, dict):
+        return {
+            key: _without_unencodable(item)
+            for key, item in value.items()
+            if _serialisable(key) and (isinstance(item, (dict, list)) or _serialisable(item))
+        }
+    if isinstance(value, list):
+        return [_without_unencodable(item) for item in value if isinstance(item, (dict, list)) or _serialisable(item)]
+    return value
+
+
 def _typed(data: dict[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
     value = data.get(key)
     if (value is None and optional) or isinstance(value, kind):
@@ -312,6 +382,9 @@ class SnapshotBook:
     def __init__(self, max_events: int) -> None:
         self.max_events = max_events
         self._views: dict[str, RunView] = {}
+        #: Events of runs whose id the store cannot keep (a lone surrogate, NUL): never held.
+        self.refused_events = 0
+        self._discarded_by_dropped_views = 0
 
     def __len__(self) -> int:
         return len(self._views)
@@ -325,9 +398,10 @@ class SnapshotBook:
         views = self._views
         unknown: dict[str, None] = {}
         for event in events:
-            if event.run_id not in views and type(event) is not IngestReceipt:
-                unknown[event.run_id] = None
-        return list(unknown)
+            run_id = event.run_id
+            if run_id not in views and run_id not in unknown and type(event) is not IngestReceipt:
+                unknown[run_id] = None
+        return [run_id for run_id in unknown if _storable(run_id)]
 
     def adopt(self, run_id: str, view: RunView | None = None) -> RunView:
         """Hold ``view`` (``None``: an empty one) as the run's view, unless one is held already.
@@ -348,8 +422,15 @@ class SnapshotBook:
                 continue
             view = views.get(event.run_id)
             if view is None:
+                if not _storable(event.run_id):  # metrics leave their run id to the store: refused alone
+                    self.refused_events += 1
+                    continue
                 view = self.adopt(event.run_id)
             view.apply(event)
+
+    def discarded(self) -> int:
+        """Metric values, events and state entries the held views left out (see :meth:`RunView.to_json`)."""
+        return self._discarded_by_dropped_views + sum(view.discarded for view in self._views.values())
 
     def changed(self) -> list[RunView]:
         """The views changed since their last save."""
@@ -369,7 +450,7 @@ class SnapshotBook:
         """
         dropped = [run_id for run_id, view in self._views.items() if view.ended and not view.changed]
         for run_id in dropped:
-            del self._views[run_id]
+            self._discarded_by_dropped_views += self._views.pop(run_id).discarded
         return dropped
 
 
@@ -592,6 +673,7 @@ class SnapshotStage(Stage):
         self.snapshots_rotated = 0
         self.views_restored = 0
         self.restore_errors = 0
+        self.unsavable_views = 0
         self.last_snapshot_at: float | None = None
 
     async def start(self) -> None:
@@ -645,7 +727,16 @@ class SnapshotStage(Stage):
         if not due:
             return 0
         versions = {view.run_id: view.version for view in due}
-        payloads = [(view.run_id, orjson.dumps({**view.to_dict(), "taken_at": now})) for view in due]
+        payloads = []
+        for view in due:
+            try:
+                payloads.append((view.run_id, view.to_json(taken_at=now)))
+            except TypeError as exc:  # one view that cannot be saved never holds the others back
+                self.unsavable_views += 1
+                self.book.mark_saved(view.run_id, view.version)
+                logger.error("runwatch: %s: the view of run %r cannot be saved: %s", self.id, view.run_id, exc)
+        if not payloads:
+            return 0
         saved = await anyio.to_thread.run_sync(
             save_snapshots, self.path, self.directory, payloads, now, self.options.max_snapshots, busy_timeout_seconds
         )
@@ -721,5 +812,7 @@ class SnapshotStage(Stage):
             "snapshots_rotated_total": self.snapshots_rotated,
             "views_restored_total": self.views_restored,
             "restore_errors_total": self.restore_errors,
+            "unencodable_items_total": self.book.refused_events + self.book.discarded(),
+            "unsavable_views_total": self.unsavable_views,
             "last_snapshot_at": self.last_snapshot_at,
         }
