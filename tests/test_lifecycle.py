@@ -639,6 +639,7 @@ TABLES_AT = {
     2: V1_TABLES | {"ingest_batches"},
     3: V1_TABLES | {"ingest_batches", "metric_rollups"},
     4: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},
+    5: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # metric_stats rebuilt without REAL
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
@@ -668,6 +669,24 @@ def store_at(db: Path, version: int) -> dict[str, int]:
         for table in TABLES_AT[version]:
             conn.execute(ROWS[table])
     return tables_and_counts(db)
+
+
+def test_schema_version_5_keeps_negative_zero_in_metric_statistics_and_its_down_step_restores_real(db: Path) -> None:
+    """Version 5 stores -0.0 in metric_stats as -0.0 (a REAL column writes it as 0); stepping down keeps the rows."""
+    with sqlite3.connect(db) as conn:
+        migrate(conn, 4)
+        conn.execute("INSERT INTO metric_stats VALUES (1, 'a', 1, 0, -0.0, -0.0, -0.0, -0.0, 1, NULL)")
+        migrate(conn, 5)
+        conn.execute("INSERT INTO metric_stats VALUES (1, 'b', 1, 0, -0.0, -0.0, -0.0, -0.0, 1, NULL)")
+        rows = conn.execute("SELECT name, min, last FROM metric_stats ORDER BY name").fetchall()
+        migrate(conn, 4)
+        types = conn.execute("SELECT type FROM pragma_table_info('metric_stats') WHERE name = 'last'").fetchone()
+        kept = conn.execute("SELECT count(*) FROM metric_stats").fetchone()
+    assert [(name, math.copysign(1, low), math.copysign(1, last)) for name, low, last in rows] == [
+        ("a", 1.0, 1.0),  # written at version 4: the sign was lost then
+        ("b", -1.0, -1.0),
+    ]
+    assert types == ("REAL",) and kept == (2,)
 
 
 def test_migration_steps_cover_every_schema_version() -> None:

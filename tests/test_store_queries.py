@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 import psutil
 import pytest
@@ -74,6 +75,30 @@ async def test_frame_round_trips_nan_infinities_and_exact_floats(db: Path, conn:
         assert bits(first[name]) == bits(float(expected)) or (math.isnan(expected) and math.isnan(first[name]))
     assert math.isnan(frame.loc[1, "v1"]) and frame.loc[1, "v0"] == 1.5
     assert math.isnan(frame.loc[1, "v2"])  # not logged by the second call
+
+
+async def test_a_64_bit_integer_beside_a_non_finite_value_is_stored_exactly(db: Path, conn: sqlite3.Connection) -> None:
+    """An integer logged in the same call as NaN or ±Inf is stored as the integer (2**53 + 1 is not rounded)."""
+    big = 2**53 + 1
+    await write(
+        db,
+        Metric("r", TS, {"count": big, "loss": math.nan}),
+        Metric("r", TS + 1, {"count": -big, "loss": math.inf}),
+        Metric("r", TS + 2, {"count": 2**63 - 1, "loss": -math.inf}),
+    )
+    stored = [orjson.loads(vals) for (vals,) in conn.execute("SELECT vals FROM metric_rows ORDER BY row")]
+    assert stored == [[big, None], [-big, "inf"], [2**63 - 1, "-inf"]]
+    assert [type(values[0]) for values in stored] == [int, int, int]
+
+
+async def test_summaries_keep_negative_zero(db: Path, conn: sqlite3.Connection) -> None:
+    """A metric logged as -0.0 has last, min, max and mean -0.0 in the summary (not 0.0)."""
+    await write(db, Metric("r", TS, {"zero": -0.0, "mixed": -0.0}), Metric("r", TS + 1, {"zero": -0.0, "mixed": 1.0}))
+    await write(db, Metric("r", TS + 2, {"zero": -0.0}))  # a second transaction combines with the stored figures
+
+    stats = queries.run_summary(conn, "r")["metrics"]
+    assert [bits(stats["zero"][key]) for key in ("last", "min", "max", "mean")] == [bits(-0.0)] * 4
+    assert bits(stats["mixed"]["min"]) == bits(-0.0) and stats["mixed"]["last"] == 1.0
 
 
 async def test_frame_has_one_row_per_call_with_fixed_dtypes(db: Path, conn: sqlite3.Connection) -> None:

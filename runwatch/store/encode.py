@@ -20,6 +20,8 @@ from typing import Any, Final
 import orjson
 
 from ..events import (
+    INT64_MAX,
+    INT64_MIN,
     AlertEvent,
     ExceptionEvent,
     Heartbeat,
@@ -310,7 +312,9 @@ def _metric_stats(
         nan_counts = np.isnan(values).sum(axis=0)
         with warnings.catch_warnings(), np.errstate(all="ignore"):
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            sums, mins, maxs = np.nansum(values, axis=0), np.nanmin(values, axis=0), np.nanmax(values, axis=0)
+            # -0.0 is the identity of IEEE addition (0.0 + -0.0 is 0.0): a sum of -0.0 stays -0.0.
+            sums = np.nansum(values, axis=0, initial=-0.0)
+            mins, maxs = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
         for column, name in enumerate(names):
             seen = len(indices) - int(nan_counts[column])
             entry = [
@@ -375,6 +379,8 @@ def runs_with_state_patches(batch: Iterable[Any]) -> set[str]:
 def _encode_value(value: Any) -> Any:
     if value is None or type(value) is str:  # already encoded
         return value
+    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
+        return value  # exact: a float would round 2**53 + 1
     value = float(value)
     if value != value:
         return None

@@ -27,6 +27,10 @@ values (NaN included) and of NaN, and min/max/mean over the others.
 Version 4 adds ``snapshots``: saved views of runs (see
 :mod:`runwatch.stages.snapshot`), one JSON document per row, indexed by run
 and time.
+
+Version 5 declares the value columns of ``metric_stats`` (``sum``, ``min``,
+``max``, ``last``) without a type: a REAL column stores a float without a
+fraction as an integer on disk, which turns -0.0 into 0.0.
 """
 
 from __future__ import annotations
@@ -196,6 +200,44 @@ MIGRATIONS += (
             "CREATE INDEX snapshots_run_ts ON snapshots(run, ts)",
         ),
         down=("DROP INDEX snapshots_run_ts", "DROP TABLE snapshots"),
+    ),
+)
+
+
+def _metric_stats_table(name: str, value_type: str) -> str:
+    return f"""CREATE TABLE {name} (
+                run INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                nan_count INTEGER NOT NULL,
+                sum {value_type},
+                min {value_type},
+                max {value_type},
+                last {value_type},
+                last_ts REAL,
+                last_step INTEGER,
+                PRIMARY KEY (run, name)
+            ) WITHOUT ROWID"""
+
+
+def _rebuild_metric_stats(value_type: str) -> tuple[str, ...]:
+    return (
+        _metric_stats_table("metric_stats_rebuilt", value_type),
+        "INSERT INTO metric_stats_rebuilt SELECT run, name, count, nan_count, sum, min, max, last, last_ts, last_step"
+        " FROM metric_stats",
+        "DROP TABLE metric_stats",
+        "ALTER TABLE metric_stats_rebuilt RENAME TO metric_stats",
+    )
+
+
+MIGRATIONS += (
+    Migration(
+        5,
+        "metric statistics keep the sign of zero",
+        # No declared type: no affinity, so a stored float stays a float (a REAL column writes
+        # -0.0 as the integer 0); the writer only ever stores numbers, NULL and "inf"/"-inf".
+        up=_rebuild_metric_stats(""),
+        down=_rebuild_metric_stats("REAL"),
     ),
 )
 
