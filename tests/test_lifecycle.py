@@ -348,6 +348,44 @@ def test_downsampling_needs_schema_version_3(db: Path) -> None:
     assert manager.get_run_metrics("old-done").shape[0] == 30
 
 
+def orphan_rows(db: Path) -> dict[str, int]:
+    """Rows of each run table whose run no longer exists."""
+    with sqlite3.connect(db) as conn:
+        return {
+            table: conn.execute(f"SELECT count(*) FROM {table} WHERE run NOT IN (SELECT id FROM runs)").fetchone()[0]
+            for table in RUN_TABLES
+        }
+
+
+@pytest.mark.parametrize("newer_run", [pytest.param(False, id="id-gone"), pytest.param(True, id="id-reused")])
+async def test_a_run_id_written_again_after_cleanup_removed_it_is_a_run_again(db: Path, newer_run: bool) -> None:
+    """A running writer whose cached run was removed by cleanup (another connection) creates the run anew.
+
+    With ``newer_run`` another writer took the removed row's id for a different run in between: the
+    cached id must not send the events into that run.
+    """
+    async with Pipeline(None, context=ComponentContext(db_path=str(db))) as pipeline:
+        for event in run_events("reused", TS, 3, "completed"):
+            pipeline.emit(event)
+        assert await pipeline.flush(30)
+        removed = await anyio.to_thread.run_sync(lambda: DatabaseManager(db).cleanup_old_data(at(CUTOFF)))
+        assert removed > 0 and "reused" not in run_ids(db)
+        if newer_run:  # the freed row id goes to a run of another writer
+            await anyio.to_thread.run_sync(lambda: write(db, RunLifecycle("other", TS + 9 * DAY, "started")))
+        for event in run_events("reused", TS + 10 * DAY, 2, None):
+            pipeline.emit(event)
+        assert await pipeline.flush(30)
+
+    manager = DatabaseManager(db)
+    summary = manager.get_run_summary("reused")
+    assert summary["status"] == "running" and summary["metrics"]["loss"]["count"] == 2
+    assert len(manager.get_run_metrics("reused")) == 2
+    assert orphan_rows(db) == dict.fromkeys(RUN_TABLES, 0)
+    if newer_run:
+        other = manager.get_run_summary("other")
+        assert other["metrics"] == {} and other["event_counts"] == {"run_started": 1}
+
+
 def test_cleanup_removes_the_rollups_of_an_old_run_and_counts_them(db: Path) -> None:
     """Rollups belong to their run: they are counted and removed with it."""
     seed(db)

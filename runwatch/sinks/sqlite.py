@@ -234,6 +234,16 @@ class SQLiteSink(Sink):
             )
 
     async def _write_transaction(self, batch: list[Any]) -> None:
+        try:
+            await self._try_transaction(batch)
+        except _StaleRunIds:
+            # Runs were removed (``runwatch cleanup`` from any process) since their ids were cached:
+            # the transaction is rolled back; forget them and write again, creating them anew.
+            for event in batch:
+                self._run_ids.pop(event.run_id, None)
+            await self._try_transaction(batch)
+
+    async def _try_transaction(self, batch: list[Any]) -> None:
         db = self._db
         assert db is not None
         async with self._write_lock(db):
@@ -304,7 +314,9 @@ class SQLiteSink(Sink):
             await db.execute(INSERT_RECEIPTS, (dumps(encoded.receipts),))
         if encoded.run_updates:
             params = [_update_params(run, update, self._owner) for run, update in encoded.run_updates.items()]
-            await db.executemany(_UPDATE_RUN, params)
+            cursor = await db.executemany(_UPDATE_RUN, params)
+            if cursor.rowcount != len(params):  # a cached row id is gone, or now another run's
+                raise _StaleRunIds()
 
     async def _store_keysets(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
         texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
@@ -386,7 +398,7 @@ UPDATE runs SET
     total_episodes = COALESCE(?13, total_episodes),
     state = COALESCE(?14, state),
     owner = CASE WHEN ?3 = 'running' THEN COALESCE(?15, owner) ELSE owner END
-WHERE id = ?1
+WHERE id = ?1 AND run_id = ?17
 """
 # ?3 is a lifecycle status (started, paused, resumed, completed, failed): it always applies and
 # a (re)started run takes this process as its owner. ?16 is a liveness verdict (hung, crashed,
@@ -412,6 +424,7 @@ def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
         None if update.state is None else dumps(update.state).decode(),
         owner,
         update.liveness_status,
+        update.run_id,
     )
 
 
@@ -421,6 +434,10 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     if isinstance(code, int):
         return code & 0xFF == sqlite3.SQLITE_BUSY
     return "locked" in str(exc)
+
+
+class _StaleRunIds(Exception):
+    """A run row the sink's cache points to was deleted (or its id reused by another run)."""
 
 
 def _is_store_trouble(exc: Exception) -> bool:

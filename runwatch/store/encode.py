@@ -122,6 +122,8 @@ LIVENESS_STATUS: Final = {
 class RunUpdate:
     """What one batch changes in one run's row."""
 
+    #: The run's id: the row is updated only if its primary key still belongs to this id.
+    run_id: str = ""
     status: str | None = None
     #: hung / crashed / running from a liveness verdict: applies only to a live run.
     liveness_status: str | None = None
@@ -204,7 +206,7 @@ class BatchEncoder:
                 # A Metric's constructor leaves this to the store (its hot path): refuse the
                 # event here, so the sink drops it alone instead of storing a truncated name.
                 check_storable("run_id", event.run_id)
-                update = updates[run] = RunUpdate()
+                update = updates[run] = RunUpdate(run_id=event.run_id)
             kind = type(event)
             # Verdicts about a run (liveness, alerts) are not activity of it.
             if kind is not AlertEvent and (kind is not LogEvent or event.type not in LIVENESS_STATUS):
