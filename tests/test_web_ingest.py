@@ -7,6 +7,7 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -512,6 +513,36 @@ async def exchange(ws: ClientConnection, message: dict[str, Any] | str) -> dict[
         answer = json.loads(await ws.recv())
     assert isinstance(answer, dict)
     return answer
+
+
+def test_a_producer_clock_far_ahead_cannot_stay_the_current_run_and_cleanup_ages_it_out(own_server: Server) -> None:
+    """A run whose producer's clock is ten years ahead is dated by the server's commits: a run started
+    later becomes the current one, and once both ended, cleanup removes it like any other run."""
+    ahead = time.time() + 10 * 365 * 86_400
+    started = {"kind": "lifecycle", "run_id": "ahead", "timestamp": ahead, "transition": "started"}
+    heartbeat = {"kind": "heartbeat", "run_id": "ahead", "timestamp": ahead + 1}
+    body = json.dumps([started, metric("ahead", {"loss": 1.0}, timestamp=ahead), heartbeat])
+    assert own_server.post(body).status_code == 202
+    monitor = own_server.monitor
+    later = monitor.start_training(run_id="later")
+    monitor.update_metrics({"loss": 0.5})
+    assert monitor.flush(TIMEOUT)
+
+    for route in ("/api/status", "/api/stats", "/api/state", "/api/events"):
+        assert own_server.client.get(route).json()["run_id"] == later, route
+    dated = monitor.db.get_run_summary("ahead")
+    now = datetime.now(UTC)
+    assert dated["start_time"] <= dated["updated_at"] <= dated["last_heartbeat"] <= now
+    assert abs(monitor.db.get_run_metrics("ahead")["timestamp"][0].timestamp() - ahead) < 1e-3  # events keep theirs
+
+    monitor.stop_training()
+    ended = {"kind": "lifecycle", "run_id": "ahead", "timestamp": ahead + 2, "transition": "completed"}
+    assert own_server.post(json.dumps([ended])).status_code == 202
+    assert monitor.flush(TIMEOUT)
+    assert monitor.db.get_run_summary("ahead")["end_time"] <= datetime.now(UTC)
+    monitor.db.cleanup_old_data(datetime.now(UTC))
+    assert own_server.client.get("/api/runs/ahead").status_code == 404
+    assert own_server.client.get("/api/status").json()["run_id"] is None
 
 
 async def test_ws_ingest_acks_with_the_accepted_count_once_committed(server: Server) -> None:

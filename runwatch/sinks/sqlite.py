@@ -279,12 +279,13 @@ class SQLiteSink(Sink):
         new_runs: list[str] = []
         encoded: EncodedBatch | None = None
         try:
-            new_runs = await self._ensure_runs(db, batch)
+            now = time.time()  # run times are capped at the commit (see BatchEncoder.encode)
+            new_runs = await self._ensure_runs(db, batch, now)
             state = await self._load_state(db, batch)
             # On the loop, not a worker thread: a CPU-bound thread beside the loop makes every socket
             # send wait for the GIL (a convoy); the 0.1 s flush interval keeps each encode short.
-            encoded = self._encoder.encode(batch, self._run_ids, state)
-            await self._execute_encoded(db, encoded)
+            encoded = self._encoder.encode(batch, self._run_ids, state, now)
+            await self._execute_encoded(db, encoded, now)
             with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
                 await db.execute("COMMIT")
         except BaseException:
@@ -299,7 +300,7 @@ class SQLiteSink(Sink):
                 self._run_ids.pop(run_id, None)
             raise
 
-    async def _execute_encoded(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
+    async def _execute_encoded(self, db: aiosqlite.Connection, encoded: EncodedBatch, now: float) -> None:
         if encoded.new_keysets:
             await self._store_keysets(db, encoded)
         if encoded.metric_rows:
@@ -313,7 +314,7 @@ class SQLiteSink(Sink):
         if encoded.receipts:
             await db.execute(INSERT_RECEIPTS, (dumps(encoded.receipts),))
         if encoded.run_updates:
-            params = [_update_params(run, update, self._owner) for run, update in encoded.run_updates.items()]
+            params = [_update_params(run, update, self._owner, now) for run, update in encoded.run_updates.items()]
             cursor = await db.executemany(_UPDATE_RUN, params)
             if cursor.rowcount != len(params):  # a cached row id is gone, or now another run's
                 raise _StaleRunIds()
@@ -328,7 +329,7 @@ class SQLiteSink(Sink):
             ids = {texts[names]: keyset for names, keyset in await cursor.fetchall()}
         self._encoder.resolve_keysets(encoded, ids)
 
-    async def _ensure_runs(self, db: aiosqlite.Connection, batch: list[Any]) -> list[str]:
+    async def _ensure_runs(self, db: aiosqlite.Connection, batch: list[Any], now: float) -> list[str]:
         run_ids = self._run_ids
         missing = {event.run_id for event in batch} - run_ids.keys()
         if not missing:
@@ -336,7 +337,7 @@ class SQLiteSink(Sink):
         first_seen: dict[str, float] = {}
         for event in batch:
             if event.run_id in missing and event.run_id not in first_seen:
-                first_seen[event.run_id] = event.timestamp
+                first_seen[event.run_id] = min(event.timestamp, now)
         rows = [[run_id, ts, ts, self._owner] for run_id, ts in first_seen.items()]
         await db.execute(
             "INSERT OR IGNORE INTO runs (run_id, start_time, updated_at, owner) "
@@ -392,7 +393,7 @@ UPDATE runs SET
     config = COALESCE(?7, config),
     metadata = COALESCE(?8, metadata),
     final_reward = COALESCE(?9, final_reward),
-    updated_at = MAX(updated_at, ?10),
+    updated_at = MIN(MAX(updated_at, ?10), ?18),
     last_heartbeat = COALESCE(?11, last_heartbeat),
     total_steps = COALESCE(?12, total_steps),
     total_episodes = COALESCE(?13, total_episodes),
@@ -403,10 +404,12 @@ WHERE id = ?1 AND run_id = ?17
 # ?3 is a lifecycle status (started, paused, resumed, completed, failed): it always applies and
 # a (re)started run takes this process as its owner. ?16 is a liveness verdict (hung, crashed,
 # recovered → running): it applies only to a live run and never changes the owner, so a
-# verdict cannot reopen a finished run.
+# verdict cannot reopen a finished run. ?17 is the run's id: a row id cached for a run that
+# cleanup removed matches no row (see _StaleRunIds). ?18 is the commit time: updated_at never
+# passes it (this also brings back a row dated in the future by an older version).
 
 
-def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
+def _update_params(run: int, update: Any, owner: str, now: float) -> tuple[Any, ...]:
     return (
         run,
         1 if update.clear_end_time else 0,
@@ -425,6 +428,7 @@ def _update_params(run: int, update: Any, owner: str) -> tuple[Any, ...]:
         owner,
         update.liveness_status,
         update.run_id,
+        now,
     )
 
 

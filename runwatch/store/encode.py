@@ -185,11 +185,16 @@ class BatchEncoder:
         batch: list[Any],
         run_ids: Mapping[str, int],
         current_state: Mapping[int, Mapping[str, Any]],
+        now: float | None = None,
     ) -> EncodedBatch:
         """Encode ``batch``; ``run_ids`` must map every run id in it.
 
         ``current_state`` gives the stored state of the runs that
-        :func:`runs_with_state_patches` names.
+        :func:`runs_with_state_patches` names. With ``now`` (the commit time,
+        epoch seconds), a run's update, heartbeat and end times are capped at
+        it: a producer whose clock runs ahead keeps its events' timestamps but
+        cannot date its run in the future (where it would stay the newest run
+        and never age out).
         """
         out = EncodedBatch(events=len(batch))
         metric_rows = out.metric_rows
@@ -263,6 +268,9 @@ class BatchEncoder:
                 event_rows.append([run, event.timestamp, "alert", "alert", _alert_level(event), _alert_data(event)])
             elif kind is IngestReceipt:
                 out.receipts.append([event.batch_id, event.timestamp, event.events])
+        if now is not None:
+            for update in updates.values():
+                _cap_times(update, now)
         out.new_keysets = sorted(new_keysets)
         if groups:
             out.metric_stats = _metric_stats(metric_rows, groups)
@@ -389,6 +397,16 @@ def _encode_value(value: Any) -> Any:
     if value in (float("inf"), float("-inf")):
         return "inf" if value > 0 else "-inf"
     return value
+
+
+def _cap_times(update: RunUpdate, now: float) -> None:
+    """A run's times in the store are never later than the commit that writes them."""
+    if update.updated_at > now:
+        update.updated_at = now
+    if update.last_heartbeat is not None and update.last_heartbeat > now:
+        update.last_heartbeat = now
+    if update.end_time is not None and update.end_time > now:
+        update.end_time = now
 
 
 def _apply_verdict(update: RunUpdate, status: str) -> None:
