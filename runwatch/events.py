@@ -34,6 +34,7 @@ __all__ = [
     "LEVELS",
     "MAX_JSON_DEPTH",
     "METRIC_NBYTES",
+    "REMOTE_OWNER",
     "AlertEvent",
     "Event",
     "ExceptionEvent",
@@ -352,6 +353,11 @@ class _RunLifecycleFields(NamedTuple):
     config: Mapping[str, Any] | None = None
     final_reward: float | None = None
     metadata: Mapping[str, Any] | None = None
+    owner: str | None = None
+
+
+#: The owner of a run whose producer sent it over the network without naming itself.
+REMOTE_OWNER: Final = "remote"
 
 
 class RunLifecycle(_EventBase, _RunLifecycleFields):
@@ -363,6 +369,12 @@ class RunLifecycle(_EventBase, _RunLifecycleFields):
         config: the run's configuration (read on ``started``).
         final_reward: the final reward (read on ``completed``/``failed``).
         metadata: free-form JSON details (product, host, reason...).
+        owner: who produces the run (read on ``started``/``resumed``):
+            ``host:pid:start-time`` of a process (the store marks the run
+            crashed when a server or monitor on that host starts and the
+            process is gone), or any other text naming a producer elsewhere
+            (``remote`` when a remote producer names none), whose run only
+            the liveness stage judges. ``None``: the process that stores it.
     """
 
     __slots__ = ()
@@ -377,6 +389,7 @@ class RunLifecycle(_EventBase, _RunLifecycleFields):
         config: Mapping[str, Any] | None = None,
         final_reward: float | None = None,
         metadata: Mapping[str, Any] | None = None,
+        owner: str | None = None,
     ) -> Self:
         _check_run_id(run_id)
         _check_timestamp(timestamp)
@@ -397,7 +410,13 @@ class RunLifecycle(_EventBase, _RunLifecycleFields):
             if not isinstance(metadata, Mapping):
                 raise TypeError(f"metadata must be a mapping, got {_type_name(metadata)}")
             metadata = copy_payload("metadata", metadata)
-        return _tuple_new(cls, (run_id, timestamp, transition, run_kind, config, final_reward, metadata))
+        if owner is not None:
+            _check_name("owner", owner)
+            check_storable("owner", owner)
+            if len(owner) > 200:
+                raise ValueError(f"owner must be at most 200 characters, got {len(owner)}")
+        fields = (run_id, timestamp, transition, run_kind, config, final_reward, metadata, owner)
+        return _tuple_new(cls, fields)
 
     @property
     def status(self) -> str:
@@ -582,7 +601,8 @@ def event_nbytes(event: Any) -> int:
     if kind is LogEvent:
         return _EVENT_NBYTES + text_nbytes(event.type) + _payload_nbytes(event.data)
     if kind is RunLifecycle:
-        return _EVENT_NBYTES + _payload_nbytes(event.config) + _payload_nbytes(event.metadata)
+        owner = 0 if event.owner is None else text_nbytes(event.owner)
+        return _EVENT_NBYTES + _payload_nbytes(event.config) + _payload_nbytes(event.metadata) + owner
     if kind is ExceptionEvent:
         return _EVENT_NBYTES + sum(
             text_nbytes(text) for text in (event.error_type, event.message, event.traceback, event.category)

@@ -48,6 +48,7 @@ ALL_KINDS = [
             config={"lr": 0.001, "layers": [64, 64]},
             final_reward=12.5,
             metadata={"host": "box"},
+            owner="remote:worker-7",
         ),
         id="lifecycle",
     ),

@@ -338,10 +338,12 @@ class SQLiteSink(Sink):
         for event in batch:
             if event.run_id in missing and event.run_id not in first_seen:
                 first_seen[event.run_id] = min(event.timestamp, now)
-        rows = [[run_id, ts, ts, self._owner] for run_id, ts in first_seen.items()]
+        # No owner yet: a run is owned by whoever starts it (its lifecycle event sets the owner);
+        # one that only logs is judged by the liveness stage alone.
+        rows = [[run_id, ts, ts] for run_id, ts in first_seen.items()]
         await db.execute(
-            "INSERT OR IGNORE INTO runs (run_id, start_time, updated_at, owner) "
-            "SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3 FROM json_each(?) AS e",
+            "INSERT OR IGNORE INTO runs (run_id, start_time, updated_at) "
+            "SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2 FROM json_each(?) AS e",
             (orjson.dumps(rows),),
         )
         async with db.execute(
@@ -402,11 +404,12 @@ UPDATE runs SET
 WHERE id = ?1 AND run_id = ?17
 """
 # ?3 is a lifecycle status (started, paused, resumed, completed, failed): it always applies and
-# a (re)started run takes this process as its owner. ?16 is a liveness verdict (hung, crashed,
-# recovered → running): it applies only to a live run and never changes the owner, so a
-# verdict cannot reopen a finished run. ?17 is the run's id: a row id cached for a run that
-# cleanup removed matches no row (see _StaleRunIds). ?18 is the commit time: updated_at never
-# passes it (this also brings back a row dated in the future by an older version).
+# a (re)started run takes its owner from the event (a remote producer) or this process.
+# ?16 is a liveness verdict (hung, crashed, recovered → running): it applies only to a live
+# run and never changes the owner, so a verdict cannot reopen a finished run. ?17 is the run's
+# id: a row id cached for a run that cleanup removed matches no row (see _StaleRunIds). ?18 is
+# the commit time: updated_at never passes it (this also brings back a row dated in the future
+# by an older version).
 
 
 def _update_params(run: int, update: Any, owner: str, now: float) -> tuple[Any, ...]:
@@ -425,7 +428,7 @@ def _update_params(run: int, update: Any, owner: str, now: float) -> tuple[Any, 
         update.total_steps,
         update.total_episodes,
         None if update.state is None else dumps(update.state).decode(),
-        owner,
+        update.owner or owner,
         update.liveness_status,
         update.run_id,
         now,

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from pydantic import Field
 
-from ..events import IngestReceipt
+from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition
 from ..exceptions import PipelineNotRunning
 from ..pipeline.component import ComponentContext, Output, Source
 from ..pipeline.component import Options as BaseOptions
@@ -30,6 +30,26 @@ class IngestResult:
         self.accepted = accepted
         self.batch_id = batch_id
         self.duplicate = duplicate
+
+
+_OWNING: Final = (RunTransition.STARTED, RunTransition.RESUMED)
+
+
+def owned_by_their_producer(events: list[Any]) -> list[Any]:
+    """Runs (re)started over the network belong to their producer, not to the server storing them.
+
+    A ``started``/``resumed`` event that names no owner gets :data:`REMOTE_OWNER`,
+    so the server's own pid never becomes the owner (a restarted server would
+    otherwise find "its" runs' owner gone and mark live remote runs crashed).
+    """
+    if not any(type(event) is RunLifecycle and event.owner is None for event in events):
+        return events
+    return [
+        event._replace(owner=REMOTE_OWNER)
+        if type(event) is RunLifecycle and event.owner is None and event.transition in _OWNING
+        else event
+        for event in events
+    ]
 
 
 class IngestSource(Source):
@@ -71,6 +91,7 @@ class IngestSource(Source):
         output = self._output
         if output is None:
             raise PipelineNotRunning("runwatch is shutting down")
+        events = owned_by_their_producer(events)
         if batch_id is not None:
             if batch_id in self._recent or await self._already_stored(batch_id):
                 self.duplicate_batches += 1

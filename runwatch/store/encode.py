@@ -139,6 +139,8 @@ class RunUpdate:
     total_steps: int | None = None
     total_episodes: int | None = None
     state: dict[str, Any] | None = None
+    #: The producer of a (re)started run (``None``: the writing process).
+    owner: str | None = None
 
 
 @dataclass
@@ -422,6 +424,8 @@ def _apply_lifecycle(update: RunUpdate, event: RunLifecycle) -> None:
     transition = event.transition
     update.liveness_status = None  # a later lifecycle transition overrides an earlier verdict
     update.status = event.status
+    if transition in (RunTransition.STARTED, RunTransition.RESUMED):
+        update.owner = event.owner
     if transition is RunTransition.STARTED:
         update.kind = event.run_kind
         update.start_time = event.timestamp

@@ -374,10 +374,11 @@ class DatabaseManager:
     # -- maintenance -------------------------------------------------------------------
 
     def mark_crashed_runs(self) -> list[str]:
-        """Mark runs whose writer process on this host died as ``crashed``.
+        """Mark runs whose producer process on this host died as ``crashed``.
 
         Only ``running``/``paused`` runs owned by a process on this host that
-        no longer exists are changed; their ``end_time`` becomes their last
+        no longer exists are changed (a run ingested from a remote producer is
+        owned by that producer and left to the liveness stage); their ``end_time`` becomes their last
         sign of life and a ``run_crashed`` event is recorded.
 
         Returns:

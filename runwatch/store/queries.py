@@ -777,10 +777,13 @@ def _column_names(names: list[str]) -> list[str]:
 
 
 def mark_crashed_runs(conn: sqlite3.Connection, *, host: str | None = None) -> list[str]:
-    """Mark active runs whose writer process on this host is gone as ``crashed``.
+    """Mark active runs whose producer process on this host is gone as ``crashed``.
 
-    A run's ``owner`` is ``host:pid:create_time`` of the process writing it.
-    Only runs that are ``running`` or ``paused``, owned by ``host``, and whose
+    A run's ``owner`` is ``host:pid:create_time`` of the process producing it
+    (the monitor in a training script; for a run ingested from a remote
+    producer, whatever that producer named, ``remote`` by default: such a run
+    is never judged here, only by the liveness stage; nor is a run without an
+    owner). Only runs that are ``running`` or ``paused``, owned by ``host``, and whose
     process no longer exists (or whose pid now belongs to a process started
     at another time) are changed: ``status`` becomes ``crashed``, ``end_time``
     the last sign of life (the later of the last heartbeat and the last
