@@ -807,8 +807,10 @@ class DatacatClient:
         events_cursor: str | None = None,
         metrics_limit: int | None = None,
         metrics_cursor: str | None = None,
+        state_history_limit: int | None = None,
+        state_history_cursor: str | None = None,
     ) -> dict[str, Any]:
-        """The session as the server has it (see docs/sessions.md); pages of events and metrics.
+        """The session as the server has it (see docs/sessions.md); pages of events, metrics and state patches.
 
         In non-blocking mode the queue is flushed first (up to ``timeout``
         seconds), so the answer includes this client's earlier calls.
@@ -824,6 +826,8 @@ class DatacatClient:
             "events_cursor": events_cursor,
             "metrics_limit": metrics_limit,
             "metrics_cursor": metrics_cursor,
+            "state_history_limit": state_history_limit,
+            "state_history_cursor": state_history_cursor,
         }
         pairs = "&".join(f"{key}={quote(str(value), safe='')}" for key, value in query.items() if value is not None)
         document = self._request("GET", _path(session_id, f"?{pairs}" if pairs else ""), None)

@@ -51,7 +51,9 @@ __all__ = [
     "event_to_wire",
     "flatten_metrics",
     "json_number",
+    "copy_state",
     "merge_state",
+    "merge_state_into",
     "to_epoch_seconds",
 ]
 
@@ -760,3 +762,30 @@ def merge_state(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, 
         else:
             merged[key] = value
     return merged
+
+
+def merge_state_into(state: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Deep-merge ``patch`` into ``state`` in place, as :func:`merge_state` does.
+
+    The cost is the patch's size, not the state's: for a state that takes
+    patch after patch (the store's writer, the snapshot stage). ``state`` and
+    every mapping nested in it must belong to the caller; mappings taken from
+    ``patch`` are copied, never shared, so a later merge cannot change a patch
+    (lists and scalars are shared: nothing here changes them).
+    """
+    for key, value in patch.items():
+        if value is None:
+            state.pop(key, None)
+        elif isinstance(value, Mapping):
+            current = state.get(key)
+            if type(current) is not dict:
+                current = state[key] = {}
+            merge_state_into(current, value)
+        else:
+            state[key] = value
+
+
+def copy_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a state whose nested mappings are copies too (lists are shared: never changed),
+    so :func:`merge_state_into` may merge into it."""
+    return {key: copy_state(value) if isinstance(value, Mapping) else value for key, value in state.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -20,10 +21,12 @@ from runwatch.events import (
     RunLifecycle,
     RunTransition,
     StatePatch,
+    copy_state,
     event_from_dict,
     event_to_dict,
     flatten_metrics,
     merge_state,
+    merge_state_into,
 )
 
 TS = 1_700_000_000.5
@@ -518,6 +521,26 @@ def test_merge_state_does_not_mutate_its_inputs() -> None:
     merged["model"]["lr"] = 5
     assert base["model"]["lr"] == 0.1
     assert patch["model"]["lr"] == 0.01
+
+
+@pytest.mark.parametrize(
+    "patches",
+    [
+        pytest.param([{"a": {"b": 1}}, {"a": {"c": 2}}, {"a": {"b": None}}], id="nested"),
+        pytest.param([{"a": 1}, {"a": {"x": {"y": 1}}}, {"a": {"x": {"z": 2}}}, {"a": 3}], id="replace-and-merge"),
+        pytest.param([{"l": [1]}, {"l": [2, 3]}, {"gone": None}, {}], id="lists-and-deletes"),
+    ],
+)
+def test_merge_state_into_merges_like_merge_state_without_touching_the_patches(patches: list[Any]) -> None:
+    """Merging in place gives what merge_state gives, and no patch changes when later ones are merged."""
+    kept = [copy.deepcopy(patch) for patch in patches]
+    state: dict[str, Any] = copy_state({"base": {"k": 1}})
+    expected: dict[str, Any] = {"base": {"k": 1}}
+    for patch in patches:
+        merge_state_into(state, patch)
+        expected = merge_state(expected, patch)
+    assert state == expected
+    assert patches == kept
 
 
 # -- strings JSON and SQLite cannot hold; numpy values in payloads ----------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,11 +188,61 @@ def test_state_deep_merges_objects_replaces_lists_and_deletes_nulls(server: Serv
     session = server.get(session_id)
 
     assert session["state"] == {"window": {"open": [], "active": "w1", "size": {"w": 10, "h": 5}}, "mode": "view"}
-    history = [entry["state"] for entry in session["state_history"]]
-    assert history[1] == {"window": {"open": ["w1", "w2", "w3"], "active": "w1"}, "mode": "edit", "gone": 1}
-    assert history[2]["mode"] == "view" and "gone" not in history[2]
-    assert history[-1] == session["state"]
+    assert [entry["patch"] for entry in session["state_history"]] == patches  # oldest first, as sent
+    assert session["state_history_next_cursor"] is None
     assert all(entry["timestamp"].endswith("+00:00") for entry in session["state_history"])
+
+
+def test_state_history_pages_back_with_a_cursor_like_events(server: Server) -> None:
+    """state_history_limit and state_history_next_cursor walk every patch once: newest page first, each oldest first."""
+    session_id = server.create()
+    operations = [{"op": "state", "state": {f"k{i}": i}} for i in range(7)]
+    assert server.post(f"/api/sessions/{session_id}/batch", {"operations": operations}).status_code == 200
+    pages: list[list[int]] = []
+    cursor = None
+    for _ in range(10):
+        params: dict[str, Any] = {"state_history_limit": 3}
+        if cursor is not None:
+            params["state_history_cursor"] = cursor
+        response = server.client.get(f"/api/sessions/{session_id}", params=params)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        pages.append([next(iter(entry["patch"].values())) for entry in body["state_history"]])
+        cursor = body["state_history_next_cursor"]
+        if cursor is None:
+            break
+    assert pages == [[4, 5, 6], [1, 2, 3], [0]]
+    assert body["state"] == {f"k{i}": i for i in range(7)}
+    bad = server.client.get(f"/api/sessions/{session_id}", params={"state_history_cursor": "x"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "state_history_cursor"
+
+
+@pytest.mark.parametrize("patches", [pytest.param(5_000, id="5000"), pytest.param(10_000, id="10000")])
+def test_reading_a_session_is_bounded_by_its_pages_not_its_patches(server: Server, patches: int) -> None:
+    """Thousands of one-key patches give small answers (the merged state plus a page) and little server memory,
+    for get, list and end."""
+    session_id = server.create(product=f"many-{patches}")
+    for start in range(0, patches, 5_000):
+        operations = [{"op": "state", "state": {f"k{i}": i}} for i in range(start, min(patches, start + 5_000))]
+        assert server.post(f"/api/sessions/{session_id}/batch", {"operations": operations}).status_code == 200
+    state_bytes = len(json.dumps({f"k{i}": i for i in range(patches)}))
+
+    tracemalloc.start()  # the server runs in this process: its allocations are traced too
+    try:
+        one = server.client.get(f"/api/sessions/{session_id}")
+        listed = server.client.get("/api/sessions", params={"product": f"many-{patches}"})
+        ended = server.client.post(f"/api/sessions/{session_id}/end", content=b"{}", headers=JSON)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak  # the state a few times over, never a state per patch
+
+    for response in (one, listed, ended):
+        assert response.status_code == 200, response.text
+        assert len(response.content) < state_bytes + 20_000, len(response.content)  # the state once, a page
+    body = one.json()
+    assert len(body["state"]) == patches and len(body["state_history"]) == 100
+    assert body["state_history"][-1]["patch"] == {f"k{patches - 1}": patches - 1}
 
 
 def test_events_keep_name_level_and_data_newest_first(server: Server) -> None:
@@ -398,7 +449,7 @@ def test_list_filters_by_active_status_and_product(server: Server) -> None:
     assert ids(status="active") == [second, first]
     assert ids(status="crashed") == []
     listed = server.client.get("/api/sessions", params={"product": product}).json()["sessions"][0]
-    assert "events" not in listed and "metrics" not in listed and "state_history" in listed
+    assert not {"events", "metrics", "state_history"} & set(listed) and listed["state"] == {}
 
 
 def test_list_pages_with_a_cursor(server: Server) -> None:

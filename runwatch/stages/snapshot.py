@@ -99,9 +99,10 @@ from ..events import (
     RunTransition,
     StatePatch,
     check_storable,
+    copy_state,
     event_to_wire,
     json_number,
-    merge_state,
+    merge_state_into,
 )
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
@@ -208,7 +209,7 @@ class RunView:
                     continue
                 metrics[name] = (value, step, timestamp)
         elif kind is StatePatch:
-            self.state = merge_state(self.state, event.patch)
+            merge_state_into(self.state, event.patch)  # the view's own state: linear in the patch
         elif kind is Heartbeat:
             counters = event.counters or {}
             self.total_steps = counters.get("total_steps", self.total_steps)
@@ -225,7 +226,8 @@ class RunView:
         self.version += 1
 
     def to_dict(self) -> dict[str, Any]:
-        """The view as JSON-safe data (new containers; ``state`` is shared: treat it as read-only)."""
+        """The view as JSON-safe data (new containers; ``state`` is shared and changes as patches
+        arrive: serialise it at once, or copy it)."""
         return {
             "format": SNAPSHOT_FORMAT,
             "run_id": self.run_id,
@@ -308,7 +310,7 @@ class RunView:
             else:
                 value = _number(raw, f"{where}.value")
             view.metrics[name] = (value, step, _number(entry.get("timestamp"), f"{where}.timestamp"))
-        view.state = _typed(data, "state", dict)
+        view.state = copy_state(_typed(data, "state", dict))  # the view merges into it
         counters = _typed(data, "counters", dict)
         for key in ("events_by_kind", "events_by_type"):
             table = counters.get(key)
@@ -756,10 +758,15 @@ class SnapshotStage(Stage):
     def current_view(self, run_id: str) -> dict[str, Any] | None:
         """The run's current view (see the module docs), or ``None`` when the stage holds none.
 
-        Nested ``state`` values are shared with the stage: treat them as read-only.
+        Its ``state`` is a copy: later patches do not change it. Nested values
+        are shared with the stage: treat them as read-only.
         """
         view = self.book.view(run_id)
-        return None if view is None else view.to_dict()
+        if view is None:
+            return None
+        data = view.to_dict()
+        data["state"] = copy_state(view.state)
+        return data
 
     async def restore(self, run_id: str) -> dict[str, Any] | None:
         """Load the run's latest stored snapshot; it becomes the run's view if the stage holds none.

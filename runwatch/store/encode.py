@@ -32,7 +32,8 @@ from ..events import (
     RunTransition,
     StatePatch,
     check_storable,
-    merge_state,
+    copy_state,
+    merge_state_into,
 )
 
 __all__ = [
@@ -256,8 +257,10 @@ class BatchEncoder:
                     if "total_episodes" in counters:
                         update.total_episodes = counters["total_episodes"]
             elif kind is StatePatch:
-                base = update.state if update.state is not None else current_state.get(run, {})
-                update.state = merge_state(base, event.patch)
+                state = update.state
+                if state is None:  # this batch's own copy, merged into patch by patch
+                    state = update.state = copy_state(current_state.get(run, {}))
+                merge_state_into(state, event.patch)
                 state_rows.append([run, event.timestamp, event.patch])
             elif kind is RunLifecycle:
                 _apply_lifecycle(update, event)

@@ -70,6 +70,9 @@ ACTIVE_STATUSES: Final = ("running", "paused", "hung")
 #: A point in time for a filter: a ``datetime`` (naive means UTC) or epoch seconds.
 TimeLike = datetime | float | int
 
+# Past every row id (SQLite's rowids are signed 64-bit).
+_NO_ID_LIMIT: Final = 2**63 - 1
+
 # Columns of the DataFrame that are not metrics.
 _FRAME_COLUMNS: Final = ("timestamp", "step")
 
@@ -354,33 +357,41 @@ def run_state(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
     return state
 
 
-def state_history(conn: sqlite3.Connection, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """The state patches of a run, oldest first.
+def state_history(
+    conn: sqlite3.Connection, run_id: str, limit: int | None = None, *, before_id: int | None = None
+) -> list[dict[str, Any]]:
+    """The state patches of a run in the order they were merged (storage order), oldest first.
+
+    The merged result of all of them is the run's state (:func:`run_state`,
+    read from the run's row): nothing here merges patches.
 
     Args:
         conn: a connection to the store.
         run_id: the run.
         limit: keep only the ``limit`` most recent patches (still returned
             oldest first); ``None`` for all.
+        before_id: only patches stored before the one with this ``id`` (to
+            page backwards: pass the ``id`` of the oldest patch of a page).
 
     Returns:
         One dict per patch: ``id``, ``timestamp`` (epoch seconds) and ``patch``.
 
     Raises:
         TypeError: ``run_id`` is not a non-empty string.
-        ValueError: a bad ``limit``.
+        ValueError: a bad ``limit`` or ``before_id``.
         UnknownRunError: no run has this id.
     """
     check_limit(limit)
+    if before_id is not None and (type(before_id) is not int or before_id < 0):
+        raise ValueError(f"before_id must be a non-negative integer or None, got {before_id!r}")
     with _read_snapshot(conn):
         run = _run_pk(conn, run_id)
-        sql = "SELECT id, ts, patch FROM state_history WHERE run = ? ORDER BY ts DESC, id DESC"
-        params: list[Any] = [run]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        rows = conn.execute(sql, params).fetchall()
-    rows.reverse()
+        # The page's ids come from the (run, ts) index alone; only the page's patches are read.
+        page = "SELECT id FROM state_history WHERE run = ? AND id < ? ORDER BY id DESC LIMIT ?"
+        params = (run, _NO_ID_LIMIT if before_id is None else before_id, -1 if limit is None else limit)
+        rows = conn.execute(
+            f"SELECT id, ts, patch FROM state_history WHERE id IN ({page}) ORDER BY id", params
+        ).fetchall()
     return [{"id": id_, "timestamp": ts, "patch": orjson.loads(patch)} for id_, ts, patch in rows]
 
 

@@ -33,7 +33,6 @@ from ..events import (
     StatePatch,
     check_storable,
     json_number,
-    merge_state,
 )
 from ..exceptions import UnknownRunError
 from ..sessions import (
@@ -45,6 +44,7 @@ from ..sessions import (
     session_metadata,
     session_status,
 )
+from ..store import queries
 from .api import CURSOR_SCHEMA, loads_json, read
 from .app import ApiError, JSONResponse, error_responses, iso, web_context
 
@@ -266,21 +266,7 @@ def _session_row(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
     return tuple(found)
 
 
-def _state_history(conn: sqlite3.Connection, runs: list[int]) -> dict[int, list[dict[str, Any]]]:
-    """Each run's states after every patch, oldest first."""
-    out: dict[int, list[dict[str, Any]]] = {run: [] for run in runs}
-    current: dict[int, dict[str, Any]] = {run: {} for run in runs}
-    rows = conn.execute(
-        "SELECT run, ts, patch FROM state_history WHERE run IN (SELECT value FROM json_each(?)) ORDER BY id",
-        (orjson.dumps(runs).decode(),),
-    )
-    for run, ts, patch in rows:
-        current[run] = merge_state(current[run], orjson.loads(patch))
-        out[run].append({"timestamp": iso(ts), "state": current[run]})
-    return out
-
-
-def _session(row: tuple[Any, ...], history: list[dict[str, Any]]) -> dict[str, Any]:
+def _session(row: tuple[Any, ...]) -> dict[str, Any]:
     _, run_id, status, start, end, updated, heartbeat, metadata_text, state = row
     metadata = orjson.loads(metadata_text) if metadata_text else {}
     if not isinstance(metadata, dict):
@@ -295,7 +281,6 @@ def _session(row: tuple[Any, ...], history: list[dict[str, Any]]) -> dict[str, A
         "active": shown in ("active", "hung"),
         "status": shown,
         "state": orjson.loads(state) if state else {},
-        "state_history": history,
         "last_heartbeat": iso(heartbeat),
         "hostname": metadata.get("hostname"),
         "product": metadata.get("product"),
@@ -312,8 +297,14 @@ def read_session(
     events_before: int | None,
     metrics_limit: int,
     metrics_before: int | None,
+    history_limit: int = 100,
+    history_before: int | None = None,
 ) -> dict[str, Any]:
-    """One session with a page of its events and one of its metrics, newest first.
+    """One session with a page of its events and one of its metrics, newest first, and a page of its
+    state patches (the newest ``history_limit`` before ``history_before``, oldest first).
+
+    The work is bounded by the pages: the session's state is read from its run
+    row (merged as each patch was stored), never rebuilt from its patches.
 
     Raises:
         UnknownRunError: no session has this id.
@@ -322,7 +313,7 @@ def read_session(
     try:
         row = _session_row(conn, session_id)
         run = row[0]
-        history = _state_history(conn, [run])[run]
+        history = queries.state_history(conn, session_id, history_limit + 1, before_id=history_before)
         sql = "SELECT id, ts, type, level, data FROM events WHERE run = ? AND kind = 'log'"
         params: list[Any] = [run]
         if events_before is not None:
@@ -340,7 +331,10 @@ def read_session(
         metrics = conn.execute(sql + " ORDER BY m.row DESC LIMIT ?", (*params, metrics_limit + 1)).fetchall()
     finally:
         conn.execute("COMMIT")
-    session = _session(row, history)
+    session = _session(row)
+    patches = history[-history_limit:]  # oldest first: the one beyond the page is the first
+    session["state_history"] = [{"timestamp": iso(entry["timestamp"]), "patch": entry["patch"]} for entry in patches]
+    session["state_history_next_cursor"] = str(patches[0]["id"]) if len(history) > history_limit else None
     page = events[:events_limit]
     session["events"] = [
         {"timestamp": iso(ts), "name": name, "level": level, "data": orjson.loads(data)}
@@ -369,7 +363,7 @@ def list_sessions(
     limit: int,
     before: int | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Sessions, newest first, without their events and metrics; and the next page's cursor."""
+    """Sessions, newest first, without their events, metrics and state history; and the next page's cursor."""
     where = ["kind = ?"]
     params: list[Any] = [SESSION_KIND]
     if active is not None:
@@ -385,17 +379,12 @@ def list_sessions(
     if before is not None:
         where.append("id < ?")
         params.append(before)
-    conn.execute("BEGIN")
-    try:
-        rows = conn.execute(
-            f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-            (*params, limit + 1),
-        ).fetchall()
-        page = rows[:limit]
-        histories = _state_history(conn, [row[0] for row in page])
-    finally:
-        conn.execute("COMMIT")
-    sessions = [_session(tuple(row), histories[row[0]]) for row in page]
+    rows = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    page = rows[:limit]
+    sessions = [_session(tuple(row)) for row in page]
     return sessions, str(page[-1][0]) if len(rows) > limit else None
 
 
@@ -559,7 +548,7 @@ async def get_sessions(
 
 @router.get(
     "/api/sessions/{session_id}",
-    summary="A session with pages of its events and metrics",
+    summary="A session with pages of its events, metrics and state patches",
     responses=error_responses(404, 422),
 )
 async def get_session(
@@ -569,11 +558,22 @@ async def get_session(
     events_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
     metrics_limit: int = Query(100, ge=1, le=10_000),
     metrics_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
+    state_history_limit: int = Query(100, ge=1, le=10_000),
+    state_history_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
 ) -> JSONResponse:
     events_before = _cursor(events_cursor, "events_cursor")
     metrics_before = _cursor(metrics_cursor, "metrics_cursor")
+    history_before = _cursor(state_history_cursor, "state_history_cursor")
     session = await _read_session(
-        request, read_session, session_id, events_limit, events_before, metrics_limit, metrics_before
+        request,
+        read_session,
+        session_id,
+        events_limit,
+        events_before,
+        metrics_limit,
+        metrics_before,
+        state_history_limit,
+        history_before,
     )
     return JSONResponse(session)
 

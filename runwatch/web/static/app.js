@@ -550,30 +550,22 @@
   }
 
   /**
-   * What changed from one state to the next, as [{path, op}] with op "+"
-   * (added), "~" (changed) or "-" (removed); objects are compared key by key,
-   * anything else as a whole. At most `limit` entries (then one {more: n}).
+   * What a state patch does, as [{path, op}] in its order: op "~" (a value
+   * set: lists and scalars replace) or "-" (null: removed); objects merge, so
+   * their keys are listed one by one. At most `limit` entries (then one {more: n}).
    */
-  function stateChanges(before, after, limit = 50) {
+  function patchChanges(patch, limit = 50) {
     const out = [];
     let more = 0;
-    const push = (path, op) => {
-      if (out.length < limit) out.push({ path, op });
-      else more++;
-    };
-    const walk = (a, b, path) => {
-      const keys = new Set([...Object.keys(a), ...Object.keys(b)]);
-      for (const key of keys) {
-        const p = path ? `${path}.${key}` : key;
-        const hasA = Object.prototype.hasOwnProperty.call(a, key);
-        const hasB = Object.prototype.hasOwnProperty.call(b, key);
-        if (!hasB) push(p, '-');
-        else if (!hasA) push(p, '+');
-        else if (isPlainObject(a[key]) && isPlainObject(b[key])) walk(a[key], b[key], p);
-        else if (JSON.stringify(a[key]) !== JSON.stringify(b[key])) push(p, '~');
+    const walk = (part, path) => {
+      for (const [key, value] of Object.entries(part)) {
+        const at = path ? `${path}.${key}` : key;
+        if (isPlainObject(value) && Object.keys(value).length) walk(value, at);
+        else if (out.length < limit) out.push({ path: at, op: value === null ? '-' : '~' });
+        else more++;
       }
     };
-    walk(isPlainObject(before) ? before : {}, isPlainObject(after) ? after : {}, '');
+    walk(isPlainObject(patch) ? patch : {}, '');
     if (more) out.push({ more });
     return out;
   }
@@ -585,7 +577,7 @@
     createSeries, seriesFromWire, appendPoint,
     decimateMinMax, niceTicks, timeTicks, paddedRange, formatValue, formatCount, formatDuration, formatClock,
     runDuration, summarizeEvent, sessionStatusAfter, sessionTags, sessionEventFromWire, prepareSessionEvent,
-    stateChanges,
+    patchChanges,
   };
 
   if (typeof document === 'undefined') {
@@ -2889,7 +2881,7 @@
       this.xMode = 'time';
       this.zoom = null;
       this.state = {};
-      this.stateHistory = []; // oldest first: {timestamp, _ts, state, patch?}
+      this.stateHistory = []; // oldest first: {timestamp, _ts, patch} (the stored page, then live patches)
       this.stateOpen = new Map();
       this.metadataOpen = new Map();
       this.expandedHistory = new Set();
@@ -3076,18 +3068,21 @@
       this.metricsTrimmed = false;
       this.rebuildSeries();
 
-      // State: the stored state is the last entry of the stored history; live
-      // patches after it are applied again on top.
-      const history = ((body && body.state_history) || []).map((e) => ({ timestamp: e.timestamp, _ts: parseTime(e.timestamp), state: e.state || {} }));
+      // State: the stored state (merged by the store) includes the newest stored
+      // patch, the last of the history page; live patches after it are applied again on top.
+      const history = ((body && body.state_history) || []).map((e) => ({
+        timestamp: e.timestamp, _ts: parseTime(e.timestamp), patch: isPlainObject(e.patch) ? e.patch : {},
+      }));
       const lastHistory = history.length ? usec(history[history.length - 1]._ts) : -Infinity;
       let state = (body && isPlainObject(body.state)) ? body.state : {};
       for (const e of this.stateHistory) {
-        if (!e.patch || !laterThan(e._ts, lastHistory)) continue;
+        if (!laterThan(e._ts, lastHistory)) continue;
         state = mergeState(state, e.patch);
-        history.push({ timestamp: e.timestamp, _ts: e._ts, patch: e.patch, state });
+        history.push({ timestamp: e.timestamp, _ts: e._ts, patch: e.patch });
       }
       this.state = state;
       this.stateHistory = history;
+      this.stateHistoryPaged = Boolean(body && body.state_history_next_cursor); // older patches not loaded
       this.finishLoad({ lastTimes, eventKeys: new Set(this.eventKeys), lastHistory });
     }
 
@@ -3264,7 +3259,7 @@
             if (dedup && !laterThan(t, dedup.lastHistory)) break; // in the stored state already
             const patch = isPlainObject(event.patch) ? event.patch : {};
             this.state = mergeState(this.state, patch);
-            this.stateHistory.push({ timestamp: t, _ts: t, patch, state: this.state });
+            this.stateHistory.push({ timestamp: t, _ts: t, patch });
             stateChanged = true;
             break;
           }
@@ -3461,19 +3456,17 @@
       if (this.closed) return;
       this.stateEl.replaceChildren(jsonTree(this.state, { open: this.stateOpen, depth: 1, empty: 'No state yet.' }));
       const history = this.stateHistory;
-      this.historyCountEl.textContent = history.length ? `${history.length} patch${history.length === 1 ? '' : 'es'}` : '';
+      const patches = `${history.length} patch${history.length === 1 ? '' : 'es'}`;
+      this.historyCountEl.textContent = history.length ? (this.stateHistoryPaged ? `latest ${patches}` : patches) : '';
       const items = [];
       for (let i = history.length - 1; i >= 0 && items.length < STATE_HISTORY_RENDERED; i--) {
         const entry = history[i];
-        if (!entry._changes || entry._changesBase !== (i > 0 ? history[i - 1].state : null)) {
-          entry._changesBase = i > 0 ? history[i - 1].state : null;
-          entry._changes = stateChanges(i > 0 ? history[i - 1].state : {}, entry.state, 8);
-        }
+        if (!entry._changes) entry._changes = patchChanges(entry.patch, 8);
         const key = `${entry._ts}|${i}`;
         const expanded = this.expandedHistory.has(key);
         const changes = entry._changes.map((c) => (c.more
           ? h('span', { class: 'muted' }, `+${c.more} more`)
-          : h('span', { class: `change change-${c.op === '+' ? 'add' : c.op === '-' ? 'del' : 'mod'}`, title: { '+': 'added', '-': 'removed', '~': 'changed' }[c.op] }, `${c.op}${c.path}`)));
+          : h('span', { class: `change change-${c.op === '-' ? 'del' : 'mod'}`, title: c.op === '-' ? 'removed' : 'set' }, `${c.op}${c.path}`)));
         const li = h('li', { class: 'history-item', 'data-index': String(i) },
           h('button', {
             type: 'button', class: 'event-line', 'aria-expanded': String(expanded),
@@ -3485,7 +3478,7 @@
           },
           h('time', { class: 'event-time', title: formatClock(entry._ts, { date: true, millis: true }) }, formatClock(entry._ts)),
           h('span', { class: 'history-changes' }, changes.length ? changes : h('span', { class: 'muted' }, 'no change'))));
-        if (expanded) li.append(h('div', { class: 'event-detail' }, jsonTree(entry.state, { depth: 2, empty: '(empty state)' })));
+        if (expanded) li.append(h('div', { class: 'event-detail' }, jsonTree(entry.patch, { depth: 2, empty: '(empty patch)' })));
         items.push(li);
       }
       if (items.length === 0) items.push(h('li', { class: 'empty' }, 'No state patches yet.'));
