@@ -11,6 +11,7 @@ import anyio
 import anyio.to_thread
 import pytest
 
+from runwatch.events import METRIC_NBYTES, Metric, StatePatch, event_nbytes
 from runwatch.pipeline.bridge import ThreadBridge
 from runwatch.pipeline.buffer import OverflowPolicy
 
@@ -334,3 +335,77 @@ async def test_flush_after_detach_returns_false() -> None:
     bridge.attach()
     bridge.detach()
     assert await run_in_thread(lambda: bridge.flush(timeout=NEVER)) is False
+
+
+# -- byte bounds -------------------------------------------------------------------------------------
+
+
+def heavy(n: int, size: int = 100_000) -> StatePatch:
+    """A state patch that weighs about ``size`` bytes, numbered ``n``."""
+    return StatePatch("r", 1.0, {"n": n, "blob": "x" * size})
+
+
+def metric(n: int) -> Metric:
+    return Metric("r", 1.0, {"n": float(n)})
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"),
+    [
+        pytest.param(OverflowPolicy.DROP_NEWEST, [0, 1, 2], id="drop_newest"),
+        pytest.param(OverflowPolicy.DROP_OLDEST, [7, 8, 9], id="drop_oldest"),
+    ],
+)
+def test_heavy_events_meet_the_byte_bound_first_and_the_policy_decides(policy: OverflowPolicy, kept: list[int]) -> None:
+    """Events of ~100 KB against a 350 KB bound: three are held, the policy picks which, the rest are counted."""
+    bridge = ThreadBridge(max_events=1_000, policy=policy, max_bytes=350_000)
+    bridge.emit_many([heavy(n) for n in range(10)])
+    stats = bridge.statistics()
+    assert stats.buffered_events == 3 and stats.buffered_bytes <= stats.max_bytes == 350_000
+    assert stats.dropped_events == {"overflow": 7}
+    events = [event for segment in bridge.drain() for event in segment]  # type: ignore[union-attr]
+    assert [event.patch["n"] for event in events] == kept
+    assert bridge.statistics().buffered_bytes == 0
+    assert_counts_exact(bridge, 10)
+
+
+def test_metrics_share_the_byte_bound_with_heavy_events_without_a_look_inside() -> None:
+    """A metric counts METRIC_NBYTES: fewer fit beside a heavy event, and all fit again once it is drained."""
+    bound = 64 * METRIC_NBYTES
+    bridge = ThreadBridge(max_events=1_000, policy="drop_newest", max_bytes=bound)
+    bridge.emit(heavy(0, 20_000))
+    bridge.emit_many([metric(n) for n in range(100)])
+    room = bound - event_nbytes(heavy(0, 20_000))
+    assert bridge.statistics().buffered_events == 1 + room // METRIC_NBYTES
+    first = bridge.drain()
+    assert sum(len(segment) for segment in first) == 1 + room // METRIC_NBYTES  # type: ignore[arg-type]
+    assert first[0].nbytes == bound - room % METRIC_NBYTES  # type: ignore[union-attr]  # weighed once, at the drain
+    bridge.emit_many([metric(n) for n in range(100)])
+    assert bridge.statistics().buffered_events == 64
+    assert_counts_exact(bridge, 200 + 1)
+
+
+def test_a_heavy_event_larger_than_the_bound_passes_an_empty_bridge() -> None:
+    """An event heavier than max_bytes is taken when nothing is queued (alone it could never fit)."""
+    bridge = ThreadBridge(max_events=10, policy="drop_newest", max_bytes=64 << 10)
+    bridge.emit(heavy(0))
+    bridge.emit(heavy(1))
+    bridge.emit(metric(0))
+    assert bridge.statistics().buffered_events == 1 and bridge.statistics().dropped_events == {"overflow": 2}
+
+
+async def test_a_block_producer_waits_for_bytes_then_sheds_once_per_stall() -> None:
+    """A block producer facing a byte-full bridge waits block_timeout_seconds once, then drops at once."""
+    bridge = ThreadBridge(max_events=1_000, policy="block", block_timeout_seconds=0.2, max_bytes=250_000)
+    bridge.attach()
+
+    def produce() -> float:
+        started = time.monotonic()
+        bridge.emit_many([heavy(n) for n in range(10)])
+        return time.monotonic() - started
+
+    waited = await run_in_thread(produce)
+    stats = bridge.statistics()
+    assert stats.buffered_events == 2 and stats.dropped_events == {"block_timeout": 8}
+    assert 0.2 <= waited < 5
+    bridge.close()

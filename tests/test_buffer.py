@@ -7,6 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
+from runwatch.events import METRIC_NBYTES, Metric, StatePatch, event_nbytes
 from runwatch.pipeline.buffer import EventBuffer, FlushMarker, OverflowPolicy
 
 # Guards every await that could hang; nothing here legitimately takes this long.
@@ -481,3 +482,69 @@ async def test_a_cancelled_blocked_sender_keeps_the_counts_exact() -> None:
     assert scope.cancelled_caught
     assert len(buffer) == 2
     assert_counts_exact(buffer)
+
+
+# -- byte bounds ---------------------------------------------------------------------
+
+
+def big(n: int, size: int = 100_000) -> Any:
+    """A state patch that weighs about ``size`` bytes (a string payload), numbered ``n``."""
+    return StatePatch("r", 1.0, {"n": n, "blob": "x" * size})
+
+
+def test_drop_newest_stops_at_the_byte_bound_and_counts_the_rest() -> None:
+    """Large events fill the byte bound long before the event bound; what does not fit is dropped (overflow)."""
+    buffer = EventBuffer(10_000, "drop_newest", max_bytes=350_000)
+    buffer.put_nowait([big(n) for n in range(10)])
+    stats = buffer.statistics()
+    assert stats.buffered_events == 3 and stats.dropped_events == {"overflow": 7}
+    assert stats.buffered_bytes == sum(event_nbytes(event) for event in events_of(drain_nowait(buffer)[:1]))
+    assert stats.buffered_bytes <= stats.max_bytes == 350_000
+    assert_counts_exact(buffer)
+
+
+def test_drop_oldest_drops_as_many_old_events_as_the_new_ones_weigh() -> None:
+    """A heavy batch pushes out the oldest events until it fits the byte bound; the newest are kept."""
+    metrics = [Metric("r", 1.0, {"x": float(n)}) for n in range(100)]
+    heavy = [big(0), big(1)]
+    bound = sum(map(event_nbytes, metrics + heavy)) - 2 * METRIC_NBYTES - 1  # three metrics too many
+    buffer = EventBuffer(10_000, "drop_oldest", max_bytes=bound)
+    buffer.put_nowait(metrics)
+    buffer.put_nowait(heavy)
+    assert events_of(drain_nowait(buffer)) == metrics[3:] + heavy
+    assert buffer.statistics().dropped_events == {"overflow": 3}
+    assert_counts_exact(buffer)
+
+
+def test_an_event_larger_than_the_byte_bound_passes_an_empty_buffer_alone() -> None:
+    """An event heavier than the whole byte bound goes in when the buffer is empty (it could never fit otherwise)."""
+    buffer = EventBuffer(100, "drop_newest", max_bytes=64 << 10)
+    buffer.put_nowait([big(0, 200_000)])
+    buffer.put_nowait([big(1, 200_000)])
+    assert events_of(drain_nowait(buffer)) == [big(0, 200_000)]
+    assert buffer.statistics().dropped_events == {"overflow": 1}
+
+
+async def test_block_waits_for_bytes_and_takes_a_heavy_batch_in_parts() -> None:
+    """With block, a batch heavier than the byte bound goes in parts that fit; each part waits for room."""
+    buffer = EventBuffer(10_000, "block", max_bytes=250_000)
+    batch = [big(n) for n in range(5)]
+    received: list[Any] = []
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(buffer.put, batch)
+            while len(received) < 5:
+                await anyio.wait_all_tasks_blocked()
+                assert buffer.statistics().buffered_bytes <= 250_000
+                item = await buffer.get()
+                assert isinstance(item, list)
+                received.extend(item)
+    assert received == batch
+    assert buffer.statistics().dropped_events == {}
+    assert_counts_exact(buffer)
+
+
+def test_the_byte_bound_must_be_positive() -> None:
+    """A byte bound below 1 is refused."""
+    with pytest.raises(ValueError, match="max_bytes"):
+        EventBuffer(10, max_bytes=0)

@@ -21,6 +21,7 @@ and the unloaded producer's per-call times; pass criteria are ratios to them.
 
 from __future__ import annotations
 
+import gc
 import math
 import sqlite3
 import sys
@@ -38,6 +39,7 @@ from tiers import soak_timeout, tier
 
 from runwatch import MonitorConfig, WebMonitor
 from runwatch.events import Metric
+from runwatch.pipeline.config import default_pipeline_config
 
 THROTTLED = f"{ThrottledSink.__module__}:ThrottledSink"
 
@@ -347,3 +349,89 @@ def test_overload_at_ten_times_capacity(tmp_monitor: WebMonitor, capacity: float
         assert loaded.calls / loaded.seconds > 0.5 * OVERLOAD * capacity, "the producer was held back"
         assert loaded_p99 <= P99_RATIO_LIMIT * unloaded_p99, figures
         assert accepted_rate * loaded.seconds <= 1.25 * capacity * loaded.seconds + QUEUED_EVENTS_LIMIT
+
+
+# -- large events against a write-locked store: the byte bounds ------------------------------------
+
+#: The byte bounds of the locked-store scenario (small, so a few seconds fill them).
+INTAKE_BYTES = 8 << 20
+BUFFER_BYTES = 4 << 20
+PENDING_BYTES = 8 << 20
+LOCKED_SECONDS = tier(3.0, 45.0)
+
+
+def game_state(step: int) -> dict[str, Any]:
+    """A game state of about 2.7 KB of JSON (a 16×16 board, 16 units, a few scalars)."""
+    return {
+        "board": [[(step + row * 7 + col) % 5 for col in range(16)] for row in range(16)],
+        "units": [{"x": float(i), "y": float(i) / 2, "hp": 100 - i, "kind": "scout"} for i in range(16)],
+        "score": step,
+        "frame": f"frame-{step:08d}",
+    }
+
+
+def byte_bounded_graph(policy: str) -> tuple[dict[str, Any], int]:
+    """The monitor's default graph with small byte bounds on every buffer; and their sum."""
+    graph = default_pipeline_config(alerts=True, snapshots=True)
+    graph["sources"]["app"].update({"max_bytes": INTAKE_BYTES, "when_full": policy, "block_timeout_seconds": 0.5})
+    buffered = [*graph["stages"].values(), *graph["sinks"].values()]
+    for component in buffered:
+        component["buffer"] = {**component.get("buffer", {}), "max_bytes": BUFFER_BYTES}
+    graph["sinks"]["store"]["max_pending_bytes"] = PENDING_BYTES
+    return graph, INTAKE_BYTES + BUFFER_BYTES * len(buffered) + PENDING_BYTES
+
+
+@pytest.mark.soak
+@soak_timeout(45, 240)
+@pytest.mark.parametrize("policy", ["block", "drop_oldest", "drop_newest"])
+def test_large_states_against_a_write_locked_store_stay_within_the_byte_bounds(tmp_path: Path, policy: str) -> None:
+    """With the store write-locked, ~2.7 KB game states logged as fast as the loop can are held within the
+    buffers' byte bounds: RSS grows by at most their sum plus a margin, every queue stays within its bound,
+    the intake's policy decides at the bound, and once the lock goes everything accepted is stored."""
+    graph, configured_bytes = byte_bounded_graph(policy)
+    config = MonitorConfig(
+        db_path=str(tmp_path / "locked.db"), data_dir=str(tmp_path / "data"), web_port=0, pipeline=graph
+    )
+    process = psutil.Process()
+    with WebMonitor(config) as monitor:
+        run_id = monitor.start_training(run_id="locked")
+        assert monitor.flush(30)
+        pipeline = monitor.pipeline_thread.pipeline
+        gc.collect()
+        baseline = process.memory_info().rss
+        peak, calls, over_bound = baseline, 0, []
+        lock = sqlite3.connect(tmp_path / "locked.db", timeout=30, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")  # another writer holds the store: nothing commits
+        try:
+            end = time.monotonic() + LOCKED_SECONDS
+            while time.monotonic() < end:
+                monitor.update_game_state(game_state(calls), frame_number=calls)
+                calls += 1
+                if calls % 200 == 0:
+                    peak = max(peak, process.memory_info().rss)
+                    for name, entry in pipeline.statistics()["components"].items():
+                        queue = entry.get("intake") or entry.get("buffer")
+                        if queue and queue["buffered_bytes"] > queue["max_bytes"] + (64 << 10):
+                            over_bound.append((name, queue["buffered_bytes"], queue["max_bytes"]))
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+        assert monitor.flush(60)
+        stats = monitor.statistics()["components"]
+        stored = len(monitor.db.get_run_events(run_id, "run_started"))  # the store is readable again
+    intake = stats["app"]["intake"]
+    growth = peak - baseline
+    print(
+        f"\nlocked[{policy}]: {calls} calls, RSS +{growth / 2**20:.1f} MiB, bounds {configured_bytes / 2**20:.0f} MiB,"
+        f" dropped {intake['dropped_events']}",
+        file=sys.stderr,
+    )
+    assert not over_bound, over_bound
+    assert growth <= configured_bytes + MEMORY_MARGIN_BYTES, f"RSS grew {growth / 2**20:.1f} MiB"
+    assert stored == 1
+    emitted = 2 + calls  # the run's start: a lifecycle event and a heartbeat (update_interval keeps others away)
+    dropped = intake["dropped_events"]
+    assert stats["store"]["committed_events"] + sum(dropped.values()) >= emitted
+    assert intake["accepted_events"] == stats["store"]["committed_events"]
+    expected_reason = {"block": "block_timeout", "drop_oldest": "overflow", "drop_newest": "overflow"}[policy]
+    assert set(dropped) == {expected_reason}, dropped

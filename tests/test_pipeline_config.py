@@ -83,7 +83,7 @@ def assert_same_graph(spec: PipelineSpec) -> None:
     assert store.path == "sinks.store"
     assert store.inputs == ("keep_metrics",)
     assert store.options.flush_interval_seconds == 0.25
-    assert store.buffer == BufferSpec(max_events=100, when_full=OverflowPolicy.DROP_NEWEST)
+    assert store.buffer == BufferSpec(max_events=100, when_full=OverflowPolicy.DROP_NEWEST, max_bytes=32 << 20)
     void = spec.get("void")
     assert void.cls is BlackholeSink
     assert void.inputs == ("app", "keep_metrics")
@@ -320,6 +320,24 @@ def test_custom_component_options_are_validated_with_paths() -> None:
             "sinks.store.buffer.max_events",
             "positive integer",
             id="bad-buffer-max-events",
+        ),
+        pytest.param(
+            base(sinks={"store": {"type": "sqlite", "inputs": ["app"], "buffer": {"max_bytes": 1024}}}),
+            "sinks.store.buffer.max_bytes",
+            "at least 65536 bytes",
+            id="buffer-max-bytes-too-small",
+        ),
+        pytest.param(
+            base(sinks={"store": {"type": "sqlite", "inputs": ["app"], "buffer": {"max_bytes": "1 MiB"}}}),
+            "sinks.store.buffer.max_bytes",
+            "'1 MiB'",
+            id="buffer-max-bytes-not-an-integer",
+        ),
+        pytest.param(
+            base(sinks={"store": {"type": "sqlite", "inputs": ["app"], "max_pending_bytes": 10}}),
+            "sinks.store.max_pending_bytes",
+            "greater than or equal to 65536",
+            id="store-max-pending-bytes",
         ),
         pytest.param(
             base(sinks={"store": {"type": "sqlite", "inputs": ["app"], "buffer": {"size": 5}}}),

@@ -786,6 +786,9 @@ def test_prometheus_metrics_text(logged: Logged) -> None:
     assert processed["store"] > SPIKY_POINTS
     buffers = {labels["component_id"]: value for labels, value in samples["runwatch_buffer_max_events"]}
     assert {"app", "store", "live"} <= set(buffers) and all(value > 0 for value in buffers.values())
+    byte_bounds = {labels["component_id"]: value for labels, value in samples["runwatch_buffer_max_bytes"]}
+    assert set(byte_bounds) == set(buffers) and all(value >= 64 << 10 for value in byte_bounds.values())
+    assert all(0 <= value <= byte_bounds[labels["component_id"]] for labels, value in samples["runwatch_buffer_bytes"])
 
 
 def test_openapi_lists_the_routes(logged: Logged) -> None:

@@ -7,9 +7,16 @@ without polling when the producer is idle. The producer wakes the loop only
 when the loop sleeps, when the deque passes a high-water mark, or for a flush
 — never per event.
 
-When the deque is full, the policy decides: ``block`` makes the producer wait
-(up to ``block_timeout_seconds``, then the event is dropped and counted),
-``drop_newest`` drops the new event, ``drop_oldest`` drops the oldest one.
+The deque is bounded in events and in bytes (the events' estimated memory,
+:func:`runwatch.events.event_nbytes`). The producer's cost stays the same for
+a metric: a metric counts as :data:`~runwatch.events.METRIC_NBYTES`, so one
+precomputed limit on the deque's length stands for both bounds; any other
+event adds its weight under a lock (and the limit moves with it). When the
+deque is full, the policy decides: ``block`` makes the producer wait (up to
+``block_timeout_seconds``, then the event is dropped and counted),
+``drop_newest`` drops the new event, ``drop_oldest`` drops the oldest ones
+until it fits. An event larger than the byte bound is taken into an empty
+deque.
 A ``block`` producer waits out the timeout once per stall, not once per
 event: after a timeout, later overflowing events are dropped at once
 (``block_timeout``) until the loop takes events again, so a stuck consumer
@@ -27,9 +34,13 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from .buffer import OverflowPolicy
+from ..events import METRIC_NBYTES, Metric, event_nbytes
+from .buffer import EventBatch, OverflowPolicy
 
-__all__ = ["BridgeStatistics", "ThreadBridge"]
+__all__ = ["DEFAULT_INTAKE_MAX_BYTES", "BridgeStatistics", "ThreadBridge"]
+
+#: The byte bound of the producer hand-off unless configured.
+DEFAULT_INTAKE_MAX_BYTES = 64 << 20
 
 logger = logging.getLogger("runwatch.pipeline")
 
@@ -43,6 +54,8 @@ class BridgeStatistics(NamedTuple):
     dropped_events: dict[str, int]
     blocked_producers: int
     policy: str
+    max_bytes: int
+    buffered_bytes: int
 
 
 class _FlushRequest:
@@ -58,8 +71,9 @@ class ThreadBridge:
     """Thread-safe intake of events into one in-process source.
 
     Args:
-        max_events: the deque's bound.
+        max_events: the deque's bound in events.
         policy: what a full deque does (see module docs).
+        max_bytes: the deque's bound in bytes (the events' estimated memory).
         block_timeout_seconds: the longest a ``block`` producer waits for space;
             after it the event is dropped with reason ``block_timeout``.
         wake_threshold: buffered events that make the producer wake the loop
@@ -73,8 +87,10 @@ class ThreadBridge:
         policy: OverflowPolicy | str = OverflowPolicy.BLOCK,
         block_timeout_seconds: float = 30.0,
         wake_threshold: int | None = None,
+        max_bytes: int = DEFAULT_INTAKE_MAX_BYTES,
     ) -> None:
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self.policy = OverflowPolicy(policy)
         self.block_timeout_seconds = block_timeout_seconds
         self.wake_threshold = wake_threshold or max(1, min(max_events // 4, 8192))
@@ -91,7 +107,13 @@ class ThreadBridge:
         self._consumer_idle = False
         self._idle_polls = 0
         self._pending_flushes = 0  # flush requests in the deque (not events)
+        # What the queued events weigh beyond METRIC_NBYTES each (under _drop_lock).
+        self._extra_bytes = 0
+        # The deque length (events and flush requests) below which a metric fits both bounds;
+        # read without a lock on the hot path, recomputed under _drop_lock (see _update_limit).
         self._closed = False
+        self._limit = max_events
+        self._update_limit()
         # Set when a blocked producer gave up; cleared when the loop takes events again.
         self._shedding = False
 
@@ -100,12 +122,56 @@ class ThreadBridge:
     def emit(self, event: Any) -> None:
         """Hand one event to the pipeline. Never raises for runwatch's own trouble."""
         queue = self._queue
-        if len(queue) - self._pending_flushes >= self.max_events or self._closed:
-            self._overflow(event)
+        # One test covers both bounds and a closed intake for a metric; anything else is weighed.
+        if type(event) is not Metric or len(queue) >= self._limit:
+            self._emit_weighed(event)
             return
         queue.append(event)
         if self._consumer_idle or len(queue) == self.wake_threshold:
             self._wake()
+
+    def _emit_weighed(self, event: Any) -> None:
+        """The hand-off of any event that is not a metric with room to spare."""
+        extra = (METRIC_NBYTES if type(event) is Metric else event_nbytes(event)) - METRIC_NBYTES
+        with self._drop_lock:
+            if not self._closed and self._fits(extra):
+                self._add_extra(extra)
+                self._queue.append(event)  # after its weight: a drain never sees it unweighed
+                appended = True
+            else:
+                appended = False
+        if not appended:
+            self._overflow(event, extra)
+            return
+        if self._consumer_idle or len(self._queue) >= self.wake_threshold:
+            self._wake()
+
+    def _fits(self, extra: int, held_flushes: int = 0) -> bool:
+        """Whether one more event of ``METRIC_NBYTES + extra`` bytes fits (call under _drop_lock).
+
+        ``held_flushes`` flush requests are out of the deque for a moment (still pending).
+        An event larger than the byte bound fits an empty deque (alone, it could never fit).
+        """
+        events = len(self._queue) + held_flushes - self._pending_flushes
+        if events <= 0:
+            return True
+        if events >= self.max_events:
+            return False
+        return (events + 1) * METRIC_NBYTES + self._extra_bytes + extra <= self.max_bytes
+
+    def _add_extra(self, extra: int) -> None:
+        """Account for an event entering (``extra``) or leaving (``-extra``) (call under _drop_lock)."""
+        if extra:
+            self._extra_bytes += extra
+            self._update_limit()
+
+    def _update_limit(self) -> None:
+        """The deque length that still leaves room for a metric (call under _drop_lock, or alone)."""
+        if self._closed:
+            self._limit = 0
+            return
+        by_bytes = (self.max_bytes - self._extra_bytes) // METRIC_NBYTES - 1
+        self._limit = self._pending_flushes + min(self.max_events, max(0, by_bytes))
 
     def emit_many(self, events: Iterable[Any]) -> None:
         """Hand several events over, in order."""
@@ -135,32 +201,32 @@ class ThreadBridge:
         """Queue a flush request; ``callback`` runs on the loop once it is committed."""
         with self._drop_lock:
             self._pending_flushes += 1
-        self._queue.append(_FlushRequest(callback))  # never bounded: flushes are not dropped
+            self._update_limit()
+            self._queue.append(_FlushRequest(callback))  # never bounded: flushes are not dropped
         self._wake()
 
-    def _overflow(self, event: Any) -> None:
+    def _overflow(self, event: Any, extra: int) -> None:
         if self._closed:
             self._count_drop("closed")
             return
         if self.policy is OverflowPolicy.DROP_NEWEST:
             self._count_drop("overflow")
         elif self.policy is OverflowPolicy.DROP_OLDEST:
-            self._drop_oldest_event()
-            self._queue.append(event)
+            self._drop_oldest_then_append(event, extra)
         else:
-            self._block_then_append(event)
+            self._block_then_append(event, extra)
 
-    def _drop_oldest_event(self) -> None:
-        """Remove the oldest event, stepping over flush requests (never dropped).
+    def _drop_oldest_then_append(self, event: Any, extra: int) -> None:
+        """Remove the oldest events, stepping over flush requests (never dropped), until ``event`` fits.
 
         Only the deque's atomic end operations are used: the loop may be
         draining it from another thread at the same time.
         """
         queue = self._queue
         held: list[Any] = []
-        dropped = False
+        dropped = 0
         with self._drop_lock:
-            while True:
+            while not self._fits(extra, len(held)):
                 try:
                     item = queue.popleft()
                 except IndexError:
@@ -168,13 +234,15 @@ class ThreadBridge:
                 if type(item) is _FlushRequest:
                     held.append(item)
                     continue
-                dropped = True
-                break
+                dropped += 1
+                self._add_extra(-_extra_of(item))
             queue.extendleft(reversed(held))
-        if dropped:
+            self._add_extra(extra)
+            queue.append(event)
+        for _ in range(dropped):
             self._count_drop("overflow")
 
-    def _block_then_append(self, event: Any) -> None:
+    def _block_then_append(self, event: Any, extra: int) -> None:
         if asyncio._get_running_loop() is not None:
             # Blocking inside an event loop would stall it (and deadlock the
             # loop that drains us): async producers use the async API instead.
@@ -189,7 +257,12 @@ class ThreadBridge:
         with self._space:
             self._blocked += 1
             try:
-                while len(self._queue) - self._pending_flushes >= self.max_events and not self._closed:
+                while not self._closed:
+                    with self._drop_lock:
+                        if self._fits(extra):
+                            self._add_extra(extra)
+                            self._queue.append(event)
+                            return
                     self._wake()
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
@@ -199,10 +272,7 @@ class ThreadBridge:
                     self._space.wait(min(remaining, 0.1))
             finally:
                 self._blocked -= 1
-        if self._closed:
-            self._count_drop("closed")
-        else:
-            self._queue.append(event)
+        self._count_drop("closed")
 
     def _count_drop(self, reason: str) -> None:
         with self._drop_lock:
@@ -276,25 +346,40 @@ class ThreadBridge:
         self._idle_polls = 0
         popleft = queue.popleft
         segments: list[list[Any] | Callable[[], Any]] = []
-        current: list[Any] = []
+        current = EventBatch()
+        current_extra = 0  # what the current segment weighs beyond METRIC_NBYTES per event
+        extra = 0
+        flushes = 0
         for _ in range(count):
             try:
                 item = popleft()
             except IndexError:  # a drop_oldest producer took one meanwhile
                 break
-            if type(item) is _FlushRequest:
-                with self._drop_lock:
-                    self._pending_flushes -= 1
+            kind = type(item)
+            if kind is Metric:
+                current.append(item)
+            elif kind is _FlushRequest:
+                flushes += 1
                 if current:
+                    current.nbytes = len(current) * METRIC_NBYTES + current_extra
                     segments.append(current)
                     self._accepted += len(current)
-                    current = []
+                    current, current_extra = EventBatch(), 0
                 segments.append(item.callback)
             else:
+                weight = _extra_of(item)
+                current_extra += weight
+                extra += weight
                 current.append(item)
         if current:
+            current.nbytes = len(current) * METRIC_NBYTES + current_extra
             segments.append(current)
             self._accepted += len(current)
+        if flushes or extra:
+            with self._drop_lock:
+                self._pending_flushes -= flushes
+                self._extra_bytes -= extra
+                self._update_limit()
         self._shedding = False
         if self._blocked:
             with self._space:
@@ -304,6 +389,8 @@ class ThreadBridge:
     def close(self) -> None:
         """Stop taking events; blocked producers give up with reason ``closed``."""
         self._closed = True
+        with self._drop_lock:
+            self._update_limit()
         with self._space:
             self._space.notify_all()
         self._wake()
@@ -327,11 +414,13 @@ class ThreadBridge:
                 item = queue.popleft()
             except IndexError:
                 break
-            if type(item) is _FlushRequest:
-                with self._drop_lock:
+            with self._drop_lock:
+                if type(item) is _FlushRequest:
                     self._pending_flushes -= 1
-            else:
-                dropped += 1
+                else:
+                    dropped += 1
+                    self._extra_bytes -= _extra_of(item)
+                self._update_limit()
         if dropped:
             with self._drop_lock:
                 self._dropped[reason] = self._dropped.get(reason, 0) + dropped
@@ -348,11 +437,20 @@ class ThreadBridge:
         """The hand-over's counters now."""
         with self._drop_lock:
             dropped = dict(self._dropped)
+            events = len(self._queue) - self._pending_flushes
+            nbytes = events * METRIC_NBYTES + self._extra_bytes
         return BridgeStatistics(
             max_events=self.max_events,
-            buffered_events=len(self._queue) - self._pending_flushes,
+            buffered_events=events,
             accepted_events=self._accepted,
             dropped_events=dropped,
             blocked_producers=self._blocked,
             policy=self.policy.value,
+            max_bytes=self.max_bytes,
+            buffered_bytes=max(0, nbytes),
         )
+
+
+def _extra_of(event: Any) -> int:
+    """What ``event`` weighs beyond a metric's :data:`~runwatch.events.METRIC_NBYTES`."""
+    return 0 if type(event) is Metric else event_nbytes(event) - METRIC_NBYTES

@@ -1,27 +1,75 @@
 """Bounded, batch-oriented event buffers: the queue on every edge of the graph.
 
-A buffer holds lists of events (batches) and control markers. Its bound is in
-events. What happens when it is full is the buffer's policy:
+A buffer holds lists of events (batches) and control markers. It is bounded
+twice: in events and in bytes (the events' estimated memory, see
+:func:`runwatch.events.event_nbytes`), and it is full when either bound is
+reached. What happens then is the buffer's policy:
 
 - ``block``: the sender waits for space (backpressure; nothing is lost);
 - ``drop_newest``: the part of the incoming batch that does not fit is dropped;
 - ``drop_oldest``: the oldest buffered events are dropped to make room.
 
-Markers (flush barriers) are never dropped and never count against the bound,
-so a flush always completes. Every event is counted exactly once:
-``received == delivered + buffered + sum(dropped.values())``.
+A single event larger than the byte bound is taken when the buffer is empty
+(alone, it could never fit). Markers (flush barriers) are never dropped and
+never count against the bounds, so a flush always completes. Every event is
+counted exactly once: ``received == delivered + buffered + sum(dropped.values())``.
+
+Batches travel as :class:`EventBatch` lists that carry their size, computed
+once where a batch is made (the producer hand-off, or the first output that
+sends a plain list), so a batch passing several buffers is weighed once.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import StrEnum
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import anyio
 
-__all__ = ["BufferStatistics", "EventBuffer", "FlushMarker", "OverflowPolicy"]
+from ..events import event_nbytes
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "BufferStatistics",
+    "EventBatch",
+    "EventBuffer",
+    "FlushMarker",
+    "OverflowPolicy",
+    "as_event_batch",
+    "batch_nbytes",
+]
+
+#: The byte bound of a buffer unless its config says otherwise.
+DEFAULT_MAX_BYTES: Final = 32 << 20
+
+
+class EventBatch(list[Any]):
+    """A list of events that knows its estimated size in bytes (``nbytes``).
+
+    Batches are shared between consumers and never changed once sent.
+    """
+
+    __slots__ = ("nbytes",)
+
+    nbytes: int
+
+
+def as_event_batch(events: Iterable[Any]) -> EventBatch:
+    """``events`` as an :class:`EventBatch` (itself when it is one): weighed once."""
+    if type(events) is EventBatch:
+        return events
+    batch = EventBatch(events)
+    batch.nbytes = sum(map(event_nbytes, batch))
+    return batch
+
+
+def batch_nbytes(events: list[Any]) -> int:
+    """The estimated bytes of a list of events (an :class:`EventBatch` knows its own)."""
+    if type(events) is EventBatch:
+        return events.nbytes
+    return sum(map(event_nbytes, events))
 
 
 class OverflowPolicy(StrEnum):
@@ -56,7 +104,7 @@ class FlushMarker:
 
 
 class BufferStatistics(NamedTuple):
-    """A snapshot of a buffer's counters (events, not batches)."""
+    """A snapshot of a buffer's counters (events, not batches; bytes are estimates)."""
 
     max_events: int
     buffered_events: int
@@ -65,23 +113,35 @@ class BufferStatistics(NamedTuple):
     dropped_events: dict[str, int]
     waiting_senders: int
     policy: str
+    max_bytes: int
+    buffered_bytes: int
 
 
 class EventBuffer:
     """A bounded single-consumer buffer of event batches.
 
     Args:
-        max_events: the bound, in events (at least 1).
+        max_events: the bound in events (at least 1).
         policy: the :class:`OverflowPolicy` when full.
+        max_bytes: the bound in bytes of the events' estimated memory (at least 1).
     """
 
-    def __init__(self, max_events: int = 10_000, policy: OverflowPolicy | str = OverflowPolicy.BLOCK) -> None:
+    def __init__(
+        self,
+        max_events: int = 10_000,
+        policy: OverflowPolicy | str = OverflowPolicy.BLOCK,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+    ) -> None:
         if max_events < 1:
             raise ValueError(f"max_events must be at least 1, got {max_events}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
         self.max_events = max_events
+        self.max_bytes = max_bytes
         self.policy = OverflowPolicy(policy)
-        self._items: deque[list[Any] | FlushMarker] = deque()
+        self._items: deque[EventBatch | FlushMarker] = deque()
         self._buffered = 0
+        self._buffered_bytes = 0
         self._received = 0
         self._delivered = 0
         self._dropped: dict[str, int] = {}
@@ -101,42 +161,47 @@ class EventBuffer:
         """
         if not batch:
             return
+        batch = as_event_batch(batch)
         self._received += len(batch)
         if self._closed:
             self._drop(self._closed_reason, len(batch))
             return
-        free = self.max_events - self._buffered
-        if len(batch) > free:
+        if not self._fits(len(batch), batch.nbytes):
             if self.policy is OverflowPolicy.DROP_OLDEST:
-                self._drop_oldest(len(batch) - free)
-                if len(batch) > self.max_events:
-                    self._drop("overflow", len(batch) - self.max_events)
-                    batch = batch[len(batch) - self.max_events :]
+                kept = self._newest_that_fit_alone(batch)
+                self._drop("overflow", len(batch) - len(kept))
+                self._drop_oldest_until_fits(len(kept), kept.nbytes)
+                batch = kept
             else:
                 reason = "overflow" if self.policy is OverflowPolicy.DROP_NEWEST else "full"
-                self._drop(reason, len(batch) - max(free, 0))
-                batch = batch[: max(free, 0)]
-                if not batch:
+                kept = self._first_that_fit(batch, 0)
+                self._drop(reason, len(batch) - len(kept))
+                if not kept:
                     return
+                batch = kept
         self._append(batch)
 
     async def put(self, batch: list[Any]) -> None:
         """Add a batch; with the ``block`` policy, wait until it fits.
 
-        A batch that fits the bound goes in whole (never interleaved with
-        other senders' events); a larger one is taken in bound-sized parts.
+        A batch that fits the bounds goes in whole (never interleaved with
+        other senders' events); a larger one is taken in parts that fit.
         """
         if self.policy is not OverflowPolicy.BLOCK:
             self.put_nowait(batch)
             return
+        batch = as_event_batch(batch)
         self._received += len(batch)
         start = 0
         while start < len(batch):
             if self._closed:
                 self._drop(self._closed_reason, len(batch) - start)
                 return
-            part_size = min(len(batch) - start, self.max_events)
-            if self.max_events - self._buffered < part_size:
+            if start == 0 and self._fits_alone(len(batch), batch.nbytes):
+                part = batch
+            else:
+                part = self._first_that_fit(batch, start, alone=True)
+            if not self._fits(len(part), part.nbytes):
                 self._waiting_senders += 1
                 try:
                     await self._space_ready.wait()
@@ -146,8 +211,7 @@ class EventBuffer:
                 finally:
                     self._waiting_senders -= 1
                 continue
-            part = batch if part_size == len(batch) else batch[start : start + part_size]
-            start += part_size
+            start += len(part)
             self._append(part)
 
     def count_lost(self, count: int, reason: str) -> None:
@@ -198,9 +262,12 @@ class EventBuffer:
                 break
             self._items.popleft()
             if batch is first:
-                batch = list(first)
+                batch = EventBatch(first)
+                batch.nbytes = first.nbytes
             batch.extend(following)
+            batch.nbytes += following.nbytes
         self._buffered -= len(batch)
+        self._buffered_bytes -= batch.nbytes
         self._delivered += len(batch)
         if self._waiting_senders:
             self._space_ready.set()
@@ -209,9 +276,56 @@ class EventBuffer:
 
     # -- helpers -----------------------------------------------------------------
 
-    def _append(self, batch: list[Any]) -> None:
+    def _fits(self, events: int, nbytes: int) -> bool:
+        """Whether ``events`` of ``nbytes`` fit now (one event heavier than the bound fits an empty buffer)."""
+        if self._buffered + events > self.max_events:
+            return False
+        return self._buffered_bytes + nbytes <= self.max_bytes or (self._buffered == 0 and events == 1)
+
+    def _fits_alone(self, events: int, nbytes: int) -> bool:
+        """Whether ``events`` of ``nbytes`` fit an empty buffer within both bounds."""
+        return events <= self.max_events and nbytes <= self.max_bytes
+
+    def _first_that_fit(self, batch: EventBatch, start: int, *, alone: bool = False) -> EventBatch:
+        """The longest run of ``batch`` from ``start`` that fits now (``alone``: in an empty buffer).
+
+        At least one event when the space is empty (``alone`` or an empty
+        buffer): an event larger than the byte bound still passes on its own.
+        """
+        free_events = self.max_events - (0 if alone else self._buffered)
+        free_bytes = self.max_bytes - (0 if alone else self._buffered_bytes)
+        empty = alone or self._buffered == 0
+        part = EventBatch()
+        part.nbytes = 0
+        for event in batch[start : start + max(0, free_events)]:
+            size = event_nbytes(event)
+            if part.nbytes + size > free_bytes and not (empty and not part):
+                break
+            part.append(event)
+            part.nbytes += size
+        return part
+
+    def _newest_that_fit_alone(self, batch: EventBatch) -> EventBatch:
+        """The longest tail of ``batch`` that fits an empty buffer (at least its last event)."""
+        if self._fits_alone(len(batch), batch.nbytes):
+            return batch
+        kept: list[Any] = []
+        nbytes = 0
+        for event in reversed(batch[-self.max_events :]):
+            size = event_nbytes(event)
+            if kept and nbytes + size > self.max_bytes:
+                break
+            kept.append(event)
+            nbytes += size
+        kept.reverse()
+        part = EventBatch(kept)
+        part.nbytes = nbytes
+        return part
+
+    def _append(self, batch: EventBatch) -> None:
         self._items.append(batch)
         self._buffered += len(batch)
+        self._buffered_bytes += batch.nbytes
         self._wake_consumer()
 
     def _wake_consumer(self) -> None:
@@ -221,22 +335,29 @@ class EventBuffer:
         if count > 0:
             self._dropped[reason] = self._dropped.get(reason, 0) + count
 
-    def _drop_oldest(self, count: int) -> None:
-        kept: deque[list[Any] | FlushMarker] = deque()
-        while count > 0 and self._items:
+    def _drop_oldest_until_fits(self, events: int, nbytes: int) -> None:
+        """Drop the oldest buffered events (markers stay) until ``events`` of ``nbytes`` fit."""
+        kept: deque[EventBatch | FlushMarker] = deque()
+        while self._items and not self._fits(events, nbytes):
             item = self._items.popleft()
             if isinstance(item, FlushMarker):
                 kept.append(item)
                 continue
-            if len(item) <= count:
-                count -= len(item)
-                self._buffered -= len(item)
-                self._drop("overflow", len(item))
-            else:
-                self._buffered -= count
-                self._drop("overflow", count)
-                self._items.appendleft(item[count:])
-                count = 0
+            over_events = self._buffered + events - self.max_events
+            over_bytes = self._buffered_bytes + nbytes - self.max_bytes
+            cut, cut_bytes = 0, 0
+            for event in item:  # the oldest events of this batch, as many as it takes
+                if cut >= over_events and cut_bytes >= over_bytes:
+                    break
+                cut += 1
+                cut_bytes += event_nbytes(event)
+            self._buffered -= cut
+            self._buffered_bytes -= cut_bytes
+            self._drop("overflow", cut)
+            if cut < len(item):
+                rest = EventBatch(item[cut:])
+                rest.nbytes = item.nbytes - cut_bytes
+                self._items.appendleft(rest)
         self._items.extendleft(reversed(kept))
 
     def drop_all(self, reason: str) -> None:
@@ -244,6 +365,7 @@ class EventBuffer:
         markers = [item for item in self._items if isinstance(item, FlushMarker)]
         self._drop(reason, self._buffered)
         self._buffered = 0
+        self._buffered_bytes = 0
         self._items = deque(markers)
         self._space_ready.set()
         self._space_ready = anyio.Event()
@@ -277,4 +399,6 @@ class EventBuffer:
             dropped_events=dict(self._dropped),
             waiting_senders=self._waiting_senders,
             policy=self.policy.value,
+            max_bytes=self.max_bytes,
+            buffered_bytes=self._buffered_bytes,
         )

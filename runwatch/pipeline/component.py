@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from .buffer import as_event_batch
+
 if TYPE_CHECKING:
     import anyio
 
@@ -83,6 +85,7 @@ class Output:
         """Send a batch to every consumer; waits where a consumer's policy blocks."""
         if not batch:
             return
+        batch = as_event_batch(batch)  # weighed once for every consumer's byte bound
         self.sent_events += len(batch)
         self.sending_events = len(batch)
         buffers = self._buffers
@@ -101,6 +104,7 @@ class Output:
         """Send without waiting; a full ``block`` consumer drops with reason ``full``."""
         if not batch:
             return
+        batch = as_event_batch(batch)
         self.sent_events += len(batch)
         for buffer in self._buffers:
             buffer.put_nowait(batch)

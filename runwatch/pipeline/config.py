@@ -13,7 +13,7 @@ The shape (TOML shown; JSON and dicts are the same)::
     type = "sqlite"
     inputs = ["app"]              # ids of sources or stages; globs allowed
     flush_interval_seconds = 0.1  # every other key is an option of the type
-    buffer = { max_events = 50000, when_full = "block" }
+    buffer = { max_events = 50000, max_bytes = 33554432, when_full = "block" }
 
 Loading never opens a file other than the config itself, a socket or a
 database: it returns a :class:`PipelineSpec` that the runtime builds later.
@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from ..exceptions import ConfigError
-from .buffer import OverflowPolicy
+from .buffer import DEFAULT_MAX_BYTES, OverflowPolicy
 from .component import Component
 
 __all__ = [
@@ -51,6 +51,8 @@ __all__ = [
 ]
 
 SECTIONS = ("sources", "stages", "sinks")
+#: The smallest byte bound a buffer may have: a few events of any size.
+MIN_MAX_BYTES = 64 << 10
 _ROLE_OF_SECTION = {"sources": "source", "stages": "stage", "sinks": "sink"}
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
 ENTRY_POINT_GROUP = "runwatch.components"
@@ -127,10 +129,12 @@ def default_pipeline_config(
 
 @dataclass(frozen=True)
 class BufferSpec:
-    """A component's input buffer: its bound and what happens when full."""
+    """A component's input buffer: its bounds (events, and bytes of the events' estimated
+    memory) and what happens when either is reached."""
 
     max_events: int = 50_000
     when_full: OverflowPolicy = OverflowPolicy.BLOCK
+    max_bytes: int = DEFAULT_MAX_BYTES
 
 
 @dataclass(frozen=True)
@@ -347,18 +351,23 @@ def _buffer_spec(path: str, value: Any) -> BufferSpec:
     if not isinstance(value, Mapping):
         raise ConfigError(path, f"must be a table, got {_json_type(value)}")
     for key in value:
-        if key not in ("max_events", "when_full"):
-            raise ConfigError(f"{path}.{key}", "unknown buffer option (known: max_events, when_full)")
+        if key not in ("max_events", "max_bytes", "when_full"):
+            raise ConfigError(f"{path}.{key}", "unknown buffer option (known: max_events, max_bytes, when_full)")
     max_events = value.get("max_events", BufferSpec.max_events)
     if type(max_events) is not int or max_events < 1:
         raise ConfigError(f"{path}.max_events", f"must be a positive integer, got {max_events!r}")
+    max_bytes = value.get("max_bytes", BufferSpec.max_bytes)
+    if type(max_bytes) is not int or max_bytes < MIN_MAX_BYTES:
+        raise ConfigError(
+            f"{path}.max_bytes", f"must be an integer of at least {MIN_MAX_BYTES} bytes, got {max_bytes!r}"
+        )
     when_full = value.get("when_full", BufferSpec.when_full.value)
     try:
         policy = OverflowPolicy(when_full)
     except ValueError:
         choices = ", ".join(p.value for p in OverflowPolicy)
         raise ConfigError(f"{path}.when_full", f"must be one of {choices}, got {when_full!r}") from None
-    return BufferSpec(max_events=max_events, when_full=policy)
+    return BufferSpec(max_events=max_events, when_full=policy, max_bytes=max_bytes)
 
 
 def _topological_order(specs: Mapping[str, ComponentSpec]) -> list[str]:

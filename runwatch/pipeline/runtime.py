@@ -154,7 +154,7 @@ class Pipeline:
             component = spec.cls(spec.id, spec.options, self.context)
             buffer = None
             if spec.section != "sources":
-                buffer = EventBuffer(spec.buffer.max_events, spec.buffer.when_full)
+                buffer = EventBuffer(spec.buffer.max_events, spec.buffer.when_full, spec.buffer.max_bytes)
             self._nodes[spec.id] = _Node(spec, component, buffer, None)
         for node in self._nodes.values():
             consumers = self.spec.consumers_of(node.spec.id)

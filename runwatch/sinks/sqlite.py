@@ -19,8 +19,10 @@ import orjson
 from pydantic import Field
 
 from ..events import IngestReceipt
+from ..pipeline.buffer import batch_nbytes
 from ..pipeline.component import ComponentContext, Sink
 from ..pipeline.component import Options as BaseOptions
+from ..pipeline.config import MIN_MAX_BYTES
 from ..store import forksafe
 from ..store.encode import (
     ADVANCE_METRIC_ROW,
@@ -76,6 +78,9 @@ class SQLiteSink(Sink):
         flush_interval_seconds: the longest an event waits before its commit.
         max_pending_events: past this many uncommitted events, ``write``
             waits for a successful commit (backpressure) instead of taking more.
+        max_pending_bytes: the same bound in bytes of the uncommitted events'
+            estimated memory (64 MiB), for a store that stays locked while
+            large state patches or log payloads arrive.
     """
 
     counts_own_losses = True  # write() keeps what it takes in _pending until committed or counted at aclose
@@ -85,6 +90,7 @@ class SQLiteSink(Sink):
         max_events: int = Field(20_000, ge=1)
         flush_interval_seconds: float = Field(0.1, gt=0)
         max_pending_events: int = Field(200_000, ge=1)
+        max_pending_bytes: int = Field(64 << 20, ge=MIN_MAX_BYTES)
 
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
@@ -92,6 +98,7 @@ class SQLiteSink(Sink):
         self.tick_interval_seconds = options.flush_interval_seconds
         self._db: aiosqlite.Connection | None = None
         self._pending: list[Any] = []
+        self._pending_bytes = 0  # estimated memory of _pending (see runwatch.events.event_nbytes)
         self._encoder = BatchEncoder()
         self._run_ids: dict[str, int] = {}
         self._owner = process_owner()
@@ -122,10 +129,12 @@ class SQLiteSink(Sink):
 
     async def write(self, batch: list[Any]) -> None:
         self._pending.extend(batch)
+        self._pending_bytes += batch_nbytes(batch)
         # While degraded, a retry waits for its backoff: not one failing transaction per batch.
         if len(self._pending) >= self.options.max_events and self._may_retry():
             await self._commit()
-        while len(self._pending) >= self.options.max_pending_events:
+        options = self.options
+        while len(self._pending) >= options.max_pending_events or self._pending_bytes >= options.max_pending_bytes:
             await self._wait_for_retry()
             await self._commit()
 
@@ -153,6 +162,7 @@ class SQLiteSink(Sink):
                 self._dropped["store_unavailable"] = self._dropped.get("store_unavailable", 0) + len(self._pending)
                 logger.error("runwatch: %d event(s) could not be committed before close", len(self._pending))
                 self._pending = []
+                self._pending_bytes = 0
             db, self._db = self._db, None
             with anyio.CancelScope(shield=True):  # a slice at most: the connection's busy timeout is one
                 async with forksafe.hold_async():
@@ -193,7 +203,11 @@ class SQLiteSink(Sink):
                 logger.warning("runwatch: the store accepts writes again")
                 self._degraded_since = None
                 self._commit_errors = 0
-            self._pending = self._pending[len(chunk) :]
+            if len(chunk) == len(self._pending):
+                self._pending, self._pending_bytes = [], 0
+            else:
+                self._pending = self._pending[len(chunk) :]
+                self._pending_bytes -= batch_nbytes(chunk)
         return True
 
     def _quarantine(self, chunk: list[Any], exc: Exception) -> None:
@@ -217,6 +231,7 @@ class SQLiteSink(Sink):
             "runwatch: dropped %d event(s) that could not be stored (%s: %s)", len(bad), type(exc).__name__, exc
         )
         self._pending = chunk + self._pending[len(chunk) + len(bad) :]
+        self._pending_bytes = batch_nbytes(self._pending)
 
     def _commit_failed(self, exc: Exception) -> None:
         self._commit_errors += 1
@@ -373,6 +388,7 @@ class SQLiteSink(Sink):
             "health": "degraded" if self._degraded_since is not None else "ok",
             "degraded_since": self._degraded_since,
             "pending_events": len(self._pending),
+            "pending_bytes": self._pending_bytes,
             "committed_events": self._committed_events,
             "commits": self._commits,
             "commit_errors": self._commit_errors,

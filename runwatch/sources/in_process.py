@@ -8,9 +8,10 @@ from typing import Any, Literal
 import anyio
 from pydantic import Field
 
-from ..pipeline.bridge import ThreadBridge
+from ..pipeline.bridge import DEFAULT_INTAKE_MAX_BYTES, ThreadBridge
 from ..pipeline.component import ComponentContext, Output, Source
 from ..pipeline.component import Options as BaseOptions
+from ..pipeline.config import MIN_MAX_BYTES
 
 __all__ = ["InProcessSource"]
 
@@ -19,7 +20,9 @@ class InProcessSource(Source):
     """Takes events from ``Pipeline.emit`` and the facades, from any thread.
 
     Options:
-        max_events: the intake queue's bound (events).
+        max_events: the intake queue's bound in events.
+        max_bytes: the intake queue's bound in bytes of the events' estimated memory
+            (64 MiB; a metric counts 512 bytes, so metrics meet ``max_events`` first).
         when_full: ``block`` (the producer waits), ``drop_newest`` or ``drop_oldest``.
         block_timeout_seconds: the longest a blocked producer waits before the
             event is dropped with reason ``block_timeout``.
@@ -29,6 +32,7 @@ class InProcessSource(Source):
 
     class Options(BaseOptions):
         max_events: int = Field(100_000, ge=1)
+        max_bytes: int = Field(DEFAULT_INTAKE_MAX_BYTES, ge=MIN_MAX_BYTES)
         when_full: Literal["block", "drop_newest", "drop_oldest"] = "block"
         block_timeout_seconds: float = Field(30.0, gt=0)
         poll_interval_seconds: float = Field(0.005, gt=0, le=1.0)
@@ -39,6 +43,7 @@ class InProcessSource(Source):
             max_events=options.max_events,
             policy=options.when_full,
             block_timeout_seconds=options.block_timeout_seconds,
+            max_bytes=options.max_bytes,
         )
 
     async def run(self, output: Output, stopping: anyio.Event) -> None:

@@ -447,6 +447,7 @@ async def prometheus(request: Request) -> Response:
             lines.append(f"{name}{{{rendered}}} {value}")
 
     processed, dropped, buffered, capacity, errors = [], [], [], [], []
+    buffered_bytes, capacity_bytes = [], []
     for component_id, entry in view.get("components", {}).items():
         labels = {"component_id": component_id, "component_kind": entry["role"], "component_type": entry["type"]}
         processed.append((labels, float(entry.get("processed_events") or entry.get("sent_events") or 0)))
@@ -459,8 +460,12 @@ async def prometheus(request: Request) -> Response:
         for reason, count in all_drops.items():
             dropped.append(({**labels, "reason": reason}, float(count)))
         if "buffer" in entry:
-            buffered.append((labels, float(entry["buffer"]["buffered_events"])))
-            capacity.append((labels, float(entry["buffer"]["max_events"])))
+            queue = entry["buffer"]
+            buffered.append((labels, float(queue["buffered_events"])))
+            capacity.append((labels, float(queue["max_events"])))
+            if "max_bytes" in queue:
+                buffered_bytes.append((labels, float(queue["buffered_bytes"])))
+                capacity_bytes.append((labels, float(queue["max_bytes"])))
     metric("runwatch_component_events_total", "counter", "Events processed by each component.", processed)
     metric("runwatch_component_dropped_events_total", "counter", "Events dropped, by reason.", dropped)
     metric("runwatch_component_errors_total", "counter", "Errors raised inside each component.", errors)
@@ -488,6 +493,13 @@ async def prometheus(request: Request) -> Response:
             "Web connections closed by the server's limits, by reason.",
             [({"reason": reason}, float(web[key])) for reason, key in closed],
         )
+    metric(
+        "runwatch_buffer_bytes",
+        "gauge",
+        "Estimated bytes of the events in each component's input buffer.",
+        buffered_bytes,
+    )
+    metric("runwatch_buffer_max_bytes", "gauge", "Byte bound of each component's input buffer.", capacity_bytes)
     metric(
         "runwatch_up",
         "gauge",
