@@ -37,6 +37,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_lifecycle.py
 	$(BIN)/python benchmarks/bench_client.py
 	$(BIN)/python benchmarks/bench_recovery.py
+	$(BIN)/python benchmarks/bench_bounds.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py
 
 lint: $(STAMP)

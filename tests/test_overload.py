@@ -361,10 +361,10 @@ LOCKED_SECONDS = tier(3.0, 45.0)
 
 
 def game_state(step: int) -> dict[str, Any]:
-    """A game state of about 2.7 KB of JSON (a 16×16 board, 16 units, a few scalars)."""
+    """A game state of about 2.7 KB of JSON (a 20×20 board, 32 units, a few scalars)."""
     return {
-        "board": [[(step + row * 7 + col) % 5 for col in range(16)] for row in range(16)],
-        "units": [{"x": float(i), "y": float(i) / 2, "hp": 100 - i, "kind": "scout"} for i in range(16)],
+        "board": [[(step + row * 7 + col) % 5 for col in range(20)] for row in range(20)],
+        "units": [{"x": float(i), "y": float(i) / 2, "hp": 100 - i, "kind": "scout"} for i in range(32)],
         "score": step,
         "frame": f"frame-{step:08d}",
     }
