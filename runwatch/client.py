@@ -158,6 +158,24 @@ def _check_name(what: str, name: object) -> None:
         raise TypeError(f"{what} must be a string, got {type(name).__name__}")
     if not 0 < len(name) <= MAX_NAME_LENGTH:
         raise ValueError(f"{what} must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
+    _check_unicode(what, name)
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8: no lone surrogate (what ``os.fsdecode`` gives for a
+    file name that is not UTF-8), which the server refuses and JSON cannot carry."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_unicode(what: str, text: str) -> None:
+    if not _is_unicode(text):
+        raise ValueError(f"{what} must be valid unicode (no lone surrogates), got {text!r}")
 
 
 def _check_value(name: str, value: object) -> float | int:
@@ -179,6 +197,7 @@ def _check_tags(tags: object) -> list[str]:
     for tag in tags:
         if type(tag) is not str:
             raise TypeError(f"tags must be strings, got {type(tag).__name__} {tag!r}")
+        _check_unicode("tags", tag)
     return list(tags)
 
 
@@ -187,7 +206,7 @@ def _check_level(level: object) -> None:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
 
 
-_ATOMIC = frozenset({str, int, bool, type(None)})
+_ATOMIC = frozenset({int, bool, type(None)})
 
 
 class _InvalidJSON(Exception):
@@ -204,7 +223,8 @@ def _json_copy(what: str, value: Any) -> Any:
 
     Raises:
         TypeError: a value JSON cannot carry, or a non-string key (the message names its path).
-        ValueError: NaN or infinity, or nesting deeper than ``MAX_JSON_DEPTH``.
+        ValueError: NaN or infinity, a string with a lone surrogate, or nesting deeper than
+            ``MAX_JSON_DEPTH``.
     """
     try:
         return _copy(value, 0)
@@ -216,8 +236,12 @@ def _copy(value: Any, depth: int) -> Any:
     # Hot path of log_event/update_state: atomic values are checked inline and
     # paths are built only for an error, so a small dict costs well under a microsecond.
     kind = type(value)
-    if kind in _ATOMIC:
+    if kind in _ATOMIC or (kind is str and value.isascii()):
         return value
+    if kind is str:
+        if _is_unicode(value):
+            return value
+        raise _InvalidJSON(ValueError, f"must be valid unicode (no lone surrogates), got {value!r}")
     if kind is float:
         if math.isfinite(value):
             return value
@@ -229,7 +253,14 @@ def _copy(value: Any, depth: int) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise _InvalidJSON(TypeError, f"keys must be strings, got {type(key).__name__} {key!r}")
-            if type(item) in _ATOMIC:
+            if not (key.isascii() or _is_unicode(key)):
+                raise _InvalidJSON(ValueError, f"keys must be valid unicode (no lone surrogates), got {key!r}")
+            kind = type(item)
+            if kind is str:
+                if item.isascii():  # constant time: the common string needs no further check
+                    copy[key] = item
+                    continue
+            elif kind in _ATOMIC:
                 copy[key] = item
                 continue
             try:
@@ -241,7 +272,12 @@ def _copy(value: Any, depth: int) -> Any:
     if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         items = []
         for index, item in enumerate(value):
-            if type(item) in _ATOMIC:
+            kind = type(item)
+            if kind is str:
+                if item.isascii():
+                    items.append(item)
+                    continue
+            elif kind in _ATOMIC:
                 items.append(item)
                 continue
             try:
@@ -257,7 +293,7 @@ def _copy(value: Any, depth: int) -> Any:
     if isinstance(value, numbers.Real):  # numpy floats
         return _copy(float(value), depth)
     if isinstance(value, str):
-        return str(value)
+        return _copy(str(value), depth)
     raise _InvalidJSON(TypeError, f"must hold JSON values only, got {type(value).__name__}")
 
 
@@ -295,10 +331,16 @@ def exception_data(exc_info: Any = None, extra_data: Mapping[str, Any] | None = 
         message = str(exc_value)
     except Exception:  # an exception whose __str__ raises must still be logged
         message = f"<unprintable {exc_type.__name__}>"
-    data["type"] = exc_type.__name__
-    data["message"] = message
-    data["traceback"] = "".join(traceback.format_exception(exc_type, exc_value, exc_tb))
+    # An exception about a file name that is not UTF-8 holds lone surrogates: escaped, never refused.
+    data["type"] = _escaped(exc_type.__name__)
+    data["message"] = _escaped(message)
+    data["traceback"] = _escaped("".join(traceback.format_exception(exc_type, exc_value, exc_tb)))
     return data
+
+
+def _escaped(text: str) -> str:
+    """``text`` with each lone surrogate written as ``\\udcxx``."""
+    return text if _is_unicode(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 # -- pure core: batching and backoff -----------------------------------------------------
@@ -739,7 +781,8 @@ class DatacatClient:
         """Record an event ``name`` with JSON ``data`` at a level (debug, info, warning, error, critical)."""
         if type(session_id) is not str or not session_id:
             _check_session_id(session_id)
-        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
+        # isascii() is constant time; a name that is not ASCII is checked for lone surrogates.
+        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH or not name.isascii():
             _check_name("name", name)
         if level != "info":
             _check_level(level)
@@ -754,7 +797,8 @@ class DatacatClient:
         """Record one value of metric ``name``, with optional string tags."""
         if type(session_id) is not str or not session_id:
             _check_session_id(session_id)
-        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
+        # isascii() is constant time; a name that is not ASCII is checked for lone surrogates.
+        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH or not name.isascii():
             _check_name("name", name)
         if type(value) is not float or not math.isfinite(value):
             value = _check_value(name, value)
