@@ -1,0 +1,93 @@
+"""A datacat-compatible HTTP client for runwatch sessions (standard library only).
+
+Two ways to use it (see docs/sessions.md for the REST contract):
+
+* :func:`create_session` returns a :class:`Session`, the seed's high-level API
+  (state, events, metrics, exceptions, a heartbeat monitor).
+* :class:`DatacatClient` is the low-level API: one method per endpoint.
+
+**Blocking mode** (the default, as in datacat): each call is one HTTP request
+on a keep-alive connection of the calling thread; a 4xx answer raises
+:class:`DatacatError`, an unreachable server :class:`DatacatConnectionError`.
+
+**Non-blocking mode** (``blocking=False``): a call checks its arguments
+(``TypeError``/``ValueError`` at the call), copies them into a bounded queue
+and returns in about a microsecond. A sender thread posts them in batches to
+``POST /api/sessions/{id}/batch``; each batch has a globally unique ``batch_id``
+that it keeps across retries, so the server applies it once. When the server
+is unreachable (or answers 5xx/429) the batch is retried with capped
+exponential backoff while new calls wait in the queue; when the queue is full
+the newest call is dropped and counted. runwatch's own trouble never raises
+into the application and never blocks it: see :meth:`DatacatClient.statistics`.
+At interpreter exit the queue is flushed with a deadline; what is still
+undelivered then is written to ``spool_dir`` (when given) and sent by the next
+client that uses the same directory.
+
+Fork safety: a forked child gets an empty queue, a fresh sender thread on its
+first call, new connections and new batch ids; it never touches its parent's
+sockets or batches.
+
+This package imports nothing but the standard library (and nothing of
+runwatch's server), so applications can use it without the server's
+dependencies. Its modules, by responsibility:
+
+* ``_checks`` — argument checks and payload copies at the call (pure);
+* ``_wire`` — paths and error answers (pure);
+* ``_batching`` — batches, retry and bisection decisions (pure);
+* ``_transport`` — keep-alive HTTP connections (I/O);
+* ``_sender`` — the non-blocking queue and its sender thread;
+* ``_spool`` — the exit spool;
+* ``_heartbeat`` — the hang watch and its monitor thread;
+* ``_client`` — :class:`DatacatClient`, the process hooks (exit, fork);
+* ``_session`` — :class:`Session`, :func:`create_session`.
+
+Exceptions::
+
+    DatacatError                      an answer >= 400 (status, message, field)
+     ├── DatacatConnectionError (ConnectionError)   no answer: status is None
+     └── ClientClosedError (RuntimeError)           a blocking call after close()
+"""
+
+from __future__ import annotations
+
+from ._batching import MAX_BATCH_BYTES as MAX_BATCH_BYTES
+from ._batching import Batch as Batch
+from ._batching import backoff_delay as backoff_delay
+from ._batching import encode_batch as encode_batch
+from ._batching import is_bisectable as is_bisectable
+from ._batching import is_retryable as is_retryable
+from ._batching import plan_batches as plan_batches
+from ._checks import exception_data as exception_data
+from ._client import DatacatClient as DatacatClient
+from ._errors import ClientClosedError as ClientClosedError
+from ._errors import DatacatConnectionError as DatacatConnectionError
+from ._errors import DatacatError as DatacatError
+from ._heartbeat import HeartbeatMonitor as HeartbeatMonitor
+from ._heartbeat import HeartbeatWatch as HeartbeatWatch
+from ._sender import ClientStatistics as ClientStatistics
+from ._session import Session as Session
+from ._session import create_session as create_session
+from ._transport import HTTPTransport as HTTPTransport
+from ._transport import Transport as Transport
+
+__all__ = [
+    "Batch",
+    "ClientClosedError",
+    "ClientStatistics",
+    "DatacatClient",
+    "DatacatConnectionError",
+    "DatacatError",
+    "HTTPTransport",
+    "HeartbeatMonitor",
+    "HeartbeatWatch",
+    "MAX_BATCH_BYTES",
+    "Session",
+    "Transport",
+    "backoff_delay",
+    "create_session",
+    "encode_batch",
+    "exception_data",
+    "is_bisectable",
+    "is_retryable",
+    "plan_batches",
+]

@@ -1,0 +1,190 @@
+"""Argument checks at the call (pure): a caller's mistake raises TypeError or ValueError here,
+before anything is queued or sent, and payloads are copied so later changes do not leak in."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "LEVELS",
+    "MAX_JSON_DEPTH",
+    "MAX_NAME_LENGTH",
+    "check_level",
+    "check_mapping",
+    "check_name",
+    "check_session_id",
+    "check_tags",
+    "check_value",
+    "exception_data",
+    "json_copy",
+]
+
+#: Log levels runwatch's server accepts (runwatch.events.LEVELS).
+LEVELS = ("debug", "info", "warning", "error", "critical")
+#: The longest event or metric name the server takes.
+MAX_NAME_LENGTH = 200
+#: Nesting limit of JSON payloads (runwatch.events.MAX_JSON_DEPTH).
+MAX_JSON_DEPTH = 64
+
+
+def check_session_id(session_id: object) -> None:
+    """A session id: a non-empty string."""
+    if type(session_id) is not str or not session_id:
+        raise TypeError(f"session_id must be a non-empty string, got {session_id!r}")
+
+
+def check_name(what: str, name: object) -> None:
+    """An event or metric name: a string of 1 to ``MAX_NAME_LENGTH`` characters."""
+    if type(name) is not str:
+        raise TypeError(f"{what} must be a string, got {type(name).__name__}")
+    if not 0 < len(name) <= MAX_NAME_LENGTH:
+        raise ValueError(f"{what} must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
+
+
+def check_value(name: str, value: object) -> float | int:
+    """A metric value: a finite real number (numpy scalars work); bool is refused."""
+    kind = type(value)
+    if kind is not float and kind is not int:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TypeError(f"metric {name!r} must be a real number, got {type(value).__name__}")
+        value = float(value)
+    if not math.isfinite(value):  # type: ignore[arg-type]
+        raise ValueError(f"metric {name!r} must be finite (JSON has no NaN or infinity), got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def check_tags(tags: object) -> list[str]:
+    """Tags: a list (or tuple) of strings; returns a list copy."""
+    if type(tags) is not list and type(tags) is not tuple:
+        if isinstance(tags, (str, bytes)) or not isinstance(tags, (list, tuple)):
+            raise TypeError(f"tags must be a list of strings, got {type(tags).__name__}")
+    for tag in tags:
+        if type(tag) is not str:
+            raise TypeError(f"tags must be strings, got {type(tag).__name__} {tag!r}")
+    return list(tags)
+
+
+def check_level(level: object) -> None:
+    """A log level: one of ``LEVELS``."""
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
+
+
+_ATOMIC = frozenset({str, int, bool, type(None)})
+
+
+class _InvalidJSON(Exception):
+    """A value JSON cannot carry; ``path`` is filled in (innermost first) on the way out."""
+
+    def __init__(self, kind: type[Exception], reason: str) -> None:
+        self.kind = kind
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def json_copy(what: str, value: Any) -> Any:
+    """A copy of ``value`` made of JSON types only, so later changes by the caller do not leak in.
+
+    Raises:
+        TypeError: a value JSON cannot carry, or a non-string key (the message names its path).
+        ValueError: NaN or infinity, or nesting deeper than ``MAX_JSON_DEPTH``.
+    """
+    try:
+        return _copy(value, 0)
+    except _InvalidJSON as exc:
+        raise exc.kind(f"{what}{''.join(reversed(exc.path))} {exc.reason}") from None
+
+
+def _copy(value: Any, depth: int) -> Any:
+    # Hot path of log_event/update_state: atomic values are checked inline and
+    # paths are built only for an error, so a small dict costs well under a microsecond.
+    kind = type(value)
+    if kind in _ATOMIC:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise _InvalidJSON(ValueError, f"must be finite (JSON has no NaN or infinity), got {value!r}")
+    if depth >= MAX_JSON_DEPTH:
+        raise _InvalidJSON(ValueError, f"is nested deeper than {MAX_JSON_DEPTH} levels")
+    if kind is dict or isinstance(value, Mapping):
+        copy = {}
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _InvalidJSON(TypeError, f"keys must be strings, got {type(key).__name__} {key!r}")
+            if type(item) in _ATOMIC:
+                copy[key] = item
+                continue
+            try:
+                copy[key] = _copy(item, depth + 1)
+            except _InvalidJSON as exc:
+                exc.path.append(f".{key}")
+                raise
+        return copy
+    if kind is list or kind is tuple or isinstance(value, (list, tuple)):
+        items = []
+        for index, item in enumerate(value):
+            if type(item) in _ATOMIC:
+                items.append(item)
+                continue
+            try:
+                items.append(_copy(item, depth + 1))
+            except _InvalidJSON as exc:
+                exc.path.append(f"[{index}]")
+                raise
+        return items
+    if kind.__module__ == "numpy" and kind.__name__ in ("bool", "bool_"):  # numpy bool is no int
+        return bool(value)
+    if isinstance(value, numbers.Integral):  # numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real):  # numpy floats
+        return _copy(float(value), depth)
+    if isinstance(value, str):
+        return str(value)
+    raise _InvalidJSON(TypeError, f"must hold JSON values only, got {type(value).__name__}")
+
+
+def check_mapping(what: str, value: object) -> dict[str, Any]:
+    """A dict of JSON values; returns a deep copy."""
+    if type(value) is not dict and not isinstance(value, Mapping):
+        raise TypeError(f"{what} must be a dict, got {type(value).__name__}")
+    copy: dict[str, Any] = json_copy(what, value)
+    return copy
+
+
+def exception_data(exc_info: Any = None, extra_data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The data of an ``exception`` event: ``type``, ``message``, ``traceback`` and the extra data.
+
+    Args:
+        exc_info: a ``(type, value, traceback)`` tuple or an exception; ``None``
+            means the exception being handled (``sys.exc_info()``).
+        extra_data: more keys for the event; ``type``, ``message`` and
+            ``traceback`` are the exception's and win over keys of the same name.
+
+    Raises:
+        ValueError: no exception is given and none is being handled.
+        TypeError: ``exc_info`` is neither, or ``extra_data`` is not JSON.
+    """
+    if exc_info is None:
+        exc_info = sys.exc_info()
+    if isinstance(exc_info, BaseException):
+        exc_info = (type(exc_info), exc_info, exc_info.__traceback__)
+    if not isinstance(exc_info, tuple) or len(exc_info) != 3:
+        raise TypeError(f"exc_info must be an exception or a (type, value, traceback) tuple, got {exc_info!r}")
+    exc_type, exc_value, exc_tb = exc_info
+    if exc_type is None or exc_value is None:
+        raise ValueError("log_exception() needs an exception: none is being handled")
+    data = check_mapping("extra_data", extra_data) if extra_data is not None else {}
+    try:
+        message = str(exc_value)
+    except Exception:  # an exception whose __str__ raises must still be logged
+        message = f"<unprintable {exc_type.__name__}>"
+    data["type"] = exc_type.__name__
+    data["message"] = message
+    data["traceback"] = "".join(traceback.format_exception(exc_type, exc_value, exc_tb))
+    return data
