@@ -1,0 +1,259 @@
+"""The client against a real `runwatch serve` subprocess: every endpoint, delivery, restarts, fork,
+the seed's examples, interpreter exit."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from runwatch.client import (
+    DatacatClient,
+    DatacatError,
+    create_session,
+)
+
+from ._doubles import (
+    EXAMPLE_PRELUDE,
+    SEED,
+    TIMEOUT,
+    ServerProcess,
+    all_events,
+    all_metrics,
+    seed_examples,
+    wait_for_child,
+    wait_until,
+)
+
+
+def test_every_endpoint_against_the_server(server: ServerProcess) -> None:
+    """create, state, event, metric, heartbeat, get and end round-trip through a real server."""
+    with DatacatClient(server.url) as client:
+        session_id = client.create_session(product="app", version="1.2", metadata={"a": 1}, user="alice")
+        created = client.get_session(session_id)
+        assert created["id"] == session_id
+        assert (created["product"], created["version"], created["metadata"]) == (
+            "app",
+            "1.2",
+            {"a": 1, "user": "alice"},
+        )
+        assert created["hostname"] and created["status"] == "active" and created["active"] is True
+        client.update_state(session_id, {"status": "running"})
+        client.log_event(session_id, "user_login", {"user": "alice"}, level="warning")
+        client.log_metric(session_id, "cpu_usage", 45.2, tags=["app:myapp"])
+        client.log_metric(session_id, "plain", 3)
+        client.heartbeat(session_id)
+        session = client.get_session(session_id)
+        assert session["state"] == {"status": "running"}
+        assert [(e["name"], e["level"], e["data"]) for e in session["events"]] == [
+            ("user_login", "warning", {"user": "alice"})
+        ]
+        assert [(m["name"], m["value"], m["tags"]) for m in all_metrics(client, session_id)] == [
+            ("cpu_usage", 45.2, ["app:myapp"]),
+            ("plain", 3.0, []),
+        ]
+        assert session["last_heartbeat"] is not None
+        client.end_session(session_id)
+        ended = client.get_session(session_id)
+        assert ended["status"] == "ended" and ended["active"] is False and ended["ended_at"]
+        with pytest.raises(DatacatError) as caught:
+            client.log_event(session_id, "late")
+        assert caught.value.status == 409
+        with pytest.raises(DatacatError) as caught:
+            client.get_session("no-such-session")
+        assert caught.value.status == 404
+        assert len(client._transport._connections) == 1  # type: ignore[attr-defined]  # one keep-alive connection
+
+
+@pytest.mark.parametrize(
+    ("patches", "expected"),
+    [
+        pytest.param(
+            [{"window_state": {"open": ["w1", "w2"], "active": "w1"}}, {"window_state": {"open": ["w1", "w2", "w3"]}}],
+            {"window_state": {"open": ["w1", "w2", "w3"], "active": "w1"}},
+            id="nested-objects-merge-lists-replace",
+        ),
+        pytest.param([{"a": 1, "b": 2}, {"b": None}], {"a": 1}, id="null-deletes"),
+        pytest.param([{"a": {"x": 1}}, {"a": 5}], {"a": 5}, id="scalar-replaces-object"),
+        pytest.param([{"a": 5}, {"a": {"x": 1}}], {"a": {"x": 1}}, id="object-replaces-scalar"),
+        pytest.param(
+            [{"a": {"b": {"c": 1, "d": 2}}}, {"a": {"b": {"d": None, "e": 3}}}],
+            {"a": {"b": {"c": 1, "e": 3}}},
+            id="deep-delete-and-add",
+        ),
+        pytest.param([{"a": 1}, {}], {"a": 1}, id="empty-patch"),
+        pytest.param([{"gone": None}], {}, id="delete-missing-key"),
+    ],
+)
+@pytest.mark.parametrize("blocking", [pytest.param(True, id="blocking"), pytest.param(False, id="non-blocking")])
+def test_state_deep_merge(server: ServerProcess, blocking: bool, patches: list[dict[str, Any]], expected: Any) -> None:
+    """State patches merge as the contract says: objects merge, lists and scalars replace, null deletes."""
+    with DatacatClient(server.url, blocking=blocking, flush_interval=0.01) as client:
+        session_id = client.create_session()
+        for patch in patches:
+            client.update_state(session_id, patch)
+        session = client.get_session(session_id)
+    assert session["state"] == expected
+    assert len(session["state_history"]) == len(patches)
+
+
+def test_exception_logging_against_the_server(server: ServerProcess) -> None:
+    """log_exception stores an error-level `exception` event with type, message, traceback and extra data."""
+    session = create_session(server.url)
+    try:
+        {}["missing"]  # noqa: B018
+    except KeyError:
+        session.log_exception(extra_data={"context": "user_action"})
+    (event,) = session.get()["events"]
+    session.end()
+    assert (event["name"], event["level"]) == ("exception", "error")
+    assert event["data"]["type"] == "KeyError"
+    assert event["data"]["message"] == "'missing'"
+    assert "KeyError: 'missing'" in event["data"]["traceback"]
+    assert event["data"]["context"] == "user_action"
+
+
+def test_heartbeat_monitor_against_the_server(server: ServerProcess) -> None:
+    """A silent application gets one application_appears_hung event, then application_recovered after a heartbeat."""
+    session = create_session(server.url)
+    session.start_heartbeat_monitor(timeout=0.3, check_interval=0.02)
+
+    def names() -> list[str]:
+        return [e["name"] for e in session.get()["events"] if e["data"].get("detected_by") == "client"]
+
+    wait_until(lambda: "application_appears_hung" in names())
+    session.heartbeat()
+    wait_until(lambda: "application_recovered" in names())
+    session.stop_heartbeat_monitor()
+    assert names() == ["application_recovered", "application_appears_hung"]  # newest first
+    session.end()
+
+
+def test_non_blocking_delivers_everything_to_the_server(server: ServerProcess) -> None:
+    """Thousands of non-blocking calls are all stored, once each, and the session ends last."""
+    with DatacatClient(server.url, blocking=False, batch_size=200) as client:
+        session_id = client.create_session()
+        for index in range(3000):
+            client.log_event(session_id, "tick", {"i": index})
+            if index % 3 == 0:
+                client.log_metric(session_id, "value", index, tags=["t:1"])
+        client.update_state(session_id, {"done": True})
+        client.end_session(session_id)
+        assert client.flush(TIMEOUT)
+        events = all_events(client, session_id)
+        metrics = all_metrics(client, session_id)
+        session = client.get_session(session_id)
+        stats = client.statistics()
+    assert [e["data"]["i"] for e in events if e["name"] == "tick"] == list(range(3000))
+    assert [m["value"] for m in metrics] == [float(i) for i in range(0, 3000, 3)]
+    assert session["state"] == {"done": True} and session["status"] == "ended"
+    assert stats.sent == 3000 + 1000 + 2 and stats.dropped == {} and stats.queued == 0
+
+
+def test_non_blocking_session_survives_a_server_restart(tmp_path: Path) -> None:
+    """Calls made while the server restarts are retried and stored once each: none lost, none duplicated."""
+    first = ServerProcess(tmp_path / "server")
+    client = DatacatClient(first.url, blocking=False, flush_interval=0.01, retry_max_seconds=0.2, max_queue=100_000)
+    try:
+        session_id = client.create_session()
+        for index in range(2000):
+            client.log_event(session_id, "tick", {"i": index})
+        first.stop()  # SIGTERM while batches are (probably) in flight
+        for index in range(2000, 4000):
+            client.log_event(session_id, "tick", {"i": index})
+        started = time.monotonic()
+        while client.statistics().retries == 0:  # the server is gone: the client is retrying
+            assert time.monotonic() - started < TIMEOUT
+            time.sleep(0.01)  # polling interval of a bounded wait
+        second = ServerProcess(tmp_path / "server", port=first.port)
+        try:
+            assert client.flush(TIMEOUT)
+            ticks = [e["data"]["i"] for e in all_events(client, session_id) if e["name"] == "tick"]
+            stats = client.statistics()
+        finally:
+            second.stop()
+    finally:
+        client.close(0)
+    assert len(ticks) == 4000
+    assert sorted(ticks) == list(range(4000))
+    assert stats.sent == 4000 and stats.dropped == {} and stats.retries > 0
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_fork_gives_the_child_its_own_queue_and_connection(server: ServerProcess) -> None:
+    """A forked child starts with an empty queue and its own sender; parent and child calls are stored once each."""
+    with DatacatClient(server.url, blocking=False, flush_interval=5.0) as client:
+        session_id = client.create_session()
+        for index in range(100):
+            client.log_event(session_id, "parent", {"i": index})  # still queued at the fork (flush_interval)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (Python 3.12+)
+            pid = os.fork()
+        if pid == 0:  # the child: never return into pytest
+            code = 1
+            try:
+                empty = client.statistics().queued == 0
+                for index in range(50):
+                    client.log_event(session_id, "child", {"i": index})
+                delivered = client.flush(TIMEOUT)
+                code = 0 if empty and delivered and client.statistics().sent == 50 else 2
+            finally:
+                os._exit(code)
+        for index in range(100, 200):
+            client.log_event(session_id, "parent", {"i": index})
+        assert wait_for_child(pid) == 0
+        assert client.flush(TIMEOUT)
+        events = all_events(client, session_id)
+    assert sorted(e["data"]["i"] for e in events if e["name"] == "parent") == list(range(200))
+    assert sorted(e["data"]["i"] for e in events if e["name"] == "child") == list(range(50))
+
+
+@pytest.mark.skipif(not SEED.exists(), reason="the seed documents are not checked out beside the project")
+def test_seed_examples_run_unchanged(server: ServerProcess, tmp_path: Path) -> None:
+    """Each example of the datacat seed runs with only its import swapped (and the server's URL)."""
+    examples = seed_examples()
+    assert len(examples) == 4
+    for number, example in enumerate(examples):
+        code = re.sub(r"from datacat import .*", "from runwatch.client import create_session, DatacatClient", example)
+        code = code.replace("http://localhost:8080", server.url)
+        script = tmp_path / f"example_{number}.py"
+        script.write_text(EXAMPLE_PRELUDE + code)
+        result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == 0, f"example {number} failed:\n{result.stderr}"
+        if number == 0:
+            session_id = result.stdout.split("Session ID:")[1].split()[0]
+            with DatacatClient(server.url) as client:
+                session = client.get_session(session_id)
+            assert session["state"] == {
+                "status": "running",
+                "version": "1.0.0",
+                "window_state": {"open": ["w1", "w2", "w3"], "active": "w1"},
+            }
+            assert [e["name"] for e in session["events"]] == ["user_action"]
+            assert [(m["name"], m["value"]) for m in session["metrics"]] == [("memory_usage", 1024.5)]
+            assert session["status"] == "ended"
+
+
+def test_interpreter_exit_flushes_what_is_queued(server: ServerProcess, tmp_path: Path) -> None:
+    """A program that exits without flush() or close() still delivers its queued calls (atexit)."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        "from runwatch.client import DatacatClient\n"
+        f"client = DatacatClient({server.url!r}, blocking=False, flush_interval=5.0)\n"
+        "session_id = client.create_session()\n"
+        "print(session_id, flush=True)\n"
+        "for index in range(1000):\n"
+        "    client.log_event(session_id, 'tick', {'i': index})\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=TIMEOUT)
+    assert result.returncode == 0, result.stderr
+    with DatacatClient(server.url) as client:
+        events = all_events(client, result.stdout.strip())
+    assert [e["data"]["i"] for e in events] == list(range(1000))
