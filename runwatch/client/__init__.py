@@ -50,6 +50,8 @@ Exceptions::
 
 from __future__ import annotations
 
+from ._aggregate import DEFAULT_BUCKETS as DEFAULT_BUCKETS
+from ._async import AsyncSession as AsyncSession
 from ._batching import MAX_BATCH_BYTES as MAX_BATCH_BYTES
 from ._batching import Batch as Batch
 from ._batching import backoff_delay as backoff_delay
@@ -57,31 +59,40 @@ from ._batching import encode_batch as encode_batch
 from ._batching import is_bisectable as is_bisectable
 from ._batching import is_retryable as is_retryable
 from ._batching import plan_batches as plan_batches
-from ._checks import exception_data as exception_data
 from ._client import DatacatClient as DatacatClient
 from ._errors import ClientClosedError as ClientClosedError
 from ._errors import DatacatConnectionError as DatacatConnectionError
 from ._errors import DatacatError as DatacatError
 from ._heartbeat import HeartbeatMonitor as HeartbeatMonitor
 from ._heartbeat import HeartbeatWatch as HeartbeatWatch
+from ._logging import DatacatHandler as DatacatHandler
+from ._machine import machine_id as machine_id
 from ._sender import ClientStatistics as ClientStatistics
 from ._session import Session as Session
+from ._session import Timer as Timer
 from ._session import create_session as create_session
 from ._transport import HTTPTransport as HTTPTransport
 from ._transport import Transport as Transport
+from ._wire import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+from ._wire import exception_data as exception_data
 
 __all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_BUCKETS",
+    "MAX_BATCH_BYTES",
+    "AsyncSession",
     "Batch",
     "ClientClosedError",
     "ClientStatistics",
     "DatacatClient",
     "DatacatConnectionError",
     "DatacatError",
+    "DatacatHandler",
     "HTTPTransport",
     "HeartbeatMonitor",
     "HeartbeatWatch",
-    "MAX_BATCH_BYTES",
     "Session",
+    "Timer",
     "Transport",
     "backoff_delay",
     "create_session",
@@ -89,5 +100,6 @@ __all__ = [
     "exception_data",
     "is_bisectable",
     "is_retryable",
+    "machine_id",
     "plan_batches",
 ]

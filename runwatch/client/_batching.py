@@ -6,6 +6,8 @@ import json
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._wire import lean_operation
+
 __all__ = [
     "MAX_BATCH_BYTES",
     "RETRY_BASE_SECONDS",
@@ -39,8 +41,12 @@ class Batch:
 
 
 def encode_batch(batch_id: str, operations: list[dict[str, Any]]) -> bytes:
-    """The JSON body of ``POST /api/sessions/{id}/batch``."""
-    document = {"batch_id": batch_id, "operations": operations}
+    """The JSON body of ``POST /api/sessions/{id}/batch``: the operations in runwatch's lean form.
+
+    The same id and operations always give the same body, so a batch retried (or
+    replayed from the spool) under its id is the same content.
+    """
+    document = {"batch_id": batch_id, "operations": [lean_operation(operation) for operation in operations]}
     return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 

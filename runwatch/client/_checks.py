@@ -8,20 +8,26 @@ import numbers
 import sys
 import traceback
 from collections.abc import Mapping
+from types import TracebackType
 from typing import Any
 
 __all__ = [
     "LEVELS",
     "MAX_JSON_DEPTH",
     "MAX_NAME_LENGTH",
+    "check_bounds",
+    "check_count",
     "check_level",
     "check_mapping",
     "check_name",
     "check_session_id",
+    "check_strings",
     "check_tags",
+    "check_text",
     "check_value",
-    "exception_data",
+    "exception_fields",
     "json_copy",
+    "resolve_exc_info",
 ]
 
 #: Log levels runwatch's server accepts (runwatch.events.LEVELS).
@@ -157,18 +163,47 @@ def check_mapping(what: str, value: object) -> dict[str, Any]:
     return copy
 
 
-def exception_data(exc_info: Any = None, extra_data: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The data of an ``exception`` event: ``type``, ``message``, ``traceback`` and the extra data.
+def check_text(what: str, value: object) -> str:
+    """A string field (``group``, ``message``, ``unit``...)."""
+    if type(value) is not str:
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    return value
 
-    Args:
-        exc_info: a ``(type, value, traceback)`` tuple or an exception; ``None``
-            means the exception being handled (``sys.exc_info()``).
-        extra_data: more keys for the event; ``type``, ``message`` and
-            ``traceback`` are the exception's and win over keys of the same name.
+
+def check_strings(what: str, value: object) -> list[str]:
+    """A list (or tuple) of strings (``labels``, ``stacktrace``); returns a list copy."""
+    if not isinstance(value, (list, tuple)):
+        raise TypeError(f"{what} must be a list of strings, got {type(value).__name__}")
+    for item in value:
+        if type(item) is not str:
+            raise TypeError(f"{what} must hold strings, got {type(item).__name__} {item!r}")
+    return list(value)
+
+
+def check_count(what: str, value: object) -> int:
+    """A count: an integer >= 0 (numpy integers work); bool is refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{what} must be an integer, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{what} must not be negative, got {value!r}")
+    return int(value)
+
+
+def check_bounds(value: object) -> tuple[float, ...]:
+    """Histogram bucket bounds: finite numbers, at least one; returns them sorted."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise TypeError(f"buckets must be a list of numbers, got {type(value).__name__}")
+    if not value:
+        raise ValueError("buckets must hold at least one bound")
+    return tuple(sorted(check_value("buckets", bound) for bound in value))
+
+
+def resolve_exc_info(exc_info: Any) -> tuple[type[BaseException], BaseException, TracebackType | None]:
+    """``(type, value, traceback)`` from a tuple, an exception, or ``None`` (the exception being handled).
 
     Raises:
-        ValueError: no exception is given and none is being handled.
-        TypeError: ``exc_info`` is neither, or ``extra_data`` is not JSON.
+        ValueError: ``None`` and no exception is being handled.
+        TypeError: neither a 3-tuple nor an exception.
     """
     if exc_info is None:
         exc_info = sys.exc_info()
@@ -179,12 +214,43 @@ def exception_data(exc_info: Any = None, extra_data: Mapping[str, Any] | None = 
     exc_type, exc_value, exc_tb = exc_info
     if exc_type is None or exc_value is None:
         raise ValueError("log_exception() needs an exception: none is being handled")
+    return exc_type, exc_value, exc_tb
+
+
+def exception_fields(exc_info: Any = None, extra_data: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The fields of an ``exception`` event, as datacat's client sends them.
+
+    ``name`` ``exception``, level ``error``, ``group`` ``exception``, ``labels``
+    ``["exception", <type>]``, ``message`` and ``exception_msg`` the exception's
+    text, ``data`` the extra data, ``stacktrace`` the formatted lines, and the
+    innermost frame's ``source_file``, ``source_line`` and ``source_function``.
+
+    Raises:
+        ValueError: no exception is given and none is being handled.
+        TypeError: ``exc_info`` is neither, or ``extra_data`` is not JSON.
+    """
+    exc_type, exc_value, exc_tb = resolve_exc_info(exc_info)
     data = check_mapping("extra_data", extra_data) if extra_data is not None else {}
     try:
         message = str(exc_value)
     except Exception:  # an exception whose __str__ raises must still be logged
         message = f"<unprintable {exc_type.__name__}>"
-    data["type"] = exc_type.__name__
-    data["message"] = message
-    data["traceback"] = "".join(traceback.format_exception(exc_type, exc_value, exc_tb))
-    return data
+    fields: dict[str, Any] = {
+        "name": "exception",
+        "data": data,
+        "level": "error",
+        "group": "exception",
+        "labels": ["exception", exc_type.__name__],
+        "message": message,
+        "stacktrace": traceback.format_exception(exc_type, exc_value, exc_tb),
+        "exception_type": exc_type.__name__,
+        "exception_msg": message,
+    }
+    innermost = exc_tb
+    while innermost is not None and innermost.tb_next is not None:
+        innermost = innermost.tb_next
+    if innermost is not None:
+        fields["source_file"] = innermost.tb_frame.f_code.co_filename
+        fields["source_line"] = innermost.tb_lineno
+        fields["source_function"] = innermost.tb_frame.f_code.co_name
+    return fields

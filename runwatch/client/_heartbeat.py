@@ -3,7 +3,10 @@
 The application calls ``heartbeat()`` from its main loop. When no heartbeat comes for
 ``timeout`` seconds, the monitor logs one ``application_appears_hung`` event; when
 heartbeats resume, one ``application_recovered`` event. Servers set a session's ``hung``
-flag from those event names.
+flag from those event names. The events have the fields datacat's daemon gives them
+(category ``error`` / ``info``, labels, message, ``data.seconds_since_heartbeat`` and
+``data.last_heartbeat``) with group ``runwatch.client`` and runwatch's level
+``warning`` / ``info``; ``data.detected_by`` is ``client``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from ._wire import rfc3339
 
 if TYPE_CHECKING:
     from typing import Self
@@ -104,6 +109,7 @@ class HeartbeatMonitor:
         self.timeout = _positive_seconds("timeout", timeout)
         self.check_interval = _positive_seconds("check_interval", check_interval)
         self._clock = clock
+        self._wall_clock = time.time  # for the last heartbeat's time in the hang event
         self._lock = threading.Lock()
         self._watch = HeartbeatWatch(self.timeout, clock())
         self._thread: threading.Thread | None = None
@@ -114,6 +120,7 @@ class HeartbeatMonitor:
     def start(self) -> Self:
         """Start watching (the silence counts from now); returns the monitor."""
         self.stop()
+        self.client._monitors[self.session_id] = self  # for DatacatClient.pause_heartbeat_monitoring
         with self._lock:
             self._watch = HeartbeatWatch(self.timeout, self._clock())
         self._stop = threading.Event()
@@ -159,6 +166,8 @@ class HeartbeatMonitor:
     def stop(self) -> None:
         """Stop the thread (waits for it); idempotent."""
         thread, self._thread = self._thread, None
+        if self.client._monitors.get(self.session_id) is self:
+            del self.client._monitors[self.session_id]
         if thread is not None:
             self._stop.set()
             self._wake.set()
@@ -183,14 +192,43 @@ class HeartbeatMonitor:
                 silent = now - watch.last_beat
             if verdict == "hung":
                 hung_at = now - silent
-                data = {"seconds_since_heartbeat": round(silent, 3), "timeout_seconds": watch.timeout_seconds}
-                self._log("application_appears_hung", data, "warning")
+                data = {
+                    "last_heartbeat": rfc3339(math.floor(self._wall_clock() - silent)),
+                    "seconds_since_heartbeat": int(silent),
+                    "timeout_seconds": watch.timeout_seconds,
+                }
+                self._log(
+                    "application_appears_hung",
+                    data,
+                    level="warning",
+                    category="error",
+                    labels=["heartbeat", "hung"],
+                    message=f"Application has not sent heartbeat for {int(silent)} seconds",
+                )
             elif verdict == "recovered":
-                self._log("application_recovered", {"hung_seconds": round(now - hung_at, 3)}, "info")
+                self._log(
+                    "application_recovered",
+                    {"hung_seconds": round(now - hung_at, 3)},
+                    level="info",
+                    category="info",
+                    labels=["heartbeat", "recovery"],
+                    message="Application heartbeat resumed after hang",
+                )
 
-    def _log(self, name: str, data: dict[str, Any], level: str) -> None:
+    def _log(
+        self, name: str, data: dict[str, Any], *, level: str, category: str, labels: list[str], message: str
+    ) -> None:
         try:
-            self.client.log_event(self.session_id, name, {**data, "detected_by": "client"}, level=level)
+            self.client.log_event(
+                self.session_id,
+                name,
+                category,
+                "runwatch.client",
+                labels,
+                message,
+                {**data, "detected_by": "client"},
+                level=level,
+            )
         except Exception as exc:  # the monitor must outlive a server that is down
             logger.warning("runwatch client: cannot log %s for session %s: %s", name, self.session_id, exc)
 

@@ -6,6 +6,10 @@ A call is checked and copied in the application's thread, then appended to the q
 and posts each to ``/api/sessions/{id}/batch``. A batch keeps its id across retries,
 so the server applies it once. Nothing here raises into the application: trouble is
 counted and logged, and visible in :meth:`Sender.statistics`.
+
+A server without ``/batch`` (datacat answers it ``404 Not found``) gets each operation
+as its own request in datacat's form, in call order, with the same retries; datacat
+has no idempotency key, so a request whose answer was lost may be stored twice there.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -36,7 +40,7 @@ from ._batching import (
 from ._errors import describe
 from ._spool import read_spool, spool_files, write_spool
 from ._transport import Transport
-from ._wire import error_message, session_path
+from ._wire import datacat_request, error_message, is_missing_route, session_path
 
 __all__ = ["ClientStatistics", "Sender"]
 
@@ -96,10 +100,13 @@ class Sender:
         headers: sent with every request (content type, token).
         base_url: the server, for messages.
         max_queue: the most calls held (queued plus in flight).
+        block_when_full: a call waits for room in a full queue instead of being dropped.
         batch_size: the most operations in one batch.
         flush_interval: the longest a call waits for more to share its batch, in seconds.
         spool_dir: where undelivered calls go at close, and come back from (``None``: no spool).
         retry_max_seconds: the longest wait between two retries.
+        state_changes: ``(session_id, patch) -> bool``, whether a state update
+            changes anything (repeats are not sent to a datacat server).
     """
 
     def __init__(
@@ -109,10 +116,12 @@ class Sender:
         base_url: str,
         *,
         max_queue: int,
+        block_when_full: bool = False,
         batch_size: int,
         flush_interval: float,
         spool_dir: Path | None,
         retry_max_seconds: float,
+        state_changes: Callable[[str, dict[str, Any]], bool] = lambda session_id, patch: True,
     ) -> None:
         self.transport = transport
         self.headers = headers
@@ -122,7 +131,14 @@ class Sender:
         self.flush_interval = flush_interval
         self.spool_dir = spool_dir
         self.retry_max_seconds = retry_max_seconds
+        self.block_when_full = block_when_full
+        self._state_changes = state_changes
         self.closed = False
+        self._broken = False  # the thread died of a bug: nothing more is sent
+        self._room = threading.Condition()
+        self._room_waiters = 0
+        # Set when the server has no /batch route (datacat): each operation is one request.
+        self._per_operation = False
         self._queue: deque[tuple[str, dict[str, Any]] | _Marker] = deque()
         self._held = 0  # calls taken by the sender and not yet resolved
         self._thread: threading.Thread | None = None
@@ -169,13 +185,36 @@ class Sender:
             return
         queue = self._queue
         if len(queue) + self._held >= self.max_queue:
-            self._drop_full()
-            return
+            if not self.block_when_full or not self._wait_for_room():
+                self._drop_full()
+                return
+            if self.closed:
+                self.drop("closed")
+                return
         queue.append((session_id, operation))
         if self._thread is None:
             self._start()
         elif self._sleeping and len(queue) >= self.batch_size:
             self._wake.set()
+
+    def _wait_for_room(self) -> bool:
+        """Wait until the queue has room (or the client closed); ``False`` if waiting cannot help."""
+        if self._thread is threading.current_thread() or self._thread is None or self._broken:
+            return False
+        with self._room:
+            self._room_waiters += 1
+            try:
+                self._room.wait_for(
+                    lambda: self.closed or self._broken or len(self._queue) + self._held < self.max_queue
+                )
+            finally:
+                self._room_waiters -= 1
+        return not self._broken
+
+    def _notify_room(self) -> None:
+        if self._room_waiters:
+            with self._room:
+                self._room.notify_all()
 
     def mark_ended(self, session_id: str) -> None:
         """Later calls for this session are dropped and counted (its end is queued)."""
@@ -245,6 +284,7 @@ class Sender:
             request_timeout: the socket timeout (the most one request in flight can take).
         """
         self.closed = True
+        self._notify_room()
         thread = self._thread
         if thread is None or thread is threading.current_thread():
             return
@@ -297,7 +337,9 @@ class Sender:
         except BaseException as exc:  # a bug: never silent, and flush() must not hang
             self._last_error = f"sender failed: {describe(exc)}"
             logger.exception("runwatch client: the sender thread failed; later calls are not sent")
+            self._broken = True
             self._release_markers()
+            self._notify_room()
 
     def _new_batch_id(self) -> str:
         return f"{self._batch_prefix}-{next(self._batch_numbers)}"
@@ -325,10 +367,12 @@ class Sender:
             batch = work[0]
             if self._abort.is_set():
                 raise _Aborted(work)
+            if self._per_operation:
+                self._deliver_operations(work)
+                continue
+            path = session_path(batch.session_id, "/batch")
             try:
-                status, data = self.transport(
-                    "POST", session_path(batch.session_id, "/batch"), batch.body, self.headers
-                )
+                status, data = self.transport("POST", path, batch.body, self.headers)
             except Exception as exc:  # OSError, HTTPException, or anything an injected transport raises
                 error = f"{self.base_url} unreachable: {describe(exc)}"
             else:
@@ -336,6 +380,10 @@ class Sender:
                     work.popleft()
                     self._delivered(batch, data)
                     attempt = 0
+                    continue
+                if is_missing_route(status, data):
+                    logger.info("runwatch client: %s has no /batch route; sending each call alone", self.base_url)
+                    self._per_operation = True  # nothing was applied: the same calls go one by one
                     continue
                 message, field = error_message(status, data)
                 error = f"HTTP {status}: {message}" + (f" (field {field})" if field else "")
@@ -349,34 +397,69 @@ class Sender:
                     else:
                         self._give_up(len(batch.operations), "rejected", f"batch {batch.batch_id}: {error}")
                     continue
-            self._retries += 1
-            self._last_error = error
-            if self._failing_since is None:
-                self._failing_since = time.monotonic()
-                logger.warning("runwatch client: %s; retrying with backoff", error)
-            delay = backoff_delay(
-                attempt, base_seconds=RETRY_BASE_SECONDS, max_seconds=self.retry_max_seconds, jitter=random.random()
-            )
+            self._wait_before_retry(attempt, error, work)
             attempt += 1
-            self._report_drops()
-            if self._abort.wait(delay):
-                raise _Aborted(work)
 
-    def _rebatch(self, session_id: str, operations: list[dict[str, Any]]) -> Batch:
-        batch_id = self._new_batch_id()
-        return Batch(session_id, batch_id, operations, encode_batch(batch_id, operations))
+    def _wait_before_retry(self, attempt: int, error: str, work: deque[Batch]) -> None:
+        """Count a failed attempt and wait with backoff; raises _Aborted when close() gives up."""
+        self._retries += 1
+        self._last_error = error
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+            logger.warning("runwatch client: %s; retrying with backoff", error)
+        delay = backoff_delay(
+            attempt, base_seconds=RETRY_BASE_SECONDS, max_seconds=self.retry_max_seconds, jitter=random.random()
+        )
+        self._report_drops()
+        if self._abort.wait(delay):
+            raise _Aborted(work)
 
-    def _delivered(self, batch: Batch, data: bytes) -> None:
-        duplicate = False
-        try:
-            duplicate = bool(json.loads(data).get("duplicate"))
-        except Exception:  # an answer without a body still means delivered
-            pass
-        count = len(batch.operations)
+    def _deliver_operations(self, work: deque[Batch]) -> None:
+        """Send the first batch's operations one by one in datacat's form (a server without /batch)."""
+        batch = work[0]
+        operations = batch.operations
+        while operations:
+            operation = operations[0]
+            if operation["op"] == "state" and not self._state_changes(batch.session_id, operation["state"]):
+                operations.pop(0)  # a repeated state: datacat's daemon drops it too
+                self._resolved(1)
+                continue
+            suffix, document = datacat_request(operation)
+            path = session_path(batch.session_id, suffix)
+            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+            attempt = 0
+            while True:
+                if self._abort.is_set():
+                    work[0] = self._rebatch(batch.session_id, operations)  # what is left, under a new id
+                    raise _Aborted(work)
+                try:
+                    status, data = self.transport("POST", path, body, self.headers)
+                except Exception as exc:  # as in _deliver
+                    error = f"{self.base_url} unreachable: {describe(exc)}"
+                else:
+                    if status < 300:
+                        operations.pop(0)
+                        self._resolved(1)
+                        break
+                    error = f"HTTP {status}: {error_message(status, data)[0]}"
+                    if not is_retryable(status):
+                        operations.pop(0)
+                        self._give_up(1, "rejected", f"{operation['op']} of session {batch.session_id}: {error}")
+                        break
+                try:
+                    self._wait_before_retry(attempt, error, work)
+                except _Aborted:
+                    work[0] = self._rebatch(batch.session_id, operations)
+                    raise
+                attempt += 1
+        work.popleft()
+        self._batches += 1
+
+    def _resolved(self, count: int) -> None:
+        """``count`` operations reached the server."""
         self._held -= count
         self._sent += count
-        self._batches += 1
-        self._duplicates += duplicate
+        self._notify_room()
         if self._failing_since is not None:
             logger.warning(
                 "runwatch client: delivering again after %.1f s of failures",
@@ -384,8 +467,23 @@ class Sender:
             )
             self._failing_since = None
 
+    def _rebatch(self, session_id: str, operations: list[dict[str, Any]]) -> Batch:
+        batch_id = self._new_batch_id()
+        return Batch(session_id, batch_id, list(operations), encode_batch(batch_id, operations))
+
+    def _delivered(self, batch: Batch, data: bytes) -> None:
+        duplicate = False
+        try:
+            duplicate = bool(json.loads(data).get("duplicate"))
+        except Exception:  # an answer without a body still means delivered
+            pass
+        self._batches += 1
+        self._duplicates += duplicate
+        self._resolved(len(batch.operations))
+
     def _give_up(self, count: int, reason: str, error: str) -> None:
         self._held -= count
+        self._notify_room()
         self.drop(reason, count)
         self._last_error = error
         logger.warning("runwatch client: dropped %d call(s) (%s): %s", count, reason, error)
@@ -431,10 +529,12 @@ class Sender:
             else:
                 self._spooled += count
                 self._held = 0
+                self._notify_room()
                 logger.warning("runwatch client: %d undelivered call(s) spooled to %s", count, self.spool_dir)
                 return
         self.drop("shutdown", count)
         self._held = 0
+        self._notify_room()
         logger.warning("runwatch client: %d undelivered call(s) dropped at close", count)
 
     def _replay_spool(self) -> None:

@@ -1,4 +1,4 @@
-"""Session: the high-level API over a DatacatClient, and create_session()."""
+"""Session, Timer and create_session(): datacat's high-level API over a DatacatClient."""
 
 from __future__ import annotations
 
@@ -7,22 +7,28 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from ._checks import check_session_id
-from ._client import DatacatClient
+from ._client import DatacatClient, is_port
+from ._errors import DatacatError
 from ._heartbeat import HEARTBEAT_SEND_INTERVAL_SECONDS, HeartbeatMonitor
+from ._wire import DEFAULT_BASE_URL
 
-__all__ = ["Session", "create_session"]
+if TYPE_CHECKING:
+    from ._async import AsyncSession
+
+__all__ = ["Session", "Timer", "create_session"]
 
 logger = logging.getLogger("runwatch.client")
 
 
 class Session:
-    """One application session: the seed's high-level API over a :class:`DatacatClient`.
+    """One application session: datacat's ``Session`` (and the seed's) over a :class:`DatacatClient`.
 
-    Made by :func:`create_session`. Use it as a context manager to end the
-    session on exit (an exception leaving the block is logged first).
+    Made by :func:`create_session`. Calls answer the server's reply (a dict) in
+    blocking mode and ``None`` in non-blocking mode. Use it as a context manager
+    to end the session on exit (an exception leaving the block is logged first).
 
     Args:
         client: the client that sends the calls.
@@ -50,28 +56,109 @@ class Session:
         """The client this session sends through."""
         return self._client
 
-    def update_state(self, state: Mapping[str, Any]) -> None:
+    # -- state, events, exceptions ----------------------------------------------------
+
+    def update_state(self, state: Mapping[str, Any]) -> dict[str, Any] | None:
         """Deep-merge ``state`` into the session's state (objects merge, lists and scalars replace, None deletes)."""
-        self._client.update_state(self._session_id, state)
+        return self._client.update_state(self._session_id, state)
 
-    def log_event(self, name: str, data: Mapping[str, Any] | None = None, level: str = "info") -> None:
-        """Record an event ``name`` with JSON ``data``."""
-        self._client.log_event(self._session_id, name, data, level)
+    def log_event(
+        self,
+        name: str,
+        category: str | Mapping[str, Any] | None = None,
+        group: str | None = None,
+        labels: list[str] | None = None,
+        message: str | None = None,
+        data: Mapping[str, Any] | None = None,
+        stacktrace: list[str] | None = None,
+        level: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Record an event (see :meth:`DatacatClient.log_event`).
 
-    def log_metric(self, name: str, value: float, tags: list[str] | None = None) -> None:
-        """Record one value of metric ``name`` with optional string tags."""
-        self._client.log_metric(self._session_id, name, value, tags)
+        The second argument is ``category`` (a string) or, when it is a dict,
+        ``data`` as in the seed (``log_event("user_action", {"action": "click"})``).
+        """
+        return self._client.log_event(
+            self._session_id, name, category, group, labels, message, data, stacktrace, level=level
+        )
 
-    def log_exception(self, extra_data: Mapping[str, Any] | None = None, exc_info: Any = None) -> None:
-        """Record the exception being handled (or ``exc_info``) with its traceback and ``extra_data``."""
-        self._client.log_exception(self._session_id, exc_info, extra_data)
+    def log_exception(self, exc_info: Any = None, extra_data: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+        """Record the exception being handled (or ``exc_info``) with its stack trace and ``extra_data``.
+
+        ``log_exception(sys.exc_info())``, ``log_exception(error)`` and the seed's
+        ``log_exception(extra_data={...})`` (or a dict as the first argument) all work.
+        """
+        return self._client.log_exception(self._session_id, exc_info, extra_data)
+
+    # -- metrics ----------------------------------------------------------------------
+
+    def log_metric(
+        self,
+        name: str,
+        value: float,
+        tags: list[str] | None = None,
+        metric_type: str = "gauge",
+        count: int | None = None,
+        unit: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        delta: float | None = None,
+    ) -> dict[str, Any] | None:
+        """Record one value of metric ``name`` (see :meth:`DatacatClient.log_metric`)."""
+        return self._client.log_metric(self._session_id, name, value, tags, metric_type, count, unit, metadata, delta)
+
+    def log_gauge(
+        self, name: str, value: float, tags: list[str] | None = None, unit: str | None = None
+    ) -> dict[str, Any] | None:
+        """Record the current value of ``name`` (one point per call)."""
+        return self.log_metric(name, value, tags, "gauge", unit=unit)
+
+    def log_counter(self, name: str, delta: float = 1, tags: list[str] | None = None) -> dict[str, Any] | None:
+        """Add ``delta`` to the counter ``name``; its running total is sent every few seconds and at the end."""
+        return self.log_metric(name, 0, tags, "counter", delta=delta)
+
+    def log_histogram(
+        self,
+        name: str,
+        value: float,
+        unit: str | None = None,
+        tags: list[str] | None = None,
+        buckets: list[float] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Count ``value`` in the histogram ``name`` (bucket bounds: ``buckets``, else datacat's defaults).
+
+        The buckets, count and sum are sent every few seconds and at the end, in
+        the point's ``metadata``. Unlike datacat, the caller's ``metadata`` is not changed.
+        """
+        extra = dict(metadata) if metadata is not None else {}
+        if buckets is not None:
+            extra["buckets"] = buckets
+        return self.log_metric(name, value, tags, "histogram", unit=unit, metadata=extra or None)
+
+    def log_timer(
+        self,
+        name: str,
+        duration: float,
+        count: int | None = None,
+        tags: list[str] | None = None,
+        unit: str = "seconds",
+    ) -> dict[str, Any] | None:
+        """Record a duration (``count``: how many iterations it covers)."""
+        return self.log_metric(name, duration, tags, "timer", count=count, unit=unit)
+
+    def timer(self, name: str, count: int | None = None, tags: list[str] | None = None, unit: str = "seconds") -> Timer:
+        """A context manager that records the duration of its block as a timer metric."""
+        return Timer(self, name, count, tags, unit)
+
+    # -- liveness ---------------------------------------------------------------------
 
     def heartbeat(self) -> None:
         """Signal that the application is alive.
 
         The heartbeat monitor sees every call; the server gets at most one
         heartbeat per ``HEARTBEAT_SEND_INTERVAL_SECONDS``, so calling this in a
-        tight loop costs no request per call.
+        tight loop costs no request per call. Unlike datacat, it also works
+        without a monitor (it then only tells the server).
         """
         now = self._clock()
         monitor = self._heartbeat_monitor
@@ -106,25 +193,64 @@ class Session:
         if monitor is not None:
             monitor.stop()
 
+    def pause_heartbeat_monitoring(self) -> dict[str, Any]:
+        """Pause hang detection (a long blocking step ahead) until resumed or the next heartbeat."""
+        return self._client.pause_heartbeat_monitoring(self._session_id)
+
+    def resume_heartbeat_monitoring(self) -> dict[str, Any]:
+        """Resume hang detection; the silence counts from now."""
+        return self._client.resume_heartbeat_monitoring(self._session_id)
+
+    # -- reading, flushing, ending ----------------------------------------------------
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until earlier calls are delivered (non-blocking mode); see :meth:`DatacatClient.flush`."""
         return self._client.flush(timeout)
 
-    def get(self) -> dict[str, Any]:
-        """The session as the server has it."""
+    def get_details(self) -> dict[str, Any]:
+        """The session document as the server has it."""
         return self._client.get_session(self._session_id)
 
-    def end(self) -> None:
-        """Stop the heartbeat monitor, end the session and close the client this session made. Idempotent."""
+    def get(self) -> dict[str, Any]:
+        """The session document as the server has it (the same as :meth:`get_details`)."""
+        return self.get_details()
+
+    def end(self) -> dict[str, Any] | None:
+        """Stop the monitor, send the counter and histogram totals, end the session, close the client it made.
+
+        Everything logged before is on the server when ``end()`` returns, as
+        with datacat. Non-blocking, that waits up to ``exit_timeout_seconds``;
+        what is not delivered by then is sent (or spooled) on close, and the
+        answer is ``None``. Idempotent (a second call answers ``None``).
+
+        Returns:
+            The server's reply to the end.
+        """
+        return self._end(self._client.exit_timeout_seconds)
+
+    def _end(self, timeout: float) -> dict[str, Any] | None:
         if self._ended:
-            return
+            return None
         self._ended = True
         self.stop_heartbeat_monitor()
+        client = self._client
+        delivered = True
         try:
-            self._client.end_session(self._session_id)
+            if client.blocking:
+                return client.end_session(self._session_id)
+            reply, delivered = client._end_after_flush(self._session_id, timeout)
+            return reply
         finally:
             if self._owns_client:
-                self._client.close()
+                client.close(None if delivered else 0)  # the deadline has passed already
+
+    def _release(self) -> None:
+        """Hand the session over to another client: stop here without ending it on the server."""
+        self._ended = True
+        self.stop_heartbeat_monitor()
+        self._client._release_session(self._session_id)
+        if self._owns_client:
+            self._client.close()
 
     def __enter__(self) -> Self:
         return self
@@ -134,7 +260,7 @@ class Session:
     ) -> None:
         if exc is not None and isinstance(exc, Exception) and not self._ended:
             try:
-                self.log_exception(exc_info=(exc_type, exc, tb))
+                self.log_exception((exc_type, exc, tb))
             except Exception as error:  # the original exception matters more
                 logger.warning("runwatch client: cannot log the exception: %s", error)
         self.end()
@@ -143,23 +269,97 @@ class Session:
         return f"<Session {self._session_id}{' ended' if self._ended else ''}>"
 
 
-def create_session(base_url: str, *, token: str | None = None, blocking: bool = True, **meta: Any) -> Session:
+class Timer:
+    """Times the block of a ``with`` statement and logs it as a ``timer`` metric on exit.
+
+    Args:
+        session: a :class:`Session` or :class:`AsyncSession`.
+        name: the metric's name.
+        count: how many iterations the block covers; it can be set inside the
+            block (``timer.count += 1``); logged when above 0.
+        tags: the metric's tags.
+        unit: ``"seconds"``, or ``"milliseconds"`` (the duration is then
+            multiplied by 1000); any other unit is a label.
+    """
+
+    def __init__(
+        self,
+        session: Session | AsyncSession,
+        name: str,
+        count: int | None = None,
+        tags: list[str] | None = None,
+        unit: str = "seconds",
+    ) -> None:
+        self.session = session
+        self.name = name
+        self.count = count or 0
+        self.tags = tags
+        self.unit = unit
+        self.duration: float | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> Self:
+        self._started = time.perf_counter()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
+        elapsed = time.perf_counter() - self._started
+        self.duration = elapsed * 1000 if self.unit == "milliseconds" else elapsed
+        count = self.count if self.count > 0 else None
+        try:
+            self.session.log_metric(self.name, self.duration, self.tags, "timer", count=count, unit=self.unit)
+        except DatacatError as error:
+            if exc is None:
+                raise
+            logger.warning("runwatch client: cannot log timer %s: %s", self.name, error)  # the block's error wins
+        return False
+
+
+def create_session(
+    base_url: str = DEFAULT_BASE_URL,
+    daemon_port: str | int = "auto",
+    product: str | None = None,
+    version: str | None = None,
+    async_mode: bool = False,
+    queue_size: int = 10_000,
+    *,
+    token: str | None = None,
+    blocking: bool = True,
+    **meta: Any,
+) -> Session | AsyncSession:
     """Create a session on the server at ``base_url`` and return it.
 
     Args:
-        base_url: the server, e.g. ``http://127.0.0.1:8080``.
+        base_url: the server (datacat's default ``http://localhost:9090``).
+        daemon_port: accepted for datacat's signature (there is no daemon).
+        product: the application (default: the program's name).
+        version: its version (default ``"unknown"``).
+        async_mode: ``True`` returns an :class:`AsyncSession`: calls are queued
+            (at most ``queue_size``, the newest dropped and counted beyond) and
+            sent by a background thread.
+        queue_size: the queue's bound in non-blocking modes.
         token: a bearer token, when the server requires one.
-        blocking: ``False`` queues calls and sends them in batches (see the package docs).
-        meta: ``product``, ``version``, ``hostname``, ``metadata``,
-            ``heartbeat_timeout_seconds``; other keywords go into ``metadata``.
+        blocking: ``False`` returns a :class:`Session` whose calls are queued and
+            sent in batches (see the package docs).
+        meta: ``hostname``, ``metadata``, ``heartbeat_timeout_seconds``; other
+            keywords go into ``metadata``.
 
     Raises:
+        ValueError: ``product`` or ``version`` is an empty string.
         DatacatError: the server refused or is unreachable.
     """
-    client = DatacatClient(base_url, token, blocking=blocking)
+    from ._async import AsyncSession
+
+    if not is_port(daemon_port):
+        raise TypeError(f"daemon_port must be 'auto' or a port number, got {daemon_port!r}")
+    queued = async_mode or not blocking
+    client = DatacatClient(base_url, daemon_port, token=token, blocking=not queued, max_queue=queue_size)
     try:
-        session_id = client.create_session(**meta)
+        session_id = client.create_session(product=product, version=version, **meta)
     except BaseException:
         client.close(0)
         raise
-    return Session(client, session_id, owns_client=True)
+    session = Session(client, session_id, owns_client=True)
+    return AsyncSession(session, queue_size=queue_size) if async_mode else session

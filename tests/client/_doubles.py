@@ -84,6 +84,8 @@ class FakeServer:
             session_id = f"s{self.created}"
             self.operations[session_id] = []
             return 201, {"session_id": session_id, "session": {"id": session_id, "metadata": document}}
+        if parts[:2] != ["api", "sessions"] or len(parts) < 3:  # runwatch has no /health: 404, as any unknown path
+            return 404, {"error": {"status": 404, "message": "Not Found", "field": None}}
         session_id = parts[2]
         if session_id not in self.operations:
             return 404, {"error": {"status": 404, "message": f"unknown session {session_id!r}", "field": None}}

@@ -10,6 +10,7 @@ from runwatch.client import (
     DatacatClient,
 )
 
+from ._datacat_stub import DatacatStub
 from ._doubles import FakeServer, ServerProcess, open_client
 
 
@@ -32,3 +33,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     process = ServerProcess(tmp_path_factory.mktemp("server"))
     yield process
     process.stop()
+
+
+@pytest.fixture
+def datacat() -> Iterator[DatacatStub]:
+    """A datacat server double on a loopback port, stopped afterwards."""
+    stub = DatacatStub()
+    yield stub
+    stub.close()

@@ -49,7 +49,7 @@ def test_create_session_puts_unknown_keywords_into_metadata(fake: FakeServer) ->
     """Known session fields pass through; other keywords become metadata; hostname defaults to this host."""
     with DatacatClient("http://fake.invalid", transport=fake) as client:
         client.create_session(product="app", metadata={"a": 1}, user="alice")
-    body = fake.requests[0][2]
+    body = next(document for method, path, document in fake.requests if path == "/api/sessions")
     assert body["product"] == "app"
     assert body["metadata"] == {"a": 1, "user": "alice"}
     assert body["hostname"]
@@ -64,7 +64,7 @@ def test_token_is_sent_as_a_bearer_header_in_both_modes() -> None:
         return 200, b'{"ok": true}'
 
     for blocking in (True, False):
-        with DatacatClient("http://fake.invalid", "secret", transport=transport, blocking=blocking) as client:
+        with DatacatClient("http://fake.invalid", token="secret", transport=transport, blocking=blocking) as client:
             client.heartbeat("s")
             assert client.flush(TIMEOUT)
     assert seen == ["Bearer secret", "Bearer secret"]
