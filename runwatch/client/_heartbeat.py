@@ -64,8 +64,13 @@ class HeartbeatWatch:
         self.paused = False
 
     def check(self, now: float) -> str | None:
-        """``"hung"`` once when heartbeats stop for the timeout, ``"recovered"`` once when they resume."""
-        late = not self.paused and now - self.last_beat >= self.timeout_seconds
+        """``"hung"`` once when heartbeats stop for the timeout, ``"recovered"`` once when they resume.
+
+        While paused there is no verdict either way.
+        """
+        if self.paused:
+            return None
+        late = now - self.last_beat >= self.timeout_seconds
         if late and not self.hung:
             self.hung = True
             return "hung"

@@ -3,6 +3,7 @@ the seed's examples, interpreter exit."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -15,10 +16,14 @@ from typing import Any
 import pytest
 
 from runwatch.client import (
+    AsyncSession,
     DatacatClient,
     DatacatError,
+    DatacatHandler,
+    Session,
     create_session,
 )
+from runwatch.client._client import default_product
 
 from ._doubles import (
     EXAMPLE_PRELUDE,
@@ -257,3 +262,68 @@ def test_interpreter_exit_flushes_what_is_queued(server: ServerProcess, tmp_path
     with DatacatClient(server.url) as client:
         events = all_events(client, result.stdout.strip())
     assert [e["data"]["i"] for e in events] == list(range(1000))
+
+
+def test_datacats_client_api_works_against_todays_server(server: ServerProcess) -> None:
+    """datacat's calls work against runwatch's strict routes: fields folded into data, totals as values, replies."""
+    session = create_session(server.url)
+    assert isinstance(session, Session)
+    assert session.log_event("ui_event", "ui", "grp", ["l1"], "hello", {"k": 1}) == {"ok": True}
+    assert session.log_event("lvl", level="warning") == {"ok": True}
+    session.log_gauge("fps", 60, ["t"], "fps")
+    session.log_timer("load", 1.25, 3)
+    for _ in range(3):
+        session.log_counter("requests")
+    session.log_histogram("latency", 1.0)
+    session.log_histogram("latency", 2.0)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        session.log_exception(sys.exc_info(), {"ctx": "c"})
+    logger = logging.getLogger("app.mod")
+    handler = DatacatHandler(session)
+    logger.addHandler(handler)
+    try:
+        logger.warning("careful now")
+    finally:
+        logger.removeHandler(handler)
+    details = session.get_details()
+    assert session.end()["ok"] is True
+    with DatacatClient(server.url) as reader:
+        events = {event["name"]: event for event in all_events(reader, session.session_id)}
+        metrics = [(m["name"], m["value"]) for m in all_metrics(reader, session.session_id)]
+        listed = [item["id"] for item in reader.get_all_sessions()]
+    assert (details["product"], details["version"]) == (default_product(), "unknown")
+    assert (events["ui_event"]["level"], events["ui_event"]["data"]) == (
+        "info",
+        {"k": 1, "category": "ui", "group": "grp", "labels": ["l1"], "message": "hello"},
+    )
+    assert events["lvl"]["level"] == "warning"
+    assert (events["exception"]["level"], events["exception"]["data"]["type"]) == ("error", "ValueError")
+    assert events["exception"]["data"]["ctx"] == "c" and "boom" in events["exception"]["data"]["traceback"]
+    assert events["log.app.mod"]["level"] == "warning"
+    assert events["log.app.mod"]["data"]["message"] == "careful now"
+    assert metrics == [("fps", 60.0), ("load", 1.25), ("requests", 3.0), ("latency", 1.5)]
+    assert session.session_id in listed
+
+
+def test_async_mode_is_a_queued_session_not_metadata(server: ServerProcess) -> None:
+    """create_session(async_mode=True) returns an AsyncSession delivering through /batch once each."""
+    session = create_session(server.url, async_mode=True, queue_size=5000)
+    assert isinstance(session, AsyncSession)
+    for index in range(500):
+        assert session.log_event("tick", data={"i": index}) is None
+    session.log_counter("ticks", 500)
+    assert session.flush(TIMEOUT)
+    details = session.get_details()
+    reply = session.shutdown(TIMEOUT)
+    assert reply is not None and reply["ok"] is True
+    assert details["metadata"] == {}  # async_mode and queue_size are no longer stored as metadata
+    with DatacatClient(server.url) as reader:
+        ticks = [e["data"]["i"] for e in all_events(reader, session.session_id) if e["name"] == "tick"]
+        metrics = [(m["name"], m["value"]) for m in all_metrics(reader, session.session_id)]
+        assert reader.get_session(session.session_id)["status"] == "ended"
+    assert ticks == list(range(500))
+    assert metrics == [("ticks", 500.0)]
+    stats = session.client.statistics()
+    assert stats.batches >= 1 and stats.dropped == {} and not session.client._sender._per_operation

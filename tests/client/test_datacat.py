@@ -74,6 +74,14 @@ def test_a_session_is_registered_as_datacats_daemon_registers_it(datacat: Dataca
     assert session.end() == OK
 
 
+def test_create_session_takes_datacats_positional_arguments(datacat: DatacatStub) -> None:
+    """create_session(url, daemon_port, product, version) as datacat orders them."""
+    session = create_session(datacat.url, "auto", "PyApp", "2.0")
+    assert isinstance(session, Session)
+    assert datacat.document(session.session_id)["state"] == {"product": "PyApp", "version": "2.0"}
+    session.end()
+
+
 def test_the_seeds_calls_store_their_data_on_datacat(datacat: DatacatStub) -> None:
     """create_session(url) without product or version, log_event(name, data), log_exception(extra_data=) all work."""
     session = create_session(datacat.url)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from runwatch.client import (
     DatacatClient,
+    HeartbeatMonitor,
     HeartbeatWatch,
     Session,
 )
@@ -63,3 +66,57 @@ def test_monitor_survives_a_server_that_is_down(fake: FakeServer) -> None:
         session.heartbeat()
         fake.wait_for(lambda: "application_recovered" in fake.names(session.session_id))
         session.stop_heartbeat_monitor()
+
+
+def test_a_paused_watch_says_nothing_until_resumed_or_beaten() -> None:
+    """pause() stops verdicts; resume() counts the silence from then; a beat also ends a pause."""
+    watch = HeartbeatWatch(10.0, now=0.0)
+    watch.pause()
+    assert watch.check(100.0) is None
+    watch.resume(100.0)
+    assert watch.check(105.0) is None
+    assert watch.check(110.0) == "hung"
+    watch.pause()
+    assert watch.check(200.0) is None  # paused: no verdict either way
+    watch.beat(300.0)
+    assert watch.check(301.0) == "recovered"
+    assert not watch.paused and watch.check(311.0) == "hung"
+
+
+def test_a_standalone_monitor_has_datacats_lifecycle(fake: FakeServer) -> None:
+    """HeartbeatMonitor(client, session_id): start() returns it running, heartbeat() tells the server, stop()."""
+    with DatacatClient("http://fake.invalid", transport=fake) as client:
+        session_id = client.create_session()
+        monitor = HeartbeatMonitor(client, session_id, timeout=30, check_interval=0.01)
+        assert (monitor.client, monitor.session_id, monitor.timeout, monitor.check_interval) == (
+            client,
+            session_id,
+            30.0,
+            0.01,
+        )
+        assert monitor.start() is monitor and monitor.is_running()
+        monitor.heartbeat()
+        monitor.heartbeat()  # within the send interval: recorded, not sent
+        assert client.pause_heartbeat_monitoring(session_id) == {"status": "ok"} and monitor._watch.paused
+        monitor.stop()
+        monitor.stop()  # idempotent
+        assert not monitor.is_running()
+        assert session_id not in client._monitors
+    assert fake.names(session_id) == ["heartbeat"]
+
+
+def test_a_monitor_heartbeat_never_raises(fake: FakeServer) -> None:
+    """With the server down, HeartbeatMonitor.heartbeat() logs and returns (as datacat swallows errors)."""
+    with DatacatClient("http://fake.invalid", transport=fake) as client:
+        monitor = HeartbeatMonitor(client, client.create_session())
+        fake.down = True
+        monitor.heartbeat()
+    assert fake.requests[-1][1].endswith("/heartbeat")
+
+
+def test_monitor_arguments_are_checked() -> None:
+    """A timeout or check interval that is not a positive number raises ValueError."""
+    with DatacatClient("http://fake.invalid", transport=FakeServer()) as client:
+        for bad in ({"timeout": 0}, {"check_interval": -1}, {"timeout": True}):
+            with pytest.raises(ValueError):
+                HeartbeatMonitor(client, "s", **bad)

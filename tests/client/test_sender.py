@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from typing import Any
@@ -190,3 +191,40 @@ def test_an_operation_larger_than_a_batch_body_is_dropped_and_counted(client: Da
     assert client.flush(TIMEOUT)
     assert client.statistics().dropped == {"too_large": 1}
     assert fake.names("s") == ["small"]
+
+
+def test_a_batch_id_is_never_reused_for_other_content(fake: FakeServer) -> None:
+    """Every attempt under one batch id carries the same operations; a refused batch is split under new ids."""
+    fake.operations["s"] = []
+    fake.bad_name = "bad"
+    fake.lose_answers = 2  # two applied batches are retried under their ids
+    with open_client(fake, flush_interval=1.0) as client:
+        for index in range(8):
+            client.log_event("s", "bad" if index == 5 else "good", {"i": index})
+        assert client.flush(TIMEOUT)
+    sent: dict[str, set[str]] = {}
+    for _, path, document in fake.requests:
+        if path.endswith("/batch"):
+            sent.setdefault(document["batch_id"], set()).add(json.dumps(document["operations"], sort_keys=True))
+    assert len(sent) > 2 and all(len(contents) == 1 for contents in sent.values())
+    assert [op["data"]["i"] for op in fake.operations["s"]] == [0, 1, 2, 3, 4, 6, 7]
+
+
+def test_batch_ids_are_unique_across_clients() -> None:
+    """Each client (and each forked child, which builds a new sender) draws its ids from a random prefix."""
+    first, second = open_client(FakeServer()), open_client(FakeServer())
+    ids = {first._sender._new_batch_id(), first._sender._new_batch_id(), second._sender._new_batch_id()}
+    assert len(ids) == 3 and len({batch_id.rsplit("-", 1)[0] for batch_id in ids}) == 2
+    first.close(0)
+    second.close(0)
+
+
+def test_datacat_fields_reach_batch_in_runwatchs_form(client: DatacatClient, fake: FakeServer) -> None:
+    """Queued datacat fields are folded into data in /batch (the route takes runwatch's fields only)."""
+    fake.operations["s"] = []
+    client.log_event("s", "e", "ui", "grp", ["l"], "hi", {"k": 1})
+    client.log_metric("s", "t", 0.5, metric_type="timer", count=2, unit="seconds")
+    assert client.flush(TIMEOUT)
+    event, metric = fake.operations["s"]
+    assert event["data"] == {"k": 1, "category": "ui", "group": "grp", "labels": ["l"], "message": "hi"}
+    assert set(metric) == {"op", "name", "value", "timestamp"}
