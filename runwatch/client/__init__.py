@@ -1,14 +1,22 @@
-"""A datacat-compatible HTTP client for runwatch sessions (standard library only).
+"""datacat's Python client, as a superset, for runwatch and datacat servers (standard library only).
 
-Two ways to use it (see docs/sessions.md for the REST contract):
+The public API of datacat's client (OriginalDaemon/datacat at 77ab370; see
+docs/datacat.md): :func:`create_session`, :class:`DatacatClient`, :class:`Session`,
+:class:`AsyncSession`, :class:`HeartbeatMonitor`, :class:`DatacatHandler`,
+:class:`Timer`, with datacat's names, parameters, defaults and return values, and the
+seed's calls (``log_event(name, data)``, ``log_exception(extra_data=...)``) beside them.
+There is no daemon: what datacat's daemon does (counter and histogram totals,
+keep-alive heartbeats, hang detection, dropping repeated states, ``machine_id``) is done
+in the application's process.
 
-* :func:`create_session` returns a :class:`Session`, the seed's high-level API
-  (state, events, metrics, exceptions, a heartbeat monitor).
-* :class:`DatacatClient` is the low-level API: one method per endpoint.
+The server's dialect is found once by ``GET /health``: datacat's contract (datacat, and
+runwatch once it serves it), or runwatch's strict session routes, where datacat's extra
+fields travel inside ``data`` (see ``_wire``).
 
 **Blocking mode** (the default, as in datacat): each call is one HTTP request
-on a keep-alive connection of the calling thread; a 4xx answer raises
-:class:`DatacatError`, an unreachable server :class:`DatacatConnectionError`.
+on a keep-alive connection of the calling thread and answers the server's reply;
+a 4xx answer raises :class:`DatacatError`, an unreachable server
+:class:`DatacatConnectionError`.
 
 **Non-blocking mode** (``blocking=False``): a call checks its arguments
 (``TypeError``/``ValueError`` at the call), copies them into a bounded queue
@@ -25,21 +33,31 @@ client that uses the same directory.
 
 Fork safety: a forked child gets an empty queue, a fresh sender thread on its
 first call, new connections and new batch ids; it never touches its parent's
-sockets or batches.
+sockets or batches. A server without ``/batch`` (datacat) gets each queued call as
+its own request, in order (at least once: datacat has no idempotency key).
 
 This package imports nothing but the standard library (and nothing of
 runwatch's server), so applications can use it without the server's
 dependencies. Its modules, by responsibility:
 
 * ``_checks`` — argument checks and payload copies at the call (pure);
-* ``_wire`` — paths and error answers (pure);
+* ``_operations`` — a call's arguments to a neutral operation (pure);
+* ``_wire`` — the two server dialects: request bodies, answers, state dedupe (pure);
 * ``_batching`` — batches, retry and bisection decisions (pure);
+* ``_aggregate`` — counters as running totals, histograms as buckets (pure);
+* ``_options`` — a client's options, checked once (pure);
+* ``_machine`` — datacat's ``machine_id`` and the host name;
 * ``_transport`` — keep-alive HTTP connections (I/O);
+* ``_requests`` — one request at a time in the server's dialect (I/O);
 * ``_sender`` — the non-blocking queue and its sender thread;
 * ``_spool`` — the exit spool;
+* ``_ticker``, ``_periodic`` — the daemon's periodic work: totals, keep-alives;
 * ``_heartbeat`` — the hang watch and its monitor thread;
-* ``_client`` — :class:`DatacatClient`, the process hooks (exit, fork);
-* ``_session`` — :class:`Session`, :func:`create_session`.
+* ``_process`` — the process hooks (exit, fork);
+* ``_client`` — :class:`DatacatClient`;
+* ``_session`` — :class:`Session`, :class:`Timer`, :func:`create_session`;
+* ``_async`` — :class:`AsyncSession`;
+* ``_logging`` — :class:`DatacatHandler`.
 
 Exceptions::
 

@@ -33,7 +33,7 @@ class AsyncSession:
     def __init__(self, session: Session, queue_size: int = 10_000, drop_on_full: bool = True) -> None:
         client = session.client
         when_full = "drop_newest" if drop_on_full else "block"
-        if client.blocking or client.max_queue != queue_size or client.when_full != when_full:
+        if client.blocking or client.max_queue != queue_size or client.options.when_full != when_full:
             queued = client._derive(blocking=False, max_queue=queue_size, when_full=when_full)
             session._release()
             session = Session(queued, session.session_id, owns_client=True)

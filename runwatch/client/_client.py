@@ -2,88 +2,52 @@
 
 from __future__ import annotations
 
-import atexit
-import http.client
-import json
 import logging
 import math
 import os
-import sys
-import threading
 import time
 import warnings
-import weakref
 from collections.abc import Mapping
+from dataclasses import fields, replace
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
-from urllib.parse import quote
 
-from ._aggregate import DEFAULT_BUCKETS, MetricAggregator
 from ._checks import (
     LEVELS,
     MAX_NAME_LENGTH,
-    check_bounds,
-    check_count,
     check_level,
     check_mapping,
     check_name,
     check_session_id,
-    check_strings,
     check_tags,
-    check_text,
     check_value,
     exception_fields,
 )
-from ._errors import ClientClosedError, DatacatConnectionError, DatacatError, describe
+from ._errors import DatacatError
 from ._machine import hostname as host_name
 from ._machine import machine_id
+from ._operations import Aggregated, add_event_fields, seed_event_arguments, typed_metric
+from ._options import DEFAULT_VERSION, ClientOptions, default_product, is_port
+from ._periodic import PeriodicWork
+from ._process import register_client, unregister_client
+from ._requests import ACCEPTED, Requester
 from ._sender import ClientStatistics, Sender
-from ._ticker import Ticker
 from ._transport import HTTPTransport, Transport
-from ._wire import (
-    DATACAT,
-    DEFAULT_BASE_URL,
-    PROTOCOLS,
-    StateDeduper,
-    datacat_request,
-    dialect_from_health,
-    error_message,
-    runwatch_request,
-    session_path,
-)
+from ._wire import DATACAT, DEFAULT_BASE_URL
 
 if TYPE_CHECKING:
     from ._heartbeat import HeartbeatMonitor
 
-__all__ = ["ACCEPTED", "DEFAULT_VERSION", "SESSION_FIELDS", "DatacatClient", "default_product", "is_port"]
+__all__ = ["SESSION_FIELDS", "DatacatClient"]
 
 logger = logging.getLogger("runwatch.client")
 
 #: Known fields of ``POST /api/sessions``; other keyword arguments go into ``metadata``.
 SESSION_FIELDS: Final = ("product", "version", "hostname", "metadata", "heartbeat_timeout_seconds")
-#: The version a session gets when none is given (datacat's server requires one).
-DEFAULT_VERSION: Final = "unknown"
-#: What datacat's daemon answers a call it accepted; runwatch's client answers it for the
-#: calls it handles locally (counters, histograms, repeated states, heartbeat pauses).
-ACCEPTED: Final = {"status": "ok"}
 
 _USER_AGENT = "runwatch-client/0.2"
 _time = time.time
-
-
-def default_product() -> str:
-    """The product of a session created without one: the program's name (``python`` if none)."""
-    main = sys.argv[0] if sys.argv else ""
-    name = Path(main).stem if main not in ("", "-c", "-m", "-") else ""
-    if name == "__main__":  # python -m package: the package's directory
-        name = Path(main).resolve().parent.name
-    return name or "python"
-
-
-def is_port(value: object) -> bool:
-    """Whether ``value`` is a ``daemon_port`` datacat takes: ``"auto"`` or a port number."""
-    return value == "auto" or (type(value) is int and 0 <= value < 65536) or (type(value) is str and value.isdigit())
 
 
 class DatacatClient:
@@ -157,79 +121,61 @@ class DatacatClient:
                 DeprecationWarning,
                 stacklevel=2,
             )
-            token = daemon_port
-        if token is not None and (type(token) is not str or not token):
-            raise TypeError("token must be a non-empty string or None")
-        if protocol not in PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
-        if when_full not in ("drop_newest", "block"):
-            raise ValueError(f"when_full must be 'drop_newest' or 'block', got {when_full!r}")
-        seconds = {"timeout": timeout, "flush_interval": flush_interval}
-        seconds["aggregate_interval_seconds"] = aggregate_interval_seconds
-        if keepalive_interval_seconds is not None:
-            seconds["keepalive_interval_seconds"] = keepalive_interval_seconds
-        for name, number in seconds.items():
-            if isinstance(number, bool) or not isinstance(number, (int, float)) or not number > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {number!r}")
-        for name, count in (("max_queue", max_queue), ("batch_size", batch_size)):
-            if type(count) is not int or count < 1:
-                raise ValueError(f"{name} must be a positive integer, got {count!r}")
-        if not retry_max_seconds > 0 or not exit_timeout_seconds >= 0:
-            raise ValueError("retry_max_seconds must be positive and exit_timeout_seconds not negative")
-        self.base_url = base_url.rstrip("/")
-        self.daemon_port = daemon_port if is_port(daemon_port) else "auto"
-        self.timeout = float(timeout)
-        self.protocol = protocol
-        self.blocking = bool(blocking)
-        self.max_queue = max_queue
-        self.when_full = when_full
-        self.batch_size = batch_size
-        self.flush_interval = float(flush_interval)
-        self.spool_dir = Path(spool_dir) if spool_dir is not None else None
-        self.retry_max_seconds = float(retry_max_seconds)
-        self.exit_timeout_seconds = float(exit_timeout_seconds)
-        self.aggregate_interval_seconds = float(aggregate_interval_seconds)
-        self.keepalive_interval_seconds = keepalive_interval_seconds
-        self._token = token
+            token, daemon_port = daemon_port, "auto"
+        self.options = options = ClientOptions(
+            base_url,
+            token,
+            timeout,
+            protocol,
+            blocking,
+            max_queue,
+            when_full,
+            batch_size,
+            flush_interval,
+            None if spool_dir is None else Path(spool_dir),
+            retry_max_seconds,
+            exit_timeout_seconds,
+            aggregate_interval_seconds,
+            keepalive_interval_seconds,
+        )
+        self.daemon_port = daemon_port
+        # Read on every call (and by earlier versions' users): plain attributes.
+        self.base_url, self.timeout, self.blocking = options.base_url, options.timeout, options.blocking
+        self.max_queue, self.batch_size, self.spool_dir = options.max_queue, options.batch_size, options.spool_dir
+        self.exit_timeout_seconds = options.exit_timeout_seconds
         self._injected_transport = transport
         self._transport: Transport = transport if transport is not None else HTTPTransport(base_url, timeout=timeout)
         self._headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": _USER_AGENT}
         if token is not None:
             self._headers["Authorization"] = f"Bearer {token}"
-        self._dialect_found: str | None = None if protocol == "auto" else protocol
-        self._dialect_lock = threading.Lock()
+        dialect = None if protocol == "auto" else protocol
+        self._requests = Requester(self._transport, self._headers, self.base_url, dialect)
         self._closed = False
         self._init_process_state()
-        _open_clients.add(self)
+        register_client(self)
         self._sender.resume_spooled()
 
     def _init_process_state(self) -> None:
         """Everything that belongs to one process: the queue, its sender, the periodic work."""
-        self._states = StateDeduper()
-        self._states_lock = threading.Lock()
+        options = self.options
         self._sender = Sender(
             self._transport,
             self._headers,
             self.base_url,
-            max_queue=self.max_queue,
-            block_when_full=self.when_full == "block",
-            batch_size=self.batch_size,
-            flush_interval=self.flush_interval,
-            spool_dir=None if self.blocking else self.spool_dir,
-            retry_max_seconds=self.retry_max_seconds,
-            state_changes=self._state_changes,
+            max_queue=options.max_queue,
+            block_when_full=options.when_full == "block",
+            batch_size=options.batch_size,
+            flush_interval=options.flush_interval,
+            spool_dir=None if options.blocking else options.spool_dir,
+            retry_max_seconds=options.retry_max_seconds,
+            state_changes=self._requests.state_changes,
         )
         self._sender.closed = self._closed
         self._enqueue = self._sender.enqueue  # bound once: the hot path saves a lookup
-        self._aggregates = MetricAggregator()
-        # A round of totals is sent whole, never interleaved with a session's final round at its end.
-        self._aggregates_lock = threading.Lock()
-        self._keepalive: set[str] = set()
+        self._periodic = PeriodicWork(
+            self._send_in_background, options.aggregate_interval_seconds, options.keepalive_interval_seconds
+        )
         self._monitors: dict[str, HeartbeatMonitor] = {}
-        tasks: list[tuple[float, Any]] = [(self.aggregate_interval_seconds, self._send_aggregates)]
-        if self.keepalive_interval_seconds is not None:
-            tasks.append((self.keepalive_interval_seconds, self._send_keepalives))
-        self._ticker = Ticker(tasks, name="runwatch-client-periodic")
 
     def _after_fork_in_child(self) -> None:
         # The parent's totals, keep-alives and monitors stay the parent's: the child starts empty.
@@ -240,44 +186,9 @@ class DatacatClient:
 
     def _derive(self, **changes: Any) -> DatacatClient:
         """A client to the same server with the same options except ``changes`` (a new queue)."""
-        options: dict[str, Any] = {
-            "token": self._token,
-            "protocol": self._dialect_found or self.protocol,
-            "blocking": self.blocking,
-            "max_queue": self.max_queue,
-            "when_full": self.when_full,
-            "batch_size": self.batch_size,
-            "flush_interval": self.flush_interval,
-            "spool_dir": self.spool_dir,
-            "retry_max_seconds": self.retry_max_seconds,
-            "exit_timeout_seconds": self.exit_timeout_seconds,
-            "aggregate_interval_seconds": self.aggregate_interval_seconds,
-            "keepalive_interval_seconds": self.keepalive_interval_seconds,
-            "transport": self._injected_transport,
-        }
-        return DatacatClient(self.base_url, self.daemon_port, self.timeout, **{**options, **changes})
-
-    # -- the server's dialect -----------------------------------------------------------
-
-    def _dialect(self) -> str:
-        """``"datacat"`` or ``"runwatch"``: asked once of ``GET /health`` (a blocking request)."""
-        dialect = self._dialect_found
-        if dialect is None:
-            with self._dialect_lock:
-                if self._dialect_found is None:
-                    self._dialect_found = self._probe()
-                dialect = self._dialect_found
-        return dialect
-
-    def _probe(self) -> str:
-        try:
-            status, data = self._transport("GET", "/health", None, self._headers)
-        except (OSError, http.client.HTTPException) as exc:
-            raise DatacatConnectionError(f"GET {self.base_url}/health: {describe(exc)}") from exc
-        dialect = dialect_from_health(status, data)
-        if dialect is None:
-            raise DatacatError(status, error_message(status, data)[0])
-        return dialect
+        options = replace(self.options, protocol=self._requests.known_dialect or self.options.protocol, **changes)
+        settings = {field.name: getattr(options, field.name) for field in fields(options) if field.name != "base_url"}
+        return DatacatClient(options.base_url, self.daemon_port, transport=self._injected_transport, **settings)
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -294,10 +205,10 @@ class DatacatClient:
             ValueError: ``product`` or ``version`` is an empty string.
             DatacatError: the server refused (4xx/5xx) or is unreachable.
         """
-        fields = {key: meta.pop(key) for key in SESSION_FIELDS if key in meta}
+        known = {key: meta.pop(key) for key in SESSION_FIELDS if key in meta}
         if meta:
-            fields["metadata"] = {**check_mapping("metadata", fields.get("metadata") or {}), **meta}
-        return self._create(**fields)
+            known["metadata"] = {**check_mapping("metadata", known.get("metadata") or {}), **meta}
+        return self._create(**known)
 
     def register_session(self, product: str, version: str) -> str:
         """Create a session of ``product`` at ``version`` (datacat's name for it); returns its id.
@@ -326,20 +237,19 @@ class DatacatClient:
                 raise ValueError("Product and version are required to create a session")
             body[key] = value
         body["hostname"] = hostname if hostname is not None else host_name()
-        dialect = self._dialect()
+        dialect = self._requests.dialect()
         if dialect == DATACAT:
             body["machine_id"] = machine_id()
         if metadata is not None:
             body["metadata"] = metadata
         if heartbeat_timeout_seconds is not None:
             body["heartbeat_timeout_seconds"] = heartbeat_timeout_seconds
-        document = self._request("POST", "/api/sessions", check_mapping("session", body))
+        document = self._requests.request("POST", "/api/sessions", check_mapping("session", body))
         session_id = document.get("session_id") if isinstance(document, dict) else None
         if type(session_id) is not str or not session_id:
             raise DatacatError(None, f"the server's answer has no session_id: {document!r}")
-        if dialect == DATACAT and self.keepalive_interval_seconds is not None:
-            self._keepalive.add(session_id)  # heartbeats as datacat's daemon sends them
-            self._ticker.start()
+        if dialect == DATACAT and self.options.keepalive_interval_seconds is not None:
+            self._periodic.keep_alive(session_id)  # heartbeats as datacat's daemon sends them
         return session_id
 
     # -- writes -------------------------------------------------------------------------
@@ -350,7 +260,7 @@ class DatacatClient:
         patch = check_mapping("state", state)
         operation = {"op": "state", "state": patch, "timestamp": _time()}
         if self.blocking:
-            return self._send_now(session_id, operation)
+            return self._requests.send(session_id, operation)
         self._enqueue(session_id, operation)
         return None
 
@@ -391,7 +301,7 @@ class DatacatClient:
             TypeError, ValueError: an argument the server would refuse.
         """
         if category is not None and type(category) is not str:
-            category, group, data, level = _seed_event_arguments(category, group, data, level)
+            category, group, data, level = seed_event_arguments(category, group, data, level)
         if type(session_id) is not str or not session_id:
             check_session_id(session_id)
         if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
@@ -415,10 +325,20 @@ class DatacatClient:
             and source_line is None
             and source_function is None
         ):
-            _add_event_fields(operation, group, labels, message, stacktrace, exception_type, exception_msg)
-            _add_source_fields(operation, source_file, source_line, source_function)
+            add_event_fields(
+                operation,
+                group,
+                labels,
+                message,
+                stacktrace,
+                exception_type,
+                exception_msg,
+                source_file,
+                source_line,
+                source_function,
+            )
         if self.blocking:
-            return self._send_now(session_id, operation)
+            return self._requests.send(session_id, operation)
         self._enqueue(session_id, operation)
         return None
 
@@ -473,58 +393,15 @@ class DatacatClient:
                     "timestamp": _time(),
                 }
         else:
-            typed = self._typed_metric(session_id, name, value, tags, metric_type, count, unit, metadata, delta)
-            if typed is None:  # aggregated here
+            typed = typed_metric(name, value, tags, metric_type, count, unit, metadata, delta, _time())
+            if isinstance(typed, Aggregated):
+                self._periodic.add(session_id, name, typed)
                 return dict(ACCEPTED) if self.blocking else None
             operation = typed
         if self.blocking:
-            return self._send_now(session_id, operation)
+            return self._requests.send(session_id, operation)
         self._enqueue(session_id, operation)
         return None
-
-    def _typed_metric(
-        self,
-        session_id: str,
-        name: str,
-        value: float,
-        tags: list[str] | None,
-        metric_type: str,
-        count: int | None,
-        unit: str | None,
-        metadata: Mapping[str, Any] | None,
-        delta: float | None,
-    ) -> dict[str, Any] | None:
-        """The operation of a metric with datacat's fields; ``None`` when it is aggregated instead."""
-        metric_type = check_text("metric_type", metric_type) or "gauge"
-        tag_list = check_tags(tags) if tags is not None else []
-        if unit is not None:
-            check_text("unit", unit)
-        extra = check_mapping("metadata", metadata) if metadata is not None else {}
-        if delta is not None:
-            if metric_type != "counter":
-                raise ValueError(f"delta is for metric_type 'counter', not {metric_type!r}")
-            self._aggregates.add_counter(session_id, name, tag_list, check_value(name, delta))
-            self._ticker.start()
-            return None
-        if metric_type == "histogram":
-            bounds = check_bounds(extra.pop("buckets")) if "buckets" in extra else DEFAULT_BUCKETS
-            self._aggregates.add_histogram(
-                session_id, name, tag_list, value, bounds=bounds, unit=unit or "", metadata=extra
-            )
-            self._ticker.start()
-            return None
-        operation: dict[str, Any] = {"op": "metric", "name": name, "value": value, "timestamp": _time()}
-        if tags is not None:
-            operation["tags"] = tag_list
-        if metric_type != "gauge":
-            operation["type"] = metric_type
-        if count is not None:
-            operation["count"] = check_count("count", count)
-        if unit:
-            operation["unit"] = unit
-        if extra:
-            operation["metadata"] = extra
-        return operation
 
     def log_exception(
         self, session_id: str, exc_info: Any = None, extra_data: Mapping[str, Any] | None = None
@@ -545,7 +422,7 @@ class DatacatClient:
         fields = exception_fields(exc_info, extra_data)
         operation = {"op": "event", "timestamp": _time(), **fields}
         if self.blocking:
-            return self._send_now(session_id, operation)
+            return self._requests.send(session_id, operation)
         self._enqueue(session_id, operation)
         return None
 
@@ -554,7 +431,7 @@ class DatacatClient:
         check_session_id(session_id)
         operation = {"op": "heartbeat", "timestamp": _time()}
         if self.blocking:
-            return self._send_now(session_id, operation)
+            return self._requests.send(session_id, operation)
         self._enqueue(session_id, operation)
         return None
 
@@ -568,7 +445,7 @@ class DatacatClient:
         self._release_session(session_id, raise_errors=self.blocking)
         operation = {"op": "end", "timestamp": _time()}
         if self.blocking:
-            return self._send_now(session_id, operation)
+            return self._requests.send(session_id, operation)
         self._enqueue(session_id, operation)
         self._sender.mark_ended(session_id)
         return None
@@ -584,7 +461,7 @@ class DatacatClient:
         delivered = self.flush(timeout)
         if delivered:
             try:
-                return self._send_now(session_id, operation), True
+                return self._requests.send(session_id, operation), True
             except DatacatError as exc:  # never raises in non-blocking mode: queue the end, retried
                 logger.warning("runwatch client: ending session %s failed, queued for retry: %s", session_id, exc)
         self._enqueue(session_id, operation)
@@ -593,12 +470,8 @@ class DatacatClient:
 
     def _release_session(self, session_id: str, *, raise_errors: bool = False) -> None:
         """This client stops working for the session: last totals queued or sent, keep-alives stopped."""
-        with self._aggregates_lock:
-            self._send_aggregates_of(session_id, raise_errors=raise_errors)  # kept if this raises: end again
-            self._aggregates.forget(session_id)
-        self._keepalive.discard(session_id)
-        with self._states_lock:
-            self._states.forget(session_id)
+        self._periodic.release(session_id, raise_errors=raise_errors)
+        self._requests.forget_state(session_id)
 
     def pause_heartbeat_monitoring(self, session_id: str) -> dict[str, Any]:
         """Pause hang detection of the session's monitor in this process (a long blocking step ahead)."""
@@ -643,11 +516,9 @@ class DatacatClient:
             "metrics_limit": metrics_limit,
             "metrics_cursor": metrics_cursor,
         }
-        pairs = "&".join(f"{key}={quote(str(value), safe='')}" for key, value in query.items() if value is not None)
-        document = self._request("GET", session_path(session_id, f"?{pairs}" if pairs else ""), None)
-        if not isinstance(document, dict):
-            raise DatacatError(200, f"the server's answer is not a session: {document!r}")
-        return document
+        return self._requests.read_session(
+            session_id, {key: value for key, value in query.items() if value is not None}
+        )
 
     def get_all_sessions(self) -> list[dict[str, Any]]:
         """Every session: ``GET /api/data/sessions`` (datacat), or runwatch's session listing page by page.
@@ -657,95 +528,22 @@ class DatacatClient:
         """
         if not self.blocking:
             self.flush(self.timeout)
-        if self._dialect() == DATACAT:
-            sessions = self._request("GET", "/api/data/sessions", None)
-            if not isinstance(sessions, list):
-                raise DatacatError(200, f"the server's answer is not a list of sessions: {sessions!r}")
-            return sessions
-        found: list[dict[str, Any]] = []
-        cursor: str | None = None
-        for _ in range(100_000):  # bounded: a server that never ends its pages is a bug
-            query = "?limit=1000" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
-            page = self._request("GET", "/api/sessions" + query, None)
-            found += page["sessions"]
-            cursor = page.get("next_cursor")
-            if not cursor:
-                return found
-        raise DatacatError(200, "the server's session listing does not end")
+        return self._requests.read_all_sessions()
 
     # -- periodic work ------------------------------------------------------------------
 
-    def _send_aggregates(self) -> None:
-        """Send every session's counter totals and histograms (the periodic task)."""
-        for session_id in self._aggregates.sessions():
-            with self._aggregates_lock:
-                self._send_aggregates_of(session_id, raise_errors=False)
-
-    def _send_aggregates_of(self, session_id: str, *, raise_errors: bool) -> None:
-        for operation in self._aggregates.snapshot(session_id, _time()):
-            self._send_in_background(session_id, operation, raise_errors=raise_errors)
-
-    def _send_keepalives(self) -> None:
-        """A heartbeat for each session this client created, as datacat's daemon sends every 15 s."""
-        for session_id in list(self._keepalive):
-            self._send_in_background(session_id, {"op": "heartbeat", "timestamp": _time()}, raise_errors=False)
-
-    def _send_in_background(self, session_id: str, operation: dict[str, Any], *, raise_errors: bool) -> None:
+    def _send_in_background(self, session_id: str, operation: dict[str, Any], raise_errors: bool) -> None:
+        """The periodic work's sending: queued in non-blocking mode, else sent (failures logged unless raise_errors)."""
         if not self.blocking:
             self._enqueue(session_id, operation)
             return
         try:
-            self._send_now(session_id, operation)
+            self._requests.send(session_id, operation)
         except Exception as exc:
             if raise_errors:
                 raise
             # Totals are sent again next time, a heartbeat is replaced by the next one: log, lose nothing.
             logger.warning("runwatch client: periodic %s for %s failed: %s", operation["op"], session_id, exc)
-
-    # -- sending at once ----------------------------------------------------------------
-
-    def _state_changes(self, session_id: str, patch: dict[str, Any]) -> bool:
-        with self._states_lock:
-            return self._states.changes(session_id, patch)
-
-    def _send_now(self, session_id: str, operation: dict[str, Any]) -> dict[str, Any] | None:
-        """One operation as one request, in the server's dialect; the server's reply."""
-        kind = operation["op"]
-        if kind == "heartbeat" or kind == "end":  # the same request in both dialects
-            suffix, body = runwatch_request(operation)
-        elif self._dialect() == DATACAT:
-            if kind == "state" and not self._state_changes(session_id, operation["state"]):
-                return dict(ACCEPTED)  # a repeated state: datacat's daemon drops it too
-            suffix, body = datacat_request(operation)
-        else:
-            suffix, body = runwatch_request(operation)
-        try:
-            reply = self._request("POST", session_path(session_id, suffix), body)
-        except BaseException:
-            if kind == "state":  # not applied: the next update must not be taken for a repeat
-                with self._states_lock:
-                    self._states.forget(session_id)
-            raise
-        self._sender.count_sent()  # sent counts operations, as in non-blocking mode
-        return reply if isinstance(reply, dict) else None
-
-    def _request(self, method: str, path: str, document: Any) -> Any:
-        if self._closed:
-            raise ClientClosedError()
-        body = None
-        if document is not None:
-            body = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-        try:
-            status, data = self._transport(method, path, body, self._headers)
-        except (OSError, http.client.HTTPException) as exc:
-            raise DatacatConnectionError(f"{method} {self.base_url}{path}: {describe(exc)}") from exc
-        if status >= 400:
-            message, field = error_message(status, data)
-            raise DatacatError(status, message, field)
-        try:
-            return json.loads(data) if data else None
-        except ValueError:
-            raise DatacatError(status, f"the server's answer is not JSON: {data[:200]!r}") from None
 
     # -- the queue ----------------------------------------------------------------------
 
@@ -778,10 +576,11 @@ class DatacatClient:
         """
         if self._closed:
             return
-        self._ticker.stop(self.timeout)
-        self._send_aggregates()
+        self._periodic.stop(self.timeout)
+        self._periodic.send_totals()
         self._closed = True
-        _open_clients.discard(self)
+        self._requests.closed = True
+        unregister_client(self)
         self._sender.close(self.exit_timeout_seconds if timeout is None else timeout, self.timeout)
         close = getattr(self._transport, "close", None)
         if close is not None:
@@ -805,74 +604,3 @@ class DatacatClient:
     def __repr__(self) -> str:
         mode = "blocking" if self.blocking else "non-blocking"
         return f"<DatacatClient {self.base_url} {mode}{' closed' if self._closed else ''}>"
-
-
-def _seed_event_arguments(
-    category: object, group: str | None, data: Mapping[str, Any] | None, level: str | None
-) -> tuple[None, None, Mapping[str, Any], str | None]:
-    """The seed's ``log_event(name, data[, level])``: a dict where datacat has ``category``."""
-    if not isinstance(category, Mapping):
-        raise TypeError(f"data must be a dict (or category a string), got {type(category).__name__}")
-    if data is not None:
-        raise TypeError("data given twice: as the third argument (a dict) and as data=")
-    if group is not None:  # the seed's positional level
-        if level is not None:
-            raise TypeError("level given twice: as the fourth argument and as level=")
-        level = group
-    return None, None, category, level
-
-
-def _add_event_fields(
-    operation: dict[str, Any],
-    group: str | None,
-    labels: list[str] | None,
-    message: str | None,
-    stacktrace: list[str] | None,
-    exception_type: str | None,
-    exception_msg: str | None,
-) -> None:
-    """datacat's optional event fields; like datacat's client, only those given (and non-empty)."""
-    for key, text in (("group", group), ("message", message), ("exception_type", exception_type)):
-        if text is not None and check_text(key, text):
-            operation[key] = text
-    if exception_msg is not None and check_text("exception_msg", exception_msg):
-        operation["exception_msg"] = exception_msg
-    if labels is not None:
-        operation["labels"] = check_strings("labels", labels)
-    if stacktrace is not None and check_strings("stacktrace", stacktrace):
-        operation["stacktrace"] = list(stacktrace)
-
-
-def _add_source_fields(
-    operation: dict[str, Any], source_file: str | None, source_line: int | None, source_function: str | None
-) -> None:
-    if source_file is not None and check_text("source_file", source_file):
-        operation["source_file"] = source_file
-    if source_line is not None:
-        operation["source_line"] = check_count("source_line", source_line)
-    if source_function is not None and check_text("source_function", source_function):
-        operation["source_function"] = source_function
-
-
-# -- process hooks -----------------------------------------------------------------------
-
-_open_clients: weakref.WeakSet[DatacatClient] = weakref.WeakSet()
-
-
-def _close_open_clients() -> None:
-    """At interpreter exit: deliver what is queued, each client within its exit_timeout_seconds."""
-    for client in list(_open_clients):
-        try:
-            client.close()
-        except Exception:  # one client's trouble must not keep the others from flushing
-            logger.exception("runwatch client: closing %r at exit failed", client)
-
-
-def _reset_clients_in_child() -> None:
-    for client in list(_open_clients):
-        client._after_fork_in_child()
-
-
-atexit.register(_close_open_clients)
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_reset_clients_in_child)

@@ -10,9 +10,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Self
 
 from ._checks import check_session_id
-from ._client import DatacatClient, is_port
+from ._client import DatacatClient
 from ._errors import DatacatError
 from ._heartbeat import HEARTBEAT_SEND_INTERVAL_SECONDS, HeartbeatMonitor
+from ._options import is_port
 from ._wire import DEFAULT_BASE_URL
 
 if TYPE_CHECKING:

@@ -23,7 +23,7 @@ from runwatch.client import (
     Session,
     create_session,
 )
-from runwatch.client._client import default_product
+from runwatch.client._options import default_product
 
 from ._doubles import (
     EXAMPLE_PRELUDE,

@@ -345,7 +345,7 @@ def test_sessions_this_client_created_get_keepalive_heartbeats(datacat: DatacatS
     datacat.wait_for(lambda: len(datacat.posted("/heartbeat")) >= 2)
     assert "last_heartbeat" in datacat.document(session_id)
     client.end_session(session_id)
-    assert session_id not in client._keepalive
+    assert session_id not in client._periodic.keepalive
     client.close()
 
 
@@ -461,7 +461,7 @@ def test_a_blocking_session_handed_to_async_session_stops_working_itself(
     """AsyncSession(session) of a blocking session moves it to a queued client: one end, no double keep-alive."""
     blocking = open_session()
     session = AsyncSession(blocking)
-    assert blocking.session_id not in blocking.client._keepalive
+    assert blocking.session_id not in blocking.client._periodic.keepalive
     session.log_event("queued")
     assert session.end() == OK
     assert recorded_paths(datacat.requests).count(f"POST /api/sessions/{session.session_id}/end") == 1
