@@ -306,8 +306,8 @@ class DatacatClient:
             check_session_id(session_id)
         if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
             check_name("name", name)
-        if level is None:
-            level = category if category in LEVELS else "info"
+        if level is None:  # `None in LEVELS` would cost a tuple scan on the common call
+            level = "info" if category is None or category not in LEVELS else category
         elif level != "info":
             check_level(level)
         data = {} if data is None else check_mapping("data", data)
