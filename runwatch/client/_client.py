@@ -179,6 +179,7 @@ class DatacatClient:
 
     def _after_fork_in_child(self) -> None:
         # The parent's totals, keep-alives and monitors stay the parent's: the child starts empty.
+        self._requests.reset_after_fork()
         self._init_process_state()
         reset = getattr(self._transport, "reset_after_fork", None)
         if reset is not None:
@@ -214,10 +215,11 @@ class DatacatClient:
         """Create a session of ``product`` at ``version`` (datacat's name for it); returns its id.
 
         Raises:
-            ValueError: either is empty (datacat's server requires both).
+            ValueError: either is empty or ``None`` (datacat's server requires both).
+            TypeError: either is not a string.
             DatacatError: the server refused or is unreachable.
         """
-        if not product or not version:
+        if product is None or version is None:
             raise ValueError("Product and version are required to create a session")
         return self._create(product=product, version=version)
 
@@ -233,7 +235,9 @@ class DatacatClient:
         for key, value, default in (("product", product, default_product), ("version", version, None)):
             if value is None:
                 value = default() if default is not None else DEFAULT_VERSION
-            if type(value) is not str or not value:
+            if type(value) is not str:
+                raise TypeError(f"{key} must be a string, got {type(value).__name__}")
+            if not value:
                 raise ValueError("Product and version are required to create a session")
             body[key] = value
         body["hostname"] = hostname if hostname is not None else host_name()

@@ -52,6 +52,11 @@ class Requester:
         self._states = StateDeduper()
         self._states_lock = threading.Lock()
 
+    def reset_after_fork(self) -> None:
+        """In a forked child: new locks (another thread of the parent may have held one at the fork)."""
+        self._dialect_lock = threading.Lock()
+        self._states_lock = threading.Lock()
+
     @property
     def known_dialect(self) -> str | None:
         """The dialect, if it is known yet (no request is made)."""
@@ -167,7 +172,10 @@ class Requester:
         for _ in range(100_000):  # bounded: a server that never ends its pages is a bug
             query = "?limit=1000" + (f"&cursor={quote(cursor, safe='')}" if cursor else "")
             page = self.request("GET", "/api/sessions" + query, None)
-            found += page["sessions"]
+            sessions = page.get("sessions") if isinstance(page, dict) else None
+            if not isinstance(sessions, list):
+                raise DatacatError(200, f"the server's answer is not a page of sessions: {page!r}")
+            found += sessions
             cursor = page.get("next_cursor")
             if not cursor:
                 return found

@@ -116,6 +116,7 @@ def test_log_histogram_leaves_the_callers_metadata_alone(fake: FakeServer) -> No
         pytest.param({"product": ""}, ValueError, "Product and version are required", id="empty-product"),
         pytest.param({"version": ""}, ValueError, "Product and version are required", id="empty-version"),
         pytest.param({"daemon_port": "secret"}, TypeError, "daemon_port", id="not-a-port"),
+        pytest.param({"product": 3}, TypeError, "product must be a string", id="product-not-a-string"),
     ],
 )
 def test_create_session_refuses_what_datacat_refuses(arguments: dict[str, Any], error: type, match: str) -> None:
