@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -67,3 +68,26 @@ def test_interpreter_exit_with_the_server_down_spools_within_the_deadline(fake: 
     with open_client(fake, spool_dir=spool) as client:
         assert client.flush(TIMEOUT)
     assert [op["data"]["i"] for op in fake.operations["s"]] == list(range(10))
+
+
+def test_a_replayed_batch_has_the_same_content_under_its_id(fake: FakeServer, tmp_path: Path) -> None:
+    """A batch attempted, spooled and replayed sends the same body under its id (a server refuses other content)."""
+    fake.operations["s"] = []
+    fake.down = True
+    first = open_client(fake, spool_dir=tmp_path)
+    first.log_event("s", "e", "ui", "grp", ["l"], "hi", {"k": 1})
+    first.log_metric("s", "t", 0.5, metric_type="timer", count=2)
+    fake.wait_for(lambda: any(path.endswith("/batch") for _, path, _ in fake.requests))
+    first.close(timeout=0.05)
+    with fake.lock:
+        fake.down = False
+    with open_client(fake, spool_dir=tmp_path) as second:
+        assert second.flush(TIMEOUT)
+    sent: dict[str, list[str]] = {}
+    for _, path, document in fake.requests:
+        if path.endswith("/batch"):
+            sent.setdefault(document["batch_id"], []).append(json.dumps(document, sort_keys=True))
+    assert any(len(bodies) > 1 for bodies in sent.values())  # tried before the close, replayed after
+    assert all(len(set(bodies)) == 1 for bodies in sent.values())
+    assert [op["name"] for op in fake.operations["s"]] == ["e", "t"]
+    assert fake.operations["s"][0]["data"]["category"] == "ui"
