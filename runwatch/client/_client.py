@@ -305,7 +305,10 @@ class DatacatClient:
             TypeError, ValueError: an argument the server would refuse.
         """
         if category is not None and type(category) is not str:
-            category, group, data, level = seed_event_arguments(category, group, data, level)
+            if type(category) is dict and data is None and group is None:
+                data, category = category, None  # the seed's log_event(id, name, data): the common call
+            else:
+                category, group, data, level = seed_event_arguments(category, group, data, level)
         if type(session_id) is not str or not session_id:
             check_session_id(session_id)
         if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
