@@ -23,6 +23,9 @@ __all__ = [
     "check_session_id",
     "check_strings",
     "check_tags",
+    "check_unicode",
+    "escaped",
+    "is_unicode",
     "check_text",
     "check_value",
     "exception_fields",
@@ -50,6 +53,30 @@ def check_name(what: str, name: object) -> None:
         raise TypeError(f"{what} must be a string, got {type(name).__name__}")
     if not 0 < len(name) <= MAX_NAME_LENGTH:
         raise ValueError(f"{what} must be 1 to {MAX_NAME_LENGTH} characters, got {len(name)}")
+    check_unicode(what, name)
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` encodes to UTF-8: no lone surrogate (what ``os.fsdecode`` gives for a
+    file name that is not UTF-8), which the server refuses and JSON cannot carry."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def check_unicode(what: str, text: str) -> None:
+    """A string without lone surrogates."""
+    if not is_unicode(text):
+        raise ValueError(f"{what} must be valid unicode (no lone surrogates), got {text!r}")
+
+
+def escaped(text: str) -> str:
+    """``text`` with each lone surrogate written as ``\\udcxx``."""
+    return text if is_unicode(text) else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def check_value(name: str, value: object) -> float | int:
@@ -72,6 +99,7 @@ def check_tags(tags: object) -> list[str]:
     for tag in tags:
         if type(tag) is not str:
             raise TypeError(f"tags must be strings, got {type(tag).__name__} {tag!r}")
+        check_unicode("tags", tag)
     return list(tags)
 
 
@@ -81,7 +109,7 @@ def check_level(level: object) -> None:
         raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
 
 
-_ATOMIC = frozenset({str, int, bool, type(None)})
+_ATOMIC = frozenset({int, bool, type(None)})
 
 
 class _InvalidJSON(Exception):
@@ -98,7 +126,8 @@ def json_copy(what: str, value: Any) -> Any:
 
     Raises:
         TypeError: a value JSON cannot carry, or a non-string key (the message names its path).
-        ValueError: NaN or infinity, or nesting deeper than ``MAX_JSON_DEPTH``.
+        ValueError: NaN or infinity, a string with a lone surrogate, or nesting deeper than
+            ``MAX_JSON_DEPTH``.
     """
     try:
         return _copy(value, 0)
@@ -110,8 +139,12 @@ def _copy(value: Any, depth: int) -> Any:
     # Hot path of log_event/update_state: atomic values are checked inline and
     # paths are built only for an error, so a small dict costs well under a microsecond.
     kind = type(value)
-    if kind in _ATOMIC:
+    if kind in _ATOMIC or (kind is str and value.isascii()):
         return value
+    if kind is str:
+        if is_unicode(value):
+            return value
+        raise _InvalidJSON(ValueError, f"must be valid unicode (no lone surrogates), got {value!r}")
     if kind is float:
         if math.isfinite(value):
             return value
@@ -123,7 +156,14 @@ def _copy(value: Any, depth: int) -> Any:
         for key, item in value.items():
             if type(key) is not str:
                 raise _InvalidJSON(TypeError, f"keys must be strings, got {type(key).__name__} {key!r}")
-            if type(item) in _ATOMIC:
+            if not (key.isascii() or is_unicode(key)):
+                raise _InvalidJSON(ValueError, f"keys must be valid unicode (no lone surrogates), got {key!r}")
+            kind = type(item)
+            if kind is str:
+                if item.isascii():  # constant time: the common string needs no further check
+                    copy[key] = item
+                    continue
+            elif kind in _ATOMIC:
                 copy[key] = item
                 continue
             try:
@@ -135,7 +175,12 @@ def _copy(value: Any, depth: int) -> Any:
     if kind is list or kind is tuple or isinstance(value, (list, tuple)):
         items = []
         for index, item in enumerate(value):
-            if type(item) in _ATOMIC:
+            kind = type(item)
+            if kind is str:
+                if item.isascii():
+                    items.append(item)
+                    continue
+            elif kind in _ATOMIC:
                 items.append(item)
                 continue
             try:
@@ -151,7 +196,7 @@ def _copy(value: Any, depth: int) -> Any:
     if isinstance(value, numbers.Real):  # numpy floats
         return _copy(float(value), depth)
     if isinstance(value, str):
-        return str(value)
+        return _copy(str(value), depth)
     raise _InvalidJSON(TypeError, f"must hold JSON values only, got {type(value).__name__}")
 
 
@@ -235,22 +280,25 @@ def exception_fields(exc_info: Any = None, extra_data: Mapping[str, Any] | None 
         message = str(exc_value)
     except Exception:  # an exception whose __str__ raises must still be logged
         message = f"<unprintable {exc_type.__name__}>"
+    # An exception about a file name that is not UTF-8 holds lone surrogates: escaped, never refused.
+    message = escaped(message)
+    type_name = escaped(exc_type.__name__)
     fields: dict[str, Any] = {
         "name": "exception",
         "data": data,
         "level": "error",
         "group": "exception",
-        "labels": ["exception", exc_type.__name__],
+        "labels": ["exception", type_name],
         "message": message,
-        "stacktrace": traceback.format_exception(exc_type, exc_value, exc_tb),
-        "exception_type": exc_type.__name__,
+        "stacktrace": [escaped(line) for line in traceback.format_exception(exc_type, exc_value, exc_tb)],
+        "exception_type": type_name,
         "exception_msg": message,
     }
     innermost = exc_tb
     while innermost is not None and innermost.tb_next is not None:
         innermost = innermost.tb_next
     if innermost is not None:
-        fields["source_file"] = innermost.tb_frame.f_code.co_filename
+        fields["source_file"] = escaped(innermost.tb_frame.f_code.co_filename)
         fields["source_line"] = innermost.tb_lineno
         fields["source_function"] = innermost.tb_frame.f_code.co_name
     return fields

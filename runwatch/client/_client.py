@@ -311,7 +311,8 @@ class DatacatClient:
                 category, group, data, level = seed_event_arguments(category, group, data, level)
         if type(session_id) is not str or not session_id:
             check_session_id(session_id)
-        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
+        # isascii() is constant time; a name that is not ASCII is checked for lone surrogates.
+        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH or not name.isascii():
             check_name("name", name)
         if level is None:  # `None in LEVELS` would cost a tuple scan on the common call
             level = "info" if category is None or category not in LEVELS else category
@@ -384,7 +385,8 @@ class DatacatClient:
         """
         if type(session_id) is not str or not session_id:
             check_session_id(session_id)
-        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH:
+        # isascii() is constant time; a name that is not ASCII is checked for lone surrogates.
+        if type(name) is not str or not 0 < len(name) <= MAX_NAME_LENGTH or not name.isascii():
             check_name("name", name)
         if type(value) is not float or not math.isfinite(value):
             value = check_value(name, value)
@@ -504,12 +506,14 @@ class DatacatClient:
         events_cursor: str | None = None,
         metrics_limit: int | None = None,
         metrics_cursor: str | None = None,
+        state_history_limit: int | None = None,
+        state_history_cursor: str | None = None,
     ) -> dict[str, Any]:
         """The session document as the server has it.
 
         In non-blocking mode the queue is flushed first (up to ``timeout``
         seconds), so the answer includes this client's earlier calls. The
-        keyword arguments page runwatch's reading of events and metrics.
+        keyword arguments page runwatch's reading of events, metrics and state patches.
 
         Raises:
             DatacatError: unknown session (404), or the server is unreachable.
@@ -522,6 +526,8 @@ class DatacatClient:
             "events_cursor": events_cursor,
             "metrics_limit": metrics_limit,
             "metrics_cursor": metrics_cursor,
+            "state_history_limit": state_history_limit,
+            "state_history_cursor": state_history_cursor,
         }
         return self._requests.read_session(
             session_id, {key: value for key, value in query.items() if value is not None}

@@ -109,6 +109,21 @@ def test_state_deep_merge(server: ServerProcess, blocking: bool, patches: list[d
     assert len(session["state_history"]) == len(patches)
 
 
+def test_get_session_pages_the_state_history(server: ServerProcess) -> None:
+    """get_session passes state_history_limit and state_history_cursor; the pages hold every patch once."""
+    with DatacatClient(server.url) as client:
+        session_id = client.create_session()
+        for n in range(3):
+            client.update_state(session_id, {"n": n})
+        newest = client.get_session(session_id, state_history_limit=2)
+        older = client.get_session(
+            session_id, state_history_limit=2, state_history_cursor=newest["state_history_next_cursor"]
+        )
+    assert [entry["patch"] for entry in newest["state_history"]] == [{"n": 1}, {"n": 2}]
+    assert [entry["patch"] for entry in older["state_history"]] == [{"n": 0}]
+    assert older["state_history_next_cursor"] is None and newest["state"] == {"n": 2}
+
+
 def test_exception_logging_against_the_server(server: ServerProcess) -> None:
     """log_exception stores an error-level `exception` event with type, message, traceback and extra data."""
     session = create_session(server.url)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Callable
 
 import pytest
@@ -87,6 +89,17 @@ def test_payloads_are_copied_so_later_changes_do_not_leak(client: DatacatClient,
         pytest.param(lambda c: c.log_metric("s", "m", 1.0, tags=[1]), TypeError, "tags", id="tags-int"),
         pytest.param(lambda c: c.update_state("s", "running"), TypeError, "state must be a dict", id="state-str"),
         pytest.param(lambda c: c.log_exception("s"), ValueError, "no.*exception|none is being", id="no-exception"),
+        pytest.param(
+            lambda c: c.log_event("s", "e", {"files": ["ok", "f\udcff"]}),
+            ValueError,
+            r"^data\.files\[1\] must be valid unicode",
+            id="data-lone-surrogate",
+        ),
+        pytest.param(
+            lambda c: c.update_state("s", {"f\udcff": 1}), ValueError, r"^state keys must be valid", id="state-key"
+        ),
+        pytest.param(lambda c: c.log_event("s", "e\udcff"), ValueError, "name must be valid unicode", id="name-lone"),
+        pytest.param(lambda c: c.log_metric("s", "m", 1.0, tags=["\udcff"]), ValueError, "tags", id="tag-lone"),
     ],
 )
 @pytest.mark.parametrize("blocking", [pytest.param(True, id="blocking"), pytest.param(False, id="non-blocking")])
@@ -126,6 +139,14 @@ def test_exception_data_has_type_message_traceback_and_extra() -> None:
     assert "Traceback (most recent call last)" in data["traceback"]
     assert 'raise KeyError("missing")' in data["traceback"]
     assert data["context"] == "user_action"
+
+
+def test_exception_data_escapes_a_non_utf8_file_name_instead_of_refusing_it() -> None:
+    """An exception whose message holds a lone surrogate is logged with it escaped as \\udcxx."""
+    name = os.fsdecode(b"ckpt_\xff.pt")
+    data = exception_data(ValueError(f"cannot load {name}"))
+    assert data["message"] == "cannot load ckpt_\\udcff.pt"
+    json.dumps(data, ensure_ascii=False).encode()  # encodable: the batch it joins can be sent
 
 
 def test_exception_data_accepts_an_exception_instance_and_an_unprintable_one() -> None:
