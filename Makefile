@@ -2,18 +2,28 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# The test stamp installs the test tools and pyarrow; the demo stamp only what runwatch runs.
 STAMP := $(VENV)/.installed-stamp
+DEMO_STAMP := $(VENV)/.demo-stamp
 # The peers bench_peers.py compares against live in their own virtualenv.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 
 .PHONY: demo test soak bench lint clean
 
-$(STAMP): pyproject.toml
+$(DEMO_STAMP): pyproject.toml
+	@echo "Installing runwatch into $(VENV) (first run only; about a minute)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[test,parquet]"
-	touch $(STAMP)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e .
+	touch $(DEMO_STAMP)
+
+$(STAMP): pyproject.toml
+	@echo "Installing runwatch with its test tools into $(VENV) (first run only; a few minutes)"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test,parquet]"
+	touch $(STAMP) $(DEMO_STAMP)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
@@ -21,7 +31,7 @@ $(BENCH_STAMP): pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/runwatch demo --episodes 60 --keep-open
 
 test: $(STAMP)
