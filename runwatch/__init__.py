@@ -30,6 +30,10 @@ from .monitor import WebMonitor as WebMonitor
 if TYPE_CHECKING:
     from .pipeline.runtime import Pipeline as Pipeline
     from .pipeline.thread import PipelineThread as PipelineThread
+    from .sessions import SessionEvent as SessionEvent
+    from .sessions import SessionMetric as SessionMetric
+    from .sessions import SessionMonitor as SessionMonitor
+    from .sessions import get_session_monitor as get_session_monitor
     from .store.manager import DatabaseManager as DatabaseManager
 
 __version__ = "0.1.0"
@@ -51,16 +55,24 @@ __all__ = [
     "RunLifecycle",
     "RunTransition",
     "RunwatchError",
+    "SessionEvent",
+    "SessionMetric",
+    "SessionMonitor",
     "StatePatch",
     "StoreError",
     "UnknownRunError",
     "WebMonitor",
+    "get_session_monitor",
 ]
 
 _LAZY = {
     "DatabaseManager": ("runwatch.store.manager", "DatabaseManager"),
     "Pipeline": ("runwatch.pipeline.runtime", "Pipeline"),
     "PipelineThread": ("runwatch.pipeline.thread", "PipelineThread"),
+    "SessionEvent": ("runwatch.sessions", "SessionEvent"),
+    "SessionMetric": ("runwatch.sessions", "SessionMetric"),
+    "SessionMonitor": ("runwatch.sessions", "SessionMonitor"),
+    "get_session_monitor": ("runwatch.sessions", "get_session_monitor"),
 }
 
 

@@ -30,14 +30,25 @@ class MonitorConfig:
     Args:
         db_path: path to the SQLite database file.
         data_dir: directory for monitoring data (snapshots, exports).
-        static_dir: directory of extra static web files served by the dashboard.
+        static_dir: a directory of your own static web files, served by the
+            web interface at ``/static/<name>`` when it exists (the
+            dashboard's own files of the same name take precedence, so a
+            stray directory cannot break the dashboard).
         web_port: port of the web interface; ``0`` picks a free port.
-        update_interval: seconds between heartbeats with progress counters
-            from the training loop (and between dashboard metric pushes).
+        update_interval: seconds between the monitor's own metric updates:
+            the built-in sampler's ``system/*`` readings of each active run,
+            and the heartbeats that carry a run's progress counters
+            (``total_steps``, ``total_episodes``) to the store and the
+            dashboard. (Live events reach the dashboard within 25 ms
+            whatever this is; that is the ``websocket_hub`` sink's
+            ``publish_interval_seconds``.)
         snapshot_interval: seconds between state snapshots.
-        max_events: events kept in memory per run for live views.
+        max_events: how many recent events (log, lifecycle, exception,
+            alert) each run's view keeps in memory; the view is what every
+            snapshot saves and what a resumed run's view starts from.
         max_snapshots: snapshots kept per run.
-        debug: log debug details.
+        debug: log runwatch's debug details (its ``runwatch`` logger at DEBUG
+            until :meth:`WebMonitor.close`, and the web server's at INFO).
         pipeline: a pipeline config (TOML/JSON path or a mapping); ``None``
             uses the built-in default graph.
         web_host: the address the web interface binds (loopback by default).
@@ -52,6 +63,10 @@ class MonitorConfig:
             counted. Applies to the built-in graph and to a ``pipeline`` of
             your own that does not set its own top-level
             ``shutdown_timeout_seconds`` (when it does, that value wins).
+        commit_timeout_seconds: how long a run lifecycle call
+            (``start_training``, ``stop_training``, ``pause_training``...)
+            waits for its change to be committed before returning anyway
+            (logged and counted; see :meth:`WebMonitor.statistics`).
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -72,6 +87,7 @@ class MonitorConfig:
     web_token: str | None = None
     web_max_connections: int | None = None
     shutdown_timeout_seconds: float = 10.0
+    commit_timeout_seconds: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("db_path", "data_dir", "static_dir"):
@@ -86,6 +102,7 @@ class MonitorConfig:
         _require_positive("update_interval", self.update_interval)
         _require_positive("snapshot_interval", self.snapshot_interval)
         _require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
+        _require_positive("commit_timeout_seconds", self.commit_timeout_seconds)
         _require_int("max_events", self.max_events, 1, None)
         _require_int("max_snapshots", self.max_snapshots, 1, None)
         if not isinstance(self.debug, bool):

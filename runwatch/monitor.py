@@ -72,6 +72,12 @@ def _integer(name: str, value: Any) -> int:
         raise TypeError(f"{name} must be an integer, got {value!r}") from None
 
 
+def _last_step(summary: Mapping[str, Any]) -> int:
+    """The global step a resumed run continues from: the highest last step of its metrics (-1: none)."""
+    steps = [stats.get("last_step") for stats in summary.get("metrics", {}).values()]
+    return max((step for step in steps if isinstance(step, int)), default=-1)
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: ``run-YYYYMMDD-HHMMSS-xxxxxx``."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -93,14 +99,21 @@ class WebMonitor:
         if config is not None and not isinstance(config, MonitorConfig):
             raise TypeError(f"config must be a MonitorConfig, got {type(config).__name__}")
         self.config = config if config is not None else MonitorConfig.load()
+        # debug raises runwatch's own logger for this monitor's life; close() puts it back.
+        self._restore_log_level: int | None = None
         if self.config.debug:
-            logging.getLogger("runwatch").setLevel(logging.DEBUG)
+            runwatch_logger = logging.getLogger("runwatch")
+            self._restore_log_level = runwatch_logger.level
+            runwatch_logger.setLevel(logging.DEBUG)
         self._lock = threading.RLock()
         self._run_id: str | None = None
         self._last_run_id: str | None = None
         self._status = "idle"
         self._total_steps = 0
         self._total_episodes = 0
+        self._step = -1  # the active run's global step: that of its latest logging call
+        self._step_open = False  # the latest call was update_step: the next update_metrics joins its step
+        self._uncommitted_lifecycle_calls = 0
         self._next_heartbeat = 0.0
         self._closed = False
         self._pid = os.getpid()  # the process whose pipeline thread this monitor drives
@@ -172,11 +185,18 @@ class WebMonitor:
     def start_training(self, config: dict[str, Any] | None = None, run_id: str | None = None) -> str:
         """Start monitoring a training run.
 
+        Returns once the run exists in the store (a commit point: any reader
+        finds it right away). The wait is bounded by
+        ``MonitorConfig.commit_timeout_seconds``; past it (the store is
+        down, say) the run's start stays queued, the call returns anyway,
+        and the miss is logged and counted as ``uncommitted_lifecycle_calls``
+        in :meth:`statistics`.
+
         Args:
             config: the training configuration (JSON-compatible).
             run_id: an existing run's id resumes that run (its step and
-                episode counts continue); a new id starts a run with it;
-                ``None`` generates one.
+                episode counts and its global step continue); a new id
+                starts a run with it; ``None`` generates one.
 
         Returns:
             The run id.
@@ -199,16 +219,21 @@ class WebMonitor:
             if existing is not None:
                 self._total_steps = int(existing.get("total_steps") or 0)
                 self._total_episodes = int(existing.get("total_episodes") or 0)
+                self._step = _last_step(existing)
+                self._step_open = False
                 event = RunLifecycle(run_id, now, RunTransition.RESUMED, config=config)
             else:
                 self._total_steps = self._total_episodes = 0
+                self._step = -1
+                self._step_open = False
                 event = RunLifecycle(run_id, now, RunTransition.STARTED, run_kind="training", config=config or {})
             self._emit(event)
             self._run_id = self._last_run_id = run_id
             self._status = "running"
             self._active_runs.add(run_id)
             self._send_heartbeat(now)
-            return run_id
+        self._commit_point(f"the start of run {run_id!r}")
+        return run_id
 
     def _existing_run(self, run_id: str) -> dict[str, Any] | None:
         self.flush()
@@ -220,6 +245,11 @@ class WebMonitor:
     def stop_training(self, final_reward: float | None = None) -> None:
         """Stop the current training run (status ``completed``).
 
+        Returns once the run's end (and everything recorded before it) is
+        committed, so any reader sees the run ``completed`` right away; the
+        wait is bounded by ``MonitorConfig.commit_timeout_seconds`` (see
+        :meth:`start_training`).
+
         Args:
             final_reward: the final reward of the run.
 
@@ -227,19 +257,21 @@ class WebMonitor:
             ValueError: no run is active.
         """
         reward = None if final_reward is None else _number("final_reward", final_reward)
-        self._end_run(RunTransition.COMPLETED, final_reward=reward)
+        run_id = self._end_run(RunTransition.COMPLETED, final_reward=reward)
+        self._commit_point(f"the end of run {run_id!r}")
 
     def fail_training(self, reason: str | None = None) -> None:
-        """End the current run with status ``failed``.
+        """End the current run with status ``failed`` (a commit point, like :meth:`stop_training`).
 
         Raises:
             ValueError: no run is active.
         """
-        self._end_run(RunTransition.FAILED, metadata={"reason": reason} if reason else None)
+        run_id = self._end_run(RunTransition.FAILED, metadata={"reason": reason} if reason else None)
+        self._commit_point(f"the end of run {run_id!r}")
 
     def _end_run(
         self, transition: RunTransition, final_reward: float | None = None, metadata: dict[str, Any] | None = None
-    ) -> None:
+    ) -> str:
         with self._lock:
             run_id = self._require_run()
             now = _time()
@@ -248,9 +280,33 @@ class WebMonitor:
             self._active_runs.discard(run_id)
             self._run_id = None
             self._status = "completed" if transition is RunTransition.COMPLETED else "failed"
+            return run_id
+
+    def _commit_point(self, what: str) -> None:
+        """Wait, bounded, until everything recorded so far is committed.
+
+        Run lifecycle calls happen once per run, so each is a commit point:
+        a reader (another process, the CLI, ``db``) sees the change as soon
+        as the call returns. runwatch's own trouble never raises here: past
+        ``commit_timeout_seconds`` (a store that is down, say) the change
+        stays queued, the call returns, and it is logged and counted as
+        ``uncommitted_lifecycle_calls`` in :meth:`statistics`.
+        """
+        if self._pid != os.getpid():  # a forked child's calls are dropped (see _after_fork_in_child)
+            return
+        timeout = self.config.commit_timeout_seconds
+        if self._thread.flush(timeout):
+            return
+        self._uncommitted_lifecycle_calls += 1
+        logger.warning(
+            "runwatch: %s was not committed within %.1f s (is the store unavailable? see statistics());"
+            " it stays queued and training goes on",
+            what,
+            timeout,
+        )
 
     def pause_training(self) -> None:
-        """Pause the current training run (status ``paused``).
+        """Pause the current training run (status ``paused``); a commit point like :meth:`stop_training`.
 
         Raises:
             ValueError: no run is active, or it is already paused.
@@ -261,9 +317,10 @@ class WebMonitor:
                 raise ValueError(f"run {run_id!r} is already paused")
             self._emit(RunLifecycle(run_id, _time(), RunTransition.PAUSED))
             self._status = "paused"
+        self._commit_point(f"the pause of run {run_id!r}")
 
     def resume_training(self) -> None:
-        """Resume a paused training run.
+        """Resume a paused training run; a commit point like :meth:`stop_training`.
 
         Raises:
             ValueError: no run is active, or it is not paused.
@@ -274,6 +331,7 @@ class WebMonitor:
                 raise ValueError(f"run {run_id!r} is not paused")
             self._emit(RunLifecycle(run_id, _time(), RunTransition.RESUMED))
             self._status = "running"
+        self._commit_point(f"the resumption of run {run_id!r}")
 
     def _require_run(self) -> str:
         run_id = self._run_id
@@ -284,40 +342,91 @@ class WebMonitor:
 
     # -- recording (the hot path) ------------------------------------------------------
 
-    def update_metrics(self, metrics: dict[str, float | dict[str, float]], timestamp: datetime | None = None) -> None:
+    @property
+    def step(self) -> int | None:
+        """The active run's global step: that of its latest logging call (``None`` before any).
+
+        Pass it as ``update_metrics(..., step=monitor.step)`` to put more
+        values on the row of the call before.
+        """
+        return None if self._run_id is None or self._step < 0 else self._step
+
+    def update_metrics(
+        self,
+        metrics: dict[str, float | dict[str, float]],
+        timestamp: datetime | None = None,
+        *,
+        step: int | None = None,
+    ) -> None:
         """Record training metrics.
+
+        Every logging call of a run has a global step: ``step`` when given
+        (later calls continue from it), else the run's previous step plus one
+        (the first call is step 0; a resumed run continues where it stopped),
+        except that a call right after :meth:`update_step` joins that step
+        (a loop logs a step's reward, then its loss). :meth:`get_run_metrics`
+        merges the calls of one step into one row, so values logged with the
+        same step line up.
 
         Args:
             metrics: metric name → number; nested dicts flatten to ``group/name``.
                 NaN and ±Inf are kept as they are.
             timestamp: when they were measured (default: now).
+            step: the global step these values belong to (a 64-bit integer);
+                ``None`` for the next one.
 
         Raises:
-            ValueError: no active run, or an empty metric name.
-            TypeError: a value that is not a number.
+            ValueError: no active run, an empty metric name, or a step beyond 64 bits.
+            TypeError: a value that is not a number, or a step that is not an integer.
         """
         run_id = self._run_id
         if run_id is None:
             self._require_run()
         now = _time()
-        self._emit(Metric(run_id, now if timestamp is None else to_epoch_seconds(timestamp, "timestamp"), metrics))  # type: ignore[arg-type]
+        joins = self._step_open
+        event = Metric(
+            run_id,  # type: ignore[arg-type]
+            now if timestamp is None else to_epoch_seconds(timestamp, "timestamp"),  # type: ignore[arg-type]
+            metrics,
+            (self._step if joins else self._step + 1) if step is None else step,
+        )
+        self._step = event.step  # type: ignore[assignment]
+        if joins:
+            self._step_open = False
+        self._emit(event)
         if now >= self._next_heartbeat:
             self._send_heartbeat(now)
 
     def update_system_metrics(self, cpu_percent: float, memory_percent: float, disk_usage: float) -> None:
-        """Record system resource metrics (as ``system/…`` metrics).
+        """Record system resource metrics you measured yourself (a logging call at the next step).
+
+        They are stored as ``system/reported/cpu_percent``,
+        ``system/reported/memory_percent`` and ``system/reported/disk_usage``:
+        apart from what the built-in sampler measures every
+        ``update_interval`` (``system/cpu_percent``, ``system/memory_percent``,
+        ``system/disk_usage``...), so the two never mix in one series.
 
         Args:
             cpu_percent: CPU usage percentage.
             memory_percent: memory usage percentage.
             disk_usage: disk usage percentage.
         """
+        run_id = self._require_run()
         values = {
-            "system/cpu_percent": _number("cpu_percent", cpu_percent),
-            "system/memory_percent": _number("memory_percent", memory_percent),
-            "system/disk_usage": _number("disk_usage", disk_usage),
+            "system/reported/cpu_percent": _number("cpu_percent", cpu_percent),
+            "system/reported/memory_percent": _number("memory_percent", memory_percent),
+            "system/reported/disk_usage": _number("disk_usage", disk_usage),
         }
-        self.update_metrics(values)
+        self._emit(self._metric_at_next_step(run_id, _time(), values))
+
+    def _metric_at_next_step(
+        self, run_id: str, now: float, values: dict[str, float], tags: dict[str, str] | None = None
+    ) -> Metric:
+        """A metric of the run's next global step, which becomes the current one."""
+        event = Metric(run_id, now, values, self._step + 1, tags)
+        self._step = event.step  # type: ignore[assignment]
+        self._step_open = False
+        return event
 
     def update_game_state(self, state: dict[str, Any], frame_number: int | None = None) -> None:
         """Record game state; it is deep-merged into the run state's ``game_state``.
@@ -340,10 +449,13 @@ class WebMonitor:
     def update_step(
         self, step: int, reward: float, action: str, inference_time: float, game_state: dict[str, Any]
     ) -> None:
-        """Record one training step (counts a step).
+        """Record one training step (counts a step; a logging call at the next global step).
 
-        ``reward`` and ``inference_time`` become metrics at ``step`` (tagged
-        with the action); the action and game state go into the run state.
+        ``reward``, ``inference_time`` and ``episode_step`` (the ``step``
+        given here) become metrics at the run's next global step, tagged
+        with the action; the next :meth:`update_metrics` call without a
+        ``step`` lands on the same step, so a step's reward and loss share a
+        row. The action and game state go into the run state.
 
         Args:
             step: step number in the current episode.
@@ -360,12 +472,16 @@ class WebMonitor:
         check_text("action", action)
         if not isinstance(game_state, Mapping):
             raise TypeError(f"game_state must be a dict, got {type(game_state).__name__}")
-        values = {"reward": _number("reward", reward), "inference_time": _number("inference_time", inference_time)}
+        values = {
+            "reward": _number("reward", reward),
+            "inference_time": _number("inference_time", inference_time),
+            "episode_step": step,
+        }
         now = _time()
         # Both built before either is emitted: a refused game state records nothing of the step.
-        metric = Metric(run_id, now, values, step, {"action": action})
         patch = StatePatch(run_id, now, {"game_state": game_state, "last_action": action, "step": step})
-        self._emit(metric)
+        self._emit(self._metric_at_next_step(run_id, now, values, {"action": action}))
+        self._step_open = True
         self._emit(patch)
         self._total_steps += 1
         if now >= self._next_heartbeat:
@@ -381,8 +497,10 @@ class WebMonitor:
     ) -> None:
         """Record the end of an episode (counts an episode).
 
-        Logs ``episode/total_reward``, ``episode/steps`` and ``episode/success``
-        at step ``episode`` and an ``episode_end`` event with the details.
+        Logs ``episode/index`` (``episode``), ``episode/total_reward``,
+        ``episode/steps`` and ``episode/success`` at the run's next global
+        step (a logging call like any other), and an ``episode_end`` event
+        with the details.
         """
         run_id = self._require_run()
         episode = _integer("episode", episode)
@@ -391,13 +509,17 @@ class WebMonitor:
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
         reward = _number("total_reward", total_reward)
         now = _time()
-        values = {"episode/total_reward": reward, "episode/steps": steps, "episode/success": 1.0 if success else 0.0}
+        values = {
+            "episode/index": episode,
+            "episode/total_reward": reward,
+            "episode/steps": steps,
+            "episode/success": 1.0 if success else 0.0,
+        }
         data = {"episode": episode, "total_reward": reward, "steps": steps, "success": bool(success)}
         if metadata:
             data["metadata"] = dict(metadata)
-        metric = Metric(run_id, now, values, episode)
         event = LogEvent(run_id, now, "episode_end", "info", data)  # built first: refused metadata records nothing
-        self._emit(metric)
+        self._emit(self._metric_at_next_step(run_id, now, values))
         self._emit(event)
         self._total_episodes += 1
         self._send_heartbeat(now)
@@ -464,15 +586,20 @@ class WebMonitor:
             self._db = DatabaseManager(self.config.db_path)
         return self._db
 
-    def get_training_runs(self, limit: int | None = None, status: str | None = None) -> list[dict[str, Any]]:
+    def get_training_runs(
+        self, limit: int | None = None, status: str | None = None, *, kind: str | None = "training"
+    ) -> list[dict[str, Any]]:
         """Get the list of training runs, newest first.
 
         Args:
             limit: the most runs to return.
             status: only runs with this status.
+            kind: only runs of this kind: ``training`` (the default) or
+                ``session`` (application sessions in the same store); ``None``
+                for every kind.
         """
         self.flush()
-        return self.db.get_training_runs(limit=limit, status=status)
+        return self.db.get_training_runs(limit=limit, status=status, kind=kind)
 
     def get_run_metrics(
         self,
@@ -480,10 +607,22 @@ class WebMonitor:
         metric_names: list[str] | None = None,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
+        *,
+        align: str = "step",
     ) -> pd.DataFrame:
-        """Get a run's metrics: one row per logging call, one column per metric."""
+        """Get a run's metrics as a DataFrame, one column per metric.
+
+        Args:
+            run_id: the run.
+            metric_names: only these metrics; ``None`` for all.
+            start_time: only calls at or after this time.
+            end_time: only calls at or before this time.
+            align: ``"step"`` (default): one row per global step, the calls of
+                a step merged (see :meth:`DatabaseManager.get_run_metrics`);
+                ``"call"``: one row per logging call, as logged.
+        """
         self.flush()
-        return self.db.get_run_metrics(run_id, metric_names, start_time, end_time)
+        return self.db.get_run_metrics(run_id, metric_names, start_time, end_time, align=align)
 
     def get_run_events(
         self,
@@ -546,9 +685,15 @@ class WebMonitor:
         return self._thread.flush(timeout)
 
     def statistics(self) -> dict[str, Any]:
-        """Pipeline counters (queues, drops, commits) plus error counts."""
+        """Pipeline counters (queues, drops, commits) plus error counts.
+
+        Besides the pipeline's own counters: ``errors`` (the error handler's
+        counts) and ``uncommitted_lifecycle_calls`` (lifecycle calls whose
+        commit did not come within ``commit_timeout_seconds``).
+        """
         stats = self._thread.pipeline.statistics()
         stats["errors"] = self.error_handler.statistics()
+        stats["uncommitted_lifecycle_calls"] = self._uncommitted_lifecycle_calls
         if self._pid != os.getpid():
             stats["running"] = False
             stats["forked_child_dropped_events"] = self._forked_dropped
@@ -610,6 +755,9 @@ class WebMonitor:
                 if self._db is not None:
                     self._db.close()
                 _open_monitors.discard(self)
+                if self._restore_log_level is not None:
+                    logging.getLogger("runwatch").setLevel(self._restore_log_level)
+                    self._restore_log_level = None
 
     def _check_open(self) -> None:
         if self._closed:

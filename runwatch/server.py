@@ -54,6 +54,7 @@ def pipeline_config_of(config: MonitorConfig) -> Any:
         snapshot_interval_seconds=config.snapshot_interval,
         max_snapshots=config.max_snapshots,
         max_events=config.max_events,
+        system_interval_seconds=config.update_interval,
     )
     graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
     return graph

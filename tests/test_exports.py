@@ -27,17 +27,21 @@ PUBLIC_NAMES = [
     "RunLifecycle",
     "RunTransition",
     "RunwatchError",
+    "SessionEvent",
+    "SessionMetric",
+    "SessionMonitor",
     "StatePatch",
     "StoreError",
     "UnknownRunError",
     "WebMonitor",
+    "get_session_monitor",
 ]
 
 
 def test_all_is_the_pinned_sorted_list() -> None:
     """runwatch.__all__ is exactly the pinned list of public names, sorted."""
     assert runwatch.__all__ == PUBLIC_NAMES
-    assert PUBLIC_NAMES == sorted(PUBLIC_NAMES)
+    assert PUBLIC_NAMES == sorted(PUBLIC_NAMES, key=lambda name: (name[0].islower(), name))  # classes, then functions
 
 
 @pytest.mark.parametrize("name", PUBLIC_NAMES)
@@ -50,10 +54,18 @@ def test_every_public_name_resolves(name: str) -> None:
 
 
 def test_lazy_names_are_the_real_classes() -> None:
-    """The lazily loaded DatabaseManager, Pipeline and PipelineThread are the classes of their modules."""
+    """The lazily loaded names are the objects of their modules (the session monitor's seed names included)."""
+    from runwatch import sessions
     from runwatch.pipeline.runtime import Pipeline
     from runwatch.pipeline.thread import PipelineThread
     from runwatch.store.manager import DatabaseManager
+
+    assert (runwatch.SessionMonitor, runwatch.SessionEvent, runwatch.SessionMetric) == (
+        sessions.SessionMonitor,
+        sessions.SessionEvent,
+        sessions.SessionMetric,
+    )
+    assert runwatch.get_session_monitor is sessions.get_session_monitor
 
     assert runwatch.DatabaseManager is DatabaseManager
     assert runwatch.Pipeline is Pipeline
@@ -83,7 +95,7 @@ def test_seed_facades_are_the_documented_types() -> None:
 
 def test_import_runwatch_does_not_import_heavy_modules() -> None:
     """A fresh ``import runwatch`` loads neither pandas, fastapi, aiosqlite nor the lazy submodules."""
-    watched = ["pandas", "fastapi", "aiosqlite", "runwatch.store.manager", "runwatch.pipeline.runtime"]
+    watched = ["pandas", "fastapi", "aiosqlite", "runwatch.store.manager", "runwatch.pipeline.runtime", "runwatch.sessions"]
     code = f"import json, sys, runwatch; print(json.dumps([m for m in {watched!r} if m in sys.modules]))"
 
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)

@@ -50,9 +50,14 @@ TIMEOUT = 30
 
 
 def monitor_on(tmp: Path, pipeline: dict[str, Any], name: str = "host.db") -> WebMonitor:
-    """A monitor on ``pipeline``; heartbeats only when asked."""
+    """A monitor on ``pipeline``; heartbeats only when asked; a stuck sink holds a lifecycle call 1 s at most."""
     config = MonitorConfig(
-        db_path=str(tmp / name), data_dir=str(tmp / "data"), web_port=0, update_interval=3600.0, pipeline=pipeline
+        db_path=str(tmp / name),
+        data_dir=str(tmp / "data"),
+        web_port=0,
+        update_interval=3600.0,
+        pipeline=pipeline,
+        commit_timeout_seconds=1.0,
     )
     return WebMonitor(config)
 
@@ -433,7 +438,10 @@ if stuck:
     pipeline["sinks"]["stuck"] = {
         "type": "plugins_for_overload:StuckSink", "inputs": ["app"], "buffer": {"max_events": 100},
     }
-monitor = WebMonitor(MonitorConfig(db_path=db, data_dir=data, web_port=0, update_interval=3600.0, pipeline=pipeline))
+config = MonitorConfig(
+    db_path=db, data_dir=data, web_port=0, update_interval=3600.0, pipeline=pipeline, commit_timeout_seconds=0.5
+)
+monitor = WebMonitor(config)
 monitor.start_training(run_id="script")
 for i in range(count):
     monitor.update_metrics({"i": float(i)})

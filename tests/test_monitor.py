@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import math
 import os
 import re
@@ -200,6 +201,88 @@ def test_resuming_an_existing_run_keeps_its_start_and_continues_its_counts(monit
     assert "run_resumed" in after["event_counts"]
 
 
+def test_lifecycle_calls_return_once_another_reader_sees_their_change(monitor: WebMonitor) -> None:
+    """start/pause/resume/stop_training are commit points: a reader that never flushes sees each change at once."""
+    with DatabaseManager(monitor.config.db_path) as reader:  # its own connection; it cannot flush the monitor
+        for _ in range(5):
+            run_id = monitor.start_training()
+            assert reader.get_run_summary(run_id)["status"] == "running"
+            monitor.update_metrics({"loss": 0.5})
+            monitor.pause_training()
+            assert reader.get_run_summary(run_id)["status"] == "paused"
+            monitor.resume_training()
+            assert reader.get_run_summary(run_id)["status"] == "running"
+            monitor.stop_training(final_reward=1.0)
+            summary = reader.get_run_summary(run_id)
+            assert (summary["status"], summary["final_reward"]) == ("completed", 1.0)
+            assert summary["metrics"]["loss"]["count"] == 1  # what was logged before the stop is there too
+        failed = monitor.start_training()
+        monitor.fail_training("diverged")
+        assert reader.get_run_summary(failed)["status"] == "failed"
+
+
+def test_a_lifecycle_call_with_the_store_locked_returns_by_its_timeout_and_counts_it(tmp_path: Path) -> None:
+    """With the store's write lock held elsewhere, start/stop_training return after commit_timeout_seconds, raise
+    nothing, count each miss, and the changes are committed once the lock is released."""
+    config = make_config(tmp_path).with_changes(commit_timeout_seconds=0.3)
+    with WebMonitor(config) as monitor:
+        blocker = sqlite3.connect(config.db_path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock: every commit waits
+        try:
+            started = time.monotonic()
+            run_id = monitor.start_training()
+            monitor.stop_training()
+            waited = time.monotonic() - started
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert waited >= 0.6  # each call waited for its commit, up to its timeout
+        assert monitor.statistics()["uncommitted_lifecycle_calls"] == 2
+        assert monitor.flush()
+        assert monitor.get_run_summary(run_id)["status"] == "completed"
+
+
+def test_resuming_a_run_continues_its_global_step(monitor: WebMonitor) -> None:
+    """A resumed run's next logging call takes the step after the highest one it logged before."""
+    run_id = monitor.start_training()
+    monitor.update_metrics({"loss": 1.0})
+    monitor.update_metrics({"loss": 0.5}, step=41)
+    monitor.stop_training()
+
+    monitor.start_training(run_id=run_id)
+    assert monitor.step == 41
+    monitor.update_metrics({"loss": 0.25})
+
+    assert monitor.get_run_metrics(run_id)["step"].tolist() == [0, 41, 42]
+
+
+def test_get_training_runs_lists_training_runs_unless_asked_for_another_kind(monitor: WebMonitor) -> None:
+    """Sessions in the same store are left out of get_training_runs() unless kind= asks for them."""
+    from runwatch import SessionMonitor
+
+    run_id = monitor.start_training()
+    with SessionMonitor(monitor.db) as sessions:
+        sessions.record_metric("page_load_time", "session-1", 7, 0.25)
+        assert sessions.flush()
+
+    assert [run["run_id"] for run in monitor.get_training_runs()] == [run_id]
+    assert [run["run_id"] for run in monitor.get_training_runs(kind="session")] == ["session-1"]
+    assert {run["run_id"] for run in monitor.get_training_runs(kind=None)} == {run_id, "session-1"}
+
+
+def test_debug_raises_the_runwatch_logger_only_until_close(config: MonitorConfig) -> None:
+    """debug=True puts the runwatch logger at DEBUG while the monitor lives; close() restores its level and the
+    root logger is never touched."""
+    runwatch_logger, root = logging.getLogger("runwatch"), logging.getLogger()
+    before = (runwatch_logger.level, root.level)
+
+    monitor = WebMonitor(config.with_changes(debug=True))
+    assert runwatch_logger.level == logging.DEBUG
+    monitor.close()
+
+    assert (runwatch_logger.level, root.level) == before
+
+
 # -- metrics --------------------------------------------------------------------------
 
 
@@ -229,24 +312,89 @@ def test_nan_and_infinities_come_back_exactly(monitor: WebMonitor) -> None:
     assert (stats["loss"]["nan_count"], stats["grad_norm"]["max"], stats["log_prob"]["min"]) == (1, math.inf, -math.inf)
 
 
-def test_metric_frame_has_one_row_per_logging_call_with_step_and_timestamp(monitor: WebMonitor) -> None:
-    """Each logging call is one row with its own timestamp and step (NA when none was given)."""
+def test_metric_frame_by_call_has_one_row_per_logging_call_with_step_and_timestamp(monitor: WebMonitor) -> None:
+    """align="call" gives each logging call its own row, timestamp and global step, as logged."""
     run_id = monitor.start_training()
     when = at(0)
 
     monitor.update_metrics({"loss": 1.0}, timestamp=when)
     monitor.update_metrics({"loss": 0.5, "accuracy": 0.9})
     monitor.update_step(7, 1.5, "left", 0.02, {})
+    monitor.update_metrics({"loss": 0.25})
 
-    frame = monitor.get_run_metrics(run_id)
+    frame = monitor.get_run_metrics(run_id, align="call")
     assert list(frame.columns[:2]) == ["timestamp", "step"]
-    assert len(frame) == 3
+    assert len(frame) == 4
     assert frame["timestamp"].iloc[0] == pd.Timestamp(when)
     assert frame["timestamp"].iloc[1] > frame["timestamp"].iloc[0]
-    assert frame["step"].isna().tolist() == [True, True, False]
-    assert frame["step"].iloc[2] == 7
-    assert frame["loss"].iloc[:2].tolist() == [1.0, 0.5]
+    assert frame["step"].tolist() == [0, 1, 2, 2]
+    assert frame["episode_step"].iloc[2] == 7
+    assert frame["loss"].tolist()[:2] == [1.0, 0.5] and math.isnan(frame["loss"].iloc[2])
     assert math.isnan(frame["accuracy"].iloc[0]) and frame["accuracy"].iloc[1] == 0.9
+
+
+def test_metric_frame_merges_the_calls_of_a_step_into_one_row_by_default(monitor: WebMonitor) -> None:
+    """The default frame has one row per global step: update_step's reward and the loss logged after it share one."""
+    run_id = monitor.start_training()
+    for episode_step in range(3):
+        monitor.update_step(episode_step, float(episode_step), "up", 0.01, {})
+        monitor.update_metrics({"loss": 1.0 / (episode_step + 1)})
+
+    frame = monitor.get_run_metrics(run_id)
+
+    assert frame["step"].tolist() == [0, 1, 2]
+    assert frame["reward"].tolist() == [0.0, 1.0, 2.0]
+    assert frame["loss"].tolist() == [1.0, 0.5, 1.0 / 3]
+    assert frame["episode_step"].tolist() == [0.0, 1.0, 2.0]
+    assert len(monitor.get_run_metrics(run_id, align="call")) == 6
+
+
+def test_update_metrics_takes_a_keyword_step_and_later_calls_continue_from_it(monitor: WebMonitor) -> None:
+    """step= sets a call's global step; calls without one take the previous step plus one."""
+    run_id = monitor.start_training()
+
+    monitor.update_metrics({"loss": 1.0})
+    monitor.update_metrics({"loss": 0.9}, step=100)
+    monitor.update_metrics({"loss": 0.8})
+    monitor.update_metrics({"accuracy": 0.7}, step=101)
+
+    frame = monitor.get_run_metrics(run_id)
+    assert frame["step"].tolist() == [0, 100, 101]
+    assert frame["loss"].tolist() == [1.0, 0.9, 0.8]
+    assert frame["accuracy"].isna().tolist() == [True, True, False]
+    assert monitor.step == 101
+    assert monitor.get_run_summary(run_id)["metrics"]["loss"]["last_step"] == 101
+
+
+def test_a_step_merged_row_keeps_a_logged_nan_and_the_last_value_of_each_metric(monitor: WebMonitor) -> None:
+    """Within a step each metric keeps its last logged value, a logged NaN included; untouched ones stay."""
+    run_id = monitor.start_training()
+
+    monitor.update_metrics({"loss": 1.0, "accuracy": 0.5}, step=3)
+    monitor.update_metrics({"loss": math.nan}, step=3)
+    monitor.update_metrics({"lr": 0.1}, step=3)
+
+    frame = monitor.get_run_metrics(run_id)
+    assert len(frame) == 1
+    assert math.isnan(frame["loss"].iloc[0])
+    assert (frame["accuracy"].iloc[0], frame["lr"].iloc[0]) == (0.5, 0.1)
+
+
+def test_the_step_must_be_an_integer(active_monitor: WebMonitor) -> None:
+    """A step that is not a 64-bit integer is refused at the call, naming step."""
+    with pytest.raises(TypeError, match="step"):
+        active_monitor.update_metrics({"loss": 1.0}, step=1.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="step"):
+        active_monitor.update_metrics({"loss": 1.0}, step=2**63)
+    with pytest.raises(TypeError):
+        active_monitor.update_metrics({"loss": 1.0}, None, 5)  # type: ignore[misc]  # keyword-only
+
+
+def test_get_run_metrics_refuses_an_unknown_alignment(monitor: WebMonitor) -> None:
+    """align must be "step" or "call"; anything else is a ValueError naming align."""
+    run_id = monitor.start_training()
+    with pytest.raises(ValueError, match="align"):
+        monitor.get_run_metrics(run_id, align="episode")
 
 
 def test_metric_queries_filter_by_name_and_time(monitor: WebMonitor) -> None:
@@ -261,15 +409,17 @@ def test_metric_queries_filter_by_name_and_time(monitor: WebMonitor) -> None:
     assert window["loss"].tolist() == [1.0, 2.0]
 
 
-def test_update_system_metrics_logs_system_group(monitor: WebMonitor) -> None:
-    """update_system_metrics logs system/cpu_percent, system/memory_percent and system/disk_usage."""
+def test_update_system_metrics_logs_under_system_reported_apart_from_the_sampler(monitor: WebMonitor) -> None:
+    """update_system_metrics writes system/reported/*, never the sampler's own system/* series."""
     run_id = monitor.start_training()
 
     monitor.update_system_metrics(12.5, 40.0, 73.25)
 
     frame = monitor.get_run_metrics(run_id)
     row = frame.iloc[0]
-    assert (row["system/cpu_percent"], row["system/memory_percent"], row["system/disk_usage"]) == (12.5, 40.0, 73.25)
+    reported = ("system/reported/cpu_percent", "system/reported/memory_percent", "system/reported/disk_usage")
+    assert tuple(row[name] for name in reported) == (12.5, 40.0, 73.25)
+    assert "system/cpu_percent" not in frame.columns
 
 
 # -- steps, episodes, state, events ----------------------------------------------------
@@ -278,13 +428,14 @@ def test_update_system_metrics_logs_system_group(monitor: WebMonitor) -> None:
 def test_update_step_stores_reward_and_inference_time_at_the_step_and_the_rest_in_the_state(
     monitor: WebMonitor,
 ) -> None:
-    """update_step logs reward/inference_time at its step; the action and game state go into the run state."""
+    """update_step logs reward/inference_time and its episode_step; the action and game state go into the run state."""
     run_id = monitor.start_training()
 
     monitor.update_step(3, 0.25, "up", 0.015, {"position": {"x": 1, "y": 2}, "hp": 90})
 
-    frame = monitor.get_run_metrics(run_id, ["reward", "inference_time"])
-    assert frame["step"].tolist() == [3]
+    frame = monitor.get_run_metrics(run_id, ["reward", "inference_time", "episode_step"])
+    assert frame["step"].tolist() == [0]  # the run's global step; the episode's own is a column
+    assert frame["episode_step"].tolist() == [3.0]
     assert (frame["reward"].tolist(), frame["inference_time"].tolist()) == ([0.25], [0.015])
     assert monitor.flush()  # db is the raw DatabaseManager: it reads without flushing
     state = monitor.db.get_run_state(run_id)
@@ -312,7 +463,7 @@ def test_step_count_is_visible_in_the_summary_right_after_update_step(monitor: W
 
 
 def test_update_episode_counts_episodes_and_records_an_episode_end_event(monitor: WebMonitor) -> None:
-    """update_episode counts an episode, logs episode/* metrics at the episode and an episode_end event."""
+    """update_episode counts an episode, logs episode/* metrics at the next step and an episode_end event."""
     run_id = monitor.start_training()
 
     monitor.update_episode(0, 12.5, 200, True, {"epsilon": 0.5})
@@ -325,8 +476,9 @@ def test_update_episode_counts_episodes_and_records_an_episode_end_event(monitor
         {"episode": 0, "total_reward": 12.5, "steps": 200, "success": True, "metadata": {"epsilon": 0.5}},
         {"episode": 1, "total_reward": -3.0, "steps": 150, "success": False},
     ]
-    frame = monitor.get_run_metrics(run_id, ["episode/total_reward", "episode/success"])
+    frame = monitor.get_run_metrics(run_id, ["episode/index", "episode/total_reward", "episode/success"])
     assert frame["step"].tolist() == [0, 1]
+    assert frame["episode/index"].tolist() == [0.0, 1.0]
     assert frame["episode/total_reward"].tolist() == [12.5, -3.0]
     assert frame["episode/success"].tolist() == [1.0, 0.0]
 

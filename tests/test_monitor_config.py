@@ -415,6 +415,7 @@ def test_a_monitor_with_a_stuck_sink_closes_within_its_shutdown_timeout(tmp_path
         web_port=0,
         pipeline=pipeline,
         shutdown_timeout_seconds=1.0,
+        commit_timeout_seconds=0.5,  # start_training waits this long for the stuck sink
     )
     monitor = WebMonitor(config)
     try:

@@ -309,6 +309,48 @@ async def test_frame_matches_a_per_row_reference_on_many_mixed_calls(db: Path, c
                 assert math.isnan(record[name])
 
 
+async def test_step_frame_matches_a_per_step_reference_on_many_mixed_calls(db: Path, conn: sqlite3.Connection) -> None:
+    """Hundreds of calls with repeated, unordered and missing steps merge exactly as a slow per-step reference does."""
+    rng = np.random.default_rng(11)
+    pool = ["a", "b", "c"]
+    events = []
+    for i in range(400):
+        names = [name for name in pool if rng.random() < 0.5] or ["a"]
+        values = {name: (math.nan if rng.random() < 0.1 else float(rng.normal())) for name in names}
+        step = None if i % 9 == 0 else int(rng.integers(0, 60))
+        events.append(Metric("r", TS + i / 10, values, step=step))
+    await write(db, *events)
+
+    frame = queries.run_metrics_frame(conn, "r", align="step")
+
+    reference: dict[int, dict[str, Any]] = {}
+    current = next(event.step for event in events if event.step is not None)  # calls before any step join the first
+    for event in events:  # storage order: a call without a step joins the step in progress
+        current = current if event.step is None else event.step
+        row = reference.setdefault(current, {})
+        row.update(event.values)
+        row["timestamp"] = event.timestamp
+    assert frame["step"].tolist() == sorted(reference)
+    for record in frame.to_dict("records"):
+        expected = reference[record["step"]]
+        assert record["timestamp"].timestamp() == pytest.approx(expected["timestamp"])
+        for name in pool:
+            if name not in expected:
+                assert math.isnan(record[name])
+            else:
+                assert bits(record[name]) == bits(expected[name]) or math.isnan(expected[name])
+
+
+async def test_step_frame_of_calls_without_steps_is_one_row_per_call(db: Path, conn: sqlite3.Connection) -> None:
+    """A run that never logged a step comes back one row per call, steps NA, whatever the alignment."""
+    await write(db, Metric("r", TS, {"a": 1.0}), Metric("r", TS + 1, {"a": 2.0}))
+
+    frame = queries.run_metrics_frame(conn, "r", align="step")
+
+    assert frame["a"].tolist() == [1.0, 2.0]
+    assert frame["step"].isna().all()
+
+
 # -- run_summary ----------------------------------------------------------------------
 
 

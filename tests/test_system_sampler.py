@@ -31,7 +31,7 @@ INTERVAL = 0.03
 BASE_NAMES = {
     "system/cpu_percent",
     "system/memory_percent",
-    "system/disk_percent",
+    "system/disk_usage",
     "system/net_sent_bytes_per_s",
     "system/net_recv_bytes_per_s",
     "system/process_rss_mib",
@@ -135,7 +135,7 @@ async def test_samples_arrive_with_the_documented_names_and_sane_values(tmp_path
     for sample in samples:
         values = sample.values
         assert set(values) == BASE_NAMES
-        for name in ("cpu_percent", "memory_percent", "disk_percent"):
+        for name in ("cpu_percent", "memory_percent", "disk_usage"):
             assert 0.0 <= values[f"system/{name}"] <= 100.0
         assert values["system/net_sent_bytes_per_s"] >= 0.0
         assert values["system/net_recv_bytes_per_s"] >= 0.0
@@ -295,7 +295,7 @@ def test_an_unreadable_disk_path_is_left_out_with_one_warning(
     values = [probe.sample()[1] for _ in range(2)]
     probe.close()
 
-    assert all(set(v) == BASE_NAMES - {"system/disk_percent"} for v in values)
+    assert all(set(v) == BASE_NAMES - {"system/disk_usage"} for v in values)
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 

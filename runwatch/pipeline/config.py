@@ -85,6 +85,7 @@ def default_pipeline_config(
     snapshot_interval_seconds: float = 300.0,
     max_snapshots: int = 100,
     max_events: int = 1000,
+    system_interval_seconds: float = 5.0,
 ) -> dict[str, Any]:
     """The graph used when no config is given.
 
@@ -94,12 +95,12 @@ def default_pipeline_config(
     nothing is lost) and the websocket hub (``drop_oldest``: live views never
     hold the store back). WebMonitor and ``runwatch serve`` also use ``alerts``,
     ``snapshots`` (they know their data directory) and ``system`` (psutil
-    samples of the active runs' machine every 5 s); the snapshot stage is a
+    samples of the active runs' machine every ``system_interval_seconds``); the snapshot stage is a
     leaf, so a fault in it never touches the store's path.
     """
     sources: dict[str, Any] = {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}}
     if system:
-        sources["system"] = {"type": "system", "interval_seconds": 5.0}
+        sources["system"] = {"type": "system", "interval_seconds": system_interval_seconds}
     stages: dict[str, Any] = {"liveness": {"type": "liveness", "inputs": list(sources)}}
     last = "liveness"
     if alerts:

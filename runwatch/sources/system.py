@@ -7,7 +7,7 @@ when it can be imported, NVML through ``pynvml``) and sent as one
 =================================  ===========================================
 ``system/cpu_percent``             all CPUs, busy since the previous sample
 ``system/memory_percent``          physical memory in use
-``system/disk_percent``            space used on ``disk_path``
+``system/disk_usage``              space used on ``disk_path``, percent
 ``system/net_sent_bytes_per_s``    all interfaces, since the previous sample
 ``system/net_recv_bytes_per_s``    all interfaces, since the previous sample
 ``system/process_rss_mib``         this process's resident memory, MiB
@@ -173,7 +173,7 @@ class SystemProbe:
             "system/memory_percent": psutil.virtual_memory().percent,
         }
         try:
-            values["system/disk_percent"] = psutil.disk_usage(self.disk_path).percent
+            values["system/disk_usage"] = psutil.disk_usage(self.disk_path).percent
         except OSError as exc:
             self._warn_once("disk", "runwatch: cannot read disk usage of %r (%s); skipped", self.disk_path, exc)
         rates = self._read_net()

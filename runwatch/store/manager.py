@@ -293,8 +293,10 @@ class DatabaseManager:
         metric_names: list[str] | None = None,
         start_time: datetime | None = None,
         end_time: datetime | None = None,
+        *,
+        align: str = "step",
     ) -> pd.DataFrame:
-        """The metrics of a run as a DataFrame with one row per logging call.
+        """The metrics of a run as a DataFrame: one row per global step, or per logging call.
 
         Args:
             run_id: the run.
@@ -303,22 +305,33 @@ class DatabaseManager:
             start_time: only calls at or after this time; a naive
                 ``datetime`` is taken as UTC (epoch seconds are accepted too).
             end_time: only calls at or before this time.
+            align: ``"step"`` (the default): one row per global step, in
+                step order, merging the calls of that step (as W&B's history
+                does): each metric keeps the value of the step's last call
+                that logged it, and ``timestamp`` is that of the step's last
+                call. A call without a step (the system sampler's readings)
+                joins the step in progress when it was stored. A run whose
+                calls have no step comes back one row per call.
+                ``"call"``: one row per logging call, in the order stored,
+                NaN where a call did not log a metric.
 
         Returns:
             Columns ``timestamp`` (``datetime64[ns, UTC]``), ``step``
             (nullable ``Int64``) and one ``float64`` column per metric
-            (NaN where a call did not log that metric; logged NaN and ±Inf
-            are kept). Rows are in the order the calls were stored.
+            (NaN where no call logged that metric; logged NaN and ±Inf are
+            kept).
 
         Raises:
             TypeError: a bad ``run_id``, ``metric_names`` or time.
+            ValueError: ``align`` is neither ``"step"`` nor ``"call"``.
             UnknownRunError: no run has this id.
             StoreError: the database does not exist or cannot be read.
         """
         queries.check_run_id(run_id)
+        queries.check_align(align)
         queries.to_epoch_seconds(start_time, "start_time")
         queries.to_epoch_seconds(end_time, "end_time")
-        return self._read(queries.run_metrics_frame, run_id, metric_names, start_time, end_time)
+        return self._read(queries.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
 
     def get_run_events(
         self,

@@ -488,14 +488,31 @@ def run_events(
 # -- metrics ------------------------------------------------------------------------
 
 
+#: The row layouts of a metrics frame: one row per global step (merged), or per logging call.
+METRIC_ALIGNMENTS: Final = ("step", "call")
+
+
+def check_align(align: object) -> str:
+    """``align`` as given, after checking it is ``"step"`` or ``"call"``."""
+    if align not in METRIC_ALIGNMENTS:
+        raise ValueError(f"align must be 'step' or 'call', got {align!r}")
+    return str(align)
+
+
 def run_metrics_frame(
     conn: sqlite3.Connection,
     run_id: str,
     metric_names: Iterable[str] | None = None,
     start_time: TimeLike | None = None,
     end_time: TimeLike | None = None,
+    *,
+    align: str = "call",
 ) -> pd.DataFrame:
-    """The metrics of a run as a wide DataFrame: one row per logging call.
+    """The metrics of a run as a wide DataFrame: one row per logging call, or per step.
+
+    With ``align="step"`` the calls of one global step are merged into one
+    row (see :func:`_merge_steps`); a run whose calls have no step at all
+    comes back one row per call either way.
 
     Args:
         conn: a connection to the store.
@@ -522,7 +539,9 @@ def run_metrics_frame(
         ValueError: a non-finite time.
         UnknownRunError: no run has this id.
         StoreError: a stored row does not match its key set (corrupt store).
+        ValueError: ``align`` is neither ``"step"`` nor ``"call"``.
     """
+    check_align(align)
     wanted = _check_metric_names(metric_names)
     start = to_epoch_seconds(start_time, "start_time")
     end = to_epoch_seconds(end_time, "end_time")
@@ -549,7 +568,7 @@ def run_metrics_frame(
             f" WHERE {' AND '.join(where)} ORDER BY row",
             params,
         ).fetchall()
-    return _build_frame(rows, keysets, wanted)
+    return _build_frame(rows, keysets, wanted, by_step=align == "step")
 
 
 def alert_events(
@@ -672,7 +691,7 @@ def _keysets(conn: sqlite3.Connection) -> dict[int, tuple[str, ...]]:
 
 
 def _build_frame(
-    rows: list[tuple[Any, ...]], keysets: dict[int, tuple[str, ...]], wanted: list[str] | None
+    rows: list[tuple[Any, ...]], keysets: dict[int, tuple[str, ...]], wanted: list[str] | None, *, by_step: bool = False
 ) -> pd.DataFrame:
     """Assemble the DataFrame with a handful of whole-array operations.
 
@@ -722,6 +741,9 @@ def _build_frame(
 
     # One row per metric, so each column is contiguous when pandas takes it.
     values = np.full((len(names), n_rows), np.nan, dtype=np.float64)
+    # Merging steps must tell "not logged" from a logged NaN: it keeps which cells were logged.
+    by_step = by_step and n_rows > 0 and not step_mask.all()
+    logged = np.zeros((len(names), n_rows), dtype=bool) if by_step else None
     for group_names, indices in groups:
         flat = _decode_values(vals_col, indices, single=len(groups) == 1)
         if flat.size != len(indices) * len(group_names):
@@ -734,8 +756,17 @@ def _build_frame(
         target = [c for _, c in pairs]
         if len(groups) == 1:
             values[target, :] = block[:, source].T
+            if logged is not None:
+                logged[target, :] = True
         else:
-            values[np.ix_(np.array(target, dtype=np.intp), indices)] = block[:, source].T
+            cells = np.ix_(np.array(target, dtype=np.intp), indices)
+            values[cells] = block[:, source].T
+            if logged is not None:
+                logged[cells] = True
+
+    if logged is not None:
+        seconds, step_values, values = _merge_steps(seconds, step_values, step_mask, values, logged)
+        step_mask = np.zeros(len(step_values), dtype=bool)
 
     timestamps = pd.to_datetime(seconds, unit="s", utc=True)
     if str(timestamps.dtype) != "datetime64[ns, UTC]":
@@ -747,6 +778,47 @@ def _build_frame(
     for name, column in zip(_column_names(names), values, strict=True):
         data[name] = column
     return pd.DataFrame(data)
+
+
+def _merge_steps(seconds: Any, steps: Any, no_step: Any, values: Any, logged: Any) -> tuple[Any, Any, Any]:
+    """One row per global step, in step order (pure numpy; no Python code per row).
+
+    A call without a step (the system sampler's readings, an ingested
+    metric without one) belongs to the step in progress: that of the
+    nearest earlier call with a step in storage order (the first step for
+    calls before any). Within a step each metric keeps the value of the last
+    call that logged it, a logged NaN included; the row's timestamp is that
+    of the step's last call.
+
+    Args:
+        seconds: each call's timestamp.
+        steps: each call's step (any value where ``no_step``).
+        no_step: where a call has no step (at least one call must have one).
+        values: metric × call values.
+        logged: metric × call, whether that call logged that metric.
+
+    Returns:
+        The timestamps, steps and metric × step values of the merged rows.
+    """
+    import numpy as np
+
+    n_rows = len(steps)
+    has_step = ~no_step
+    source = np.where(has_step, np.arange(n_rows), -1)
+    np.maximum.accumulate(source, out=source)
+    source[source < 0] = int(np.argmax(has_step))
+    row_steps = steps[source]
+    order = np.argsort(row_steps, kind="stable")  # storage order kept within a step
+    sorted_steps = row_steps[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_steps[1:] != sorted_steps[:-1])))
+    ends = np.concatenate((starts[1:], [n_rows])) - 1
+    positions = np.arange(n_rows)
+    merged = np.full((values.shape[0], len(starts)), np.nan, dtype=np.float64)
+    for column in range(values.shape[0]):
+        last = np.maximum.reduceat(np.where(logged[column, order], positions, -1), starts)
+        found = last >= 0
+        merged[column, found] = values[column, order[last[found]]]
+    return seconds[order[ends]], sorted_steps[starts], merged
 
 
 def _decode_values(vals: list[str], indices: Any, *, single: bool) -> Any:
