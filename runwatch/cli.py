@@ -8,7 +8,11 @@ A mistake or a failure is reported as ONE line on stderr (``error: ...``),
 never a traceback. Exit codes: 0 done; 1 the operation failed (unknown run,
 missing file, corrupt backup or archive, locked or unusable store, server
 unreachable; also a declined confirmation); 2 a bad argument (a duration, a
-schema version, an invalid config) or a usage error reported by Click.
+schema version, a status, kind or state, an invalid config) or a usage error
+reported by Click.
+
+Help is Click's plain layout (``rich_markup_mode=None``): Rich's markup would
+read ``[default: ...]`` and ``[pipeline]`` in help texts as tags and drop them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .store.queries import ALERT_QUERY_STATES, RUN_STATUSES
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.text import Text
@@ -38,6 +44,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 # Exit codes (see the module docstring).
@@ -48,9 +55,37 @@ DbOption = Annotated[Path, typer.Option("--db", envvar="RUNWATCH_DB", help="The 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"runwatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Watch ML training runs and application sessions live."""
+
+
 def _fail(message: str, code: int = _BAD_ARGUMENT) -> typer.Exit:
     typer.echo(f"error: {' '.join(message.split())}", err=True)
     return typer.Exit(code=code)
+
+
+#: The kinds of runs a store holds.
+RUN_KINDS = ("training", "session")
+
+
+def _check_choice(option: str, value: str | None, allowed: tuple[str, ...]) -> None:
+    """Exit 2 with one line when an option's value is not one of ``allowed``."""
+    if value is not None and value not in allowed:
+        raise _fail(f"{option}: must be one of {', '.join(allowed)}; got {value!r}")
 
 
 def _describe_os_error(exc: OSError) -> str:
@@ -296,13 +331,15 @@ def serve(
 def runs(
     db: DbOption = Path("monitoring.db"),
     status: Annotated[
-        str | None, typer.Option(help="Only runs with this status: running, paused, completed, failed, crashed, hung.")
+        str | None, typer.Option(help=f"Only runs with this status: {', '.join(RUN_STATUSES)}.")
     ] = None,
-    kind: Annotated[str | None, typer.Option(help="Only runs of this kind (training, session...).")] = None,
+    kind: Annotated[str | None, typer.Option(help=f"Only runs of this kind: {', '.join(RUN_KINDS)}.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs, newest first.")] = 20,
     json_output: JsonOption = False,
 ) -> None:
     """List runs, newest first."""
+    _check_choice("--status", status, RUN_STATUSES)
+    _check_choice("--kind", kind, RUN_KINDS)
     with _reported(db), _manager(db) as manager:
         rows = manager.get_training_runs(limit=limit, status=status, kind=kind)
     if json_output:
@@ -346,13 +383,13 @@ def alerts(
     db: DbOption = Path("monitoring.db"),
     run: Annotated[str | None, typer.Option(help="Only this run's alerts.")] = None,
     state: Annotated[
-        str | None, typer.Option(help="pending, firing or resolved [default: pending and firing].")
+        str | None,
+        typer.Option(help=f"Only alerts in this state: {', '.join(ALERT_QUERY_STATES)} [default: pending and firing]."),
     ] = None,
     json_output: JsonOption = False,
 ) -> None:
     """List alert instances and their state (active ones by default)."""
-    from datetime import UTC, datetime
-
+    _check_choice("--state", state, ALERT_QUERY_STATES)
     with _reported(db), _manager(db) as manager:
         rows = manager.get_alerts(run, state)
     if json_output:
@@ -383,13 +420,16 @@ def alerts(
 
 @app.command()
 def show(
-    run: Annotated[str, typer.Argument(help="The run id.")],
+    run: Annotated[str, typer.Argument(help="The run id, or the start of it.")],
     db: DbOption = Path("monitoring.db"),
     json_output: JsonOption = False,
 ) -> None:
-    """Show one run: status, times, config, event counts and per-metric statistics."""
+    """Show one run: status, times, config, event counts and per-metric statistics.
+
+    RUN may be the start of a run id when only one run's id starts so.
+    """
     with _reported(db), _manager(db) as manager:
-        summary = manager.get_run_summary(run)
+        summary = manager.get_run_summary(_resolve_run(manager, run))
     if json_output:
         _print_json(summary)
         return
@@ -437,6 +477,30 @@ def show(
             _number(stats["last_step"]),
         )
     console.print(table)
+
+
+def _resolve_run(manager: DatabaseManager, text: str) -> str:
+    """The run id ``text`` names: itself, or the one id it starts.
+
+    Exits 1 with one line when no id starts with ``text`` (suggesting close
+    ones) or several do (listing them).
+    """
+    import difflib
+
+    if not text:
+        raise _fail("RUN: must not be empty")
+    ids = [row["run_id"] for row in manager.get_training_runs(kind=None)]
+    if text in ids:
+        return text
+    starting = [run_id for run_id in ids if run_id.startswith(text)]
+    if len(starting) == 1:
+        return starting[0]
+    if starting:
+        shown = ", ".join(sorted(starting)[:10]) + (", ..." if len(starting) > 10 else "")
+        raise _fail(f"{len(starting)} runs start with {text!r}: {shown}; give more of the id", _FAILED)
+    close = difflib.get_close_matches(text, ids, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(run_id) for run_id in close)}?" if close else ""
+    raise _fail(f"unknown run id {text!r}{hint} (runwatch runs lists them)", _FAILED)
 
 
 def _escape(text: str) -> str:
@@ -636,8 +700,22 @@ def tail(
     json_output: Annotated[bool, typer.Option("--json", help="Print each event as a JSON line.")] = False,
     token: Annotated[str | None, typer.Option(envvar="RUNWATCH_TOKEN", help="Bearer token of the server.")] = None,
     count: Annotated[int | None, typer.Option(min=1, help="Stop after this many events.")] = None,
+    lines: Annotated[
+        int,
+        typer.Option(
+            "-n",
+            "--lines",
+            min=0,
+            max=1_000_000,
+            help="First print the latest N events the server keeps in memory (its max_events), then live ones.",
+        ),
+    ] = 0,
 ) -> None:
-    """Print live events from a server's /ws websocket, one line each, until Ctrl-C (or --count)."""
+    """Print live events from a server's /ws websocket, one line each, until Ctrl-C (or --count).
+
+    With -n N the latest N matching events come first, like tail -n N -f:
+    no event is missed or repeated between those and the live ones.
+    """
     import asyncio
 
     from .events import EVENT_CLASSES
@@ -647,7 +725,7 @@ def tail(
         if kind not in EVENT_CLASSES:
             raise _fail(f"--kinds: unknown kind {kind!r} (known: {', '.join(EVENT_CLASSES)})")
     try:
-        address = _websocket_url(url, run or [], kind_list, _split(metrics))
+        address = _websocket_url(url, run or [], kind_list, _split(metrics), replay=lines)
     except ValueError as exc:
         raise _fail(f"--url: {exc}") from None
     printer = _json_line if json_output else _pretty_printer()
@@ -676,8 +754,8 @@ def _split(text: str | None) -> list[str]:
     return [part.strip() for part in (text or "").split(",") if part.strip()]
 
 
-def _websocket_url(url: str, runs: list[str], kinds: list[str], metrics: list[str]) -> str:
-    """``http://host:port`` (or ws://, or already ending in /ws) → the /ws URL with the filter."""
+def _websocket_url(url: str, runs: list[str], kinds: list[str], metrics: list[str], *, replay: int = 0) -> str:
+    """``http://host:port`` (or ws://, or already ending in /ws) → the /ws URL with the filter (and replay)."""
     from urllib.parse import urlencode, urlsplit, urlunsplit
 
     parts = urlsplit(url)
@@ -690,6 +768,8 @@ def _websocket_url(url: str, runs: list[str], kinds: list[str], metrics: list[st
     query = {
         key: ",".join(values) for key, values in (("runs", runs), ("kinds", kinds), ("metrics", metrics)) if values
     }
+    if replay:
+        query["replay"] = str(replay)
     return urlunsplit((scheme, parts.netloc, path, urlencode(query, safe=",/*"), ""))
 
 

@@ -43,9 +43,12 @@ class MonitorConfig:
             whatever this is; that is the ``websocket_hub`` sink's
             ``publish_interval_seconds``.)
         snapshot_interval: seconds between state snapshots.
-        max_events: how many recent events (log, lifecycle, exception,
-            alert) each run's view keeps in memory; the view is what every
-            snapshot saves and what a resumed run's view starts from.
+        max_events: how many recent events runwatch keeps in memory: the
+            live hub keeps that many of the latest events for subscribers
+            that ask to replay them before the live ones (``runwatch tail
+            -n``, ``/ws?replay=N``), and each run's view keeps that many of
+            its log, lifecycle, exception and alert events (the view is what
+            every snapshot saves and what a resumed run's view starts from).
         max_snapshots: snapshots kept per run.
         debug: log runwatch's debug details (its ``runwatch`` logger at DEBUG
             until :meth:`WebMonitor.close`, and the web server's at INFO).

@@ -199,10 +199,56 @@ def test_runs_on_a_missing_store_fails_in_one_line(runner: CliRunner, tmp_path: 
 
 
 def test_runs_with_an_unknown_status_fails_in_one_line(runner: CliRunner, template: Store) -> None:
-    """An unknown --status is refused with one line listing the statuses."""
+    """An unknown --status is a bad argument: exit 2 with one line listing the statuses."""
     result = invoke(runner, "runs", "--db", template.path, "--status", "sleeping")
 
-    assert_one_line_error(result, mentions="completed")
+    assert_one_line_error(result, code=2, mentions="completed")
+
+
+@pytest.mark.parametrize(
+    ("args", "mentions"),
+    [
+        pytest.param(["runs", "--kind", "robot"], "--kind: must be one of training, session", id="runs-kind"),
+        pytest.param(["alerts", "--state", "bogus"], "--state: must be one of pending, firing, resolved", id="state"),
+        pytest.param(["show", ""], "RUN", id="show-empty-run"),
+        pytest.param(["cleanup", "--older-than", "soon"], "--older-than", id="cleanup-cutoff"),
+        pytest.param(["migrate", "--to", "99"], "--to", id="migrate-version"),
+        pytest.param(["tail", "-n", "-1"], "-n", id="tail-lines"),
+    ],
+)
+def test_every_bad_argument_exits_2(runner: CliRunner, template: Store, args: list[str], mentions: str) -> None:
+    """A bad argument to any command exits 2 with one line naming it, never Python's None or a traceback."""
+    result = invoke(runner, *args, "--db", template.path) if args[0] != "tail" else invoke(runner, *args)
+
+    assert result.exit_code == 2, result.output
+    assert mentions in result.stderr
+    assert "None" not in result.stderr and "Traceback" not in result.output
+
+
+def test_every_help_shows_its_defaults_and_no_bool_metavar(runner: CliRunner) -> None:
+    """Each command's --help keeps bracketed defaults verbatim and shows no <bool> placeholder on flags."""
+    from runwatch.cli import app as cli_app
+    from typer.main import get_command
+
+    commands = sorted(get_command(cli_app).commands)  # type: ignore[attr-defined]
+    assert {"serve", "runs", "alerts", "show", "tail"} <= set(commands)
+    for command in commands:
+        result = invoke(runner, command, "--help")
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.stdout, command
+    serve = " ".join(invoke(runner, "serve", "--help").stdout.split())  # help wraps at the terminal's width
+    assert "[default: 127.0.0.1]" in serve and "[default: 8080]" in serve and "[pipeline]" in serve
+    assert "[default: pending and firing]" in " ".join(invoke(runner, "alerts", "--help").stdout.split())
+
+
+def test_version_prints_the_package_version(runner: CliRunner) -> None:
+    """runwatch --version prints the version and exits 0."""
+    import runwatch
+
+    result = invoke(runner, "--version")
+
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == f"runwatch {runwatch.__version__}"
 
 
 # -- show ---------------------------------------------------------------------------------------
@@ -242,6 +288,34 @@ def test_show_an_unknown_run_fails_in_one_line(runner: CliRunner, template: Stor
     result = invoke(runner, "show", "nope", "--db", template.path)
 
     assert_one_line_error(result, code=1, mentions="'nope'")
+
+
+def test_show_takes_the_start_of_a_run_id(runner: CliRunner, template: Store) -> None:
+    """show with the start of exactly one run's id shows that run."""
+    result = invoke(runner, "show", "alp", "--db", template.path, "--json")
+
+    assert result.exit_code == 0, result.output
+    assert orjson.loads(result.stdout)["run_id"] == "alpha"
+
+
+def test_show_suggests_close_run_ids_for_a_near_miss(runner: CliRunner, template: Store) -> None:
+    """A mistyped run id fails in one line that suggests the close one."""
+    result = invoke(runner, "show", "alpah", "--db", template.path)
+
+    assert_one_line_error(result, code=1, mentions="did you mean 'alpha'?")
+
+
+def test_show_with_a_prefix_of_several_runs_lists_them(runner: CliRunner, tmp_path: Path) -> None:
+    """A prefix that several run ids start with fails in one line listing them."""
+    path = tmp_path / "several.db"
+    with WebMonitor(MonitorConfig(db_path=str(path), data_dir=str(tmp_path / "data"), web_port=0)) as monitor:
+        for run_id in ("exp-1", "exp-2"):
+            monitor.start_training(run_id=run_id)
+            monitor.stop_training()
+
+    result = invoke(runner, "show", "exp-", "--db", path)
+
+    assert_one_line_error(result, code=1, mentions="2 runs start with 'exp-': exp-1, exp-2")
 
 
 # -- export and import ----------------------------------------------------------------------------
@@ -871,6 +945,30 @@ def test_tail_json_prints_events_emitted_after_it_subscribed(live: WebMonitor, t
     assert [event["kind"] for event in events] == ["metric"] * 3
     assert [event["run_id"] for event in events] == [run_id] * 3
     assert [event["values"]["loss"] for event in events] == [1.0, None, 3.0]
+
+
+@pytest.mark.timeout(60)
+def test_tail_n_prints_the_latest_events_then_the_live_ones_without_a_gap(live: WebMonitor, tails: list[Tail]) -> None:
+    """tail -n 3 first prints the last three matching events the server kept, then live ones, none twice."""
+    run_id = live.start_training(run_id="tail-replay")
+    try:
+        for value in range(5):
+            live.update_metrics({"loss": float(value)})
+        live.record_event("checkpoint_saved", {"path": "c.pt"})  # another kind: filtered out of the replay
+        tail = Tail(
+            "--url", live.web_url, "--token", TOKEN, "--run", run_id, "--kinds", "metric", "-n", "3", "--count", "5",
+            "--json",
+        )
+        tails.append(tail)
+        tail.wait_for(tail.stderr, "subscribed")
+        for value in (5.0, 6.0):
+            live.update_metrics({"loss": value})
+        assert tail.process.wait(timeout=TIMEOUT) == 0
+        events = [orjson.loads(line) for line in tail.rest(tail.stdout)]
+    finally:
+        live.stop_training()
+
+    assert [event["values"]["loss"] for event in events] == [2.0, 3.0, 4.0, 5.0, 6.0]
 
 
 @pytest.mark.timeout(60)

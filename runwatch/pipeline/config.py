@@ -122,6 +122,7 @@ def default_pipeline_config(
             "live": {
                 "type": "websocket_hub",
                 "inputs": [last],
+                "replay_events": max_events,
                 "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
             },
         },

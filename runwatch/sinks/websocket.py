@@ -8,6 +8,11 @@ messages are dropped and counted, the subscriber is told with a
 ``{"type": "lagged", "dropped": N}`` notice, and past ``max_lagged_events``
 undelivered events it is closed. A slow subscriber never slows the pipeline
 or any other subscriber.
+
+The hub also keeps the last ``replay_events`` events it saw in memory: a new
+subscriber may ask for the latest of them (matching its filter) before the
+live ones (``/ws?replay=N``, ``runwatch tail -n N``), with neither a gap nor a
+repeat between the two.
 """
 
 from __future__ import annotations
@@ -281,6 +286,8 @@ class WebsocketHub(Sink):
         max_messages_per_subscriber: a subscriber's queue bound, in messages.
         max_bytes_per_subscriber: a subscriber's queue bound, in bytes of JSON.
         max_lagged_events: events a subscriber may miss before it is closed.
+        replay_events: how many of the latest events the hub keeps in memory
+            for new subscribers that ask to replay them (0: none).
     """
 
     class Options(BaseOptions):
@@ -288,12 +295,15 @@ class WebsocketHub(Sink):
         max_messages_per_subscriber: int = Field(256, ge=1)
         max_bytes_per_subscriber: int = Field(8 << 20, ge=1024)
         max_lagged_events: int = Field(1_000_000, ge=1)
+        replay_events: int = Field(1000, ge=0)
 
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
         self.tick_interval_seconds = options.publish_interval_seconds
         self._pending: list[Any] = []
         self._subscribers: set[Subscriber] = set()
+        # Events already published (or seen while nobody listened): what a new subscriber may replay.
+        self._recent: deque[Any] = deque(maxlen=options.replay_events)
         self.published_messages = 0
         self.published_events = 0
         self.subscriber_dropped_events = 0  # cumulative: stays counted after a subscriber leaves
@@ -311,6 +321,38 @@ class WebsocketHub(Sink):
         self._subscribers.add(subscriber)
         return subscriber
 
+    def replay(self, subscriber: Subscriber, count: int) -> int:
+        """Queue for ``subscriber`` the latest ``count`` kept events its filter admits, as one message.
+
+        Call on the pipeline's loop right after :meth:`subscribe`: the events
+        still pending publication are not among the kept ones, and they reach
+        the subscriber live, so nothing comes twice and nothing is skipped.
+
+        Returns:
+            How many events were queued.
+        """
+        if count <= 0:
+            return 0
+        subscription = subscriber.subscription
+        chosen: list[Any] = []
+        for event in reversed(self._recent):
+            if subscription._admits(event):
+                chosen.append(event)
+                if len(chosen) == count:
+                    break
+        chosen.reverse()
+        message, sent = _message_for(subscription, chosen, None)
+        if not sent:
+            return 0
+        try:
+            text = orjson.dumps(message, default=_json_default).decode()
+        except (TypeError, ValueError):  # an unencodable event stays out alone, as in publish()
+            message, sent = _message_for(subscription, [event for event in chosen if _encodable(event)], None)
+            text = orjson.dumps(message, default=_json_default).decode()
+        if sent:
+            subscriber.offer(text, sent)
+        return sent
+
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Remove a subscriber."""
         self._subscribers.discard(subscriber)
@@ -322,12 +364,20 @@ class WebsocketHub(Sink):
 
     async def write(self, batch: list[Any]) -> None:
         if not self._subscribers:
+            self._keep(batch)
             return
         if not self._pending and all(subscriber.stalled for subscriber in self._subscribers):
             # Nobody reads: count what each one misses now rather than hold the events.
-            self._skip_stalled([event for event in batch if event.kind != "receipt"])
+            kept = self._keep(batch)
+            self._skip_stalled(kept)
             return
         self._pending.extend(batch)
+
+    def _keep(self, batch: list[Any]) -> list[Any]:
+        """Remember ``batch``'s events for replay; returns them (receipts are internal, never kept)."""
+        events = [event for event in batch if event.kind != "receipt"]
+        self._recent.extend(events)
+        return events
 
     async def tick(self, now: float) -> None:
         self.publish()
@@ -348,9 +398,11 @@ class WebsocketHub(Sink):
         counted in ``unencodable_events``; the rest of the window goes out.
         """
         pending, self._pending = self._pending, []
-        if not pending or not self._subscribers:
+        if not pending:
             return
-        batch = [event for event in pending if event.kind != "receipt"]
+        batch = self._keep(pending)
+        if not self._subscribers:
+            return
         if all(subscriber.stalled for subscriber in self._subscribers):
             self._skip_stalled(batch)
             return
@@ -395,13 +447,9 @@ class WebsocketHub(Sink):
                 # Nobody in this group reads: count the events, skip the serialisation.
                 out.append((members, None, subscription.count(batch)))
                 continue
-            if subscription.format == "columns":
-                message, count = subscription.columns(batch)
-            else:
-                if wire is None:
-                    wire = [event_to_wire(event) for event in batch]
-                selected = subscription.select(batch, wire)
-                message, count = {"type": "batch", "events": selected}, len(selected)
+            if subscription.format == "events" and wire is None:
+                wire = [event_to_wire(event) for event in batch]
+            message, count = _message_for(subscription, batch, wire)
             if count:
                 out.append((members, orjson.dumps(message, default=_json_default).decode(), count))
         return out
@@ -444,6 +492,22 @@ def _encodable(event: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _message_for(
+    subscription: SubscriptionFilter, events: list[Any], wire: list[dict[str, Any]] | None
+) -> tuple[dict[str, Any], int]:
+    """The message carrying what ``subscription`` admits of ``events``, and how many events it carries.
+
+    ``wire`` is the events' wire forms when already built (shared by every
+    ``events``-format filter of one publication); ``None`` builds them here.
+    """
+    if subscription.format == "columns":
+        return subscription.columns(events)
+    if wire is None:
+        wire = [event_to_wire(event) for event in events]
+    selected = subscription.select(events, wire)
+    return {"type": "batch", "events": selected}, len(selected)
 
 
 def _json_default(value: Any) -> Any:

@@ -160,8 +160,8 @@ class DatabaseManager:
         Raises:
             ValueError: an unknown state.
         """
-        if state is not None and state not in ("pending", "firing", "resolved"):
-            raise ValueError(f"state must be pending, firing, resolved or None; got {state!r}")
+        if state is not None and state not in queries.ALERT_QUERY_STATES:
+            raise ValueError(f"state must be one of {', '.join(queries.ALERT_QUERY_STATES)}, or None; got {state!r}")
         states = ("pending", "firing") if state is None else (state,)
         return self._read(queries.alerts, run_id=run_id, states=states)
 

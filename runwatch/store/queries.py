@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "ALERT_QUERY_STATES",
     "MIN_READ_VERSION",
     "RUN_STATUSES",
     "TimeLike",
@@ -63,6 +64,9 @@ MIN_READ_VERSION: Final = 1
 
 #: Every status a run can have.
 RUN_STATUSES: Final = ("running", "paused", "completed", "failed", "crashed", "hung")
+
+#: The alert states a query may ask for (``inactive`` is never stored as current).
+ALERT_QUERY_STATES: Final = ("pending", "firing", "resolved")
 
 #: Statuses of runs whose writer is expected to be alive.
 ACTIVE_STATUSES: Final = ("running", "paused", "hung")

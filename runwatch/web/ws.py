@@ -26,6 +26,20 @@ MAX_CLIENT_MESSAGE_BYTES = 1024 * 1024
 SHUTTING_DOWN = "server shutting down"
 
 
+def _query_replay(websocket: WebSocket) -> int:
+    """``?replay=N``: how many of the latest kept events to send before the live ones (default 0).
+
+    Raises:
+        ValueError: N is not a whole number from 0 to 1,000,000.
+    """
+    text = websocket.query_params.get("replay")
+    if not text:
+        return 0
+    if not text.isdigit() or int(text) > 1_000_000:
+        raise ValueError(f"replay: must be a whole number from 0 to 1000000, got {text[:20]!r}")
+    return int(text)
+
+
 def _query_filter(websocket: WebSocket) -> SubscriptionFilter:
     params = websocket.query_params
     raw = {key: params[key] for key in ("runs", "kinds", "metrics", "format") if params.get(key)}
@@ -42,6 +56,7 @@ async def live_events(websocket: WebSocket) -> None:
         return
     try:
         subscription = _query_filter(websocket)
+        replay = _query_replay(websocket)
     except ValueError as exc:
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
@@ -57,6 +72,7 @@ async def live_events(websocket: WebSocket) -> None:
         if context.shutting_down:  # the server began to stop meanwhile: close with 1001 below
             return
         subscriber = hub.subscribe(subscription)
+        hub.replay(subscriber, replay)  # queued now, before any live message can be
         await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_send_loop, websocket, subscriber, tasks.cancel_scope)
