@@ -450,7 +450,7 @@ async def test_live_events_arrive_as_batches_promptly(monitor: WebMonitor, train
         assert isinstance(event["timestamp"], float)
     metric_event = next(event for event in events if event["kind"] == "metric")
     assert metric_event["values"] == {"loss": 0.25, "nan": None, "inf": "Infinity"}
-    assert metric_event["step"] is None and metric_event["tags"] is None
+    assert metric_event["step"] == 0 and metric_event["tags"] is None  # the run's first global step
     assert next(event for event in events if event["kind"] == "state")["patch"] == {"game_state": {"score": 2}}
     marker = events[-1]
     assert marker["level"] == "warning" and marker["data"] == {"n": 1}
