@@ -64,6 +64,19 @@ def test_a_run_that_never_heartbeated_is_not_watched_in_heartbeat_mode() -> None
     assert watch.check(T0 + 10_000) == []
 
 
+def test_a_run_whose_own_signal_is_any_event_is_watched_from_its_start_without_heartbeats() -> None:
+    """liveness_signal="any_event" in a run's start (ingest's own runs) arms it at once: any event is a sign of
+    life, and silence makes it hung, then crashed, even in heartbeat mode."""
+    watch = tracker()
+    watch.observe([started("own", liveness_signal="any_event"), started("plain")], T0)
+    watch.observe([Metric("own", T0 + 50, {"x": 1.0}), Metric("plain", T0 + 50, {"x": 1.0})], T0 + 50)
+
+    assert watch.check(T0 + 100) == []
+    assert kinds(watch.check(T0 + 111)) == [("own", "hung")]
+    assert kinds(watch.observe([LogEvent("own", T0 + 120, "note")], T0 + 120)) == [("own", "running")]
+    assert kinds(watch.check(T0 + 421)) == [("own", "crashed")]
+
+
 def test_heartbeat_after_hung_recovers_at_once() -> None:
     """A hung run that heartbeats again is recovered by the batch carrying the heartbeat."""
     watch = tracker()

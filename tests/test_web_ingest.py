@@ -18,6 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from runwatch.config import MonitorConfig
 from runwatch.monitor import WebMonitor
+from runwatch.pipeline.config import default_pipeline_config
 
 JSON = {"content-type": "application/json"}
 MAX_BODY = 1024 * 1024  # the default SecurityPolicy.max_body_bytes
@@ -160,7 +161,7 @@ def test_retried_batch_id_is_200_duplicate_and_stored_once(server: Server) -> No
         assert again.status_code == 200
         assert again.json() == {"accepted": 0, "batch_id": "retry-1", "duplicate": True}
     assert server.counts() == before
-    assert len(server.client.get("/api/runs/ing-retry/events").json()["events"]) == 1
+    assert len(server.client.get("/api/runs/ing-retry/events?kind=log").json()["events"]) == 1
     assert server.client.get("/api/runs/ing-retry").json()["metrics"]["x"]["count"] == 1
 
 
@@ -169,7 +170,7 @@ def test_bare_array_is_accepted(server: Server) -> None:
     response = server.post(json.dumps([log("ing-bare", n=1), log("ing-bare", n=2)]))
     assert response.status_code == 202
     assert response.json() == {"accepted": 2, "batch_id": None, "duplicate": False}
-    events = server.client.get("/api/runs/ing-bare/events").json()["events"]
+    events = server.client.get("/api/runs/ing-bare/events?kind=log").json()["events"]
     assert sorted(e["event_data"]["n"] for e in events) == [1, 2]
 
 
@@ -203,6 +204,71 @@ def test_non_finite_metric_values_round_trip(server: Server) -> None:
     stats = server.client.get("/api/runs/ing-nonfinite").json()["metrics"]
     assert stats["a"]["nan_count"] == 1 and stats["d"]["nan_count"] == 1
     assert stats["b"]["max"] == "Infinity" and stats["c"]["min"] == "-Infinity"
+
+
+def test_an_event_without_a_timestamp_is_stamped_with_the_receive_time(server: Server) -> None:
+    """timestamp may be left out: the server stamps such events with the time it received the request."""
+    before = time.time()
+    response = server.post(json.dumps([{"kind": "log", "run_id": "ing-now", "type": "note"}]))
+    after = time.time()
+
+    assert response.status_code == 202
+    (event,) = server.client.get("/api/runs/ing-now/events?kind=log").json()["events"]
+    stamped = datetime.fromisoformat(event["timestamp"]).timestamp()
+    assert before <= stamped <= after
+
+
+def test_events_of_an_unknown_run_start_it_as_created_by_ingest(server: Server) -> None:
+    """A batch for a run nobody started creates it with a run_started event marked created_by ingest; the
+    acknowledgement counts only the producer's own events."""
+    response = server.post(json.dumps([metric("ing-implicit", {"loss": 1.0}, timestamp=time.time())]))
+
+    assert response.status_code == 202 and response.json()["accepted"] == 1
+    summary = server.client.get("/api/runs/ing-implicit").json()
+    assert summary["status"] == "running"
+    assert summary["metadata"] == {"created_by": "ingest", "liveness_signal": "any_event"}
+    kinds = [event["event_type"] for event in server.client.get("/api/runs/ing-implicit/events").json()["events"]]
+    assert kinds == ["run_started"]
+
+
+def test_a_run_created_by_ingest_that_falls_silent_becomes_hung(tmp_path: Path) -> None:
+    """Without a single heartbeat, a run ingest created is marked hung once silent past its timeout."""
+    pipeline = default_pipeline_config()
+    pipeline["stages"]["liveness"].update(heartbeat_timeout_seconds=0.5, check_interval_seconds=0.1)
+    db_path = tmp_path / "m.db"
+    config = MonitorConfig(db_path=str(db_path), data_dir=str(tmp_path / "d"), web_port=0, pipeline=pipeline)
+    with WebMonitor(config) as monitor, httpx.Client(base_url=monitor.web_url, timeout=TIMEOUT) as client:
+        posted = client.post("/api/ingest", json=[metric("ing-silent", {"loss": 1.0}, timestamp=time.time())])
+        assert posted.status_code == 202
+        deadline = time.monotonic() + TIMEOUT
+        # The verdict comes from the stage's periodic check: nothing to await from here but the stored status.
+        while client.get("/api/runs/ing-silent").json()["status"] != "hung":
+            assert time.monotonic() < deadline, "the silent run was never marked hung"
+            time.sleep(0.05)
+        hung = client.get("/api/runs/ing-silent/events").json()["events"]
+    assert "application_appears_hung" in [event["event_type"] for event in hung]
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_started_for_a_run_that_ended_is_409_and_stores_nothing(server: Server, status: str) -> None:
+    """Re-sending started for an ended run is refused (409 naming the transition); resumed continues it."""
+    run_id = f"ing-ended-{status}"
+    now = time.time()
+    lifecycle = {"kind": "lifecycle", "run_id": run_id, "timestamp": now}
+    ended = [{**lifecycle, "transition": "started"}, {**lifecycle, "transition": status}]
+    assert server.post(json.dumps(ended)).status_code == 202
+    before = server.counts()
+
+    again = server.post(json.dumps([log(run_id, n=1), {**lifecycle, "transition": "started"}]))
+
+    assert again.status_code == 409
+    assert again.json()["error"]["field"] == "events[1].transition"
+    assert "resumed" in again.json()["error"]["message"]
+    assert server.counts() == before
+    assert server.client.get(f"/api/runs/{run_id}").json()["status"] == status
+    resumed = server.post(json.dumps([{**lifecycle, "transition": "resumed"}]))
+    assert resumed.status_code == 202
+    assert server.client.get(f"/api/runs/{run_id}").json()["status"] == "running"
 
 
 # -- POST /api/ingest: refused -----------------------------------------------------------------------
@@ -345,7 +411,6 @@ def test_invalid_metric_value_field_names_the_value(server: Server) -> None:
         pytest.param(
             [{"kind": "log", "run_id": 7, "timestamp": 1.0, "type": "x"}], "[0]", "run_id", id="run-id-number"
         ),
-        pytest.param([{"kind": "log", "run_id": "r", "type": "x"}], "[0]", "timestamp", id="timestamp-missing"),
         pytest.param(
             [{"kind": "log", "run_id": "r", "timestamp": "now", "type": "x"}], "[0]", "timestamp", id="timestamp-string"
         ),
@@ -550,7 +615,7 @@ async def test_ws_ingest_acks_with_the_accepted_count_once_committed(server: Ser
     async with connect(server.ws_url + "/ws/ingest", open_timeout=TIMEOUT) as ws:
         ack = await exchange(ws, {"batch_id": "ws-1", "events": [log("ws-ing", n=1), log("ws-ing", n=2)]})
         assert ack == {"type": "ack", "batch_id": "ws-1", "accepted": 2, "duplicate": False}
-        events = await anyio.to_thread.run_sync(lambda: server.client.get("/api/runs/ws-ing/events").json())
+        events = await anyio.to_thread.run_sync(lambda: server.client.get("/api/runs/ws-ing/events?kind=log").json())
         assert sorted(e["event_data"]["n"] for e in events["events"]) == [1, 2]
 
 
@@ -563,7 +628,7 @@ async def test_ws_ingest_duplicate_batch_is_acked_as_duplicate(server: Server) -
         assert again == {"type": "ack", "batch_id": "ws-dup", "accepted": 0, "duplicate": True}
     posted = await anyio.to_thread.run_sync(lambda: server.post(json.dumps(batch)))
     assert posted.status_code == 200 and posted.json()["duplicate"] is True
-    events = await anyio.to_thread.run_sync(lambda: server.client.get("/api/runs/ws-dup/events").json())
+    events = await anyio.to_thread.run_sync(lambda: server.client.get("/api/runs/ws-dup/events?kind=log").json())
     assert len(events["events"]) == 1
 
 

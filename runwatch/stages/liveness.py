@@ -42,7 +42,10 @@ Rules (the pure :class:`LivenessTracker`):
   The store sets ``runs.status`` from these three events (see
   :data:`runwatch.store.encode.LIVENESS_STATUS`).
 - A run's own timeout is ``heartbeat_timeout_seconds`` in its ``started``
-  metadata (sessions set it at creation).
+  metadata (sessions set it at creation), and its own signal is
+  ``liveness_signal`` there: ``any_event`` makes every event of that run a
+  sign of life, its start included (runs that ingest creates for producers
+  that sent events without starting a run do this; see docs/protocol.md).
 - Paused, completed and failed runs are not watched.
 - Times are the producers' timestamps (capped at the server's clock), the
   same ones the store keeps, so clocks must agree to well within the timeout.
@@ -138,6 +141,7 @@ class _Watch:
     last_signal: float | None = None  # None: not armed yet
     timeout: float | None = None  # None: the tracker's default
     learned_at: float | None = None  # when this pipeline last learned the status itself
+    any_event: bool = False  # its own signal: every event is a sign of life
 
 
 def _timeout_of(value: Any) -> float | None:
@@ -237,7 +241,7 @@ class LivenessTracker:
                 watch.learned_at = now
             elif kind is IngestReceipt or kind is AlertEvent:
                 continue  # bookkeeping and server-side verdicts are no sign of the producer's life
-            elif any_event:
+            elif any_event or (event.run_id in runs and runs[event.run_id].any_event):
                 self._signal(event.run_id, event.timestamp, now, out)
             elif event.run_id not in runs:
                 runs[event.run_id] = _Watch()  # watched (unarmed) so the store's status is learned
@@ -255,8 +259,11 @@ class LivenessTracker:
                 own = _timeout_of(event.metadata.get("heartbeat_timeout_seconds"))
                 if own is not None:
                     watch.timeout = own
+                if event.metadata.get("liveness_signal") == "any_event":
+                    watch.any_event = True
             # A resumed run's old signals say nothing about now: wait for a fresh one.
-            watch.last_signal = min(event.timestamp, now) if self.signal == "any_event" else None
+            armed = self.signal == "any_event" or watch.any_event
+            watch.last_signal = min(event.timestamp, now) if armed else None
         else:  # paused, completed, failed: quiet on purpose
             self._runs.pop(event.run_id, None)
 

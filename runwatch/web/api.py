@@ -23,6 +23,7 @@ from ..exceptions import UnknownRunError
 from ..store import queries
 from ..store.queries import RUN_STATUSES
 from .app import ApiError, JSONResponse, WebContext, error_responses, iso, web_context
+from .ingest_rules import with_run_rules
 from .series import downsample_min_max, window_payload
 
 __all__ = ["router"]
@@ -515,7 +516,12 @@ def _label(value: str) -> str:
 
 # -- ingest ----------------------------------------------------------------------------------
 
-_TIMESTAMP = {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP}
+_TIMESTAMP = {
+    "type": "number",
+    "minimum": 0,
+    "maximum": MAX_TIMESTAMP,
+    "description": "seconds since the epoch; absent: when the server received the request",
+}
 _RUN_ID = {"type": "string", "minLength": 1}
 _INT64 = {"type": "integer", "format": "int64"}
 _METRIC_VALUE = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
@@ -523,7 +529,7 @@ _WIRE_EVENTS = [
     {
         "type": "object",
         "title": "metric",
-        "required": ["kind", "run_id", "timestamp", "values"],
+        "required": ["kind", "run_id", "values"],
         "properties": {
             "kind": {"const": "metric"},
             "run_id": _RUN_ID,
@@ -542,7 +548,7 @@ _WIRE_EVENTS = [
     {
         "type": "object",
         "title": "log",
-        "required": ["kind", "run_id", "timestamp", "type"],
+        "required": ["kind", "run_id", "type"],
         "properties": {
             "kind": {"const": "log"},
             "run_id": _RUN_ID,
@@ -556,7 +562,7 @@ _WIRE_EVENTS = [
     {
         "type": "object",
         "title": "state",
-        "required": ["kind", "run_id", "timestamp", "patch"],
+        "required": ["kind", "run_id", "patch"],
         "properties": {
             "kind": {"const": "state"},
             "run_id": _RUN_ID,
@@ -568,7 +574,7 @@ _WIRE_EVENTS = [
     {
         "type": "object",
         "title": "heartbeat",
-        "required": ["kind", "run_id", "timestamp"],
+        "required": ["kind", "run_id"],
         "properties": {
             "kind": {"const": "heartbeat"},
             "run_id": _RUN_ID,
@@ -580,7 +586,7 @@ _WIRE_EVENTS = [
     {
         "type": "object",
         "title": "lifecycle",
-        "required": ["kind", "run_id", "timestamp", "transition"],
+        "required": ["kind", "run_id", "transition"],
         "properties": {
             "kind": {"const": "lifecycle"},
             "run_id": _RUN_ID,
@@ -682,8 +688,11 @@ def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | No
     if len(items) > max_events:
         raise ApiError(413, f"at most {max_events} events per request, got {len(items)}", prefix or None)
     events = []
+    received_at = time.time()  # the timestamp of events that carry none
     for index, item in enumerate(items):
         where = f"{prefix}[{index}]"
+        if isinstance(item, dict) and "timestamp" not in item:
+            item = {**item, "timestamp": received_at}
         try:
             events.append(event_from_dict(_decode_wire_numbers(item)))
         except (TypeError, ValueError) as exc:
@@ -758,13 +767,15 @@ def _decode_wire_numbers(item: Any) -> Any:
     openapi_extra=INGEST_BODY_SCHEMA,
     responses={
         200: {"description": "a retried batch_id: already stored, nothing stored again"},
-        **error_responses(400, 413, 415, 422, 503),
+        **error_responses(400, 409, 413, 415, 422, 503),
     },
 )
 async def ingest(request: Request) -> JSONResponse:
     context = web_context(request)
     source = context.service("ingest")
-    events, batch_id = parse_ingest_body(await request.body(), context.max_ingest_events)
+    sent, batch_id = parse_ingest_body(await request.body(), context.max_ingest_events)
+    events = await with_run_rules(context, sent)
     result = await source.submit(events, batch_id)
-    body = {"accepted": result.accepted, "batch_id": result.batch_id, "duplicate": result.duplicate}
+    accepted = result.accepted and result.accepted - (len(events) - len(sent))  # the producer's own events
+    body = {"accepted": accepted, "batch_id": result.batch_id, "duplicate": result.duplicate}
     return JSONResponse(body, status_code=200 if result.duplicate else 202)

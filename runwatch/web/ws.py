@@ -174,6 +174,7 @@ def _batch_id_of(data: bytes) -> object:
 async def ingest_batches(websocket: WebSocket) -> None:
     """Take ``{"batch_id", "events"}`` messages; answer each with an ack once committed."""
     from .api import parse_ingest_body
+    from .ingest_rules import with_run_rules
 
     context = web_context(websocket)
     source = context.services.get(INGEST)
@@ -193,7 +194,8 @@ async def ingest_batches(websocket: WebSocket) -> None:
             if isinstance(data, str):
                 data = data.encode()
             try:
-                events, batch_id = parse_ingest_body(data, context.max_ingest_events)
+                sent, batch_id = parse_ingest_body(data, context.max_ingest_events)
+                events = await with_run_rules(context, sent)
             except ApiError as exc:
                 await _send_error(websocket, exc.message, field=exc.field, batch_id=_batch_id_of(data))
                 continue
@@ -202,7 +204,8 @@ async def ingest_batches(websocket: WebSocket) -> None:
             except PipelineNotRunning:
                 await websocket.close(code=1001, reason="shutting down")
                 return
-            ack = {"type": "ack", "batch_id": batch_id, "accepted": result.accepted, "duplicate": result.duplicate}
+            accepted = result.accepted and result.accepted - (len(events) - len(sent))  # the producer's own events
+            ack = {"type": "ack", "batch_id": batch_id, "accepted": accepted, "duplicate": result.duplicate}
             await websocket.send_text(orjson.dumps(ack).decode())
     except WebSocketDisconnect:
         return

@@ -1,0 +1,99 @@
+"""What remote ingest does with runs: a run it does not know, and a run that has ended.
+
+The rules (docs/protocol.md, "Ingest"):
+
+- A batch's events for a run the store does not have, with no ``started`` in
+  the batch before them, start that run first: a ``started`` lifecycle event
+  at the first event's time, with metadata ``{"created_by": "ingest",
+  "liveness_signal": "any_event"}``. Every event of such a run is a sign of
+  life (its producer may never send heartbeats), so the liveness stage marks
+  it ``hung`` and then ``crashed`` once it falls silent, instead of leaving
+  it ``running`` forever.
+- ``started`` for a run that has ended (``completed``, ``failed`` or
+  ``crashed``) is refused with 409 and nothing of the batch is stored: a
+  finished run is never reopened by accident (a retried start, an id used
+  twice). To continue it on purpose, send ``resumed``.
+
+:func:`apply_run_rules` is pure; :func:`with_run_rules` reads the statuses it
+needs from the store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+from typing import Any, Final
+
+import orjson
+
+from ..events import RunLifecycle, RunTransition
+from ..exceptions import StoreError
+from .app import ApiError, WebContext
+
+__all__ = ["CREATED_BY_INGEST", "ENDED_STATUSES", "apply_run_rules", "stored_statuses", "with_run_rules"]
+
+#: The ``started`` metadata of a run that ingest created on its own.
+CREATED_BY_INGEST: Final = {"created_by": "ingest", "liveness_signal": "any_event"}
+
+#: Statuses of runs whose ``started`` ingest refuses.
+ENDED_STATUSES: Final = frozenset({"completed", "failed", "crashed"})
+
+
+def stored_statuses(connection: sqlite3.Connection, run_ids: list[str]) -> dict[str, str]:
+    """The stored status of each of ``run_ids`` the store has."""
+    try:
+        rows = connection.execute(
+            "SELECT run_id, status FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(run_ids).decode(),),
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # a store nothing was written to yet
+            return {}
+        raise
+    return dict(rows)
+
+
+def apply_run_rules(events: list[Any], statuses: Mapping[str, str]) -> list[Any]:
+    """The events to store for a batch, given the stored status of its runs.
+
+    Args:
+        events: the batch's validated events, in order.
+        statuses: run id → stored status, for the batch's runs the store has.
+
+    Returns:
+        ``events``, with a ``started`` event inserted before the first event
+        of each unknown run that the batch does not start itself.
+
+    Raises:
+        ApiError: 409 for a ``started`` of a run that has ended.
+    """
+    out: list[Any] = []
+    seen: set[str] = set()
+    for index, event in enumerate(events):
+        run_id = event.run_id
+        starts = type(event) is RunLifecycle and event.transition is RunTransition.STARTED
+        if starts and statuses.get(run_id) in ENDED_STATUSES:
+            raise ApiError(
+                409,
+                f"run {run_id!r} has ended ({statuses[run_id]}): 'started' would reopen it;"
+                " send a 'resumed' lifecycle event to continue it, or use a new run id",
+                f"events[{index}].transition",
+            )
+        if run_id not in seen:
+            seen.add(run_id)
+            if run_id not in statuses and not starts:
+                out.append(RunLifecycle(run_id, event.timestamp, RunTransition.STARTED, metadata=CREATED_BY_INGEST))
+        out.append(event)
+    return out
+
+
+async def with_run_rules(context: WebContext, events: list[Any]) -> list[Any]:
+    """:func:`apply_run_rules` with the statuses read from the store (none if it does not exist yet)."""
+    if not events:
+        return events
+    run_ids = sorted({event.run_id for event in events})
+    try:
+        statuses = await context.reader.run(stored_statuses, run_ids)
+    except StoreError:  # no store file yet: every run is new
+        statuses = {}
+    return apply_run_rules(events, statuses)
