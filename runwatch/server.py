@@ -88,6 +88,7 @@ def web_settings_of(config: MonitorConfig) -> Any:
         token=config.web_token,
         log_level="info" if config.debug else "warning",
         max_connections=config.web_max_connections,
+        static_dir=config.static_dir,
     )
 
 

@@ -720,3 +720,23 @@ def test_alerts_panel_starts_from_the_alerts_api(monitor: WebMonitor, browser: B
         "the resolved alert to leave the panel",
     )
     assert_no_js_errors(browser)
+
+
+def test_the_empty_runs_page_names_real_apis_and_an_unknown_run_page_prints_no_null(
+    monitor: WebMonitor, browser: Browser
+) -> None:
+    """With no runs the runs page points at WebMonitor and runwatch demo; a run page for an unknown id shows
+    its "unknown run" notice and no stray "null" text anywhere."""
+    browser.navigate(f"{monitor.web_url}/#/")
+    browser.wait_for("document.body.innerText.includes('No runs yet')", timeout=15)
+    empty = browser.evaluate("document.body.innerText")
+    assert "WebMonitor(" in empty and "runwatch demo" in empty and "runwatch.Monitor" not in empty
+
+    browser.navigate(f"{monitor.web_url}/#/runs/no-such-run")
+    browser.wait_for("document.body.innerText.includes('Unknown run')", timeout=15)
+    browser.wait_for("document.querySelector('#event-filters .chip-group') !== null", timeout=15)
+    text_nodes = browser.evaluate(
+        "(() => { const found = []; const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);"
+        " while (walker.nextNode()) found.push(walker.currentNode.textContent.trim()); return found; })()"
+    )
+    assert "null" not in text_nodes, diagnostics(browser)

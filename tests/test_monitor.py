@@ -901,3 +901,20 @@ def test_web_url_serves_the_runs_api(monitor: WebMonitor) -> None:
 
     assert response.status_code == 200
     assert run_id in response.text
+
+
+def test_static_dir_serves_the_users_files_after_the_dashboards_own(tmp_path: Path) -> None:
+    """Files in static_dir are served at /static/<name>; a name the dashboard uses still gets the dashboard's file."""
+    own = tmp_path / "my-static"
+    own.mkdir()
+    (own / "notes.txt").write_text("my notes")
+    (own / "app.js").write_text("not the dashboard")
+    config = make_config(tmp_path).with_changes(static_dir=str(own))
+    with WebMonitor(config) as monitor, httpx.Client(base_url=monitor.web_url, timeout=10) as client:
+        notes = client.get("/static/notes.txt")
+        dashboard = client.get("/static/app.js")
+        missing = client.get("/static/absent.txt")
+
+    assert (notes.status_code, notes.text) == (200, "my notes")
+    assert dashboard.status_code == 200 and dashboard.text != "not the dashboard"
+    assert missing.status_code == 404

@@ -174,6 +174,7 @@ def create_app(
     pipeline: Any = None,
     policy: SecurityPolicy | None = None,
     max_ingest_events: int = 10_000,
+    static_dir: str | None = None,
 ) -> SecurityMiddleware:
     """Build the ASGI app (wrapped in the security middleware).
 
@@ -183,6 +184,10 @@ def create_app(
             services take ingest and websocket subscribers (``None``: read-only).
         policy: the security policy (default: loopback only, no token).
         max_ingest_events: the most events one ingest request may carry.
+        static_dir: a directory of the user's own static files, served at
+            ``/static/<name>`` after the dashboard's own files (a file of the
+            same name as one of the dashboard's is never served); ignored
+            when it does not exist.
     """
     from . import api, sessions, ws
 
@@ -207,7 +212,11 @@ def create_app(
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
-    app.mount("/static", StaticFiles(directory=STATIC_DIR, follow_symlink=False), name="static")
+    static = StaticFiles(directory=STATIC_DIR, follow_symlink=False)
+    if static_dir is not None and Path(static_dir).is_dir():
+        # Looked up in order: the dashboard's files first, so a stray directory cannot replace them.
+        static.all_directories = [*static.all_directories, Path(static_dir)]
+    app.mount("/static", static, name="static")
     return SecurityMiddleware(app, policy or SecurityPolicy())
 
 

@@ -71,6 +71,8 @@ class WebSettings:
             complete request head before it is closed.
         body_timeout_seconds: the longest wait for the next part of a request
             body before the request is answered 408.
+        static_dir: a directory of the user's own static files, served at
+            ``/static/`` after the dashboard's own (``None``: none).
     """
 
     host: str = "127.0.0.1"
@@ -84,6 +86,7 @@ class WebSettings:
     max_connections: int | None = None
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 10.0
+    static_dir: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -195,7 +198,7 @@ def web_companion(
             logger.error("runwatch: %s; running without the web interface", message)
             yield None
             return
-        app = create_app(db_path=db_path, pipeline=pipeline, policy=policy)
+        app = create_app(db_path=db_path, pipeline=pipeline, policy=policy, static_dir=settings.static_dir)
         config = uvicorn.Config(
             app,
             log_level=uvicorn_log_level(settings.log_level),

@@ -1499,7 +1499,7 @@
       this.countEl = h('span', { class: 'muted' });
       this.errorEl = h('div', { class: 'error', hidden: true });
       this.tbody = h('tbody');
-      this.emptyEl = h('div', { class: 'empty', hidden: true }, 'No runs yet. Start one with runwatch.Monitor(...).');
+      this.emptyEl = h('div', { class: 'empty', hidden: true }, 'No runs yet. Start one from Python with WebMonitor(MonitorConfig(...)).start_training(), or run: runwatch demo');
       this.root.append(h('section', { class: 'card' },
         h('div', { class: 'card-head' }, h('h1', null, 'Runs'), this.countEl),
         this.errorEl,
@@ -2314,8 +2314,9 @@
           'aria-pressed': String(this.eventFilter[name].has(value)),
           onclick: () => this.toggleEventFilter(name, value),
         }, value)));
-      this.eventFiltersEl.replaceChildren(
-        group('kind', EVENT_KINDS, 'Kind'), group('level', LEVELS, 'Level'), types.length ? group('type', types, 'Type') : null);
+      const groups = [group('kind', EVENT_KINDS, 'Kind'), group('level', LEVELS, 'Level')];
+      if (types.length) groups.push(group('type', types, 'Type')); // replaceChildren(null) would print "null"
+      this.eventFiltersEl.replaceChildren(...groups);
       this.filterTypesShown = types.join('\u0000');
     }
 
