@@ -2,17 +2,20 @@
 
 An agent walks a small grid world: every step logs reward, loss, epsilon
 and inference time, the game state (position, health, map) and the action;
-every episode logs its total reward. Once per run the loss diverges to NaN
-for a few steps: it is stored and charted as such, and the default alert
-rule ``non_finite_metric`` fires (visible in the dashboard's alerts panel).
+every episode logs its total reward (the built-in sampler adds system/*
+metrics). Once per run the loss diverges to NaN for a few steps: it is stored
+and charted as such, and the default alert rule ``non_finite_metric`` fires
+and resolves (both visible in the dashboard's alerts panel).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .config import MonitorConfig
 from .monitor import WebMonitor
@@ -33,8 +36,34 @@ class DemoSettings:
     diverge_at_episode: int | None = 12
 
 
-def simulate_training(monitor: WebMonitor, settings: DemoSettings = DemoSettings()) -> str:
-    """Run the simulated loop on ``monitor``; returns the run id."""
+def _announce_run(url: str | None, run_id: str) -> None:
+    if url:
+        print(f"  run           {url}/#/runs/{run_id}   (open it now: it updates live)", flush=True)
+    else:
+        print(f"  run           {run_id}", flush=True)
+
+
+def _alert_lines(events: list[dict[str, Any]]) -> list[str]:
+    """One line per alert that fired: when it fired and, if so, when it resolved."""
+    lines: list[str] = []
+    fired_at: dict[str, float] = {}
+    for event in events:  # oldest first
+        data = event["event_data"]
+        rule, state = str(data.get("rule")), data.get("state")
+        if state == "firing":
+            fired_at[rule] = event["timestamp"].timestamp()
+            summary = data.get("annotations", {}).get("summary", "")
+            lines.append(f"{rule} ({data.get('severity')}) fired: {summary}")
+        elif state == "resolved" and rule in fired_at:
+            lasted = event["timestamp"].timestamp() - fired_at.pop(rule)
+            lines.append(f"{rule} resolved {lasted * 1000:.0f} ms later (the run page's alerts panel keeps it)")
+    return lines
+
+
+def simulate_training(
+    monitor: WebMonitor, settings: DemoSettings = DemoSettings(), on_start: Callable[[str], None] | None = None
+) -> str:
+    """Run the simulated loop on ``monitor``; returns the run id (also given to ``on_start`` once it exists)."""
     rng = random.Random(settings.seed)
     run_id = monitor.start_training(
         config={
@@ -45,7 +74,8 @@ def simulate_training(monitor: WebMonitor, settings: DemoSettings = DemoSettings
             "env": "gridworld-16x16",
         }
     )
-    global_step = 0
+    if on_start is not None:
+        on_start(run_id)
     loss = 2.0
     for episode in range(settings.episodes):
         x, y, hp, total_reward = 8, 8, 100, 0.0
@@ -69,10 +99,10 @@ def simulate_training(monitor: WebMonitor, settings: DemoSettings = DemoSettings
                 inference_time,
                 {"position": {"x": x, "y": y}, "hp": hp, "map": "gridworld", "episode": episode},
             )
+            # Right after update_step, so the loss lands on the same step (one row per step in the frame).
             monitor.update_metrics(
                 {"loss": logged_loss, "epsilon": epsilon, "q_value": {"mean": 1.0 - loss, "max": 2.0 - loss / 2}},
             )
-            global_step += 1
             if settings.step_seconds:
                 time.sleep(settings.step_seconds)
             if hp == 0:
@@ -81,15 +111,8 @@ def simulate_training(monitor: WebMonitor, settings: DemoSettings = DemoSettings
         monitor.update_episode(episode, total_reward, step + 1, success, {"epsilon": epsilon})
         if episode % 10 == 9:
             monitor.record_event("checkpoint_saved", {"episode": episode, "path": f"checkpoints/ep{episode}.pt"})
-        monitor.update_system_metrics(*_system_sample())
     monitor.stop_training(final_reward=total_reward)
     return run_id
-
-
-def _system_sample() -> tuple[float, float, float]:
-    import psutil
-
-    return psutil.cpu_percent(interval=None), psutil.virtual_memory().percent, psutil.disk_usage("/").percent
 
 
 def run_demo(
@@ -112,26 +135,24 @@ def run_demo(
         url = monitor.web_url
         print(f"  dashboard     {url}/" if url else "  dashboard     (could not listen)")
         started = time.perf_counter()
-        run_id = simulate_training(monitor, settings)
+        run_id = simulate_training(monitor, settings, on_start=lambda run_id: _announce_run(url, run_id))
         summary = monitor.get_run_summary(run_id)
         frame = monitor.get_run_metrics(run_id)
         elapsed = time.perf_counter() - started
         stats = monitor.statistics()["components"]
-        print(f"  run           {url}/#/runs/{run_id}  ({summary['status']}, {elapsed:.1f} s)")
+        print(f"  finished      {summary['status']} in {elapsed:.1f} s")
         print(f"  steps         {summary['total_steps']}  episodes {summary['total_episodes']}")
         loss = summary["metrics"].get("loss", {})
         last, low, nans = loss.get("last"), loss.get("min"), loss.get("nan_count")
         print(f"  loss          last {last:.4f}  min {low:.4f}  NaN values {nans}")
-        print(f"  metric rows   {len(frame)} logging calls, {frame.shape[1] - 2} metrics")
-        fired = [e for e in monitor.get_run_events(run_id, "alert") if e["event_data"].get("state") == "firing"]
-        for alert in fired:
-            data = alert["event_data"]
-            summary = data.get("annotations", {}).get("summary", "")
-            print(f"  alert         {data.get('rule')} ({data.get('severity')}) fired: {summary}")
+        print(f"  metrics       {len(frame)} steps x {frame.shape[1] - 2} metrics (monitor.get_run_metrics(run_id))")
+        for line in _alert_lines(monitor.get_run_events(run_id, "alert")):
+            print(f"  alert         {line}")
         store = stats.get("store", {})
         print(f"  committed     {store.get('committed_events')} events in {store.get('commits')} transactions")
         print(f"  store         {Path(config.db_path).resolve()}")
-        print(f"  read it back  runwatch is a library too: DatabaseManager('{config.db_path}').get_run_metrics(...)")
+        print(f"  read it back  DatabaseManager('{config.db_path}').get_run_metrics('{run_id}')")
+        print(f"  see it again  runwatch serve --db {config.db_path}   (or: runwatch show {run_id} --db {config.db_path})")
         if keep_open and url:
             print("  the dashboard stays up; press Ctrl-C to stop")
             try:

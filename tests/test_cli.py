@@ -144,6 +144,11 @@ def test_demo_runs_one_episode_and_prints_the_store_path(runner: CliRunner, tmp_
     assert (run["status"], run["total_episodes"]) == ("completed", 1)
     assert run["total_steps"] >= 1
     assert run["run_id"] in result.stdout
+    lines = result.stdout.splitlines()
+    link = next(index for index, line in enumerate(lines) if f"/#/runs/{run['run_id']}" in line)
+    finished = next(index for index, line in enumerate(lines) if line.strip().startswith("finished"))
+    assert link < finished  # the run's page is announced while it runs, not afterwards
+    assert f"runwatch serve --db {data_dir / 'monitoring.db'}" in result.stdout  # how to look again later
 
 
 def test_demo_refuses_zero_episodes(runner: CliRunner, tmp_path: Path) -> None:

@@ -588,12 +588,17 @@ def test_alerts_panel_shows_a_firing_alert_live(monitor: WebMonitor, browser: Br
     monitor.emit_event(AlertEvent(run_id, time.time(), "nan_loss", "resolved", "critical"))
     wait_timed(
         browser,
-        "document.querySelectorAll('#alerts li[data-rule]').length",
+        "document.querySelectorAll('#alerts li[data-state=\"firing\"]').length",
         0,
         sent,
         ALERT_DEADLINE,
-        "the resolved alert to leave the panel",
+        "the resolved alert to stop firing",
     )
+    # It stays listed as resolved (a NaN burst's alert may fire and resolve within milliseconds).
+    resolved = '#alerts li[data-rule="nan_loss"][data-state="resolved"]'
+    stays(browser, f"document.querySelector({js(resolved)}) !== null", True, 2.0, "the resolved alert")
+    assert browser.evaluate("document.querySelector('#alerts').dataset.firing") == "0"
+    assert "No firing alerts" in browser.evaluate("document.querySelector('#alerts').textContent")
     assert_same_document(browser, token, navigations)
     assert_no_js_errors(browser)
 
@@ -713,12 +718,15 @@ def test_alerts_panel_starts_from_the_alerts_api(monitor: WebMonitor, browser: B
     monitor.emit_event(AlertEvent(run_id, time.time(), "served_rule", "resolved", "error", labels={"metric": "loss"}))
     wait_timed(
         browser,
-        "document.querySelectorAll('#alerts li[data-rule]').length",
+        "document.querySelectorAll('#alerts li[data-state=\"firing\"]').length",
         0,
         sent,
         ALERT_DEADLINE,
-        "the resolved alert to leave the panel",
+        "the resolved alert to stop firing",
     )
+    assert browser.evaluate(
+        "Array.from(document.querySelectorAll('#alerts li[data-rule]')).map(li => li.dataset.state)"
+    ) == ["resolved"]
     assert_no_js_errors(browser)
 
 

@@ -2446,11 +2446,10 @@
       const firing = alerts.filter((a) => a.state === 'firing').length;
       this.alertsEl.dataset.firing = String(firing);
       this.alertsEl.querySelector('.alerts-count').textContent = alerts.length ? `${firing} firing${alerts.length > firing ? `, ${alerts.length - firing} pending` : ''}` : '';
-      if (alerts.length === 0) {
-        this.alertsList.replaceChildren(h('li', { class: 'muted' }, 'No firing alerts.'));
-        return;
-      }
-      this.alertsList.replaceChildren(...alerts.map((a) => {
+      // An alert that fired and resolved between two looks (a NaN burst) stays visible as resolved.
+      const resolved = this.recentlyResolvedAlerts(5);
+      const items = alerts.length ? [] : [h('li', { class: 'muted' }, 'No firing alerts.')];
+      this.alertsList.replaceChildren(...items, ...[...alerts, ...resolved].map((a) => {
         const labels = Object.entries(a.labels || {}).map(([k, v]) => `${k}=${v}`).join(', ');
         const note = a.annotations && (a.annotations.summary || a.annotations.description);
         const since = Number.isFinite(parseTime(a.active_since)) ? parseTime(a.active_since) : a.ts;
@@ -2461,8 +2460,24 @@
           labels ? h('span', { class: 'muted' }, labels) : null,
           a.value !== null && a.value !== undefined ? h('span', null, `value ${formatValue(parseValue(a.value))}`) : null,
           note ? h('span', { class: 'alert-note' }, note) : null,
-          h('span', { class: 'muted alert-since' }, `since ${formatClock(since)}`));
+          h('span', { class: 'muted alert-since' }, a.state === 'resolved' ? `at ${formatClock(a.ts)}` : `since ${formatClock(since)}`));
       }));
+    }
+
+    /** The latest alerts of this run whose last transition is "resolved" (newest first, at most limit). */
+    recentlyResolvedAlerts(limit) {
+      const seen = new Set(this.alerts.keys());
+      const out = [];
+      for (const row of this.events) { // newest first
+        if (row.kind !== 'alert') continue;
+        const alert = alertFromRow(row);
+        const key = alertKey(alert);
+        if (seen.has(key)) continue;
+        seen.add(key);
+        if (alert.state === 'resolved') out.push(alert);
+        if (out.length >= limit) break;
+      }
+      return out;
     }
 
     // -------------------------------------------------------------- pipeline
