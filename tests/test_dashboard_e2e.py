@@ -748,3 +748,16 @@ def test_the_empty_runs_page_names_real_apis_and_an_unknown_run_page_prints_no_n
         " while (walker.nextNode()) found.push(walker.currentNode.textContent.trim()); return found; })()"
     )
     assert "null" not in text_nodes, diagnostics(browser)
+
+
+def test_the_readme_screenshot_script_captures_the_demo_mid_run(tmp_path: Path) -> None:
+    """tests/screenshot_dashboard.py (which made docs/dashboard.png) captures a running demo's page as a PNG."""
+    from screenshot_dashboard import take
+
+    _chromium()
+    output = take(tmp_path / "shot.png", episodes=4, capture_at_episode=2, timeout=60)
+
+    png = output.read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+    assert (width, height) == (1400, 1000)
