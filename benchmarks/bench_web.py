@@ -122,7 +122,7 @@ def bench_latency(
         process.start()
         for _ in range(subscribers):
             ready.get(timeout=60)
-        if gc_freeze:  # the application's one-line recipe (see the README): set-up objects leave full collections
+        if gc_freeze:  # the application's one-line recipe (see docs/speed.md): set-up objects leave full collections
             gc.freeze()
         try:
             made = paced_producer(monitor, calls_per_second, seconds)

@@ -330,9 +330,7 @@ def serve(
 @app.command()
 def runs(
     db: DbOption = Path("monitoring.db"),
-    status: Annotated[
-        str | None, typer.Option(help=f"Only runs with this status: {', '.join(RUN_STATUSES)}.")
-    ] = None,
+    status: Annotated[str | None, typer.Option(help=f"Only runs with this status: {', '.join(RUN_STATUSES)}.")] = None,
     kind: Annotated[str | None, typer.Option(help=f"Only runs of this kind: {', '.join(RUN_KINDS)}.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many runs, newest first.")] = 20,
     json_output: JsonOption = False,
@@ -489,7 +487,7 @@ def _resolve_run(manager: DatabaseManager, text: str) -> str:
 
     if not text:
         raise _fail("RUN: must not be empty")
-    ids = [row["run_id"] for row in manager.get_training_runs(kind=None)]
+    ids: list[str] = [row["run_id"] for row in manager.get_training_runs(kind=None)]
     if text in ids:
         return text
     starting = [run_id for run_id in ids if run_id.startswith(text)]

@@ -152,7 +152,9 @@ def run_demo(
         print(f"  committed     {store.get('committed_events')} events in {store.get('commits')} transactions")
         print(f"  store         {Path(config.db_path).resolve()}")
         print(f"  read it back  DatabaseManager('{config.db_path}').get_run_metrics('{run_id}')")
-        print(f"  see it again  runwatch serve --db {config.db_path}   (or: runwatch show {run_id} --db {config.db_path})")
+        print(
+            f"  see it again  runwatch serve --db {config.db_path}   (or: runwatch show {run_id} --db {config.db_path})"
+        )
         if keep_open and url:
             print("  the dashboard stays up; press Ctrl-C to stop")
             try:

@@ -64,7 +64,9 @@ def take(output: Path, *, episodes: int = 40, capture_at_episode: int = 16, time
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "dashboard.png")
+    parser.add_argument(
+        "--output", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "dashboard.png"
+    )
     args = parser.parse_args()
     print(take(args.output))
 

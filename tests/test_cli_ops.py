@@ -227,8 +227,9 @@ def test_every_bad_argument_exits_2(runner: CliRunner, template: Store, args: li
 
 def test_every_help_shows_its_defaults_and_no_bool_metavar(runner: CliRunner) -> None:
     """Each command's --help keeps bracketed defaults verbatim and shows no <bool> placeholder on flags."""
-    from runwatch.cli import app as cli_app
     from typer.main import get_command
+
+    from runwatch.cli import app as cli_app
 
     commands = sorted(get_command(cli_app).commands)  # type: ignore[attr-defined]
     assert {"serve", "runs", "alerts", "show", "tail"} <= set(commands)
@@ -956,7 +957,18 @@ def test_tail_n_prints_the_latest_events_then_the_live_ones_without_a_gap(live: 
             live.update_metrics({"loss": float(value)})
         live.record_event("checkpoint_saved", {"path": "c.pt"})  # another kind: filtered out of the replay
         tail = Tail(
-            "--url", live.web_url, "--token", TOKEN, "--run", run_id, "--kinds", "metric", "-n", "3", "--count", "5",
+            "--url",
+            live.web_url,
+            "--token",
+            TOKEN,
+            "--run",
+            run_id,
+            "--kinds",
+            "metric",
+            "-n",
+            "3",
+            "--count",
+            "5",
             "--json",
         )
         tails.append(tail)

@@ -14,8 +14,8 @@ stable (``#run-title``, ``div.chart[data-metric]`` with ``data-points``,
 - no uncaught JavaScript exception (nor a render error the dashboard logs
   with ``console.error``) happens meanwhile.
 
-With ``RUNWATCH_UPDATE_SCREENSHOT=1`` it also refreshes ``docs/dashboard.png``,
-the README's screenshot, from a simulated training run.
+The README's screenshot, ``docs/dashboard.png``, is the demo mid-run, taken by
+``tests/screenshot_dashboard.py`` (smoke-tested here).
 
 Needs Debian's Chromium (``.ci/install-chromium``). Without it the test is
 skipped on a developer's machine and fails on CI (``CI=true``).
@@ -43,8 +43,6 @@ from runwatch.demo import DemoSettings, simulate_training
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO = Path(__file__).resolve().parent.parent
-SCREENSHOT = REPO / "docs" / "dashboard.png"
 VIEWPORT = (1280, 900)
 NEW_METRIC = "e2e/new_metric"
 NEW_METRIC_DEADLINE = 2.0  # seconds from update_metrics() to the chart being in the page
@@ -218,7 +216,7 @@ def test_new_metric_gets_a_chart_live_and_screenshot(monitor: WebMonitor, browse
     assert_same_document(browser, token, navigations)
     monitor.stop_training()
 
-    # 3. The README screenshot: a simulated training run (with a NaN loss spell), drawn.
+    # 3. A simulated training run (with a NaN loss spell), drawn.
     settings = DemoSettings(episodes=3, steps_per_episode=150, step_seconds=0, diverge_at_episode=1)
     result: dict[str, Any] = {}
 
@@ -295,8 +293,6 @@ def test_new_metric_gets_a_chart_live_and_screenshot(monitor: WebMonitor, browse
     assert inked > 500, f"the loss chart looks blank ({inked} painted pixels)"
 
     png = browser.screenshot(tmp_path / "dashboard.png")
-    if os.environ.get("RUNWATCH_UPDATE_SCREENSHOT") == "1":
-        SCREENSHOT.write_bytes(png)
     assert len(png) > 10_000, f"the screenshot is only {len(png)} bytes"
     assert png_size(png) == VIEWPORT
     assert (tmp_path / "dashboard.png").read_bytes() == png

@@ -95,7 +95,14 @@ def test_seed_facades_are_the_documented_types() -> None:
 
 def test_import_runwatch_does_not_import_heavy_modules() -> None:
     """A fresh ``import runwatch`` loads neither pandas, fastapi, aiosqlite nor the lazy submodules."""
-    watched = ["pandas", "fastapi", "aiosqlite", "runwatch.store.manager", "runwatch.pipeline.runtime", "runwatch.sessions"]
+    watched = [
+        "pandas",
+        "fastapi",
+        "aiosqlite",
+        "runwatch.store.manager",
+        "runwatch.pipeline.runtime",
+        "runwatch.sessions",
+    ]
     code = f"import json, sys, runwatch; print(json.dumps([m for m in {watched!r} if m in sys.modules]))"
 
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)

@@ -55,7 +55,11 @@ def test_readme_code_blocks_run_in_order(tmp_path: Path) -> None:
             script = tmp_path / f"block_{index}.py"
             script.write_text(code)
             result = subprocess.run(
-                [sys.executable, str(script)], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                [sys.executable, str(script)],
+                cwd=tmp_path,
+                env=environment,
+                capture_output=True,
+                text=True,
                 timeout=TIMEOUT,
             )
             assert result.returncode == 0, f"README block {index} failed:\n{code}\n{result.stderr}"
@@ -67,8 +71,12 @@ def test_readme_code_blocks_run_in_order(tmp_path: Path) -> None:
                 if not Path(argv[0]).is_absolute() and argv[0] != "runwatch":
                     continue  # a path into a checkout's .venv: the demo's store is not here
                 result = subprocess.run(
-                    [runwatch_executable(), *argv[1:]], cwd=tmp_path, env=environment, capture_output=True,
-                    text=True, timeout=TIMEOUT,
+                    [runwatch_executable(), *argv[1:]],
+                    cwd=tmp_path,
+                    env=environment,
+                    capture_output=True,
+                    text=True,
+                    timeout=TIMEOUT,
                 )
                 assert result.returncode == 0, f"README command failed: {shlex.join(argv)}\n{result.stderr}"
                 ran_shell += 1

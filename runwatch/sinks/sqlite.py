@@ -118,7 +118,7 @@ class SQLiteSink(Sink):
             self._db = await aiosqlite.connect(self.path, isolation_level=None, factory=forksafe.ForkSafeConnection)
             try:
                 await self._db.execute(f"PRAGMA busy_timeout = {BUSY_SLICE_MILLISECONDS}")
-                # Per connection: WAL with NORMAL keeps every commit across a process crash (the README's promise).
+                # Per connection: WAL with NORMAL keeps every commit across a process crash (docs/guarantees.md).
                 await self._db.execute("PRAGMA synchronous = NORMAL")
             except BaseException:
                 with anyio.CancelScope(shield=True):
