@@ -2,10 +2,11 @@
 
 An agent walks a small grid world: every step logs reward, loss, epsilon
 and inference time, the game state (position, health, map) and the action;
-every episode logs its total reward (the built-in sampler adds system/*
-metrics). Once per run the loss diverges to NaN for a few steps: it is stored
-and charted as such, and the default alert rule ``non_finite_metric`` fires
-and resolves (both visible in the dashboard's alerts panel).
+every episode logs its total reward and a system reading of its own
+(``system/reported/*``; the built-in sampler adds its ``system/*`` series).
+Once per run the loss diverges to NaN for a few steps: it is stored and
+charted as such, and the default alert rule ``non_finite_metric`` fires and
+resolves (both visible in the dashboard's alerts panel).
 """
 
 from __future__ import annotations
@@ -111,8 +112,15 @@ def simulate_training(
         monitor.update_episode(episode, total_reward, step + 1, success, {"epsilon": epsilon})
         if episode % 10 == 9:
             monitor.record_event("checkpoint_saved", {"episode": episode, "path": f"checkpoints/ep{episode}.pt"})
+        monitor.update_system_metrics(*_system_sample())  # readings of its own, apart from the sampler's
     monitor.stop_training(final_reward=total_reward)
     return run_id
+
+
+def _system_sample() -> tuple[float, float, float]:
+    import psutil
+
+    return psutil.cpu_percent(interval=None), psutil.virtual_memory().percent, psutil.disk_usage("/").percent
 
 
 def run_demo(

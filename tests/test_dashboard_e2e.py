@@ -275,7 +275,7 @@ def test_new_metric_gets_a_chart_live_and_screenshot(monitor: WebMonitor, browse
         raise AssertionError(f"{exc}; {diagnostics(browser)}") from exc
     browser.wait_for(
         "document.querySelectorAll('#events li.event').length >= 5"
-        " && document.querySelectorAll('#system-panel .gauge').length === 3"
+        " && document.querySelector('#system-panel .gauge[data-metric=\"system/reported/cpu_percent\"]') !== null"
         " && document.querySelector('#pipeline-panel .component') !== null"
         " && document.querySelector('#state-tree .tree') !== null",
         timeout=10,
