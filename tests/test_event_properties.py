@@ -431,7 +431,7 @@ def frame_column(name: str) -> str:
 
 
 def check_metrics(db: DatabaseManager, run_id: str, logged: list[Metric]) -> None:
-    frame = db.get_run_metrics(run_id)
+    frame = db.get_run_metrics(run_id, align="call")  # one row per call, as written
     assert len(frame) == len(logged)
     if not logged:
         return
