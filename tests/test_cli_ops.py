@@ -932,7 +932,19 @@ def test_tail_json_prints_events_emitted_after_it_subscribed(live: WebMonitor, t
     run_id = live.start_training(run_id="tail-json")
     try:
         tail = Tail(
-            "--url", live.web_url, "--token", TOKEN, "--run", run_id, "--kinds", "metric", "--count", "3", "--json"
+            "--url",
+            live.web_url,
+            "--token",
+            TOKEN,
+            "--run",
+            run_id,
+            "--kinds",
+            "metric",
+            "--metrics",
+            "loss",
+            "--count",
+            "3",
+            "--json",  # (the system sampler's readings of the run are metrics too)
         )
         tails.append(tail)
         tail.wait_for(tail.stderr, "subscribed")
@@ -965,6 +977,8 @@ def test_tail_n_prints_the_latest_events_then_the_live_ones_without_a_gap(live: 
             run_id,
             "--kinds",
             "metric",
+            "--metrics",
+            "loss",  # the system sampler's readings of the run are metrics too
             "-n",
             "3",
             "--count",
