@@ -10,6 +10,12 @@
    the first (cold) request and the median of later (warm) ones.
 3. Committed throughput with one subscriber that never reads, beside the same
    run with no subscriber.
+4. Acknowledged remote ingest (``POST /api/ingest``, batches of 500 metric
+   events, one client) with 10 subscribers whose 1,000-pattern run filters
+   match nothing, beside the same server with no subscriber; and the longest
+   ``update_metrics`` call of a ``WebMonitor`` logging 25,000 calls/s for 5 s
+   beside 5 such subscribers, and how long its ``flush()`` then takes, beside
+   the same with none.
 
 Everything stays on 127.0.0.1; every loop is bounded in count and time.
 """
@@ -241,6 +247,163 @@ def bench_slow_subscriber(directory: Path, calls: int) -> dict[str, float]:
     }
 
 
+# -- 4. subscribers with large filters --------------------------------------------------------
+
+
+def filter_subscriber_process(url: str, count: int, patterns: int, globs: int, ready, stop) -> None:  # type: ignore[no-untyped-def]
+    """Run ``count`` subscribers, each with a run filter of ``patterns`` entries that match nothing:
+    ``globs`` of them globs, the rest exact run ids."""
+    import websockets
+
+    async def one(index: int) -> None:
+        runs = [f"nomatch-{index}-{n}-*" for n in range(globs)] + [
+            f"nomatch-{index}-{n}" for n in range(globs, patterns)
+        ]
+        async with websockets.connect(url, max_size=2**26) as socket:
+            await socket.send(json.dumps({"subscribe": {"runs": runs}}))
+            while True:  # the first "subscribed" answers the connection (no filter yet): wait for ours
+                message = json.loads(await socket.recv())
+                if message.get("type") == "error":
+                    raise RuntimeError(f"subscribe refused: {message}")
+                if message.get("type") == "subscribed" and message["filter"]["runs"]:
+                    break
+            ready.put(1)
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(socket.recv(), timeout=0.2)
+                except TimeoutError:
+                    pass
+                except websockets.ConnectionClosed:  # a server too busy to answer pings closes it
+                    return
+
+    async def run_all() -> None:
+        await asyncio.gather(*(one(index) for index in range(count)))
+
+    asyncio.run(run_all())
+
+
+def start_filter_subscribers(url: str, count: int, patterns: int, globs: int) -> tuple[object, object]:
+    """A process with ``count`` large-filter subscribers, once all are subscribed; and its stop event."""
+    context = multiprocessing.get_context("spawn")
+    ready, stop = context.Queue(), context.Event()
+    process = context.Process(target=filter_subscriber_process, args=(url, count, patterns, globs, ready, stop))
+    process.start()
+    for _ in range(count):
+        ready.get(timeout=120)
+    return process, stop
+
+
+def acknowledged_ingest_rate(base_url: str, seconds: float, run_id: str, batch_size: int = 500) -> float:
+    """Events/s acknowledged by ``POST /api/ingest`` from one client into ``run_id`` (bounded in time and count)."""
+    with httpx.Client(base_url=base_url, timeout=120) as client:
+        started = time.perf_counter()
+        sent = 0
+        for number in range(100_000):
+            if time.perf_counter() - started >= seconds:
+                break
+            now = time.time()
+            events = [
+                {"kind": "metric", "run_id": run_id, "timestamp": now, "values": {"loss": 0.5}, "step": step}
+                for step in range(number * batch_size, (number + 1) * batch_size)
+            ]
+            response = client.post("/api/ingest", json={"batch_id": f"{run_id}-{number}", "events": events})
+            assert response.status_code == 202, response.text
+            sent += batch_size
+        return sent / (time.perf_counter() - started)
+
+
+def bench_filter_subscribers(
+    directory: Path, subscribers: int = 10, patterns: int = 1000, globs: int = 100, seconds: float = 5.0
+) -> dict[str, float]:
+    """Acknowledged ingest with and without large-filter subscribers, then a producer beside half of them."""
+    with monitor_for(directory, "filters-none") as monitor:
+        base_url = str(monitor.web_url)
+        acknowledged_ingest_rate(base_url, 1.0, "warm-up")
+        undisturbed = acknowledged_ingest_rate(base_url, seconds, "undisturbed")
+    with monitor_for(directory, "filters") as monitor:
+        base_url = str(monitor.web_url)
+        process, stop = start_filter_subscribers(
+            base_url.replace("http://", "ws://") + "/ws", subscribers, patterns, globs
+        )
+        try:
+            acknowledged_ingest_rate(base_url, 1.0, "warm-up")
+            disturbed = acknowledged_ingest_rate(base_url, seconds, "disturbed")
+        finally:
+            stop.set()  # type: ignore[attr-defined]
+            process.join(30)  # type: ignore[attr-defined]
+    alone = longest_producer_call(directory, "producer-alone", 0, patterns, globs, seconds)
+    beside = longest_producer_call(directory, "producer-beside", subscribers // 2, patterns, globs, seconds)
+    return {
+        "subscribers": subscribers,
+        "patterns_per_filter": patterns,
+        "globs_per_filter": globs,
+        "undisturbed_events_per_s": undisturbed,
+        "with_filter_subscribers_events_per_s": disturbed,
+        "ratio": disturbed / undisturbed,
+        "producer_longest_call_ms": beside["longest_call_ms"],
+        "producer_longest_call_alone_ms": alone["longest_call_ms"],
+        "producer_flush_seconds": beside["flush_seconds"],
+        "producer_flush_alone_seconds": alone["flush_seconds"],
+        "producer_dropped_events": beside["dropped_events"],
+    }
+
+
+def longest_producer_call(
+    directory: Path,
+    name: str,
+    subscribers: int,
+    patterns: int,
+    globs: int,
+    seconds: float,
+    calls_per_second: int = 25_000,
+) -> dict[str, float]:
+    """The longest ``update_metrics`` call of a producer paced at ``calls_per_second``, beside the subscribers."""
+    with monitor_for(directory, name) as monitor:
+        monitor.start_training({"bench": name})
+        url = str(monitor.web_url).replace("http://", "ws://") + "/ws"
+        process, stop = start_filter_subscribers(url, subscribers, patterns, globs) if subscribers else (None, None)
+        try:
+            longest, made = 0.0, 0
+            per_slice = calls_per_second // 100
+            started = time.perf_counter()
+            for slice_index in range(int(seconds * 100)):
+                for _ in range(per_slice):
+                    before = time.perf_counter()
+                    monitor.update_metrics({"loss": 0.5, "accuracy": 0.9, "reward": float(made), "lr": 3e-4})
+                    longest = max(longest, time.perf_counter() - before)
+                    made += 1
+                pause = started + (slice_index + 1) / 100 - time.perf_counter()
+                if pause > 0:
+                    time.sleep(pause)
+            before = time.perf_counter()
+            assert monitor.flush(timeout=600)
+            flush_seconds = time.perf_counter() - before
+            intake = monitor.statistics()["components"]["app"].get("intake", {})
+            dropped = sum(intake.get("dropped_events", {}).values())
+        finally:
+            if process is not None:
+                stop.set()  # type: ignore[attr-defined]
+                process.join(30)  # type: ignore[attr-defined]
+    return {"longest_call_ms": longest * 1000, "flush_seconds": flush_seconds, "dropped_events": dropped}
+
+
+def print_filter_figures(figures: dict[str, float]) -> None:
+    """The large-filter figures, two lines."""
+    print(
+        f"acknowledged ingest with {figures['subscribers']} subscribers of {figures['patterns_per_filter']}-entry "
+        f"run filters ({figures['globs_per_filter']} globs) matching nothing: "
+        f"{figures['with_filter_subscribers_events_per_s']:,.0f} events/s vs "
+        f"{figures['undisturbed_events_per_s']:,.0f} with none (ratio {figures['ratio']:.2f})"
+    )
+    print(
+        f"  update_metrics at 25,000 calls/s beside {figures['subscribers'] // 2} such subscribers: longest call "
+        f"{figures['producer_longest_call_ms']:.1f} ms vs {figures['producer_longest_call_alone_ms']:.1f} ms "
+        "with none; "
+        f"then flush() {figures['producer_flush_seconds']:.2f} s vs {figures['producer_flush_alone_seconds']:.2f} s; "
+        f"dropped at intake {figures['producer_dropped_events']:,}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
@@ -249,7 +412,14 @@ def main() -> None:
     parser.add_argument("--calls-per-second", type=int, default=25_000, help="4 values per call")
     parser.add_argument("--format", choices=["columns", "events"], default="columns", help="--only-latency's format")
     parser.add_argument("--gc-freeze", action="store_true", help="--only-latency: gc.freeze() after set-up")
+    parser.add_argument("--only-filters", action="store_true", help="run only the large-filter figure")
+    parser.add_argument("--filter-globs", type=int, default=100, help="--only-filters: globs among the 1,000 entries")
     args = parser.parse_args()
+    if args.only_filters:
+        with tempfile.TemporaryDirectory(prefix="runwatch-bench-web-") as tmp:
+            seconds = 3.0 if args.quick else 5.0
+            print_filter_figures(bench_filter_subscribers(Path(tmp), globs=args.filter_globs, seconds=seconds))
+        return
     if args.only_latency:
         with tempfile.TemporaryDirectory(prefix="runwatch-bench-web-") as tmp:
             print(bench_latency(Path(tmp), args.subscribers, 3.0, args.calls_per_second, args.format, args.gc_freeze))
@@ -270,6 +440,7 @@ def main() -> None:
         )
         results["query"] = bench_query(directory, 100_000 if args.quick else 1_000_000)
         results["slow_subscriber"] = bench_slow_subscriber(directory, 50_000 if args.quick else 300_000)
+        results["filter_subscribers"] = bench_filter_subscribers(directory, seconds=3.0 if args.quick else 5.0)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "web.json").write_text(json.dumps(results, indent=2))
     query, slow = results["query"], results["slow_subscriber"]
@@ -293,6 +464,7 @@ def main() -> None:
         f"ingest with a never-reading subscriber: {slow['with_never_reading_subscriber_values_per_s']:,.0f} values/s "
         f"vs {slow['undisturbed_values_per_s']:,.0f} undisturbed (ratio {slow['ratio']:.2f})"
     )
+    print_filter_figures(results["filter_subscribers"])  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

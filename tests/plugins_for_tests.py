@@ -6,14 +6,17 @@ the type string follows however pytest imported this module.
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from runwatch.pipeline.component import ComponentContext, Output, Sink, Stage
 from runwatch.pipeline.component import Options as BaseOptions
+from runwatch.sinks.websocket import WebsocketHub
 
-__all__ = ["BlockingSink", "FailingStage", "GatedSink", "NotAComponent", "RecordingSink"]
+__all__ = ["BlockingSink", "FailingStage", "GatedHub", "GatedSink", "NotAComponent", "RecordingSink"]
 
 
 class RecordingSink(Sink):
@@ -93,6 +96,23 @@ class BlockingSink(RecordingSink):
         except anyio.get_cancelled_exc_class():
             self.cancelled = True
             raise
+
+
+class GatedHub(WebsocketHub):
+    """A websocket hub stuck in its first write until the test sets ``gate`` (a ``threading.Event``,
+    so a test may open it from any thread); the loop stays free meanwhile (the wait is on a worker thread)."""
+
+    def __init__(self, id: str, options: WebsocketHub.Options, context: ComponentContext) -> None:
+        super().__init__(id, options, context)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.written_events = 0
+
+    async def write(self, batch: list[Any]) -> None:
+        self.entered.set()
+        await anyio.to_thread.run_sync(self.gate.wait)
+        self.written_events += len(batch)
+        await super().write(batch)
 
 
 class NotAComponent:

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from plugins_for_tests import BlockingSink, FailingStage, GatedSink, RecordingSink
+from plugins_for_tests import BlockingSink, FailingStage, GatedHub, GatedSink, RecordingSink
 
 from runwatch.events import Heartbeat, LogEvent, Metric
 from runwatch.pipeline.component import ComponentContext
@@ -27,6 +27,7 @@ RECORDING = f"{RecordingSink.__module__}:RecordingSink"
 FAILING = f"{FailingStage.__module__}:FailingStage"
 GATED = f"{GatedSink.__module__}:GatedSink"
 BLOCKING = f"{BlockingSink.__module__}:BlockingSink"
+GATED_HUB = f"{GatedHub.__module__}:GatedHub"
 
 
 def metric(step: int, run_id: str = "run-1") -> Metric:
@@ -449,3 +450,47 @@ async def test_a_component_that_fails_to_start_closes_the_others(tmp_path: Path)
     recorder = pipeline.component("rec")
     assert isinstance(recorder, RecordingSink)
     assert recorder.started == recorder.closed
+
+
+# -- live views are off the barrier path ------------------------------------------------------
+
+
+def store_and_stuck_hub(db: Path) -> dict[str, Any]:
+    """In-process and ingest sources into the SQLite store and a websocket hub stuck in its first write."""
+    return {
+        "sources": {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}},
+        "sinks": {
+            "store": {"type": "sqlite", "inputs": ["app", "ingest"], "path": str(db), "flush_interval_seconds": NEVER},
+            "live": {
+                "type": GATED_HUB,
+                "inputs": ["app", "ingest"],
+                "buffer": {"max_events": 100, "when_full": "drop_oldest"},
+            },
+        },
+    }
+
+
+async def test_flush_and_ingest_acknowledgement_never_wait_for_a_stuck_websocket_hub(tmp_path: Path) -> None:
+    """With the hub stuck, flush() and an ingest batch still complete once the store committed; the hub
+    only falls behind (dropping its own oldest events, counted), and catches up once it moves again."""
+    db = tmp_path / "hub.db"
+    async with make_pipeline(store_and_stuck_hub(db), tmp_path) as pipeline:
+        hub = pipeline.component("live")
+        try:
+            for step in range(300):
+                pipeline.emit(metric(step))
+            with anyio.fail_after(TIMEOUT):
+                assert await pipeline.flush()
+                result = await pipeline.component("ingest").submit([metric(0, "remote")], "b0")
+            assert hub.entered.is_set() and hub.written_events == 0, "the hub was stuck in its first write"
+            assert result.accepted == 1 and not result.duplicate
+            assert await query(db, "SELECT count(*) FROM metric_rows") == [(301,)]
+            # A barrier that asks for live views too waits for the hub (a /ws subscriber's own start).
+            assert not await pipeline.flush(timeout=0.2, live=True)
+        finally:
+            hub.gate.set()
+        with anyio.fail_after(TIMEOUT):
+            assert await pipeline.flush(live=True)
+        buffer = stats_of(pipeline, "live")["buffer"]
+    assert buffer["dropped_events"].get("overflow", 0) > 0, "the stuck hub dropped for itself"
+    assert hub.written_events + buffer["dropped_events"]["overflow"] == buffer["received_events"]

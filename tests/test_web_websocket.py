@@ -26,7 +26,14 @@ from runwatch.events import EVENT_CLASSES, LogEvent, Metric, StatePatch, event_t
 from runwatch.monitor import WebMonitor
 from runwatch.pipeline.component import ComponentContext
 from runwatch.pipeline.config import default_pipeline_config
-from runwatch.sinks.websocket import Subscriber, SubscriptionFilter, WebsocketHub
+from runwatch.sinks.websocket import (
+    MAX_GLOBS,
+    MAX_PATTERN_CHARS,
+    Subscriber,
+    SubscriptionFilter,
+    WebsocketHub,
+    compile_patterns,
+)
 
 # How soon a live event must reach a subscriber.
 PROMPT = 2
@@ -56,6 +63,17 @@ Event = dict[str, Any]
         pytest.param({"runs": [f"r{i}" for i in range(1001)]}, "subscribe.runs: at most 1000", id="too-many"),
         pytest.param({"format": "rows"}, "subscribe.format: must be one of events, columns", id="unknown-format"),
         pytest.param({"format": 1}, "subscribe.format: must be one of events, columns", id="format-number"),
+        pytest.param(
+            {"runs": [f"r{i}-*" for i in range(MAX_GLOBS + 1)]},
+            f"subscribe.runs: at most {MAX_GLOBS} glob patterns (with *, ? or [), got {MAX_GLOBS + 1}",
+            id="too-many-globs",
+        ),
+        pytest.param(
+            {"metrics": ["loss", "x" * (MAX_PATTERN_CHARS + 1)]},
+            f"subscribe.metrics[1]: at most {MAX_PATTERN_CHARS} characters, got {MAX_PATTERN_CHARS + 1}",
+            id="pattern-too-long",
+        ),
+        pytest.param({"format": [[[[[[]]]]]] * 3}, "must be one of events, columns; got list", id="format-deep"),
     ],
 )
 def test_filter_parse_errors_name_the_field(data: Any, message: str) -> None:
@@ -92,6 +110,45 @@ def test_filter_parse_normalises(data: Any, expected: SubscriptionFilter) -> Non
         "metrics": list(expected.metrics),
         "format": expected.format,
     }
+
+
+def test_filter_takes_up_to_the_limits() -> None:
+    """A filter at every limit is taken: 1,000 entries of which 100 are globs, 200 characters each."""
+    runs = [f"r{i}-*".ljust(MAX_PATTERN_CHARS, "x") for i in range(MAX_GLOBS)]
+    runs += [f"exact-{i}".ljust(MAX_PATTERN_CHARS, "x") for i in range(1000 - MAX_GLOBS)]
+    subscription = SubscriptionFilter.parse({"runs": runs})
+    assert len(subscription.runs) == 1000
+    assert subscription.count([Metric(runs[-1], 1.0, {"x": 1.0}), Metric("other", 1.0, {"x": 1.0})]) == 1
+
+
+def test_equal_filters_share_one_compiled_pattern_set() -> None:
+    """Patterns are compiled once per distinct filter: equal filters (one per subscriber) share the result."""
+    first = SubscriptionFilter.parse({"runs": ["exp-*", "b"], "metrics": ["train/*"]})
+    second = SubscriptionFilter.parse({"runs": ["b", "exp-*"], "metrics": ["train/*"]})
+    assert first == second
+    assert compile_patterns(first.runs) is compile_patterns(second.runs)
+    assert first.count(_events()) == second.count(_events())
+
+
+@pytest.mark.parametrize(
+    ("patterns", "name", "matches"),
+    [
+        pytest.param(("exp-*",), "exp-1", True, id="glob"),
+        pytest.param(("exp-*",), "exp-*", True, id="glob-literally"),
+        pytest.param(("exp-?",), "exp-12", False, id="question-mark-one-char"),
+        pytest.param(("run[12]",), "run2", True, id="class"),
+        pytest.param(("run[12]",), "run3", False, id="class-miss"),
+        pytest.param(("a.b",), "axb", False, id="dot-is-literal"),
+        pytest.param(("a", "b*"), "b", True, id="exact-and-glob"),
+        pytest.param(("loss",), "loss/x", False, id="exact-whole-name"),
+    ],
+)
+def test_compiled_patterns_match_like_fnmatch(patterns: tuple[str, ...], name: str, matches: bool) -> None:
+    """A compiled pattern set answers as fnmatch (or equality) would, and the same again when asked twice."""
+    compiled = compile_patterns(patterns)
+    assert compiled.matches(name) is matches
+    assert compiled.matches(name) is matches
+    assert compiled.matching((name, "zzz-no")) == ((name,) if matches else ())
 
 
 def _events() -> list[Any]:
@@ -550,6 +607,7 @@ async def test_metric_glob_filter_narrows_values(monitor: WebMonitor, training: 
         pytest.param('{"subscribe": {"kinds": ["bogus"]}}', id="unknown-kind"),
         pytest.param('{"subscribe": {"runs": [""]}}', id="empty-run"),
         pytest.param('{"subscribe": {"colour": ["red"]}}', id="unknown-field"),
+        pytest.param(json.dumps({"subscribe": {"runs": [f"r-{i}-*" for i in range(1000)]}}), id="too-many-globs"),
         pytest.param(b"\xff\xfe", id="binary-garbage"),
     ],
 )

@@ -85,14 +85,16 @@ class FlushMarker:
 
     Each sink that receives it acknowledges once it has committed all events
     ahead of it; ``callback`` runs when ``expected`` acknowledgements arrived.
-    Only the pipeline's event loop touches ``remaining``.
+    Sinks that do not acknowledge flushes (live views) acknowledge it only
+    when it is ``live``. Only the pipeline's event loop touches ``remaining``.
     """
 
-    __slots__ = ("callback", "remaining")
+    __slots__ = ("callback", "live", "remaining")
 
-    def __init__(self, expected: int, callback: Callable[[], Any]) -> None:
+    def __init__(self, expected: int, callback: Callable[[], Any], *, live: bool = False) -> None:
         self.remaining = expected
         self.callback = callback
+        self.live = live
         if expected <= 0:
             callback()
 

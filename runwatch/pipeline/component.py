@@ -14,8 +14,12 @@ pipeline's runner, then closed:
    - a :class:`Sink` gets ``await write(batch)`` per input batch.
 
    ``await flush(...)`` is called at every flush barrier: send or commit
-   everything held back. ``await tick(..., now)`` is called every
-   ``tick_interval_seconds`` (when that is set) for time-driven work.
+   everything held back. A flush barrier (``Pipeline.flush``, an ingest
+   acknowledgement) waits only for sinks whose ``acknowledges_flush`` is true:
+   a live view (the websocket hub) says false, so however slow it is, it can
+   only fall behind (and drop, counted) for itself. ``await tick(..., now)``
+   is called every ``tick_interval_seconds`` (when that is set) for
+   time-driven work.
 4. ``await aclose()`` — release resources; called once, even after errors.
 
 Batches are lists of events shared between consumers: never mutate one.
@@ -195,6 +199,8 @@ class Sink(Component):
     #: ``True`` when ``write`` keeps every event it takes until it is done with it, and counts
     #: those it loses in :meth:`lost_events`: the runner never counts a cut-off write again.
     counts_own_losses: ClassVar[bool] = False
+    #: Whether flush barriers wait for this sink (durable sinks: yes; live views: no).
+    acknowledges_flush: ClassVar[bool] = True
 
     @abstractmethod
     async def write(self, batch: list[Any]) -> None:

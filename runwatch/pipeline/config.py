@@ -187,12 +187,19 @@ class PipelineSpec:
                 todo.extend(self.get(current).inputs)
         return seen
 
-    def sink_paths(self, component_id: str) -> int:
-        """How many distinct paths lead from this component to a sink."""
+    def sink_paths(self, component_id: str, *, acknowledging_only: bool = False) -> int:
+        """How many distinct paths lead from this component to a sink.
+
+        With ``acknowledging_only``, only paths to sinks that flush barriers
+        wait for (``Sink.acknowledges_flush``; not the websocket hub).
+        """
         spec = self.get(component_id)
         if spec.section == "sinks":
-            return 1
-        return sum(self.sink_paths(consumer.id) for consumer in self.consumers_of(component_id))
+            return 1 if not acknowledging_only or getattr(spec.cls, "acknowledges_flush", True) else 0
+        return sum(
+            self.sink_paths(consumer.id, acknowledging_only=acknowledging_only)
+            for consumer in self.consumers_of(component_id)
+        )
 
 
 def load_pipeline_config(source: str | Path | Mapping[str, Any] | None) -> PipelineSpec:

@@ -43,19 +43,19 @@ DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 
 class _MarkerOutput(Output):
-    """An output that can also forward flush markers and knows its sink paths."""
+    """An output that can also forward flush markers and knows its paths to acknowledging sinks."""
 
-    def __init__(self, buffers: list[EventBuffer], sink_paths: int) -> None:
+    def __init__(self, buffers: list[EventBuffer], flush_paths: int) -> None:
         super().__init__(buffers)
-        self.sink_paths = sink_paths
+        self.flush_paths = flush_paths
 
     def send_marker(self, marker: FlushMarker) -> None:
         for buffer in self._buffers:
             buffer.put_marker(marker)
 
     def flush_marker(self, callback: Callable[[], Any]) -> None:
-        """Queue a new flush barrier behind everything sent so far."""
-        self.send_marker(FlushMarker(self.sink_paths, callback))
+        """Queue a new flush barrier behind everything sent so far (done once every acknowledging sink has it)."""
+        self.send_marker(FlushMarker(self.flush_paths, callback))
 
 
 @dataclass
@@ -160,7 +160,8 @@ class Pipeline:
             consumers = self.spec.consumers_of(node.spec.id)
             if node.spec.section != "sinks":
                 buffers = [self._nodes[c.id].buffer for c in consumers]
-                node.output = _MarkerOutput([b for b in buffers if b is not None], self.spec.sink_paths(node.spec.id))
+                flush_paths = self.spec.sink_paths(node.spec.id, acknowledging_only=True)
+                node.output = _MarkerOutput([b for b in buffers if b is not None], flush_paths)
             node.open_upstreams = len(node.spec.inputs)
 
     @property
@@ -324,12 +325,57 @@ class Pipeline:
         """Hand one event to the default in-process source, from any thread."""
         self.intake.bridge.emit(event)
 
-    async def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event emitted before the call is committed by every sink.
+    async def flush(self, timeout: float | None = None, *, live: bool = False) -> bool:
+        """Wait until every event emitted before the call is committed by every sink that acknowledges flushes.
+
+        Live views (the websocket hub) are not waited for: a slow one never
+        holds a producer back. With ``live``, the call also waits until each
+        live view has taken everything emitted before it (for a subscriber
+        that reads history and then follows live events without a gap).
 
         Returns:
             ``True`` when committed, ``False`` when ``timeout`` passed first.
         """
+        if not self._running:
+            return False
+        with anyio.move_on_after(timeout):
+            if not await self._flush_acknowledging():
+                return False
+            if live:
+                await self._flush_live()
+            return True
+        return False
+
+    async def _flush_live(self) -> None:
+        """After a flush: wait until every live view has everything ahead of it.
+
+        Every stage forwarded the finished flush's barrier only after sending
+        the events ahead of it to all its consumers, so those events are in
+        the live views' buffers (or counted dropped there): a marker put at
+        the end of each such buffer now travels behind them.
+        """
+        done = anyio.Event()
+        views = [
+            node
+            for node in self._nodes.values()
+            if isinstance(node.component, Sink) and not node.component.acknowledges_flush and node.buffer is not None
+        ]
+        pending = len(views)
+        if not pending:
+            return
+
+        def one_done() -> None:
+            nonlocal pending
+            pending -= 1
+            if pending == 0:
+                done.set()
+
+        for node in views:
+            assert node.buffer is not None
+            node.buffer.put_marker(FlushMarker(1, one_done, live=True))
+        await done.wait()
+
+    async def _flush_acknowledging(self) -> bool:
         if not self._running:
             return False
         done = anyio.Event()
@@ -346,10 +392,8 @@ class Pipeline:
         for node in sources:
             assert isinstance(node.component, Source)
             node.component.request_flush(one_done, node.output)
-        with anyio.move_on_after(timeout):
-            await done.wait()
-            return True
-        return False
+        await done.wait()
+        return True
 
     # -- running ---------------------------------------------------------------------
 
@@ -387,7 +431,7 @@ class Pipeline:
                         await self._flush_node(node)
                         if node.output is not None:
                             node.output.send_marker(item)
-                        else:
+                        elif item.live or getattr(component, "acknowledges_flush", True):
                             item.acknowledge()
                     else:
                         await self._process(node, item)

@@ -13,6 +13,14 @@ The hub also keeps the last ``replay_events`` events it saw in memory: a new
 subscriber may ask for the latest of them (matching its filter) before the
 live ones (``/ws?replay=N``, ``runwatch tail -n N``), with neither a gap nor a
 repeat between the two.
+
+The hub itself is off the acknowledgement path: flush barriers and ingest
+acknowledgements never wait for it (``acknowledges_flush = False``), and its
+input buffer drops its own oldest events (counted) when it falls behind.
+What a filter costs is bounded per distinct filter: its names and globs are
+compiled once (:class:`PatternSet`, shared by equal filters) and each answer
+is remembered per run id or metric-name set, so an event costs a few
+dictionary lookups per distinct filter however many patterns it holds.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import re
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -42,6 +51,63 @@ SERVICE_NAME = "websocket_hub"
 #: Wire formats a subscriber may ask for: one object per event, or metric values in columns.
 FORMATS = ("events", "columns")
 
+#: Limits of one filter field (runs, kinds, metrics): entries, characters per entry, and
+#: glob patterns (entries with ``*``, ``?`` or ``[``; compiling them is what costs).
+MAX_PATTERNS = 1000
+MAX_PATTERN_CHARS = 200
+MAX_GLOBS = 100
+
+#: Answers a compiled pattern set remembers (run ids or metric-name sets) before starting over.
+MAX_REMEMBERED = 4096
+
+_GLOB_CHARS = frozenset("*?[")
+
+
+class PatternSet:
+    """Names and glob patterns compiled once: exact names in a set, globs in one regex.
+
+    Answers are remembered per name (and per tuple of metric names), so a
+    run id or a logging call's name set is matched against the patterns once,
+    not once per event. Build it with :func:`compile_patterns` (equal pattern
+    tuples share one instance). Only the pipeline's loop asks it.
+    """
+
+    __slots__ = ("_exact", "_regex", "_known", "_known_sets")
+
+    def __init__(self, patterns: tuple[str, ...]) -> None:
+        # A glob also matches itself literally (a run named "a*"), as fnmatch-or-equal did.
+        self._exact = frozenset(patterns)
+        globs = [pattern for pattern in patterns if not _GLOB_CHARS.isdisjoint(pattern)]
+        self._regex = re.compile("|".join(fnmatch.translate(glob) for glob in globs)) if globs else None
+        self._known: dict[str, bool] = {}
+        self._known_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+    def matches(self, name: str) -> bool:
+        """Whether ``name`` is one of the names or matches one of the globs."""
+        found = self._known.get(name)
+        if found is None:
+            found = name in self._exact or (self._regex is not None and self._regex.match(name) is not None)
+            if len(self._known) >= MAX_REMEMBERED:
+                self._known.clear()
+            self._known[name] = found
+        return found
+
+    def matching(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The names of ``names`` that match, in their order."""
+        found = self._known_sets.get(names)
+        if found is None:
+            found = tuple(name for name in names if self.matches(name))
+            if len(self._known_sets) >= MAX_REMEMBERED:
+                self._known_sets.clear()
+            self._known_sets[names] = found
+        return found
+
+
+@functools.lru_cache(maxsize=256)
+def compile_patterns(patterns: tuple[str, ...]) -> PatternSet:
+    """The :class:`PatternSet` of ``patterns`` (one per distinct tuple, while recently used)."""
+    return PatternSet(patterns)
+
 
 @dataclass(frozen=True)
 class SubscriptionFilter:
@@ -58,12 +124,23 @@ class SubscriptionFilter:
     metrics: tuple[str, ...] = ()
     format: str = "events"
 
+    @functools.cached_property
+    def _run_patterns(self) -> PatternSet:
+        return compile_patterns(self.runs)
+
+    @functools.cached_property
+    def _metric_patterns(self) -> PatternSet:
+        return compile_patterns(self.metrics)
+
     @classmethod
     def parse(cls, data: Any) -> SubscriptionFilter:
-        """Build a filter from a ``subscribe`` message body.
+        """Build a filter from a ``subscribe`` message body, its patterns compiled.
+
+        Compiling up to :data:`MAX_GLOBS` globs per field may take tens of
+        milliseconds: call it off the event loop.
 
         Raises:
-            ValueError: naming the bad field.
+            ValueError: naming the bad field and the limit it passed.
         """
         if data is None:
             return cls()
@@ -71,10 +148,12 @@ class SubscriptionFilter:
             raise ValueError("subscribe must be an object with optional runs, kinds and metrics")
         for key in data:
             if key not in ("runs", "kinds", "metrics", "format"):
-                raise ValueError(f"subscribe.{key}: unknown field (known: runs, kinds, metrics, format)")
+                name = str(key)[:60]
+                raise ValueError(f"subscribe.{name}: unknown field (known: runs, kinds, metrics, format)")
         format = data.get("format") or "events"
         if format not in FORMATS:
-            raise ValueError(f"subscribe.format: must be one of {', '.join(FORMATS)}; got {format!r}")
+            shown = _shown(format) if isinstance(format, str) else type(format).__name__
+            raise ValueError(f"subscribe.format: must be one of {', '.join(FORMATS)}; got {shown}")
         values: dict[str, tuple[str, ...]] = {}
         for key in ("runs", "kinds", "metrics"):
             items = data.get(key) or []
@@ -82,13 +161,28 @@ class SubscriptionFilter:
                 items = [part for part in items.split(",") if part]
             if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
                 raise ValueError(f"subscribe.{key}: must be a list of non-empty strings")
-            if len(items) > 1000:
-                raise ValueError(f"subscribe.{key}: at most 1000 entries")
+            if len(items) > MAX_PATTERNS:
+                raise ValueError(f"subscribe.{key}: at most {MAX_PATTERNS} entries, got {len(items)}")
+            for index, item in enumerate(items):
+                if len(item) > MAX_PATTERN_CHARS:
+                    raise ValueError(
+                        f"subscribe.{key}[{index}]: at most {MAX_PATTERN_CHARS} characters, got {len(item)}"
+                    )
+            globs = sum(1 for item in items if not _GLOB_CHARS.isdisjoint(item))
+            if globs > MAX_GLOBS:
+                raise ValueError(
+                    f"subscribe.{key}: at most {MAX_GLOBS} glob patterns (with *, ? or [), got {globs};"
+                    f" exact names may be up to {MAX_PATTERNS}"
+                )
             values[key] = tuple(sorted(set(items)))
         for kind in values["kinds"]:
             if kind not in EVENT_CLASSES:
-                raise ValueError(f"subscribe.kinds: unknown kind {kind!r} (known: {', '.join(EVENT_CLASSES)})")
-        return cls(**values, format=format)
+                raise ValueError(f"subscribe.kinds: unknown kind {_shown(kind)} (known: {', '.join(EVENT_CLASSES)})")
+        subscription = cls(**values, format=format)
+        # Compile now (the caller may be off the loop), not while publishing.
+        _ = subscription._run_patterns
+        _ = subscription._metric_patterns
+        return subscription
 
     def as_dict(self) -> dict[str, Any]:
         """The filter as sent back in the ``subscribed`` message."""
@@ -109,11 +203,13 @@ class SubscriptionFilter:
         if not self._admits_kind_and_run(event):
             return False
         if self.metrics and type(event) is Metric:
-            return bool(_matching_names(tuple(event.values), self.metrics))
+            return bool(self._metric_patterns.matching(tuple(event.values)))
         return True
 
     def _admits_kind_and_run(self, event: Any) -> bool:
-        return (not self.kinds or event.kind in self.kinds) and (not self.runs or _matches(event.run_id, self.runs))
+        return (not self.kinds or event.kind in self.kinds) and (
+            not self.runs or self._run_patterns.matches(event.run_id)
+        )
 
     def select(self, events: list[Any], wire: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The wire forms of the events this filter lets through (pure)."""
@@ -125,7 +221,7 @@ class SubscriptionFilter:
                 continue
             if self.metrics and type(event) is Metric:
                 all_values = wire_form["values"]
-                values = {name: all_values[name] for name in _matching_names(tuple(all_values), self.metrics)}
+                values = {name: all_values[name] for name in self._metric_patterns.matching(tuple(all_values))}
                 if not values:
                     continue
                 if len(values) != len(all_values):
@@ -153,7 +249,7 @@ class SubscriptionFilter:
             run_id, timestamp, values, step, tags = event
             names = tuple(values)
             if self.metrics:
-                names = _matching_names(names, self.metrics)
+                names = self._metric_patterns.matching(names)
                 if not names:
                     continue
             key = (run_id, names, tuple(tags.items()) if tags else None)
@@ -177,14 +273,9 @@ class SubscriptionFilter:
         return {"type": "columns", "metrics": list(blocks.values()), "events": others}, count
 
 
-@functools.lru_cache(maxsize=4096)
-def _matching_names(names: tuple[str, ...], patterns: tuple[str, ...]) -> tuple[str, ...]:
-    """The names a metric filter keeps (cached: a run logs the same few name sets over and over)."""
-    return tuple(name for name in names if _matches(name, patterns))
-
-
-def _matches(name: str, patterns: tuple[str, ...]) -> bool:
-    return any(name == pattern or fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+def _shown(value: str) -> str:
+    """A client's string for an error message: quoted, cut to 60 characters."""
+    return repr(value if len(value) <= 60 else value[:60] + "...")
 
 
 class Subscriber:
@@ -296,6 +387,9 @@ class WebsocketHub(Sink):
         max_bytes_per_subscriber: int = Field(8 << 20, ge=1024)
         max_lagged_events: int = Field(1_000_000, ge=1)
         replay_events: int = Field(1000, ge=0)
+
+    #: Live views never hold a flush barrier (nor an ingest acknowledgement) back.
+    acknowledges_flush = False
 
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)

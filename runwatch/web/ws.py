@@ -40,10 +40,15 @@ def _query_replay(websocket: WebSocket) -> int:
     return int(text)
 
 
-def _query_filter(websocket: WebSocket) -> SubscriptionFilter:
+async def _parse_filter(data: Any) -> SubscriptionFilter:
+    """A subscription filter, compiled on a worker thread (globs can take tens of ms; the loop carries ingest)."""
+    return await anyio.to_thread.run_sync(SubscriptionFilter.parse, data)
+
+
+async def _query_filter(websocket: WebSocket) -> SubscriptionFilter:
     params = websocket.query_params
     raw = {key: params[key] for key in ("runs", "kinds", "metrics", "format") if params.get(key)}
-    return SubscriptionFilter.parse(raw)
+    return await _parse_filter(raw)
 
 
 @router.websocket("/ws")
@@ -55,7 +60,7 @@ async def live_events(websocket: WebSocket) -> None:
         await websocket.close(code=1013, reason="no live event hub in this server")
         return
     try:
-        subscription = _query_filter(websocket)
+        subscription = await _query_filter(websocket)
         replay = _query_replay(websocket)
     except ValueError as exc:
         await websocket.close(code=1008, reason=str(exc)[:120])
@@ -123,7 +128,7 @@ async def _committed_so_far(context: object) -> None:
     after ``subscribed`` and the live stream meet without a gap."""
     pipeline = getattr(context, "pipeline", None)
     if pipeline is not None:
-        await pipeline.flush(timeout=5)
+        await pipeline.flush(timeout=5, live=True)
 
 
 async def _send_loop(websocket: WebSocket, subscriber: object, scope: anyio.CancelScope) -> None:
@@ -148,7 +153,7 @@ async def _receive_loop(websocket: WebSocket, hub: object, subscriber: object) -
             request = orjson.loads(data)
             if not isinstance(request, dict) or "subscribe" not in request:
                 raise ValueError('expected {"subscribe": {...}}')
-            subscription = SubscriptionFilter.parse(request["subscribe"])
+            subscription = await _parse_filter(request["subscribe"])
         except (orjson.JSONDecodeError, ValueError) as exc:
             await _send_error(websocket, str(exc))
             continue
