@@ -15,6 +15,7 @@ become ``str``, ``int``/``float`` subclasses become ``int``/``float``.
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ __all__ = [
     "check_text",
     "copy_payload",
     "escape_surrogates",
+    "shown",
     "text_nbytes",
 ]
 
@@ -47,6 +49,28 @@ _LIST_ITEM_NBYTES: Final = 8
 _STR_NBYTES: Final = 49
 _FLOAT_NBYTES: Final = 24
 _INT_NBYTES: Final = 32
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 80
+_SHOWN.maxlevel = 3
+_SHOWN.maxdict = _SHOWN.maxlist = _SHOWN.maxtuple = _SHOWN.maxset = 4
+
+
+def shown(value: object) -> str:
+    """A value for an error message: its repr cut to about 80 characters and 3 levels.
+
+    A caller's value may be a megabyte string or a structure nested a thousand
+    levels deep; ``repr()`` of it would flood the message (or recurse too deep).
+    """
+    if type(value) is int and value.bit_length() > 128:  # repr() of a huge int is slow, or refused
+        return f"an integer of {value.bit_length()} bits"
+    return _SHOWN.repr(value)
+
+
+def cut(path: str) -> str:
+    """A field path for an error message, cut to 200 characters (keys may be huge)."""
+    return path if len(path) <= 200 else path[:200] + "..."
 
 
 class Payload(dict[str, Any]):
@@ -81,7 +105,7 @@ def check_text(what: str, text: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise ValueError(f"{what} must be valid unicode (no lone surrogates), got {text!r}") from None
+            raise ValueError(f"{what} must be valid unicode (no lone surrogates), got {shown(text)}") from None
 
 
 def escape_surrogates(text: str) -> str:
@@ -101,12 +125,15 @@ def text_nbytes(text: str) -> int:
     return _STR_NBYTES + (len(text) if text.isascii() else 4 * len(text))
 
 
-def copy_payload(what: str, value: Mapping[str, Any]) -> Payload:
+def copy_payload(what: str, value: Mapping[str, Any], *, depth: int = 0) -> Payload:
     """A checked copy of the JSON object ``value``, with its estimated size.
 
     Args:
         what: the field's name, for error messages (``data``, ``patch``...).
         value: a mapping of string keys to JSON-compatible values.
+        depth: how deep ``value`` will sit inside an event's payload (its
+            nesting counts from there: a session's own metadata sits one
+            level down in its run's metadata).
 
     Raises:
         TypeError: a non-string key or a value JSON cannot hold, naming its
@@ -117,9 +144,9 @@ def copy_payload(what: str, value: Mapping[str, Any]) -> Payload:
     size = [0]
     out = Payload()
     try:
-        _copy_into(out, value, 0, size)
+        _copy_into(out, value, depth, size)
     except _Refused as refused:
-        raise refused.kind(f"{what}{''.join(reversed(refused.path))} {refused.reason}") from None
+        raise refused.kind(f"{cut(what + ''.join(reversed(refused.path)))} {refused.reason}") from None
     except RecursionError:  # a mapping whose keys or items misbehave without end
         raise ValueError(f"{what} is nested deeper than {MAX_JSON_DEPTH} levels") from None
     out.nbytes = size[0]
@@ -131,7 +158,7 @@ def _copy_into(out: dict[str, Any], value: Mapping[str, Any], depth: int, size: 
     for key, item in value.items():
         if type(key) is not str:
             if not isinstance(key, str):
-                raise _Refused(TypeError, f"keys must be strings, got {key!r}")
+                raise _Refused(TypeError, f"keys must be strings, got {shown(key)}")
             key = str(key)
         if not key.isascii():
             _check_surrogates(key, "keys ")
@@ -159,7 +186,7 @@ def _copy(value: Any, depth: int, size: list[int]) -> Any:
         return value
     if kind is int:
         if not INT64_MIN <= value <= INT64_MAX:
-            raise _Refused(ValueError, f"must fit in 64 bits, got {value}")
+            raise _Refused(ValueError, f"must fit in 64 bits, got {shown(value)}")
         if not -5 <= value <= 256:
             size[0] += _INT_NBYTES
         return value
@@ -205,4 +232,4 @@ def _check_surrogates(text: str, prefix: str) -> None:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise _Refused(ValueError, f"{prefix}must be valid unicode (no lone surrogates), got {text!r}") from None
+        raise _Refused(ValueError, f"{prefix}must be valid unicode (no lone surrogates), got {shown(text)}") from None

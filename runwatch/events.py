@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from enum import Enum, StrEnum
 from typing import Any, ClassVar, Final, NamedTuple, Self
 
-from ._payload import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, Payload, check_text, copy_payload, text_nbytes
+from ._payload import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, Payload, check_text, copy_payload, cut, shown, text_nbytes
 
 __all__ = [
     "INT64_MAX",
@@ -54,6 +54,7 @@ __all__ = [
     "copy_state",
     "merge_state",
     "merge_state_into",
+    "shown",
     "to_epoch_seconds",
 ]
 
@@ -64,7 +65,7 @@ _LEVEL_SET: Final = frozenset(LEVELS)
 
 def _check_run_id(run_id: object) -> None:
     if type(run_id) is not str or not run_id:
-        raise TypeError(f"run_id must be a non-empty string, got {run_id!r}")
+        raise TypeError(f"run_id must be a non-empty string, got {shown(run_id)}")
     check_storable("run_id", run_id)
 
 
@@ -76,13 +77,14 @@ def check_storable(what: str, text: str) -> None:
     Every constructor checks its run id and a log event's type, except
     :class:`Metric`, which leaves its run id and names to the store (a check
     per name would cost ~20% of the ~1 µs hot path): the store's encoder drops
-    such a metric alone, counted as ``unencodable``.
+    such a metric alone, counted as ``unencodable``. Metrics from the wire are
+    checked by :func:`event_from_dict`, so a remote batch is refused whole.
 
     Raises:
         ValueError: naming ``what``.
     """
     if "\x00" in text:
-        raise ValueError(f"{what} must not contain NUL characters, got {text!r}")
+        raise ValueError(f"{what} must not contain NUL characters, got {shown(text)}")
     check_text(what, text)
 
 
@@ -92,14 +94,16 @@ MAX_TIMESTAMP: Final = 9_000_000_000.0
 
 def _check_timestamp(timestamp: object, what: str = "timestamp") -> None:
     if type(timestamp) is not float and type(timestamp) is not int:
-        raise TypeError(f"{what} must be seconds since the epoch as a float, got {timestamp!r}")
+        raise TypeError(f"{what} must be seconds since the epoch as a float, got {shown(timestamp)}")
     if not 0.0 <= timestamp <= MAX_TIMESTAMP:  # also false for NaN
-        raise ValueError(f"{what} must be seconds since the epoch between 0 and {MAX_TIMESTAMP:.0f}, got {timestamp!r}")
+        raise ValueError(
+            f"{what} must be seconds since the epoch between 0 and {MAX_TIMESTAMP:.0f}, got {shown(timestamp)}"
+        )
 
 
 def _check_int64(what: str, value: int) -> int:
     if not INT64_MIN <= value <= INT64_MAX:
-        raise ValueError(f"{what} must fit in 64 bits, got {value}")
+        raise ValueError(f"{what} must fit in 64 bits, got {shown(value)}")
     return value
 
 
@@ -113,13 +117,13 @@ def _check_name(what: str, name: object) -> None:
 def _to_float(name: str, value: object) -> float:
     """Convert one metric value, accepting numpy scalars and 0-d tensors."""
     if isinstance(value, (str, bytes, bytearray)) or value is None:
-        raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__} {value!r}")
+        raise TypeError(f"metric {shown(name)} must be a number, got {type(value).__name__} {shown(value)}")
     try:
         return float(value)  # type: ignore[arg-type]
     except OverflowError:
-        raise ValueError(f"metric {name!r} is too large for a float: {value!r}") from None
+        raise ValueError(f"metric {shown(name)} is too large for a float: {shown(value)}") from None
     except (TypeError, ValueError):
-        raise TypeError(f"metric {name!r} must be a number, got {type(value).__name__}") from None
+        raise TypeError(f"metric {shown(name)} must be a number, got {type(value).__name__}") from None
 
 
 def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -155,7 +159,7 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 def _flatten_into(out: dict[str, float], metrics: Mapping[str, Any], prefix: str, depth: int) -> None:
     if depth > MAX_JSON_DEPTH:  # also what a mapping that contains itself comes to
-        raise ValueError(f"metrics are nested deeper than {MAX_JSON_DEPTH} levels (at {prefix[:200]!r})")
+        raise ValueError(f"metrics are nested deeper than {MAX_JSON_DEPTH} levels (at {shown(prefix)})")
     for name, value in metrics.items():
         _check_name("metric name", name)
         full_name = prefix + name
@@ -169,11 +173,11 @@ def _flatten_into(out: dict[str, float], metrics: Mapping[str, Any], prefix: str
 
 def _check_level(level: object, what: str = "level") -> None:
     if type(level) is not str:
-        raise TypeError(f"{what} must be a string, got {level!r}")
+        raise TypeError(f"{what} must be a string, got {shown(level)}")
     if level not in _LEVEL_SET:
         if what == "level":
-            raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {level!r}")
-        raise ValueError(f"{what} must be one of the levels {', '.join(LEVELS)}; got {level!r}")
+            raise ValueError(f"level must be one of {', '.join(LEVELS)}; got {shown(level)}")
+        raise ValueError(f"{what} must be one of the levels {', '.join(LEVELS)}; got {shown(level)}")
 
 
 class _EventBase:
@@ -250,11 +254,11 @@ class Metric(_EventBase, _MetricFields):
 
 def _check_step(step: object) -> int:
     if isinstance(step, bool):
-        raise TypeError(f"step must be an integer or None, got {step!r}")
+        raise TypeError(f"step must be an integer or None, got {shown(step)}")
     try:
         value = operator.index(step)  # type: ignore[arg-type]  # int, numpy integers
     except TypeError:
-        raise TypeError(f"step must be an integer or None, got {step!r}") from None
+        raise TypeError(f"step must be an integer or None, got {shown(step)}") from None
     return _check_int64("step", value)
 
 
@@ -263,7 +267,7 @@ def _copy_tags(what: str, tags: object) -> dict[str, str]:
         raise TypeError(f"{what} must be a mapping of string to string, got {type(tags).__name__}")
     for key, value in tags.items():
         if type(key) is not str or type(value) is not str:
-            raise TypeError(f"{what} must map strings to strings, got {key!r}: {value!r}")
+            raise TypeError(f"{what} must map strings to strings, got {shown(key)}: {shown(value)}")
     return dict(tags)
 
 
@@ -337,6 +341,8 @@ class RunTransition(StrEnum):
     FAILED = "failed"
 
 
+_TRANSITIONS: Final = frozenset(t.value for t in RunTransition)
+
 #: The run status each transition leads to.
 STATUS_AFTER: Final = {
     RunTransition.STARTED: "running",
@@ -395,11 +401,10 @@ class RunLifecycle(_EventBase, _RunLifecycleFields):
     ) -> Self:
         _check_run_id(run_id)
         _check_timestamp(timestamp)
-        try:
-            transition = RunTransition(transition)
-        except ValueError:
+        if not isinstance(transition, str) or transition not in _TRANSITIONS:  # before the enum repr()s it
             names = ", ".join(t.value for t in RunTransition)
-            raise ValueError(f"transition must be one of {names}; got {transition!r}") from None
+            raise ValueError(f"transition must be one of {names}; got {shown(transition)}")
+        transition = RunTransition(transition)
         _check_name("run_kind", run_kind)
         check_storable("run_kind", run_kind)
         if config is not None:
@@ -460,12 +465,12 @@ class ExceptionEvent(_EventBase, _ExceptionEventFields):
         check_text("error_type", error_type)
         for name, value in (("message", message), ("traceback", traceback), ("category", category)):
             if type(value) is not str:
-                raise TypeError(f"{name} must be a string, got {value!r}")
+                raise TypeError(f"{name} must be a string, got {shown(value)}")
             check_text(name, value)
         _check_level(severity, "severity")
         if component is not None:
             if type(component) is not str:
-                raise TypeError(f"component must be a string or None, got {component!r}")
+                raise TypeError(f"component must be a string or None, got {shown(component)}")
             check_text("component", component)
         fields = (run_id, timestamp, error_type, message, traceback, category, severity, component)
         return _tuple_new(cls, fields)
@@ -491,7 +496,7 @@ class Heartbeat(_EventBase, _HeartbeatFields):
                 raise TypeError(f"counters must be a mapping of string to int, got {type(counters).__name__}")
             for key, value in counters.items():
                 if type(key) is not str or type(value) is not int:
-                    raise TypeError(f"counters must map strings to ints, got {key!r}: {value!r}")
+                    raise TypeError(f"counters must map strings to ints, got {shown(key)}: {shown(value)}")
                 check_text("counters keys", key)
                 _check_int64(f"counters.{key}", value)
             counters = dict(counters)
@@ -535,7 +540,7 @@ class AlertEvent(_EventBase, _AlertEventFields):
         _check_timestamp(timestamp)
         _check_name("rule", rule)
         if state not in ALERT_STATES:
-            raise ValueError(f"state must be one of {', '.join(ALERT_STATES)}; got {state!r}")
+            raise ValueError(f"state must be one of {', '.join(ALERT_STATES)}; got {shown(state)}")
         _check_name("severity", severity)
         labels = _copy_tags("labels", {} if labels is None else labels)
         annotations = _copy_tags("annotations", {} if annotations is None else annotations)
@@ -670,17 +675,17 @@ def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = Non
     kind = data.get("kind")
     cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise _naming(ValueError(f"kind must be one of {', '.join(EVENT_CLASSES)}; got {kind!r}"), "kind")
+        raise _naming(ValueError(f"kind must be one of {', '.join(EVENT_CLASSES)}; got {shown(kind)}"), "kind")
     fields: tuple[str, ...] = cls._fields
     kwargs = {key: value for key, value in data.items() if key != "kind"}
     for key in kwargs:
         if key not in fields:
-            raise _naming(ValueError(f"unknown field {key!r} for a {kind} event"), str(key))
+            raise _naming(ValueError(f"unknown field {shown(key)} for a {kind} event"), cut(str(key)))
     if "run_id" not in kwargs and default_run_id is not None:
         kwargs["run_id"] = default_run_id
     for name in fields:
         if name not in kwargs and name not in cls._field_defaults:
-            raise _naming(ValueError(f"missing field {name!r} for a {kind} event"), name)
+            raise _naming(ValueError(f"missing field {shown(name)} for a {kind} event"), name)
     if type(kwargs.get("timestamp")) is int:
         kwargs["timestamp"] = float(kwargs["timestamp"])
     try:
@@ -688,7 +693,23 @@ def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = Non
     except (TypeError, ValueError) as exc:
         exc.field = _field_named_by(str(exc), fields)  # type: ignore[attr-defined]
         raise
+    if cls is Metric:
+        _check_metric_storable(event)  # type: ignore[arg-type]
     return event
+
+
+def _check_metric_storable(metric: Metric) -> None:
+    """The checks :class:`Metric` leaves to the store, for events from the wire: a bad
+    run id or name refuses the whole batch instead of being dropped alone later."""
+    try:
+        check_storable("run_id", metric.run_id)
+    except ValueError as exc:
+        raise _naming(exc, "run_id") from None
+    for name in metric.values:
+        try:
+            check_storable(f"metric name {shown(name)}", name)
+        except ValueError as exc:
+            raise _naming(exc, cut(f"values.{name}")) from None
 
 
 def _naming(error: Exception, field: str) -> Exception:
@@ -741,7 +762,7 @@ def to_epoch_seconds(value: object, name: str = "time") -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
         if not math.isfinite(seconds):
-            raise ValueError(f"{name} must be finite, got {value!r}")
+            raise ValueError(f"{name} must be finite, got {shown(value)}")
         return seconds
     raise TypeError(f"{name} must be a datetime or epoch seconds, got {type(value).__name__}")
 
