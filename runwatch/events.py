@@ -557,24 +557,28 @@ class _IngestReceiptFields(NamedTuple):
     timestamp: float
     batch_id: str
     events: int
+    digest: str = ""
 
 
 class IngestReceipt(_EventBase, _IngestReceiptFields):
     """Internal: closes a remote producer's batch so the store records its id
     in the same transaction as its events (a retried batch is then refused).
 
-    Not published to subscribers; ``run_id`` is the batch's first run.
+    Not published to subscribers. ``run_id`` is the batch's first run: the
+    scope of its ``batch_id`` (ids are unique per run). ``digest`` is a hash of
+    the batch's content, so a reused id with other content can be told from a
+    retry.
     """
 
     __slots__ = ()
     kind: ClassVar[str] = "receipt"
 
-    def __new__(cls, run_id: str, timestamp: float, batch_id: str, events: int) -> Self:
+    def __new__(cls, run_id: str, timestamp: float, batch_id: str, events: int, digest: str = "") -> Self:
         _check_run_id(run_id)
         _check_timestamp(timestamp)
         _check_name("batch_id", batch_id)
         check_storable("batch_id", batch_id)
-        return _tuple_new(cls, (run_id, timestamp, batch_id, events))
+        return _tuple_new(cls, (run_id, timestamp, batch_id, events, digest))
 
 
 Event = Metric | LogEvent | StatePatch | RunLifecycle | ExceptionEvent | Heartbeat | AlertEvent

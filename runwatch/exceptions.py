@@ -7,6 +7,8 @@ Hierarchy::
      ├── UnknownRunError (ValueError)  no run has the given id
      ├── StoreError                    the database is unusable for the request
      │    └── BackupError (ValueError) a backup file is corrupt or foreign
+     ├── BatchIdConflict (ValueError)  an ingest batch id reused for different content
+     ├── BatchNotStored                an ingested batch was not committed (retry it)
      └── PipelineNotRunning (RuntimeError)  the pipeline was used after close
 
 A caller's mistake is a ``TypeError`` or ``ValueError`` (these subclass
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 __all__ = [
     "BackupError",
+    "BatchIdConflict",
+    "BatchNotStored",
     "ConfigError",
     "PipelineNotRunning",
     "RunwatchError",
@@ -69,6 +73,43 @@ class BackupError(StoreError, ValueError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class BatchIdConflict(RunwatchError, ValueError):
+    """A batch id already used in its scope (a run) for different content.
+
+    An idempotency key only ever dedupes a true retry: the same id with
+    different content is refused, never silently dropped.
+
+    Attributes:
+        batch_id: the reused id.
+        scope: the run the id belongs to.
+    """
+
+    def __init__(self, batch_id: str, scope: str) -> None:
+        self.batch_id = batch_id
+        self.scope = scope
+        super().__init__(
+            f"batch_id {_short(batch_id)} was already used for different content in run {_short(scope)};"
+            " use a new batch_id for new data"
+        )
+
+
+class BatchNotStored(RunwatchError):
+    """An ingested batch was not committed (the store refused it, or the pipeline
+    stopped first). Nothing of it is stored; its batch id may be sent again.
+
+    Attributes:
+        batch_id: the batch's id.
+    """
+
+    def __init__(self, batch_id: str, reason: str) -> None:
+        self.batch_id = batch_id
+        super().__init__(f"batch_id {_short(batch_id)} was not stored ({reason}); send it again")
+
+
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:60] + "...")
 
 
 class PipelineNotRunning(RunwatchError, RuntimeError):

@@ -124,7 +124,7 @@ def test_cleanup_forgets_ingested_batch_ids_older_than_the_cutoff(db: Path) -> N
     seed(db)
     with sqlite3.connect(db) as conn:
         conn.executemany(
-            "INSERT INTO ingest_batches (batch_id, received_at, events) VALUES (?, ?, 1)",
+            "INSERT INTO ingest_batches (scope, batch_id, received_at, events) VALUES ('r', ?, ?, 1)",
             [
                 (
                     f"old-{i}",
@@ -138,7 +138,9 @@ def test_cleanup_forgets_ingested_batch_ids_older_than_the_cutoff(db: Path) -> N
     with sqlite3.connect(db) as conn:
         assert lifecycle.forget_ingested_batches(conn, CUTOFF, batch_rows=10) == 25
         assert [row[0] for row in conn.execute("SELECT batch_id FROM ingest_batches")] == ["new"]
-        conn.execute("INSERT INTO ingest_batches (batch_id, received_at, events) VALUES ('old-again', 0, 1)")
+        conn.execute(
+            "INSERT INTO ingest_batches (scope, batch_id, received_at, events) VALUES ('r', 'old-again', 0, 1)"
+        )
         conn.commit()
     conn.close()
     DatabaseManager(db).cleanup_old_data(at(CUTOFF))
@@ -678,6 +680,7 @@ TABLES_AT = {
     3: V1_TABLES | {"ingest_batches", "metric_rollups"},
     4: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},
     5: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # metric_stats rebuilt without REAL
+    6: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # ingest_batches scoped per run
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
@@ -692,6 +695,16 @@ ROWS = {
     " VALUES (1, 'loss', 0, 9, 1, 2, 10, 0)",
     "snapshots": "INSERT INTO snapshots (run, ts, data) VALUES (1, 1, '{}')",
 }
+#: Rows whose insert changed with a version (from that version on).
+ROWS_FROM = {
+    6: {"ingest_batches": "INSERT INTO ingest_batches (scope, batch_id, received_at, events) VALUES ('r', 'b', 1, 1)"},
+}
+
+
+def row_insert(table: str, version: int) -> str:
+    """The statement inserting one row of ``table`` into a store at ``version``."""
+    changed = [rows[table] for since, rows in sorted(ROWS_FROM.items()) if since <= version and table in rows]
+    return changed[-1] if changed else ROWS[table]
 
 
 def tables_and_counts(db: Path) -> dict[str, int]:
@@ -705,7 +718,7 @@ def store_at(db: Path, version: int) -> dict[str, int]:
     with sqlite3.connect(db) as conn:
         migrate(conn, version)
         for table in TABLES_AT[version]:
-            conn.execute(ROWS[table])
+            conn.execute(row_insert(table, version))
     return tables_and_counts(db)
 
 

@@ -356,6 +356,35 @@ def test_liveness_verdicts_show_as_session_status(server: Server) -> None:
         pytest.param("", b'{"colour": "red"}', 422, "colour", id="create-unknown"),
         pytest.param("", b"[]", 422, None, id="create-array"),
         pytest.param("", b"{nope", 400, None, id="create-malformed"),
+        pytest.param(
+            "", b'{"metadata": ' + b'{"a":' * 65 + b"1" + b"}" * 65 + b"}", 422, "metadata", id="create-65-deep"
+        ),
+        pytest.param("", b'{"metadata": {"x": 9223372036854775808}}', 422, "metadata", id="create-int-2**63"),
+        pytest.param("", b'{"metadata": {"x": 18446744073709551615}}', 422, "metadata", id="create-int-2**64-1"),
+        pytest.param(
+            "", b'{"metadata": {"x": ' + b"[" * 990 + b"]" * 990 + b"}}", 422, "metadata", id="create-990-deep"
+        ),
+        pytest.param("", b'{"product": ' + b"[" * 1000 + b"]" * 1000 + b"}", 422, "product", id="create-deep-product"),
+        pytest.param(
+            "/state", b'{"a": ' + b'{"a":' * 990 + b"1" + b"}" * 990 + b"}", 422, "state", id="state-990-deep"
+        ),
+        pytest.param(
+            "/batch",
+            b'{"batch_id": "b", "operations": [{"op": "event", "name": "e", "data": '
+            + b"[" * 990
+            + b"]" * 990
+            + b"}]}",
+            422,
+            "operations[0].data",
+            id="batch-990-deep-data",
+        ),
+        pytest.param(
+            "/batch",
+            rb'{"batch_id": "nul\u0000id", "operations": []}',
+            422,
+            "batch_id",
+            id="batch-nul-batch-id",
+        ),
         pytest.param("/state", b"[1]", 422, "state", id="state-array"),
         pytest.param("/state", b"", 400, None, id="state-empty"),
         pytest.param("/state", b'{"a": 1', 400, None, id="state-malformed"),
@@ -411,6 +440,7 @@ def test_invalid_bodies_are_4xx_naming_the_field_and_store_nothing(
 
     assert response.status_code == status, response.text
     assert error_of(response)["field"] == field
+    assert len(response.text) < 2000, "the message must not repr() a huge or deep value"
     assert server.rows("SELECT count(*) FROM events")[0][0] == events_before
     assert server.rows("SELECT count(*) FROM runs")[0][0] == runs_before
     assert server.rows("SELECT last_heartbeat FROM runs WHERE run_id = ?", session_id) == [(None,)]

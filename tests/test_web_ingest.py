@@ -652,3 +652,137 @@ async def test_ws_ingest_error_names_the_batch(server: Server) -> None:
         error = await exchange(ws, {"batch_id": "ws-named", "events": [{"kind": "bogus"}]})
         assert error["type"] == "error"
         assert error["batch_id"] == "ws-named"
+
+
+# -- all or nothing; hostile nesting -------------------------------------------------------------------
+
+
+def test_a_nul_in_one_metric_name_or_run_id_refuses_the_whole_batch(server: Server) -> None:
+    """A batch of 4 with a NUL in one metric name and in one run id is a 422 naming the first (index and
+    field); nothing of it is stored and its batch_id stays free for the corrected batch."""
+    before = server.counts()
+    events = [
+        metric("ing-nul", {"a": 1.0}, step=0),
+        metric("ing-nul", {"b\x00c": 1.0}, step=1),
+        metric("ing\x00nul", {"a": 1.0}, step=2),
+        metric("ing-nul", {"d": 1.0}, step=3),
+    ]
+    response = server.post(json.dumps({"batch_id": "nul-1", "events": events}))
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == "events[1].values.b\x00c"
+    assert "NUL" in error["message"] and error["message"].startswith("events[1]")
+    assert server.counts() == before
+    events[1] = metric("ing-nul", {"b": 1.0}, step=1)
+    events[2] = metric("ing-nul", {"a": 1.0}, step=2)
+    retry = server.post(json.dumps({"batch_id": "nul-1", "events": events}))
+    assert retry.status_code == 202 and retry.json()["accepted"] == 4
+    assert server.client.get("/api/runs/ing-nul").json()["metrics"].keys() == {"a", "b", "d"}
+
+
+def test_a_nul_run_id_in_the_first_event_is_422_and_leaves_the_batch_id_free(server: Server) -> None:
+    """The first event's run id (which scopes the batch id) with a NUL is a 422 naming events[0].run_id;
+    the corrected retry under the same batch_id is stored."""
+    bad = server.post(json.dumps({"batch_id": "first-nul", "events": [metric("first\x00nul", {"a": 1.0})]}))
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "events[0].run_id"
+    good = server.post(json.dumps({"batch_id": "first-nul", "events": [metric("first-nul", {"a": 1.0})]}))
+    assert good.status_code == 202 and good.json()["duplicate"] is False
+    assert server.client.get("/api/runs/first-nul").status_code == 200
+
+
+def nested(depth: int, leaf: str = "1") -> str:
+    """A JSON text of ``depth`` nested objects around ``leaf``."""
+    return '{"a":' * depth + leaf + "}" * depth
+
+
+def deep_arrays(depth: int) -> str:
+    """A JSON text of ``depth`` nested arrays."""
+    return "[" * depth + "]" * depth
+
+
+def _deep_fields() -> list[Any]:
+    """Event texts with one field nested deeply (objects or arrays), for every field of the wire kinds."""
+    metric_text = (
+        '{{"kind":"metric","run_id":{run_id},"timestamp":{timestamp},"values":{values},"step":{step},"tags":{tags}}}'
+    )
+    defaults = {"run_id": '"deep"', "timestamp": "1.0", "values": '{"a":1}', "step": "1", "tags": "null"}
+    cases = []
+    for field in ("run_id", "timestamp", "values", "step", "tags"):
+        cases.append((f"metric.{field}", metric_text, defaults, field))
+    log_text = '{{"kind":"log","run_id":"deep","timestamp":1.0,"type":{type},"level":{level},"data":{data}}}'
+    for field in ("type", "level", "data"):
+        cases.append((f"log.{field}", log_text, {"type": '"t"', "level": '"info"', "data": "{}"}, field))
+    cases.append(("state.patch", '{{"kind":"state","run_id":"deep","timestamp":1.0,"patch":{patch}}}', {}, "patch"))
+    cases.append(
+        (
+            "heartbeat.counters",
+            '{{"kind":"heartbeat","run_id":"deep","timestamp":1.0,"counters":{counters}}}',
+            {},
+            "counters",
+        )
+    )
+    lifecycle = (
+        '{{"kind":"lifecycle","run_id":"deep","timestamp":1.0,"transition":{transition},'
+        '"config":{config},"metadata":{metadata},"final_reward":{final_reward}}}'
+    )
+    lifecycle_defaults = {"transition": '"started"', "config": "null", "metadata": "null", "final_reward": "null"}
+    for field in ("transition", "config", "metadata", "final_reward"):
+        cases.append((f"lifecycle.{field}", lifecycle, lifecycle_defaults, field))
+    exception = '{{"kind":"exception","run_id":"deep","timestamp":1.0,"error_type":{error_type},"message":{message}}}'
+    for field in ("error_type", "message"):
+        cases.append((f"exception.{field}", exception, {"error_type": '"E"', "message": '"m"'}, field))
+    cases.append(("kind", '{{"kind":{kind},"run_id":"deep","timestamp":1.0}}', {}, "kind"))
+    params = []
+    for name, template, fields, field in cases:
+        for depth in (990, 1020):
+            for shape, text in (("objects", nested(depth)), ("arrays", deep_arrays(depth))):
+                event = template.format(**{**fields, field: text})
+                params.append(pytest.param(event, id=f"{name}-{shape}-{depth}"))
+    return params
+
+
+@pytest.mark.parametrize("event", _deep_fields())
+def test_deep_nesting_in_any_field_is_4xx_with_a_short_message(server: Server, event: str) -> None:
+    """990 to 1,024 levels in any field of any kind (bare or in an envelope) are refused with a 4xx whose
+    message stays short (the value is never repr()'d whole), storing nothing; the server keeps answering."""
+    before = server.counts()
+    for body in (f"[{event}]", f'{{"batch_id":"deep","events":[{event}]}}'):
+        response = server.post(body)
+        assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+        assert len(response.text) < 2000, response.text[:300]
+    assert server.counts() == before
+    assert server.client.get("/api/health").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param('{"batch_id":' + deep_arrays(990) + ',"events":[]}', id="batch-id"),
+        pytest.param('{"events":' + deep_arrays(990) + "}", id="events"),
+        pytest.param('{"events":[],' + '"' + "k" * 500_000 + '":1}', id="huge-unknown-key"),
+        pytest.param(json.dumps([metric("x" * 500_000, {"a": 1.0})]), id="huge-run-id-accepted-or-refused"),
+        pytest.param(json.dumps([metric("huge-name", {"\x00" + "n" * 500_000: 1.0})]), id="huge-nul-metric-name"),
+    ],
+)
+def test_hostile_envelopes_and_huge_values_get_short_answers(server: Server, body: str) -> None:
+    """Deep or huge values in the envelope (or a huge refused name) never give a 5xx or a huge message."""
+    response = server.post(body)
+    assert response.status_code < 500, response.text[:300]
+    assert len(response.text) < 2000, len(response.text)
+
+
+async def test_ws_ingest_answers_hostile_messages_with_errors_and_stays_open(server: Server) -> None:
+    """/ws/ingest answers deep nesting in any field, a NUL first run id and a 1,024-deep document with an
+    error message (never closes with 1006); the next valid batch on the same socket is acknowledged."""
+    hostile = [param.values[0] for param in _deep_fields()[::7]]
+    async with connect(server.ws_url + "/ws/ingest", open_timeout=TIMEOUT, max_size=2**22) as ws:
+        for event in hostile:
+            answer = await exchange(ws, f'{{"batch_id":"ws-deep","events":[{event}]}}')
+            assert answer["type"] == "error" and answer["batch_id"] == "ws-deep", answer
+            assert len(json.dumps(answer)) < 2000
+        answer = await exchange(ws, deep_arrays(1024))
+        assert answer["type"] == "error"
+        answer = await exchange(ws, {"batch_id": "ws-nul", "events": [metric("ws\x00nul", {"a": 1.0})]})
+        assert answer["type"] == "error" and answer["field"] == "events[0].run_id"
+        ack = await exchange(ws, {"batch_id": "ws-nul", "events": [metric("ws-nul", {"a": 1.0})]})
+        assert ack == {"type": "ack", "batch_id": "ws-nul", "accepted": 1, "duplicate": False}

@@ -46,7 +46,17 @@ if TYPE_CHECKING:
 
     from .buffer import EventBuffer
 
-__all__ = ["Component", "ComponentContext", "NoOptions", "Options", "Output", "Sink", "Source", "Stage"]
+__all__ = [
+    "Component",
+    "ComponentContext",
+    "NoOptions",
+    "Options",
+    "Output",
+    "ReceiptBook",
+    "Sink",
+    "Source",
+    "Stage",
+]
 
 
 class Options(BaseModel):
@@ -59,6 +69,33 @@ class NoOptions(Options):
     """For components that take no options."""
 
 
+class ReceiptBook:
+    """Where store sinks report the ingest receipts they commit.
+
+    A sink that stores receipts registers as a recorder when it is built and
+    reports the ``(run_id, batch_id)`` key of each receipt right after its
+    transaction commits; the ingest source listens, so a batch is answered
+    "stored" only once it is. Only the pipeline's event loop reports.
+    """
+
+    def __init__(self) -> None:
+        self.recorders = 0
+        self._listeners: list[Callable[[list[tuple[str, str]]], None]] = []
+
+    def add_recorder(self) -> None:
+        """A sink that stores receipts (and reports them) is in the graph."""
+        self.recorders += 1
+
+    def listen(self, listener: Callable[[list[tuple[str, str]]], None]) -> None:
+        """Call ``listener(keys)`` with the keys of every commit's receipts."""
+        self._listeners.append(listener)
+
+    def committed(self, keys: list[tuple[str, str]]) -> None:
+        """Receipts with these keys were committed, with their batches' events."""
+        for listener in self._listeners:
+            listener(keys)
+
+
 @dataclass
 class ComponentContext:
     """What the pipeline shares with its components.
@@ -67,11 +104,13 @@ class ComponentContext:
         db_path: the SQLite store's path.
         data_dir: where components may write files (snapshots, spools).
         services: named objects shared at run time (e.g. the websocket hub).
+        receipts: where store sinks report committed ingest receipts.
     """
 
     db_path: str = "monitoring.db"
     data_dir: Path = field(default_factory=lambda: Path("monitor_data"))
     services: dict[str, Any] = field(default_factory=dict)
+    receipts: ReceiptBook = field(default_factory=ReceiptBook)
 
 
 class Output:

@@ -63,7 +63,9 @@ class SQLiteSink(Sink):
     ``max_events`` events are pending, every ``flush_interval_seconds``,
     and at every flush barrier. If a commit fails (disk full, locked), the
     events stay pending, the sink reports ``degraded`` and retries with
-    backoff; upstream buffers apply their policy meanwhile.
+    backoff; upstream buffers apply their policy meanwhile. The ingest
+    receipts of each committed transaction are reported to
+    ``context.receipts`` (the ingest source answers on them).
 
     Waiting for another writer's lock happens in slices of
     :data:`BUSY_SLICE_MILLISECONDS` (up to :data:`LOCK_WAIT_SECONDS` per
@@ -110,6 +112,7 @@ class SQLiteSink(Sink):
         self._degraded_since: float | None = None
         self._retry_at = 0.0  # monotonic: no commit is attempted before this while degraded
         self._dropped: dict[str, int] = {}
+        context.receipts.add_recorder()
 
     async def start(self) -> None:
         # A new store is created 0600 and a directory created for it 0700 (an existing one keeps its mode).
@@ -189,7 +192,7 @@ class SQLiteSink(Sink):
             chunk = self._pending[: _chunk_end(self._pending, self.options.max_events)]
             started = time.perf_counter()
             try:
-                await self._write_transaction(chunk)
+                receipts = await self._write_transaction(chunk)
             except Exception as exc:
                 if _is_store_trouble(exc):  # locked, disk full, read-only...: keep the events, retry later
                     self._commit_failed(exc)
@@ -208,6 +211,8 @@ class SQLiteSink(Sink):
             else:
                 self._pending = self._pending[len(chunk) :]
                 self._pending_bytes -= batch_nbytes(chunk)
+            if receipts:
+                self.context.receipts.committed(receipts)
         return True
 
     def _quarantine(self, chunk: list[Any], exc: Exception) -> None:
@@ -248,21 +253,22 @@ class SQLiteSink(Sink):
                 self._last_error,
             )
 
-    async def _write_transaction(self, batch: list[Any]) -> None:
+    async def _write_transaction(self, batch: list[Any]) -> list[tuple[str, str]]:
+        """Write ``batch`` in one transaction; returns the ``(run_id, batch_id)`` keys of its receipts."""
         try:
-            await self._try_transaction(batch)
+            return await self._try_transaction(batch)
         except _StaleRunIds:
             # Runs were removed (``runwatch cleanup`` from any process) since their ids were cached:
             # the transaction is rolled back; forget them and write again, creating them anew.
             for event in batch:
                 self._run_ids.pop(event.run_id, None)
-            await self._try_transaction(batch)
+            return await self._try_transaction(batch)
 
-    async def _try_transaction(self, batch: list[Any]) -> None:
+    async def _try_transaction(self, batch: list[Any]) -> list[tuple[str, str]]:
         db = self._db
         assert db is not None
         async with self._write_lock(db):
-            await self._write_locked(db, batch)
+            return await self._write_locked(db, batch)
 
     @contextlib.asynccontextmanager
     async def _write_lock(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
@@ -290,7 +296,7 @@ class SQLiteSink(Sink):
             # Between slices: a shutdown's cancellation, or a fork, gets its turn here.
             await anyio.lowlevel.checkpoint()
 
-    async def _write_locked(self, db: aiosqlite.Connection, batch: list[Any]) -> None:
+    async def _write_locked(self, db: aiosqlite.Connection, batch: list[Any]) -> list[tuple[str, str]]:
         new_runs: list[str] = []
         encoded: EncodedBatch | None = None
         try:
@@ -303,6 +309,7 @@ class SQLiteSink(Sink):
             await self._execute_encoded(db, encoded, now)
             with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
                 await db.execute("COMMIT")
+            return [(receipt[0], receipt[1]) for receipt in encoded.receipts]
         except BaseException:
             if encoded is not None:  # key sets inserted in this transaction are gone too
                 self._encoder.forget_keysets(encoded.new_keysets)

@@ -1,24 +1,61 @@
-"""The ingest source: batches from remote producers (``POST /api/ingest``, ``/ws/ingest``)."""
+"""The ingest source: batches from remote producers (``POST /api/ingest``, ``/ws/ingest``, session ``/batch``).
+
+A batch with a ``batch_id`` is stored at most once and acknowledged only once
+stored:
+
+- Batch ids are scoped per run: the key of a batch is ``(run_id of its first
+  event, batch_id)``, so producers that number batches per run never collide.
+- Its receipt (:class:`~runwatch.events.IngestReceipt`, carrying a digest of
+  the batch's content) is committed in the same transaction as its events;
+  the store sink reports each committed receipt (``context.receipts``).
+- The batch is answered "stored" once its receipt was committed and a flush
+  barrier sent behind it has passed every acknowledging sink; if the barrier
+  passes without the receipt (a sink dropped it) or the pipeline stops first,
+  it is answered "not stored" and nothing of it is.
+- A retry of a batch still in flight waits for that outcome: a duplicate once
+  the original is stored, taken as new if the original was not. A retry of a
+  stored batch is a duplicate; the same id with other content is a
+  :class:`~runwatch.exceptions.BatchIdConflict`, never a silent drop.
+
+The outcome of a batch is the pipeline's, not its request's: a request that
+is cancelled (its client went away) leaves the batch in flight, and a retry
+waits for it all the same.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import sqlite3
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import anyio
+import orjson
 from pydantic import Field
 
-from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition
-from ..exceptions import PipelineNotRunning
+from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition, event_to_wire
+from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
 from ..pipeline.component import ComponentContext, Output, Source
 from ..pipeline.component import Options as BaseOptions
 from ..store import forksafe
 
-__all__ = ["SERVICE_NAME", "IngestResult", "IngestSource"]
+__all__ = ["SERVICE_NAME", "IngestResult", "IngestSource", "content_digest"]
+
+logger = logging.getLogger("runwatch.ingest")
 
 SERVICE_NAME = "ingest"
+
+
+def content_digest(document: Any) -> str:
+    """A digest of a batch's content (a JSON-compatible document), independent of key order.
+
+    Raises:
+        TypeError: the document is not JSON-compatible or nested deeper than 254 levels.
+    """
+    return hashlib.blake2b(orjson.dumps(document, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
 class IngestResult:
@@ -52,16 +89,28 @@ def owned_by_their_producer(events: list[Any]) -> list[Any]:
     ]
 
 
-class IngestSource(Source):
-    """Feeds validated remote batches into the graph and acknowledges once committed.
+_Key = tuple[str, str]
 
-    A batch with a ``batch_id`` is stored at most once: the id is committed in
-    the same transaction as the batch's events (see ``IngestReceipt``), and a
-    retry of a stored or in-flight id is answered as a duplicate.
+
+class _InFlight:
+    """One keyed batch between its submission and its outcome (only the loop touches it)."""
+
+    __slots__ = ("committed", "digest", "key", "settled", "stored_digest")
+
+    def __init__(self, key: _Key, digest: str) -> None:
+        self.key = key
+        self.digest = digest
+        self.committed = False  # its receipt was committed
+        self.settled = anyio.Event()
+        self.stored_digest: str | None = None  # what the store holds under this key, when not ``digest``
+
+
+class IngestSource(Source):
+    """Feeds validated remote batches into the graph and acknowledges once committed (see the module docs).
 
     Options:
-        recent_batch_ids: how many batch ids are remembered in memory (older
-            ones are still found in the store).
+        recent_batch_ids: how many stored batch keys are remembered in memory
+            (older ones are still found in the store).
     """
 
     class Options(BaseOptions):
@@ -70,10 +119,15 @@ class IngestSource(Source):
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
         self._output: Any = None
-        self._recent: OrderedDict[str, bool] = OrderedDict()
+        self._in_flight: dict[_Key, _InFlight] = {}
+        self._stored: OrderedDict[_Key, str] = OrderedDict()  # recently stored keys → content digest
         self.accepted_events = 0
         self.duplicate_batches = 0
+        self.conflicting_batches = 0
+        self.retries_waited = 0
+        self.batches_not_stored = 0
         context.services.setdefault(SERVICE_NAME, self)
+        context.receipts.listen(self._receipts_committed)
 
     async def run(self, output: Output, stopping: anyio.Event) -> None:
         self._output = output
@@ -82,55 +136,169 @@ class IngestSource(Source):
         finally:
             self._output = None
 
-    async def submit(self, events: list[Any], batch_id: str | None = None) -> IngestResult:
+    async def aclose(self) -> None:
+        # Every sink is closed: nothing more will be committed. What is left is stored only if its
+        # receipt was reported (without a receipt-storing sink, nothing tells: not stored).
+        for entry in list(self._in_flight.values()):
+            self._settle(entry)
+
+    async def submit(
+        self,
+        events: list[Any],
+        batch_id: str | None = None,
+        *,
+        digest: str | None = None,
+        admit: Callable[[list[Any]], Awaitable[list[Any]]] | None = None,
+    ) -> IngestResult:
         """Send validated events into the graph; return once they are committed.
 
+        Args:
+            events: the batch, validated completely.
+            batch_id: the producer's id for the batch (unique within the run of
+                its first event), or ``None`` (no retry protection).
+            digest: :func:`content_digest` of what the producer sent (default:
+                of the events' wire forms); a retry must give the same one.
+            admit: called with the events once the batch is known to be new
+                (not a retry of a stored batch), before anything is sent;
+                returns the events to send (it may add some: the producer's
+                own count is what is answered), and what it raises refuses
+                the batch (nothing is stored).
+
         Raises:
+            BatchIdConflict: the id was used in the run for different content.
+            BatchNotStored: the batch was not committed (send it again).
             PipelineNotRunning: the pipeline is stopping or stopped.
         """
+        if batch_id is not None and events and digest is None:
+            digest = content_digest([event_to_wire(event) for event in events])
+        produced = len(events)
+        if batch_id is None or not events:
+            if admit is not None:
+                events = await admit(events)
+            return await self._submit_unkeyed(owned_by_their_producer(events), batch_id, produced)
+        assert digest is not None
+        key = (events[0].run_id, batch_id)
+        while (original := self._in_flight.get(key)) is not None:
+            # A retry of a batch still in flight: its outcome decides.
+            self.retries_waited += 1
+            await original.settled.wait()
+            if original.committed:
+                known = original.stored_digest if original.stored_digest is not None else original.digest
+                return self._answer_stored(key, digest, known)
+        entry = _InFlight(key, digest)
+        self._in_flight[key] = entry
+        output: Any = None
+        sent = False
+        try:
+            stored: str | None = self._stored.get(key)
+            if stored is None:
+                stored = await self._stored_digest(key)
+            if stored is not None:
+                entry.committed = True
+                entry.stored_digest = stored
+                self._settle(entry)
+                return self._answer_stored(key, digest, stored)
+            if admit is not None:
+                events = await admit(events)
+            events = owned_by_their_producer(events)
+            output = self._output
+            if output is None:
+                raise PipelineNotRunning("runwatch is shutting down")
+            receipt = IngestReceipt(key[0], time.time(), batch_id, len(events), digest)
+            sent = True
+            await output.send([*events, receipt])
+        except BaseException:
+            if not sent:  # nothing of it reached the graph
+                self._settle(entry)
+            raise
+        finally:
+            if sent:  # even if the send was cut short: part of it may be in the graph; the barrier tells
+                output.flush_marker(lambda: self._barrier_passed(entry))
+        await entry.settled.wait()  # cancelled here (the client left): the batch's outcome is settled all the same
+        if not entry.committed:
+            self.batches_not_stored += 1
+            reason = "the pipeline stopped first" if self._output is None else "the store did not take it"
+            raise BatchNotStored(batch_id, reason)
+        self.accepted_events += produced
+        return IngestResult(produced, batch_id, False)
+
+    async def _submit_unkeyed(self, events: list[Any], batch_id: str | None, produced: int) -> IngestResult:
         output = self._output
         if output is None:
             raise PipelineNotRunning("runwatch is shutting down")
-        events = owned_by_their_producer(events)
-        if batch_id is not None:
-            if batch_id in self._recent or await self._already_stored(batch_id):
-                self.duplicate_batches += 1
-                return IngestResult(0, batch_id, True)
-            self._remember(batch_id)
-            if events:
-                events = [*events, IngestReceipt(events[0].run_id, time.time(), batch_id, len(events))]
-        try:
-            await output.send(events)
-            committed = anyio.Event()
-            output.flush_marker(committed.set)
-            await committed.wait()
-        except BaseException:
-            if batch_id is not None:
-                self._recent.pop(batch_id, None)  # not stored: a retry must be taken
-            raise
-        accepted = len(events) - (1 if batch_id is not None and events else 0)
-        self.accepted_events += accepted
-        return IngestResult(accepted, batch_id, False)
+        await output.send(events)
+        committed = anyio.Event()
+        output.flush_marker(committed.set)
+        await committed.wait()
+        self.accepted_events += produced
+        return IngestResult(produced, batch_id, False)
 
-    def _remember(self, batch_id: str) -> None:
-        self._recent[batch_id] = True
-        while len(self._recent) > self.options.recent_batch_ids:
-            self._recent.popitem(last=False)
+    def _answer_stored(self, key: _Key, digest: str, stored_digest: str) -> IngestResult:
+        """A batch whose key is stored: a duplicate if the content is the same (or unknown: before v5)."""
+        if stored_digest and stored_digest != digest:
+            self.conflicting_batches += 1
+            raise BatchIdConflict(key[1], key[0])
+        self.duplicate_batches += 1
+        return IngestResult(0, key[1], True)
 
-    async def _already_stored(self, batch_id: str) -> bool:
+    # -- outcomes (on the loop) ------------------------------------------------------------
+
+    def _receipts_committed(self, keys: list[_Key]) -> None:
+        for key in keys:
+            entry = self._in_flight.get(key)
+            if entry is not None:
+                entry.committed = True
+
+    def _barrier_passed(self, entry: _InFlight) -> None:
+        """Every acknowledging sink has committed what was ahead of the batch's barrier."""
+        if self.context.receipts.recorders == 0:
+            entry.committed = True  # no sink stores receipts: the barrier is all there is to go by
+        self._settle(entry)
+
+    def _settle(self, entry: _InFlight) -> None:
+        """The batch's outcome is final (stored if its receipt was committed): wake whoever waits."""
+        if entry.settled.is_set():
+            return
+        if self._in_flight.get(entry.key) is entry:
+            del self._in_flight[entry.key]
+        if entry.committed:
+            self._remember(entry.key, entry.stored_digest if entry.stored_digest is not None else entry.digest)
+        entry.settled.set()
+
+    def _remember(self, key: _Key, digest: str) -> None:
+        self._stored[key] = digest
+        self._stored.move_to_end(key)
+        while len(self._stored) > self.options.recent_batch_ids:
+            self._stored.popitem(last=False)
+
+    async def _stored_digest(self, key: _Key) -> str | None:
+        """The digest stored under ``key`` (``""`` for an id recorded before ids were scoped), or ``None``."""
         path = self.context.db_path
 
-        def lookup() -> bool:
+        def lookup() -> str | None:
             connection = forksafe.connect(path, timeout=5)
             try:
-                row = connection.execute("SELECT 1 FROM ingest_batches WHERE batch_id = ?", (batch_id,)).fetchone()
-            except sqlite3.OperationalError:  # no such table yet: nothing stored
-                return False
+                row = connection.execute(
+                    "SELECT digest FROM ingest_batches WHERE batch_id = ? AND scope IN (?, '')"
+                    " ORDER BY scope DESC LIMIT 1",
+                    (key[1], key[0]),
+                ).fetchone()
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):  # a store nothing was written to yet
+                    return None
+                raise  # locked past the busy timeout: not knowing is not "not stored"
             finally:
                 connection.close()
-            return row is not None
+            return None if row is None else (row[0] or "")
 
         return await anyio.to_thread.run_sync(lookup)
 
     def statistics(self) -> dict[str, Any]:
-        return {"accepted_events": self.accepted_events, "duplicate_batches": self.duplicate_batches}
+        return {
+            "accepted_events": self.accepted_events,
+            "duplicate_batches": self.duplicate_batches,
+            "conflicting_batches": self.conflicting_batches,
+            "in_flight_batches": len(self._in_flight),
+            "retries_waited": self.retries_waited,
+            "batches_not_stored": self.batches_not_stored,
+        }

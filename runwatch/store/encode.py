@@ -98,8 +98,8 @@ FROM json_each(?) AS e
 """
 
 INSERT_RECEIPTS = """
-INSERT OR IGNORE INTO ingest_batches (batch_id, received_at, events)
-SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2 FROM json_each(?) AS e
+INSERT OR IGNORE INTO ingest_batches (scope, batch_id, digest, received_at, events)
+SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4 FROM json_each(?) AS e
 """
 
 INSERT_STATE_HISTORY = """
@@ -272,7 +272,7 @@ class BatchEncoder:
             elif kind is AlertEvent:
                 event_rows.append([run, event.timestamp, "alert", "alert", _alert_level(event), _alert_data(event)])
             elif kind is IngestReceipt:
-                out.receipts.append([event.batch_id, event.timestamp, event.events])
+                out.receipts.append([event.run_id, event.batch_id, event.digest, event.timestamp, event.events])
         if now is not None:
             for update in updates.values():
                 _cap_times(update, now)

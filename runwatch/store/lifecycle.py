@@ -368,10 +368,11 @@ def forget_ingested_batches(
     forgotten = 0
     while True:
         with write_transaction(conn):
+            # By id and age, not by key: the same statement serves schemas before and after ids were scoped.
             removed = conn.execute(
-                "DELETE FROM ingest_batches WHERE batch_id IN"
+                "DELETE FROM ingest_batches WHERE received_at < ? AND batch_id IN"
                 " (SELECT batch_id FROM ingest_batches WHERE received_at < ? LIMIT ?)",
-                (older_than, batch_rows),
+                (older_than, older_than, batch_rows),
             ).rowcount
         forgotten += removed
         if removed < batch_rows:

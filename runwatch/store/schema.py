@@ -31,6 +31,13 @@ and time.
 Version 5 declares the value columns of ``metric_stats`` (``sum``, ``min``,
 ``max``, ``last``) without a type: a REAL column stores a float without a
 fraction as an integer on disk, which turns -0.0 into 0.0.
+
+Version 6 scopes ``ingest_batches`` per run: a batch id is unique within
+its ``scope`` (the run of the batch's first event), and ``digest`` (a hash
+of the batch's content) tells a retry from a reused id with new content.
+Ids recorded before version 6 keep the scope ``''`` and no digest: any run's
+retry of such an id is still answered as a duplicate. Stepping down keeps
+one row per batch id.
 """
 
 from __future__ import annotations
@@ -238,6 +245,38 @@ MIGRATIONS += (
         # -0.0 as the integer 0); the writer only ever stores numbers, NULL and "inf"/"-inf".
         up=_rebuild_metric_stats(""),
         down=_rebuild_metric_stats("REAL"),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        6,
+        "ingest batch ids scoped per run, with a digest of each batch's content",
+        up=(
+            """CREATE TABLE ingest_batches_scoped (
+                scope TEXT NOT NULL,
+                batch_id TEXT NOT NULL,
+                digest TEXT,
+                received_at REAL NOT NULL,
+                events INTEGER NOT NULL,
+                PRIMARY KEY (scope, batch_id)
+            ) WITHOUT ROWID""",
+            "INSERT INTO ingest_batches_scoped (scope, batch_id, digest, received_at, events)"
+            " SELECT '', batch_id, NULL, received_at, events FROM ingest_batches",
+            "DROP TABLE ingest_batches",
+            "ALTER TABLE ingest_batches_scoped RENAME TO ingest_batches",
+        ),
+        down=(
+            """CREATE TABLE ingest_batches_unscoped (
+                batch_id TEXT PRIMARY KEY,
+                received_at REAL NOT NULL,
+                events INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            "INSERT OR IGNORE INTO ingest_batches_unscoped (batch_id, received_at, events)"
+            " SELECT batch_id, received_at, events FROM ingest_batches ORDER BY received_at",
+            "DROP TABLE ingest_batches",
+            "ALTER TABLE ingest_batches_unscoped RENAME TO ingest_batches",
+        ),
     ),
 )
 

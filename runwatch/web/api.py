@@ -10,7 +10,7 @@ import shutil
 import time
 from collections.abc import Callable
 from datetime import UTC
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
 import orjson
@@ -18,8 +18,9 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, PlainTextResponse, Response
 from starlette.background import BackgroundTask
 
-from ..events import INT64_MIN, LEVELS, MAX_TIMESTAMP, event_from_dict, json_number
+from ..events import INT64_MIN, LEVELS, MAX_TIMESTAMP, check_storable, event_from_dict, json_number, shown
 from ..exceptions import UnknownRunError
+from ..sources.ingest import content_digest
 from ..store import queries
 from ..store.queries import RUN_STATUSES
 from .app import ApiError, JSONResponse, WebContext, error_responses, iso, web_context
@@ -661,11 +662,37 @@ def loads_json(body: bytes) -> Any:
     return document
 
 
-def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | None]:
-    """Validate an ingest body completely (nothing is stored unless all of it is valid).
+class IngestBody(NamedTuple):
+    """A validated ingest body: its events, its batch id and the digest of its content."""
+
+    events: list[Any]
+    batch_id: str | None
+    digest: str
+
+
+def check_batch_id(batch_id: Any) -> str | None:
+    """A request's ``batch_id``: ``None`` or 1 to 200 characters the store can keep.
 
     Raises:
-        ApiError: 400 for malformed JSON, 422 naming the first bad field.
+        ApiError: 422 naming ``batch_id``.
+    """
+    if batch_id is None:
+        return None
+    if not isinstance(batch_id, str) or not 0 < len(batch_id) <= 200:
+        raise ApiError(422, "batch_id must be a string of 1 to 200 characters", "batch_id")
+    try:
+        check_storable("batch_id", batch_id)
+    except ValueError as exc:
+        raise ApiError(422, str(exc), "batch_id") from None
+    return batch_id
+
+
+def parse_ingest_body(body: bytes, max_events: int) -> IngestBody:
+    """Validate an ingest body completely: all of it is taken, or nothing.
+
+    Raises:
+        ApiError: 400 for malformed JSON, 422 naming the first bad field
+            (``events[3].values.loss``; every event is checked before any is taken).
     """
     try:
         document = loads_json(body)
@@ -675,10 +702,8 @@ def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | No
     if isinstance(document, dict):
         unknown = [key for key in document if key not in ("batch_id", "events")]
         if unknown:
-            raise ApiError(422, f"unknown field {unknown[0]!r}", unknown[0])
-        batch_id = document.get("batch_id")
-        if batch_id is not None and (not isinstance(batch_id, str) or not 0 < len(batch_id) <= 200):
-            raise ApiError(422, "batch_id must be a string of 1 to 200 characters", "batch_id")
+            raise ApiError(422, f"unknown field {shown(unknown[0])}", unknown[0][:200])
+        batch_id = check_batch_id(document.get("batch_id"))
         items = document.get("events")
         prefix = "events"
     else:
@@ -699,7 +724,8 @@ def parse_ingest_body(body: bytes, max_events: int) -> tuple[list[Any], str | No
             field = getattr(exc, "field", None)
             path = f"{where}.{field}" if field else where
             raise ApiError(422, f"{path}: {exc}", path) from None
-    return events, batch_id
+    # Valid events nest at most ~70 levels: the digest's serialisation (up to 254) cannot fail.
+    return IngestBody(events, batch_id, content_digest(items))
 
 
 def _integral(value: Any) -> Any:
@@ -741,8 +767,8 @@ def _decode_wire_numbers(item: Any) -> Any:
         values = item["values"]
         for name, value in values.items():
             if isinstance(value, bool):
-                error = TypeError(f"metric {name!r} must be a number, got a boolean")
-                error.field = f"values.{name}"  # type: ignore[attr-defined]
+                error = TypeError(f"metric {shown(name)} must be a number, got a boolean")
+                error.field = f"values.{name[:200]}"  # type: ignore[attr-defined]
                 raise error
         if any(isinstance(value, str) or value is None for value in values.values()):
             decoded = {}
@@ -773,9 +799,9 @@ def _decode_wire_numbers(item: Any) -> Any:
 async def ingest(request: Request) -> JSONResponse:
     context = web_context(request)
     source = context.service("ingest")
-    sent, batch_id = parse_ingest_body(await request.body(), context.max_ingest_events)
-    events = await with_run_rules(context, sent)
-    result = await source.submit(events, batch_id)
-    accepted = result.accepted and result.accepted - (len(events) - len(sent))  # the producer's own events
-    body = {"accepted": accepted, "batch_id": result.batch_id, "duplicate": result.duplicate}
-    return JSONResponse(body, status_code=200 if result.duplicate else 202)
+    body = parse_ingest_body(await request.body(), context.max_ingest_events)
+    result = await source.submit(
+        body.events, body.batch_id, digest=body.digest, admit=lambda events: with_run_rules(context, events)
+    )
+    answer = {"accepted": result.accepted, "batch_id": result.batch_id, "duplicate": result.duplicate}
+    return JSONResponse(answer, status_code=200 if result.duplicate else 202)

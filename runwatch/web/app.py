@@ -28,7 +28,7 @@ from fastapi.responses import FileResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.staticfiles import StaticFiles
 
-from ..exceptions import PipelineNotRunning, StoreError, UnknownRunError
+from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning, StoreError, UnknownRunError
 from ..store import forksafe
 from .security import SecurityMiddleware, SecurityPolicy, allowed_methods
 from .series import SeriesCache
@@ -58,7 +58,7 @@ _ERROR_DESCRIPTIONS = {
     404: "unknown run or session",
     405: "method not allowed",
     408: "the request body was not received in time (body_timeout_seconds between its parts)",
-    409: "the session has ended",
+    409: "the session has ended, or a batch_id was already used for different content",
     413: "request body or batch too large",
     415: "request body is not application/json",
     422: "an invalid parameter or field (named in error.field)",
@@ -285,7 +285,9 @@ def web_context(request: Any) -> WebContext:
     return context
 
 
-def _error_response(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+def _error_response(
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     return JSONResponse({"error": {"status": status, "message": message, "field": field}}, status, headers=headers)
 
 
@@ -305,6 +307,14 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(PipelineNotRunning)
     async def not_running(request: Request, exc: PipelineNotRunning) -> Response:
         return _error_response(503, str(exc), None, {"Retry-After": "5"})
+
+    @app.exception_handler(BatchIdConflict)
+    async def batch_id_conflict(request: Request, exc: BatchIdConflict) -> Response:
+        return _error_response(409, str(exc), "batch_id")
+
+    @app.exception_handler(BatchNotStored)
+    async def batch_not_stored(request: Request, exc: BatchNotStored) -> Response:
+        return _error_response(503, str(exc), None, {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:

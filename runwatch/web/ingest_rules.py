@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import orjson
 
-from ..events import RunLifecycle, RunTransition
+from ..events import RunLifecycle, RunTransition, shown
 from ..exceptions import StoreError
 from .app import ApiError, WebContext
 
@@ -75,7 +75,7 @@ def apply_run_rules(events: list[Any], statuses: Mapping[str, str]) -> list[Any]
         if starts and statuses.get(run_id) in ENDED_STATUSES:
             raise ApiError(
                 409,
-                f"run {run_id!r} has ended ({statuses[run_id]}): 'started' would reopen it;"
+                f"run {shown(run_id)} has ended ({statuses[run_id]}): 'started' would reopen it;"
                 " send a 'resumed' lifecycle event to continue it, or use a new run id",
                 f"events[{index}].transition",
             )

@@ -3,9 +3,12 @@
 Each write follows one path: parse and validate the body completely (pure
 functions below, errors name the field), check the session (404 unknown,
 409 ended), hand the events to the pipeline's ``ingest`` source and answer
-once they are committed, so an acknowledged write is stored and has reached
-the websocket subscribers like any other event. Reads run store queries on
-worker threads.
+once they are committed, so an acknowledged write is stored (the websocket
+subscribers get it from the live hub, which no write waits for). A ``/batch``
+``batch_id`` is scoped to its session: a retry is answered as a duplicate
+once the original is stored (waiting for it while it is in flight), and the
+same id with other operations is a 409. Reads run store queries on worker
+threads.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any, Final, Literal
 import orjson
 from fastapi import APIRouter, Query, Request
 
+from .._payload import copy_payload
 from ..events import (
     LEVELS,
     MAX_TIMESTAMP,
@@ -33,6 +37,7 @@ from ..events import (
     StatePatch,
     check_storable,
     json_number,
+    shown,
 )
 from ..exceptions import UnknownRunError
 from ..sessions import (
@@ -44,8 +49,9 @@ from ..sessions import (
     session_metadata,
     session_status,
 )
+from ..sources.ingest import content_digest
 from ..store import queries
-from .api import CURSOR_SCHEMA, loads_json, read
+from .api import CURSOR_SCHEMA, check_batch_id, loads_json, read
 from .app import ApiError, JSONResponse, error_responses, iso, web_context
 
 __all__ = [
@@ -98,7 +104,8 @@ def _json_type(value: Any) -> str:
 def _no_unknown(document: Mapping[str, Any], known: tuple[str, ...], prefix: str = "") -> None:
     for key in document:
         if key not in known:
-            raise ApiError(422, f"unknown field {prefix + key!r} (known: {', '.join(known)})", prefix + key)
+            field = (prefix + key)[:200]
+            raise ApiError(422, f"unknown field {shown(prefix + key)} (known: {', '.join(known)})", field)
 
 
 def _optional_text(document: Mapping[str, Any], key: str, prefix: str = "") -> str | None:
@@ -128,6 +135,10 @@ def parse_create_body(document: Any) -> dict[str, Any]:
     metadata = document.get("metadata")
     if metadata is not None:
         _object(metadata, "metadata", "metadata")
+        try:  # as the session's lifecycle event will check it, one level down in the run's metadata
+            metadata = copy_payload("metadata", metadata, depth=1)
+        except (TypeError, ValueError) as exc:
+            raise ApiError(422, str(exc), "metadata") from None
     timeout = document.get("heartbeat_timeout_seconds")
     return session_metadata(
         product=_optional_text(document, "product"),
@@ -149,7 +160,7 @@ def _timestamp(document: Mapping[str, Any], now: float, prefix: str) -> float:
 
 def _build(fn: Callable[[], Event], field: str) -> Event:
     """Run an event constructor; its TypeError/ValueError (a payload too deep, an
-    integer beyond 64 bits) becomes a 422 naming ``field``."""
+    integer beyond 64 bits) becomes a 422 naming ``field`` (the message names the path)."""
     try:
         return fn()
     except (TypeError, ValueError) as exc:
@@ -215,9 +226,7 @@ def batch_events(session_id: str, document: Any, now: float, max_operations: int
     """
     document = _object(document, None, "the body")
     _no_unknown(document, ("batch_id", "operations"))
-    batch_id = document.get("batch_id")
-    if batch_id is not None and (not isinstance(batch_id, str) or not 0 < len(batch_id) <= 200):
-        raise ApiError(422, "batch_id must be a string of 1 to 200 characters", "batch_id")
+    batch_id = check_batch_id(document.get("batch_id"))
     operations = document.get("operations")
     if not isinstance(operations, list):
         raise ApiError(422, "operations must be an array", "operations")
@@ -388,17 +397,10 @@ def list_sessions(
     return sessions, str(page[-1][0]) if len(rows) > limit else None
 
 
-def _write_check(conn: sqlite3.Connection, session_id: str, batch_id: str | None) -> tuple[str, bool]:
-    """The session's run status, and whether ``batch_id`` is already stored."""
-    status = _session_row(conn, session_id)[2]
-    stored = False
-    if batch_id is not None:
-        try:
-            found = conn.execute("SELECT 1 FROM ingest_batches WHERE batch_id = ?", (batch_id,)).fetchone()
-        except sqlite3.OperationalError:  # no such table yet: nothing stored
-            found = None
-        stored = found is not None
-    return status, stored
+def _session_status(conn: sqlite3.Connection, session_id: str) -> str:
+    """The session's run status (``UnknownRunError`` when there is no such session)."""
+    status: str = _session_row(conn, session_id)[2]
+    return status
 
 
 # -- documentation of the bodies (/openapi.json) ----------------------------------------------
@@ -492,18 +494,23 @@ async def _read_session(request: Request, fn: Callable[..., Any], session_id: st
     try:
         return await read(request, fn, session_id, *args)
     except UnknownRunError:
-        raise ApiError(404, f"unknown session {session_id!r}", "session_id") from None
+        raise ApiError(404, f"unknown session {shown(session_id)}", "session_id") from None
 
 
-async def _submit(request: Request, session_id: str, events: list[Event], batch_id: str | None = None) -> Any:
-    """Check the session exists and is not ended, then store ``events`` (returns the ingest result)."""
+async def _submit(
+    request: Request, session_id: str, events: list[Event], batch_id: str | None = None, digest: str | None = None
+) -> Any:
+    """Check the session exists and, unless this is a retry of a stored batch, is not ended;
+    then store ``events`` (returns the ingest result)."""
     source = web_context(request).service("ingest")
-    status, stored = await _read_session(request, _write_check, session_id, batch_id)
-    if stored:
-        return None  # a retried batch: already applied
-    if status in _ENDED:
-        raise ApiError(409, f"session {session_id!r} has ended", "session_id")
-    return await source.submit(events, batch_id)
+    status = await _read_session(request, _session_status, session_id)
+
+    async def admit(events: list[Any]) -> list[Any]:
+        if status in _ENDED:
+            raise ApiError(409, f"session {shown(session_id)} has ended", "session_id")
+        return events
+
+    return await source.submit(events, batch_id, digest=digest, admit=admit)
 
 
 _OK: Final = {"ok": True}
@@ -520,7 +527,10 @@ async def create_session(request: Request) -> JSONResponse:
     source = web_context(request).service("ingest")
     metadata = parse_create_body(parse_document(await request.body(), empty={}))
     session_id = str(uuid.uuid4())
-    started = RunLifecycle(session_id, time.time(), RunTransition.STARTED, run_kind=SESSION_KIND, metadata=metadata)
+    started = _build(
+        lambda: RunLifecycle(session_id, time.time(), RunTransition.STARTED, run_kind=SESSION_KIND, metadata=metadata),
+        "metadata",
+    )
     await source.submit([started])
     session = await _read_session(request, read_session, session_id, 100, None, 100, None)
     return JSONResponse({"session_id": session_id, "session": session}, status_code=201)
@@ -655,7 +665,9 @@ async def post_batch(request: Request, session_id: str) -> JSONResponse:
     context = web_context(request)
     document = parse_document(await request.body())
     events, batch_id = batch_events(session_id, document, time.time(), context.max_ingest_events)
-    result = await _submit(request, session_id, events, batch_id)
-    if result is None or result.duplicate:
+    # The digest covers what the client sent (operations without a timestamp take the server's clock).
+    digest = content_digest(document["operations"]) if batch_id is not None and events else None
+    result = await _submit(request, session_id, events, batch_id, digest)
+    if result.duplicate:
         return JSONResponse({"accepted": 0, "duplicate": True})
     return JSONResponse({"accepted": result.accepted, "duplicate": False})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from typing import Any
 
 import anyio
@@ -9,7 +11,7 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from ..exceptions import PipelineNotRunning
+from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
 from ..sinks.websocket import SERVICE_NAME as HUB
 from ..sinks.websocket import SubscriptionFilter
 from ..sources.ingest import SERVICE_NAME as INGEST
@@ -18,6 +20,8 @@ from .app import ApiError, web_context
 __all__ = ["router", "wait_live_sockets_closed"]
 
 router = APIRouter()
+
+logger = logging.getLogger("runwatch.web")
 
 #: Largest message a client may send (a subscribe message or an ingest batch).
 MAX_CLIENT_MESSAGE_BYTES = 1024 * 1024
@@ -166,18 +170,23 @@ async def _send_error(websocket: WebSocket, message: str, **extra: object) -> No
 
 
 def _batch_id_of(data: bytes) -> object:
-    """The ``batch_id`` of a rejected message, when it can be read at all."""
+    """The ``batch_id`` of a rejected message, when it can be read at all (and is one: at most 200 characters)."""
     try:
         document = orjson.loads(data)
     except orjson.JSONDecodeError:
         return None
     batch_id = document.get("batch_id") if isinstance(document, dict) else None
-    return batch_id if isinstance(batch_id, str) else None
+    return batch_id if isinstance(batch_id, str) and len(batch_id) <= 200 else None
 
 
 @router.websocket("/ws/ingest")
 async def ingest_batches(websocket: WebSocket) -> None:
-    """Take ``{"batch_id", "events"}`` messages; answer each with an ack once committed."""
+    """Take ``{"batch_id", "events"}`` messages; answer each with an ack once committed, or an error.
+
+    Whatever a message holds, the answer is a message: a refused batch (invalid,
+    a reused batch id, not stored) is an ``error`` naming it, and the socket stays
+    open for the next one.
+    """
     from .api import parse_ingest_body
     from .ingest_rules import with_run_rules
 
@@ -194,23 +203,36 @@ async def ingest_batches(websocket: WebSocket) -> None:
                 return
             data = message.get("text") or message.get("bytes") or b""
             if len(data) > MAX_CLIENT_MESSAGE_BYTES:
-                await _send_error(websocket, "message too large", batch_id=None)
+                await _send_error(websocket, "message too large", field=None, batch_id=None, status=413)
                 continue
             if isinstance(data, str):
                 data = data.encode()
+            batch_id = None
             try:
-                sent, batch_id = parse_ingest_body(data, context.max_ingest_events)
-                events = await with_run_rules(context, sent)
+                body = parse_ingest_body(data, context.max_ingest_events)
+                batch_id = body.batch_id
+                result = await source.submit(
+                    body.events, batch_id, digest=body.digest, admit=lambda events: with_run_rules(context, events)
+                )
             except ApiError as exc:
-                await _send_error(websocket, exc.message, field=exc.field, batch_id=_batch_id_of(data))
+                await _send_error(
+                    websocket, exc.message, field=exc.field, batch_id=_batch_id_of(data), status=exc.status
+                )
                 continue
-            try:
-                result = await source.submit(events, batch_id)
             except PipelineNotRunning:
                 await websocket.close(code=1001, reason="shutting down")
                 return
-            accepted = result.accepted and result.accepted - (len(events) - len(sent))  # the producer's own events
-            ack = {"type": "ack", "batch_id": batch_id, "accepted": accepted, "duplicate": result.duplicate}
+            except BatchIdConflict as exc:
+                await _send_error(websocket, str(exc), field="batch_id", batch_id=batch_id, status=409)
+                continue
+            except (BatchNotStored, sqlite3.OperationalError) as exc:
+                await _send_error(websocket, str(exc), field=None, batch_id=batch_id, status=503)
+                continue
+            except Exception:  # a fault of ours: answer it (the socket stays usable) and log it
+                logger.exception("runwatch: /ws/ingest failed on batch %r", batch_id)
+                await _send_error(websocket, "internal error", field=None, batch_id=batch_id, status=500)
+                continue
+            ack = {"type": "ack", "batch_id": batch_id, "accepted": result.accepted, "duplicate": result.duplicate}
             await websocket.send_text(orjson.dumps(ack).decode())
     except WebSocketDisconnect:
         return
