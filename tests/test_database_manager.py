@@ -213,6 +213,22 @@ async def test_unknown_run_raises_unknown_run_error(db: Path, method: str) -> No
         getattr(DatabaseManager(db), method)("nope")
 
 
+async def test_a_nan_final_reward_keeps_the_earlier_one_within_a_batch_as_across_batches(db: Path) -> None:
+    """A NaN final reward reads back as no reward (the earlier one stays), whether it comes in the
+    same committed batch as the earlier one or in a later one."""
+    await write(
+        db,
+        RunLifecycle("same-batch", TS, "completed", final_reward=0.0),
+        RunLifecycle("same-batch", TS + 1, "completed", final_reward=math.nan),
+    )
+    await write(db, RunLifecycle("two-batches", TS, "completed", final_reward=0.0))
+    await write(db, RunLifecycle("two-batches", TS + 1, "completed", final_reward=math.nan))
+
+    manager = DatabaseManager(db)
+    assert manager.get_run_summary("same-batch")["final_reward"] == 0.0
+    assert manager.get_run_summary("two-batches")["final_reward"] == 0.0
+
+
 async def test_get_run_summary_converts_times(db: Path) -> None:
     """The summary's run and metric times are aware datetimes; statistics keep NaN and Inf semantics."""
     await write_run(db)

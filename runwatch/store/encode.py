@@ -446,7 +446,8 @@ def _apply_lifecycle(update: RunUpdate, event: RunLifecycle) -> None:
     elif transition in (RunTransition.COMPLETED, RunTransition.FAILED):
         update.end_time = event.timestamp
         update.clear_end_time = False
-        if event.final_reward is not None:
+        # NaN is stored as NULL, which keeps the earlier reward: the same within one batch.
+        if event.final_reward is not None and event.final_reward == event.final_reward:
             update.final_reward = event.final_reward
         if event.metadata is not None:
             update.metadata = event.metadata
