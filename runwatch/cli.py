@@ -269,7 +269,7 @@ def check_config(
     typer.echo(f"{file}: ok ({len(spec.components)} components)")
     for component in spec.components:
         inputs = f" <- {', '.join(component.inputs)}" if component.inputs else ""
-        typer.echo(f"  {component.section}.{component.id} ({component.type}){inputs}")
+        typer.echo(f"  {component.section}.{component.id} ({component.type_name}){inputs}")
 
 
 @app.command()

@@ -24,7 +24,7 @@ import operator
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
-from typing import Any, ClassVar, Final, NamedTuple, Self
+from typing import Any, ClassVar, Final, NamedTuple, Self, cast
 
 from ._payload import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, Payload, check_text, copy_payload, cut, shown, text_nbytes
 
@@ -185,17 +185,16 @@ class _EventBase:
 
     __slots__ = ()
     kind: ClassVar[str]
-    _fields: ClassVar[tuple[str, ...]]
 
     # Tuple equality would let two kinds with equal fields compare equal.
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and tuple.__eq__(self, other)  # type: ignore[arg-type]
+        return type(self) is type(other) and tuple.__eq__(cast("tuple[object, ...]", self), other)
 
     def __ne__(self, other: object) -> bool:
         return not self == other
 
     def __hash__(self) -> int:
-        return hash((self.kind, tuple.__hash__(self)))  # type: ignore[arg-type]
+        return hash((self.kind, tuple.__hash__(cast("tuple[object, ...]", self))))
 
 
 _tuple_new = tuple.__new__
@@ -654,14 +653,15 @@ def event_to_wire(event: Event) -> dict[str, Any]:
     with NaN metric values as ``null`` and ±Inf as ``"Infinity"``/``"-Infinity"``."""
     if type(event) is Metric:  # the common case, without the generic field walk
         run_id, timestamp, values, step, tags = event
+        wire_values: Mapping[str, float | str | None] = values
         total = sum(values.values())
         if total - total != 0.0:
-            values = {name: json_number(value) for name, value in values.items()}
+            wire_values = {name: json_number(value) for name, value in values.items()}
         return {
             "kind": "metric",
             "run_id": run_id,
             "timestamp": timestamp,
-            "values": values,
+            "values": wire_values,
             "step": step,
             "tags": tags,
         }
@@ -695,7 +695,7 @@ def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = Non
     try:
         event: Event = cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        exc.field = _field_named_by(str(exc), fields)  # type: ignore[attr-defined]
+        _naming(exc, _field_named_by(str(exc), fields))
         raise
     if cls is Metric:
         _check_metric_storable(event)  # type: ignore[arg-type]
@@ -716,7 +716,8 @@ def _check_metric_storable(metric: Metric) -> None:
             raise _naming(exc, cut(f"values.{name}")) from None
 
 
-def _naming(error: Exception, field: str) -> Exception:
+def _naming(error: Exception, field: str | None) -> Exception:
+    # The web layer reads ``field`` back with getattr to name it in the 4xx body.
     error.field = field  # type: ignore[attr-defined]
     return error
 

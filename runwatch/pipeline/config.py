@@ -145,7 +145,8 @@ class ComponentSpec:
 
     id: str
     section: str
-    type: str
+    #: The config's ``type`` key: a built-in type, an entry-point name or ``module:Class``.
+    type_name: str
     cls: type[Component]
     options: Any
     inputs: tuple[str, ...]
@@ -245,7 +246,7 @@ def _read_file(path: Path) -> Mapping[str, Any]:
     data = read_table_file(path, "pipeline config")
     # A MonitorConfig file may nest the graph under "pipeline".
     if "pipeline" in data and isinstance(data["pipeline"], Mapping):
-        return data["pipeline"]  # type: ignore[no-any-return]
+        return data["pipeline"]
     return data
 
 

@@ -528,7 +528,7 @@ class Pipeline:
         for cid, node in self._nodes.items():
             entry: dict[str, Any] = {
                 "role": node.component.role,
-                "type": node.spec.type,
+                "type": node.spec.type_name,
                 "processed_events": node.stats.processed_events,
                 "processed_batches": node.stats.processed_batches,
                 "in_flight_events": node.held_in_flight(),
