@@ -515,7 +515,7 @@ class WebMonitor:
             "episode/steps": steps,
             "episode/success": 1.0 if success else 0.0,
         }
-        data = {"episode": episode, "total_reward": reward, "steps": steps, "success": bool(success)}
+        data: dict[str, Any] = {"episode": episode, "total_reward": reward, "steps": steps, "success": bool(success)}
         if metadata:
             data["metadata"] = dict(metadata)
         event = LogEvent(run_id, now, "episode_end", "info", data)  # built first: refused metadata records nothing

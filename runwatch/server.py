@@ -128,9 +128,10 @@ def queued_events(thread: Any) -> dict[str, int]:
         entry = components.get(component_id, {})
         # A sink that keeps its own pending events (the SQLite sink) holds the batch in flight
         # among them; any other holds just the batch in flight.
-        held = max(int(entry.get("pending_events") or 0), entry.get("in_flight_events", 0))
-        buffered = entry.get("buffer", {}).get("buffered_events", 0)
-        return buffered + entry.get("intake", {}).get("buffered_events", 0) + held
+        held: int = max(int(entry.get("pending_events") or 0), entry.get("in_flight_events", 0))
+        buffered: int = entry.get("buffer", {}).get("buffered_events", 0)
+        intake: int = entry.get("intake", {}).get("buffered_events", 0)
+        return buffered + intake + held
 
     return {
         component.id: sum(queued_at(component_id) for component_id in spec.upstream_of(component.id))

@@ -174,7 +174,7 @@ class SQLiteSink(Sink):
     # -- committing -------------------------------------------------------------------
 
     def _backoff_seconds(self) -> float:
-        return min(2.0, 0.05 * 2 ** min(self._commit_errors, 6))
+        return min(2.0, 0.05 * 2.0 ** min(self._commit_errors, 6))
 
     def _may_retry(self) -> bool:
         """Whether a commit may be attempted now (always, unless a failure's backoff is running)."""
@@ -217,7 +217,7 @@ class SQLiteSink(Sink):
 
     def _quarantine(self, chunk: list[Any], exc: Exception) -> None:
         """Drop (and count) the events of ``chunk`` that cannot be encoded; keep the rest pending."""
-        any_run = defaultdict(int)
+        any_run: defaultdict[str, int] = defaultdict(int)  # every run id maps to row 0: only encoding is tried
         bad: list[int] = []
         for index, event in enumerate(chunk):
             try:

@@ -459,10 +459,10 @@ def run_events(
         run = _run_pk(conn, run_id)
         where = ["run = ?"]
         params: list[Any] = [run]
-        for column, value in (("type", event_type), ("kind", kind), ("level", level)):
-            if value is not None:
+        for column, wanted in (("type", event_type), ("kind", kind), ("level", level)):
+            if wanted is not None:
                 where.append(f"{column} = ?")
-                params.append(value)
+                params.append(wanted)
         if start is not None:
             where.append("ts >= ?")
             params.append(start)

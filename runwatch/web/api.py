@@ -302,7 +302,8 @@ async def metric_history(
         return JSONResponse({"metric": metric, "run_id": run_id, "data": [], "statistics": empty})
     values = frame[metric].to_numpy(dtype=float)
     timestamps = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64) / 1e9
-    steps = frame["step"].to_numpy(dtype=object, na_value=None)
+    # pandas takes None for na_value; pandas-stubs lists only scalars
+    steps = frame["step"].to_numpy(dtype=object, na_value=None)  # type: ignore[call-overload]
     keep = downsample_min_max(values, max_points)
     data = [
         {"timestamp": iso(float(timestamps[i])), "step": steps[i], "value": json_number(float(values[i]))} for i in keep
@@ -396,7 +397,7 @@ async def alert_history(
 def _pipeline_view(context: WebContext) -> dict[str, Any]:
     if context.pipeline is None:
         return {"running": False, "health": "unknown", "components": {}}
-    stats = context.pipeline.statistics()
+    stats: dict[str, Any] = context.pipeline.statistics()
     now = time.monotonic()
     health = "ok"
     for component_id, entry in stats["components"].items():

@@ -287,7 +287,7 @@ def web_context(request: Any) -> WebContext:
 
 def _error_response(
     status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
-) -> Response:
+) -> JSONResponse:
     return JSONResponse({"error": {"status": status, "message": message, "field": field}}, status, headers=headers)
 
 

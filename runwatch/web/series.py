@@ -120,5 +120,8 @@ def window_payload(
     if mask is not None:
         series = {field: values[mask] for field, values in series.items()}
     steps = series["step"]
-    step_objects = np.where(np.isnan(steps), None, steps).astype(object) if len(steps) else steps
+    step_objects = steps
+    if len(steps):
+        step_objects = steps.astype(object)
+        step_objects[np.isnan(steps)] = None
     return series_payload(series["ts"], step_objects, series["value"], max_points)

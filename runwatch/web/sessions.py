@@ -175,7 +175,7 @@ def state_event(session_id: str, patch: Any, now: float, field: str = "state") -
     return event
 
 
-def _check_name(name: Any, prefix: str) -> None:
+def _check_name(name: object, prefix: str) -> str:
     """An event or metric name: 1 to 200 characters the store can keep (no NUL, no lone surrogate)."""
     if not isinstance(name, str) or not name or len(name) > 200:
         raise ApiError(422, f"{prefix}name must be a non-empty string of at most 200 characters", prefix + "name")
@@ -183,12 +183,12 @@ def _check_name(name: Any, prefix: str) -> None:
         check_storable(prefix + "name", name)
     except ValueError as exc:
         raise ApiError(422, str(exc), prefix + "name") from None
+    return name
 
 
 def log_event(session_id: str, document: Mapping[str, Any], now: float, prefix: str = "") -> LogEvent:
     """A session event from ``{"name", "data", "level"}``."""
-    name = document.get("name")
-    _check_name(name, prefix)
+    name = _check_name(document.get("name"), prefix)
     data = document.get("data")
     if data is not None:
         _object(data, prefix + "data", prefix + "data")
@@ -202,8 +202,7 @@ def log_event(session_id: str, document: Mapping[str, Any], now: float, prefix: 
 
 def metric_event(session_id: str, document: Mapping[str, Any], now: float, prefix: str = "") -> Metric:
     """A session metric from ``{"name", "value", "tags"}`` (tags kept as given)."""
-    name = document.get("name")
-    _check_name(name, prefix)
+    name = _check_name(document.get("name"), prefix)
     value = document.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ApiError(422, f"{prefix}value must be a finite number", prefix + "value")
