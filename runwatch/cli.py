@@ -60,7 +60,7 @@ def _print_version(value: bool) -> None:
         from . import __version__
 
         typer.echo(f"runwatch {__version__}")
-        raise typer.Exit()
+        raise typer.Exit
 
 
 @app.callback()

@@ -128,7 +128,7 @@ class Requester:
             DatacatError: an answer >= 400, or one that is not JSON.
         """
         if self.closed:
-            raise ClientClosedError()
+            raise ClientClosedError
         body = None
         if document is not None:
             body = json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

@@ -339,7 +339,7 @@ class SQLiteSink(Sink):
             params = [_update_params(run, update, self._owner, now) for run, update in encoded.run_updates.items()]
             cursor = await db.executemany(_UPDATE_RUN, params)
             if cursor.rowcount != len(params):  # a cached row id is gone, or now another run's
-                raise _StaleRunIds()
+                raise _StaleRunIds
 
     async def _store_keysets(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
         texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
