@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
@@ -349,7 +349,7 @@ def runs(
         _stderr().print(f"no runs in {db}")
         return
     table = Table(title=f"runs in {db}", title_justify="left")
-    for header, justify in (
+    columns: tuple[tuple[str, Literal["left", "right"]], ...] = (
         ("run", "left"),
         ("kind", "left"),
         ("status", "left"),
@@ -358,8 +358,9 @@ def runs(
         ("steps", "right"),
         ("episodes", "right"),
         ("final reward", "right"),
-    ):
-        table.add_column(header, justify=justify, no_wrap=header == "run")  # type: ignore[arg-type]
+    )
+    for header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=header == "run")
     for run in rows:
         end = run["end_time"] or run["updated_at"]
         style = _STATUS_STYLES.get(run["status"], "")

@@ -24,7 +24,7 @@ import operator
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import Enum, StrEnum
-from typing import Any, ClassVar, Final, NamedTuple, Self, cast
+from typing import Any, ClassVar, Final, NamedTuple, Self, cast, overload
 
 from ._payload import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, Payload, check_text, copy_payload, cut, shown, text_nbytes
 
@@ -119,7 +119,7 @@ def _to_float(name: str, value: object) -> float:
     if isinstance(value, (str, bytes, bytearray)) or value is None:
         raise TypeError(f"metric {shown(name)} must be a number, got {type(value).__name__} {shown(value)}")
     try:
-        return float(value)  # type: ignore[arg-type]
+        return float(value)  # type: ignore[arg-type]  # float() itself decides what is a number
     except OverflowError:
         raise ValueError(f"metric {shown(name)} is too large for a float: {shown(value)}") from None
     except (TypeError, ValueError):
@@ -255,7 +255,7 @@ def _check_step(step: object) -> int:
     if isinstance(step, bool):
         raise TypeError(f"step must be an integer or None, got {shown(step)}")
     try:
-        value = operator.index(step)  # type: ignore[arg-type]  # int, numpy integers
+        value = operator.index(step)  # type: ignore[arg-type]  # index() decides: int, numpy integers
     except TypeError:
         raise TypeError(f"step must be an integer or None, got {shown(step)}") from None
     return _check_int64("step", value)
@@ -743,6 +743,12 @@ def _field_named_by(message: str, fields: tuple[str, ...]) -> str | None:
     return None
 
 
+@overload
+def to_epoch_seconds(value: None, name: str = "time") -> None: ...
+@overload
+def to_epoch_seconds(value: datetime | float, name: str = "time") -> float: ...
+@overload
+def to_epoch_seconds(value: object, name: str = "time") -> float | None: ...
 def to_epoch_seconds(value: object, name: str = "time") -> float | None:
     """Normalise a time filter to seconds since the epoch.
 

@@ -381,16 +381,16 @@ class WebMonitor:
         """
         run_id = self._run_id
         if run_id is None:
-            self._require_run()
+            run_id = self._require_run()
         now = _time()
         joins = self._step_open
         event = Metric(
-            run_id,  # type: ignore[arg-type]
-            now if timestamp is None else to_epoch_seconds(timestamp, "timestamp"),  # type: ignore[arg-type]
+            run_id,
+            now if timestamp is None else to_epoch_seconds(timestamp, "timestamp"),
             metrics,
             (self._step if joins else self._step + 1) if step is None else step,
         )
-        self._step = event.step  # type: ignore[assignment]
+        self._step = event.step  # type: ignore[assignment]  # a step was passed, so the event has one
         if joins:
             self._step_open = False
         self._emit(event)
@@ -424,7 +424,7 @@ class WebMonitor:
     ) -> Metric:
         """A metric of the run's next global step, which becomes the current one."""
         event = Metric(run_id, now, values, self._step + 1, tags)
-        self._step = event.step  # type: ignore[assignment]
+        self._step = event.step  # type: ignore[assignment]  # a step was passed, so the event has one
         self._step_open = False
         return event
 
@@ -545,7 +545,7 @@ class WebMonitor:
                 f"event_type must be a non-empty string, got {event_type!r}"
             )
         ts = _time() if timestamp is None else to_epoch_seconds(timestamp, "timestamp")
-        self._emit(LogEvent(run_id, ts, str(event_type), level, event_data))  # type: ignore[arg-type]
+        self._emit(LogEvent(run_id, ts, str(event_type), level, event_data))
 
     def emit_event(self, event: Any) -> None:
         """Hand any typed event (see :mod:`runwatch.events`) to the pipeline."""

@@ -14,7 +14,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, overload
 
 from ..events import ExceptionEvent, Heartbeat, LogEvent, Metric, StatePatch
 from .rules import (
@@ -191,6 +191,10 @@ def encode_float(value: float | None) -> float | str | None:
     return "nan" if value != value else ("inf" if value > 0 else "-inf")
 
 
+@overload
+def decode_float(path: str, value: object, *, optional: Literal[False]) -> float: ...
+@overload
+def decode_float(path: str, value: object, *, optional: bool = True) -> float | None: ...
 def decode_float(path: str, value: object, *, optional: bool = True) -> float | None:
     if value is None and optional:
         return None
@@ -259,7 +263,7 @@ class ThresholdCondition(MetricCondition):
         self.window_seconds = rule.window_seconds
 
     @property
-    def needs_samples(self) -> bool:  # type: ignore[override]
+    def needs_samples(self) -> bool:  # type: ignore[override]  # per rule here, a class constant elsewhere
         return self.mean
 
     def new_data(self, engine: AlertEngine) -> Any:
@@ -385,7 +389,7 @@ class StagnationCondition(MetricCondition):
     def load_data(self, engine: AlertEngine, raw: Any, path: str) -> Any:
         if not (isinstance(raw, list) and len(raw) == 3 and type(raw[1]) is int):
             raise ValueError(f"{path}: must be [best, calls, since]")
-        return _Patience(decode_float(path, raw[0], optional=False), raw[1], decode_float(path, raw[2]))  # type: ignore[arg-type]
+        return _Patience(decode_float(path, raw[0], optional=False), raw[1], decode_float(path, raw[2]))
 
     def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
         instance = engine._instance(run, self, name, create=True)

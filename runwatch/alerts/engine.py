@@ -215,13 +215,13 @@ class AlertEngine:
                 batch.max_ts = ts
             if kind is Metric:
                 values = event.values
-                update_last(values)  # type: ignore[misc]
+                update_last(values)  # type: ignore[misc]  # bound with the run's batch above
                 if check_non_finite:
                     total = sum(values.values())
                     if total - total != 0.0:  # some value is NaN or ±Inf (or the sum overflowed)
                         batch.note_non_finite(values)
                 if collect:
-                    append_metric(event)  # type: ignore[misc]
+                    append_metric(event)  # type: ignore[misc]  # bound with the run's batch above
             elif kind is Heartbeat:
                 batch.heartbeat = True
             elif rates and kind is not StatePatch:
@@ -433,6 +433,7 @@ class AlertEngine:
             if state == INACTIVE:
                 instance.active_since = now
                 self._transition(instance, FIRING if rule.for_seconds <= 0 else PENDING, now)
+            # a pending instance always has active_since
             elif state == PENDING and now - instance.active_since >= rule.for_seconds:  # type: ignore[operator]
                 self._transition(instance, FIRING, now)
             return
@@ -635,15 +636,15 @@ class AlertEngine:
             clock = entry.get("clock", [0.0, 0.0])
             if not isinstance(clock, list) or len(clock) != 2:
                 raise ValueError(f"{path}.clock: must be [timestamp, arrived_at]")
-            run.clock_ts = decode_float(f"{path}.clock", clock[0], optional=False)  # type: ignore[assignment]
-            run.clock_at = decode_float(f"{path}.clock", clock[1], optional=False)  # type: ignore[assignment]
+            run.clock_ts = decode_float(f"{path}.clock", clock[0], optional=False)
+            run.clock_at = decode_float(f"{path}.clock", clock[1], optional=False)
             seen = entry.get("last_metric_at", {})
             if not isinstance(seen, Mapping):
                 raise ValueError(f"{path}.last_metric_at: must be an object")
             for name, at in seen.items():
                 compiled = self._by_name.get(name)
                 if isinstance(compiled, AbsenceCondition) and compiled.target == "metric":
-                    run.last_metric_at[compiled.index] = decode_float(f"{path}.last_metric_at", at, optional=False)  # type: ignore[assignment]
+                    run.last_metric_at[compiled.index] = decode_float(f"{path}.last_metric_at", at, optional=False)
         for position, record in enumerate(instances):
             self._load_instance(f"snapshot.instances[{position}]", record)
         for position, run_id in enumerate(ended):
@@ -657,7 +658,7 @@ class AlertEngine:
     def _load_instance(self, path: str, record: object) -> None:
         if not isinstance(record, Mapping):
             raise ValueError(f"{path}: must be an object")
-        compiled = self._by_name.get(record.get("rule"))  # type: ignore[arg-type]
+        compiled = self._by_name.get(record.get("rule"))  # type: ignore[arg-type]  # a name no rule has finds none
         if compiled is None or compiled.rule.kind != record.get("kind"):
             return  # the rule is gone or is another rule now
         run_id, metric, state = record.get("run_id"), record.get("metric"), record.get("state")

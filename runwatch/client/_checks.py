@@ -86,6 +86,7 @@ def check_value(name: str, value: object) -> float | int:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise TypeError(f"metric {name!r} must be a real number, got {type(value).__name__}")
         value = float(value)
+    # value is a float or an int by now; `kind is` tests are the fast path, and mypy does not narrow them
     if not math.isfinite(value):  # type: ignore[arg-type]
         raise ValueError(f"metric {name!r} must be finite (JSON has no NaN or infinity), got {value!r}")
     return value  # type: ignore[return-value]

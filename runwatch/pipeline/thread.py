@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Self, TypeVar
 
@@ -126,7 +126,7 @@ class PipelineThread:
         """Whether the loop thread is alive and the pipeline runs."""
         return self._thread is not None and self._thread.is_alive() and self.pipeline.running
 
-    def call(self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None) -> T:
+    def call(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, timeout: float | None = None) -> T:
         """Run ``await fn(*args)`` on the pipeline's loop and return its result.
 
         Raises:
@@ -136,8 +136,7 @@ class PipelineThread:
         loop = self._loop
         if loop is None or not self.running:
             raise PipelineNotRunning("the runwatch pipeline is not running")
-        coroutine: Coroutine[Any, Any, T] = fn(*args)  # type: ignore[assignment]
-        future = asyncio.run_coroutine_threadsafe(coroutine, loop)
+        future = asyncio.run_coroutine_threadsafe(fn(*args), loop)
         return future.result(timeout)
 
     def emit(self, event: Any) -> None:

@@ -47,7 +47,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
 from urllib.parse import urlsplit
 
 import anyio
@@ -876,4 +876,4 @@ def _import_target(path: str, target: str | None) -> NotificationCallback:
         raise ConfigError(path, f"cannot import {target!r}: {exc}") from None
     if not callable(obj):
         raise ConfigError(path, f"{target!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return cast("NotificationCallback", obj)

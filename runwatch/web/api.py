@@ -9,7 +9,7 @@ import re
 import shutil
 import time
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple, TypeVar
 
 import numpy as np
@@ -98,9 +98,7 @@ def _time_param(name: str, value: str | None) -> float | None:
         ) from None
 
 
-def _parse_iso(text: str) -> Any:
-    from datetime import datetime
-
+def _parse_iso(text: str) -> datetime:
     parsed = datetime.fromisoformat(text)
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
@@ -111,6 +109,7 @@ def _parse_iso(text: str) -> Any:
 @router.get("/api/runs", tags=["runs"], summary="List runs, newest first", responses=QUERY_ERRORS)
 async def list_runs(
     request: Request,
+    # FastAPI makes the tuple's values the parameter's enum; mypy cannot take a Literal from a variable.
     status: Literal[RUN_STATUSES] | None = Query(  # type: ignore[valid-type]
         None, description="running, paused, completed, failed, crashed or hung"
     ),
@@ -174,6 +173,7 @@ async def run_events(
     request: Request,
     run_id: str,
     type: str | None = Query(None, min_length=1, description="event type, e.g. episode_end"),
+    # FastAPI makes the tuple's values the parameter's enum; mypy cannot take a Literal from a variable.
     level: Literal[LEVELS] | None = Query(None),  # type: ignore[valid-type]
     kind: str | None = Query(None, min_length=1, description="log, lifecycle, exception or alert"),
     since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
@@ -762,6 +762,7 @@ def _decode_wire_numbers(item: Any) -> Any:
         item = _wire_integers(item)
     if isinstance(item, dict) and item.get("kind") == "lifecycle" and isinstance(item.get("final_reward"), bool):
         error = TypeError("final_reward must be a number or null, got a boolean")
+        # the error handler reads ``field`` back with getattr to name it in the 422 body
         error.field = "final_reward"  # type: ignore[attr-defined]
         raise error
     if isinstance(item, dict) and item.get("kind") == "metric" and isinstance(item.get("values"), dict):
@@ -769,7 +770,7 @@ def _decode_wire_numbers(item: Any) -> Any:
         for name, value in values.items():
             if isinstance(value, bool):
                 error = TypeError(f"metric {shown(name)} must be a number, got a boolean")
-                error.field = f"values.{name[:200]}"  # type: ignore[attr-defined]
+                error.field = f"values.{name[:200]}"  # type: ignore[attr-defined]  # as for final_reward above
                 raise error
         if any(isinstance(value, str) or value is None for value in values.values()):
             decoded = {}

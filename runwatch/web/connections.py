@@ -209,6 +209,7 @@ def _log_at_powers_of_two(count: int, message: str, limit: int) -> None:
 def guarded_protocol(base: type[asyncio.Protocol], guard: ConnectionGuard) -> type[asyncio.Protocol]:
     """``base`` (uvicorn's HTTP protocol class) reporting to ``guard`` when a connection waits for a request head."""
 
+    # A class built on a base chosen at run time (uvicorn's h11 or httptools protocol): mypy cannot check it.
     class GuardedProtocol(base):  # type: ignore[valid-type,misc]
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             super().connection_made(transport)

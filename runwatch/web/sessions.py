@@ -539,6 +539,7 @@ async def create_session(request: Request) -> JSONResponse:
 async def get_sessions(
     request: Request,
     active: bool | None = Query(None, description="only active (true) or inactive (false) sessions"),
+    # FastAPI makes the tuple's values the parameter's enum; mypy cannot take a Literal from a variable.
     status: Literal[_SESSION_STATUSES] | None = Query(  # type: ignore[valid-type]
         None, description="active, hung, crashed or ended"
     ),

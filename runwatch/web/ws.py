@@ -13,7 +13,7 @@ from starlette.websockets import WebSocketState
 
 from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
 from ..sinks.websocket import SERVICE_NAME as HUB
-from ..sinks.websocket import SubscriptionFilter
+from ..sinks.websocket import Subscriber, SubscriptionFilter
 from ..sources.ingest import SERVICE_NAME as INGEST
 from .app import ApiError, web_context
 
@@ -135,16 +135,16 @@ async def _committed_so_far(context: object) -> None:
         await pipeline.flush(timeout=5, live=True)
 
 
-async def _send_loop(websocket: WebSocket, subscriber: object, scope: anyio.CancelScope) -> None:
+async def _send_loop(websocket: WebSocket, subscriber: Subscriber, scope: anyio.CancelScope) -> None:
     try:
         while True:
-            text = await subscriber.next_message()  # type: ignore[attr-defined]
+            text = await subscriber.next_message()
             await websocket.send_text(text)
     except (anyio.EndOfStream, WebSocketDisconnect, RuntimeError):
         scope.cancel()
 
 
-async def _receive_loop(websocket: WebSocket, hub: object, subscriber: object) -> None:
+async def _receive_loop(websocket: WebSocket, hub: object, subscriber: Subscriber) -> None:
     while True:
         message = await websocket.receive()
         if message["type"] == "websocket.disconnect":
@@ -161,7 +161,7 @@ async def _receive_loop(websocket: WebSocket, hub: object, subscriber: object) -
         except (orjson.JSONDecodeError, ValueError) as exc:
             await _send_error(websocket, str(exc))
             continue
-        subscriber.subscription = subscription  # type: ignore[attr-defined]
+        subscriber.subscription = subscription
         await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
 
 
