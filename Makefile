@@ -5,6 +5,10 @@ BIN := $(VENV)/bin
 # The test stamp installs the test tools and pyarrow; the demo stamp only what runwatch runs.
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
+# The lint stamp installs runwatch with the checkers at the versions pinned in pyproject.toml.
+LINT_STAMP := $(VENV)/.lint-stamp
+# Python source the checkers look at (mypy's own list is in pyproject.toml).
+LINT_PATHS := runwatch tests benchmarks examples
 # The peers bench_peers.py compares against live in their own virtualenv.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
@@ -24,6 +28,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[test,parquet]"
 	touch $(STAMP) $(DEMO_STAMP)
+
+$(LINT_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[lint]"
+	touch $(LINT_STAMP)
 
 $(BENCH_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
@@ -50,10 +60,10 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_bounds.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py
 
-lint: $(STAMP)
-	$(BIN)/python -m pip install --quiet ruff mypy pandas-stubs
-	$(BIN)/ruff check runwatch tests benchmarks
+lint: $(LINT_STAMP)
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) runwatch_demo *.egg-info .pytest_cache
+	rm -rf $(VENV) $(BENCH_VENV) runwatch_demo *.egg-info .pytest_cache .mypy_cache .ruff_cache
