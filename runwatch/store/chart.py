@@ -1,0 +1,380 @@
+"""Min/max charts of metric series from chunk and block summaries.
+
+A chart cuts the x range (step, time, or time since the run's start) into
+``buckets`` equal intervals and gives, per bucket, the number of points,
+NaN count, min and max, and the x range of the points counted. It reads
+summaries, not points:
+
+1. a chunk whose x range lies inside one bucket counts whole, from its
+   summary columns;
+2. otherwise its block summaries (``block_points`` points each) are read;
+   a block inside one bucket counts whole;
+3. a block that straddles one bucket edge and spans at most half a bucket
+   counts whole in the bucket that holds most of its x range ("snapped"),
+   unless ``exact=True``;
+4. points are decoded only for the other blocks: wider than half a bucket
+   (zoomed in, or a jump in x), crossing the chart's start or end, holding
+   points without a step on a step axis, or (``exact=True``) straddling
+   any edge.
+
+So every point is counted exactly once, and each bucket's min and max are
+exact for the points it reports (``x_low``..``x_high``). With snapping, a
+point may be counted in the bucket next to its own, and then lies at most a
+quarter of a bucket from the edge: at 1M points in 1,000 buckets, a block of
+256 points is a quarter of a bucket; at 10M, 1/40. ``exact=True`` removes
+that by decoding the straddling blocks' chunks, at the cost of decoding most
+chunks of a long series.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from ..exceptions import StoreError
+from .chunk_store import _read_transaction, run_keys
+from .chunks import INT64_MAX, ChunkRow, decode_chunk, parse_blocks
+from .codecs import CodecError
+
+__all__ = ["ChartSeries", "chart"]
+
+ChartAxis = Literal["step", "time", "relative"]
+Float64Array = npt.NDArray[np.float64]
+Int64Array = npt.NDArray[np.int64]
+
+_AXES: Final = ("step", "time", "relative")
+#: A block straddling a bucket edge is counted whole only if its x span is at most this part of a bucket.
+_SNAP_FRACTION: Final = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSeries:
+    """One metric of one run, bucketed.
+
+    Attributes:
+        run_id, name: the series.
+        edges: ``buckets + 1`` bucket edges in x units (steps, epoch seconds,
+            or seconds since the run's start).
+        count: points per bucket (NaN included).
+        nan_count: NaN values per bucket.
+        min, max: the extremes of each bucket's non-NaN values (NaN if none).
+        x_low, x_high: the x range of the points counted in each bucket (NaN if none).
+        decoded_points: how many points had to be decoded (the rest came from summaries).
+    """
+
+    run_id: str
+    name: str
+    edges: Float64Array
+    count: Int64Array
+    nan_count: Int64Array
+    min: Float64Array
+    max: Float64Array
+    x_low: Float64Array
+    x_high: Float64Array
+    decoded_points: int
+
+
+@dataclass
+class _ChunkInfo:
+    rowid: int
+    count: int
+    value_type: int
+    block_points: int
+    x_min: int | None
+    x_max: int | None
+    value_min: Any
+    value_max: Any
+    nan_count: int
+    partial_steps: bool
+    blocks: bytes
+
+
+def chart(
+    connection: sqlite3.Connection,
+    run_ids: Sequence[str],
+    names: Sequence[str],
+    *,
+    x: ChartAxis = "step",
+    buckets: int = 1000,
+    start: float | None = None,
+    end: float | None = None,
+    exact: bool = False,
+) -> dict[tuple[str, str], ChartSeries]:
+    """Bucketed min/max of metrics of one or more runs on a shared x range.
+
+    Args:
+        connection: a connection to a store with the chunk tables.
+        run_ids: the runs (compared on the same buckets).
+        names: the metrics.
+        x: ``step``, ``time`` (epoch seconds) or ``relative`` (seconds since
+            each run's start time).
+        buckets: the number of buckets (a 2,000-point min/max chart is 1,000).
+        start, end: the x range; None takes the extent of the data.
+        exact: count every point in its own bucket (decodes the blocks that
+            straddle bucket edges).
+
+    Returns:
+        ``(run_id, name)`` → :class:`ChartSeries`, for the series that exist.
+
+    Raises:
+        TypeError, ValueError: a bad argument.
+        UnknownRunError: a run id is not in the store.
+        StoreError: a chunk cannot be decoded.
+    """
+    if x not in _AXES:
+        raise ValueError(f"x must be 'step', 'time' or 'relative', got {x!r}")
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1_000_000:
+        raise ValueError(f"buckets must be an integer from 1 to 1,000,000, got {buckets!r}")
+    for what, bound in (("start", start), ("end", end)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+            raise TypeError(f"{what} must be a number or None, got {bound!r}")
+        if bound is not None and not math.isfinite(bound):
+            raise ValueError(f"{what} must be finite, got {bound!r}")
+    scale = 1.0 if x == "step" else 1e6  # x units → stored integers (steps or microseconds)
+    with _read_transaction(connection):
+        keys = run_keys(connection, list(dict.fromkeys(run_ids)))
+        origins = _origins(connection, keys, x)
+        found: list[tuple[str, str, int, list[_ChunkInfo]]] = []
+        for run_id, run in keys.items():
+            for name in dict.fromkeys(names):
+                series = _series_chunks(connection, run, name, x)
+                if series:
+                    found.append((run_id, name, run, series))
+        # One shared range: in stored integers, relative to each run's origin.
+        low = None if start is None else start * scale
+        high = None if end is None else end * scale
+        if low is None or high is None:
+            lows = [min(c.x_min for c in chunks if c.x_min is not None) - origins[run] for _, _, run, chunks in found]
+            highs = [max(c.x_max for c in chunks if c.x_max is not None) - origins[run] for _, _, run, chunks in found]
+            low = (min(lows) if lows else 0.0) if low is None else low
+            high = (max(highs) if highs else 0.0) if high is None else high
+        if high < low:
+            raise ValueError(f"end ({end}) is before start ({start})")
+        width = (high - low) / buckets or 1.0
+        result: dict[tuple[str, str], ChartSeries] = {}
+        for run_id, name, run, chunks in found:
+            grid = _Grid(low + origins[run], width, buckets)
+            result[(run_id, name)] = _bucket_series(
+                connection, run_id, name, chunks, grid, x, exact, scale, origins[run]
+            )
+    return result
+
+
+def _origins(connection: sqlite3.Connection, keys: dict[str, int], x: ChartAxis) -> dict[int, int]:
+    """Per run, the stored x value that is 0 on the chart (the start time in µs for ``relative``)."""
+    if x != "relative":
+        return dict.fromkeys(keys.values(), 0)
+    origins: dict[int, int] = {}
+    for run in keys.values():
+        row = connection.execute("SELECT start_time FROM runs WHERE id = ?", (run,)).fetchone()
+        origins[run] = round(float(row[0]) * 1e6)
+    return origins
+
+
+def _series_chunks(connection: sqlite3.Connection, run: int, name: str, x: ChartAxis) -> list[_ChunkInfo]:
+    low_column, high_column = ("step_min", "step_max") if x == "step" else ("time_min", "time_max")
+    rows = connection.execute(
+        f"SELECT c.rowid, c.count, c.value_type, c.block_points, c.{low_column}, c.{high_column},"
+        " c.value_min, c.value_max, c.nan_count, c.step_mask IS NOT NULL, c.blocks"
+        " FROM metric_series s JOIN metric_chunks c ON c.series = s.id"
+        " WHERE s.run = ? AND s.name = ? ORDER BY c.seq_first",
+        (run, name),
+    ).fetchall()
+    chunks = [_ChunkInfo(*row) for row in rows]
+    return [chunk for chunk in chunks if chunk.x_min is not None]  # a step chart skips chunks without steps
+
+
+@dataclass(frozen=True, slots=True)
+class _Grid:
+    """Bucket k holds stored x in [low + k * width, low + (k + 1) * width) (the last one includes its end)."""
+
+    low: float
+    width: float
+    buckets: int
+
+    @property
+    def high(self) -> float:
+        return self.low + self.width * self.buckets
+
+    def bucket(self, x: npt.NDArray[Any]) -> Int64Array:
+        index = np.floor((x.astype(np.float64) - self.low) / self.width).astype(np.int64)
+        return np.minimum(index, self.buckets - 1)  # the end itself falls in the last bucket
+
+    def inside(self, low: npt.NDArray[Any], high: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
+        return (low.astype(np.float64) >= self.low) & (high.astype(np.float64) <= self.high)
+
+
+class _Accumulator:
+    def __init__(self, buckets: int) -> None:
+        self.count = np.zeros(buckets, dtype=np.int64)
+        self.nan_count = np.zeros(buckets, dtype=np.int64)
+        self.min = np.full(buckets, np.nan)
+        self.max = np.full(buckets, np.nan)
+        self.x_low = np.full(buckets, np.nan)
+        self.x_high = np.full(buckets, np.nan)
+
+    def add(
+        self,
+        bucket: Int64Array,
+        count: npt.NDArray[Any],
+        nan_count: npt.NDArray[Any],
+        low: npt.NDArray[Any],
+        high: npt.NDArray[Any],
+        x_low: npt.NDArray[Any],
+        x_high: npt.NDArray[Any],
+    ) -> None:
+        if not len(bucket):
+            return
+        np.add.at(self.count, bucket, count.astype(np.int64))
+        np.add.at(self.nan_count, bucket, nan_count.astype(np.int64))
+        np.fmin.at(self.min, bucket, low.astype(np.float64))  # fmin/fmax: NaN never wins
+        np.fmax.at(self.max, bucket, high.astype(np.float64))
+        np.fmin.at(self.x_low, bucket, x_low.astype(np.float64))
+        np.fmax.at(self.x_high, bucket, x_high.astype(np.float64))
+
+
+def _bucket_series(
+    connection: sqlite3.Connection,
+    run_id: str,
+    name: str,
+    chunks: list[_ChunkInfo],
+    grid: _Grid,
+    x: ChartAxis,
+    exact: bool,
+    scale: float,
+    origin: int,
+) -> ChartSeries:
+    acc = _Accumulator(grid.buckets)
+    x_min = np.array([c.x_min for c in chunks], dtype=np.int64)
+    x_max = np.array([c.x_max for c in chunks], dtype=np.int64)
+    overlaps = (x_max.astype(np.float64) >= grid.low) & (x_min.astype(np.float64) <= grid.high)
+    partial = np.array([c.partial_steps and x == "step" for c in chunks], dtype=np.bool_)
+    whole = overlaps & ~partial & grid.inside(x_min, x_max)
+    whole &= grid.bucket(np.where(whole, x_min, 0)) == grid.bucket(np.where(whole, x_max, 0))
+    whole_index = np.flatnonzero(whole)
+    if len(whole_index):
+        picked = [chunks[i] for i in whole_index.tolist()]
+        acc.add(
+            grid.bucket(x_min[whole_index]),
+            np.array([c.count for c in picked]),
+            np.array([c.nan_count for c in picked]),
+            np.array([np.nan if c.value_min is None else c.value_min for c in picked], dtype=np.float64),
+            np.array([np.nan if c.value_max is None else c.value_max for c in picked], dtype=np.float64),
+            x_min[whole_index],
+            x_max[whole_index],
+        )
+    # Chunks to open: their block summaries decide the rest, all blocks of one value type at once.
+    raw_blocks: dict[int, npt.NDArray[np.bool_]] = {}  # chunk index → which of its blocks need points
+    opened: dict[int, list[int]] = {}
+    for index in np.flatnonzero(overlaps & ~whole).tolist():
+        chunk = chunks[index]
+        if chunk.partial_steps and x == "step":
+            raw_blocks[index] = np.ones(-(-chunk.count // chunk.block_points), dtype=np.bool_)
+        else:
+            opened.setdefault(chunk.value_type, []).append(index)
+    for value_type, indices in opened.items():
+        blocks = parse_blocks(b"".join([chunks[i].blocks for i in indices]), value_type)
+        per_chunk = np.array([len(chunks[i].blocks) for i in indices]) // blocks.dtype.itemsize
+        owner = np.repeat(np.array(indices), per_chunk)
+        if x == "step":
+            b_low, b_high = blocks["step_min"], blocks["step_max"]
+            has_x = b_low != INT64_MAX
+        else:
+            b_low, b_high = blocks["time_min"], blocks["time_max"]
+            has_x = np.ones(len(blocks), dtype=np.bool_)
+        inside = has_x & grid.inside(b_low, b_high)
+        first = grid.bucket(np.where(inside, b_low, 0))
+        last = grid.bucket(np.where(inside, b_high, 0))
+        take = inside & (first == last)
+        if not exact:
+            # Straddling one edge and narrow against a bucket: the whole block goes where most
+            # of its x range lies, so no point moves more than a quarter of a bucket.
+            narrow = (b_high - b_low).astype(np.float64) <= _SNAP_FRACTION * grid.width
+            straddle = inside & narrow & (last == first + 1)
+            edge = grid.low + last * grid.width
+            toward_last = straddle & ((b_high - edge) > (edge - b_low))
+            first = np.where(toward_last, last, first)
+            take |= straddle
+        acc.add(
+            first[take],
+            blocks["count"][take],
+            blocks["nan_count"][take],
+            blocks["min"][take],
+            blocks["max"][take],
+            b_low[take],
+            b_high[take],
+        )
+        overlapping = has_x & (b_high.astype(np.float64) >= grid.low) & (b_low.astype(np.float64) <= grid.high)
+        need_points = overlapping & ~take
+        if need_points.any():
+            offsets = np.concatenate(([0], np.cumsum(per_chunk)[:-1]))
+            for index in np.unique(owner[need_points]).tolist():
+                position = indices.index(index)
+                start = int(offsets[position])
+                raw_blocks[index] = need_points[start : start + int(per_chunk[position])]
+    decoded = _add_points(connection, chunks, raw_blocks, grid, x, acc) if raw_blocks else 0
+    edges = (grid.low - origin + grid.width * np.arange(grid.buckets + 1, dtype=np.float64)) / scale
+    return ChartSeries(
+        run_id=run_id,
+        name=name,
+        edges=edges,
+        count=acc.count,
+        nan_count=acc.nan_count,
+        min=acc.min,
+        max=acc.max,
+        x_low=(acc.x_low - origin) / scale,
+        x_high=(acc.x_high - origin) / scale,
+        decoded_points=decoded,
+    )
+
+
+def _add_points(
+    connection: sqlite3.Connection,
+    chunks: list[_ChunkInfo],
+    raw_blocks: dict[int, npt.NDArray[np.bool_]],
+    grid: _Grid,
+    x: ChartAxis,
+    acc: _Accumulator,
+) -> int:
+    """Decode the chunks holding blocks that need points; add those blocks' points. Returns points decoded."""
+    by_rowid = {chunks[index].rowid: index for index in raw_blocks}
+    placeholders = ", ".join("?" * len(by_rowid))
+    rows = connection.execute(
+        f"SELECT rowid, count, value_type, seqs, steps, step_mask, times, vals, tags FROM metric_chunks"
+        f" WHERE rowid IN ({placeholders})",
+        list(by_rowid),
+    ).fetchall()
+    wanted = frozenset({"step" if x == "step" else "time", "value"})
+    decoded = 0
+    axes: list[npt.NDArray[Any]] = []
+    all_values: list[Float64Array] = []
+    for row in rows:
+        index = by_rowid[row[0]]
+        chunk = chunks[index]
+        try:
+            points = decode_chunk(ChunkRow(*row[1:]), wanted)
+        except CodecError as exc:
+            raise StoreError(f"a metric chunk cannot be decoded: {exc}") from None
+        decoded += chunk.count
+        selected = np.repeat(raw_blocks[index], chunk.block_points)[: chunk.count]
+        if x == "step":
+            axis = points.step
+            if points.step_valid is not None:
+                selected &= points.step_valid
+        else:
+            axis = points.time_us
+        within = selected & (axis.astype(np.float64) >= grid.low) & (axis.astype(np.float64) <= grid.high)
+        axes.append(axis[within])
+        all_values.append(points.values[within].astype(np.float64))
+    if axes:
+        axis = np.concatenate(axes)
+        values = np.concatenate(all_values)
+        nan = np.isnan(values)  # integer chunks gave exact floats, never NaN
+        acc.add(grid.bucket(axis), np.ones(len(axis), dtype=np.int64), nan.astype(np.int64), values, values, axis, axis)
+    return decoded

@@ -1,0 +1,373 @@
+"""Byte codecs for the columns of a metric chunk (pure numpy and zlib; no I/O).
+
+Every column blob is self-describing, so a reader needs only the blob and the
+chunk's point count. Layout (little-endian)::
+
+    byte 0      transform: RAW_FLOAT, XOR_FLOAT, DELTA_INT or OFFSET_INT
+    byte 1      width: bytes per stored number (0, 1, 2, 4 or 8)
+    byte 2      plane flags: bit k set = byte plane k is zlib-compressed
+    byte 3      reserved (0)
+    8 + 8       integer transforms only: first value, base (int64)
+    4 per flag  the compressed length of each flagged plane (uint32), in plane order
+    ...         the planes, in order: byte k of every number, then byte k + 1
+
+Why byte planes: a float64 of a noisy metric has a sign, exponent and top
+mantissa byte that barely change and five or six bytes of noise. Storing
+byte k of every value together ("byte shuffle", as Blosc does) gathers the
+predictable bytes, and zlib is applied only to the planes whose byte
+entropy says it pays: zlib on random bytes is slow and gains nothing
+(measured: 38M values/s gated against 10M/s compressing every plane, at
+the same size).
+
+Integers (steps, call numbers, microsecond times, integer values) are
+stored as differences from the previous value minus their minimum
+("delta" + "frame of reference"), or as value minus minimum, whichever
+needs fewer bytes, narrowed to the fewest whole bytes: a constant stride
+costs nothing, a clock with jitter below 65 ms two bytes a point. All
+integer arithmetic is modulo 2**64, so any int64 sequence round-trips.
+
+Floats are stored bit for bit (NaN payloads, ±Inf and −0.0 included),
+either as they are or XORed with the previous value (Gorilla's idea, here
+without bit packing): for a smooth series such as a learning-rate
+schedule the XOR leaves mostly zero bytes. The choice is made per chunk
+from the byte entropy of both forms.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from collections.abc import Sequence
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "DELTA_INT",
+    "OFFSET_INT",
+    "RAW_FLOAT",
+    "XOR_FLOAT",
+    "CodecError",
+    "decode_float_column",
+    "decode_int_column",
+    "decode_mask",
+    "decode_texts",
+    "encode_float_column",
+    "encode_int_column",
+    "encode_mask",
+    "encode_texts",
+]
+
+Int64Array = npt.NDArray[np.int64]
+Float64Array = npt.NDArray[np.float64]
+BoolArray = npt.NDArray[np.bool_]
+
+RAW_FLOAT: Final = 1
+XOR_FLOAT: Final = 2
+DELTA_INT: Final = 3
+OFFSET_INT: Final = 4
+
+_HEADER = struct.Struct("<BBBB")
+_INT_PARAMS = struct.Struct("<qq")
+_LENGTH = struct.Struct("<I")
+_UNSIGNED: Final[dict[int, np.dtype[Any]]] = {
+    1: np.dtype("<u1"),
+    2: np.dtype("<u2"),
+    4: np.dtype("<u4"),
+    8: np.dtype("<u8"),
+}
+
+#: Planes whose estimated byte entropy is at or above this many bits are stored raw.
+_ENTROPY_LIMIT_BITS: Final = 7.0
+#: A compressed plane is kept only if it is at most this fraction of its raw size.
+_KEEP_RATIO: Final = 0.9
+#: Bytes of a plane sampled to estimate its entropy (evenly spaced).
+_ENTROPY_SAMPLE: Final = 2048
+_ZLIB_LEVEL: Final = 1
+
+
+class CodecError(ValueError):
+    """A column blob is malformed or does not match the expected point count."""
+
+
+# -- integer columns -------------------------------------------------------------------
+
+
+def _width_for(span: int) -> int:
+    """The fewest whole bytes (0, 1, 2, 4 or 8) that hold 0..span."""
+    if span == 0:
+        return 0
+    if span < 1 << 8:
+        return 1
+    if span < 1 << 16:
+        return 2
+    if span < 1 << 32:
+        return 4
+    return 8
+
+
+def encode_int_column(values: Int64Array) -> bytes:
+    """Encode an int64 array losslessly (see the module docstring for the layout)."""
+    values = np.ascontiguousarray(values, dtype=np.int64)
+    count = len(values)
+    if count == 0:
+        return _HEADER.pack(OFFSET_INT, 0, 0, 0) + _INT_PARAMS.pack(0, 0)
+    unsigned = values.view(np.uint64)
+    low, high = int(values.min()), int(values.max())
+    offset_span = high - low
+    if count > 1:
+        deltas = np.diff(unsigned).view(np.int64)  # modulo 2**64: exact for any input
+        delta_low, delta_high = int(deltas.min()), int(deltas.max())
+        delta_span = delta_high - delta_low
+    else:
+        delta_span = offset_span + 1  # never chosen
+    if delta_span <= offset_span:
+        width = _width_for(delta_span)
+        first, base = int(values[0]), delta_low
+        stored = deltas.view(np.uint64) - np.uint64(base & 0xFFFFFFFFFFFFFFFF) if width else None
+        transform = DELTA_INT
+    else:
+        width = _width_for(offset_span)
+        first, base = 0, low
+        stored = unsigned - np.uint64(base & 0xFFFFFFFFFFFFFFFF) if width else None
+        transform = OFFSET_INT
+    params = _INT_PARAMS.pack(first, base)
+    if stored is None:
+        return _HEADER.pack(transform, 0, 0, 0) + params
+    narrow = stored.astype(_UNSIGNED[width]) if width < 8 else stored
+    matrix = _plane_matrix(narrow, width)
+    flags, planes = _pack_planes(matrix, [_entropy_bits(plane) for plane in matrix])
+    return _HEADER.pack(transform, width, flags, 0) + params + planes
+
+
+def decode_int_column(blob: bytes, count: int, out: Int64Array | None = None) -> Int64Array:
+    """Decode what :func:`encode_int_column` made from ``count`` values.
+
+    Args:
+        blob: the column blob.
+        count: the number of values it holds.
+        out: an int64 array of length ``count`` to decode into (optional).
+
+    Raises:
+        CodecError: the blob is malformed or holds another count.
+    """
+    transform, width, flags, _ = _header(blob)
+    if transform not in (DELTA_INT, OFFSET_INT):
+        raise CodecError(f"not an integer column (transform {transform})")
+    first, base = _INT_PARAMS.unpack_from(blob, _HEADER.size)
+    result = np.empty(count, dtype=np.int64) if out is None else out
+    target = result.view(np.uint64)
+    if count == 0:
+        return result
+    if width == 0:
+        stored: Any = None
+    else:
+        stored = _unpack_planes(blob, _HEADER.size + _INT_PARAMS.size, flags, width, count - (transform == DELTA_INT))
+    base_unsigned = np.uint64(base & 0xFFFFFFFFFFFFFFFF)
+    if transform == OFFSET_INT:
+        if stored is None:
+            target[:] = base_unsigned
+        else:
+            np.add(stored, base_unsigned, out=target, casting="unsafe")
+        return result
+    # Delta: values[0] = first, values[i] = values[i - 1] + base + stored[i - 1], all modulo 2**64.
+    target[0] = np.uint64(first & 0xFFFFFFFFFFFFFFFF)
+    if count > 1:
+        steps = target[1:]
+        if stored is None:
+            steps[:] = base_unsigned
+        else:
+            np.add(stored, base_unsigned, out=steps, casting="unsafe")
+        np.add(steps[:1], target[:1], out=steps[:1])  # arrays wrap silently; numpy scalars would warn
+        np.cumsum(steps, out=steps)
+    return result
+
+
+# -- float columns ---------------------------------------------------------------------
+
+
+def encode_float_column(values: Float64Array) -> bytes:
+    """Encode a float64 array bit for bit (see the module docstring for the layout)."""
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    bits = values.view(np.uint64)
+    plain = _plane_matrix(bits, 8)
+    plain_entropy = [_entropy_bits(plane) for plane in plain]
+    if len(bits) > 1:
+        xored = bits.copy()
+        np.bitwise_xor(bits[1:], bits[:-1], out=xored[1:])
+        xor = _plane_matrix(xored, 8)
+        xor_entropy = [_entropy_bits(plane) for plane in xor]
+        if _estimated_size(xor_entropy) < _estimated_size(plain_entropy):
+            flags, planes = _pack_planes(xor, xor_entropy)
+            return _HEADER.pack(XOR_FLOAT, 8, flags, 0) + planes
+    flags, planes = _pack_planes(plain, plain_entropy)
+    return _HEADER.pack(RAW_FLOAT, 8, flags, 0) + planes
+
+
+def decode_float_column(blob: bytes, count: int, out: Float64Array | None = None) -> Float64Array:
+    """Decode what :func:`encode_float_column` made from ``count`` values.
+
+    Raises:
+        CodecError: the blob is malformed or holds another count.
+    """
+    transform, width, flags, _ = _header(blob)
+    if transform not in (RAW_FLOAT, XOR_FLOAT) or width != 8:
+        raise CodecError(f"not a float column (transform {transform}, width {width})")
+    result = np.empty(count, dtype=np.float64) if out is None else out
+    if count == 0:
+        return result
+    bits = result.view(np.uint64)
+    _unpack_planes(blob, _HEADER.size, flags, 8, count, out=bits)
+    if transform == XOR_FLOAT:
+        np.bitwise_xor.accumulate(bits, out=bits)
+    return result
+
+
+# -- masks and texts -------------------------------------------------------------------
+
+
+def encode_mask(mask: BoolArray) -> bytes:
+    """A boolean array as packed bits, zlib-compressed."""
+    return zlib.compress(np.packbits(np.asarray(mask, dtype=np.bool_)).tobytes(), _ZLIB_LEVEL)
+
+
+def decode_mask(blob: bytes, count: int) -> BoolArray:
+    """The boolean array :func:`encode_mask` made (``count`` entries)."""
+    try:
+        packed = np.frombuffer(zlib.decompress(blob), dtype=np.uint8)
+    except zlib.error as exc:
+        raise CodecError(f"mask cannot be decompressed: {exc}") from None
+    if len(packed) != (count + 7) // 8:
+        raise CodecError(f"mask holds {len(packed) * 8} bits, expected {count}")
+    return np.unpackbits(packed, count=count).view(np.bool_)
+
+
+def encode_texts(texts: Sequence[str | None]) -> bytes:
+    """A column of optional strings, dictionary-coded.
+
+    Layout: a uint32 dictionary length, the dictionary (the distinct strings
+    joined by NUL, which no stored text contains), then the indices as an
+    integer column (0 = None, k = the k-th distinct string).
+    """
+    index_of: dict[str | None, int] = {None: 0}
+    distinct: list[str] = []
+    indices = np.empty(len(texts), dtype=np.int64)
+    for position, text in enumerate(texts):
+        index = index_of.get(text)
+        if index is None:
+            if text is not None and "\0" in text:
+                raise ValueError("a stored text may not contain NUL")
+            distinct.append(text)  # type: ignore[arg-type]  # None is always in index_of
+            index = index_of[text] = len(distinct)
+        indices[position] = index
+    dictionary = "\0".join(distinct).encode("utf-8", "surrogatepass")
+    return _LENGTH.pack(len(dictionary)) + dictionary + encode_int_column(indices)
+
+
+def decode_texts(blob: bytes, count: int) -> list[str | None]:
+    """The strings :func:`encode_texts` made (``count`` entries)."""
+    (length,) = _LENGTH.unpack_from(blob, 0)
+    start = _LENGTH.size
+    if start + length > len(blob):
+        raise CodecError("text dictionary is truncated")
+    raw = bytes(blob[start : start + length]).decode("utf-8", "surrogatepass")
+    table: list[str | None] = [None, *raw.split("\0")] if length else [None]
+    indices = decode_int_column(blob[start + length :], count)
+    if count and (int(indices.min()) < 0 or int(indices.max()) >= len(table)):
+        raise CodecError("text index out of range")
+    return [table[index] for index in indices.tolist()]
+
+
+# -- byte planes -----------------------------------------------------------------------
+
+
+def _header(blob: bytes) -> tuple[int, int, int, int]:
+    if len(blob) < _HEADER.size:
+        raise CodecError("column blob is shorter than its header")
+    transform, width, flags, reserved = _HEADER.unpack_from(blob, 0)
+    return transform, width, flags, reserved
+
+
+def _plane_matrix(values: npt.NDArray[Any], width: int) -> npt.NDArray[np.uint8]:
+    """Byte k of every value in row k (a copy, C-contiguous)."""
+    return np.ascontiguousarray(values.view(np.uint8).reshape(-1, width).T)
+
+
+def _entropy_bits(plane: npt.NDArray[np.uint8]) -> float:
+    """Order-0 entropy of a byte plane, estimated from an even sample, in bits per byte."""
+    stride = max(1, len(plane) // _ENTROPY_SAMPLE)
+    sample = plane[::stride]
+    counts = np.bincount(sample, minlength=256)
+    counts = counts[counts > 0]
+    if len(counts) == 1:
+        return 0.0
+    probabilities = counts / len(sample)
+    return float(-(probabilities * np.log2(probabilities)).sum())
+
+
+def _estimated_size(entropies: list[float]) -> float:
+    """Bits per value the planes would take, from their entropy (a cheap proxy for zlib)."""
+    return sum(bits if bits < _ENTROPY_LIMIT_BITS else 8.0 for bits in entropies)
+
+
+def _pack_planes(matrix: npt.NDArray[np.uint8], entropies: list[float]) -> tuple[int, bytes]:
+    """Flags and the bytes of the planes (rows of ``matrix``), lengths of compressed planes first."""
+    flags = 0
+    lengths: list[bytes] = []
+    payloads: list[bytes] = []
+    for k, plane in enumerate(matrix):
+        raw = plane.tobytes()
+        if entropies[k] < _ENTROPY_LIMIT_BITS:
+            packed = zlib.compress(raw, _ZLIB_LEVEL)
+            if len(packed) <= _KEEP_RATIO * len(raw):
+                flags |= 1 << k
+                lengths.append(_LENGTH.pack(len(packed)))
+                payloads.append(packed)
+                continue
+        payloads.append(raw)
+    return flags, b"".join(lengths) + b"".join(payloads)
+
+
+def _unpack_planes(
+    blob: bytes, offset: int, flags: int, width: int, count: int, out: npt.NDArray[np.uint64] | None = None
+) -> npt.NDArray[Any]:
+    """The ``count`` numbers of ``width`` bytes stored as planes from ``offset``.
+
+    Returns an unsigned array of that width, or writes into ``out`` (uint64;
+    only for width 8).
+    """
+    compressed = [k for k in range(width) if flags >> k & 1]
+    if flags >> width:
+        raise CodecError(f"plane flags {flags:#x} name planes beyond width {width}")
+    lengths = []
+    for _ in compressed:
+        if offset + _LENGTH.size > len(blob):
+            raise CodecError("column blob is truncated")
+        lengths.append(_LENGTH.unpack_from(blob, offset)[0])
+        offset += _LENGTH.size
+    view = memoryview(blob)
+    if width == 8 and out is not None:
+        matrix = out.view(np.uint8).reshape(count, 8)
+        result: npt.NDArray[Any] = out
+    else:
+        matrix = np.empty((count, width), dtype=np.uint8)
+        result = matrix.view(_UNSIGNED[width]).reshape(count)
+    length_of = dict(zip(compressed, lengths, strict=True))
+    for k in range(width):
+        if k in length_of:
+            end = offset + length_of[k]
+            try:
+                plane: bytes | memoryview = zlib.decompress(view[offset:end])
+            except zlib.error as exc:
+                raise CodecError(f"plane {k} cannot be decompressed: {exc}") from None
+        else:
+            end = offset + count
+            plane = view[offset:end]
+        if len(plane) != count or end > len(blob):
+            raise CodecError(f"plane {k} holds {len(plane)} bytes, expected {count}")
+        matrix[:, k] = np.frombuffer(plane, dtype=np.uint8)
+        offset = end
+    if offset != len(blob):
+        raise CodecError(f"column blob has {len(blob) - offset} unexpected trailing bytes")
+    return result

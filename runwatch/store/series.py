@@ -1,0 +1,607 @@
+"""From logging calls to chunks: columns per batch, open chunks per series (pure code).
+
+Two steps, both without I/O or clocks:
+
+1. :func:`group_calls` turns a batch of metric calls into :class:`CallGroup`
+   columns, one group per (run, ordered metric names): ``numpy`` builds every
+   column from the calls' value lists at once, no Python object is made per
+   value. Each call gets its run's next logging-call number (``seq``).
+2. :class:`SeriesBuilder` appends each group's columns to the open chunk of
+   each (run, metric) series and, at every commit, says what to write:
+   :meth:`~SeriesBuilder.prepare` returns a :class:`ChunkWrites` (sealed
+   chunks and *segments* of open chunks to insert, segment rows to delete),
+   the caller writes it in one transaction, then calls
+   :meth:`~SeriesBuilder.confirm` (or :meth:`~SeriesBuilder.abort` when the
+   transaction failed, to be prepared again).
+
+Durability rule: every point added before :meth:`~SeriesBuilder.prepare` is
+in the returned writes, so a transaction that commits them makes them
+readable after a crash. The open part of a chunk is persisted as segments:
+each commit appends only its new points as one small unsealed chunk row;
+after ``max_open_segments`` such rows they are merged into one; when the
+chunk seals (``chunk_points`` points, ``max_chunk_seconds`` of event time,
+a value-type change, ``seal_all`` or the memory bound), the sealed chunk
+replaces the segment rows. Each point is thus encoded a small bounded
+number of times, whatever the commit rate (see docs/store.md for the
+measurements behind this choice).
+
+Values: a column of floats stays float64 bit for bit; a column of integers
+becomes int64 exactly. Integers in a float column are stored as float64 when
+they convert exactly (|v| <= 2**53); a series whose integers beyond 2**53 mix
+with floats gets separate integer and float chunks, so nothing is rounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from operator import itemgetter
+from typing import Any, Final
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from .chunks import BLOCK_POINTS, VALUE_FLOAT, VALUE_INT, ChunkColumns, EncodedChunk, encode_chunk
+
+__all__ = [
+    "BuilderStatistics",
+    "CallGroup",
+    "ChunkWrite",
+    "ChunkWrites",
+    "SeriesBuilder",
+    "SeriesKey",
+    "SegmentDelete",
+    "group_calls",
+    "group_rows",
+    "time_to_us",
+]
+
+Int64Array = npt.NDArray[np.int64]
+BoolArray = npt.NDArray[np.bool_]
+#: (run's integer key in ``runs``, metric name)
+SeriesKey = tuple[int, str]
+
+_FLOAT_EXACT: Final = float(2**53)
+
+
+@dataclass(frozen=True, slots=True)
+class CallGroup:
+    """The calls of a batch that logged the same names in one run, as columns.
+
+    Attributes:
+        run: the run's integer key.
+        names: the metric names, in the calls' order.
+        seq, step, step_valid, time_us, tags: per call, as in :class:`ChunkColumns`.
+        columns: per name, the values of every call: float64, int64, or (only
+            when integers beyond 2**53 mix with floats) an object array.
+    """
+
+    run: int
+    names: tuple[str, ...]
+    seq: Int64Array
+    step: Int64Array
+    step_valid: BoolArray | None
+    time_us: Int64Array
+    columns: tuple[npt.NDArray[Any], ...]
+    tags: list[str | None] | None = None
+
+
+def time_to_us(seconds: npt.NDArray[np.float64]) -> Int64Array:
+    """Epoch seconds → integer microseconds, rounded to nearest (exact below year 2255)."""
+    return np.rint(seconds * 1e6).astype(np.int64)
+
+
+def group_calls(calls: Sequence[Any], run_keys: Mapping[str, int], next_seq: dict[int, int]) -> list[CallGroup]:
+    """Columns of a batch of metric calls, one :class:`CallGroup` per (run, names).
+
+    Args:
+        calls: :class:`runwatch.events.Metric` events, or tuples
+            ``(run_id, timestamp_seconds, values: dict, step | None, tags | None)``.
+            Values are ``int`` (int64 range) or ``float``, as
+            ``Metric`` guarantees.
+        run_keys: run id → the run's integer key, for every run in ``calls``.
+        next_seq: run key → its next logging-call number; updated in place
+            (a run not in it starts at 0).
+
+    Returns:
+        The groups in order of each group's first call.
+    """
+    count = len(calls)
+    if count == 0:
+        return []
+    run_ids = list(map(itemgetter(0), calls))
+    if run_ids.count(run_ids[0]) == count:
+        run = run_keys[run_ids[0]]
+        start = next_seq.get(run, 0)
+        next_seq[run] = start + count
+        seqs = np.arange(start, start + count, dtype=np.int64)
+        runs: list[int] | None = None
+    else:
+        runs = [run_keys[run_id] for run_id in run_ids]
+        seqs = _sequence_numbers(runs, next_seq)
+    names = list(map(tuple, map(itemgetter(2), calls)))
+    if runs is None and names.count(names[0]) == count:
+        return [_group_of_calls(run, names[0], calls, seqs)]
+    members: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    keys: Iterable[tuple[int, tuple[str, ...]]] = (
+        zip(runs, names, strict=True) if runs is not None else ((run, n) for n in names)
+    )
+    for index, key in enumerate(keys):
+        found = members.get(key)
+        if found is None:
+            members[key] = [index]
+        else:
+            found.append(index)
+    groups = []
+    for (group_run, group_names), indices in members.items():
+        picked = [calls[i] for i in indices]
+        groups.append(_group_of_calls(group_run, group_names, picked, seqs[indices]))
+    return groups
+
+
+def group_rows(
+    run: int,
+    names: tuple[str, ...],
+    seq: Int64Array,
+    step: Int64Array,
+    step_valid: BoolArray | None,
+    time_us: Int64Array,
+    rows: Sequence[Sequence[Any]],
+    tags: list[str | None] | None = None,
+) -> CallGroup:
+    """A :class:`CallGroup` from value rows (one sequence per call, in ``names`` order).
+
+    Used by the migration from per-call rows. Values are ``int`` or
+    ``float``; rows must all have ``len(names)`` values.
+    """
+    count = len(rows)
+    width = len(names)
+    flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=count * width)
+    columns = _typed_columns(
+        flat.reshape(count, width), [type(v) is int for v in rows[0]], lambda j: list(map(itemgetter(j), rows))
+    )
+    return CallGroup(run, names, seq, step, step_valid, time_us, columns, tags)
+
+
+def _sequence_numbers(runs: list[int], next_seq: dict[int, int]) -> Int64Array:
+    """Per call, its run's next logging-call number, in batch order."""
+    keys = np.array(runs, dtype=np.int64)
+    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+    order = np.argsort(inverse, kind="stable")
+    group_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    rank = np.empty(len(runs), dtype=np.int64)
+    rank[order] = np.arange(len(runs)) - np.repeat(group_start, counts)
+    bases = np.array([next_seq.get(int(run), 0) for run in unique], dtype=np.int64)
+    for run, base, added in zip(unique.tolist(), bases.tolist(), counts.tolist(), strict=True):
+        next_seq[run] = base + added
+    return bases[inverse] + rank
+
+
+def _group_of_calls(run: int, names: tuple[str, ...], calls: Sequence[Any], seq: Int64Array) -> CallGroup:
+    count = len(calls)
+    width = len(names)
+    seconds = np.fromiter(map(itemgetter(1), calls), dtype=np.float64, count=count)
+    steps = list(map(itemgetter(3), calls))
+    valid: BoolArray | None = None
+    if None in steps:
+        valid = np.fromiter((s is not None for s in steps), dtype=np.bool_, count=count)
+        step = np.array([0 if s is None else s for s in steps], dtype=np.int64)
+    else:
+        step = np.array(steps, dtype=np.int64)
+    dicts = list(map(itemgetter(2), calls))
+    flat = np.fromiter(chain.from_iterable(map(dict.values, dicts)), dtype=np.float64, count=count * width)
+    columns = _typed_columns(
+        flat.reshape(count, width),
+        [type(v) is int for v in dicts[0].values()],
+        lambda j: list(map(itemgetter(names[j]), dicts)),
+    )
+    tag_list = list(map(itemgetter(4), calls))
+    tags = None if tag_list.count(None) == count else [_tags_text(t) for t in tag_list]
+    return CallGroup(run, names, seq, step, valid, time_to_us(seconds), columns, tags)
+
+
+def _tags_text(tags: Mapping[str, str] | None) -> str | None:
+    return None if tags is None else orjson.dumps(tags, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _typed_columns(
+    matrix: npt.NDArray[np.float64], first_is_int: list[bool], column_of: Callable[[int], list[Any]]
+) -> tuple[npt.NDArray[Any], ...]:
+    """Each column as float64, int64 or (exactness requires it) object.
+
+    ``matrix`` holds every value converted to float; ``first_is_int`` says
+    which columns started with an integer; ``column_of(j)`` gives column j's
+    original values, read only for columns that may hold integers.
+    """
+    # Floats at or beyond 2**53 in magnitude may be rounded integers: look at those columns' objects.
+    suspicious: BoolArray = np.asarray((np.abs(matrix) >= _FLOAT_EXACT).any(axis=0))
+    out: list[npt.NDArray[Any]] = []
+    for j, starts_int in enumerate(first_is_int):
+        if not starts_int and not suspicious[j]:
+            out.append(matrix[:, j])
+            continue
+        original = column_of(j)
+        kinds = set(map(type, original))
+        if kinds == {int}:
+            out.append(np.array(original, dtype=np.int64))
+        elif int in kinds and any(type(v) is int and not -_FLOAT_EXACT <= v <= _FLOAT_EXACT for v in original):
+            out.append(np.array(original, dtype=object))
+        else:
+            out.append(matrix[:, j])
+    return tuple(out)
+
+
+# -- the builder ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkWrite:
+    """One chunk row to insert: the series, whether it is sealed, the chunk."""
+
+    key: SeriesKey
+    sealed: bool
+    chunk: EncodedChunk
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentDelete:
+    """Unsealed rows of ``key`` whose ``seq_first`` is in ``[seq_low, seq_high]`` go."""
+
+    key: SeriesKey
+    seq_low: int
+    seq_high: int
+
+
+@dataclass
+class ChunkWrites:
+    """What one commit writes: deletes first, then inserts.
+
+    Attributes:
+        deletes: unsealed segment rows replaced by this commit.
+        inserts: chunk rows (sealed chunks and open-chunk segments).
+        new_points: points that become durable with this commit.
+        encoded_points: points encoded for it (≥ ``new_points``: segments
+            merged or rewritten on sealing count again).
+    """
+
+    deletes: list[SegmentDelete] = field(default_factory=list)
+    inserts: list[ChunkWrite] = field(default_factory=list)
+    new_points: int = 0
+    encoded_points: int = 0
+    _plan: dict[SeriesKey, _Transition] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class _Transition:
+    remaining: ChunkColumns | None
+    segments: list[tuple[int, int]]
+
+
+@dataclass
+class _OpenSeries:
+    value_type: int
+    parts: list[ChunkColumns] = field(default_factory=list)
+    #: complete chunks cut off by a value-type change, to be written sealed
+    closed: list[ChunkColumns] = field(default_factory=list)
+    points: int = 0
+    #: leading open points already stored in unsealed segment rows
+    persisted: int = 0
+    #: (seq_first, seq_last) of those rows
+    segments: list[tuple[int, int]] = field(default_factory=list)
+    dirty: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BuilderStatistics:
+    """Counters of a :class:`SeriesBuilder` (monotonic except ``open_*``)."""
+
+    open_series: int
+    open_points: int
+    new_points: int
+    encoded_points: int
+    sealed_chunks: int
+    segment_rows: int
+    merges: int
+
+
+class SeriesBuilder:
+    """Open chunks of every series being written, and the plan of each commit.
+
+    Args:
+        chunk_points: a chunk seals when it holds this many points.
+        block_points: points per block summary.
+        max_chunk_seconds: a chunk also seals once its points span this much
+            event time (None: no time bound), so slow series get readable,
+            bounded chunks too.
+        max_open_segments: unsealed segment rows per series before they are
+            merged into one (1 = rewrite the whole open part at each commit).
+        max_open_points: the most points held open over all series; past it,
+            the largest open chunks seal early (memory stays bounded whatever
+            the number of series).
+
+    Not thread-safe: one writer calls :meth:`add`, :meth:`prepare`,
+    :meth:`confirm` / :meth:`abort` in turn.
+    """
+
+    def __init__(
+        self,
+        *,
+        chunk_points: int = 16_384,
+        block_points: int = BLOCK_POINTS,
+        max_chunk_seconds: float | None = 3600.0,
+        max_open_segments: int = 8,
+        max_open_points: int = 4_000_000,
+    ) -> None:
+        if chunk_points < 1 or block_points < 1 or max_open_segments < 1 or max_open_points < 1:
+            raise ValueError("chunk_points, block_points, max_open_segments and max_open_points must be positive")
+        if max_chunk_seconds is not None and not max_chunk_seconds > 0:
+            raise ValueError(f"max_chunk_seconds must be positive or None, got {max_chunk_seconds!r}")
+        self.chunk_points = chunk_points
+        self.block_points = block_points
+        self.max_chunk_us = None if max_chunk_seconds is None else int(max_chunk_seconds * 1e6)
+        self.max_open_segments = max_open_segments
+        self.max_open_points = max_open_points
+        #: run key → its next logging-call number (the caller seeds runs it resumes)
+        self.next_seq: dict[int, int] = {}
+        self._open: dict[SeriesKey, _OpenSeries] = {}
+        self._pending: ChunkWrites | None = None
+        self._new_points = 0
+        self._encoded_points = 0
+        self._sealed_chunks = 0
+        self._segment_rows = 0
+        self._merges = 0
+
+    # -- adding ---------------------------------------------------------------------
+
+    def add_calls(self, calls: Sequence[Any], run_keys: Mapping[str, int]) -> None:
+        """Add a batch of metric calls (see :func:`group_calls`)."""
+        for group in group_calls(calls, run_keys, self.next_seq):
+            self.add(group)
+
+    def add(self, group: CallGroup) -> None:
+        """Append the columns of ``group`` to the open chunk of each of its series.
+
+        Raises:
+            RuntimeError: a prepared commit is neither confirmed nor aborted.
+        """
+        if self._pending is not None:
+            raise RuntimeError("add() while a prepared commit is outstanding: confirm() or abort() it first")
+        for name, values in zip(group.names, group.columns, strict=True):
+            key = (group.run, name)
+            if values.dtype == object:
+                for start, stop, run_values in _exact_runs(values):
+                    self._append(key, _columns(group, run_values, start, stop))
+            else:
+                self._append(key, _columns(group, values, 0, len(values)))
+
+    def _append(self, key: SeriesKey, columns: ChunkColumns) -> None:
+        value_type = columns.value_type
+        series = self._open.get(key)
+        if series is None:
+            series = self._open[key] = _OpenSeries(value_type)
+        elif value_type != series.value_type:
+            if value_type == VALUE_INT and _float_exact(columns.values):
+                columns = _as_float(columns)
+            elif value_type == VALUE_FLOAT and all(_float_exact(part.values) for part in series.parts):
+                series.parts = [_as_float(part) for part in series.parts]
+                series.value_type = VALUE_FLOAT
+            else:
+                # Cut here: the open points become a complete chunk of their own type.
+                if series.parts:
+                    series.closed.append(_concat(series.parts))
+                series.parts = []
+                series.points = 0
+                series.value_type = value_type
+        series.parts.append(columns)
+        series.points += len(columns)
+        series.dirty = True
+
+    # -- committing -----------------------------------------------------------------
+
+    def prepare(self, *, seal_all: bool = False) -> ChunkWrites:
+        """The writes that make every point added so far durable.
+
+        Args:
+            seal_all: seal every open chunk (at a run's end or at close).
+
+        Raises:
+            RuntimeError: the previous prepared commit is still outstanding.
+        """
+        if self._pending is not None:
+            raise RuntimeError("prepare() twice: confirm() or abort() the previous commit first")
+        writes = ChunkWrites()
+        forced = self._over_memory_bound()
+        for key, series in self._open.items():
+            if series.dirty or (seal_all and series.points) or key in forced:
+                self._plan_series(key, series, writes, seal=seal_all or key in forced)
+        self._pending = writes
+        return writes
+
+    def confirm(self, writes: ChunkWrites) -> None:
+        """Record that ``writes`` committed."""
+        self._check_pending(writes)
+        for key, transition in writes._plan.items():
+            series = self._open[key]
+            if transition.remaining is None:
+                del self._open[key]
+                continue
+            series.parts = [transition.remaining]
+            series.closed = []
+            series.points = series.persisted = len(transition.remaining)
+            series.segments = transition.segments
+            series.dirty = False
+        self._new_points += writes.new_points
+        self._encoded_points += writes.encoded_points
+        for write in writes.inserts:
+            if write.sealed:
+                self._sealed_chunks += 1
+            else:
+                self._segment_rows += 1
+        self._pending = None
+
+    def abort(self, writes: ChunkWrites) -> None:
+        """Forget ``writes`` (their transaction failed): the next :meth:`prepare` plans them again."""
+        self._check_pending(writes)
+        self._pending = None
+
+    def statistics(self) -> BuilderStatistics:
+        """Open series and points, and what the confirmed commits wrote."""
+        return BuilderStatistics(
+            open_series=len(self._open),
+            open_points=sum(series.points + sum(map(len, series.closed)) for series in self._open.values()),
+            new_points=self._new_points,
+            encoded_points=self._encoded_points,
+            sealed_chunks=self._sealed_chunks,
+            segment_rows=self._segment_rows,
+            merges=self._merges,
+        )
+
+    def _check_pending(self, writes: ChunkWrites) -> None:
+        if writes is not self._pending:
+            raise RuntimeError("these writes are not the outstanding prepared commit")
+
+    def _over_memory_bound(self) -> set[SeriesKey]:
+        """Series to seal early so the open points stay within ``max_open_points``."""
+        remaining = {key: series.points % self.chunk_points for key, series in self._open.items()}
+        total = sum(remaining.values())
+        forced: set[SeriesKey] = set()
+        if total <= self.max_open_points:
+            return forced
+        for key, points in sorted(remaining.items(), key=itemgetter(1), reverse=True):
+            if total <= self.max_open_points // 2:  # leave headroom so this does not recur at once
+                break
+            forced.add(key)
+            total -= points
+        return forced
+
+    def _plan_series(self, key: SeriesKey, series: _OpenSeries, writes: ChunkWrites, *, seal: bool) -> None:
+        to_seal = [piece for closed in series.closed for piece in self._pieces(closed)]
+        columns = _concat(series.parts) if series.parts else None
+        start = 0
+        if columns is not None:
+            total = len(columns)
+            while total - start >= self.chunk_points:
+                to_seal.append(columns.slice(start, start + self.chunk_points))
+                start += self.chunk_points
+            if start < total and (seal or self._too_long(columns, start)):
+                to_seal.append(columns.slice(start, total))
+                start = total
+        remaining = None
+        if columns is not None and start < len(columns):
+            # A copy once something was cut off: a view would keep the whole batch's arrays alive.
+            remaining = _copy(columns.slice(start, len(columns))) if start else columns
+        new_points = series.points + sum(map(len, series.closed)) - series.persisted
+        segments = series.segments
+        persisted = series.persisted
+        encoded = 0
+        if to_seal:
+            # Sealing replaces every segment row (they hold a prefix of the sealed points,
+            # and possibly of the remaining ones, which are then written again).
+            if segments:
+                writes.deletes.append(SegmentDelete(key, segments[0][0], segments[-1][0]))
+            segments, persisted = [], 0
+        for part in to_seal:
+            writes.inserts.append(ChunkWrite(key, True, encode_chunk(part, block_points=self.block_points)))
+            encoded += len(part)
+        if remaining is not None and persisted < len(remaining):
+            if len(segments) >= self.max_open_segments:
+                writes.deletes.append(SegmentDelete(key, segments[0][0], segments[-1][0]))
+                segment, segments = remaining, []
+                self._merges += 1
+            else:
+                segment = remaining.slice(persisted, len(remaining))
+            writes.inserts.append(ChunkWrite(key, False, encode_chunk(segment, block_points=self.block_points)))
+            encoded += len(segment)
+            segments = [*segments, (int(segment.seq[0]), int(segment.seq[-1]))]
+        writes.new_points += new_points
+        writes.encoded_points += encoded
+        writes._plan[key] = _Transition(remaining, segments)
+
+    def _pieces(self, columns: ChunkColumns) -> list[ChunkColumns]:
+        size = self.chunk_points
+        return [columns.slice(start, start + size) for start in range(0, len(columns), size)]
+
+    def _too_long(self, columns: ChunkColumns, start: int) -> bool:
+        if self.max_chunk_us is None:
+            return False
+        times = columns.time_us[start:]
+        return int(times.max()) - int(times.min()) > self.max_chunk_us
+
+
+def _columns(group: CallGroup, values: npt.NDArray[Any], start: int, stop: int) -> ChunkColumns:
+    return ChunkColumns(
+        group.seq[start:stop],
+        group.step[start:stop],
+        None if group.step_valid is None else group.step_valid[start:stop],
+        group.time_us[start:stop],
+        values,
+        None if group.tags is None else group.tags[start:stop],
+    )
+
+
+def _exact_runs(values: npt.NDArray[Any]) -> Iterator[tuple[int, int, npt.NDArray[Any]]]:
+    """Split an object column into runs of integers and of floats (with exact small integers)."""
+    big_int = np.fromiter(
+        (type(v) is int and not -_FLOAT_EXACT <= v <= _FLOAT_EXACT for v in values), dtype=np.bool_, count=len(values)
+    )
+    is_int = np.fromiter((type(v) is int for v in values), dtype=np.bool_, count=len(values))
+    # A run of integers is stored as int64 if it holds a big one; otherwise everything is float.
+    kind = np.where(is_int, 1, 0)
+    edges = np.flatnonzero(np.diff(kind)) + 1
+    bounds = [0, *edges.tolist(), len(values)]
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        piece = values[start:stop]
+        if kind[start] == 1 and big_int[start:stop].any():
+            yield start, stop, np.array(piece.tolist(), dtype=np.int64)
+        else:
+            yield start, stop, np.array(piece.tolist(), dtype=np.float64)
+
+
+def _copy(columns: ChunkColumns) -> ChunkColumns:
+    return ChunkColumns(
+        columns.seq.copy(),
+        columns.step.copy(),
+        None if columns.step_valid is None else columns.step_valid.copy(),
+        columns.time_us.copy(),
+        columns.values.copy(),
+        None if columns.tags is None else list(columns.tags),
+    )
+
+
+def _float_exact(values: npt.NDArray[Any]) -> bool:
+    if values.dtype != np.int64 or len(values) == 0:
+        return True
+    return -(2**53) <= int(values.min()) and int(values.max()) <= 2**53
+
+
+def _as_float(columns: ChunkColumns) -> ChunkColumns:
+    return ChunkColumns(
+        columns.seq, columns.step, columns.step_valid, columns.time_us, columns.values.astype(np.float64), columns.tags
+    )
+
+
+def _concat(parts: list[ChunkColumns]) -> ChunkColumns:
+    if len(parts) == 1:
+        return parts[0]
+    if any(part.step_valid is not None for part in parts):
+        valid: BoolArray | None = np.concatenate(
+            [np.ones(len(p), dtype=np.bool_) if p.step_valid is None else p.step_valid for p in parts]
+        )
+    else:
+        valid = None
+    if any(part.tags is not None for part in parts):
+        tags: list[str | None] | None = []
+        for part in parts:
+            tags.extend(part.tags if part.tags is not None else [None] * len(part))  # type: ignore[union-attr]
+    else:
+        tags = None
+    return ChunkColumns(
+        np.concatenate([p.seq for p in parts]),
+        np.concatenate([p.step for p in parts]),
+        valid,
+        np.concatenate([p.time_us for p in parts]),
+        np.concatenate([p.values for p in parts]),
+        tags,
+    )
