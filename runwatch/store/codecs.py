@@ -246,9 +246,10 @@ def decode_mask(blob: bytes, count: int) -> BoolArray:
 def encode_texts(texts: Sequence[str | None]) -> bytes:
     """A column of optional strings, dictionary-coded.
 
-    Layout: a uint32 dictionary length, the dictionary (the distinct strings
-    joined by NUL, which no stored text contains), then the indices as an
-    integer column (0 = None, k = the k-th distinct string).
+    Layout: the number of distinct strings and the dictionary's length
+    (uint32 each), the dictionary (the distinct strings joined by NUL, which
+    no stored text contains), then the indices as an integer column
+    (0 = None, k = the k-th distinct string).
     """
     index_of: dict[str | None, int] = {None: 0}
     distinct: list[str] = []
@@ -262,17 +263,22 @@ def encode_texts(texts: Sequence[str | None]) -> bytes:
             index = index_of[text] = len(distinct)
         indices[position] = index
     dictionary = "\0".join(distinct).encode("utf-8", "surrogatepass")
-    return _LENGTH.pack(len(dictionary)) + dictionary + encode_int_column(indices)
+    return _LENGTH.pack(len(distinct)) + _LENGTH.pack(len(dictionary)) + dictionary + encode_int_column(indices)
 
 
 def decode_texts(blob: bytes, count: int) -> list[str | None]:
     """The strings :func:`encode_texts` made (``count`` entries)."""
-    (length,) = _LENGTH.unpack_from(blob, 0)
-    start = _LENGTH.size
+    if len(blob) < 2 * _LENGTH.size:
+        raise CodecError("text column is shorter than its header")
+    (entries,) = _LENGTH.unpack_from(blob, 0)
+    (length,) = _LENGTH.unpack_from(blob, _LENGTH.size)
+    start = 2 * _LENGTH.size
     if start + length > len(blob):
         raise CodecError("text dictionary is truncated")
     raw = bytes(blob[start : start + length]).decode("utf-8", "surrogatepass")
-    table: list[str | None] = [None, *raw.split("\0")] if length else [None]
+    table: list[str | None] = [None, *raw.split("\0")] if entries else [None]
+    if len(table) != entries + 1:
+        raise CodecError(f"text dictionary holds {len(table) - 1} entries, expected {entries}")
     indices = decode_int_column(blob[start + length :], count)
     if count and (int(indices.min()) < 0 or int(indices.max()) >= len(table)):
         raise CodecError("text index out of range")

@@ -276,6 +276,7 @@ class ChunkWrites:
 @dataclass
 class _Transition:
     remaining: ChunkColumns | None
+    persisted: int
     segments: list[tuple[int, int]]
 
 
@@ -357,24 +358,38 @@ class SeriesBuilder:
 
     def add_calls(self, calls: Sequence[Any], run_keys: Mapping[str, int]) -> None:
         """Add a batch of metric calls (see :func:`group_calls`)."""
-        for group in group_calls(calls, run_keys, self.next_seq):
-            self.add(group)
+        self.add_groups(group_calls(calls, run_keys, self.next_seq))
 
     def add(self, group: CallGroup) -> None:
-        """Append the columns of ``group`` to the open chunk of each of its series.
+        """Append the columns of one group; see :meth:`add_groups`."""
+        self.add_groups([group])
+
+    def add_groups(self, groups: Iterable[CallGroup]) -> None:
+        """Append the columns of ``groups`` (one batch) to the open chunk of each of their series.
+
+        A metric logged by several groups of the batch (in calls with
+        different name sets) gets its points merged in call order.
 
         Raises:
             RuntimeError: a prepared commit is neither confirmed nor aborted.
         """
         if self._pending is not None:
             raise RuntimeError("add() while a prepared commit is outstanding: confirm() or abort() it first")
-        for name, values in zip(group.names, group.columns, strict=True):
-            key = (group.run, name)
-            if values.dtype == object:
-                for start, stop, run_values in _exact_runs(values):
-                    self._append(key, _columns(group, run_values, start, stop))
+        pieces: dict[SeriesKey, list[ChunkColumns]] = {}
+        for group in groups:
+            for name, values in zip(group.names, group.columns, strict=True):
+                pieces.setdefault((group.run, name), []).append(_columns(group, values, 0, len(values)))
+        for key, parts in pieces.items():
+            merged = parts[0] if len(parts) == 1 else _merge_by_seq(parts)
+            if merged.values.dtype == object:
+                for start, stop, run_values in _exact_runs(merged.values):
+                    piece = merged.slice(start, stop)
+                    self._append(
+                        key,
+                        ChunkColumns(piece.seq, piece.step, piece.step_valid, piece.time_us, run_values, piece.tags),
+                    )
             else:
-                self._append(key, _columns(group, values, 0, len(values)))
+                self._append(key, merged)
 
     def _append(self, key: SeriesKey, columns: ChunkColumns) -> None:
         value_type = columns.value_type
@@ -400,11 +415,15 @@ class SeriesBuilder:
 
     # -- committing -----------------------------------------------------------------
 
-    def prepare(self, *, seal_all: bool = False) -> ChunkWrites:
+    def prepare(self, *, seal_all: bool = False, persist_open: bool = True) -> ChunkWrites:
         """The writes that make every point added so far durable.
 
         Args:
             seal_all: seal every open chunk (at a run's end or at close).
+            persist_open: write the open chunks' new points as segments;
+                False writes sealed chunks only (a bulk copy inside one
+                transaction, where segments would be replaced before anyone
+                could read them).
 
         Raises:
             RuntimeError: the previous prepared commit is still outstanding.
@@ -415,7 +434,7 @@ class SeriesBuilder:
         forced = self._over_memory_bound()
         for key, series in self._open.items():
             if series.dirty or (seal_all and series.points) or key in forced:
-                self._plan_series(key, series, writes, seal=seal_all or key in forced)
+                self._plan_series(key, series, writes, seal=seal_all or key in forced, persist_open=persist_open)
         self._pending = writes
         return writes
 
@@ -429,7 +448,8 @@ class SeriesBuilder:
                 continue
             series.parts = [transition.remaining]
             series.closed = []
-            series.points = series.persisted = len(transition.remaining)
+            series.points = len(transition.remaining)
+            series.persisted = transition.persisted
             series.segments = transition.segments
             series.dirty = False
         self._new_points += writes.new_points
@@ -476,7 +496,9 @@ class SeriesBuilder:
             total -= points
         return forced
 
-    def _plan_series(self, key: SeriesKey, series: _OpenSeries, writes: ChunkWrites, *, seal: bool) -> None:
+    def _plan_series(
+        self, key: SeriesKey, series: _OpenSeries, writes: ChunkWrites, *, seal: bool, persist_open: bool
+    ) -> None:
         to_seal = [piece for closed in series.closed for piece in self._pieces(closed)]
         columns = _concat(series.parts) if series.parts else None
         start = 0
@@ -505,7 +527,7 @@ class SeriesBuilder:
         for part in to_seal:
             writes.inserts.append(ChunkWrite(key, True, encode_chunk(part, block_points=self.block_points)))
             encoded += len(part)
-        if remaining is not None and persisted < len(remaining):
+        if remaining is not None and persisted < len(remaining) and persist_open:
             if len(segments) >= self.max_open_segments:
                 writes.deletes.append(SegmentDelete(key, segments[0][0], segments[-1][0]))
                 segment, segments = remaining, []
@@ -515,9 +537,12 @@ class SeriesBuilder:
             writes.inserts.append(ChunkWrite(key, False, encode_chunk(segment, block_points=self.block_points)))
             encoded += len(segment)
             segments = [*segments, (int(segment.seq[0]), int(segment.seq[-1]))]
+            persisted = len(remaining)
+        elif not persist_open:
+            new_points -= len(remaining) - persisted if remaining is not None else 0
         writes.new_points += new_points
         writes.encoded_points += encoded
-        writes._plan[key] = _Transition(remaining, segments)
+        writes._plan[key] = _Transition(remaining, persisted if remaining is not None else 0, segments)
 
     def _pieces(self, columns: ChunkColumns) -> list[ChunkColumns]:
         size = self.chunk_points
@@ -557,6 +582,25 @@ def _exact_runs(values: npt.NDArray[Any]) -> Iterator[tuple[int, int, npt.NDArra
             yield start, stop, np.array(piece.tolist(), dtype=np.int64)
         else:
             yield start, stop, np.array(piece.tolist(), dtype=np.float64)
+
+
+def _merge_by_seq(parts: list[ChunkColumns]) -> ChunkColumns:
+    """Points of one series from several groups of a batch, in call order.
+
+    Values of different types are merged as objects, to be split into exact runs.
+    """
+    if len({part.values.dtype for part in parts}) > 1:
+        parts = [ChunkColumns(p.seq, p.step, p.step_valid, p.time_us, p.values.astype(object), p.tags) for p in parts]
+    merged = _concat(parts)
+    order = np.argsort(merged.seq, kind="stable")
+    return ChunkColumns(
+        merged.seq[order],
+        merged.step[order],
+        None if merged.step_valid is None else merged.step_valid[order],
+        merged.time_us[order],
+        merged.values[order],
+        None if merged.tags is None else [merged.tags[i] for i in order.tolist()],
+    )
 
 
 def _copy(columns: ChunkColumns) -> ChunkColumns:
