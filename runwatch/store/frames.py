@@ -11,7 +11,7 @@ Four shapes, each built with whole-array operations:
   comparing runs.
 
 Timestamps become ``datetime64[ns, UTC]``; steps are nullable ``Int64``
-where some points have none. Values are float64 in the wide frames (an
+(``<NA>`` where a call gave none), as in today's frames. Values are float64 in the wide frames (an
 integer beyond 2**53 is rounded there, as in today's frames) and keep
 their type in :func:`series_frame` and :func:`long_frame` when all are of
 one type.
@@ -44,9 +44,8 @@ def _timestamps(time_us: Int64Array) -> Any:
 def _steps(step: Int64Array, valid: npt.NDArray[np.bool_] | None) -> Any:
     import pandas as pd
 
-    if valid is None:
-        return step
-    return pd.arrays.IntegerArray(step, ~valid)
+    missing = np.zeros(len(step), dtype=np.bool_) if valid is None else ~valid
+    return pd.arrays.IntegerArray(step, missing)
 
 
 def series_frame(series: Series) -> pd.DataFrame:
@@ -180,8 +179,8 @@ def long_frame(series: Iterable[Series]) -> pd.DataFrame:
     )
     return pd.DataFrame(
         {
-            "run_id": pd.Categorical.from_codes(run_codes, run_ids),
-            "metric": pd.Categorical.from_codes(metric_codes, metrics),
+            "run_id": pd.Categorical.from_codes(run_codes, pd.Index(run_ids)),
+            "metric": pd.Categorical.from_codes(metric_codes, pd.Index(metrics)),
             "seq": joined(lambda p: p.seq, np.int64),
             "step": _steps(joined(lambda p: p.step, np.int64), valid),
             "timestamp": _timestamps(joined(lambda p: p.time_us, np.int64)),
