@@ -150,7 +150,7 @@ def test_a_chunk_seals_at_its_point_bound_and_replaces_its_segments() -> None:
     for start in range(0, 9, 3):
         builder.add_calls(calls(3, start=start), RUNS)
         commit(builder, table)
-    assert [sealed for sealed, _ in table.rows.values()] == [False] * 6  # 3 segments x 2 series
+    assert sorted(chunk.count for _, chunk in table.rows.values()) == [3, 3, 6, 6]  # segments of 6 and 3, x2
     builder.add_calls(calls(3, start=9), RUNS)
     writes = commit(builder, table)
     assert len(writes.deletes) == 2
@@ -163,16 +163,31 @@ def test_a_chunk_seals_at_its_point_bound_and_replaces_its_segments() -> None:
     ]
 
 
-def test_segments_merge_after_the_bound() -> None:
-    """With max_open_segments=2 the third commit rewrites the open part as one segment."""
-    builder = SeriesBuilder(chunk_points=1000, max_open_segments=2)
+def segment_sizes(table: FakeTable, key: SeriesKey) -> list[int]:
+    return [chunk.count for (k, _), (sealed, chunk) in sorted(table.rows.items()) if k == key and not sealed]
+
+
+def test_segments_merge_by_size_like_a_binary_counter() -> None:
+    """Each commit's segment absorbs trailing segments no larger than itself, so rows stay few."""
+    builder = SeriesBuilder(chunk_points=1000)
     table = FakeTable()
-    for start in range(0, 9, 3):
+    seen = []
+    for start in range(0, 24, 3):
         builder.add_calls(calls(3, start=start), RUNS)
         commit(builder, table)
-    counts = sorted(chunk.count for key, (_, chunk) in table.rows.items() if key[0] == (1, "loss"))
-    assert counts == [9]
-    assert builder.statistics().merges == 2
+        seen.append(segment_sizes(table, (1, "loss")))
+    assert seen == [[3], [6], [6, 3], [12], [12, 3], [12, 6], [12, 6, 3], [24]]
+    assert builder.statistics().merges == 2 * 4  # two series, four merging commits
+
+
+def test_segments_merge_into_one_at_the_bound() -> None:
+    """Past max_open_segments rows the whole open part becomes one segment."""
+    builder = SeriesBuilder(chunk_points=1000, max_open_segments=2)
+    table = FakeTable()
+    for start in range(0, 21, 3):
+        builder.add_calls(calls(3, start=start), RUNS)
+        commit(builder, table)
+    assert segment_sizes(table, (1, "loss")) == [21]
 
 
 def test_rewrite_policy_keeps_one_row_per_open_chunk() -> None:

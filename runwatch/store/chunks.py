@@ -55,6 +55,7 @@ __all__ = [
     "VALUE_FLOAT",
     "VALUE_INT",
     "ChunkColumns",
+    "ColumnCache",
     "EncodedChunk",
     "block_dtype",
     "decode_chunk",
@@ -182,8 +183,32 @@ class EncodedChunk:
         return sum(len(blob) for blob in blobs if blob)
 
 
-def encode_chunk(columns: ChunkColumns, *, block_points: int = BLOCK_POINTS) -> EncodedChunk:
+class ColumnCache:
+    """Encoded call columns (call numbers, steps, times) by content, for one batch of chunks.
+
+    The metrics logged by the same calls share these columns; within one
+    commit each distinct column is then encoded once. Keys are the columns'
+    bytes, so equal content always hits and different content never does.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, int, bytes], Any] = {}
+
+    def get(self, kind: str, array: npt.NDArray[Any], extra: int, make: Any) -> Any:
+        """The cached result for ``array`` (and ``extra``), made by ``make()`` on a miss."""
+        key = (kind, extra, array.tobytes())
+        found = self._entries.get(key)
+        if found is None:
+            found = self._entries[key] = make()
+        return found
+
+
+def encode_chunk(
+    columns: ChunkColumns, *, block_points: int = BLOCK_POINTS, cache: ColumnCache | None = None
+) -> EncodedChunk:
     """Encode ``columns`` (at least one point) with its summary and block summaries.
+
+    ``cache`` shares the encoding of call columns between chunks of one commit.
 
     Raises:
         ValueError: no points, columns of unequal length, ``seq`` not
@@ -215,7 +240,15 @@ def encode_chunk(columns: ChunkColumns, *, block_points: int = BLOCK_POINTS) -> 
     if valid is not None and bool(valid.all()):
         valid = None
     has_steps = valid is None or bool(valid.any())
-    blocks = _block_summaries(columns.step, valid, columns.time_us, values, value_type, block_points)
+    cache = cache or ColumnCache()
+    mask_bytes = np.packbits(valid).tobytes() if valid is not None else b""
+    x_ranges = cache.get(
+        "x" + mask_bytes.hex(),
+        np.concatenate((columns.step, columns.time_us)),
+        block_points,
+        lambda: _x_ranges(columns.step, valid, columns.time_us, block_points),
+    )
+    blocks = _block_summaries(x_ranges, values, value_type, block_points)
     summary = _summary(blocks, values, value_type)
     steps_present = columns.step if valid is None else columns.step[valid]
     times = columns.time_us
@@ -238,10 +271,12 @@ def encode_chunk(columns: ChunkColumns, *, block_points: int = BLOCK_POINTS) -> 
         time_min=int(blocks["time_min"].min()),
         time_max=int(blocks["time_max"].max()),
         blocks=blocks.tobytes(),
-        seqs=encode_int_column(columns.seq),
-        steps=encode_int_column(_filled_steps(columns.step, valid)) if has_steps else None,
+        seqs=cache.get("seq", columns.seq, 0, lambda: encode_int_column(columns.seq)),
+        steps=cache.get("step" + mask_bytes.hex(), columns.step, 0, lambda: _encode_steps(columns.step, valid))
+        if has_steps
+        else None,
         step_mask=encode_mask(valid) if valid is not None and has_steps else None,
-        times=encode_int_column(times),
+        times=cache.get("time", times, 0, lambda: encode_int_column(times)),
         vals=encode_float_column(values) if value_type == VALUE_FLOAT else encode_int_column(values),
         tags=None if columns.tags is None or all(t is None for t in columns.tags) else encode_texts(columns.tags),
         block_points=block_points,
@@ -354,10 +389,26 @@ def _filled_steps(step: Int64Array, valid: BoolArray | None) -> Int64Array:
     return step[positions]
 
 
+def _encode_steps(step: Int64Array, valid: BoolArray | None) -> bytes:
+    return encode_int_column(_filled_steps(step, valid))
+
+
+def _x_ranges(
+    step: Int64Array, valid: BoolArray | None, time_us: Int64Array, block_points: int
+) -> tuple[Int64Array, Int64Array, Int64Array, Int64Array]:
+    """Per block: step min and max (INT64_MAX/INT64_MIN without steps), time min and max."""
+    starts = np.arange(0, len(step), block_points)
+    if valid is None:
+        step_min = np.minimum.reduceat(step, starts)
+        step_max = np.maximum.reduceat(step, starts)
+    else:
+        step_min = np.minimum.reduceat(np.where(valid, step, INT64_MAX), starts)
+        step_max = np.maximum.reduceat(np.where(valid, step, INT64_MIN), starts)
+    return step_min, step_max, np.minimum.reduceat(time_us, starts), np.maximum.reduceat(time_us, starts)
+
+
 def _block_summaries(
-    step: Int64Array,
-    valid: BoolArray | None,
-    time_us: Int64Array,
+    x_ranges: tuple[Int64Array, Int64Array, Int64Array, Int64Array],
     values: npt.NDArray[Any],
     value_type: int,
     block_points: int,
@@ -376,14 +427,7 @@ def _block_summaries(
         blocks["nan_count"] = 0
         blocks["min"] = np.minimum.reduceat(values, starts)
         blocks["max"] = np.maximum.reduceat(values, starts)
-    if valid is None:
-        blocks["step_min"] = np.minimum.reduceat(step, starts)
-        blocks["step_max"] = np.maximum.reduceat(step, starts)
-    else:
-        blocks["step_min"] = np.minimum.reduceat(np.where(valid, step, INT64_MAX), starts)
-        blocks["step_max"] = np.maximum.reduceat(np.where(valid, step, INT64_MIN), starts)
-    blocks["time_min"] = np.minimum.reduceat(time_us, starts)
-    blocks["time_max"] = np.maximum.reduceat(time_us, starts)
+    blocks["step_min"], blocks["step_max"], blocks["time_min"], blocks["time_max"] = x_ranges
     return blocks
 
 

@@ -17,13 +17,14 @@ Two steps, both without I/O or clocks:
 Durability rule: every point added before :meth:`~SeriesBuilder.prepare` is
 in the returned writes, so a transaction that commits them makes them
 readable after a crash. The open part of a chunk is persisted as segments:
-each commit appends only its new points as one small unsealed chunk row;
-after ``max_open_segments`` such rows they are merged into one; when the
-chunk seals (``chunk_points`` points, ``max_chunk_seconds`` of event time,
-a value-type change, ``seal_all`` or the memory bound), the sealed chunk
-replaces the segment rows. Each point is thus encoded a small bounded
-number of times, whatever the commit rate (see docs/store.md for the
-measurements behind this choice).
+each commit writes its new points as one small unsealed chunk row, which
+absorbs the trailing segment rows no larger than itself (size-tiered, like
+a binary counter); when the chunk seals (``chunk_points`` points,
+``max_chunk_seconds`` of event time, a value-type change, ``seal_all`` or
+the memory bound), the sealed chunk replaces the segment rows. A point is
+thus encoded at most about log2(chunk_points / points per commit) + 1
+times, and an open chunk has about that many rows, whatever the commit
+rate (see docs/store.md for the measurements behind this choice).
 
 Values: a column of floats stays float64 bit for bit; a column of integers
 becomes int64 exactly. Integers in a float column are stored as float64 when
@@ -43,7 +44,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from .chunks import BLOCK_POINTS, VALUE_FLOAT, VALUE_INT, ChunkColumns, EncodedChunk, encode_chunk
+from .chunks import BLOCK_POINTS, VALUE_FLOAT, VALUE_INT, ChunkColumns, ColumnCache, EncodedChunk, encode_chunk
 
 __all__ = [
     "BuilderStatistics",
@@ -270,6 +271,7 @@ class ChunkWrites:
     inserts: list[ChunkWrite] = field(default_factory=list)
     new_points: int = 0
     encoded_points: int = 0
+    merges: int = 0
     _plan: dict[SeriesKey, _Transition] = field(default_factory=dict, repr=False)
 
 
@@ -277,7 +279,7 @@ class ChunkWrites:
 class _Transition:
     remaining: ChunkColumns | None
     persisted: int
-    segments: list[tuple[int, int]]
+    segments: list[tuple[int, int, int]]
 
 
 @dataclass
@@ -289,8 +291,8 @@ class _OpenSeries:
     points: int = 0
     #: leading open points already stored in unsealed segment rows
     persisted: int = 0
-    #: (seq_first, seq_last) of those rows
-    segments: list[tuple[int, int]] = field(default_factory=list)
+    #: (seq_first, first open point, end) of those rows, in order
+    segments: list[tuple[int, int, int]] = field(default_factory=list)
     dirty: bool = False
 
 
@@ -316,8 +318,14 @@ class SeriesBuilder:
         max_chunk_seconds: a chunk also seals once its points span this much
             event time (None: no time bound), so slow series get readable,
             bounded chunks too.
-        max_open_segments: unsealed segment rows per series before they are
-            merged into one (1 = rewrite the whole open part at each commit).
+        max_open_segments: the most unsealed segment rows per series; past
+            it they are merged into one (1 = rewrite the whole open part at
+            each commit). Segments also merge by size on their own (see
+            :meth:`prepare`), which keeps them to about log2(chunk_points /
+            points per commit).
+        tiered_segments: merge segments by size (the default); False keeps
+            every commit's segment until ``max_open_segments`` or sealing
+            (to measure the alternatives).
         max_open_points: the most points held open over all series; past it,
             the largest open chunks seal early (memory stays bounded whatever
             the number of series).
@@ -332,7 +340,8 @@ class SeriesBuilder:
         chunk_points: int = 16_384,
         block_points: int = BLOCK_POINTS,
         max_chunk_seconds: float | None = 3600.0,
-        max_open_segments: int = 8,
+        max_open_segments: int = 16,
+        tiered_segments: bool = True,
         max_open_points: int = 4_000_000,
     ) -> None:
         if chunk_points < 1 or block_points < 1 or max_open_segments < 1 or max_open_points < 1:
@@ -343,11 +352,13 @@ class SeriesBuilder:
         self.block_points = block_points
         self.max_chunk_us = None if max_chunk_seconds is None else int(max_chunk_seconds * 1e6)
         self.max_open_segments = max_open_segments
+        self.tiered_segments = tiered_segments
         self.max_open_points = max_open_points
         #: run key → its next logging-call number (the caller seeds runs it resumes)
         self.next_seq: dict[int, int] = {}
         self._open: dict[SeriesKey, _OpenSeries] = {}
         self._pending: ChunkWrites | None = None
+        self._cache = ColumnCache()
         self._new_points = 0
         self._encoded_points = 0
         self._sealed_chunks = 0
@@ -431,11 +442,13 @@ class SeriesBuilder:
         if self._pending is not None:
             raise RuntimeError("prepare() twice: confirm() or abort() the previous commit first")
         writes = ChunkWrites()
+        self._cache = ColumnCache()  # metrics of the same calls share their call columns' encoding
         forced = self._over_memory_bound()
         for key, series in self._open.items():
             if series.dirty or (seal_all and series.points) or key in forced:
                 self._plan_series(key, series, writes, seal=seal_all or key in forced, persist_open=persist_open)
         self._pending = writes
+        self._cache = ColumnCache()
         return writes
 
     def confirm(self, writes: ChunkWrites) -> None:
@@ -454,6 +467,7 @@ class SeriesBuilder:
             series.dirty = False
         self._new_points += writes.new_points
         self._encoded_points += writes.encoded_points
+        self._merges += writes.merges
         for write in writes.inserts:
             if write.sealed:
                 self._sealed_chunks += 1
@@ -525,18 +539,33 @@ class SeriesBuilder:
                 writes.deletes.append(SegmentDelete(key, segments[0][0], segments[-1][0]))
             segments, persisted = [], 0
         for part in to_seal:
-            writes.inserts.append(ChunkWrite(key, True, encode_chunk(part, block_points=self.block_points)))
+            writes.inserts.append(
+                ChunkWrite(key, True, encode_chunk(part, block_points=self.block_points, cache=self._cache))
+            )
             encoded += len(part)
         if remaining is not None and persisted < len(remaining) and persist_open:
-            if len(segments) >= self.max_open_segments:
-                writes.deletes.append(SegmentDelete(key, segments[0][0], segments[-1][0]))
-                segment, segments = remaining, []
-                self._merges += 1
-            else:
-                segment = remaining.slice(persisted, len(remaining))
-            writes.inserts.append(ChunkWrite(key, False, encode_chunk(segment, block_points=self.block_points)))
+            # Size-tiered segments (a binary counter): the new points absorb trailing segments
+            # no larger than themselves, so a point is rewritten at most log2(chunk_points /
+            # points per commit) times before sealing and an open chunk has few rows.
+            start = persisted
+            absorbed: list[tuple[int, int, int]] = []
+            while self.tiered_segments and segments and segments[-1][2] - segments[-1][1] <= len(remaining) - start:
+                absorbed.append(segments[-1])
+                segments = segments[:-1]
+                start = absorbed[-1][1]
+            if len(segments) >= self.max_open_segments:  # the hard bound: one row again
+                absorbed += segments
+                segments, start = [], 0
+            if absorbed:
+                first_seqs = [segment[0] for segment in absorbed]
+                writes.deletes.append(SegmentDelete(key, min(first_seqs), max(first_seqs)))
+                writes.merges += 1
+            segment = remaining.slice(start, len(remaining))
+            writes.inserts.append(
+                ChunkWrite(key, False, encode_chunk(segment, block_points=self.block_points, cache=self._cache))
+            )
             encoded += len(segment)
-            segments = [*segments, (int(segment.seq[0]), int(segment.seq[-1]))]
+            segments = [*segments, (int(segment.seq[0]), start, len(remaining))]
             persisted = len(remaining)
         elif not persist_open:
             new_points -= len(remaining) - persisted if remaining is not None else 0
