@@ -608,6 +608,8 @@ def bench_rss(directory: Path, scale: int) -> dict[str, Any]:
 
 def print_report(results: dict[str, Any]) -> None:
     print(f"runwatch chunk store benchmark — {results['date']}, {results['machine']}, SQLite {results['sqlite']}")
+    load = ", ".join(f"{value:.1f}" for value in results["load_average_at_start"])
+    print(f"load average at start: {load} (other processes share these cores)")
     print("\n1. Codecs (16,384-point chunks; bytes/value, Mvalues/s encode / decode)")
     for row in results["codecs"]:
         flag = "" if row["exact"] else "  NOT EXACT"
@@ -672,6 +674,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
         "sqlite": sqlite3.sqlite_version,
         "numpy": np.__version__,
+        "load_average_at_start": os.getloadavg(),
     }
     with tempfile.TemporaryDirectory(prefix="runwatch-bench-store-") as tmp:
         directory = Path(tmp)

@@ -174,8 +174,10 @@ def decode_int_column(blob: bytes, count: int, out: Int64Array | None = None) ->
     target[0] = np.uint64(first & 0xFFFFFFFFFFFFFFFF)
     if count > 1:
         steps = target[1:]
-        if stored is None:
-            steps[:] = base_unsigned
+        if stored is None:  # a constant stride: no running sum needed
+            np.multiply(np.arange(1, count, dtype=np.uint64), base_unsigned, out=steps)
+            steps += target[0]
+            return result
         else:
             np.add(stored, base_unsigned, out=steps, casting="unsafe")
         np.add(steps[:1], target[:1], out=steps[:1])  # arrays wrap silently; numpy scalars would warn
