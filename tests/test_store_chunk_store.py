@@ -131,6 +131,24 @@ def test_runs_do_not_mix(connection: sqlite3.Connection) -> None:
         assert points.seq.tolist() == list(range(50))
 
 
+def test_columns_from_a_batch_path_are_stored_like_calls(connection: sqlite3.Connection) -> None:
+    """A producer handing over columns gets the same series as one logging calls, numbered after them."""
+    store = SQLiteSeriesStore(connection)
+    store.write_batch(training_calls(10))
+    times = np.round((TS + 1 + np.arange(5) * 0.01) * 1e6).astype(np.int64)
+    store.add_columns("run-1", ["loss", "samples"], [np.linspace(0, 1, 5), np.arange(5, dtype=np.int64)], time_us=times)
+    store.commit()
+    points = store.read_series("run-1", ["loss", "samples"])
+    assert points["loss"].points.seq.tolist() == list(range(15))
+    assert points["loss"].points.values.tolist()[10:] == np.linspace(0, 1, 5).tolist()
+    assert points["samples"].points.values.dtype == np.int64
+    assert points["loss"].points.step_valid is not None and not points["loss"].points.step_valid[10:].any()
+    with pytest.raises(ValueError, match="float64 or int64"):
+        store.add_columns("run-1", ["x"], [np.zeros(5, dtype=np.float32)], time_us=times)
+    with pytest.raises(ValueError, match="pair up"):
+        store.add_columns("run-1", ["x"], [np.zeros(4)], time_us=times)
+
+
 def test_reads_refuse_bad_arguments(connection: sqlite3.Connection) -> None:
     """Unknown runs and bad arguments raise errors that name the problem."""
     with pytest.raises(UnknownRunError):

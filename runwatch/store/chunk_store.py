@@ -26,7 +26,7 @@ from ..exceptions import StoreError, UnknownRunError
 from .chunk_schema import CHUNK_COLUMNS, chunk_tables_exist
 from .chunks import VALUE_FLOAT, VALUE_INT, ChunkColumns, ChunkRow, decode_chunk
 from .codecs import CodecError
-from .series import ChunkWrites, SeriesBuilder, SeriesKey
+from .series import CallGroup, ChunkWrites, SeriesBuilder, SeriesKey
 
 __all__ = [
     "ChunkWriter",
@@ -523,14 +523,65 @@ class SQLiteSeriesStore:
         Raises:
             UnknownRunError: a call's run is not in the store.
         """
-        missing = set(map(itemgetter(0), calls)) - self._run_keys.keys()
+        self._seed_runs(set(map(itemgetter(0), calls)))
+        self.builder.add_calls(calls, self._run_keys)
+
+    def _seed_runs(self, run_ids: Iterable[str]) -> None:
+        """Resolve runs new to this store and continue their call numbers after what is stored."""
+        missing = set(run_ids) - self._run_keys.keys()
         if missing:
             self._run_keys.update(run_keys(self.connection, sorted(missing)))
             for run_id in missing:
                 run = self._run_keys[run_id]
                 if run not in self.builder.next_seq:
                     self.builder.next_seq[run] = self.writer.next_seq(run)
-        self.builder.add_calls(calls, self._run_keys)
+
+    def add_columns(
+        self,
+        run_id: str,
+        names: Sequence[str],
+        values: Sequence[npt.NDArray[Any]],
+        *,
+        time_us: npt.NDArray[np.int64],
+        step: npt.NDArray[np.int64] | None = None,
+    ) -> None:
+        """Take calls that arrive as columns (a producer's batch path): one array per name.
+
+        Args:
+            run_id: the run.
+            names: the metric names.
+            values: per name, one float64 or int64 value per call.
+            time_us: per call, microseconds since the epoch.
+            step: per call, the step (None: the calls have none).
+
+        Raises:
+            UnknownRunError: the run is not in the store.
+            ValueError: arrays of different lengths, or values neither float64 nor int64.
+        """
+        count = len(time_us)
+        if len(names) != len(values) or any(len(column) != count for column in values):
+            raise ValueError("names and values must pair up, one value per call in each column")
+        if step is not None and len(step) != count:
+            raise ValueError(f"step has {len(step)} entries for {count} calls")
+        columns = tuple(np.asarray(column) for column in values)
+        for name, column in zip(names, columns, strict=True):
+            if column.dtype not in (np.float64, np.int64):
+                raise ValueError(f"values of {name!r} must be float64 or int64, got {column.dtype}")
+        self._seed_runs([run_id])
+        run = self._run_keys[run_id]
+        first = self.builder.next_seq.get(run, 0)
+        self.builder.next_seq[run] = first + count
+        self.builder.add(
+            CallGroup(
+                run,
+                tuple(names),
+                np.arange(first, first + count, dtype=np.int64),
+                np.zeros(count, dtype=np.int64) if step is None else np.asarray(step, dtype=np.int64),
+                None if step is not None else np.zeros(count, dtype=np.bool_),
+                np.asarray(time_us, dtype=np.int64),
+                columns,
+            )
+        )
 
     def commit(self, *, seal_all: bool = False) -> ChunkWrites:
         """Make every point taken so far durable, in one transaction."""

@@ -342,7 +342,7 @@ class SeriesBuilder:
         max_chunk_seconds: float | None = 3600.0,
         max_open_segments: int = 16,
         tiered_segments: bool = True,
-        max_open_points: int = 4_000_000,
+        max_open_points: int = 1_000_000,
     ) -> None:
         if chunk_points < 1 or block_points < 1 or max_open_segments < 1 or max_open_points < 1:
             raise ValueError("chunk_points, block_points, max_open_segments and max_open_points must be positive")
