@@ -149,6 +149,20 @@ def test_columns_from_a_batch_path_are_stored_like_calls(connection: sqlite3.Con
         store.add_columns("run-1", ["x"], [np.zeros(4)], time_us=times)
 
 
+def test_series_mixing_integers_and_floats_read_back_exactly(connection: sqlite3.Connection) -> None:
+    """Float-exact integers beside floats read as float64; integers beyond 2**53 keep every digit."""
+    store = SQLiteSeriesStore(connection)
+    small = [0.5, 3, 1.25, 2**53]
+    big = [0.5, 2**53 + 1, -(2**63), 1.25]
+    store.write_batch([Metric("run-1", TS + i, {"small": a, "big": b}, i) for i, (a, b) in enumerate(zip(small, big))])
+    series = store.read_series("run-1", ["small", "big"])
+    assert series["small"].points.values.dtype == np.float64
+    assert series["small"].points.values.tolist() == [0.5, 3.0, 1.25, float(2**53)]
+    assert series["big"].points.values.dtype == object
+    assert series["big"].points.values.tolist() == big
+    assert [type(v) for v in series["big"].points.values.tolist()] == [float, int, int, float]
+
+
 def test_reads_refuse_bad_arguments(connection: sqlite3.Connection) -> None:
     """Unknown runs and bad arguments raise errors that name the problem."""
     with pytest.raises(UnknownRunError):
