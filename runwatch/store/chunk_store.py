@@ -26,6 +26,7 @@ from ..exceptions import StoreError, UnknownRunError
 from .chunk_schema import CHUNK_COLUMNS, chunk_tables_exist
 from .chunks import VALUE_FLOAT, VALUE_INT, ChunkColumns, ChunkRow, decode_chunk
 from .codecs import CodecError
+from .queries import _read_snapshot, check_run_id  # one snapshot helper and run-id check for all reads
 from .series import CallGroup, ChunkWrites, SeriesBuilder, SeriesKey
 
 __all__ = [
@@ -56,12 +57,14 @@ def run_keys(connection: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str
     """Run id → the run's integer key in ``runs``.
 
     Raises:
+        TypeError, ValueError: a run id that is not a valid run id.
         UnknownRunError: a run id is not in the store.
     """
     keys: dict[str, int] = {}
     for run_id in run_ids:
         if run_id in keys:
             continue
+        check_run_id(run_id)
         row = connection.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
         if row is None:
             raise UnknownRunError(run_id)
@@ -288,7 +291,7 @@ def read_series(
     unknown = decode - {"seq", "step", "time", "value", "tags"}
     if unknown:
         raise ValueError(f"unknown columns {sorted(unknown)}")
-    with _read_transaction(connection):
+    with _read_snapshot(connection):
         run = run_keys(connection, [run_id])[run_id]
         rows = _chunk_rows(connection, run, wanted, by, low, high)
     by_name: dict[str, list[tuple[Any, ...]]] = {}
@@ -421,7 +424,7 @@ def read_summaries(
     """
     wanted = _check_names(names)
     where = "s.run = ?"
-    with _read_transaction(connection):
+    with _read_snapshot(connection):
         run = run_keys(connection, [run_id])[run_id]
         params: list[Any] = [run]
         if wanted is not None:
@@ -473,23 +476,6 @@ def _summarize(rows: list[tuple[Any, ...]]) -> SeriesSummary:
         time_last=last_row[13],
         chunks=len(rows),
     )
-
-
-class _read_transaction:
-    """Several SELECTs on one snapshot (WAL); nothing if the caller holds a transaction."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-        self.owned = False
-
-    def __enter__(self) -> None:
-        if not self.connection.in_transaction:
-            self.connection.execute("BEGIN")
-            self.owned = True
-
-    def __exit__(self, *exc: object) -> None:
-        if self.owned and self.connection.in_transaction:
-            self.connection.execute("COMMIT")
 
 
 # -- the store -------------------------------------------------------------------------
