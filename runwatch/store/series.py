@@ -122,9 +122,14 @@ def group_calls(calls: Sequence[Any], run_keys: Mapping[str, int], next_seq: dic
     else:
         runs = [run_keys[run_id] for run_id in run_ids]
         seqs = _sequence_numbers(runs, next_seq)
-    names = list(map(tuple, map(itemgetter(2), calls)))
-    if runs is None and names.count(names[0]) == count:
-        return [_group_of_calls(run, names[0], calls, seqs)]
+    values = list(map(itemgetter(2), calls))
+    first_names = tuple(values[0])
+    # Each call's names tuple is compared and freed at once: keeping one per call would hand
+    # the garbage collector a tracked object per call (and full collections over the batch).
+    if runs is None and all(map(first_names.__eq__, map(tuple, values))):
+        return [_group_of_calls(run, first_names, calls, seqs)]
+    interned: dict[tuple[str, ...], tuple[str, ...]] = {}
+    names = [interned.setdefault(key, key) for key in map(tuple, values)]
     members: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     keys: Iterable[tuple[int, tuple[str, ...]]] = (
         zip(runs, names, strict=True) if runs is not None else ((run, n) for n in names)
