@@ -204,14 +204,14 @@ def empty_bytes(directory: Path, *, chunks: bool) -> int:
     return size
 
 
-def time_write(directory: Path, name: str, calls: list[list[Metric]], *, chunks: bool) -> tuple[float, int]:
-    """Seconds from the first call to the last commit, and the bytes the run added to the file."""
+def time_write(directory: Path, name: str, calls: list[list[Metric]], *, chunks: bool) -> tuple[float, float, int]:
+    """Wall and CPU seconds from the first call to the last commit, and the bytes the run added to the file."""
     path = directory / f"{name}.db"
     for suffix in ("", "-wal", "-shm"):
         Path(str(path) + suffix).unlink(missing_ok=True)
     connection = new_store(path, ["run"], chunks=chunks)
     gc.collect()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if chunks:
         store = SQLiteSeriesStore(connection)
         for batch in calls:
@@ -220,10 +220,10 @@ def time_write(directory: Path, name: str, calls: list[list[Metric]], *, chunks:
         writer = BaselineWriter(connection)
         for batch in calls:
             writer.write(batch)
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     size = stored_bytes(connection)
     connection.close()
-    return elapsed, size
+    return elapsed, cpu, size
 
 
 def summary(samples: list[float]) -> dict[str, float]:
@@ -309,12 +309,12 @@ def bench_codecs(points: int) -> list[dict[str, Any]]:
         for codec, (encode, decode) in candidates.items():
             sample = data if "lzma" not in codec else data[: max(chunk, points // 8)]
             pieces = [sample[k : k + chunk] for k in range(0, len(sample), chunk)]
-            started = time.perf_counter()
+            started = time.process_time()
             blobs = [encode(piece) for piece in pieces]
-            encode_s = time.perf_counter() - started
-            started = time.perf_counter()
+            encode_s = time.process_time() - started
+            started = time.process_time()
             decoded = [decode(blob, len(piece)) for blob, piece in zip(blobs, pieces, strict=True)]
-            decode_s = time.perf_counter() - started
+            decode_s = time.process_time() - started
             exact = all(
                 np.array_equal(d.view(np.uint64), p.view(np.uint64)) for d, p in zip(decoded, pieces, strict=True)
             )
@@ -342,12 +342,14 @@ def bench_writes(directory: Path, repeat: int, scale: int) -> dict[str, Any]:
         batches_ = list(batches("run", scalars, calls))
         values = calls * scalars
         times: dict[bool, list[float]] = {False: [], True: []}
+        cpu_rates: dict[bool, list[float]] = {False: [], True: []}
         sizes: dict[bool, int] = {}
         for rep in range(repeat):
             order = (False, True) if rep % 2 == 0 else (True, False)  # ABBA against drift
             for chunks in order:
-                elapsed, size = time_write(directory, f"write-{scalars}-{chunks}", batches_, chunks=chunks)
+                elapsed, cpu, size = time_write(directory, f"write-{scalars}-{chunks}", batches_, chunks=chunks)
                 times[chunks].append(values / elapsed)
+                cpu_rates[chunks].append(values / cpu)
                 sizes[chunks] = size - empty[chunks]
         del batches_
         gc.collect()
@@ -360,6 +362,8 @@ def bench_writes(directory: Path, repeat: int, scale: int) -> dict[str, Any]:
             "baseline_values_per_s": base_rate,
             "ratio": chunk_rate["median"] / base_rate["median"],
             "ratios": [c / b for c, b in zip(times[True], times[False], strict=True)],
+            "chunks_values_per_cpu_s": summary(cpu_rates[True]),
+            "baseline_values_per_cpu_s": summary(cpu_rates[False]),
             "chunks_bytes_per_value": sizes[True] / values,
             "baseline_bytes_per_value": sizes[False] / values,
         }
@@ -435,42 +439,44 @@ def build_read_stores(directory: Path, scale: int) -> dict[str, Any]:
     return {"calls": sizes, "build_s": build_s}
 
 
+def timed(fn: Callable[[], Any]) -> tuple[float, float]:
+    """Wall and CPU seconds of ``fn()`` (CPU time shows the work when other processes share the cores)."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - started, time.process_time() - cpu_started
+
+
 def bench_reads(directory: Path, repeat: int) -> dict[str, Any]:
-    def chunk_read(run_id: str) -> float:
-        started = time.perf_counter()
+    def chunk_read(run_id: str) -> None:
         connection = sqlite3.connect(directory / "reads.db")
         series = read_series(connection, run_id, ["loss"], columns=("step", "time", "value"))
         frame = series_frame(series["loss"])
-        elapsed = time.perf_counter() - started
         assert len(frame) > 0
         connection.close()
-        return elapsed
 
-    def old_read() -> float:
-        started = time.perf_counter()
+    def old_read() -> None:
         connection = sqlite3.connect(directory / "old.db")
         frame = queries.run_metrics_frame(connection, "r1m", ["loss"])
-        elapsed = time.perf_counter() - started
         assert len(frame) > 0
         connection.close()
-        return elapsed
 
-    def numpy_read() -> float:
-        started = time.perf_counter()
+    def numpy_read() -> None:
         arrays = [np.load(directory / f"{name}.npy") for name in ("loss", "step", "time")]
-        elapsed = time.perf_counter() - started
         assert len(arrays[0]) > 0
-        return elapsed
 
-    samples: dict[str, list[float]] = {"chunks_1m": [], "chunks_5m": [], "today_1m": [], "numpy_1m": []}
+    chunk_read("r1m")  # pandas' first use of a time zone costs ~0.3 s once per process: not a read's cost
+    samples: dict[str, list[tuple[float, float]]] = {"chunks_1m": [], "chunks_5m": [], "today_1m": [], "numpy_1m": []}
     for rep in range(repeat):
         gc.collect()
-        samples["chunks_1m"].append(chunk_read("r1m"))
-        samples["numpy_1m"].append(numpy_read())
-        samples["chunks_5m"].append(chunk_read("r5m"))
+        samples["chunks_1m"].append(timed(lambda: chunk_read("r1m")))
+        samples["numpy_1m"].append(timed(numpy_read))
+        samples["chunks_5m"].append(timed(lambda: chunk_read("r5m")))
         if rep < 3:  # a second or more each: three are enough
-            samples["today_1m"].append(old_read())
-    return {key: summary(value) for key, value in samples.items()}
+            samples["today_1m"].append(timed(old_read))
+    return {
+        key: {"wall": summary([w for w, _ in value]), "cpu": summary([c for _, c in value])}
+        for key, value in samples.items()
+    }
 
 
 # -- 5. charts from a fresh process ------------------------------------------------------
@@ -481,13 +487,13 @@ CHART_SCRIPT = textwrap.dedent(
     started = time.perf_counter()
     import sqlite3
     from runwatch.store.chart import chart
-    imported = time.perf_counter()
+    imported, cpu = time.perf_counter(), time.process_time()
     connection = sqlite3.connect(sys.argv[1])
     result = chart(connection, [sys.argv[2]], ["loss"], x=sys.argv[3], buckets=1000)
-    done = time.perf_counter()
+    done, cpu_done = time.perf_counter(), time.process_time()
     series = result[(sys.argv[2], "loss")]
     assert int(series.count.sum()) > 0
-    print(json.dumps({"import_s": imported - started, "chart_s": done - imported,
+    print(json.dumps({"import_s": imported - started, "chart_s": done - imported, "chart_cpu_s": cpu_done - cpu,
                       "decoded_points": series.decoded_points, "points": int(series.count.sum())}))
     """
 )
@@ -499,13 +505,14 @@ TODAY_CHART_SCRIPT = textwrap.dedent(
     import sqlite3
     from runwatch.store.queries import metric_series
     from runwatch.web.series import downsample_min_max
-    imported = time.perf_counter()
+    imported, cpu = time.perf_counter(), time.process_time()
     connection = sqlite3.connect(sys.argv[1])
     arrays = metric_series(connection, sys.argv[2], "loss")
     keep = downsample_min_max(arrays["value"], 2000)
-    done = time.perf_counter()
+    done, cpu_done = time.perf_counter(), time.process_time()
     assert len(keep) > 0
-    print(json.dumps({"import_s": imported - started, "chart_s": done - imported, "points": len(arrays["value"])}))
+    print(json.dumps({"import_s": imported - started, "chart_s": done - imported, "chart_cpu_s": cpu_done - cpu,
+                      "points": len(arrays["value"])}))
     """
 )
 
@@ -534,6 +541,7 @@ def bench_charts(directory: Path, repeat: int) -> dict[str, Any]:
     return {
         key: {
             "chart_s": summary([s["chart_s"] for s in value]),
+            "chart_cpu_s": summary([s["chart_cpu_s"] for s in value]),
             "import_s": summary([s["import_s"] for s in value]),
             "decoded_points": max(s.get("decoded_points", 0) for s in value),
             "points": value[0]["points"],
@@ -547,6 +555,7 @@ def bench_charts(directory: Path, repeat: int) -> dict[str, Any]:
 
 def bench_migration(directory: Path, repeat: int) -> dict[str, Any]:
     rates: list[float] = []
+    cpu_rates: list[float] = []
     report = None
     for _ in range(min(repeat, 3)):
         copy = directory / "migrate.db"
@@ -554,11 +563,19 @@ def bench_migration(directory: Path, repeat: int) -> dict[str, Any]:
             Path(str(copy) + suffix).unlink(missing_ok=True)
         shutil.copy(directory / "old.db", copy)
         connection = sqlite3.connect(copy, isolation_level=None)
+        cpu_started = time.process_time()
         report = migrate_metric_rows(connection)
+        cpu_rates.append(report.calls / (time.process_time() - cpu_started))
         connection.close()
         rates.append(report.calls / report.seconds)
     assert report is not None
-    return {"calls": report.calls, "values": report.values, "calls_per_s": summary(rates), "values_per_call": 4}
+    return {
+        "calls": report.calls,
+        "values": report.values,
+        "calls_per_s": summary(rates),
+        "calls_per_cpu_s": summary(cpu_rates),
+        "values_per_call": 4,
+    }
 
 
 # -- 7. peak RSS ---------------------------------------------------------------------------
@@ -617,12 +634,17 @@ def print_report(results: dict[str, Any]) -> None:
             f"  {row['column']:<30} {row['codec']:<58} {row['bytes_per_value']:6.2f}"
             f"  {row['encode_mvalues_s']:7.1f} / {row['decode_mvalues_s']:7.1f}{flag}"
         )
-    print("\n2. Committed values/s (median [min–max] of interleaved runs) and bytes per value on disk")
+    print(
+        "\n2. Committed values/s: wall median [min–max] of interleaved runs (per CPU second), bytes per value on disk"
+    )
     for scalars, row in results["writes"].items():
         c, b = row["chunks_values_per_s"], row["baseline_values_per_s"]
+        cc, bc = row["chunks_values_per_cpu_s"]["median"], row["baseline_values_per_cpu_s"]["median"]
         print(
             f"  {scalars:>3} scalars/call  chunks {c['median'] / 1e6:5.2f}M [{c['min'] / 1e6:.2f}–{c['max'] / 1e6:.2f}]"
+            f" ({cc / 1e6:.2f}M/CPU s)"
             f"  raw sqlite3 today's layout {b['median'] / 1e6:5.2f}M [{b['min'] / 1e6:.2f}–{b['max'] / 1e6:.2f}]"
+            f" ({bc / 1e6:.2f}M/CPU s)"
             f"  ratio {row['ratio']:.2f} [{min(row['ratios']):.2f}–{max(row['ratios']):.2f}]"
             f"  bytes/value {row['chunks_bytes_per_value']:.2f} vs {row['baseline_bytes_per_value']:.2f}"
         )
@@ -633,27 +655,32 @@ def print_report(results: dict[str, Any]) -> None:
             f" {row['cpu_us_per_value']:6.3f} µs  x{row['encoded_per_new_point']:.2f}  {row['rows_after']:>5} rows"
         )
     r = results["reads"]
-    print("\n4. One metric into a DataFrame (median [min–max], ms)")
+    print("\n4. One metric into a DataFrame (wall median [min–max], CPU median; ms)")
     for key, label in (
         ("chunks_1m", "chunks, 1M calls"),
         ("chunks_5m", "chunks, 5M calls"),
         ("today_1m", "today's run_metrics_frame, 1M calls"),
         ("numpy_1m", "numpy.load of the same 3 columns, 1M"),
     ):
-        s = r[key]
-        print(f"  {label:<40} {s['median'] * 1e3:8.1f} [{s['min'] * 1e3:.1f}–{s['max'] * 1e3:.1f}]")
-    print("\n5. 2,000-point min/max chart (1,000 buckets) in a fresh process (ms, after imports)")
+        s, c = r[key]["wall"], r[key]["cpu"]
+        print(
+            f"  {label:<40} {s['median'] * 1e3:8.1f} [{s['min'] * 1e3:.1f}–{s['max'] * 1e3:.1f}]"
+            f"  CPU {c['median'] * 1e3:.1f}"
+        )
+    print("\n5. 2,000-point min/max chart (1,000 buckets) in a fresh process (ms after imports: wall, CPU)")
     for key, s in results["charts"].items():
         t = s["chart_s"]
         print(
             f"  {key:<18} {t['median'] * 1e3:8.1f} [{t['min'] * 1e3:.1f}–{t['max'] * 1e3:.1f}]"
+            f"  CPU {s['chart_cpu_s']['median'] * 1e3:.1f}"
             f"  imports {s['import_s']['median'] * 1e3:.0f} ms  points {s['points']:,}"
             f"  decoded {s['decoded_points']:,}"
         )
     m = results["migration"]
     print(
         f"\n6. Migration of today's layout: {m['calls_per_s']['median']:,.0f} calls/s"
-        f" ({m['calls_per_s']['median'] * m['values_per_call']:,.0f} values/s) over {m['calls']:,} calls"
+        f" ({m['calls_per_s']['median'] * m['values_per_call']:,.0f} values/s;"
+        f" {m['calls_per_cpu_s']['median']:,.0f} calls per CPU second) over {m['calls']:,} calls"
     )
     rss = results["rss"]
     print(
