@@ -14,6 +14,8 @@
    segments, at 10, 100 and 1,000 calls per commit.
 4. Reads: one metric of a 1M- and a 5M-call run into a DataFrame, against
    today's ``run_metrics_frame`` (1M) and ``numpy.load`` of the same columns.
+   Every read connection (baselines too) sets ``PRAGMA mmap_size``, as the
+   store's read connections will.
 5. Charts from a fresh process: 1,000 buckets of min/max (a 2,000-point chart)
    of 1M- and 10M-call runs, against today's read + downsampling (1M).
 6. Migration of a 1M-call store of today's layout into chunks.
@@ -71,6 +73,7 @@ RESULTS = Path(__file__).parent / "results"
 TS = 1_700_000_000.0
 CALLS_PER_TRANSACTION = 20_000
 TOTAL = 10_000_000  # the schedule's horizon, so every run sees the same curve shape
+READ_MMAP_BYTES = 1 << 30  # PRAGMA mmap_size of every read connection, baselines included
 
 try:  # the stdlib's zstd from Python 3.14; only measured when installed
     from backports import zstd as _zstd  # type: ignore[import-not-found, unused-ignore]
@@ -446,16 +449,23 @@ def timed(fn: Callable[[], Any]) -> tuple[float, float]:
     return time.perf_counter() - started, time.process_time() - cpu_started
 
 
+def reader(path: Path | str) -> sqlite3.Connection:
+    """A read connection as the store will open them: blobs read through mmap, not read() and a copy."""
+    connection = sqlite3.connect(path)
+    connection.execute(f"PRAGMA mmap_size = {READ_MMAP_BYTES}")
+    return connection
+
+
 def bench_reads(directory: Path, repeat: int) -> dict[str, Any]:
     def chunk_read(run_id: str) -> None:
-        connection = sqlite3.connect(directory / "reads.db")
+        connection = reader(directory / "reads.db")
         series = read_series(connection, run_id, ["loss"], columns=("step", "time", "value"))
         frame = series_frame(series["loss"])
         assert len(frame) > 0
         connection.close()
 
     def old_read() -> None:
-        connection = sqlite3.connect(directory / "old.db")
+        connection = reader(directory / "old.db")
         frame = queries.run_metrics_frame(connection, "r1m", ["loss"])
         assert len(frame) > 0
         connection.close()
@@ -489,6 +499,7 @@ CHART_SCRIPT = textwrap.dedent(
     from runwatch.store.chart import chart
     imported, cpu = time.perf_counter(), time.process_time()
     connection = sqlite3.connect(sys.argv[1])
+    connection.execute("PRAGMA mmap_size = 1073741824")
     result = chart(connection, [sys.argv[2]], ["loss"], x=sys.argv[3], buckets=1000)
     done, cpu_done = time.perf_counter(), time.process_time()
     series = result[(sys.argv[2], "loss")]
@@ -507,6 +518,7 @@ TODAY_CHART_SCRIPT = textwrap.dedent(
     from runwatch.web.series import downsample_min_max
     imported, cpu = time.perf_counter(), time.process_time()
     connection = sqlite3.connect(sys.argv[1])
+    connection.execute("PRAGMA mmap_size = 1073741824")
     arrays = metric_series(connection, sys.argv[2], "loss")
     keep = downsample_min_max(arrays["value"], 2000)
     done, cpu_done = time.perf_counter(), time.process_time()
