@@ -153,3 +153,47 @@ def test_nan_payload_survives() -> None:
     patterns = [0x7FF8000000000001, 0x7FF0000000000001, 0xFFF8DEADBEEF0000, negative_zero]
     decoded = decode_float_column(encode_float_column(floats_from_bits(patterns)), 4)
     assert decoded.view(np.uint64).tolist() == patterns
+
+
+@pytest.mark.parametrize("span", [1, 2, 3, 9, 15])
+def test_narrow_planes_are_bit_packed(span: int) -> None:
+    """A plane whose bytes span at most 16 values is stored as offsets of 1, 2 or 4 bits, exactly."""
+    rng = np.random.default_rng(span)
+    # Two-byte deltas whose high byte takes span + 1 consecutive values: a clock with jitter.
+    deltas = rng.integers(0, 256 * (span + 1), 5000)
+    values = (1_700_000_000_000_000 + np.cumsum(deltas)).astype(np.int64)
+    blob = encode_int_column(values)
+    assert struct.unpack_from("<H", blob, 2)[0] >> 8, "the high plane is narrow"
+    assert np.array_equal(decode_int_column(blob, len(values)), values)
+
+
+def test_a_constant_exponent_plane_costs_two_bytes() -> None:
+    """Floats sharing their top byte store that plane as the byte alone."""
+    values = 1.0 + np.random.default_rng(9).random(4096) * 0.5  # all in [1, 1.5): one sign/exponent byte
+    blob = encode_float_column(values)
+    assert struct.unpack_from("<H", blob, 2)[0] >> 8 & 0x80  # plane 7 is narrow
+    assert np.array_equal(decode_float_column(blob, 4096).view(np.uint64), values.view(np.uint64))
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param(bytes([0, 3]), id="width 3"),
+        pytest.param(bytes([250, 4]) + b"\xff" * 2048, id="bytes past 255"),
+        pytest.param(bytes([0, 0, 7]), id="constant with a body"),
+        pytest.param(bytes([0, 2]) + bytes(10), id="short body"),
+    ],
+)
+def test_a_damaged_narrow_plane_raises_codec_error(bad: bytes) -> None:
+    """A narrow plane with a bad width, overflowing bytes or a wrong length is refused."""
+    values = 1.0 + np.random.default_rng(9).random(4096) * 0.5
+    blob = bytearray(encode_float_column(values))
+    flags = struct.unpack_from("<H", blob, 2)[0]
+    coded = [k for k in range(8) if (flags | flags >> 8) >> k & 1]
+    assert coded[-1] == 7 and flags >> 8 & 0x80
+    last = 4 + 4 * (len(coded) - 1)
+    last_length = struct.unpack_from("<I", blob, last)[0]
+    blob = blob[: len(blob) - last_length] + bad  # plane 7 is stored last
+    struct.pack_into("<I", blob, last, len(bad))
+    with pytest.raises(CodecError):
+        decode_float_column(bytes(blob), 4096)

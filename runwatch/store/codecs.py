@@ -5,10 +5,12 @@ chunk's point count. Layout (little-endian)::
 
     byte 0      transform: RAW_FLOAT, XOR_FLOAT, DELTA_INT or OFFSET_INT
     byte 1      width: bytes per stored number (0, 1, 2, 4 or 8)
-    byte 2      plane flags: bit k set = byte plane k is zlib-compressed
-    byte 3      reserved (0)
+    bytes 2-3   plane flags (uint16): bit k = byte plane k is zlib-compressed;
+                bit 8 + k = plane k is narrow (its lowest byte, then 0, 1, 2
+                or 4 bits per value)
+
     8 + 8       integer transforms only: first value, base (int64)
-    4 per flag  the compressed length of each flagged plane (uint32), in plane order
+    4 per flag  the coded length of each flagged plane (uint32), in plane order
     ...         the planes, in order: byte k of every number, then byte k + 1
 
 Why byte planes: a float64 of a noisy metric has a sign, exponent and top
@@ -17,7 +19,10 @@ byte k of every value together ("byte shuffle", as Blosc does) gathers the
 predictable bytes, and zlib is applied only to the planes whose byte
 entropy says it pays: zlib on random bytes is slow and gains nothing
 (measured: 38M values/s gated against 10M/s compressing every plane, at
-the same size).
+the same size). A plane whose bytes lie within 16 consecutive values (a
+clock's high byte, a chunk's constant exponent byte) is stored as its
+lowest byte and 0, 1, 2 or 4 bits per value: about as small as zlib's
+output and ~4x faster to decode.
 
 Integers (steps, call numbers, microsecond times, integer values) are
 stored as differences from the previous value minus their minimum
@@ -68,7 +73,7 @@ XOR_FLOAT: Final = 2
 DELTA_INT: Final = 3
 OFFSET_INT: Final = 4
 
-_HEADER = struct.Struct("<BBBB")
+_HEADER = struct.Struct("<BBH")
 _INT_PARAMS = struct.Struct("<qq")
 _LENGTH = struct.Struct("<I")
 _UNSIGNED: Final[dict[int, np.dtype[Any]]] = {
@@ -112,7 +117,7 @@ def encode_int_column(values: Int64Array) -> bytes:
     values = np.ascontiguousarray(values, dtype=np.int64)
     count = len(values)
     if count == 0:
-        return _HEADER.pack(OFFSET_INT, 0, 0, 0) + _INT_PARAMS.pack(0, 0)
+        return _HEADER.pack(OFFSET_INT, 0, 0) + _INT_PARAMS.pack(0, 0)
     unsigned = values.view(np.uint64)
     low, high = int(values.min()), int(values.max())
     offset_span = high - low
@@ -134,10 +139,10 @@ def encode_int_column(values: Int64Array) -> bytes:
         transform = OFFSET_INT
     params = _INT_PARAMS.pack(first, base)
     if stored is None:
-        return _HEADER.pack(transform, 0, 0, 0) + params
+        return _HEADER.pack(transform, 0, 0) + params
     narrow = stored.astype(_UNSIGNED[width]) if width < 8 else stored
     flags, planes = _pack_planes(_plane_matrix(narrow, width), _plane_entropies(narrow, width))
-    return _HEADER.pack(transform, width, flags, 0) + params + planes
+    return _HEADER.pack(transform, width, flags) + params + planes
 
 
 def decode_int_column(blob: bytes, count: int, out: Int64Array | None = None) -> Int64Array:
@@ -151,7 +156,7 @@ def decode_int_column(blob: bytes, count: int, out: Int64Array | None = None) ->
     Raises:
         CodecError: the blob is malformed or holds another count.
     """
-    transform, width, flags, _ = _header(blob)
+    transform, width, flags = _header(blob)
     if transform not in (DELTA_INT, OFFSET_INT):
         raise CodecError(f"not an integer column (transform {transform})")
     first, base = _INT_PARAMS.unpack_from(blob, _HEADER.size)
@@ -175,7 +180,7 @@ def decode_int_column(blob: bytes, count: int, out: Int64Array | None = None) ->
     if count > 1:
         steps = target[1:]
         if stored is None:  # a constant stride: no running sum needed
-            np.multiply(np.arange(1, count, dtype=np.uint64), base_unsigned, out=steps)
+            np.multiply(_counting(count - 1), base_unsigned, out=steps)
             steps += target[0]
             return result
         else:
@@ -183,6 +188,16 @@ def decode_int_column(blob: bytes, count: int, out: Int64Array | None = None) ->
         np.add(steps[:1], target[:1], out=steps[:1])  # arrays wrap silently; numpy scalars would warn
         np.cumsum(steps, out=steps)
     return result
+
+
+_COUNTING: list[npt.NDArray[np.uint64]] = [np.arange(1, 16_385, dtype=np.uint64)]
+
+
+def _counting(count: int) -> npt.NDArray[np.uint64]:
+    """1, 2, …, count as uint64 (a view of one cached array, grown when a longer one is asked for)."""
+    if count > len(_COUNTING[0]):
+        _COUNTING[0] = np.arange(1, count + 1, dtype=np.uint64)
+    return _COUNTING[0][:count]
 
 
 # -- float columns ---------------------------------------------------------------------
@@ -199,9 +214,9 @@ def encode_float_column(values: Float64Array) -> bytes:
         xor_entropy = _plane_entropies(xored, 8)
         if _estimated_size(xor_entropy) < _estimated_size(plain_entropy):
             flags, planes = _pack_planes(_plane_matrix(xored, 8), xor_entropy)
-            return _HEADER.pack(XOR_FLOAT, 8, flags, 0) + planes
+            return _HEADER.pack(XOR_FLOAT, 8, flags) + planes
     flags, planes = _pack_planes(_plane_matrix(bits, 8), plain_entropy)
-    return _HEADER.pack(RAW_FLOAT, 8, flags, 0) + planes
+    return _HEADER.pack(RAW_FLOAT, 8, flags) + planes
 
 
 def decode_float_column(blob: bytes, count: int, out: Float64Array | None = None) -> Float64Array:
@@ -210,7 +225,7 @@ def decode_float_column(blob: bytes, count: int, out: Float64Array | None = None
     Raises:
         CodecError: the blob is malformed or holds another count.
     """
-    transform, width, flags, _ = _header(blob)
+    transform, width, flags = _header(blob)
     if transform not in (RAW_FLOAT, XOR_FLOAT) or width != 8:
         raise CodecError(f"not a float column (transform {transform}, width {width})")
     result = np.empty(count, dtype=np.float64) if out is None else out
@@ -287,11 +302,11 @@ def decode_texts(blob: bytes, count: int) -> list[str | None]:
 # -- byte planes -----------------------------------------------------------------------
 
 
-def _header(blob: bytes) -> tuple[int, int, int, int]:
+def _header(blob: bytes) -> tuple[int, int, int]:
     if len(blob) < _HEADER.size:
         raise CodecError("column blob is shorter than its header")
-    transform, width, flags, reserved = _HEADER.unpack_from(blob, 0)
-    return transform, width, flags, reserved
+    transform, width, flags = _HEADER.unpack_from(blob, 0)
+    return transform, width, flags
 
 
 def _plane_matrix(values: npt.NDArray[Any], width: int) -> npt.NDArray[np.uint8]:
@@ -323,21 +338,85 @@ def _estimated_size(entropies: list[float]) -> float:
 
 
 def _pack_planes(matrix: npt.NDArray[np.uint8], entropies: list[float]) -> tuple[int, bytes]:
-    """Flags and the bytes of the planes (rows of ``matrix``), lengths of compressed planes first."""
-    flags = 0
+    """Flags and the bytes of the planes (rows of ``matrix``), lengths of coded planes first.
+
+    Flags: bit k = plane k is zlib-compressed; bit 8 + k = plane k is
+    *narrow*: its bytes lie within 16 consecutive values (a clock's high byte,
+    a chunk's constant exponent byte) and are stored as the lowest one plus
+    0, 1, 2 or 4 bits per value, which decodes ~4x faster than zlib inflates
+    and is no larger for such planes.
+    """
+    zlib_flags = narrow_flags = 0
     lengths: list[bytes] = []
     payloads: list[bytes] = []
     for k, plane in enumerate(matrix):
+        coded = _pack_narrow(plane, entropies[k]) if entropies[k] <= 4.0 else None
+        if coded is not None:
+            narrow_flags |= 1 << k
+            lengths.append(_LENGTH.pack(len(coded)))
+            payloads.append(coded)
+            continue
         raw = plane.tobytes()
         if entropies[k] < _ENTROPY_LIMIT_BITS:
             packed = zlib.compress(raw, _ZLIB_LEVEL)
             if len(packed) <= _KEEP_RATIO * len(raw):
-                flags |= 1 << k
+                zlib_flags |= 1 << k
                 lengths.append(_LENGTH.pack(len(packed)))
                 payloads.append(packed)
                 continue
         payloads.append(raw)
-    return flags, b"".join(lengths) + b"".join(payloads)
+    return zlib_flags | narrow_flags << 8, b"".join(lengths) + b"".join(payloads)
+
+
+#: bits per value of a narrow plane, by the span of its bytes (max - min)
+_NARROW_BITS: Final = {0: 0, 1: 1, 2: 2, 3: 2, **dict.fromkeys(range(4, 16), 4)}
+
+
+def _pack_narrow(plane: npt.NDArray[np.uint8], entropy_bits: float) -> bytes | None:
+    """Layout: the lowest byte, bits per value, then the offsets packed most significant first; None
+    if the plane spans more than 16 values, or 4 bits a value would lose too much to zlib."""
+    if len(plane) == 0:
+        return None
+    low = int(plane.min())
+    span = int(plane.max()) - low
+    bits = _NARROW_BITS.get(span)
+    if bits is None or (bits == 4 and entropy_bits < 3.0):
+        return None
+    header = bytes([low, bits])
+    if bits == 0:
+        return header
+    per_byte = 8 // bits
+    offsets = np.zeros(-(-len(plane) // per_byte) * per_byte, dtype=np.uint8)
+    np.subtract(plane, np.uint8(low), out=offsets[: len(plane)])
+    groups = offsets.reshape(-1, per_byte)
+    packed = groups[:, 0] << np.uint8(8 - bits)
+    for position in range(1, per_byte):
+        packed |= groups[:, position] << np.uint8(8 - bits * (position + 1))
+    return header + packed.tobytes()
+
+
+def _unpack_narrow(coded: memoryview, count: int) -> npt.NDArray[np.uint8] | int:
+    """The plane :func:`_pack_narrow` coded: an array, or the byte of a constant plane."""
+    if len(coded) < 2 or coded[1] not in (0, 1, 2, 4):
+        raise CodecError("a narrow plane has no valid header")
+    low, bits = int(coded[0]), int(coded[1])
+    if bits == 0:
+        if len(coded) != 2:
+            raise CodecError("a constant plane holds more than its byte")
+        return low
+    per_byte = 8 // bits
+    body = np.frombuffer(coded[2:], dtype=np.uint8)
+    if len(body) != -(-count // per_byte):
+        raise CodecError(f"a narrow plane of {count} values cannot take {len(body)} bytes")
+    mask = np.uint8((1 << bits) - 1)
+    offsets = np.empty((len(body), per_byte), dtype=np.uint8)
+    for position in range(per_byte):
+        np.bitwise_and(body >> np.uint8(8 - bits * (position + 1)), mask, out=offsets[:, position])
+    plane = offsets.reshape(-1)[:count]
+    if low + int(mask) > 255 and int(plane.max(initial=0)) > 255 - low:
+        raise CodecError("a narrow plane's bytes overflow")
+    plane += np.uint8(low)
+    return plane
 
 
 def _unpack_planes(
@@ -348,9 +427,10 @@ def _unpack_planes(
     Returns an unsigned array of that width, or writes into ``out`` (uint64;
     only for width 8).
     """
-    compressed = [k for k in range(width) if flags >> k & 1]
-    if flags >> width:
-        raise CodecError(f"plane flags {flags:#x} name planes beyond width {width}")
+    zlib_flags, narrow_flags = flags & 0xFF, flags >> 8
+    if (zlib_flags | narrow_flags) >> width or zlib_flags & narrow_flags:
+        raise CodecError(f"plane flags {flags:#x} do not fit width {width}")
+    compressed = [k for k in range(width) if (zlib_flags | narrow_flags) >> k & 1]
     lengths = []
     for _ in compressed:
         if offset + _LENGTH.size > len(blob):
@@ -368,6 +448,12 @@ def _unpack_planes(
     for k in range(width):
         if k in length_of:
             end = offset + length_of[k]
+            if end > len(blob):
+                raise CodecError("column blob is truncated")
+            if narrow_flags >> k & 1:
+                matrix[:, k] = _unpack_narrow(view[offset:end], count)
+                offset = end
+                continue
             try:
                 plane: bytes | memoryview = zlib.decompress(view[offset:end])
             except zlib.error as exc:
