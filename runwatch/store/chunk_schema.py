@@ -3,8 +3,8 @@
 Until the store switches to chunks, nothing creates these tables in a
 user's database: :func:`create_chunk_tables` is called by the tests, the
 benchmark and the migration tool on files they own. Registering the step
-means appending :data:`CHUNKS_MIGRATION` (renumbered to follow the last
-registered version) to ``MIGRATIONS``.
+means appending :data:`CHUNKS_MIGRATION` (numbered after the last registered
+version) to ``MIGRATIONS``.
 
 Layout::
 
@@ -32,7 +32,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from .schema import Migration
+from .schema import SCHEMA_VERSION, Migration
 
 __all__ = ["CHUNKS_MIGRATION", "CHUNK_COLUMNS", "chunk_tables_exist", "create_chunk_tables"]
 
@@ -68,7 +68,7 @@ CHUNK_COLUMNS: Final = (
 )
 
 CHUNKS_MIGRATION: Final = Migration(
-    5,
+    SCHEMA_VERSION + 1,  # the step after the last registered one, whatever that is
     "metric series in columnar chunks (draft: not registered)",
     up=(
         """CREATE TABLE metric_series (
