@@ -154,7 +154,9 @@ def test_series_mixing_integers_and_floats_read_back_exactly(connection: sqlite3
     store = SQLiteSeriesStore(connection)
     small = [0.5, 3, 1.25, 2**53]
     big = [0.5, 2**53 + 1, -(2**63), 1.25]
-    store.write_batch([Metric("run-1", TS + i, {"small": a, "big": b}, i) for i, (a, b) in enumerate(zip(small, big))])
+    store.write_batch(
+        [Metric("run-1", TS + i, {"small": a, "big": b}, i) for i, (a, b) in enumerate(zip(small, big, strict=True))]
+    )
     series = store.read_series("run-1", ["small", "big"])
     assert series["small"].points.values.dtype == np.float64
     assert series["small"].points.values.tolist() == [0.5, 3.0, 1.25, float(2**53)]
