@@ -12,8 +12,12 @@ LINT_PATHS := runwatch tests benchmarks examples
 # The peers bench_peers.py compares against live in their own virtualenv.
 BENCH_VENV := .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
+# The frameworks runwatch.integrations hooks into (torch, Lightning, transformers, SB3, Gymnasium,
+# Keras: about 1.3 GB) live in their own virtualenv, so `make test` stays fast.
+INTEG_VENV := .venv-integrations
+INTEG_STAMP := $(INTEG_VENV)/.installed-stamp
 
-.PHONY: demo test soak bench lint clean
+.PHONY: demo test integrations soak bench lint clean
 
 $(DEMO_STAMP): pyproject.toml
 	@echo "Installing runwatch into $(VENV) (first run only; about a minute)"
@@ -41,11 +45,21 @@ $(BENCH_STAMP): pyproject.toml
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e ".[bench]"
 	touch $(BENCH_STAMP)
 
+$(INTEG_STAMP): pyproject.toml tests/integrations/requirements.txt
+	$(PYTHON) -m venv $(INTEG_VENV)
+	$(INTEG_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(INTEG_VENV)/bin/python -m pip install --quiet -r tests/integrations/requirements.txt -e ".[test]"
+	touch $(INTEG_STAMP)
+
 demo: $(DEMO_STAMP)
 	$(BIN)/runwatch demo --episodes 60 --keep-open
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Each integration drives a tiny real training on the CPU (tests/integrations/).
+integrations: $(INTEG_STAMP)
+	KERAS_BACKEND=torch $(INTEG_VENV)/bin/python -m pytest tests/integrations
 
 soak: $(STAMP)
 	RUNWATCH_SOAK=1 $(BIN)/python -m pytest -m soak
@@ -67,4 +81,4 @@ lint: $(LINT_STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) runwatch_demo *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(INTEG_VENV) runwatch_demo *.egg-info .pytest_cache .mypy_cache .ruff_cache
