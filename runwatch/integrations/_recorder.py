@@ -218,6 +218,7 @@ class RunRecorder:
         self._owns_run = False
         self._ended = False
         self._outcome: Outcome | None = None
+        self._in_training = False
         self._errors: Counter[str] = Counter()
         self._reported: set[tuple[str, str]] = set()
         self._skipped_values = 0
@@ -286,6 +287,18 @@ class RunRecorder:
             self._trouble("start", error)
             return None
 
+    def begin(self, config: Mapping[str, Any] | None = None) -> str | None:
+        """A framework's training begins: :meth:`start`, for frameworks with no failure hook.
+
+        If the previous training this recorder began never reached
+        :meth:`finish`, it raised (the framework has no hook to say so): that
+        run is marked failed first, then resumed.
+        """
+        if self._in_training:
+            self.finish(Outcome.FAILED, "training ended without finishing (an exception or interruption)")
+        self._in_training = True
+        return self.start(config)
+
     def _start(self, config_changed: bool) -> str | None:
         monitor = self._ensure_monitor()
         if monitor is None:
@@ -320,6 +333,7 @@ class RunRecorder:
         outcome. Either way the monitor is flushed, so the end is committed
         when this returns.
         """
+        self._in_training = False
         try:
             outcome = Outcome(outcome)
             if self._run_id is None and outcome is not Outcome.COMPLETED:
@@ -344,10 +358,20 @@ class RunRecorder:
         except Exception as error:
             self._trouble("finish", error)
 
-    def close(self, error: BaseException | None = None) -> None:
-        """Finish a still unfinished run with the outcome of ``error`` and close an owned monitor."""
+    def close(self, error: BaseException | None = None, *, report_adopted: bool = True) -> None:
+        """Finish a still unfinished run with the outcome of ``error`` and close an owned monitor.
+
+        Args:
+            error: what ended training (``None``: it returned).
+            report_adopted: whether a run the recorder adopted gets its
+                ``training_end`` event (a wrapper that only watched episodes
+                of someone else's training passes ``False``).
+        """
         if self._run_id is not None and not self._ended:
-            self.finish(*outcome_of(error))
+            if self._owns_run or report_adopted:
+                self.finish(*outcome_of(error))
+            else:
+                self._ended, self._in_training = True, False
         monitor = self._monitor
         if monitor is not None and self._owns_monitor:
             try:

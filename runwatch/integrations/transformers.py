@@ -66,15 +66,11 @@ class RunwatchCallback(TrainerCallback):
         config: Mapping[str, Any] | None = None,
     ) -> None:
         self.recorder = RunRecorder(monitor, component="transformers", run_id=run_id, config=config)
-        self._training = False
 
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         """Start (or resume) the run with the training arguments as config."""
         if not state.is_world_process_zero:
             return
-        if self._training:  # the last train() never reached on_train_end: it raised
-            self.recorder.finish(Outcome.FAILED, "train() ended without finishing (an exception or interruption)")
-        self._training = True
         config: dict[str, Any] = {}
         try:
             config.update(args.to_dict())
@@ -83,7 +79,7 @@ class RunwatchCallback(TrainerCallback):
                 config["model_config"] = model_config.to_dict()
         except Exception as error:  # arguments of another shape: start the run without them
             self.recorder._trouble("on_train_begin", error)
-        self.recorder.start(config)
+        self.recorder.begin(config)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
         """Logged values as metrics at the global step (after ``train()``, into the ended run)."""
@@ -110,14 +106,11 @@ class RunwatchCallback(TrainerCallback):
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         """Training finished (also when stopped early on purpose): the run completes."""
-        if not state.is_world_process_zero:
-            return
-        self._training = False
-        self.recorder.finish(Outcome.COMPLETED)
+        if state.is_world_process_zero:
+            self.recorder.finish(Outcome.COMPLETED)
 
     def close(self, error: BaseException | None = None) -> None:
         """End an unfinished run with the outcome of ``error`` and close a monitor the callback created."""
-        self._training = False
         self.recorder.close(error)
 
     def __enter__(self) -> Self:

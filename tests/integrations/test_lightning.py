@@ -163,6 +163,7 @@ def test_a_run_the_user_started_is_recorded_into_and_left_to_them(
     assert logger.version == run_id
     assert monitor.current_run_id == run_id
     monitor.stop_training()
+    monitor.flush()
     run = stored_run(config, run_id)
     assert run["config"] == {"owner": "me"}
     assert run["metrics"]["train_loss"]["count"] == 6
