@@ -136,9 +136,10 @@ def test_frames_need_an_rgb_array_environment() -> None:
 def test_an_exception_leaving_the_with_block_fails_the_wrappers_run(config: MonitorConfig) -> None:
     """Leaving `with env:` on an exception fails the run the wrapper started, with the error as reason."""
     with WebMonitor(config) as monitor:
-        with pytest.raises(RuntimeError, match="agent crashed"), RunwatchEpisodeStatistics(
-            gymnasium.make("CartPole-v1"), monitor
-        ) as env:
+        with (
+            pytest.raises(RuntimeError, match="agent crashed"),
+            RunwatchEpisodeStatistics(gymnasium.make("CartPole-v1"), monitor) as env,
+        ):
             play(env, 60)
             raise RuntimeError("agent crashed")
 

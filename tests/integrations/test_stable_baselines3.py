@@ -59,7 +59,8 @@ def test_learn_records_hyperparameters_logger_values_episodes_and_completion(
     assert run_id is not None and env.recorder.run_id == run_id
     run = stored_run(config, run_id)
     assert run["status"] == "completed"
-    assert {key: run["config"][key] for key in ("algorithm", "policy", "env", "total_timesteps", "n_steps", "gamma")} == {
+    keys = ("algorithm", "policy", "env", "total_timesteps", "n_steps", "gamma")
+    assert {key: run["config"][key] for key in keys} == {
         "algorithm": "PPO",
         "policy": "ActorCriticPolicy",
         "env": "CartPole-v1",
