@@ -23,10 +23,11 @@ The rules, the same for every framework:
   error as reason; interrupted (Ctrl-C) → ``failed`` with reason
   ``interrupted: ...`` (the store has no separate status for it). Only the
   first outcome counts.
-- **After the end.** Metrics and events that arrive after the run ended
-  (``trainer.evaluate()`` after ``train()``, Lightning's ``test()`` after
-  ``fit()``) are recorded into the ended run without reopening it. Starting
-  training again with the same integration resumes the run it owns.
+- **After the end.** Metrics and events that arrive after the run ended,
+  with no new start (``trainer.evaluate()`` after ``train()``), are
+  recorded into the ended run without reopening it. A new start by the
+  framework (Lightning's ``test()`` after ``fit()``, a second ``train()``,
+  ``fit()`` or ``learn()``) resumes the run the recorder owns.
 """
 
 from __future__ import annotations
@@ -284,7 +285,7 @@ class RunRecorder:
                 self._framework_config.update(json_safe(dict(config)))
             return self._start(bool(config))
         except Exception as error:
-            self._trouble("start", error)
+            self.report_trouble("start", error)
             return None
 
     def begin(self, config: Mapping[str, Any] | None = None) -> str | None:
@@ -356,7 +357,7 @@ class RunRecorder:
                 monitor.fail_training(reason or "failed")
             monitor.flush()
         except Exception as error:
-            self._trouble("finish", error)
+            self.report_trouble("finish", error)
 
     def close(self, error: BaseException | None = None, *, report_adopted: bool = True) -> None:
         """Finish a still unfinished run with the outcome of ``error`` and close an owned monitor.
@@ -377,7 +378,7 @@ class RunRecorder:
             try:
                 monitor.close()
             except Exception as failure:
-                self._trouble("close", failure)
+                self.report_trouble("close", failure)
 
     def __enter__(self) -> Self:
         return self
@@ -411,7 +412,7 @@ class RunRecorder:
             else:  # the run ended: record into it without reopening it
                 monitor.emit_event(Metric(run_id, time.time(), clean, step))
         except Exception as error:
-            self._trouble("log_metrics", error)
+            self.report_trouble("log_metrics", error)
 
     def _update_metrics(self, monitor: WebMonitor, run_id: str, values: dict[str, float], step: int | None) -> None:
         takes_step = self._metrics_take_step
@@ -430,7 +431,7 @@ class RunRecorder:
                 self._start(False)
             self._event(event_type, json_safe(dict(data)), level)
         except Exception as error:
-            self._trouble("log_event", error)
+            self.report_trouble("log_event", error)
 
     def _event(self, event_type: str, data: dict[str, Any], level: str) -> None:
         monitor, run_id = self._monitor, self._run_id
@@ -453,7 +454,7 @@ class RunRecorder:
             self._next_keep_alive = now + monitor.config.update_interval
             monitor.heartbeat()
         except Exception as error:
-            self._trouble("keep_alive", error)
+            self.report_trouble("keep_alive", error)
 
     def log_image(self, name: str, image: Any, step: int | None = None) -> bool:
         """Hand an image to the monitor's ``log_image``, if it has one.
@@ -470,7 +471,7 @@ class RunRecorder:
             if self.recording:
                 log_image(name, image, step=step)
         except Exception as error:
-            self._trouble("log_image", error)
+            self.report_trouble("log_image", error)
         return True
 
     # -- plumbing ------------------------------------------------------------------------
@@ -480,7 +481,7 @@ class RunRecorder:
         try:
             return self._ensure_monitor()
         except Exception as error:
-            self._trouble("ensure_monitor", error)
+            self.report_trouble("ensure_monitor", error)
             return None
 
     def _ensure_monitor(self) -> WebMonitor | None:
@@ -492,8 +493,15 @@ class RunRecorder:
                 raise
         return self._monitor
 
-    def _trouble(self, method: str, error: Exception) -> None:
-        """Count, log and report runwatch's own trouble; never raise."""
+    def report_trouble(self, method: str, error: Exception) -> None:
+        """Count, log and report runwatch's own trouble met in ``method``; never raises.
+
+        The first failure per method and exception type goes to the monitor's
+        ``error_handler`` (a warning, counted in ``monitor.statistics()``, an
+        ``error`` event of the run when one is active); later ones are
+        counted here and logged at debug level, so a broken store cannot
+        flood the training's log.
+        """
         try:
             self._errors[method] += 1
             key = (method, type(error).__name__)

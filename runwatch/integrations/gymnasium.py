@@ -117,7 +117,7 @@ class RunwatchEpisodeStatistics(gymnasium.Wrapper):
         try:
             self._episode_return += float(reward)
         except Exception as error:  # a reward that is not one number: the return cannot be kept
-            self.recorder._trouble("step", error)
+            self.recorder.report_trouble("step", error)
         every = self.frame_every_steps
         if every is not None and self._monitor_takes_frames is not False and self.total_steps % every == 0:
             self._record_frame()
@@ -150,7 +150,7 @@ class RunwatchEpisodeStatistics(gymnasium.Wrapper):
             success = bool(info.get("is_success", False))
             monitor.update_episode(self.episode_count, self._episode_return, self._episode_length, success, details)
         except Exception as error:
-            self.recorder._trouble("episode", error)
+            self.recorder.report_trouble("episode", error)
 
     def _record_frame(self) -> None:
         try:
@@ -164,7 +164,7 @@ class RunwatchEpisodeStatistics(gymnasium.Wrapper):
             frame = self.env.render()
             self.recorder.log_image(self.frame_name, frame, step=self.total_steps)
         except Exception as error:
-            self.recorder._trouble("frame", error)
+            self.recorder.report_trouble("frame", error)
 
     def close(self) -> None:
         """Close the environment; end a run the wrapper started (completed) and a monitor it created."""

@@ -87,7 +87,7 @@ class RunwatchCallback(keras.callbacks.Callback):
             if model.optimizer is not None:
                 config["optimizer"] = {"class": type(model.optimizer).__name__, **model.optimizer.get_config()}
         except Exception as error:  # a model of another shape: start the run with what was gathered
-            self.recorder._trouble("on_train_begin", error)
+            self.recorder.report_trouble("on_train_begin", error)
         self.recorder.begin(config)
 
     def on_train_batch_end(self, batch: int, logs: Mapping[str, Any] | None = None) -> None:

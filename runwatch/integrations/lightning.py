@@ -113,7 +113,7 @@ class RunwatchLogger(Logger):
             paths = [*scores, checkpoint_callback.best_model_path, checkpoint_callback.last_model_path]
             best_score = finite_or_none(checkpoint_callback.best_model_score)
         except Exception as error:  # a checkpoint callback of another shape
-            self.recorder._trouble("after_save_checkpoint", error)
+            self.recorder.report_trouble("after_save_checkpoint", error)
             return
         for path in dict.fromkeys(str(p) for p in paths if p):
             if path in self._checkpoints_seen:

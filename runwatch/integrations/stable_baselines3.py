@@ -152,7 +152,7 @@ class RunwatchCallback(BaseCallback):
         try:
             config = algorithm_config(self.model, self.locals.get("total_timesteps"))
         except Exception as error:  # an algorithm of another shape: start the run without its config
-            self.recorder._trouble("on_training_start", error)
+            self.recorder.report_trouble("on_training_start", error)
             config = {}
         self.recorder.begin(config)
         try:
@@ -160,7 +160,7 @@ class RunwatchCallback(BaseCallback):
             if not any(output is self.output_format for output in formats):
                 formats.append(self.output_format)
         except Exception as error:
-            self.recorder._trouble("on_training_start", error)
+            self.recorder.report_trouble("on_training_start", error)
 
     def _on_step(self) -> bool:
         self.recorder.keep_alive()

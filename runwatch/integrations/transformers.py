@@ -78,7 +78,7 @@ class RunwatchCallback(TrainerCallback):
             if model_config is not None and hasattr(model_config, "to_dict"):
                 config["model_config"] = model_config.to_dict()
         except Exception as error:  # arguments of another shape: start the run without them
-            self.recorder._trouble("on_train_begin", error)
+            self.recorder.report_trouble("on_train_begin", error)
         self.recorder.begin(config)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None, **kwargs: Any) -> None:
