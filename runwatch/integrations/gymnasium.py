@@ -126,9 +126,13 @@ class RunwatchEpisodeStatistics(gymnasium.Wrapper):
         return observation, reward, terminated, truncated, info
 
     def _ensure_run(self) -> WebMonitor | None:
-        if not self.recorder.recording:
-            self.recorder.start(self._env_config())
-        return self.recorder.monitor if self.recorder.recording else None
+        recorder = self.recorder
+        if not recorder.recording:
+            monitor = recorder.ensure_monitor()
+            # The environment's identity configures a run of the wrapper's own; another's run has its config.
+            own_run = monitor is not None and monitor.current_run_id is None
+            recorder.start(self._env_config() if own_run else None)
+        return recorder.monitor if recorder.recording else None
 
     def _env_config(self) -> dict[str, Any]:
         spec = self.env.spec

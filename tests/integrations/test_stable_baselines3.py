@@ -130,3 +130,16 @@ def test_runwatch_trouble_never_reaches_learn(monitor: WebMonitor) -> None:
 
     assert model.num_timesteps == 256
     assert callback.recorder.statistics()["errors"] > 0
+
+
+def test_the_wrapper_inside_sb3_adds_episodes_but_no_config_event(config: MonitorConfig, monitor: WebMonitor) -> None:
+    """The Gymnasium wrapper recording into the callback's run leaves the run's config to the callback."""
+    env = RunwatchEpisodeStatistics(gymnasium.make("CartPole-v1"), monitor)
+    callback = RunwatchCallback(monitor)
+
+    ppo(env).learn(128, callback=callback)
+
+    run_id = callback.recorder.run_id
+    assert run_id is not None
+    assert stored_events(config, run_id, "hyperparameters") == []
+    assert len(stored_events(config, run_id, "episode_end")) == env.episode_count > 0
