@@ -59,7 +59,7 @@ test: $(STAMP)
 
 # Each integration drives a tiny real training on the CPU (tests/integrations/).
 integrations: $(INTEG_STAMP)
-	KERAS_BACKEND=torch $(INTEG_VENV)/bin/python -m pytest tests/integrations
+	RUNWATCH_INTEGRATIONS=1 KERAS_BACKEND=torch $(INTEG_VENV)/bin/python -m pytest tests/integrations
 
 soak: $(STAMP)
 	RUNWATCH_SOAK=1 $(BIN)/python -m pytest -m soak
