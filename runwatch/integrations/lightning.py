@@ -110,24 +110,22 @@ class RunwatchLogger(Logger):
         """One ``checkpoint_saved`` event per checkpoint file not reported before."""
         try:
             scores = dict(getattr(checkpoint_callback, "best_k_models", {}) or {})
-            paths = [*scores, checkpoint_callback.best_model_path, checkpoint_callback.last_model_path]
-            best_score = finite_or_none(checkpoint_callback.best_model_score)
+            best_path = getattr(checkpoint_callback, "best_model_path", "") or None
+            paths = [*scores, best_path, getattr(checkpoint_callback, "last_model_path", "")]
+            common = {
+                "monitor": getattr(checkpoint_callback, "monitor", None),
+                "step": self._last_step,
+                "best_model_path": best_path,
+                "best_model_score": finite_or_none(getattr(checkpoint_callback, "best_model_score", None)),
+            }
         except Exception as error:  # a checkpoint callback of another shape
             self.recorder.report_trouble("after_save_checkpoint", error)
             return
         for path in dict.fromkeys(str(p) for p in paths if p):
-            if path in self._checkpoints_seen:
-                continue
-            self._checkpoints_seen.add(path)
-            data = {
-                "path": path,
-                "score": finite_or_none(scores[path]) if path in scores else None,
-                "monitor": checkpoint_callback.monitor,
-                "step": self._last_step,
-                "best_model_path": checkpoint_callback.best_model_path or None,
-                "best_model_score": best_score,
-            }
-            self.recorder.log_event("checkpoint_saved", data)
+            if path not in self._checkpoints_seen:
+                self._checkpoints_seen.add(path)
+                score = finite_or_none(scores[path]) if path in scores else None
+                self.recorder.log_event("checkpoint_saved", {"path": path, "score": score, **common})
 
     @rank_zero_only
     def finalize(self, status: str) -> None:

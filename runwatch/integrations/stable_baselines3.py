@@ -83,8 +83,11 @@ class RunwatchOutputFormat(KVWriter):
 
     def write(self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0) -> None:
         """One ``logger.dump(step)``: the numeric values, at ``step`` (SB3 passes ``num_timesteps``)."""
-        if any(FORMAT_NAME in (excluded or ()) for excluded in key_excluded.values()):
-            key_values = {k: v for k, v in key_values.items() if FORMAT_NAME not in (key_excluded.get(k) or ())}
+        try:
+            if any(FORMAT_NAME in (excluded or ()) for excluded in key_excluded.values()):
+                key_values = {k: v for k, v in key_values.items() if FORMAT_NAME not in (key_excluded.get(k) or ())}
+        except Exception as error:  # exclusions of another shape: send everything
+            self.recorder.report_trouble("write", error)
         self.recorder.log_metrics(key_values, step)
 
     def close(self) -> None:

@@ -95,13 +95,16 @@ class RunwatchCallback(TrainerCallback):
         """A ``checkpoint_saved`` event with the checkpoint's directory."""
         if not state.is_world_process_zero:
             return
-        path = os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}")
-        data = {
-            "path": path,
-            "step": state.global_step,
-            "best_model_checkpoint": state.best_model_checkpoint,
-            "best_metric": finite_or_none(state.best_metric),
-        }
+        try:
+            data = {
+                "path": os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"),
+                "step": state.global_step,
+                "best_model_checkpoint": state.best_model_checkpoint,
+                "best_metric": finite_or_none(state.best_metric),
+            }
+        except Exception as error:  # arguments or state of another shape
+            self.recorder.report_trouble("on_save", error)
+            return
         self.recorder.log_event("checkpoint_saved", data)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
