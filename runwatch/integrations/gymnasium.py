@@ -7,9 +7,10 @@
     env = RunwatchEpisodeStatistics(gymnasium.make("CartPole-v1"), monitor)
 
 - Each finished episode (terminated or truncated) is recorded with
-  :meth:`WebMonitor.update_episode`: ``episode/total_reward``,
-  ``episode/steps`` and ``episode/success`` at the episode's number (1, 2,
-  ...), and an ``episode_end`` event with ``terminated``, ``truncated`` and
+  :meth:`WebMonitor.update_episode` (episode numbers 1, 2, ...):
+  ``episode/total_reward``, ``episode/steps`` and ``episode/success`` at the
+  step ``update_episode`` gives it, the run's episode count, and an
+  ``episode_end`` event with ``terminated``, ``truncated`` and
   ``duration_seconds``. ``success`` is the environment's
   ``info["is_success"]`` (the Gymnasium and SB3 convention), else false.
 - ``frame_every_steps=N`` hands every N-th frame of ``render()`` to the

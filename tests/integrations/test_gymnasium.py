@@ -70,7 +70,7 @@ def test_episodes_match_gymnasiums_own_statistics_and_close_completes_the_run(co
         }
         assert run["total_episodes"] == len(expected)
         metrics = stored_metrics(config, run_id)
-        assert list(metrics["step"]) == list(range(1, len(expected) + 1))
+        assert metrics["step"].is_monotonic_increasing
         assert list(metrics["episode/total_reward"]) == [float(e["r"]) for e in expected if e]
         assert list(metrics["episode/steps"]) == [e["l"] for e in expected if e]
         ends = stored_events(config, run_id, "episode_end")
