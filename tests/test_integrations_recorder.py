@@ -54,6 +54,14 @@ def test_importing_the_integrations_package_imports_no_framework() -> None:
     assert json.loads(completed.stdout) == []
 
 
+def test_the_integrations_package_exports_the_shared_recorder() -> None:
+    """runwatch.integrations exposes exactly the recorder, the outcome enum and outcome_of."""
+    import runwatch.integrations
+
+    assert runwatch.integrations.__all__ == ["Outcome", "RunRecorder", "outcome_of"]
+    assert [outcome.value for outcome in Outcome] == ["completed", "failed", "interrupted"]
+
+
 @pytest.mark.parametrize(
     ("error", "expected"),
     [
