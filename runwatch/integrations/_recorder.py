@@ -32,7 +32,6 @@ The rules, the same for every framework:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import os
@@ -223,7 +222,6 @@ class RunRecorder:
         self._errors: Counter[str] = Counter()
         self._reported: set[tuple[str, str]] = set()
         self._skipped_values = 0
-        self._metrics_take_step: bool | None = None
         self._next_keep_alive = 0.0
 
     # -- what is being recorded -------------------------------------------------------
@@ -408,21 +406,11 @@ class RunRecorder:
             if step is not None:
                 step = int(step)
             if monitor.current_run_id == run_id:
-                self._update_metrics(monitor, run_id, clean, step)
+                monitor.update_metrics(cast("dict[str, float | dict[str, float]]", clean), step=step)
             else:  # the run ended: record into it without reopening it
                 monitor.emit_event(Metric(run_id, time.time(), clean, step))
         except Exception as error:
             self.report_trouble("log_metrics", error)
-
-    def _update_metrics(self, monitor: WebMonitor, run_id: str, values: dict[str, float], step: int | None) -> None:
-        takes_step = self._metrics_take_step
-        if takes_step is None:
-            takes_step = self._metrics_take_step = "step" in inspect.signature(monitor.update_metrics).parameters
-        if takes_step:
-            monitor.update_metrics(cast("dict[str, float | dict[str, float]]", values), step=step)  # type: ignore[call-arg]
-        else:
-            monitor.emit_event(Metric(run_id, time.time(), values, step))
-            self.keep_alive()
 
     def log_event(self, event_type: str, data: Mapping[str, Any], level: str = "info") -> None:
         """Record an event (``checkpoint_saved``...) with JSON-safe ``data``; starts the run if needed."""
