@@ -231,6 +231,25 @@ def test_events_of_an_unknown_run_start_it_as_created_by_ingest(server: Server) 
     assert kinds == ["run_started"]
 
 
+async def test_concurrent_batches_of_a_new_run_start_it_once(tmp_path: Path) -> None:
+    """Batches of a new run checked before the store has it (concurrent requests) add one run_started, not one each."""
+    from runwatch.events import LogEvent, RunLifecycle
+    from runwatch.web.app import WebContext
+    from runwatch.web.ingest_rules import with_run_rules
+
+    class StoreWithoutTheRunYet:  # every batch is checked before the first one's start is committed
+        async def run(self, fn: Any, *args: Any) -> dict[str, str]:
+            return {}
+
+    context = WebContext(reader=StoreWithoutTheRunYet())  # type: ignore[arg-type]
+    batches = [[LogEvent("ing-race", time.time(), "note", "info", {"batch": n})] for n in range(3)]
+    admitted = [await with_run_rules(context, batch) for batch in batches]
+
+    starts = [event for batch in admitted for event in batch if type(event) is RunLifecycle]
+    assert len(starts) == 1 and admitted[0][0] is starts[0]
+    assert [len(batch) for batch in admitted] == [2, 1, 1]
+
+
 def test_a_run_created_by_ingest_that_falls_silent_becomes_hung(tmp_path: Path) -> None:
     """Without a single heartbeat, a run ingest created is marked hung once silent past its timeout."""
     pipeline = default_pipeline_config()

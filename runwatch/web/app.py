@@ -13,6 +13,7 @@ threads and talks to the pipeline only through services it registered
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -157,6 +158,9 @@ class WebContext:
     series: SeriesCache = field(default_factory=SeriesCache)
     #: The server's connection guard (cap, evictions, header timeouts), when served by :mod:`.server`.
     connections: Any = None
+    #: Runs this server started for ingest (see :mod:`.ingest_rules`) and may not see in the store
+    #: yet: concurrent batches of a new run then start it once, not once each. Bounded, oldest out.
+    ingest_started: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
     def service(self, name: str) -> Any:
         """A pipeline service, or a 503 when this server has none running."""

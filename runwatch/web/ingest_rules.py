@@ -96,4 +96,18 @@ async def with_run_rules(context: WebContext, events: list[Any]) -> list[Any]:
         statuses = await context.reader.run(stored_statuses, run_ids)
     except StoreError:  # no store file yet: every run is new
         statuses = {}
-    return apply_run_rules(events, statuses)
+    started = context.ingest_started
+    for run_id in run_ids:  # started here moments ago: its start may still be on its way to the store
+        if run_id not in statuses and run_id in started:
+            statuses[run_id] = "running"
+    admitted = apply_run_rules(events, statuses)
+    for run_id in run_ids:
+        if run_id not in statuses:
+            started[run_id] = None
+            started.move_to_end(run_id)
+    while len(started) > _MAX_REMEMBERED_STARTS:
+        started.popitem(last=False)
+    return admitted
+
+
+_MAX_REMEMBERED_STARTS: Final = 10_000
