@@ -1,0 +1,60 @@
+"""``runwatch serve`` and ``runwatch demo``: run the pipeline with its web app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._common import FAILED, fail
+
+
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the demo's store goes.")] = Path("runwatch_demo"),
+    episodes: Annotated[int, typer.Option(min=1, help="Episodes to simulate.")] = 30,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Dashboard port (0: any free port).")] = 8080,
+    keep_open: Annotated[bool, typer.Option(help="Keep serving the dashboard after the run, until Ctrl-C.")] = False,
+) -> None:
+    """Run a simulated RL training loop, monitored end to end, with its live dashboard."""
+    from ..demo import DemoSettings, run_demo
+
+    run_demo(data_dir, DemoSettings(episodes=episodes), port=port, keep_open=keep_open)
+
+
+def serve(
+    config: Annotated[
+        Path | None, typer.Option(help="A monitor config (TOML/JSON) with an optional [pipeline].")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port [default: 8080].")] = None,
+    db: Annotated[
+        Path | None, typer.Option(envvar="RUNWATCH_DB", help="SQLite store [default: monitoring.db].")
+    ] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory [default: monitor_data].")] = None,
+) -> None:
+    """Run the pipeline and the web app (REST, websockets, dashboard) until SIGINT/SIGTERM."""
+    from ..config import MonitorConfig
+    from ..exceptions import ConfigError
+    from ..server import run_server
+
+    overrides: dict[str, object] = {}
+    if host is not None:
+        overrides["web_host"] = host
+    if port is not None:
+        overrides["web_port"] = port
+    if db is not None:
+        overrides["db_path"] = str(db)
+    if data_dir is not None:
+        overrides["data_dir"] = str(data_dir)
+    try:
+        settings = MonitorConfig.from_file(config, **overrides) if config else MonitorConfig.load(**overrides)
+    except (ConfigError, ValueError, TypeError) as exc:
+        raise fail(str(exc)) from None
+    try:
+        code = run_server(settings)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(str(exc), FAILED) from None
+    raise typer.Exit(code)
