@@ -71,9 +71,9 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "log": "runwatch.sinks.log:LogSink",
     "blackhole": "runwatch.sinks.blackhole:BlackholeSink",
     "system": "runwatch.sources.system:SystemSampler",
-    "log_notifier": "runwatch.sinks.notifiers:LogNotifier",
-    "webhook": "runwatch.sinks.notifiers:WebhookNotifier",
-    "callback": "runwatch.sinks.notifiers:CallbackNotifier",
+    "log_notifier": "runwatch.sinks.notify.log:LogNotifier",
+    "webhook": "runwatch.sinks.notify.webhook:WebhookNotifier",
+    "callback": "runwatch.sinks.notify.callback:CallbackNotifier",
 }
 
 
