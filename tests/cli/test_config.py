@@ -1,14 +1,12 @@
-"""Tests for the ``runwatch`` command line (runwatch.cli.app) through typer's CliRunner."""
+"""Tests of ``runwatch check-config`` (runwatch.cli._config)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from runwatch import DatabaseManager
 from runwatch.cli import app
 
 VALID_PIPELINE = """
@@ -25,19 +23,6 @@ type = "sqlite"
 inputs = ["keep_metrics"]
 flush_interval_seconds = 0.25
 """
-
-
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Remove MONITOR_* variables and RUNWATCH_TOKEN, which the demo's MonitorConfig.load() would read."""
-    for name in list(os.environ):
-        if name.startswith("MONITOR_") or name == "RUNWATCH_TOKEN":
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 def test_check_config_on_a_valid_file_prints_ok_and_the_graph(runner: CliRunner, tmp_path: Path) -> None:
@@ -127,36 +112,3 @@ def test_check_config_on_a_missing_file_fails_cleanly(runner: CliRunner, tmp_pat
     assert len(result.stderr.splitlines()) == 1
     assert "absent.toml" in result.stderr
     assert "Traceback" not in result.output
-
-
-@pytest.mark.timeout(120)
-def test_demo_runs_one_episode_and_prints_the_store_path(runner: CliRunner, tmp_path: Path) -> None:
-    """demo --episodes 1 runs a completed simulated run into --data-dir and prints where the store is."""
-    data_dir = tmp_path / "demo"
-
-    result = runner.invoke(app, ["demo", "--episodes", "1", "--data-dir", str(data_dir), "--port", "0"])
-
-    assert result.exit_code == 0, result.output
-    store = (data_dir / "monitoring.db").resolve()
-    assert f"store         {store}" in result.stdout
-    with DatabaseManager(store) as db:
-        (run,) = db.get_training_runs()
-    assert (run["status"], run["total_episodes"]) == ("completed", 1)
-    assert run["total_steps"] >= 1
-    assert run["run_id"] in result.stdout
-    lines = result.stdout.splitlines()
-    link = next(index for index, line in enumerate(lines) if f"/#/runs/{run['run_id']}" in line)
-    finished = next(index for index, line in enumerate(lines) if line.strip().startswith("finished"))
-    assert link < finished  # the run's page is announced while it runs, not afterwards
-    assert f"runwatch serve --db {data_dir / 'monitoring.db'}" in result.stdout  # how to look again later
-
-
-def test_demo_refuses_zero_episodes(runner: CliRunner, tmp_path: Path) -> None:
-    """demo --episodes 0 is a usage error and creates no store."""
-    data_dir = tmp_path / "demo"
-
-    result = runner.invoke(app, ["demo", "--episodes", "0", "--data-dir", str(data_dir), "--port", "0"])
-
-    assert result.exit_code == 2
-    assert "--episodes" in result.output
-    assert not (data_dir / "monitoring.db").exists()

@@ -1,0 +1,44 @@
+"""Tests of ``runwatch demo`` (runwatch.cli._serve); ``serve`` runs as a child process in test_shutdown_signals.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from runwatch import DatabaseManager
+from runwatch.cli import app
+
+
+@pytest.mark.timeout(120)
+def test_demo_runs_one_episode_and_prints_the_store_path(runner: CliRunner, tmp_path: Path) -> None:
+    """demo --episodes 1 runs a completed simulated run into --data-dir and prints where the store is."""
+    data_dir = tmp_path / "demo"
+
+    result = runner.invoke(app, ["demo", "--episodes", "1", "--data-dir", str(data_dir), "--port", "0"])
+
+    assert result.exit_code == 0, result.output
+    store = (data_dir / "monitoring.db").resolve()
+    assert f"store         {store}" in result.stdout
+    with DatabaseManager(store) as db:
+        (run,) = db.get_training_runs()
+    assert (run["status"], run["total_episodes"]) == ("completed", 1)
+    assert run["total_steps"] >= 1
+    assert run["run_id"] in result.stdout
+    lines = result.stdout.splitlines()
+    link = next(index for index, line in enumerate(lines) if f"/#/runs/{run['run_id']}" in line)
+    finished = next(index for index, line in enumerate(lines) if line.strip().startswith("finished"))
+    assert link < finished  # the run's page is announced while it runs, not afterwards
+    assert f"runwatch serve --db {data_dir / 'monitoring.db'}" in result.stdout  # how to look again later
+
+
+def test_demo_refuses_zero_episodes(runner: CliRunner, tmp_path: Path) -> None:
+    """demo --episodes 0 is a usage error and creates no store."""
+    data_dir = tmp_path / "demo"
+
+    result = runner.invoke(app, ["demo", "--episodes", "0", "--data-dir", str(data_dir), "--port", "0"])
+
+    assert result.exit_code == 2
+    assert "--episodes" in result.output
+    assert not (data_dir / "monitoring.db").exists()
