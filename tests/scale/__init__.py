@@ -1,0 +1,1 @@
+"""The scale tier: real NATS JetStream and PostgreSQL servers on loopback (``make scale-test``)."""
