@@ -17,7 +17,12 @@ BENCH_STAMP := $(BENCH_VENV)/.installed-stamp
 INTEG_VENV := .venv-integrations
 INTEG_STAMP := $(INTEG_VENV)/.installed-stamp
 
-.PHONY: demo test integrations soak bench lint clean
+# The scale tier (real NATS JetStream and PostgreSQL servers) has its own virtualenv, so
+# `make test` neither installs its clients nor needs its servers. Servers: .ci/install-scale-servers.
+SCALE_VENV := .venv-scale
+SCALE_STAMP := $(SCALE_VENV)/.installed-stamp
+
+.PHONY: demo test integrations soak bench lint clean scale-test scale-bench
 
 $(DEMO_STAMP): pyproject.toml
 	@echo "Installing runwatch into $(VENV) (first run only; about a minute)"
@@ -51,6 +56,12 @@ $(INTEG_STAMP): pyproject.toml tests/integrations/requirements.txt
 	$(INTEG_VENV)/bin/python -m pip install --quiet -r tests/integrations/requirements.txt -e ".[test]"
 	touch $(INTEG_STAMP)
 
+$(SCALE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(SCALE_VENV)
+	$(SCALE_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SCALE_VENV)/bin/python -m pip install --quiet -e ".[test,scale]"
+	touch $(SCALE_STAMP)
+
 demo: $(DEMO_STAMP)
 	$(BIN)/runwatch demo --episodes 60 --keep-open
 
@@ -63,6 +74,13 @@ integrations: $(INTEG_STAMP)
 
 soak: $(STAMP)
 	RUNWATCH_SOAK=1 $(BIN)/python -m pytest -m soak
+
+# Needs nats-server and PostgreSQL 15 installed (bash .ci/install-scale-servers); starts its own on loopback.
+scale-test: $(SCALE_STAMP)
+	RUNWATCH_SCALE=1 $(SCALE_VENV)/bin/python -m pytest tests/scale
+
+scale-bench: $(SCALE_STAMP)
+	$(SCALE_VENV)/bin/python benchmarks/bench_scale_infra.py
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_core.py
@@ -81,4 +99,4 @@ lint: $(LINT_STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(INTEG_VENV) runwatch_demo *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(INTEG_VENV) $(SCALE_VENV) runwatch_demo *.egg-info .pytest_cache .mypy_cache .ruff_cache
