@@ -3,11 +3,15 @@
     make scale-bench        # or: .venv-scale/bin/python benchmarks/bench_scale_infra.py [--quick]
 
 Everything runs in one invocation, on servers this script starts itself
-(tests/scale/servers.py) on 127.0.0.1, each figure beside its baseline:
+(tests/scale/servers.py) on 127.0.0.1, each figure beside its baseline. The
+servers share the machine's cores with the clients, so beside wall-clock rates
+the CPU time of the servers (per batch, per value, per delivery) and of the
+workers (per value) is reported: the steadier basis of a capacity model.
 
 1. Encoding of one producer batch (500 metric calls × 4 values): ingest JSON
    (today's wire form) and the columns form, raw and zlib level 1: bytes,
-   encode and decode time.
+   encode and decode time; and today's validation of that batch
+   (``parse_ingest_body``), a serve node's main cost.
 2. JetStream publish, single node and a 3-node cluster with an R3 stream:
    ack latency p50/p99 one batch at a time, then throughput with 64 batches
    in flight (``publish_async``), with each batch's ``Nats-Msg-Id``.
@@ -135,6 +139,22 @@ def batch_body(encoding: str, run_id: str, batch_index: int, columns: dict[str, 
     return {"batch_id": f"b{batch_index}", "events": wire_events(run_id, columns)}
 
 
+def cpu_seconds(processes: Sequence[psutil.Process]) -> float:
+    """User + system CPU seconds of ``processes`` so far (10 ms ticks)."""
+    return sum(sum(process.cpu_times()[:2]) for process in processes)
+
+
+def postgres_processes(postgres: PostgresServer) -> list[psutil.Process]:
+    """The postmaster and every backend and helper process it runs now."""
+    assert postgres.process is not None
+    postmaster = psutil.Process(postgres.process.pid)
+    return [postmaster, *postmaster.children(recursive=True)]
+
+
+def nats_processes(cluster: NatsCluster) -> list[psutil.Process]:
+    return [psutil.Process(node.process.pid) for node in cluster.nodes if node.process is not None]
+
+
 def percentile(samples: Sequence[float], fraction: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
@@ -154,10 +174,16 @@ def timed_median(function: Callable[[], Any], repeat: int) -> float:
 
 
 def bench_encoding(repeat: int) -> dict[str, Any]:
+    """Bytes and CPU of each encoding, and today's ingest validation of the same batch (a serve node's work)."""
+    from runwatch.web.api import parse_ingest_body
+
     columns = make_columns(0, 7)
-    results = {}
+    body = orjson.dumps(batch_body("json", "run-0000", 7, columns))
+    results: dict[str, Any] = {
+        "ingest_parse_us": timed_median(lambda: parse_ingest_body(body, 10_000), max(5, repeat // 10)) * 1e6
+    }
     for name, (encode, decode) in ENCODINGS.items():
-        body = batch_body(name, "run-0000", 7, columns)
+        body = batch_body(name, "run-0000", 7, columns)  # noqa: PLW2901 - each encoding's own body
         data = encode(body)
         results[name] = {
             "bytes": len(data),
@@ -200,10 +226,11 @@ async def _fresh_stream(js: Any, replicas: int) -> None:
 
 
 async def bench_publish(
-    urls: list[str], replicas: int, batches: list[tuple[str, str, bytes]], sequential: int
+    servers: NatsCluster, replicas: int, batches: list[tuple[str, str, bytes]], sequential: int
 ) -> dict[str, Any]:
     """Ack latency one at a time, then throughput with 64 in flight; the stream keeps the last run's messages."""
-    connection = await nats.connect(servers=urls, max_reconnect_attempts=-1)
+    connection = await nats.connect(servers=servers.urls, max_reconnect_attempts=-1)
+    processes = nats_processes(servers)
     try:
         js = connection.jetstream(timeout=10.0, publish_async_max_pending=64)
         await _fresh_stream(js, replicas)
@@ -217,6 +244,7 @@ async def bench_publish(
         sent_at: dict[int, float] = {}
         acked_latency: list[float] = []
         futures = []
+        cpu_before = cpu_seconds(processes)
         start = time.perf_counter()
         for index, (subject, message_id, payload) in enumerate(batches):
             sent_at[index] = time.perf_counter()
@@ -225,6 +253,7 @@ async def bench_publish(
             futures.append(future)
         acks = await asyncio.gather(*futures)
         elapsed = time.perf_counter() - start
+        server_cpu = cpu_seconds(processes) - cpu_before
         assert len({ack.seq for ack in acks}) == len(batches)
         payload_bytes = sum(len(payload) for _, _, payload in batches)
         return {
@@ -235,6 +264,7 @@ async def bench_publish(
             "mb_per_s": payload_bytes / elapsed / 1e6,
             "pipelined_ack_ms_p50": percentile(acked_latency, 0.5) * 1e3,
             "pipelined_ack_ms_p99": percentile(acked_latency, 0.99) * 1e3,
+            "server_cpu_us_per_batch": server_cpu / len(batches) * 1e6,
         }
     finally:
         await connection.close()
@@ -403,7 +433,10 @@ async def table_bytes(connection: asyncpg.Connection, layout: str) -> int:
     return int(await connection.fetchval(f"SELECT pg_total_relation_size('{TABLES[layout][1]}')"))
 
 
-async def bench_postgres_writes(dsn: str, layout: str, writers: int, batches_per_writer: int) -> dict[str, Any]:
+async def bench_postgres_writes(
+    postgres: PostgresServer, layout: str, writers: int, batches_per_writer: int
+) -> dict[str, Any]:
+    dsn = postgres.dsn
     await reset_tables(dsn, layout)
     data = [
         [
@@ -416,11 +449,14 @@ async def bench_postgres_writes(dsn: str, layout: str, writers: int, batches_per
     connections = [await asyncpg.connect(dsn) for _ in range(writers)]
     try:
         lsn_before = await connections[0].fetchval("SELECT pg_current_wal_insert_lsn()")
+        processes = postgres_processes(postgres)
+        cpu_before = cpu_seconds(processes)
         start = time.perf_counter()
         stored = await asyncio.gather(
             *(store_in_postgres(c, layout, d) for c, d in zip(connections, data, strict=True))
         )
         elapsed = time.perf_counter() - start
+        server_cpu = cpu_seconds(processes) - cpu_before
         wal = await connections[0].fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1)", lsn_before)
         await connections[0].execute("CHECKPOINT")
         size = await table_bytes(connections[0], layout)
@@ -435,6 +471,7 @@ async def bench_postgres_writes(dsn: str, layout: str, writers: int, batches_per
         "bytes_per_value": size / values,
         "batch_key_bytes_per_value": keys / values,
         "wal_bytes_per_value": float(wal) / values,
+        "server_cpu_us_per_value": server_cpu / values * 1e6,
     }
 
 
@@ -527,6 +564,7 @@ async def _worker(urls: list[str], dsn: str, layout: str, durable: str, go: Any,
         report.put("ready")
         await asyncio.to_thread(go.wait, 120)
         start = time.perf_counter()
+        cpu_start = time.process_time()
         values = 0
         idle = 0
         while idle < 2:
@@ -552,7 +590,7 @@ async def _worker(urls: list[str], dsn: str, layout: str, durable: str, go: Any,
                 await message.ack()
             end = time.perf_counter()
         await connection.flush()
-        report.put((start, end, values))
+        report.put((start, end, values, time.process_time() - cpu_start))
     finally:
         await database.close()
         await connection.close()
@@ -594,7 +632,12 @@ def bench_workers(urls: list[str], dsn: str, layout: str, workers: int) -> dict[
     start = min(o[0] for o in outcomes)
     end = max(o[1] for o in outcomes)
     values = sum(o[2] for o in outcomes)
-    return {"values_per_s": values / (end - start), "values": values, "per_worker": [o[2] for o in outcomes]}
+    return {
+        "values_per_s": values / (end - start),
+        "values": values,
+        "per_worker": [o[2] for o in outcomes],
+        "worker_cpu_us_per_value": sum(o[3] for o in outcomes) / values * 1e6,
+    }
 
 
 # --------------------------------------------------------------------------- 6. fan-out
@@ -678,7 +721,7 @@ async def bench_fanout(cluster: NatsCluster, subscriber_counts: Sequence[int], d
         "values": [v[:50] for v in columns["values"]],
     }
     payload = orjson.dumps({"type": "batch", "format": "columns", **columns_message("run-0000", live)})
-    server_processes = [psutil.Process(node.process.pid) for node in cluster.nodes if node.process is not None]
+    server_processes = nats_processes(cluster)
     other_nodes = [node.url for node in cluster.nodes[1:]]
     publisher = await nats.connect(servers=[cluster.nodes[0].url])
     results: dict[str, Any] = {"payload_bytes": len(payload)}
@@ -689,7 +732,7 @@ async def bench_fanout(cluster: NatsCluster, subscriber_counts: Sequence[int], d
             subscribers = LiveSubscribers(messages)
             await subscribers.open(other_nodes, subject, count)
             await subscribers.wait_for_interest(publisher, subject)
-            cpu_before = sum(sum(p.cpu_times()[:2]) for p in server_processes)
+            cpu_before = cpu_seconds(server_processes)
             start = time.perf_counter()
             for sent in range(1, messages + 1):
                 await publisher.publish(subject, payload)
@@ -699,7 +742,7 @@ async def bench_fanout(cluster: NatsCluster, subscriber_counts: Sequence[int], d
             async with asyncio.timeout(120):
                 await subscribers.all_received.wait()
             elapsed = time.perf_counter() - start
-            server_cpu = sum(sum(p.cpu_times()[:2]) for p in server_processes) - cpu_before
+            server_cpu = cpu_seconds(server_processes) - cpu_before
             results[f"subscribers_{count}"] = {
                 "deliveries_per_s": messages * count / elapsed,
                 "server_cpu_us_per_delivery": server_cpu / (messages * count) * 1e6,
@@ -762,22 +805,23 @@ def main() -> None:
     }
     started = time.perf_counter()
     results["encoding"] = bench_encoding(20 if quick else 200)
+    results["ingest_parse_us"] = results["encoding"].pop("ingest_parse_us")
     print("encoding:", json.dumps(results["encoding"], indent=1))
 
     batches = {name: encoded_batches(name, 8, publish_batches) for name in ("json", "json+zlib1")}
     with open_postgres() as postgres:
         results["versions"] = versions(postgres)
         with open_nats() as single, open_nats_cluster(3) as cluster:
-            for label, urls, replicas in (("single", single.urls, 1), ("r3", cluster.urls, 3)):
+            for label, servers, replicas in (("single", single, 1), ("r3", cluster, 3)):
                 for encoding in ("json", "json+zlib1"):
                     key = f"publish_{label}_{encoding}"
-                    results[key] = asyncio.run(bench_publish(urls, replicas, batches[encoding], sequential))
+                    results[key] = asyncio.run(bench_publish(servers, replicas, batches[encoding], sequential))
                     print(key, results[key])
                 # the stream now holds the json+zlib1 batches
                 for decoding in (None, ENCODINGS["json+zlib1"][1]):
                     key = f"fetch_ack_{label}" + ("_decoded" if decoding else "")
                     durable = "bench-decoded" if decoding else "bench"
-                    results[key] = asyncio.run(bench_fetch(urls, decoding, durable))
+                    results[key] = asyncio.run(bench_fetch(servers.urls, decoding, durable))
                     print(key, results[key])
 
             results["sqlite_rows_1_writer"] = bench_sqlite_baseline(pg_batches)
@@ -785,7 +829,7 @@ def main() -> None:
             for layout in ("rows", "chunks"):
                 for writers in (1, 2):
                     key = f"postgres_{layout}_{writers}_writers"
-                    results[key] = asyncio.run(bench_postgres_writes(postgres.dsn, layout, writers, pg_batches))
+                    results[key] = asyncio.run(bench_postgres_writes(postgres, layout, writers, pg_batches))
                     print(key, results[key])
             results["postgres_sealed_chunks"] = asyncio.run(bench_sealed_chunks(postgres.dsn, sealed_calls))
             print("sealed", results["postgres_sealed_chunks"])
@@ -817,8 +861,17 @@ def print_table(results: dict[str, Any]) -> None:
     for name, f in results["encoding"].items():
         row(name, f"{f['bytes']:,}", f"{f['bytes_per_value']:.2f}", f"{f['encode_us']:.0f}", f"{f['decode_us']:.0f}")
     print()
-    row("JetStream", "ack p50 / p99 ms", "batches/s (64 in flight)", "values/s", "MB/s", "in-flight ack p50 / p99 ms")
-    row(*["---"] * 6)
+    print(f"\ntoday's ingest validation of the json batch (parse_ingest_body): {results['ingest_parse_us']:.0f} µs\n")
+    row(
+        "JetStream",
+        "ack p50 / p99 ms",
+        "batches/s (64 in flight)",
+        "values/s",
+        "MB/s",
+        "in-flight ack p50 / p99 ms",
+        "server CPU µs/batch",
+    )
+    row(*["---"] * 7)
     for label in ("single", "r3"):
         for encoding in ("json", "json+zlib1"):
             f = results[f"publish_{label}_{encoding}"]
@@ -829,15 +882,22 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{f['values_per_s']:,.0f}",
                 f"{f['mb_per_s']:.0f}",
                 f"{f['pipelined_ack_ms_p50']:.1f} / {f['pipelined_ack_ms_p99']:.1f}",
+                f"{f['server_cpu_us_per_batch']:.0f}",
             )
         for suffix, what in (("", "pull fetch + ack"), ("_decoded", "pull fetch + decode + ack")):
             f = results[f"fetch_ack_{label}{suffix}"]
-            row(f"{label}, {what}", "", f"{f['batches_per_s']:,.0f}", f"{f['values_per_s']:,.0f}", "", "")
+            row(f"{label}, {what}", "", f"{f['batches_per_s']:,.0f}", f"{f['values_per_s']:,.0f}", "", "", "")
     print()
-    row("store writes (a transaction per batch, with its key)", "values/s", "B/value on disk", "WAL B/value")
-    row(*["---"] * 4)
+    row(
+        "store writes (a transaction per batch, with its key)",
+        "values/s",
+        "B/value on disk",
+        "WAL B/value",
+        "server CPU µs/value",
+    )
+    row(*["---"] * 5)
     f = results["sqlite_rows_1_writer"]
-    row("SQLite, rows, 1 writer (baseline)", f"{f['values_per_s']:,.0f}", f"{f['bytes_per_value']:.1f}", "")
+    row("SQLite, rows, 1 writer (baseline)", f"{f['values_per_s']:,.0f}", f"{f['bytes_per_value']:.1f}", "", "")
     for layout in ("rows", "chunks"):
         for writers in (1, 2):
             f = results[f"postgres_{layout}_{writers}_writers"]
@@ -846,18 +906,21 @@ def print_table(results: dict[str, Any]) -> None:
                 f"{f['values_per_s']:,.0f}",
                 f"{f['bytes_per_value']:.2f}",
                 f"{f['wal_bytes_per_value']:.2f}",
+                f"{f['server_cpu_us_per_value']:.3f}",
             )
     f = results["postgres_sealed_chunks"]
     sizes = f"{f['bytes_per_value']:.2f} (blobs {f['blob_bytes_per_value']:.2f})"
-    row("PostgreSQL, sealed 16,384-point chunks (one COPY)", f"{f['values_per_s']:,.0f}", sizes, "")
+    row("PostgreSQL, sealed 16,384-point chunks (one COPY)", f"{f['values_per_s']:,.0f}", sizes, "", "")
     print()
-    row("workers end to end (R3 stream → PostgreSQL)", "committed values/s")
-    row("---", "---")
+    row("workers end to end (R3 stream → PostgreSQL)", "committed values/s", "worker CPU µs/value")
+    row("---", "---", "---")
     for layout in ("rows", "chunks"):
         for workers in (1, 2):
+            f = results[f"workers_{layout}_{workers}"]
             row(
                 f"{layout}, {workers} worker{'s' if workers > 1 else ''}",
-                f"{results[f'workers_{layout}_{workers}']['values_per_s']:,.0f}",
+                f"{f['values_per_s']:,.0f}",
+                f"{f['worker_cpu_us_per_value']:.3f}",
             )
     f = results["fanout"]
     print()
