@@ -30,10 +30,9 @@ workers (per value) is reported: the steadier basis of a capacity model.
    messages/s and server CPU per delivered message for 1, 8 and 32 subscriber
    connections; cross-node latency p50/p99 at a paced rate.
 
-The chunk encoder here is a stand-in for runwatch.store.chunks (phase 1 of the
-chunk store lives in another branch): byte planes + zlib-1 for floats, deltas
-narrowed for integers. Its bytes per value are printed beside the figure
-docs/store.md measured for the real codec. Results go to
+Chunk rows are encoded by the chunk store's own codecs (runwatch.store.chunks)
+into the columns of runwatch.store.chunk_schema, with PostgreSQL types
+(``bigint``, ``double precision``, ``bytea``). Results go to
 benchmarks/results/bench_scale_infra.json.
 """
 
@@ -66,6 +65,9 @@ import orjson
 import psutil
 from nats.aio.client import __version__ as nats_client_version
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+
+from runwatch.store.chunk_schema import CHUNK_COLUMNS
+from runwatch.store.chunks import ChunkColumns, ColumnCache, EncodedChunk, encode_chunk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.scale.servers import (  # noqa: E402 - the repository root is put on the path first
@@ -317,70 +319,32 @@ CREATE TABLE metric_chunks (
     seqs bytea NOT NULL, steps bytea, step_mask bytea, times bytea NOT NULL, vals bytea NOT NULL, tags bytea,
     PRIMARY KEY (series, seq_first));
 """
+CHUNK_TABLE = ["series", *CHUNK_COLUMNS]
 TABLES = {"rows": ("ingest_batches", "metric_rows"), "chunks": ("ingest_batches", "metric_chunks")}
-BLOCK = np.dtype([("count", "<u4"), ("nan", "<u4"), ("min", "<f8"), ("max", "<f8"), ("s0", "<i8"), ("s1", "<i8"),
-                  ("t0", "<i8"), ("t1", "<i8")])  # fmt: skip
+#: ``metric_chunks`` columns whose EncodedChunk attribute has another name.
+_CHUNK_ATTRIBUTES = {"value_min": "min", "value_max": "max", "value_sum": "sum", "value_last": "last"}
 
 
-def encode_ints(values: np.ndarray) -> bytes:
-    """Stand-in integer codec: deltas minus their minimum, in the narrowest width, zlib-1."""
-    deltas = np.diff(values, prepend=values[:1])
-    deltas -= deltas.min()
-    width = next(w for w in (1, 2, 4, 8) if int(deltas.max()) < 2 ** (8 * w))
-    return zlib.compress(deltas.astype(f"<u{width}").tobytes(), 1)
-
-
-def encode_floats(values: np.ndarray) -> bytes:
-    """Stand-in float codec: the 8 byte planes of the values one after another, zlib-1."""
-    return zlib.compress(np.ascontiguousarray(values.view(np.uint8).reshape(-1, 8).T).tobytes(), 1)
+def chunk_record(series: int, sealed: bool, chunk: EncodedChunk) -> tuple[Any, ...]:
+    """A ``metric_chunks`` row of ``chunk``: ``series``, then CHUNK_COLUMNS in order."""
+    return (
+        series,
+        *(sealed if name == "sealed" else getattr(chunk, _CHUNK_ATTRIBUTES.get(name, name)) for name in CHUNK_COLUMNS),
+    )
 
 
 def chunk_records(run: int, seq_first: int, columns: dict[str, Any], sealed: bool) -> list[tuple[Any, ...]]:
-    """One chunk row per metric of ``columns`` (the tsstore layout: summaries, block summaries, blobs)."""
-    steps, times_us = columns["steps"], np.round(columns["times"] * 1e6).astype(np.int64)
-    count = len(steps)
-    seqs = np.arange(seq_first, seq_first + count, dtype=np.int64)
-    seq_blob, step_blob, time_blob = encode_ints(seqs), encode_ints(steps), encode_ints(times_us)
-    records = []
-    for index, values in enumerate(columns["values"]):
-        blocks = np.zeros((count + 255) // 256, BLOCK)
-        for block, start in enumerate(range(0, count, 256)):
-            part = slice(start, start + 256)
-            blocks[block] = (len(values[part]), 0, values[part].min(), values[part].max(), steps[part][0],
-                             steps[part][-1], times_us[part][0], times_us[part][-1])  # fmt: skip
-        records.append(
-            (
-                run * 8 + index,
-                seq_first,
-                seq_first + count - 1,
-                sealed,
-                1,
-                count,
-                0,
-                0,
-                float(values.min()),
-                float(values.max()),
-                float(values.sum()),
-                float(values[-1]),
-                int(steps[0]),
-                int(steps[-1]),
-                int(steps.min()),
-                int(steps.max()),
-                int(times_us[0]),
-                int(times_us[-1]),
-                int(times_us.min()),
-                int(times_us.max()),
-                256,
-                blocks.tobytes(),
-                seq_blob,
-                step_blob,
-                None,
-                time_blob,
-                encode_floats(values),
-                None,
-            )  # fmt: skip
+    """One chunk row per metric of ``columns``, encoded by the chunk store's codecs (call columns encoded once)."""
+    steps = columns["steps"]
+    times_us = np.round(columns["times"] * 1e6).astype(np.int64)
+    seqs = np.arange(seq_first, seq_first + len(steps), dtype=np.int64)
+    cache = ColumnCache()
+    return [
+        chunk_record(
+            run * 8 + index, sealed, encode_chunk(ChunkColumns(seqs, steps, None, times_us, values), cache=cache)
         )
-    return records
+        for index, values in enumerate(columns["values"])
+    ]
 
 
 def row_records(run: int, columns: dict[str, Any]) -> list[tuple[Any, ...]]:
@@ -414,7 +378,7 @@ async def store_in_postgres(connection: asyncpg.Connection, layout: str, batches
                 await connection.copy_records_to_table("metric_rows", records=row_records(run, columns))
             else:
                 records = chunk_records(run, batch_index * CALLS_PER_BATCH, columns, sealed=False)
-                await connection.copy_records_to_table("metric_chunks", records=records)
+                await connection.copy_records_to_table("metric_chunks", records=records, columns=CHUNK_TABLE)
         stored += VALUES_PER_BATCH
     return stored
 
@@ -495,7 +459,7 @@ async def bench_sealed_chunks(dsn: str, calls: int) -> dict[str, Any]:
     connection = await asyncpg.connect(dsn)
     try:
         start_time = time.perf_counter()
-        await connection.copy_records_to_table("metric_chunks", records=records)
+        await connection.copy_records_to_table("metric_chunks", records=records, columns=CHUNK_TABLE)
         elapsed = time.perf_counter() - start_time
         size = await table_bytes(connection, "chunks")
         # the encoded columns and block summaries: the last seven fields, None where a column is absent
