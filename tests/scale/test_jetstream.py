@@ -1,9 +1,11 @@
 """JetStream behaviours the scale-out design relies on, checked on real nats-server processes.
 
-docs/scale.md builds exactly-once ingest on three of them: a publish acknowledged
-by JetStream is persisted (on a quorum of an R3 stream), a republished
+docs/scale.md builds exactly-once ingest on them: a publish acknowledged by
+JetStream is persisted (on a quorum of an R3 stream), a republished
 ``Nats-Msg-Id`` within the duplicate window is not stored twice, and a pulled
-message that is not acknowledged within ``ack_wait`` is delivered again.
+message that is not acknowledged within ``ack_wait`` is delivered again; and
+partitions on two more: a work-queue partition resumes right after its last
+committed message, and a key-value lease has one holder with a growing token.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from typing import TypeVar
 import nats
 import pytest
 from nats.aio.client import Client
-from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
-from nats.js.errors import NoStreamResponseError
+from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StreamConfig
+from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError
 
 from .servers import NatsCluster
 
@@ -151,3 +153,49 @@ async def test_killing_a_cluster_node_during_publishes_loses_no_acknowledged_mes
         assert attempts > total, "the kill did not interrupt publishing: the test proved nothing"
     finally:
         await connection.close()
+
+
+async def test_a_partition_takeover_resumes_right_after_the_last_committed_message(client: Client) -> None:
+    """Purge a partition up to its committed sequence and recreate its consumer: the rest comes first, in order."""
+    js = client.jetstream()
+    await js.add_stream(StreamConfig(name="INGEST", subjects=["ingest.*.*"], retention=RetentionPolicy.WORK_QUEUE))
+    for index in range(10):
+        await js.publish("ingest.p1.r1", f"b{index}".encode())
+    await js.publish("ingest.p2.r2", b"other partition")
+    config = ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0)
+    dead_owner = await js.pull_subscribe("ingest.p1.*", durable="writer-p1", config=config)
+    fetched = await dead_owner.fetch(6, timeout=5)
+    for message in fetched[:2]:
+        await message.ack_sync()
+    committed = fetched[4].metadata.sequence.stream  # committed b0-b4, acknowledged only b0 and b1, then died
+
+    await js.purge_stream("INGEST", subject="ingest.p1.*", seq=committed + 1)  # keeps sequences above `committed`
+    await js.delete_consumer("INGEST", "writer-p1")
+    new_owner = await js.pull_subscribe("ingest.p1.*", durable="writer-p1", config=config)
+    resumed = await new_owner.fetch(10, timeout=5)
+
+    assert [message.data for message in resumed] == [f"b{index}".encode() for index in range(5, 10)]
+    assert all(message.metadata.num_delivered == 1 for message in resumed)  # at once, not after ack_wait
+    assert (await js.stream_info("INGEST")).state.messages == 6  # b5-b9 and the other partition's message
+
+
+async def test_a_lease_has_one_holder_only_its_holder_renews_it_and_it_expires(client: Client) -> None:
+    """A key-value lease: a second claim fails, a stale renewal fails, and after the TTL another worker claims it."""
+    js = client.jetstream()
+    leases = await js.create_key_value(KeyValueConfig(bucket="leases", history=1, ttl=0.5))
+    token = await leases.create("p1", b"worker-a")
+    with pytest.raises(KeyWrongLastSequenceError):
+        await leases.create("p1", b"worker-b")
+    renewed = await leases.update("p1", b"worker-a", last=token)
+    with pytest.raises(KeyWrongLastSequenceError):
+        await leases.update("p1", b"worker-b", last=token)  # a paused holder's stale token
+
+    async with asyncio.timeout(20):
+        while True:  # the TTL passes on the server's clock: nothing to await but time
+            try:
+                taken_over = await leases.create("p1", b"worker-b")
+                break
+            except KeyWrongLastSequenceError:
+                await asyncio.sleep(0.1)
+    assert token < renewed < taken_over  # revisions only grow: usable as fencing tokens
+    assert (await leases.get("p1")).value == b"worker-b"
