@@ -7,14 +7,12 @@ import threading
 import time
 import traceback
 from collections import Counter
+from collections.abc import Callable
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ._payload import escape_surrogates
 from .events import ExceptionEvent
-
-if TYPE_CHECKING:
-    from .monitor import WebMonitor
 
 __all__ = ["ErrorCategory", "ErrorHandler", "ErrorSeverity"]
 
@@ -59,7 +57,7 @@ _LOG_LEVELS = {
 
 
 class ErrorHandler:
-    """Records errors as ``error`` events of the monitor's current run.
+    """Records errors as ``error`` events of the current run.
 
     Each handled error is logged, counted per category and severity, and —
     when a run is active — stored as an event whose ``event_data`` has
@@ -67,12 +65,19 @@ class ErrorHandler:
     and ``traceback``. ``handle_error`` never raises.
 
     Args:
-        monitor: the monitor whose current run receives the events, or
-            ``None`` to only log and count.
+        emit: hands an :class:`~runwatch.events.ExceptionEvent` to the
+            pipeline (``WebMonitor`` passes its own); ``None`` only logs and counts.
+        current_run_id: the id of the run that receives the events now
+            (``None`` while no run is active: nothing is emitted).
     """
 
-    def __init__(self, monitor: WebMonitor | None = None) -> None:
-        self._monitor = monitor
+    def __init__(
+        self,
+        emit: Callable[[ExceptionEvent], None] | None = None,
+        current_run_id: Callable[[], str | None] | None = None,
+    ) -> None:
+        self._emit = emit
+        self._current_run_id = current_run_id
         self._lock = threading.Lock()
         self._by_category: Counter[str] = Counter()
         self._by_severity: Counter[str] = Counter()
@@ -116,10 +121,9 @@ class ErrorHandler:
                 text,
                 type(error).__name__,
             )
-            monitor = self._monitor
-            run_id = monitor.current_run_id if monitor is not None else None
-            if monitor is not None and run_id is not None:
-                monitor._emit(
+            run_id = self._current_run_id() if self._current_run_id is not None else None
+            if self._emit is not None and run_id is not None:
+                self._emit(
                     ExceptionEvent(
                         run_id,
                         time.time(),

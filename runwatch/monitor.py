@@ -119,7 +119,8 @@ class WebMonitor:
         self._pid = os.getpid()  # the process whose pipeline thread this monitor drives
         self._forked_dropped = 0
         self._db: DatabaseManager | None = None
-        self.error_handler = ErrorHandler(self)
+        # Through lambdas: a forked child swaps ``_emit`` (see _after_fork_in_child).
+        self.error_handler = ErrorHandler(lambda event: self._emit(event), lambda: self._run_id)
         self._thread = self._start_pipeline()
         self._emit = self._thread.pipeline.intake.bridge.emit
         # Runs that samplers (e.g. the ``system`` source) attribute their metrics to.
