@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from runwatch.alerts import AlertEngine
 from runwatch.alerts.conditions import AnomalyCondition
 from runwatch.alerts.rules import (
     DEFAULT_RULES,
     AbsenceRule,
-    AlertEngine,
     AnomalyRule,
     NonFiniteRule,
     RateRule,
@@ -785,7 +785,7 @@ def test_anomaly_vectorised_judging_matches_the_loop(direction: str) -> None:
     """Large evaluations (judged with numpy prefix sums) give the same z-scores as the value-by-value loop."""
     rule = AnomalyRule(name="spike", metric="loss", z=3, window_values=50, min_values=10, direction=direction)
     condition = AnomalyCondition(0, rule)
-    window = condition.new_data(AlertEngine([rule]))
+    window = condition.new_data(AlertEngine([rule]).max_window_values)
     values = noisy(2000, seed=7)
     hits = 0
     for start in range(0, 2000, 100):

@@ -2,8 +2,13 @@
 
 Internals of :class:`~runwatch.alerts.engine.AlertEngine` (pure code: no I/O,
 no clock). Each rule is compiled into a :class:`Condition` that keeps the
-kind's signal state (windows, counters) in its alert instances and hands
-every evaluation to the engine's state machine.
+kind's signal state (windows, counters) in its alert instances. A condition
+only decides: each evaluation returns a :data:`Decision` (is the condition
+true, and the alert's value), and the engine applies it to the instance's
+state machine. Kinds that keep signal state (:attr:`Condition.keeps_state`)
+are judged with their instance, which the engine finds or creates first;
+the others are judged first, and the engine creates an instance only for a
+true condition.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, overload
+from typing import Any, ClassVar, Final, Literal, overload
 
 from ..events import ExceptionEvent, Heartbeat, LogEvent, Metric, StatePatch
 from .rules import (
@@ -30,9 +35,6 @@ from .rules import (
     _Pattern,
 )
 
-if TYPE_CHECKING:
-    from .engine import AlertEngine
-
 __all__ = [
     "CONDITIONS",
     "FIRING",
@@ -43,6 +45,7 @@ __all__ = [
     "AbsenceCondition",
     "AnomalyCondition",
     "Condition",
+    "Decision",
     "Instance",
     "MetricCondition",
     "NonFiniteCondition",
@@ -59,6 +62,10 @@ __all__ = [
 
 #: Event classes that are a run's own activity (and keep it from being "absent").
 RUN_ACTIVITY: Final = frozenset({Metric, LogEvent, Heartbeat, ExceptionEvent, StatePatch})
+
+#: One evaluation's outcome: whether the condition holds, and the alert's value then
+#: (``None``: the value stays what it was).
+Decision = tuple[bool, float | None]
 
 INACTIVE: Final = "inactive"
 PENDING: Final = "pending"
@@ -211,24 +218,31 @@ def decode_float(path: str, value: object, *, optional: bool = True) -> float | 
 class Condition:
     """A rule ready to evaluate: its index, matchers and signal state factory."""
 
-    __slots__ = ("index", "rule")
+    __slots__ = ("index", "keeps_state", "rule")
     needs_samples: ClassVar[bool] = False
 
     def __init__(self, index: int, rule: Rule) -> None:
         self.index = index
         self.rule = rule
+        #: Whether the rule keeps signal state in its instances: the engine finds or creates the
+        #: instance before judging (otherwise it creates one only for a true condition).
+        self.keeps_state = False
 
-    def new_data(self, engine: AlertEngine) -> Any:
-        """Fresh signal state for a new instance (``None``: the kind keeps none)."""
+    def new_data(self, max_window_values: int) -> Any:
+        """Fresh signal state for a new instance (``None``: the kind keeps none).
+
+        Args:
+            max_window_values: the most values a window may hold.
+        """
         return None
 
     def dump_data(self, data: Any) -> Any:
         """The JSON form of an instance's signal state, or ``None`` to not persist it."""
         return None
 
-    def load_data(self, engine: AlertEngine, raw: Any, path: str) -> Any:
+    def load_data(self, max_window_values: int, raw: Any, path: str) -> Any:
         """Signal state from :meth:`dump_data`'s output (``None``: start fresh)."""
-        return self.new_data(engine)
+        return self.new_data(max_window_values)
 
     @property
     def template_metric(self) -> str:
@@ -248,7 +262,18 @@ class MetricCondition(Condition):
     def matches(self, name: str) -> bool:
         return not self.patterns or any(pattern.match(name) for pattern in self.patterns)
 
-    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
+    def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
+        """One evaluation of the series ``name`` of a run, after a batch.
+
+        Args:
+            instance: the series' alert instance (kinds that keep state), else ``None``.
+            batch: what the batch held of the run.
+            name: the metric.
+            last: its last value in the batch.
+
+        Returns:
+            The decision, or ``None`` when there was nothing to judge.
+        """
         raise NotImplementedError
 
 
@@ -260,31 +285,23 @@ class ThresholdCondition(MetricCondition):
         self.compare = OPERATORS[rule.op]
         self.threshold = rule.threshold
         self.mean = rule.aggregate == "mean"
+        self.keeps_state = self.mean
         self.window_seconds = rule.window_seconds
 
     @property
     def needs_samples(self) -> bool:  # type: ignore[override]  # per rule here, a class constant elsewhere
         return self.mean
 
-    def new_data(self, engine: AlertEngine) -> Any:
-        return _MeanWindow(self.window_seconds, engine.max_window_values) if self.mean else None
+    def new_data(self, max_window_values: int) -> Any:
+        return _MeanWindow(self.window_seconds, max_window_values) if self.mean else None
 
-    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
-        if self.mean:
-            instance = engine._instance(run, self, name, create=True)
-            if instance is None:
-                return
+    def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
+        if instance is not None and self.mean:
             window: _MeanWindow = instance.data
             window.add(*batch.finite_samples(name))
             value = window.mean()
-            condition = value is not None and self.compare(value, self.threshold)
-        else:
-            value = last
-            condition = self.compare(last, self.threshold)
-            instance = engine._instance(run, self, name, create=condition)
-            if instance is None:
-                return
-        engine._apply(instance, condition, value, now)
+            return value is not None and self.compare(value, self.threshold), value
+        return self.compare(last, self.threshold), last
 
 
 class _MeanWindow:
@@ -350,12 +367,9 @@ class NonFiniteCondition(MetricCondition):
     def __init__(self, index: int, rule: NonFiniteRule) -> None:
         super().__init__(index, rule, rule.metrics)
 
-    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
+    def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
         bad = batch.non_finite.get(name)
-        condition = bad is not None
-        instance = engine._instance(run, self, name, create=condition)
-        if instance is not None:
-            engine._apply(instance, condition, bad if bad is not None else last, now)
+        return (True, bad) if bad is not None else (False, last)
 
 
 class _Patience:
@@ -375,26 +389,25 @@ class StagnationCondition(MetricCondition):
 
     def __init__(self, index: int, rule: StagnationRule) -> None:
         super().__init__(index, rule, (rule.metric,))
+        self.keeps_state = True
         self.minimise = rule.mode == "min"
         self.delta = rule.min_delta
         self.steps = rule.steps
         self.window_seconds = rule.window_seconds
 
-    def new_data(self, engine: AlertEngine) -> Any:
+    def new_data(self, max_window_values: int) -> Any:
         return _Patience(math.inf if self.minimise else -math.inf)
 
     def dump_data(self, data: Any) -> Any:
         return [encode_float(data.best), data.calls, data.since]
 
-    def load_data(self, engine: AlertEngine, raw: Any, path: str) -> Any:
+    def load_data(self, max_window_values: int, raw: Any, path: str) -> Any:
         if not (isinstance(raw, list) and len(raw) == 3 and type(raw[1]) is int):
             raise ValueError(f"{path}: must be [best, calls, since]")
         return _Patience(decode_float(path, raw[0], optional=False), raw[1], decode_float(path, raw[2]))
 
-    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
-        instance = engine._instance(run, self, name, create=True)
-        if instance is None:
-            return
+    def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
+        assert instance is not None  # keeps_state: the engine passes the instance
         patience: _Patience = instance.data
         times, values = batch.samples(name)
         best, calls, since, delta = patience.best, patience.calls, patience.since, self.delta
@@ -407,13 +420,10 @@ class StagnationCondition(MetricCondition):
                     since = t
         patience.best, patience.calls, patience.since = best, calls, since
         if self.steps is not None:
-            value = float(calls)
-            condition = calls >= self.steps
-        else:
-            assert self.window_seconds is not None
-            value = (max(times) - since) if times and since is not None else 0.0
-            condition = value >= self.window_seconds
-        engine._apply(instance, condition, value, now)
+            return calls >= self.steps, float(calls)
+        assert self.window_seconds is not None
+        value = (max(times) - since) if times and since is not None else 0.0
+        return value >= self.window_seconds, value
 
 
 class _ZWindow:
@@ -457,19 +467,18 @@ class AnomalyCondition(MetricCondition):
 
     def __init__(self, index: int, rule: AnomalyRule) -> None:
         super().__init__(index, rule, (rule.metric,))
+        self.keeps_state = True
         self.z = rule.z
         self.size = rule.window_values
         assert rule.min_values is not None
         self.min_values = rule.min_values
         self.direction = {"both": 0, "above": 1, "below": -1}[rule.direction]
 
-    def new_data(self, engine: AlertEngine) -> Any:
+    def new_data(self, max_window_values: int) -> Any:
         return _ZWindow(self.size)
 
-    def evaluate(self, engine: AlertEngine, run: RunState, batch: RunBatch, name: str, last: float, now: float) -> None:
-        instance = engine._instance(run, self, name, create=True)
-        if instance is None:
-            return
+    def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
+        assert instance is not None  # keeps_state: the engine passes the instance
         window: _ZWindow = instance.data
         batch_values = batch.finite_samples(name)[1]
         if len(batch_values) >= _VECTORISE_FROM:
@@ -477,11 +486,10 @@ class AnomalyCondition(MetricCondition):
         else:
             worst, latest = self._judge(window, batch_values)
         if worst is not None:
-            engine._apply(instance, True, worst, now)
-        elif latest is not None:
-            engine._apply(instance, False, latest, now)
-        elif instance.state != INACTIVE:
-            engine._apply(instance, False, None, now)
+            return True, worst
+        if latest is not None:
+            return False, latest
+        return (False, None) if instance.state != INACTIVE else None
 
     def _judge(self, window: _ZWindow, batch_values: list[float]) -> tuple[float | None, float | None]:
         """Each value against the window before it, one at a time.
@@ -583,21 +591,25 @@ class RateCondition(Condition):
             return False
         return not self.types or any(pattern.match(type_) for pattern in self.types)
 
-    def new_data(self, engine: AlertEngine) -> Any:
+    def new_data(self, max_window_values: int) -> Any:
         return deque(maxlen=self.capacity)
 
     def dump_data(self, data: Any) -> Any:
         return list(data)
 
-    def load_data(self, engine: AlertEngine, raw: Any, path: str) -> Any:
+    def load_data(self, max_window_values: int, raw: Any, path: str) -> Any:
         if not isinstance(raw, list) or not all(type(t) is float or type(t) is int for t in raw):
             raise ValueError(f"{path}: must be a list of timestamps")
         return deque(map(float, raw), maxlen=self.capacity)
 
-    def evaluate(self, engine: AlertEngine, run: RunState, hits: list[float] | None, clock: float, now: float) -> None:
-        instance = engine._instance(run, self, None, create=bool(hits))
-        if instance is None:
-            return
+    def judge_window(self, instance: Instance, hits: list[float] | None, clock: float) -> Decision:
+        """Add the batch's matching events (their timestamps) and count those within the window.
+
+        Args:
+            instance: the run's instance (the engine creates one when there are hits).
+            hits: timestamps of the matching events, or ``None`` (time passing alone).
+            clock: the run's event clock: the window ends there.
+        """
         window: deque[float] = instance.data
         if hits:
             window.extend(hits)
@@ -605,9 +617,12 @@ class RateCondition(Condition):
         while window and window[0] < cutoff:
             window.popleft()
         count = len(window)
-        engine._apply(instance, self.compare(count, self.limit), float(count), now)
-        if not window and instance.state == INACTIVE:
-            engine._drop_instance(run, instance)
+        return self.compare(count, self.limit), float(count)
+
+    @staticmethod
+    def spent(instance: Instance) -> bool:
+        """Whether the instance holds nothing worth keeping (an empty window, no alert)."""
+        return not instance.data and instance.state == INACTIVE
 
 
 class AbsenceCondition(Condition):
@@ -630,15 +645,13 @@ class AbsenceCondition(Condition):
             return run.last_event_at
         return run.last_metric_at.get(self.index)
 
-    def evaluate(self, engine: AlertEngine, run: RunState, now: float) -> None:
+    def judge_silence(self, run: RunState, now: float) -> Decision | None:
+        """Whether the run has been silent (for this rule's target) long enough; ``None``: not watched yet."""
         last = self.last_seen(run)
         if last is None:
-            return  # not watched yet
+            return None
         elapsed = max(0.0, now - last)
-        condition = not run.paused and elapsed >= self.duration
-        instance = engine._instance(run, self, None, create=condition)
-        if instance is not None:
-            engine._apply(instance, condition, elapsed, now)
+        return not run.paused and elapsed >= self.duration, elapsed
 
 
 CONDITIONS: Final[Mapping[type[Rule], Callable[[int, Any], Condition]]] = {

@@ -281,9 +281,9 @@ class AlertEngine:
                 clock = run.event_clock(now)
                 for rate in self._rate_rules:
                     if (rate.index, None) in run.instances:
-                        rate.evaluate(self, run, None, clock, now)
+                        self._judge_rate(run, rate, None, clock, now)
             for absence in self._absence_rules:
-                absence.evaluate(self, run, now)
+                self._judge_absence(run, absence, now)
         for instance in list(self._live.values()):
             # A held condition: a pending alert may have waited long enough,
             # a firing one whose condition is false may have been kept long enough.
@@ -352,7 +352,7 @@ class AlertEngine:
             for name, value in batch.last.items():
                 rules, absences = self._rules_for(name)
                 for rule in rules:
-                    rule.evaluate(self, run, batch, name, value, now)
+                    self._judge_series(run, rule, batch, name, value, now)
                 for index in absences:
                     run.last_metric_at[index] = now
             for index in self._absence_any_metric:
@@ -360,9 +360,9 @@ class AlertEngine:
         for index, hits in batch.hits.items():
             rate = self._compiled[index]
             assert isinstance(rate, RateCondition)
-            rate.evaluate(self, run, hits, run.clock_ts, now)
+            self._judge_rate(run, rate, hits, run.clock_ts, now)
         for absence in self._absence_rules:
-            absence.evaluate(self, run, now)
+            self._judge_absence(run, absence, now)
 
     def _lifecycle(self, event: RunLifecycle, now: float) -> None:
         transition = event.transition
@@ -389,7 +389,7 @@ class AlertEngine:
                     run.last_metric_at[index] = now
             run.paused = False
         for absence in self._absence_rules:
-            absence.evaluate(self, run, now)
+            self._judge_absence(run, absence, now)
 
     def _end_run(self, run_id: str, now: float) -> None:
         """Resolve a run's alerts and forget it."""
@@ -404,6 +404,49 @@ class AlertEngine:
             self._live.pop((instance.compiled.index, instance.run_id, instance.metric), None)
             self._series[instance.compiled.index] -= 1
 
+    # -- applying the conditions' decisions --------------------------------------------------------
+
+    def _judge_series(
+        self, run: RunState, rule: MetricCondition, batch: RunBatch, name: str, last: float, now: float
+    ) -> None:
+        """One evaluation of a metric rule on one series of a run."""
+        if rule.keeps_state:
+            instance = self._instance(run, rule, name, create=True)
+            if instance is None:
+                return
+            decision = rule.judge(instance, batch, name, last)
+            if decision is None:
+                return
+        else:
+            decision = rule.judge(None, batch, name, last)
+            if decision is None:
+                return
+            instance = self._instance(run, rule, name, create=decision[0])
+            if instance is None:
+                return
+        self._apply(instance, decision[0], decision[1], now)
+
+    def _judge_rate(
+        self, run: RunState, rate: RateCondition, hits: list[float] | None, clock: float, now: float
+    ) -> None:
+        """One evaluation of a rate rule on a run: the batch's matching events, or time passing."""
+        instance = self._instance(run, rate, None, create=bool(hits))
+        if instance is None:
+            return
+        condition, value = rate.judge_window(instance, hits, clock)
+        self._apply(instance, condition, value, now)
+        if rate.spent(instance):
+            self._drop_instance(run, instance)
+
+    def _judge_absence(self, run: RunState, absence: AbsenceCondition, now: float) -> None:
+        """One evaluation of an absence rule on a run."""
+        decision = absence.judge_silence(run, now)
+        if decision is None:
+            return
+        instance = self._instance(run, absence, None, create=decision[0])
+        if instance is not None:
+            self._apply(instance, decision[0], decision[1], now)
+
     # -- the state machine -------------------------------------------------------------------------
 
     def _instance(self, run: RunState, compiled: Condition, metric: str | None, *, create: bool) -> Instance | None:
@@ -413,7 +456,7 @@ class AlertEngine:
                 self.dropped_series += 1
                 return None
             instance = run.instances[(compiled.index, metric)] = Instance(
-                compiled, run.run_id, metric, compiled.new_data(self)
+                compiled, run.run_id, metric, compiled.new_data(self.max_window_values)
             )
             self._series[compiled.index] += 1
         return instance
@@ -674,7 +717,11 @@ class AlertEngine:
         if state != INACTIVE and active_since is None:
             raise ValueError(f"{path}.active_since: a {state} alert needs it")
         raw = record.get("data")
-        data = compiled.new_data(self) if raw is None else compiled.load_data(self, raw, f"{path}.data")
+        data = (
+            compiled.new_data(self.max_window_values)
+            if raw is None
+            else compiled.load_data(self.max_window_values, raw, f"{path}.data")
+        )
         run = self._run(run_id, 0.0)
         instance = self._instance(run, compiled, metric, create=True)
         if instance is None:

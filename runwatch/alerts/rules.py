@@ -4,7 +4,7 @@ Pure code: no I/O, no clock. Rules are frozen dataclasses, one class per
 kind, validated at construction (a :class:`~runwatch.exceptions.ConfigError`
 naming the field); :func:`parse_rules` builds them from TOML/JSON tables and
 prefixes errors with ``rules[i].``. The evaluator is
-:class:`~runwatch.alerts.engine.AlertEngine` (also importable from here).
+:class:`~runwatch.alerts.engine.AlertEngine`.
 
 ====================  ========================================================
 ``threshold``         a metric (name or glob) compared with a value, on its
@@ -39,12 +39,9 @@ import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Final
+from typing import Any, ClassVar, Final
 
 from ..exceptions import ConfigError
-
-if TYPE_CHECKING:
-    from .engine import AlertEngine
 
 __all__ = [
     "DEFAULT_RULES",
@@ -53,7 +50,6 @@ __all__ = [
     "SEVERITIES",
     "TEMPLATE_FIELDS",
     "AbsenceRule",
-    "AlertEngine",
     "AnomalyRule",
     "NonFiniteRule",
     "RateRule",
@@ -626,12 +622,3 @@ DEFAULT_RULES: Final[tuple[Rule, ...]] = (
         annotations={"summary": "no heartbeat from run {run_id} for {value:.0f} s"},
     ),
 )
-
-
-def __getattr__(name: str) -> Any:
-    # AlertEngine lives in .engine, which imports this module: load it on first use.
-    if name == "AlertEngine":
-        from .engine import AlertEngine
-
-        return AlertEngine
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
