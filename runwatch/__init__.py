@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ._version import __version__ as __version__
 from .config import MonitorConfig as MonitorConfig
 from .errors import ErrorCategory as ErrorCategory
 from .errors import ErrorHandler as ErrorHandler
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from .sessions import get_session_monitor as get_session_monitor
     from .store.manager import DatabaseManager as DatabaseManager
 
-__version__ = "0.1.0"
 
 __all__ = [
     "AlertEvent",

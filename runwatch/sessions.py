@@ -573,7 +573,7 @@ class SessionMonitor:
 
     def log_system_startup(self) -> None:
         """Record that the application (and this monitor) started, with host and version details."""
-        from . import __version__
+        from ._version import __version__
 
         with self._lock:
             now = time.time()
