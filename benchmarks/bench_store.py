@@ -65,8 +65,9 @@ from runwatch.store.codecs import (
     encode_float_column,
     encode_int_column,
 )
+from runwatch.store.connections import apply_pragmas
 from runwatch.store.frames import series_frame
-from runwatch.store.schema import apply_pragmas, prepare_database
+from runwatch.store.schema import prepare_database
 from runwatch.store.series import SeriesBuilder
 
 RESULTS = Path(__file__).parent / "results"

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..exceptions import BackupError, StoreError
-from . import forksafe
+from . import connections
 from .schema import SCHEMA_VERSION, current_version, make_private_dirs
 
 __all__ = ["BACKUP_PREFIX", "backup_file_name", "check_backup", "create_backup", "restore_backup"]
@@ -108,14 +108,14 @@ def _remove(*paths: Path) -> None:
 def _integrity_problems(path: Path) -> list[str]:
     """What ``PRAGMA integrity_check`` reports for a self-contained file (``[]`` when fine)."""
     uri = path.absolute().as_uri() + "?mode=ro&immutable=1"
-    with closing(forksafe.connect(uri, uri=True)) as conn:
+    with closing(connections.connect(uri, uri=True)) as conn:
         found = [str(row[0]) for row in conn.execute("PRAGMA integrity_check(10)")]
     return [] if found == ["ok"] else found
 
 
 def _copy_to_new_file(source: sqlite3.Connection, target: Path) -> None:
     """Copy ``source`` into the new, empty file ``target`` as a self-contained database."""
-    with closing(forksafe.connect(target, isolation_level=None)) as copy:
+    with closing(connections.connect(target, isolation_level=None)) as copy:
         source.backup(copy)  # pages=-1: one step, one read snapshot (see the module docs)
         copy.execute("PRAGMA journal_mode = DELETE").fetchall()
 
@@ -167,7 +167,7 @@ def _write_backup(db_path: Path, temporary: Path, final: Path) -> None:
     """Copy, check, sync and rename; the temporary file is removed on any failure."""
     try:
         uri = db_path.absolute().as_uri() + "?mode=ro"
-        with closing(forksafe.connect(uri, uri=True, timeout=5.0)) as source:
+        with closing(connections.connect(uri, uri=True, timeout=5.0)) as source:
             _copy_to_new_file(source, temporary)
         problems = _integrity_problems(temporary)
         if problems:
@@ -255,7 +255,7 @@ def check_backup(path: str | Path) -> int:
         if problems:
             raise BackupError(name, f"fails SQLite's integrity check: {'; '.join(problems[:3])}")
         uri = file.absolute().as_uri() + "?mode=ro&immutable=1"
-        with closing(forksafe.connect(uri, uri=True)) as conn:
+        with closing(connections.connect(uri, uri=True)) as conn:
             version = current_version(conn)
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as exc:
@@ -276,7 +276,7 @@ def check_backup(path: str | Path) -> int:
 def _lock_exclusively(db_path: Path, timeout_seconds: float) -> sqlite3.Connection:
     """A connection holding the store's lock until it is closed; refused while anyone else has it open."""
     try:
-        conn = forksafe.connect(db_path, timeout=timeout_seconds, isolation_level=None)
+        conn = connections.connect(db_path, timeout=timeout_seconds, isolation_level=None)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the database {str(db_path)!r}: {exc}") from exc
     try:
@@ -348,7 +348,7 @@ def restore_backup(
                 _remove(kept, Path(str(kept) + "-journal"))
                 raise StoreError(f"cannot keep a copy of {str(target)!r} before restoring: {exc}") from exc
         uri = source_file.absolute().as_uri() + "?mode=ro&immutable=1"
-        with closing(forksafe.connect(uri, uri=True)) as source:
+        with closing(connections.connect(uri, uri=True)) as source:
             source_page_size = source.execute("PRAGMA page_size").fetchone()[0]
             if conn.execute("PRAGMA page_size").fetchone()[0] != source_page_size:
                 # A WAL database cannot change its page size: copy through a rollback journal.

@@ -40,7 +40,7 @@ import orjson
 
 from ..events import json_number
 from ..exceptions import StoreError
-from . import forksafe, queries
+from . import connections, queries
 from .downsample import ROLLUP_COLUMNS
 
 __all__ = ["EXPORT_FORMAT", "export_run"]
@@ -86,9 +86,8 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
     output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a directory this creates is private
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
     target = output_dir / f"{_UNSAFE.sub('_', run_id)[:100]}-{stamp}.zip"
-    connection = forksafe.connect(db_path, timeout=10)
+    connection = connections.open_reader(db_path, timeout=10)
     try:
-        connection.execute("PRAGMA query_only = 1")
         connection.execute("BEGIN")  # one snapshot for every file (the queries reuse it)
         summary = queries.run_summary(connection, run_id)
         frame = queries.run_metrics_frame(connection, run_id)

@@ -43,7 +43,7 @@ import orjson
 
 from ..events import LEVELS, MAX_TIMESTAMP, Metric
 from ..exceptions import RunwatchError, StoreError
-from . import forksafe
+from . import connections
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -307,7 +307,7 @@ def _open_store(db_path: str) -> sqlite3.Connection:
         except (sqlite3.DatabaseError, OSError) as exc:
             raise StoreError(f"cannot create the database {db_path!r}: {exc}") from exc
     try:
-        connection = forksafe.connect(db_path, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+        connection = connections.open_read_write(db_path, timeout=_BUSY_TIMEOUT_SECONDS)
     except sqlite3.Error as exc:
         raise StoreError(f"cannot open the database {db_path!r}: {exc}") from exc
     try:

@@ -29,8 +29,9 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 from ..exceptions import StoreError
-from . import backup, downsample, forksafe, lifecycle, queries
-from .schema import SCHEMA_VERSION, apply_pragmas, current_version, migrate, prepare_database
+from . import backup, connections, downsample, lifecycle, queries
+from .connections import apply_pragmas
+from .schema import SCHEMA_VERSION, current_version, migrate, prepare_database
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,8 +40,6 @@ __all__ = ["DatabaseManager"]
 
 _T = TypeVar("_T")
 
-# How long a connection waits for a lock held by a writer before failing.
-_BUSY_TIMEOUT_SECONDS = 5.0
 
 _RUN_TIME_KEYS = ("start_time", "end_time", "updated_at", "last_heartbeat")
 
@@ -112,9 +111,8 @@ class DatabaseManager:
         empty database that would hide a wrong path.
         """
         self._check_open()
-        uri = self.db_path.absolute().as_uri() + "?mode=rw"
         try:
-            conn = forksafe.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS)
+            conn = connections.open_read_write(self.db_path) if write else connections.open_reader(self.db_path)
         except sqlite3.OperationalError as exc:
             if not self.db_path.exists():
                 raise StoreError(
@@ -122,8 +120,6 @@ class DatabaseManager:
                 ) from None
             raise StoreError(f"cannot open the database {str(self.db_path)!r}: {exc}") from exc
         try:
-            if not write:
-                conn.execute("PRAGMA query_only = ON")
             if check_schema:
                 self._check_schema(conn)
             yield conn

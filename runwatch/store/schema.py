@@ -47,13 +47,13 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import forksafe
+from . import connections
+from .connections import apply_pragmas
 
 __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Migration",
-    "apply_pragmas",
     "create_private_file",
     "current_version",
     "make_private_dirs",
@@ -284,20 +284,6 @@ MIGRATIONS += (
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
 
-def apply_pragmas(connection: sqlite3.Connection) -> None:
-    """Settings for every connection: WAL, a busy timeout, ``synchronous=NORMAL``.
-
-    ``synchronous=NORMAL`` in WAL mode keeps every committed transaction
-    across a process crash; only an OS crash or power loss can lose the last
-    transactions (https://www.sqlite.org/wal.html).
-    """
-    connection.execute("PRAGMA busy_timeout = 5000")
-    mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
-    if mode != "wal":
-        connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = NORMAL")
-
-
 def make_private_dirs(path: str | os.PathLike[str]) -> None:
     """Create the directory ``path`` and its missing parents with mode 0700.
 
@@ -353,7 +339,7 @@ def prepare_database(path: str) -> None:
     if path and path != ":memory:" and not path.startswith("file:"):
         make_private_dirs(Path(path).absolute().parent)
         create_private_file(path)
-    connection = forksafe.connect(path)
+    connection = connections.connect(path)
     try:
         apply_pragmas(connection)
         migrate(connection)

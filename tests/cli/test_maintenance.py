@@ -200,11 +200,11 @@ def test_optimize_on_a_locked_store_fails_in_one_line(
     runner: CliRunner, store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """While another connection holds the write lock, optimize gives up after the busy timeout in one line."""
-    import runwatch.store.manager as manager
+    import runwatch.store.connections as connections
 
-    # migrate and cleanup are not tested so: their lock waits (5 s in schema.apply_pragmas, 30 s per
+    # migrate and cleanup are not tested so: their lock waits (5 s in connections.apply_pragmas, 30 s per
     # transaction in lifecycle.LOCK_WAIT_SECONDS) are fixed and too slow for this suite.
-    monkeypatch.setattr(manager, "_BUSY_TIMEOUT_SECONDS", 0.05)
+    monkeypatch.setattr(connections, "BUSY_TIMEOUT_SECONDS", 0.05)
     holder = sqlite3.connect(store.path, isolation_level=None)
     try:
         holder.execute("BEGIN IMMEDIATE")
