@@ -38,10 +38,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..exceptions import StoreError
-from .chunk_store import run_keys
 from .chunks import INT64_MAX, ChunkRow, decode_chunk, parse_blocks
 from .codecs import CodecError
-from .queries import _read_snapshot
+from .queries.common import read_snapshot, run_keys
 
 __all__ = ["ChartSeries", "chart"]
 
@@ -138,7 +137,7 @@ def chart(
         if bound is not None and not math.isfinite(bound):
             raise ValueError(f"{what} must be finite, got {bound!r}")
     scale = 1.0 if x == "step" else 1e6  # x units → stored integers (steps or microseconds)
-    with _read_snapshot(connection):
+    with read_snapshot(connection):
         keys = run_keys(connection, list(dict.fromkeys(run_ids)))
         origins = _origins(connection, keys, x)
         found: list[tuple[str, str, int, list[_ChunkInfo]]] = []

@@ -22,11 +22,12 @@ from typing import Any, Final, Literal
 import numpy as np
 import numpy.typing as npt
 
-from ..exceptions import StoreError, UnknownRunError
+from ..exceptions import StoreError
+from .chart import chart
 from .chunk_schema import CHUNK_COLUMNS, chunk_tables_exist
 from .chunks import VALUE_FLOAT, VALUE_INT, ChunkColumns, ChunkRow, decode_chunk
 from .codecs import CodecError
-from .queries import _read_snapshot, check_run_id  # one snapshot helper and run-id check for all reads
+from .queries.common import read_snapshot, run_keys  # shared by every read of the store
 from .series import CallGroup, ChunkWrites, SeriesBuilder, SeriesKey
 
 __all__ = [
@@ -37,7 +38,6 @@ __all__ = [
     "commit_writes",
     "read_series",
     "read_summaries",
-    "run_keys",
 ]
 
 XAxis = Literal["seq", "step", "time"]
@@ -51,25 +51,6 @@ _RANGE_COLUMNS: Final = {
     "step": ("step_min", "step_max"),
     "time": ("time_min", "time_max"),
 }
-
-
-def run_keys(connection: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str, int]:
-    """Run id → the run's integer key in ``runs``.
-
-    Raises:
-        TypeError, ValueError: a run id that is not a valid run id.
-        UnknownRunError: a run id is not in the store.
-    """
-    keys: dict[str, int] = {}
-    for run_id in run_ids:
-        if run_id in keys:
-            continue
-        check_run_id(run_id)
-        row = connection.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None:
-            raise UnknownRunError(run_id)
-        keys[run_id] = int(row[0])
-    return keys
 
 
 class ChunkWriter:
@@ -291,7 +272,7 @@ def read_series(
     unknown = decode - {"seq", "step", "time", "value", "tags"}
     if unknown:
         raise ValueError(f"unknown columns {sorted(unknown)}")
-    with _read_snapshot(connection):
+    with read_snapshot(connection):
         run = run_keys(connection, [run_id])[run_id]
         rows = _chunk_rows(connection, run, wanted, by, low, high)
     by_name: dict[str, list[tuple[Any, ...]]] = {}
@@ -424,7 +405,7 @@ def read_summaries(
     """
     wanted = _check_names(names)
     where = "s.run = ?"
-    with _read_snapshot(connection):
+    with read_snapshot(connection):
         run = run_keys(connection, [run_id])[run_id]
         params: list[Any] = [run]
         if wanted is not None:
@@ -588,6 +569,4 @@ class SQLiteSeriesStore:
 
     def chart(self, run_ids: Sequence[str], names: Sequence[str], **options: Any) -> Any:
         """See :func:`runwatch.store.chart.chart`."""
-        from .chart import chart
-
         return chart(self.connection, run_ids, names, **options)

@@ -1,0 +1,71 @@
+"""Read queries over the SQLite store: plain functions of a ``sqlite3.Connection``, by entity.
+
+Everything here reads what :mod:`runwatch.store.encode` wrote and returns
+plain values: dicts, lists, or a pandas ``DataFrame`` for metrics. Times are
+seconds since the Unix epoch (floats); :class:`~runwatch.store.manager.DatabaseManager`
+turns them into ``datetime`` objects for the public API. The functions never
+hold a connection or a transaction beyond their own call, so they are safe to
+run beside a writer in another thread or process (the store is in WAL mode:
+readers see the last committed transaction and never block the writer).
+
+- :mod:`.common`: argument checks, decoding, run keys, one snapshot per read;
+- :mod:`.runs`: the run list, a run's summary, state and state history, and
+  :func:`mark_crashed_runs` (the one writing function: it repairs the status
+  of runs whose writer process died, and needs a connection that may write);
+- :mod:`.events`: a run's events, alert transitions and current alerts;
+- :mod:`.metrics`: logging calls as a DataFrame, one metric as arrays;
+- :mod:`.sessions`: application sessions (kind ``session``).
+
+Decoding rules (see ``encode.py``): metric values are JSON arrays in which
+``null`` is NaN and the strings ``"inf"``/``"-inf"`` are ±Inf. The same
+strings can end up as TEXT in the REAL columns of ``metric_stats``; they are
+decoded here too.
+"""
+
+from __future__ import annotations
+
+from ...events import to_epoch_seconds as to_epoch_seconds
+from .common import ACTIVE_STATUSES as ACTIVE_STATUSES
+from .common import ALERT_QUERY_STATES as ALERT_QUERY_STATES
+from .common import MIN_READ_VERSION as MIN_READ_VERSION
+from .common import RUN_STATUSES as RUN_STATUSES
+from .common import TimeLike as TimeLike
+from .common import check_limit as check_limit
+from .common import check_run_id as check_run_id
+from .common import check_status as check_status
+from .events import alert_events as alert_events
+from .events import alerts as alerts
+from .events import run_events as run_events
+from .metrics import METRIC_ALIGNMENTS as METRIC_ALIGNMENTS
+from .metrics import check_align as check_align
+from .metrics import metric_series as metric_series
+from .metrics import run_metrics_frame as run_metrics_frame
+from .runs import list_runs as list_runs
+from .runs import mark_crashed_runs as mark_crashed_runs
+from .runs import run_state as run_state
+from .runs import run_summary as run_summary
+from .runs import state_history as state_history
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ALERT_QUERY_STATES",
+    "METRIC_ALIGNMENTS",
+    "MIN_READ_VERSION",
+    "RUN_STATUSES",
+    "TimeLike",
+    "alert_events",
+    "alerts",
+    "check_align",
+    "check_limit",
+    "check_run_id",
+    "check_status",
+    "list_runs",
+    "mark_crashed_runs",
+    "metric_series",
+    "run_events",
+    "run_metrics_frame",
+    "run_state",
+    "run_summary",
+    "state_history",
+    "to_epoch_seconds",
+]
