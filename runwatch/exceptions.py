@@ -6,6 +6,7 @@ Hierarchy::
      ├── ConfigError (ValueError)      a configuration value or graph is wrong
      ├── UnknownRunError (ValueError)  no run has the given id
      ├── StoreError                    the database is unusable for the request
+     │    ├── StoreUnavailable         the store is locked or failing for now (retry later)
      │    └── BackupError (ValueError) a backup file is corrupt or foreign
      ├── BatchIdConflict (ValueError)  an ingest batch id reused for different content
      ├── BatchNotStored                an ingested batch was not committed (retry it)
@@ -27,6 +28,7 @@ __all__ = [
     "PipelineNotRunning",
     "RunwatchError",
     "StoreError",
+    "StoreUnavailable",
     "UnknownRunError",
 ]
 
@@ -59,6 +61,11 @@ class UnknownRunError(RunwatchError, ValueError):
 
 class StoreError(RunwatchError):
     """The database cannot serve the request."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take the request for now: locked by another writer past the wait, a full or
+    failing disk, a read-only file. Retrying later may succeed; nothing of the request was done."""
 
 
 class BackupError(StoreError, ValueError):

@@ -98,7 +98,7 @@ def child_main(conn: Connection, db: str, data: str) -> None:
         return thread.call(snapshot, timeout=10)
 
     async def set_max_pages(pages: int) -> int:
-        async with sink._db.execute(f"PRAGMA max_page_count = {int(pages)}") as cursor:
+        async with sink._writer._db.execute(f"PRAGMA max_page_count = {int(pages)}") as cursor:
             return (await cursor.fetchone())[0]
 
     def disk(full: bool) -> int:

@@ -247,8 +247,8 @@ def retry_bound(seconds: float) -> int:
 
 
 async def _on_writer(sink: Any, sql: str) -> list[Any]:
-    # The sink exposes no hook for its writer connection's pragmas: the test reaches in.
-    async with sink._db.execute(sql) as cursor:  # noqa: SLF001
+    # The store exposes no hook for its writer connection's pragmas: the test reaches in.
+    async with sink._writer._db.execute(sql) as cursor:  # noqa: SLF001
         return list(await cursor.fetchall())
 
 

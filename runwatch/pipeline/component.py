@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from ..store.base import Store
 from .buffer import as_event_batch
 
 if TYPE_CHECKING:
@@ -96,21 +97,39 @@ class ReceiptBook:
             listener(keys)
 
 
+def open_sqlite_store(path: str) -> Store:
+    """The SQLite store at ``path`` (the default backend)."""
+    from ..store.sqlite import SQLiteStore
+
+    return SQLiteStore(path)
+
+
 @dataclass
 class ComponentContext:
     """What the pipeline shares with its components.
 
     Attributes:
-        db_path: the SQLite store's path.
+        db_path: the store's path.
         data_dir: where components may write files (snapshots, spools).
         services: named objects shared at run time (e.g. the websocket hub).
         receipts: where store sinks report committed ingest receipts.
+        open_store: the store backend: the :class:`~runwatch.store.base.Store` at a path.
     """
 
     db_path: str = "monitoring.db"
     data_dir: Path = field(default_factory=lambda: Path("monitor_data"))
     services: dict[str, Any] = field(default_factory=dict)
     receipts: ReceiptBook = field(default_factory=ReceiptBook)
+    open_store: Callable[[str], Store] = open_sqlite_store
+
+    @property
+    def store(self) -> Store:
+        """The pipeline's store (at :attr:`db_path`): components ask it, never run SQL themselves."""
+        return self.open_store(self.db_path)
+
+    def store_at(self, path: str | None) -> Store:
+        """The store at ``path`` (a component's own ``path`` option), or the pipeline's for ``None``."""
+        return self.open_store(path or self.db_path)
 
 
 class Output:

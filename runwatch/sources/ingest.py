@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -40,7 +39,6 @@ from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition, e
 from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
 from ..pipeline.component import ComponentContext, Output, Source
 from ..pipeline.component import Options as BaseOptions
-from ..store import forksafe
 
 __all__ = ["SERVICE_NAME", "IngestResult", "IngestSource", "content_digest"]
 
@@ -272,26 +270,12 @@ class IngestSource(Source):
             self._stored.popitem(last=False)
 
     async def _stored_digest(self, key: _Key) -> str | None:
-        """The digest stored under ``key`` (``""`` for an id recorded before ids were scoped), or ``None``."""
-        path = self.context.db_path
+        """The digest stored under ``key`` (``""`` for an id recorded before ids were scoped), or ``None``.
 
-        def lookup() -> str | None:
-            connection = forksafe.connect(path, timeout=5)
-            try:
-                row = connection.execute(
-                    "SELECT digest FROM ingest_batches WHERE batch_id = ? AND scope IN (?, '')"
-                    " ORDER BY scope DESC LIMIT 1",
-                    (key[1], key[0]),
-                ).fetchone()
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):  # a store nothing was written to yet
-                    return None
-                raise  # locked past the busy timeout: not knowing is not "not stored"
-            finally:
-                connection.close()
-            return None if row is None else (row[0] or "")
-
-        return await anyio.to_thread.run_sync(lookup)
+        Raises:
+            StoreUnavailable: the store stayed locked: not knowing is not "not stored".
+        """
+        return await anyio.to_thread.run_sync(self.context.store.stored_batch_digest, key[0], key[1])
 
     def statistics(self) -> dict[str, Any]:
         return {

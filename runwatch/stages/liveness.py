@@ -67,21 +67,18 @@ Metrics (in ``statistics()``): ``watched_runs``, ``hung_total``,
 from __future__ import annotations
 
 import math
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, Literal, NamedTuple
 
 import anyio
-import orjson
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..events import AlertEvent, Heartbeat, IngestReceipt, LogEvent, RunLifecycle, RunTransition
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
-from ..store import forksafe
+from ..store.base import Store
 from ..store.encode import LIVENESS_STATUS
 
 __all__ = [
@@ -385,45 +382,21 @@ def transition_event(transition: Transition, now: float, signal: str) -> LogEven
 
 # -- the I/O shell -------------------------------------------------------------------------
 
-_ROW_COLUMNS = "run_id, status, last_heartbeat, updated_at, metadata"
 
-
-def read_runs(path: str, run_ids: list[str] | None) -> list[StoredRun]:
+def read_runs(store: Store, run_ids: list[str] | None) -> list[StoredRun]:
     """Read runs from the store (blocking; run it on a worker thread).
 
     Args:
-        path: the SQLite file.
+        store: the store.
         run_ids: these runs; ``None`` for every run that is running or hung.
 
     Returns:
         One :class:`StoredRun` per run found (none when the store does not exist yet).
     """
-    if not Path(path).exists():
-        return []
-    connection = forksafe.connect(Path(path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
-    try:
-        if run_ids is None:
-            sql = f"SELECT {_ROW_COLUMNS} FROM runs WHERE status IN ('running', 'hung')"
-            params: tuple[Any, ...] = ()
-        else:
-            sql = f"SELECT {_ROW_COLUMNS} FROM runs WHERE run_id IN (SELECT value FROM json_each(?))"
-            params = (orjson.dumps(run_ids).decode(),)
-        try:
-            rows = connection.execute(sql, params).fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):  # an empty store: nothing to watch yet
-                return []
-            raise
-    finally:
-        connection.close()
     out = []
-    for run_id, status, heartbeat, updated_at, metadata in rows:
-        own = None
-        if metadata:
-            parsed = orjson.loads(metadata)
-            if isinstance(parsed, dict):
-                own = _timeout_of(parsed.get("heartbeat_timeout_seconds"))
-        out.append(StoredRun(run_id, status, heartbeat, updated_at, own))
+    for run in store.run_activity(run_ids):
+        own = _timeout_of(run.metadata.get("heartbeat_timeout_seconds")) if run.metadata else None
+        out.append(StoredRun(run.run_id, run.status, run.last_heartbeat, run.updated_at, own))
     return out
 
 
@@ -458,6 +431,7 @@ class LivenessStage(Stage):
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
         self.path = options.path or context.db_path
+        self.store = context.store_at(self.path)
         self.tick_interval_seconds = options.check_interval_seconds
         # Our own verdicts reach the store within a commit or two; until then its status is stale.
         settle = max(30.0, 3 * options.check_interval_seconds)
@@ -469,7 +443,7 @@ class LivenessStage(Stage):
         )
 
     async def start(self) -> None:
-        rows = await anyio.to_thread.run_sync(read_runs, self.path, None)
+        rows = await anyio.to_thread.run_sync(read_runs, self.store, None)
         self.tracker.refresh(rows, time.time(), watch_new=True)
 
     async def process(self, batch: list[Any], output: Output) -> None:
@@ -483,7 +457,7 @@ class LivenessStage(Stage):
         run_ids = self.tracker.run_ids
         if not run_ids:
             return
-        rows = await anyio.to_thread.run_sync(read_runs, self.path, run_ids)
+        rows = await anyio.to_thread.run_sync(read_runs, self.store, run_ids)
         self.tracker.refresh(rows, now)
         changes = self.tracker.check(now)
         if changes:

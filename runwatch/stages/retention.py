@@ -54,9 +54,7 @@ logs it; the pass resumes at the next tick.
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any, Final
 
 import anyio
@@ -64,9 +62,9 @@ from pydantic import Field
 
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
-from ..store import forksafe
-from ..store.downsample import DEFAULT_BUCKET_ROWS, DownsamplePass
-from ..store.lifecycle import DEFAULT_BATCH_ROWS, MAX_PAUSE_SECONDS, CleanupPass, Pass
+from ..store.base import MaintenancePass
+from ..store.downsample import DEFAULT_BUCKET_ROWS
+from ..store.lifecycle import DEFAULT_BATCH_ROWS
 
 __all__ = ["RetentionStage"]
 
@@ -77,8 +75,6 @@ TICK_INTERVAL_SECONDS: Final = 1.0
 WORK_SECONDS_PER_TICK: Final = 0.2
 #: How long a transaction waits for the write lock before the slice ends (the pass resumes next tick).
 LOCK_WAIT_SECONDS: Final = 0.5
-# The connection's busy timeout for statements other than BEGIN (reads during a checkpoint, say).
-_BUSY_TIMEOUT_SECONDS: Final = 5.0
 
 
 class RetentionStage(Stage):
@@ -110,9 +106,10 @@ class RetentionStage(Stage):
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
         self.path = options.path or context.db_path
+        self.store = context.store_at(self.path)
         self.tick_interval_seconds = min(TICK_INTERVAL_SECONDS, options.interval_seconds)
         self._next_pass_at = 0.0
-        self._jobs: list[Pass] = []
+        self._jobs: list[MaintenancePass] = []
         self._pass_started_at: float | None = None
         self._pass_started_clock = 0.0
         self._passes = 0
@@ -136,10 +133,12 @@ class RetentionStage(Stage):
                 return
             self._start_pass(now)
         try:
-            busy = await anyio.to_thread.run_sync(self._work, self._jobs)
+            finished, busy = await anyio.to_thread.run_sync(self._work, self._jobs)
         except Exception as exc:
             self._last_error = f"{type(exc).__name__}: {exc}"
             raise
+        for job in finished:
+            self._add_to_totals(job)
         self._busy += busy
         self._last_error = None
         if not self._jobs:
@@ -156,59 +155,34 @@ class RetentionStage(Stage):
         self._pass_started_at = now
         self._pass_started_clock = time.perf_counter()
         limits: dict[str, Any] = {"batch_rows": self.batch_rows, "lock_wait_seconds": LOCK_WAIT_SECONDS}
-        self._jobs = [CleanupPass(now - options.retention_days * _SECONDS_PER_DAY, **limits)]
+        self._jobs = [self.store.cleanup_pass(now - options.retention_days * _SECONDS_PER_DAY, **limits)]
         if options.downsample_after_days is not None:
             cutoff = now - options.downsample_after_days * _SECONDS_PER_DAY
-            self._jobs.append(DownsamplePass(cutoff, bucket_rows=options.downsample_bucket_rows, **limits))
+            self._jobs.append(self.store.downsample_pass(cutoff, bucket_rows=options.downsample_bucket_rows, **limits))
 
     def _finish_pass(self) -> None:
         self._passes += 1
         self._last_pass_seconds = time.perf_counter() - self._pass_started_clock
 
-    def _work(self, jobs: list[Pass]) -> int:
-        """Worker thread: step the jobs for up to WORK_SECONDS_PER_TICK, pausing between transactions.
+    def _work(self, jobs: list[MaintenancePass]) -> tuple[list[MaintenancePass], bool]:
+        """Worker thread: step the jobs for up to WORK_SECONDS_PER_TICK (see :meth:`Store.work`).
 
         Returns:
-            1 when the slice ended because the write lock stayed taken
-            (a busy sink: not an error, the pass resumes at the next tick), else 0.
+            The jobs finished, and whether the slice ended because the write
+            lock stayed taken (a busy sink: not an error, the pass resumes at
+            the next tick).
         """
-        deadline = time.perf_counter() + WORK_SECONDS_PER_TICK
-        uri = Path(self.path).absolute().as_uri() + "?mode=rw"  # never create a store: the sink does that
-        try:
-            conn = forksafe.connect(uri, uri=True, timeout=_BUSY_TIMEOUT_SECONDS, isolation_level=None)
-        except sqlite3.OperationalError:
-            jobs.clear()  # no store (yet): nothing to remove
-            return 0
-        try:
-            while jobs:
-                started = time.perf_counter()
-                try:
-                    more = jobs[0].step(conn)
-                except sqlite3.OperationalError as exc:
-                    if "locked" in str(exc) or "busy" in str(exc):
-                        return 1
-                    raise
-                if not more:
-                    self._add_to_totals(jobs.pop(0))
-                    continue
-                elapsed = time.perf_counter() - started
-                pause = min(elapsed, MAX_PAUSE_SECONDS)
-                if time.perf_counter() + elapsed + pause >= deadline:
-                    return 0
-                time.sleep(pause)  # let the sink take the write lock (see runwatch.store.lifecycle)
-        finally:
-            conn.close()
-        return 0
+        return self.store.work(jobs, work_seconds=WORK_SECONDS_PER_TICK)
 
-    def _add_to_totals(self, job: Pass) -> None:
-        for key, value in _counters(job).items():
+    def _add_to_totals(self, job: MaintenancePass) -> None:
+        for key, value in job.counters().items():
             self._totals[key] += value
 
     def statistics(self) -> dict[str, Any]:
         # Totals count the finished jobs and the progress of the running ones.
         totals = dict(self._totals)
         for job in list(self._jobs):
-            for key, value in _counters(job).items():
+            for key, value in job.counters().items():
                 totals[key] += value
         return {
             "retention_passes_total": self._passes,
@@ -222,12 +196,3 @@ class RetentionStage(Stage):
 
 
 _COUNTERS: Final = ("removed_records", "removed_runs", "downsampled_rows", "written_rollups")
-
-
-def _counters(job: Pass) -> dict[str, int]:
-    """What ``job`` has done so far, under the names of the stage's counters."""
-    if isinstance(job, CleanupPass):
-        return {"removed_records": job.removed_records, "removed_runs": job.removed_runs}
-    if isinstance(job, DownsamplePass):
-        return {"downsampled_rows": job.removed_rows, "written_rollups": job.written_rollups}
-    return {}

@@ -76,7 +76,6 @@ import logging
 import math
 import os
 import re
-import sqlite3
 import tempfile
 import time
 from collections import deque
@@ -106,9 +105,8 @@ from ..events import (
 )
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
-from ..store import forksafe
+from ..store.base import Store
 from ..store.encode import LIVENESS_STATUS
-from ..store.schema import migrate
 
 __all__ = [
     "SERVICE_NAME",
@@ -117,7 +115,6 @@ __all__ = [
     "SavedSnapshots",
     "SnapshotBook",
     "SnapshotStage",
-    "load_latest_snapshots",
     "save_snapshots",
     "snapshot_file_name",
 ]
@@ -491,110 +488,42 @@ class SavedSnapshots(NamedTuple):
     rotated: int
 
 
-_PRUNE = (
-    "DELETE FROM snapshots WHERE run = ?1 AND id NOT IN "
-    "(SELECT id FROM snapshots WHERE run = ?1 ORDER BY ts DESC, id DESC LIMIT ?2)"
-)
-_LATEST = """
-SELECT r.run_id, s.data FROM runs AS r
-JOIN snapshots AS s ON s.id = (SELECT id FROM snapshots WHERE run = r.id ORDER BY ts DESC, id DESC LIMIT 1)
-WHERE r.run_id IN (SELECT value FROM json_each(?))
-"""
-
-
 def save_snapshots(
-    db_path: str,
+    store: Store,
     directory: Path,
     snapshots: Sequence[tuple[str, bytes]],
     taken_at: float,
     max_snapshots: int,
     busy_timeout_seconds: float = 5.0,
 ) -> SavedSnapshots:
-    """Write snapshots as files and rows, then keep only the newest ``max_snapshots`` of each run.
+    """Write snapshots as files and store rows, then keep only the newest ``max_snapshots`` of each run.
 
     Args:
-        db_path: the store; runs it does not hold (or a missing store) are deferred.
+        store: the store; runs it does not hold (or a store not created yet) are deferred.
         directory: where the files go (created when missing).
         snapshots: (run id, JSON bytes) pairs.
-        taken_at: epoch seconds; the rows' ``ts`` and the files' time.
+        taken_at: epoch seconds; the rows' time and the files'.
         max_snapshots: snapshots kept per run.
         busy_timeout_seconds: the longest wait for another writer's lock.
 
     Raises:
-        sqlite3.Error, OSError: the store or the directory failed; files
+        StoreError, OSError: the store or the directory failed; files
             already renamed into place stay and are rotated out later.
     """
     run_ids = [run_id for run_id, _ in snapshots]
-    if not os.path.exists(db_path):
-        return SavedSnapshots([], run_ids, 0)
-    connection = forksafe.connect(db_path, timeout=busy_timeout_seconds, isolation_level=None)
-    try:
-        ids = _run_rows(connection, run_ids)
-        found = [(run_id, data) for run_id, data in snapshots if run_id in ids]
-        deferred = [run_id for run_id in run_ids if run_id not in ids]
-        if not found:
-            return SavedSnapshots([], deferred, 0)
-        if not _has_snapshots_table(connection):
-            migrate(connection)  # a store no sink of this version has opened yet
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # snapshots hold run state: private
-        for run_id, data in found:
-            _write_atomically(directory, snapshot_file_name(run_id, taken_at), data)
-        _sync_directory(directory)
-        rotated = 0
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            connection.executemany(
-                "INSERT INTO snapshots (run, ts, data) VALUES (?, ?, ?)",
-                [(ids[run_id], taken_at, data.decode()) for run_id, data in found],
-            )
-            for run_id, _ in found:
-                rotated += connection.execute(_PRUNE, (ids[run_id], max_snapshots)).rowcount
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-    finally:
-        connection.close()
-    written = [run_id for run_id, _ in found]
+    held = store.stored_runs(run_ids)
+    found = [(run_id, data) for run_id, data in snapshots if run_id in held]
+    deferred = [run_id for run_id in run_ids if run_id not in held]
+    if not found:
+        return SavedSnapshots([], deferred, 0)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # snapshots hold run state: private
+    for run_id, data in found:
+        _write_atomically(directory, snapshot_file_name(run_id, taken_at), data)
+    _sync_directory(directory)
+    written, rotated = store.save_snapshots(found, taken_at, max_snapshots, busy_timeout_seconds=busy_timeout_seconds)
+    deferred += [run_id for run_id, _ in found if run_id not in written]
     _rotate_files(directory, written, max_snapshots)
     return SavedSnapshots(written, deferred, rotated)
-
-
-def load_latest_snapshots(db_path: str, run_ids: Sequence[str]) -> dict[str, str]:
-    """The latest stored snapshot (JSON text) of each of ``run_ids`` that has one.
-
-    A missing store, or one without snapshots, has none.
-    """
-    if not run_ids or not os.path.exists(db_path):
-        return {}
-    connection = forksafe.connect(Path(db_path).absolute().as_uri() + "?mode=ro", uri=True, timeout=5)
-    try:
-        rows = connection.execute(_LATEST, (orjson.dumps(list(run_ids)).decode(),)).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):
-            return {}
-        raise
-    finally:
-        connection.close()
-    return {run_id: data for run_id, data in rows}
-
-
-def _run_rows(connection: sqlite3.Connection, run_ids: list[str]) -> dict[str, int]:
-    try:
-        rows = connection.execute(
-            "SELECT run_id, id FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
-            (orjson.dumps(run_ids).decode(),),
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):  # an empty store: no run is there yet
-            return {}
-        raise
-    return dict(rows)
-
-
-def _has_snapshots_table(connection: sqlite3.Connection) -> bool:
-    sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'snapshots'"
-    return connection.execute(sql).fetchone() is not None
 
 
 def _write_atomically(directory: Path, name: str, data: bytes) -> None:
@@ -667,6 +596,7 @@ class SnapshotStage(Stage):
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
         self.path = options.path or context.db_path
+        self.store = context.store_at(self.path)
         self.directory = Path(options.directory) if options.directory else Path(context.data_dir)
         self.tick_interval_seconds = options.snapshot_interval_seconds
         self.book = SnapshotBook(options.max_events)
@@ -700,7 +630,7 @@ class SnapshotStage(Stage):
         unknown = self.book.unknown_runs(batch)
         if unknown:
             # If this raises, no view changes; the runner counts and logs it, the next batch retries.
-            stored = await anyio.to_thread.run_sync(load_latest_snapshots, self.path, unknown)
+            stored = await anyio.to_thread.run_sync(self.store.latest_snapshots, unknown)
             for run_id in unknown:
                 self._adopt(run_id, self._parse(run_id, stored.get(run_id)))
                 self.book.adopt(run_id)  # none stored: the view starts empty
@@ -721,7 +651,7 @@ class SnapshotStage(Stage):
             stay changed and are tried again next time).
 
         Raises:
-            sqlite3.Error, OSError: the store or the directory failed; the
+            StoreError, OSError: the store or the directory failed; the
                 views stay changed.
         """
         self.book.drop_ended()
@@ -740,7 +670,7 @@ class SnapshotStage(Stage):
         if not payloads:
             return 0
         saved = await anyio.to_thread.run_sync(
-            save_snapshots, self.path, self.directory, payloads, now, self.options.max_snapshots, busy_timeout_seconds
+            save_snapshots, self.store, self.directory, payloads, now, self.options.max_snapshots, busy_timeout_seconds
         )
         for run_id in saved.written:
             self.book.mark_saved(run_id, versions[run_id])
@@ -780,9 +710,9 @@ class SnapshotStage(Stage):
             the store has none (an unusable one is logged and counted).
 
         Raises:
-            sqlite3.Error: the store cannot be read.
+            StoreError: the store cannot be read.
         """
-        stored = await anyio.to_thread.run_sync(load_latest_snapshots, self.path, [run_id])
+        stored = await anyio.to_thread.run_sync(self.store.latest_snapshots, [run_id])
         view = self._parse(run_id, stored.get(run_id))
         if view is None:
             return None

@@ -32,52 +32,25 @@ import math
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from ..exceptions import StoreError
+from .base import ChartAxis, ChartSeries
 from .chunks import INT64_MAX, ChunkRow, decode_chunk, parse_blocks
 from .codecs import CodecError
 from .queries.common import read_snapshot, run_keys
 
-__all__ = ["ChartSeries", "chart"]
+__all__ = ["ChartSeries", "chart", "chart_points", "check_axis"]
 
-ChartAxis = Literal["step", "time", "relative"]
 Float64Array = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]
 
 _AXES: Final = ("step", "time", "relative")
 #: A block straddling a bucket edge is counted whole only if its x span is at most this part of a bucket.
 _SNAP_FRACTION: Final = 0.5
-
-
-@dataclass(frozen=True, slots=True)
-class ChartSeries:
-    """One metric of one run, bucketed.
-
-    Attributes:
-        run_id, name: the series.
-        edges: ``buckets + 1`` bucket edges in x units (steps, epoch seconds,
-            or seconds since the run's start).
-        count: points per bucket (NaN included).
-        nan_count: NaN values per bucket.
-        min, max: the extremes of each bucket's non-NaN values (NaN if none).
-        x_low, x_high: the x range of the points counted in each bucket (NaN if none).
-        decoded_points: how many points had to be decoded (the rest came from summaries).
-    """
-
-    run_id: str
-    name: str
-    edges: Float64Array
-    count: Int64Array
-    nan_count: Int64Array
-    min: Float64Array
-    max: Float64Array
-    x_low: Float64Array
-    x_high: Float64Array
-    decoded_points: int
 
 
 @dataclass
@@ -127,15 +100,8 @@ def chart(
         UnknownRunError: a run id is not in the store.
         StoreError: a chunk cannot be decoded.
     """
-    if x not in _AXES:
-        raise ValueError(f"x must be 'step', 'time' or 'relative', got {x!r}")
-    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1_000_000:
-        raise ValueError(f"buckets must be an integer from 1 to 1,000,000, got {buckets!r}")
-    for what, bound in (("start", start), ("end", end)):
-        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
-            raise TypeError(f"{what} must be a number or None, got {bound!r}")
-        if bound is not None and not math.isfinite(bound):
-            raise ValueError(f"{what} must be finite, got {bound!r}")
+    check_axis(x)
+    _check_chart_range(buckets, start, end)
     scale = 1.0 if x == "step" else 1e6  # x units → stored integers (steps or microseconds)
     with read_snapshot(connection):
         keys = run_keys(connection, list(dict.fromkeys(run_ids)))
@@ -164,6 +130,22 @@ def chart(
                 connection, run_id, name, chunks, grid, x, exact, scale, origins[run]
             )
     return result
+
+
+def check_axis(x: object) -> None:
+    """Raises ValueError unless ``x`` is a chart axis (``step``, ``time``, ``relative``)."""
+    if x not in _AXES:
+        raise ValueError(f"x must be 'step', 'time' or 'relative', got {x!r}")
+
+
+def _check_chart_range(buckets: object, start: object, end: object) -> None:
+    if isinstance(buckets, bool) or not isinstance(buckets, int) or not 1 <= buckets <= 1_000_000:
+        raise ValueError(f"buckets must be an integer from 1 to 1,000,000, got {buckets!r}")
+    for what, bound in (("start", start), ("end", end)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float))):
+            raise TypeError(f"{what} must be a number or None, got {bound!r}")
+        if bound is not None and not math.isfinite(bound):
+            raise ValueError(f"{what} must be finite, got {bound!r}")
 
 
 def _origins(connection: sqlite3.Connection, keys: dict[str, int], x: ChartAxis) -> dict[int, int]:
@@ -378,3 +360,50 @@ def _add_points(
         nan = np.isnan(values)  # integer chunks gave exact floats, never NaN
         acc.add(grid.bucket(axis), np.ones(len(axis), dtype=np.int64), nan.astype(np.int64), values, values, axis, axis)
     return decoded
+
+
+def chart_points(
+    points: dict[tuple[str, str], tuple[Float64Array, Float64Array]],
+    *,
+    buckets: int = 1000,
+    start: float | None = None,
+    end: float | None = None,
+) -> dict[tuple[str, str], ChartSeries]:
+    """:func:`chart` of series held as points: every point counted in its own bucket.
+
+    Args:
+        points: ``(run_id, name)`` → (x in chart units, already relative to each run's
+            origin; values). Points without an x (NaN) are left out.
+        buckets, start, end: as for :func:`chart`.
+    """
+    _check_chart_range(buckets, start, end)
+    kept = {}
+    for key, (axis, values) in points.items():
+        has_x = ~np.isnan(axis)
+        if has_x.any():
+            kept[key] = (axis[has_x], values[has_x])
+    low = start if start is not None else min((float(axis.min()) for axis, _ in kept.values()), default=0.0)
+    high = end if end is not None else max((float(axis.max()) for axis, _ in kept.values()), default=0.0)
+    if high < low:
+        raise ValueError(f"end ({end}) is before start ({start})")
+    grid = _Grid(low, (high - low) / buckets or 1.0, buckets)
+    result: dict[tuple[str, str], ChartSeries] = {}
+    for (run_id, name), (axis, values) in kept.items():
+        acc = _Accumulator(buckets)
+        within = (axis >= grid.low) & (axis <= grid.high)
+        axis, values = axis[within], values[within]
+        nan = np.isnan(values)
+        acc.add(grid.bucket(axis), np.ones(len(axis), dtype=np.int64), nan.astype(np.int64), values, values, axis, axis)
+        result[(run_id, name)] = ChartSeries(
+            run_id=run_id,
+            name=name,
+            edges=grid.low + grid.width * np.arange(buckets + 1, dtype=np.float64),
+            count=acc.count,
+            nan_count=acc.nan_count,
+            min=acc.min,
+            max=acc.max,
+            x_low=acc.x_low,
+            x_high=acc.x_high,
+            decoded_points=len(axis),
+        )
+    return result

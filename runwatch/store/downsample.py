@@ -18,6 +18,7 @@ import sqlite3
 from typing import Any, Final
 
 from ..exceptions import StoreError, UnknownRunError
+from .base import MaintenancePass
 from .lifecycle import (
     ACTIVE_SQL,
     DEFAULT_BATCH_ROWS,
@@ -66,7 +67,7 @@ GROUP BY bucket, name
 """
 
 
-class DownsamplePass:
+class DownsamplePass(MaintenancePass):
     """Replaces the old metric rows of inactive runs by rollups, one transaction per :meth:`step`.
 
     A metric row is old when its timestamp is before the cutoff; only runs
@@ -120,6 +121,10 @@ class DownsamplePass:
     def done(self) -> bool:
         """Whether the pass has nothing left to downsample."""
         return self._done
+
+    def counters(self) -> dict[str, int]:
+        """``downsampled_rows`` and ``written_rollups`` so far."""
+        return {"downsampled_rows": self.removed_rows, "written_rollups": self.written_rollups}
 
     def step(self, conn: sqlite3.Connection) -> bool:
         """Replace up to one chunk of old rows of one run in one transaction.

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from typing import Any, Final, Protocol
 
 from ..exceptions import StoreError
+from .base import MaintenancePass
 from .queries import ACTIVE_STATUSES
 from .schema import current_version
 
@@ -229,7 +230,7 @@ def count_old_data(conn: sqlite3.Connection, older_than: float) -> int:
     return int(runs) + int(rows)
 
 
-class CleanupPass:
+class CleanupPass(MaintenancePass):
     """Removes the old runs and their rows, one short write transaction per :meth:`step`.
 
     Resumable: the state between steps is the run being emptied and the
@@ -266,6 +267,10 @@ class CleanupPass:
     def done(self) -> bool:
         """Whether the pass has nothing left to remove."""
         return self._done
+
+    def counters(self) -> dict[str, int]:
+        """``removed_records`` and ``removed_runs`` so far."""
+        return {"removed_records": self.removed_records, "removed_runs": self.removed_runs}
 
     def step(self, conn: sqlite3.Connection) -> bool:
         """Remove up to ``batch_rows`` rows in one transaction.

@@ -1,45 +1,30 @@
 """``DatabaseManager``: the public read and maintenance API over one store file.
 
-It is a thin shell around :mod:`runwatch.store.queries` (the SQL and the
-decoding) and :mod:`runwatch.store.schema` (migrations): it checks arguments,
-opens connections, and turns epoch seconds into timezone-aware ``datetime``
-objects (UTC) for the public API.
-
-Connections: every call opens its own short-lived connection and closes it
-before returning, instead of sharing one connection behind a lock. The
-manager is used from several threads at once (REST handlers in a thread
-pool, the dashboard, a user's notebook); separate connections let their
-reads run in parallel on their own WAL snapshots, while a shared connection
-would serialise them and carry one thread's transaction state into another's
-call. Opening, checking the schema version and closing costs about 0.3 ms
-(measured here on a WAL store), small beside a REST round trip and any query
-that reads metrics. The writer (the SQLite sink) is never blocked by these
-readers.
+It is a thin shell around :class:`~runwatch.store.sqlite.SQLiteStore` (the
+connections, the SQL and the decoding): it checks arguments and turns epoch
+seconds into timezone-aware ``datetime`` objects (UTC) for the public API.
+Every call uses its own short-lived connection (see
+:mod:`runwatch.store.sqlite`), so a manager is safe to share between threads.
 """
 
 from __future__ import annotations
 
-import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self
 
 from ..exceptions import StoreError
-from . import backup, connections, downsample, lifecycle, queries
-from .connections import apply_pragmas
-from .schema import SCHEMA_VERSION, current_version, migrate, prepare_database
+from . import backup, downsample, queries
+from .schema import SCHEMA_VERSION
+from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["DatabaseManager"]
-
-_T = TypeVar("_T")
-
 
 _RUN_TIME_KEYS = ("start_time", "end_time", "updated_at", "last_heartbeat")
 
@@ -78,6 +63,7 @@ class DatabaseManager:
         if not isinstance(db_path, (str, Path)):
             raise TypeError(f"db_path must be a str or Path, got {type(db_path).__name__}")
         self.db_path = Path(db_path)
+        self._store = SQLiteStore(self.db_path)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -103,47 +89,11 @@ class DatabaseManager:
         if self._closed:
             raise StoreError(f"the DatabaseManager for {str(self.db_path)!r} is closed")
 
-    @contextmanager
-    def _connect(self, *, write: bool = False, check_schema: bool = True) -> Iterator[sqlite3.Connection]:
-        """A connection to the existing store, closed on exit.
-
-        ``mode=rw`` makes SQLite fail on a missing file instead of creating an
-        empty database that would hide a wrong path.
-        """
+    @property
+    def store(self) -> SQLiteStore:
+        """The store this manager reads (raises :class:`StoreError` once the manager is closed)."""
         self._check_open()
-        try:
-            conn = connections.open_read_write(self.db_path) if write else connections.open_reader(self.db_path)
-        except sqlite3.OperationalError as exc:
-            if not self.db_path.exists():
-                raise StoreError(
-                    f"no runwatch database at {str(self.db_path)!r}; call init_database() to create it"
-                ) from None
-            raise StoreError(f"cannot open the database {str(self.db_path)!r}: {exc}") from exc
-        try:
-            if check_schema:
-                self._check_schema(conn)
-            yield conn
-        except sqlite3.DatabaseError as exc:
-            if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-                raise StoreError(f"the database {str(self.db_path)!r} stayed locked: {exc}") from exc
-            raise StoreError(f"the database {str(self.db_path)!r} cannot be used: {exc}") from exc
-        finally:
-            conn.close()
-
-    def _check_schema(self, conn: sqlite3.Connection) -> None:
-        # An older store stays readable as long as it has the tables the
-        # queries use: reading must not require a migration (a write).
-        version = current_version(conn)
-        if not queries.MIN_READ_VERSION <= version <= SCHEMA_VERSION:
-            hint = "upgrade runwatch" if version > SCHEMA_VERSION else "call init_database() or migrate_schema()"
-            raise StoreError(
-                f"the database {str(self.db_path)!r} has schema version {version}, this runwatch reads versions "
-                f"{queries.MIN_READ_VERSION} to {SCHEMA_VERSION}; {hint}"
-            )
-
-    def _read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        with self._connect() as conn:
-            return fn(conn, *args, **kwargs)
+        return self._store
 
     def get_alerts(self, run_id: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
         """Alert instances in a given state, from the stored alert events.
@@ -159,7 +109,7 @@ class DatabaseManager:
         if state is not None and state not in queries.ALERT_QUERY_STATES:
             raise ValueError(f"state must be one of {', '.join(queries.ALERT_QUERY_STATES)}, or None; got {state!r}")
         states = ("pending", "firing") if state is None else (state,)
-        return self._read(queries.alerts, run_id=run_id, states=states)
+        return self.store.alerts(run_id=run_id, states=states)
 
     # -- schema ------------------------------------------------------------------------
 
@@ -175,11 +125,7 @@ class DatabaseManager:
             StoreError: the file is not a SQLite database, or was written by
                 a newer runwatch, or cannot be created.
         """
-        self._check_open()
-        try:
-            prepare_database(str(self.db_path))  # a new store is 0600, a directory it creates 0700
-        except (sqlite3.DatabaseError, ValueError, OSError) as exc:
-            raise StoreError(f"cannot initialise the database {str(self.db_path)!r}: {exc}") from exc
+        self.store.prepare()
 
     def get_schema_version(self) -> int:
         """The store's schema version.
@@ -190,8 +136,7 @@ class DatabaseManager:
         Raises:
             StoreError: the database does not exist or is not a SQLite database.
         """
-        with self._connect(check_schema=False) as conn:
-            return current_version(conn)
+        return self.store.schema_version()
 
     def migrate_schema(self, target_version: int | None = None) -> None:
         """Migrate the store's schema up or down, one transaction per step.
@@ -211,15 +156,7 @@ class DatabaseManager:
         valid = type(target_version) is int and 0 <= target_version <= SCHEMA_VERSION
         if target_version is not None and not valid:
             raise ValueError(f"target_version must be an integer from 0 to {SCHEMA_VERSION}, got {target_version!r}")
-        with self._connect(write=True, check_schema=False) as conn:
-            version = current_version(conn)
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"the database {str(self.db_path)!r} has schema version {version}, newer than this runwatch "
-                    f"({SCHEMA_VERSION}); upgrade runwatch"
-                )
-            apply_pragmas(conn)
-            migrate(conn, target_version)
+        self.store.migrate(target_version)
 
     # -- runs --------------------------------------------------------------------------
 
@@ -251,7 +188,7 @@ class DatabaseManager:
         queries.check_status(status)
         if kind is not None and (type(kind) is not str or not kind):
             raise TypeError(f"kind must be a non-empty string or None, got {kind!r}")
-        runs = self._read(queries.list_runs, limit=limit, status=status, kind=kind)
+        runs = self.store.list_runs(limit=limit, status=status, kind=kind)
         return [_with_datetimes(run, _RUN_TIME_KEYS) for run in runs]
 
     def get_run_summary(self, run_id: str) -> dict[str, Any]:
@@ -278,7 +215,7 @@ class DatabaseManager:
             StoreError: the database does not exist or cannot be read.
         """
         queries.check_run_id(run_id)
-        summary = _with_datetimes(self._read(queries.run_summary, run_id), _RUN_TIME_KEYS)
+        summary = _with_datetimes(self.store.run_summary(run_id), _RUN_TIME_KEYS)
         for stats in summary["metrics"].values():
             stats["last_timestamp"] = _to_datetime(stats["last_timestamp"])
         return summary
@@ -327,7 +264,7 @@ class DatabaseManager:
         queries.check_align(align)
         queries.to_epoch_seconds(start_time, "start_time")
         queries.to_epoch_seconds(end_time, "end_time")
-        return self._read(queries.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
+        return self.store.run_metrics(run_id, metric_names, start_time, end_time, align=align)
 
     def get_run_events(
         self,
@@ -360,7 +297,7 @@ class DatabaseManager:
             raise TypeError(f"event_type must be a non-empty string or None, got {event_type!r}")
         queries.to_epoch_seconds(start_time, "start_time")
         queries.to_epoch_seconds(end_time, "end_time")
-        events = self._read(queries.run_events, run_id, event_type, start_time, end_time)
+        events = self.store.run_events(run_id, event_type, start_time, end_time)
         return [_with_datetimes(event, ("timestamp",)) for event in events]
 
     def get_run_state(self, run_id: str) -> dict[str, Any]:
@@ -378,7 +315,7 @@ class DatabaseManager:
             StoreError: the database does not exist or cannot be read.
         """
         queries.check_run_id(run_id)
-        return self._read(queries.run_state, run_id)
+        return self.store.run_state(run_id)
 
     # -- maintenance -------------------------------------------------------------------
 
@@ -397,8 +334,7 @@ class DatabaseManager:
             StoreError: the database does not exist, cannot be written, or
                 stayed locked past the busy timeout.
         """
-        with self._connect(write=True) as conn:
-            return queries.mark_crashed_runs(conn)
+        return self.store.mark_crashed_runs()
 
     # -- data lifecycle ----------------------------------------------------------------
 
@@ -435,8 +371,7 @@ class DatabaseManager:
         cutoff = _check_cutoff(older_than)
         if type(dry_run) is not bool:
             raise TypeError(f"dry_run must be a bool, got {type(dry_run).__name__}")
-        with self._connect(write=not dry_run) as conn:
-            return lifecycle.cleanup_old_data(conn, cutoff, dry_run=dry_run)
+        return self.store.cleanup_old_data(cutoff, dry_run=dry_run)
 
     def downsample_metrics(
         self, older_than: datetime, bucket_rows: int = downsample.DEFAULT_BUCKET_ROWS
@@ -466,8 +401,7 @@ class DatabaseManager:
         cutoff = _check_cutoff(older_than)
         if type(bucket_rows) is not int or bucket_rows < 2:
             raise ValueError(f"bucket_rows must be an integer >= 2, got {bucket_rows!r}")
-        with self._connect(write=True) as conn:
-            return downsample.downsample_metrics(conn, cutoff, bucket_rows=bucket_rows)
+        return self.store.downsample_metrics(cutoff, bucket_rows=bucket_rows)
 
     def get_metric_rollups(self, run_id: str, metric_names: list[str] | None = None) -> pd.DataFrame:
         """The rollups that replaced a run's downsampled metric rows.
@@ -492,7 +426,7 @@ class DatabaseManager:
         import pandas as pd
 
         queries.check_run_id(run_id)
-        rows = self._read(downsample.metric_rollups, run_id, metric_names)
+        rows = self.store.metric_rollups(run_id, metric_names)
         frame = pd.DataFrame(rows, columns=list(downsample.ROLLUP_COLUMNS))
         for column in ("first_row", "last_row", "count", "nan_count"):
             frame[column] = frame[column].astype("int64")
@@ -528,8 +462,7 @@ class DatabaseManager:
             StoreError: the database does not exist, cannot be written, or
                 stayed locked past the busy timeout.
         """
-        with self._connect(write=True) as conn:
-            return lifecycle.optimize_database(conn)
+        return self.store.optimize()
 
     def create_backup(self, backup_dir: Path, tag: str | None = None) -> Path:
         """Copy the store into ``backup_dir``, safely while a pipeline writes to it.
@@ -557,9 +490,7 @@ class DatabaseManager:
         backup.backup_file_name(tag)  # check the tag before any I/O
         if not isinstance(backup_dir, (str, Path)):
             raise TypeError(f"backup_dir must be a str or Path, got {type(backup_dir).__name__}")
-        with self._connect():  # the store exists and has a schema this runwatch reads
-            pass
-        return backup.create_backup(self.db_path, backup_dir, tag)
+        return self.store.create_backup(Path(backup_dir), tag)
 
     def restore_backup(self, backup_path: Path) -> Path | None:
         """Replace the store by a backup, keeping the current database aside.
@@ -586,10 +517,10 @@ class DatabaseManager:
             StoreError: the store is in use, or cannot be read or copied
                 (nothing was changed).
         """
-        self._check_open()
+        store = self.store
         if not isinstance(backup_path, (str, Path)):
             raise TypeError(f"backup_path must be a str or Path, got {type(backup_path).__name__}")
-        return backup.restore_backup(self.db_path, backup_path)
+        return store.restore_backup(backup_path)
 
     def db_info(self) -> dict[str, Any]:
         """Sizes, page statistics, schema version and row counts of the store.
@@ -606,8 +537,7 @@ class DatabaseManager:
         Raises:
             StoreError: the database does not exist or is not a SQLite database.
         """
-        with self._connect(check_schema=False) as conn:
-            return lifecycle.database_info(conn)
+        return self.store.info()
 
 
 def _check_cutoff(older_than: object) -> float:

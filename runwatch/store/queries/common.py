@@ -9,12 +9,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any, Final
 
 import orjson
 
 from ...exceptions import UnknownRunError
+from ..base import TimeLike
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -49,10 +49,6 @@ ALERT_QUERY_STATES: Final = ("pending", "firing", "resolved")
 
 #: Statuses of runs whose writer is expected to be alive.
 ACTIVE_STATUSES: Final = ("running", "paused", "hung")
-
-
-#: A point in time for a filter: a ``datetime`` (naive means UTC) or epoch seconds.
-TimeLike = datetime | float | int
 
 
 # Past every row id (SQLite's rowids are signed 64-bit).

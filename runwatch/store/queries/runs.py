@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from ...exceptions import StoreError, UnknownRunError
+from ..base import RunActivity
 from .common import (
     NO_ID_LIMIT,
     check_limit,
@@ -26,7 +27,18 @@ from .common import (
     run_pk,
 )
 
-__all__ = ["list_runs", "mark_crashed_runs", "run_state", "run_summary", "state_history"]
+__all__ = [
+    "RunActivity",
+    "has_run",
+    "list_runs",
+    "mark_crashed_runs",
+    "run_activity",
+    "run_state",
+    "run_statuses",
+    "run_summary",
+    "state_history",
+    "stored_batch_digest",
+]
 
 # psutil derives a process's create time from the boot time, which the kernel
 # recomputes from the wall clock (/proc/stat btime moves with NTP steps), so
@@ -353,3 +365,64 @@ def _process_alive(pid: int, create_time: float) -> bool:
     except psutil.AccessDenied:  # exists, but not ours to inspect: assume alive
         return True
     return abs(started - create_time) <= _CREATE_TIME_TOLERANCE_SECONDS
+
+
+def run_statuses(conn: sqlite3.Connection, run_ids: list[str]) -> dict[str, str]:
+    """The stored status of each of ``run_ids`` the store has (none in a store nothing was written to yet)."""
+    try:
+        rows = conn.execute(
+            "SELECT run_id, status FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(run_ids).decode(),),
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return {}
+        raise
+    return dict(rows)
+
+
+_ACTIVITY_COLUMNS: Final = "run_id, status, last_heartbeat, updated_at, metadata"
+
+
+def run_activity(conn: sqlite3.Connection, run_ids: list[str] | None) -> list[RunActivity]:
+    """The activity of ``run_ids`` (``None``: of every run that is running or hung).
+
+    A store nothing was written to yet has none.
+    """
+    if run_ids is None:
+        sql = f"SELECT {_ACTIVITY_COLUMNS} FROM runs WHERE status IN ('running', 'hung')"
+        params: tuple[Any, ...] = ()
+    else:
+        sql = f"SELECT {_ACTIVITY_COLUMNS} FROM runs WHERE run_id IN (SELECT value FROM json_each(?))"
+        params = (orjson.dumps(run_ids).decode(),)
+    try:
+        rows = conn.execute(sql, params).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return []
+        raise
+    out = []
+    for run_id, status, heartbeat, updated_at, metadata in rows:
+        parsed = orjson.loads(metadata) if metadata else None
+        out.append(RunActivity(run_id, status, heartbeat, updated_at, parsed if isinstance(parsed, dict) else None))
+    return out
+
+
+def stored_batch_digest(conn: sqlite3.Connection, run_id: str, batch_id: str) -> str | None:
+    """The content digest stored for an ingested batch (``""`` for one recorded before ids were scoped
+    per run, ``None`` when the batch is not stored)."""
+    try:
+        row = conn.execute(
+            "SELECT digest FROM ingest_batches WHERE batch_id = ? AND scope IN (?, '') ORDER BY scope DESC LIMIT 1",
+            (batch_id, run_id),
+        ).fetchone()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # a store nothing was written to yet
+            return None
+        raise  # locked past the busy timeout: not knowing is not "not stored"
+    return None if row is None else (row[0] or "")
+
+
+def has_run(conn: sqlite3.Connection, run_id: str) -> bool:
+    """Whether the store holds a run with this id."""
+    return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None

@@ -1,0 +1,437 @@
+"""The store interface: what every runwatch store backend implements.
+
+runwatch keeps runs, their metrics, events, state, alerts and snapshots in a
+store. :class:`Store` is that store's whole surface, backend-neutral: the
+SQLite file (:class:`~runwatch.store.sqlite.SQLiteStore`) implements it today;
+a PostgreSQL backend and the columnar-chunk metric layout implement the same
+interface, and ``tests/store/conformance/`` runs one suite against every
+backend.
+
+Shape of the interface:
+
+- **One write path.** :meth:`Store.open_writer` gives the pipeline's store sink
+  a :class:`StoreWriter`; each :meth:`StoreWriter.write` stores one batch of
+  events (metrics as a batch of logging calls, events, state patches, run
+  updates, ingest receipts) in one transaction. Nothing else writes events.
+- **Reads by entity**, each consistent on its own (one snapshot of the
+  store): runs, summaries, state, events, alerts, metrics (a run's calls as
+  a DataFrame, one series as arrays, or a chart: min/max per bucket of a
+  shared x range), snapshots, sessions.
+- **Lifecycle**: schema preparation and migrations (only the backend's
+  schema module migrates), crash repair, retention and downsampling in
+  resumable passes, backups, export.
+
+Times are seconds since the Unix epoch. Methods block: call them from a
+worker thread, never on the event loop. A store that cannot serve a request
+raises :class:`~runwatch.exceptions.StoreError`;
+:class:`~runwatch.exceptions.StoreUnavailable` when it is busy or failing
+for now (retrying may succeed).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import pandas as pd
+
+__all__ = [
+    "ChartAxis",
+    "ChartSeries",
+    "MaintenancePass",
+    "RunActivity",
+    "Store",
+    "StoreWriter",
+    "TimeLike",
+]
+
+#: A point in time for a filter: a ``datetime`` (naive means UTC) or epoch seconds.
+TimeLike = datetime | float | int
+#: The x axis of a chart: the global step, epoch seconds, or seconds since each run's start.
+ChartAxis = Literal["step", "time", "relative"]
+
+
+class RunActivity(NamedTuple):
+    """A run's status and its last signs of life (epoch seconds), for the liveness stage."""
+
+    run_id: str
+    status: str
+    last_heartbeat: float | None
+    updated_at: float
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ChartSeries:
+    """One metric of one run, bucketed.
+
+    Attributes:
+        run_id, name: the series.
+        edges: ``buckets + 1`` bucket edges in x units (steps, epoch seconds,
+            or seconds since the run's start).
+        count: points per bucket (NaN included).
+        nan_count: NaN values per bucket.
+        min, max: the extremes of each bucket's non-NaN values (NaN if none).
+        x_low, x_high: the x range of the points counted in each bucket (NaN if none).
+        decoded_points: how many points had to be decoded (the rest came from summaries).
+    """
+
+    run_id: str
+    name: str
+    edges: npt.NDArray[np.float64]
+    count: npt.NDArray[np.int64]
+    nan_count: npt.NDArray[np.int64]
+    min: npt.NDArray[np.float64]
+    max: npt.NDArray[np.float64]
+    x_low: npt.NDArray[np.float64]
+    x_high: npt.NDArray[np.float64]
+    decoded_points: int
+
+
+class MaintenancePass(ABC):
+    """A resumable piece of maintenance (retention, downsampling), done in short transactions."""
+
+    @property
+    @abstractmethod
+    def done(self) -> bool:
+        """Whether the pass has nothing left to do."""
+
+    @abstractmethod
+    def counters(self) -> dict[str, int]:
+        """What the pass has done so far (e.g. ``removed_records``, ``downsampled_rows``)."""
+
+
+class StoreWriter(ABC):
+    """The store's one write path: batches of events, each in one transaction.
+
+    Created by :meth:`Store.open_writer`; opened once (``await open()``), then
+    written to by one task at a time, then closed (``await aclose()``).
+    """
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Create the store or bring its schema up to date, and connect.
+
+        Raises:
+            Exception: the store cannot be created or opened.
+        """
+
+    @abstractmethod
+    async def write(self, batch: Sequence[Any]) -> list[tuple[str, str]]:
+        """Store a batch of events in one transaction: all of it, or nothing.
+
+        Args:
+            batch: events of any kind in pipeline order, with the ingest
+                receipts of the batches they came in (a receipt commits
+                together with its events).
+
+        Returns:
+            The ``(run_id, batch_id)`` keys of the receipts committed.
+
+        Raises:
+            StoreUnavailable: the store could not take it now (locked, full
+                or failing disk); nothing was stored, the same batch may be
+                written again later.
+            Exception: the batch holds an event the store can never take
+                (see :meth:`unstorable`); nothing was stored.
+        """
+
+    @abstractmethod
+    def unstorable(self, batch: Sequence[Any]) -> list[int]:
+        """The positions of the events of ``batch`` that no transaction could ever store."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Disconnect. Calling it again does nothing."""
+
+
+class Store(ABC):
+    """A runwatch store (see the module docs)."""
+
+    #: Where the store lives (a file path, a URL), for messages.
+    location: str
+
+    # -- the store itself ----------------------------------------------------------------
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether the store has been created."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Create the store, or bring its schema up to date (safe while a writer runs)."""
+
+    @abstractmethod
+    def schema_version(self) -> int:
+        """The store's schema version (0 for an empty store)."""
+
+    @abstractmethod
+    def migrate(self, target_version: int | None = None) -> list[int]:
+        """Step the schema up or down to ``target_version`` (``None``: the newest); the versions passed."""
+
+    @abstractmethod
+    def open_writer(self, *, owner: str) -> StoreWriter:
+        """The write path for one pipeline sink.
+
+        Args:
+            owner: ``host:pid:start-time`` of the process writing: the owner of
+                the runs it starts (crash detection), unless an event names one.
+        """
+
+    # -- runs ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def list_runs(
+        self, *, limit: int | None = None, status: str | None = None, kind: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Runs, newest start first (see :func:`runwatch.store.queries.list_runs`)."""
+
+    @abstractmethod
+    def run_summary(self, run_id: str) -> dict[str, Any]:
+        """Everything known about one run, with per-metric statistics.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def run_state(self, run_id: str) -> dict[str, Any]:
+        """The run's current state (every patch merged)."""
+
+    @abstractmethod
+    def state_history(
+        self, run_id: str, limit: int | None = None, *, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The run's state patches, oldest first (the newest ``limit`` before ``before_id``)."""
+
+    @abstractmethod
+    def run_statuses(self, run_ids: list[str]) -> dict[str, str]:
+        """The status of each of ``run_ids`` the store has."""
+
+    @abstractmethod
+    def run_activity(self, run_ids: list[str] | None) -> list[RunActivity]:
+        """Status and last signs of life of ``run_ids`` (``None``: of every running or hung run)."""
+
+    @abstractmethod
+    def has_run(self, run_id: str) -> bool:
+        """Whether the store holds a run with this id."""
+
+    @abstractmethod
+    def mark_crashed_runs(self, *, host: str | None = None) -> list[str]:
+        """Mark active runs whose producer process on ``host`` (default: this one) is gone as ``crashed``."""
+
+    # -- events and alerts -------------------------------------------------------------------
+
+    @abstractmethod
+    def run_events(
+        self,
+        run_id: str,
+        event_type: str | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        *,
+        kind: str | None = None,
+        level: str | None = None,
+        limit: int | None = None,
+        before_id: int | None = None,
+        newest_first: bool = False,
+    ) -> list[dict[str, Any]]:
+        """The run's events (see :func:`runwatch.store.queries.run_events`)."""
+
+    @abstractmethod
+    def alert_events(
+        self,
+        *,
+        run_id: str | None = None,
+        severity: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Stored alert transitions, newest first."""
+
+    @abstractmethod
+    def alerts(
+        self,
+        *,
+        run_id: str | None = None,
+        severity: str | None = None,
+        states: tuple[str, ...] = ("pending", "firing"),
+    ) -> list[dict[str, Any]]:
+        """The current state of each alert instance, from its latest stored transition."""
+
+    # -- metrics -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def run_metrics(
+        self,
+        run_id: str,
+        metric_names: Iterable[str] | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        *,
+        align: str = "call",
+    ) -> pd.DataFrame:
+        """The run's logging calls as a DataFrame (see :func:`runwatch.store.queries.run_metrics_frame`)."""
+
+    @abstractmethod
+    def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
+        """One metric of a run as arrays (``row``, ``ts``, ``step``, ``value``), in logging order."""
+
+    @abstractmethod
+    def chart(
+        self,
+        run_ids: Sequence[str],
+        names: Sequence[str],
+        *,
+        x: ChartAxis = "step",
+        buckets: int = 1000,
+        start: float | None = None,
+        end: float | None = None,
+    ) -> dict[tuple[str, str], ChartSeries]:
+        """Bucketed min/max of metrics of one or more runs on a shared x range.
+
+        Args:
+            run_ids: the runs (compared on the same buckets).
+            names: the metrics.
+            x: ``step``, ``time`` (epoch seconds) or ``relative`` (seconds
+                since each run's start).
+            buckets: how many buckets the range is cut into.
+            start, end: the x range; ``None`` takes the extent of the data.
+
+        Returns:
+            ``(run_id, name)`` → :class:`ChartSeries`, for the series that exist.
+
+        Raises:
+            UnknownRunError: a run id is not in the store.
+        """
+
+    # -- ingest, snapshots -------------------------------------------------------------------
+
+    @abstractmethod
+    def stored_batch_digest(self, run_id: str, batch_id: str) -> str | None:
+        """The content digest stored for an ingested batch of ``run_id`` (``None``: not stored)."""
+
+    @abstractmethod
+    def stored_runs(self, run_ids: Sequence[str]) -> set[str]:
+        """Which of ``run_ids`` the store holds."""
+
+    @abstractmethod
+    def save_snapshots(
+        self,
+        snapshots: Sequence[tuple[str, bytes]],
+        taken_at: float,
+        max_snapshots: int,
+        *,
+        busy_timeout_seconds: float = 5.0,
+    ) -> tuple[list[str], int]:
+        """Store snapshots (run id, JSON bytes) of runs the store holds; keep the newest ``max_snapshots``.
+
+        Returns:
+            The runs whose snapshot was stored, and how many older ones were removed.
+        """
+
+    @abstractmethod
+    def latest_snapshots(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """The latest stored snapshot (JSON text) of each of ``run_ids`` that has one."""
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def session_run_status(self, session_id: str) -> str:
+        """The run status of a session.
+
+        Raises:
+            UnknownRunError: no session has this id.
+        """
+
+    @abstractmethod
+    def read_session(
+        self,
+        session_id: str,
+        *,
+        events_limit: int,
+        events_before: int | None = None,
+        metrics_limit: int,
+        metrics_before: int | None = None,
+        history_limit: int = 100,
+        history_before: int | None = None,
+    ) -> dict[str, Any]:
+        """A session with pages of its events, metrics and state patches
+        (see :func:`runwatch.store.queries.sessions.read_session`)."""
+
+    @abstractmethod
+    def list_sessions(
+        self, *, active: bool | None, status: str | None, product: str | None, limit: int, before: int | None
+    ) -> list[dict[str, Any]]:
+        """Session records, newest first: up to ``limit + 1``."""
+
+    @abstractmethod
+    def session_statistics(self, since: float | None) -> dict[str, Any]:
+        """Session counts, event counts and metric statistics since ``since``."""
+
+    @abstractmethod
+    def session_metrics(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+        """Every session metric value between ``start`` and ``end``, in recording order."""
+
+    @abstractmethod
+    def remove_old_sessions(self, cutoff: float) -> dict[str, int]:
+        """Delete session data older than ``cutoff``; the rows removed per table."""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @abstractmethod
+    def cleanup_pass(self, cutoff: float, *, batch_rows: int, lock_wait_seconds: float) -> MaintenancePass:
+        """A pass removing the runs that ended before ``cutoff``, with all their data."""
+
+    @abstractmethod
+    def downsample_pass(
+        self, cutoff: float, *, bucket_rows: int, batch_rows: int, lock_wait_seconds: float
+    ) -> MaintenancePass:
+        """A pass replacing metric rows of inactive runs older than ``cutoff`` by per-bucket rollups."""
+
+    @abstractmethod
+    def work(self, passes: list[MaintenancePass], *, work_seconds: float) -> tuple[list[MaintenancePass], bool]:
+        """Step ``passes`` in order for about ``work_seconds``, pausing between transactions.
+
+        Finished passes leave the list. Returns them, and whether the slice
+        ended because the write lock stayed taken (the passes resume later).
+        """
+
+    @abstractmethod
+    def cleanup_old_data(self, older_than: float, *, dry_run: bool = False) -> int:
+        """Remove (or, with ``dry_run``, count) the runs that ended before ``older_than`` and their rows."""
+
+    @abstractmethod
+    def downsample_metrics(self, older_than: float, *, bucket_rows: int) -> dict[str, int]:
+        """Downsample every inactive run's metric rows older than ``older_than``, at once."""
+
+    @abstractmethod
+    def metric_rollups(self, run_id: str, metric_names: list[str] | None = None) -> list[dict[str, Any]]:
+        """The rollups that replaced a run's downsampled metric rows."""
+
+    @abstractmethod
+    def optimize(self) -> dict[str, Any]:
+        """Refresh statistics and give free space back (sizes before and after)."""
+
+    @abstractmethod
+    def info(self) -> dict[str, Any]:
+        """Sizes, schema version and row counts."""
+
+    @abstractmethod
+    def create_backup(self, backup_dir: Path, tag: str | None = None) -> Path:
+        """A consistent copy of the store in ``backup_dir``; its path."""
+
+    @abstractmethod
+    def restore_backup(self, backup_path: Path) -> Path | None:
+        """Replace the store by a backup; the kept copy of the replaced store (``None``: there was none)."""
+
+    @abstractmethod
+    def export_run(self, run_id: str, output_dir: Path, *, include_snapshots: bool = True) -> Path:
+        """Export one run into a ``.zip`` in ``output_dir``; its path."""

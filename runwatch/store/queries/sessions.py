@@ -1,0 +1,348 @@
+"""Reads (and the cleanup) of application sessions: runs of kind ``session``.
+
+Plain functions of a ``sqlite3.Connection`` (see :mod:`runwatch.store.queries`);
+the layout they read is :mod:`runwatch.store.session_layout`. Times are epoch
+seconds; the web and the ``SessionMonitor`` shape them for their callers.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections import Counter
+from typing import Any, Final
+
+import orjson
+
+from ...exceptions import UnknownRunError
+from ..session_layout import (
+    MONITOR_KIND,
+    RUN_STATUSES_OF,
+    SESSION_KIND,
+    decode_metric_value,
+    decode_session_tags,
+    session_status,
+)
+from .common import read_snapshot
+from .runs import state_history
+
+__all__ = [
+    "COUNTED_EVENTS",
+    "list_sessions",
+    "read_session",
+    "remove_old_sessions",
+    "session_metrics",
+    "session_run_status",
+    "session_statistics",
+]
+
+_SESSION_RUNS: Final = f"SELECT id FROM runs WHERE kind = '{SESSION_KIND}'"
+#: The session events that statistics count by type.
+COUNTED_EVENTS: Final = ("session_created", "session_expired", "session_error", "suspicious_activity")
+_RUN_COLUMNS: Final = "id, run_id, status, start_time, end_time, updated_at, last_heartbeat, metadata, state"
+
+
+def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+    """A session's run row: ``pk``, ``run_id``, ``status`` (the run's), times, ``metadata`` and ``state``."""
+    pk, run_id, status, start, end, updated, heartbeat, metadata_text, state = row
+    metadata = orjson.loads(metadata_text) if metadata_text else {}
+    return {
+        "pk": pk,
+        "run_id": run_id,
+        "status": status,
+        "start_time": start,
+        "end_time": end,
+        "updated_at": updated,
+        "last_heartbeat": heartbeat,
+        "metadata": metadata if isinstance(metadata, dict) else {},
+        "state": orjson.loads(state) if state else {},
+    }
+
+
+def _session_row(conn: sqlite3.Connection, session_id: str) -> tuple[Any, ...]:
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ? AND kind = ?", (session_id, SESSION_KIND))
+    found = row.fetchone()
+    if found is None:
+        raise UnknownRunError(session_id)
+    return tuple(found)
+
+
+def session_run_status(conn: sqlite3.Connection, session_id: str) -> str:
+    """The session's run status.
+
+    Raises:
+        UnknownRunError: no session has this id.
+    """
+    status: str = _session_row(conn, session_id)[2]
+    return status
+
+
+def read_session(
+    conn: sqlite3.Connection,
+    session_id: str,
+    *,
+    events_limit: int,
+    events_before: int | None,
+    metrics_limit: int,
+    metrics_before: int | None,
+    history_limit: int,
+    history_before: int | None,
+) -> dict[str, Any]:
+    """One session with pages of its log events and metric rows (newest first) and of its state patches.
+
+    Each page holds up to one entry more than its limit (the caller tells
+    from it whether another page follows). The work is bounded by the pages:
+    the session's state is read from its run row (merged as each patch was
+    stored), never rebuilt from its patches.
+
+    Returns:
+        ``{"session": record, "events": [{"id", "timestamp", "name", "level",
+        "data"}], "metrics": [{"row", "timestamp", "values": [(name, value)],
+        "tags": [...]}], "state_history": [...]}`` (see :func:`state_history`;
+        that page oldest first).
+
+    Raises:
+        UnknownRunError: no session has this id.
+    """
+    with read_snapshot(conn):  # one snapshot for the row and its pages
+        row = _session_row(conn, session_id)
+        run = row[0]
+        history = state_history(conn, session_id, history_limit + 1, before_id=history_before)
+        sql = "SELECT id, ts, type, level, data FROM events WHERE run = ? AND kind = 'log'"
+        params: list[Any] = [run]
+        if events_before is not None:
+            sql += " AND id < ?"
+            params.append(events_before)
+        events = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, events_limit + 1)).fetchall()
+        sql = (
+            "SELECT m.row, m.ts, k.names, m.vals, m.tags FROM metric_rows m"
+            " JOIN metric_keysets k ON k.id = m.keyset WHERE m.run = ?"
+        )
+        params = [run]
+        if metrics_before is not None:
+            sql += " AND m.row < ?"
+            params.append(metrics_before)
+        metrics = conn.execute(sql + " ORDER BY m.row DESC LIMIT ?", (*params, metrics_limit + 1)).fetchall()
+    metric_rows = []
+    for number, ts, names, vals, tags in metrics:
+        tag_list, _ = decode_session_tags(tags)
+        values = [
+            (name, decode_metric_value(value))
+            for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False)
+        ]
+        metric_rows.append({"row": number, "timestamp": ts, "values": values, "tags": tag_list})
+    return {
+        "session": _record(row),
+        "events": [
+            {"id": id_, "timestamp": ts, "name": name, "level": level, "data": orjson.loads(data)}
+            for id_, ts, name, level, data in events
+        ],
+        "metrics": metric_rows,
+        "state_history": history,
+    }
+
+
+def list_sessions(
+    conn: sqlite3.Connection,
+    *,
+    active: bool | None,
+    status: str | None,
+    product: str | None,
+    limit: int,
+    before: int | None,
+) -> list[dict[str, Any]]:
+    """Session records (see :func:`read_session`), newest first: up to ``limit + 1`` of them.
+
+    Args:
+        active: only active (and hung) sessions, or only the others; ``None``: both.
+        status: only sessions of this session status (``active``, ``hung``, ``crashed``, ``ended``).
+        product: only sessions of this product.
+        limit: the page size.
+        before: only sessions older than this ``pk`` (the cursor of the previous page).
+    """
+    where = ["kind = ?"]
+    params: list[Any] = [SESSION_KIND]
+    if active is not None:
+        statuses = (*RUN_STATUSES_OF["active"], *RUN_STATUSES_OF["hung"])
+        where.append(f"status {'' if active else 'NOT '}IN (SELECT value FROM json_each(?))")
+        params.append(orjson.dumps(statuses).decode())
+    if status is not None:
+        where.append("status IN (SELECT value FROM json_each(?))")
+        params.append(orjson.dumps(RUN_STATUSES_OF[status]).decode())
+    if product is not None:
+        where.append("metadata ->> '$.product' = ?")
+        params.append(product)
+    if before is not None:
+        where.append("id < ?")
+        params.append(before)
+    rows = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+        (*params, limit + 1),
+    ).fetchall()
+    return [_record(tuple(row)) for row in rows]
+
+
+def session_statistics(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
+    """Session counts, event counts and metric statistics (epoch seconds in, plain values out).
+
+    Args:
+        since: events and metrics at or after this time count; ``None``: all.
+            Session counts by status are always current.
+    """
+    import numpy as np
+
+    floor = -math.inf if since is None else since
+    with read_snapshot(conn):  # one snapshot for every count
+        by_status: Counter[str] = Counter()
+        for status, count in conn.execute(
+            f"SELECT status, count(*) FROM runs WHERE kind = '{SESSION_KIND}' GROUP BY status"
+        ):
+            by_status[session_status(status)] += count
+        events = f"FROM events WHERE run IN ({_SESSION_RUNS}) AND kind = 'log' AND ts >= ?"
+        counts = dict(
+            conn.execute(
+                f"SELECT type, count(*) {events} AND type IN (SELECT value FROM json_each(?)) GROUP BY type",
+                (floor, orjson.dumps(COUNTED_EVENTS).decode()),
+            ).fetchall()
+        )
+        errors_by_type = {
+            str(kind if kind is not None else "unknown"): count
+            for kind, count in conn.execute(
+                f"SELECT data ->> '$.details.error_type', count(*) {events} AND type = 'session_error' GROUP BY 1",
+                (floor,),
+            )
+        }
+        suspicious_by_user = {
+            str(user): count
+            for user, count in conn.execute(
+                f"SELECT data ->> '$.user_id', count(*) {events} AND type = 'suspicious_activity' GROUP BY 1",
+                (floor,),
+            )
+        }
+        rows = conn.execute(
+            "SELECT k.names, m.vals FROM metric_rows m JOIN metric_keysets k ON k.id = m.keyset"
+            f" WHERE m.run IN ({_SESSION_RUNS}) AND m.ts >= ?",
+            (floor,),
+        ).fetchall()
+    values: dict[str, list[float]] = {}
+    for names, vals in rows:
+        for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False):
+            values.setdefault(name, []).append(decode_metric_value(value))
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, series in sorted(values.items()):
+        array = np.asarray(series, dtype=np.float64)
+        finite = array[~np.isnan(array)]
+        metrics[name] = {
+            "count": int(array.size),
+            "mean": float(finite.mean()) if finite.size else None,
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+            "p95": float(np.percentile(finite, 95)) if finite.size else None,
+        }
+    created = counts.get("session_created", 0)
+    errors = counts.get("session_error", 0)
+    return {
+        "sessions": {
+            "active": by_status["active"] + by_status["hung"],
+            "hung": by_status["hung"],
+            "crashed": by_status["crashed"],
+            "ended": by_status["ended"],
+            "total": sum(by_status.values()),
+            "created": created,
+            "expired": counts.get("session_expired", 0),
+        },
+        "errors": {
+            "total": errors,
+            "by_type": errors_by_type,
+            "rate": errors / created if created else (float(errors > 0)),
+        },
+        "suspicious_activity": {"total": counts.get("suspicious_activity", 0), "by_user": suspicious_by_user},
+        "metrics": metrics,
+    }
+
+
+def session_metrics(conn: sqlite3.Connection, start: float | None, end: float | None) -> list[dict[str, Any]]:
+    """Every session metric value measured between ``start`` and ``end`` (epoch seconds, inclusive), in order.
+
+    Returns:
+        One dict per value: ``metric_type``, ``session_id``, ``user_id``
+        (``None`` for metrics without one), ``value``, ``metadata`` (a dict)
+        and ``timestamp`` (epoch seconds).
+    """
+    where = [f"m.run IN ({_SESSION_RUNS})"]
+    params: list[Any] = []
+    if start is not None:
+        where.append("m.ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("m.ts <= ?")
+        params.append(end)
+    rows = conn.execute(
+        "SELECT r.run_id, m.ts, k.names, m.vals, m.tags FROM metric_rows m"
+        " JOIN runs r ON r.id = m.run JOIN metric_keysets k ON k.id = m.keyset"
+        f" WHERE {' AND '.join(where)} ORDER BY m.row",
+        params,
+    ).fetchall()
+    out = []
+    for session_id, ts, names, vals, tags in rows:
+        _, fields = decode_session_tags(tags)
+        metadata = fields.get("metadata")
+        for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False):
+            out.append(
+                {
+                    "metric_type": name,
+                    "session_id": session_id,
+                    "user_id": fields.get("user_id"),
+                    "value": decode_metric_value(value),
+                    "metadata": dict(metadata) if isinstance(metadata, dict) else {},
+                    "timestamp": ts,
+                }
+            )
+    return out
+
+
+def remove_old_sessions(conn: sqlite3.Connection, cutoff: float) -> dict[str, int]:
+    """Delete session data older than ``cutoff`` in one write transaction.
+
+    Removes session (and session monitors' own) metric rows, events and state
+    patches older than the cutoff, and sessions ended before it entirely.
+
+    Args:
+        conn: a connection that may write, in autocommit mode.
+
+    Returns:
+        Rows removed: ``{"metric_rows", "events", "state_history", "sessions"}``.
+    """
+    runs = f"SELECT id FROM runs WHERE kind IN ('{SESSION_KIND}', '{MONITOR_KIND}')"
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        ended = [
+            row[0]
+            for row in conn.execute(
+                f"SELECT id FROM runs WHERE kind = '{SESSION_KIND}' AND status IN ('completed', 'failed', 'crashed')"
+                " AND COALESCE(end_time, updated_at) < ? AND updated_at < ?",
+                (cutoff, cutoff),
+            )
+        ]
+        counts = {
+            "metric_rows": conn.execute(
+                f"DELETE FROM metric_rows WHERE ts < ? AND run IN ({runs})", (cutoff,)
+            ).rowcount,
+            "events": conn.execute(f"DELETE FROM events WHERE ts < ? AND run IN ({runs})", (cutoff,)).rowcount,
+            "state_history": conn.execute(
+                f"DELETE FROM state_history WHERE ts < ? AND run IN ({runs})", (cutoff,)
+            ).rowcount,
+        }
+        if ended:
+            ids = orjson.dumps(ended).decode()
+            tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in ("metric_rows", "metric_stats", "events", "state_history", "metric_rollups", "snapshots"):
+                if table in tables:
+                    conn.execute(f"DELETE FROM {table} WHERE run IN (SELECT value FROM json_each(?))", (ids,))
+            conn.execute("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", (ids,))
+        counts["sessions"] = len(ended)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return counts

@@ -1,0 +1,311 @@
+"""The SQLite store's one write path: each batch the store sink hands over, in one transaction.
+
+:class:`SQLiteWriter` owns the store's writer connection (aiosqlite: sqlite3 on
+its own thread, see :func:`runwatch.store.connections.open_writer`) and every
+statement that writes events: it resolves run ids and key sets, has
+:class:`~runwatch.store.encode.BatchEncoder` turn the batch into the
+parameters of a few set-based statements, runs them and commits. The sink
+decides when to write and what to do when the store cannot take a batch.
+
+Waiting for another writer's lock happens in slices of
+:data:`~runwatch.store.connections.WRITER_BUSY_SLICE_MILLISECONDS` (up to
+:data:`LOCK_WAIT_SECONDS` per transaction), so a pipeline's shutdown
+deadline or a fork never waits behind SQLite's own busy timeout.
+
+A stale run id is caught by the update that touches the run: the writer
+caches run row ids, and each transaction's run update matches the id and the
+run's name, so a run removed by ``runwatch cleanup`` (from any process) since
+it was cached rolls the transaction back, and the run is created again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import anyio.lowlevel
+import orjson
+
+from ..exceptions import StoreUnavailable
+from . import connections
+from .base import StoreWriter
+from .encode import (
+    ADVANCE_METRIC_ROW,
+    INSERT_EVENTS,
+    INSERT_METRIC_ROWS,
+    INSERT_RECEIPTS,
+    INSERT_STATE_HISTORY,
+    UPSERT_METRIC_STATS,
+    BatchEncoder,
+    EncodedBatch,
+    dumps,
+    encode_metric_rows,
+    runs_with_state_patches,
+)
+from .schema import prepare_database
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+__all__ = ["LOCK_WAIT_SECONDS", "SQLiteWriter"]
+
+#: The longest one transaction waits for another writer's lock (in busy slices) before it counts as failed.
+LOCK_WAIT_SECONDS: Final = 5.0
+
+
+class SQLiteWriter(StoreWriter):
+    """Writes batches of events into a SQLite store, one transaction each (see the module docs).
+
+    Args:
+        path: the store file (created, mode 0600, by :meth:`open` when missing).
+        owner: ``host:pid:start-time`` of this process: the owner of the runs it starts.
+    """
+
+    def __init__(self, path: str, owner: str) -> None:
+        self.path = path
+        self._owner = owner
+        self._db: aiosqlite.Connection | None = None
+        self._encoder = BatchEncoder()
+        self._run_ids: dict[str, int] = {}
+
+    async def open(self) -> None:
+        # A new store is created 0600 and a directory created for it 0700 (an existing one keeps its mode).
+        await anyio.to_thread.run_sync(prepare_database, self.path)
+        self._db = await connections.open_writer(self.path)
+        _restrict_permissions(self.path)
+
+    async def aclose(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            with anyio.CancelScope(shield=True):  # a slice at most: the connection's busy timeout is one
+                async with connections.hold_async():
+                    await db.close()
+
+    async def write(self, batch: Sequence[Any]) -> list[tuple[str, str]]:
+        if self._db is None:
+            raise StoreUnavailable(f"the writer of {self.path!r} is not open")
+        try:
+            try:
+                return await self._try_transaction(self._db, batch)
+            except _StaleRunIds:
+                # Runs were removed (``runwatch cleanup`` from any process) since their ids were cached:
+                # the transaction is rolled back; forget them and write again, creating them anew.
+                for event in batch:
+                    self._run_ids.pop(event.run_id, None)
+                return await self._try_transaction(self._db, batch)
+        except Exception as exc:
+            if _is_store_trouble(exc):  # locked, disk full, read-only...: the batch may be written again later
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    def unstorable(self, batch: Sequence[Any]) -> list[int]:
+        any_run: defaultdict[str, int] = defaultdict(int)  # every run id maps to row 0: only encoding is tried
+        bad: list[int] = []
+        for index, event in enumerate(batch):
+            try:
+                encoded = self._encoder.encode([event], any_run, {})
+                encode_metric_rows(encoded.metric_rows)
+                dumps(encoded.metric_stats)
+                dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
+            except Exception:
+                bad.append(index)
+        return bad
+
+    # -- one transaction ------------------------------------------------------------------
+
+    async def _try_transaction(self, db: aiosqlite.Connection, batch: Sequence[Any]) -> list[tuple[str, str]]:
+        async with self._write_lock(db):
+            return await self._write_locked(db, batch)
+
+    @contextlib.asynccontextmanager
+    async def _write_lock(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
+        """The store's write lock (``BEGIN IMMEDIATE``), waited for in busy slices; no fork copies the connection
+        while it is held.
+
+        Raises:
+            sqlite3.OperationalError: another writer kept the lock for :data:`LOCK_WAIT_SECONDS`.
+        """
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        while True:
+            async with connections.hold_async():
+                try:
+                    await db.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if not connections.is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                except BaseException:  # cancelled while waiting: the statement may still take the lock
+                    with anyio.CancelScope(shield=True), contextlib.suppress(sqlite3.Error):
+                        await db.execute("ROLLBACK")
+                    raise
+                else:
+                    yield
+                    return
+            # Between slices: a shutdown's cancellation, or a fork, gets its turn here.
+            await anyio.lowlevel.checkpoint()
+
+    async def _write_locked(self, db: aiosqlite.Connection, batch: Sequence[Any]) -> list[tuple[str, str]]:
+        new_runs: list[str] = []
+        encoded: EncodedBatch | None = None
+        try:
+            now = time.time()  # run times are capped at the commit (see BatchEncoder.encode)
+            new_runs = await self._ensure_runs(db, batch, now)
+            state = await self._load_state(db, batch)
+            # On the loop, not a worker thread: a CPU-bound thread beside the loop makes every socket
+            # send wait for the GIL (a convoy); the sink's 0.1 s flush interval keeps each encode short.
+            encoded = self._encoder.encode(batch if type(batch) is list else list(batch), self._run_ids, state, now)
+            await self._execute_encoded(db, encoded, now)
+            with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
+                await db.execute("COMMIT")
+            return [(receipt[0], receipt[1]) for receipt in encoded.receipts]
+        except BaseException:
+            if encoded is not None:  # key sets inserted in this transaction are gone too
+                self._encoder.forget_keysets(encoded.new_keysets)
+            try:
+                with anyio.CancelScope(shield=True):
+                    await db.execute("ROLLBACK")
+            except Exception:  # the transaction may already be gone
+                pass
+            for run_id in new_runs:  # their rows were rolled back too
+                self._run_ids.pop(run_id, None)
+            raise
+
+    async def _execute_encoded(self, db: aiosqlite.Connection, encoded: EncodedBatch, now: float) -> None:
+        if encoded.new_keysets:
+            await self._store_keysets(db, encoded)
+        if encoded.metric_rows:
+            await db.execute(INSERT_METRIC_ROWS, (encode_metric_rows(encoded.metric_rows),))
+            await db.execute(ADVANCE_METRIC_ROW, (len(encoded.metric_rows),))
+            await db.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
+        if encoded.event_rows is not None:
+            await db.execute(INSERT_EVENTS, (encoded.event_rows,))
+        if encoded.state_rows is not None:
+            await db.execute(INSERT_STATE_HISTORY, (encoded.state_rows,))
+        if encoded.receipts:
+            await db.execute(INSERT_RECEIPTS, (dumps(encoded.receipts),))
+        if encoded.run_updates:
+            params = [_update_params(run, update, self._owner, now) for run, update in encoded.run_updates.items()]
+            cursor = await db.executemany(_UPDATE_RUN, params)
+            if cursor.rowcount != len(params):  # a cached row id is gone, or now another run's
+                raise _StaleRunIds
+
+    async def _store_keysets(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
+        texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
+        param = (orjson.dumps(list(texts)),)
+        await db.execute("INSERT OR IGNORE INTO metric_keysets (names) SELECT value FROM json_each(?)", param)
+        async with db.execute(
+            "SELECT names, id FROM metric_keysets WHERE names IN (SELECT value FROM json_each(?))", param
+        ) as cursor:
+            ids = {texts[names]: keyset for names, keyset in await cursor.fetchall()}
+        self._encoder.resolve_keysets(encoded, ids)
+
+    async def _ensure_runs(self, db: aiosqlite.Connection, batch: Sequence[Any], now: float) -> list[str]:
+        run_ids = self._run_ids
+        missing = {event.run_id for event in batch} - run_ids.keys()
+        if not missing:
+            return []
+        first_seen: dict[str, float] = {}
+        for event in batch:
+            if event.run_id in missing and event.run_id not in first_seen:
+                first_seen[event.run_id] = min(event.timestamp, now)
+        # No owner yet: a run is owned by whoever starts it (its lifecycle event sets the owner);
+        # one that only logs is judged by the liveness stage alone.
+        rows = [[run_id, ts, ts] for run_id, ts in first_seen.items()]
+        await db.execute(
+            "INSERT OR IGNORE INTO runs (run_id, start_time, updated_at) "
+            "SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2 FROM json_each(?) AS e",
+            (orjson.dumps(rows),),
+        )
+        async with db.execute(
+            "SELECT run_id, id FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
+            (orjson.dumps(sorted(missing)),),
+        ) as cursor:
+            for run_id, run in await cursor.fetchall():
+                run_ids[run_id] = run
+        return sorted(missing)
+
+    async def _load_state(self, db: aiosqlite.Connection, batch: Sequence[Any]) -> dict[int, Any]:
+        wanted = runs_with_state_patches(batch)
+        if not wanted:
+            return {}
+        ids = [self._run_ids[run_id] for run_id in wanted]
+        async with db.execute(
+            "SELECT id, state FROM runs WHERE id IN (SELECT value FROM json_each(?))", (orjson.dumps(ids),)
+        ) as cursor:
+            return {run: orjson.loads(state) for run, state in await cursor.fetchall()}
+
+
+# COALESCE keeps what a batch does not change; ?2 = 1 clears end_time (a resumed run).
+# start_time is set once, when the row is created: a resumed run keeps its start.
+_UPDATE_RUN: Final = """
+UPDATE runs SET
+    status = CASE
+        WHEN ?3 IS NOT NULL THEN ?3
+        WHEN ?16 IS NOT NULL AND status IN ('running', 'hung', 'crashed') THEN ?16
+        ELSE status END,
+    kind = COALESCE(?4, kind),
+    end_time = CASE WHEN ?2 THEN NULL ELSE COALESCE(?6, end_time) END,
+    config = COALESCE(?7, config),
+    metadata = COALESCE(?8, metadata),
+    final_reward = COALESCE(?9, final_reward),
+    updated_at = MIN(MAX(updated_at, ?10), ?18),
+    last_heartbeat = COALESCE(?11, last_heartbeat),
+    total_steps = COALESCE(?12, total_steps),
+    total_episodes = COALESCE(?13, total_episodes),
+    state = COALESCE(?14, state),
+    owner = CASE WHEN ?3 = 'running' THEN COALESCE(?15, owner) ELSE owner END
+WHERE id = ?1 AND run_id = ?17
+"""
+# ?3 is a lifecycle status (started, paused, resumed, completed, failed): it always applies and
+# a (re)started run takes its owner from the event (a remote producer) or this process.
+# ?16 is a liveness verdict (hung, crashed, recovered → running): it applies only to a live
+# run and never changes the owner, so a verdict cannot reopen a finished run. ?17 is the run's
+# id: a row id cached for a run that cleanup removed matches no row (see _StaleRunIds). ?18 is
+# the commit time: updated_at never passes it (this also brings back a row dated in the future
+# by an older version).
+
+
+def _update_params(run: int, update: Any, owner: str, now: float) -> tuple[Any, ...]:
+    return (
+        run,
+        1 if update.clear_end_time else 0,
+        update.status,
+        update.kind,
+        None,
+        update.end_time,
+        None if update.config is None else dumps(update.config).decode(),
+        None if update.metadata is None else dumps(update.metadata).decode(),
+        update.final_reward,
+        update.updated_at,
+        update.last_heartbeat,
+        update.total_steps,
+        update.total_episodes,
+        None if update.state is None else dumps(update.state).decode(),
+        update.owner or owner,
+        update.liveness_status,
+        update.run_id,
+        now,
+    )
+
+
+class _StaleRunIds(Exception):
+    """A run row the writer's cache points to was deleted (or its id reused by another run)."""
+
+
+def _is_store_trouble(exc: Exception) -> bool:
+    """Faults of the store itself (worth retrying), as opposed to a batch it cannot take."""
+    return isinstance(exc, (sqlite3.OperationalError, OSError)) or type(exc) is sqlite3.DatabaseError
+
+
+def _restrict_permissions(path: str) -> None:
+    # Training configs and state can be sensitive: the store is the owner's alone.
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.chmod(path + suffix, 0o600)
+        except OSError:
+            pass
