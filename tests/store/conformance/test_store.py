@@ -1,0 +1,329 @@
+"""The Store interface, exercised the same way on every backend (see conftest.BACKENDS).
+
+Everything goes in through the store's one write path (``open_writer``) and
+comes back through its reads; nothing here knows which backend it runs on.
+"""
+
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runwatch.events import (
+    AlertEvent,
+    Heartbeat,
+    IngestReceipt,
+    LogEvent,
+    Metric,
+    RunLifecycle,
+    RunTransition,
+    StatePatch,
+)
+from runwatch.exceptions import StoreError, StoreUnavailable, UnknownRunError
+from runwatch.store.base import Store
+from runwatch.store.schema import SCHEMA_VERSION
+from runwatch.store.session_layout import SESSION_KIND, encode_session_tags
+
+from .conftest import write
+
+T0 = 1_700_000_000.0
+
+
+def started(run_id: str, at: float = T0, **fields: object) -> RunLifecycle:
+    return RunLifecycle(run_id, at, RunTransition.STARTED, **fields)  # type: ignore[arg-type]
+
+
+def calls(run_id: str, count: int, *, at: float = T0) -> list[Metric]:
+    """``count`` logging calls of loss and accuracy, one per step."""
+    return [Metric(run_id, at + i, {"loss": 1.0 / (i + 1), "accuracy": i / count}, i) for i in range(count)]
+
+
+# -- the store itself ----------------------------------------------------------------------------
+
+
+def test_a_new_store_does_not_exist_and_its_reads_say_so(store: Store) -> None:
+    """Before anything creates it, the store does not exist: reads fail with StoreError, lookups find nothing."""
+    assert not store.exists()
+    with pytest.raises(StoreError):
+        store.list_runs()
+    assert store.run_statuses(["a"]) == {}
+    assert store.stored_batch_digest("a", "b") is None
+    assert store.latest_snapshots(["a"]) == {}
+    assert store.run_activity(None) == []
+
+
+def test_prepare_creates_the_newest_schema_and_migrations_step_down_and_up(store: Store) -> None:
+    """prepare() creates the store at the newest version; migrate() walks the versions both ways."""
+    store.prepare()
+    assert store.exists() and store.schema_version() == SCHEMA_VERSION
+    assert store.migrate(1) == list(range(SCHEMA_VERSION - 1, 0, -1))
+    assert store.schema_version() == 1
+    assert store.migrate() == list(range(2, SCHEMA_VERSION + 1))
+    assert store.list_runs() == []
+
+
+# -- writing and reading runs ---------------------------------------------------------------------
+
+
+async def test_a_written_run_reads_back_with_its_summary_state_and_events(store: Store) -> None:
+    """One batch of every kind: the run, its per-metric statistics, merged state and events come back."""
+    batch = [
+        started("r1", config={"lr": 0.1}),
+        *calls("r1", 10),
+        StatePatch("r1", T0 + 1, {"game": {"level": 1, "score": 5}}),
+        StatePatch("r1", T0 + 2, {"game": {"score": 9}}),
+        LogEvent("r1", T0 + 3, "checkpoint", "info", {"path": "a.pt"}),
+        Heartbeat("r1", T0 + 4, {"total_steps": 10, "total_episodes": 2}),
+    ]
+    await write(store, batch)
+
+    (run,) = store.list_runs()
+    assert (run["run_id"], run["kind"], run["status"], run["total_steps"]) == ("r1", "training", "running", 10)
+    summary = store.run_summary("r1")
+    assert summary["config"] == {"lr": 0.1}
+    loss = summary["metrics"]["loss"]
+    assert (loss["count"], loss["last"], loss["min"], loss["max"]) == (10, 0.1, 0.1, 1.0)
+    assert loss["last_step"] == 9
+    assert store.run_state("r1") == {"game": {"level": 1, "score": 9}}
+    assert [entry["patch"] for entry in store.state_history("r1")] == [
+        {"game": {"level": 1, "score": 5}},
+        {"game": {"score": 9}},
+    ]
+    events = store.run_events("r1", "checkpoint")
+    assert [(event["event_type"], event["event_data"]) for event in events] == [("checkpoint", {"path": "a.pt"})]
+    with pytest.raises(UnknownRunError):
+        store.run_summary("nope")
+
+
+async def test_lifecycle_transitions_set_the_status_and_statuses_read_back(store: Store) -> None:
+    """Completed and failed runs report their status; run_statuses and has_run answer per run."""
+    await write(
+        store,
+        [started("done"), started("broken"), started("live")],
+        [
+            RunLifecycle("done", T0 + 5, RunTransition.COMPLETED, final_reward=3.5),
+            RunLifecycle("broken", T0 + 6, RunTransition.FAILED),
+        ],
+    )
+    assert store.run_statuses(["done", "broken", "live", "other"]) == {
+        "done": "completed",
+        "broken": "failed",
+        "live": "running",
+    }
+    assert store.run_summary("done")["final_reward"] == 3.5
+    assert store.has_run("live") and not store.has_run("other")
+    assert [run["run_id"] for run in store.list_runs(status="completed")] == ["done"]
+    assert [activity.run_id for activity in store.run_activity(None)] == ["live"]
+
+
+async def test_events_page_newest_first(store: Store) -> None:
+    """run_events pages backwards with before_id and a limit, newest first."""
+    await write(store, [started("r"), *[LogEvent("r", T0 + i, "tick", "info", {"i": i}) for i in range(5)]])
+    first = store.run_events("r", "tick", limit=2, newest_first=True)
+    assert [event["event_data"]["i"] for event in first] == [4, 3]
+    rest = store.run_events("r", "tick", limit=10, before_id=first[-1]["id"], newest_first=True)
+    assert [event["event_data"]["i"] for event in rest] == [2, 1, 0]
+
+
+# -- metrics ------------------------------------------------------------------------------------
+
+
+async def test_metrics_read_back_per_call_and_per_step_keeping_nan_and_infinities(store: Store) -> None:
+    """Calls come back as logged (NaN and ±Inf kept); a step's calls merge into one row."""
+    await write(
+        store,
+        [
+            started("r"),
+            Metric("r", T0, {"loss": math.nan}, 0),
+            Metric("r", T0 + 1, {"loss": math.inf, "reward": -math.inf}, 1),
+            Metric("r", T0 + 2, {"reward": 2.0}, 1),
+        ],
+    )
+    per_call = store.run_metrics("r", align="call")
+    assert len(per_call) == 3
+    assert math.isnan(per_call["loss"].iloc[0]) and per_call["loss"].iloc[1] == math.inf
+    per_step = store.run_metrics("r", align="step")
+    assert per_step["step"].tolist() == [0, 1]
+    assert per_step["loss"].iloc[1] == math.inf and per_step["reward"].iloc[1] == 2.0
+    series = store.metric_series("r", "reward")
+    assert series["value"].tolist() == [-math.inf, 2.0]
+    later = store.metric_series("r", "reward", after_row=int(series["row"][0]))
+    assert later["value"].tolist() == [2.0]
+
+
+async def test_a_chart_buckets_min_and_max_on_a_shared_step_range(store: Store) -> None:
+    """Two runs on one step range: each bucket counts its points and keeps their extremes."""
+    await write(store, [started("a"), started("b"), *calls("a", 100), *calls("b", 50)])
+    charts = store.chart(["a", "b"], ["loss"], x="step", buckets=10)
+    a, b = charts[("a", "loss")], charts[("b", "loss")]
+    assert a.edges[0] == 0 and a.edges[-1] == 99
+    assert int(a.count.sum()) == 100 and int(b.count.sum()) == 50
+    assert a.max[0] == 1.0 and a.min[-1] == pytest.approx(1 / 100)
+    assert np.isnan(b.min[-1])  # b stops at step 49: its last buckets are empty
+    with pytest.raises(UnknownRunError):
+        store.chart(["missing"], ["loss"])
+
+
+# -- ingest receipts -------------------------------------------------------------------------------
+
+
+async def test_a_receipt_commits_with_its_events_and_its_digest_reads_back(store: Store) -> None:
+    """write() returns the keys of the receipts it committed; the digest of each is stored under its key."""
+    keys = await write(store, [started("r"), *calls("r", 3), IngestReceipt("r", T0, "batch-1", 4, "d1")])
+    assert keys == [("r", "batch-1")]
+    assert store.stored_batch_digest("r", "batch-1") == "d1"
+    assert store.stored_batch_digest("r", "batch-2") is None
+    assert store.stored_batch_digest("other", "batch-1") is None
+
+
+async def test_an_unstorable_event_is_named_and_refuses_its_transaction(store: Store) -> None:
+    """unstorable() points at the event no transaction could take; writing it stores nothing of the batch."""
+    batch = [started("r"), Metric("r", T0, {"bad\ud800name": 1.0}), Metric("r", T0, {"fine": 1.0})]
+    writer = store.open_writer(owner="h:1:1.0")
+    await writer.open()
+    try:
+        assert writer.unstorable(batch) == [1]
+        with pytest.raises(Exception) as caught:
+            await writer.write(batch)
+        assert not isinstance(caught.value, StoreUnavailable)
+        await writer.write([batch[0], batch[2]])
+    finally:
+        await writer.aclose()
+    assert list(store.run_summary("r")["metrics"]) == ["fine"]
+
+
+# -- alerts ---------------------------------------------------------------------------------------
+
+
+async def test_alerts_read_as_current_states_and_as_a_history(store: Store) -> None:
+    """The latest transition of each alert instance is its state; the history lists every transition."""
+    await write(
+        store,
+        [
+            started("r"),
+            AlertEvent("r", T0 + 1, "loss_nan", "firing", severity="critical", labels={"metric": "loss"}),
+            AlertEvent("r", T0 + 2, "slow", "firing", severity="warning"),
+            AlertEvent("r", T0 + 3, "loss_nan", "resolved", severity="critical", labels={"metric": "loss"}),
+        ],
+    )
+    assert [(alert["rule"], alert["state"]) for alert in store.alerts()] == [("slow", "firing")]
+    assert [alert["rule"] for alert in store.alerts(states=("resolved",))] == ["loss_nan"]
+    history = store.alert_events(run_id="r")
+    assert [(alert["rule"], alert["state"]) for alert in history] == [
+        ("loss_nan", "resolved"),
+        ("slow", "firing"),
+        ("loss_nan", "firing"),
+    ]
+    assert [alert["rule"] for alert in store.alert_events(severity="warning")] == ["slow"]
+
+
+# -- snapshots ------------------------------------------------------------------------------------
+
+
+async def test_snapshots_of_held_runs_are_kept_newest_first_and_rotated(store: Store) -> None:
+    """Only runs the store holds take snapshots; the newest max_snapshots of each stay."""
+    await write(store, [started("r")])
+    assert store.stored_runs(["r", "ghost"]) == {"r"}
+    for i in range(3):
+        written, rotated = store.save_snapshots([("r", b'{"n": %d}' % i), ("ghost", b"{}")], T0 + i, 2)
+        assert written == ["r"] and rotated == (1 if i == 2 else 0)
+    assert store.latest_snapshots(["r", "ghost"]) == {"r": '{"n": 2}'}
+
+
+# -- sessions -------------------------------------------------------------------------------------
+
+
+async def test_sessions_read_back_with_pages_statistics_and_metrics(store: Store) -> None:
+    """A session's run, its pages of events and metrics, the statistics and the metric export."""
+    tags = encode_session_tags(user_id=7, metadata={"k": "v"})
+    await write(
+        store,
+        [
+            started("s1", run_kind=SESSION_KIND, metadata={"product": "app", "metadata": {}}),
+            LogEvent("s1", T0 + 1, "session_created", "info", {"user_id": 7, "details": {}}),
+            LogEvent("s1", T0 + 2, "session_error", "error", {"user_id": 7, "details": {"error_type": "x"}}),
+            Metric("s1", T0 + 3, {"sync_time": 0.5}, tags=tags),
+            Metric("s1", T0 + 4, {"sync_time": 1.5}, tags=tags),
+        ],
+    )
+    assert store.session_run_status("s1") == "running"
+    page = store.read_session("s1", events_limit=1, metrics_limit=5)
+    assert page["session"]["metadata"]["product"] == "app"
+    assert [event["name"] for event in page["events"]] == ["session_error", "session_created"]  # limit + 1
+    assert [row["values"] for row in page["metrics"]] == [[("sync_time", 1.5)], [("sync_time", 0.5)]]
+    (record,) = store.list_sessions(active=True, status=None, product="app", limit=10, before=None)
+    assert record["run_id"] == "s1"
+    stats = store.session_statistics(None)
+    assert stats["sessions"]["created"] == 1 and stats["errors"]["by_type"] == {"x": 1}
+    assert stats["metrics"]["sync_time"]["count"] == 2
+    exported = store.session_metrics(T0 + 3.5, None)
+    assert [(row["value"], row["user_id"], row["metadata"]) for row in exported] == [(1.5, 7, {"k": "v"})]
+    with pytest.raises(UnknownRunError):
+        store.session_run_status("r-not-a-session")
+
+
+async def test_old_session_data_is_removed_and_ended_sessions_go_whole(store: Store) -> None:
+    """remove_old_sessions drops rows before the cutoff and sessions that ended before it."""
+    await write(
+        store,
+        [
+            started("old", at=T0, run_kind=SESSION_KIND),
+            Metric("old", T0 + 1, {"m": 1.0}),
+            RunLifecycle("old", T0 + 2, RunTransition.COMPLETED),
+        ],
+    )
+    removed = store.remove_old_sessions(cutoff=4_000_000_000.0)
+    assert removed["sessions"] == 1 and removed["metric_rows"] == 1
+    assert not store.has_run("old")
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+async def test_a_cleanup_pass_removes_ended_runs_before_the_cutoff_and_keeps_active_ones(store: Store) -> None:
+    """Work on a cleanup pass until it finishes: the old ended run goes, the running one stays."""
+    await write(
+        store,
+        [started("ended", at=T0), *calls("ended", 5), started("active", at=T0)],
+        [RunLifecycle("ended", T0 + 10, RunTransition.COMPLETED)],
+    )
+    assert store.cleanup_old_data(T0 + 3600, dry_run=True) > 5
+    passes = [store.cleanup_pass(T0 + 3600, batch_rows=2, lock_wait_seconds=1.0)]
+    finished = []
+    for _ in range(100):
+        done, busy = store.work(passes, work_seconds=0.5)
+        finished += done
+        assert not busy
+        if not passes:
+            break
+    assert [job.done for job in finished] == [True]
+    assert finished[0].counters()["removed_runs"] == 1
+    assert [run["run_id"] for run in store.list_runs()] == ["active"]
+
+
+async def test_runs_of_a_dead_owner_on_this_host_are_marked_crashed(store: Store) -> None:
+    """mark_crashed_runs judges runs owned on the named host by a process that is gone."""
+    await write(store, [started("orphan", owner="conformance-host:999999999:1.0")])
+    assert store.mark_crashed_runs(host="conformance-host") == ["orphan"]
+    assert store.run_statuses(["orphan"]) == {"orphan": "crashed"}
+    assert [event["event_type"] for event in store.run_events("orphan")][-1] == "run_crashed"
+
+
+async def test_export_writes_an_archive_of_the_run(store: Store, tmp_path: Path) -> None:
+    """export_run writes a zip holding the run's summary, metrics and events."""
+    await write(store, [started("r"), *calls("r", 3), LogEvent("r", T0, "note", "info", {})])
+    archive = store.export_run("r", tmp_path / "out")
+    with zipfile.ZipFile(archive) as zipped:
+        names = set(zipped.namelist())
+    assert {"run.json", "events.jsonl", "metrics_long.jsonl"} <= names
+
+
+async def test_info_and_optimize_report_the_store(store: Store) -> None:
+    """info() counts rows per table; optimize() reports sizes before and after."""
+    await write(store, [started("r"), *calls("r", 4)])
+    assert store.info()["tables"]["metric_rows"] == 4
+    assert store.optimize()["size_bytes_after"] > 0
