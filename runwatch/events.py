@@ -23,10 +23,10 @@ import math
 import operator
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from enum import Enum, StrEnum
+from enum import StrEnum
 from typing import Any, ClassVar, Final, NamedTuple, Self, cast, overload
 
-from ._payload import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, Payload, check_text, copy_payload, cut, shown, text_nbytes
+from ._payload import INT64_MAX, INT64_MIN, MAX_JSON_DEPTH, Payload, check_text, copy_payload, shown, text_nbytes
 
 __all__ = [
     "INT64_MAX",
@@ -45,12 +45,8 @@ __all__ = [
     "RunTransition",
     "StatePatch",
     "check_storable",
-    "event_from_dict",
     "event_nbytes",
-    "event_to_dict",
-    "event_to_wire",
     "flatten_metrics",
-    "json_number",
     "copy_state",
     "merge_state",
     "merge_state_into",
@@ -78,7 +74,7 @@ def check_storable(what: str, text: str) -> None:
     :class:`Metric`, which leaves its run id and names to the store (a check
     per name would cost ~20% of the ~1 µs hot path): the store's encoder drops
     such a metric alone, counted as ``unencodable``. Metrics from the wire are
-    checked by :func:`event_from_dict`, so a remote batch is refused whole.
+    checked by :func:`runwatch.wire.event_from_dict`, so a remote batch is refused whole.
 
     Raises:
         ValueError: naming ``what``.
@@ -629,118 +625,6 @@ def _payload_nbytes(payload: Mapping[str, Any] | None) -> int:
     if type(payload) is Payload:
         return payload.nbytes
     return copy_payload("payload", payload).nbytes  # built without its constructor (``_replace``)
-
-
-def event_to_dict(event: Event) -> dict[str, Any]:
-    """The wire form of an event: its fields plus ``kind``."""
-    out: dict[str, Any] = {"kind": event.kind}
-    for name, value in zip(event._fields, event, strict=True):
-        out[name] = value.value if isinstance(value, Enum) else value
-    return out
-
-
-def json_number(value: float | None) -> float | str | None:
-    """A number for JSON: NaN → ``None``, ±Inf → ``"Infinity"``/``"-Infinity"``."""
-    if value is None or value - value == 0.0:
-        return value
-    if value != value:
-        return None
-    return "Infinity" if value > 0 else "-Infinity"
-
-
-def event_to_wire(event: Event) -> dict[str, Any]:
-    """The JSON-safe wire form (see docs/protocol.md): like :func:`event_to_dict`,
-    with NaN metric values as ``null`` and ±Inf as ``"Infinity"``/``"-Infinity"``."""
-    if type(event) is Metric:  # the common case, without the generic field walk
-        run_id, timestamp, values, step, tags = event
-        wire_values: Mapping[str, float | str | None] = values
-        total = sum(values.values())
-        if total - total != 0.0:
-            wire_values = {name: json_number(value) for name, value in values.items()}
-        return {
-            "kind": "metric",
-            "run_id": run_id,
-            "timestamp": timestamp,
-            "values": wire_values,
-            "step": step,
-            "tags": tags,
-        }
-    return event_to_dict(event)
-
-
-def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = None) -> Event:
-    """Build an event from its wire form, validating every field.
-
-    Raises:
-        TypeError / ValueError: naming the field that is wrong.
-    """
-    if not isinstance(data, Mapping):
-        raise TypeError(f"an event must be a JSON object, got {_type_name(data)}")
-    kind = data.get("kind")
-    cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise _naming(ValueError(f"kind must be one of {', '.join(EVENT_CLASSES)}; got {shown(kind)}"), "kind")
-    fields: tuple[str, ...] = cls._fields
-    kwargs = {key: value for key, value in data.items() if key != "kind"}
-    for key in kwargs:
-        if key not in fields:
-            raise _naming(ValueError(f"unknown field {shown(key)} for a {kind} event"), cut(str(key)))
-    if "run_id" not in kwargs and default_run_id is not None:
-        kwargs["run_id"] = default_run_id
-    for name in fields:
-        if name not in kwargs and name not in cls._field_defaults:
-            raise _naming(ValueError(f"missing field {shown(name)} for a {kind} event"), name)
-    if type(kwargs.get("timestamp")) is int:
-        kwargs["timestamp"] = float(kwargs["timestamp"])
-    try:
-        event: Event = cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        _naming(exc, _field_named_by(str(exc), fields))
-        raise
-    if cls is Metric:
-        _check_metric_storable(event)  # type: ignore[arg-type]
-    return event
-
-
-def _check_metric_storable(metric: Metric) -> None:
-    """The checks :class:`Metric` leaves to the store, for events from the wire: a bad
-    run id or name refuses the whole batch instead of being dropped alone later."""
-    try:
-        check_storable("run_id", metric.run_id)
-    except ValueError as exc:
-        raise _naming(exc, "run_id") from None
-    for name in metric.values:
-        try:
-            check_storable(f"metric name {shown(name)}", name)
-        except ValueError as exc:
-            raise _naming(exc, cut(f"values.{name}")) from None
-
-
-def _naming(error: Exception, field: str | None) -> Exception:
-    # The web layer reads ``field`` back with getattr to name it in the 4xx body.
-    error.field = field  # type: ignore[attr-defined]
-    return error
-
-
-def _field_named_by(message: str, fields: tuple[str, ...]) -> str | None:
-    """The field an error message is about (messages start with it), e.g. ``values.loss``.
-
-    Number checks say ``metric 'name'``: a metric's value (``values.name``), or a
-    numeric field of another kind (``final_reward``, an alert's ``value``).
-    Metric mapping checks say ``metrics`` or ``metric name``: the ``values`` field.
-    """
-    if message.startswith("metric '"):
-        name = message[len("metric '") :].split("'", 1)[0]
-        if "values" in fields:
-            return f"values.{name}"
-        return name if name in fields else None
-    if message.startswith(("metrics ", "metric name ")) and "values" in fields:
-        return "values"
-    first = message.split(" ", 1)[0]
-    head = first.split(".", 1)[0].split("[", 1)[0]
-    if head in fields:
-        return first.rstrip(":")
-    return None
 
 
 @overload

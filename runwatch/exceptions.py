@@ -8,6 +8,7 @@ Hierarchy::
      ├── StoreError                    the database is unusable for the request
      │    ├── StoreUnavailable         the store is locked or failing for now (retry later)
      │    └── BackupError (ValueError) a backup file is corrupt or foreign
+     ├── WireError (ValueError)        a JSON document from the network is malformed or invalid
      ├── BatchIdConflict (ValueError)  an ingest batch id reused for different content
      ├── BatchNotStored                an ingested batch was not committed (retry it)
      └── PipelineNotRunning (RuntimeError)  the pipeline was used after close
@@ -30,6 +31,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailable",
     "UnknownRunError",
+    "WireError",
 ]
 
 
@@ -80,6 +82,23 @@ class BackupError(StoreError, ValueError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class WireError(RunwatchError, ValueError):
+    """A JSON document that crossed the network (a request body, a websocket message) is refused.
+
+    Attributes:
+        status: the HTTP status that answers it (400 malformed JSON, 413 too
+            large, 422 an invalid field, 409 a conflict).
+        message: what is wrong, for the client.
+        field: the path of the bad field (``events[3].values.loss``), or ``None``.
+    """
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.field = field
+        super().__init__(message)
 
 
 class BatchIdConflict(RunwatchError, ValueError):

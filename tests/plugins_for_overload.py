@@ -15,9 +15,9 @@ import anyio
 import orjson
 from pydantic import Field
 
-from runwatch.events import event_to_wire
 from runwatch.pipeline.component import ComponentContext, Output, Sink, Stage
 from runwatch.pipeline.component import Options as BaseOptions
+from runwatch.wire import event_to_wire
 
 __all__ = ["PickySerialiserSink", "RaisingStage", "StuckSink", "ThrottledSink"]
 

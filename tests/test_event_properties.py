@@ -49,14 +49,12 @@ from runwatch.events import (
     RunLifecycle,
     RunTransition,
     StatePatch,
-    event_from_dict,
-    event_to_dict,
-    event_to_wire,
     merge_state,
 )
 from runwatch.pipeline import ComponentContext, Pipeline
 from runwatch.store.encode import LIVENESS_STATUS
 from runwatch.store.manager import DatabaseManager
+from runwatch.wire import event_from_dict, event_to_dict, event_to_wire
 
 # -- strategies ---------------------------------------------------------------------
 

@@ -22,12 +22,11 @@ from runwatch.events import (
     RunTransition,
     StatePatch,
     copy_state,
-    event_from_dict,
-    event_to_dict,
     flatten_metrics,
     merge_state,
     merge_state_into,
 )
+from runwatch.wire import event_from_dict, event_to_dict
 
 TS = 1_700_000_000.5
 

@@ -25,11 +25,12 @@ import anyio.to_thread
 import orjson
 import pytest
 
-from runwatch.events import Heartbeat, LogEvent, Metric, RunLifecycle, event_from_dict
+from runwatch.events import Heartbeat, LogEvent, Metric, RunLifecycle
 from runwatch.exceptions import ConfigError
 from runwatch.pipeline.component import ComponentContext, Sink
 from runwatch.pipeline.config import ENTRY_POINT_GROUP, load_pipeline_config
 from runwatch.pipeline.runtime import Pipeline
+from runwatch.wire import event_from_dict
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,4 +1,4 @@
-"""Tests for runwatch.web.api: every REST route of docs/protocol.md against a real server on loopback."""
+"""Tests for the REST routes of runwatch.web: every route of docs/protocol.md against a real server on loopback."""
 
 from __future__ import annotations
 

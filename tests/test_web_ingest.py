@@ -234,14 +234,14 @@ def test_events_of_an_unknown_run_start_it_as_created_by_ingest(server: Server) 
 async def test_concurrent_batches_of_a_new_run_start_it_once(tmp_path: Path) -> None:
     """Batches of a new run checked before the store has it (concurrent requests) add one run_started, not one each."""
     from runwatch.events import LogEvent, RunLifecycle
-    from runwatch.web.app import WebContext
-    from runwatch.web.ingest_rules import with_run_rules
+    from runwatch.web.http import WebContext
+    from runwatch.web.ingest import with_run_rules
 
     class StoreWithoutTheRunYet:  # every batch is checked before the first one's start is committed
-        async def run(self, fn: Any, *args: Any) -> dict[str, str]:
+        def run_statuses(self, run_ids: list[str]) -> dict[str, str]:
             return {}
 
-    context = WebContext(reader=StoreWithoutTheRunYet())  # type: ignore[arg-type]
+    context = WebContext(store=StoreWithoutTheRunYet())  # type: ignore[arg-type]
     batches = [[LogEvent("ing-race", time.time(), "note", "info", {"batch": n})] for n in range(3)]
     admitted = [await with_run_rules(context, batch) for batch in batches]
 

@@ -22,18 +22,18 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from runwatch.config import MonitorConfig
-from runwatch.events import EVENT_CLASSES, LogEvent, Metric, StatePatch, event_to_wire
+from runwatch.events import EVENT_CLASSES, LogEvent, Metric, StatePatch
 from runwatch.monitor import WebMonitor
 from runwatch.pipeline.component import ComponentContext
 from runwatch.pipeline.config import default_pipeline_config
 from runwatch.sinks.websocket import (
-    MAX_GLOBS,
-    MAX_PATTERN_CHARS,
     Subscriber,
     SubscriptionFilter,
     WebsocketHub,
     compile_patterns,
 )
+from runwatch.wire import event_to_wire
+from runwatch.wire.messages import MAX_GLOBS, MAX_PATTERN_CHARS
 
 # How soon a live event must reach a subscriber.
 PROMPT = 2

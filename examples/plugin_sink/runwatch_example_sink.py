@@ -1,7 +1,7 @@
 """An example runwatch sink plugin: each event as one JSON line in a file.
 
 ``jsonl_file`` — appends every event it receives to a file, one JSON object
-per line (the wire form of :func:`runwatch.events.event_to_dict`).
+per line (the wire form of :func:`runwatch.wire.event_to_dict`).
 
 - Status: example
 - Delivery guarantee: best effort (every line has reached the operating
@@ -42,9 +42,9 @@ from typing import IO, Any
 import anyio
 import orjson
 
-from runwatch.events import event_to_dict
 from runwatch.pipeline.component import ComponentContext, Sink
 from runwatch.pipeline.component import Options as BaseOptions
+from runwatch.wire import event_to_dict
 
 __all__ = ["JsonLinesSink"]
 

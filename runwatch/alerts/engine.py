@@ -57,9 +57,9 @@ from ..events import (
     RunLifecycle,
     RunTransition,
     StatePatch,
-    json_number,
 )
 from ..exceptions import ConfigError
+from ..wire import alert_fields
 from .conditions import (
     CONDITIONS,
     FIRING,
@@ -556,7 +556,7 @@ class AlertEngine:
 
         Returns:
             Dicts with ``rule``, ``kind``, ``run_id``, ``state``, ``severity``,
-            ``value`` (NaN as ``None``, ±Inf as ``"Infinity"``), ``labels``,
+            ``value`` (NaN and ±Inf as ``None``), ``labels``,
             ``annotations`` and ``active_since``.
         """
         alerts = []
@@ -566,19 +566,18 @@ class AlertEngine:
                 severity is not None and rule.severity != severity
             ):
                 continue
-            alerts.append(
-                {
-                    "rule": rule.name,
-                    "kind": rule.kind,
-                    "run_id": instance.run_id,
-                    "state": instance.state,
-                    "severity": rule.severity,
-                    "value": json_number(instance.value),
-                    "labels": self._labels(instance),
-                    "annotations": self._annotations(instance),
-                    "active_since": instance.active_since,
-                }
+            alert = alert_fields(
+                rule=rule.name,
+                run_id=instance.run_id,
+                state=instance.state,
+                severity=rule.severity,
+                value=instance.value,
+                labels=self._labels(instance),
+                annotations=self._annotations(instance),
+                active_since=instance.active_since,
             )
+            alert["kind"] = rule.kind
+            alerts.append(alert)
         alerts.sort(key=lambda alert: (alert["active_since"], alert["rule"], alert["run_id"]))
         return alerts
 

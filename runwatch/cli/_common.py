@@ -107,7 +107,7 @@ def print_json(value: Any) -> None:
 
 def json_safe(value: Any) -> Any:
     """Non-finite floats in the wire form of docs/protocol.md (NaN → null, ±Inf → "Infinity")."""
-    from ..events import json_number
+    from ..wire import json_number
 
     if isinstance(value, float):
         return json_number(value)

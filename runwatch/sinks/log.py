@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from ..events import event_to_dict
 from ..pipeline.component import Options as BaseOptions
 from ..pipeline.component import Sink
+from ..wire import event_to_dict
 
 __all__ = ["LogSink"]
 

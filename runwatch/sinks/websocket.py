@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-import orjson
 from pydantic import Field
 
-from ..events import EVENT_CLASSES, Metric, event_to_wire, json_number
+from ..events import Metric
 from ..pipeline.component import ComponentContext, Sink
 from ..pipeline.component import Options as BaseOptions
+from ..wire import event_to_wire, json_number, messages
+from ..wire.messages import GLOB_CHARS
 
 __all__ = ["Subscriber", "SubscriptionFilter", "WebsocketHub"]
 
@@ -48,19 +49,8 @@ logger = logging.getLogger("runwatch.web")
 
 SERVICE_NAME = "websocket_hub"
 
-#: Wire formats a subscriber may ask for: one object per event, or metric values in columns.
-FORMATS = ("events", "columns")
-
-#: Limits of one filter field (runs, kinds, metrics): entries, characters per entry, and
-#: glob patterns (entries with ``*``, ``?`` or ``[``; compiling them is what costs).
-MAX_PATTERNS = 1000
-MAX_PATTERN_CHARS = 200
-MAX_GLOBS = 100
-
 #: Answers a compiled pattern set remembers (run ids or metric-name sets) before starting over.
 MAX_REMEMBERED = 4096
-
-_GLOB_CHARS = frozenset("*?[")
 
 
 class PatternSet:
@@ -77,7 +67,7 @@ class PatternSet:
     def __init__(self, patterns: tuple[str, ...]) -> None:
         # A glob also matches itself literally (a run named "a*"), as fnmatch-or-equal did.
         self._exact = frozenset(patterns)
-        globs = [pattern for pattern in patterns if not _GLOB_CHARS.isdisjoint(pattern)]
+        globs = [pattern for pattern in patterns if not GLOB_CHARS.isdisjoint(pattern)]
         self._regex = re.compile("|".join(fnmatch.translate(glob) for glob in globs)) if globs else None
         self._known: dict[str, bool] = {}
         self._known_sets: dict[tuple[str, ...], tuple[str, ...]] = {}
@@ -136,49 +126,15 @@ class SubscriptionFilter:
     def parse(cls, data: Any) -> SubscriptionFilter:
         """Build a filter from a ``subscribe`` message body, its patterns compiled.
 
-        Compiling up to :data:`MAX_GLOBS` globs per field may take tens of
+        Compiling up to :data:`~runwatch.wire.messages.MAX_GLOBS` globs per field may take tens of
         milliseconds: call it off the event loop.
 
         Raises:
-            ValueError: naming the bad field and the limit it passed.
+            WireError: (a ValueError) naming the bad field and the limit it passed
+                (see :func:`runwatch.wire.messages.subscription_fields`).
         """
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ValueError("subscribe must be an object with optional runs, kinds and metrics")
-        for key in data:
-            if key not in ("runs", "kinds", "metrics", "format"):
-                name = str(key)[:60]
-                raise ValueError(f"subscribe.{name}: unknown field (known: runs, kinds, metrics, format)")
-        format = data.get("format") or "events"
-        if format not in FORMATS:
-            shown = _shown(format) if isinstance(format, str) else type(format).__name__
-            raise ValueError(f"subscribe.format: must be one of {', '.join(FORMATS)}; got {shown}")
-        values: dict[str, tuple[str, ...]] = {}
-        for key in ("runs", "kinds", "metrics"):
-            items = data.get(key) or []
-            if isinstance(items, str):
-                items = [part for part in items.split(",") if part]
-            if not isinstance(items, list) or not all(isinstance(item, str) and item for item in items):
-                raise ValueError(f"subscribe.{key}: must be a list of non-empty strings")
-            if len(items) > MAX_PATTERNS:
-                raise ValueError(f"subscribe.{key}: at most {MAX_PATTERNS} entries, got {len(items)}")
-            for index, item in enumerate(items):
-                if len(item) > MAX_PATTERN_CHARS:
-                    raise ValueError(
-                        f"subscribe.{key}[{index}]: at most {MAX_PATTERN_CHARS} characters, got {len(item)}"
-                    )
-            globs = sum(1 for item in items if not _GLOB_CHARS.isdisjoint(item))
-            if globs > MAX_GLOBS:
-                raise ValueError(
-                    f"subscribe.{key}: at most {MAX_GLOBS} glob patterns (with *, ? or [), got {globs};"
-                    f" exact names may be up to {MAX_PATTERNS}"
-                )
-            values[key] = tuple(sorted(set(items)))
-        for kind in values["kinds"]:
-            if kind not in EVENT_CLASSES:
-                raise ValueError(f"subscribe.kinds: unknown kind {_shown(kind)} (known: {', '.join(EVENT_CLASSES)})")
-        subscription = cls(**values, format=format)
+        fields = messages.subscription_fields(data)
+        subscription = cls(*fields)
         # Compile now (the caller may be off the loop), not while publishing.
         _ = subscription._run_patterns
         _ = subscription._metric_patterns
@@ -270,12 +226,7 @@ class SubscriptionFilter:
             for column, name in zip(block["values"], names, strict=True):
                 column.append(values[name] if finite else json_number(values[name]))
             count += 1
-        return {"type": "columns", "metrics": list(blocks.values()), "events": others}, count
-
-
-def _shown(value: str) -> str:
-    """A client's string for an error message: quoted, cut to 60 characters."""
-    return repr(value if len(value) <= 60 else value[:60] + "...")
+        return messages.columns(list(blocks.values()), others), count
 
 
 class Subscriber:
@@ -352,7 +303,7 @@ class Subscriber:
                 raise anyio.EndOfStream
             if self._unreported_drops:
                 dropped, self._unreported_drops = self._unreported_drops, 0
-                return orjson.dumps({"type": "lagged", "dropped": dropped}).decode()
+                return messages.encode(messages.lagged(dropped))
             if self._queue:
                 self._overflowed = False
                 self.sent_messages += 1
@@ -439,10 +390,10 @@ class WebsocketHub(Sink):
         if not sent:
             return 0
         try:
-            text = orjson.dumps(message, default=_json_default).decode()
+            text = messages.encode(message)
         except (TypeError, ValueError):  # an unencodable event stays out alone, as in publish()
             message, sent = _message_for(subscription, [event for event in chosen if _encodable(event)], None)
-            text = orjson.dumps(message, default=_json_default).decode()
+            text = messages.encode(message)
         if sent:
             subscriber.offer(text, sent)
         return sent
@@ -545,7 +496,7 @@ class WebsocketHub(Sink):
                 wire = [event_to_wire(event) for event in batch]
             message, count = _message_for(subscription, batch, wire)
             if count:
-                out.append((members, orjson.dumps(message, default=_json_default).decode(), count))
+                out.append((members, messages.encode(message), count))
         return out
 
     def _count_unencodable(self, count: int) -> None:
@@ -582,7 +533,7 @@ class WebsocketHub(Sink):
 def _encodable(event: Any) -> bool:
     """Whether an event's wire form serialises (checked only after a window failed to)."""
     try:
-        orjson.dumps(event_to_wire(event), default=_json_default)
+        messages.encode(event_to_wire(event))
     except (TypeError, ValueError):
         return False
     return True
@@ -601,10 +552,4 @@ def _message_for(
     if wire is None:
         wire = [event_to_wire(event) for event in events]
     selected = subscription.select(events, wire)
-    return {"type": "batch", "events": selected}, len(selected)
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):  # numpy scalars inside event data
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+    return messages.batch(selected), len(selected)

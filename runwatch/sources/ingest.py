@@ -24,7 +24,6 @@ waits for it all the same.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import OrderedDict
@@ -32,28 +31,19 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import anyio
-import orjson
 from pydantic import Field
 
-from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition, event_to_wire
+from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition
 from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
 from ..pipeline.component import ComponentContext, Output, Source
 from ..pipeline.component import Options as BaseOptions
+from ..wire import content_digest, event_to_wire
 
-__all__ = ["SERVICE_NAME", "IngestResult", "IngestSource", "content_digest"]
+__all__ = ["SERVICE_NAME", "IngestResult", "IngestSource"]
 
 logger = logging.getLogger("runwatch.ingest")
 
 SERVICE_NAME = "ingest"
-
-
-def content_digest(document: Any) -> str:
-    """A digest of a batch's content (a JSON-compatible document), independent of key order.
-
-    Raises:
-        TypeError: the document is not JSON-compatible or nested deeper than 254 levels.
-    """
-    return hashlib.blake2b(orjson.dumps(document, option=orjson.OPT_SORT_KEYS), digest_size=16).hexdigest()
 
 
 class IngestResult:

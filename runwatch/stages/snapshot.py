@@ -99,14 +99,13 @@ from ..events import (
     StatePatch,
     check_storable,
     copy_state,
-    event_to_wire,
-    json_number,
     merge_state_into,
 )
 from ..pipeline.component import ComponentContext, Output, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.base import Store
 from ..store.encode import LIVENESS_STATUS
+from ..wire import event_to_wire, json_number
 
 __all__ = [
     "SERVICE_NAME",

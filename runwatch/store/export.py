@@ -38,8 +38,8 @@ from typing import IO, Any
 
 import orjson
 
-from ..events import json_number
 from ..exceptions import StoreError
+from ..wire import json_number
 from . import connections, queries
 from .downsample import ROLLUP_COLUMNS
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from ..events import json_number
+from ..store.base import Store
+from ..wire import json_number
 
 __all__ = ["SeriesCache", "downsample_min_max", "series_payload", "window_payload"]
 
@@ -80,18 +81,16 @@ class SeriesCache:
         self._series: OrderedDict[tuple[str, str, str], dict[str, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, connection: Any, db_path: str, run_id: str, name: str) -> dict[str, np.ndarray]:
+    def get(self, store: Store, run_id: str, name: str) -> dict[str, np.ndarray]:
         """The series' arrays (``row``, ``ts``, ``step``, ``value``), brought up to date.
 
         Call on a worker thread: it reads the store.
         """
-        from ..store.queries import metric_series
-
-        key = (db_path, run_id, name)
+        key = (store.location, run_id, name)
         with self._lock:
             cached = self._series.get(key)
         after = int(cached["row"][-1]) if cached is not None and len(cached["row"]) else None
-        fresh = metric_series(connection, run_id, name, after_row=after)
+        fresh = store.metric_series(run_id, name, after_row=after)
         if cached is not None and after is not None:
             if len(fresh["row"]):
                 fresh = {field: np.concatenate([cached[field], fresh[field]]) for field in cached}

@@ -30,6 +30,7 @@ from typing import Any
 import anyio
 
 from ..sinks.websocket import SERVICE_NAME as HUB
+from .app import create_app
 from .connections import (
     ConnectionGuard,
     accept_connections,
@@ -38,6 +39,7 @@ from .connections import (
     open_listeners,
 )
 from .security import LOOPBACK_HOSTS, SecurityPolicy
+from .ws import wait_live_sockets_closed
 
 __all__ = ["CLOSE_SUBSCRIBERS_SECONDS", "WebServer", "WebSettings", "resolve_policy", "web_companion"]
 
@@ -184,8 +186,6 @@ def web_companion(
     async def companion(pipeline: Any) -> AsyncIterator[WebServer | None]:
         import uvicorn
 
-        from .app import create_app
-
         policy, generated = resolve_policy(settings)
         if generated:
             logger.warning("runwatch: %s is not loopback; generated an access token", settings.host)
@@ -286,8 +286,6 @@ async def _wait_subscribers_closed(app: Any) -> None:
     uvicorn's shutdown closes whatever websocket the app has not closed yet
     with 1012 (about 100 ms after ``should_exit``); runwatch promises 1001.
     """
-    from .ws import wait_live_sockets_closed
-
     if not await wait_live_sockets_closed(app.app.state, CLOSE_SUBSCRIBERS_SECONDS):
         logger.warning(
             "runwatch: websocket subscribers did not close within %.1f s; uvicorn closes them",

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Any
 
 import anyio
-import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
-from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
+from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning, StoreUnavailable, WireError
 from ..sinks.websocket import SERVICE_NAME as HUB
 from ..sinks.websocket import Subscriber, SubscriptionFilter
 from ..sources.ingest import SERVICE_NAME as INGEST
-from .app import ApiError, web_context
+from ..wire import messages
+from ..wire.ingest import parse_ingest_body
+from .http import ApiError, web_context
+from .ingest import with_run_rules
 
 __all__ = ["router", "wait_live_sockets_closed"]
 
@@ -82,7 +83,7 @@ async def live_events(websocket: WebSocket) -> None:
             return
         subscriber = hub.subscribe(subscription)
         hub.replay(subscriber, replay)  # queued now, before any live message can be
-        await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
+        await websocket.send_text(messages.encode(messages.subscribed(subscription.as_dict())))
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_send_loop, websocket, subscriber, tasks.cancel_scope)
             await _receive_loop(websocket, hub, subscriber)
@@ -154,29 +155,16 @@ async def _receive_loop(websocket: WebSocket, hub: object, subscriber: Subscribe
             await _send_error(websocket, "message too large")
             continue
         try:
-            request = orjson.loads(data)
-            if not isinstance(request, dict) or "subscribe" not in request:
-                raise ValueError('expected {"subscribe": {...}}')
-            subscription = await _parse_filter(request["subscribe"])
-        except (orjson.JSONDecodeError, ValueError) as exc:
+            subscription = await _parse_filter(messages.parse_subscribe(data))
+        except ValueError as exc:  # a WireError, or a filter the hub refuses
             await _send_error(websocket, str(exc))
             continue
         subscriber.subscription = subscription
-        await websocket.send_text(orjson.dumps({"type": "subscribed", "filter": subscription.as_dict()}).decode())
+        await websocket.send_text(messages.encode(messages.subscribed(subscription.as_dict())))
 
 
 async def _send_error(websocket: WebSocket, message: str, **extra: object) -> None:
-    await websocket.send_text(orjson.dumps({"type": "error", "message": message, **extra}).decode())
-
-
-def _batch_id_of(data: bytes) -> object:
-    """The ``batch_id`` of a rejected message, when it can be read at all (and is one: at most 200 characters)."""
-    try:
-        document = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-    batch_id = document.get("batch_id") if isinstance(document, dict) else None
-    return batch_id if isinstance(batch_id, str) and len(batch_id) <= 200 else None
+    await websocket.send_text(messages.encode(messages.error(message, **extra)))
 
 
 @router.websocket("/ws/ingest")
@@ -187,9 +175,6 @@ async def ingest_batches(websocket: WebSocket) -> None:
     a reused batch id, not stored) is an ``error`` naming it, and the socket stays
     open for the next one.
     """
-    from .api import parse_ingest_body
-    from .ingest_rules import with_run_rules
-
     context = web_context(websocket)
     source = context.services.get(INGEST)
     if source is None or context.shutting_down:
@@ -214,9 +199,9 @@ async def ingest_batches(websocket: WebSocket) -> None:
                 result = await source.submit(
                     body.events, batch_id, digest=body.digest, admit=lambda events: with_run_rules(context, events)
                 )
-            except ApiError as exc:
+            except (ApiError, WireError) as exc:
                 await _send_error(
-                    websocket, exc.message, field=exc.field, batch_id=_batch_id_of(data), status=exc.status
+                    websocket, exc.message, field=exc.field, batch_id=messages.batch_id_of(data), status=exc.status
                 )
                 continue
             except PipelineNotRunning:
@@ -225,14 +210,14 @@ async def ingest_batches(websocket: WebSocket) -> None:
             except BatchIdConflict as exc:
                 await _send_error(websocket, str(exc), field="batch_id", batch_id=batch_id, status=409)
                 continue
-            except (BatchNotStored, sqlite3.OperationalError) as exc:
+            except (BatchNotStored, StoreUnavailable) as exc:
                 await _send_error(websocket, str(exc), field=None, batch_id=batch_id, status=503)
                 continue
             except Exception:  # a fault of ours: answer it (the socket stays usable) and log it
                 logger.exception("runwatch: /ws/ingest failed on batch %r", batch_id)
                 await _send_error(websocket, "internal error", field=None, batch_id=batch_id, status=500)
                 continue
-            ack = {"type": "ack", "batch_id": batch_id, "accepted": result.accepted, "duplicate": result.duplicate}
-            await websocket.send_text(orjson.dumps(ack).decode())
+            ack = messages.ack(batch_id, result.accepted, result.duplicate)
+            await websocket.send_text(messages.encode(ack))
     except WebSocketDisconnect:
         return

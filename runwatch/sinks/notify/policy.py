@@ -39,7 +39,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
-from ...events import AlertEvent, json_number
+from ...events import AlertEvent
+from ...wire import json_number
 
 #: Severity names → logging levels (case-insensitive); any other name logs as WARNING.
 SEVERITY_LEVELS: Final = {

@@ -1,4 +1,4 @@
-"""What remote ingest does with runs: a run it does not know, and a run that has ended.
+"""Remote ingest: ``POST /api/ingest``, and what ingest does with runs it does not know or that have ended.
 
 The rules (docs/protocol.md, "Ingest"):
 
@@ -15,42 +15,30 @@ The rules (docs/protocol.md, "Ingest"):
   twice). To continue it on purpose, send ``resumed``.
 
 :func:`apply_run_rules` is pure; :func:`with_run_rules` reads the statuses it
-needs from the store.
+needs from the store. The body is decoded by :mod:`runwatch.wire.ingest`.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Mapping
 from typing import Any, Final
 
-import orjson
+from fastapi import APIRouter, Request
 
-from ..events import RunLifecycle, RunTransition, shown
-from ..exceptions import StoreError
-from .app import ApiError, WebContext
+from .._payload import shown
+from ..events import RunLifecycle, RunTransition
+from ..wire.ingest import INGEST_BODY_SCHEMA, parse_ingest_body
+from .http import ApiError, JSONResponse, WebContext, error_responses, read, web_context
 
-__all__ = ["CREATED_BY_INGEST", "ENDED_STATUSES", "apply_run_rules", "stored_statuses", "with_run_rules"]
+__all__ = ["CREATED_BY_INGEST", "ENDED_STATUSES", "apply_run_rules", "router", "with_run_rules"]
+
+router = APIRouter(tags=["ingest"])
 
 #: The ``started`` metadata of a run that ingest created on its own.
 CREATED_BY_INGEST: Final = {"created_by": "ingest", "liveness_signal": "any_event"}
 
 #: Statuses of runs whose ``started`` ingest refuses.
 ENDED_STATUSES: Final = frozenset({"completed", "failed", "crashed"})
-
-
-def stored_statuses(connection: sqlite3.Connection, run_ids: list[str]) -> dict[str, str]:
-    """The stored status of each of ``run_ids`` the store has."""
-    try:
-        rows = connection.execute(
-            "SELECT run_id, status FROM runs WHERE run_id IN (SELECT value FROM json_each(?))",
-            (orjson.dumps(run_ids).decode(),),
-        ).fetchall()
-    except sqlite3.OperationalError as exc:
-        if "no such table" in str(exc):  # a store nothing was written to yet
-            return {}
-        raise
-    return dict(rows)
 
 
 def apply_run_rules(events: list[Any], statuses: Mapping[str, str]) -> list[Any]:
@@ -92,10 +80,7 @@ async def with_run_rules(context: WebContext, events: list[Any]) -> list[Any]:
     if not events:
         return events
     run_ids = sorted({event.run_id for event in events})
-    try:
-        statuses = await context.reader.run(stored_statuses, run_ids)
-    except StoreError:  # no store file yet: every run is new
-        statuses = {}
+    statuses = await read(context.store.run_statuses, run_ids)
     started = context.ingest_started
     for run_id in run_ids:  # started here moments ago: its start may still be on its way to the store
         if run_id not in statuses and run_id in started:
@@ -111,3 +96,24 @@ async def with_run_rules(context: WebContext, events: list[Any]) -> list[Any]:
 
 
 _MAX_REMEMBERED_STARTS: Final = 10_000
+
+
+@router.post(
+    "/api/ingest",
+    summary="Take a batch of typed events from a remote producer",
+    status_code=202,
+    openapi_extra=INGEST_BODY_SCHEMA,
+    responses={
+        200: {"description": "a retried batch_id: already stored, nothing stored again"},
+        **error_responses(400, 409, 413, 415, 422, 503),
+    },
+)
+async def ingest(request: Request) -> JSONResponse:
+    context = web_context(request)
+    source = context.service("ingest")
+    body = parse_ingest_body(await request.body(), context.max_ingest_events)
+    result = await source.submit(
+        body.events, body.batch_id, digest=body.digest, admit=lambda events: with_run_rules(context, events)
+    )
+    answer = {"accepted": result.accepted, "batch_id": result.batch_id, "duplicate": result.duplicate}
+    return JSONResponse(answer, status_code=200 if result.duplicate else 202)

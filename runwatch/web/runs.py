@@ -1,0 +1,183 @@
+"""REST routes of runs (see docs/protocol.md): the list, a run's summary, metrics, events, state, export."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import anyio
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from ..events import LEVELS
+from ..store.queries import RUN_STATUSES
+from ..wire import json_number
+from .http import (
+    CURSOR_SCHEMA,
+    TIME_SCHEMA,
+    JSONResponse,
+    WebContext,
+    cursor_param,
+    error_responses,
+    iso,
+    read,
+    time_param,
+    web_context,
+)
+from .series import window_payload
+
+__all__ = ["event_row", "router", "run_row", "summary_of"]
+
+router = APIRouter(tags=["runs"])
+
+RUN_TIME_FIELDS = ("start_time", "end_time", "updated_at", "last_heartbeat")
+#: Routes that name a run answer 404 for an unknown one, 422 for bad parameters.
+RUN_ERRORS = error_responses(404, 422)
+QUERY_ERRORS = error_responses(422)
+
+
+def run_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A run's row with ISO-8601 times."""
+    out = dict(row)
+    for name in RUN_TIME_FIELDS:
+        if name in out:
+            out[name] = iso(out[name])
+    return out
+
+
+def summary_of(summary: dict[str, Any]) -> dict[str, Any]:
+    """A run's summary with ISO-8601 times and JSON-safe metric statistics."""
+    out = run_row(summary)
+    metrics = {}
+    for name, stats in summary.get("metrics", {}).items():
+        entry = {key: json_number(value) if isinstance(value, float) else value for key, value in stats.items()}
+        if "last_timestamp" in stats:
+            entry["last_timestamp"] = iso(stats["last_timestamp"])
+        metrics[name] = entry
+    out["metrics"] = metrics
+    return out
+
+
+def event_row(event: dict[str, Any]) -> dict[str, Any]:
+    """An event with an ISO-8601 timestamp."""
+    return {**event, "timestamp": iso(event["timestamp"])}
+
+
+@router.get("/api/runs", summary="List runs, newest first", responses=QUERY_ERRORS)
+async def list_runs(
+    request: Request,
+    # FastAPI makes the tuple's values the parameter's enum; mypy cannot take a Literal from a variable.
+    status: Literal[RUN_STATUSES] | None = Query(  # type: ignore[valid-type]
+        None, description="running, paused, completed, failed, crashed or hung"
+    ),
+    kind: str | None = Query(None, min_length=1, description="training or session"),
+    limit: int = Query(50, ge=1, le=10_000),
+) -> JSONResponse:
+    rows = await read(web_context(request).store.list_runs, limit=limit, status=status, kind=kind)
+    return JSONResponse({"runs": [run_row(row) for row in rows]})
+
+
+@router.get("/api/runs/{run_id}", summary="A run's summary", responses=RUN_ERRORS)
+async def run_summary(request: Request, run_id: str) -> JSONResponse:
+    return JSONResponse(summary_of(await read(web_context(request).store.run_summary, run_id)))
+
+
+@router.get("/api/runs/{run_id}/metrics/names", summary="The metric names of a run", responses=RUN_ERRORS)
+async def metric_names(request: Request, run_id: str) -> JSONResponse:
+    summary = await read(web_context(request).store.run_summary, run_id)
+    return JSONResponse({"run_id": run_id, "names": sorted(summary.get("metrics", {}))})
+
+
+@router.get(
+    "/api/runs/{run_id}/metrics",
+    summary="Metric series, downsampled keeping min and max",
+    responses=RUN_ERRORS,
+)
+async def run_metrics(
+    request: Request,
+    run_id: str,
+    names: str | None = Query(None, description="comma-separated metric names (globs allowed)"),
+    since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    until: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    max_points: int = Query(2000, ge=2, le=100_000),
+) -> JSONResponse:
+    start, end = time_param("since", since), time_param("until", until)
+    wanted = [name for name in (names or "").split(",") if name]
+    context = web_context(request)
+    summary = await read(context.store.run_summary, run_id)
+    known = sorted(summary.get("metrics", {}))
+    selected = [n for n in known if not wanted or any(n == w or fnmatch.fnmatchcase(n, w) for w in wanted)]
+    series: dict[str, Any] = {}
+    for name in selected:
+        series[name] = await read(_series_window, context, run_id, name, start, end, max_points)
+    return JSONResponse({"run_id": run_id, "series": series})
+
+
+def _series_window(
+    context: WebContext, run_id: str, name: str, start: float | None, end: float | None, points: int
+) -> dict[str, Any]:
+    arrays = context.series.get(context.store, run_id, name)
+    return window_payload(arrays, start, end, points)
+
+
+@router.get("/api/runs/{run_id}/events", summary="A run's events, newest first, paginated", responses=RUN_ERRORS)
+async def run_events(
+    request: Request,
+    run_id: str,
+    type: str | None = Query(None, min_length=1, description="event type, e.g. episode_end"),
+    # FastAPI makes the tuple's values the parameter's enum; mypy cannot take a Literal from a variable.
+    level: Literal[LEVELS] | None = Query(None),  # type: ignore[valid-type]
+    kind: str | None = Query(None, min_length=1, description="log, lifecycle, exception or alert"),
+    since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    limit: int = Query(100, ge=1, le=10_000),
+    cursor: str | None = Query(None, description="next_cursor of the previous page", json_schema_extra=CURSOR_SCHEMA),
+) -> JSONResponse:
+    before_id = cursor_param(cursor, "cursor")
+    events = await read(
+        web_context(request).store.run_events,
+        run_id,
+        type,
+        time_param("since", since),
+        None,
+        kind=kind,
+        level=level,
+        limit=limit + 1,
+        before_id=before_id,
+        newest_first=True,
+    )
+    page = events[:limit]
+    next_cursor = str(page[-1]["id"]) if len(events) > limit else None
+    return JSONResponse({"events": [event_row(event) for event in page], "next_cursor": next_cursor})
+
+
+@router.get("/api/runs/{run_id}/state", summary="A run's current state", responses=RUN_ERRORS)
+async def run_state(request: Request, run_id: str) -> JSONResponse:
+    return JSONResponse({"run_id": run_id, "state": await read(web_context(request).store.run_state, run_id)})
+
+
+@router.get(
+    "/api/runs/{run_id}/export",
+    summary="Download a run as a zip",
+    response_class=FileResponse,
+    responses={
+        200: {
+            "description": "the run's archive",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        **RUN_ERRORS,
+    },
+)
+async def run_export(request: Request, run_id: str) -> FileResponse:
+    store = web_context(request).store
+    directory = Path(tempfile.mkdtemp(prefix="runwatch-export-"))
+    try:
+        path = await anyio.to_thread.run_sync(lambda: store.export_run(run_id, directory))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    cleanup = BackgroundTask(shutil.rmtree, directory, ignore_errors=True)  # after the response is sent
+    return FileResponse(path, media_type="application/zip", filename=path.name, background=cleanup)

@@ -1,0 +1,98 @@
+"""JSON documents on the wire: parsing a body, numbers JSON cannot hold, serialising once.
+
+JSON has no NaN or ±Inf: on the wire a NaN is ``null`` and ±Inf are
+``"Infinity"``/``"-Infinity"`` (:func:`json_number`). orjson reads an integer
+literal past 64 bits as a float, so :func:`loads_json` refuses those instead
+of storing ``10**30`` as ``1e30`` without a word.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final
+
+import orjson
+
+from .._payload import INT64_MIN
+from ..exceptions import WireError
+
+__all__ = ["UINT64_MAX", "dumps", "json_number", "json_type", "loads_json", "parse_document"]
+
+#: Integers beyond this are refused (beyond int64 too, later, naming the field).
+UINT64_MAX: Final = 2**64 - 1
+_TWENTY_DIGITS: Final = re.compile(rb"[0-9]{20}")
+
+
+def json_number(value: float | None) -> float | str | None:
+    """A number for JSON: NaN → ``None``, ±Inf → ``"Infinity"``/``"-Infinity"``."""
+    if value is None or value - value == 0.0:
+        return value
+    if value != value:
+        return None
+    return "Infinity" if value > 0 else "-Infinity"
+
+
+def loads_json(body: bytes) -> Any:
+    """Parse a request body with orjson, refusing integers beyond 64 bits.
+
+    Such literals have at least 20 digits, so only a body with a run of 20
+    digits is parsed again, by the standard library, to find them (digits
+    inside strings are not integers there).
+
+    Raises:
+        orjson.JSONDecodeError: malformed JSON.
+        WireError: 422 for an integer beyond 64 bits, or a document nested too deeply.
+    """
+    document = orjson.loads(body)
+    if _TWENTY_DIGITS.search(body):
+
+        def parse_int(text: str) -> int:
+            value = int(text)
+            if not INT64_MIN <= value <= UINT64_MAX:
+                raise WireError(422, f"integer {text[:40]} does not fit in 64 bits")
+            return value
+
+        try:
+            json.loads(body, parse_int=parse_int)
+        except RecursionError:
+            raise WireError(422, "the document is nested too deeply") from None
+    return document
+
+
+def parse_document(body: bytes, *, empty: Any = None) -> Any:
+    """The JSON document of a request body; an empty body is ``empty`` (when allowed).
+
+    Raises:
+        WireError: 400 for malformed JSON or a missing body; 422 as :func:`loads_json`.
+    """
+    if not body.strip():
+        if empty is None:
+            raise WireError(400, "a JSON body is required")
+        return empty
+    try:
+        return loads_json(body)
+    except orjson.JSONDecodeError as exc:
+        raise WireError(400, f"malformed JSON: {exc}") from None
+
+
+def json_type(value: Any) -> str:
+    """How a JSON value is named in an error message (``an object``, ``a number``...)."""
+    if value is None:
+        return "null"
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
+def _default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars inside event data
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(document: Any) -> str:
+    """``document`` as JSON text (numpy scalars as numbers; NaN and ±Inf as ``null``).
+
+    Raises:
+        TypeError: the document holds a value JSON cannot (orjson.JSONEncodeError).
+    """
+    return orjson.dumps(document, default=_default).decode()

@@ -1,0 +1,237 @@
+"""Events on the wire: their JSON forms out (websocket, snapshots, exports, plugins) and in (ingest).
+
+The wire form of an event is its fields plus ``kind`` (see docs/protocol.md).
+:func:`event_to_wire` makes it JSON-safe: NaN metric values as ``null``, ±Inf
+as ``"Infinity"``/``"-Infinity"``. :func:`event_from_dict` builds an event
+back from a wire form, validating every field with the event's own
+constructor, so a wire event is checked by exactly the code that checks
+``update_metrics``; its errors are ``TypeError``/``ValueError`` whose
+``field`` attribute names the field.
+
+An alert has one JSON form wherever it goes (:func:`alert_fields`): in a
+websocket message, in the REST answers, in notifications.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from enum import Enum
+from typing import Any
+
+from .._payload import cut, shown
+from ..events import EVENT_CLASSES, AlertEvent, Event, Metric, check_storable
+from .documents import json_number
+
+__all__ = [
+    "alert_fields",
+    "alert_to_wire",
+    "decode_wire_numbers",
+    "event_from_dict",
+    "event_to_dict",
+    "event_to_wire",
+]
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """The wire form of an event: its fields plus ``kind``."""
+    out: dict[str, Any] = {"kind": event.kind}
+    for name, value in zip(event._fields, event, strict=True):
+        out[name] = value.value if isinstance(value, Enum) else value
+    return out
+
+
+def event_to_wire(event: Event) -> dict[str, Any]:
+    """The JSON-safe wire form (see docs/protocol.md): like :func:`event_to_dict`,
+    with NaN metric values as ``null`` and ±Inf as ``"Infinity"``/``"-Infinity"``."""
+    if type(event) is Metric:  # the common case, without the generic field walk
+        run_id, timestamp, values, step, tags = event
+        wire_values: Mapping[str, float | str | None] = values
+        total = sum(values.values())
+        if total - total != 0.0:
+            wire_values = {name: json_number(value) for name, value in values.items()}
+        return {
+            "kind": "metric",
+            "run_id": run_id,
+            "timestamp": timestamp,
+            "values": wire_values,
+            "step": step,
+            "tags": tags,
+        }
+    if type(event) is AlertEvent:
+        return {"kind": "alert", **alert_to_wire(event)}
+    return event_to_dict(event)
+
+
+def alert_fields(
+    *,
+    rule: str,
+    run_id: str,
+    state: str,
+    severity: str,
+    value: float | None,
+    labels: Mapping[str, str],
+    annotations: Mapping[str, str],
+    active_since: float | None,
+) -> dict[str, Any]:
+    """The JSON form of an alert (an instance's state, or one of its transitions).
+
+    A ``value`` that is NaN or ±Inf has no JSON form: it is ``null`` (as every
+    number but a metric value on the wire, see docs/protocol.md).
+    """
+    return {
+        "rule": rule,
+        "run_id": run_id,
+        "state": state,
+        "severity": severity,
+        "value": value if value is None or value - value == 0.0 else None,
+        "labels": dict(labels),
+        "annotations": dict(annotations),
+        "active_since": active_since,
+    }
+
+
+def alert_to_wire(alert: AlertEvent) -> dict[str, Any]:
+    """An alert transition's JSON form: :func:`alert_fields` plus its ``timestamp``."""
+    out = alert_fields(
+        rule=alert.rule,
+        run_id=alert.run_id,
+        state=alert.state,
+        severity=alert.severity,
+        value=alert.value,
+        labels=alert.labels,
+        annotations=alert.annotations,
+        active_since=alert.active_since,
+    )
+    out["timestamp"] = alert.timestamp
+    return out
+
+
+def event_from_dict(data: Mapping[str, Any], *, default_run_id: str | None = None) -> Event:
+    """Build an event from its wire form, validating every field.
+
+    Raises:
+        TypeError / ValueError: naming the field that is wrong.
+    """
+    if not isinstance(data, Mapping):
+        raise TypeError(f"an event must be a JSON object, got {type(data).__name__}")
+    kind = data.get("kind")
+    cls = EVENT_CLASSES.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise _naming(ValueError(f"kind must be one of {', '.join(EVENT_CLASSES)}; got {shown(kind)}"), "kind")
+    fields: tuple[str, ...] = cls._fields
+    kwargs = {key: value for key, value in data.items() if key != "kind"}
+    for key in kwargs:
+        if key not in fields:
+            raise _naming(ValueError(f"unknown field {shown(key)} for a {kind} event"), cut(str(key)))
+    if "run_id" not in kwargs and default_run_id is not None:
+        kwargs["run_id"] = default_run_id
+    for name in fields:
+        if name not in kwargs and name not in cls._field_defaults:
+            raise _naming(ValueError(f"missing field {shown(name)} for a {kind} event"), name)
+    if type(kwargs.get("timestamp")) is int:
+        kwargs["timestamp"] = float(kwargs["timestamp"])
+    try:
+        event: Event = cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        _naming(exc, _field_named_by(str(exc), fields))
+        raise
+    if cls is Metric:
+        _check_metric_storable(event)  # type: ignore[arg-type]
+    return event
+
+
+def _check_metric_storable(metric: Metric) -> None:
+    """The checks :class:`Metric` leaves to the store, for events from the wire: a bad
+    run id or name refuses the whole batch instead of being dropped alone later."""
+    try:
+        check_storable("run_id", metric.run_id)
+    except ValueError as exc:
+        raise _naming(exc, "run_id") from None
+    for name in metric.values:
+        try:
+            check_storable(f"metric name {shown(name)}", name)
+        except ValueError as exc:
+            raise _naming(exc, cut(f"values.{name}")) from None
+
+
+def _naming(error: Exception, field: str | None) -> Exception:
+    # The web layer reads ``field`` back with getattr to name it in the 4xx body.
+    error.field = field  # type: ignore[attr-defined]
+    return error
+
+
+def _field_named_by(message: str, fields: tuple[str, ...]) -> str | None:
+    """The field an error message is about (messages start with it), e.g. ``values.loss``.
+
+    Number checks say ``metric 'name'``: a metric's value (``values.name``), or a
+    numeric field of another kind (``final_reward``, an alert's ``value``).
+    Metric mapping checks say ``metrics`` or ``metric name``: the ``values`` field.
+    """
+    if message.startswith("metric '"):
+        name = message[len("metric '") :].split("'", 1)[0]
+        if "values" in fields:
+            return f"values.{name}"
+        return name if name in fields else None
+    if message.startswith(("metrics ", "metric name ")) and "values" in fields:
+        return "values"
+    first = message.split(" ", 1)[0]
+    head = first.split(".", 1)[0].split("[", 1)[0]
+    if head in fields:
+        return first.rstrip(":")
+    return None
+
+
+def _integral(value: Any) -> Any:
+    """``3.0`` as ``3`` (JSON Schema's integers include integral numbers written with a fraction).
+
+    Only below 2**53, where a double is exact: orjson reads integer literals beyond
+    64 bits as floats, and those must stay out of range (refused), not be rounded in.
+    """
+    if type(value) is float and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def _wire_integers(item: dict[str, Any]) -> dict[str, Any]:
+    """Integer fields (a metric's ``step``, a heartbeat's ``counters``) given as integral floats become ints."""
+    kind = item.get("kind")
+    if kind == "metric" and type(item.get("step")) is float:
+        return {**item, "step": _integral(item["step"])}
+    counters = item.get("counters")
+    if kind == "heartbeat" and isinstance(counters, dict) and any(type(v) is float for v in counters.values()):
+        return {**item, "counters": {key: _integral(value) for key, value in counters.items()}}
+    return item
+
+
+def decode_wire_numbers(item: Any) -> Any:
+    """Metric values may carry "NaN"/"Infinity"/"-Infinity" (JSON has no such numbers).
+
+    On the wire a number is a JSON number: ``true``/``false`` where one is
+    expected is refused (Python callers may pass bools; JSON producers mean
+    something else).
+    """
+    if isinstance(item, dict):
+        item = _wire_integers(item)
+    if isinstance(item, dict) and item.get("kind") == "lifecycle" and isinstance(item.get("final_reward"), bool):
+        raise _naming(TypeError("final_reward must be a number or null, got a boolean"), "final_reward")
+    if isinstance(item, dict) and item.get("kind") == "metric" and isinstance(item.get("values"), dict):
+        values = item["values"]
+        for name, value in values.items():
+            if isinstance(value, bool):
+                raise _naming(
+                    TypeError(f"metric {shown(name)} must be a number, got a boolean"), f"values.{name[:200]}"
+                )
+        if any(isinstance(value, str) or value is None for value in values.values()):
+            decoded = {}
+            for name, value in values.items():
+                if value is None or value == "NaN":
+                    decoded[name] = math.nan
+                elif value == "Infinity":
+                    decoded[name] = math.inf
+                elif value == "-Infinity":
+                    decoded[name] = -math.inf
+                else:
+                    decoded[name] = value
+            return {**item, "values": decoded}
+    return item
