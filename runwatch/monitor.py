@@ -122,7 +122,7 @@ class WebMonitor:
         # Through lambdas: a forked child swaps ``_emit`` (see _after_fork_in_child).
         self.error_handler = ErrorHandler(lambda event: self._emit(event), lambda: self._run_id)
         self._thread = self._start_pipeline()
-        self._emit = self._thread.pipeline.intake.bridge.emit
+        self._emit = self._thread.pipeline.bridge.emit
         # Runs that samplers (e.g. the ``system`` source) attribute their metrics to.
         self._active_runs: set[str] = self._thread.pipeline.context.services.setdefault("active_runs", set())
         self._reap_crashed_runs()

@@ -534,7 +534,7 @@ class SessionMonitor:
     def _emit(self, *events: Any) -> None:
         if self._closed:
             raise ValueError("this SessionMonitor is closed")
-        self._thread.pipeline.intake.bridge.emit_many(events)
+        self._thread.pipeline.bridge.emit_many(events)
 
     def _ensure_session(self, session_id: str, user_id: int | str, now: float) -> None:
         """Make sure the session's run exists as a ``session`` run (created implicitly if not)."""

@@ -15,7 +15,7 @@ import anyio
 import orjson
 from pydantic import Field
 
-from runwatch.pipeline.component import ComponentContext, Output, Sink, Stage
+from runwatch.pipeline.component import ComponentContext, Sink, Stage
 from runwatch.pipeline.component import Options as BaseOptions
 from runwatch.wire import event_to_wire
 
@@ -73,11 +73,11 @@ class StuckSink(Sink):
 class RaisingStage(Stage):
     """Passes batches on, but raises on every batch holding a log event of type ``boom``."""
 
-    async def process(self, batch: list[Any], output: Output) -> None:
+    async def write(self, batch: list[Any]) -> None:
         for event in batch:
             if getattr(event, "type", None) == "boom":
                 raise RuntimeError("stage fault injected by the test")
-        await output.send(batch)
+        await self.output.send(batch)
 
 
 class PickySerialiserSink(Sink):

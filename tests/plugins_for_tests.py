@@ -12,11 +12,19 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from runwatch.pipeline.component import ComponentContext, Output, Sink, Stage
+from runwatch.pipeline.component import ComponentContext, Sink, Stage
 from runwatch.pipeline.component import Options as BaseOptions
 from runwatch.sinks.websocket import WebsocketHub
 
-__all__ = ["BlockingSink", "FailingStage", "GatedHub", "GatedSink", "NotAComponent", "RecordingSink"]
+__all__ = [
+    "BlockingSink",
+    "FailingStage",
+    "GatedHub",
+    "GatedSink",
+    "NotAComponent",
+    "RecordingSink",
+    "RecordingStage",
+]
 
 
 class RecordingSink(Sink):
@@ -60,11 +68,23 @@ class FailingStage(Stage):
     class Options(BaseOptions):
         fail_on_type: str = "boom"
 
-    async def process(self, batch: list[Any], output: Output) -> None:
+    async def write(self, batch: list[Any]) -> None:
         for event in batch:
             if getattr(event, "type", None) == self.options.fail_on_type:
                 raise RuntimeError(f"stage refused a {self.options.fail_on_type!r} event")
-        await output.send(batch)
+        await self.output.send(batch)
+
+
+class RecordingStage(Stage):
+    """Passes batches on, keeping every event it was given."""
+
+    def __init__(self, id: str, options: Any, context: ComponentContext) -> None:
+        super().__init__(id, options, context)
+        self.events: list[Any] = []
+
+    async def write(self, batch: list[Any]) -> None:
+        self.events.extend(batch)
+        await self.output.send(batch)
 
 
 class GatedSink(RecordingSink):

@@ -227,16 +227,16 @@ def stage_at(tmp_path: Path, **options: Any) -> AlertsStage:
 async def test_tick_fires_absence_and_saves_state_only_when_it_changed(tmp_path: Path) -> None:
     """tick() sends the hang alert 120 s after the last heartbeat and saves the state only when it changed."""
     stage = stage_at(tmp_path)
-    output = RecordingOutput()
+    output = stage.output = RecordingOutput()  # type: ignore[assignment]
     await stage.start()
     try:
         now = time.time()
-        await stage.process([Heartbeat("run-1", now)], output)
-        await stage.tick(output, now + 60)
-        await stage.tick(output, now + 61)  # nothing changed since
+        await stage.write([Heartbeat("run-1", now)])
+        await stage.tick(now + 60)
+        await stage.tick(now + 61)  # nothing changed since
         assert stage.statistics()["state_snapshots_total"] == 1
 
-        await stage.tick(output, now + 121)
+        await stage.tick(now + 121)
     finally:
         await stage.aclose()
 
@@ -297,10 +297,10 @@ async def test_a_failing_state_write_is_counted_and_logged(tmp_path: Path, caplo
     blocker = anyio.Path(tmp_path / "not-a-dir")
     await blocker.write_text("a file where a directory should be")
     stage = stage_at(tmp_path, state_path=str(tmp_path / "not-a-dir" / "alerts.json"))
-    output = RecordingOutput()
+    stage.output = RecordingOutput()  # type: ignore[assignment]
     with caplog.at_level(logging.ERROR, logger="runwatch.alerts"):
         await stage.start()
-        await stage.process([Metric("run-1", TS, {"loss": math.nan})], output)
+        await stage.write([Metric("run-1", TS, {"loss": math.nan})])
         await stage.aclose()
 
     stats = stage.statistics()

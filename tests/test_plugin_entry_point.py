@@ -1,20 +1,9 @@
-"""The example plugin in examples/plugin_sink, pip-installed and found through its entry point.
-
-The package is installed with the venv's own pip, but into a temporary
-``--target`` directory put on ``sys.path`` for this module, not into the
-venv's site-packages: the venv is shared by concurrent test runs, and
-reinstalling a package while another process scans entry points would make
-both flaky. ``importlib.metadata`` finds the entry point exactly as it would
-in site-packages.
-"""
+"""The example plugin in examples/plugin_sink, pip-installed and found through its entry point
+(installed as tests/installed_examples.py says)."""
 
 from __future__ import annotations
 
-import importlib
 import json
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -24,6 +13,7 @@ import anyio
 import anyio.to_thread
 import orjson
 import pytest
+from installed_examples import installed_example
 
 from runwatch.events import Heartbeat, LogEvent, Metric, RunLifecycle
 from runwatch.exceptions import ConfigError
@@ -34,42 +24,16 @@ from runwatch.wire import event_from_dict
 
 pytestmark = pytest.mark.timeout(120)
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "plugin_sink"
 MODULE = "runwatch_example_sink"
 TIMEOUT = 10
 TS = 1_700_000_000.0
 
 
-def _pip_install(source: Path, target: Path, *, isolated_build: bool) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target)]
-    if not isolated_build:
-        # Offline: build with the venv's setuptools and never ask an index.
-        command += ["--no-build-isolation", "--no-index"]
-    return subprocess.run([*command, str(source)], capture_output=True, text=True, timeout=110, check=False)
-
-
 @pytest.fixture(scope="module")
 def installed_plugin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """pip-install the example plugin once for this module and put it on sys.path."""
-    # Build from a copy: setuptools writes build/ and *.egg-info next to the sources.
-    source = tmp_path_factory.mktemp("plugin-source") / "plugin_sink"
-    shutil.copytree(EXAMPLE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
-    target = tmp_path_factory.mktemp("plugin-site")
-    result = _pip_install(source, target, isolated_build=False)
-    if result.returncode != 0 and "bdist_wheel" in result.stdout + result.stderr:
-        # setuptools < 70.1 needs the separate `wheel` package to build wheels; a
-        # venv without it can only build in pip's isolated environment (which
-        # fetches setuptools from the configured index).
-        result = _pip_install(source, target, isolated_build=True)
-    assert result.returncode == 0, f"pip install failed:\n{result.stdout}\n{result.stderr}"
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
+    with installed_example("plugin_sink", MODULE, tmp_path_factory) as target:
         yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop(MODULE, None)
-        importlib.invalidate_caches()
 
 
 def plugin_config(path: Path) -> str:

@@ -70,8 +70,9 @@ def run_ids(db: Path) -> set[str]:
 
 async def tick_until_idle(stage: RetentionStage, now: float, output: Any) -> int:
     """Tick at ``now`` until the pass in progress ends; returns the number of ticks (bounded)."""
+    stage.output = output
     for ticks in range(1, 1001):
-        await stage.tick(output, now)
+        await stage.tick(now)
         if not stage.pass_running:
             return ticks
     raise AssertionError("the retention pass did not end within 1000 ticks")
@@ -134,7 +135,8 @@ async def test_process_passes_every_batch_through_unchanged(tmp_path: Path) -> N
     output = RecordingOutput()
     batch = [Metric("r", TS, {"loss": 1.0})]
 
-    await stage.process(batch, output)  # type: ignore[arg-type]
+    stage.output = output  # type: ignore[assignment]
+    await stage.write(batch)
 
     assert output.batches == [batch] and output.batches[0] is batch
 
@@ -176,7 +178,8 @@ async def test_a_pass_starts_only_every_interval_seconds(db: Path) -> None:
     await tick_until_idle(stage, NOW, output)
     later = NOW + 26 * DAY  # recent-done is now 31 days old
 
-    await stage.tick(output, NOW + 599)  # not due yet (also checked: no pass starts)
+    stage.output = output  # type: ignore[assignment]
+    await stage.tick(NOW + 599)  # not due yet (also checked: no pass starts)
     assert not stage.pass_running
     assert "recent-done" in run_ids(db)
     await tick_until_idle(stage, later, output)
@@ -232,7 +235,8 @@ async def test_a_busy_store_cuts_the_slice_short_and_the_pass_resumes_later(
     blocker = sqlite3.connect(db, isolation_level=None)
     try:
         blocker.execute("BEGIN IMMEDIATE")
-        await stage.tick(output, NOW)
+        stage.output = output  # type: ignore[assignment]
+        await stage.tick(NOW)
         assert stage.pass_running
         assert stage.statistics()["retention_busy_total"] == 1
         assert len(run_ids(db)) == 3
@@ -252,7 +256,8 @@ async def test_an_unusable_store_fails_the_tick_for_the_runner_to_count(tmp_path
     stage = make_stage(bad, retention_days=1)
 
     with pytest.raises(sqlite3.DatabaseError):
-        await stage.tick(RecordingOutput(), NOW)
+        stage.output = RecordingOutput()  # type: ignore[assignment]
+        await stage.tick(NOW)
     assert "DatabaseError" in stage.statistics()["retention_last_error"]
 
 

@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from plugins_for_tests import BlockingSink, FailingStage, GatedHub, GatedSink, RecordingSink
+from plugins_for_tests import BlockingSink, FailingStage, GatedHub, GatedSink, RecordingSink, RecordingStage
 
 from runwatch.events import Heartbeat, LogEvent, Metric
 from runwatch.pipeline.component import ComponentContext
@@ -28,6 +28,7 @@ FAILING = f"{FailingStage.__module__}:FailingStage"
 GATED = f"{GatedSink.__module__}:GatedSink"
 BLOCKING = f"{BlockingSink.__module__}:BlockingSink"
 GATED_HUB = f"{GatedHub.__module__}:GatedHub"
+RECORDING_STAGE = f"{RecordingStage.__module__}:RecordingStage"
 
 
 def metric(step: int, run_id: str = "run-1") -> Metric:
@@ -494,3 +495,36 @@ async def test_flush_and_ingest_acknowledgement_never_wait_for_a_stuck_websocket
         buffer = stats_of(pipeline, "live")["buffer"]
     assert buffer["dropped_events"].get("overflow", 0) > 0, "the stuck hub dropped for itself"
     assert hub.written_events + buffer["dropped_events"]["overflow"] == buffer["received_events"]
+
+
+# -- internal receipts ------------------------------------------------------------------------------
+
+
+async def test_plugins_never_see_ingest_receipts_and_ingested_batches_still_commit_exactly_once(
+    tmp_path: Path,
+) -> None:
+    """A plugin stage and a plugin sink downstream of ingest get only public events; the batch's receipt
+    still reaches the store behind the stage's events, so the batch is stored once and a retry is a duplicate."""
+    from runwatch.events import IngestReceipt
+
+    db = tmp_path / "store.db"
+    config = {
+        "sources": {"ingest": {"type": "ingest"}},
+        "stages": {"plugin": {"type": RECORDING_STAGE, "inputs": ["ingest"]}},
+        "sinks": {
+            "store": {"type": "sqlite", "inputs": ["plugin"], "path": str(db)},
+            "recorder": {"type": RECORDING, "inputs": ["ingest"]},
+        },
+    }
+    async with Pipeline(config, context=ComponentContext(db_path=str(db))) as pipeline:
+        source = pipeline.component("ingest")
+        with anyio.fail_after(TIMEOUT):
+            stored = await source.submit([metric(0), metric(1)], "b1")  # type: ignore[attr-defined]
+            again = await source.submit([metric(0), metric(1)], "b1")  # type: ignore[attr-defined]
+        seen = [*pipeline.component("plugin").events, *pipeline.component("recorder").events]  # type: ignore[attr-defined]
+    assert (stored.accepted, stored.duplicate, again.duplicate) == (2, False, True)
+    assert [type(event) for event in seen] == [Metric] * 4
+    assert not any(type(event) is IngestReceipt for event in seen)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT count(*) FROM metric_rows").fetchone() == (2,)
+        assert connection.execute("SELECT count(*) FROM ingest_batches").fetchone() == (1,)

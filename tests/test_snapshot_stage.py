@@ -28,7 +28,6 @@ from runwatch.events import (
 )
 from runwatch.exceptions import ConfigError
 from runwatch.pipeline import ComponentContext, Pipeline, load_pipeline_config
-from runwatch.pipeline.component import Output
 from runwatch.stages.snapshot import (
     SERVICE_NAME,
     RunView,
@@ -206,7 +205,7 @@ async def emit_all(running: Pipeline, events: list[Any]) -> None:
 async def tick(running: Pipeline, now: float) -> None:
     """Drive the stage's tick at ``now`` (the runner would only tick after 300 s)."""
     with anyio.fail_after(TIMEOUT):
-        await stage_of(running).tick(Output([]), now)
+        await stage_of(running).tick(now)
 
 
 def snapshot_files(tmp_path: Path) -> list[str]:

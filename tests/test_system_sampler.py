@@ -204,9 +204,9 @@ async def test_idle_ticks_read_nothing_when_no_run_is_active(no_gpu: None, monke
 
     sampler._run_ids = counting_run_ids  # type: ignore[method-assign]
     sent: list[Any] = []
-    output = SimpleNamespace(send=lambda batch: sent.append(batch))
+    sampler.output = SimpleNamespace(send=lambda batch: sent.append(batch))  # type: ignore[assignment]
     with anyio.fail_after(TIMEOUT):
-        await sampler.run(output, stopping)  # type: ignore[arg-type]
+        await sampler.run(stopping)
     await sampler.aclose()
 
     assert sampler.statistics()["idle_ticks"] == 3

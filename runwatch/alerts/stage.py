@@ -72,7 +72,7 @@ from pydantic import AfterValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..exceptions import ConfigError
-from ..pipeline.component import ComponentContext, Output, Stage
+from ..pipeline.component import ComponentContext, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.schema import make_private_dirs
 from .engine import AlertEngine
@@ -132,6 +132,8 @@ class AlertsStage(Stage):
             restored from; ``None`` is ``<data_dir>/alerts_state.json``.
     """
 
+    takes_receipts = True  # internal ingest receipts: forwarded with their batch (the engine skips them)
+
     class Options(BaseOptions):
         rules: list[Annotated[dict[str, Any], AfterValidator(_check_rule)]] | None = None
         default_rules: bool = True
@@ -184,8 +186,8 @@ class AlertsStage(Stage):
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def process(self, batch: list[Any], output: Output) -> None:
-        await output.send(batch)
+    async def write(self, batch: list[Any]) -> None:
+        await self.output.send(batch)
         try:
             alerts = self.engine.observe(batch, time.time())
         except Exception:
@@ -196,13 +198,13 @@ class AlertsStage(Stage):
             return
         if alerts:
             self.alert_events += len(alerts)
-            await output.send(alerts)
+            await self.output.send(alerts)
 
-    async def tick(self, output: Output, now: float) -> None:
+    async def tick(self, now: float) -> None:
         alerts = self.engine.tick(now)
         if alerts:
             self.alert_events += len(alerts)
-            await output.send(alerts)
+            await self.output.send(alerts)
         self._save()
 
     def _save(self) -> None:

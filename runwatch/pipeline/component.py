@@ -1,32 +1,38 @@
-"""The component contract: what a source, stage or sink implements.
+"""The component contract: what a source, stage or sink implements (the guide: docs/components.md).
 
 A component is built from its validated options, started, run by the
 pipeline's runner, then closed:
 
 1. ``__init__(id, options, context)`` — record what to build; no I/O.
-2. ``await start()`` — open resources (a database, a socket).
-3. The runner drives it:
+2. The runner gives it its :class:`Output` (``self.output``: where a source
+   or a stage sends; a sink's has no consumers).
+3. ``await start()`` — open resources (a database, a socket).
+4. The runner drives it:
 
-   - a :class:`Source` runs ``await run(output, stopping)`` until
-     ``stopping`` is set, sending batches with ``await output.send(batch)``;
-   - a :class:`Stage` gets ``await process(batch, output)`` per input batch
-     and sends whatever it wants downstream;
-   - a :class:`Sink` gets ``await write(batch)`` per input batch.
-
-   ``await flush(...)`` is called at every flush barrier: send or commit
-   everything held back. A flush barrier (``Pipeline.flush``, an ingest
-   acknowledgement) waits only for sinks whose ``acknowledges_flush`` is true:
-   a live view (the websocket hub) says false, so however slow it is, it can
-   only fall behind (and drop, counted) for itself. ``await tick(..., now)``
-   is called every ``tick_interval_seconds`` (when that is set) for
-   time-driven work.
-4. ``await aclose()`` — release resources; called once, even after errors.
+   - a :class:`Source` runs ``await run(stopping)`` until ``stopping`` is
+     set, sending batches with ``await self.output.send(batch)``;
+     ``stop()`` wakes it, ``request_flush(callback)`` puts a flush barrier
+     behind everything it produced, ``abandon(reason)`` drops (and counts)
+     what its intake still holds when nobody will drain it;
+   - a stage or a sink (a :class:`Consumer`) gets ``await write(batch)`` per
+     input batch (a stage sends whatever it wants downstream),
+     ``await flush()`` at every flush barrier (send or commit everything
+     held back) and ``await tick(now)`` every ``tick_interval_seconds``
+     (when that is set) for time-driven work. A flush barrier
+     (``Pipeline.flush``, an ingest acknowledgement) waits only for sinks
+     whose ``acknowledges_flush`` is true: a live view (the websocket hub)
+     says false, so however slow it is, it can only fall behind (and drop,
+     counted) for itself.
+5. ``await aclose()`` — release resources; called once, even after errors.
 
 Batches are lists of events shared between consumers: never mutate one.
-An exception from ``process``/``write`` is caught by the runner, which counts
-the batch as dropped with reason ``component_error``, logs it and goes on;
-the component stays in the graph. Options are a pydantic model declared as
-the class attribute ``Options`` (unknown keys are rejected).
+They hold the public event kinds of :mod:`runwatch.events` only: runwatch's
+internal records (ingest receipts) are taken out before a component sees a
+batch, unless its class says ``takes_receipts`` (runwatch's own store, stages
+and live hub). An exception from ``write`` is caught by the runner, which
+counts the batch as dropped with reason ``component_error``, logs it and goes
+on; the component stays in the graph. Options are a pydantic model declared
+as the class attribute ``Options`` (unknown keys are rejected).
 """
 
 from __future__ import annotations
@@ -40,16 +46,18 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from ..store.base import Store
-from .buffer import as_event_batch
+from .buffer import FlushMarker, as_event_batch
 
 if TYPE_CHECKING:
     import anyio
 
+    from .bridge import ThreadBridge
     from .buffer import EventBuffer
 
 __all__ = [
     "Component",
     "ComponentContext",
+    "Consumer",
     "NoOptions",
     "Options",
     "Output",
@@ -133,10 +141,17 @@ class ComponentContext:
 
 
 class Output:
-    """The send side of a component: fans each batch out to every consumer."""
+    """The send side of a component: fans each batch out to every consumer.
 
-    def __init__(self, buffers: list[EventBuffer]) -> None:
-        self._buffers = buffers
+    Args:
+        buffers: the input buffers of the consumers.
+        flush_paths: how many paths lead from here to sinks that acknowledge
+            flushes (a barrier sent here is done once each has it).
+    """
+
+    def __init__(self, buffers: list[EventBuffer] | None = None, flush_paths: int = 0) -> None:
+        self._buffers = list(buffers or ())
+        self.flush_paths = flush_paths
         #: Events handed to :meth:`send` (counted at once: from then on the consumers' buffers
         #: account for them, as delivered, buffered or dropped).
         self.sent_events = 0
@@ -171,6 +186,16 @@ class Output:
         for buffer in self._buffers:
             buffer.put_nowait(batch)
 
+    def send_flush_barrier(self, callback: Callable[[], Any]) -> None:
+        """Put a flush barrier behind everything sent so far: ``callback()`` runs (on the loop) once
+        every sink that acknowledges flushes has committed what is ahead of it."""
+        self.forward_barrier(FlushMarker(self.flush_paths, callback))
+
+    def forward_barrier(self, marker: FlushMarker) -> None:
+        """Pass a barrier that arrived from upstream on to every consumer (the runner does this)."""
+        for buffer in self._buffers:
+            buffer.put_marker(marker)
+
     @property
     def consumers(self) -> int:
         """How many buffers this output feeds."""
@@ -184,11 +209,17 @@ class Component(ABC):
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: Seconds between ``tick`` calls, or ``None`` for no ticks.
     tick_interval_seconds: float | None = None
+    #: Whether batches reach this component with runwatch's internal ingest receipts in them.
+    #: Only runwatch's own components that store or pass them say ``True``; for every other
+    #: component the runner takes them out (a stage's go on behind what it sent for that batch).
+    takes_receipts: ClassVar[bool] = False
 
     def __init__(self, id: str, options: Any, context: ComponentContext) -> None:
         self.id = id
         self.options = options
         self.context = context
+        #: Where this component sends (set by the runner before :meth:`start`).
+        self.output = Output()
 
     async def start(self) -> None:  # noqa: B027 - optional hook
         """Open resources. The default does nothing."""
@@ -211,46 +242,85 @@ class Component(ABC):
 
 
 class Source(Component):
-    """Produces events."""
+    """Produces events, sending them with ``await self.output.send(batch)``."""
 
     role: ClassVar[str] = "source"
+    #: Whether this source sends internal ingest receipts (the runner then takes them out
+    #: before components that do not take them).
+    emits_receipts: ClassVar[bool] = False
+    #: The hand-over from threads of this process (``Pipeline.emit``), for a source fed by them.
+    bridge: ThreadBridge | None = None
 
     @abstractmethod
-    async def run(self, output: Output, stopping: anyio.Event) -> None:
+    async def run(self, stopping: anyio.Event) -> None:
         """Send batches until ``stopping`` is set, then return."""
 
     def stop(self) -> None:
         """Called on the loop when the pipeline stops, before ``stopping`` is awaited.
 
-        Sources that wait on something other than ``stopping`` wake it here.
+        A source that waits on something other than ``stopping`` wakes it
+        here; one with a :attr:`bridge` closes it (later events are refused,
+        counted).
         """
+        if self.bridge is not None:
+            self.bridge.close()
 
-    def request_flush(self, callback: Callable[[], Any], output: Any) -> None:
+    def request_flush(self, callback: Callable[[], Any]) -> None:
         """Put a flush barrier behind everything this source has produced.
 
-        ``output.flush_marker(callback)`` does that for sources whose sends are
-        already in the graph; sources with their own intake queue override it.
+        The default sends it behind what was sent so far; a source with its
+        own intake queue puts it at the end of that queue instead (the
+        bridge's, for a source with a :attr:`bridge`).
         """
-        output.flush_marker(callback)
+        if self.bridge is not None:
+            self.bridge.request_flush(callback)
+        else:
+            self.output.send_flush_barrier(callback)
+
+    def abandon(self, reason: str) -> int:
+        """Nobody will run this source again (the shutdown deadline passed, or its loop is gone).
+
+        Refuse later input, and drop what the intake still holds, counted with
+        ``reason`` in :meth:`lost_events`. The default does that for a
+        :attr:`bridge`; a source with an intake of its own overrides it.
+
+        Returns:
+            How many events were dropped.
+        """
+        if self.bridge is None:
+            return 0
+        self.bridge.close()
+        self.bridge.detach()
+        return self.bridge.discard_remaining(reason)
+
+    def unsent_events(self) -> int:
+        """Events this source took from its intake but never sent on (after :meth:`abandon`)."""
+        if self.bridge is None:
+            return 0
+        return max(0, self.bridge.statistics().accepted_events - self.output.sent_events)
 
 
-class Stage(Component):
-    """Transforms, routes or observes events on their way to sinks."""
+class Consumer(Component):
+    """A component fed by the runner: stages and sinks share these hooks."""
+
+    @abstractmethod
+    async def write(self, batch: list[Any]) -> None:
+        """Take one batch (a stage sends what continues downstream; a sink may hold it until ``flush``)."""
+
+    async def flush(self) -> None:  # noqa: B027 - optional hook
+        """Send or commit everything taken so far. The default does nothing."""
+
+    async def tick(self, now: float) -> None:  # noqa: B027 - optional hook
+        """Time-driven work; ``now`` is seconds since the epoch. The default does nothing."""
+
+
+class Stage(Consumer):
+    """Transforms, routes or observes events on their way to sinks (sends with ``self.output``)."""
 
     role: ClassVar[str] = "stage"
 
-    @abstractmethod
-    async def process(self, batch: list[Any], output: Output) -> None:
-        """Handle one batch; send what continues downstream."""
 
-    async def flush(self, output: Output) -> None:
-        """Send anything held back. The default does nothing."""
-
-    async def tick(self, output: Output, now: float) -> None:
-        """Time-driven work; ``now`` is seconds since the epoch."""
-
-
-class Sink(Component):
+class Sink(Consumer):
     """Ends a path: stores, publishes or notifies."""
 
     role: ClassVar[str] = "sink"
@@ -259,13 +329,3 @@ class Sink(Component):
     counts_own_losses: ClassVar[bool] = False
     #: Whether flush barriers wait for this sink (durable sinks: yes; live views: no).
     acknowledges_flush: ClassVar[bool] = True
-
-    @abstractmethod
-    async def write(self, batch: list[Any]) -> None:
-        """Take one batch (it may be held until ``flush``)."""
-
-    async def flush(self) -> None:
-        """Commit everything taken so far. The default does nothing."""
-
-    async def tick(self, now: float) -> None:
-        """Time-driven work; ``now`` is seconds since the epoch."""

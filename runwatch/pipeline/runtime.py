@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
@@ -29,9 +29,11 @@ from typing import Any, Self
 import anyio
 from anyio.abc import TaskGroup
 
+from ..events import IngestReceipt
 from ..exceptions import PipelineNotRunning
+from .bridge import ThreadBridge
 from .buffer import EventBuffer, FlushMarker
-from .component import Component, ComponentContext, Output, Sink, Source, Stage
+from .component import Component, ComponentContext, Consumer, Output, Source
 from .config import ComponentSpec, PipelineSpec, load_pipeline_config
 
 __all__ = ["ComponentStatistics", "Pipeline"]
@@ -42,20 +44,29 @@ logger = logging.getLogger("runwatch.pipeline")
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 10.0
 
 
-class _MarkerOutput(Output):
-    """An output that can also forward flush markers and knows its paths to acknowledging sinks."""
+class _HeldOutput(Output):
+    """A stage's output during one ``write`` whose receipts the runner took out: its sends are held,
+    to go on in one send with the receipts behind them."""
 
-    def __init__(self, buffers: list[EventBuffer], flush_paths: int) -> None:
-        super().__init__(buffers)
-        self.flush_paths = flush_paths
+    def __init__(self, flush_paths: int) -> None:
+        super().__init__([], flush_paths)
+        self.taken: list[Any] = []
+        self.barriers: list[FlushMarker] = []
 
-    def send_marker(self, marker: FlushMarker) -> None:
-        for buffer in self._buffers:
-            buffer.put_marker(marker)
+    async def send(self, batch: list[Any]) -> None:
+        self.taken.extend(batch)
 
-    def flush_marker(self, callback: Callable[[], Any]) -> None:
-        """Queue a new flush barrier behind everything sent so far (done once every acknowledging sink has it)."""
-        self.send_marker(FlushMarker(self.flush_paths, callback))
+    def send_nowait(self, batch: list[Any]) -> None:
+        self.taken.extend(batch)
+
+    def forward_barrier(self, marker: FlushMarker) -> None:
+        self.barriers.append(marker)
+
+    async def pass_on(self, output: Output, receipts: list[Any]) -> None:
+        """Send what was held, then the receipts, in one batch; then the barriers sent meanwhile."""
+        await output.send(self.taken + receipts)
+        for marker in self.barriers:
+            output.forward_barrier(marker)
 
 
 @dataclass
@@ -79,8 +90,10 @@ class _Node:
     spec: ComponentSpec
     component: Component
     buffer: EventBuffer | None
-    output: _MarkerOutput | None
+    output: Output | None
     stats: ComponentStatistics = field(default_factory=ComponentStatistics)
+    #: Whether the runner takes ingest receipts out of this component's batches (it does not take them).
+    strip_receipts: bool = False
     open_upstreams: int = 0
     finished: anyio.Event = field(default_factory=anyio.Event)
     sent_before_batch: int = 0  # the output's sent_events when the batch in flight was handed over
@@ -156,12 +169,20 @@ class Pipeline:
             if spec.section != "sources":
                 buffer = EventBuffer(spec.buffer.max_events, spec.buffer.when_full, spec.buffer.max_bytes)
             self._nodes[spec.id] = _Node(spec, component, buffer, None)
+        receipt_sources = {
+            spec.id
+            for spec in self.spec.components
+            if spec.section == "sources" and getattr(spec.cls, "emits_receipts", False)
+        }
         for node in self._nodes.values():
             consumers = self.spec.consumers_of(node.spec.id)
             if node.spec.section != "sinks":
                 buffers = [self._nodes[c.id].buffer for c in consumers]
                 flush_paths = self.spec.sink_paths(node.spec.id, acknowledging_only=True)
-                node.output = _MarkerOutput([b for b in buffers if b is not None], flush_paths)
+                node.output = Output([b for b in buffers if b is not None], flush_paths)
+                node.component.output = node.output
+            if node.spec.section != "sources" and not node.component.takes_receipts:
+                node.strip_receipts = bool(receipt_sources & self.spec.upstream_of(node.spec.id))
             node.open_upstreams = len(node.spec.inputs)
 
     @property
@@ -209,7 +230,7 @@ class Pipeline:
         self._running = True
         self._started_at = time.time()
         for node in self._nodes.values():
-            if isinstance(node.component, Source):
+            if node.spec.section == "sources":
                 self._task_group.start_soon(self._run_source, node, name=f"runwatch source {node.spec.id}")
             else:
                 self._task_group.start_soon(self._run_consumer, node, name=f"runwatch {node.spec.id}")
@@ -222,9 +243,8 @@ class Pipeline:
         deadline = anyio.current_time() + self.shutdown_timeout_seconds
         dropped_before = self._dropped_by_component()
         self._stopping.set()
-        for node in self._nodes.values():
-            if isinstance(node.component, Source):
-                node.component.stop()
+        for source in self.sources:
+            source.stop()
         task_group, self._task_group = self._task_group, None
         with anyio.CancelScope(deadline=deadline) as scope:
             for node in self._nodes.values():
@@ -245,19 +265,27 @@ class Pipeline:
                 self._log_shutdown_losses(dropped_before)
 
     def _count_unsent_at_sources(self) -> None:
-        """After the deadline: what in-process sources hold or took in but never sent on is dropped, counted."""
-        from ..sources.in_process import InProcessSource
-
+        """After the deadline: what sources hold or took in but never sent on is dropped, counted."""
         for node in self._nodes.values():
             source = node.component
-            if not isinstance(source, InProcessSource) or node.output is None:
+            if not isinstance(source, Source):
                 continue
-            source.bridge.discard_remaining("shutdown_timeout")  # still queued: counted by the intake
-            # Taken from the intake (accepted) but cut off before being sent downstream.
-            unsent = source.bridge.statistics().accepted_events - node.output.sent_events
+            source.abandon("shutdown_timeout")  # still in its intake: counted by the source
+            # Taken from the intake but cut off before being sent downstream.
+            unsent = source.unsent_events()
             if unsent > 0:
                 dropped = node.stats.dropped_events
                 dropped["shutdown_timeout"] = dropped.get("shutdown_timeout", 0) + unsent
+
+    def abandon_sources(self, reason: str) -> int:
+        """Nobody will run the sources again (their loop is gone): each refuses later input and drops
+        what its intake holds, counted with ``reason``. Returns how many events that dropped."""
+        return sum(source.abandon(reason) for source in self.sources)
+
+    @property
+    def sources(self) -> list[Source]:
+        """The graph's sources, in graph order."""
+        return [node.component for node in self._nodes.values() if isinstance(node.component, Source)]
 
     def _dropped_by_component(self) -> dict[str, int]:
         """Events each component has lost so far, whatever the reason, by component id."""
@@ -312,18 +340,27 @@ class Pipeline:
     # -- producing ------------------------------------------------------------------
 
     @property
-    def intake(self) -> Any:
-        """The default in-process source (the first one in the graph)."""
-        from ..sources.in_process import InProcessSource
-
-        for node in self._nodes.values():
-            if isinstance(node.component, InProcessSource):
-                return node.component
+    def intake(self) -> Source:
+        """The default intake: the first source fed by threads of this process (one with a ``bridge``)."""
+        for source in self.sources:
+            if source.bridge is not None:
+                return source
         raise PipelineNotRunning("the pipeline has no in_process source to emit into")
+
+    @property
+    def bridge(self) -> ThreadBridge:
+        """The hand-over of the default intake (see :attr:`intake`): ``bridge.emit(event)`` from any thread.
+
+        Raises:
+            PipelineNotRunning: the graph has no source fed by threads.
+        """
+        bridge = self.intake.bridge
+        assert bridge is not None  # the intake is a source with a bridge
+        return bridge
 
     def emit(self, event: Any) -> None:
         """Hand one event to the default in-process source, from any thread."""
-        self.intake.bridge.emit(event)
+        self.bridge.emit(event)
 
     async def flush(self, timeout: float | None = None, *, live: bool = False) -> bool:
         """Wait until every event emitted before the call is committed by every sink that acknowledges flushes.
@@ -358,7 +395,9 @@ class Pipeline:
         views = [
             node
             for node in self._nodes.values()
-            if isinstance(node.component, Sink) and not node.component.acknowledges_flush and node.buffer is not None
+            if node.spec.section == "sinks"
+            and not getattr(node.component, "acknowledges_flush", True)
+            and node.buffer is not None
         ]
         pending = len(views)
         if not pending:
@@ -387,11 +426,10 @@ class Pipeline:
             if pending == 0:
                 done.set()
 
-        sources = [node for node in self._nodes.values() if isinstance(node.component, Source)]
+        sources = self.sources
         pending = len(sources)
-        for node in sources:
-            assert isinstance(node.component, Source)
-            node.component.request_flush(one_done, node.output)
+        for source in sources:
+            source.request_flush(one_done)
         await done.wait()
         return True
 
@@ -399,9 +437,9 @@ class Pipeline:
 
     async def _run_source(self, node: _Node) -> None:
         source = node.component
-        assert isinstance(source, Source) and node.output is not None
+        assert isinstance(source, Source)
         try:
-            await source.run(node.output, self._stopping)
+            await source.run(self._stopping)
         except Exception as exc:
             node.stats.failed = True
             self._record_error(node, exc, 0)
@@ -430,7 +468,7 @@ class Pipeline:
                     if isinstance(item, FlushMarker):
                         await self._flush_node(node)
                         if node.output is not None:
-                            node.output.send_marker(item)
+                            node.output.forward_barrier(item)
                         elif item.live or getattr(component, "acknowledges_flush", True):
                             item.acknowledge()
                     else:
@@ -446,17 +484,17 @@ class Pipeline:
 
     async def _process(self, node: _Node, batch: list[Any]) -> None:
         component = node.component
+        assert isinstance(component, Consumer)
         node.stats.processed_batches += 1
         node.stats.processed_events += len(batch)
         node.stats.in_flight_events = len(batch)
         if node.output is not None:
             node.sent_before_batch = node.output.sent_events
         try:
-            if isinstance(component, Sink):
-                await component.write(batch)
+            if node.strip_receipts and any(type(event) is IngestReceipt for event in batch):
+                await self._write_without_receipts(node, component, batch)
             else:
-                assert isinstance(component, Stage) and node.output is not None
-                await component.process(batch, node.output)
+                await component.write(batch)
         except anyio.get_cancelled_exc_class():
             # The shutdown deadline cut this batch off: count what nobody else counts, once.
             # (What a stage sent on is counted downstream; a sink that keeps what it takes counts its own.)
@@ -471,15 +509,38 @@ class Pipeline:
         finally:
             node.stats.in_flight_events = 0
 
+    async def _write_without_receipts(self, node: _Node, component: Consumer, batch: list[Any]) -> None:
+        """``write`` for a component that does not take receipts: they are taken out of the batch.
+
+        A stage's receipts go on behind what it sent for the batch, in one
+        send with its last part, so an ingested batch's receipt still reaches
+        the store together with its events (and not at all if ``write``
+        raised: the batch is not stored, and its producer is told so).
+        """
+        events = [event for event in batch if type(event) is not IngestReceipt]
+        receipts = [event for event in batch if type(event) is IngestReceipt]
+        output = node.output
+        if output is None:  # a sink: receipts are runwatch's bookkeeping, not its business
+            await component.write(events)
+            return
+        held = _HeldOutput(output.flush_paths)
+        component.output = held
+        try:
+            await component.write(events)
+        except Exception:
+            component.output = output
+            await held.pass_on(output, [])  # what it sent before it failed goes on, as it would have
+            raise
+        finally:
+            component.output = output
+        await held.pass_on(output, receipts)
+
     async def _flush_node(self, node: _Node) -> None:
         component = node.component
+        assert isinstance(component, Consumer)
         started = time.perf_counter()
         try:
-            if isinstance(component, Sink):
-                await component.flush()
-            elif isinstance(component, Stage):
-                assert node.output is not None
-                await component.flush(node.output)
+            await component.flush()
         except Exception as exc:
             self._record_error(node, exc, 0)
         elapsed = time.perf_counter() - started
@@ -489,12 +550,9 @@ class Pipeline:
 
     async def _tick(self, node: _Node) -> None:
         component = node.component
+        assert isinstance(component, Consumer)
         try:
-            if isinstance(component, Sink):
-                await component.tick(time.time())
-            elif isinstance(component, Stage):
-                assert node.output is not None
-                await component.tick(node.output, time.time())
+            await component.tick(time.time())
         except Exception as exc:
             self._record_error(node, exc, 0)
 

@@ -92,14 +92,7 @@ class PipelineThread:
         so later events are dropped at once and counted (reason ``closed``),
         and what it still held is counted as ``pipeline_stopped``.
         """
-        from ..sources.in_process import InProcessSource
-
-        lost = 0
-        for source in self.pipeline.components_of_type(InProcessSource):
-            bridge = source.bridge
-            bridge.close()
-            bridge.detach()
-            lost += bridge.discard_remaining("pipeline_stopped")
+        lost = self.pipeline.abandon_sources("pipeline_stopped")
         logger.error(
             "runwatch: the pipeline's event loop stopped unexpectedly; %d queued event(s) dropped,"
             " and later events are dropped and counted (reason: closed)",

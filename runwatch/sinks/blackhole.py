@@ -12,6 +12,8 @@ __all__ = ["BlackholeSink"]
 class BlackholeSink(Sink):
     """Counts and discards every event."""
 
+    takes_receipts = True  # internal ingest receipts: discarded and counted like any event
+
     discarded_events = 0
 
     async def write(self, batch: list[Any]) -> None:

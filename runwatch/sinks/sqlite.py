@@ -60,6 +60,8 @@ class SQLiteSink(Sink):
             large state patches or log payloads arrive.
     """
 
+    takes_receipts = True  # internal ingest receipts: committed with their batch's events
+
     counts_own_losses = True  # write() keeps what it takes in _pending until committed or counted at aclose
 
     class Options(BaseOptions):

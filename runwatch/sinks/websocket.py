@@ -332,6 +332,8 @@ class WebsocketHub(Sink):
             for new subscribers that ask to replay them (0: none).
     """
 
+    takes_receipts = True  # internal ingest receipts: never published (see _keep)
+
     class Options(BaseOptions):
         publish_interval_seconds: float = Field(0.025, gt=0, le=5)
         max_messages_per_subscriber: int = Field(256, ge=1)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, Literal
 
 import anyio
 from pydantic import Field
 
 from ..pipeline.bridge import DEFAULT_INTAKE_MAX_BYTES, ThreadBridge
-from ..pipeline.component import ComponentContext, Output, Source
+from ..pipeline.component import ComponentContext, Source
 from ..pipeline.component import Options as BaseOptions
 from ..pipeline.config import MIN_MAX_BYTES
 
@@ -17,7 +16,7 @@ __all__ = ["InProcessSource"]
 
 
 class InProcessSource(Source):
-    """Takes events from ``Pipeline.emit`` and the facades, from any thread.
+    """Takes events from ``Pipeline.emit`` and the facades, from any thread (through its :attr:`bridge`).
 
     Options:
         max_events: the intake queue's bound in events.
@@ -39,44 +38,38 @@ class InProcessSource(Source):
 
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
-        self.bridge = ThreadBridge(
+        self.bridge = self._bridge = ThreadBridge(
             max_events=options.max_events,
             policy=options.when_full,
             block_timeout_seconds=options.block_timeout_seconds,
             max_bytes=options.max_bytes,
         )
 
-    async def run(self, output: Output, stopping: anyio.Event) -> None:
-        bridge = self.bridge
+    async def run(self, stopping: anyio.Event) -> None:
+        bridge = self._bridge
         bridge.attach()
         poll = self.options.poll_interval_seconds
-        assert hasattr(output, "flush_marker")
         try:
             while True:
                 await bridge.wait_for_events(poll)
                 closed = bridge.closed
-                await self._forward(output)
+                await self._forward()
                 if closed:
-                    await self._forward(output)
+                    await self._forward()
                     return
         finally:
             bridge.detach()
 
-    async def _forward(self, output: Any) -> None:
-        for segment in self.bridge.drain():
+    async def _forward(self) -> None:
+        output = self.output
+        for segment in self._bridge.drain():
             if isinstance(segment, list):
                 await output.send(segment)
             else:
-                output.flush_marker(segment)
-
-    def stop(self) -> None:
-        self.bridge.close()
-
-    def request_flush(self, callback: Callable[[], Any], output: Any) -> None:
-        self.bridge.request_flush(callback)
+                output.send_flush_barrier(segment)
 
     def statistics(self) -> dict[str, Any]:
-        return {"intake": self.bridge.statistics()._asdict()}
+        return {"intake": self._bridge.statistics()._asdict()}
 
     def lost_events(self) -> dict[str, int]:
-        return dict(self.bridge.statistics().dropped_events)
+        return dict(self._bridge.statistics().dropped_events)

@@ -35,7 +35,7 @@ from pydantic import Field
 
 from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition
 from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
-from ..pipeline.component import ComponentContext, Output, Source
+from ..pipeline.component import ComponentContext, Source
 from ..pipeline.component import Options as BaseOptions
 from ..wire import content_digest, event_to_wire
 
@@ -101,6 +101,8 @@ class IngestSource(Source):
             (older ones are still found in the store).
     """
 
+    emits_receipts = True
+
     class Options(BaseOptions):
         recent_batch_ids: int = Field(100_000, ge=1)
 
@@ -117,8 +119,8 @@ class IngestSource(Source):
         context.services.setdefault(SERVICE_NAME, self)
         context.receipts.listen(self._receipts_committed)
 
-    async def run(self, output: Output, stopping: anyio.Event) -> None:
-        self._output = output
+    async def run(self, stopping: anyio.Event) -> None:
+        self._output = self.output  # taking batches until the pipeline stops
         try:
             await stopping.wait()
         finally:
@@ -201,7 +203,7 @@ class IngestSource(Source):
             raise
         finally:
             if sent:  # even if the send was cut short: part of it may be in the graph; the barrier tells
-                output.flush_marker(lambda: self._barrier_passed(entry))
+                output.send_flush_barrier(lambda: self._barrier_passed(entry))
         await entry.settled.wait()  # cancelled here (the client left): the batch's outcome is settled all the same
         if not entry.committed:
             self.batches_not_stored += 1
@@ -216,7 +218,7 @@ class IngestSource(Source):
             raise PipelineNotRunning("runwatch is shutting down")
         await output.send(events)
         committed = anyio.Event()
-        output.flush_marker(committed.set)
+        output.send_flush_barrier(committed.set)
         await committed.wait()
         self.accepted_events += produced
         return IngestResult(produced, batch_id, False)

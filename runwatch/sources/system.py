@@ -39,7 +39,7 @@ import psutil
 from pydantic import Field
 
 from ..events import Metric
-from ..pipeline.component import ComponentContext, Output, Source
+from ..pipeline.component import ComponentContext, Source
 from ..pipeline.component import Options as BaseOptions
 
 __all__ = ["SERVICE_ACTIVE_RUNS", "SystemProbe", "SystemSampler", "TickPlan", "plan_tick", "rate_per_second"]
@@ -274,7 +274,7 @@ class SystemSampler(Source):
         self._stop_requested = False
         self._thread_scope: anyio.CancelScope | None = None
 
-    async def run(self, output: Output, stopping: anyio.Event) -> None:
+    async def run(self, stopping: anyio.Event) -> None:
         interval = self.options.interval_seconds
         await self._in_thread(self.probe.open)
         if stopping.is_set() or self._stop_requested:
@@ -305,7 +305,7 @@ class SystemSampler(Source):
             self.last_sample_seconds = time.perf_counter() - started
             self.sampled_ticks += 1
             timestamp, values = result
-            await output.send([Metric(run_id, timestamp, values) for run_id in run_ids])
+            await self.output.send([Metric(run_id, timestamp, values) for run_id in run_ids])
 
     def _run_ids(self) -> tuple[str, ...]:
         # tuple() copies the set in one C call, so a facade thread adding a run

@@ -6,7 +6,7 @@ import fnmatch
 from typing import Any
 
 from ..events import Metric
-from ..pipeline.component import ComponentContext, Output, Stage
+from ..pipeline.component import ComponentContext, Stage
 from ..pipeline.component import Options as BaseOptions
 
 __all__ = ["FilterStage"]
@@ -22,6 +22,8 @@ class FilterStage(Stage):
             and is dropped when none match. Empty keeps all values.
     """
 
+    takes_receipts = True  # internal ingest receipts: kept or dropped like any event (by kind "receipt")
+
     class Options(BaseOptions):
         kinds: list[str] = []
         runs: list[str] = []
@@ -31,10 +33,10 @@ class FilterStage(Stage):
         super().__init__(id, options, context)
         self.filtered_events = 0
 
-    async def process(self, batch: list[Any], output: Output) -> None:
+    async def write(self, batch: list[Any]) -> None:
         kept = [event for event in map(self._select, batch) if event is not None]
         self.filtered_events += len(batch) - len(kept)
-        await output.send(kept)
+        await self.output.send(kept)
 
     def _select(self, event: Any) -> Any:
         options = self.options

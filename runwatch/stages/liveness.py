@@ -76,7 +76,7 @@ import anyio
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..events import AlertEvent, Heartbeat, IngestReceipt, LogEvent, RunLifecycle, RunTransition
-from ..pipeline.component import ComponentContext, Output, Stage
+from ..pipeline.component import ComponentContext, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.base import Store
 from ..store.encode import LIVENESS_STATUS
@@ -413,6 +413,8 @@ class LivenessStage(Stage):
         path: the store to reconcile with (default: the pipeline's ``db_path``).
     """
 
+    takes_receipts = True  # internal ingest receipts: forwarded with their batch (no sign of life)
+
     class Options(BaseOptions):
         heartbeat_timeout_seconds: float = Field(60.0, gt=0, allow_inf_nan=False)
         crash_timeout_seconds: float = Field(300.0, gt=0, allow_inf_nan=False)
@@ -446,14 +448,14 @@ class LivenessStage(Stage):
         rows = await anyio.to_thread.run_sync(read_runs, self.store, None)
         self.tracker.refresh(rows, time.time(), watch_new=True)
 
-    async def process(self, batch: list[Any], output: Output) -> None:
+    async def write(self, batch: list[Any]) -> None:
         now = time.time()
         recovered = self.tracker.observe(batch, now)
-        await output.send(batch)
+        await self.output.send(batch)
         if recovered:
-            await output.send([transition_event(t, now, self.options.signal) for t in recovered])
+            await self.output.send([transition_event(t, now, self.options.signal) for t in recovered])
 
-    async def tick(self, output: Output, now: float) -> None:
+    async def tick(self, now: float) -> None:
         run_ids = self.tracker.run_ids
         if not run_ids:
             return
@@ -461,7 +463,7 @@ class LivenessStage(Stage):
         self.tracker.refresh(rows, now)
         changes = self.tracker.check(now)
         if changes:
-            await output.send([transition_event(t, now, self.options.signal) for t in changes])
+            await self.output.send([transition_event(t, now, self.options.signal) for t in changes])
 
     def statistics(self) -> dict[str, Any]:
         return self.tracker.statistics()

@@ -60,7 +60,7 @@ from typing import Any, Final
 import anyio
 from pydantic import Field
 
-from ..pipeline.component import ComponentContext, Output, Stage
+from ..pipeline.component import ComponentContext, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.base import MaintenancePass
 from ..store.downsample import DEFAULT_BUCKET_ROWS
@@ -94,6 +94,8 @@ class RetentionStage(Stage):
         batch_rows: the most rows removed or replaced per write transaction.
     """
 
+    takes_receipts = True  # internal ingest receipts: forwarded with their batch
+
     batch_rows: int = DEFAULT_BATCH_ROWS
 
     class Options(BaseOptions):
@@ -118,14 +120,13 @@ class RetentionStage(Stage):
         self._last_pass_seconds: float | None = None
         self._last_error: str | None = None
 
-    async def process(self, batch: list[Any], output: Output) -> None:
-        await output.send(batch)
+    async def write(self, batch: list[Any]) -> None:
+        await self.output.send(batch)
 
-    async def tick(self, output: Output, now: float) -> None:
+    async def tick(self, now: float) -> None:
         """Start a pass when one is due, and run a slice of the pass in progress.
 
         Args:
-            output: unused (the stage sends nothing of its own).
             now: seconds since the epoch; the cutoffs are measured from it.
         """
         if not self._jobs:

@@ -101,7 +101,7 @@ from ..events import (
     copy_state,
     merge_state_into,
 )
-from ..pipeline.component import ComponentContext, Output, Stage
+from ..pipeline.component import ComponentContext, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.base import Store
 from ..store.encode import LIVENESS_STATUS
@@ -585,6 +585,8 @@ class SnapshotStage(Stage):
         path: the store (default: the pipeline's ``db_path``).
     """
 
+    takes_receipts = True  # internal ingest receipts: forwarded with their batch (no part of a view)
+
     class Options(BaseOptions):
         snapshot_interval_seconds: float = Field(300.0, gt=0, allow_inf_nan=False)
         max_snapshots: int = Field(100, ge=1)
@@ -623,9 +625,9 @@ class SnapshotStage(Stage):
             if self.context.services.get(SERVICE_NAME) is self:
                 del self.context.services[SERVICE_NAME]
 
-    async def process(self, batch: list[Any], output: Output) -> None:
+    async def write(self, batch: list[Any]) -> None:
         # Downstream first: a store that cannot be read for a restore must not hold events back.
-        await output.send(batch)
+        await self.output.send(batch)
         unknown = self.book.unknown_runs(batch)
         if unknown:
             # If this raises, no view changes; the runner counts and logs it, the next batch retries.
@@ -635,7 +637,7 @@ class SnapshotStage(Stage):
                 self.book.adopt(run_id)  # none stored: the view starts empty
         self.book.observe(batch)
 
-    async def tick(self, output: Output, now: float) -> None:
+    async def tick(self, now: float) -> None:
         await self.save_changed(now)
 
     async def save_changed(self, now: float, busy_timeout_seconds: float = 5.0) -> int:
