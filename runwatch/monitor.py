@@ -124,7 +124,7 @@ class WebMonitor:
         self._thread = self._start_pipeline()
         self._emit = self._thread.pipeline.bridge.emit
         # Runs that samplers (e.g. the ``system`` source) attribute their metrics to.
-        self._active_runs: set[str] = self._thread.pipeline.context.services.setdefault("active_runs", set())
+        self._active_runs: set[str] = self._thread.pipeline.context.active_runs
         self._reap_crashed_runs()
         _install_exit_hooks()
         _open_monitors.add(self)

@@ -17,7 +17,7 @@ from plugins_for_tests import RecordingSink
 
 from runwatch.alerts.engine import AlertEngine
 from runwatch.alerts.rules import DEFAULT_RULES, NonFiniteRule, ThresholdRule
-from runwatch.alerts.stage import AlertsStage, effective_rules
+from runwatch.alerts.stage import ALERT_ENGINE, AlertsStage, effective_rules
 from runwatch.events import AlertEvent, Heartbeat, Metric
 from runwatch.exceptions import ConfigError
 from runwatch.pipeline.component import ComponentContext, Output
@@ -144,7 +144,7 @@ async def test_firing_state_survives_a_restart(tmp_path: Path) -> None:
     assert [(i["rule"], i["state"]) for i in saved["instances"]] == [("non_finite_metric", "firing")]
 
     async with Pipeline(config(tmp_path), context=context(tmp_path)) as second:
-        engine = second.context.services["alerts"]
+        engine = second.context.services[ALERT_ENGINE]
         assert [(a["rule"], a["state"], a["active_since"]) for a in engine.active_alerts(run_id="run-1")] == [
             ("non_finite_metric", "firing", fired.active_since)
         ]
@@ -158,19 +158,19 @@ async def test_firing_state_survives_a_restart(tmp_path: Path) -> None:
 
 
 async def test_the_engine_is_a_service_while_the_stage_runs(tmp_path: Path) -> None:
-    """context.services['alerts'] answers active_alerts() while running and is gone after close."""
+    """The ALERT_ENGINE service answers active_alerts() while running and is gone after close."""
     ctx = context(tmp_path)
     async with Pipeline(config(tmp_path), context=ctx) as pipeline:
         pipeline.emit(Metric("run-1", TS, {"loss": math.nan}))
         pipeline.emit(Metric("run-2", TS, {"loss": 1.0}))
         await flushed(pipeline)
-        service = ctx.services["alerts"]
+        service = ctx.services[ALERT_ENGINE]
         assert service is pipeline.component("alerts").engine  # type: ignore[attr-defined]
         assert [a["run_id"] for a in service.active_alerts(severity="critical")] == ["run-1"]
         assert service.active_alerts(run_id="run-2") == []
         stats = pipeline.statistics()["components"]["alerts"]
         assert (stats["rules"], stats["firing"], stats["alert_events_total"]) == (len(DEFAULT_RULES), 1, 1)
-    assert "alerts" not in ctx.services
+    assert ALERT_ENGINE not in ctx.services
 
 
 async def test_no_rules_only_forwards(tmp_path: Path) -> None:

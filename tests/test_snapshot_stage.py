@@ -29,7 +29,7 @@ from runwatch.events import (
 from runwatch.exceptions import ConfigError
 from runwatch.pipeline import ComponentContext, Pipeline, load_pipeline_config
 from runwatch.stages.snapshot import (
-    SERVICE_NAME,
+    SNAPSHOTS,
     RunView,
     SnapshotBook,
     SnapshotStage,
@@ -403,15 +403,15 @@ async def test_closing_saves_views_changed_since_the_last_tick(tmp_path: Path) -
 
 
 async def test_the_stage_is_a_service_whose_restore_loads_the_latest_stored_snapshot(tmp_path: Path) -> None:
-    """services["snapshots"] is the stage while it runs; restore() loads the latest snapshot and adopts it."""
+    """The SNAPSHOTS service is the stage while it runs; restore() loads the latest snapshot and adopts it."""
     async with pipeline(tmp_path) as first:
         await emit_all(first, training())
         await tick(first, T0 + 300)
-        assert first.context.services[SERVICE_NAME] is stage_of(first)
-    assert SERVICE_NAME not in first.context.services
+        assert first.context.services[SNAPSHOTS] is stage_of(first)
+    assert SNAPSHOTS not in first.context.services
 
     async with pipeline(tmp_path) as second:
-        stage = second.context.services[SERVICE_NAME]
+        stage = second.context.services[SNAPSHOTS]
         snapshot = await stage.restore("r")
         missing = await stage.restore("never-seen")
         view = stage.current_view("r")

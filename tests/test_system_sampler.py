@@ -75,8 +75,11 @@ def config(want: int = 2, **system_options: Any) -> dict[str, Any]:
 
 def context(tmp_path: Path, active_runs: set[str] | None = None) -> ComponentContext:
     """A context whose files stay in tmp_path, with the given active runs (or none)."""
-    services: dict[str, Any] = {} if active_runs is None else {"active_runs": active_runs}
-    return ComponentContext(db_path=str(tmp_path / "db.sqlite"), data_dir=tmp_path / "data", services=services)
+    return ComponentContext(
+        db_path=str(tmp_path / "db.sqlite"),
+        data_dir=tmp_path / "data",
+        active_runs=set() if active_runs is None else active_runs,
+    )
 
 
 @pytest.fixture

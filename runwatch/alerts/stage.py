@@ -50,7 +50,7 @@ Statistics (``/api/pipeline``): ``rules``, ``runs``, ``series``,
 ``state_write_errors_total``, ``last_state_error``, ``transitions_total``,
 ``dropped_series_total``, ``evicted_runs_total``.
 
-The engine is registered as ``context.services["alerts"]``; its
+The engine is offered as the service :data:`ALERT_ENGINE`; its
 ``active_alerts(run_id=None, severity=None)`` lists what is pending or firing.
 """
 
@@ -72,18 +72,18 @@ from pydantic import AfterValidator, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from ..exceptions import ConfigError
-from ..pipeline.component import ComponentContext, Stage
+from ..pipeline.component import ComponentContext, ServiceKey, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.schema import make_private_dirs
 from .engine import AlertEngine
 from .rules import DEFAULT_RULES, Rule, parse_rule
 
-__all__ = ["SERVICE_NAME", "AlertsStage", "effective_rules"]
+__all__ = ["ALERT_ENGINE", "AlertsStage", "effective_rules"]
 
 logger = logging.getLogger("runwatch.alerts")
 
-#: The key of the engine in ``ComponentContext.services``.
-SERVICE_NAME = "alerts"
+#: The engine, offered to the other components and the web app while the stage runs.
+ALERT_ENGINE: ServiceKey[AlertEngine] = ServiceKey("alerts")
 STATE_FILE_NAME = "alerts_state.json"
 
 
@@ -174,15 +174,14 @@ class AlertsStage(Stage):
             except ValueError as exc:
                 await anyio.to_thread.run_sync(_set_aside, self.state_path, str(exc))
         self._writer.start()
-        self.context.services.setdefault(SERVICE_NAME, self.engine)
+        self.context.services.provide(ALERT_ENGINE, self.engine)
 
     async def aclose(self) -> None:
         try:
             self._save()
             await anyio.to_thread.run_sync(self._writer.close)  # waits for the last write, off the loop
         finally:
-            if self.context.services.get(SERVICE_NAME) is self.engine:
-                del self.context.services[SERVICE_NAME]
+            self.context.services.withdraw(ALERT_ENGINE, self.engine)
 
     # -- events ----------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -58,6 +58,8 @@ __all__ = [
     "Component",
     "ComponentContext",
     "Consumer",
+    "ServiceKey",
+    "Services",
     "NoOptions",
     "Options",
     "Output",
@@ -105,6 +107,61 @@ class ReceiptBook:
             listener(keys)
 
 
+_T = TypeVar("_T")
+
+
+class ServiceKey(Generic[_T]):
+    """The typed key of a service: what a component offers the others (and the web app) at run time.
+
+    Each key is one module-level constant next to the component that provides
+    it (``ALERT_ENGINE: ServiceKey[AlertEngine]``); whoever needs the service
+    imports the key, and gets back a value of the key's type.
+
+    Args:
+        name: what the service is called in messages ("this server runs no ingest component").
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"ServiceKey({self.name!r})"
+
+
+class Services:
+    """The services a pipeline's components offer, by :class:`ServiceKey`.
+
+    A component provides its service in ``start`` and withdraws it in
+    ``aclose``; the first one to provide a key keeps it. Only the pipeline's
+    loop changes it.
+    """
+
+    def __init__(self) -> None:
+        self._by_key: dict[ServiceKey[Any], Any] = {}
+
+    def provide(self, key: ServiceKey[_T], value: _T) -> _T:
+        """Offer ``value`` under ``key`` unless something already is; returns what ``key`` now holds."""
+        return cast(_T, self._by_key.setdefault(key, value))
+
+    def withdraw(self, key: ServiceKey[_T], value: _T) -> None:
+        """Stop offering ``value`` under ``key`` (nothing happens when ``key`` holds something else)."""
+        if self._by_key.get(key) is value:
+            del self._by_key[key]
+
+    def get(self, key: ServiceKey[_T]) -> _T | None:
+        """The service under ``key``, or ``None``."""
+        return cast("_T | None", self._by_key.get(key))
+
+    def __getitem__(self, key: ServiceKey[_T]) -> _T:
+        """The service under ``key`` (``KeyError`` when none is offered)."""
+        return cast(_T, self._by_key[key])
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._by_key
+
+
 def open_sqlite_store(path: str) -> Store:
     """The SQLite store at ``path`` (the default backend)."""
     from ..store.sqlite import SQLiteStore
@@ -119,15 +176,18 @@ class ComponentContext:
     Attributes:
         db_path: the store's path.
         data_dir: where components may write files (snapshots, spools).
-        services: named objects shared at run time (e.g. the websocket hub).
+        services: what components offer each other at run time, by typed key (the live hub...).
         receipts: where store sinks report committed ingest receipts.
+        active_runs: the runs whose producers in this process are active (a monitor's current
+            run): what the ``system`` sampler attributes its readings to.
         open_store: the store backend: the :class:`~runwatch.store.base.Store` at a path.
     """
 
     db_path: str = "monitoring.db"
     data_dir: Path = field(default_factory=lambda: Path("monitor_data"))
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     receipts: ReceiptBook = field(default_factory=ReceiptBook)
+    active_runs: set[str] = field(default_factory=set)
     open_store: Callable[[str], Store] = open_sqlite_store
 
     @property

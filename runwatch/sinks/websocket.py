@@ -38,16 +38,17 @@ import anyio
 from pydantic import Field
 
 from ..events import Metric
-from ..pipeline.component import ComponentContext, Sink
+from ..pipeline.component import ComponentContext, ServiceKey, Sink
 from ..pipeline.component import Options as BaseOptions
 from ..wire import event_to_wire, json_number, messages
 from ..wire.messages import GLOB_CHARS
 
-__all__ = ["Subscriber", "SubscriptionFilter", "WebsocketHub"]
+__all__ = ["LIVE_HUB", "Subscriber", "SubscriptionFilter", "WebsocketHub"]
 
 logger = logging.getLogger("runwatch.web")
 
-SERVICE_NAME = "websocket_hub"
+#: The hub, offered to the web app (``/ws`` subscribes to it) while it runs.
+LIVE_HUB: ServiceKey[WebsocketHub] = ServiceKey("websocket_hub")
 
 #: Answers a compiled pattern set remembers (run ids or metric-name sets) before starting over.
 MAX_REMEMBERED = 4096
@@ -355,7 +356,7 @@ class WebsocketHub(Sink):
         self.published_events = 0
         self.subscriber_dropped_events = 0  # cumulative: stays counted after a subscriber leaves
         self.unencodable_events = 0
-        context.services.setdefault(SERVICE_NAME, self)
+        context.services.provide(LIVE_HUB, self)
 
     def subscribe(self, subscription: SubscriptionFilter) -> Subscriber:
         """Add a subscriber (call on the pipeline's loop)."""

@@ -35,15 +35,16 @@ from pydantic import Field
 
 from ..events import REMOTE_OWNER, IngestReceipt, RunLifecycle, RunTransition
 from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning
-from ..pipeline.component import ComponentContext, Source
+from ..pipeline.component import ComponentContext, ServiceKey, Source
 from ..pipeline.component import Options as BaseOptions
 from ..wire import content_digest, event_to_wire
 
-__all__ = ["SERVICE_NAME", "IngestResult", "IngestSource"]
+__all__ = ["INGEST", "IngestResult", "IngestSource"]
 
 logger = logging.getLogger("runwatch.ingest")
 
-SERVICE_NAME = "ingest"
+#: The source, offered to the web app (remote ingest submits to it).
+INGEST: ServiceKey[IngestSource] = ServiceKey("ingest")
 
 
 class IngestResult:
@@ -116,7 +117,7 @@ class IngestSource(Source):
         self.conflicting_batches = 0
         self.retries_waited = 0
         self.batches_not_stored = 0
-        context.services.setdefault(SERVICE_NAME, self)
+        context.services.provide(INGEST, self)
         context.receipts.listen(self._receipts_committed)
 
     async def run(self, stopping: anyio.Event) -> None:

@@ -42,12 +42,9 @@ from ..events import Metric
 from ..pipeline.component import ComponentContext, Source
 from ..pipeline.component import Options as BaseOptions
 
-__all__ = ["SERVICE_ACTIVE_RUNS", "SystemProbe", "SystemSampler", "TickPlan", "plan_tick", "rate_per_second"]
+__all__ = ["SystemProbe", "SystemSampler", "TickPlan", "plan_tick", "rate_per_second"]
 
 logger = logging.getLogger("runwatch.system")
-
-#: The ``context.services`` key holding the set of active run ids.
-SERVICE_ACTIVE_RUNS = "active_runs"
 
 _MIB = 1024 * 1024
 T = TypeVar("T")
@@ -310,7 +307,7 @@ class SystemSampler(Source):
     def _run_ids(self) -> tuple[str, ...]:
         # tuple() copies the set in one C call, so a facade thread adding a run
         # meanwhile cannot break the iteration.
-        active = tuple(self.context.services.get(SERVICE_ACTIVE_RUNS) or ())
+        active = tuple(self.context.active_runs)
         if active:
             return tuple(sorted(active))
         return (self.options.run_id,) if self.options.run_id else ()

@@ -56,7 +56,7 @@ restart, or a run that ended and is resumed), it first adopts the run's
 latest stored snapshot, so the view continues where it was saved; what
 happened between that save and a crash is not in it.
 
-The stage registers itself as ``context.services["snapshots"]``: other
+The stage offers itself as the service :data:`SNAPSHOTS`: other
 components call :meth:`SnapshotStage.current_view` and
 :meth:`SnapshotStage.restore`.
 
@@ -101,14 +101,14 @@ from ..events import (
     copy_state,
     merge_state_into,
 )
-from ..pipeline.component import ComponentContext, Stage
+from ..pipeline.component import ComponentContext, ServiceKey, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.base import Store
 from ..store.encode import LIVENESS_STATUS
 from ..wire import event_to_wire, json_number
 
 __all__ = [
-    "SERVICE_NAME",
+    "SNAPSHOTS",
     "SNAPSHOT_FORMAT",
     "RunView",
     "SavedSnapshots",
@@ -120,8 +120,8 @@ __all__ = [
 
 logger = logging.getLogger("runwatch.snapshots")
 
-#: The key of the stage in ``ComponentContext.services``.
-SERVICE_NAME: Final = "snapshots"
+#: The stage, offered to the other components and the web app while it runs.
+SNAPSHOTS: ServiceKey[SnapshotStage] = ServiceKey("snapshots")
 #: The value of ``format`` in every snapshot.
 SNAPSHOT_FORMAT: Final = "runwatch-snapshot/1"
 
@@ -610,7 +610,7 @@ class SnapshotStage(Stage):
         self.last_snapshot_at: float | None = None
 
     async def start(self) -> None:
-        self.context.services.setdefault(SERVICE_NAME, self)
+        self.context.services.provide(SNAPSHOTS, self)
 
     async def aclose(self) -> None:
         try:
@@ -622,8 +622,7 @@ class SnapshotStage(Stage):
             elif self.book.changed():
                 logger.warning("runwatch: %s: the shutdown deadline passed; the last views are not saved", self.id)
         finally:
-            if self.context.services.get(SERVICE_NAME) is self:
-                del self.context.services[SERVICE_NAME]
+            self.context.services.withdraw(SNAPSHOTS, self)
 
     async def write(self, batch: list[Any]) -> None:
         # Downstream first: a store that cannot be read for a restore must not hold events back.

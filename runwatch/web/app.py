@@ -35,6 +35,7 @@ from ..exceptions import (
     UnknownRunError,
     WireError,
 )
+from ..pipeline.component import Services
 from ..store.base import Store
 from . import alerts, current, ingest, operations, runs, sessions, ws
 from .http import ERROR_SCHEMA, ApiError, JSONResponse, WebContext, error_responses
@@ -78,7 +79,7 @@ def create_app(
         from ..store.sqlite import SQLiteStore
 
         store = SQLiteStore(db_path)
-    services = pipeline.context.services if pipeline is not None else {}
+    services = pipeline.context.services if pipeline is not None else Services()
     context = WebContext(store, pipeline, services, max_ingest_events)
     app = FastAPI(
         title="runwatch",

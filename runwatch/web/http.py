@@ -24,6 +24,7 @@ from fastapi.responses import Response
 
 from ..events import to_epoch_seconds
 from ..exceptions import UnknownRunError, WireError
+from ..pipeline.component import ServiceKey, Services
 from ..store.base import Store
 from .series import SeriesCache
 
@@ -143,7 +144,7 @@ class WebContext:
 
     store: Store
     pipeline: Any = None
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     max_ingest_events: int = 10_000
     shutting_down: bool = False
     previous_stats: dict[str, tuple[float, int]] = field(default_factory=dict)
@@ -154,13 +155,13 @@ class WebContext:
     #: yet: concurrent batches of a new run then start it once, not once each. Bounded, oldest out.
     ingest_started: OrderedDict[str, None] = field(default_factory=OrderedDict)
 
-    def service(self, name: str) -> Any:
+    def service(self, key: ServiceKey[T]) -> T:
         """A pipeline service, or a 503 when this server has none running."""
         if self.shutting_down:
             raise ApiError(503, "runwatch is shutting down", headers={"Retry-After": "5"})
-        found = self.services.get(name)
+        found = self.services.get(key)
         if found is None:
-            raise ApiError(503, f"this server runs no {name} component", headers={"Retry-After": "5"})
+            raise ApiError(503, f"this server runs no {key.name} component", headers={"Retry-After": "5"})
         return found
 
 

@@ -27,6 +27,7 @@ from fastapi import APIRouter, Request
 
 from .._payload import shown
 from ..events import RunLifecycle, RunTransition
+from ..sources.ingest import INGEST
 from ..wire.ingest import INGEST_BODY_SCHEMA, parse_ingest_body
 from .http import ApiError, JSONResponse, WebContext, error_responses, read, web_context
 
@@ -110,7 +111,7 @@ _MAX_REMEMBERED_STARTS: Final = 10_000
 )
 async def ingest(request: Request) -> JSONResponse:
     context = web_context(request)
-    source = context.service("ingest")
+    source = context.service(INGEST)
     body = parse_ingest_body(await request.body(), context.max_ingest_events)
     result = await source.submit(
         body.events, body.batch_id, digest=body.digest, admit=lambda events: with_run_rules(context, events)

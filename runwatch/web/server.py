@@ -29,7 +29,7 @@ from typing import Any
 
 import anyio
 
-from ..sinks.websocket import SERVICE_NAME as HUB
+from ..sinks.websocket import LIVE_HUB
 from .app import create_app
 from .connections import (
     ConnectionGuard,
@@ -274,7 +274,7 @@ def _close_subscribers(app: Any, pipeline: Any) -> None:
     """Refuse new work and ask every live subscriber's connection to close with 1001."""
     context = app.app.state.context
     context.shutting_down = True
-    hub = pipeline.context.services.get(HUB)
+    hub = pipeline.context.services.get(LIVE_HUB)
     if hub is not None:
         for subscriber in hub.subscribers:
             subscriber.close("server shutting down")

@@ -23,6 +23,7 @@ from fastapi import APIRouter, Query, Request
 from .._payload import shown
 from ..events import Event, Heartbeat, RunLifecycle, RunTransition
 from ..exceptions import UnknownRunError
+from ..sources.ingest import INGEST
 from ..store.session_layout import RUN_STATUSES_OF, SESSION_KIND, session_status
 from ..wire import content_digest, json_number, parse_document
 from ..wire.sessions import (
@@ -149,7 +150,7 @@ async def _submit(
     """Check the session exists and, unless this is a retry of a stored batch, is not ended;
     then store ``events`` (returns the ingest result)."""
     context = web_context(request)
-    source = context.service("ingest")
+    source = context.service(INGEST)
     status = await _read_session(context.store.session_run_status, session_id)
 
     async def admit(events: list[Any]) -> list[Any]:
@@ -172,7 +173,7 @@ _OK: Final = {"ok": True}
 )
 async def create_session(request: Request) -> JSONResponse:
     context = web_context(request)
-    source = context.service("ingest")
+    source = context.service(INGEST)
     metadata = parse_create_body(parse_document(await request.body(), empty={}))
     session_id = str(uuid.uuid4())
     started = build_event(

@@ -10,9 +10,8 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning, StoreUnavailable, WireError
-from ..sinks.websocket import SERVICE_NAME as HUB
-from ..sinks.websocket import Subscriber, SubscriptionFilter
-from ..sources.ingest import SERVICE_NAME as INGEST
+from ..sinks.websocket import LIVE_HUB, Subscriber, SubscriptionFilter
+from ..sources.ingest import INGEST
 from ..wire import messages
 from ..wire.ingest import parse_ingest_body
 from .http import ApiError, web_context
@@ -60,7 +59,7 @@ async def _query_filter(websocket: WebSocket) -> SubscriptionFilter:
 async def live_events(websocket: WebSocket) -> None:
     """Push batches of live events matching the subscriber's filter (see docs/protocol.md)."""
     context = web_context(websocket)
-    hub = context.services.get(HUB)
+    hub = context.services.get(LIVE_HUB)
     if hub is None or context.shutting_down:
         await websocket.close(code=1013, reason="no live event hub in this server")
         return
