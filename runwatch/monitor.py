@@ -34,6 +34,7 @@ from .exceptions import UnknownRunError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .assemble import Assembly, WebInterface
     from .pipeline.thread import PipelineThread
     from .store.manager import DatabaseManager
 
@@ -121,28 +122,23 @@ class WebMonitor:
         self._db: DatabaseManager | None = None
         # Through lambdas: a forked child swaps ``_emit`` (see _after_fork_in_child).
         self.error_handler = ErrorHandler(lambda event: self._emit(event), lambda: self._run_id)
-        self._thread = self._start_pipeline()
-        self._emit = self._thread.pipeline.bridge.emit
+        self._assembly = self._start_pipeline()
+        self._thread = self._assembly.thread
+        self._emit = self._assembly.pipeline.bridge.emit
         # Runs that samplers (e.g. the ``system`` source) attribute their metrics to.
-        self._active_runs: set[str] = self._thread.pipeline.context.active_runs
+        self._active_runs: set[str] = self._assembly.active_runs
         self._reap_crashed_runs()
         _install_exit_hooks()
         _open_monitors.add(self)
 
-    def _start_pipeline(self) -> PipelineThread:
-        from .pipeline.thread import PipelineThread
-        from .server import build_pipeline
+    def _start_pipeline(self) -> Assembly:
+        """The monitor's pipeline and web interface, from the composition root, started."""
+        # Imported here: ``import runwatch`` stays cheap (the pipeline and the web load on first use).
+        from .assemble import assemble_monitor
 
-        thread = PipelineThread(build_pipeline(self.config), companions=self._companions(), name="runwatch-pipeline")
-        thread.start()
-        return thread
-
-    def _companions(self) -> list[Any]:
-        """The web interface, served beside the pipeline on its loop."""
-        from .server import web_settings_of
-        from .web.server import web_companion
-
-        return [web_companion(web_settings_of(self.config), self.config.db_path, required=False)]
+        assembly = assemble_monitor(self.config)
+        assembly.start()
+        return assembly
 
     @property
     def web_url(self) -> str | None:
@@ -157,9 +153,8 @@ class WebMonitor:
         return server.token if server is not None else None
 
     @property
-    def _web_server(self) -> Any:
-        values = self._thread.companion_values
-        return values[0] if values else None
+    def _web_server(self) -> WebInterface | None:
+        return self._assembly.web_server
 
     def _reap_crashed_runs(self) -> None:
         # A run left "running" by a process that died is marked crashed here.

@@ -17,101 +17,31 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
+from .assemble import Assembly, assemble_server
 from .config import MonitorConfig
+from .sinks.sqlite import SQLiteSink
 
 __all__ = ["run_server"]
 
 logger = logging.getLogger("runwatch")
 
 
-def pipeline_config_of(config: MonitorConfig) -> Any:
-    """The monitor's pipeline graph: its own, or the default one sized by its settings.
-
-    The graph's shutdown deadline is ``config.shutdown_timeout_seconds``,
-    unless the user's own pipeline config sets a top-level
-    ``shutdown_timeout_seconds``: that one wins.
-
-    Raises:
-        ConfigError: the user's pipeline config is invalid.
-    """
-    if config.pipeline is not None:
-        from dataclasses import replace
-
-        from .pipeline.config import load_pipeline_config
-
-        spec = load_pipeline_config(config.pipeline)
-        if spec.shutdown_timeout_seconds is None:
-            spec = replace(spec, shutdown_timeout_seconds=config.shutdown_timeout_seconds)
-        return spec
-    from .pipeline.config import default_pipeline_config
-
-    graph = default_pipeline_config(
-        alerts=True,
-        snapshots=True,
-        system=True,
-        snapshot_interval_seconds=config.snapshot_interval,
-        max_snapshots=config.max_snapshots,
-        max_events=config.max_events,
-        system_interval_seconds=config.update_interval,
-    )
-    graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
-    return graph
-
-
-def build_pipeline(config: MonitorConfig) -> Any:
-    """The monitor's pipeline (not started), its data directory created 0700 if missing."""
-    from .pipeline.component import ComponentContext
-    from .pipeline.runtime import Pipeline
-    from .store.schema import make_private_dirs
-
+def start_server(config: MonitorConfig) -> Assembly:
+    """Build ``runwatch serve``'s pipeline and web interface (the composition root's serve profile),
+    start them, and mark runs whose process is gone as crashed; returns the running assembly."""
+    assembly = assemble_server(config)
+    assembly.start()
     try:
-        make_private_dirs(config.data_dir)  # snapshots and alert state are private
-    except OSError as exc:  # the stages that write there report it; monitoring still starts
-        logger.error("runwatch: cannot create the data directory %s: %s", config.data_dir, exc)
-    context = ComponentContext(db_path=config.db_path, data_dir=Path(config.data_dir))
-    return Pipeline(pipeline_config_of(config), context=context)
-
-
-def web_settings_of(config: MonitorConfig) -> Any:
-    """The web server's settings for ``config``.
-
-    ``debug`` raises uvicorn's own logs to INFO (never DEBUG: see
-    :class:`~runwatch.web.server.WebSettings`); otherwise WARNING.
-    """
-    from .web.server import WebSettings
-
-    return WebSettings(
-        host=config.web_host,
-        port=config.web_port,
-        token=config.web_token,
-        log_level="info" if config.debug else "warning",
-        max_connections=config.web_max_connections,
-        static_dir=config.static_dir,
-    )
-
-
-def start_server(config: MonitorConfig, *, required: bool = True) -> Any:
-    """Build and start the pipeline thread with the web companion; returns the thread."""
-    from .pipeline.thread import PipelineThread
-    from .store.manager import DatabaseManager
-    from .web.server import web_companion
-
-    web = web_settings_of(config)
-    thread = PipelineThread(build_pipeline(config), companions=[web_companion(web, config.db_path, required=required)])
-    thread.start()
-    try:
-        with DatabaseManager(config.db_path) as db:
-            crashed = db.mark_crashed_runs()
+        crashed = assembly.store.mark_crashed_runs()
         if crashed:
             logger.warning("runwatch: marked %d run(s) whose process is gone as crashed", len(crashed))
     except Exception:  # detection is best effort; serving matters more
         logger.exception("runwatch: checking for crashed runs failed")
-    return thread
+    return assembly
 
 
-def queued_events(thread: Any) -> dict[str, int]:
+def queued_events(assembly: Assembly) -> dict[str, int]:
     """Per sink: events accepted but not yet written by it.
 
     That is the sink's own input buffer, the batch it is writing and its
@@ -120,7 +50,7 @@ def queued_events(thread: Any) -> dict[str, int]:
     by the store: a sum over every queue would count it once per sink.
     (An ingested batch's receipt travels as one more event.)
     """
-    pipeline = thread.pipeline
+    pipeline = assembly.pipeline
     components = pipeline.statistics()["components"]
     spec = pipeline.spec
 
@@ -140,18 +70,17 @@ def queued_events(thread: Any) -> dict[str, int]:
     }
 
 
-def store_sinks(thread: Any) -> list[str]:
+def store_sinks(assembly: Assembly) -> list[str]:
     """The ids of the graph's SQLite sinks (what "committed" refers to)."""
-    from .sinks.sqlite import SQLiteSink
-
-    return [c.id for c in thread.pipeline.spec.components if c.section == "sinks" and issubclass(c.cls, SQLiteSink)]
+    return [c.id for c in assembly.pipeline.spec.components if c.section == "sinks" and issubclass(c.cls, SQLiteSink)]
 
 
 def run_server(config: MonitorConfig) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO, format="%(message)s")
-    thread = start_server(config)
-    server = thread.companion_values[0]
+    assembly = start_server(config)
+    server = assembly.web_server
+    assert server is not None  # the serve profile's web interface is required: it started or raised
     stop = threading.Event()
     signals_seen: list[int] = []
 
@@ -159,8 +88,8 @@ def run_server(config: MonitorConfig) -> int:
         signals_seen.append(number)
         if len(signals_seen) > 1:
             try:
-                queued = queued_events(thread)
-                stores = store_sinks(thread)
+                queued = queued_events(assembly)
+                stores = store_sinks(assembly)
                 lost = max((queued[sink] for sink in stores), default=max(queued.values(), default=0))
                 per_sink = ", ".join(f"{sink}={count}" for sink, count in queued.items()) or "none"
                 logger.error(
@@ -185,11 +114,11 @@ def run_server(config: MonitorConfig) -> int:
         print(f"runwatch: access token (not bound to loopback): {server.token}", flush=True)
     try:
         while not stop.wait(0.5):
-            if not thread.running:
+            if not assembly.running:
                 logger.error("runwatch: the pipeline stopped unexpectedly")
                 return 1
         print("runwatch: stopping: draining queues into the store", flush=True)
-        thread.close()
+        assembly.close()
         print("runwatch: stopped", flush=True)
         return 0
     finally:

@@ -15,9 +15,9 @@ import pytest
 from plugins_for_overload import StuckSink
 
 from runwatch import ConfigError, MonitorConfig, WebMonitor
+from runwatch.assemble import monitor_pipeline_config
 from runwatch.pipeline.config import load_pipeline_config
 from runwatch.pipeline.runtime import Pipeline
-from runwatch.server import pipeline_config_of
 
 SHUTDOWN = "shutdown_timeout_seconds"
 
@@ -403,7 +403,7 @@ def test_shutdown_timeout_reaches_the_pipeline_unless_its_own_config_sets_one(
     if pipeline == "file":
         pipeline = str(write(tmp_path / "graph.json", json.dumps({**USER_GRAPH, "shutdown_timeout_seconds": 6})))
     config = MonitorConfig(pipeline=pipeline, shutdown_timeout_seconds=4.0)
-    assert Pipeline(pipeline_config_of(config)).shutdown_timeout_seconds == expected
+    assert Pipeline(monitor_pipeline_config(config)).shutdown_timeout_seconds == expected
 
 
 def test_a_monitor_with_a_stuck_sink_closes_within_its_shutdown_timeout(tmp_path: Path) -> None:

@@ -325,6 +325,23 @@ def test_slow_metric_fires_session_slow_alert(monitor: SessionMonitor) -> None:
     assert alert_rules(monitor) == [("s1", "session_slow_session_creation_time", "firing")]
 
 
+def test_slow_metric_alert_resolves_at_the_next_normal_value_and_at_expiry(monitor: SessionMonitor) -> None:
+    """A firing session_slow_<type> alert resolves (stored) at the session's next value at or below the
+    threshold, and a session that expires while slow has its alert resolved."""
+    monitor.record_metric("session_creation_time", "s1", 1, 1.5)
+    resolved = monitor.record_metric("session_creation_time", "s1", 1, 0.5)
+    monitor.record_metric("session_creation_time", "s2", 2, 3.0)
+    monitor.log_session_expired("s2", 2, "logout")
+
+    assert [(a.rule, a.state) for a in resolved] == [("session_slow_session_creation_time", "resolved")]
+    assert alert_rules(monitor) == [
+        ("s1", "session_slow_session_creation_time", "firing"),
+        ("s1", "session_slow_session_creation_time", "resolved"),
+        ("s2", "session_slow_session_creation_time", "firing"),
+        ("s2", "session_slow_session_creation_time", "resolved"),
+    ]
+
+
 def test_suspicious_alert_fires_once_when_a_user_reaches_the_threshold(db: DatabaseManager) -> None:
     """session_suspicious_activity fires at the threshold, not before and not again after."""
     with SessionMonitor(db, SessionConfig(max_suspicious_events_per_user=3)) as monitor:

@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 
+from ..config import MonitorConfig
 from ..sinks.websocket import LIVE_HUB
 from .app import create_app
 from .connections import (
@@ -41,7 +42,15 @@ from .connections import (
 from .security import LOOPBACK_HOSTS, SecurityPolicy
 from .ws import wait_live_sockets_closed
 
-__all__ = ["CLOSE_SUBSCRIBERS_SECONDS", "WebServer", "WebSettings", "resolve_policy", "web_companion"]
+__all__ = [
+    "CLOSE_SUBSCRIBERS_SECONDS",
+    "WebServer",
+    "WebSettings",
+    "monitor_web_companion",
+    "resolve_policy",
+    "web_companion",
+    "web_settings_of",
+]
 
 logger = logging.getLogger("runwatch.web")
 
@@ -170,6 +179,30 @@ class WebServer:
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
         return f"http://{host}:{self.port}"
+
+
+def web_settings_of(config: MonitorConfig) -> WebSettings:
+    """The web server's settings for a monitor's ``config``.
+
+    ``debug`` raises uvicorn's own logs to INFO (never DEBUG: see
+    :class:`WebSettings`); otherwise WARNING.
+    """
+    return WebSettings(
+        host=config.web_host,
+        port=config.web_port,
+        token=config.web_token,
+        log_level="info" if config.debug else "warning",
+        max_connections=config.web_max_connections,
+        static_dir=config.static_dir,
+    )
+
+
+def monitor_web_companion(
+    config: MonitorConfig, *, required: bool
+) -> Callable[[Any], contextlib.AbstractAsyncContextManager[WebServer | None]]:
+    """The web interface of a monitor's ``config`` (see :func:`web_companion`): what the
+    composition root (:mod:`runwatch.assemble`) serves beside the pipeline."""
+    return web_companion(web_settings_of(config), config.db_path, required=required)
 
 
 def web_companion(

@@ -23,8 +23,8 @@ from fastapi import APIRouter, Query, Request
 from .._payload import shown
 from ..events import Event, Heartbeat, RunLifecycle, RunTransition
 from ..exceptions import UnknownRunError
+from ..session_events import RUN_STATUSES_OF, SESSION_KIND, session_status
 from ..sources.ingest import INGEST
-from ..store.session_layout import RUN_STATUSES_OF, SESSION_KIND, session_status
 from ..wire import content_digest, json_number, parse_document
 from ..wire.sessions import (
     BATCH_BODY_SCHEMA,

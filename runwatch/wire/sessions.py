@@ -27,7 +27,7 @@ from ..events import (
     check_storable,
 )
 from ..exceptions import WireError
-from ..store.session_layout import encode_session_tags, session_metadata
+from ..session_events import encode_session_tags, session_metadata
 from .documents import json_type
 from .ingest import check_batch_id
 

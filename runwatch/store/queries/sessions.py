@@ -1,7 +1,7 @@
 """Reads (and the cleanup) of application sessions: runs of kind ``session``.
 
 Plain functions of a ``sqlite3.Connection`` (see :mod:`runwatch.store.queries`);
-the layout they read is :mod:`runwatch.store.session_layout`. Times are epoch
+the layout they read is :mod:`runwatch.session_events`. Times are epoch
 seconds; the web and the ``SessionMonitor`` shape them for their callers.
 """
 
@@ -15,7 +15,7 @@ from typing import Any, Final
 import orjson
 
 from ...exceptions import UnknownRunError
-from ..session_layout import (
+from ...session_events import (
     MONITOR_KIND,
     RUN_STATUSES_OF,
     SESSION_KIND,

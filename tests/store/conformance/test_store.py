@@ -24,9 +24,9 @@ from runwatch.events import (
     StatePatch,
 )
 from runwatch.exceptions import StoreError, StoreUnavailable, UnknownRunError
+from runwatch.session_events import SESSION_KIND, encode_session_tags
 from runwatch.store.base import Store
 from runwatch.store.schema import SCHEMA_VERSION
-from runwatch.store.session_layout import SESSION_KIND, encode_session_tags
 
 from .conftest import write
 

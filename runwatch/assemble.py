@@ -1,0 +1,266 @@
+"""The composition root: every pipeline runwatch runs is built here, one function per profile.
+
+A profile is a use of runwatch, and the graph it needs:
+
+- :func:`assemble_monitor` — the embedded monitor of a training script
+  (:class:`~runwatch.WebMonitor`): the user's graph or the default one
+  (in-process and remote intake, the system sampler, liveness, alerts,
+  snapshots, the store and the live hub), with the web interface beside it
+  when its port is free;
+- :func:`assemble_server` — ``runwatch serve``: the same graph, the web
+  interface required;
+- :func:`assemble_sessions` — a :class:`~runwatch.sessions.SessionMonitor`:
+  the default graph without the web's components and snapshots (the
+  monitor evaluates its alert rules as it records, and stores their events).
+
+Each returns an :class:`Assembly`: typed handles on what was built (the
+store, the pipeline, its thread, the services its components offer, the web
+server), not started. Nothing else in runwatch builds a pipeline for a facade;
+components find each other only through typed services
+(:class:`~runwatch.pipeline.component.ServiceKey`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+from .alerts.engine import AlertEngine
+from .alerts.stage import ALERT_ENGINE
+from .config import MonitorConfig
+from .pipeline.component import ComponentContext, Services, open_sqlite_store
+from .pipeline.config import PipelineSpec, default_pipeline_config, load_pipeline_config
+from .pipeline.runtime import Pipeline
+from .pipeline.thread import PipelineThread
+from .sinks.websocket import LIVE_HUB, WebsocketHub
+from .sources.ingest import INGEST, IngestSource
+from .stages.snapshot import SNAPSHOTS, SnapshotStage
+from .store.base import Store
+from .store.schema import make_private_dirs
+
+__all__ = [
+    "WEB_INTERFACE",
+    "Assembly",
+    "WebInterface",
+    "assemble_monitor",
+    "assemble_server",
+    "assemble_sessions",
+    "monitor_pipeline_config",
+    "sessions_pipeline_config",
+]
+
+logger = logging.getLogger("runwatch")
+
+#: Component types a sessions pipeline leaves out: the web's (remote ingest, the live hub) and
+#: snapshots (application sessions keep no snapshot files).
+_NOT_FOR_SESSIONS: Final = frozenset({"ingest", "websocket_hub", "snapshot"})
+
+#: The web interface served beside a monitor's pipeline, by name (``module:function``, called with
+#: the :class:`~runwatch.config.MonitorConfig` and ``required=``): resolved when a profile with a web
+#: interface is built, as the pipeline resolves its component types, so the composition root
+#: does not depend on the web layer above it and ``import runwatch`` never loads the web stack.
+WEB_INTERFACE: Final = "runwatch.web.server:monitor_web_companion"
+
+
+class WebInterface(Protocol):
+    """What a running web interface tells its facade (a :class:`runwatch.web.server.WebServer`)."""
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:8080``."""
+        ...
+
+    @property
+    def token(self) -> str | None:
+        """The bearer token its data endpoints require (``None``: none)."""
+        ...
+
+
+#: A web interface companion of the pipeline's thread (see :class:`~runwatch.pipeline.thread.PipelineThread`).
+WebCompanion = Callable[[Pipeline], contextlib.AbstractAsyncContextManager[WebInterface | None]]
+
+
+@dataclass(frozen=True)
+class Assembly:
+    """What a profile built: typed handles on its parts (not started until :meth:`start`).
+
+    Attributes:
+        profile: ``monitor``, ``serve`` or ``sessions``.
+        store: the store the pipeline writes.
+        pipeline: the pipeline.
+        thread: the thread its event loop runs on (with the web server beside it, if any).
+    """
+
+    profile: str
+    store: Store
+    pipeline: Pipeline
+    thread: PipelineThread
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the pipeline (and the web server) on its thread; returns once everything runs.
+
+        Raises:
+            Exception: whatever stopped a component or the web server from starting.
+        """
+        self.thread.start(timeout)
+
+    def close(self, timeout: float | None = None) -> None:
+        """Stop the web server, drain the pipeline and join its thread. Idempotent."""
+        self.thread.close(timeout)
+
+    @property
+    def running(self) -> bool:
+        """Whether the pipeline's thread is alive and the pipeline runs."""
+        return self.thread.running
+
+    @property
+    def services(self) -> Services:
+        """The services the pipeline's components offer now."""
+        return self.pipeline.context.services
+
+    @property
+    def alerts(self) -> AlertEngine | None:
+        """The alert engine of the graph's alerts stage, while it runs."""
+        return self.services.get(ALERT_ENGINE)
+
+    @property
+    def snapshots(self) -> SnapshotStage | None:
+        """The snapshot stage, while it runs."""
+        return self.services.get(SNAPSHOTS)
+
+    @property
+    def ingest(self) -> IngestSource | None:
+        """The remote-ingest source, while it runs."""
+        return self.services.get(INGEST)
+
+    @property
+    def live_hub(self) -> WebsocketHub | None:
+        """The websocket hub, while it runs."""
+        return self.services.get(LIVE_HUB)
+
+    @property
+    def active_runs(self) -> set[str]:
+        """The runs this process's producers have active (the system sampler samples for them)."""
+        return self.pipeline.context.active_runs
+
+    @property
+    def web_server(self) -> WebInterface | None:
+        """The running web server (``None`` without one, or when its port was taken)."""
+        values = self.thread.companion_values
+        server: WebInterface | None = values[0] if values else None
+        return server
+
+
+# -- graphs ---------------------------------------------------------------------------------------
+
+
+def monitor_pipeline_config(config: MonitorConfig) -> PipelineSpec | dict[str, Any]:
+    """The monitor's pipeline graph: its own, or the default one sized by its settings.
+
+    The graph's shutdown deadline is ``config.shutdown_timeout_seconds``,
+    unless the user's own pipeline config sets a top-level
+    ``shutdown_timeout_seconds``: that one wins.
+
+    Raises:
+        ConfigError: the user's pipeline config is invalid.
+    """
+    if config.pipeline is not None:
+        spec = load_pipeline_config(config.pipeline)
+        if spec.shutdown_timeout_seconds is None:
+            spec = replace(spec, shutdown_timeout_seconds=config.shutdown_timeout_seconds)
+        return spec
+    graph = default_pipeline_config(
+        alerts=True,
+        snapshots=True,
+        system=True,
+        snapshot_interval_seconds=config.snapshot_interval,
+        max_snapshots=config.max_snapshots,
+        max_events=config.max_events,
+        system_interval_seconds=config.update_interval,
+    )
+    graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
+    return graph
+
+
+def sessions_pipeline_config() -> dict[str, Any]:
+    """A session monitor's graph: the default one without the web's components and snapshots."""
+    config = default_pipeline_config()
+    removed = {
+        component_id
+        for section in ("sources", "stages", "sinks")
+        for component_id, body in config.get(section, {}).items()
+        if body.get("type") in _NOT_FOR_SESSIONS
+    }
+    out: dict[str, Any] = {}
+    for section, table in config.items():
+        out[section] = {}
+        for component_id, body in table.items():
+            if component_id in removed:
+                continue
+            body = dict(body)
+            if "inputs" in body:
+                body["inputs"] = [i for i in body["inputs"] if i not in removed]
+            out[section][component_id] = body
+    return out
+
+
+# -- profiles -------------------------------------------------------------------------------------
+
+
+def _context(db_path: str, data_dir: Path) -> ComponentContext:
+    return ComponentContext(db_path=db_path, data_dir=data_dir, open_store=open_sqlite_store)
+
+
+def _private_data_dir(data_dir: str | Path) -> None:
+    try:
+        make_private_dirs(data_dir)  # snapshots and alert state are private
+    except OSError as exc:  # the stages that write there report it; monitoring still starts
+        logger.error("runwatch: cannot create the data directory %s: %s", data_dir, exc)
+
+
+def _web_interface(config: MonitorConfig, *, required: bool) -> WebCompanion:
+    """The web interface companion for ``config`` (see :data:`WEB_INTERFACE`)."""
+    module_name, _, attribute = WEB_INTERFACE.partition(":")
+    make: Callable[..., WebCompanion] = getattr(importlib.import_module(module_name), attribute)
+    return make(config, required=required)
+
+
+def _with_web(profile: str, config: MonitorConfig, *, required: bool, thread_name: str) -> Assembly:
+    _private_data_dir(config.data_dir)
+    context = _context(config.db_path, Path(config.data_dir))
+    pipeline = Pipeline(monitor_pipeline_config(config), context=context)
+    web = _web_interface(config, required=required)
+    thread = PipelineThread(pipeline, companions=[web], name=thread_name)
+    return Assembly(profile, context.store, pipeline, thread)
+
+
+def assemble_monitor(config: MonitorConfig) -> Assembly:
+    """The embedded monitor's pipeline, with the web interface beside it (skipped, logged, when its
+    port is taken: a training loop must not die because a dashboard port is busy).
+
+    Raises:
+        ConfigError: the monitor's pipeline config is invalid.
+    """
+    return _with_web("monitor", config, required=False, thread_name="runwatch-pipeline")
+
+
+def assemble_server(config: MonitorConfig) -> Assembly:
+    """``runwatch serve``'s pipeline and web interface (which must be able to listen).
+
+    Raises:
+        ConfigError: the pipeline config is invalid.
+    """
+    return _with_web("serve", config, required=True, thread_name="runwatch")
+
+
+def assemble_sessions(db_path: str) -> Assembly:
+    """A session monitor's pipeline on the store at ``db_path`` (no web interface of its own)."""
+    context = _context(db_path, Path(db_path).parent / "monitor_data")
+    pipeline = Pipeline(sessions_pipeline_config(), context=context)
+    thread = PipelineThread(pipeline, name="runwatch-sessions")
+    return Assembly("sessions", context.store, pipeline, thread)
