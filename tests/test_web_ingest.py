@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -406,6 +407,51 @@ def test_invalid_event_is_422_naming_it_and_nothing_is_stored(server: Server) ->
     body["events"][1] = metric("ing-422", {"loss": 1.0})
     retry = server.post(json.dumps(body))
     assert retry.status_code == 202 and retry.json()["accepted"] == 3
+
+
+def ingest_event_schemas(server: Server) -> dict[str, Any]:
+    """The published (/openapi.json) schema of each wire event of POST /api/ingest, by title, and the envelope's."""
+    document = server.client.get("/openapi.json").json()
+    body = document["paths"]["/api/ingest"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    array, envelope = body["oneOf"]
+    return {**{event["title"]: event for event in array["items"]["oneOf"]}, "envelope": envelope}
+
+
+@pytest.mark.parametrize(
+    ("document", "schema_path"),
+    [
+        pytest.param([log("a\x00b")], ("log", "properties", "run_id"), id="run-id"),
+        pytest.param([log("ing-nul") | {"type": "a\x00b"}], ("log", "properties", "type"), id="log-type"),
+        pytest.param(
+            [metric("ing-nul", {"a\x00b": 1.0})], ("metric", "properties", "values", "propertyNames"), id="metric-name"
+        ),
+        pytest.param(
+            [{"kind": "lifecycle", "run_id": "ing-nul", "transition": "started", "run_kind": "a\x00b"}],
+            ("lifecycle", "properties", "run_kind"),
+            id="run-kind",
+        ),
+        pytest.param(
+            {"batch_id": "a\x00b", "events": []},
+            ("envelope", "properties", "batch_id", "anyOf", 0),
+            id="batch-id",
+        ),
+    ],
+)
+def test_text_with_nul_is_refused_and_the_published_schema_says_so(
+    server: Server, document: Any, schema_path: tuple[str | int, ...]
+) -> None:
+    """A NUL in a name the store keeps is refused with 422, and /openapi.json's pattern for that field excludes it
+    (a client generating schema-valid bodies never sends one)."""
+    before = server.counts()
+    response = server.post(json.dumps(document))
+    assert response.status_code == 422, response.text
+    assert "NUL" in response.json()["error"]["message"]
+    assert server.counts() == before
+    schema: Any = ingest_event_schemas(server)
+    for key in schema_path:
+        schema = schema[key]
+    assert re.search(schema["pattern"], "a\x00b") is None
+    assert re.search(schema["pattern"], "ab") is not None
 
 
 def test_invalid_metric_value_field_names_the_value(server: Server) -> None:

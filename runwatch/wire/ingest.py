@@ -39,7 +39,9 @@ _TIMESTAMP = {
     "maximum": MAX_TIMESTAMP,
     "description": "seconds since the epoch; absent: when the server received the request",
 }
-_RUN_ID = {"type": "string", "minLength": 1}
+#: Text the store can keep (no NUL: see :func:`runwatch.events.check_storable`), as a JSON Schema pattern.
+_NO_NUL = "^[^\\u0000]*$"
+_RUN_ID = {"type": "string", "minLength": 1, "pattern": _NO_NUL}
 _INT64 = {"type": "integer", "format": "int64"}
 _METRIC_VALUE = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
 _WIRE_EVENTS = [
@@ -54,7 +56,7 @@ _WIRE_EVENTS = [
             "values": {
                 "type": "object",
                 "minProperties": 1,
-                "propertyNames": {"minLength": 1},
+                "propertyNames": {"minLength": 1, "pattern": _NO_NUL},
                 "additionalProperties": _METRIC_VALUE,
             },
             "step": {"anyOf": [_INT64, {"type": "null"}]},
@@ -70,7 +72,7 @@ _WIRE_EVENTS = [
             "kind": {"const": "log"},
             "run_id": _RUN_ID,
             "timestamp": _TIMESTAMP,
-            "type": {"type": "string", "minLength": 1},
+            "type": {"type": "string", "minLength": 1, "pattern": _NO_NUL},
             "level": {"enum": list(LEVELS)},
             "data": {"anyOf": [{"type": "object"}, {"type": "null"}]},
         },
@@ -109,7 +111,7 @@ _WIRE_EVENTS = [
             "run_id": _RUN_ID,
             "timestamp": _TIMESTAMP,
             "transition": {"enum": ["started", "paused", "resumed", "completed", "failed"]},
-            "run_kind": {"type": "string", "minLength": 1},
+            "run_kind": {"type": "string", "minLength": 1, "pattern": _NO_NUL},
             "config": {"anyOf": [{"type": "object"}, {"type": "null"}]},
             "final_reward": {"anyOf": [{"type": "number"}, {"type": "null"}]},
             "metadata": {"anyOf": [{"type": "object"}, {"type": "null"}]},
@@ -132,7 +134,10 @@ INGEST_BODY_SCHEMA: dict[str, Any] = {
                             "type": "object",
                             "properties": {
                                 "batch_id": {
-                                    "anyOf": [{"type": "string", "minLength": 1, "maxLength": 200}, {"type": "null"}]
+                                    "anyOf": [
+                                        {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _NO_NUL},
+                                        {"type": "null"},
+                                    ]
                                 },
                                 "events": _EVENTS,
                             },
