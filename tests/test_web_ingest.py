@@ -62,9 +62,17 @@ class Server:
 
 
 def start_server(tmp: Path) -> Server:
-    """A monitor serving on a free loopback port."""
+    """A monitor serving on a free loopback port, whose liveness stage judges no run while the tests run.
+
+    The tests' events carry fixed timestamps, long past by now: a run that ingest created is watched
+    for silence from them, so a liveness check between a test's two ``counts()`` would store its
+    ``application_crashed`` verdict there. (Liveness has tests of its own.)
+    """
     db_path = tmp / "m.db"
-    monitor = WebMonitor(MonitorConfig(db_path=str(db_path), data_dir=str(tmp / "d"), web_port=0))
+    pipeline = default_pipeline_config()
+    pipeline["stages"]["liveness"].update(check_interval_seconds=3600.0)
+    config = MonitorConfig(db_path=str(db_path), data_dir=str(tmp / "d"), web_port=0, pipeline=pipeline)
+    monitor = WebMonitor(config)
     client = httpx.Client(base_url=monitor.web_url, timeout=TIMEOUT)
     return Server(monitor, client, db_path)
 
