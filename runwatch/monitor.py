@@ -620,6 +620,14 @@ class WebMonitor:
         self.flush()
         return self.db.get_run_metrics(run_id, metric_names, start_time, end_time, align=align)
 
+    def get_runs_metrics(self, run_ids: list[str], metric_names: list[str] | None = None) -> pd.DataFrame:
+        """Get several runs' metrics as one long-form DataFrame (run_id, step, timestamp, metric, value).
+
+        See :meth:`DatabaseManager.get_runs_metrics`.
+        """
+        self.flush()
+        return self.db.get_runs_metrics(run_ids, metric_names)
+
     def get_run_events(
         self,
         run_id: str,

@@ -189,7 +189,12 @@ class Store(ABC):
 
     @abstractmethod
     def list_runs(
-        self, *, limit: int | None = None, status: str | None = None, kind: str | None = None
+        self,
+        *,
+        limit: int | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        exclude_kind: str | None = None,
     ) -> list[dict[str, Any]]:
         """Runs, newest start first (see :func:`runwatch.store.queries.list_runs`)."""
 
@@ -251,10 +256,11 @@ class Store(ABC):
         *,
         run_id: str | None = None,
         severity: str | None = None,
+        rule: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Stored alert transitions, newest first."""
+        """Stored alert transitions, newest first (``rule``: only that rule's)."""
 
     @abstractmethod
     def alerts(

@@ -44,6 +44,7 @@ import orjson
 from ..events import LEVELS, MAX_TIMESTAMP, Metric
 from ..exceptions import RunwatchError, StoreError
 from . import connections
+from .annotations import check_note, check_tags
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -294,6 +295,12 @@ def _parse_run(document: Any, where: str) -> dict[str, Any]:
     }
     if type(run["final_reward"]) is str:
         run["final_reward"] = _WIRE_NUMBERS[run["final_reward"]]
+    # Tags and note: archives written before runs had them carry neither.
+    try:
+        run["tags"] = check_tags(document.get("tags") or [])
+        run["note"] = check_note(document.get("note") or "")
+    except (TypeError, ValueError) as exc:
+        raise ArchiveError(where, f"run.json tags/note: {exc}") from None
     return run
 
 
@@ -373,6 +380,11 @@ def _insert_run_row(connection: sqlite3.Connection, run: dict[str, Any], run_id:
         ),
     )
     assert cursor.lastrowid is not None
+    if run["tags"] or run["note"]:
+        connection.execute(
+            "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES (?, ?, ?, ?)",
+            (cursor.lastrowid, dumps(run["tags"]).decode(), run["note"], run["updated_at"]),
+        )
     return cursor.lastrowid
 
 

@@ -266,6 +266,60 @@ class DatabaseManager:
         queries.to_epoch_seconds(end_time, "end_time")
         return self.store.run_metrics(run_id, metric_names, start_time, end_time, align=align)
 
+    def get_runs_metrics(
+        self,
+        run_ids: list[str],
+        metric_names: list[str] | None = None,
+    ) -> pd.DataFrame:
+        """The metrics of several runs as one long-form DataFrame (for ``groupby`` and ``pivot``).
+
+        Args:
+            run_ids: the runs (at most 50).
+            metric_names: only these metrics; ``None`` for every metric.
+
+        Returns:
+            One row per logged value: ``run_id`` (str), ``step`` (int64, the
+            run's global step: the position of the logging call in the run,
+            0 for its first), ``timestamp`` (``datetime64[ns, UTC]``),
+            ``metric`` (str) and ``value`` (float64; logged NaN and ±Inf are
+            kept), ordered by run (as given), metric, then logging order.
+            ``frame.pivot_table(index=["run_id", "step"], columns="metric",
+            values="value")`` gives one row per run and step.
+
+        Raises:
+            TypeError: a bad run id or ``metric_names``.
+            ValueError: no run, or more than 50.
+            UnknownRunError: a run id no run has.
+            StoreError: the database does not exist or cannot be read.
+        """
+        from .compare import runs_metric_frame
+
+        return self._read(runs_metric_frame, run_ids, metric_names)
+
+    def annotate_run(self, run_id: str, *, tags: list[str] | None = None, note: str | None = None) -> dict[str, Any]:
+        """Set a run's tags and/or note (``None`` keeps that one); they show in the dashboard and exports.
+
+        Returns:
+            ``{"tags": [...], "note": str, "updated_at": datetime}`` after the change.
+
+        Raises:
+            TypeError, ValueError: bad tags (a list of one-line strings of at most
+                64 characters, at most 50) or note (a string of at most 10,000).
+            UnknownRunError: no run has this id.
+            StoreError: the database does not exist, is older than schema
+                version 7, or stayed locked.
+        """
+        from .annotations import set_run_annotations
+
+        queries.check_run_id(run_id)
+        with self._connect(write=True) as conn:
+            if current_version(conn) < 5:
+                raise StoreError(f"the database {str(self.db_path)!r} predates run annotations; migrate_schema() first")
+            conn.isolation_level = None
+            result = set_run_annotations(conn, run_id, now=time.time(), tags=tags, note=note)
+        result["updated_at"] = _to_datetime(result["updated_at"])
+        return result
+
     def get_run_events(
         self,
         run_id: str,

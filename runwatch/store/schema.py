@@ -38,6 +38,10 @@ of the batch's content) tells a retry from a reused id with new content.
 Ids recorded before version 6 keep the scope ``''`` and no digest: any run's
 retry of such an id is still answered as a duplicate. Stepping down keeps
 one row per batch id.
+
+Version 7 adds ``run_annotations``: the tags and the free-text note a user
+gives a run (see :mod:`runwatch.store.annotations`), one row per annotated
+run.
 """
 
 from __future__ import annotations
@@ -277,6 +281,22 @@ MIGRATIONS += (
             "DROP TABLE ingest_batches",
             "ALTER TABLE ingest_batches_unscoped RENAME TO ingest_batches",
         ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        7,
+        "run annotations: tags and a note per run",
+        up=(
+            """CREATE TABLE run_annotations (
+                run INTEGER PRIMARY KEY,
+                tags TEXT NOT NULL DEFAULT '[]',
+                note TEXT NOT NULL DEFAULT '',
+                updated_at REAL NOT NULL
+            )""",
+        ),
+        down=("DROP TABLE run_annotations",),
     ),
 )
 

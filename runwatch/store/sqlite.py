@@ -155,9 +155,14 @@ class SQLiteStore(Store):
     # -- runs --------------------------------------------------------------------------------
 
     def list_runs(
-        self, *, limit: int | None = None, status: str | None = None, kind: str | None = None
+        self,
+        *,
+        limit: int | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        exclude_kind: str | None = None,
     ) -> list[dict[str, Any]]:
-        return self._read(queries.list_runs, limit=limit, status=status, kind=kind)
+        return self._read(queries.list_runs, limit=limit, status=status, kind=kind, exclude_kind=exclude_kind)
 
     def run_summary(self, run_id: str) -> dict[str, Any]:
         return self._read(queries.run_summary, run_id)
@@ -216,10 +221,13 @@ class SQLiteStore(Store):
         *,
         run_id: str | None = None,
         severity: str | None = None,
+        rule: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[dict[str, Any]]:
-        return self._read(queries.alert_events, run_id=run_id, severity=severity, limit=limit, before_id=before_id)
+        return self._read(
+            queries.alert_events, run_id=run_id, severity=severity, rule=rule, limit=limit, before_id=before_id
+        )
 
     def alerts(
         self,

@@ -51,12 +51,18 @@ async def alert_history(
     request: Request,
     run_id: str | None = Query(None, min_length=1),
     severity: str | None = Query(None),
+    rule: str | None = Query(None, min_length=1),
     limit: int = Query(100, ge=1, le=10_000),
     cursor: str | None = Query(None, description="next_cursor of the previous page", json_schema_extra=CURSOR_SCHEMA),
 ) -> JSONResponse:
     before_id = cursor_param(cursor, "cursor")
     rows = await read(
-        web_context(request).store.alert_events, run_id=run_id, severity=severity, limit=limit + 1, before_id=before_id
+        web_context(request).store.alert_events,
+        run_id=run_id,
+        severity=severity,
+        rule=rule,
+        limit=limit + 1,
+        before_id=before_id,
     )
     page = rows[:limit]
     next_cursor = str(page[-1]["id"]) if len(rows) > limit else None

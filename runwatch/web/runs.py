@@ -75,10 +75,26 @@ async def list_runs(
         None, description="running, paused, completed, failed, crashed or hung"
     ),
     kind: str | None = Query(None, min_length=1, description="training or session"),
+    exclude_kind: str | None = Query(None, min_length=1, description="leave out runs of this kind (e.g. session)"),
     limit: int = Query(50, ge=1, le=10_000),
+    details: bool = Query(False, description="add config, tags, note, latest global step, alert counts, metric_names"),
+    metrics: str | None = Query(None, description="with details: comma-separated metrics to give last/min/max of"),
 ) -> JSONResponse:
-    rows = await read(web_context(request).store.list_runs, limit=limit, status=status, kind=kind)
-    return JSONResponse({"runs": [run_row(row) for row in rows]})
+    store = web_context(request).store
+    rows = await read(store.list_runs, limit=limit, status=status, kind=kind, exclude_kind=exclude_kind)
+    body: dict[str, Any] = {"runs": [run_row(row) for row in rows]}
+    if details:
+        wanted = [name for name in (metrics or "").split(",") if name]
+        found = await read(store.runs_table_details, [row["run_id"] for row in rows], wanted)
+        for row in body["runs"]:
+            extra = found["runs"].get(row["run_id"], {})
+            extra["metrics"] = {
+                name: {key: json_number(value) for key, value in stats.items()}
+                for name, stats in extra.get("metrics", {}).items()
+            }
+            row.update(extra)
+        body["metric_names"] = found["metric_names"]
+    return JSONResponse(body)
 
 
 @router.get("/api/runs/{run_id}", summary="A run's summary", responses=RUN_ERRORS)

@@ -108,10 +108,11 @@ def alert_events(
     *,
     run_id: str | None = None,
     severity: str | None = None,
+    rule: str | None = None,
     limit: int = 100,
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Stored alert transitions, newest first.
+    """Stored alert transitions, newest first (``rule``: only this rule's).
 
     Each dict has ``id``, ``run_id``, ``updated_at`` (epoch seconds) and the
     alert's fields (``rule``, ``state``, ``severity``, ``value``, ``labels``,
@@ -126,6 +127,9 @@ def alert_events(
     if severity is not None:
         where.append("e.data ->> 'severity' = ?")
         params.append(severity)
+    if rule is not None:
+        where.append("e.data ->> 'rule' = ?")
+        params.append(rule)
     if before_id is not None:
         where.append("e.id < ?")
         params.append(before_id)

@@ -15,6 +15,7 @@ import orjson
 
 from ...exceptions import StoreError, UnknownRunError
 from ..base import RunActivity
+from .annotations import has_annotations
 from .common import (
     NO_ID_LIMIT,
     check_limit,
@@ -66,6 +67,7 @@ def list_runs(
     limit: int | None = None,
     status: str | None = None,
     kind: str | None = None,
+    exclude_kind: str | None = None,
 ) -> list[dict[str, Any]]:
     """List runs, newest start first.
 
@@ -74,6 +76,8 @@ def list_runs(
         limit: at most this many runs; ``None`` for all.
         status: only runs with this status (one of :data:`RUN_STATUSES`).
         kind: only runs of this kind (``training``, ``session``...).
+        exclude_kind: no runs of this kind (the dashboard's runs table
+            leaves out ``session``).
 
     Returns:
         One dict per run with the keys ``run_id``, ``kind``, ``status``,
@@ -83,11 +87,12 @@ def list_runs(
 
     Raises:
         ValueError: a bad ``limit`` or ``status``.
-        TypeError: a ``kind`` that is not a non-empty string.
+        TypeError: a ``kind`` or ``exclude_kind`` that is not a non-empty string.
     """
     check_limit(limit)
     check_status(status)
     check_text("kind", kind)
+    check_text("exclude_kind", exclude_kind)
     where: list[str] = []
     params: list[Any] = []
     if status is not None:
@@ -96,6 +101,9 @@ def list_runs(
     if kind is not None:
         where.append("kind = ?")
         params.append(kind)
+    if exclude_kind is not None:
+        where.append("kind != ?")
+        params.append(exclude_kind)
     sql = f"SELECT {', '.join(_RUN_LIST_COLUMNS)} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -120,7 +128,9 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
         (to ``end_time``, or to the last update while the run has none),
         ``config`` (``{}`` when none was given), ``metadata`` (or ``None``),
         ``final_reward``, ``total_steps``, ``total_episodes``, ``state``,
-        ``owner``, ``event_counts`` (event type → count) and ``metrics``:
+        ``owner``, ``tags`` and ``note`` (what a user said about the run;
+        ``[]`` and ``""`` when nothing), ``event_counts`` (event type →
+        count) and ``metrics``:
         name → ``{"last", "min", "max", "mean", "count", "nan_count",
         "last_step", "last_timestamp"}``. ``count`` counts every logged value
         including NaN; ``min``/``max``/``mean`` ignore NaN and are ``None``
@@ -151,6 +161,9 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
             " FROM metric_stats WHERE run = ? ORDER BY name",
             (run,),
         ).fetchall()
+        annotation = None
+        if has_annotations(conn):
+            annotation = conn.execute("SELECT tags, note FROM run_annotations WHERE run = ?", (run,)).fetchone()
     (_, run_id, kind, status, start, end, updated, heartbeat, config, metadata) = row[:10]
     (final_reward, total_steps, total_episodes, state, owner) = row[10:]
     return {
@@ -169,6 +182,8 @@ def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
         "total_episodes": total_episodes,
         "state": json_value(state, {}),
         "owner": owner,
+        "tags": json_value(annotation[0], []) if annotation else [],
+        "note": annotation[1] if annotation else "",
         "event_counts": event_counts,
         "metrics": {stat[0]: _metric_summary(*stat[1:]) for stat in stats},
     }

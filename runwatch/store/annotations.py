@@ -1,0 +1,141 @@
+"""Tags and a free-text note per run: what a user says about a run, kept beside it.
+
+They live in ``run_annotations`` (schema version 7), written by the
+dashboard or ``PATCH /api/runs/{run_id}``, read with the runs, exported in
+``run.json`` and imported back. Stores older than version 7 read as having no
+annotations.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any, Final
+
+import orjson
+
+from .queries import _run_pk, check_run_id
+
+__all__ = [
+    "MAX_NOTE_CHARS",
+    "MAX_TAG_CHARS",
+    "MAX_TAGS",
+    "check_note",
+    "check_tags",
+    "run_annotations",
+    "set_run_annotations",
+]
+
+#: The most tags one run can have.
+MAX_TAGS: Final = 50
+#: The longest tag.
+MAX_TAG_CHARS: Final = 64
+#: The longest note.
+MAX_NOTE_CHARS: Final = 10_000
+
+
+def check_tags(tags: object) -> list[str]:
+    """The tags as stored: stripped, without duplicates, in the order given.
+
+    Raises:
+        TypeError: ``tags`` is not a list of strings.
+        ValueError: an empty or too long tag, or too many tags.
+    """
+    if isinstance(tags, (str, bytes)) or not isinstance(tags, (list, tuple)):
+        raise TypeError(f"tags must be a list of strings, got {tags!r}")
+    out: list[str] = []
+    for tag in tags:
+        if type(tag) is not str:
+            raise TypeError(f"tags must contain strings, got {tag!r}")
+        text = tag.strip()
+        if not text:
+            raise ValueError("a tag must not be empty")
+        if len(text) > MAX_TAG_CHARS or any(ch in text for ch in "\n\r\t"):
+            raise ValueError(f"a tag is one line of at most {MAX_TAG_CHARS} characters, got {text[:80]!r}")
+        if text not in out:
+            out.append(text)
+    if len(out) > MAX_TAGS:
+        raise ValueError(f"a run has at most {MAX_TAGS} tags, got {len(out)}")
+    return out
+
+
+def check_note(note: object) -> str:
+    """The note as stored.
+
+    Raises:
+        TypeError: ``note`` is not a string.
+        ValueError: it is longer than :data:`MAX_NOTE_CHARS`.
+    """
+    if type(note) is not str:
+        raise TypeError(f"note must be a string, got {note!r}")
+    if len(note) > MAX_NOTE_CHARS:
+        raise ValueError(f"note must be at most {MAX_NOTE_CHARS} characters, got {len(note)}")
+    return note
+
+
+def _has_annotations(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run_annotations'").fetchone()
+    return row is not None
+
+
+def run_annotations(conn: sqlite3.Connection, run_ids: Iterable[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The tags and note of annotated runs: ``{run_id: {"tags": [...], "note": str, "updated_at": float}}``.
+
+    Args:
+        conn: a connection to the store.
+        run_ids: only these runs; ``None`` for every annotated run.
+    """
+    if not _has_annotations(conn):
+        return {}
+    sql = "SELECT r.run_id, a.tags, a.note, a.updated_at FROM run_annotations a JOIN runs r ON r.id = a.run"
+    params: list[Any] = []
+    if run_ids is not None:
+        ids = [check_run_id(run_id) for run_id in run_ids]
+        sql += " WHERE r.run_id IN (SELECT value FROM json_each(?))"
+        params.append(orjson.dumps(ids).decode())
+    return {
+        run_id: {"tags": orjson.loads(tags), "note": note, "updated_at": updated}
+        for run_id, tags, note, updated in conn.execute(sql, params)
+    }
+
+
+def set_run_annotations(
+    conn: sqlite3.Connection, run_id: str, *, now: float, tags: object = None, note: object = None
+) -> dict[str, Any]:
+    """Replace a run's tags and/or note (``None`` leaves that one as it is); commits.
+
+    Args:
+        conn: a connection that may write.
+        run_id: the run.
+        now: the time of the change (epoch seconds).
+        tags: the new tags (see :func:`check_tags`), or ``None``.
+        note: the new note (see :func:`check_note`), or ``None``.
+
+    Returns:
+        The run's annotations after the change: ``tags``, ``note``, ``updated_at``.
+
+    Raises:
+        TypeError, ValueError: bad tags or note (nothing is written).
+        UnknownRunError: no run has this id.
+    """
+    new_tags = None if tags is None else check_tags(tags)
+    new_note = None if note is None else check_note(note)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        run = _run_pk(conn, run_id)
+        current = conn.execute("SELECT tags, note FROM run_annotations WHERE run = ?", (run,)).fetchone()
+        stored_tags = orjson.loads(current[0]) if current else []
+        stored_note = current[1] if current else ""
+        final_tags = stored_tags if new_tags is None else new_tags
+        final_note = stored_note if new_note is None else new_note
+        conn.execute(
+            "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (run) DO UPDATE SET tags = excluded.tags, note = excluded.note,"
+            " updated_at = excluded.updated_at",
+            (run, orjson.dumps(final_tags).decode(), final_note, now),
+        )
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+    return {"tags": final_tags, "note": final_note, "updated_at": now}

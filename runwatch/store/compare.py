@@ -1,0 +1,264 @@
+"""Several runs' metrics at once: the one read behind run comparison.
+
+Every multi-run read (the dashboard's compare view through ``GET
+/api/compare``, ``DatabaseManager.get_runs_metrics`` for notebooks) goes
+through :func:`runs_metric_series`, so a different metric storage only has
+to answer this one function.
+
+The x axis of a comparison is each run's **global step**: the step of a
+logging call counted per run. Until the store records a step per call, it is
+the call's position among its run's logging calls (0, 1, 2 ...), which is
+what W&B calls ``_step``; ``update_step``'s step within an episode is kept in
+the stored rows and never used as the x axis (it goes back to 0 every
+episode).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Final
+
+import numpy as np
+import orjson
+
+from ..events import json_number
+from .queries import _check_metric_names, _decode_values, _keysets, _read_snapshot, _run_pk, check_run_id
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "MAX_COMPARE_RUNS",
+    "X_AXES",
+    "bucket_series",
+    "runs_metric_frame",
+    "runs_metric_series",
+]
+
+#: The most runs one comparison reads.
+MAX_COMPARE_RUNS: Final = 50
+
+#: What a comparison's x axis can be: the global step, wall time, or seconds since the run started.
+X_AXES: Final = ("step", "time", "relative")
+
+#: One metric of one run: equal-length arrays ``ts`` (epoch seconds), ``step`` (global step) and ``value``.
+Series = dict[str, np.ndarray]
+
+
+def _check_run_ids(run_ids: object) -> list[str]:
+    if isinstance(run_ids, (str, bytes)) or not isinstance(run_ids, Iterable):
+        raise TypeError(f"run_ids must be a list of run ids, got {run_ids!r}")
+    out: list[str] = []
+    for run_id in run_ids:
+        check_run_id(run_id)
+        if run_id not in out:
+            out.append(run_id)
+    if not out:
+        raise ValueError("run_ids must name at least one run")
+    if len(out) > MAX_COMPARE_RUNS:
+        raise ValueError(f"at most {MAX_COMPARE_RUNS} runs can be compared at once, got {len(out)}")
+    return out
+
+
+def runs_metric_series(
+    conn: sqlite3.Connection, run_ids: Iterable[str], metric_names: Iterable[str] | None = None
+) -> dict[str, dict[str, Series]]:
+    """The metrics of several runs, per run and metric, in logging order.
+
+    Args:
+        conn: a connection to the store.
+        run_ids: the runs (duplicates are read once; at most
+            :data:`MAX_COMPARE_RUNS`).
+        metric_names: only these metrics; ``None`` for every metric.
+
+    Returns:
+        ``{run_id: {metric: {"ts", "step", "value"}}}``: float64 epoch
+        seconds, int64 global steps and float64 values (a logged NaN or ±Inf
+        as it was). A run that never logged a metric has no entry for it.
+
+    Raises:
+        TypeError: a bad run id or ``metric_names``.
+        ValueError: no run, or too many.
+        UnknownRunError: a run id no run has.
+    """
+    runs = _check_run_ids(run_ids)
+    wanted = _check_metric_names(metric_names)
+    out: dict[str, dict[str, Series]] = {}
+    with _read_snapshot(conn):
+        keysets = _keysets(conn)
+        pks = {run_id: _run_pk(conn, run_id) for run_id in runs}
+        for run_id, pk in pks.items():
+            out[run_id] = _run_series(conn, pk, keysets, wanted)
+    return out
+
+
+def _run_series(
+    conn: sqlite3.Connection, run: int, keysets: dict[int, tuple[str, ...]], wanted: list[str] | None
+) -> dict[str, Series]:
+    wanted_set = None if wanted is None else set(wanted)
+    matching = [k for k, names in keysets.items() if wanted_set is None or not wanted_set.isdisjoint(names)]
+    # Every call of the run is read (its position is its global step); only
+    # the calls that logged a wanted metric bring their values along.
+    rows = conn.execute(
+        "SELECT keyset, ts, CASE WHEN keyset IN (SELECT value FROM json_each(?)) THEN vals END"
+        " FROM metric_rows WHERE run = ? ORDER BY row",
+        (orjson.dumps(matching).decode(), run),
+    ).fetchall()
+    count = len(rows)
+    row_keysets = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=count)
+    seconds = np.fromiter(map(itemgetter(1), rows), dtype=np.float64, count=count)
+    vals = list(map(itemgetter(2), rows))
+    del rows
+    steps = np.arange(count, dtype=np.int64)
+    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for keyset in matching:
+        indices = np.flatnonzero(row_keysets == keyset)
+        if not len(indices):
+            continue
+        names = keysets[keyset]
+        flat = _decode_values(vals, indices, single=len(indices) == count)
+        block = flat.reshape(len(indices), len(names))
+        for column, name in enumerate(names):
+            if wanted_set is None or name in wanted_set:
+                parts.setdefault(name, []).append((indices, block[:, column]))
+    result: dict[str, Series] = {}
+    for name, pieces in parts.items():
+        if len(pieces) == 1:
+            index, value = pieces[0]
+        else:  # logged by calls of several key sets: back in logging order
+            index = np.concatenate([piece[0] for piece in pieces])
+            value = np.concatenate([piece[1] for piece in pieces])
+            order = np.argsort(index, kind="stable")
+            index, value = index[order], value[order]
+        result[name] = {"ts": seconds[index], "step": steps[index], "value": np.ascontiguousarray(value)}
+    if wanted is not None:
+        result = {name: result[name] for name in wanted if name in result}
+    else:
+        result = dict(sorted(result.items()))
+    return result
+
+
+def runs_metric_frame(
+    conn: sqlite3.Connection, run_ids: Iterable[str], metric_names: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """The metrics of several runs as one long-form DataFrame.
+
+    Returns:
+        One row per logged value, with the columns ``run_id`` (str),
+        ``step`` (int64 global step), ``timestamp`` (``datetime64[ns, UTC]``),
+        ``metric`` (str) and ``value`` (float64; a logged NaN or ±Inf as it
+        was); ordered by run (as given), metric, then logging order.
+
+    Raises:
+        As :func:`runs_metric_series`.
+    """
+    import pandas as pd
+
+    found = runs_metric_series(conn, run_ids, metric_names)
+    run_col: list[np.ndarray] = []
+    metric_col: list[np.ndarray] = []
+    steps: list[np.ndarray] = []
+    seconds: list[np.ndarray] = []
+    values: list[np.ndarray] = []
+    for run_id, metrics in found.items():
+        for name, arrays in metrics.items():
+            n = len(arrays["ts"])
+            run_col.append(np.full(n, run_id, dtype=object))
+            metric_col.append(np.full(n, name, dtype=object))
+            steps.append(arrays["step"])
+            seconds.append(arrays["ts"])
+            values.append(arrays["value"])
+
+    def joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
+        return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
+
+    timestamps = pd.to_datetime(joined(seconds, np.float64), unit="s", utc=True)
+    if str(timestamps.dtype) != "datetime64[ns, UTC]":
+        timestamps = timestamps.as_unit("ns")
+    return pd.DataFrame(
+        {
+            "run_id": joined(run_col, object),
+            "step": joined(steps, np.int64).astype(np.int64),
+            "timestamp": timestamps,
+            "metric": joined(metric_col, object),
+            "value": joined(values, np.float64).astype(np.float64),
+        }
+    )
+
+
+def bucket_series(
+    series: Series, *, x: str, start_time: float, x_min: float | None, x_max: float | None, max_points: int
+) -> dict[str, Any]:
+    """The JSON form of one series for a chart: cut to an x range, then bucketed to ``max_points``.
+
+    A series of at most ``max_points`` points comes back whole: ``t``,
+    ``step`` and ``v`` (NaN as ``null``, ±Inf as ``"Infinity"``/``"-Infinity"``).
+    A longer one is cut into ``max_points`` buckets of consecutive points; each
+    bucket gives the time and step of its last point, ``v`` the mean of its
+    finite values (``null`` when it has none), ``lo``/``hi`` their min and max
+    (the band a chart draws), and ``marks`` lists the buckets holding a NaN,
+    +Inf or -Inf (``{"nan": [...], "pinf": [...], "ninf": [...]}``, bucket
+    indices), so a spike or a NaN never vanishes in the downsampling.
+
+    Args:
+        series: ``ts``, ``step`` and ``value`` arrays.
+        x: the x axis ``x_min``/``x_max`` are in (one of :data:`X_AXES`).
+        start_time: the run's start (epoch seconds), for ``x="relative"``.
+        x_min: keep points at or after this x; ``None`` for no bound.
+        x_max: keep points at or before this x; ``None`` for no bound.
+        max_points: the most points (or buckets) to return, at least 2.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    ts, steps, values = series["ts"], series["step"], series["value"]
+    if x_min is not None or x_max is not None:
+        axis = steps if x == "step" else ts - start_time if x == "relative" else ts
+        mask = np.ones(len(axis), dtype=bool)
+        if x_min is not None:
+            mask &= axis >= x_min
+        if x_max is not None:
+            mask &= axis <= x_max
+        ts, steps, values = ts[mask], steps[mask], values[mask]
+    total = len(values)
+    if total <= max_points:
+        return {
+            "t": ts.tolist(),
+            "step": steps.tolist(),
+            "v": [json_number(v) for v in values.tolist()],
+            "total_points": total,
+            "downsampled": False,
+        }
+    # Equal-count buckets: bucket b holds points [starts[b], starts[b + 1]).
+    starts = (np.arange(max_points, dtype=np.int64) * total) // max_points
+    ends = np.append(starts[1:], total)
+    finite = np.isfinite(values)
+    as_min = np.where(finite, values, np.inf)
+    as_max = np.where(finite, values, -np.inf)
+    lo = np.minimum.reduceat(as_min, starts)
+    hi = np.maximum.reduceat(as_max, starts)
+    sums = np.add.reduceat(np.where(finite, values, 0.0), starts)
+    counts = np.add.reduceat(finite.astype(np.int64), starts)
+    has_finite = counts > 0
+    mean = np.divide(sums, counts, out=np.full(max_points, np.nan), where=has_finite)
+    marks = {
+        "nan": np.flatnonzero(np.add.reduceat(np.isnan(values).astype(np.int64), starts)).tolist(),
+        "pinf": np.flatnonzero(np.add.reduceat((values == np.inf).astype(np.int64), starts)).tolist(),
+        "ninf": np.flatnonzero(np.add.reduceat((values == -np.inf).astype(np.int64), starts)).tolist(),
+    }
+    last = ends - 1
+
+    def finite_or_none(array: np.ndarray) -> list[float | None]:
+        return [float(v) if ok else None for v, ok in zip(array.tolist(), has_finite.tolist(), strict=True)]
+
+    return {
+        "t": ts[last].tolist(),
+        "step": steps[last].tolist(),
+        "v": finite_or_none(mean),
+        "lo": finite_or_none(lo),
+        "hi": finite_or_none(hi),
+        "marks": marks,
+        "total_points": total,
+        "downsampled": True,
+    }
