@@ -1,0 +1,327 @@
+/*
+ * #/compare?runs=a,b,...: several runs overlaid, one colour per run, every
+ * chosen metric in its chart (GET /api/compare, one request), kept live by a
+ * /ws subscription to those runs. The selection, the chart settings and the
+ * runs toggled off live in the URL, so a view can be shared.
+ * Registers ComparePage on runwatch.views.
+ */
+(function (root) {
+  'use strict';
+  const core = root.runwatch.core;
+  const ui = root.runwatch.ui;
+  const views = ((root.runwatch.views = root.runwatch.views || {}));
+  const { h, schedule, apiGet, showBanner, errorText, LiveSocket, ChartsPanel, colorFor, dashFor, statusBadge, setStatusBadge, theme } = ui;
+  const {
+    parseTime, parseValue, createSeries, seriesFromWire, appendPoint, decimateMinMax, upperBound, stepCounter,
+    advanceStep, parseHash, compareStateFromParams, compareHash, STATUS_AFTER, STORE_SETTLE_MS,
+  } = core;
+
+  const COMPARE_KINDS = ['metric', 'lifecycle'];
+
+  class ComparePage {
+    constructor(root) {
+      this.root = root;
+      this.closed = false;
+      this.state = compareStateFromParams(parseHash(location.hash).params);
+      this.runs = this.state.runs;
+      this.hidden = new Set(this.state.hidden);
+      this.info = new Map(); // run id → {status, start_ts}
+      this.store = new Map(); // run id → Map(metric → series)
+      this.counters = new Map(); // run id → global step counter
+      this.zoomSeries = null; // like store, at full resolution while zoomed
+      this.zoomGen = 0;
+      this.loadGen = 0;
+      this.loading = false;
+      this.pending = [];
+      this.touched = new Set();
+    }
+
+    mount() {
+      this.legendEl = h('div', { id: 'compare-legend', class: 'legend' });
+      this.errorEl = h('div', { class: 'error', hidden: true });
+      this.panel = new ChartsPanel({
+        state: {
+          filter: this.state.metrics, x: this.state.x, smoothing: this.state.smoothing, logY: this.state.logY,
+          wide: this.state.wide, merged: this.state.merged, collapsed: this.state.collapsed,
+        },
+        ids: { filter: 'compare-filter', x: 'compare-x', grid: 'compare-charts' },
+        traces: (spec) => this.tracesFor(spec),
+        onChange: (panelState) => this.saveState(panelState),
+        onZoom: (x0, x1) => this.zoomTo(x0, x1),
+        onReset: () => this.resetZoom(),
+      });
+      this.root.append(
+        h('section', { class: 'card compare-head' },
+          h('div', { class: 'title-row' },
+            h('a', { href: '#/', class: 'back', title: 'All runs' }, '←'),
+            h('h1', null, 'Compare runs'), h('span', { class: 'muted', id: 'compare-count' }, this.countText())),
+          this.errorEl, this.legendEl),
+        h('section', { class: 'card charts-card', id: 'compare' }, this.panel.el));
+      document.title = 'Compare · runwatch';
+      this.renderLegend();
+      if (this.runs.length === 0) {
+        this.errorEl.textContent = 'No runs chosen: select runs in the runs list, then Compare.';
+        this.errorEl.hidden = false;
+        return;
+      }
+      this.loading = true;
+      this.socket = new LiveSocket({ runs: this.runs, kinds: COMPARE_KINDS }, {
+        onSubscribed: () => {
+          this.load();
+          clearTimeout(this.settleTimer);
+          this.settleTimer = setTimeout(() => this.load(), STORE_SETTLE_MS);
+        },
+        onEvents: (events) => this.onEvents(events),
+        onLagged: () => {
+          showBanner('Lagging: the live stream fell behind; history reloaded.', 'warning');
+          this.load();
+        },
+      }).start();
+      this.fallbackTimer = setTimeout(() => {
+        if (this.loadGen === 0) this.load();
+      }, 1500);
+    }
+
+    unmount() {
+      this.closed = true;
+      this.socket?.close();
+      clearTimeout(this.settleTimer);
+      clearTimeout(this.fallbackTimer);
+      this.panel?.destroy();
+    }
+
+    countText() {
+      return `${this.runs.length} run${this.runs.length === 1 ? '' : 's'}`;
+    }
+
+    saveState(panelState) {
+      const state = {
+        runs: this.runs, metrics: panelState.filter, x: panelState.x, smoothing: panelState.smoothing,
+        logY: panelState.logY, hidden: Array.from(this.hidden), wide: panelState.wide, merged: panelState.merged,
+        collapsed: panelState.collapsed,
+      };
+      // replaceState: a setting is not a navigation (no hashchange, no re-route).
+      history.replaceState(null, '', location.pathname + location.search + compareHash(state));
+    }
+
+    colorOf(runId) {
+      return colorFor(Math.max(0, this.runs.indexOf(runId)));
+    }
+
+    renderLegend() {
+      this.legendEl.replaceChildren(...this.runs.map((runId) => {
+        const info = this.info.get(runId) || {};
+        const on = !this.hidden.has(runId);
+        const badge = statusBadge(info.status || null);
+        const item = h('div', { class: 'legend-item' + (on ? '' : ' off'), 'data-run-id': runId },
+          h('button', {
+            type: 'button', class: 'legend-toggle', 'aria-pressed': String(on), title: on ? 'Hide this run' : 'Show this run',
+            onclick: () => this.toggleRun(runId),
+          }, h('span', { class: 'legend-swatch', style: `background:${this.colorOf(runId)}` }), runId),
+          badge,
+          h('a', { href: '#/runs/' + encodeURIComponent(runId), class: 'legend-open', title: 'Open this run' }, '↗'),
+          h('button', { type: 'button', class: 'legend-remove', title: 'Remove from the comparison', onclick: () => this.removeRun(runId) }, '×'));
+        item.__badge = badge;
+        return item;
+      }));
+    }
+
+    toggleRun(runId) {
+      if (this.hidden.has(runId)) this.hidden.delete(runId);
+      else this.hidden.add(runId);
+      this.renderLegend();
+      this.panel.redrawAll();
+      this.saveState(this.panel.snapshot());
+    }
+
+    removeRun(runId) {
+      const runs = this.runs.filter((r) => r !== runId);
+      const state = { ...this.panel.snapshot(), runs, metrics: this.panel.state.filter, hidden: Array.from(this.hidden).filter((r) => r !== runId) };
+      location.hash = compareHash(state); // a new selection: re-routed, re-subscribed
+    }
+
+    async load() {
+      const gen = ++this.loadGen;
+      this.loading = true;
+      let body;
+      try {
+        body = await apiGet('api/compare', { runs: this.runs.join(','), metrics: '*', max_points: 2 * this.panel.chartWidth() });
+      } catch (err) {
+        if (this.closed || gen !== this.loadGen) return;
+        this.errorEl.textContent = `Could not load the runs: ${errorText(err)}`;
+        this.errorEl.hidden = false;
+        this.finishLoad(null);
+        return;
+      }
+      if (this.closed || gen !== this.loadGen) return;
+      this.errorEl.hidden = true;
+      for (const run of body.runs || []) this.info.set(run.run_id, { status: run.status, start_ts: Number(run.start_ts) });
+      const store = new Map();
+      const lastTimes = new Map();
+      for (const wire of body.series || []) {
+        if (!store.has(wire.run_id)) store.set(wire.run_id, new Map());
+        const s = seriesFromWire(wire);
+        store.get(wire.run_id).set(wire.metric, s);
+        lastTimes.set(wire.run_id + '\u0000' + wire.metric, s.t.length ? s.t[s.t.length - 1] : -Infinity);
+      }
+      for (const [runId, metrics] of store) this.counters.set(runId, stepCounter(metrics.values()));
+      // Live points newer than the history are not committed yet: keep them.
+      for (const [runId, metrics] of this.store) {
+        for (const [name, old] of metrics) {
+          const from = upperBound(old.t, lastTimes.get(runId + '\u0000' + name) ?? -Infinity);
+          if (from >= old.t.length) continue;
+          if (!store.has(runId)) store.set(runId, new Map());
+          const target = store.get(runId);
+          if (!target.has(name)) target.set(name, createSeries());
+          const counter = this.counters.get(runId) || { last: -1, lastTime: -Infinity };
+          this.counters.set(runId, counter);
+          for (let i = from; i < old.t.length; i++) {
+            appendPoint(target.get(name), old.t[i], old.s[i], old.v[i]);
+            if (old.s[i] !== null && old.s[i] > counter.last) counter.last = old.s[i];
+            if (old.t[i] > counter.lastTime) counter.lastTime = old.t[i];
+          }
+        }
+      }
+      this.store = store;
+      this.finishLoad(lastTimes);
+    }
+
+    finishLoad(lastTimes) {
+      this.loading = false;
+      const pending = this.pending;
+      this.pending = [];
+      this.applyEvents(pending, lastTimes);
+      this.renderLegend();
+      this.panel.setNames(this.metricNames());
+      this.panel.redrawAll();
+    }
+
+    metricNames() {
+      const names = new Set();
+      for (const metrics of this.store.values()) for (const name of metrics.keys()) names.add(name);
+      return Array.from(names);
+    }
+
+    onEvents(events) {
+      if (this.loading) {
+        this.pending.push(...events);
+        if (this.pending.length > 200000) this.pending.splice(0, this.pending.length - 200000);
+        return;
+      }
+      this.applyEvents(events, null);
+    }
+
+    applyEvents(events, lastTimes) {
+      const touched = new Set();
+      let statusChanged = false;
+      for (const event of events) {
+        if (!event || !this.runs.includes(event.run_id)) continue;
+        if (event.kind === 'lifecycle') {
+          const status = STATUS_AFTER[event.transition];
+          if (status) {
+            const info = this.info.get(event.run_id) || {};
+            info.status = status;
+            this.info.set(event.run_id, info);
+            statusChanged = true;
+          }
+          continue;
+        }
+        if (event.kind !== 'metric') continue;
+        const t = parseTime(event.timestamp);
+        if (!Number.isFinite(t)) continue;
+        let counter = this.counters.get(event.run_id);
+        if (!counter) {
+          counter = { last: -1, lastTime: -Infinity };
+          this.counters.set(event.run_id, counter);
+        }
+        const step = advanceStep(counter, t);
+        let metrics = this.store.get(event.run_id);
+        if (!metrics) {
+          metrics = new Map();
+          this.store.set(event.run_id, metrics);
+        }
+        for (const [name, raw] of Object.entries(event.values || {})) {
+          if (lastTimes && t <= (lastTimes.get(event.run_id + '\u0000' + name) ?? -Infinity)) continue;
+          let series = metrics.get(name);
+          if (!series) {
+            series = createSeries();
+            metrics.set(name, series);
+          }
+          appendPoint(series, t, step, parseValue(raw));
+          touched.add(name);
+        }
+      }
+      if (statusChanged) {
+        for (const item of this.legendEl.children) {
+          const info = this.info.get(item.dataset.runId);
+          if (info && item.__badge) setStatusBadge(item.__badge, info.status);
+        }
+      }
+      if (!touched.size) return;
+      const limit = 4 * this.panel.chartWidth();
+      for (const metrics of this.store.values()) {
+        for (const name of touched) {
+          const series = metrics.get(name);
+          if (series && series.t.length > limit) metrics.set(name, decimateMinMax(series, limit / 4));
+        }
+      }
+      const newName = this.panel.setNames(this.metricNames());
+      if (!this.zoomSeries && !newName) this.panel.touch(touched);
+    }
+
+    /** One trace per shown run and metric of the chart: colour by run, dash by metric. */
+    tracesFor(spec) {
+      const traces = [];
+      const source = this.zoomSeries || this.store;
+      for (const runId of this.runs) {
+        if (this.hidden.has(runId)) continue;
+        const metrics = source.get(runId);
+        spec.metrics.forEach((metric, m) => {
+          const series = metrics && metrics.get(metric);
+          if (!series) return;
+          const info = this.info.get(runId) || {};
+          traces.push({
+            id: runId + '\u0000' + metric,
+            label: spec.metrics.length > 1 ? `${runId} · ${metric}` : runId,
+            color: this.colorOf(runId),
+            dash: dashFor(m),
+            series,
+            startTs: info.start_ts,
+          });
+        });
+      }
+      return traces;
+    }
+
+    async zoomTo(x0, x1) {
+      const gen = ++this.zoomGen;
+      const x = this.panel.state.x;
+      this.panel.setZoom({ x0, x1, loading: true });
+      try {
+        const body = await apiGet('api/compare', {
+          runs: this.runs.join(','), metrics: '*', x, x_min: x0, x_max: x1, max_points: 2 * this.panel.chartWidth(),
+        });
+        if (this.closed || gen !== this.zoomGen) return;
+        const store = new Map();
+        for (const wire of body.series || []) {
+          if (!store.has(wire.run_id)) store.set(wire.run_id, new Map());
+          store.get(wire.run_id).set(wire.metric, seriesFromWire(wire));
+        }
+        this.zoomSeries = store;
+        this.panel.setZoom({ x0, x1, loading: false });
+      } catch (err) {
+        if (this.closed || gen !== this.zoomGen) return;
+        showBanner(`Zoom failed: ${errorText(err)}`, 'error');
+        this.zoomSeries = null;
+        this.panel.setZoom(null);
+      }
+    }
+
+    resetZoom() {
+      this.zoomGen++;
+      this.zoomSeries = null;
+    }
+  }
+
+  views.ComparePage = ComparePage;
+})(typeof globalThis !== 'undefined' ? globalThis : this);
