@@ -94,7 +94,7 @@ def static_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StaticSe
     (root / "outside-dir").symlink_to(outside, target_is_directory=True)
     (root / "db-link").symlink_to(db)
     (root / "relative-link").symlink_to("../canary.txt")
-    allowed = {path.read_bytes() for path in root.iterdir() if path.is_file() and not path.is_symlink()}
+    allowed = {path.read_bytes() for path in root.rglob("*") if path.is_file() and not path.is_symlink()}
     patch = pytest.MonkeyPatch()
     patch.setattr(web_app, "STATIC_DIR", root)
     app = create_app(db_path=str(db))
@@ -184,7 +184,7 @@ def test_symlinks_inside_the_root_are_not_followed_out(static_server: StaticServ
     """Each symlink placed in the static root that points outside answers 404, while real files are served."""
     for name in (b"canary-link.txt", b"outside-dir/secret.txt", b"db-link", b"relative-link"):
         assert raw(static_server.port, b"/static/" + name).status == 404, name
-    assert raw(static_server.port, b"/static/app.js").status == 200
+    assert raw(static_server.port, b"/static/js/app.js").status == 200
 
 
 # -- 4. hostile JSON ----------------------------------------------------------------------------------------

@@ -126,7 +126,7 @@ def http_routes() -> list[Any]:
         if kind.startswith("http:"):
             params.append(pytest.param(kind[5:], path, id=f"{kind[5:]} {path}"))
         elif kind == "mount":
-            params.append(pytest.param("GET", path + "/app.js", id=f"GET {path}/app.js"))
+            params.append(pytest.param("GET", path + "/js/app.js", id=f"GET {path}/js/app.js"))
     return params
 
 
@@ -264,7 +264,7 @@ async def test_token_never_appears_in_logs(logging_server: LoggingServer, caplog
     caplog.set_level(logging.INFO)
     base = f"http://127.0.0.1:{logging_server.port}"
     async with httpx.AsyncClient(base_url=base, timeout=TIMEOUT) as client:
-        for path in ("/api/runs", "/api/health", "/nothing", "/static/app.js"):
+        for path in ("/api/runs", "/api/health", "/nothing", "/static/js/app.js"):
             for token in (TOKEN, WRONG):
                 await client.get(f"{path}?token={token}")
                 await client.get(f"{path}?a=1&token={token}&b=2")

@@ -32,7 +32,7 @@ from runwatch.web.server import WebSettings
 TOKEN = "secret-token-123"
 TIMEOUT = 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
-STATIC_FILES = {path.name: path.read_bytes() for path in STATIC_DIR.iterdir() if path.is_file()}
+STATIC_FILES = {path.relative_to(STATIC_DIR).as_posix(): path.read_bytes() for path in STATIC_DIR.rglob("*") if path.is_file()}
 MONITOR_SOURCE = Path(runwatch.monitor.__file__).read_bytes()
 
 
@@ -356,7 +356,9 @@ def test_ingest_needs_the_token(token_server: Server) -> None:
     "path",
     [
         pytest.param("/", id="index"),
-        pytest.param("/static/app.js", id="app-js"),
+        pytest.param("/static/js/app.js", id="app-js"),
+        pytest.param("/static/js/core/series.js", id="core-js"),
+        pytest.param("/static/vendor/uplot/uPlot.iife.min.js", id="uplot-js"),
         pytest.param("/static/index.html", id="index-html"),
         pytest.param("/static/style.css", id="style-css"),
     ],
@@ -366,14 +368,14 @@ def test_dashboard_files_are_served_without_token(token_server: Server, path: st
     with token_server.client() as client:
         response = client.get(path)
     assert response.status_code == 200
-    name = "index.html" if path == "/" else path.rsplit("/", 1)[1]
+    name = "index.html" if path == "/" else path.removeprefix("/static/")
     assert response.content == STATIC_FILES[name]
 
 
 def test_public_paths_are_public_only_for_reads(token_server: Server) -> None:
     """A write to a public path still needs the token."""
     with token_server.client() as client:
-        response = client.post("/static/app.js", content=b"{}", headers={"content-type": "application/json"})
+        response = client.post("/static/js/app.js", content=b"{}", headers={"content-type": "application/json"})
     assert response.status_code == 401
 
 
@@ -392,7 +394,7 @@ def test_token_never_appears_in_responses(token_server: Server) -> None:
     """No response body or header ever contains the token, whether it was sent in a header or the query."""
     seen = 0
     with token_server.client() as client:
-        for path in [*GET_ROUTES, "/", "/static/app.js", "/api/runs/unknown", "/api/runs?limit=0", "/nothing"]:
+        for path in [*GET_ROUTES, "/", "/static/js/app.js", "/api/runs/unknown", "/api/runs?limit=0", "/nothing"]:
             separator = "&" if "?" in path else "?"
             for response in (
                 client.get(path),
