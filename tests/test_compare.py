@@ -1,0 +1,326 @@
+"""Run comparison and run annotations: the multi-run read, GET /api/compare, tags and notes.
+
+Real stores and a real server on a loopback port: ``WebMonitor`` writes the
+runs, ``DatabaseManager``, the REST API and an export/import round trip
+read them back.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from runwatch import AlertEvent, DatabaseManager, MonitorConfig, UnknownRunError, WebMonitor
+from runwatch.store.compare import bucket_series
+from runwatch.store.export import export_run
+from runwatch.store.importer import import_run
+from runwatch.store.schema import SCHEMA_VERSION, migrate
+
+TOKEN = "compare-token-123456"
+
+
+@dataclass
+class Logged:
+    """A monitor with three runs: two plain ones and an RL one."""
+
+    monitor: WebMonitor
+    db_path: Path
+    plain: str
+    other: str
+    rl: str
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        return httpx.Client(base_url=self.monitor.web_url or "", timeout=10, trust_env=False, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Logged]:
+    tmp = tmp_path_factory.mktemp("compare")
+    db_path = tmp / "m.db"
+    config = MonitorConfig(db_path=str(db_path), data_dir=str(tmp / "data"), web_port=0, web_token=TOKEN)
+    with WebMonitor(config) as monitor:
+        plain = monitor.start_training(config={"lr": 0.1, "optimizer": {"name": "adam"}})
+        for i in range(100):
+            values = {"loss": 1.0 / (i + 1), "acc": i / 100}
+            if i == 40:
+                values["loss"] = math.nan
+            if i == 60:
+                values["loss"] = math.inf
+            monitor.update_metrics(values)
+        monitor.stop_training()
+        other = monitor.start_training(config={"lr": 0.01})
+        for i in range(30):
+            monitor.update_metrics({"loss": 2.0 / (i + 1)})
+        monitor.stop_training()
+        rl = monitor.start_training(config={"lr": 0.001})
+        for episode in range(3):
+            for step in range(5):  # update_step's step counts within the episode
+                monitor.update_step(step, 0.5, "left", 0.01, {"x": step})
+            monitor.update_episode(episode, 2.5, 5, True)
+        monitor.emit_event(AlertEvent(rl, time.time(), "slow", "firing", "warning"))
+        monitor.stop_training(final_reward=2.5)
+        assert monitor.flush(10)
+        yield Logged(monitor, db_path, plain, other, rl)
+
+
+# -- the multi-run read ---------------------------------------------------------------------
+
+
+def test_get_runs_metrics_is_a_long_frame_per_run_metric_and_call(logged: Logged) -> None:
+    """One row per logged value with run_id, a global step, a UTC timestamp, metric and value."""
+    frame = logged.monitor.get_runs_metrics([logged.plain, logged.other])
+    assert list(frame.columns) == ["run_id", "step", "timestamp", "metric", "value"]
+    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert frame["step"].dtype == np.int64 and frame["value"].dtype == np.float64
+    assert len(frame) == 100 * 2 + 30
+    loss = frame[(frame.run_id == logged.plain) & (frame.metric == "loss")]
+    assert list(loss["step"]) == list(range(100))
+    assert math.isnan(loss["value"].iloc[40]) and loss["value"].iloc[60] == math.inf
+    wide = frame.pivot_table(index=["run_id", "step"], columns="metric", values="value", dropna=False)
+    assert wide.loc[(logged.other, 29), "loss"] == pytest.approx(2.0 / 30)
+
+
+def test_get_runs_metrics_filters_metrics_and_keeps_the_given_run_order(tmp_path: Path, logged: Logged) -> None:
+    """metric_names selects; runs come in the order given; DatabaseManager answers the same."""
+    with DatabaseManager(logged.db_path) as db:
+        frame = db.get_runs_metrics([logged.other, logged.plain], metric_names=["acc"])
+    assert list(frame["run_id"].unique()) == [logged.plain]  # the other run never logged acc
+    assert set(frame["metric"]) == {"acc"}
+    with DatabaseManager(logged.db_path) as db:
+        both = db.get_runs_metrics([logged.other, logged.plain], metric_names=["loss"])
+    assert list(both["run_id"].unique()) == [logged.other, logged.plain]
+
+
+def test_the_global_step_of_an_rl_run_is_monotone(logged: Logged) -> None:
+    """update_step's per-episode step (0..4 five times) never becomes the x axis: the global step rises."""
+    frame = logged.monitor.get_runs_metrics([logged.rl], ["reward"])
+    steps = list(frame["step"])
+    assert len(steps) == 15
+    assert all(b > a for a, b in zip(steps, steps[1:], strict=False)), steps
+    stored = logged.monitor.get_run_metrics(logged.rl, ["reward"])["step"].tolist()
+    assert stored[:6] == [0, 1, 2, 3, 4, 0], "the per-episode step is still recorded"
+
+
+@pytest.mark.parametrize(
+    ("run_ids", "error"),
+    [
+        pytest.param([], ValueError, id="none"),
+        pytest.param("run-a", TypeError, id="a-string"),
+        pytest.param([1], TypeError, id="not-text"),
+        pytest.param([f"r{i}" for i in range(51)], ValueError, id="too-many"),
+        pytest.param(["no-such-run"], UnknownRunError, id="unknown"),
+    ],
+)
+def test_get_runs_metrics_bad_run_ids(logged: Logged, run_ids: Any, error: type[Exception]) -> None:
+    """Bad run ids raise a clear error naming what was wrong."""
+    with pytest.raises(error):
+        logged.monitor.get_runs_metrics(run_ids)
+
+
+def test_bucket_series_keeps_band_and_non_finite_marks() -> None:
+    """Bucketing gives the mean line, the min/max band and the buckets that held NaN or ±Inf."""
+    values = np.array([1.0, 3.0, np.nan, 2.0, 10.0, -np.inf, 4.0, 4.0])
+    series = {"ts": np.arange(8.0) + 100, "step": np.arange(8), "value": values}
+    out = bucket_series(series, x="step", start_time=100.0, x_min=None, x_max=None, max_points=4)
+    assert out["downsampled"] is True and out["total_points"] == 8
+    assert out["step"] == [1, 3, 5, 7] and out["t"] == [101.0, 103.0, 105.0, 107.0]
+    assert out["v"] == [2.0, 2.0, 10.0, 4.0]
+    assert out["lo"] == [1.0, 2.0, 10.0, 4.0] and out["hi"] == [3.0, 2.0, 10.0, 4.0]
+    assert out["marks"] == {"nan": [1], "pinf": [], "ninf": [2]}
+    whole = bucket_series(series, x="relative", start_time=100.0, x_min=2, x_max=5, max_points=10)
+    assert whole["downsampled"] is False and whole["step"] == [2, 3, 4, 5]
+    assert whole["v"] == [None, 2.0, 10.0, "-Infinity"]
+
+
+# -- GET /api/compare ---------------------------------------------------------------------------
+
+
+def test_compare_serves_every_run_and_metric_in_one_request(logged: Logged) -> None:
+    """One request: each run's summary and a series per run and metric, bucketed to max_points."""
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        response = client.get("/api/compare", params={"runs": f"{logged.plain},{logged.other}", "max_points": 50})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["x"] == "step" and body["metrics"] == ["acc", "loss"]
+    assert [run["run_id"] for run in body["runs"]] == [logged.plain, logged.other]
+    found = {(s["run_id"], s["metric"]): s for s in body["series"]}
+    assert set(found) == {(logged.plain, "acc"), (logged.plain, "loss"), (logged.other, "loss")}
+    loss = found[(logged.plain, "loss")]
+    assert loss["downsampled"] is True and len(loss["v"]) == 50 and loss["total_points"] == 100
+    assert loss["marks"]["nan"] == [20] and loss["marks"]["pinf"] == [30]
+    short = found[(logged.other, "loss")]
+    assert short["downsampled"] is False and short["step"] == list(range(30))
+
+
+def test_compare_x_range_in_each_axis(logged: Logged) -> None:
+    """x_min/x_max cut the series in the chosen axis: global step, wall time or time since start."""
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        by_step = client.get("/api/compare", params={"runs": logged.plain, "metrics": "acc", "x_min": 10, "x_max": 19})
+        whole = client.get("/api/compare", params={"runs": logged.plain, "metrics": "acc"}).json()["series"][0]
+        t10, t19 = whole["t"][10], whole["t"][19]
+        by_time = client.get(
+            "/api/compare", params={"runs": logged.plain, "metrics": "acc", "x": "time", "x_min": t10, "x_max": t19}
+        )
+    assert by_step.json()["series"][0]["step"] == list(range(10, 20))
+    assert by_time.json()["series"][0]["step"] == list(range(10, 20))
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "field"),
+    [
+        pytest.param({"runs": "no-such-run"}, 404, "run_id", id="unknown-run"),
+        pytest.param({"runs": ","}, 422, "runs", id="no-run"),
+        pytest.param({"runs": ",".join(f"r{i}" for i in range(51))}, 422, "runs", id="too-many"),
+        pytest.param({"runs": "x", "x": "epoch"}, 422, "x", id="bad-axis"),
+        pytest.param({"runs": "x", "x_min": "nan"}, 422, "x_min", id="nan-bound"),
+        pytest.param({"runs": "x", "max_points": 1}, 422, "max_points", id="too-few-points"),
+    ],
+)
+def test_compare_bad_parameters(logged: Logged, params: dict[str, Any], status: int, field: str) -> None:
+    """Bad parameters answer 4xx naming the field."""
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        response = client.get("/api/compare", params=params)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["field"] == field
+
+
+# -- tags and notes ------------------------------------------------------------------------------
+
+
+def test_patch_sets_tags_and_note_behind_the_token(logged: Logged) -> None:
+    """PATCH /api/runs/{id} needs the token, stores tags and note, and the runs list and summary show them."""
+    path = f"/api/runs/{logged.other}"
+    with logged.client() as anonymous:
+        assert anonymous.patch(path, json={"note": "x"}).status_code == 401
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        response = client.patch(path, json={"tags": [" best ", "lr-sweep", "best"], "note": "keeps\nlines"})
+        assert response.status_code == 200, response.text
+        assert response.json()["tags"] == ["best", "lr-sweep"] and response.json()["note"] == "keeps\nlines"
+        # Only the note: the tags stay.
+        assert client.patch(path, json={"note": "second"}).json()["tags"] == ["best", "lr-sweep"]
+        listed = client.get("/api/runs", params={"details": "true", "metrics": "loss"}).json()
+        summary = client.get(path).json()
+    row = next(run for run in listed["runs"] if run["run_id"] == logged.other)
+    assert row["tags"] == ["best", "lr-sweep"] and row["note"] == "second"
+    assert row["config"] == {"lr": 0.01}
+    assert row["metrics"]["loss"] == {"last": pytest.approx(2 / 30), "min": pytest.approx(2 / 30), "max": 2.0}
+    assert "acc" in listed["metric_names"] and "loss" in listed["metric_names"]
+    assert summary["tags"] == ["best", "lr-sweep"] and summary["note"] == "second"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        pytest.param({"tags": "best"}, 422, "tags", id="tags-not-a-list"),
+        pytest.param({"tags": [""]}, 422, "tags", id="empty-tag"),
+        pytest.param({"tags": ["x" * 65]}, 422, "tags", id="long-tag"),
+        pytest.param({"tags": [f"t{i}" for i in range(51)]}, 422, "tags", id="too-many-tags"),
+        pytest.param({"note": 3}, 422, "note", id="note-not-text"),
+        pytest.param({"note": "x" * 10_001}, 422, "note", id="long-note"),
+        pytest.param({"note": None}, 422, "note", id="null-note"),
+        pytest.param({"color": "red"}, 422, "color", id="unknown-field"),
+        pytest.param({}, 422, None, id="nothing"),
+        pytest.param([], 422, None, id="not-an-object"),
+    ],
+)
+def test_patch_refuses_bad_bodies_and_stores_nothing(logged: Logged, body: Any, status: int, field: str | None) -> None:
+    """A bad body answers 422 naming the field, and the run's tags and note are unchanged."""
+    path = f"/api/runs/{logged.plain}"
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        before = client.get(path).json()
+        response = client.patch(path, json=body)
+        after = client.get(path).json()
+    assert response.status_code == status, response.text
+    assert response.json()["error"]["field"] == field
+    assert (after["tags"], after["note"]) == (before["tags"], before["note"])
+
+
+def test_patch_unknown_run_is_404(logged: Logged) -> None:
+    """Annotating a run that does not exist answers 404 naming run_id."""
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        response = client.patch("/api/runs/no-such-run", json={"note": "x"})
+    assert response.status_code == 404 and response.json()["error"]["field"] == "run_id"
+
+
+def test_tags_and_note_survive_export_and_import(tmp_path: Path, logged: Logged) -> None:
+    """An exported run carries its tags and note; importing it elsewhere restores them."""
+    with DatabaseManager(logged.db_path) as db:
+        db.annotate_run(logged.rl, tags=["rl", "keep"], note="the good one")
+    archive = export_run(str(logged.db_path), logged.rl, tmp_path / "out")
+    target = tmp_path / "other.db"
+    imported = import_run(str(target), archive, rename="copied")
+    with DatabaseManager(target) as db:
+        summary = db.get_run_summary(imported)
+    assert summary["tags"] == ["rl", "keep"] and summary["note"] == "the good one"
+
+
+def test_runs_list_details_count_alerts_and_leave_out_sessions(logged: Logged) -> None:
+    """details=true adds alert counts; exclude_kind leaves out sessions and still fills the page."""
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        created = client.post("/api/sessions", json={"product": "app"})
+        assert created.status_code == 201, created.text
+        assert logged.monitor.flush(10)
+        rows = client.get("/api/runs", params={"details": "true", "exclude_kind": "session", "limit": 3}).json()["runs"]
+        every = client.get("/api/runs", params={"limit": 10}).json()["runs"]
+    assert "session" in {run["kind"] for run in every}
+    assert [run["run_id"] for run in rows] == [logged.rl, logged.other, logged.plain]
+    assert rows[0]["alerts"] == {"firing": 1, "pending": 0}
+    assert rows[1]["alerts"] == {"firing": 0, "pending": 0}
+
+
+def test_alert_history_filters_by_rule(logged: Logged) -> None:
+    """GET /api/alerts/history?rule= keeps that rule's transitions only."""
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        assert [a["rule"] for a in client.get("/api/alerts/history", params={"rule": "slow"}).json()["alerts"]] == [
+            "slow"
+        ]
+        assert client.get("/api/alerts/history", params={"rule": "other"}).json()["alerts"] == []
+
+
+# -- the schema ----------------------------------------------------------------------------------
+
+
+def test_annotations_migration_goes_forward_and_back(tmp_path: Path) -> None:
+    """Version 5 adds run_annotations; stepping down removes it and a store read at 4 has no annotations."""
+    db_path = tmp_path / "m.db"
+    with DatabaseManager(db_path) as db:
+        db.init_database()
+    connection = sqlite3.connect(db_path)
+    try:
+        assert SCHEMA_VERSION >= 5
+        migrate(connection, 4)
+        tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert "run_annotations" not in tables
+        connection.execute(
+            "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('old', 1, 1)",
+        )
+        connection.commit()
+    finally:
+        connection.close()
+    with DatabaseManager(db_path) as db:
+        assert db.get_run_summary("old")["tags"] == []
+        with pytest.raises(Exception, match="migrate"):
+            db.annotate_run("old", note="x")
+        db.migrate_schema()
+        assert db.annotate_run("old", note="now")["note"] == "now"
+
+
+def test_frame_of_no_values_is_empty_with_the_columns(tmp_path: Path) -> None:
+    """A run that logged nothing gives an empty frame with the documented columns and dtypes."""
+    config = MonitorConfig(db_path=str(tmp_path / "m.db"), data_dir=str(tmp_path / "d"), web_port=0)
+    with WebMonitor(config) as monitor:
+        run = monitor.start_training()
+        frame = monitor.get_runs_metrics([run])
+    assert isinstance(frame, pd.DataFrame) and frame.empty
+    assert list(frame.columns) == ["run_id", "step", "timestamp", "metric", "value"]
+    assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
