@@ -100,6 +100,8 @@ test('alert transitions become instances with their history; a resolved one stay
   assert.deepEqual(alerts.filterInstances(list, { state: 'resolved' }).map((i) => i.run_id), ['r1']);
   assert.deepEqual(alerts.filterInstances(list, { run: 'R2' }).map((i) => i.run_id), ['r2']);
   assert.deepEqual(alerts.filterInstances(list, { severity: 'warning' }), []);
+  const annotated = alerts.alertInstances([T('firing', 1, { annotations: { summary: 'NaN' } }), T('resolved', 2)]);
+  assert.deepEqual(annotated[0].annotations, { summary: 'NaN' }, 'a resolution without annotations keeps the firing ones');
 });
 
 test('a log record reads as a log line; a traceback is kept apart as text', () => {

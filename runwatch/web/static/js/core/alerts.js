@@ -44,7 +44,9 @@
       const last = inst.history[inst.history.length - 1];
       inst.state = last.state;
       inst.severity = last.severity || 'warning';
-      inst.annotations = last.annotations;
+      // A resolution often carries no annotations: keep the latest ones given.
+      inst.annotations = {};
+      for (const h of inst.history) if (h.annotations && Object.keys(h.annotations).length) inst.annotations = h.annotations;
       inst.value = last.value;
       inst.updated = last.ts;
       const activeSince = parseTime(last.active_since);
