@@ -76,7 +76,8 @@ def canvas_digest(browser: Browser, name: str) -> str:
         browser.evaluate(
             f"(() => {{ const c = document.querySelector({js(chart_selector(name) + ' canvas')});"
             " const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let h = 0, n = 0;"
-            " for (let i = 0; i < d.length; i += 4) { if (d[i + 3]) { n++; h = (h * 31 + d[i] * 7 + d[i + 1] * 3 + d[i + 2] + i) | 0; } }"
+            " for (let i = 0; i < d.length; i += 4) {"
+            " if (d[i + 3]) { n++; h = (h * 31 + d[i] * 7 + d[i + 1] * 3 + d[i + 2] + i) | 0; } }"
             " return n + ':' + h; })()"
         )
     )
@@ -112,7 +113,9 @@ def test_select_two_runs_and_see_both_in_one_chart(monitor: WebMonitor, browser:
         raise AssertionError(f"{exc}; {diagnostics(browser)}") from exc
     hash_ = browser.evaluate("location.hash")
     assert hash_.startswith("#/compare?runs=") and runs[0] in hash_ and live in hash_, hash_
-    legend = browser.evaluate("Array.from(document.querySelectorAll('#compare-legend .legend-item')).map(e => e.dataset.runId)")
+    legend = browser.evaluate(
+        "Array.from(document.querySelectorAll('#compare-legend .legend-item')).map(e => e.dataset.runId)"
+    )
     assert legend == [live, runs[0]] or legend == [runs[0], live], legend
     assert browser.evaluate(f"Number(document.querySelector({js(loss)}).dataset.points)") == 300 + 150
     wait_until_live(browser)
@@ -131,8 +134,12 @@ def test_select_two_runs_and_see_both_in_one_chart(monitor: WebMonitor, browser:
     monitor.stop_training()
 
     # A run toggled off in the legend leaves every chart, and the URL remembers it.
-    browser.evaluate(f"document.querySelector('#compare-legend [data-run-id={json.dumps(live)}] .legend-toggle').click(); true")
-    browser.wait_for(f"Number(document.querySelector({js(loss)}).dataset.traces) === 1", timeout=5, what="one run hidden")
+    browser.evaluate(
+        f"document.querySelector('#compare-legend [data-run-id={json.dumps(live)}] .legend-toggle').click(); true"
+    )
+    browser.wait_for(
+        f"Number(document.querySelector({js(loss)}).dataset.traces) === 1", timeout=5, what="one run hidden"
+    )
     assert "hide=" + quote(live, safe="") in browser.evaluate("location.hash")
 
     # The shared URL opens the same view: every run of a wider comparison, smoothed.
@@ -144,7 +151,8 @@ def test_select_two_runs_and_see_both_in_one_chart(monitor: WebMonitor, browser:
         what="four runs in the shared view",
     )
     browser.evaluate(
-        "document.querySelector('#compare-charts .chart-group[data-prefix=\"val\"] .chart .chart-wide-btn').click(); true"
+        "document.querySelector('#compare-charts .chart-group[data-prefix=\"val\"] .chart .chart-wide-btn')"
+        ".click(); true"
     )
     browser.evaluate("window.scrollTo(0, 0); document.activeElement?.blur(); true")
     frames(browser, 4)
@@ -180,7 +188,11 @@ def test_smoothing_and_log_scale_change_what_is_drawn(monitor: WebMonitor, brows
         "(() => { const s = document.querySelector('.smooth-input'); s.value = '0.9';"
         " s.dispatchEvent(new Event('input', {bubbles: true})); return true; })()"
     )
-    browser.wait_for(f"{js(chart_selector(name))} && document.querySelector({js(chart_selector(name))}).__chart.lastDraw.smoothing === true", timeout=5, what="smoothing drawn")
+    browser.wait_for(
+        f"document.querySelector({js(chart_selector(name))}).__chart.lastDraw.smoothing === true",
+        timeout=5,
+        what="smoothing drawn",
+    )
     frames(browser, 2)
     smoothed = canvas_digest(browser, name)
     assert smoothed != before, "smoothing did not change the chart's pixels"
@@ -219,7 +231,8 @@ def test_tags_and_notes_round_trip_through_the_ui_and_the_api(monitor: WebMonito
         " e.querySelector('.save-annotations').click(); return true; })()"
     )
     browser.wait_for(
-        f"Array.from(document.querySelectorAll({js(row + ' .run-tag')})).map(e => e.textContent).join(',') === 'baseline,keep'",
+        f"Array.from(document.querySelectorAll({js(row + ' .run-tag')})).map(e => e.textContent).join(',')"
+        " === 'baseline,keep'",
         timeout=10,
         what="the saved tags in the row",
     )
@@ -260,7 +273,7 @@ def test_alerts_page_shows_a_resolved_alert(monitor: WebMonitor, browser: Browse
     assert monitor.flush(10)
 
     browser.navigate(f"{monitor.web_url}/#/alerts")
-    row = f"#alerts-table tr.alert-row[data-rule=\"nan_loss\"][data-run-id={json.dumps(run_id)}]"
+    row = f'#alerts-table tr.alert-row[data-rule="nan_loss"][data-run-id={json.dumps(run_id)}]'
     state = browser.wait_for(
         f"document.querySelector({js(row)})?.dataset.state ?? null", predicate=bool, timeout=15, what="the alert"
     )
@@ -310,12 +323,16 @@ def test_step_axis_of_an_rl_run_is_monotone(monitor: WebMonitor, browser: Browse
     wait_until_live(browser)
     browser.evaluate("document.querySelector('#x-axis [data-x=\"step\"]').click(); true")
     xs_js = f"Array.from(document.querySelector({js(chart_selector('reward'))})?.__chart?.data?.xs?.[0] ?? [])"
-    xs = browser.wait_for(xs_js, predicate=lambda v: isinstance(v, list) and len(v) == 100, timeout=15, what="100 steps")
+    xs = browser.wait_for(
+        xs_js, predicate=lambda v: isinstance(v, list) and len(v) == 100, timeout=15, what="100 steps"
+    )
     assert all(b > a for a, b in zip(xs, xs[1:], strict=False)), xs
     # Live steps continue the count.
     for step in range(10):
         monitor.update_step(step, 1.0, "right", 0.002, {"pos": step})
-    xs = browser.wait_for(xs_js, predicate=lambda v: isinstance(v, list) and len(v) == 110, timeout=10, what="110 steps")
+    xs = browser.wait_for(
+        xs_js, predicate=lambda v: isinstance(v, list) and len(v) == 110, timeout=10, what="110 steps"
+    )
     assert all(b > a for a, b in zip(xs, xs[1:], strict=False)), xs
     monitor.stop_training()
     assert_no_js_errors(browser)

@@ -32,7 +32,9 @@ from runwatch.web.server import WebSettings
 TOKEN = "secret-token-123"
 TIMEOUT = 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
-STATIC_FILES = {path.relative_to(STATIC_DIR).as_posix(): path.read_bytes() for path in STATIC_DIR.rglob("*") if path.is_file()}
+STATIC_FILES = {
+    path.relative_to(STATIC_DIR).as_posix(): path.read_bytes() for path in STATIC_DIR.rglob("*") if path.is_file()
+}
 MONITOR_SOURCE = Path(runwatch.monitor.__file__).read_bytes()
 
 
