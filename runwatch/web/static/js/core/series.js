@@ -234,23 +234,45 @@
     return series.t.slice();
   }
 
-  /** The sorted union of several ascending x arrays (finite values only), without duplicates. */
+  function isAscending(xs) {
+    for (let i = 1; i < xs.length; i++) if (!(xs[i] >= xs[i - 1])) return false;
+    return true;
+  }
+
+  /**
+   * The sorted union of several x arrays (finite values only), without
+   * duplicates. Ascending arrays (the usual case: time and global steps
+   * grow) are merged in one pass; anything else is sorted.
+   */
   function unionX(xsList) {
-    if (xsList.length === 1) {
-      const xs = xsList[0];
-      let sorted = true;
-      for (let i = 1; i < xs.length && sorted; i++) if (!(xs[i] > xs[i - 1])) sorted = false;
-      if (sorted && xs.every(Number.isFinite)) return Float64Array.from(xs);
+    if (!xsList.every(isAscending)) {
+      const all = [];
+      for (const xs of xsList) for (const x of xs) if (Number.isFinite(x)) all.push(x);
+      const sorted = Float64Array.from(all).sort();
+      let m = 0;
+      for (let i = 0; i < sorted.length; i++) if (m === 0 || sorted[i] !== sorted[m - 1]) sorted[m++] = sorted[i];
+      return sorted.slice(0, m);
     }
     let total = 0;
     for (const xs of xsList) total += xs.length;
-    const all = new Float64Array(total);
+    const out = new Float64Array(total);
+    const at = new Array(xsList.length).fill(0);
     let n = 0;
-    for (const xs of xsList) for (const x of xs) if (Number.isFinite(x)) all[n++] = x;
-    const sorted = all.subarray(0, n).sort();
-    let m = 0;
-    for (let i = 0; i < n; i++) if (m === 0 || sorted[i] !== sorted[m - 1]) sorted[m++] = sorted[i];
-    return sorted.slice(0, m);
+    let last = -Infinity;
+    for (;;) {
+      let best = Infinity;
+      for (let k = 0; k < xsList.length; k++) {
+        const xs = xsList[k];
+        let i = at[k];
+        while (i < xs.length && !(xs[i] > last && Number.isFinite(xs[i]))) i++; // skip duplicates and NaN
+        at[k] = i;
+        if (i < xs.length && xs[i] < best) best = xs[i];
+      }
+      if (best === Infinity) break;
+      out[n++] = best;
+      last = best;
+    }
+    return out.slice(0, n);
   }
 
   /**

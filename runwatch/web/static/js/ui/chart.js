@@ -18,6 +18,7 @@
   // Ten colours that stay apart in light and dark mode (Tableau 10).
   const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
   const DASHES = [[], [6, 3], [2, 3], [10, 3, 2, 3]];
+  const LIVE_REDRAW_MS = 250;
 
   function colorFor(index) {
     return PALETTE[index % PALETTE.length];
@@ -78,6 +79,8 @@
       this.u = null;
       this.signature = '';
       this.data = null;
+      this.lastDrawAt = -Infinity;
+      this.liveTimer = 0;
       this.nameEl = h('span', { class: 'chart-name', title: options.title }, options.title);
       this.lastEl = h('span', { class: 'chart-last' });
       this.wideButton = h('button', {
@@ -99,9 +102,13 @@
       if (screenObserver) screenObserver.observe(this.el);
     }
 
-    /** Whether it can be seen: in the page, not hidden, not inside a closed group. */
+    /**
+     * Whether it can be seen: in the page and on screen. The intersection
+     * observer says so for hidden charts and closed groups too, without
+     * forcing a layout (as measuring would, once per chart per frame).
+     */
     get visible() {
-      return this.el.isConnected && this.el.getClientRects().length > 0;
+      return this.el.isConnected && this.onScreen;
     }
 
     setTitle(title) {
@@ -137,15 +144,24 @@
      * traces: [{id, label, color, dash, series, startTs}]; view: {x, smoothing,
      * logY, xRange: [x0, x1] or null}.
      */
-    setTraces(traces, view) {
+    setTraces(traces, view, live = false) {
       this.traces = traces;
       if (view) this.view = view;
-      this.invalidate();
+      this.invalidate(live);
     }
 
-    invalidate() {
+    /**
+     * Draws on the next frame. `live` (new points of a live run) draws at
+     * most every LIVE_REDRAW_MS: a chart of ten live runs would otherwise
+     * redraw for every websocket message, taking the frames the page needs.
+     */
+    invalidate(live = false) {
       this.dirty = true;
-      if (this.onScreen && this.width > 0) schedule(this, () => this.draw());
+      if (!(this.onScreen && this.width > 0)) return;
+      clearTimeout(this.liveTimer);
+      const wait = live ? this.lastDrawAt + LIVE_REDRAW_MS - performance.now() : 0;
+      if (wait > 0) this.liveTimer = setTimeout(() => schedule(this, () => this.draw(), true), wait);
+      else schedule(this, () => this.draw(), true);
     }
 
     resize(width) {
@@ -156,6 +172,7 @@
     }
 
     destroy() {
+      clearTimeout(this.liveTimer);
       if (sizeObserver) sizeObserver.unobserve(this.body);
       if (screenObserver) screenObserver.unobserve(this.el);
       if (this.u) this.u.destroy();
@@ -167,8 +184,9 @@
     }
 
     draw() {
-      if (!this.width || !this.visible || !this.onScreen) return;
+      if (!this.width || !this.visible) return;
       this.dirty = false;
+      this.lastDrawAt = performance.now();
       const view = this.view;
       const traces = this.traces;
       const data = chartData(traces, view);

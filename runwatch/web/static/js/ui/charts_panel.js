@@ -268,14 +268,14 @@
       this.changed();
     }
 
-    /** New data for these metrics (null: all): their charts get fresh traces. */
-    touch(metrics) {
+    /** New data for these metrics (null: all): their charts get fresh traces; `live` paces the redraws. */
+    touch(metrics, live = false) {
       const view = this.view();
       const keys = metrics ? new Set(Array.from(metrics, (m) => this.chartOf.get(m)).filter(Boolean)) : null;
       for (const [key, entry] of this.charts) {
         if (keys && !keys.has(key)) continue;
         const traces = this.options.traces(entry.spec);
-        entry.chart.setTraces(traces, view);
+        entry.chart.setTraces(traces, view, live);
         let points = 0;
         for (const t of traces) points += t.series.t.length;
         entry.chart.setPointCount(points, traces.length);

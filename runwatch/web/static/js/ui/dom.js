@@ -31,27 +31,34 @@
   // things dirty, so a burst of batches costs one draw per frame.
   const frame = { jobs: new Map(), requested: false };
 
-  function schedule(key, fn) {
-    frame.jobs.set(key, fn);
+  // A frame runs jobs until this many milliseconds have passed, and at most
+  // HEAVY_PER_FRAME heavy ones (chart draws: uPlot paints in a microtask after
+  // the job returns, so their cost is not seen by the clock); the rest wait for
+  // the next frame. Many charts redrawing at once (a compare view of live
+  // runs) then spread over frames instead of dropping them.
+  const FRAME_BUDGET_MS = 8;
+  const HEAVY_PER_FRAME = 2;
+
+  /** Runs fn in the next animation frame (once per key; a later fn for the same key replaces it). */
+  function schedule(key, fn, heavy = false) {
+    frame.jobs.set(key, { fn, heavy });
     if (!frame.requested) {
       frame.requested = true;
       requestAnimationFrame(runFrame);
     }
   }
 
-  // A frame runs jobs until this many milliseconds have passed; the rest wait
-  // for the next frame, so many charts redrawing at once (a compare view of
-  // live runs) spread over frames instead of dropping them.
-  const FRAME_BUDGET_MS = 8;
-
-  function runFrame(now) {
+  function runFrame() {
     frame.requested = false;
-    const started = typeof performance !== 'undefined' ? performance.now() : now;
+    const started = performance.now();
+    let heavyRun = 0;
     for (const [key, job] of Array.from(frame.jobs.entries())) {
       if (frame.jobs.get(key) !== job) continue; // replaced meanwhile: the newer one runs later
+      if (job.heavy && heavyRun >= HEAVY_PER_FRAME) continue;
       frame.jobs.delete(key);
+      if (job.heavy) heavyRun++;
       try {
-        job();
+        job.fn();
       } catch (err) {
         console.error('runwatch: render failed', err);
       }

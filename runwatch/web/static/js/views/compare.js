@@ -145,7 +145,7 @@
       this.loading = true;
       let body;
       try {
-        body = await apiGet('api/compare', { runs: this.runs.join(','), metrics: '*', max_points: 2 * this.panel.chartWidth() });
+        body = await apiGet('api/compare', { runs: this.runs.join(','), metrics: '*', max_points: this.panel.chartWidth() });
       } catch (err) {
         if (this.closed || gen !== this.loadGen) return;
         this.errorEl.textContent = `Could not load the runs: ${errorText(err)}`;
@@ -266,7 +266,7 @@
         }
       }
       const newName = this.panel.setNames(this.metricNames());
-      if (!this.zoomSeries && !newName) this.panel.touch(touched);
+      if (!this.zoomSeries && !newName) this.panel.touch(touched, true);
     }
 
     /** One trace per shown run and metric of the chart: colour by run, dash by metric. */
@@ -299,7 +299,7 @@
       this.panel.setZoom({ x0, x1, loading: true });
       try {
         const body = await apiGet('api/compare', {
-          runs: this.runs.join(','), metrics: '*', x, x_min: x0, x_max: x1, max_points: 2 * this.panel.chartWidth(),
+          runs: this.runs.join(','), metrics: '*', x, x_min: x0, x_max: x1, max_points: this.panel.chartWidth(),
         });
         if (this.closed || gen !== this.zoomGen) return;
         const store = new Map();

@@ -513,7 +513,7 @@
         if (name.startsWith(SYSTEM_PREFIX)) system = true;
       }
       const newName = this.panel.setNames(Array.from(this.store.keys()));
-      if (!this.zoomSeries && !newName) this.panel.touch(touched);
+      if (!this.zoomSeries && !newName) this.panel.touch(touched, true);
       else if (this.zoomSeries) this.panel.touch([]); // counts only
       if (system) schedule('system', () => this.renderSystem());
     }
