@@ -83,7 +83,7 @@
       this.columnsDetails.addEventListener('toggle', () => this.renderColumnsMenu());
       this.thead = h('thead');
       this.tbody = h('tbody');
-      this.emptyEl = h('div', { class: 'empty', hidden: true }, 'No runs yet. Start one with runwatch.WebMonitor(...).start_training().');
+      this.emptyEl = h('div', { class: 'empty', hidden: true }, 'No runs yet. Start one from Python with WebMonitor(MonitorConfig(...)).start_training(), or run: runwatch demo');
       this.root.append(h('section', { class: 'card' },
         h('div', { class: 'card-head' }, h('h1', null, 'Runs'), this.countEl),
         h('div', { class: 'toolbar' }, this.filterInput, this.columnsDetails, h('span', { class: 'spacer' }), this.compareButton),
@@ -260,7 +260,7 @@
       const total = this.runs.length;
       this.countEl.textContent = shown.length === total ? `${total} run${total === 1 ? '' : 's'}` : `${shown.length} of ${total} runs`;
       this.emptyEl.hidden = shown.length > 0;
-      this.emptyEl.textContent = total ? 'No run matches the filter.' : 'No runs yet. Start one with runwatch.WebMonitor(...).start_training().';
+      this.emptyEl.textContent = total ? 'No run matches the filter.' : 'No runs yet. Start one from Python with WebMonitor(MonitorConfig(...)).start_training(), or run: runwatch demo';
       this.updateSelection();
     }
 
