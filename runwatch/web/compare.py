@@ -26,6 +26,9 @@ __all__ = ["router"]
 
 router = APIRouter()
 
+#: How /openapi.json describes an x bound (the route checks it with its own message).
+NUMBER_SCHEMA: dict[str, Any] = {"type": "string", "pattern": r"^-?[0-9]{1,18}(\.[0-9]{1,9})?([eE][-+]?[0-9]{1,2})?$"}
+
 #: The most points (or buckets) of one series in one answer.
 MAX_SERIES_POINTS = 20_000
 
@@ -96,8 +99,8 @@ async def compare(
     runs: str = Query(..., min_length=1, description=f"comma-separated run ids (at most {MAX_COMPARE_RUNS})"),
     metrics: str | None = Query(None, description="comma-separated metric names (globs allowed); default all"),
     x: Literal["step", "time", "relative"] = Query("step", description="the axis x_min and x_max are in"),
-    x_min: str | None = Query(None, description="keep points at or after this x"),
-    x_max: str | None = Query(None, description="keep points at or before this x"),
+    x_min: str | None = Query(None, description="keep points at or after this x", json_schema_extra=NUMBER_SCHEMA),
+    x_max: str | None = Query(None, description="keep points at or before this x", json_schema_extra=NUMBER_SCHEMA),
     max_points: int = Query(1000, ge=2, le=MAX_SERIES_POINTS, description="the most points per series"),
 ) -> JSONResponse:
     run_ids = list(dict.fromkeys(part for part in runs.split(",") if part))
@@ -111,6 +114,8 @@ async def compare(
     return JSONResponse(answer)
 
 
+#: One line with something besides spaces (a tag as stored).
+_TAG_PATTERN = r"^[^\n\r\t]*[^\s][^\n\r\t]*$"
 _PATCH_BODY = {
     "requestBody": {
         "required": True,
@@ -119,9 +124,14 @@ _PATCH_BODY = {
                 "schema": {
                     "type": "object",
                     "properties": {
-                        "tags": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+                        "tags": {
+                            "type": "array",
+                            "maxItems": 50,
+                            "items": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": _TAG_PATTERN},
+                        },
                         "note": {"type": "string", "maxLength": 10_000},
                     },
+                    "minProperties": 1,
                     "additionalProperties": False,
                 }
             }
