@@ -324,3 +324,21 @@ def test_frame_of_no_values_is_empty_with_the_columns(tmp_path: Path) -> None:
     assert isinstance(frame, pd.DataFrame) and frame.empty
     assert list(frame.columns) == ["run_id", "step", "timestamp", "metric", "value"]
     assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
+
+
+def test_a_read_since_a_time_keeps_the_global_steps_of_a_full_read(logged: Logged) -> None:
+    """Reading from a time on gives the same steps, times and values as the full read's tail."""
+    from runwatch.store.compare import runs_metric_series
+
+    connection = sqlite3.connect(logged.db_path)
+    try:
+        full = runs_metric_series(connection, [logged.plain])[logged.plain]["acc"]
+        since = float(full["ts"][60])
+        tail = runs_metric_series(connection, [logged.plain], ["acc"], since=since)[logged.plain]["acc"]
+        after_the_end = runs_metric_series(connection, [logged.plain], since=float(full["ts"][-1]) + 1)
+    finally:
+        connection.close()
+    first = int(np.searchsorted(full["ts"], since))
+    assert list(tail["step"]) == list(full["step"][first:]) and tail["step"][0] == first
+    assert np.array_equal(tail["value"], full["value"][first:])
+    assert after_the_end == {logged.plain: {}}

@@ -65,7 +65,9 @@ def _compare(
             if (not patterns and not name.startswith("system/"))
             or any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
         ]
-        series = runs_metric_series(connection, run_ids, selected) if selected else {}
+        # On the time axis a lower bound is pushed into the read: earlier calls are not decoded.
+        since = x_min if x == "time" else None
+        series = runs_metric_series(connection, run_ids, selected, since=since) if selected else {}
     finally:
         connection.execute("COMMIT")
     runs = []

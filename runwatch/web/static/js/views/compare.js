@@ -67,9 +67,15 @@
       this.loading = true;
       this.socket = new LiveSocket({ runs: this.runs, kinds: COMPARE_KINDS }, {
         onSubscribed: () => {
-          this.load();
+          // The first time, the whole history; after a reconnection, what was
+          // missed. Calls sent just before the subscription may not be in the
+          // store yet: their tail is read again once it has them.
+          const since = this.newestTime();
+          if (this.loadGen === 0) this.load();
+          else this.loadTail(since - 1);
+          const subscribedAt = Date.now() / 1000;
           clearTimeout(this.settleTimer);
-          this.settleTimer = setTimeout(() => this.load(), STORE_SETTLE_MS);
+          this.settleTimer = setTimeout(() => this.loadTail(subscribedAt - 2), STORE_SETTLE_MS);
         },
         onEvents: (events) => this.onEvents(events),
         onLagged: () => {
@@ -184,6 +190,60 @@
       }
       this.store = store;
       this.finishLoad(lastTimes);
+    }
+
+    /** The time of the newest point held (-Infinity for none). */
+    newestTime() {
+      let newest = -Infinity;
+      for (const metrics of this.store.values()) {
+        for (const series of metrics.values()) if (series.t.length) newest = Math.max(newest, series.t[series.t.length - 1]);
+      }
+      return newest;
+    }
+
+    /**
+     * Reads the calls logged since `since` (epoch seconds) and appends those
+     * newer than what each series holds: a cheap re-read, as the server skips
+     * earlier calls. Falls back to a whole load while nothing is held yet, or
+     * when the tail is too long to come whole.
+     */
+    async loadTail(since) {
+      if (this.loading || !Number.isFinite(since)) {
+        if (!this.loading) this.load();
+        return;
+      }
+      let body;
+      try {
+        body = await apiGet('api/compare', { runs: this.runs.join(','), metrics: '*', x: 'time', x_min: since.toFixed(6), max_points: 20000 });
+      } catch (_err) {
+        return; // the live stream goes on; the next reconnection reads again
+      }
+      if (this.closed || this.loading) return;
+      if ((body.series || []).some((wire) => wire.downsampled)) {
+        this.load();
+        return;
+      }
+      const touched = new Set();
+      for (const wire of body.series || []) {
+        const tail = seriesFromWire(wire);
+        if (!this.store.has(wire.run_id)) this.store.set(wire.run_id, new Map());
+        const metrics = this.store.get(wire.run_id);
+        if (!metrics.has(wire.metric)) metrics.set(wire.metric, createSeries());
+        const series = metrics.get(wire.metric);
+        const counter = this.counters.get(wire.run_id) || { last: -1, lastTime: -Infinity };
+        this.counters.set(wire.run_id, counter);
+        const newest = series.t.length ? series.t[series.t.length - 1] : -Infinity;
+        for (let i = 0; i < tail.t.length; i++) {
+          if (!(tail.t[i] > newest)) continue;
+          appendPoint(series, tail.t[i], tail.s[i], tail.v[i]);
+          if (tail.s[i] !== null && tail.s[i] > counter.last) counter.last = tail.s[i];
+          if (tail.t[i] > counter.lastTime) counter.lastTime = tail.t[i];
+          touched.add(wire.metric);
+        }
+      }
+      if (!touched.size) return;
+      this.panel.setNames(this.metricNames());
+      if (!this.zoomSeries) this.panel.touch(touched, true);
     }
 
     finishLoad(lastTimes) {
