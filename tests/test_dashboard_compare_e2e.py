@@ -253,6 +253,33 @@ def test_tags_and_notes_round_trip_through_the_ui_and_the_api(monitor: WebMonito
     # The filter box keeps only the tagged run.
     assert browser.evaluate("document.querySelectorAll('#runs-table tbody tr[data-run-id]').length") == 1
     assert browser.evaluate("document.querySelector('#runs-filter').value") == "tag:from-api"
+    # Columns picked in the UI: a config key and a metric statistic, then sorted by it.
+    browser.navigate(f"{monitor.web_url}/#/")
+    browser.wait_for(f"document.querySelector({js(row)}) !== null", timeout=15, what="the runs table again")
+    browser.evaluate("document.querySelector('#columns-picker summary').click(); true")
+    for column in ("config:lr", "metric:val/loss:min"):
+        box = f"#columns-picker input[data-column={json.dumps(column)}]"
+        browser.wait_for(f"document.querySelector({js(box)}) !== null", timeout=10, what=f"the {column} option")
+        browser.evaluate(f"document.querySelector({js(box)}).click(); true")
+        browser.wait_for(
+            f"document.querySelector('#runs-table th[data-column={json.dumps(column)}]') !== null",
+            timeout=10,
+            what=f"the {column} column",
+        )
+    browser.wait_for(
+        f"document.querySelector({js(row)}).lastElementChild.textContent !== '—'", timeout=10, what="metric cells"
+    )
+    assert "cols=config%3Alr,metric%3Aval%2Floss%3Amin" in browser.evaluate("location.hash")
+    browser.evaluate("document.querySelector('#runs-table th[data-column=\"config:lr\"] .sort-btn').click(); true")
+    order = browser.evaluate(
+        "Array.from(document.querySelectorAll('#runs-table tbody tr[data-run-id]')).map(tr => tr.dataset.runId)"
+    )
+    assert order == [other, run_id], order  # lr 0.01 before 0.1
+    browser.evaluate("document.querySelector('#runs-table th[data-column=\"config:lr\"] .sort-btn').click(); true")
+    order = browser.evaluate(
+        "Array.from(document.querySelectorAll('#runs-table tbody tr[data-run-id]')).map(tr => tr.dataset.runId)"
+    )
+    assert order == [run_id, other], order
     # The run page shows and edits the same.
     browser.navigate(f"{monitor.web_url}/#/runs/{quote(other, safe='')}")
     browser.wait_for(

@@ -135,14 +135,15 @@
         return h('label', { class: 'column-option' }, input, label);
       };
       const keys = configKeys(this.runs);
-      this.columnsMenu.replaceChildren(
+      // h() flattens lists of children; replaceChildren() would print them.
+      this.columnsMenu.replaceChildren(h('div', { class: 'columns-list' },
         h('div', { class: 'menu-title' }, 'Config'),
         keys.length ? keys.map((key) => box('config:' + key, key)) : h('div', { class: 'muted' }, 'No config recorded.'),
         h('div', { class: 'menu-title' }, 'Metrics'),
         this.metricNames.length
           ? this.metricNames.map((name) => h('div', { class: 'metric-option' }, h('span', { class: 'metric-option-name' }, name),
             METRIC_STATS.map((stat) => box(`metric:${name}:${stat}`, stat))))
-          : h('div', { class: 'muted' }, 'No metrics yet.'));
+          : h('div', { class: 'muted' }, 'No metrics yet.')));
     }
 
     openCompare() {
