@@ -681,12 +681,14 @@ TABLES_AT = {
     4: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},
     5: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # metric_stats rebuilt without REAL
     6: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # ingest_batches scoped per run
+    7: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots", "run_annotations"},
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
     "metric_keysets": "INSERT INTO metric_keysets (names) VALUES ('[\"loss\"]')",
     "metric_rows": "INSERT INTO metric_rows (run, row, step, ts, keyset, vals) VALUES (1, 0, 0, 1, 1, '[0.5]')",
     "metric_stats": "INSERT INTO metric_stats (run, name, count, nan_count) VALUES (1, 'loss', 1, 0)",
+    "run_annotations": "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES (1, '[\"x\"]', 'n', 1)",
     "events": "INSERT INTO events (run, ts, kind, type, level, data) VALUES (1, 1, 'log', 'x', 'info', '{}')",
     "state_history": "INSERT INTO state_history (run, ts, patch) VALUES (1, 1, '{}')",
     "meta": "INSERT INTO meta (key, value) VALUES ('k', 'v')",
