@@ -67,12 +67,11 @@
       this.loading = true;
       this.socket = new LiveSocket({ runs: this.runs, kinds: COMPARE_KINDS }, {
         onSubscribed: () => {
-          // The first time, the whole history; after a reconnection, what was
-          // missed. Calls sent just before the subscription may not be in the
-          // store yet: their tail is read again once it has them.
-          const since = this.newestTime();
-          if (this.loadGen === 0) this.load();
-          else this.loadTail(since - 1);
+          // After a reconnection, what was missed. Calls sent just before the
+          // subscription may not be in the store yet (nor in the history read
+          // meanwhile): their tail is read again once it has them.
+          if (!this.firstSubscription) this.loadTail(this.newestTime() - 1);
+          this.firstSubscription = false;
           const subscribedAt = Date.now() / 1000;
           clearTimeout(this.settleTimer);
           this.settleTimer = setTimeout(() => this.loadTail(subscribedAt - 2), STORE_SETTLE_MS);
@@ -83,16 +82,16 @@
           this.load();
         },
       }).start();
-      this.fallbackTimer = setTimeout(() => {
-        if (this.loadGen === 0) this.load();
-      }, 1500);
+      // The history is read at once, beside the subscription: live events that
+      // arrive first wait in `pending` (loading is set) and join it after.
+      this.firstSubscription = true;
+      this.load();
     }
 
     unmount() {
       this.closed = true;
       this.socket?.close();
       clearTimeout(this.settleTimer);
-      clearTimeout(this.fallbackTimer);
       this.panel?.destroy();
     }
 
