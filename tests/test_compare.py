@@ -24,7 +24,7 @@ from runwatch import AlertEvent, DatabaseManager, MonitorConfig, UnknownRunError
 from runwatch.store.compare import bucket_series
 from runwatch.store.export import export_run
 from runwatch.store.importer import import_run
-from runwatch.store.schema import SCHEMA_VERSION, migrate
+from runwatch.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
 
 TOKEN = "compare-token-123456"
 
@@ -291,14 +291,16 @@ def test_alert_history_filters_by_rule(logged: Logged) -> None:
 
 
 def test_annotations_migration_goes_forward_and_back(tmp_path: Path) -> None:
-    """Version 5 adds run_annotations; stepping down removes it and a store read at 4 has no annotations."""
+    """The version that adds run_annotations steps back without it; a store read there has no annotations."""
     db_path = tmp_path / "m.db"
     with DatabaseManager(db_path) as db:
         db.init_database()
+    # The version before the one that adds the table (migrations are numbered in order).
+    before = next(m.version for m in MIGRATIONS if any("run_annotations" in s for s in m.up)) - 1
     connection = sqlite3.connect(db_path)
     try:
-        assert SCHEMA_VERSION >= 5
-        migrate(connection, 4)
+        assert SCHEMA_VERSION > before
+        migrate(connection, before)
         tables = {name for (name,) in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert "run_annotations" not in tables
         connection.execute(

@@ -22,6 +22,7 @@ __all__ = [
     "MAX_TAGS",
     "check_note",
     "check_tags",
+    "has_annotations",
     "run_annotations",
     "set_run_annotations",
 ]
@@ -73,7 +74,8 @@ def check_note(note: object) -> str:
     return note
 
 
-def _has_annotations(conn: sqlite3.Connection) -> bool:
+def has_annotations(conn: sqlite3.Connection) -> bool:
+    """Whether the store has the ``run_annotations`` table (schema version 5 and later)."""
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run_annotations'").fetchone()
     return row is not None
 
@@ -85,7 +87,7 @@ def run_annotations(conn: sqlite3.Connection, run_ids: Iterable[str] | None = No
         conn: a connection to the store.
         run_ids: only these runs; ``None`` for every annotated run.
     """
-    if not _has_annotations(conn):
+    if not has_annotations(conn):
         return {}
     sql = "SELECT r.run_id, a.tags, a.note, a.updated_at FROM run_annotations a JOIN runs r ON r.id = a.run"
     params: list[Any] = []

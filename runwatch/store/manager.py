@@ -309,11 +309,11 @@ class DatabaseManager:
             StoreError: the database does not exist, is older than schema
                 version 7, or stayed locked.
         """
-        from .annotations import set_run_annotations
+        from .annotations import has_annotations, set_run_annotations
 
         queries.check_run_id(run_id)
         with self._connect(write=True) as conn:
-            if current_version(conn) < 5:
+            if not has_annotations(conn):
                 raise StoreError(f"the database {str(self.db_path)!r} predates run annotations; migrate_schema() first")
             conn.isolation_level = None
             result = set_run_annotations(conn, run_id, now=time.time(), tags=tags, note=note)
