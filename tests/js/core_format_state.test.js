@@ -1,4 +1,4 @@
-// Unit tests of the dashboard's pure core: parsing, formatting, state merging.
+// Unit tests of the dashboard's pure core: parsing, formatting, state patches.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert/strict');
@@ -55,11 +55,11 @@ test('mergeState merges objects key by key, replaces lists and deletes on null',
   assert.deepEqual(Object.keys(proto), ['__proto__']);
 });
 
-test('stateChanges lists added, changed and removed paths, bounded', () => {
-  const changes = state.stateChanges({ a: 1, b: { c: 1 } }, { b: { c: 2 }, d: 1 });
-  assert.deepEqual(changes, [{ path: 'a', op: '-' }, { path: 'b.c', op: '~' }, { path: 'd', op: '+' }]);
-  const bounded = state.stateChanges({}, { a: 1, b: 2, c: 3 }, 2);
-  assert.deepEqual(bounded, [{ path: 'a', op: '+' }, { path: 'b', op: '+' }, { more: 1 }]);
+test('patchChanges lists what a patch sets and removes, objects key by key, bounded', () => {
+  const changes = state.patchChanges({ a: null, b: { c: 2 }, d: [1], e: {} });
+  assert.deepEqual(changes, [{ path: 'a', op: '-' }, { path: 'b.c', op: '~' }, { path: 'd', op: '~' }, { path: 'e', op: '~' }]);
+  const bounded = state.patchChanges({ a: 1, b: 2, c: 3 }, 2);
+  assert.deepEqual(bounded, [{ path: 'a', op: '~' }, { path: 'b', op: '~' }, { more: 1 }]);
 });
 
 test('a liveness verdict does not reopen an ended session', () => {
