@@ -107,8 +107,8 @@ def test_the_global_step_of_an_rl_run_is_monotone(logged: Logged) -> None:
     steps = list(frame["step"])
     assert len(steps) == 15
     assert all(b > a for a, b in zip(steps, steps[1:], strict=False)), steps
-    stored = logged.monitor.get_run_metrics(logged.rl, ["reward"])["step"].tolist()
-    assert stored[:6] == [0, 1, 2, 3, 4, 0], "the per-episode step is still recorded"
+    episode_steps = logged.monitor.get_runs_metrics([logged.rl], ["episode_step"])["value"].tolist()
+    assert episode_steps[:6] == [0, 1, 2, 3, 4, 0], "the per-episode step is still recorded"
 
 
 @pytest.mark.parametrize(
@@ -125,6 +125,23 @@ def test_get_runs_metrics_bad_run_ids(logged: Logged, run_ids: Any, error: type[
     """Bad run ids raise a clear error naming what was wrong."""
     with pytest.raises(error):
         logged.monitor.get_runs_metrics(run_ids)
+
+
+def test_a_call_without_a_step_takes_the_step_before_it(tmp_path: Path) -> None:
+    """Calls stored without a step (a remote producer's, the sampler's) sit at the step of the call before them."""
+    from runwatch import Metric
+
+    config = MonitorConfig(db_path=str(tmp_path / "m.db"), data_dir=str(tmp_path / "d"), web_port=0)
+    with WebMonitor(config) as monitor:
+        run = monitor.start_training()
+        now = time.time()
+        monitor.emit_event(Metric(run, now, {"x": 1.0}))  # no step before any: step 0
+        monitor.update_metrics({"x": 2.0}, step=5)
+        monitor.emit_event(Metric(run, now + 1, {"x": 3.0}))
+        monitor.update_metrics({"x": 4.0})
+        frame = monitor.get_runs_metrics([run])
+    assert list(frame["step"]) == [0, 5, 5, 6]
+    assert list(frame["value"]) == [1.0, 2.0, 3.0, 4.0]
 
 
 def test_bucket_series_keeps_band_and_non_finite_marks() -> None:

@@ -5,12 +5,12 @@ Every multi-run read (the dashboard's compare view through ``GET
 through :func:`runs_metric_series`, so a different metric storage only has
 to answer this one function.
 
-The x axis of a comparison is each run's **global step**: the step of a
-logging call counted per run. Until the store records a step per call, it is
-the call's position among its run's logging calls (0, 1, 2 ...), which is
-what W&B calls ``_step``; ``update_step``'s step within an episode is kept in
-the stored rows and never used as the x axis (it goes back to 0 every
-episode).
+The x axis of a comparison is each run's **global step**, the step the
+monitor gives every logging call (``update_metrics(..., step=)``, else the
+previous step plus one; W&B's ``_step``). A call stored without one (the
+system sampler's readings, a remote producer that sent none) takes the step
+of the call before it, so it is drawn where it happened; a run's calls before
+any step are at step 0.
 """
 
 from __future__ import annotations
@@ -110,30 +110,36 @@ def _run_series(
 ) -> dict[str, Series]:
     wanted_set = None if wanted is None else set(wanted)
     matching = [k for k, names in keysets.items() if wanted_set is None or not wanted_set.isdisjoint(names)]
-    first_row, first_step = -1, 0
+    first_row, carried = -1, 0
     if since is not None:
-        # The calls before the first one at `since` are only counted (their
-        # count is the first one's global step), not read.
+        # The calls before the first one at `since` are not read; the last step
+        # among them is carried into calls without one.
         found = conn.execute("SELECT min(row) FROM metric_rows WHERE run = ? AND ts >= ?", (run, since)).fetchone()
         if found[0] is None:
             return {}
         first_row = int(found[0])
-        first_step = int(
-            conn.execute("SELECT count(*) FROM metric_rows WHERE run = ? AND row < ?", (run, first_row)).fetchone()[0]
-        )
-    # Every call from there is read (its position is its global step); only
-    # the calls that logged a wanted metric bring their values along.
+        before = conn.execute(
+            "SELECT step FROM metric_rows WHERE run = ? AND row < ? AND step IS NOT NULL ORDER BY row DESC LIMIT 1",
+            (run, first_row),
+        ).fetchone()
+        carried = int(before[0]) if before else 0
+    # Every call from there is read (a call without a step takes its
+    # predecessor's); only the calls that logged a wanted metric bring their
+    # values along.
     rows = conn.execute(
-        "SELECT keyset, ts, CASE WHEN keyset IN (SELECT value FROM json_each(?)) THEN vals END"
+        "SELECT keyset, ts, step IS NULL, COALESCE(step, 0),"
+        " CASE WHEN keyset IN (SELECT value FROM json_each(?)) THEN vals END"
         " FROM metric_rows WHERE run = ? AND row >= ? ORDER BY row",
         (orjson.dumps(matching).decode(), run, first_row),
     ).fetchall()
     count = len(rows)
     row_keysets = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=count)
     seconds = np.fromiter(map(itemgetter(1), rows), dtype=np.float64, count=count)
-    vals = list(map(itemgetter(2), rows))
+    no_step = np.fromiter(map(itemgetter(2), rows), dtype=bool, count=count)
+    stored = np.fromiter(map(itemgetter(3), rows), dtype=np.int64, count=count)
+    vals = list(map(itemgetter(4), rows))
     del rows
-    steps = np.arange(first_step, first_step + count, dtype=np.int64)
+    steps = _carry_steps(stored, no_step, carried)
     parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for keyset in matching:
         indices = np.flatnonzero(row_keysets == keyset)
@@ -160,6 +166,15 @@ def _run_series(
     else:
         result = dict(sorted(result.items()))
     return result
+
+
+def _carry_steps(stored: np.ndarray, missing: np.ndarray, carried: int) -> np.ndarray:
+    """The stored steps, each missing one replaced by the step before it (``carried`` before the first)."""
+    if not missing.any():
+        return stored
+    index = np.where(missing, -1, np.arange(len(stored)))
+    np.maximum.accumulate(index, out=index)
+    return np.where(index >= 0, stored[np.maximum(index, 0)], carried).astype(np.int64)
 
 
 def runs_metric_frame(

@@ -279,8 +279,8 @@ class DatabaseManager:
 
         Returns:
             One row per logged value: ``run_id`` (str), ``step`` (int64, the
-            run's global step: the position of the logging call in the run,
-            0 for its first), ``timestamp`` (``datetime64[ns, UTC]``),
+            run's global step: that of the logging call; a call stored without
+            one takes the step of the call before it), ``timestamp`` (``datetime64[ns, UTC]``),
             ``metric`` (str) and ``value`` (float64; logged NaN and ±Inf are
             kept), ordered by run (as given), metric, then logging order.
             ``frame.pivot_table(index=["run_id", "step"], columns="metric",

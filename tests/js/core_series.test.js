@@ -76,22 +76,15 @@ test('chartData measures relative time from the run start', () => {
   assert.deepEqual(Array.from(data.x), [1, 2.5]);
 });
 
-test('the global step counter continues the history and skips calls it already holds', () => {
+test('a live point takes its event\'s global step; one without takes its run\'s latest, as the store reads it', () => {
   const history = make([1, 2, 3], [0, 1, 2], [1, 1, 1]);
   const counter = series.stepCounter([history]);
-  assert.deepEqual(counter, { last: 2, lastTime: 3 });
-  assert.equal(series.advanceStep(counter, 3), null, 'a call the history has');
-  assert.equal(series.advanceStep(counter, 4), 3);
-  assert.equal(series.advanceStep(counter, 5), 4);
-});
-
-test('an RL run\'s steps stay monotone: per-episode steps are not the x axis', () => {
-  const counter = { last: -1, lastTime: -Infinity };
-  const steps = [];
-  for (let episode = 0; episode < 3; episode++) {
-    for (let inEpisode = 0; inEpisode < 4; inEpisode++) steps.push(series.advanceStep(counter, episode * 10 + inEpisode + 1));
-  }
-  assert.deepEqual(steps, Array.from({ length: 12 }, (_, i) => i));
+  assert.equal(counter.last, 2);
+  assert.equal(series.liveStep(counter, 3), 3);
+  assert.equal(series.liveStep(counter, null), 3, 'a sampler reading: the step it happened at');
+  assert.equal(series.liveStep(counter, 7), 7);
+  assert.equal(counter.last, 7);
+  assert.equal(series.liveStep({ last: -1, lastTime: -Infinity }, undefined), 0);
 });
 
 test('groupByPrefix puts names without a prefix first and system last', () => {

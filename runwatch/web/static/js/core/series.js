@@ -174,16 +174,16 @@
   }
 
   /**
-   * The live global step counter of a run. The store numbers a run's logging
-   * calls 0, 1, 2 ... (its global step); a live metric event is the next call
-   * unless the history already holds it (`lastTime`: the newest call the
-   * history has). Returns the event's step, or null for a call the history has.
+   * The global step of a live metric event: its own (every logging call of a
+   * monitor has one), else the latest step of its run, as the store reads a
+   * call without one (the system sampler's). `counter.last` follows the run.
    */
-  function advanceStep(counter, t) {
-    if (!(t > counter.lastTime)) return null;
-    counter.last += 1;
-    counter.lastTime = t;
-    return counter.last;
+  function liveStep(counter, step) {
+    if (typeof step === 'number' && Number.isFinite(step)) {
+      if (step > counter.last) counter.last = step;
+      return step;
+    }
+    return counter.last >= 0 ? counter.last : 0;
   }
 
   /** A step counter continuing after the histories of a run's series (their largest step and time). */
@@ -390,7 +390,7 @@
 
   const api = {
     MARK_NAN, MARK_PINF, MARK_NINF, globToRegExp, makeMetricFilter, createSeries, seriesFromWire, upperBound,
-    appendPoint, decimateMinMax, advanceStep, stepCounter, smoothEma, xValues, unionX, chartData, nearestIndex,
+    appendPoint, decimateMinMax, liveStep, stepCounter, smoothEma, xValues, unionX, chartData, nearestIndex,
     groupByPrefix, chartSpecs,
   };
   if (typeof module === 'object' && module.exports) module.exports = api;

@@ -13,7 +13,7 @@
   const { h, schedule, apiGet, showBanner, errorText, LiveSocket, ChartsPanel, colorFor, dashFor, statusBadge, setStatusBadge, theme } = ui;
   const {
     parseTime, parseValue, createSeries, seriesFromWire, appendPoint, decimateMinMax, upperBound, stepCounter,
-    advanceStep, parseHash, compareStateFromParams, compareHash, STATUS_AFTER, STORE_SETTLE_MS,
+    liveStep, parseHash, compareStateFromParams, compareHash, STATUS_AFTER, STORE_SETTLE_MS,
   } = core;
 
   const COMPARE_KINDS = ['metric', 'lifecycle'];
@@ -293,7 +293,7 @@
           counter = { last: -1, lastTime: -Infinity };
           this.counters.set(event.run_id, counter);
         }
-        const step = advanceStep(counter, t);
+        const step = liveStep(counter, event.step);
         let metrics = this.store.get(event.run_id);
         if (!metrics) {
           metrics = new Map();

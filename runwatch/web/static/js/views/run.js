@@ -18,7 +18,7 @@
   const {
     parseTime, parseValue, formatValue, formatCount, formatDuration, formatClock, mergeState, wireToEventRow,
     prepareEventRow, compareEventsNewestFirst, alertFromRow, alertFromApi, alertKey, applyAlert, applyAlertIfNewer,
-    createSeries, seriesFromWire, appendPoint, decimateMinMax, upperBound, stepCounter, advanceStep, runDuration,
+    createSeries, seriesFromWire, appendPoint, decimateMinMax, upperBound, stepCounter, liveStep, runDuration,
     alertInstances, STATUS_AFTER, RUN_PAGE_KINDS, STORE_SETTLE_MS, SYSTEM_PREFIX, ACTIVE_ALERT_STATES, EVENT_KINDS,
     LEVELS, parseHash, readText, compareHash,
   } = core;
@@ -521,8 +521,7 @@
     applyMetric(event, dedup, touched) {
       const t = parseTime(event.timestamp);
       if (!Number.isFinite(t)) return;
-      // The run's global step: this call's position among the run's calls.
-      const step = advanceStep(this.counter, t);
+      const step = liveStep(this.counter, event.step);
       for (const [name, raw] of Object.entries(event.values || {})) {
         if (dedup && t <= (dedup.lastTimes.get(name) ?? -Infinity)) continue;
         let series = this.store.get(name);
