@@ -908,13 +908,16 @@ def test_static_dir_serves_the_users_files_after_the_dashboards_own(tmp_path: Pa
     own = tmp_path / "my-static"
     own.mkdir()
     (own / "notes.txt").write_text("my notes")
-    (own / "app.js").write_text("not the dashboard")
+    (own / "style.css").write_text("not the dashboard")
+    (own / "js").mkdir()
+    (own / "js" / "app.js").write_text("not the dashboard")
     config = make_config(tmp_path).with_changes(static_dir=str(own))
     with WebMonitor(config) as monitor, httpx.Client(base_url=monitor.web_url, timeout=10) as client:
         notes = client.get("/static/notes.txt")
-        dashboard = client.get("/static/app.js")
+        dashboard = [client.get("/static/style.css"), client.get("/static/js/app.js")]
         missing = client.get("/static/absent.txt")
 
     assert (notes.status_code, notes.text) == (200, "my notes")
-    assert dashboard.status_code == 200 and dashboard.text != "not the dashboard"
+    for response in dashboard:
+        assert response.status_code == 200 and response.text != "not the dashboard"
     assert missing.status_code == 404
