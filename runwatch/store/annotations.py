@@ -75,7 +75,7 @@ def check_note(note: object) -> str:
 
 
 def has_annotations(conn: sqlite3.Connection) -> bool:
-    """Whether the store has the ``run_annotations`` table (schema version 6 and later)."""
+    """Whether the store has the ``run_annotations`` table (schema version 7 and later)."""
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run_annotations'").fetchone()
     return row is not None
 
