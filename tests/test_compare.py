@@ -295,6 +295,17 @@ def test_runs_list_details_count_alerts_and_leave_out_sessions(logged: Logged) -
     assert rows[1]["alerts"] == {"firing": 0, "pending": 0}
 
 
+def test_runs_list_details_give_each_runs_latest_global_step(logged: Logged) -> None:
+    """details=true gives each run its latest global step, an RL run's too (update_step's steps apart)."""
+    with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+        rows = client.get("/api/runs", params={"details": "true", "exclude_kind": "session"}).json()["runs"]
+    by_id = {row["run_id"]: row for row in rows}
+    assert by_id[logged.plain]["step"] == 99 and by_id[logged.plain]["total_steps"] == 0
+    assert by_id[logged.other]["step"] == 29
+    # 15 update_step calls and 3 update_episode calls, each a logging call of its own.
+    assert by_id[logged.rl]["step"] == 17 and by_id[logged.rl]["total_steps"] == 15
+
+
 def test_alert_history_filters_by_rule(logged: Logged) -> None:
     """GET /api/alerts/history?rule= keeps that rule's transitions only."""
     with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:

@@ -25,10 +25,12 @@ def runs_table_details(
             return per run (``None``: none).
 
     Returns:
-        ``{"runs": {run_id: {"config", "tags", "note", "metrics", "alerts"}},
+        ``{"runs": {run_id: {"config", "tags", "note", "step", "metrics", "alerts"}},
         "metric_names": [...]}``: ``config`` is the run's config (``{}`` when
-        none), ``metrics`` maps each wanted metric the run logged to
-        ``{"last", "min", "max"}`` (NaN and ±Inf as floats), ``alerts`` counts
+        none), ``step`` its latest global step (the highest step any of its
+        metrics was last logged at; ``None`` before any), ``metrics`` maps
+        each wanted metric the run logged to ``{"last", "min", "max"}`` (NaN
+        and ±Inf as floats), ``alerts`` counts
         the run's alert instances that are ``firing`` and ``pending`` now;
         ``metric_names`` is every metric name any of the runs logged, sorted.
     """
@@ -43,6 +45,7 @@ def runs_table_details(
                 "config": orjson.loads(config) if config else {},
                 "tags": [],
                 "note": "",
+                "step": None,
                 "metrics": {},
                 "alerts": {"firing": 0, "pending": 0},
             }
@@ -59,8 +62,13 @@ def runs_table_details(
                 (pks,),
             )
         ]
+        run_of = {pk: run_id for run_id, pk in pk_of.items()}
+        for pk, step in conn.execute(
+            "SELECT run, max(last_step) FROM metric_stats WHERE run IN (SELECT value FROM json_each(?)) GROUP BY run",
+            (pks,),
+        ):
+            out[run_of[pk]]["step"] = step
         if metric_names:
-            run_of = {pk: run_id for run_id, pk in pk_of.items()}
             for pk, name, last, low, high in conn.execute(
                 "SELECT run, name, last, min, max FROM metric_stats WHERE run IN (SELECT value FROM json_each(?))"
                 " AND name IN (SELECT value FROM json_each(?))",

@@ -67,13 +67,23 @@ test('sorting by a metric or config column puts runs without a value last in eit
   assert.deepEqual(ids('start', 'desc'), ['c', 'b', 'a']);
 });
 
-test('RL columns show only when a run has episodes or a final reward', () => {
+test('RL columns show only when a run has update_step steps, episodes or a final reward', () => {
   const withRl = runs.visibleColumns(RUNS, ['config:lr']).map((c) => c.id);
-  assert.ok(withRl.includes('episodes') && withRl.includes('reward'));
+  assert.ok(withRl.includes('steps') && withRl.includes('episodes') && withRl.includes('reward'));
   assert.equal(withRl[withRl.length - 1], 'config:lr');
   const without = runs.visibleColumns([RUNS[0], RUNS[2]], []).map((c) => c.id);
-  assert.ok(!without.includes('episodes') && !without.includes('reward'));
+  assert.ok(!without.includes('steps') && !without.includes('episodes') && !without.includes('reward'));
   assert.equal(runs.columnValue(RUNS[0], runs.parseColumn('episodes'), 0), null);
+  const stepsOnly = runs.visibleColumns([{ ...RUNS[0], total_steps: 40 }], []).map((c) => c.id);
+  assert.ok(stepsOnly.includes('steps'));
+});
+
+test('every run has the Step column: its latest global step, sortable, missing before any call', () => {
+  const logged = [{ ...RUNS[0], step: 900 }, { ...RUNS[1], step: 12000 }, { ...RUNS[2], step: null }];
+  assert.ok(runs.visibleColumns([logged[0]], []).map((c) => c.id).includes('step'));
+  assert.equal(runs.columnValue(logged[1], runs.parseColumn('step'), 0), 12000);
+  assert.equal(runs.columnValue(logged[2], runs.parseColumn('step'), 0), null);
+  assert.deepEqual(runs.sortRuns(logged, 'step', 'desc', 10).map((r) => r.run_id), ['b', 'a', 'c']);
 });
 
 test('columns and config keys', () => {

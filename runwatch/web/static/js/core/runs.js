@@ -16,7 +16,8 @@
     tags: { label: 'Tags' },
     start: { label: 'Started', numeric: true },
     duration: { label: 'Duration', numeric: true },
-    steps: { label: 'Steps', numeric: true },
+    step: { label: 'Step', numeric: true },
+    steps: { label: 'Steps', numeric: true, rl: true },
     episodes: { label: 'Episodes', numeric: true, rl: true },
     reward: { label: 'Final reward', numeric: true, rl: true },
   };
@@ -93,7 +94,8 @@
       case 'tags': return run.tags || [];
       case 'start': return parseTime(run.start_time);
       case 'duration': return duration(run, now);
-      case 'steps': return run.total_steps ?? null;
+      case 'step': return run.step ?? null;
+      case 'steps': return run.total_steps ? run.total_steps : null;
       case 'episodes': return run.total_episodes ? run.total_episodes : null;
       case 'reward': return run.final_reward === null || run.final_reward === undefined ? null : parseValue(run.final_reward);
       default: return null;
@@ -189,9 +191,10 @@
     return true;
   }
 
-  /** Whether any of the runs has RL columns' data (episodes or a final reward). */
+  /** Whether any of the runs has RL columns' data (update_step's steps, episodes or a final reward). */
   function hasRlData(runs) {
-    return runs.some((run) => Number(run.total_episodes) > 0 || (run.final_reward !== null && run.final_reward !== undefined));
+    return runs.some((run) => Number(run.total_steps) > 0 || Number(run.total_episodes) > 0
+      || (run.final_reward !== null && run.final_reward !== undefined));
   }
 
   /** The visible columns: the built-ins (RL ones only when a run has them) then the chosen ones. */

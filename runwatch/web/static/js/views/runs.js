@@ -316,8 +316,11 @@
           return h('td', { title: row.start_time || '' }, formatClock(parseTime(row.start_time), { date: true }));
         case 'duration':
           return h('td', { class: 'duration num' }, formatDuration(columnValue(row, col, now)));
-        case 'steps':
-          return h('td', { class: 'num' }, formatCount(row.total_steps));
+        case 'step':
+        case 'steps': {
+          const value = columnValue(row, col, now);
+          return h('td', { class: 'num' }, value === null ? '—' : formatCount(value));
+        }
         default: {
           const value = columnValue(row, col, now);
           if (value === null || value === undefined) return h('td', { class: col.numeric ? 'num' : null }, '—');
