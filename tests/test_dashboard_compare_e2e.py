@@ -168,6 +168,39 @@ def test_select_two_runs_and_see_both_in_one_chart(monitor: WebMonitor, browser:
     assert_no_js_errors(browser)
 
 
+def pick_run_to_add(browser: Browser, run_id: str) -> None:
+    """Chooses a run in the compare view's "Add a run" list, once the list offers it."""
+    option = f"#compare-add option[value={json.dumps(run_id)}]"
+    browser.wait_for(f"document.querySelector({js(option)}) !== null", timeout=10, what=f"{run_id} offered")
+    browser.evaluate(
+        f"(() => {{ const s = document.querySelector('#compare-add'); s.value = {json.dumps(run_id)};"
+        " s.dispatchEvent(new Event('change')); return true; })()"
+    )
+
+
+def test_runs_are_added_from_the_compare_view(monitor: WebMonitor, browser: Browser) -> None:
+    """The compare view with no runs offers every training run; each one added joins the charts and the URL."""
+    first, second = (log_run(monitor, lr, 120, seed) for seed, lr in enumerate((0.1, 0.03)))
+    assert monitor.flush(10)
+    browser.navigate(f"{monitor.web_url}/#/compare?smooth=0.5")
+    browser.wait_for("document.querySelector('#compare-add') !== null", timeout=15, what="the run picker")
+    assert "No runs chosen" in browser.evaluate("document.querySelector('#app .error').textContent")
+
+    pick_run_to_add(browser, first)
+    loss = f"#compare-charts {chart_selector('train/loss')}"
+    browser.wait_for(f"document.querySelector({js(loss)})?.__chart?.lastDraw?.traces === 1", timeout=15, what="one run")
+    pick_run_to_add(browser, second)
+    browser.wait_for(
+        f"document.querySelector({js(loss)})?.__chart?.lastDraw?.traces === 2", timeout=15, what="two runs"
+    )
+
+    hash_ = browser.evaluate("location.hash")
+    assert hash_ == f"#/compare?runs={first},{second}&smooth=0.5", hash_
+    offered = browser.evaluate("Array.from(document.querySelectorAll('#compare-add option')).map(o => o.value)")
+    assert first not in offered and second not in offered, offered
+    assert_no_js_errors(browser)
+
+
 def test_smoothing_and_log_scale_change_what_is_drawn(monitor: WebMonitor, browser: Browser) -> None:
     """The smoothing slider adds a smoothed line over a faint raw one; log y redraws on a log scale."""
     runs = [log_run(monitor, lr, 200, seed) for seed, lr in enumerate((0.1, 0.03))]

@@ -17,6 +17,7 @@
   } = core;
 
   const COMPARE_KINDS = ['metric', 'lifecycle'];
+  const PICKER_LIMIT = 500; // runs offered by "Add a run", newest first
 
   class ComparePage {
     constructor(root) {
@@ -39,6 +40,12 @@
     mount() {
       this.legendEl = h('div', { id: 'compare-legend', class: 'legend' });
       this.errorEl = h('div', { class: 'error', hidden: true });
+      this.addSelect = h('select', { id: 'compare-add', class: 'compare-add', 'aria-label': 'Add a run to the comparison' },
+        h('option', { value: '' }, '+ Add a run'));
+      this.addSelect.addEventListener('focus', () => this.loadRunChoices());
+      this.addSelect.addEventListener('change', () => {
+        if (this.addSelect.value) this.addRun(this.addSelect.value);
+      });
       this.panel = new ChartsPanel({
         state: {
           filter: this.state.metrics, x: this.state.x, smoothing: this.state.smoothing, logY: this.state.logY,
@@ -59,8 +66,9 @@
         h('section', { class: 'card charts-card', id: 'compare' }, this.panel.el));
       document.title = 'Compare · runwatch';
       this.renderLegend();
+      this.loadRunChoices();
       if (this.runs.length === 0) {
-        this.errorEl.textContent = 'No runs chosen: select runs in the runs list, then Compare.';
+        this.errorEl.textContent = 'No runs chosen: add runs here, or tick them in the runs list and press Compare.';
         this.errorEl.hidden = false;
         return;
       }
@@ -128,7 +136,31 @@
           h('button', { type: 'button', class: 'legend-remove', title: 'Remove from the comparison', onclick: () => this.removeRun(runId) }, '×'));
         item.__badge = badge;
         return item;
-      }));
+      }), this.addSelect);
+    }
+
+    /** Fills "Add a run" with the training runs not compared yet, newest first. */
+    async loadRunChoices() {
+      const gen = (this.choicesGen = (this.choicesGen || 0) + 1);
+      let body;
+      try {
+        body = await apiGet('api/runs', { limit: PICKER_LIMIT, exclude_kind: 'session' });
+      } catch (_err) {
+        return; // the picker keeps what it had; opening it again retries
+      }
+      if (this.closed || gen !== this.choicesGen) return;
+      const shown = new Set(this.runs);
+      const options = ((body && body.runs) || []).filter((run) => !shown.has(run.run_id))
+        .map((run) => h('option', { value: run.run_id }, `${run.run_id} · ${run.status}`));
+      this.addSelect.replaceChildren(h('option', { value: '' }, options.length ? '+ Add a run' : 'No other runs'), ...options);
+      this.addSelect.disabled = options.length === 0;
+    }
+
+    /** A new selection with one more run: re-routed, re-subscribed, the settings kept. */
+    addRun(runId) {
+      if (this.runs.includes(runId)) return;
+      const state = { ...this.panel.snapshot(), runs: [...this.runs, runId], metrics: this.panel.state.filter, hidden: Array.from(this.hidden) };
+      location.hash = compareHash(state);
     }
 
     toggleRun(runId) {
