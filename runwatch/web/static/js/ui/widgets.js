@@ -45,7 +45,10 @@
 
     render() {
       if (this.editing) return this.renderForm();
-      const edit = h('button', { type: 'button', class: 'btn btn-small edit-annotations', onclick: () => this.startEdit() }, 'Edit');
+      const empty = !this.tags.length && !this.note;
+      const edit = h('button', {
+        type: 'button', class: 'btn btn-small edit-annotations', title: 'Tags and a note for this run', onclick: () => this.startEdit(),
+      }, empty ? '+ Tags, note' : 'Edit');
       const note = this.note ? [h('span', { class: 'run-note', title: this.note }, this.note)] : [];
       this.el.replaceChildren(h('span', { class: 'tags' }, tagChips(this.tags)), ...note, edit);
       return null;
