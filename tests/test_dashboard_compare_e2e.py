@@ -367,6 +367,20 @@ def test_alerts_page_shows_a_resolved_alert(monitor: WebMonitor, browser: Browse
     )
     # The run page's history panel lists the resolved alert too.
     assert browser.evaluate("document.querySelectorAll('#alert-history li[data-alert-state=\"resolved\"]').length") == 1
+    # The time axis came with the link, not from a choice: a setting changed meanwhile does not
+    # make it the axis the next run page opens with.
+    browser.evaluate(
+        "(() => { const s = document.querySelector('#run-page .smooth-input, .smooth-input'); s.value = '0.3';"
+        " s.dispatchEvent(new Event('input')); return true; })()"
+    )
+    assert json.loads(browser.evaluate("localStorage.getItem('runwatch.runCharts')"))["x"] != "time"
+    browser.navigate(f"{monitor.web_url}/#/runs/{quote(run_id, safe='')}")
+    browser.wait_for(
+        "document.querySelector('#x-axis [aria-pressed=\"true\"]')?.dataset.x ?? null",
+        predicate=lambda mode: mode not in (None, "time"),
+        timeout=10,
+        what="the run page on the remembered axis",
+    )
     # And the runs list no longer counts it as active.
     assert_no_js_errors(browser)
 
@@ -394,7 +408,32 @@ def test_step_axis_of_an_rl_run_is_monotone(monitor: WebMonitor, browser: Browse
         xs_js, predicate=lambda v: isinstance(v, list) and len(v) == 110, timeout=10, what="110 steps"
     )
     assert all(b > a for a, b in zip(xs, xs[1:], strict=False)), xs
+    # The header has the global step beside update_step's steps and the episodes.
+    browser.wait_for(
+        "document.querySelector('#run-step').textContent", predicate=lambda text: text == str(monitor.step), timeout=5
+    )
+    assert browser.evaluate(
+        "['run-steps', 'run-episodes'].map(id => document.getElementById(id).parentNode.hidden)"
+    ) == [
+        False,
+        False,
+    ]
     monitor.stop_training()
+    assert_no_js_errors(browser)
+
+
+def test_a_supervised_runs_header_has_its_step_and_no_rl_counters(monitor: WebMonitor, browser: Browser) -> None:
+    """A run that only logs metrics shows its global step; Steps, Episodes and Final reward stay out of its header."""
+    run_id = log_run(monitor, 0.1, 40, 11)
+    assert monitor.flush(10)
+    browser.navigate(f"{monitor.web_url}/#/runs/{quote(run_id, safe='')}")
+    browser.wait_for(
+        "document.querySelector('#run-step')?.textContent ?? null", predicate=lambda text: text == "39", timeout=15
+    )
+    hidden = browser.evaluate(
+        "['run-steps', 'run-episodes', 'run-reward'].map(id => document.getElementById(id).parentNode.hidden)"
+    )
+    assert hidden == [True, True, True]
     assert_no_js_errors(browser)
 
 

@@ -234,8 +234,9 @@
         stroke: colors.text, font: colors.font, labelFont: colors.font,
         grid: { stroke: colors.grid, width: 1 }, ticks: { stroke: colors.grid, width: 1, size: 4 },
       };
-      // uPlot's default x axis is 50 px tall; one line of tick labels needs about 30.
-      const xAxis = { ...axis, space: 70, size: 30 };
+      // uPlot's default x axis is 50 px tall: room for the two lines of a time
+      // axis' labels (time, then date); one line of steps or durations needs 30.
+      const xAxis = { ...axis, space: 70, size: mode === 'time' ? 50 : 30 };
       if (mode === 'step') xAxis.values = (u, values) => values.map(formatStep);
       else if (mode === 'relative') xAxis.values = (u, values) => values.map(formatRelative);
       return {

@@ -107,8 +107,11 @@
           return live && live.v.length ? live.v[live.v.length - 1] : undefined;
         },
         onChange: (state) => {
+          // The time axis a link to a moment opens with is not the person's choice: it is not kept.
+          if (state.x !== 'time') this.timeAxisFromLink = false;
+          const x = this.timeAxisFromLink ? saved.x || 'step' : state.x;
           storage.set('runwatch.metricFilter', state.filter);
-          storage.set('runwatch.runCharts', JSON.stringify({ x: state.x, smoothing: state.smoothing, collapsed: state.collapsed }));
+          storage.set('runwatch.runCharts', JSON.stringify({ x, smoothing: state.smoothing, collapsed: state.collapsed }));
         },
         onZoom: (x0, x1) => this.zoomTo(x0, x1),
         onReset: () => this.resetZoom(),
@@ -132,7 +135,7 @@
           this.headerError,
           this.annotations.el,
           h('dl', { id: 'run-meta', class: 'meta' },
-            metaItem('Started', 'run-start'), metaItem('Duration', 'run-duration'),
+            metaItem('Started', 'run-start'), metaItem('Duration', 'run-duration'), metaItem('Step', 'run-step'),
             metaItem('Steps', 'run-steps'), metaItem('Episodes', 'run-episodes'),
             metaItem('Final reward', 'run-reward'), metaItem('Last heartbeat', 'run-heartbeat')),
           this.configDetails),
@@ -155,7 +158,9 @@
               h('div', { class: 'card-head' }, h('h2', null, 'Pipeline'), this.pipelineHealth), this.pipelineBody))),
       );
       this.el = (id) => this.root.querySelector('#' + id);
+      for (const id of ['run-steps', 'run-episodes', 'run-reward']) this.el(id).parentNode.hidden = true; // until the run has them
       if (this.openAt) {
+        this.timeAxisFromLink = this.panel.state.x !== 'time';
         this.panel.state.x = 'time';
         this.panel.updateControls();
       }
@@ -397,6 +402,7 @@
       if (!(this.lastHeartbeat > heartbeat)) this.lastHeartbeat = heartbeat;
       const reward = summary.final_reward;
       this.el('run-reward').textContent = reward === null || reward === undefined ? '—' : formatValue(parseValue(reward));
+      this.el('run-reward').parentNode.hidden = reward === null || reward === undefined;
       const config = summary.config;
       const hasConfig = config && typeof config === 'object' && Object.keys(config).length > 0;
       this.configEl.replaceChildren(hasConfig ? jsonTree(config, { open: this.configOpen, depth: 1 }) : h('div', { class: 'muted' }, 'No config recorded.'));
@@ -407,13 +413,18 @@
       if (this.panel.state.x === 'relative') this.panel.redrawAll();
     }
 
+    /** update_step's steps and the episodes, shown only for a run that has them (an RL run). */
     renderCounters() {
-      this.el('run-steps').textContent = formatCount(this.counters.total_steps);
-      this.el('run-episodes').textContent = formatCount(this.counters.total_episodes);
+      for (const [id, key] of [['run-steps', 'total_steps'], ['run-episodes', 'total_episodes']]) {
+        this.el(id).textContent = formatCount(this.counters[key]);
+        this.el(id).parentNode.hidden = !(this.counters[key] > 0);
+      }
     }
 
     tick() {
       const now = Date.now() / 1000;
+      // The global step, as far as the charts have it (history, then live calls).
+      this.el('run-step').textContent = this.counter.last >= 0 ? formatCount(this.counter.last) : '—';
       if (this.summary) this.el('run-duration').textContent = formatDuration(runDuration(this.summary, now));
       const hb = this.el('run-heartbeat');
       hb.textContent = Number.isFinite(this.lastHeartbeat) ? `${formatDuration(Math.max(0, now - this.lastHeartbeat))} ago` : '—';
