@@ -201,6 +201,62 @@ def test_runs_are_added_from_the_compare_view(monitor: WebMonitor, browser: Brow
     assert_no_js_errors(browser)
 
 
+def drag_across(browser: Browser, selector: str, start: float, end: float) -> None:
+    """Presses the mouse at ``start`` of the element's width, moves to ``end`` and releases (real input events)."""
+    left, top, width, height = browser.evaluate(
+        f"(() => {{ const r = document.querySelector({js(selector)}).getBoundingClientRect();"
+        " return [r.left, r.top, r.width, r.height]; })()"
+    )
+    y = top + height / 2
+    x0, x1 = left + width * start, left + width * end
+
+    def mouse(kind: str, x: float, **extra: Any) -> None:
+        browser.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y, **extra}, session=True)
+
+    mouse("mouseMoved", x0)
+    mouse("mousePressed", x0, button="left", clickCount=1)
+    for k in range(1, 6):
+        mouse("mouseMoved", x0 + (x1 - x0) * k / 5, button="left", buttons=1)
+    mouse("mouseReleased", x1, button="left", clickCount=1)
+
+
+def test_drag_zooms_every_run_and_double_click_goes_back(monitor: WebMonitor, browser: Browser) -> None:
+    """Dragging across a compare chart reads that step range again for every run; a double-click returns to all."""
+    runs = [log_run(monitor, lr, 2000, seed) for seed, lr in enumerate((0.1, 0.02))]
+    assert monitor.flush(10)
+    browser.navigate(f"{monitor.web_url}/#/compare?runs={','.join(runs)}&metrics=train%2Floss")
+    loss = f"#compare-charts {chart_selector('train/loss')}"
+    browser.wait_for(f"document.querySelector({js(loss)})?.__chart?.lastDraw?.traces === 2", timeout=15)
+    scale = (
+        f"(() => {{ const u = document.querySelector({js(loss)}).__chart.u;"
+        " return [u.scales.x.min, u.scales.x.max]; })()"
+    )
+    whole = browser.evaluate(scale)
+    # Downsampled: each bucket sits at its last point's step, so the first is a few steps in.
+    assert whole[0] < 20 and whole[1] == 1999, whole
+
+    drag_across(browser, loss + " .u-over", 0.25, 0.5)
+    browser.wait_for(
+        "document.querySelector('.zoom-info:not([hidden])')?.textContent ?? ''",
+        predicate=lambda text: text.startswith("Zoomed"),
+        timeout=10,
+        what="the zoomed range",
+    )
+    low, high = browser.wait_for(scale, predicate=lambda r: r[1] - r[0] < (whole[1] - whole[0]) / 2, timeout=10)
+    assert whole[0] < low < high < whole[1]
+    # Both runs are drawn from a read of that range: every point shown lies inside it.
+    xs = browser.evaluate(f"document.querySelector({js(loss)}).__chart.data.xs")
+    assert len(xs) == 2 and all(xs_run and low - 5 <= min(xs_run) and max(xs_run) <= high + 5 for xs_run in xs)
+
+    body = js(loss + " .chart-body")
+    browser.evaluate(
+        f"document.querySelector({body}).dispatchEvent(new MouseEvent('dblclick', {{bubbles: true}})); true"
+    )
+    browser.wait_for("document.querySelector('.zoom-info').hidden", timeout=5, what="back to the whole range")
+    browser.wait_for(scale, predicate=lambda r: r[1] - r[0] >= (whole[1] - whole[0]) * 0.99, timeout=5)
+    assert_no_js_errors(browser)
+
+
 def test_smoothing_and_log_scale_change_what_is_drawn(monitor: WebMonitor, browser: Browser) -> None:
     """The smoothing slider adds a smoothed line over a faint raw one; log y redraws on a log scale."""
     runs = [log_run(monitor, lr, 200, seed) for seed, lr in enumerate((0.1, 0.03))]
