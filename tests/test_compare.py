@@ -356,16 +356,88 @@ def test_frame_of_no_values_is_empty_with_the_columns(tmp_path: Path) -> None:
     assert str(frame["timestamp"].dtype) == "datetime64[ns, UTC]"
 
 
-def test_a_read_since_a_time_keeps_the_global_steps_of_a_full_read(logged: Logged) -> None:
-    """Reading from a time on gives the same steps, times and values as the full read's tail."""
+@pytest.fixture(scope="module")
+def irregular(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
+    """A run whose x values are not in logging order: calls without a step, a step that goes back, times out of order."""
+    from datetime import UTC, datetime
+
+    from runwatch import Metric
+
+    tmp = tmp_path_factory.mktemp("irregular")
+    config = MonitorConfig(db_path=str(tmp / "m.db"), data_dir=str(tmp / "d"), web_port=0)
+    rng = np.random.default_rng(5)
+    with WebMonitor(config) as monitor:
+        run = monitor.start_training()
+        now = time.time()
+        for i in range(3):  # before any step: at step 0
+            monitor.emit_event(Metric(run, now + i, {"a": float(i)}))
+        for i in range(400):
+            when = datetime.fromtimestamp(now + 5 + i + float(rng.uniform(-3, 3)), tz=UTC)
+            step = None if i % 7 == 3 else (i if i < 250 else i - 150)  # resumed from an earlier step at 250
+            if i % 11 == 5:
+                monitor.emit_event(Metric(run, now + 5 + i, {"a": -1.0, "b": float(i)}))  # no step
+            else:
+                monitor.update_metrics({"a": float(i)} if i % 3 else {"a": float(i), "b": -float(i)}, when, step=step)
+        monitor.stop_training()
+        assert monitor.flush(10)
+    yield tmp / "m.db", run
+
+
+@pytest.mark.parametrize("x", ["step", "time", "relative"])
+def test_a_windowed_read_is_the_full_read_cut_to_the_window(irregular: tuple[Path, str], x: str) -> None:
+    """Reading an x window gives exactly the points of the full read inside it, on every axis, whatever the order."""
+    from runwatch.store.compare import runs_metric_series
+
+    db_path, run = irregular
+    connection = sqlite3.connect(db_path)
+    try:
+        full = runs_metric_series(connection, [run])[run]
+        start = float(connection.execute("SELECT start_time FROM runs WHERE run_id = ?", (run,)).fetchone()[0])
+        rng = np.random.default_rng(11)
+        axis_of = {
+            "step": lambda s: s["step"].astype(float),
+            "time": lambda s: s["ts"],
+            "relative": lambda s: s["ts"] - start,
+        }[x]
+        every = np.concatenate([axis_of(series) for series in full.values()])
+        low_end, high_end = float(every.min()), float(every.max())
+        windows = [(None, None), (low_end, None), (None, high_end), (high_end + 1, None), (None, low_end - 1)]
+        for _ in range(40):
+            a, b = sorted(rng.uniform(low_end - 5, high_end + 5, size=2).tolist())
+            windows.append((a, b))
+            windows.append((float(rng.choice(every)), float(rng.choice(every))))
+        for x_min, x_max in windows:
+            cut = runs_metric_series(connection, [run], x=x, x_min=x_min, x_max=x_max)[run]
+            expected = {}
+            for name, series in full.items():
+                axis = axis_of(series)
+                keep = np.ones(len(axis), dtype=bool)
+                if x_min is not None:
+                    keep &= axis >= x_min
+                if x_max is not None:
+                    keep &= axis <= x_max
+                if keep.any():
+                    expected[name] = {key: array[keep] for key, array in series.items()}
+            assert sorted(cut) == sorted(expected), (x_min, x_max)
+            for name, series in expected.items():
+                for key in ("ts", "step", "value"):
+                    assert np.array_equal(cut[name][key], series[key], equal_nan=True), (x_min, x_max, name, key)
+    finally:
+        connection.close()
+
+
+def test_a_windowed_read_decodes_only_the_calls_of_its_window(logged: Logged) -> None:
+    """A window at the end of a run reads from the first call inside it: the steps carried before it still count."""
     from runwatch.store.compare import runs_metric_series
 
     connection = sqlite3.connect(logged.db_path)
     try:
         full = runs_metric_series(connection, [logged.plain])[logged.plain]["acc"]
         since = float(full["ts"][60])
-        tail = runs_metric_series(connection, [logged.plain], ["acc"], since=since)[logged.plain]["acc"]
-        after_the_end = runs_metric_series(connection, [logged.plain], since=float(full["ts"][-1]) + 1)
+        tail = runs_metric_series(connection, [logged.plain], ["acc"], x="time", x_min=since)[logged.plain]["acc"]
+        after_the_end = runs_metric_series(connection, [logged.plain], x="step", x_min=float(full["step"][-1]) + 1)
+        with pytest.raises(ValueError, match="x must be one of"):
+            runs_metric_series(connection, [logged.plain], x="episode", x_min=1)
     finally:
         connection.close()
     first = int(np.searchsorted(full["ts"], since))

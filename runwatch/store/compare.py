@@ -67,7 +67,9 @@ def runs_metric_series(
     run_ids: Iterable[str],
     metric_names: Iterable[str] | None = None,
     *,
-    since: float | None = None,
+    x: str = "step",
+    x_min: float | None = None,
+    x_max: float | None = None,
 ) -> dict[str, dict[str, Series]]:
     """The metrics of several runs, per run and metric, in logging order.
 
@@ -76,29 +78,106 @@ def runs_metric_series(
         run_ids: the runs (duplicates are read once; at most
             :data:`MAX_COMPARE_RUNS`).
         metric_names: only these metrics; ``None`` for every metric.
-        since: only the calls stored from the first one logged at or after
-            this time (epoch seconds) on; ``None`` for all. Cheaper than
-            cutting the answer: the values of earlier calls are not decoded.
+        x: the axis ``x_min`` and ``x_max`` are in (one of :data:`X_AXES`:
+            the global step, epoch seconds, or seconds since each run's start).
+        x_min: only points at or after this x; ``None`` for no bound.
+        x_max: only points at or before this x; ``None`` for no bound.
+            Cheaper than cutting the answer: the calls outside the window
+            are not decoded, so a zoomed chart of a long run reads only
+            its part.
 
     Returns:
         ``{run_id: {metric: {"ts", "step", "value"}}}``: float64 epoch
         seconds, int64 global steps and float64 values (a logged NaN or ±Inf
-        as it was). A run that never logged a metric has no entry for it.
+        as it was). A run that logged no point of a metric (in the window)
+        has no entry for it.
 
     Raises:
         TypeError: a bad run id or ``metric_names``.
-        ValueError: no run, or too many.
+        ValueError: no run, or too many; an unknown axis.
         UnknownRunError: a run id no run has.
     """
     runs = _check_run_ids(run_ids)
     wanted = _check_metric_names(metric_names)
+    if x not in X_AXES:
+        raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     out: dict[str, dict[str, Series]] = {}
     with _read_snapshot(conn):
         keysets = _keysets(conn)
         pks = {run_id: _run_pk(conn, run_id) for run_id in runs}
         for run_id, pk in pks.items():
-            out[run_id] = _run_series(conn, pk, keysets, wanted, since)
+            window = None if x_min is None and x_max is None else _Window.of(conn, pk, x, x_min, x_max)
+            out[run_id] = _run_series(conn, pk, keysets, wanted, window)
     return out
+
+
+class _Window:
+    """An x range of one run: the SQL expression of its axis and the bounds, for reads that skip calls."""
+
+    def __init__(self, column: str, params: tuple[float, ...], low: float | None, high: float | None) -> None:
+        self.column, self.params, self.low, self.high = column, params, low, high
+
+    @classmethod
+    def of(cls, conn: sqlite3.Connection, run: int, x: str, low: float | None, high: float | None) -> _Window:
+        if x == "relative":
+            start = conn.execute("SELECT start_time FROM runs WHERE id = ?", (run,)).fetchone()[0]
+            return cls("(ts - ?)", (float(start),), low, high)
+        return cls("ts" if x == "time" else "step", (), low, high)
+
+    def rows(self, conn: sqlite3.Connection, run: int) -> tuple[int, int] | None:
+        """The first and last call that can hold a point of the window (``None``: none can).
+
+        Every call whose x is within the bounds lies between the first call
+        at or after ``low`` and the last at or before ``high``, whatever
+        their order. On the step axis a call without a step takes the step
+        before it, so the range runs on to the next call that has one.
+        """
+        first, last = 0, _LAST_ROW
+        axis = f"{self.column} "
+        if self.low is not None and not (self.column == "step" and self.low <= 0):
+            # (On the step axis, calls before any step are at step 0: a bound at or below 0 skips none.)
+            found = conn.execute(
+                f"SELECT row FROM metric_rows WHERE run = ? AND {axis}>= ? ORDER BY row LIMIT 1",
+                (run, *self.params, self.low),
+            ).fetchone()
+            if found is None:
+                return None
+            first = int(found[0])
+        if self.high is not None:
+            found = conn.execute(
+                f"SELECT row FROM metric_rows WHERE run = ? AND {axis}<= ? ORDER BY row DESC LIMIT 1",
+                (run, *self.params, self.high),
+            ).fetchone()
+            if self.column == "step":
+                # Calls without a step after it carry its step (calls before any step, 0).
+                after = -1 if found is None else int(found[0])
+                following = conn.execute(
+                    "SELECT row FROM metric_rows WHERE run = ? AND row > ? AND step IS NOT NULL ORDER BY row LIMIT 1",
+                    (run, after),
+                ).fetchone()
+                last = _LAST_ROW if following is None else int(following[0]) - 1
+            elif found is None:
+                return None
+            else:
+                last = int(found[0])
+        return (first, last) if first <= last else None
+
+    def mask(self, ts: np.ndarray, steps: np.ndarray) -> np.ndarray:
+        """Which of these points lie within the bounds."""
+        if self.column == "step":
+            axis = steps
+        else:
+            axis = ts - self.params[0] if self.params else ts
+        keep = np.ones(len(axis), dtype=bool)
+        if self.low is not None:
+            keep &= axis >= self.low
+        if self.high is not None:
+            keep &= axis <= self.high
+        return keep
+
+
+#: Beyond any call number (row numbers are 64-bit).
+_LAST_ROW: Final = 2**63 - 1
 
 
 def _run_series(
@@ -106,31 +185,31 @@ def _run_series(
     run: int,
     keysets: dict[int, tuple[str, ...]],
     wanted: list[str] | None,
-    since: float | None,
+    window: _Window | None,
 ) -> dict[str, Series]:
     wanted_set = None if wanted is None else set(wanted)
     matching = [k for k, names in keysets.items() if wanted_set is None or not wanted_set.isdisjoint(names)]
-    first_row, carried = -1, 0
-    if since is not None:
-        # The calls before the first one at `since` are not read; the last step
-        # among them is carried into calls without one.
-        found = conn.execute("SELECT min(row) FROM metric_rows WHERE run = ? AND ts >= ?", (run, since)).fetchone()
-        if found[0] is None:
+    first_row, last_row, carried = 0, _LAST_ROW, 0
+    if window is not None:
+        bounds = window.rows(conn, run)
+        if bounds is None:
             return {}
-        first_row = int(found[0])
+        first_row, last_row = bounds
+        # The calls before the first one read are not read; the last step
+        # among them is carried into calls without one.
         before = conn.execute(
             "SELECT step FROM metric_rows WHERE run = ? AND row < ? AND step IS NOT NULL ORDER BY row DESC LIMIT 1",
             (run, first_row),
         ).fetchone()
         carried = int(before[0]) if before else 0
-    # Every call from there is read (a call without a step takes its
+    # Every call of the range is read (a call without a step takes its
     # predecessor's); only the calls that logged a wanted metric bring their
     # values along.
     rows = conn.execute(
         "SELECT keyset, ts, step IS NULL, COALESCE(step, 0),"
         " CASE WHEN keyset IN (SELECT value FROM json_each(?)) THEN vals END"
-        " FROM metric_rows WHERE run = ? AND row >= ? ORDER BY row",
-        (orjson.dumps(matching).decode(), run, first_row),
+        " FROM metric_rows WHERE run = ? AND row BETWEEN ? AND ? ORDER BY row",
+        (orjson.dumps(matching).decode(), run, first_row, last_row),
     ).fetchall()
     count = len(rows)
     row_keysets = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=count)
@@ -151,6 +230,7 @@ def _run_series(
         for column, name in enumerate(names):
             if wanted_set is None or name in wanted_set:
                 parts.setdefault(name, []).append((indices, block[:, column]))
+    inside = None if window is None else window.mask(seconds, steps)
     result: dict[str, Series] = {}
     for name, pieces in parts.items():
         if len(pieces) == 1:
@@ -160,6 +240,12 @@ def _run_series(
             value = np.concatenate([piece[1] for piece in pieces])
             order = np.argsort(index, kind="stable")
             index, value = index[order], value[order]
+        if inside is not None:
+            kept = inside[index]
+            if not kept.all():
+                index, value = index[kept], value[kept]
+            if not len(index):
+                continue
         result[name] = {"ts": seconds[index], "step": steps[index], "value": np.ascontiguousarray(value)}
     if wanted is not None:
         result = {name: result[name] for name in wanted if name in result}

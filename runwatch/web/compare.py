@@ -54,7 +54,13 @@ def _compare(
     x_max: float | None,
     max_points: int,
 ) -> dict[str, Any]:
-    """Read and shape a compare view on a worker thread (one read snapshot for every run)."""
+    """Read and shape a compare view on a worker thread (one read snapshot for every run).
+
+    Runs are read and bucketed one at a time, so the memory a comparison
+    needs is that of its largest run, not of all of them together.
+    """
+    runs: list[dict[str, Any]] = []
+    out_series: list[dict[str, Any]] = []
     connection.execute("BEGIN")
     try:
         starts = {run_id: queries.run_summary(connection, run_id) for run_id in run_ids}
@@ -65,28 +71,28 @@ def _compare(
             if (not patterns and not name.startswith("system/"))
             or any(name == p or fnmatch.fnmatchcase(name, p) for p in patterns)
         ]
-        # On the time axis a lower bound is pushed into the read: earlier calls are not decoded.
-        since = x_min if x == "time" else None
-        series = runs_metric_series(connection, run_ids, selected, since=since) if selected else {}
+        for run_id, summary in starts.items():
+            runs.append(
+                {
+                    "run_id": run_id,
+                    "status": summary["status"],
+                    "kind": summary["kind"],
+                    "start_time": iso(summary["start_time"]),
+                    "start_ts": summary["start_time"],
+                }
+            )
+            if not selected:
+                continue
+            # The x window is pushed into the read: calls outside it are not decoded.
+            series = runs_metric_series(connection, [run_id], selected, x=x, x_min=x_min, x_max=x_max)[run_id]
+            for name, arrays in series.items():
+                payload = bucket_series(
+                    arrays, x=x, start_time=summary["start_time"], x_min=None, x_max=None, max_points=max_points
+                )
+                out_series.append({"run_id": run_id, "metric": name, **payload})
+            del series
     finally:
         connection.execute("COMMIT")
-    runs = []
-    out_series = []
-    for run_id, summary in starts.items():
-        runs.append(
-            {
-                "run_id": run_id,
-                "status": summary["status"],
-                "kind": summary["kind"],
-                "start_time": iso(summary["start_time"]),
-                "start_ts": summary["start_time"],
-            }
-        )
-        for name, arrays in series.get(run_id, {}).items():
-            payload = bucket_series(
-                arrays, x=x, start_time=summary["start_time"], x_min=x_min, x_max=x_max, max_points=max_points
-            )
-            out_series.append({"run_id": run_id, "metric": name, **payload})
     return {"x": x, "runs": runs, "metrics": selected, "series": out_series}
 
 
