@@ -201,6 +201,24 @@ def test_runs_are_added_from_the_compare_view(monitor: WebMonitor, browser: Brow
     assert_no_js_errors(browser)
 
 
+def test_a_run_that_cannot_be_read_leaves_the_others_drawn(monitor: WebMonitor, browser: Browser) -> None:
+    """Each run's history is its own read: an unknown run in a shared link is named, the known ones still drawn."""
+    known = log_run(monitor, 0.05, 80, 21)
+    assert monitor.flush(10)
+    browser.navigate(f"{monitor.web_url}/#/compare?runs={known},no-such-run")
+    loss = f"#compare-charts {chart_selector('train/loss')}"
+    browser.wait_for(f"document.querySelector({js(loss)})?.__chart?.lastDraw?.traces === 1", timeout=15)
+    error = browser.wait_for(
+        "document.querySelector('#app .error:not([hidden])')?.textContent ?? ''",
+        predicate=lambda text: "no-such-run" in text,
+        timeout=10,
+        what="the unknown run named",
+    )
+    assert known not in error, error
+    assert browser.evaluate("document.querySelector('#compare-count').textContent") == "2 runs"
+    assert not browser.exception_texts()
+
+
 def drag_across(browser: Browser, selector: str, start: float, end: float) -> None:
     """Presses the mouse at ``start`` of the element's width, moves to ``end`` and releases (real input events)."""
     left, top, width, height = browser.evaluate(

@@ -18,6 +18,10 @@
 
   const COMPARE_KINDS = ['metric', 'lifecycle'];
   const PICKER_LIMIT = 500; // runs offered by "Add a run", newest first
+  // Runs are read one per request, this many at a time, and drawn as each
+  // arrives: the first runs show while the longest history is still read.
+  const PARALLEL_READS = 2;
+  const PENDING_PER_RUN = 100000; // live events kept per run while its history loads
 
   class ComparePage {
     constructor(root) {
@@ -32,8 +36,9 @@
       this.zoomSeries = null; // like store, at full resolution while zoomed
       this.zoomGen = 0;
       this.loadGen = 0;
-      this.loading = false;
-      this.pending = [];
+      this.loadingRuns = new Set(); // runs whose history is being read
+      this.pending = new Map(); // run id → live events that arrived while its history loads
+      this.loadErrors = new Map(); // run id → why its history could not be read
       this.touched = new Set();
     }
 
@@ -61,7 +66,7 @@
         h('section', { class: 'card compare-head' },
           h('div', { class: 'title-row' },
             h('a', { href: '#/', class: 'back', title: 'All runs' }, '←'),
-            h('h1', null, 'Compare runs'), h('span', { class: 'muted', id: 'compare-count' }, this.countText())),
+            h('h1', null, 'Compare runs'), this.countEl = h('span', { class: 'muted', id: 'compare-count' }, this.countText())),
           this.errorEl, this.legendEl),
         h('section', { class: 'card charts-card', id: 'compare' }, this.panel.el));
       document.title = 'Compare · runwatch';
@@ -72,7 +77,7 @@
         this.errorEl.hidden = false;
         return;
       }
-      this.loading = true;
+      this.loadingRuns = new Set(this.runs); // live events wait for their run's history
       this.socket = new LiveSocket({ runs: this.runs, kinds: COMPARE_KINDS }, {
         onSubscribed: () => {
           // After a reconnection, what was missed. Calls sent just before the
@@ -103,8 +108,15 @@
       this.panel?.destroy();
     }
 
+    /** Whether some run's history is still being read. */
+    get loading() {
+      return this.loadingRuns.size > 0;
+    }
+
     countText() {
-      return `${this.runs.length} run${this.runs.length === 1 ? '' : 's'}`;
+      const n = this.runs.length;
+      const text = `${n} run${n === 1 ? '' : 's'}`;
+      return this.loading ? `${text} · ${n - this.loadingRuns.size} of ${n} loaded` : text;
     }
 
     saveState(panelState) {
@@ -177,50 +189,78 @@
       location.hash = compareHash(state); // a new selection: re-routed, re-subscribed
     }
 
+    /**
+     * Reads every run's history, one request per run and PARALLEL_READS at
+     * a time, and draws each run as it arrives. Live events of a run wait in
+     * `pending` until its history is in, then join it.
+     */
     async load() {
       const gen = ++this.loadGen;
-      this.loading = true;
-      let body;
-      try {
-        body = await apiGet('api/compare', { runs: this.runs.join(','), metrics: '*', max_points: this.panel.chartWidth() });
-      } catch (err) {
-        if (this.closed || gen !== this.loadGen) return;
-        this.errorEl.textContent = `Could not load the runs: ${errorText(err)}`;
-        this.errorEl.hidden = false;
-        this.finishLoad(null);
-        return;
-      }
-      if (this.closed || gen !== this.loadGen) return;
-      this.errorEl.hidden = true;
-      for (const run of body.runs || []) this.info.set(run.run_id, { status: run.status, start_ts: Number(run.start_ts) });
-      const store = new Map();
+      const queue = this.runs.slice();
+      this.loadingRuns = new Set(queue);
+      this.loadErrors.clear();
+      this.renderProgress();
+      const budget = this.panel.chartWidth();
+      const readNext = async () => {
+        while (queue.length) {
+          const runId = queue.shift();
+          let body = null;
+          try {
+            body = await apiGet('api/compare', { runs: runId, metrics: '*', max_points: budget });
+          } catch (err) {
+            if (this.closed || gen !== this.loadGen) return;
+            this.loadErrors.set(runId, errorText(err));
+          }
+          if (this.closed || gen !== this.loadGen) return;
+          this.finishRun(runId, body);
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(PARALLEL_READS, queue.length) }, readNext));
+    }
+
+    /** A run's history is in (body null: it could not be read): it replaces what was held, live points kept. */
+    finishRun(runId, body) {
+      this.loadingRuns.delete(runId);
       const lastTimes = new Map();
-      for (const wire of body.series || []) {
-        if (!store.has(wire.run_id)) store.set(wire.run_id, new Map());
-        const s = seriesFromWire(wire);
-        store.get(wire.run_id).set(wire.metric, s);
-        lastTimes.set(wire.run_id + '\u0000' + wire.metric, s.t.length ? s.t[s.t.length - 1] : -Infinity);
-      }
-      for (const [runId, metrics] of store) this.counters.set(runId, stepCounter(metrics.values()));
-      // Live points newer than the history are not committed yet: keep them.
-      for (const [runId, metrics] of this.store) {
-        for (const [name, old] of metrics) {
+      if (body) {
+        for (const run of body.runs || []) this.info.set(run.run_id, { status: run.status, start_ts: Number(run.start_ts) });
+        const metrics = new Map();
+        for (const wire of body.series || []) {
+          if (wire.run_id !== runId) continue;
+          const series = seriesFromWire(wire);
+          metrics.set(wire.metric, series);
+          lastTimes.set(runId + '\u0000' + wire.metric, series.t.length ? series.t[series.t.length - 1] : -Infinity);
+        }
+        const counter = stepCounter(metrics.values());
+        // Live points newer than the history (not committed when it was read) stay.
+        for (const [name, old] of this.store.get(runId) || []) {
           const from = upperBound(old.t, lastTimes.get(runId + '\u0000' + name) ?? -Infinity);
           if (from >= old.t.length) continue;
-          if (!store.has(runId)) store.set(runId, new Map());
-          const target = store.get(runId);
-          if (!target.has(name)) target.set(name, createSeries());
-          const counter = this.counters.get(runId) || { last: -1, lastTime: -Infinity };
-          this.counters.set(runId, counter);
+          if (!metrics.has(name)) metrics.set(name, createSeries());
+          const target = metrics.get(name);
           for (let i = from; i < old.t.length; i++) {
-            appendPoint(target.get(name), old.t[i], old.s[i], old.v[i]);
+            appendPoint(target, old.t[i], old.s[i], old.v[i]);
             if (old.s[i] !== null && old.s[i] > counter.last) counter.last = old.s[i];
             if (old.t[i] > counter.lastTime) counter.lastTime = old.t[i];
           }
         }
+        this.store.set(runId, metrics);
+        this.counters.set(runId, counter);
       }
-      this.store = store;
-      this.finishLoad(lastTimes);
+      const waiting = this.pending.get(runId) || [];
+      this.pending.delete(runId);
+      this.applyEvents(waiting, body ? lastTimes : null);
+      this.renderProgress();
+      this.renderLegend();
+      this.panel.setNames(this.metricNames());
+      this.panel.redrawAll();
+    }
+
+    renderProgress() {
+      this.countEl.textContent = this.countText();
+      const errors = Array.from(this.loadErrors, ([runId, why]) => `${runId}: ${why}`);
+      this.errorEl.textContent = errors.length ? `Could not load ${errors.join('; ')}` : '';
+      this.errorEl.hidden = errors.length === 0;
     }
 
     /** The time of the newest point held (-Infinity for none). */
@@ -277,16 +317,6 @@
       if (!this.zoomSeries) this.panel.touch(touched, true);
     }
 
-    finishLoad(lastTimes) {
-      this.loading = false;
-      const pending = this.pending;
-      this.pending = [];
-      this.applyEvents(pending, lastTimes);
-      this.renderLegend();
-      this.panel.setNames(this.metricNames());
-      this.panel.redrawAll();
-    }
-
     metricNames() {
       const names = new Set();
       for (const metrics of this.store.values()) for (const name of metrics.keys()) names.add(name);
@@ -294,12 +324,22 @@
     }
 
     onEvents(events) {
-      if (this.loading) {
-        this.pending.push(...events);
-        if (this.pending.length > 200000) this.pending.splice(0, this.pending.length - 200000);
+      if (!this.loading) {
+        this.applyEvents(events, null);
         return;
       }
-      this.applyEvents(events, null);
+      const now = [];
+      for (const event of events) {
+        if (!event || !this.loadingRuns.has(event.run_id)) {
+          now.push(event);
+          continue;
+        }
+        let waiting = this.pending.get(event.run_id);
+        if (!waiting) this.pending.set(event.run_id, (waiting = []));
+        waiting.push(event);
+        if (waiting.length > PENDING_PER_RUN) waiting.splice(0, waiting.length - PENDING_PER_RUN);
+      }
+      if (now.length) this.applyEvents(now, null);
     }
 
     applyEvents(events, lastTimes) {
