@@ -19,6 +19,7 @@
   const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
   const DASHES = [[], [6, 3], [2, 3], [10, 3, 2, 3]];
   const LIVE_REDRAW_MS = 250;
+  const THIN_LINES_FROM = 3; // more traces than this: 1 px lines (see draw())
 
   function colorFor(index) {
     return PALETTE[index % PALETTE.length];
@@ -192,6 +193,10 @@
       const data = chartData(traces, view);
       this.data = data;
       const smoothing = view.smoothing > 0;
+      // Lines wider than one pixel are filled shapes to a canvas rasterizing
+      // on the CPU (a browser without GPU raster): four to eight times the
+      // cost of a 1 px line. A chart of many traces draws them all at 1 px.
+      const thin = traces.length > THIN_LINES_FROM;
       const columns = [data.x];
       const series = [{}];
       const bands = [];
@@ -206,10 +211,10 @@
           bands.push({ series: [hiIndex, hiIndex + 1], fill: withAlpha(trace.color, 0.16) });
         }
         columns.push(col.raw);
-        series.push({ ...base, stroke: smoothing ? withAlpha(trace.color, 0.28) : trace.color, width: smoothing ? 1 : 1.5 });
+        series.push({ ...base, stroke: smoothing ? withAlpha(trace.color, 0.28) : trace.color, width: smoothing || thin ? 1 : 1.5 });
         if (smoothing) {
           columns.push(col.smooth);
-          series.push({ ...base, label: trace.label + ' (smoothed)', width: 1.75, points: { show: false } });
+          series.push({ ...base, label: trace.label + ' (smoothed)', width: thin ? 1 : 1.75, points: { show: false } });
         }
       });
       const height = this.height();
