@@ -164,7 +164,7 @@
       return h('tr', { class: `alert-row state-${inst.state}`, 'data-rule': inst.rule, 'data-state': inst.state, 'data-run-id': inst.run_id },
         h('td', null, h('span', { class: `alert-state-badge state-${inst.state}` }, inst.state)),
         h('td', null, h('span', { class: `lvl lvl-${inst.severity}` }, inst.severity)),
-        h('td', null, h('strong', null, inst.rule), note ? h('div', { class: 'muted alert-note' }, note) : null),
+        h('td', null, h('strong', null, inst.rule), note ? h('div', { class: 'muted alert-note', title: note }, note) : null),
         h('td', null, h('a', { href, class: 'run-link alert-run-link', title: 'Open the run at the moment this alert fired' }, inst.run_id)),
         h('td', { class: 'muted' }, labels || '—'),
         h('td', { class: 'num' }, inst.value === null || inst.value === undefined ? '—' : formatValue(parseValue(inst.value))),
