@@ -19,6 +19,11 @@
   const PALETTE = ['#4e79a7', '#f28e2b', '#e15759', '#76b7b2', '#59a14f', '#edc948', '#b07aa1', '#ff9da7', '#9c755f', '#bab0ac'];
   const DASHES = [[], [6, 3], [2, 3], [10, 3, 2, 3]];
   const LIVE_REDRAW_MS = 250;
+  // Live redraws of all charts on screen together stay within this many a
+  // second: twelve charts of ten live runs each redraw twice a second, four
+  // charts four times. New points never wait longer than MAX_LIVE_REDRAW_MS.
+  const LIVE_DRAWS_PER_SECOND = 24;
+  const MAX_LIVE_REDRAW_MS = 2000;
   const THIN_LINES_FROM = 3; // more traces than this: 1 px lines (see draw())
 
   function colorFor(index) {
@@ -43,14 +48,22 @@
       if (chart) chart.resize(entry.contentRect.width);
     }
   }) : null;
+  const onScreenCharts = new Set();
   const screenObserver = typeof IntersectionObserver !== 'undefined' ? new IntersectionObserver((entries) => {
     for (const entry of entries) {
       const chart = entry.target.__chart;
       if (!chart) continue;
       chart.onScreen = entry.isIntersecting;
+      if (chart.onScreen) onScreenCharts.add(chart);
+      else onScreenCharts.delete(chart);
       if (chart.onScreen && chart.dirty) chart.invalidate();
     }
   }, { rootMargin: '200px' }) : null;
+
+  /** How long a chart waits between live redraws: the shared budget split among the charts on screen. */
+  function liveRedrawMs() {
+    return Math.min(MAX_LIVE_REDRAW_MS, Math.max(LIVE_REDRAW_MS, (1000 * onScreenCharts.size) / LIVE_DRAWS_PER_SECOND));
+  }
 
   function xLabel(mode) {
     return mode === 'step' ? 'step' : mode === 'relative' ? 'time since start' : 'time';
@@ -153,16 +166,24 @@
 
     /**
      * Draws on the next frame. `live` (new points of a live run) draws at
-     * most every LIVE_REDRAW_MS: a chart of ten live runs would otherwise
+     * most every liveRedrawMs(): a chart of ten live runs would otherwise
      * redraw for every websocket message, taking the frames the page needs.
      */
     invalidate(live = false) {
       this.dirty = true;
       if (!(this.onScreen && this.width > 0)) return;
+      if (live && this.liveTimer) return; // a live redraw is already due
       clearTimeout(this.liveTimer);
-      const wait = live ? this.lastDrawAt + LIVE_REDRAW_MS - performance.now() : 0;
-      if (wait > 0) this.liveTimer = setTimeout(() => schedule(this, () => this.draw(), true), wait);
-      else schedule(this, () => this.draw(), true);
+      this.liveTimer = 0;
+      const wait = live ? this.lastDrawAt + liveRedrawMs() - performance.now() : 0;
+      if (wait > 0) {
+        this.liveTimer = setTimeout(() => {
+          this.liveTimer = 0;
+          schedule(this, () => this.draw(), true);
+        }, wait);
+      } else {
+        schedule(this, () => this.draw(), true);
+      }
     }
 
     resize(width) {
@@ -174,6 +195,7 @@
 
     destroy() {
       clearTimeout(this.liveTimer);
+      onScreenCharts.delete(this);
       if (sizeObserver) sizeObserver.unobserve(this.body);
       if (screenObserver) screenObserver.unobserve(this.el);
       if (this.u) this.u.destroy();
