@@ -14,7 +14,8 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from urllib.parse import quote
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,11 @@ def run_demo(
     with monitor:
         url = monitor.web_url
         print(f"  dashboard     {url}/" if url else "  dashboard     (could not listen)")
+        # Each demo run in a store gets a seed of its own, so runs made one after another differ
+        # (and comparing them shows something).
+        previous = monitor.get_training_runs()
+        earlier = [run["run_id"] for run in previous[:3]]
+        settings = replace(settings, seed=settings.seed + len(previous))
         started = time.perf_counter()
         run_id = simulate_training(monitor, settings, on_start=lambda run_id: _announce_run(url, run_id))
         summary = monitor.get_run_summary(run_id)
@@ -163,6 +169,9 @@ def run_demo(
         print(
             f"  see it again  runwatch serve --db {config.db_path}   (or: runwatch show {run_id} --db {config.db_path})"
         )
+        if earlier and url:
+            runs = ",".join(quote(run, safe="") for run in [run_id, *earlier])
+            print(f"  compare       {url}/#/compare?runs={runs}   (this run beside the store's earlier ones)")
         if keep_open and url:
             print("  the dashboard stays up; press Ctrl-C to stop")
             try:

@@ -33,6 +33,24 @@ def test_demo_runs_one_episode_and_prints_the_store_path(runner: CliRunner, tmp_
     assert f"runwatch serve --db {data_dir / 'monitoring.db'}" in result.stdout  # how to look again later
 
 
+@pytest.mark.timeout(120)
+def test_a_second_demo_run_differs_and_offers_the_comparison(runner: CliRunner, tmp_path: Path) -> None:
+    """Demo runs into one store get seeds of their own; the second prints a compare link with both runs."""
+    data_dir = tmp_path / "demo"
+    args = ["demo", "--episodes", "1", "--data-dir", str(data_dir), "--port", "0"]
+    first = runner.invoke(app, args)
+    second = runner.invoke(app, args)
+
+    assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
+    assert "compare " not in first.stdout
+    with DatabaseManager(data_dir / "monitoring.db") as db:
+        newer, older = (run["run_id"] for run in db.get_training_runs())
+        frame = db.get_runs_metrics([older, newer], ["loss"])
+    assert f"/#/compare?runs={newer},{older}" in second.stdout
+    losses = {run: list(group["value"]) for run, group in frame.groupby("run_id")}
+    assert losses[older] != losses[newer]
+
+
 def test_demo_refuses_zero_episodes(runner: CliRunner, tmp_path: Path) -> None:
     """demo --episodes 0 is a usage error and creates no store."""
     data_dir = tmp_path / "demo"
