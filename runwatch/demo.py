@@ -15,9 +15,9 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from urllib.parse import quote
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from .config import MonitorConfig
 from .monitor import WebMonitor

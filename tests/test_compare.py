@@ -21,10 +21,10 @@ import pandas as pd
 import pytest
 
 from runwatch import AlertEvent, DatabaseManager, MonitorConfig, UnknownRunError, WebMonitor
-from runwatch.store.compare import bucket_series
 from runwatch.store.export import export_run
 from runwatch.store.importer import import_run
 from runwatch.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate
+from runwatch.web.series import bucket_series
 
 TOKEN = "compare-token-123456"
 
@@ -358,7 +358,7 @@ def test_frame_of_no_values_is_empty_with_the_columns(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def irregular(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    """A run whose x values are not in logging order: calls without a step, a step that goes back, times out of order."""
+    """A run whose x values are out of logging order: calls without a step, a step going back, times out of order."""
     from datetime import UTC, datetime
 
     from runwatch import Metric
@@ -386,7 +386,7 @@ def irregular(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 @pytest.mark.parametrize("x", ["step", "time", "relative"])
 def test_a_windowed_read_is_the_full_read_cut_to_the_window(irregular: tuple[Path, str], x: str) -> None:
     """Reading an x window gives exactly the points of the full read inside it, on every axis, whatever the order."""
-    from runwatch.store.compare import runs_metric_series
+    from runwatch.store.queries.compare import runs_metric_series
 
     db_path, run = irregular
     connection = sqlite3.connect(db_path)
@@ -428,7 +428,7 @@ def test_a_windowed_read_is_the_full_read_cut_to_the_window(irregular: tuple[Pat
 
 def test_a_windowed_read_decodes_only_the_calls_of_its_window(logged: Logged) -> None:
     """A window at the end of a run reads from the first call inside it: the steps carried before it still count."""
-    from runwatch.store.compare import runs_metric_series
+    from runwatch.store.queries.compare import runs_metric_series
 
     connection = sqlite3.connect(logged.db_path)
     try:

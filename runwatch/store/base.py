@@ -318,6 +318,68 @@ class Store(ABC):
             UnknownRunError: a run id is not in the store.
         """
 
+    @abstractmethod
+    def runs_metrics(
+        self,
+        run_ids: Sequence[str],
+        metric_names: Iterable[str] | None = None,
+        *,
+        x: ChartAxis = "step",
+        x_min: float | None = None,
+        x_max: float | None = None,
+    ) -> dict[str, dict[str, dict[str, npt.NDArray[Any]]]]:
+        """Several runs' metrics as arrays, each on its run's global step: the read behind run comparison.
+
+        Args:
+            run_ids: the runs (at most 50; duplicates read once).
+            metric_names: only these metrics; ``None`` for every metric.
+            x: the axis of ``x_min``/``x_max``: ``step`` (global step),
+                ``time`` (epoch seconds) or ``relative`` (seconds since each
+                run's start).
+            x_min, x_max: only points within these bounds (``None``: no
+                bound); the calls outside are not read, so a window of a long
+                run costs its size.
+
+        Returns:
+            ``{run_id: {metric: {"ts", "step", "value"}}}``: float64 epoch
+            seconds, int64 global steps (a call stored without one at the
+            step before it), float64 values as logged; a run with no point of
+            a metric has no entry for it.
+
+        Raises:
+            TypeError, ValueError: bad run ids, names, axis; too many runs.
+            UnknownRunError: a run id is not in the store.
+        """
+
+    @abstractmethod
+    def runs_metrics_frame(self, run_ids: Sequence[str], metric_names: Iterable[str] | None = None) -> pd.DataFrame:
+        """Several runs' metrics as one long-form DataFrame (see :func:`runwatch.store.queries.runs_metric_frame`)."""
+
+    # -- what people say about runs ----------------------------------------------------------
+
+    @abstractmethod
+    def runs_table_details(self, run_ids: Sequence[str], metric_names: Sequence[str] | None = None) -> dict[str, Any]:
+        """What a runs table shows beside each run: config, tags, note, latest global step, metric
+        statistics (``last``, ``min``, ``max`` of ``metric_names``) and active alert counts (see
+        :func:`runwatch.store.queries.runs_table_details`)."""
+
+    @abstractmethod
+    def annotate_run(
+        self, run_id: str, *, tags: Sequence[str] | None = None, note: str | None = None, now: float | None = None
+    ) -> dict[str, Any]:
+        """Set a run's tags and/or note (``None`` keeps that one), at ``now`` (default: the clock).
+
+        Returns:
+            ``{"tags", "note", "updated_at"}`` after the change.
+
+        Raises:
+            TypeError, ValueError: bad tags (at most 50 one-line strings of at
+                most 64 characters) or note (at most 10,000 characters);
+                nothing is stored.
+            UnknownRunError: no run has this id.
+            StoreError: a store older than the annotations (migrate it first).
+        """
+
     # -- ingest, snapshots -------------------------------------------------------------------
 
     @abstractmethod

@@ -43,8 +43,8 @@ import orjson
 
 from ..events import LEVELS, MAX_TIMESTAMP, Metric
 from ..exceptions import RunwatchError, StoreError
+from ..wire.annotations import check_note, check_tags
 from . import connections
-from .annotations import check_note, check_tags
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,

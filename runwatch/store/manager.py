@@ -280,7 +280,8 @@ class DatabaseManager:
         Returns:
             One row per logged value: ``run_id`` (str), ``step`` (int64, the
             run's global step: that of the logging call; a call stored without
-            one takes the step of the call before it), ``timestamp`` (``datetime64[ns, UTC]``),
+            one takes the step of the call before it), ``timestamp``
+            (``datetime64[ns, UTC]``),
             ``metric`` (str) and ``value`` (float64; logged NaN and ±Inf are
             kept), ordered by run (as given), metric, then logging order.
             ``frame.pivot_table(index=["run_id", "step"], columns="metric",
@@ -292,9 +293,7 @@ class DatabaseManager:
             UnknownRunError: a run id no run has.
             StoreError: the database does not exist or cannot be read.
         """
-        from .compare import runs_metric_frame
-
-        return self._read(runs_metric_frame, run_ids, metric_names)
+        return self.store.runs_metrics_frame(run_ids, metric_names)
 
     def annotate_run(self, run_id: str, *, tags: list[str] | None = None, note: str | None = None) -> dict[str, Any]:
         """Set a run's tags and/or note (``None`` keeps that one); they show in the dashboard and exports.
@@ -309,14 +308,7 @@ class DatabaseManager:
             StoreError: the database does not exist, is older than schema
                 version 7, or stayed locked.
         """
-        from .annotations import has_annotations, set_run_annotations
-
-        queries.check_run_id(run_id)
-        with self._connect(write=True) as conn:
-            if not has_annotations(conn):
-                raise StoreError(f"the database {str(self.db_path)!r} predates run annotations; migrate_schema() first")
-            conn.isolation_level = None
-            result = set_run_annotations(conn, run_id, now=time.time(), tags=tags, note=note)
+        result = self.store.annotate_run(run_id, tags=tags, note=note)
         result["updated_at"] = _to_datetime(result["updated_at"])
         return result
 

@@ -40,7 +40,7 @@ retry of such an id is still answered as a duplicate. Stepping down keeps
 one row per batch id.
 
 Version 7 adds ``run_annotations``: the tags and the free-text note a user
-gives a run (see :mod:`runwatch.store.annotations`), one row per annotated
+gives a run (see :mod:`runwatch.store.queries.annotations`), one row per annotated
 run.
 """
 

@@ -38,6 +38,7 @@ from .base import ChartAxis, ChartSeries, MaintenancePass, RunActivity, Store, S
 from .queries import runs as run_queries
 from .queries import sessions as session_queries
 from .queries import snapshots as snapshot_queries
+from .queries.annotations import has_annotations, set_run_annotations
 from .queries.common import read_snapshot, run_keys
 from .schema import SCHEMA_VERSION, current_version, migrate, prepare_database
 
@@ -280,6 +281,34 @@ class SQLiteStore(Store):
                         axis = series["step"] if x == "step" else series["ts"] - origin
                         points[(run_id, name)] = (axis, series["value"])
         return chart_points(points, buckets=buckets, start=start, end=end)
+
+    def runs_metrics(
+        self,
+        run_ids: Sequence[str],
+        metric_names: Iterable[str] | None = None,
+        *,
+        x: ChartAxis = "step",
+        x_min: float | None = None,
+        x_max: float | None = None,
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        return self._read(queries.runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max)
+
+    def runs_metrics_frame(self, run_ids: Sequence[str], metric_names: Iterable[str] | None = None) -> pd.DataFrame:
+        return self._read(queries.runs_metric_frame, run_ids, metric_names)
+
+    # -- what people say about runs ----------------------------------------------------------
+
+    def runs_table_details(self, run_ids: Sequence[str], metric_names: Sequence[str] | None = None) -> dict[str, Any]:
+        return self._read(queries.runs_table_details, list(run_ids), list(metric_names or []))
+
+    def annotate_run(
+        self, run_id: str, *, tags: Sequence[str] | None = None, note: str | None = None, now: float | None = None
+    ) -> dict[str, Any]:
+        queries.check_run_id(run_id)
+        with self.connection(write=True) as conn:
+            if not has_annotations(conn):
+                raise StoreError(f"the database {self.location!r} predates run annotations; migrate it first")
+            return set_run_annotations(conn, run_id, now=time.time() if now is None else now, tags=tags, note=note)
 
     # -- ingest, snapshots -------------------------------------------------------------------
 

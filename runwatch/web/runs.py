@@ -1,4 +1,4 @@
-"""REST routes of runs (see docs/protocol.md): the list, a run's summary, metrics, events, state, export."""
+"""REST routes of runs (see docs/protocol.md): the list, summary, tags and note, metrics, events, state, export."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from starlette.background import BackgroundTask
 from ..events import LEVELS
 from ..store.queries import RUN_STATUSES
 from ..wire import json_number
+from ..wire.annotations import ANNOTATION_BODY_SCHEMA, parse_annotation_body
 from .http import (
     CURSOR_SCHEMA,
     TIME_SCHEMA,
     JSONResponse,
     WebContext,
+    body_schema,
     cursor_param,
     error_responses,
     iso,
@@ -100,6 +102,18 @@ async def list_runs(
 @router.get("/api/runs/{run_id}", summary="A run's summary", responses=RUN_ERRORS)
 async def run_summary(request: Request, run_id: str) -> JSONResponse:
     return JSONResponse(summary_of(await read(web_context(request).store.run_summary, run_id)))
+
+
+@router.patch(
+    "/api/runs/{run_id}",
+    summary="Set a run's tags and/or note",
+    openapi_extra=body_schema(ANNOTATION_BODY_SCHEMA),
+    responses=error_responses(400, 404, 422),
+)
+async def annotate_run(request: Request, run_id: str) -> JSONResponse:
+    tags, note = parse_annotation_body(await request.body())
+    result = await read(web_context(request).store.annotate_run, run_id, tags=tags, note=note)
+    return JSONResponse({"run_id": run_id, **result, "updated_at": iso(result["updated_at"])})
 
 
 @router.get("/api/runs/{run_id}/metrics/names", summary="The metric names of a run", responses=RUN_ERRORS)

@@ -1,5 +1,9 @@
 """Deterministic downsampling of metric series for charts (pure numpy code).
 
+Two shapes: :func:`window_payload` keeps each bucket's min and max *points*
+(a run's charts); :func:`bucket_series` gives each bucket's mean with its
+min/max band and non-finite marks (the compare view's ``GET /api/compare``).
+
 W&B samples 1,500 random points and TensorBoard keeps a 1,000-point
 reservoir, so a one-step spike may vanish from their charts. Here the range
 is cut into ``max_points // 2`` buckets of equal point count and each bucket
@@ -16,7 +20,7 @@ import numpy as np
 from ..store.base import Store
 from ..wire import json_number
 
-__all__ = ["SeriesCache", "downsample_min_max", "series_payload", "window_payload"]
+__all__ = ["SeriesCache", "bucket_series", "downsample_min_max", "series_payload", "window_payload"]
 
 
 def downsample_min_max(values: np.ndarray, max_points: int) -> np.ndarray:
@@ -124,3 +128,85 @@ def window_payload(
         step_objects = steps.astype(object)
         step_objects[np.isnan(steps)] = None
     return series_payload(series["ts"], step_objects, series["value"], max_points)
+
+
+def bucket_series(
+    series: dict[str, np.ndarray],
+    *,
+    x: str,
+    start_time: float,
+    x_min: float | None,
+    x_max: float | None,
+    max_points: int,
+) -> dict[str, Any]:
+    """The JSON form of one series for a chart: cut to an x range, then bucketed to ``max_points``.
+
+    A series of at most ``max_points`` points comes back whole: ``t``,
+    ``step`` and ``v`` (NaN as ``null``, ±Inf as ``"Infinity"``/``"-Infinity"``).
+    A longer one is cut into ``max_points`` buckets of consecutive points; each
+    bucket gives the time and step of its last point, ``v`` the mean of its
+    finite values (``null`` when it has none), ``lo``/``hi`` their min and max
+    (the band a chart draws), and ``marks`` lists the buckets holding a NaN,
+    +Inf or -Inf (``{"nan": [...], "pinf": [...], "ninf": [...]}``, bucket
+    indices), so a spike or a NaN never vanishes in the downsampling.
+
+    Args:
+        series: ``ts``, ``step`` and ``value`` arrays.
+        x: the x axis ``x_min``/``x_max`` are in (``step``, ``time`` or ``relative``).
+        start_time: the run's start (epoch seconds), for ``x="relative"``.
+        x_min: keep points at or after this x; ``None`` for no bound.
+        x_max: keep points at or before this x; ``None`` for no bound.
+        max_points: the most points (or buckets) to return, at least 2.
+    """
+    if max_points < 2:
+        raise ValueError(f"max_points must be at least 2, got {max_points}")
+    ts, steps, values = series["ts"], series["step"], series["value"]
+    if x_min is not None or x_max is not None:
+        axis = steps if x == "step" else ts - start_time if x == "relative" else ts
+        mask = np.ones(len(axis), dtype=bool)
+        if x_min is not None:
+            mask &= axis >= x_min
+        if x_max is not None:
+            mask &= axis <= x_max
+        ts, steps, values = ts[mask], steps[mask], values[mask]
+    total = len(values)
+    if total <= max_points:
+        return {
+            "t": ts.tolist(),
+            "step": steps.tolist(),
+            "v": [json_number(v) for v in values.tolist()],
+            "total_points": total,
+            "downsampled": False,
+        }
+    # Equal-count buckets: bucket b holds points [starts[b], starts[b + 1]).
+    starts = (np.arange(max_points, dtype=np.int64) * total) // max_points
+    ends = np.append(starts[1:], total)
+    finite = np.isfinite(values)
+    as_min = np.where(finite, values, np.inf)
+    as_max = np.where(finite, values, -np.inf)
+    lo = np.minimum.reduceat(as_min, starts)
+    hi = np.maximum.reduceat(as_max, starts)
+    sums = np.add.reduceat(np.where(finite, values, 0.0), starts)
+    counts = np.add.reduceat(finite.astype(np.int64), starts)
+    has_finite = counts > 0
+    mean = np.divide(sums, counts, out=np.full(max_points, np.nan), where=has_finite)
+    marks = {
+        "nan": np.flatnonzero(np.add.reduceat(np.isnan(values).astype(np.int64), starts)).tolist(),
+        "pinf": np.flatnonzero(np.add.reduceat((values == np.inf).astype(np.int64), starts)).tolist(),
+        "ninf": np.flatnonzero(np.add.reduceat((values == -np.inf).astype(np.int64), starts)).tolist(),
+    }
+    last = ends - 1
+
+    def finite_or_none(array: np.ndarray) -> list[float | None]:
+        return [float(v) if ok else None for v, ok in zip(array.tolist(), has_finite.tolist(), strict=True)]
+
+    return {
+        "t": ts[last].tolist(),
+        "step": steps[last].tolist(),
+        "v": finite_or_none(mean),
+        "lo": finite_or_none(lo),
+        "hi": finite_or_none(hi),
+        "marks": marks,
+        "total_points": total,
+        "downsampled": True,
+    }

@@ -14,7 +14,10 @@ readers see the last committed transaction and never block the writer).
   of runs whose writer process died, and needs a connection that may write);
 - :mod:`.events`: a run's events, alert transitions and current alerts;
 - :mod:`.metrics`: logging calls as a DataFrame, one metric as arrays;
-- :mod:`.sessions`: application sessions (kind ``session``).
+- :mod:`.sessions`: application sessions (kind ``session``);
+- :mod:`.compare`: several runs' metrics at once, in an x window (run comparison);
+- :mod:`.annotations`: a run's tags and note (and their one write);
+- :mod:`.runs_table`: what a runs table shows beside each run.
 
 Decoding rules (see ``encode.py``): metric values are JSON arrays in which
 ``null`` is NaN and the strings ``"inf"``/``"-inf"`` are ±Inf. The same
@@ -33,6 +36,8 @@ from .common import TimeLike as TimeLike
 from .common import check_limit as check_limit
 from .common import check_run_id as check_run_id
 from .common import check_status as check_status
+from .compare import runs_metric_frame as runs_metric_frame
+from .compare import runs_metric_series as runs_metric_series
 from .events import alert_events as alert_events
 from .events import alerts as alerts
 from .events import run_events as run_events
@@ -45,6 +50,7 @@ from .runs import mark_crashed_runs as mark_crashed_runs
 from .runs import run_state as run_state
 from .runs import run_summary as run_summary
 from .runs import state_history as state_history
+from .runs_table import runs_table_details as runs_table_details
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -66,6 +72,9 @@ __all__ = [
     "run_metrics_frame",
     "run_state",
     "run_summary",
+    "runs_metric_frame",
+    "runs_metric_series",
+    "runs_table_details",
     "state_history",
     "to_epoch_seconds",
 ]

@@ -168,6 +168,76 @@ async def test_a_chart_buckets_min_and_max_on_a_shared_step_range(store: Store) 
         store.chart(["missing"], ["loss"])
 
 
+async def test_several_runs_read_at_once_on_their_global_steps_and_in_a_window(store: Store) -> None:
+    """runs_metrics gives each run's arrays (a call without a step at the one before it); a window cuts them."""
+    await write(
+        store,
+        [
+            started("a", at=T0),
+            started("b", at=T0 + 100),
+            *calls("a", 20),
+            Metric("a", T0 + 30, {"loss": 0.01}),  # stored without a step: at step 19
+            *calls("b", 5, at=T0 + 100),
+        ],
+    )
+    found = store.runs_metrics(["b", "a"], ["loss"])
+    assert list(found) == ["b", "a"]
+    assert found["a"]["loss"]["step"].tolist() == [*range(20), 19]
+    assert found["a"]["loss"]["value"][-1] == 0.01 and found["b"]["loss"]["ts"][0] == T0 + 100
+    assert set(store.runs_metrics(["a"])["a"]) == {"loss", "accuracy"}
+    window = store.runs_metrics(["a", "b"], ["loss"], x="step", x_min=3, x_max=5)
+    assert window["a"]["loss"]["step"].tolist() == [3, 4, 5] and window["b"]["loss"]["step"].tolist() == [3, 4]
+    relative = store.runs_metrics(["a", "b"], ["loss"], x="relative", x_min=2, x_max=3)
+    assert relative["a"]["loss"]["step"].tolist() == [2, 3] and relative["b"]["loss"]["step"].tolist() == [2, 3]
+    frame = store.runs_metrics_frame(["a", "b"], ["accuracy"])
+    assert list(frame.columns) == ["run_id", "step", "timestamp", "metric", "value"]
+    assert frame.groupby("run_id").size().to_dict() == {"a": 20, "b": 5}
+    with pytest.raises(UnknownRunError):
+        store.runs_metrics(["a", "missing"])
+    with pytest.raises(ValueError):
+        store.runs_metrics(["a"], x="episode", x_min=1)
+
+
+async def test_tags_and_a_note_are_kept_per_run_and_show_in_its_summary_and_the_runs_table(store: Store) -> None:
+    """annotate_run stores tags and a note (either alone leaves the other); reads and the runs table show them."""
+    await write(
+        store,
+        [
+            started("a", config={"lr": 0.1, "opt": {"name": "adam"}}),
+            *calls("a", 10),
+            started("b"),
+            AlertEvent("b", T0 + 1, "slow", "firing", severity="warning"),
+        ],
+    )
+    first = store.annotate_run("a", tags=[" best ", "best", "v2"], now=T0 + 5)
+    assert first == {"tags": ["best", "v2"], "note": "", "updated_at": T0 + 5}
+    assert store.annotate_run("a", note="the good one", now=T0 + 6)["tags"] == ["best", "v2"]
+    summary = store.run_summary("a")
+    assert (summary["tags"], summary["note"]) == (["best", "v2"], "the good one")
+    assert (store.run_summary("b")["tags"], store.run_summary("b")["note"]) == ([], "")
+    details = store.runs_table_details(["a", "b"], ["loss"])
+    a, b = details["runs"]["a"], details["runs"]["b"]
+    assert a["config"] == {"lr": 0.1, "opt": {"name": "adam"}} and a["step"] == 9
+    assert a["metrics"]["loss"] == {"last": 0.1, "min": 0.1, "max": 1.0}
+    assert b["alerts"] == {"firing": 1, "pending": 0} and b["step"] is None
+    assert details["metric_names"] == ["accuracy", "loss"]
+    for bad in ({"tags": "best"}, {"tags": ["x" * 65]}, {"note": "n" * 10_001}):
+        with pytest.raises((TypeError, ValueError)):
+            store.annotate_run("a", **bad)  # type: ignore[arg-type]
+    assert store.run_summary("a")["tags"] == ["best", "v2"]
+    with pytest.raises(UnknownRunError):
+        store.annotate_run("missing", note="x")
+
+
+async def test_the_runs_list_leaves_out_a_kind(store: Store) -> None:
+    """exclude_kind keeps every other run, newest first; the page is filled from the runs kept."""
+    await write(
+        store, [started("t1", at=T0), started("s1", at=T0 + 1, run_kind=SESSION_KIND), started("t2", at=T0 + 2)]
+    )
+    assert [run["run_id"] for run in store.list_runs(exclude_kind=SESSION_KIND)] == ["t2", "t1"]
+    assert [run["run_id"] for run in store.list_runs(exclude_kind=SESSION_KIND, limit=1)] == ["t2"]
+
+
 # -- ingest receipts -------------------------------------------------------------------------------
 
 
@@ -219,6 +289,7 @@ async def test_alerts_read_as_current_states_and_as_a_history(store: Store) -> N
         ("loss_nan", "firing"),
     ]
     assert [alert["rule"] for alert in store.alert_events(severity="warning")] == ["slow"]
+    assert [alert["state"] for alert in store.alert_events(rule="loss_nan")] == ["resolved", "firing"]
 
 
 # -- snapshots ------------------------------------------------------------------------------------

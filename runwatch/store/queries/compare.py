@@ -2,8 +2,9 @@
 
 Every multi-run read (the dashboard's compare view through ``GET
 /api/compare``, ``DatabaseManager.get_runs_metrics`` for notebooks) goes
-through :func:`runs_metric_series`, so a different metric storage only has
-to answer this one function.
+through :func:`runs_metric_series` (``Store.runs_metrics`` and
+``Store.runs_metrics_frame`` of the SQLite backend), so another metric
+layout only has to answer that one read.
 
 The x axis of a comparison is each run's **global step**, the step the
 monitor gives every logging call (``update_metrics(..., step=)``, else the
@@ -23,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import orjson
 
-from ..events import json_number
-from .queries import _check_metric_names, _decode_values, _keysets, _read_snapshot, _run_pk, check_run_id
+from .common import check_metric_names, check_run_id, read_snapshot, run_pk
+from .metrics import _decode_values, _keysets  # the metric rows' one decoder, shared with the one-run reads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_COMPARE_RUNS",
     "X_AXES",
-    "bucket_series",
     "runs_metric_frame",
     "runs_metric_series",
 ]
@@ -98,13 +98,13 @@ def runs_metric_series(
         UnknownRunError: a run id no run has.
     """
     runs = _check_run_ids(run_ids)
-    wanted = _check_metric_names(metric_names)
+    wanted = check_metric_names(metric_names)
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     out: dict[str, dict[str, Series]] = {}
-    with _read_snapshot(conn):
+    with read_snapshot(conn):
         keysets = _keysets(conn)
-        pks = {run_id: _run_pk(conn, run_id) for run_id in runs}
+        pks = {run_id: run_pk(conn, run_id) for run_id in runs}
         for run_id, pk in pks.items():
             window = None if x_min is None and x_max is None else _Window.of(conn, pk, x, x_min, x_max)
             out[run_id] = _run_series(conn, pk, keysets, wanted, window)
@@ -309,79 +309,3 @@ def runs_metric_frame(
             "value": joined(values, np.float64).astype(np.float64),
         }
     )
-
-
-def bucket_series(
-    series: Series, *, x: str, start_time: float, x_min: float | None, x_max: float | None, max_points: int
-) -> dict[str, Any]:
-    """The JSON form of one series for a chart: cut to an x range, then bucketed to ``max_points``.
-
-    A series of at most ``max_points`` points comes back whole: ``t``,
-    ``step`` and ``v`` (NaN as ``null``, ±Inf as ``"Infinity"``/``"-Infinity"``).
-    A longer one is cut into ``max_points`` buckets of consecutive points; each
-    bucket gives the time and step of its last point, ``v`` the mean of its
-    finite values (``null`` when it has none), ``lo``/``hi`` their min and max
-    (the band a chart draws), and ``marks`` lists the buckets holding a NaN,
-    +Inf or -Inf (``{"nan": [...], "pinf": [...], "ninf": [...]}``, bucket
-    indices), so a spike or a NaN never vanishes in the downsampling.
-
-    Args:
-        series: ``ts``, ``step`` and ``value`` arrays.
-        x: the x axis ``x_min``/``x_max`` are in (one of :data:`X_AXES`).
-        start_time: the run's start (epoch seconds), for ``x="relative"``.
-        x_min: keep points at or after this x; ``None`` for no bound.
-        x_max: keep points at or before this x; ``None`` for no bound.
-        max_points: the most points (or buckets) to return, at least 2.
-    """
-    if max_points < 2:
-        raise ValueError(f"max_points must be at least 2, got {max_points}")
-    ts, steps, values = series["ts"], series["step"], series["value"]
-    if x_min is not None or x_max is not None:
-        axis = steps if x == "step" else ts - start_time if x == "relative" else ts
-        mask = np.ones(len(axis), dtype=bool)
-        if x_min is not None:
-            mask &= axis >= x_min
-        if x_max is not None:
-            mask &= axis <= x_max
-        ts, steps, values = ts[mask], steps[mask], values[mask]
-    total = len(values)
-    if total <= max_points:
-        return {
-            "t": ts.tolist(),
-            "step": steps.tolist(),
-            "v": [json_number(v) for v in values.tolist()],
-            "total_points": total,
-            "downsampled": False,
-        }
-    # Equal-count buckets: bucket b holds points [starts[b], starts[b + 1]).
-    starts = (np.arange(max_points, dtype=np.int64) * total) // max_points
-    ends = np.append(starts[1:], total)
-    finite = np.isfinite(values)
-    as_min = np.where(finite, values, np.inf)
-    as_max = np.where(finite, values, -np.inf)
-    lo = np.minimum.reduceat(as_min, starts)
-    hi = np.maximum.reduceat(as_max, starts)
-    sums = np.add.reduceat(np.where(finite, values, 0.0), starts)
-    counts = np.add.reduceat(finite.astype(np.int64), starts)
-    has_finite = counts > 0
-    mean = np.divide(sums, counts, out=np.full(max_points, np.nan), where=has_finite)
-    marks = {
-        "nan": np.flatnonzero(np.add.reduceat(np.isnan(values).astype(np.int64), starts)).tolist(),
-        "pinf": np.flatnonzero(np.add.reduceat((values == np.inf).astype(np.int64), starts)).tolist(),
-        "ninf": np.flatnonzero(np.add.reduceat((values == -np.inf).astype(np.int64), starts)).tolist(),
-    }
-    last = ends - 1
-
-    def finite_or_none(array: np.ndarray) -> list[float | None]:
-        return [float(v) if ok else None for v, ok in zip(array.tolist(), has_finite.tolist(), strict=True)]
-
-    return {
-        "t": ts[last].tolist(),
-        "step": steps[last].tolist(),
-        "v": finite_or_none(mean),
-        "lo": finite_or_none(lo),
-        "hi": finite_or_none(hi),
-        "marks": marks,
-        "total_points": total,
-        "downsampled": True,
-    }

@@ -1,5 +1,8 @@
 """Tags and a free-text note per run: what a user says about a run, kept beside it.
 
+The reads here, and the one write a person makes through the API
+(:func:`set_run_annotations`); the pipeline never writes them.
+
 They live in ``run_annotations`` (schema version 7), written by the
 dashboard or ``PATCH /api/runs/{run_id}``, read with the runs, exported in
 ``run.json`` and imported back. Stores older than version 7 read as having no
@@ -10,68 +13,18 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any
 
 import orjson
 
-from .queries import _run_pk, check_run_id
+from ...wire.annotations import check_note, check_tags
+from .common import check_run_id, run_pk
 
 __all__ = [
-    "MAX_NOTE_CHARS",
-    "MAX_TAG_CHARS",
-    "MAX_TAGS",
-    "check_note",
-    "check_tags",
     "has_annotations",
     "run_annotations",
     "set_run_annotations",
 ]
-
-#: The most tags one run can have.
-MAX_TAGS: Final = 50
-#: The longest tag.
-MAX_TAG_CHARS: Final = 64
-#: The longest note.
-MAX_NOTE_CHARS: Final = 10_000
-
-
-def check_tags(tags: object) -> list[str]:
-    """The tags as stored: stripped, without duplicates, in the order given.
-
-    Raises:
-        TypeError: ``tags`` is not a list of strings.
-        ValueError: an empty or too long tag, or too many tags.
-    """
-    if isinstance(tags, (str, bytes)) or not isinstance(tags, (list, tuple)):
-        raise TypeError(f"tags must be a list of strings, got {tags!r}")
-    out: list[str] = []
-    for tag in tags:
-        if type(tag) is not str:
-            raise TypeError(f"tags must contain strings, got {tag!r}")
-        text = tag.strip()
-        if not text:
-            raise ValueError("a tag must not be empty")
-        if len(text) > MAX_TAG_CHARS or any(ch in text for ch in "\n\r\t"):
-            raise ValueError(f"a tag is one line of at most {MAX_TAG_CHARS} characters, got {text[:80]!r}")
-        if text not in out:
-            out.append(text)
-    if len(out) > MAX_TAGS:
-        raise ValueError(f"a run has at most {MAX_TAGS} tags, got {len(out)}")
-    return out
-
-
-def check_note(note: object) -> str:
-    """The note as stored.
-
-    Raises:
-        TypeError: ``note`` is not a string.
-        ValueError: it is longer than :data:`MAX_NOTE_CHARS`.
-    """
-    if type(note) is not str:
-        raise TypeError(f"note must be a string, got {note!r}")
-    if len(note) > MAX_NOTE_CHARS:
-        raise ValueError(f"note must be at most {MAX_NOTE_CHARS} characters, got {len(note)}")
-    return note
 
 
 def has_annotations(conn: sqlite3.Connection) -> bool:
@@ -124,7 +77,7 @@ def set_run_annotations(
     new_note = None if note is None else check_note(note)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        run = _run_pk(conn, run_id)
+        run = run_pk(conn, run_id)
         current = conn.execute("SELECT tags, note FROM run_annotations WHERE run = ?", (run,)).fetchone()
         stored_tags = orjson.loads(current[0]) if current else []
         stored_note = current[1] if current else ""

@@ -8,7 +8,8 @@ from typing import Any
 import orjson
 
 from .annotations import run_annotations
-from .queries import _read_snapshot, _real, alerts
+from .common import read_snapshot, real_value
+from .events import alerts
 
 __all__ = ["runs_table_details"]
 
@@ -30,12 +31,12 @@ def runs_table_details(
         none), ``step`` its latest global step (the highest step any of its
         metrics was last logged at; ``None`` before any), ``metrics`` maps
         each wanted metric the run logged to ``{"last", "min", "max"}`` (NaN
-        and ±Inf as floats), ``alerts`` counts
-        the run's alert instances that are ``firing`` and ``pending`` now;
+        and ±Inf as floats), ``alerts`` counts the run's alert instances
+        that are ``firing`` and ``pending`` now;
         ``metric_names`` is every metric name any of the runs logged, sorted.
     """
     ids = orjson.dumps(run_ids).decode()
-    with _read_snapshot(conn):
+    with read_snapshot(conn):
         rows = conn.execute(
             "SELECT id, run_id, config FROM runs WHERE run_id IN (SELECT value FROM json_each(?))", (ids,)
         ).fetchall()
@@ -75,9 +76,9 @@ def runs_table_details(
                 (pks, orjson.dumps(metric_names).decode()),
             ):
                 out[run_of[pk]]["metrics"][name] = {
-                    "last": float("nan") if last is None else _real(last),
-                    "min": _real(low),
-                    "max": _real(high),
+                    "last": float("nan") if last is None else real_value(last),
+                    "min": real_value(low),
+                    "max": real_value(high),
                 }
         for alert in alerts(conn, states=("firing", "pending")):
             entry = out.get(alert["run_id"])
