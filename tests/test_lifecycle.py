@@ -681,6 +681,8 @@ TABLES_AT = {
     4: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},
     5: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # metric_stats rebuilt without REAL
     6: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # ingest_batches scoped per run
+    7: V1_TABLES
+    | {"ingest_batches", "metric_rollups", "snapshots", "media_blobs", "images", "media_usage", "histograms"},
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
@@ -694,6 +696,11 @@ ROWS = {
     "metric_rollups": "INSERT INTO metric_rollups (run, name, first_row, last_row, start_ts, end_ts, count, nan_count)"
     " VALUES (1, 'loss', 0, 9, 1, 2, 10, 0)",
     "snapshots": "INSERT INTO snapshots (run, ts, data) VALUES (1, 1, '{}')",
+    "media_blobs": "INSERT INTO media_blobs (digest, mime, size, data) VALUES ('d', 'image/png', 1, x'00')",
+    "images": "INSERT INTO images (run, name, step, ts, digest, width, height) VALUES (1, 'f', 0, 1, 'd', 1, 1)",
+    "media_usage": "INSERT INTO media_usage (run, image_bytes) VALUES (1, 1)",
+    "histograms": "INSERT INTO histograms (run, name, step, ts, size, nan_count, posinf_count, neginf_count, counts)"
+    " VALUES (1, 'q', 0, 1, 0, 0, 0, 0, '[]')",
 }
 #: Rows whose insert changed with a version (from that version on).
 ROWS_FROM = {

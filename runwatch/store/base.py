@@ -16,7 +16,8 @@ Shape of the interface:
 - **Reads by entity**, each consistent on its own (one snapshot of the
   store): runs, summaries, state, events, alerts, metrics (a run's calls as
   a DataFrame, one series as arrays, or a chart: min/max per bucket of a
-  shared x range), snapshots, sessions.
+  shared x range), images (metadata, and contents by digest), histograms,
+  snapshots, sessions.
 - **Lifecycle**: schema preparation and migrations (only the backend's
   schema module migrates), crash repair, retention and downsampling in
   resumable passes, backups, export.
@@ -310,6 +311,84 @@ class Store(ABC):
 
         Raises:
             UnknownRunError: a run id is not in the store.
+        """
+
+    # -- images and histograms ---------------------------------------------------------------
+
+    @abstractmethod
+    def image_names(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's image names: ``name``, ``count``, ``first_step``, ``last_step`` and ``latest``
+        (the metadata of its latest image, see :meth:`images`).
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def images(
+        self,
+        run_id: str,
+        name: str | None = None,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The metadata of a run's images, by name, step and order of storing: ``id``, ``name``, ``step``,
+        ``ts``, ``digest`` (SHA-256 of the content), ``mime``, ``width``, ``height``, ``caption``, ``size``.
+
+        Args:
+            name: only this name (``None``: every name).
+            start_step, end_step: only steps in this closed range.
+            limit: the most images returned (the first ones in that order).
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def image_at(
+        self, run_id: str, name: str, step: int | None = None, *, with_data: bool = False
+    ) -> dict[str, Any] | None:
+        """The latest image of ``name`` at or before ``step`` (``None``: the latest of all), or ``None``.
+
+        Args:
+            with_data: add ``data`` (the content's bytes), read in the same snapshot.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def image_content(self, digest: str) -> tuple[str, bytes] | None:
+        """The media type and bytes of the image content named ``digest``, or ``None``."""
+
+    @abstractmethod
+    def histogram_names(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's histogram names: ``name``, ``count``, ``first_step`` and ``last_step``.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def histograms(
+        self, run_id: str, name: str, *, start_step: int | None = None, end_step: int | None = None
+    ) -> list[dict[str, Any]]:
+        """A run's histograms of ``name`` by step (then order of storing): ``id``, ``name``, ``step``,
+        ``ts``, ``size``, ``nan_count``, ``posinf_count``, ``neginf_count``, ``min``, ``max``, ``sum``
+        (``None`` without finite values), and ``counts``: ``len(counts)`` equal bins from ``low`` to ``high``.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def media_usage(self, run_id: str) -> dict[str, int]:
+        """A run's ``image_bytes`` (counted against its budget) and ``images_over_budget``.
+
+        Raises:
+            UnknownRunError: no run has this id.
         """
 
     # -- ingest, snapshots -------------------------------------------------------------------
