@@ -19,9 +19,9 @@ Histograms are one row each: ``len(counts)`` equal bins from ``low`` to
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal, NamedTuple
 
 import orjson
 
@@ -30,6 +30,11 @@ from ..events import HistogramEvent, ImageEvent
 __all__ = [
     "MEDIA_TABLES",
     "MediaWriteOutcome",
+    "Statement",
+    "WritePlan",
+    "histogram_plan",
+    "image_plan",
+    "run_plan",
     "count_image_bytes",
     "delete_image_chunk",
     "insert_blob",
@@ -66,6 +71,47 @@ class MediaWriteOutcome:
     over_budget_runs: set[str] | None = None
 
 
+class Statement(NamedTuple):
+    """One SQL statement of a write plan, and what the plan wants back from it.
+
+    Attributes:
+        sql: the statement.
+        params: its parameters (a sequence of them with ``many``).
+        returns: ``row`` (the first row, or ``None``), ``rowcount`` or ``nothing``.
+        many: run it once per parameter set (``executemany``).
+    """
+
+    sql: str
+    params: Any
+    returns: Literal["row", "rowcount", "nothing"] = "nothing"
+    many: bool = False
+
+
+#: A write as a generator of statements that is sent each one's result: one logic for any connection
+#: (:func:`run_plan` runs it on ``sqlite3``; the SQLite sink runs it on its asynchronous connection).
+WritePlan = Generator[Statement, Any, None]
+
+
+def run_plan(conn: sqlite3.Connection, plan: WritePlan) -> None:
+    """Run a write plan on a ``sqlite3`` connection (inside the caller's transaction)."""
+    result: Any = None
+    while True:
+        try:
+            statement = plan.send(result)
+        except StopIteration:
+            return
+        if statement.many:
+            cursor = conn.executemany(statement.sql, statement.params)
+        else:
+            cursor = conn.execute(statement.sql, statement.params)
+        if statement.returns == "row":
+            result = cursor.fetchone()
+        elif statement.returns == "rowcount":
+            result = cursor.rowcount
+        else:
+            result = None
+
+
 def write_images(
     conn: sqlite3.Connection,
     run_pks: Mapping[str, int],
@@ -74,63 +120,83 @@ def write_images(
     max_image_bytes_per_run: int | None,
     outcome: MediaWriteOutcome | None = None,
 ) -> MediaWriteOutcome:
-    """Store images inside the caller's write transaction, within each run's byte budget.
+    """Store images inside the caller's write transaction, within each run's byte budget (see :func:`image_plan`)."""
+    outcome = outcome if outcome is not None else MediaWriteOutcome()
+    run_plan(conn, image_plan(run_pks, events, max_image_bytes_per_run, outcome))
+    return outcome
+
+
+def image_plan(
+    run_pks: Mapping[str, int],
+    events: Iterable[ImageEvent],
+    max_image_bytes_per_run: int | None,
+    outcome: MediaWriteOutcome,
+) -> WritePlan:
+    """The statements storing images within each run's byte budget; counts into ``outcome``.
 
     Args:
-        conn: a connection in a write transaction.
         run_pks: run id → row id of ``runs``, for every run of ``events``.
         events: the images, in the order logged.
         max_image_bytes_per_run: a run's budget in bytes (each content counted
             once per run); ``None``: no budget.
-        outcome: counters to add to (a new one when ``None``).
-
-    Returns:
-        The counters.
+        outcome: the counters to add to.
     """
-    outcome = outcome if outcome is not None else MediaWriteOutcome()
     for event in events:
         run = run_pks[event.run_id]
         size = len(event.data)
-        conn.execute("INSERT INTO media_usage (run) VALUES (?) ON CONFLICT (run) DO NOTHING", (run,))
-        held = conn.execute("SELECT 1 FROM images WHERE digest = ? AND run = ? LIMIT 1", (event.digest, run))
-        if held.fetchone() is None:
-            admitted = conn.execute(
+        yield Statement("INSERT INTO media_usage (run) VALUES (?) ON CONFLICT (run) DO NOTHING", (run,))
+        held = yield Statement(
+            "SELECT 1 FROM images WHERE digest = ? AND run = ? LIMIT 1", (event.digest, run), returns="row"
+        )
+        if held is None:
+            admitted = yield Statement(
                 "UPDATE media_usage SET image_bytes = image_bytes + :size"
                 " WHERE run = :run AND (:budget IS NULL OR image_bytes + :size <= :budget)",
                 {"size": size, "run": run, "budget": max_image_bytes_per_run},
-            ).rowcount
+                returns="rowcount",
+            )
             if not admitted:
-                conn.execute("UPDATE media_usage SET images_over_budget = images_over_budget + 1 WHERE run = ?", (run,))
+                yield Statement(
+                    "UPDATE media_usage SET images_over_budget = images_over_budget + 1 WHERE run = ?", (run,)
+                )
                 outcome.images_over_budget += 1
                 if outcome.over_budget_runs is None:
                     outcome.over_budget_runs = set()
                 outcome.over_budget_runs.add(event.run_id)
                 continue
-            if insert_blob(conn, event.digest, event.mime, event.data):
+            if (yield _insert_blob(event.digest, event.mime, event.data)):
                 outcome.new_blob_bytes += size
-        insert_image_rows(
-            conn,
-            [(run, event.name, event.step, event.timestamp, event.digest, event.width, event.height, event.caption)],
-        )
+        row = (run, event.name, event.step, event.timestamp, event.digest, event.width, event.height, event.caption)
+        yield Statement(_INSERT_IMAGES, [row], many=True)
         outcome.images_stored += 1
-    return outcome
+
+
+_INSERT_IMAGES: Final = (
+    "INSERT INTO images (run, name, step, ts, digest, width, height, caption) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_HISTOGRAMS: Final = (
+    "INSERT INTO histograms (run, name, step, ts, size, nan_count, posinf_count, neginf_count,"
+    " min, max, sum, low, high, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _insert_blob(digest: str, mime: str, data: bytes) -> Statement:
+    return Statement(
+        "INSERT INTO media_blobs (digest, mime, size, data) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
+        (digest, mime, len(data), data),
+        returns="rowcount",
+    )
 
 
 def insert_blob(conn: sqlite3.Connection, digest: str, mime: str, data: bytes) -> bool:
     """Store a content under its digest unless the store has it; whether it was new."""
-    return bool(
-        conn.execute(
-            "INSERT INTO media_blobs (digest, mime, size, data) VALUES (?, ?, ?, ?) ON CONFLICT (digest) DO NOTHING",
-            (digest, mime, len(data), data),
-        ).rowcount
-    )
+    statement = _insert_blob(digest, mime, data)
+    return bool(conn.execute(statement.sql, statement.params).rowcount)
 
 
 def insert_image_rows(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]) -> None:
     """Insert image rows ``(run, name, step, ts, digest, width, height, caption)``; their blobs must exist."""
-    conn.executemany(
-        "INSERT INTO images (run, name, step, ts, digest, width, height, caption) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows
-    )
+    conn.executemany(_INSERT_IMAGES, rows)
 
 
 def write_histograms(
@@ -142,6 +208,14 @@ def write_histograms(
 ) -> MediaWriteOutcome:
     """Store histograms inside the caller's write transaction."""
     outcome = outcome if outcome is not None else MediaWriteOutcome()
+    run_plan(conn, histogram_plan(run_pks, events, outcome))
+    return outcome
+
+
+def histogram_plan(
+    run_pks: Mapping[str, int], events: Iterable[HistogramEvent], outcome: MediaWriteOutcome
+) -> WritePlan:
+    """The statement storing histograms; counts into ``outcome``."""
     rows = [
         (
             run_pks[event.run_id],
@@ -161,18 +235,14 @@ def write_histograms(
         )
         for event in events
     ]
-    insert_histogram_rows(conn, rows)
+    if rows:
+        yield Statement(_INSERT_HISTOGRAMS, rows, many=True)
     outcome.histograms_stored += len(rows)
-    return outcome
 
 
 def insert_histogram_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
     """Insert histogram rows in the column order of the table (without ``id``)."""
-    conn.executemany(
-        "INSERT INTO histograms (run, name, step, ts, size, nan_count, posinf_count, neginf_count,"
-        " min, max, sum, low, high, counts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        rows,
-    )
+    conn.executemany(_INSERT_HISTOGRAMS, rows)
 
 
 def count_image_bytes(conn: sqlite3.Connection, run: int) -> None:
