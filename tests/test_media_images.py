@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import sys
 
 import numpy as np
 import pytest
@@ -154,3 +155,11 @@ def test_bad_images_are_refused_at_the_call(image: object, error: type[Exception
     """What cannot be an image is a TypeError or ValueError at the call, naming what was wrong."""
     with pytest.raises(error, match=match):
         take_image(image)
+
+
+def test_a_half_imported_pillow_does_not_break_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While the media thread is still importing PIL.Image (no Image class yet), an array is taken as usual."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "PIL.Image", types.ModuleType("PIL.Image"))
+    assert take_image(frame()).form == "array"

@@ -91,9 +91,10 @@ class EncodedImage:
 
 
 def _is_pil_image(image: object) -> bool:
-    # Only a caller who imported PIL can hold a PIL image: no import on the training thread.
-    pil = sys.modules.get("PIL.Image")
-    return pil is not None and isinstance(image, pil.Image)
+    # Only a caller who imported PIL can hold a PIL image: no import on the training thread. The
+    # module may be half-imported (the media thread imports it for its first encoding): no class yet.
+    image_class = getattr(sys.modules.get("PIL.Image"), "Image", None)
+    return image_class is not None and isinstance(image, image_class)
 
 
 def take_image(image: object, what: str = "image") -> TakenImage:

@@ -12,7 +12,8 @@ Shape of the interface:
 - **One write path.** :meth:`Store.open_writer` gives the pipeline's store sink
   a :class:`StoreWriter`; each :meth:`StoreWriter.write` stores one batch of
   events (metrics as a batch of logging calls, events, state patches, run
-  updates, ingest receipts) in one transaction. Nothing else writes events.
+  updates, images, histograms, ingest receipts) in one transaction. Nothing
+  else writes events.
 - **Reads by entity**, each consistent on its own (one snapshot of the
   store): runs, summaries, state, events, alerts, metrics (a run's calls as
   a DataFrame, one series as arrays, or a chart: min/max per bucket of a
@@ -152,6 +153,10 @@ class StoreWriter(ABC):
     async def aclose(self) -> None:
         """Disconnect. Calling it again does nothing."""
 
+    def counters(self) -> dict[str, int]:
+        """What the writer has stored beyond events, for the sink's statistics (``images_stored``...)."""
+        return {}
+
 
 class Store(ABC):
     """A runwatch store (see the module docs)."""
@@ -178,12 +183,15 @@ class Store(ABC):
         """Step the schema up or down to ``target_version`` (``None``: the newest); the versions passed."""
 
     @abstractmethod
-    def open_writer(self, *, owner: str) -> StoreWriter:
+    def open_writer(self, *, owner: str, max_image_bytes_per_run: int | None = None) -> StoreWriter:
         """The write path for one pipeline sink.
 
         Args:
             owner: ``host:pid:start-time`` of the process writing: the owner of
                 the runs it starts (crash detection), unless an event names one.
+            max_image_bytes_per_run: the bytes of image contents a run may
+                store (each content counted once per run); an image past it is
+                refused and counted, never raised. ``None``: no budget.
         """
 
     # -- runs ------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ import orjson
 from ..exceptions import StoreError
 from ..wire import json_number
 from . import connections, queries
-from .queries import media
 from .downsample import ROLLUP_COLUMNS
+from .queries import media
 
 __all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run"]
 

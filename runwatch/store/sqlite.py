@@ -148,10 +148,10 @@ class SQLiteStore(Store):
             connections.apply_pragmas(conn)
             return migrate(conn, target_version)
 
-    def open_writer(self, *, owner: str) -> StoreWriter:
+    def open_writer(self, *, owner: str, max_image_bytes_per_run: int | None = None) -> StoreWriter:
         from .writer import SQLiteWriter
 
-        return SQLiteWriter(self.location, owner)
+        return SQLiteWriter(self.location, owner, max_image_bytes_per_run=max_image_bytes_per_run)
 
     # -- runs --------------------------------------------------------------------------------
 
