@@ -1,0 +1,104 @@
+"""The media routes on a real server over loopback: image lists and bytes, histogram series."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from runwatch import MonitorConfig, WebMonitor
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    """A monitor whose run 'r' logged 3 frames, one map image and 2 histograms, with its web interface."""
+    directory: Path = tmp_path_factory.mktemp("media-web")
+    config = MonitorConfig(db_path=str(directory / "runs.db"), data_dir=str(directory / "data"), web_port=0)
+    with WebMonitor(config) as monitor:
+        monitor.start_training(run_id="r")
+        for step in range(3):
+            monitor.log_image("frame", np.full((6, 8, 3), step * 50, np.uint8), step=step, caption=f"s{step}")
+        monitor.log_image("maps/world", np.zeros((4, 4), np.uint8), step=1)
+        monitor.log_histogram("q", [0.0, 1.0, 1.0, float("inf")], step=0, bins=2)
+        monitor.log_histogram("q", [2.0, 3.0], step=5, bins=2)
+        monitor.flush()
+        assert monitor.web_url is not None
+        with httpx.Client(base_url=monitor.web_url, timeout=10) as client:
+            yield client
+
+
+def test_image_names_list_each_name_with_its_latest_image(served: httpx.Client) -> None:
+    """/images names every image series with its count, step range and latest image's URL."""
+    body = served.get("/api/runs/r/images").json()
+    by_name = {entry["name"]: entry for entry in body["names"]}
+    assert set(by_name) == {"frame", "maps/world"}
+    frame = by_name["frame"]
+    assert (frame["count"], frame["first_step"], frame["last_step"]) == (3, 0, 2)
+    assert frame["latest"]["step"] == 2 and frame["latest"]["url"] == f"/api/media/{frame['latest']['digest']}"
+
+
+def test_image_list_and_at_step_give_metadata_by_step(served: httpx.Client) -> None:
+    """/images/list gives a name's images by step; /images/at the latest at or before a step, else 404."""
+    listed = served.get("/api/runs/r/images/list", params={"name": "frame", "start_step": 1}).json()["images"]
+    assert [(row["step"], row["caption"], row["width"], row["height"]) for row in listed] == [
+        (1, "s1", 8, 6),
+        (2, "s2", 8, 6),
+    ]
+    at = served.get("/api/runs/r/images/at", params={"name": "frame", "step": 1}).json()
+    assert at["step"] == 1 and at["mime"] == "image/png"
+    missing = served.get("/api/runs/r/images/at", params={"name": "frame", "step": -1})
+    assert missing.status_code == 404 and "at or before step -1" in missing.json()["error"]["message"]
+    assert served.get("/api/runs/nope/images").status_code == 404
+
+
+def test_image_bytes_are_served_by_digest_with_immutable_caching(served: httpx.Client) -> None:
+    """/api/media/{digest} answers the PNG with its type, an ETag and immutable caching; the ETag gets a 304."""
+    at = served.get("/api/runs/r/images/at", params={"name": "frame"}).json()
+    response = served.get(at["url"])
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert hashlib.sha256(response.content).hexdigest() == at["digest"]
+    assert "immutable" in response.headers["cache-control"] and response.headers["etag"] == f'"{at["digest"]}"'
+    with Image.open(io.BytesIO(response.content)) as picture:
+        assert np.asarray(picture)[0, 0].tolist() == [100, 100, 100]
+    cached = served.get(at["url"], headers={"If-None-Match": response.headers["etag"]})
+    assert cached.status_code == 304 and cached.content == b""
+
+
+@pytest.mark.parametrize(
+    ("digest", "status"), [pytest.param("0" * 64, 404, id="unknown"), pytest.param("xyz", 422, id="not a digest")]
+)
+def test_unknown_or_malformed_digests_are_refused(served: httpx.Client, digest: str, status: int) -> None:
+    """An unknown content is 404; a digest that is no SHA-256 is 422 naming the field."""
+    response = served.get(f"/api/media/{digest}")
+    assert response.status_code == status
+    if status == 422:
+        assert response.json()["error"]["field"] == "digest"
+
+
+def test_histogram_series_give_bins_and_summary_by_step(served: httpx.Client) -> None:
+    """/histograms names the series; /histograms/series gives each step's bins, counts and summary."""
+    names = served.get("/api/runs/r/histograms").json()["names"]
+    assert names == [{"name": "q", "count": 2, "first_step": 0, "last_step": 5}]
+    series = served.get("/api/runs/r/histograms/series", params={"name": "q"}).json()["histograms"]
+    assert [(h["step"], h["counts"], h["low"], h["high"], h["posinf_count"]) for h in series] == [
+        (0, [1, 2], 0.0, 1.0, 1),
+        (5, [1, 1], 2.0, 3.0, 0),
+    ]
+    assert (
+        served.get("/api/runs/r/histograms/series", params={"name": "q", "start_step": 1}).json()["histograms"][0][
+            "step"
+        ]
+        == 5
+    )
+
+
+def test_media_routes_validate_their_parameters(served: httpx.Client) -> None:
+    """A missing name or a step that is no integer is a 422."""
+    assert served.get("/api/runs/r/images/list").status_code == 422
+    assert served.get("/api/runs/r/histograms/series", params={"name": "q", "start_step": "x"}).status_code == 422
