@@ -102,3 +102,34 @@ def test_media_routes_validate_their_parameters(served: httpx.Client) -> None:
     """A missing name or a step that is no integer is a 422."""
     assert served.get("/api/runs/r/images/list").status_code == 422
     assert served.get("/api/runs/r/histograms/series", params={"name": "q", "start_step": "x"}).status_code == 422
+
+
+async def test_live_subscribers_get_images_without_bytes_and_fetch_them_by_digest(tmp_path: Path) -> None:
+    """A /ws subscriber to images and histograms gets each as it is logged (no bytes); the digest's URL serves them."""
+    import anyio
+    import orjson
+    import websockets
+
+    config = MonitorConfig(db_path=str(tmp_path / "runs.db"), data_dir=str(tmp_path / "data"), web_port=0)
+    with WebMonitor(config) as monitor:
+        monitor.start_training(run_id="live")
+        assert monitor.web_url is not None
+        url = monitor.web_url.replace("http", "ws", 1) + "/ws"
+        async with websockets.connect(url) as socket:
+            await socket.send(orjson.dumps({"subscribe": {"kinds": ["image", "histogram"]}}))
+            await socket.recv()  # subscribed
+            await anyio.to_thread.run_sync(lambda: monitor.log_image("frame", np.full((4, 4), 9, np.uint8), step=3))
+            await anyio.to_thread.run_sync(lambda: monitor.log_histogram("q", [1.0, 2.0], step=3, bins=2))
+            seen: dict[str, dict] = {}
+            with anyio.fail_after(10):
+                while len(seen) < 2:
+                    message = orjson.loads(await socket.recv())
+                    for event in message.get("events", []):
+                        seen[event["kind"]] = event
+        image, histogram = seen["image"], seen["histogram"]
+        assert "data" not in image and (image["name"], image["step"], image["width"]) == ("frame", 3, 4)
+        assert histogram["counts"] == [1, 1] and histogram["step"] == 3
+        monitor.flush()
+        async with httpx.AsyncClient(base_url=monitor.web_url) as client:
+            response = await client.get(f"/api/media/{image['digest']}")
+        assert response.status_code == 200 and hashlib.sha256(response.content).hexdigest() == image["digest"]
