@@ -241,7 +241,8 @@ def main() -> int:
         f" bytes served median {live['served_median_ms']:.1f} ms (max {live['served_max_ms']:.1f})"
     )
     print(
-        f"log_histogram 1M: array {histogram['array_median_ms']:.2f} ms, float32 {histogram['float32_median_ms']:.2f} ms,"
+        f"log_histogram 1M: array {histogram['array_median_ms']:.2f} ms,"
+        f" float32 {histogram['float32_median_ms']:.2f} ms,"
         f" list {histogram['list_median_ms']:.1f} ms; baseline numpy copy {histogram['copy_median_ms']:.2f} ms,"
         f" numpy.histogram {histogram['np_histogram_median_ms']:.1f} ms;"
         f" media thread {histogram['media_thread_ms_per_histogram']:.1f} ms per histogram"

@@ -3,7 +3,8 @@
 An agent walks a small grid world: every step logs reward, loss, epsilon
 and inference time, the game state (position, health, map) and the action,
 a rendered frame of the grid (the image ``env/frame``) and, every fourth
-step, a histogram of the Q-values of a batch (``q_values``); every episode logs its total reward and a system reading of its own
+step, a histogram of the Q-values of a batch (``q_values``); every episode
+logs its total reward and a system reading of its own
 (``system/reported/*``; the built-in sampler adds its ``system/*`` series).
 Once per run the loss diverges to NaN for a few steps: it is stored and
 charted as such, and the default alert rule ``non_finite_metric`` fires and
