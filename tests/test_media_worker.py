@@ -69,17 +69,23 @@ def test_a_full_queue_drops_new_jobs_and_counts_them() -> None:
 
 
 def test_the_byte_bound_drops_a_copy_that_does_not_fit() -> None:
-    """A job whose copy would pass max_queued_bytes behind others is dropped; the first always fits."""
-    release = threading.Event()
-    worker = MediaWorker(lambda event: release.wait(10), max_queued_bytes=100)
+    """A job whose copy would pass max_queued_bytes behind another is dropped; alone in the queue it is taken."""
+    release, busy = threading.Event(), threading.Event()
+
+    def blocked_emit(event: object) -> None:
+        busy.set()
+        release.wait(10)
+
+    worker = MediaWorker(blocked_emit, max_queued_bytes=100)
     try:
-        assert worker.submit(HistogramJob("run", 1.0, "q", 0, take_values(np.zeros(1000)), 4))  # alone: taken
-        assert worker.submit(HistogramJob("run", 1.0, "q", 1, take_values(np.zeros(1000)), 4)) in (True, False)
+        assert worker.submit(HistogramJob("run", 1.0, "q", 0, take_values(np.zeros(1000)), 4))
+        assert busy.wait(10)  # the first job is with the thread: the queue is empty again
+        assert worker.submit(HistogramJob("run", 1.0, "q", 1, take_values(np.zeros(1000)), 4))  # alone: taken
         assert not worker.submit(HistogramJob("run", 1.0, "q", 2, take_values(np.zeros(1000)), 4))
     finally:
         release.set()
         worker.close()
-    assert worker.statistics().dropped["queue_full"] >= 1
+    assert worker.statistics().dropped == {"queue_full": 1}
 
 
 def test_unreadable_bytes_are_dropped_counted_and_the_worker_goes_on(caplog) -> None:
