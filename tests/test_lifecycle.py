@@ -773,3 +773,23 @@ def test_one_migration_step_adds_or_drops_its_tables_and_keeps_the_others_data(
         table: before[table] for table in TABLES_AT[start] & TABLES_AT[target]
     }
     assert all(after[table] == 0 for table in TABLES_AT[target] - TABLES_AT[start] if table != "meta")
+
+
+def test_cleanup_empties_every_table_that_holds_a_runs_rows(db: Path) -> None:
+    """Every table of the newest schema with a ``run`` column is emptied of a removed run's rows (a table
+    added without its cleanup fails here), and no image content is left that no image names."""
+    store_at(db, SCHEMA_VERSION)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET status = 'completed', end_time = 1, updated_at = 1")
+        tables = [
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'run'", (name,)).fetchone()
+        ]
+    assert {"metric_rows", "images", "histograms", "media_usage"} <= set(tables)
+
+    DatabaseManager(db).cleanup_old_data(at(CUTOFF))
+
+    left = tables_and_counts(db)
+    assert {table: left[table] for table in tables} == dict.fromkeys(tables, 0)
+    assert left["runs"] == 0 and left["media_blobs"] == 0
