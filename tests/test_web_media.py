@@ -6,13 +6,18 @@ import hashlib
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
+import orjson
 import pytest
 from PIL import Image
 
 from runwatch import MonitorConfig, WebMonitor
+from runwatch.events import ImageEvent
+from runwatch.pipeline.component import ComponentContext
+from runwatch.sinks.websocket import SubscriptionFilter, WebsocketHub
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +112,6 @@ def test_media_routes_validate_their_parameters(served: httpx.Client) -> None:
 async def test_live_subscribers_get_images_without_bytes_and_fetch_them_by_digest(tmp_path: Path) -> None:
     """A /ws subscriber to images and histograms gets each as it is logged (no bytes); the digest's URL serves them."""
     import anyio
-    import orjson
     import websockets
 
     config = MonitorConfig(db_path=str(tmp_path / "runs.db"), data_dir=str(tmp_path / "data"), web_port=0)
@@ -133,3 +137,64 @@ async def test_live_subscribers_get_images_without_bytes_and_fetch_them_by_diges
         async with httpx.AsyncClient(base_url=monitor.web_url) as client:
             response = await client.get(f"/api/media/{image['digest']}")
         assert response.status_code == 200 and hashlib.sha256(response.content).hexdigest() == image["digest"]
+
+
+def image_event(step: int, size: int, run_id: str = "r") -> ImageEvent:
+    data = bytes([step % 256]) * size  # the hub keeps bytes as they are: no PNG needed here
+    return ImageEvent(run_id, 1.0 + step, "frame", step, data, "image/png", 1, 1, hashlib.sha256(data).hexdigest())
+
+
+async def test_the_hub_keeps_the_latest_image_bytes_within_its_bound_and_replays_images_without_them() -> None:
+    """The hub answers the bytes of its latest images up to recent_image_bytes (oldest out first); the events
+    it keeps for replay hold no image bytes."""
+    hub = WebsocketHub("live", WebsocketHub.Options(recent_image_bytes=2500), ComponentContext())
+    images = [image_event(step, 1000) for step in range(3)]
+    await hub.write(images)  # nobody subscribed: kept at once
+    assert hub.recent_image(images[0].digest) is None  # 3000 bytes > 2500: the oldest went
+    assert [hub.recent_image(image.digest) for image in images[1:]] == [
+        ("image/png", image.data) for image in images[1:]
+    ]
+    assert hub.recent_image("0" * 64) is None
+    subscriber = hub.subscribe(SubscriptionFilter(kinds=("image",)))
+    assert hub.replay(subscriber, 10) == 3
+    replayed = orjson.loads(subscriber._queue[0][0])["events"]
+    assert [(event["step"], "data" in event) for event in replayed] == [(0, False), (1, False), (2, False)]
+    assert all(event.data == b"" for event in hub._recent)
+
+
+async def test_a_live_frame_is_served_before_the_store_commits_it(tmp_path: Path) -> None:
+    """/api/media/{digest} answers a frame as soon as the websocket hub has announced it, before the store has
+    committed it (here the store sink commits every 30 s, or at a flush)."""
+    import anyio
+    import websockets
+
+    graph = {
+        "sources": {"app": {"type": "in_process"}},
+        "sinks": {
+            "store": {"type": "sqlite", "inputs": ["app"], "flush_interval_seconds": 30},
+            "live": {"type": "websocket_hub", "inputs": ["app"]},
+        },
+    }
+    config = MonitorConfig(
+        db_path=str(tmp_path / "runs.db"), data_dir=str(tmp_path / "data"), web_port=0, pipeline=graph
+    )
+    with WebMonitor(config) as monitor:
+        monitor.start_training(run_id="r")
+        assert monitor.web_url is not None
+        async with websockets.connect(monitor.web_url.replace("http", "ws", 1) + "/ws") as socket:
+            await socket.send(orjson.dumps({"subscribe": {"kinds": ["image"]}}))
+            await socket.recv()  # subscribed
+            await anyio.to_thread.run_sync(lambda: monitor.log_image("frame", np.full((4, 4), 9, np.uint8), step=1))
+            with anyio.fail_after(10):
+                events: list[dict[str, Any]] = []
+                while not events:
+                    events = orjson.loads(await socket.recv()).get("events", [])
+        async with httpx.AsyncClient(base_url=monitor.web_url) as client:
+            stored = (await client.get("/api/runs/r/images")).json()["names"]
+            response = await client.get(f"/api/media/{events[0]['digest']}")
+            unknown = await client.get(f"/api/media/{'0' * 64}")
+    assert stored == []  # not committed yet
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert hashlib.sha256(response.content).hexdigest() == events[0]["digest"]
+    assert "immutable" in response.headers["cache-control"]
+    assert unknown.status_code == 404

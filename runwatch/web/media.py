@@ -2,7 +2,9 @@
 
 Image bytes are served by content: ``/api/media/{digest}`` names a content by
 the SHA-256 of its bytes, so a response never changes and browsers may cache
-it for good (``Cache-Control: immutable``, an ``ETag`` answered with 304).
+it for good (``Cache-Control: immutable``, an ``ETag`` answered with 304). A
+live frame is served from the websocket hub's recent images as soon as it is
+announced, before the store has committed it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Final
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response
 
+from ..sinks.websocket import LIVE_HUB
 from ..wire import json_number
 from .http import ApiError, JSONResponse, error_responses, iso, read, web_context
 
@@ -116,7 +119,11 @@ async def media_content(
     headers = {"Cache-Control": IMMUTABLE, "ETag": etag}
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    found = await read(web_context(request).store.image_content, digest)
+    context = web_context(request)
+    hub = context.services.get(LIVE_HUB)
+    found = hub.recent_image(digest) if hub is not None else None
+    if found is None:
+        found = await read(context.store.image_content, digest)
     if found is None:
         raise ApiError(404, f"no image content {digest}")
     mime, data = found
