@@ -104,9 +104,13 @@ def test_histogram_series_give_bins_and_summary_by_step(served: httpx.Client) ->
 
 
 def test_media_routes_validate_their_parameters(served: httpx.Client) -> None:
-    """A missing name or a step that is no integer is a 422."""
+    """A missing name, a step that is no integer or a max_count below 1 is a 422."""
     assert served.get("/api/runs/r/images/list").status_code == 422
     assert served.get("/api/runs/r/histograms/series", params={"name": "q", "start_step": "x"}).status_code == 422
+    refused = served.get("/api/runs/r/histograms/series", params={"name": "q", "max_count": 0})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "max_count"
+    thinned = served.get("/api/runs/r/histograms/series", params={"name": "q", "max_count": 1}).json()["histograms"]
+    assert [h["step"] for h in thinned] == [5]
 
 
 async def test_live_subscribers_get_images_without_bytes_and_fetch_them_by_digest(tmp_path: Path) -> None:

@@ -381,11 +381,18 @@ class Store(ABC):
 
     @abstractmethod
     def histograms(
-        self, run_id: str, name: str, *, start_step: int | None = None, end_step: int | None = None
+        self,
+        run_id: str,
+        name: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_count: int | None = None,
     ) -> list[dict[str, Any]]:
         """A run's histograms of ``name`` by step (then order of storing): ``id``, ``name``, ``step``,
         ``ts``, ``size``, ``nan_count``, ``posinf_count``, ``neginf_count``, ``min``, ``max``, ``sum``
         (``None`` without finite values), and ``counts``: ``len(counts)`` equal bins from ``low`` to ``high``.
+        ``max_count`` keeps at most that many, evenly spaced, the first and the last included.
 
         Raises:
             UnknownRunError: no run has this id.

@@ -309,9 +309,17 @@ class SQLiteStore(Store):
         return self._read(media_queries.histogram_names, run_id)
 
     def histograms(
-        self, run_id: str, name: str, *, start_step: int | None = None, end_step: int | None = None
+        self,
+        run_id: str,
+        name: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_count: int | None = None,
     ) -> list[dict[str, Any]]:
-        return self._read(media_queries.run_histograms, run_id, name, start_step=start_step, end_step=end_step)
+        return self._read(
+            media_queries.run_histograms, run_id, name, start_step=start_step, end_step=end_step, max_count=max_count
+        )
 
     def media_usage(self, run_id: str) -> dict[str, int]:
         return self._read(media_queries.media_usage, run_id)

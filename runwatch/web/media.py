@@ -33,6 +33,8 @@ DIGEST_SCHEMA: Final[dict[str, Any]] = {"pattern": "^[0-9a-f]{64}$"}
 IMMUTABLE: Final = "public, max-age=31536000, immutable"
 #: The most image rows one list answers with.
 MAX_IMAGE_ROWS: Final = 10_000
+#: The most histograms one series may be thinned to.
+MAX_HISTOGRAMS: Final = 100_000
 
 
 def _step_query() -> Any:
@@ -150,9 +152,12 @@ async def histogram_series(
     name: str = Query(min_length=1),
     start_step: int | None = _step_query(),
     end_step: int | None = _step_query(),
+    max_count: int | None = Query(
+        None, ge=1, le=MAX_HISTOGRAMS, description="at most this many, evenly spaced, the first and last included"
+    ),
 ) -> JSONResponse:
     store = web_context(request).store
-    rows = await read(store.histograms, run_id, name, start_step=start_step, end_step=end_step)
+    rows = await read(store.histograms, run_id, name, start_step=start_step, end_step=end_step, max_count=max_count)
     histograms = []
     for row in rows:
         out = {key: value for key, value in row.items() if key not in ("id", "ts")}

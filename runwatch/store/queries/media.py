@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import orjson
 
-from .common import run_pk
+from .common import read_snapshot, run_pk
 
 __all__ = [
     "IMAGE_COLUMNS",
@@ -169,8 +169,14 @@ def run_histograms(
     *,
     start_step: int | None = None,
     end_step: int | None = None,
+    max_count: int | None = None,
 ) -> list[dict[str, Any]]:
     """A run's histograms of ``name`` in order of step (then of storing), with ``counts`` as a list.
+
+    Args:
+        start_step, end_step: only steps in this closed range.
+        max_count: at most this many, evenly spaced over the order, the first
+            and the last included (``None``: all of them).
 
     Raises:
         UnknownRunError: no run has this id.
@@ -183,8 +189,22 @@ def run_histograms(
         if value is not None:
             clauses.append(clause)
             params.append(value)
+    where = " AND ".join(clauses)
     columns = ", ".join(_HISTOGRAM_COLUMNS)
-    rows = conn.execute(f"SELECT {columns} FROM histograms WHERE {' AND '.join(clauses)} ORDER BY step, id", params)
+    with read_snapshot(conn):
+        if max_count is not None:
+            (total,) = conn.execute(f"SELECT count(*) FROM histograms WHERE {where}", params).fetchone()
+            if total > max_count:
+                # Every stride-th row in order, and the last; a stride that gives at most max_count of them.
+                last = int(total) - 1
+                keep = f"n = {last}"
+                if max_count > 1:
+                    keep += f" OR n % {-(-last // (max_count - 1))} = 0"
+                where = (
+                    f"id IN (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY step, id) - 1 AS n"
+                    f" FROM histograms WHERE {where}) WHERE {keep})"
+                )
+        rows = conn.execute(f"SELECT {columns} FROM histograms WHERE {where} ORDER BY step, id", params).fetchall()
     out = []
     for row in rows:
         record = dict(zip(_HISTOGRAM_COLUMNS, row, strict=True))

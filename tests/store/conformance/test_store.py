@@ -270,6 +270,16 @@ async def test_histograms_read_back_by_step_with_their_bins_and_summary(store: S
     assert [row["step"] for row in store.histograms("r", "q", start_step=1)] == [5]
 
 
+@pytest.mark.parametrize(("count", "max_count", "steps"), [(10, 4, [0, 3, 6, 9]), (10, 3, [0, 5, 9]), (5, 1, [4])])
+async def test_histograms_thin_evenly_to_max_count_keeping_the_first_and_last(
+    store: Store, count: int, max_count: int, steps: list[int]
+) -> None:
+    """max_count keeps that many histograms at most, evenly spaced, the first and the last included."""
+    await write(store, [started("r"), *(histogram("r", step, [float(step)]) for step in range(count))])
+    assert [row["step"] for row in store.histograms("r", "q", max_count=max_count)] == steps
+    assert len(store.histograms("r", "q", max_count=count)) == count
+
+
 async def test_cleanup_removes_a_runs_images_and_histograms_and_contents_no_image_names(store: Store) -> None:
     """A removed run takes its images, histograms and the contents only it named; a content another run
     still names stays."""
