@@ -778,6 +778,16 @@ class WebMonitor:
         self.flush()
         return self.db.get_run_metrics(run_id, metric_names, start_time, end_time, align=align)
 
+    def get_run_histograms(self, run_id: str, name: str) -> pd.DataFrame:
+        """Get a run's histograms of ``name`` as a DataFrame, one row per logged histogram, by step.
+
+        The histograms logged before this call are binned and stored first.
+        Columns as :meth:`DatabaseManager.get_run_histograms` gives them
+        (``step``, ``timestamp``, the summary, ``bin_edges`` and ``counts``).
+        """
+        self.flush()
+        return self.db.get_run_histograms(run_id, name)
+
     def get_run_events(
         self,
         run_id: str,
