@@ -92,6 +92,7 @@ bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_bounds.py
 	$(BIN)/python benchmarks/bench_store.py
 	$(BIN)/python benchmarks/bench_dashboard.py
+	$(BIN)/python benchmarks/bench_media.py
 	$(BENCH_VENV)/bin/python benchmarks/bench_peers.py
 
 lint: $(LINT_STAMP)

@@ -182,6 +182,7 @@ def monitor_pipeline_config(config: MonitorConfig) -> PipelineSpec | dict[str, A
         max_snapshots=config.max_snapshots,
         max_events=config.max_events,
         system_interval_seconds=config.update_interval,
+        max_image_bytes_per_run=config.max_image_bytes_per_run,
     )
     graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
     return graph

@@ -70,6 +70,13 @@ class MonitorConfig:
             (``start_training``, ``stop_training``, ``pause_training``...)
             waits for its change to be committed before returning anyway
             (logged and counted; see :meth:`WebMonitor.statistics`).
+        max_images_per_second: images kept per run and name each second
+            (:meth:`WebMonitor.log_image`), in bursts of up to one second's
+            worth; more are dropped at the call and counted (never raised).
+            ``None``: no limit. The default keeps every frame of a 60 Hz game.
+        max_image_bytes_per_run: the bytes of images a run may store (each
+            content counted once per run); past it new images are refused
+            by the store and counted. ``None``: no budget.
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -91,6 +98,8 @@ class MonitorConfig:
     web_max_connections: int | None = None
     shutdown_timeout_seconds: float = 10.0
     commit_timeout_seconds: float = 10.0
+    max_images_per_second: float | None = 60.0
+    max_image_bytes_per_run: int | None = 1 << 30
 
     def __post_init__(self) -> None:
         for name in ("db_path", "data_dir", "static_dir"):
@@ -116,6 +125,10 @@ class MonitorConfig:
             raise ValueError("web_token must be a string of at least 8 characters")
         if self.web_max_connections is not None:
             _require_int("web_max_connections", self.web_max_connections, 1, None)
+        if self.max_images_per_second is not None:
+            _require_positive_rate("max_images_per_second", self.max_images_per_second)
+        if self.max_image_bytes_per_run is not None:
+            _require_int("max_image_bytes_per_run", self.max_image_bytes_per_run, 1, None)
         pipeline = self.pipeline
         if isinstance(pipeline, os.PathLike):
             object.__setattr__(self, "pipeline", os.fspath(pipeline))
@@ -195,6 +208,13 @@ def _require_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a positive number of seconds, got {value}")
 
 
+def _require_positive_rate(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number or None, got {value!r}")
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"{name} must be a positive number (or None for no limit), got {value}")
+
+
 def _parse_env(variable: str, text: str, annotation: Any) -> Any:
     kind = str(annotation)
     try:
@@ -213,6 +233,8 @@ def _parse_env(variable: str, text: str, annotation: Any) -> Any:
             return text or None
         if kind == "int | None":
             return int(text) if text.strip() else None
+        if kind == "float | None":
+            return float(text) if text.strip() else None
     except ValueError:
         raise ValueError(f"environment variable {variable}={text!r} is not a valid {kind}") from None
     return text

@@ -1,8 +1,10 @@
 """A simulated RL training loop, monitored end to end (``make demo``).
 
 An agent walks a small grid world: every step logs reward, loss, epsilon
-and inference time, the game state (position, health, map) and the action;
-every episode logs its total reward and a system reading of its own
+and inference time, the game state (position, health, map) and the action,
+a rendered frame of the grid (the image ``env/frame``) and, every fourth
+step, a histogram of the Q-values of a batch (``q_values``); every episode
+logs its total reward and a system reading of its own
 (``system/reported/*``; the built-in sampler adds its ``system/*`` series).
 Once per run the loss diverges to NaN for a few steps: it is stored and
 charted as such, and the default alert rule ``non_finite_metric`` fires and
@@ -18,6 +20,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+import numpy as np
 
 from .config import MonitorConfig
 from .monitor import WebMonitor
@@ -79,6 +83,7 @@ def simulate_training(
     if on_start is not None:
         on_start(run_id)
     loss = 2.0
+    noise = np.random.default_rng(settings.seed)
     for episode in range(settings.episodes):
         x, y, hp, total_reward = 8, 8, 100, 0.0
         epsilon = max(0.05, 1.0 - episode / max(1, settings.episodes * 0.7))
@@ -105,6 +110,10 @@ def simulate_training(
             monitor.update_metrics(
                 {"loss": logged_loss, "epsilon": epsilon, "q_value": {"mean": 1.0 - loss, "max": 2.0 - loss / 2}},
             )
+            # What the agent saw, and the spread of its Q-values, at the same step.
+            monitor.log_image("env/frame", render_gridworld(x, y, hp), caption=f"episode {episode} step {step}")
+            if step % 4 == 0:
+                monitor.log_histogram("q_values", q_values(noise, 1.0 - loss, epsilon), bins=32)
             if settings.step_seconds:
                 time.sleep(settings.step_seconds)
             if hp == 0:
@@ -116,6 +125,32 @@ def simulate_training(
         monitor.update_system_metrics(*_system_sample())  # readings of its own, apart from the sampler's
     monitor.stop_training(final_reward=total_reward)
     return run_id
+
+
+#: The gridworld's frame: 16×16 cells of 8×8 pixels.
+_CELL = 8
+
+
+def render_gridworld(x: int, y: int, hp: int) -> np.ndarray[Any, Any]:
+    """A 128×128 RGB frame of the gridworld: the goal in the corner, the agent coloured by its health."""
+    frame = np.full((16 * _CELL, 16 * _CELL, 3), 24, np.uint8)
+    frame[::_CELL, :, :] = 48  # the grid lines
+    frame[:, ::_CELL, :] = 48
+    frame[15 * _CELL + 1 :, 15 * _CELL + 1 :] = (240, 200, 40)  # the goal
+    health = hp / 100
+    frame[y * _CELL + 1 : (y + 1) * _CELL, x * _CELL + 1 : (x + 1) * _CELL] = (
+        int(255 * (1 - health)),
+        int(80 + 175 * health),
+        90,
+    )
+    return frame
+
+
+def q_values(rng: np.random.Generator, mean: float, epsilon: float) -> np.ndarray[Any, Any]:
+    """Q-values of a batch of 256 states: two modes (good and bad actions) that part as exploration falls."""
+    good = rng.normal(mean, 0.15 + epsilon * 0.3, 192)
+    bad = rng.normal(mean - 0.8 * (1 - epsilon), 0.2, 64)
+    return np.concatenate([good, bad])
 
 
 def _system_sample() -> tuple[float, float, float]:

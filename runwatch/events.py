@@ -12,6 +12,8 @@ Kinds::
     ExceptionEvent  an error with type, message, traceback and triage fields
     Heartbeat     "still alive", optionally with progress counters
     AlertEvent    an alert rule instance changed state
+    ImageEvent    an encoded image (PNG or JPEG) of a named series at a step
+    HistogramEvent  binned values of a named series at a step
 
 Validation happens in each constructor, so a caller's mistake is a
 ``TypeError`` or ``ValueError`` at the call that names the bad field.
@@ -39,6 +41,8 @@ __all__ = [
     "Event",
     "ExceptionEvent",
     "Heartbeat",
+    "HistogramEvent",
+    "ImageEvent",
     "LogEvent",
     "Metric",
     "RunLifecycle",
@@ -576,7 +580,183 @@ class IngestReceipt(_EventBase, _IngestReceiptFields):
         return _tuple_new(cls, (run_id, timestamp, batch_id, events, digest))
 
 
-Event = Metric | LogEvent | StatePatch | RunLifecycle | ExceptionEvent | Heartbeat | AlertEvent
+def _check_media_name(name: object) -> None:
+    _check_name("name", name)
+    check_storable("name", name)  # type: ignore[arg-type]  # a str, checked above
+
+
+def _check_media_step(step: object) -> int | None:
+    if step is None or (type(step) is int and INT64_MIN <= step <= INT64_MAX):
+        return step
+    return _check_step(step)
+
+
+def _check_count(what: str, value: object) -> None:
+    if type(value) is not int or value < 0:
+        raise TypeError(f"{what} must be a non-negative integer, got {shown(value)}")
+
+
+#: The media types an :class:`ImageEvent` may carry.
+IMAGE_MIMES: Final = ("image/png", "image/jpeg")
+
+
+class _ImageEventFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    name: str
+    step: int | None
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    digest: str
+    caption: str | None = None
+
+
+class ImageEvent(_EventBase, _ImageEventFields):
+    """An encoded image of the series ``name`` (see :mod:`runwatch.media.images`).
+
+    Attributes:
+        name: the series (e.g. ``frame``); the store keeps every image of it.
+        step: the global step it belongs to, or ``None``.
+        data: PNG or JPEG bytes.
+        mime: ``image/png`` or ``image/jpeg``.
+        width, height: pixels.
+        digest: SHA-256 of ``data`` in hex: the store keeps each content once.
+        caption: free text shown with the image, or ``None``.
+
+    The wire form (:func:`event_to_wire`) leaves ``data`` out: subscribers
+    fetch the bytes by digest.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = "image"
+
+    def __new__(
+        cls,
+        run_id: str,
+        timestamp: float,
+        name: str,
+        step: int | None,
+        data: bytes,
+        mime: str,
+        width: int,
+        height: int,
+        digest: str,
+        caption: str | None = None,
+    ) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        _check_media_name(name)
+        step = _check_media_step(step)
+        if type(data) is not bytes or not data:
+            raise TypeError(f"data must be non-empty bytes, got {_type_name(data)}")
+        if mime not in IMAGE_MIMES:
+            raise ValueError(f"mime must be one of {', '.join(IMAGE_MIMES)}, got {shown(mime)}")
+        for what, side in (("width", width), ("height", height)):
+            if type(side) is not int or side < 1:
+                raise TypeError(f"{what} must be a positive integer, got {shown(side)}")
+        if type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise ValueError(f"digest must be a SHA-256 in lowercase hex, got {shown(digest)}")
+        if caption is not None:
+            if type(caption) is not str:
+                raise TypeError(f"caption must be a string or None, got {_type_name(caption)}")
+            check_storable("caption", caption)
+        return _tuple_new(cls, (run_id, timestamp, name, step, data, mime, width, height, digest, caption))
+
+
+class _HistogramEventFields(NamedTuple):
+    run_id: str
+    timestamp: float
+    name: str
+    step: int | None
+    size: int
+    nan_count: int
+    posinf_count: int
+    neginf_count: int
+    min: float | None
+    max: float | None
+    sum: float
+    low: float | None
+    high: float | None
+    counts: tuple[int, ...]
+
+
+class HistogramEvent(_EventBase, _HistogramEventFields):
+    """Binned values of the series ``name`` at a step (see :mod:`runwatch.media.histograms`).
+
+    Attributes:
+        size: values given; ``nan_count``, ``posinf_count`` and
+            ``neginf_count`` of them are NaN, +Inf and -Inf (in no bin).
+        min, max, sum: of the finite values (``min``/``max`` ``None`` without any).
+        low, high: the edges of ``len(counts)`` equal bins (``None`` without a
+            finite value, and then ``counts`` is empty).
+        counts: values per bin.
+    """
+
+    __slots__ = ()
+    kind: ClassVar[str] = "histogram"
+
+    def __new__(
+        cls,
+        run_id: str,
+        timestamp: float,
+        name: str,
+        step: int | None,
+        size: int,
+        nan_count: int,
+        posinf_count: int,
+        neginf_count: int,
+        min: float | None,
+        max: float | None,
+        sum: float,
+        low: float | None,
+        high: float | None,
+        counts: tuple[int, ...],
+    ) -> Self:
+        _check_run_id(run_id)
+        _check_timestamp(timestamp)
+        _check_media_name(name)
+        step = _check_media_step(step)
+        for what, value in (
+            ("size", size),
+            ("nan_count", nan_count),
+            ("posinf_count", posinf_count),
+            ("neginf_count", neginf_count),
+        ):
+            _check_count(what, value)
+        counts = tuple(counts)
+        for value in counts:
+            _check_count("counts", value)
+        if nan_count + posinf_count + neginf_count + (sum_ := _total(counts)) != size:
+            raise ValueError(f"size ({size}) must be the NaN, ±Inf and binned counts added up ({sum_} binned)")
+        finite = (min, max, low, high)
+        if counts and any(type(value) is not float or value - value != 0.0 for value in finite):
+            raise TypeError(f"min, max, low and high must be finite floats, got {shown(finite)}")
+        if not counts and any(value is not None for value in finite):
+            raise ValueError("min, max, low and high must be None for a histogram without bins")
+        fields = (run_id, timestamp, name, step, size, nan_count, posinf_count, neginf_count)
+        return _tuple_new(cls, (*fields, min, max, float(sum), low, high, counts))
+
+
+def _total(counts: tuple[int, ...]) -> int:
+    total = 0
+    for value in counts:
+        total += value
+    return total
+
+
+Event = (
+    Metric
+    | LogEvent
+    | StatePatch
+    | RunLifecycle
+    | ExceptionEvent
+    | Heartbeat
+    | AlertEvent
+    | ImageEvent
+    | HistogramEvent
+)
 
 EVENT_CLASSES: Final[dict[str, type[Any]]] = {
     cls.kind: cls for cls in (Metric, LogEvent, StatePatch, RunLifecycle, ExceptionEvent, Heartbeat, AlertEvent)
@@ -616,6 +796,10 @@ def event_nbytes(event: Any) -> int:
     if kind is AlertEvent:
         tags = (*event.labels.items(), *event.annotations.items())
         return _EVENT_NBYTES + text_nbytes(event.rule) + sum(text_nbytes(k) + text_nbytes(v) for k, v in tags)
+    if kind is ImageEvent:
+        return _EVENT_NBYTES + len(event.data) + text_nbytes(event.name) + text_nbytes(event.caption or "")
+    if kind is HistogramEvent:
+        return _EVENT_NBYTES + text_nbytes(event.name) + 8 * len(event.counts)
     return _EVENT_NBYTES  # heartbeats, receipts, other components' own events
 
 

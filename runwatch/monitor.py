@@ -28,13 +28,24 @@ from typing import TYPE_CHECKING, Any, Self
 from ._payload import check_text, escape_surrogates
 from .config import MonitorConfig
 from .errors import ErrorHandler
-from .events import Heartbeat, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch, to_epoch_seconds
+from .events import (
+    Heartbeat,
+    LogEvent,
+    Metric,
+    RunLifecycle,
+    RunTransition,
+    StatePatch,
+    check_storable,
+    to_epoch_seconds,
+)
 from .exceptions import UnknownRunError
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from .assemble import Assembly, WebInterface
+    from .media.images import TakenImage
+    from .media.worker import MediaWorker
     from .pipeline.thread import PipelineThread
     from .store.manager import DatabaseManager
 
@@ -79,6 +90,27 @@ def _last_step(summary: Mapping[str, Any]) -> int:
     return max((step for step in steps if isinstance(step, int)), default=-1)
 
 
+def _check_media_name(name: object) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if not name:
+        raise ValueError("name must not be empty")
+    check_storable("name", name)
+
+
+def _media_statistics(worker: MediaWorker | None) -> dict[str, Any]:
+    if worker is None:
+        return {
+            "queued_jobs": 0,
+            "queued_bytes": 0,
+            "images_encoded": 0,
+            "histograms_binned": 0,
+            "dropped": {},
+            "cpu_seconds": 0.0,
+        }
+    return worker.statistics()._asdict()
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: ``run-YYYYMMDD-HHMMSS-xxxxxx``."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -120,6 +152,7 @@ class WebMonitor:
         self._pid = os.getpid()  # the process whose pipeline thread this monitor drives
         self._forked_dropped = 0
         self._db: DatabaseManager | None = None
+        self._media: MediaWorker | None = None  # started by the first image or histogram
         # Through lambdas: a forked child swaps ``_emit`` (see _after_fork_in_child).
         self.error_handler = ErrorHandler(lambda event: self._emit(event), lambda: self._run_id)
         self._assembly = self._start_pipeline()
@@ -268,6 +301,8 @@ class WebMonitor:
     def _end_run(
         self, transition: RunTransition, final_reward: float | None = None, metadata: dict[str, Any] | None = None
     ) -> str:
+        if self._pid == os.getpid():  # the run's images and histograms go before its end
+            self._wait_for_media(self.config.commit_timeout_seconds)
         with self._lock:
             run_id = self._require_run()
             now = _time()
@@ -424,12 +459,15 @@ class WebMonitor:
         self._step_open = False
         return event
 
-    def update_game_state(self, state: dict[str, Any], frame_number: int | None = None) -> None:
+    def update_game_state(self, state: dict[str, Any], frame_number: int | None = None, *, frame: Any = None) -> None:
         """Record game state; it is deep-merged into the run state's ``game_state``.
 
         Args:
             state: the game state (JSON-compatible).
             frame_number: the frame it belongs to.
+            frame: the frame the agent saw (an image as :meth:`log_image`
+                takes it), logged as the image ``frame`` at step
+                ``frame_number`` (the run's current step without one).
         """
         run_id = self._require_run()
         if not isinstance(state, Mapping):
@@ -438,9 +476,129 @@ class WebMonitor:
         if frame_number is not None:
             patch["frame_number"] = _integer("frame_number", frame_number)
         now = _time()
-        self._emit(StatePatch(run_id, now, patch))
+        event = StatePatch(run_id, now, patch)
+        if frame is not None:  # checked and copied before anything is recorded
+            from .media.images import take_image  # numpy: imported by the first image, not by runwatch
+
+            taken = take_image(frame, "frame")
+            self._emit(event)
+            self._submit_image(run_id, now, "frame", frame_number, None, taken)
+        else:
+            self._emit(event)
         if now >= self._next_heartbeat:
             self._send_heartbeat(now)
+
+    # -- images and histograms ----------------------------------------------------------
+
+    def log_image(self, name: str, image: Any, *, step: int | None = None, caption: str | None = None) -> None:
+        """Record an image of the series ``name`` (a frame, a sample, a plot).
+
+        The call checks the image and takes a copy (about 10 µs for a
+        160×144 RGB frame), so the loop may reuse its buffer at once;
+        encoding to PNG happens on runwatch's media thread. Each content is
+        stored once (by its SHA-256). Images past
+        ``MonitorConfig.max_images_per_second`` for this name, or past the
+        run's ``max_image_bytes_per_run``, are dropped and counted in
+        :meth:`statistics` (``media``), never raised.
+
+        Args:
+            name: the series, e.g. ``frame`` or ``samples/real``.
+            image: a numpy array (or anything with ``__array__``) of shape
+                H×W, H×W×1, H×W×3 or H×W×4 (channels last), of dtype uint8,
+                bool or float in [0, 1] (clipped); a PIL image; or PNG or
+                JPEG bytes (stored as given).
+            step: the global step it belongs to; ``None``: the run's current
+                step (that of its latest logging call; it does not advance).
+            caption: text shown with the image.
+
+        Raises:
+            ValueError: no active run; an empty name; an image shape other
+                than the above, an empty image, a side beyond 8192 pixels,
+                or bytes that are no PNG or JPEG.
+            TypeError: a name, step, caption or image of the wrong type.
+        """
+        run_id = self._run_id
+        if run_id is None:
+            run_id = self._require_run()
+        _check_media_name(name)
+        if caption is not None:
+            if not isinstance(caption, str):
+                raise TypeError(f"caption must be a string or None, got {type(caption).__name__}")
+            check_storable("caption", caption)
+        step = None if step is None else _integer("step", step)
+        from .media.images import take_image  # numpy: imported by the first image, not by runwatch
+
+        taken = take_image(image)
+        self._submit_image(run_id, _time(), name, step, caption, taken)
+
+    def _submit_image(
+        self, run_id: str, now: float, name: str, step: int | None, caption: str | None, taken: TakenImage
+    ) -> None:
+        from .media.worker import ImageJob
+
+        if self._pid != os.getpid():
+            self._drop_in_forked_child(None)
+            return
+        worker = self._media_worker()
+        if worker.allow_image(run_id, name):
+            at = self._step if step is None else step
+            worker.submit(ImageJob(run_id, now, name, max(at, 0), caption, taken))
+
+    def log_histogram(self, name: str, values: Any, *, step: int | None = None, bins: int = 64) -> None:
+        """Record the distribution of ``values`` (weights, gradients, Q-values) as a histogram.
+
+        The call checks the values and takes a flat copy (about a millisecond
+        for a million float64; a list costs its conversion); binning happens
+        on runwatch's media thread: ``bins`` equal bins over the finite
+        values' range, NaN and ±Inf counted apart. Read them back with
+        :meth:`DatabaseManager.get_run_histograms`.
+
+        Args:
+            name: the series, e.g. ``q_values`` or ``grad/layer1``.
+            values: a numpy array, a list or tuple of numbers, or anything
+                with ``__array__`` (a CPU tensor); any shape, flattened.
+            step: the global step it belongs to; ``None``: the run's current step.
+            bins: the number of bins, 1 to 1024.
+
+        Raises:
+            ValueError: no active run, an empty name, or ``bins`` out of range.
+            TypeError: values that are not numbers, or a name, step or bins of the wrong type.
+        """
+        from .media.histograms import check_bins, take_values
+        from .media.worker import HistogramJob
+
+        run_id = self._run_id
+        if run_id is None:
+            run_id = self._require_run()
+        _check_media_name(name)
+        bins = check_bins(bins)
+        step = None if step is None else _integer("step", step)
+        copy = take_values(values)
+        if self._pid != os.getpid():
+            self._drop_in_forked_child(None)
+            return
+        at = self._step if step is None else step
+        self._media_worker().submit(HistogramJob(run_id, _time(), name, max(at, 0), copy, bins))
+
+    def _media_worker(self) -> MediaWorker:
+        worker = self._media
+        if worker is None:
+            from .media.worker import MediaWorker
+
+            with self._lock:
+                self._check_open()
+                worker = self._media
+                if worker is None:
+                    worker = self._media = MediaWorker(
+                        self._emit, max_images_per_second=self.config.max_images_per_second
+                    )
+        return worker
+
+    def _wait_for_media(self, timeout: float | None) -> None:
+        """Hand every queued image and histogram to the pipeline first (bounded by ``timeout``)."""
+        worker = self._media
+        if worker is not None:
+            worker.wait_idle(timeout)
 
     def update_step(
         self, step: int, reward: float, action: str, inference_time: float, game_state: dict[str, Any]
@@ -628,6 +786,16 @@ class WebMonitor:
         self.flush()
         return self.db.get_runs_metrics(run_ids, metric_names)
 
+    def get_run_histograms(self, run_id: str, name: str) -> pd.DataFrame:
+        """Get a run's histograms of ``name`` as a DataFrame, one row per logged histogram, by step.
+
+        The histograms logged before this call are binned and stored first.
+        Columns as :meth:`DatabaseManager.get_run_histograms` gives them
+        (``step``, ``timestamp``, the summary, ``bin_edges`` and ``counts``).
+        """
+        self.flush()
+        return self.db.get_run_histograms(run_id, name)
+
     def get_run_events(
         self,
         run_id: str,
@@ -683,6 +851,7 @@ class WebMonitor:
         """
         if self._pid != os.getpid():
             return False
+        self._wait_for_media(timeout)
         with self._lock:
             if self._run_id is not None:
                 self._send_heartbeat(_time())  # progress counters go out with the flush
@@ -692,12 +861,18 @@ class WebMonitor:
         """Pipeline counters (queues, drops, commits) plus error counts.
 
         Besides the pipeline's own counters: ``errors`` (the error handler's
-        counts) and ``uncommitted_lifecycle_calls`` (lifecycle calls whose
-        commit did not come within ``commit_timeout_seconds``).
+        counts), ``uncommitted_lifecycle_calls`` (lifecycle calls whose
+        commit did not come within ``commit_timeout_seconds``) and ``media``
+        (the media thread's: ``queued_jobs``, ``queued_bytes``,
+        ``images_encoded``, ``histograms_binned``, ``dropped`` by reason
+        (``rate_limited``, ``queue_full``, ``unreadable``, ``failed``,
+        ``closed``) and ``cpu_seconds``).
         """
         stats = self._thread.pipeline.statistics()
         stats["errors"] = self.error_handler.statistics()
         stats["uncommitted_lifecycle_calls"] = self._uncommitted_lifecycle_calls
+        media = self._media
+        stats["media"] = _media_statistics(media)
         if self._pid != os.getpid():
             stats["running"] = False
             stats["forked_child_dropped_events"] = self._forked_dropped
@@ -715,6 +890,7 @@ class WebMonitor:
         """
         self._lock = threading.RLock()  # another thread may have held it at the fork
         self._emit = self._drop_in_forked_child
+        self._media = None  # its thread is the parent's
         self._db = None  # per-call connections: reopened lazily, nothing inherited
 
     def _drop_in_forked_child(self, event: Any) -> None:
@@ -755,6 +931,8 @@ class WebMonitor:
                         self._end_run(RunTransition.FAILED, metadata={"reason": reason})
             finally:
                 self._closed = True
+                if self._media is not None:  # its queued jobs reach the pipeline before it drains
+                    self._media.close(self.config.shutdown_timeout_seconds)
                 self._thread.close()
                 if self._db is not None:
                     self._db.close()

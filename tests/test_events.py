@@ -621,3 +621,64 @@ def test_a_self_referencing_metrics_dict_is_a_value_error_not_recursion() -> Non
         Metric("r", TS, metrics)
     with pytest.raises(ValueError, match="nested deeper than 64 levels"):
         StatePatch("r", TS, metrics)
+
+
+_DIGEST = "ab" * 32
+
+
+def test_image_events_travel_without_their_bytes() -> None:
+    """An image's wire form has everything but the bytes; its weight counts them."""
+    from runwatch.events import ImageEvent, event_nbytes
+    from runwatch.wire import event_to_wire
+
+    event = ImageEvent("r", TS, "frame", 3, b"\x89PNG" + bytes(10_000), "image/png", 4, 2, _DIGEST, "cap")
+    wire = event_to_wire(event)
+    assert "data" not in wire
+    assert wire == {
+        "kind": "image", "run_id": "r", "timestamp": TS, "name": "frame", "step": 3, "mime": "image/png",
+        "width": 4, "height": 2, "digest": _DIGEST, "caption": "cap",
+    }  # fmt: skip
+    assert event_nbytes(event) > 10_000
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        pytest.param({"name": ""}, ValueError, "name", id="empty name"),
+        pytest.param({"name": "a\x00b"}, ValueError, "NUL", id="NUL in name"),
+        pytest.param({"step": 1.5}, TypeError, "step", id="float step"),
+        pytest.param({"data": "text"}, TypeError, "data", id="text data"),
+        pytest.param({"mime": "image/gif"}, ValueError, "mime", id="gif"),
+        pytest.param({"width": 0}, TypeError, "width", id="zero width"),
+        pytest.param({"digest": "XYZ"}, ValueError, "digest", id="bad digest"),
+        pytest.param({"caption": 3}, TypeError, "caption", id="number caption"),
+    ],
+)
+def test_image_events_check_their_fields(change: dict[str, Any], error: type[Exception], match: str) -> None:
+    """Each field of an image event is checked at construction, naming it."""
+    from runwatch.events import ImageEvent
+
+    fields: dict[str, Any] = {
+        "run_id": "r", "timestamp": TS, "name": "frame", "step": 1, "data": b"x", "mime": "image/png",
+        "width": 1, "height": 1, "digest": _DIGEST, "caption": None,
+    }  # fmt: skip
+    ImageEvent(**fields)
+    with pytest.raises(error, match=match):
+        ImageEvent(**(fields | change))
+
+
+def test_histogram_events_check_their_counts_and_range() -> None:
+    """A histogram's counts must add up to its size, with a finite range when it has bins."""
+    from runwatch.events import HistogramEvent
+    from runwatch.wire import event_to_wire
+
+    ok = HistogramEvent("r", TS, "q", 0, 4, 1, 0, 0, 0.0, 1.0, math.inf, 0.0, 1.0, (1, 2))
+    assert event_to_wire(ok)["sum"] == "Infinity" and event_to_wire(ok)["counts"] == (1, 2)
+    with pytest.raises(ValueError, match="size"):
+        HistogramEvent("r", TS, "q", 0, 5, 1, 0, 0, 0.0, 1.0, 1.0, 0.0, 1.0, (1, 2))
+    with pytest.raises(TypeError, match="finite"):
+        HistogramEvent("r", TS, "q", 0, 3, 0, 0, 0, math.nan, 1.0, 1.0, 0.0, 1.0, (1, 2))
+    with pytest.raises(ValueError, match="None"):
+        HistogramEvent("r", TS, "q", 0, 0, 0, 0, 0, 0.0, None, 0.0, None, None, ())
+    with pytest.raises(TypeError, match="counts"):
+        HistogramEvent("r", TS, "q", 0, 3, 0, 0, 0, 0.0, 1.0, 1.0, 0.0, 1.0, (1, -1, 3))

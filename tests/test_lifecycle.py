@@ -681,7 +681,19 @@ TABLES_AT = {
     4: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},
     5: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # metric_stats rebuilt without REAL
     6: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # ingest_batches scoped per run
-    7: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots", "run_annotations"},
+    7: V1_TABLES
+    | {"ingest_batches", "metric_rollups", "snapshots", "media_blobs", "images", "media_usage", "histograms"},
+    8: V1_TABLES
+    | {
+        "ingest_batches",
+        "metric_rollups",
+        "snapshots",
+        "media_blobs",
+        "images",
+        "media_usage",
+        "histograms",
+        "run_annotations",
+    },
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
@@ -696,6 +708,11 @@ ROWS = {
     "metric_rollups": "INSERT INTO metric_rollups (run, name, first_row, last_row, start_ts, end_ts, count, nan_count)"
     " VALUES (1, 'loss', 0, 9, 1, 2, 10, 0)",
     "snapshots": "INSERT INTO snapshots (run, ts, data) VALUES (1, 1, '{}')",
+    "media_blobs": "INSERT INTO media_blobs (digest, mime, size, data) VALUES ('d', 'image/png', 1, x'00')",
+    "images": "INSERT INTO images (run, name, step, ts, digest, width, height) VALUES (1, 'f', 0, 1, 'd', 1, 1)",
+    "media_usage": "INSERT INTO media_usage (run, image_bytes) VALUES (1, 1)",
+    "histograms": "INSERT INTO histograms (run, name, step, ts, size, nan_count, posinf_count, neginf_count, counts)"
+    " VALUES (1, 'q', 0, 1, 0, 0, 0, 0, '[]')",
 }
 #: Rows whose insert changed with a version (from that version on).
 ROWS_FROM = {
@@ -768,3 +785,23 @@ def test_one_migration_step_adds_or_drops_its_tables_and_keeps_the_others_data(
         table: before[table] for table in TABLES_AT[start] & TABLES_AT[target]
     }
     assert all(after[table] == 0 for table in TABLES_AT[target] - TABLES_AT[start] if table != "meta")
+
+
+def test_cleanup_empties_every_table_that_holds_a_runs_rows(db: Path) -> None:
+    """Every table of the newest schema with a ``run`` column is emptied of a removed run's rows (a table
+    added without its cleanup fails here), and no image content is left that no image names."""
+    store_at(db, SCHEMA_VERSION)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE runs SET status = 'completed', end_time = 1, updated_at = 1")
+        tables = [
+            name
+            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            if conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'run'", (name,)).fetchone()
+        ]
+    assert {"metric_rows", "images", "histograms", "media_usage"} <= set(tables)
+
+    DatabaseManager(db).cleanup_old_data(at(CUTOFF))
+
+    left = tables_and_counts(db)
+    assert {table: left[table] for table in tables} == dict.fromkeys(tables, 0)
+    assert left["runs"] == 0 and left["media_blobs"] == 0

@@ -116,6 +116,10 @@ def test_load_without_environment_gives_the_defaults() -> None:
         pytest.param({"shutdown_timeout_seconds": math.nan}, ValueError, "shutdown_timeout_seconds", id="nan-shutdown"),
         pytest.param({"shutdown_timeout_seconds": "5"}, TypeError, "shutdown_timeout_seconds", id="string-shutdown"),
         pytest.param({"shutdown_timeout_seconds": True}, TypeError, "shutdown_timeout_seconds", id="bool-shutdown"),
+        pytest.param({"max_images_per_second": 0}, ValueError, "max_images_per_second", id="zero-image-rate"),
+        pytest.param({"max_images_per_second": "5"}, TypeError, "max_images_per_second", id="string-image-rate"),
+        pytest.param({"max_image_bytes_per_run": 0}, ValueError, "max_image_bytes_per_run", id="zero-image-budget"),
+        pytest.param({"max_image_bytes_per_run": 1.5}, TypeError, "max_image_bytes_per_run", id="float-image-budget"),
     ],
 )
 def test_invalid_values_raise_naming_the_field(changes: dict[str, Any], error: type[Exception], field: str) -> None:
@@ -428,3 +432,11 @@ def test_a_monitor_with_a_stuck_sink_closes_within_its_shutdown_timeout(tmp_path
         elapsed = time.monotonic() - started
     assert monitor.pipeline_thread.pipeline.shutdown_timeout_seconds == 1.0
     assert 0.9 <= elapsed < 1.0 + 5, f"close took {elapsed:.2f} s"
+
+
+def test_media_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MONITOR_MAX_IMAGES_PER_SECOND and MONITOR_MAX_IMAGE_BYTES_PER_RUN set the media limits; empty means none."""
+    monkeypatch.setenv("MONITOR_MAX_IMAGES_PER_SECOND", "12.5")
+    monkeypatch.setenv("MONITOR_MAX_IMAGE_BYTES_PER_RUN", "")
+    config = MonitorConfig.load()
+    assert (config.max_images_per_second, config.max_image_bytes_per_run) == (12.5, None)

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import numpy as np
 import pytest
 
-from runwatch.events import Metric, RunLifecycle
+from runwatch.events import HistogramEvent, ImageEvent, Metric, RunLifecycle
 from runwatch.exceptions import ConfigError
+from runwatch.media.images import encode_image, take_image
 from runwatch.pipeline import ComponentContext, Pipeline, load_pipeline_config
 from runwatch.stages import retention
 from runwatch.stages.retention import RetentionStage
@@ -204,6 +206,39 @@ async def test_a_large_pass_is_spread_over_ticks_in_small_transactions(
     assert ticks >= 6  # 60 metric rows, 10 per transaction, one transaction per tick
     assert run_ids(db) == {"recent"}
     assert stage.statistics()["retention_removed_records_total"] == 1 + 60 + 1 + 2
+
+
+def image(run_id: str, at: float, shade: int) -> ImageEvent:
+    encoded = encode_image(take_image(np.full((4, 4), shade, np.uint8)))
+    fields = (encoded.data, encoded.mime, encoded.width, encoded.height, encoded.digest)
+    return ImageEvent(run_id, at, "frame", int(at - TS), *fields, None)
+
+
+async def test_retention_removes_an_old_runs_images_histograms_and_unshared_contents(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spread over ticks, retention takes an old run's images, histograms and the contents only it named;
+    a content a kept run also logged stays readable."""
+    db = tmp_path / "media.db"
+    old = [image("old-done", TS + 1 + i, shade=i) for i in range(12)]
+    histogram = HistogramEvent("old-done", TS + 2, "q", 0, 2, 0, 0, 0, 0.0, 1.0, 1.0, 0.0, 1.0, (1, 1))
+    kept = image("recent", NOW + 1, shade=0)  # the content of the old run's first image
+    await write(db, *a_run("old-done", TS, metrics=2), *old, histogram, *a_run("recent", NOW, metrics=1), kept)
+    monkeypatch.setattr(retention, "WORK_SECONDS_PER_TICK", 0.0)
+    stage = make_stage(db, retention_days=30)
+    stage.batch_rows = 5
+
+    ticks = await tick_until_idle(stage, NOW + 2, RecordingOutput())
+
+    assert ticks >= 3 and run_ids(db) == {"recent"}
+    manager = DatabaseManager(db)
+    assert manager.get_image_data(old[1].digest) is None
+    assert manager.get_image_data(kept.digest) == ("image/png", kept.data)
+    with sqlite3.connect(db) as conn:
+        left = {
+            table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] for table in ("images", "histograms")
+        }
+    assert left == {"images": 1, "histograms": 0}
 
 
 async def test_tick_downsamples_old_rows_when_configured(db: Path) -> None:

@@ -86,6 +86,7 @@ def default_pipeline_config(
     max_snapshots: int = 100,
     max_events: int = 1000,
     system_interval_seconds: float = 5.0,
+    max_image_bytes_per_run: int | None = 1 << 30,
 ) -> dict[str, Any]:
     """The graph used when no config is given.
 
@@ -118,7 +119,7 @@ def default_pipeline_config(
         "sources": sources,
         "stages": stages,
         "sinks": {
-            "store": {"type": "sqlite", "inputs": [last]},
+            "store": {"type": "sqlite", "inputs": [last], "max_image_bytes_per_run": max_image_bytes_per_run},
             "live": {
                 "type": "websocket_hub",
                 "inputs": [last],

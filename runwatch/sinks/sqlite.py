@@ -58,6 +58,10 @@ class SQLiteSink(Sink):
         max_pending_bytes: the same bound in bytes of the uncommitted events'
             estimated memory (64 MiB), for a store that stays locked while
             large state patches or log payloads arrive.
+        max_image_bytes_per_run: the bytes of images a run may store (each
+            content once per run; see :mod:`runwatch.store.media`); past it
+            new images are refused and counted (``images_over_budget``).
+            ``null``: no budget.
     """
 
     takes_receipts = True  # internal ingest receipts: committed with their batch's events
@@ -70,12 +74,15 @@ class SQLiteSink(Sink):
         flush_interval_seconds: float = Field(0.1, gt=0)
         max_pending_events: int = Field(200_000, ge=1)
         max_pending_bytes: int = Field(64 << 20, ge=MIN_MAX_BYTES)
+        max_image_bytes_per_run: int | None = Field(1 << 30, ge=1)
 
     def __init__(self, id: str, options: Options, context: ComponentContext) -> None:
         super().__init__(id, options, context)
         self.path = options.path or context.db_path
         self.tick_interval_seconds = options.flush_interval_seconds
-        self._writer: StoreWriter = context.store_at(self.path).open_writer(owner=process_owner())
+        self._writer: StoreWriter = context.store_at(self.path).open_writer(
+            owner=process_owner(), max_image_bytes_per_run=options.max_image_bytes_per_run
+        )
         self._open = False
         self._pending: list[Any] = []
         self._pending_bytes = 0  # estimated memory of _pending (see runwatch.events.event_nbytes)
@@ -221,6 +228,7 @@ class SQLiteSink(Sink):
             "last_commit_error": self._last_error,
             "last_commit_seconds": self._last_commit_seconds,
             "store_dropped_events": dict(self._dropped),
+            **self._writer.counters(),
         }
 
 

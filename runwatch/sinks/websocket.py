@@ -14,6 +14,12 @@ subscriber may ask for the latest of them (matching its filter) before the
 live ones (``/ws?replay=N``, ``runwatch tail -n N``), with neither a gap nor a
 repeat between the two.
 
+Images reach subscribers without their bytes (they fetch them by digest).
+The hub keeps the bytes of the latest images it saw, up to
+``recent_image_bytes``, so ``/api/media/{digest}`` can serve a live frame
+before the store has committed it (:meth:`WebsocketHub.recent_image`); the
+events it keeps for replay hold no image bytes.
+
 The hub itself is off the acknowledgement path: flush barriers and ingest
 acknowledgements never wait for it (``acknowledges_flush = False``), and its
 input buffer drops its own oldest events (counted) when it falls behind.
@@ -29,7 +35,8 @@ import fnmatch
 import functools
 import logging
 import re
-from collections import deque
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,7 +44,7 @@ from typing import Any
 import anyio
 from pydantic import Field
 
-from ..events import Metric
+from ..events import ImageEvent, Metric
 from ..pipeline.component import ComponentContext, ServiceKey, Sink
 from ..pipeline.component import Options as BaseOptions
 from ..wire import event_to_wire, json_number, messages
@@ -331,6 +338,8 @@ class WebsocketHub(Sink):
         max_lagged_events: events a subscriber may miss before it is closed.
         replay_events: how many of the latest events the hub keeps in memory
             for new subscribers that ask to replay them (0: none).
+        recent_image_bytes: the bytes of the latest images' contents kept for
+            :meth:`recent_image` (0: none), oldest out first.
     """
 
     takes_receipts = True  # internal ingest receipts: never published (see _keep)
@@ -341,6 +350,7 @@ class WebsocketHub(Sink):
         max_bytes_per_subscriber: int = Field(8 << 20, ge=1024)
         max_lagged_events: int = Field(1_000_000, ge=1)
         replay_events: int = Field(1000, ge=0)
+        recent_image_bytes: int = Field(32 << 20, ge=0)
 
     #: Live views never hold a flush barrier (nor an ingest acknowledgement) back.
     acknowledges_flush = False
@@ -356,6 +366,7 @@ class WebsocketHub(Sink):
         self.published_events = 0
         self.subscriber_dropped_events = 0  # cumulative: stays counted after a subscriber leaves
         self.unencodable_events = 0
+        self._images = _RecentImages(options.recent_image_bytes)
         context.services.provide(LIVE_HUB, self)
 
     def subscribe(self, subscription: SubscriptionFilter) -> Subscriber:
@@ -422,10 +433,21 @@ class WebsocketHub(Sink):
         self._pending.extend(batch)
 
     def _keep(self, batch: list[Any]) -> list[Any]:
-        """Remember ``batch``'s events for replay; returns them (receipts are internal, never kept)."""
+        """Remember ``batch``'s events for replay; returns them (receipts are internal, never kept).
+
+        An image's bytes go to the recent images, not into the replay buffer.
+        """
         events = [event for event in batch if event.kind != "receipt"]
+        for index, event in enumerate(events):
+            if type(event) is ImageEvent:
+                self._images.put(event.digest, event.mime, event.data)
+                events[index] = event._replace(data=b"")  # the wire form has no bytes either
         self._recent.extend(events)
         return events
+
+    def recent_image(self, digest: str) -> tuple[str, bytes] | None:
+        """The media type and bytes of a recent image's content, or ``None`` (safe from any thread)."""
+        return self._images.get(digest)
 
     async def tick(self, now: float) -> None:
         self.publish()
@@ -531,6 +553,33 @@ class WebsocketHub(Sink):
             "subscriber_dropped_events": self.subscriber_dropped_events,
             "unencodable_events": self.unencodable_events,
         }
+
+
+class _RecentImages:
+    """Image contents by digest, the newest kept up to a byte bound (written on the loop, read from any thread)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._contents: OrderedDict[str, tuple[str, bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, digest: str, mime: str, data: bytes) -> None:
+        if len(data) > self._max_bytes:
+            return
+        with self._lock:
+            old = self._contents.pop(digest, None)
+            if old is not None:
+                self._bytes -= len(old[1])
+            self._contents[digest] = (mime, data)
+            self._bytes += len(data)
+            while self._bytes > self._max_bytes:
+                _, (_, dropped) = self._contents.popitem(last=False)
+                self._bytes -= len(dropped)
+
+    def get(self, digest: str) -> tuple[str, bytes] | None:
+        with self._lock:
+            return self._contents.get(digest)
 
 
 def _encodable(event: Any) -> bool:

@@ -12,11 +12,13 @@ Shape of the interface:
 - **One write path.** :meth:`Store.open_writer` gives the pipeline's store sink
   a :class:`StoreWriter`; each :meth:`StoreWriter.write` stores one batch of
   events (metrics as a batch of logging calls, events, state patches, run
-  updates, ingest receipts) in one transaction. Nothing else writes events.
+  updates, images, histograms, ingest receipts) in one transaction. Nothing
+  else writes events.
 - **Reads by entity**, each consistent on its own (one snapshot of the
   store): runs, summaries, state, events, alerts, metrics (a run's calls as
   a DataFrame, one series as arrays, or a chart: min/max per bucket of a
-  shared x range), snapshots, sessions.
+  shared x range), images (metadata, and contents by digest), histograms,
+  snapshots, sessions.
 - **Lifecycle**: schema preparation and migrations (only the backend's
   schema module migrates), crash repair, retention and downsampling in
   resumable passes, backups, export.
@@ -151,6 +153,10 @@ class StoreWriter(ABC):
     async def aclose(self) -> None:
         """Disconnect. Calling it again does nothing."""
 
+    def counters(self) -> dict[str, int]:
+        """What the writer has stored beyond events, for the sink's statistics (``images_stored``...)."""
+        return {}
+
 
 class Store(ABC):
     """A runwatch store (see the module docs)."""
@@ -177,12 +183,15 @@ class Store(ABC):
         """Step the schema up or down to ``target_version`` (``None``: the newest); the versions passed."""
 
     @abstractmethod
-    def open_writer(self, *, owner: str) -> StoreWriter:
+    def open_writer(self, *, owner: str, max_image_bytes_per_run: int | None = None) -> StoreWriter:
         """The write path for one pipeline sink.
 
         Args:
             owner: ``host:pid:start-time`` of the process writing: the owner of
                 the runs it starts (crash detection), unless an event names one.
+            max_image_bytes_per_run: the bytes of image contents a run may
+                store (each content counted once per run); an image past it is
+                refused and counted, never raised. ``None``: no budget.
         """
 
     # -- runs ------------------------------------------------------------------------------
@@ -378,6 +387,91 @@ class Store(ABC):
                 nothing is stored.
             UnknownRunError: no run has this id.
             StoreError: a store older than the annotations (migrate it first).
+        """
+
+    # -- images and histograms ---------------------------------------------------------------
+
+    @abstractmethod
+    def image_names(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's image names: ``name``, ``count``, ``first_step``, ``last_step`` and ``latest``
+        (the metadata of its latest image, see :meth:`images`).
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def images(
+        self,
+        run_id: str,
+        name: str | None = None,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """The metadata of a run's images, by name, step and order of storing: ``id``, ``name``, ``step``,
+        ``ts``, ``digest`` (SHA-256 of the content), ``mime``, ``width``, ``height``, ``caption``, ``size``.
+
+        Args:
+            name: only this name (``None``: every name).
+            start_step, end_step: only steps in this closed range.
+            limit: the most images returned (the first ones in that order).
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def image_at(
+        self, run_id: str, name: str, step: int | None = None, *, with_data: bool = False
+    ) -> dict[str, Any] | None:
+        """The latest image of ``name`` at or before ``step`` (``None``: the latest of all), or ``None``.
+
+        Args:
+            with_data: add ``data`` (the content's bytes), read in the same snapshot.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def image_content(self, digest: str) -> tuple[str, bytes] | None:
+        """The media type and bytes of the image content named ``digest``, or ``None``."""
+
+    @abstractmethod
+    def histogram_names(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's histogram names: ``name``, ``count``, ``first_step`` and ``last_step``.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def histograms(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_count: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """A run's histograms of ``name`` by step (then order of storing): ``id``, ``name``, ``step``,
+        ``ts``, ``size``, ``nan_count``, ``posinf_count``, ``neginf_count``, ``min``, ``max``, ``sum``
+        (``None`` without finite values), and ``counts``: ``len(counts)`` equal bins from ``low`` to ``high``.
+        ``max_count`` keeps at most that many, evenly spaced, the first and the last included.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def media_usage(self, run_id: str) -> dict[str, int]:
+        """A run's ``image_bytes`` (counted against its budget) and ``images_over_budget``.
+
+        Raises:
+            UnknownRunError: no run has this id.
         """
 
     # -- ingest, snapshots -------------------------------------------------------------------

@@ -25,6 +25,8 @@ from ..events import (
     AlertEvent,
     ExceptionEvent,
     Heartbeat,
+    HistogramEvent,
+    ImageEvent,
     IngestReceipt,
     LogEvent,
     Metric,
@@ -156,6 +158,9 @@ class EncodedBatch:
     receipts: list[list[Any]] = field(default_factory=list)
     run_updates: dict[int, RunUpdate] = field(default_factory=dict)
     events: int = 0
+    #: Images and histograms, in order: written by the plans of :mod:`runwatch.store.media`.
+    images: list[ImageEvent] = field(default_factory=list)
+    histograms: list[HistogramEvent] = field(default_factory=list)
 
 
 def _json_default(value: Any) -> Any:
@@ -271,6 +276,10 @@ class BatchEncoder:
                 event_rows.append([run, event.timestamp, "exception", "error", event.severity, _error_data(event)])
             elif kind is AlertEvent:
                 event_rows.append([run, event.timestamp, "alert", "alert", _alert_level(event), _alert_data(event)])
+            elif kind is ImageEvent:
+                out.images.append(event)
+            elif kind is HistogramEvent:
+                out.histograms.append(event)
             elif kind is IngestReceipt:
                 out.receipts.append([event.run_id, event.batch_id, event.digest, event.timestamp, event.events])
         if now is not None:

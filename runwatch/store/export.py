@@ -17,6 +17,14 @@ Archive layout (format ``runwatch-export/1``)::
     events.jsonl          one event per line, oldest first
     state_history.jsonl   one state patch per line, oldest first
     snapshots/...         the run's snapshots, when the store keeps them
+    images.jsonl          one line per image, in order of name, step and logging:
+                          {"name", "step", "ts", "digest", "mime", "width",
+                          "height", "caption"} (stores of schema version 7 and later)
+    media/<digest>.png    each image content once (.jpg for JPEG), named by the
+                          SHA-256 of its bytes
+    histograms.jsonl      one line per histogram, by name and step: {"name", "step",
+                          "ts", "size", "nan_count", "posinf_count", "neginf_count",
+                          "min", "max", "sum", "low", "high", "counts"}
 
 Everything is read in one read transaction, so the files agree with each other
 even while a writer commits. :mod:`runwatch.store.importer` reads it back.
@@ -42,8 +50,9 @@ from ..exceptions import StoreError
 from ..wire import json_number
 from . import connections, queries
 from .downsample import ROLLUP_COLUMNS
+from .queries import media
 
-__all__ = ["EXPORT_FORMAT", "export_run"]
+__all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run"]
 
 #: The value of ``format`` in run.json.
 EXPORT_FORMAT = "runwatch-export/1"
@@ -112,6 +121,8 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
                 archive.writestr("state_history.jsonl", b"".join(_dumps(entry) + b"\n" for entry in history))
                 for name, content in snapshots:
                     archive.writestr(f"snapshots/{name}", content)
+                if media.has_media_tables(connection):
+                    _write_media(connection, run_id, archive)
             os.chmod(temporary, 0o600)
             os.replace(temporary, target)
         except BaseException:
@@ -210,6 +221,51 @@ def _metrics_file(frame: Any) -> tuple[str, bytes]:
         return "metrics.csv", buffer.getvalue()
     frame.to_parquet(buffer, index=False)
     return "metrics.parquet", buffer.getvalue()
+
+
+#: The file extension of an image content in an archive, by media type.
+MEDIA_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg"}
+_IMAGE_LINE_KEYS = ("name", "step", "ts", "digest", "mime", "width", "height", "caption")
+_HISTOGRAM_LINE_KEYS = (
+    "name",
+    "step",
+    "ts",
+    "size",
+    "nan_count",
+    "posinf_count",
+    "neginf_count",
+    "min",
+    "max",
+    "sum",
+    "low",
+    "high",
+    "counts",
+)
+
+
+def _write_media(connection: sqlite3.Connection, run_id: str, archive: zipfile.ZipFile) -> None:
+    """images.jsonl, each image content once under media/, and histograms.jsonl."""
+    images = media.images_of_run(connection, run_id)
+    archive.writestr(
+        "images.jsonl", b"".join(orjson.dumps({key: row[key] for key in _IMAGE_LINE_KEYS}) + b"\n" for row in images)
+    )
+    written: set[str] = set()
+    for row in images:
+        digest = row["digest"]
+        if digest in written:
+            continue
+        written.add(digest)
+        blob = media.image_blob(connection, digest)
+        if blob is not None:
+            # PNG and JPEG are compressed already: stored, not deflated again.
+            archive.writestr(f"media/{digest}.{MEDIA_EXTENSIONS[blob[0]]}", blob[1], zipfile.ZIP_STORED)
+    names = [entry["name"] for entry in media.histogram_names(connection, run_id)]
+    lines = [
+        _dumps(_wire_numbers({key: row[key] for key in _HISTOGRAM_LINE_KEYS})) + b"\n"
+        for name in names
+        for row in media.run_histograms(connection, run_id, name)
+    ]
+    archive.writestr("histograms.jsonl", b"".join(lines))
 
 
 def _snapshots(connection: sqlite3.Connection, run_id: str) -> list[tuple[str, bytes]]:

@@ -23,13 +23,18 @@ nothing logged cannot exist); the statistics are then computed from the rows.
 
 Row numbers are store-wide, so the run's rows are numbered anew after the
 target store's, keeping their order (and that of the rollups' row ranges).
-Event and state-patch ids are new too. Not carried over: the run's ``owner``
+Event and state-patch ids are new too. Images (``images.jsonl`` and the
+contents under ``media/``) and histograms (``histograms.jsonl``) are checked
+as live logging checks them; each content must hash to its name, and one
+the store already has is kept once. The run's image bytes are counted
+anew (its budget is not applied: the run kept it where it was logged). Not carried over: the run's ``owner``
 (the process that wrote it in the source store; an imported run has no writer
 here, so crash detection leaves it alone) and snapshots.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import posixpath
@@ -41,10 +46,10 @@ from typing import IO, Any, Final
 
 import orjson
 
-from ..events import LEVELS, MAX_TIMESTAMP, Metric
+from ..events import LEVELS, MAX_TIMESTAMP, HistogramEvent, ImageEvent, Metric
 from ..exceptions import RunwatchError, StoreError
 from ..wire.annotations import check_note, check_tags
-from . import connections
+from . import connections, media
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -54,7 +59,7 @@ from .encode import (
     dumps,
     encode_metric_rows,
 )
-from .export import EXPORT_FORMAT
+from .export import EXPORT_FORMAT, MEDIA_EXTENSIONS
 from .queries import RUN_STATUSES
 from .schema import SCHEMA_VERSION, current_version, prepare_database
 
@@ -344,6 +349,8 @@ def _write_run(connection: sqlite3.Connection, reader: _ArchiveReader, run: dict
         exact_rows = _import_metrics(connection, reader, run_id, pk)
         event_counts = _import_events(connection, reader, pk)
         _import_state_history(connection, reader, pk)
+        _import_images(connection, reader, run_id, pk)
+        _import_histograms(connection, reader, run_id, pk)
         _check_counts(connection, reader.where, run, pk, event_counts, metrics=exact_rows)
     except BaseException:
         connection.execute("ROLLBACK")
@@ -727,6 +734,100 @@ def _import_state_history(connection: sqlite3.Connection, reader: _ArchiveReader
             rows = []
     if rows:
         connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
+
+
+def _import_images(connection: sqlite3.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> None:
+    """Insert the run's images and the contents they name (each once), then count the run's image bytes."""
+    stored: set[str] = set()
+    rows: list[tuple[Any, ...]] = []
+    for number, line in _lines_if_any(reader, "images.jsonl"):
+        at = f"images.jsonl line {number}"
+        if not isinstance(line, dict):
+            raise ArchiveError(reader.where, f"{at}: expected an object")
+        digest, mime = line.get("digest"), line.get("mime")
+        if mime not in MEDIA_EXTENSIONS:
+            raise ArchiveError(reader.where, f"{at}: mime must be one of {', '.join(MEDIA_EXTENSIONS)}, got {mime!r}")
+        if type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef"):
+            raise ArchiveError(reader.where, f"{at}: digest must be a SHA-256 in lowercase hex, got {digest!r}")
+        if digest not in stored:
+            member = f"media/{digest}.{MEDIA_EXTENSIONS[mime]}"
+            if not reader.has(member):
+                raise ArchiveError(reader.where, f"{at}: no {member}")
+            data = reader.read_bytes(member)
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise ArchiveError(reader.where, f"{member} does not hash to its name")
+            media.insert_blob(connection, digest, mime, data)
+            stored.add(digest)
+        try:
+            # The event's checks are live logging's (the bytes are checked above; a stand-in keeps them out).
+            event = ImageEvent(
+                run_id,
+                line.get("ts"),  # type: ignore[arg-type]  # checked by the constructor
+                line.get("name"),  # type: ignore[arg-type]
+                line.get("step"),
+                b"-",
+                mime,
+                line.get("width"),  # type: ignore[arg-type]
+                line.get("height"),  # type: ignore[arg-type]
+                digest,
+                line.get("caption"),
+            )
+        except (TypeError, ValueError) as exc:
+            raise ArchiveError(reader.where, f"{at}: {exc}") from None
+        rows.append((pk, event.name, event.step, event.timestamp, digest, event.width, event.height, event.caption))
+        if len(rows) >= _CHUNK_ROWS:
+            media.insert_image_rows(connection, rows)
+            rows = []
+    media.insert_image_rows(connection, rows)
+    if stored:
+        media.count_image_bytes(connection, pk)
+
+
+def _import_histograms(connection: sqlite3.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> None:
+    """Insert the run's histograms, each checked as a live one is."""
+    events: list[HistogramEvent] = []
+    for number, line in _lines_if_any(reader, "histograms.jsonl"):
+        at = f"histograms.jsonl line {number}"
+        if not isinstance(line, dict):
+            raise ArchiveError(reader.where, f"{at}: expected an object")
+        values = {key: line.get(key) for key in _HISTOGRAM_KEYS}
+        if type(values["counts"]) is not list:
+            raise ArchiveError(reader.where, f"{at}: counts must be a list, got {values['counts']!r}")
+        values["counts"] = tuple(values["counts"])
+        for key in ("min", "max", "sum", "low", "high"):
+            value = values[key]
+            if type(value) is int:  # JSON writes 2.0 as 2.0, but a hand-made archive may say 2
+                values[key] = float(value)
+            elif type(value) is str and value in _WIRE_NUMBERS:
+                values[key] = _WIRE_NUMBERS[value]
+        timestamp = values.pop("ts")
+        if type(timestamp) is int:
+            timestamp = float(timestamp)
+        try:
+            events.append(HistogramEvent(run_id, timestamp, **values))  # type: ignore[arg-type]
+        except (TypeError, ValueError) as exc:
+            raise ArchiveError(reader.where, f"{at}: {exc}") from None
+        if len(events) >= _CHUNK_ROWS:
+            media.write_histograms(connection, {run_id: pk}, events)
+            events = []
+    media.write_histograms(connection, {run_id: pk}, events)
+
+
+_HISTOGRAM_KEYS: Final = (
+    "name",
+    "step",
+    "ts",
+    "size",
+    "nan_count",
+    "posinf_count",
+    "neginf_count",
+    "min",
+    "max",
+    "sum",
+    "low",
+    "high",
+    "counts",
+)
 
 
 def _check_counts(

@@ -23,8 +23,10 @@ What "old" means: a run is old when it is not active (``running`` or
 ``paused``: never touched, whatever its age) and its last sign of life (the
 latest of ``end_time``, ``updated_at`` and ``last_heartbeat``) is before the
 cutoff. A run is removed with every row that belongs to it: its metric rows,
-metric statistics, metric rollups, events and state history. Runs that stay
-are not touched. Metric key sets are shared by all runs and stay.
+metric statistics, metric rollups, events, state history, snapshots, images
+and histograms. Runs that stay are not touched. Metric key sets are shared
+by all runs and stay; an image content (blob) goes with the last image that
+names it (blobs are not counted as records: runs share them).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any, Final, Protocol
 
 from ..exceptions import StoreError
 from .base import MaintenancePass
+from .media import delete_image_chunk
 from .queries import ACTIVE_STATUSES
 from .schema import current_version
 
@@ -80,7 +83,18 @@ _OLD_RUN: Final = (
 
 # The tables holding a run's rows, in the order a cleanup empties them:
 # metric_stats last, so a run cut short by an error still shows its summary.
-_RUN_TABLES: Final = ("metric_rows", "metric_rollups", "events", "state_history", "metric_stats", "snapshots")
+_RUN_TABLES: Final = (
+    "metric_rows",
+    "metric_rollups",
+    "events",
+    "state_history",
+    "images",
+    "histograms",
+    "media_usage",
+    "metric_stats",
+    "snapshots",
+    "run_annotations",
+)
 
 # One chunk of a run's rows. Rowid tables go by rowid through their (run, ...)
 # index; WITHOUT ROWID tables by their primary key, which starts with run.
@@ -95,6 +109,9 @@ _DELETE_CHUNK: Final = {
     "metric_stats": "DELETE FROM metric_stats WHERE run = :run"
     " AND name IN (SELECT name FROM metric_stats WHERE run = :run LIMIT :limit)",
     "snapshots": "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE run = :run LIMIT :limit)",
+    "histograms": "DELETE FROM histograms WHERE id IN (SELECT id FROM histograms WHERE run = :run LIMIT :limit)",
+    "media_usage": "DELETE FROM media_usage WHERE run = :run",
+    "run_annotations": "DELETE FROM run_annotations WHERE run = :run",
 }
 
 
@@ -307,7 +324,10 @@ class CleanupPass(MaintenancePass):
                 return True
             budget = self.batch_rows
             for table in self._tables:
-                removed = conn.execute(_DELETE_CHUNK[table], {"run": run, "limit": budget}).rowcount
+                if table == "images":  # with the blobs no image names any more
+                    removed = delete_image_chunk(conn, run, budget)
+                else:
+                    removed = conn.execute(_DELETE_CHUNK[table], {"run": run, "limit": budget}).rowcount
                 self.removed_records += removed
                 budget -= removed
                 if budget <= 0:

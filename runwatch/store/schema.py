@@ -39,7 +39,17 @@ Ids recorded before version 6 keep the scope ``''`` and no digest: any run's
 retry of such an id is still answered as a duplicate. Stepping down keeps
 one row per batch id.
 
-Version 7 adds ``run_annotations``: the tags and the free-text note a user
+Version 7 adds images and histograms (see :mod:`runwatch.store.media`):
+``media_blobs`` keeps each image content once, named by its SHA-256;
+``images`` has one row per logged image (run, name, step, time, size,
+caption) naming its blob; ``media_usage`` counts per run the bytes of its
+images (each content once per run) against the per-run budget, and the
+images refused over it; ``histograms`` has one row per logged histogram:
+its counts as a JSON array of ``len`` equal bins from ``low`` to ``high``,
+and its summary. Their number columns have no declared type (as
+``metric_stats`` since version 5), so -0.0 stays -0.0.
+
+Version 8 adds ``run_annotations``: the tags and the free-text note a user
 gives a run (see :mod:`runwatch.store.queries.annotations`), one row per annotated
 run.
 """
@@ -287,6 +297,65 @@ MIGRATIONS += (
 MIGRATIONS += (
     Migration(
         7,
+        "images (content-addressed blobs) and histograms",
+        up=(
+            # A rowid table: blobs are large rows, which WITHOUT ROWID tables store poorly.
+            """CREATE TABLE media_blobs (
+                digest TEXT PRIMARY KEY,
+                mime TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                data BLOB NOT NULL
+            )""",
+            """CREATE TABLE images (
+                id INTEGER PRIMARY KEY,
+                run INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                step INTEGER,
+                ts REAL NOT NULL,
+                digest TEXT NOT NULL,
+                width INTEGER NOT NULL,
+                height INTEGER NOT NULL,
+                caption TEXT
+            )""",
+            "CREATE INDEX images_run_name_step ON images(run, name, step, id)",
+            # Whether a run already holds a content (its budget counts it once), and whether any image still does.
+            "CREATE INDEX images_digest_run ON images(digest, run)",
+            """CREATE TABLE media_usage (
+                run INTEGER PRIMARY KEY,
+                image_bytes INTEGER NOT NULL DEFAULT 0,
+                images_over_budget INTEGER NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE histograms (
+                id INTEGER PRIMARY KEY,
+                run INTEGER NOT NULL,
+                name TEXT NOT NULL,
+                step INTEGER,
+                ts REAL NOT NULL,
+                size INTEGER NOT NULL,
+                nan_count INTEGER NOT NULL,
+                posinf_count INTEGER NOT NULL,
+                neginf_count INTEGER NOT NULL,
+                min,
+                max,
+                sum,
+                low,
+                high,
+                counts TEXT NOT NULL
+            )""",
+            "CREATE INDEX histograms_run_name_step ON histograms(run, name, step, id)",
+        ),
+        down=(
+            "DROP TABLE histograms",
+            "DROP TABLE media_usage",
+            "DROP TABLE images",
+            "DROP TABLE media_blobs",
+        ),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        8,
         "run annotations: tags and a note per run",
         up=(
             """CREATE TABLE run_annotations (

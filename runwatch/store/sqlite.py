@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ..exceptions import StoreError, StoreUnavailable
 from . import backup, connections, downsample, export, lifecycle, queries
 from .base import ChartAxis, ChartSeries, MaintenancePass, RunActivity, Store, StoreWriter, TimeLike
+from .queries import media as media_queries
 from .queries import runs as run_queries
 from .queries import sessions as session_queries
 from .queries import snapshots as snapshot_queries
@@ -148,10 +149,10 @@ class SQLiteStore(Store):
             connections.apply_pragmas(conn)
             return migrate(conn, target_version)
 
-    def open_writer(self, *, owner: str) -> StoreWriter:
+    def open_writer(self, *, owner: str, max_image_bytes_per_run: int | None = None) -> StoreWriter:
         from .writer import SQLiteWriter
 
-        return SQLiteWriter(self.location, owner)
+        return SQLiteWriter(self.location, owner, max_image_bytes_per_run=max_image_bytes_per_run)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -309,6 +310,56 @@ class SQLiteStore(Store):
             if not has_annotations(conn):
                 raise StoreError(f"the database {self.location!r} predates run annotations; migrate it first")
             return set_run_annotations(conn, run_id, now=time.time() if now is None else now, tags=tags, note=note)
+
+    # -- images and histograms ---------------------------------------------------------------
+
+    def image_names(self, run_id: str) -> list[dict[str, Any]]:
+        return self._read(media_queries.image_names, run_id)
+
+    def images(
+        self,
+        run_id: str,
+        name: str | None = None,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return self._read(
+            media_queries.images_of_run, run_id, name, start_step=start_step, end_step=end_step, limit=limit
+        )
+
+    def image_at(
+        self, run_id: str, name: str, step: int | None = None, *, with_data: bool = False
+    ) -> dict[str, Any] | None:
+        with self.connection() as conn, read_snapshot(conn):  # the row and its content from one snapshot
+            row = media_queries.image_at(conn, run_id, name, step)
+            if row is None or not with_data:
+                return row
+            content = media_queries.image_blob(conn, row["digest"])
+        return None if content is None else {**row, "data": content[1]}
+
+    def image_content(self, digest: str) -> tuple[str, bytes] | None:
+        return self._read(media_queries.image_blob, digest)
+
+    def histogram_names(self, run_id: str) -> list[dict[str, Any]]:
+        return self._read(media_queries.histogram_names, run_id)
+
+    def histograms(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_count: int | None = None,
+    ) -> list[dict[str, Any]]:
+        return self._read(
+            media_queries.run_histograms, run_id, name, start_step=start_step, end_step=end_step, max_count=max_count
+        )
+
+    def media_usage(self, run_id: str) -> dict[str, int]:
+        return self._read(media_queries.media_usage, run_id)
 
     # -- ingest, snapshots -------------------------------------------------------------------
 

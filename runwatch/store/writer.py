@@ -12,6 +12,11 @@ Waiting for another writer's lock happens in slices of
 :data:`LOCK_WAIT_SECONDS` per transaction), so a pipeline's shutdown
 deadline or a fork never waits behind SQLite's own busy timeout.
 
+Images and histograms are written by the plans of :mod:`.media` (one logic
+for this connection and the importer's), inside the same transaction; a
+run's images stay within ``max_image_bytes_per_run`` (refused past it,
+counted in :meth:`SQLiteWriter.counters`, logged once).
+
 A stale run id is caught by the update that touches the run: the writer
 caches run row ids, and each transaction's run update matches the id and the
 run's name, so a run removed by ``runwatch cleanup`` (from any process) since
@@ -21,6 +26,7 @@ it was cached rolls the transaction back, and the run is created again.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -48,12 +54,15 @@ from .encode import (
     encode_metric_rows,
     runs_with_state_patches,
 )
+from .media import MediaWriteOutcome, WritePlan, histogram_plan, image_plan
 from .schema import prepare_database
 
 if TYPE_CHECKING:
     import aiosqlite
 
 __all__ = ["LOCK_WAIT_SECONDS", "SQLiteWriter"]
+
+logger = logging.getLogger("runwatch.store")
 
 #: The longest one transaction waits for another writer's lock (in busy slices) before it counts as failed.
 LOCK_WAIT_SECONDS: Final = 5.0
@@ -65,11 +74,14 @@ class SQLiteWriter(StoreWriter):
     Args:
         path: the store file (created, mode 0600, by :meth:`open` when missing).
         owner: ``host:pid:start-time`` of this process: the owner of the runs it starts.
+        max_image_bytes_per_run: a run's image budget in bytes (``None``: none).
     """
 
-    def __init__(self, path: str, owner: str) -> None:
+    def __init__(self, path: str, owner: str, *, max_image_bytes_per_run: int | None = None) -> None:
         self.path = path
         self._owner = owner
+        self._max_image_bytes_per_run = max_image_bytes_per_run
+        self._media = MediaWriteOutcome()  # committed image and histogram counters
         self._db: aiosqlite.Connection | None = None
         self._encoder = BatchEncoder()
         self._run_ids: dict[str, int] = {}
@@ -160,8 +172,11 @@ class SQLiteWriter(StoreWriter):
             # send wait for the GIL (a convoy); the sink's 0.1 s flush interval keeps each encode short.
             encoded = self._encoder.encode(batch if type(batch) is list else list(batch), self._run_ids, state, now)
             await self._execute_encoded(db, encoded, now)
+            media = await self._write_media(db, encoded)
             with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
                 await db.execute("COMMIT")
+            if media is not None:
+                self._count_media(media)
             return [(receipt[0], receipt[1]) for receipt in encoded.receipts]
         except BaseException:
             if encoded is not None:  # key sets inserted in this transaction are gone too
@@ -193,6 +208,39 @@ class SQLiteWriter(StoreWriter):
             cursor = await db.executemany(_UPDATE_RUN, params)
             if cursor.rowcount != len(params):  # a cached row id is gone, or now another run's
                 raise _StaleRunIds
+
+    async def _write_media(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> MediaWriteOutcome | None:
+        if not encoded.images and not encoded.histograms:
+            return None
+        outcome = MediaWriteOutcome()
+        budget = self._max_image_bytes_per_run
+        await _run_plan(db, image_plan(self._run_ids, encoded.images, budget, outcome))
+        await _run_plan(db, histogram_plan(self._run_ids, encoded.histograms, outcome))
+        return outcome
+
+    def _count_media(self, outcome: MediaWriteOutcome) -> None:
+        totals = self._media
+        first_refusal = totals.images_over_budget == 0 and outcome.images_over_budget > 0
+        totals.images_stored += outcome.images_stored
+        totals.images_over_budget += outcome.images_over_budget
+        totals.new_blob_bytes += outcome.new_blob_bytes
+        totals.histograms_stored += outcome.histograms_stored
+        if first_refusal:
+            logger.warning(
+                "runwatch: run(s) %s reached max_image_bytes_per_run (%s bytes); their new images are dropped"
+                " and counted (images_over_budget)",
+                sorted(outcome.over_budget_runs or ()),
+                self._max_image_bytes_per_run,
+            )
+
+    def counters(self) -> dict[str, int]:
+        media = self._media
+        return {
+            "images_stored": media.images_stored,
+            "images_over_budget": media.images_over_budget,
+            "image_blob_bytes": media.new_blob_bytes,
+            "histograms_stored": media.histograms_stored,
+        }
 
     async def _store_keysets(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
         texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
@@ -291,6 +339,27 @@ def _update_params(run: int, update: Any, owner: str, now: float) -> tuple[Any, 
         update.run_id,
         now,
     )
+
+
+async def _run_plan(db: aiosqlite.Connection, plan: WritePlan) -> None:
+    """Run a write plan of :mod:`runwatch.store.media` on the writer's connection (as ``run_plan`` does on sqlite3)."""
+    result: Any = None
+    while True:
+        try:
+            statement = plan.send(result)
+        except StopIteration:
+            return
+        if statement.many:
+            cursor = await db.executemany(statement.sql, statement.params)
+        else:
+            cursor = await db.execute(statement.sql, statement.params)
+        if statement.returns == "row":
+            result = await cursor.fetchone()
+        elif statement.returns == "rowcount":
+            result = cursor.rowcount
+        else:
+            result = None
+        await cursor.close()
 
 
 class _StaleRunIds(Exception):

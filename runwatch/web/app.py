@@ -37,7 +37,7 @@ from ..exceptions import (
 )
 from ..pipeline.component import Services
 from ..store.base import Store
-from . import alerts, compare, current, ingest, operations, runs, sessions, ws
+from . import alerts, compare, current, ingest, media, operations, runs, sessions, ws
 from .http import ERROR_SCHEMA, ApiError, JSONResponse, WebContext, error_responses
 from .security import SecurityMiddleware, SecurityPolicy, allowed_methods
 
@@ -92,7 +92,7 @@ def create_app(
     app.state.context = context
     _document(app)
     _install_error_handlers(app)
-    for routes in (runs, compare, current, alerts, operations, ingest, sessions, ws):
+    for routes in (runs, compare, media, current, alerts, operations, ingest, sessions, ws):
         app.include_router(routes.router)
 
     @app.get("/", include_in_schema=False)

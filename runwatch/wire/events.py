@@ -20,7 +20,7 @@ from enum import Enum
 from typing import Any
 
 from .._payload import cut, shown
-from ..events import EVENT_CLASSES, AlertEvent, Event, Metric, check_storable
+from ..events import EVENT_CLASSES, AlertEvent, Event, HistogramEvent, ImageEvent, Metric, check_storable
 from .documents import json_number
 
 __all__ = [
@@ -60,6 +60,14 @@ def event_to_wire(event: Event) -> dict[str, Any]:
         }
     if type(event) is AlertEvent:
         return {"kind": "alert", **alert_to_wire(event)}
+    if type(event) is ImageEvent:  # subscribers fetch the bytes by digest
+        wire = event_to_dict(event)
+        del wire["data"]
+        return wire
+    if type(event) is HistogramEvent:  # a sum past the float range is +-Inf
+        wire = event_to_dict(event)
+        wire["sum"] = json_number(event.sum)
+        return wire
     return event_to_dict(event)
 
 

@@ -14,7 +14,7 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from ..events import EVENT_CLASSES
+from ..events import EVENT_CLASSES, HistogramEvent, ImageEvent
 from ..exceptions import WireError
 from .documents import dumps
 
@@ -24,6 +24,7 @@ __all__ = [
     "MAX_GLOBS",
     "MAX_PATTERNS",
     "MAX_PATTERN_CHARS",
+    "SUBSCRIBABLE_KINDS",
     "SubscriptionFields",
     "ack",
     "batch",
@@ -39,6 +40,8 @@ __all__ = [
 
 #: Wire formats a subscriber may ask for: one object per event, or metric values in columns.
 FORMATS: Final = ("events", "columns")
+#: Kinds a subscriber may ask for: those the wire takes, and images (without their bytes) and histograms.
+SUBSCRIBABLE_KINDS: Final = (*EVENT_CLASSES, ImageEvent.kind, HistogramEvent.kind)
 #: Limits of one filter field (runs, kinds, metrics): entries, characters per entry, and
 #: glob patterns (entries with ``*``, ``?`` or ``[``; compiling them is what costs).
 MAX_PATTERNS: Final = 1000
@@ -163,10 +166,10 @@ def subscription_fields(data: Any) -> SubscriptionFields:
             )
         values[key] = tuple(sorted(set(items)))
     for kind in values["kinds"]:
-        if kind not in EVENT_CLASSES:
+        if kind not in SUBSCRIBABLE_KINDS:
             raise WireError(
                 422,
-                f"subscribe.kinds: unknown kind {_shown(kind)} (known: {', '.join(EVENT_CLASSES)})",
+                f"subscribe.kinds: unknown kind {_shown(kind)} (known: {', '.join(SUBSCRIBABLE_KINDS)})",
                 "subscribe.kinds",
             )
     return SubscriptionFields(values["runs"], values["kinds"], values["metrics"], format)

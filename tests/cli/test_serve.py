@@ -31,6 +31,11 @@ def test_demo_runs_one_episode_and_prints_the_store_path(runner: CliRunner, tmp_
     finished = next(index for index, line in enumerate(lines) if line.strip().startswith("finished"))
     assert link < finished  # the run's page is announced while it runs, not afterwards
     assert f"runwatch serve --db {data_dir / 'monitoring.db'}" in result.stdout  # how to look again later
+    with DatabaseManager(store) as db:  # a frame of the grid at the steps it was logged, Q-value histograms
+        frames = db.get_run_images(run["run_id"], "env/frame")
+        histograms = db.get_run_histograms(run["run_id"], "q_values")
+    assert frames and frames[0]["width"] == 128 and frames[0]["caption"].startswith("episode 0")
+    assert len(histograms) >= 1 and histograms["size"].eq(256).all()
 
 
 @pytest.mark.timeout(120)

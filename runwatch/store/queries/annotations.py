@@ -3,9 +3,9 @@
 The reads here, and the one write a person makes through the API
 (:func:`set_run_annotations`); the pipeline never writes them.
 
-They live in ``run_annotations`` (schema version 7), written by the
+They live in ``run_annotations`` (schema version 8), written by the
 dashboard or ``PATCH /api/runs/{run_id}``, read with the runs, exported in
-``run.json`` and imported back. Stores older than version 7 read as having no
+``run.json`` and imported back. Stores older than version 8 read as having no
 annotations.
 """
 
@@ -28,7 +28,7 @@ __all__ = [
 
 
 def has_annotations(conn: sqlite3.Connection) -> bool:
-    """Whether the store has the ``run_annotations`` table (schema version 7 and later)."""
+    """Whether the store has the ``run_annotations`` table (schema version 8 and later)."""
     row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'run_annotations'").fetchone()
     return row is not None
 

@@ -34,14 +34,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     return factory(tmp_path)
 
 
-async def write(store: Store, *batches: Sequence[Any]) -> list[tuple[str, str]]:
+async def write(
+    store: Store, *batches: Sequence[Any], max_image_bytes_per_run: int | None = None
+) -> list[tuple[str, str]]:
     """Write each batch through the store's one write path, in order; the receipt keys committed."""
-    writer = store.open_writer(owner=OWNER)
+    committed, _ = await write_counting(store, *batches, max_image_bytes_per_run=max_image_bytes_per_run)
+    return committed
+
+
+async def write_counting(
+    store: Store, *batches: Sequence[Any], max_image_bytes_per_run: int | None = None
+) -> tuple[list[tuple[str, str]], dict[str, int]]:
+    """As :func:`write`, with the writer's counters at the end."""
+    writer = store.open_writer(owner=OWNER, max_image_bytes_per_run=max_image_bytes_per_run)
     await writer.open()
     try:
         committed: list[tuple[str, str]] = []
         for batch in batches:
             committed += await writer.write(list(batch))
-        return committed
+        return committed, writer.counters()
     finally:
         await writer.aclose()

@@ -16,6 +16,8 @@ import pytest
 from runwatch.events import (
     AlertEvent,
     Heartbeat,
+    HistogramEvent,
+    ImageEvent,
     IngestReceipt,
     LogEvent,
     Metric,
@@ -24,11 +26,13 @@ from runwatch.events import (
     StatePatch,
 )
 from runwatch.exceptions import StoreError, StoreUnavailable, UnknownRunError
+from runwatch.media.histograms import bin_values, take_values
+from runwatch.media.images import encode_image, take_image
 from runwatch.session_events import SESSION_KIND, encode_session_tags
 from runwatch.store.base import Store
 from runwatch.store.schema import SCHEMA_VERSION
 
-from .conftest import write
+from .conftest import write, write_counting
 
 T0 = 1_700_000_000.0
 
@@ -264,6 +268,113 @@ async def test_an_unstorable_event_is_named_and_refuses_its_transaction(store: S
     finally:
         await writer.aclose()
     assert list(store.run_summary("r")["metrics"]) == ["fine"]
+
+
+# -- images and histograms ------------------------------------------------------------------------
+
+
+def image(run_id: str, step: int, shade: int, name: str = "frame") -> ImageEvent:
+    """A 8x6 image of one grey ``shade`` (the same shade is the same content)."""
+    encoded = encode_image(take_image(np.full((6, 8, 3), shade, np.uint8)))
+    fields = (encoded.data, encoded.mime, encoded.width, encoded.height, encoded.digest)
+    return ImageEvent(run_id, T0 + step, name, step, *fields, f"step {step}")
+
+
+def histogram(run_id: str, step: int, values: list[float], name: str = "q") -> HistogramEvent:
+    b = bin_values(take_values(values), 4)
+    fields = (b.size, b.nan_count, b.posinf_count, b.neginf_count, b.min, b.max, b.sum, b.low, b.high, b.counts)
+    return HistogramEvent(run_id, T0 + step, name, step, *fields)
+
+
+async def test_images_read_back_by_name_and_step_with_each_content_once(store: Store) -> None:
+    """Images come back as names with their latest, lists by step, the latest at or before a step, and
+    contents by digest; a content logged twice is one content."""
+    frames = [image("r", step, shade) for step, shade in ((0, 10), (2, 20), (4, 10))]
+    other = image("r", 1, 30, name="map")
+    await write(store, [started("r"), *frames, other])
+    names = store.image_names("r")
+    assert [(n["name"], n["count"], n["first_step"], n["last_step"]) for n in names] == [
+        ("frame", 3, 0, 4),
+        ("map", 1, 1, 1),
+    ]
+    assert names[0]["latest"]["step"] == 4 and names[0]["latest"]["caption"] == "step 4"
+    listed = store.images("r", "frame", start_step=1)
+    assert [(row["step"], row["digest"]) for row in listed] == [(2, frames[1].digest), (4, frames[0].digest)]
+    at = store.image_at("r", "frame", 3, with_data=True)
+    assert at is not None and at["step"] == 2 and at["data"] == frames[1].data
+    assert store.image_at("r", "frame", -1) is None
+    assert store.image_content(frames[0].digest) == ("image/png", frames[0].data)
+    contents = len(frames[0].data) + len(frames[1].data) + len(other.data)  # frames 0 and 2 share a content
+    assert store.media_usage("r") == {"image_bytes": contents, "images_over_budget": 0}
+    with pytest.raises(UnknownRunError):
+        store.image_names("absent")
+
+
+async def test_a_run_past_its_image_budget_refuses_new_images_and_counts_them(store: Store) -> None:
+    """The writer's budget is per run and counts each content once; an image past it is refused, counted,
+    never raised, and the run's other events are stored."""
+    first, repeat, other = image("r", 0, 10), image("r", 1, 10), image("r", 2, 99)
+    budget = len(first.data)
+    _, counters = await write_counting(
+        store, [started("r"), first, repeat, other, *calls("r", 2)], max_image_bytes_per_run=budget
+    )
+    assert [row["step"] for row in store.images("r")] == [0, 1]
+    assert store.media_usage("r") == {"image_bytes": budget, "images_over_budget": 1}
+    assert counters["images_stored"] == 2 and counters["images_over_budget"] == 1
+    assert store.run_summary("r")["metrics"]["loss"]["count"] == 2
+
+
+async def test_histograms_read_back_by_step_with_their_bins_and_summary(store: Store) -> None:
+    """A histogram keeps its counts, range and summary (NaN and infinities counted apart)."""
+    await write(
+        store,
+        [started("r"), histogram("r", 0, [0.0, 1.0, 2.0, 3.0]), histogram("r", 5, [1.0, math.nan, math.inf])],
+    )
+    assert store.histogram_names("r") == [{"name": "q", "count": 2, "first_step": 0, "last_step": 5}]
+    rows = store.histograms("r", "q")
+    assert [(row["step"], row["size"], sum(row["counts"]), row["nan_count"], row["posinf_count"]) for row in rows] == [
+        (0, 4, 4, 0, 0),
+        (5, 3, 1, 1, 1),
+    ]
+    assert (rows[0]["low"], rows[0]["high"], rows[0]["sum"]) == (0.0, 3.0, 6.0)
+    assert [row["step"] for row in store.histograms("r", "q", start_step=1)] == [5]
+
+
+@pytest.mark.parametrize(("count", "max_count", "steps"), [(10, 4, [0, 3, 6, 9]), (10, 3, [0, 5, 9]), (5, 1, [4])])
+async def test_histograms_thin_evenly_to_max_count_keeping_the_first_and_last(
+    store: Store, count: int, max_count: int, steps: list[int]
+) -> None:
+    """max_count keeps that many histograms at most, evenly spaced, the first and the last included."""
+    await write(store, [started("r"), *(histogram("r", step, [float(step)]) for step in range(count))])
+    assert [row["step"] for row in store.histograms("r", "q", max_count=max_count)] == steps
+    assert len(store.histograms("r", "q", max_count=count)) == count
+
+
+async def test_cleanup_removes_a_runs_images_and_histograms_and_contents_no_image_names(store: Store) -> None:
+    """A removed run takes its images, histograms and the contents only it named; a content another run
+    still names stays."""
+    shared, own = image("old", 0, 10), image("old", 1, 50)
+    await write(
+        store,
+        [started("old"), shared, own, histogram("old", 0, [1.0]), started("kept"), image("kept", 0, 10)],
+        [RunLifecycle("old", T0 + 10, RunTransition.COMPLETED)],
+    )
+    assert store.cleanup_old_data(T0 + 3600) >= 3
+    assert [run["run_id"] for run in store.list_runs()] == ["kept"]
+    assert store.image_content(own.digest) is None
+    assert store.image_content(shared.digest) == ("image/png", shared.data)
+    assert [row["step"] for row in store.images("kept")] == [0]
+
+
+async def test_export_carries_images_once_and_histograms(store: Store, tmp_path: Path) -> None:
+    """The run's archive lists every image and holds each content once, beside its histograms."""
+    await write(store, [started("r"), image("r", 0, 10), image("r", 1, 10), histogram("r", 0, [1.0, 2.0])])
+    archive = store.export_run("r", tmp_path / "out")
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+        assert len(zipped.read("images.jsonl").splitlines()) == 2
+        assert len(zipped.read("histograms.jsonl").splitlines()) == 1
+    assert len([name for name in names if name.startswith("media/")]) == 1
 
 
 # -- alerts ---------------------------------------------------------------------------------------
