@@ -14,7 +14,8 @@ readers see the last committed transaction and never block the writer).
   of runs whose writer process died, and needs a connection that may write);
 - :mod:`.events`: a run's events, alert transitions and current alerts;
 - :mod:`.metrics`: logging calls as a DataFrame, one metric as arrays;
-- :mod:`.sessions`: application sessions (kind ``session``).
+- :mod:`.sessions`: application sessions (kind ``session``);
+- :mod:`.datacat`: sessions whole, every row in arrival order, as datacat's clients read them.
 
 Decoding rules (see ``encode.py``): metric values are JSON arrays in which
 ``null`` is NaN and the strings ``"inf"``/``"-inf"`` are ±Inf. The same
