@@ -70,6 +70,10 @@ class MonitorConfig:
             (``start_training``, ``stop_training``, ``pause_training``...)
             waits for its change to be committed before returning anyway
             (logged and counted; see :meth:`WebMonitor.statistics`).
+        session_heartbeat_timeout_seconds: silence after which a session
+            created through datacat's routes, having sent a heartbeat, is
+            ``suspended`` (datacat's ``heartbeat_timeout_seconds``; a
+            session's own ``heartbeat_timeout_seconds`` wins).
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -91,6 +95,7 @@ class MonitorConfig:
     web_max_connections: int | None = None
     shutdown_timeout_seconds: float = 10.0
     commit_timeout_seconds: float = 10.0
+    session_heartbeat_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("db_path", "data_dir", "static_dir"):
@@ -106,6 +111,7 @@ class MonitorConfig:
         _require_positive("snapshot_interval", self.snapshot_interval)
         _require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         _require_positive("commit_timeout_seconds", self.commit_timeout_seconds)
+        _require_positive("session_heartbeat_timeout_seconds", self.session_heartbeat_timeout_seconds)
         _require_int("max_events", self.max_events, 1, None)
         _require_int("max_snapshots", self.max_snapshots, 1, None)
         if not isinstance(self.debug, bool):

@@ -113,8 +113,8 @@ def suspended_sessions_of_machine(conn: sqlite3.Connection, machine_id: str, now
 
     Suspended: heartbeated at least once, silent for more than their
     timeout (their own ``heartbeat_timeout_seconds``, else ``timeout``), not
-    ended. Crashed: a crash was reported or detected (their status is
-    ``crashed``, or such an event is stored).
+    ended. Crashed: a crash was reported (which also ends it) or detected
+    (a ``session_crashed_detected`` event with its effect is stored).
     """
     reported = (
         " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run = r.id AND e.type = 'session_crashed_detected'"
@@ -124,7 +124,7 @@ def suspended_sessions_of_machine(conn: sqlite3.Connection, machine_id: str, now
     )
     rows = conn.execute(
         "SELECT run_id FROM runs r WHERE kind = ? AND metadata ->> '$.machine_id' = ? AND end_time IS NULL"
-        " AND status != 'crashed' AND last_heartbeat IS NOT NULL"
+        " AND last_heartbeat IS NOT NULL"
         f" AND ? - last_heartbeat > COALESCE(metadata ->> '$.heartbeat_timeout_seconds', ?){reported} ORDER BY id",
         (SESSION_KIND, machine_id, now, timeout),
     ).fetchall()
