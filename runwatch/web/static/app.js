@@ -485,7 +485,7 @@
     return true;
   }
 
-  const SESSION_STATUSES = ['active', 'hung', 'crashed', 'ended'];
+  const SESSION_STATUSES = ['active', 'suspended', 'hung', 'crashed', 'ended'];
   // Mirrors runwatch.sessions.RUN_STATUSES_OF (run status → session status).
   const SESSION_STATUS_OF_RUN = {
     running: 'active', paused: 'active', hung: 'hung', crashed: 'crashed', completed: 'ended', failed: 'ended',
@@ -514,6 +514,19 @@
     return null;
   }
 
+  /**
+   * The status a session shows at `now` (epoch seconds): a live session of
+   * datacat's (one with suspend_after_seconds) that heartbeated is suspended
+   * once silent for longer than that, and active again after a heartbeat, as
+   * the server computes it when read; others keep their stored status.
+   */
+  function sessionStatusAt(session, status, lastHeartbeat, now) {
+    const after = session && session.suspend_after_seconds;
+    if (typeof after !== 'number' || (status !== 'active' && status !== 'suspended')) return status;
+    if (!Number.isFinite(lastHeartbeat)) return status;
+    return now - lastHeartbeat > after ? 'suspended' : 'active';
+  }
+
   /** The tag list of a live session metric (its tags map "tags" to the JSON text of the list). */
   function sessionTags(tags) {
     if (!isPlainObject(tags)) return [];
@@ -528,7 +541,7 @@
         }
       }
       if (key === 'tags' && Array.isArray(value) && value.every((tag) => typeof tag === 'string')) out.unshift(...value);
-      else if (key !== 'user_id' && key !== 'metadata') out.push(`${key}:${typeof raw === 'string' ? raw : JSON.stringify(raw)}`);
+      else if (key !== 'user_id' && key !== 'metadata' && key !== 'datacat') out.push(`${key}:${typeof raw === 'string' ? raw : JSON.stringify(raw)}`);
     }
     return out;
   }
@@ -576,7 +589,8 @@
     compareEventsNewestFirst, alertFromRow, alertFromApi, alertKey, applyAlert, applyAlertIfNewer,
     createSeries, seriesFromWire, appendPoint,
     decimateMinMax, niceTicks, timeTicks, paddedRange, formatValue, formatCount, formatDuration, formatClock,
-    runDuration, summarizeEvent, sessionStatusAfter, sessionTags, sessionEventFromWire, prepareSessionEvent,
+    runDuration, summarizeEvent, sessionStatusAfter, sessionStatusAt, sessionTags, sessionEventFromWire,
+    prepareSessionEvent,
     patchChanges,
   };
 
@@ -2774,6 +2788,8 @@
         else row = { ...row, status: live.status };
       }
       if (entry.heartbeat > parseTime(row.last_heartbeat)) row = { ...row, last_heartbeat: entry.heartbeat };
+      const shown = sessionStatusAt(row, row.status, parseTime(row.last_heartbeat), Date.now() / 1000);
+      if (shown !== row.status) row = { ...row, status: shown };
       return row;
     }
 
@@ -3143,7 +3159,9 @@
         this.liveStatus = null;
         this.status = s.status;
       }
-      setSessionBadge(this.badgeEl, this.status);
+      const heartbeatAt = parseTime(s.last_heartbeat);
+      if (!(this.lastHeartbeat > heartbeatAt)) this.lastHeartbeat = heartbeatAt;
+      setSessionBadge(this.badgeEl, this.shownStatus(Date.now() / 1000));
       const tag = (el, value) => {
         el.textContent = value ?? '';
         el.hidden = value === null || value === undefined || value === '';
@@ -3161,8 +3179,6 @@
       setTime('session-updated', s.updated_at);
       const timeout = s.heartbeat_timeout_seconds;
       this.el('session-timeout').textContent = timeout === null || timeout === undefined ? 'default' : `${formatValue(Number(timeout))} s`;
-      const heartbeat = parseTime(s.last_heartbeat);
-      if (!(this.lastHeartbeat > heartbeat)) this.lastHeartbeat = heartbeat;
       const metadata = s.metadata;
       const hasMetadata = isPlainObject(metadata) && Object.keys(metadata).length > 0;
       this.metadataEl.replaceChildren(hasMetadata ? jsonTree(metadata, { open: this.metadataOpen, depth: 1 }) : h('div', { class: 'muted' }, 'No metadata.'));
@@ -3171,10 +3187,15 @@
       this.tick();
     }
 
+    /** The status shown at `now`: the stored (or live) one, suspended by silence for datacat's sessions. */
+    shownStatus(now) {
+      return sessionStatusAt(this.session, this.status, this.lastHeartbeat, now);
+    }
+
     setLiveStatus(status) {
       this.status = status;
       this.liveStatus = { status, at: Date.now() };
-      setSessionBadge(this.badgeEl, status);
+      setSessionBadge(this.badgeEl, this.shownStatus(Date.now() / 1000));
       this.refreshHeader();
       // That read may come before the store commits the change (ended_at...): read again once it has.
       clearTimeout(this.headerSettleTimer);
@@ -3191,6 +3212,8 @@
         const until = Number.isFinite(end) ? end : this.status === 'ended' ? parseTime(s.updated_at) : now;
         this.el('session-duration').textContent = formatDuration(until - start);
       }
+      const shown = this.shownStatus(now);
+      if (this.badgeEl.dataset.status !== shown) setSessionBadge(this.badgeEl, shown);
       const hb = this.el('session-heartbeat');
       hb.textContent = agoText(this.lastHeartbeat, now);
       hb.title = Number.isFinite(this.lastHeartbeat) ? formatClock(this.lastHeartbeat, { date: true }) : '';
