@@ -10,12 +10,13 @@ written as Go writes them; errors are datacat's plain-text answers, with
 its statuses (400, 404, 405; never 201, 409 or 422). Writes after a
 session's end are taken, as datacat takes them.
 
-Each write is stored through the pipeline's ``ingest`` source before it is
-answered, so datacat's sessions get runwatch's alerts, dashboard and
-durability. runwatch's own session routes share these paths where datacat
-has none: ``GET /api/sessions`` (the listing), ``GET /api/sessions/{id}``
-with a paging parameter (runwatch's paged view), ``POST .../batch``
-(:mod:`.sessions`).
+Each route reads its request (:mod:`runwatch.wire.datacat`), has
+:class:`~runwatch.sessions.datacat.DatacatSessions` do what datacat's server
+does (crash detection, storing through the pipeline's ``ingest`` source
+before answering, reading whole sessions) and answers. runwatch's own
+session routes share these paths where datacat has none: ``GET
+/api/sessions`` (the listing), ``GET /api/sessions/{id}`` with a paging
+parameter (runwatch's paged view), ``POST .../batch`` (:mod:`.sessions`).
 """
 
 from __future__ import annotations
@@ -36,14 +37,13 @@ from ..exceptions import (
     UnknownRunError,
     WireError,
 )
+from ..sessions.datacat import DatacatSessions
 from ..sources.ingest import INGEST
 from ..wire import gojson
 from ..wire.datacat import (
     HEALTH,
     OK,
-    crash_detected_event,
     crash_events,
-    create_events,
     end_event,
     event_from_body,
     gunzip,
@@ -51,7 +51,6 @@ from ..wire.datacat import (
     metric_from_body,
     parse_crash_reason,
     parse_create_body,
-    session_document,
     state_from_body,
 )
 from .http import (
@@ -61,7 +60,6 @@ from .http import (
     JSONResponse,
     WebContext,
     cursor_param,
-    read,
     web_context,
 )
 from .sessions import session_page
@@ -118,20 +116,22 @@ async def _body(request: Request) -> tuple[bytes, bool]:
     return gunzip(raw, web_context(request).max_body_bytes)
 
 
-def _timeout(context: WebContext) -> float:
-    return context.session_heartbeat_timeout_seconds
+def _sessions(context: WebContext) -> DatacatSessions:
+    """datacat's sessions on this server's store, written through its ingest source."""
+    return DatacatSessions(
+        context.store,
+        lambda events: context.service(INGEST).submit(events),
+        heartbeat_timeout_seconds=context.session_heartbeat_timeout_seconds,
+    )
 
 
-async def _submit(context: WebContext, events: list[Any]) -> None:
-    await context.service(INGEST).submit(events)
-
-
-async def _require_session(context: WebContext, session_id: str) -> None:
-    """Raises WireError 404 ``session not found`` unless the session exists (a write's lookup)."""
+async def _write(context: WebContext, session_id: str, events: list[Any]) -> Response:
+    """Store a write of a session: datacat's ok, or 404 ``session not found`` (lowercase s)."""
     try:
-        await read(context.store.session_run_status, session_id)
+        await _sessions(context).write(session_id, events)
     except UnknownRunError:
         raise WireError(404, "session not found") from None
+    return go_json_response(OK)
 
 
 # -- routes ----------------------------------------------------------------------------------------
@@ -193,19 +193,10 @@ for _method in _ALL_METHODS:  # any method, as datacat's mux takes it: one docum
 )
 @_datacat
 async def create_session(request: Request) -> Response:
-    context = web_context(request)
     body, _ = await _body(request)
     created = parse_create_body(body)
-    now = time.time()
-    events: list[Any] = []
-    if created.machine_id:
-        # datacat's crash detection: the machine came back with a new session, so its suspended
-        # sessions did not resume. Stored with the new session, in one commit.
-        suspended = await read(context.store.suspended_sessions_of_machine, created.machine_id, now, _timeout(context))
-        events += [crash_detected_event(session_id, created.machine_id, now) for session_id in suspended]
     session_id = str(uuid.uuid4())
-    events += create_events(session_id, created, now)
-    await _submit(context, events)
+    await _sessions(web_context(request)).create(session_id, created, time.time())
     return go_json_response({"session_id": session_id})
 
 
@@ -278,10 +269,9 @@ async def _datacat_document(context: WebContext, session_id: str) -> Response:
 
 async def _document(context: WebContext, session_id: str) -> gojson.Struct:
     try:
-        (rows,) = await read(context.store.whole_sessions, [session_id])
+        return await _sessions(context).document(session_id, time.time())
     except UnknownRunError:
         raise WireError(404, "Session not found") from None
-    return session_document(**rows, now=time.time(), timeout_seconds=_timeout(context))
 
 
 def _write_route(path: str, summary: str) -> Callable[[Callable[..., Awaitable[Response]]], Any]:
@@ -300,10 +290,7 @@ async def post_state(request: Request, session_id: str) -> Response:
     body, whole = await _body(request)
     if not whole:
         raise WireError(400, "Invalid request body")
-    event = state_from_body(session_id, body, time.time())
-    await _require_session(context, session_id)
-    await _submit(context, [event])
-    return go_json_response(OK)
+    return await _write(context, session_id, [state_from_body(session_id, body, time.time())])
 
 
 @_write_route("events", "Record an event (datacat's fields)")
@@ -313,10 +300,7 @@ async def post_event(request: Request, session_id: str) -> Response:
     body, whole = await _body(request)
     if not whole:
         raise WireError(400, "Invalid request body")
-    event = event_from_body(session_id, body, time.time())
-    await _require_session(context, session_id)
-    await _submit(context, [event])
-    return go_json_response(OK)
+    return await _write(context, session_id, [event_from_body(session_id, body, time.time())])
 
 
 @_write_route("metrics", "Record a metric (datacat's fields: type, count, unit, tags, metadata)")
@@ -324,10 +308,7 @@ async def post_event(request: Request, session_id: str) -> Response:
 async def post_metric(request: Request, session_id: str) -> Response:
     context = web_context(request)
     body, _ = await _body(request)
-    event = metric_from_body(session_id, body, time.time())
-    await _require_session(context, session_id)
-    await _submit(context, [event])
-    return go_json_response(OK)
+    return await _write(context, session_id, [metric_from_body(session_id, body, time.time())])
 
 
 @_write_route("heartbeat", "The session's application is alive (the body is not read)")
@@ -335,9 +316,7 @@ async def post_metric(request: Request, session_id: str) -> Response:
 async def post_heartbeat(request: Request, session_id: str) -> Response:
     context = web_context(request)
     await _body(request)
-    await _require_session(context, session_id)
-    await _submit(context, [heartbeat_event(session_id, time.time())])
-    return go_json_response(OK)
+    return await _write(context, session_id, [heartbeat_event(session_id, time.time())])
 
 
 @_write_route("end", "End the session (repeatable; the body is not read)")
@@ -345,9 +324,7 @@ async def post_heartbeat(request: Request, session_id: str) -> Response:
 async def post_end(request: Request, session_id: str) -> Response:
     context = web_context(request)
     await _body(request)
-    await _require_session(context, session_id)
-    await _submit(context, [end_event(session_id, time.time())])
-    return go_json_response(OK)
+    return await _write(context, session_id, [end_event(session_id, time.time())])
 
 
 @_write_route("crash", "The session crashed (datacat's daemon reports it; a reason)")
@@ -355,10 +332,7 @@ async def post_end(request: Request, session_id: str) -> Response:
 async def post_crash(request: Request, session_id: str) -> Response:
     context = web_context(request)
     body, _ = await _body(request)
-    reason = parse_crash_reason(body)
-    await _require_session(context, session_id)
-    await _submit(context, crash_events(session_id, reason, time.time()))
-    return go_json_response(OK)
+    return await _write(context, session_id, crash_events(session_id, parse_crash_reason(body), time.time()))
 
 
 @router.get(
@@ -368,11 +342,8 @@ async def post_crash(request: Request, session_id: str) -> Response:
 )
 @_datacat
 async def all_sessions(request: Request) -> Response:
-    context = web_context(request)
     await _body(request)
-    sessions = await read(context.store.whole_sessions, None)
-    now, timeout = time.time(), _timeout(context)
-    return go_json_response([session_document(**rows, now=now, timeout_seconds=timeout) for rows in sessions])
+    return go_json_response(await _sessions(web_context(request)).documents(time.time()))
 
 
 @router.api_route(
