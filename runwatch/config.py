@@ -77,6 +77,10 @@ class MonitorConfig:
         max_image_bytes_per_run: the bytes of images a run may store (each
             content counted once per run); past it new images are refused
             by the store and counted. ``None``: no budget.
+        session_heartbeat_timeout_seconds: silence after which a session
+            created through datacat's routes, having sent a heartbeat, is
+            ``suspended`` (datacat's ``heartbeat_timeout_seconds``; a
+            session's own ``heartbeat_timeout_seconds`` wins).
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -100,6 +104,7 @@ class MonitorConfig:
     commit_timeout_seconds: float = 10.0
     max_images_per_second: float | None = 60.0
     max_image_bytes_per_run: int | None = 1 << 30
+    session_heartbeat_timeout_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         for name in ("db_path", "data_dir", "static_dir"):
@@ -115,6 +120,7 @@ class MonitorConfig:
         _require_positive("snapshot_interval", self.snapshot_interval)
         _require_positive("shutdown_timeout_seconds", self.shutdown_timeout_seconds)
         _require_positive("commit_timeout_seconds", self.commit_timeout_seconds)
+        _require_positive("session_heartbeat_timeout_seconds", self.session_heartbeat_timeout_seconds)
         _require_int("max_events", self.max_events, 1, None)
         _require_int("max_snapshots", self.max_snapshots, 1, None)
         if not isinstance(self.debug, bool):

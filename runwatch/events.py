@@ -276,10 +276,19 @@ class _LogEventFields(NamedTuple):
     type: str
     level: str = "info"
     data: Mapping[str, Any] = {}
+    detail: Mapping[str, Any] | None = None
 
 
 class LogEvent(_EventBase, _LogEventFields):
-    """A typed log event (``type`` such as ``episode_end``) with a JSON payload."""
+    """A typed log event (``type`` such as ``episode_end``) with a JSON payload.
+
+    Attributes:
+        detail: how the producer's protocol put the event, where runwatch's
+            fields cannot say it all (datacat's category, group, labels,
+            message, stack trace, source and timestamp text; see
+            :mod:`runwatch.wire.datacat`), kept to answer it back exactly;
+            ``None`` for runwatch's own events.
+    """
 
     __slots__ = ()
     kind: ClassVar[str] = "log"
@@ -291,6 +300,7 @@ class LogEvent(_EventBase, _LogEventFields):
         type: str,
         level: str = "info",
         data: Mapping[str, Any] | None = None,
+        detail: Mapping[str, Any] | None = None,
     ) -> Self:
         _check_run_id(run_id)
         _check_timestamp(timestamp)
@@ -302,7 +312,15 @@ class LogEvent(_EventBase, _LogEventFields):
         elif not isinstance(data, Mapping):
             raise TypeError(f"data must be a mapping, got {_type_name(data)}")
         data = copy_payload("data", data)
-        return _tuple_new(cls, (run_id, timestamp, type, level, data))
+        if detail is not None:
+            detail = _copy_detail(detail)
+        return _tuple_new(cls, (run_id, timestamp, type, level, data, detail))
+
+
+def _copy_detail(detail: object) -> Payload:
+    if not isinstance(detail, Mapping):
+        raise TypeError(f"detail must be a mapping or None, got {_type_name(detail)}")
+    return copy_payload("detail", detail)
 
 
 def _type_name(value: object) -> str:
@@ -313,21 +331,32 @@ class _StatePatchFields(NamedTuple):
     run_id: str
     timestamp: float
     patch: Mapping[str, Any]
+    detail: Mapping[str, Any] | None = None
 
 
 class StatePatch(_EventBase, _StatePatchFields):
-    """A patch deep-merged into the run's current state (see :func:`merge_state`)."""
+    """A patch deep-merged into the run's current state (see :func:`merge_state`).
+
+    Attributes:
+        detail: how the producer's protocol put the patch (datacat's
+            timestamp text), kept to answer it back exactly; ``None`` for
+            runwatch's own patches.
+    """
 
     __slots__ = ()
     kind: ClassVar[str] = "state"
 
-    def __new__(cls, run_id: str, timestamp: float, patch: Mapping[str, Any]) -> Self:
+    def __new__(
+        cls, run_id: str, timestamp: float, patch: Mapping[str, Any], detail: Mapping[str, Any] | None = None
+    ) -> Self:
         _check_run_id(run_id)
         _check_timestamp(timestamp)
         if not isinstance(patch, Mapping):
             raise TypeError(f"patch must be a mapping, got {_type_name(patch)}")
         patch = copy_payload("patch", patch)
-        return _tuple_new(cls, (run_id, timestamp, patch))
+        if detail is not None:
+            detail = _copy_detail(detail)
+        return _tuple_new(cls, (run_id, timestamp, patch, detail))
 
 
 class RunTransition(StrEnum):
@@ -783,9 +812,9 @@ def event_nbytes(event: Any) -> int:
     if kind is Metric:
         return METRIC_NBYTES
     if kind is StatePatch:
-        return _EVENT_NBYTES + _payload_nbytes(event.patch)
+        return _EVENT_NBYTES + _payload_nbytes(event.patch) + _payload_nbytes(event.detail)
     if kind is LogEvent:
-        return _EVENT_NBYTES + text_nbytes(event.type) + _payload_nbytes(event.data)
+        return _EVENT_NBYTES + text_nbytes(event.type) + _payload_nbytes(event.data) + _payload_nbytes(event.detail)
     if kind is RunLifecycle:
         owner = 0 if event.owner is None else text_nbytes(event.owner)
         return _EVENT_NBYTES + _payload_nbytes(event.config) + _payload_nbytes(event.metadata) + owner

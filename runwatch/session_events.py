@@ -14,7 +14,8 @@ in the same store, pipeline and dashboard as training runs:
 - events are :class:`~runwatch.events.LogEvent` (``type`` = name);
 - metrics are :class:`~runwatch.events.Metric` events with one value
   (``{name: value}``) whose tags hold JSON texts: ``tags`` (the REST list of
-  strings), ``user_id`` and ``metadata`` (from the ``SessionMonitor``);
+  strings), ``user_id`` and ``metadata`` (from the ``SessionMonitor``),
+  ``datacat`` (a datacat metric's own fields, see :mod:`runwatch.wire.datacat`);
 - state changes are :class:`~runwatch.events.StatePatch` events, heartbeats
   :class:`~runwatch.events.Heartbeat` events.
 """
@@ -110,7 +111,8 @@ def decode_session_tags(text: str | None) -> tuple[list[str], dict[str, Any]]:
     are rendered as ``"key:value"`` strings in the list.
 
     Returns:
-        ``(tags, fields)``: e.g. ``(["app:x"], {"user_id": 7, "metadata": {...}})``.
+        ``(tags, fields)``: e.g. ``(["app:x"], {"user_id": 7, "metadata": {...}})``
+        (``fields`` may also hold ``datacat``).
     """
     if not text:
         return [], {}
@@ -126,7 +128,7 @@ def decode_session_tags(text: str | None) -> tuple[list[str], dict[str, Any]]:
             value = raw
         if key == "tags" and isinstance(value, list) and all(isinstance(tag, str) for tag in value):
             tags[:0] = value
-        elif key in ("user_id", "metadata"):
+        elif key in ("user_id", "metadata", "datacat"):
             fields[key] = value
         else:
             tags.append(f"{key}:{raw}")

@@ -396,7 +396,7 @@ def verdict_time(http: httpx.Client, session_id: str, browser: Browser) -> float
     """
     deadline = time.monotonic() + 10
     while True:
-        answer = http.get(f"/api/sessions/{session_id}")
+        answer = http.get(f"/api/sessions/{session_id}", params={"events_limit": 100})
         assert answer.status_code == 200, answer.text
         verdicts = [e for e in answer.json()["events"] if e["name"] == "application_appears_hung"]
         if verdicts:
@@ -421,10 +421,8 @@ def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, h
         http,
         "/api/sessions",
         {"product": "e2e-app", "version": "1.2.3", "hostname": "e2e-host", "metadata": {"user": "alice"}},
-        status=201,
     )
     session_id = created["session_id"]
-    assert created["session"]["status"] == "active"
     base = f"/api/sessions/{session_id}"
     post_ok(http, f"{base}/state", {"level": {"name": "forest", "boss": True}, "e2e_key": 7})
     post_ok(http, f"{base}/events", {"name": "level_started", "data": {"level": "forest"}})
@@ -444,7 +442,7 @@ def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, h
 
     # 3. A liveness verdict turns it hung within a second of the verdict event. (The server's
     # liveness stage writes this log event; a client may too, and the store sets the status from it.)
-    verdict = {"name": "application_appears_hung", "level": "warning", "data": {"status": "hung"}}
+    verdict = {"name": "application_appears_hung", "category": "warning", "data": {"status": "hung"}}
     post_ok(http, f"{base}/events", verdict)
     try:
         browser.wait_for(status_js, predicate=lambda s: s == "hung", timeout=10, interval=0.01, what="hung")
@@ -458,8 +456,7 @@ def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, h
 
     # 4. Ending it turns it ended within 3 s, and it stays so while the list re-reads the store.
     sent = time.monotonic()
-    ended = post_ok(http, f"{base}/end")
-    assert ended["session"]["status"] == "ended"
+    assert post_ok(http, f"{base}/end") == {"status": "ok"}
     delay = wait_timed(browser, status_js, "ended", sent, ENDED_DEADLINE, f"{session_id} to show ended")
     print(f"sessions list showed ended {delay:.3f} s after POST /end")
     stays(browser, status_js, "ended", 2.0, f"the row of {session_id}")
@@ -484,7 +481,7 @@ def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, h
         " #session-state-tree > .tree > details > summary > .tree-key')).map(e => e.textContent)"
     )
     keys = browser.wait_for(keys_js, predicate=lambda k: bool(k) and "e2e_key" in k, timeout=10, what="the state tree")
-    assert sorted(keys) == ["e2e_key", "level"], keys
+    assert sorted(keys) == ["e2e_key", "level", "product", "version"], keys
     page = browser.wait_for(
         "(() => ({events: Array.from(document.querySelectorAll('#session-events li.event')).map(li => li.dataset.name),"
         " history: document.querySelectorAll('#session-state-history li.history-item').length,"
@@ -498,11 +495,12 @@ def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, h
         what="the session page's panels",
     )
     assert page["events"] == ["application_appears_hung", "level_started"], page
-    assert page["history"] == 1 and page["charts"] == ["fps:1"] and page["product"] == "e2e-app", page
+    # The history: the first state (product and version), then the patch sent through /state.
+    assert page["history"] == 2 and page["charts"] == ["fps:1"] and page["product"] == "e2e-app", page
     assert len(page["values"]) == 1 and "59.5" in page["values"][0] and "gpu:e2e" in page["values"][0], page
 
     # 6. A live session's page follows its writes without a reload.
-    other = post_ok(http, "/api/sessions", {"product": "e2e-app"}, status=201)["session_id"]
+    other = post_ok(http, "/api/sessions", {"product": "e2e-app", "version": "2"})["session_id"]
     browser.navigate(f"{monitor.web_url}/#/sessions/{quote(other, safe='')}")
     browser.wait_for(
         f"document.querySelector('#session-title')?.textContent === {js(other)}"
@@ -515,7 +513,7 @@ def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, h
     navigations = len(browser.navigations)
     sent = time.monotonic()
     post_ok(http, f"/api/sessions/{other}/state", {"live_key": {"nested": [1, 2]}})
-    post_ok(http, f"/api/sessions/{other}/events", {"name": "live_event", "level": "error", "data": {"n": 1}})
+    post_ok(http, f"/api/sessions/{other}/events", {"name": "live_event", "category": "error", "data": {"n": 1}})
     post_ok(http, f"/api/sessions/{other}/metrics", {"name": "latency_ms", "value": 12.5})
     live_js = (
         "(() => { const keys = Array.from(document.querySelectorAll('#session-state-tree .tree-key'))"
@@ -523,7 +521,7 @@ def test_sessions_list_and_session_page(monitor: WebMonitor, browser: Browser, h
         " const ev = document.querySelector('#session-events li.event[data-name=\"live_event\"]');"
         " const chart = document.querySelector('#session-metrics div.chart[data-metric=\"latency_ms\"]');"
         " return keys.includes('live_key') && ev?.dataset.level === 'error' && chart?.dataset.points === '1'"
-        " && document.querySelectorAll('#session-state-history li.history-item').length === 1; })()"
+        " && document.querySelectorAll('#session-state-history li.history-item').length === 2; })()"
     )
     delay = wait_timed(browser, live_js, True, sent, LIVE_DEADLINE, "the live state, event and metric")
     print(f"session page showed live writes {delay:.3f} s after them")
@@ -623,33 +621,42 @@ def liveness_monitor(tmp_path: Path) -> Iterator[WebMonitor]:
         yield monitor
 
 
-def test_sessions_list_follows_the_servers_liveness_verdicts(liveness_monitor: WebMonitor, browser: Browser) -> None:
+def test_sessions_list_shows_a_silent_datacat_session_suspended(liveness_monitor: WebMonitor, browser: Browser) -> None:
     monitor = liveness_monitor
+    timeout = 3.0
     with httpx.Client(base_url=monitor.web_url or "", timeout=10, trust_env=False) as http:
-        session_id = post_ok(
-            http, "/api/sessions", {"product": "e2e-liveness", "heartbeat_timeout_seconds": 1.0}, status=201
-        )["session_id"]
+        body = {"product": "e2e-liveness", "version": "1", "heartbeat_timeout_seconds": timeout}
+        session_id = post_ok(http, "/api/sessions", body)["session_id"]
+        post_ok(http, f"/api/sessions/{session_id}/heartbeat")
+        heartbeat = datetime.fromisoformat(
+            http.get(f"/api/sessions/{session_id}", params={"events_limit": 1}).json()["last_heartbeat"]
+        ).timestamp()
         browser.navigate(f"{monitor.web_url}/#/sessions")
         row = f"#sessions-table tr[data-session-id={json.dumps(session_id)}]"
         status_js = f"document.querySelector({js(row + ' .badge[data-status]')})?.dataset.status ?? null"
         browser.wait_for(status_js, predicate=lambda s: s == "active", timeout=15, what=f"the row of {session_id}")
         wait_until_live(browser)
 
-        # Watched from its first heartbeat; silent for 1 s after it, the server calls it hung.
-        post_ok(http, f"/api/sessions/{session_id}/heartbeat")
+        # Silent past its timeout after its heartbeat, it is suspended (datacat's liveness: the server's
+        # liveness stage writes no verdict for it); the list shows it without a reload or an event.
         try:
-            browser.wait_for(status_js, predicate=lambda s: s == "hung", timeout=15, interval=0.01, what="hung")
+            browser.wait_for(
+                status_js, predicate=lambda s: s == "suspended", timeout=15, interval=0.01, what="suspended"
+            )
         except Exception as exc:
             raise AssertionError(f"{exc}; {diagnostics(browser)}") from exc
-        shown_at = time.time()
-        delay = shown_at - verdict_time(http, session_id, browser)
-        assert delay <= HUNG_DEADLINE, f"the list showed hung {delay:.2f} s after the server's verdict"
-        print(f"sessions list showed hung {delay:.3f} s after the server's verdict")
+        delay = time.time() - (heartbeat + timeout)
+        assert delay <= HUNG_DEADLINE, f"the list showed suspended {delay:.2f} s after the timeout"
+        print(f"sessions list showed suspended {delay:.3f} s after the timeout")
+        listed = http.get("/api/sessions", params={"status": "suspended"}).json()["sessions"]
+        assert [s["id"] for s in listed] == [session_id]
+        answer = http.get(f"/api/sessions/{session_id}", params={"events_limit": 10}).json()
+        assert answer["events"] == []  # no liveness verdict was written
 
-        # A heartbeat recovers it.
+        # A heartbeat makes it active again.
         sent = time.monotonic()
         post_ok(http, f"/api/sessions/{session_id}/heartbeat")
-        wait_timed(browser, status_js, "active", sent, HUNG_DEADLINE, f"{session_id} to recover")
+        wait_timed(browser, status_js, "active", sent, HUNG_DEADLINE, f"{session_id} to be active again")
     assert_no_js_errors(browser)
 
 

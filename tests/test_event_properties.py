@@ -109,11 +109,19 @@ def metrics(run_ids: st.SearchStrategy[str]) -> st.SearchStrategy[Metric]:
 def log_events(run_ids: st.SearchStrategy[str]) -> st.SearchStrategy[LogEvent]:
     # Liveness verdict types change the run's status (tests/test_liveness.py covers them).
     types = names.filter(lambda name: name not in LIVENESS_STATUS)
-    return st.builds(LogEvent, run_ids, timestamps, types, levels, st.one_of(st.none(), json_objects))
+    return st.builds(
+        LogEvent,
+        run_ids,
+        timestamps,
+        types,
+        levels,
+        st.one_of(st.none(), json_objects),
+        st.one_of(st.none(), json_objects),
+    )
 
 
 def state_patches(run_ids: st.SearchStrategy[str]) -> st.SearchStrategy[StatePatch]:
-    return st.builds(StatePatch, run_ids, timestamps, json_objects)
+    return st.builds(StatePatch, run_ids, timestamps, json_objects, st.one_of(st.none(), json_objects))
 
 
 def lifecycles(run_ids: st.SearchStrategy[str]) -> st.SearchStrategy[RunLifecycle]:
@@ -304,8 +312,12 @@ BAD_FIELDS: dict[str, dict[str, list[Any]]] = {
         "type": [None, "", 3, []],
         "level": [None, "loud", "INFO", 3, []],
         "data": [3, "x", [1], {"k": 2**64}, {"k": [2**64]}],
+        "detail": [3, "x", [1], {"k": 2**64}],
     },
-    "state": {"patch": [None, 3, "x", [], {"k": 2**64}, {"k": {"j": -(2**63) - 1}}]},
+    "state": {
+        "patch": [None, 3, "x", [], {"k": 2**64}, {"k": {"j": -(2**63) - 1}}],
+        "detail": [3, "x", [], {"k": 2**64}],
+    },
     "lifecycle": {
         "transition": [None, "exploded", 3, []],
         "run_kind": [None, "", 3],

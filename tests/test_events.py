@@ -37,10 +37,22 @@ ALL_KINDS = [
         id="metric",
     ),
     pytest.param(
-        LogEvent("run-1", TS, "episode_end", level="warning", data={"reward": 1.5, "ok": True, "tags": ["a", "b"]}),
+        LogEvent(
+            "run-1",
+            TS,
+            "episode_end",
+            level="warning",
+            data={"reward": 1.5, "ok": True, "tags": ["a", "b"]},
+            detail={"category": "ui", "labels": ["a"]},
+        ),
         id="log",
     ),
-    pytest.param(StatePatch("run-1", TS, {"phase": {"name": "warmup", "epoch": 2}}), id="state"),
+    pytest.param(
+        StatePatch(
+            "run-1", TS, {"phase": {"name": "warmup", "epoch": 2}}, detail={"timestamp": "2026-01-01T00:00:00Z"}
+        ),
+        id="state",
+    ),
     pytest.param(
         RunLifecycle(
             "run-1",
@@ -348,9 +360,10 @@ def test_events_with_hashable_fields_hash_like_equality() -> None:
 
 def test_equal_fields_of_different_kinds_are_not_equal() -> None:
     """Two kinds with field-for-field equal tuples never compare equal."""
-    # A StatePatch's tuple is (run_id, timestamp, patch): the shape of a Heartbeat's.
+    # A Heartbeat's tuple is (run_id, timestamp, counters): a tuple built as a StatePatch's
+    # (run_id, timestamp, patch) without its detail has the same shape.
     heartbeat = Heartbeat("r", TS, {})
-    patch = StatePatch("r", TS, {})
+    patch = tuple.__new__(StatePatch, ("r", TS, {}))
     assert tuple(heartbeat) == tuple(patch)
     log = LogEvent("r", TS, "t")
     assert heartbeat != patch

@@ -321,8 +321,8 @@ async def send_ws_batch(monitor: WebMonitor, batch: dict[str, Any]) -> dict[str,
 
 def session_with_batch(monitor: WebMonitor) -> tuple[str, Callable[[], Any]]:
     """A new session, and a sender of one fixed /batch to it (returns status code and body)."""
-    created = post(monitor, "/api/sessions", {"product": "retry"})
-    assert created.status_code == 201, created.text
+    created = post(monitor, "/api/sessions", {"product": "retry", "version": "1"})
+    assert created.status_code == 200, created.text
     session_id = created.json()["session_id"]
     body = {"batch_id": "s-1", "operations": [{"op": "metric", "name": "x", "value": 1.0}, {"op": "heartbeat"}]}
 
@@ -565,7 +565,7 @@ async def test_ws_ingest_and_session_batch_refuse_a_reused_id_with_other_content
             assert json.loads(await ws.recv())["type"] == "ack"
 
     def session_reuse() -> tuple[int, int, int]:
-        session_id = post(monitor, "/api/sessions", {}).json()["session_id"]
+        session_id = post(monitor, "/api/sessions", {"product": "reuse", "version": "1"}).json()["session_id"]
         path = f"/api/sessions/{session_id}/batch"
         first = post(monitor, path, {"batch_id": "x", "operations": [{"op": "event", "name": "a"}]})
         retry = post(monitor, path, {"batch_id": "x", "operations": [{"op": "event", "name": "a"}]})

@@ -694,6 +694,17 @@ TABLES_AT = {
         "histograms",
         "run_annotations",
     },
+    9: V1_TABLES
+    | {
+        "ingest_batches",
+        "metric_rollups",
+        "snapshots",
+        "media_blobs",
+        "images",
+        "media_usage",
+        "histograms",
+        "run_annotations",
+    },  # events and state_history gain detail
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
@@ -757,6 +768,27 @@ def test_schema_version_5_keeps_negative_zero_in_metric_statistics_and_its_down_
         ("b", -1.0, -1.0),
     ]
     assert types == ("REAL",) and kept == (2,)
+
+
+def test_schema_version_9_adds_a_detail_to_events_and_state_patches_and_its_down_step_drops_it(db: Path) -> None:
+    """Version 9 gives events and state_history a detail column (rows kept, NULL for them); stepping down
+    drops the columns and keeps the rows."""
+    with sqlite3.connect(db) as conn:
+        migrate(conn, 8)
+        conn.execute(ROWS["runs"])
+        conn.execute(ROWS["events"])
+        conn.execute(ROWS["state_history"])
+        migrate(conn, 9)
+        conn.execute(
+            "INSERT INTO events (run, ts, kind, type, level, data, detail)"
+            " VALUES (1, 2, 'log', 'y', 'info', '{}', '{}')"
+        )
+        details = conn.execute("SELECT detail FROM events ORDER BY id").fetchall()
+        migrate(conn, 8)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+        kept = conn.execute("SELECT count(*) FROM events").fetchone()
+    assert details == [(None,), ("{}",)]
+    assert "detail" not in columns and kept == (2,)
 
 
 def test_migration_steps_cover_every_schema_version() -> None:

@@ -77,6 +77,30 @@ def test_a_run_whose_own_signal_is_any_event_is_watched_from_its_start_without_h
     assert kinds(watch.check(T0 + 421)) == [("own", "crashed")]
 
 
+def test_a_run_whose_own_signal_is_none_is_never_judged() -> None:
+    """liveness_signal="none" (datacat's sessions: their protocol judges them) leaves a run unwatched: no
+    verdict however long it is silent after its heartbeats, in either mode, even when the store lists it."""
+    for signal in ("heartbeat", "any_event"):
+        watch = tracker(signal=signal)
+        watch.observe([started("dc", liveness_signal="none"), Heartbeat("dc", T0), Metric("dc", T0, {"x": 1.0})], T0)
+        watch.observe([LogEvent("dc", T0, "application_appears_hung")], T0)  # its own client's, not a verdict
+        watch.refresh([StoredRun("dc", "running", T0, T0, None, watched=False)], T0 + 1, watch_new=True)
+
+        assert watch.check(T0 + 100_000) == []
+        assert watch.run_ids == [] and watch.status("dc") is None
+
+
+def test_a_run_the_store_says_is_unwatched_is_forgotten() -> None:
+    """A run watched from its events (its start unseen) is dropped once the store says its protocol judges it."""
+    watch = tracker()
+    watch.observe([Heartbeat("dc", T0)], T0)
+    assert watch.run_ids == ["dc"]
+
+    watch.refresh([StoredRun("dc", "running", T0, T0, None, watched=False)], T0 + 1)
+
+    assert watch.check(T0 + 100_000) == [] and watch.run_ids == []
+
+
 def test_heartbeat_after_hung_recovers_at_once() -> None:
     """A hung run that heartbeats again is recovered by the batch carrying the heartbeat."""
     watch = tracker()

@@ -41,8 +41,8 @@ def monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebMonitor]:
         assert monitor.flush()
         assert monitor.web_url is not None
         with httpx.Client(base_url=monitor.web_url, timeout=TIMEOUT) as client:
-            created = client.post("/api/sessions", json={"product": "fuzz"})
-            assert created.status_code == 201, created.text
+            created = client.post("/api/sessions", json={"product": "fuzz", "version": "1"})
+            assert created.status_code == 200, created.text
         yield monitor
     finally:
         monitor.close()
@@ -55,6 +55,16 @@ def openapi_document() -> dict[str, Any]:
 
 
 schema = schemathesis.openapi.from_dict(openapi_document())
+
+#: datacat's routes read bodies as Go does (keys in any case, unknown keys ignored, a create's type errors
+#: ignored) and answer a wrong method on a session path 404 as datacat does: no JSON Schema says which
+#: bodies those rules accept, so generated bodies are not judged valid or invalid by the schema there
+#: (tests/datacat/ holds those routes to datacat's exchanges instead).
+DATACAT_EXCLUDED_CHECKS = [
+    schemathesis.checks.positive_data_acceptance,
+    schemathesis.checks.negative_data_rejection,
+    schemathesis.checks.unsupported_method,
+]
 
 
 def test_served_schema_is_the_fuzzed_one(monitor: WebMonitor) -> None:
@@ -95,5 +105,6 @@ def filter_body(context: Any, body: Any) -> bool:
 def test_api_conforms_to_its_openapi_schema(case: schemathesis.Case, monitor: WebMonitor) -> None:
     """Every documented operation answers generated requests without a 5xx and as its schema documents."""
     started = time.monotonic()
-    case.call_and_validate(base_url=monitor.web_url, timeout=TIMEOUT)
+    excluded = DATACAT_EXCLUDED_CHECKS if "datacat" in (case.operation.definition.raw.get("tags") or ()) else []
+    case.call_and_validate(base_url=monitor.web_url, timeout=TIMEOUT, excluded_checks=excluded)
     assert time.monotonic() - started < TIMEOUT

@@ -282,8 +282,8 @@ def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonServer
     try:
         assert monitor.web_url is not None
         with httpx.Client(base_url=monitor.web_url, timeout=TIMEOUT) as client:
-            created = client.post("/api/sessions", json={"product": "hostile"})
-            assert created.status_code == 201
+            created = client.post("/api/sessions", json={"product": "hostile", "version": "1"})
+            assert created.status_code == 200
         assert monitor.flush()
         yield JsonServer(monitor, tmp / "m.db", created.json()["session_id"])
     finally:
@@ -291,15 +291,23 @@ def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JsonServer
 
 
 def json_routes(session_id: str) -> list[str]:
-    """Every route that takes a JSON body."""
-    routes = ["/api/ingest", "/api/sessions"]
-    routes += [f"/api/sessions/{session_id}/{tail}" for tail in ("state", "events", "metrics", "batch")]
-    routes += [f"/api/sessions/{session_id}/heartbeat", f"/api/sessions/{session_id}/end"]
-    return routes
+    """Every route of runwatch's own that takes a JSON body (strict: every field validated)."""
+    return ["/api/ingest", f"/api/sessions/{session_id}/batch"]
+
+
+def datacat_routes(session_id: str) -> list[str]:
+    """Every route of datacat's contract that takes a body (read as datacat's Go server reads it)."""
+    tails = ("state", "events", "metrics", "heartbeat", "end", "crash")
+    return ["/api/sessions", *(f"/api/sessions/{session_id}/{tail}" for tail in tails)]
+
+
+def all_routes(session_id: str) -> list[str]:
+    """Every route that takes a body."""
+    return json_routes(session_id) + datacat_routes(session_id)
 
 
 def test_hostile_json_is_4xx_and_stores_nothing(json_server: JsonServer) -> None:
-    """Every hostile body on every JSON route is a 4xx, nothing is stored, and memory stays bounded."""
+    """Every hostile body on every strict JSON route is a 4xx, nothing is stored, and memory stays bounded."""
     process = psutil.Process()
     before_rss = process.memory_info().rss
     before = json_server.counts()
@@ -308,8 +316,6 @@ def test_hostile_json_is_4xx_and_stores_nothing(json_server: JsonServer) -> None
     seen = 0
     for route in routes:
         for name, body in bodies:
-            if name == "empty" and route.endswith(("/api/sessions", "/heartbeat", "/end")):
-                continue  # an empty body is this route's documented default
             if route == "/api/ingest" and body.startswith(b'{"kind"'):
                 body = b"[" + body + b"]"  # an event, as ingest takes it
             extra = b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
@@ -319,7 +325,32 @@ def test_hostile_json_is_4xx_and_stores_nothing(json_server: JsonServer) -> None
     assert json_server.monitor.flush()
     assert json_server.counts() == before
     assert process.memory_info().rss - before_rss < 400 * 1024 * 1024
-    assert seen == len(routes) * len(bodies) - 3
+    assert seen == len(routes) * len(bodies)
+
+
+def test_hostile_bodies_on_datacats_routes_never_5xx_and_leave_the_sessions_readable(json_server: JsonServer) -> None:
+    """datacat's routes take what datacat's server takes (null, unknown keys, a first value with trailing
+    data, U+FFFD for invalid UTF-8) and refuse the rest with 4xx storing nothing; never a 5xx, memory stays
+    bounded, and every session still reads back as datacat's clients decode it."""
+    process = psutil.Process()
+    before_rss = process.memory_info().rss
+    refused = 0
+    for route in datacat_routes(json_server.session_id):
+        for name, body in hostile_bodies():
+            before = json_server.counts()
+            extra = b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
+            response = raw(json_server.port, route.encode(), method=b"POST", extra=extra, body=body)
+            assert response.status == 200 or 400 <= response.status < 500, (route, name, response.status)
+            if response.status != 200:
+                refused += 1
+                assert json_server.monitor.flush()
+                assert json_server.counts() == before, (route, name)
+    assert refused > len(hostile_bodies())  # most are refused: syntax, NaN, out-of-range numbers, depth
+    assert process.memory_info().rss - before_rss < 400 * 1024 * 1024
+    listed = raw(json_server.port, b"/api/data/sessions", method=b"GET", extra=b"", body=b"")
+    assert listed.status == 200
+    sessions = json.loads(listed.body)
+    assert json_server.session_id in {session["id"] for session in sessions}
 
 
 def test_a_100k_key_object_is_answered_without_5xx_and_in_bounded_memory(json_server: JsonServer) -> None:
@@ -329,7 +360,7 @@ def test_a_100k_key_object_is_answered_without_5xx_and_in_bounded_memory(json_se
     process = psutil.Process()
     before = process.memory_info().rss
     started = time.monotonic()
-    for route in json_routes(json_server.session_id):
+    for route in all_routes(json_server.session_id):
         extra = b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(many_keys)
         response = raw(json_server.port, route.encode(), method=b"POST", extra=extra, body=many_keys)
         assert response.status < 500, (route, response.body[:300])
@@ -337,10 +368,10 @@ def test_a_100k_key_object_is_answered_without_5xx_and_in_bounded_memory(json_se
     assert process.memory_info().rss - before < 400 * 1024 * 1024
 
 
-@pytest.mark.parametrize("route_index", range(8))
+@pytest.mark.parametrize("route_index", range(9))
 def test_oversized_bodies_are_413_however_they_are_sent(json_server: JsonServer, route_index: int) -> None:
     """A body past the limit is 413 with Content-Length, chunked, or lying about its length, and stores nothing."""
-    route = json_routes(json_server.session_id)[route_index].encode()
+    route = all_routes(json_server.session_id)[route_index].encode()
     before = json_server.counts()
     big = b'{"a": "' + b"x" * (2 * 1024 * 1024) + b'"}'
     json_type = b"Content-Type: application/json\r\n"

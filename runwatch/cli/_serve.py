@@ -32,8 +32,15 @@ def serve(
         Path | None, typer.Option(envvar="RUNWATCH_DB", help="SQLite store [default: monitoring.db].")
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory [default: monitor_data].")] = None,
+    session_heartbeat_timeout: Annotated[
+        float | None,
+        typer.Option(
+            min=0.001,
+            help="Seconds of silence after which a datacat session is suspended [default: 60].",
+        ),
+    ] = None,
 ) -> None:
-    """Run the pipeline and the web app (REST, websockets, dashboard) until SIGINT/SIGTERM."""
+    """Run the pipeline and the web app (REST, websockets, dashboard, datacat's routes) until SIGINT/SIGTERM."""
     from ..config import MonitorConfig
     from ..exceptions import ConfigError
     from ..server import run_server
@@ -47,6 +54,8 @@ def serve(
         overrides["db_path"] = str(db)
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
+    if session_heartbeat_timeout is not None:
+        overrides["session_heartbeat_timeout_seconds"] = session_heartbeat_timeout
     try:
         settings = MonitorConfig.from_file(config, **overrides) if config else MonitorConfig.load(**overrides)
     except (ConfigError, ValueError, TypeError) as exc:

@@ -9,7 +9,8 @@ expiry, errors, platform switches, suspicious activity).
 - :mod:`.records`: the seed's records and :class:`SessionConfig`;
 - :mod:`.monitor`: :class:`SessionMonitor` and :func:`get_session_monitor`;
 - :mod:`.alerting`: its alerts, as ordinary alert-engine rules;
-- :mod:`.health`: the health report.
+- :mod:`.health`: the health report;
+- :mod:`.datacat`: datacat's sessions (what datacat's server does with them) for the web's datacat routes.
 """
 
 from __future__ import annotations

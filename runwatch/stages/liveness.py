@@ -45,7 +45,9 @@ Rules (the pure :class:`LivenessTracker`):
   metadata (sessions set it at creation), and its own signal is
   ``liveness_signal`` there: ``any_event`` makes every event of that run a
   sign of life, its start included (runs that ingest creates for producers
-  that sent events without starting a run do this; see docs/protocol.md).
+  that sent events without starting a run do this; see docs/protocol.md);
+  ``none`` leaves the run unwatched: its protocol judges its liveness itself
+  (datacat's sessions are suspended, never hung or crashed, by silence).
 - Paused, completed and failed runs are not watched.
 - Times are the producers' timestamps (capped at the server's clock), the
   same ones the store keeps, so clocks must agree to well within the timeout.
@@ -68,6 +70,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple
@@ -96,6 +99,8 @@ EVENT_OF_STATUS: Final = {status: event_type for event_type, status in LIVENESS_
 _LEVEL_OF_STATUS: Final = {"hung": "warning", "crashed": "error", "running": "info"}
 #: Statuses of runs the tracker watches (paused runs are expected to be quiet).
 _WATCHED: Final = frozenset({"running", "hung", "crashed"})
+#: The most runs remembered as judged by their own protocol.
+_MAX_UNWATCHED: Final = 100_000
 Signal = Literal["heartbeat", "any_event"]
 
 
@@ -107,6 +112,8 @@ class StoredRun(NamedTuple):
     last_heartbeat: float | None
     updated_at: float
     heartbeat_timeout_seconds: float | None = None
+    #: False for a run whose protocol judges its liveness itself (``liveness_signal: none``).
+    watched: bool = True
 
 
 class Transition(NamedTuple):
@@ -188,6 +195,9 @@ class LivenessTracker:
         self.signal = signal
         self.settle_seconds = float(settle_seconds)
         self._runs: dict[str, _Watch] = {}
+        #: Runs whose liveness is their protocol's (``liveness_signal: none``): never watched.
+        #: Bounded (oldest out): a run forgotten here is learned again from the store.
+        self._unwatched: OrderedDict[str, None] = OrderedDict()
         self.transitions_total = {"hung": 0, "crashed": 0, "running": 0}
 
     # -- reading the tracker -----------------------------------------------------------
@@ -223,8 +233,11 @@ class LivenessTracker:
         out: list[Transition] = []
         any_event = self.signal == "any_event"
         runs = self._runs
+        unwatched = self._unwatched
         for event in events:
             kind = type(event)
+            if unwatched and event.run_id in unwatched:
+                continue
             if kind is Heartbeat:
                 self._signal(event.run_id, event.timestamp, now, out)
             elif kind is RunLifecycle:
@@ -246,6 +259,13 @@ class LivenessTracker:
 
     def _lifecycle(self, event: RunLifecycle, now: float) -> None:
         transition = event.transition
+        if transition is RunTransition.STARTED and event.metadata is not None:
+            if event.metadata.get("liveness_signal") == "none":
+                self._leave_unwatched(event.run_id)
+                return
+            self._unwatched.pop(event.run_id, None)
+        if event.run_id in self._unwatched:
+            return
         if transition in (RunTransition.STARTED, RunTransition.RESUMED):
             watch = self._runs.get(event.run_id)
             if watch is None or transition is RunTransition.STARTED:
@@ -263,6 +283,13 @@ class LivenessTracker:
             watch.last_signal = min(event.timestamp, now) if armed else None
         else:  # paused, completed, failed: quiet on purpose
             self._runs.pop(event.run_id, None)
+
+    def _leave_unwatched(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+        self._unwatched[run_id] = None
+        self._unwatched.move_to_end(run_id)
+        if len(self._unwatched) > _MAX_UNWATCHED:
+            self._unwatched.popitem(last=False)
 
     def _signal(self, run_id: str, timestamp: float, now: float, out: list[Transition]) -> None:
         watch = self._runs.get(run_id)
@@ -291,6 +318,9 @@ class LivenessTracker:
         """
         runs = self._runs
         for row in rows:
+            if not row.watched:
+                self._leave_unwatched(row.run_id)
+                continue
             watch = runs.get(row.run_id)
             if watch is None:
                 if not watch_new or row.status not in ("running", "hung"):
@@ -396,7 +426,8 @@ def read_runs(store: Store, run_ids: list[str] | None) -> list[StoredRun]:
     out = []
     for run in store.run_activity(run_ids):
         own = _timeout_of(run.metadata.get("heartbeat_timeout_seconds")) if run.metadata else None
-        out.append(StoredRun(run.run_id, run.status, run.last_heartbeat, run.updated_at, own))
+        watched = not (run.metadata and run.metadata.get("liveness_signal") == "none")
+        out.append(StoredRun(run.run_id, run.status, run.last_heartbeat, run.updated_at, own, watched))
     return out
 
 

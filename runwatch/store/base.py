@@ -530,9 +530,21 @@ class Store(ABC):
 
     @abstractmethod
     def list_sessions(
-        self, *, active: bool | None, status: str | None, product: str | None, limit: int, before: int | None
+        self,
+        *,
+        active: bool | None,
+        status: str | None,
+        product: str | None,
+        limit: int,
+        before: int | None,
+        now: float | None = None,
+        timeout_seconds: float = 60.0,
     ) -> list[dict[str, Any]]:
-        """Session records, newest first: up to ``limit + 1``."""
+        """Session records, newest first: up to ``limit + 1``.
+
+        ``now`` and ``timeout_seconds``: when, and after what silence, datacat's
+        sessions are ``suspended`` (see :func:`runwatch.store.queries.sessions.list_sessions`).
+        """
 
     @abstractmethod
     def session_statistics(self, since: float | None) -> dict[str, Any]:
@@ -545,6 +557,20 @@ class Store(ABC):
     @abstractmethod
     def remove_old_sessions(self, cutoff: float) -> dict[str, int]:
         """Delete session data older than ``cutoff``; the rows removed per table."""
+
+    @abstractmethod
+    def whole_sessions(self, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+        """Sessions with every event, metric and state patch, in arrival order, as datacat reads them
+        (see :func:`runwatch.store.queries.datacat.session_rows`); ``None``: every session.
+
+        Raises:
+            UnknownRunError: one of ``session_ids`` is not a session.
+        """
+
+    @abstractmethod
+    def suspended_sessions_of_machine(self, machine_id: str, now: float, timeout_seconds: float) -> list[str]:
+        """The ids of the sessions of ``machine_id`` that are suspended (heartbeated, then silent past
+        their timeout, not ended) and not crashed at ``now``."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 

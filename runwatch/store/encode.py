@@ -93,9 +93,11 @@ ON CONFLICT (run, name) DO UPDATE SET
     last = excluded.last, last_ts = excluded.last_ts, last_step = excluded.last_step
 """
 
+# An event's detail (a protocol's own fields, see LogEvent.detail) is the 7th element: JSON or null.
 INSERT_EVENTS = """
-INSERT INTO events (run, ts, kind, type, level, data)
-SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value -> 5
+INSERT INTO events (run, ts, kind, type, level, data, detail)
+SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4, e.value -> 5,
+       CASE WHEN e.value ->> 6 IS NULL THEN NULL ELSE e.value -> 6 END
 FROM json_each(?) AS e
 """
 
@@ -105,8 +107,8 @@ SELECT e.value ->> 0, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value ->> 4
 """
 
 INSERT_STATE_HISTORY = """
-INSERT INTO state_history (run, ts, patch)
-SELECT e.value ->> 0, e.value ->> 1, e.value -> 2
+INSERT INTO state_history (run, ts, patch, detail)
+SELECT e.value ->> 0, e.value ->> 1, e.value -> 2, CASE WHEN e.value ->> 3 IS NULL THEN NULL ELSE e.value -> 3 END
 FROM json_each(?) AS e
 """
 
@@ -249,10 +251,13 @@ class BatchEncoder:
                     (run, event.step, event.timestamp, keyset, vals, None if tags is None else dumps(tags).decode())
                 )
             elif kind is LogEvent:
-                event_rows.append([run, event.timestamp, "log", event.type, event.level, event.data])
+                detail = event.detail
+                event_rows.append([run, event.timestamp, "log", event.type, event.level, event.data, detail])
                 liveness = LIVENESS_STATUS.get(event.type)
                 if liveness is not None:
                     _apply_verdict(update, liveness)
+                elif detail is not None and "effect" in detail:
+                    _apply_effect(update, detail["effect"], event.timestamp)
             elif kind is Heartbeat:
                 update.last_heartbeat = event.timestamp
                 counters = event.counters
@@ -266,7 +271,7 @@ class BatchEncoder:
                 if state is None:  # this batch's own copy, merged into patch by patch
                     state = update.state = copy_state(current_state.get(run, {}))
                 merge_state_into(state, event.patch)
-                state_rows.append([run, event.timestamp, event.patch])
+                state_rows.append([run, event.timestamp, event.patch, event.detail])
             elif kind is RunLifecycle:
                 _apply_lifecycle(update, event)
                 event_rows.append(
@@ -430,6 +435,22 @@ def _apply_verdict(update: RunUpdate, status: str) -> None:
     elif update.status in ("running", "hung", "crashed"):
         update.status = status  # started or resumed earlier in this batch: live
     # paused, completed or failed earlier in this batch: a verdict does not reopen it
+
+
+def _apply_effect(update: RunUpdate, effect: str, timestamp: float) -> None:
+    """What a protocol's event does to its run beyond being stored (see ``LogEvent.detail``).
+
+    ``crash``: a crash the producer reported ends the run crashed, whatever
+    its status (datacat's ``/crash``: also after its end). ``crash_detected``:
+    a crash concluded from the producer's silence, a verdict on a live run.
+    """
+    if effect == "crash":
+        update.status = "crashed"
+        update.liveness_status = None
+        update.end_time = timestamp
+        update.clear_end_time = False
+    elif effect == "crash_detected":
+        _apply_verdict(update, "crashed")
 
 
 def _apply_lifecycle(update: RunUpdate, event: RunLifecycle) -> None:

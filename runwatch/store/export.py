@@ -14,8 +14,9 @@ Archive layout (format ``runwatch-export/1``)::
                           count, sum, min, max, last...), one metric per line
     metric_rollups.jsonl  the rollups that replaced downsampled metric rows
                           (stores of schema version 3 and later)
-    events.jsonl          one event per line, oldest first
-    state_history.jsonl   one state patch per line, oldest first
+    events.jsonl          one event per line, oldest first (with its ``detail``
+                          when it has one: a protocol's own fields)
+    state_history.jsonl   one state patch per line, oldest first (``detail`` too)
     snapshots/...         the run's snapshots, when the store keeps them
     images.jsonl          one line per image, in order of name, step and logging:
                           {"name", "step", "ts", "digest", "mime", "width",
@@ -51,6 +52,8 @@ from ..wire import json_number
 from . import connections, queries
 from .downsample import ROLLUP_COLUMNS
 from .queries import media
+from .queries.common import run_pk
+from .queries.datacat import details_of_run
 
 __all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run"]
 
@@ -102,6 +105,7 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
         frame = queries.run_metrics_frame(connection, run_id)
         events = queries.run_events(connection, run_id)
         history = queries.state_history(connection, run_id)
+        _add_details(connection, run_id, events, history)
         snapshots = _snapshots(connection, run_id) if include_snapshots else []
         metrics_name, metrics_bytes = _metrics_file(frame)
         del frame
@@ -132,6 +136,16 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
     finally:
         connection.close()
     return target
+
+
+def _add_details(connection: Any, run_id: str, events: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
+    """Give the events and state patches that have a detail (a protocol's own fields) their ``detail``."""
+    event_details, state_details = details_of_run(connection, run_pk(connection, run_id))
+    for entries, details in ((events, event_details), (history, state_details)):
+        if details:
+            for entry in entries:
+                if entry["id"] in details:
+                    entry["detail"] = details[entry["id"]]
 
 
 def _wire_numbers(value: Any) -> Any:

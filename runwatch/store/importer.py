@@ -693,7 +693,7 @@ def _write_metric_chunk(
 
 
 def _import_events(connection: sqlite3.Connection, reader: _ArchiveReader, pk: int) -> dict[str, int]:
-    """Insert the events with their original kind, type, level, data and time; returns counts per type."""
+    """Insert the events with their original kind, type, level, data, detail and time; returns counts per type."""
     counts: dict[str, int] = {}
     rows: list[list[Any]] = []
     for number, event in reader.json_lines("events.jsonl"):
@@ -709,8 +709,11 @@ def _import_events(connection: sqlite3.Connection, reader: _ArchiveReader, pk: i
             raise ArchiveError(reader.where, f"{at}: level must be one of {', '.join(LEVELS)}, got {level!r}")
         if not _is_epoch(ts):
             raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
+        detail = event.get("detail")
+        if detail is not None and not isinstance(detail, dict):
+            raise ArchiveError(reader.where, f"{at}: detail must be an object, got {type(detail).__name__}")
         counts[event_type] = counts.get(event_type, 0) + 1
-        rows.append([pk, ts, kind, event_type, level, event.get("event_data")])
+        rows.append([pk, ts, kind, event_type, level, event.get("event_data"), detail])
         if len(rows) >= _CHUNK_ROWS:
             connection.execute(INSERT_EVENTS, (dumps(rows),))
             rows = []
@@ -728,7 +731,10 @@ def _import_state_history(connection: sqlite3.Connection, reader: _ArchiveReader
         ts = entry.get("timestamp")
         if not _is_epoch(ts):
             raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
-        rows.append([pk, ts, entry["patch"]])
+        detail = entry.get("detail")
+        if detail is not None and not isinstance(detail, dict):
+            raise ArchiveError(reader.where, f"{at}: detail must be an object, got {type(detail).__name__}")
+        rows.append([pk, ts, entry["patch"], detail])
         if len(rows) >= _CHUNK_ROWS:
             connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
             rows = []

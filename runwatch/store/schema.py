@@ -52,6 +52,11 @@ and its summary. Their number columns have no declared type (as
 Version 8 adds ``run_annotations``: the tags and the free-text note a user
 gives a run (see :mod:`runwatch.store.queries.annotations`), one row per annotated
 run.
+
+Version 9 adds ``detail`` to ``events`` and ``state_history``: what a
+producer's protocol said beyond runwatch's own fields, kept to answer it
+back exactly (datacat's event fields and timestamp texts, see
+:mod:`runwatch.wire.datacat`); ``NULL`` for runwatch's own events.
 """
 
 from __future__ import annotations
@@ -366,6 +371,21 @@ MIGRATIONS += (
             )""",
         ),
         down=("DROP TABLE run_annotations",),
+    ),
+)
+
+MIGRATIONS += (
+    Migration(
+        9,
+        "the detail of events and state patches (what a producer's protocol said beyond runwatch's fields)",
+        up=(
+            "ALTER TABLE events ADD COLUMN detail TEXT",
+            "ALTER TABLE state_history ADD COLUMN detail TEXT",
+        ),
+        down=(
+            "ALTER TABLE state_history DROP COLUMN detail",
+            "ALTER TABLE events DROP COLUMN detail",
+        ),
     ),
 )
 

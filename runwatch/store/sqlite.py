@@ -36,6 +36,7 @@ from ..exceptions import StoreError, StoreUnavailable
 from . import backup, connections, downsample, export, lifecycle, queries
 from .base import ChartAxis, ChartSeries, MaintenancePass, RunActivity, Store, StoreWriter, TimeLike
 from .queries import media as media_queries
+from .queries import datacat as datacat_queries
 from .queries import runs as run_queries
 from .queries import sessions as session_queries
 from .queries import snapshots as snapshot_queries
@@ -416,10 +417,25 @@ class SQLiteStore(Store):
         )
 
     def list_sessions(
-        self, *, active: bool | None, status: str | None, product: str | None, limit: int, before: int | None
+        self,
+        *,
+        active: bool | None,
+        status: str | None,
+        product: str | None,
+        limit: int,
+        before: int | None,
+        now: float | None = None,
+        timeout_seconds: float = 60.0,
     ) -> list[dict[str, Any]]:
         return self._read(
-            session_queries.list_sessions, active=active, status=status, product=product, limit=limit, before=before
+            session_queries.list_sessions,
+            active=active,
+            status=status,
+            product=product,
+            limit=limit,
+            before=before,
+            now=now,
+            timeout_seconds=timeout_seconds,
         )
 
     def session_statistics(self, since: float | None) -> dict[str, Any]:
@@ -431,6 +447,12 @@ class SQLiteStore(Store):
     def remove_old_sessions(self, cutoff: float) -> dict[str, int]:
         with self.connection(write=True) as conn:
             return session_queries.remove_old_sessions(conn, cutoff)
+
+    def whole_sessions(self, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+        return self._read(datacat_queries.session_rows, session_ids)
+
+    def suspended_sessions_of_machine(self, machine_id: str, now: float, timeout_seconds: float) -> list[str]:
+        return self._read(datacat_queries.suspended_sessions_of_machine, machine_id, now, timeout_seconds)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ request body is checked by exactly the code that checks ``update_metrics``.
 
 This module assembles the app: the routes (by resource: :mod:`.runs`,
 :mod:`.current`, :mod:`.alerts`, :mod:`.operations`, :mod:`.ingest`,
-:mod:`.sessions`, :mod:`.ws`; what they share is in :mod:`.http`), the error
+:mod:`.sessions`, :mod:`.datacat`, :mod:`.ws`; what they share is in :mod:`.http`), the error
 handlers, the documentation and the dashboard's static files. The app asks
 the store (:class:`~runwatch.store.base.Store`) on worker threads and talks to
 the pipeline only through services it registered (``ingest``,
@@ -37,7 +37,7 @@ from ..exceptions import (
 )
 from ..pipeline.component import Services
 from ..store.base import Store
-from . import alerts, compare, current, ingest, media, operations, runs, sessions, ws
+from . import alerts, compare, current, datacat, ingest, media, operations, runs, sessions, ws
 from .http import ERROR_SCHEMA, ApiError, JSONResponse, WebContext, error_responses
 from .security import SecurityMiddleware, SecurityPolicy, allowed_methods
 
@@ -58,6 +58,7 @@ def create_app(
     policy: SecurityPolicy | None = None,
     max_ingest_events: int = 10_000,
     static_dir: str | None = None,
+    session_heartbeat_timeout_seconds: float = 60.0,
 ) -> SecurityMiddleware:
     """Build the ASGI app (wrapped in the security middleware).
 
@@ -72,6 +73,9 @@ def create_app(
             ``/static/<name>`` after the dashboard's own files (a file of the
             same name as one of the dashboard's is never served); ignored
             when it does not exist.
+        session_heartbeat_timeout_seconds: silence after which a datacat
+            session that heartbeated is suspended (a session's own
+            ``heartbeat_timeout_seconds`` wins).
     """
     if store is None:
         if db_path is None:
@@ -80,7 +84,15 @@ def create_app(
 
         store = SQLiteStore(db_path)
     services = pipeline.context.services if pipeline is not None else Services()
-    context = WebContext(store, pipeline, services, max_ingest_events)
+    policy = policy or SecurityPolicy()
+    context = WebContext(
+        store,
+        pipeline,
+        services,
+        max_ingest_events,
+        max_body_bytes=policy.max_body_bytes,
+        session_heartbeat_timeout_seconds=session_heartbeat_timeout_seconds,
+    )
     app = FastAPI(
         title="runwatch",
         version="0.1.0",
@@ -92,7 +104,8 @@ def create_app(
     app.state.context = context
     _document(app)
     _install_error_handlers(app)
-    for routes in (runs, compare, media, current, alerts, operations, ingest, sessions, ws):
+    # datacat's routes after runwatch's own sessions routes: its catch-all answers what they do not take.
+    for routes in (runs, compare, media, current, alerts, operations, ingest, sessions, datacat, ws):
         app.include_router(routes.router)
 
     @app.get("/", include_in_schema=False)
@@ -104,7 +117,7 @@ def create_app(
         # Looked up in order: the dashboard's files first, so a stray directory cannot replace them.
         static.all_directories = [*static.all_directories, Path(static_dir)]
     app.mount("/static", static, name="static")
-    return SecurityMiddleware(app, policy or SecurityPolicy())
+    return SecurityMiddleware(app, policy)
 
 
 def _document(app: FastAPI) -> None:

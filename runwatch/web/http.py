@@ -3,7 +3,8 @@
 Each REST endpoint follows one path: parse and validate (query parameters
 here, bodies in :mod:`runwatch.wire`), ask the store or the pipeline's
 services, serialise. Route modules import from here and from nothing else of
-``runwatch.web`` but :mod:`.series` and :mod:`.security`; :mod:`.app`
+``runwatch.web`` but :mod:`.series` and :mod:`.security` (and :mod:`.datacat`
+from :mod:`.sessions`: they share the ``/api/sessions`` paths); :mod:`.app`
 assembles them.
 """
 
@@ -154,6 +155,10 @@ class WebContext:
     #: Runs this server started for ingest (see :mod:`.ingest`) and may not see in the store
     #: yet: concurrent batches of a new run then start it once, not once each. Bounded, oldest out.
     ingest_started: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    #: The largest request body, also once a gzip body is decompressed.
+    max_body_bytes: int = 1024 * 1024
+    #: Silence after which a datacat session that heartbeated is suspended (its own timeout wins).
+    session_heartbeat_timeout_seconds: float = 60.0
 
     def service(self, key: ServiceKey[T]) -> T:
         """A pipeline service, or a 503 when this server has none running."""

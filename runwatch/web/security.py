@@ -18,7 +18,13 @@ In order, for every HTTP request and websocket handshake:
    A write to a path whose routes take other methods only goes on to the app
    unread (405 naming them).
 
-Rejections are JSON ``{"error": {...}}`` bodies; the token never appears in
+On the paths of datacat's contract (:func:`is_datacat_path`: ``/health``,
+``/api/sessions`` and below but runwatch's ``/batch``, ``/api/data/sessions``)
+writes take any Content-Type, as datacat's server does, rejections are plain
+text as datacat's are (``401 Unauthorized``), and ``/health`` needs no token
+for any method.
+
+Rejections are JSON ``{"error": {...}}`` bodies elsewhere; the token never appears in
 logs or responses: every query parameter whose decoded name is ``token`` (in
 any case or percent-encoding) is removed from the request's scope before
 anything else (uvicorn's access and websocket logs print the scope's query
@@ -37,7 +43,7 @@ import anyio
 import orjson
 from starlette.routing import Match
 
-__all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "SecurityPolicy", "allowed_methods"]
+__all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "SecurityPolicy", "allowed_methods", "is_datacat_path"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -49,6 +55,18 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC_PATHS = ("/", "/index.html", "/favicon.ico")
 _PUBLIC_PREFIXES = ("/static/",)
+
+
+def is_datacat_path(path: str) -> bool:
+    """Whether ``path`` belongs to datacat's contract (its rules for bodies and errors apply)."""
+    if path == "/health" or path == "/api/data/sessions" or path.startswith("/api/data/sessions/"):
+        return True
+    if path == "/api/sessions":
+        return True
+    if not path.startswith("/api/sessions/"):
+        return False
+    session_id, _, operation = path[len("/api/sessions/") :].partition("/")
+    return operation != "batch"  # runwatch's own exactly-once route
 
 
 @dataclass(frozen=True)
@@ -107,13 +125,16 @@ class SecurityMiddleware:
             return
         headers = _headers(scope)
         query_token = _pop_query_token(scope)
+        datacat = kind == "http" and is_datacat_path(scope.get("path", ""))
         problem = self._check(scope, headers, kind, query_token)
         if problem is not None:
             status, message = problem
-            await _reject(kind, send, status, message)
+            if datacat and status == 401:
+                message = "Unauthorized"
+            await _reject(kind, send, status, message, text=datacat)
             return
         if kind == "http" and scope["method"] in _WRITE_METHODS and self._routes_write(scope):
-            await self._guard_write(scope, receive, send, headers)
+            await self._guard_write(scope, receive, send, headers, datacat=datacat)
             return
         await self.app(scope, receive, send)
 
@@ -149,6 +170,8 @@ class SecurityMiddleware:
 
     def _is_public(self, scope: Scope) -> bool:
         path = scope.get("path", "")
+        if scope["type"] == "http" and path == "/health":
+            return True  # datacat's health check needs no key, whatever the method
         if scope["type"] != "http" or scope.get("method") not in ("GET", "HEAD"):
             return False
         return path in _PUBLIC_PATHS or path in self.policy.extra_public_paths or path.startswith(_PUBLIC_PREFIXES)
@@ -163,15 +186,17 @@ class SecurityMiddleware:
         # Constant time: how much of a guess matches must not show in the response time.
         return hmac.compare_digest(supplied.encode(), self._token)
 
-    async def _guard_write(self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str]) -> None:
+    async def _guard_write(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], *, datacat: bool = False
+    ) -> None:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json":
+        if content_type != "application/json" and not datacat:
             await _reject("http", send, 415, "request body must be application/json")
             return
         limit = self.policy.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
-            await _reject("http", send, 413, f"request body larger than {limit} bytes")
+            await _reject("http", send, 413, f"request body larger than {limit} bytes", text=datacat)
             return
         # Read the whole body (bounded) before the app sees it, so a body that
         # grows past the limit mid-stream is refused before anything is stored.
@@ -183,14 +208,15 @@ class SecurityMiddleware:
                 message = await receive()
             if message is None:
                 timeout = self.policy.body_timeout_seconds
-                await _reject("http", send, 408, f"request body not received within {timeout} s", close=True)
+                late = f"request body not received within {timeout} s"
+                await _reject("http", send, 408, late, close=True, text=datacat)
                 return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await _reject("http", send, 413, f"request body larger than {limit} bytes")
+                await _reject("http", send, 413, f"request body larger than {limit} bytes", text=datacat)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -264,14 +290,23 @@ def _names_token(name: str) -> bool:
         name = decoded
 
 
-async def _reject(kind: str, send: Send, status: int, message: str, *, close: bool = False) -> None:
-    """Refuse a request (an error body) or a handshake (close 1008); ``close`` ends the connection after it."""
+async def _reject(kind: str, send: Send, status: int, message: str, *, close: bool = False, text: bool = False) -> None:
+    """Refuse a request (an error body: JSON, or datacat's plain ``text``) or a handshake (close 1008);
+    ``close`` ends the connection after it."""
     if kind == "websocket":
         # Closing before accepting makes the server answer the handshake with 403.
         await send({"type": "websocket.close", "code": 1008, "reason": message})
         return
-    body = orjson.dumps({"error": {"status": status, "message": message, "field": None}})
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if text:
+        body = (message + "\n").encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+    else:
+        body = orjson.dumps({"error": {"status": status, "message": message, "field": None}})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if close:  # the rest of the request will not be read: the connection cannot serve another
         headers.append((b"connection", b"close"))
     await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -84,6 +84,9 @@ class WebSettings:
             body before the request is answered 408.
         static_dir: a directory of the user's own static files, served at
             ``/static/`` after the dashboard's own (``None``: none).
+        session_heartbeat_timeout_seconds: silence after which a datacat
+            session that heartbeated is suspended (datacat's
+            ``heartbeat_timeout_seconds``).
     """
 
     host: str = "127.0.0.1"
@@ -98,6 +101,7 @@ class WebSettings:
     header_timeout_seconds: float = 10.0
     body_timeout_seconds: float = 10.0
     static_dir: str | None = None
+    session_heartbeat_timeout_seconds: float = 60.0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -194,6 +198,7 @@ def web_settings_of(config: MonitorConfig) -> WebSettings:
         log_level="info" if config.debug else "warning",
         max_connections=config.web_max_connections,
         static_dir=config.static_dir,
+        session_heartbeat_timeout_seconds=config.session_heartbeat_timeout_seconds,
     )
 
 
@@ -231,7 +236,13 @@ def web_companion(
             logger.error("runwatch: %s; running without the web interface", message)
             yield None
             return
-        app = create_app(db_path=db_path, pipeline=pipeline, policy=policy, static_dir=settings.static_dir)
+        app = create_app(
+            db_path=db_path,
+            pipeline=pipeline,
+            policy=policy,
+            static_dir=settings.static_dir,
+            session_heartbeat_timeout_seconds=settings.session_heartbeat_timeout_seconds,
+        )
         config = uvicorn.Config(
             app,
             log_level=uvicorn_log_level(settings.log_level),

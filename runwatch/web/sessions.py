@@ -1,45 +1,39 @@
-"""REST routes of application sessions (see docs/sessions.md).
+"""runwatch's own REST routes of application sessions (see docs/sessions.md).
 
-Each write follows one path: parse and validate the body completely
-(:mod:`runwatch.wire.sessions`, errors name the field), check the session
-(404 unknown, 409 ended), hand the events to the pipeline's ``ingest``
-source and answer once they are committed, so an acknowledged write is
+datacat's routes on the same paths are in :mod:`.datacat`; these are the
+ones runwatch adds: the listing (``GET /api/sessions``), the paged view of a
+session (:func:`session_page`, served by ``GET /api/sessions/{id}`` when a
+paging parameter is given) and ``/batch``, exactly once per batch id.
+
+A ``/batch`` write parses and validates its body completely
+(:mod:`runwatch.wire.sessions`, errors name the field), checks the session
+(404 unknown, 409 ended), hands the events to the pipeline's ``ingest``
+source and answers once they are committed, so an acknowledged write is
 stored (the websocket subscribers get it from the live hub, which no write
-waits for). A ``/batch`` ``batch_id`` is scoped to its session: a retry is
-answered as a duplicate once the original is stored (waiting for it while
-it is in flight), and the same id with other operations is a 409. Reads ask
-the store on worker threads.
+waits for). A ``batch_id`` is scoped to its session: a retry is answered as
+a duplicate once the original is stored (waiting for it while it is in
+flight), and the same id with other operations is a 409. Reads ask the
+store on worker threads.
 """
 
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any, Final, Literal, TypeVar
 
 from fastapi import APIRouter, Query, Request
 
 from .._payload import shown
-from ..events import Event, Heartbeat, RunLifecycle, RunTransition
+from ..events import Event
 from ..exceptions import UnknownRunError
-from ..session_events import RUN_STATUSES_OF, SESSION_KIND, session_status
+from ..session_events import RUN_STATUSES_OF, session_status
 from ..sources.ingest import INGEST
 from ..wire import content_digest, json_number, parse_document
+from ..wire.datacat import DATACAT_PROTOCOL
 from ..wire.sessions import (
     BATCH_BODY_SCHEMA,
-    CREATE_BODY_SCHEMA,
-    EMPTY_BODY_SCHEMA,
-    EVENT_FIELDS_SCHEMA,
-    METRIC_FIELDS_SCHEMA,
     batch_events,
-    build_event,
-    check_no_unknown,
-    check_object,
-    log_event,
-    metric_event,
-    parse_create_body,
-    state_event,
 )
 from .http import (
     CURSOR_SCHEMA,
@@ -54,24 +48,33 @@ from .http import (
     web_context,
 )
 
-__all__ = ["router", "session_view"]
+__all__ = ["router", "session_page", "session_view"]
 
 _T = TypeVar("_T")
 
 router = APIRouter(tags=["sessions"])
 
-_SESSION_STATUSES: Final = tuple(RUN_STATUSES_OF)
+_SESSION_STATUSES: Final = (*RUN_STATUSES_OF, "suspended")
 #: Run statuses after which a session takes no more writes.
 _ENDED: Final = frozenset(RUN_STATUSES_OF["ended"])
 #: Writes to a session: malformed JSON, unknown session, ended session, too large, invalid field.
 _WRITE_ERRORS: Final = error_responses(400, 404, 409, 413, 422)
 
 
-def session_view(record: dict[str, Any]) -> dict[str, Any]:
-    """A stored session record as the REST API shows it (without its pages)."""
+def session_view(record: dict[str, Any], now: float, timeout_seconds: float) -> dict[str, Any]:
+    """A stored session record as the REST API shows it (without its pages).
+
+    A session created through datacat's routes that heartbeated and then fell
+    silent for longer than its timeout (its own ``heartbeat_timeout_seconds``,
+    else ``timeout_seconds``) is ``suspended`` at ``now``, as datacat computes
+    it when read; ``suspended``, ``crashed`` and ``hung`` are datacat's flags.
+    """
     metadata = record["metadata"]
     own = metadata.get("metadata")
     shown_status = session_status(record["status"])
+    suspend_after = _suspend_after(metadata, timeout_seconds)
+    if shown_status == "active" and is_suspended(record, now, timeout_seconds):
+        shown_status = "suspended"
     return {
         "id": record["run_id"],
         "created_at": iso(record["start_time"]),
@@ -79,17 +82,42 @@ def session_view(record: dict[str, Any]) -> dict[str, Any]:
         "ended_at": iso(record["end_time"]) if shown_status == "ended" else None,
         "active": shown_status in ("active", "hung"),
         "status": shown_status,
+        "suspended": shown_status == "suspended",
+        "crashed": shown_status == "crashed",
+        "hung": shown_status == "hung",
         "state": record["state"],
         "last_heartbeat": iso(record["last_heartbeat"]),
         "hostname": metadata.get("hostname"),
+        "machine_id": metadata.get("machine_id"),
         "product": metadata.get("product"),
         "version": metadata.get("version"),
         "heartbeat_timeout_seconds": metadata.get("heartbeat_timeout_seconds"),
+        # The silence after which this session shows suspended (datacat's sessions; None for others),
+        # so a live view can tell it between two reads.
+        "suspend_after_seconds": suspend_after,
         "metadata": own if isinstance(own, dict) else {},
     }
 
 
-async def _session_page(
+def _suspend_after(metadata: dict[str, Any], timeout_seconds: float) -> float | None:
+    if metadata.get("protocol") != DATACAT_PROTOCOL:
+        return None
+    own = metadata.get("heartbeat_timeout_seconds")
+    if isinstance(own, (int, float)) and not isinstance(own, bool) and own > 0:
+        return float(own)
+    return timeout_seconds
+
+
+def is_suspended(record: dict[str, Any], now: float, timeout_seconds: float) -> bool:
+    """Whether a live session of datacat's is suspended: it heartbeated, then was silent past its timeout."""
+    heartbeat = record["last_heartbeat"]
+    suspend_after = _suspend_after(record["metadata"], timeout_seconds)
+    if suspend_after is None or heartbeat is None or record["end_time"] is not None:
+        return False
+    return bool(now - heartbeat > suspend_after)
+
+
+async def session_page(
     context: WebContext,
     session_id: str,
     *,
@@ -112,7 +140,7 @@ async def _session_page(
         history_limit=history_limit,
         history_before=history_before,
     )
-    session = session_view(page["session"])
+    session = session_view(page["session"], time.time(), context.session_heartbeat_timeout_seconds)
     history = page["state_history"]
     patches = history[-history_limit:]  # oldest first: the one beyond the page is the first
     session["state_history"] = [{"timestamp": iso(entry["timestamp"]), "patch": entry["patch"]} for entry in patches]
@@ -161,37 +189,13 @@ async def _submit(
     return await source.submit(events, batch_id, digest=digest, admit=admit)
 
 
-_OK: Final = {"ok": True}
-
-
-@router.post(
-    "/api/sessions",
-    status_code=201,
-    summary="Create a session",
-    openapi_extra=body_schema(CREATE_BODY_SCHEMA),
-    responses=error_responses(400, 413, 422),
-)
-async def create_session(request: Request) -> JSONResponse:
-    context = web_context(request)
-    source = context.service(INGEST)
-    metadata = parse_create_body(parse_document(await request.body(), empty={}))
-    session_id = str(uuid.uuid4())
-    started = build_event(
-        lambda: RunLifecycle(session_id, time.time(), RunTransition.STARTED, run_kind=SESSION_KIND, metadata=metadata),
-        "metadata",
-    )
-    await source.submit([started])
-    session = await _session_page(context, session_id)
-    return JSONResponse({"session_id": session_id, "session": session}, status_code=201)
-
-
 @router.get("/api/sessions", summary="List sessions, newest first", responses=error_responses(422))
 async def get_sessions(
     request: Request,
     active: bool | None = Query(None, description="only active (true) or inactive (false) sessions"),
     # FastAPI makes the tuple's values the parameter's enum; mypy cannot take a Literal from a variable.
     status: Literal[_SESSION_STATUSES] | None = Query(  # type: ignore[valid-type]
-        None, description="active, hung, crashed or ended"
+        None, description="active, suspended, hung, crashed or ended"
     ),
     product: str | None = Query(None),
     limit: int = Query(50, ge=1, le=1000),
@@ -200,117 +204,22 @@ async def get_sessions(
     if status is not None and status not in _SESSION_STATUSES:
         raise ApiError(422, f"status must be one of {', '.join(_SESSION_STATUSES)}", "status")
     before = cursor_param(cursor, "cursor")
+    context = web_context(request)
+    now, timeout = time.time(), context.session_heartbeat_timeout_seconds
     records = await read(
-        web_context(request).store.list_sessions,
+        context.store.list_sessions,
         active=active,
         status=status,
         product=product,
         limit=limit,
         before=before,
+        now=now,
+        timeout_seconds=timeout,
     )
     page = records[:limit]
     next_cursor = str(page[-1]["pk"]) if len(records) > limit else None
-    return JSONResponse({"sessions": [session_view(record) for record in page], "next_cursor": next_cursor})
-
-
-@router.get(
-    "/api/sessions/{session_id}",
-    summary="A session with pages of its events, metrics and state patches",
-    responses=error_responses(404, 422),
-)
-async def get_session(
-    request: Request,
-    session_id: str,
-    events_limit: int = Query(100, ge=1, le=10_000),
-    events_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
-    metrics_limit: int = Query(100, ge=1, le=10_000),
-    metrics_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
-    state_history_limit: int = Query(100, ge=1, le=10_000),
-    state_history_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
-) -> JSONResponse:
-    session = await _session_page(
-        web_context(request),
-        session_id,
-        events_limit=events_limit,
-        events_before=cursor_param(events_cursor, "events_cursor"),
-        metrics_limit=metrics_limit,
-        metrics_before=cursor_param(metrics_cursor, "metrics_cursor"),
-        history_limit=state_history_limit,
-        history_before=cursor_param(state_history_cursor, "state_history_cursor"),
-    )
-    return JSONResponse(session)
-
-
-@router.post(
-    "/api/sessions/{session_id}/state",
-    summary="Deep-merge a patch into the session's state",
-    openapi_extra=body_schema({"type": "object"}),
-    responses=_WRITE_ERRORS,
-)
-async def post_state(request: Request, session_id: str) -> JSONResponse:
-    patch = parse_document(await request.body())
-    await _submit(request, session_id, [state_event(session_id, patch, time.time())])
-    return JSONResponse(_OK)
-
-
-@router.post(
-    "/api/sessions/{session_id}/events",
-    summary="Record a session event",
-    openapi_extra=body_schema(
-        {"type": "object", "required": ["name"], "properties": EVENT_FIELDS_SCHEMA, "additionalProperties": False}
-    ),
-    responses=_WRITE_ERRORS,
-)
-async def post_event(request: Request, session_id: str) -> JSONResponse:
-    document = check_object(parse_document(await request.body()), None, "the body")
-    check_no_unknown(document, ("name", "data", "level"))
-    await _submit(request, session_id, [log_event(session_id, document, time.time())])
-    return JSONResponse(_OK)
-
-
-@router.post(
-    "/api/sessions/{session_id}/metrics",
-    summary="Record one metric value",
-    openapi_extra=body_schema(
-        {
-            "type": "object",
-            "required": ["name", "value"],
-            "properties": METRIC_FIELDS_SCHEMA,
-            "additionalProperties": False,
-        }
-    ),
-    responses=_WRITE_ERRORS,
-)
-async def post_metric(request: Request, session_id: str) -> JSONResponse:
-    document = check_object(parse_document(await request.body()), None, "the body")
-    check_no_unknown(document, ("name", "value", "tags"))
-    await _submit(request, session_id, [metric_event(session_id, document, time.time())])
-    return JSONResponse(_OK)
-
-
-@router.post(
-    "/api/sessions/{session_id}/heartbeat",
-    summary="The session's application is alive",
-    openapi_extra=body_schema(EMPTY_BODY_SCHEMA),
-    responses=_WRITE_ERRORS,
-)
-async def post_heartbeat(request: Request, session_id: str) -> JSONResponse:
-    check_no_unknown(check_object(parse_document(await request.body(), empty={}), None, "the body"), ())
-    await _submit(request, session_id, [Heartbeat(session_id, time.time())])
-    return JSONResponse(_OK)
-
-
-@router.post(
-    "/api/sessions/{session_id}/end",
-    summary="End the session",
-    openapi_extra=body_schema(EMPTY_BODY_SCHEMA),
-    responses=_WRITE_ERRORS,
-)
-async def post_end(request: Request, session_id: str) -> JSONResponse:
-    check_no_unknown(check_object(parse_document(await request.body(), empty={}), None, "the body"), ())
-    await _submit(request, session_id, [RunLifecycle(session_id, time.time(), RunTransition.COMPLETED)])
-    session = await _session_page(web_context(request), session_id)
-    return JSONResponse({"ok": True, "session": session})
+    sessions = [session_view(record, now, timeout) for record in page]
+    return JSONResponse({"sessions": sessions, "next_cursor": next_cursor})
 
 
 @router.post(

@@ -43,6 +43,10 @@ _TIMESTAMP = {
 _NO_NUL = "^[^\\u0000]*$"
 _RUN_ID = {"type": "string", "minLength": 1, "pattern": _NO_NUL}
 _INT64 = {"type": "integer", "format": "int64"}
+_DETAIL = {
+    "anyOf": [{"type": "object"}, {"type": "null"}],
+    "description": "what the producer's protocol said beyond runwatch's fields (e.g. datacat's), kept as given",
+}
 _METRIC_VALUE = {"anyOf": [{"type": "number"}, {"type": "null"}, {"enum": ["NaN", "Infinity", "-Infinity"]}]}
 _WIRE_EVENTS = [
     {
@@ -75,6 +79,7 @@ _WIRE_EVENTS = [
             "type": {"type": "string", "minLength": 1, "pattern": _NO_NUL},
             "level": {"enum": list(LEVELS)},
             "data": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            "detail": _DETAIL,
         },
         "additionalProperties": False,
     },
@@ -87,6 +92,7 @@ _WIRE_EVENTS = [
             "run_id": _RUN_ID,
             "timestamp": _TIMESTAMP,
             "patch": {"type": "object"},
+            "detail": _DETAIL,
         },
         "additionalProperties": False,
     },

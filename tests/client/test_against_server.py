@@ -1,5 +1,7 @@
 """The client against a real `runwatch serve` subprocess: every endpoint, delivery, restarts, fork,
-the seed's examples, interpreter exit."""
+the seed's examples, interpreter exit. runwatch serve answers GET /health as datacat does, so the client
+speaks datacat's contract to it (blocking calls on datacat's routes, queued ones on /batch); reads without
+paging parameters answer datacat's session document, with them runwatch's paged view."""
 
 from __future__ import annotations
 
@@ -39,38 +41,36 @@ from ._doubles import (
 
 
 def test_every_endpoint_against_the_server(server: ServerProcess) -> None:
-    """create, state, event, metric, heartbeat, get and end round-trip through a real server."""
+    """create, state, event, metric, heartbeat, get and end round-trip through a real server, in datacat's
+    contract; the session's own metadata shows in runwatch's paged view."""
     with DatacatClient(server.url) as client:
         session_id = client.create_session(product="app", version="1.2", metadata={"a": 1}, user="alice")
         created = client.get_session(session_id)
         assert created["id"] == session_id
-        assert (created["product"], created["version"], created["metadata"]) == (
-            "app",
-            "1.2",
-            {"a": 1, "user": "alice"},
-        )
-        assert created["hostname"] and created["status"] == "active" and created["active"] is True
-        client.update_state(session_id, {"status": "running"})
+        assert created["state"] == {"product": "app", "version": "1.2"}
+        assert created["hostname"] and created["machine_id"] and created["active"] is True
+        view = client.get_session(session_id, events_limit=10)
+        assert (view["product"], view["version"], view["metadata"]) == ("app", "1.2", {"a": 1, "user": "alice"})
+        assert client.update_state(session_id, {"status": "running"}) == {"status": "ok"}
         client.log_event(session_id, "user_login", {"user": "alice"}, level="warning")
         client.log_metric(session_id, "cpu_usage", 45.2, tags=["app:myapp"])
         client.log_metric(session_id, "plain", 3)
         client.heartbeat(session_id)
         session = client.get_session(session_id)
-        assert session["state"] == {"status": "running"}
-        assert [(e["name"], e["level"], e["data"]) for e in session["events"]] == [
+        assert session["state"] == {"product": "app", "version": "1.2", "status": "running"}
+        assert [(e["name"], e["category"], e["data"]) for e in session["events"]] == [
             ("user_login", "warning", {"user": "alice"})
         ]
-        assert [(m["name"], m["value"], m["tags"]) for m in all_metrics(client, session_id)] == [
+        assert [(m["name"], m["value"], m.get("tags")) for m in session["metrics"]] == [
             ("cpu_usage", 45.2, ["app:myapp"]),
-            ("plain", 3.0, []),
+            ("plain", 3, None),
         ]
-        assert session["last_heartbeat"] is not None
-        client.end_session(session_id)
+        assert "last_heartbeat" in session
+        assert client.end_session(session_id) == {"status": "ok"}
         ended = client.get_session(session_id)
-        assert ended["status"] == "ended" and ended["active"] is False and ended["ended_at"]
-        with pytest.raises(DatacatError) as caught:
-            client.log_event(session_id, "late")
-        assert caught.value.status == 409
+        assert ended["active"] is False and ended["ended_at"]
+        client.log_event(session_id, "late")  # datacat takes writes after the end
+        assert [e["name"] for e in client.get_session(session_id)["events"]] == ["user_login", "late"]
         with pytest.raises(DatacatError) as caught:
             client.get_session("no-such-session")
         assert caught.value.status == 404
@@ -101,27 +101,30 @@ def test_every_endpoint_against_the_server(server: ServerProcess) -> None:
 def test_state_deep_merge(server: ServerProcess, blocking: bool, patches: list[dict[str, Any]], expected: Any) -> None:
     """State patches merge as the contract says: objects merge, lists and scalars replace, null deletes."""
     with DatacatClient(server.url, blocking=blocking, flush_interval=0.01) as client:
-        session_id = client.create_session()
+        session_id = client.create_session(product="merge", version="1")
         for patch in patches:
             client.update_state(session_id, patch)
         session = client.get_session(session_id)
-    assert session["state"] == expected
-    assert len(session["state_history"]) == len(patches)
+    assert session["state"] == {"product": "merge", "version": "1", **expected}
+    # A blocking update that changes nothing is not sent (as datacat's daemon drops it): no history entry.
+    sent = [patch for patch in patches if patch] if blocking else patches
+    assert len(session["state_history"]) == len(sent)
 
 
 def test_get_session_pages_the_state_history(server: ServerProcess) -> None:
     """get_session passes state_history_limit and state_history_cursor; the pages hold every patch once."""
     with DatacatClient(server.url) as client:
-        session_id = client.create_session()
+        session_id = client.create_session(product="pages", version="1")
         for n in range(3):
             client.update_state(session_id, {"n": n})
         newest = client.get_session(session_id, state_history_limit=2)
         older = client.get_session(
             session_id, state_history_limit=2, state_history_cursor=newest["state_history_next_cursor"]
         )
+    first = {"product": "pages", "version": "1"}  # the session's first state, a patch in runwatch's view
     assert [entry["patch"] for entry in newest["state_history"]] == [{"n": 1}, {"n": 2}]
-    assert [entry["patch"] for entry in older["state_history"]] == [{"n": 0}]
-    assert older["state_history_next_cursor"] is None and newest["state"] == {"n": 2}
+    assert [entry["patch"] for entry in older["state_history"]] == [first, {"n": 0}]
+    assert older["state_history_next_cursor"] is None and newest["state"] == {**first, "n": 2}
 
 
 def test_exception_logging_against_the_server(server: ServerProcess) -> None:
@@ -133,11 +136,11 @@ def test_exception_logging_against_the_server(server: ServerProcess) -> None:
         session.log_exception(extra_data={"context": "user_action"})
     (event,) = session.get()["events"]
     session.end()
-    assert (event["name"], event["level"]) == ("exception", "error")
-    assert event["data"]["type"] == "KeyError"
-    assert event["data"]["message"] == "'missing'"
-    assert "KeyError: 'missing'" in event["data"]["traceback"]
-    assert event["data"]["context"] == "user_action"
+    assert (event["name"], event["category"], event["group"]) == ("exception", "error", "exception")
+    assert (event["exception_type"], event["exception_msg"]) == ("KeyError", "'missing'")
+    assert "KeyError: 'missing'" in "".join(event["stacktrace"])
+    assert event["data"] == {"context": "user_action"}
+    assert event["source_function"] == "test_exception_logging_against_the_server"
 
 
 def test_heartbeat_monitor_against_the_server(server: ServerProcess) -> None:
@@ -152,7 +155,8 @@ def test_heartbeat_monitor_against_the_server(server: ServerProcess) -> None:
     session.heartbeat()
     wait_until(lambda: "application_recovered" in names())
     session.stop_heartbeat_monitor()
-    assert names() == ["application_recovered", "application_appears_hung"]  # newest first
+    assert names() == ["application_appears_hung", "application_recovered"]  # in arrival order
+    assert session.get()["hung"] is False
     session.end()
 
 
@@ -173,7 +177,7 @@ def test_non_blocking_delivers_everything_to_the_server(server: ServerProcess) -
         stats = client.statistics()
     assert [e["data"]["i"] for e in events if e["name"] == "tick"] == list(range(3000))
     assert [m["value"] for m in metrics] == [float(i) for i in range(0, 3000, 3)]
-    assert session["state"] == {"done": True} and session["status"] == "ended"
+    assert session["state"]["done"] is True and session["active"] is False and "ended_at" in session
     assert stats.sent == 3000 + 1000 + 2 and stats.dropped == {} and stats.queued == 0
 
 
@@ -252,13 +256,18 @@ def test_seed_examples_run_unchanged(server: ServerProcess, tmp_path: Path) -> N
             with DatacatClient(server.url) as client:
                 session = client.get_session(session_id)
             assert session["state"] == {
+                "product": "example_0",  # the program's name: the seed's create_session gives no product
                 "status": "running",
                 "version": "1.0.0",
                 "window_state": {"open": ["w1", "w2", "w3"], "active": "w1"},
             }
-            assert [e["name"] for e in session["events"]] == ["user_action"]
-            assert [(m["name"], m["value"]) for m in session["metrics"]] == [("memory_usage", 1024.5)]
-            assert session["status"] == "ended"
+            assert [(e["name"], e["data"]) for e in session["events"]] == [
+                ("user_action", {"action": "click", "button": "submit"})
+            ]
+            assert [(m["name"], m["value"], m["tags"]) for m in session["metrics"]] == [
+                ("memory_usage", 1024.5, ["app:myapp"])
+            ]
+            assert session["active"] is False and "ended_at" in session
 
 
 def test_interpreter_exit_flushes_what_is_queued(server: ServerProcess, tmp_path: Path) -> None:
@@ -279,12 +288,14 @@ def test_interpreter_exit_flushes_what_is_queued(server: ServerProcess, tmp_path
     assert [e["data"]["i"] for e in events] == list(range(1000))
 
 
-def test_datacats_client_api_works_against_todays_server(server: ServerProcess) -> None:
-    """datacat's calls work against runwatch's strict routes: fields folded into data, totals as values, replies."""
+def test_datacats_client_api_is_stored_as_datacat_stores_it(server: ServerProcess) -> None:
+    """datacat's calls against runwatch serve: events with their category, group, labels, message and
+    exception fields, metrics with their type, count, unit and tags, counters and histograms as totals,
+    the replies datacat's daemon gives, and get_all_sessions() from GET /api/data/sessions."""
     session = create_session(server.url)
     assert isinstance(session, Session)
-    assert session.log_event("ui_event", "ui", "grp", ["l1"], "hello", {"k": 1}) == {"ok": True}
-    assert session.log_event("lvl", level="warning") == {"ok": True}
+    assert session.log_event("ui_event", "ui", "grp", ["l1"], "hello", {"k": 1}) == {"status": "ok"}
+    assert session.log_event("lvl", level="warning") == {"status": "ok"}
     session.log_gauge("fps", 60, ["t"], "fps")
     session.log_timer("load", 1.25, 3)
     for _ in range(3):
@@ -303,23 +314,30 @@ def test_datacats_client_api_works_against_todays_server(server: ServerProcess) 
     finally:
         logger.removeHandler(handler)
     details = session.get_details()
-    assert session.end()["ok"] is True
+    assert session.end() == {"status": "ok"}
     with DatacatClient(server.url) as reader:
-        events = {event["name"]: event for event in all_events(reader, session.session_id)}
-        metrics = [(m["name"], m["value"]) for m in all_metrics(reader, session.session_id)]
-        listed = [item["id"] for item in reader.get_all_sessions()]
-    assert (details["product"], details["version"]) == (default_product(), "unknown")
-    assert (events["ui_event"]["level"], events["ui_event"]["data"]) == (
-        "info",
-        {"k": 1, "category": "ui", "group": "grp", "labels": ["l1"], "message": "hello"},
-    )
-    assert events["lvl"]["level"] == "warning"
-    assert (events["exception"]["level"], events["exception"]["data"]["type"]) == ("error", "ValueError")
-    assert events["exception"]["data"]["ctx"] == "c" and "boom" in events["exception"]["data"]["traceback"]
-    assert events["log.app.mod"]["level"] == "warning"
-    assert events["log.app.mod"]["data"]["message"] == "careful now"
-    assert metrics == [("fps", 60.0), ("load", 1.25), ("requests", 3.0), ("latency", 1.5)]
-    assert session.session_id in listed
+        stored = reader.get_session(session.session_id)
+        listed = {item["id"]: item for item in reader.get_all_sessions()}
+    events = {event["name"]: event for event in stored["events"]}
+    metrics = [(m["name"], m["type"], m["value"], m.get("count"), m.get("unit")) for m in stored["metrics"]]
+    assert (details["state"]["product"], details["state"]["version"]) == (default_product(), "unknown")
+    assert {key: events["ui_event"][key] for key in ("category", "group", "labels", "message", "data")} == {
+        "category": "ui",
+        "group": "grp",
+        "labels": ["l1"],
+        "message": "hello",
+        "data": {"k": 1},
+    }
+    assert events["lvl"]["category"] == "warning"
+    assert (events["exception"]["category"], events["exception"]["exception_type"]) == ("error", "ValueError")
+    assert events["exception"]["data"] == {"ctx": "c"} and "boom" in "".join(events["exception"]["stacktrace"])
+    assert (events["log.app.mod"]["category"], events["log.app.mod"]["message"]) == ("warning", "careful now")
+    assert metrics[:2] == [("fps", "gauge", 60, None, "fps"), ("load", "timer", 1.25, 3, "seconds")]
+    totals = {name: (kind, value) for name, kind, value, _, _ in metrics[2:]}
+    assert totals == {"requests": ("counter", 3), "latency": ("histogram", 1.5)}
+    latency = [m for m in stored["metrics"] if m["name"] == "latency"][-1]
+    assert (latency["metadata"]["count"], latency["metadata"]["sum"]) == (2, 3)
+    assert listed[session.session_id] == stored
 
 
 def test_async_mode_is_a_queued_session_not_metadata(server: ServerProcess) -> None:
@@ -332,12 +350,14 @@ def test_async_mode_is_a_queued_session_not_metadata(server: ServerProcess) -> N
     assert session.flush(TIMEOUT)
     details = session.get_details()
     reply = session.shutdown(TIMEOUT)
-    assert reply is not None and reply["ok"] is True
-    assert details["metadata"] == {}  # async_mode and queue_size are no longer stored as metadata
+    assert reply == {"status": "ok"}
+    assert details["active"] is True
     with DatacatClient(server.url) as reader:
+        view = reader.get_session(session.session_id, events_limit=1)
+        assert view["metadata"] == {}  # async_mode and queue_size are not stored as metadata
+        assert view["status"] == "ended"
         ticks = [e["data"]["i"] for e in all_events(reader, session.session_id) if e["name"] == "tick"]
         metrics = [(m["name"], m["value"]) for m in all_metrics(reader, session.session_id)]
-        assert reader.get_session(session.session_id)["status"] == "ended"
     assert ticks == list(range(500))
     assert metrics == [("ticks", 500.0)]
     stats = session.client.statistics()

@@ -18,6 +18,7 @@ readers see the last committed transaction and never block the writer).
 - :mod:`.compare`: several runs' metrics at once, in an x window (run comparison);
 - :mod:`.annotations`: a run's tags and note (and their one write);
 - :mod:`.runs_table`: what a runs table shows beside each run.
+- :mod:`.datacat`: sessions whole, every row in arrival order, as datacat's clients read them.
 
 Decoding rules (see ``encode.py``): metric values are JSON arrays in which
 ``null`` is NaN and the strings ``"inf"``/``"-inf"`` are ±Inf. The same

@@ -142,6 +142,14 @@ def read_session(
     }
 
 
+#: A live session of datacat's that heartbeated, then was silent past its timeout (parameters: now, timeout).
+_SUSPENDED: Final = (
+    "(status IN ('running', 'paused') AND end_time IS NULL AND last_heartbeat IS NOT NULL"
+    " AND metadata ->> '$.protocol' = 'datacat'"
+    " AND ? - last_heartbeat > COALESCE(metadata ->> '$.heartbeat_timeout_seconds', ?))"
+)
+
+
 def list_sessions(
     conn: sqlite3.Connection,
     *,
@@ -150,25 +158,44 @@ def list_sessions(
     product: str | None,
     limit: int,
     before: int | None,
+    now: float | None = None,
+    timeout_seconds: float = 60.0,
 ) -> list[dict[str, Any]]:
     """Session records (see :func:`read_session`), newest first: up to ``limit + 1`` of them.
 
     Args:
         active: only active (and hung) sessions, or only the others; ``None``: both.
-        status: only sessions of this session status (``active``, ``hung``, ``crashed``, ``ended``).
+        status: only sessions of this session status (``active``, ``hung``, ``crashed``, ``ended``,
+            ``suspended``).
         product: only sessions of this product.
         limit: the page size.
         before: only sessions older than this ``pk`` (the cursor of the previous page).
+        now: the time datacat's sessions are judged ``suspended`` at (silent for more than their
+            own ``heartbeat_timeout_seconds``, else ``timeout_seconds``; such a session is not
+            active); ``None``: none is.
     """
     where = ["kind = ?"]
     params: list[Any] = [SESSION_KIND]
+    suspended_params = [now, timeout_seconds]
     if active is not None:
         statuses = (*RUN_STATUSES_OF["active"], *RUN_STATUSES_OF["hung"])
-        where.append(f"status {'' if active else 'NOT '}IN (SELECT value FROM json_each(?))")
+        live = "status IN (SELECT value FROM json_each(?))"
         params.append(orjson.dumps(statuses).decode())
-    if status is not None:
+        if now is None:
+            where.append(live if active else f"NOT {live}")
+        else:
+            where.append(f"({live} AND NOT {_SUSPENDED})" if active else f"(NOT {live} OR {_SUSPENDED})")
+            params += suspended_params
+    if status == "suspended":
+        where.append(_SUSPENDED if now is not None else "0")
+        if now is not None:
+            params += suspended_params
+    elif status is not None:
         where.append("status IN (SELECT value FROM json_each(?))")
         params.append(orjson.dumps(RUN_STATUSES_OF[status]).decode())
+        if status == "active" and now is not None:
+            where.append(f"NOT {_SUSPENDED}")
+            params += suspended_params
     if product is not None:
         where.append("metadata ->> '$.product' = ?")
         params.append(product)

@@ -9,7 +9,7 @@
     ? Object.assign({}, require('./format.js'), require('./events.js'), require('./state.js'))
     : root.runwatch.core;
 
-  const SESSION_STATUSES = ['active', 'hung', 'crashed', 'ended'];
+  const SESSION_STATUSES = ['active', 'suspended', 'hung', 'crashed', 'ended'];
   // Mirrors runwatch.sessions.RUN_STATUSES_OF (run status → session status).
   const SESSION_STATUS_OF_RUN = {
     running: 'active', paused: 'active', hung: 'hung', crashed: 'crashed', completed: 'ended', failed: 'ended',
@@ -38,6 +38,19 @@
     return null;
   }
 
+  /**
+   * The status a session shows at `now` (epoch seconds): a live session of
+   * datacat's (one with suspend_after_seconds) that heartbeated is suspended
+   * once silent for longer than that, and active again after a heartbeat, as
+   * the server computes it when read; others keep their stored status.
+   */
+  function sessionStatusAt(session, status, lastHeartbeat, now) {
+    const after = session && session.suspend_after_seconds;
+    if (typeof after !== 'number' || (status !== 'active' && status !== 'suspended')) return status;
+    if (!Number.isFinite(lastHeartbeat)) return status;
+    return now - lastHeartbeat > after ? 'suspended' : 'active';
+  }
+
   /** The tag list of a live session metric (its tags map "tags" to the JSON text of the list). */
   function sessionTags(tags) {
     if (!isPlainObject(tags)) return [];
@@ -52,7 +65,7 @@
         }
       }
       if (key === 'tags' && Array.isArray(value) && value.every((tag) => typeof tag === 'string')) out.unshift(...value);
-      else if (key !== 'user_id' && key !== 'metadata') out.push(`${key}:${typeof raw === 'string' ? raw : JSON.stringify(raw)}`);
+      else if (key !== 'user_id' && key !== 'metadata' && key !== 'datacat') out.push(`${key}:${typeof raw === 'string' ? raw : JSON.stringify(raw)}`);
     }
     return out;
   }
@@ -73,7 +86,7 @@
     return event;
   }
 
-  const api = { SESSION_STATUSES, sessionStatusAfter, sessionTags, sessionEventFromWire, prepareSessionEvent };
+  const api = { SESSION_STATUSES, sessionStatusAfter, sessionStatusAt, sessionTags, sessionEventFromWire, prepareSessionEvent };
   if (typeof module === 'object' && module.exports) module.exports = api;
   else Object.assign(((root.runwatch = root.runwatch || {}).core = root.runwatch.core || {}), api);
 })(typeof globalThis !== 'undefined' ? globalThis : this);

@@ -15,7 +15,7 @@
   } = ui;
   const {
     parseTime, parseValue, formatValue, formatDuration, formatClock, isPlainObject, mergeState, patchChanges,
-    sessionStatusAfter, sessionTags, sessionEventFromWire, prepareSessionEvent, SESSION_STATUSES, STORE_SETTLE_MS,
+    sessionStatusAfter, sessionStatusAt, sessionTags, sessionEventFromWire, prepareSessionEvent, SESSION_STATUSES, STORE_SETTLE_MS,
     LEVELS, createSeries, appendPoint, decimateMinMax,
   } = core;
   const CHART_MIN_WIDTH = 300; // keep in sync with .charts grid in style.css
@@ -246,6 +246,8 @@
         else row = { ...row, status: live.status };
       }
       if (entry.heartbeat > parseTime(row.last_heartbeat)) row = { ...row, last_heartbeat: entry.heartbeat };
+      const shown = sessionStatusAt(row, row.status, parseTime(row.last_heartbeat), Date.now() / 1000);
+      if (shown !== row.status) row = { ...row, status: shown };
       return row;
     }
 
@@ -608,7 +610,9 @@
         this.liveStatus = null;
         this.status = s.status;
       }
-      setSessionBadge(this.badgeEl, this.status);
+      const heartbeatAt = parseTime(s.last_heartbeat);
+      if (!(this.lastHeartbeat > heartbeatAt)) this.lastHeartbeat = heartbeatAt;
+      setSessionBadge(this.badgeEl, this.shownStatus(Date.now() / 1000));
       const tag = (el, value) => {
         el.textContent = value ?? '';
         el.hidden = value === null || value === undefined || value === '';
@@ -626,8 +630,6 @@
       setTime('session-updated', s.updated_at);
       const timeout = s.heartbeat_timeout_seconds;
       this.el('session-timeout').textContent = timeout === null || timeout === undefined ? 'default' : `${formatValue(Number(timeout))} s`;
-      const heartbeat = parseTime(s.last_heartbeat);
-      if (!(this.lastHeartbeat > heartbeat)) this.lastHeartbeat = heartbeat;
       const metadata = s.metadata;
       const hasMetadata = isPlainObject(metadata) && Object.keys(metadata).length > 0;
       this.metadataEl.replaceChildren(hasMetadata ? jsonTree(metadata, { open: this.metadataOpen, depth: 1 }) : h('div', { class: 'muted' }, 'No metadata.'));
@@ -636,10 +638,15 @@
       this.tick();
     }
 
+    /** The status shown at `now`: the stored (or live) one, suspended by silence for datacat's sessions. */
+    shownStatus(now) {
+      return sessionStatusAt(this.session, this.status, this.lastHeartbeat, now);
+    }
+
     setLiveStatus(status) {
       this.status = status;
       this.liveStatus = { status, at: Date.now() };
-      setSessionBadge(this.badgeEl, status);
+      setSessionBadge(this.badgeEl, this.shownStatus(Date.now() / 1000));
       this.refreshHeader();
       // That read may come before the store commits the change (ended_at...): read again once it has.
       clearTimeout(this.headerSettleTimer);
@@ -656,6 +663,8 @@
         const until = Number.isFinite(end) ? end : this.status === 'ended' ? parseTime(s.updated_at) : now;
         this.el('session-duration').textContent = formatDuration(until - start);
       }
+      const shown = this.shownStatus(now);
+      if (this.badgeEl.dataset.status !== shown) setSessionBadge(this.badgeEl, shown);
       const hb = this.el('session-heartbeat');
       hb.textContent = agoText(this.lastHeartbeat, now);
       hb.title = Number.isFinite(this.lastHeartbeat) ? formatClock(this.lastHeartbeat, { date: true }) : '';
