@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 from ..exceptions import StoreError, StoreUnavailable
 from . import backup, connections, downsample, export, lifecycle, queries
 from .base import ChartAxis, ChartSeries, MaintenancePass, RunActivity, Store, StoreWriter, TimeLike
-from .queries import media as media_queries
 from .queries import datacat as datacat_queries
+from .queries import media as media_queries
 from .queries import runs as run_queries
 from .queries import sessions as session_queries
 from .queries import snapshots as snapshot_queries
