@@ -10,13 +10,13 @@
   const core = root.runwatch.core;
   const ui = root.runwatch.ui;
   const views = ((root.runwatch.views = root.runwatch.views || {}));
-  const { h, schedule, apiGet, showBanner, errorText, LiveSocket, ChartsPanel, colorFor, dashFor, statusBadge, setStatusBadge, theme } = ui;
+  const { h, schedule, apiGet, showBanner, errorText, LiveSocket, ChartsPanel, CompareImages, colorFor, dashFor, statusBadge, setStatusBadge, theme } = ui;
   const {
     parseTime, parseValue, createSeries, seriesFromWire, appendPoint, decimateMinMax, upperBound, stepCounter,
     liveStep, parseHash, compareStateFromParams, compareHash, STATUS_AFTER, STORE_SETTLE_MS,
   } = core;
 
-  const COMPARE_KINDS = ['metric', 'lifecycle'];
+  const COMPARE_KINDS = ['metric', 'lifecycle', 'image'];
   const PICKER_LIMIT = 500; // runs offered by "Add a run", newest first
   // Runs are read one per request, this many at a time, and drawn as each
   // arrives: the first runs show while the longest history is still read.
@@ -69,6 +69,8 @@
             h('h1', null, 'Compare runs'), this.countEl = h('span', { class: 'muted', id: 'compare-count' }, this.countText())),
           this.errorEl, this.legendEl),
         h('section', { class: 'card charts-card', id: 'compare' }, this.panel.el));
+      this.images = new CompareImages(this.runs, (runId) => this.colorOf(runId));
+      this.root.append(this.images.el);
       document.title = 'Compare · runwatch';
       this.renderLegend();
       this.loadRunChoices();
@@ -106,6 +108,7 @@
       this.socket?.close();
       clearTimeout(this.settleTimer);
       this.panel?.destroy();
+      this.images?.destroy();
     }
 
     /** Whether some run's history is still being read. */
@@ -196,6 +199,7 @@
      */
     async load() {
       const gen = ++this.loadGen;
+      this.images.load(); // the images read and render on their own
       const queue = this.runs.slice();
       this.loadingRuns = new Set(queue);
       this.loadErrors.clear();
@@ -330,7 +334,8 @@
       }
       const now = [];
       for (const event of events) {
-        if (!event || !this.loadingRuns.has(event.run_id)) {
+        // Images do not wait for a run's metric history: they are read apart.
+        if (!event || !this.loadingRuns.has(event.run_id) || event.kind === 'image') {
           now.push(event);
           continue;
         }
@@ -347,6 +352,10 @@
       let statusChanged = false;
       for (const event of events) {
         if (!event || !this.runs.includes(event.run_id)) continue;
+        if (event.kind === 'image') {
+          this.images.onEvent(event);
+          continue;
+        }
         if (event.kind === 'lifecycle') {
           const status = STATUS_AFTER[event.transition];
           if (status) {

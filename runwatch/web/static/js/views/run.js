@@ -13,7 +13,7 @@
   const {
     h, schedule, throttle, storage, statusBadge, setStatusBadge, jsonTree, theme, apiGet, apiUrl, authHeaders,
     runPath, showBanner, errorText, ApiError, LiveSocket, ChartsPanel, Sparkline, AnnotationEditor, logLineItem,
-    colorFor,
+    colorFor, ImagesPanel, HistogramsPanel,
   } = ui;
   const {
     parseTime, parseValue, formatValue, formatCount, formatDuration, formatClock, mergeState, wireToEventRow,
@@ -117,6 +117,9 @@
         onReset: () => this.resetZoom(),
       });
 
+      this.images = new ImagesPanel(r);
+      this.histograms = new HistogramsPanel(r);
+
       this.eventFiltersEl = h('div', { id: 'event-filters', class: 'chips' });
       this.eventList = h('ol', { id: 'event-list', class: 'event-list' });
       this.eventsCountEl = h('span', { class: 'muted' });
@@ -145,11 +148,13 @@
             h('section', { class: 'card charts-card' },
               h('div', { class: 'card-head' }, h('h2', null, 'Metrics')),
               this.panel.el),
+            this.histograms.el,
             h('section', { id: 'events', class: 'card events' },
               h('div', { class: 'card-head' }, h('h2', null, 'Events'), this.eventsCountEl),
               this.eventFiltersEl, this.eventList,
               h('div', { class: 'events-foot' }, this.olderButton))),
           h('aside', { class: 'run-side' },
+            this.images.el,
             h('section', { id: 'system-panel', class: 'card' },
               h('div', { class: 'card-head' }, h('h2', null, 'System')), this.systemGrid),
             h('section', { class: 'card' },
@@ -183,7 +188,7 @@
       // filter: anything emitted in between arrives live and is buffered, so
       // there is no gap between history and the live stream.
       this.loading = true;
-      this.socket = new LiveSocket({ runs: [this.runId], kinds: RUN_PAGE_KINDS }, {
+      this.socket = new LiveSocket({ runs: [this.runId], kinds: [...RUN_PAGE_KINDS, 'image', 'histogram'] }, {
         onSubscribed: () => {
           this.loadAll();
           // Events sent just before the subscription may not be committed yet,
@@ -220,6 +225,8 @@
       this.renderStateSoon.cancel();
       this.refreshAlertHistory.cancel();
       this.panel?.destroy();
+      this.images?.destroy();
+      this.histograms?.destroy();
       for (const gauge of (this.gauges || new Map()).values()) gauge.spark.destroy();
     }
 
@@ -234,6 +241,8 @@
     async loadAll() {
       const gen = ++this.loadGen;
       this.loading = true;
+      this.images.load(); // images and histograms read and render on their own
+      this.histograms.load();
       const [summary, metrics, events, state, alerts, history] = await Promise.allSettled([
         apiGet(runPath(this.runId)),
         this.fetchMetrics(),
@@ -500,6 +509,12 @@
           case 'log':
           case 'exception':
             newRows = this.addEventRow(event, dedup) || newRows;
+            break;
+          case 'image':
+            this.images.onEvent(event);
+            break;
+          case 'histogram':
+            this.histograms.onEvent(event);
             break;
           default:
             break;
