@@ -11,6 +11,11 @@
 2. Live: the time from the ``log_image`` call to a ``/ws`` subscriber's
    announcement of the frame, and to its bytes being served by
    ``/api/media/{digest}`` (what the run page fetches), over 30 frames.
+   Then the run page itself in headless Chromium: from the ``log_image``
+   call to the frame on screen (the page notes when each frame's image has
+   loaded and replaced the previous one), at 60 calls/s (where a frame that
+   arrives while the previous one loads replaces it in the queue) and at
+   4 calls/s (every frame shown); the REST figures above are its baseline.
 3. ``log_histogram`` of 1M float64 (an array; then a list, and a float32
    array as a CPU tensor would hand over), against ``numpy.copy`` of the array
    and ``numpy.histogram`` of it (what binning on the loop would cost).
@@ -164,6 +169,67 @@ def bench_live(directory: Path, frames_count: int = 30) -> dict[str, Any]:
     }
 
 
+#: Notes, in the page, when each image tile shows a new step: [step, epoch ms].
+_WATCH_TILES = """
+window.__shown = [];
+new MutationObserver((records) => {
+  for (const r of records) {
+    const t = r.target;
+    if (t.classList && t.classList.contains('image-tile') && t.dataset.step !== undefined) {
+      window.__shown.push([Number(t.dataset.step), Number(t.dataset.shownAt)]);
+    }
+  }
+}).observe(document.body, { subtree: true, attributes: true, attributeFilter: ['data-step'] });
+true
+"""
+
+
+def bench_run_page(directory: Path, seconds: float) -> dict[str, Any]:
+    """From log_image() to the frame on the run page's screen, in headless Chromium."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from browser import Browser, find_chromium
+
+    chromium = find_chromium()
+    if chromium is None:
+        return {"skipped": "Chromium is not installed (/usr/bin/chromium)"}
+    config = MonitorConfig(db_path=str(directory / "page.db"), data_dir=str(directory / "data"), web_port=0)
+    out: dict[str, Any] = {}
+    with WebMonitor(config) as monitor, Browser.launch(executable=chromium, width=1280, height=900) as browser:
+        assert monitor.web_url is not None
+        monitor.start_training(run_id="page")
+        browser.navigate(f"{monitor.web_url}/#/runs/page")
+        browser.wait_for("document.querySelector('#conn-status')?.dataset.state === 'live'", timeout=30)
+        browser.evaluate(_WATCH_TILES)
+        step = 0
+        for rate, duration in ((RATE, seconds), (4.0, min(seconds, 10.0))):
+            count = int(duration * rate)
+            frames = game_frames(count)
+            called: dict[int, float] = {}
+            start = time.perf_counter()
+            for index in range(count):
+                pause = start + index / rate - time.perf_counter()
+                if pause > 0:
+                    browser.pump(pause)  # the browser's events keep flowing meanwhile
+                called[step] = time.time()
+                monitor.log_image("frame", frames[index], step=step)
+                step += 1
+            browser.wait_for(
+                f"window.__shown.some(([s]) => s === {step - 1})", timeout=30, what="the last frame on screen"
+            )
+            shown = {s: at / 1000 for s, at in browser.evaluate("window.__shown") if s in called}
+            delays = [(shown[s] - called[s]) * 1000 for s in sorted(shown)]
+            out[f"{rate:.0f}_per_second"] = {
+                "frames_logged": count,
+                "frames_shown": len(delays),
+                "delay_median_ms": statistics.median(delays),
+                "delay_p95_ms": percentile(delays, 0.95),
+                "delay_max_ms": max(delays),
+                "within_250_ms": sum(1 for d in delays if d <= 250) / len(delays),
+            }
+        monitor.stop_training()
+    return out
+
+
 def bench_histogram(directory: Path, repeats: int) -> dict[str, Any]:
     values = np.random.default_rng(3).normal(size=1_000_000)
     as_list = values.tolist()
@@ -221,6 +287,7 @@ def main() -> int:
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             "log_image": bench_log_image(directory, seconds),
             "live": bench_live(directory),
+            "run_page": bench_run_page(directory, min(seconds, 10.0)),
             "log_histogram_1M": bench_histogram(directory, 3 if args.quick else 10),
             "png": bench_png_levels(60),
         }
@@ -240,6 +307,15 @@ def main() -> int:
         f"live: announced on /ws median {live['announced_median_ms']:.1f} ms (max {live['announced_max_ms']:.1f});"
         f" bytes served median {live['served_median_ms']:.1f} ms (max {live['served_max_ms']:.1f})"
     )
+    for key, page in results["run_page"].items():
+        if key == "skipped":
+            print(f"run page: skipped ({page})")
+            continue
+        print(
+            f"run page at {key.replace('_', ' ')}: {page['frames_shown']} of {page['frames_logged']} frames on screen,"
+            f" call to screen median {page['delay_median_ms']:.0f} ms, p95 {page['delay_p95_ms']:.0f} ms,"
+            f" max {page['delay_max_ms']:.0f} ms; {100 * page['within_250_ms']:.0f}% within 250 ms"
+        )
     print(
         f"log_histogram 1M: array {histogram['array_median_ms']:.2f} ms,"
         f" float32 {histogram['float32_median_ms']:.2f} ms,"
