@@ -13,6 +13,9 @@ Shape of the interface:
   a :class:`StoreWriter`; each :meth:`StoreWriter.write` stores one batch of
   events (metrics as a batch of logging calls, events, state patches, run
   updates, ingest receipts) in one transaction. Nothing else writes events.
+- **A live tail** (:meth:`Store.open_tail`): what other writers commit,
+  read forward from a cursor per stream, for a process that serves the
+  store live while other processes write it.
 - **Reads by entity**, each consistent on its own (one snapshot of the
   store): runs, summaries, state, events, alerts, metrics (a run's calls as
   a DataFrame, one series as arrays, or a chart: min/max per bucket of a
@@ -37,6 +40,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
+from .ledger import CommitLedger
+
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
@@ -47,8 +52,12 @@ __all__ = [
     "ChartSeries",
     "MaintenancePass",
     "RunActivity",
+    "RunProgress",
     "Store",
+    "StoreTail",
     "StoreWriter",
+    "StoredRow",
+    "TailRead",
     "TimeLike",
 ]
 
@@ -124,13 +133,16 @@ class StoreWriter(ABC):
         """
 
     @abstractmethod
-    async def write(self, batch: Sequence[Any]) -> list[tuple[str, str]]:
+    async def write(self, batch: Sequence[Any], *, ledger: CommitLedger | None = None) -> list[tuple[str, str]]:
         """Store a batch of events in one transaction: all of it, or nothing.
 
         Args:
             batch: events of any kind in pipeline order, with the ingest
                 receipts of the batches they came in (a receipt commits
                 together with its events).
+            ledger: where to note what the transaction writes, before it
+                commits (a live tail of this store in this process skips it;
+                see :mod:`runwatch.store.ledger`), or ``None``.
 
         Returns:
             The ``(run_id, batch_id)`` keys of the receipts committed.
@@ -150,6 +162,102 @@ class StoreWriter(ABC):
     @abstractmethod
     async def aclose(self) -> None:
         """Disconnect. Calling it again does nothing."""
+
+
+class StoredRow(NamedTuple):
+    """One stored row read back: its stream (a table), its position there, the event it holds."""
+
+    stream: str
+    position: int
+    event: Any
+
+
+class RunProgress(NamedTuple):
+    """A live run's progress: its last heartbeat and counters."""
+
+    run_id: str
+    last_heartbeat: float
+    total_steps: int
+    total_episodes: int
+
+
+class TailRead(NamedTuple):
+    """What one read of a :class:`StoreTail` found after its cursors (nothing moved yet).
+
+    Attributes:
+        rows: per stream, the rows found, in position order, as events.
+        ends: per stream, the cursor that takes every row found (and any gap after them).
+        progress: live runs whose heartbeat moved since the tail last took one.
+        more: a window was full: read again without waiting for a commit.
+        undecodable: rows skipped because they no longer decode.
+    """
+
+    rows: dict[str, list[StoredRow]]
+    ends: dict[str, int]
+    progress: list[RunProgress]
+    more: bool
+    undecodable: int
+
+
+class StoreTail(ABC):
+    """Follows what other connections commit to a store, forward from a cursor per stream.
+
+    The streams are the store's append-only sequences (metric rows, events,
+    state patches); a run's progress (heartbeat, counters) is read from its
+    run record. A tail opens at the store's end: what was committed before is
+    history, not live. Cursors only move forward (:meth:`advance`), so a row
+    is read once unless the caller holds it back. One caller at a time;
+    :meth:`read` blocks (a worker thread), :meth:`changed` is cheap enough
+    for the event loop.
+    """
+
+    #: Per stream, the first position not taken yet.
+    positions: dict[str, int]
+
+    @property
+    @abstractmethod
+    def streams(self) -> tuple[str, ...]:
+        """The streams :meth:`read` returns, in the order to take them."""
+
+    @property
+    @abstractmethod
+    def opened(self) -> bool:
+        """Whether :meth:`open` succeeded (and :meth:`close` was not called since)."""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and put the cursors at the store's end.
+
+        Raises:
+            StoreUnavailable: the store does not exist yet, or cannot be read now.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect. Calling it again does nothing."""
+
+    @abstractmethod
+    def changed(self) -> bool:
+        """Whether another connection may have committed since the last :meth:`read` (``True`` when unsure).
+
+        Costs no read of the data and never waits on a lock.
+        """
+
+    @abstractmethod
+    def read(self) -> TailRead:
+        """Every stream forward from its cursor, in one snapshot (the cursors do not move).
+
+        Raises:
+            StoreUnavailable: the store is busy or gone (read again later).
+        """
+
+    def advance(self, stream: str, position: int) -> None:
+        """Move ``stream``'s cursor to ``position`` (the first position not taken)."""
+        self.positions[stream] = position
+
+    @abstractmethod
+    def took_heartbeat(self, run_id: str, value: float) -> None:
+        """The heartbeat of ``run_id`` up to ``value`` is dealt with (later reads report only newer ones)."""
 
 
 class Store(ABC):
@@ -184,6 +292,10 @@ class Store(ABC):
             owner: ``host:pid:start-time`` of the process writing: the owner of
                 the runs it starts (crash detection), unless an event names one.
         """
+
+    @abstractmethod
+    def open_tail(self, *, max_rows: int = 20_000) -> StoreTail:
+        """A live tail of the store (not opened yet), reading at most ``max_rows`` rows of each stream per read."""
 
     # -- runs ------------------------------------------------------------------------------
 

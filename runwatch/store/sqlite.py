@@ -34,7 +34,16 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..exceptions import StoreError, StoreUnavailable
 from . import backup, connections, downsample, export, lifecycle, queries
-from .base import ChartAxis, ChartSeries, MaintenancePass, RunActivity, Store, StoreWriter, TimeLike
+from .base import (
+    ChartAxis,
+    ChartSeries,
+    MaintenancePass,
+    RunActivity,
+    Store,
+    StoreTail,
+    StoreWriter,
+    TimeLike,
+)
 from .queries import runs as run_queries
 from .queries import sessions as session_queries
 from .queries import snapshots as snapshot_queries
@@ -151,6 +160,11 @@ class SQLiteStore(Store):
         from .writer import SQLiteWriter
 
         return SQLiteWriter(self.location, owner)
+
+    def open_tail(self, *, max_rows: int = 20_000) -> StoreTail:
+        from .tail import SQLiteTail
+
+        return SQLiteTail(self.location, max_rows=max_rows)
 
     # -- runs --------------------------------------------------------------------------------
 
