@@ -69,6 +69,7 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "retention": "runwatch.stages.retention:RetentionStage",
     "snapshot": "runwatch.stages.snapshot:SnapshotStage",
     "sqlite": "runwatch.sinks.sqlite:SQLiteSink",
+    "remote": "runwatch.remote.sink:RemoteSink",
     "log": "runwatch.sinks.log:LogSink",
     "blackhole": "runwatch.sinks.blackhole:BlackholeSink",
     "system": "runwatch.sources.system:SystemSampler",
