@@ -393,6 +393,21 @@ class Store(ABC):
         """The run's logging calls as a DataFrame (see :func:`runwatch.store.queries.run_metrics_frame`)."""
 
     @abstractmethod
+    def metric_calls(
+        self,
+        run_id: str,
+        metric_names: Iterable[str] | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        *,
+        after_row: int | None = None,
+        limit: int = 20_000,
+    ) -> dict[str, Any]:
+        """One page of the run's logging calls as stored: what :meth:`run_metrics` builds its frame from
+        (see :func:`runwatch.store.queries.metric_calls`; :func:`runwatch.store.queries.frame_from_calls`
+        builds the same frame from the pages)."""
+
+    @abstractmethod
     def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
         """One metric of a run as arrays (``row``, ``ts``, ``step``, ``value``), in logging order."""
 

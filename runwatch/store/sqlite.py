@@ -257,6 +257,20 @@ class SQLiteStore(Store):
     ) -> pd.DataFrame:
         return self._read(queries.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
 
+    def metric_calls(
+        self,
+        run_id: str,
+        metric_names: Iterable[str] | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        *,
+        after_row: int | None = None,
+        limit: int = 20_000,
+    ) -> dict[str, Any]:
+        return self._read(
+            queries.metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
+        )
+
     def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
         return self._read(queries.metric_series, run_id, name, after_row=after_row)
 
