@@ -336,6 +336,11 @@ class Store(ABC):
         """Whether the store holds a run with this id."""
 
     @abstractmethod
+    def live_writers(self) -> list[dict[str, Any]]:
+        """Who writes the live runs: one entry per owner of the running, paused or hung runs
+        (see :func:`runwatch.store.queries.live_writers`); none for a store not created yet."""
+
+    @abstractmethod
     def mark_crashed_runs(self, *, host: str | None = None) -> list[str]:
         """Mark active runs whose producer process on ``host`` (default: this one) is gone as ``crashed``."""
 

@@ -193,6 +193,9 @@ class SQLiteStore(Store):
     def has_run(self, run_id: str) -> bool:
         return self._read_if_exists(False, run_queries.has_run, run_id)
 
+    def live_writers(self) -> list[dict[str, Any]]:
+        return self._read_if_exists([], run_queries.live_writers)
+
     def mark_crashed_runs(self, *, host: str | None = None) -> list[str]:
         with self.connection(write=True) as conn:
             return queries.mark_crashed_runs(conn, host=host)

@@ -44,6 +44,7 @@ from .metrics import metric_calls as metric_calls
 from .metrics import metric_series as metric_series
 from .metrics import run_metrics_frame as run_metrics_frame
 from .runs import list_runs as list_runs
+from .runs import live_writers as live_writers
 from .runs import mark_crashed_runs as mark_crashed_runs
 from .runs import run_state as run_state
 from .runs import run_summary as run_summary
