@@ -80,6 +80,12 @@ class WebInterface(Protocol):
         """The bearer token its data endpoints require (``None``: none)."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether the port was held by a runwatch serving the same store: nothing is served here, and
+        ``url`` is that server's."""
+        ...
+
 
 #: A web interface companion of the pipeline's thread (see :class:`~runwatch.pipeline.thread.PipelineThread`).
 WebCompanion = Callable[[Pipeline], contextlib.AbstractAsyncContextManager[WebInterface | None]]

@@ -16,9 +16,11 @@ from typing import Any
 
 from .exceptions import ConfigError
 
-__all__ = ["ENV_PREFIX", "MonitorConfig"]
+__all__ = ["DEFAULT_WEB_PORT", "ENV_PREFIX", "MonitorConfig"]
 
 ENV_PREFIX = "MONITOR_"
+#: The web interface's port unless set: a preference, not fixed (see :class:`MonitorConfig`).
+DEFAULT_WEB_PORT = 8080
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -70,6 +72,15 @@ class MonitorConfig:
             (``start_training``, ``stop_training``, ``pause_training``...)
             waits for its change to be committed before returning anyway
             (logged and counted; see :meth:`WebMonitor.statistics`).
+        web_ssl_certfile: a PEM certificate to serve HTTPS and WSS directly
+            (``runwatch serve --ssl-certfile``); ``None``: plain HTTP.
+        web_ssl_keyfile: its private key (``None``: in the certificate file).
+
+    ``web_port`` 8080, the default, is a preference: when another program
+    holds it the web interface moves to a free port (and says so); any other
+    port is fixed (taken: the web interface says by whom and does not start).
+    Either way a port held by a runwatch serving the same store is used as it
+    is: its dashboard shows this process's runs.
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -79,7 +90,7 @@ class MonitorConfig:
     db_path: str = "monitoring.db"
     data_dir: str = "monitor_data"
     static_dir: str = "static"
-    web_port: int = 8080
+    web_port: int = DEFAULT_WEB_PORT
     update_interval: float = 1.0
     snapshot_interval: float = 300.0
     max_events: int = 1000
@@ -91,6 +102,8 @@ class MonitorConfig:
     web_max_connections: int | None = None
     shutdown_timeout_seconds: float = 10.0
     commit_timeout_seconds: float = 10.0
+    web_ssl_certfile: str | None = None
+    web_ssl_keyfile: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("db_path", "data_dir", "static_dir"):
@@ -116,6 +129,14 @@ class MonitorConfig:
             raise ValueError("web_token must be a string of at least 8 characters")
         if self.web_max_connections is not None:
             _require_int("web_max_connections", self.web_max_connections, 1, None)
+        for name in ("web_ssl_certfile", "web_ssl_keyfile"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+            elif value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"{name} must be a path or None, got {value!r}")
+        if self.web_ssl_keyfile is not None and self.web_ssl_certfile is None:
+            raise ValueError("web_ssl_keyfile needs web_ssl_certfile")
         pipeline = self.pipeline
         if isinstance(pipeline, os.PathLike):
             object.__setattr__(self, "pipeline", os.fspath(pipeline))
