@@ -144,6 +144,7 @@ class _Watch:
     timeout: float | None = None  # None: the tracker's default
     learned_at: float | None = None  # when this pipeline last learned the status itself
     any_event: bool = False  # its own signal: every event is a sign of life
+    judged_at: float | None = None  # another watcher's verdict weighed the signs of life up to here
 
 
 def _timeout_of(value: Any) -> float | None:
@@ -241,6 +242,11 @@ class LivenessTracker:
                     watch = runs[event.run_id] = _Watch()
                 watch.status = LIVENESS_STATUS[event.type]
                 watch.learned_at = now
+                # It weighed the signs of life up to its last_signal (crash detection's verdict: up to its
+                # own time): one of those arriving later (an upload, a slow path) proves nothing new.
+                evidence = event.data.get("last_signal", event.timestamp)
+                if type(evidence) in (int, float) and math.isfinite(evidence):
+                    watch.judged_at = max(watch.judged_at or evidence, evidence)
             elif kind is IngestReceipt or kind is AlertEvent:
                 continue  # bookkeeping and server-side verdicts are no sign of the producer's life
             elif any_event or (event.run_id in runs and runs[event.run_id].any_event):
@@ -344,6 +350,8 @@ class LivenessTracker:
 
     def _maybe_recover(self, run_id: str, watch: _Watch, now: float, out: list[Transition]) -> None:
         assert watch.last_signal is not None
+        if watch.judged_at is not None and watch.last_signal <= watch.judged_at:
+            return  # no sign of life after the one a verdict already weighed
         timeout = watch.timeout or self.heartbeat_timeout_seconds
         silent = now - watch.last_signal
         if silent <= timeout:
