@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import time
 import sqlite3
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -324,3 +325,25 @@ def test_the_sender_gives_up_at_its_deadline_and_keeps_the_record(tmp_path: Path
     sender.add(spool)
     assert not sender.deliver(0.3)
     assert spool.unacked_records == 1
+
+
+def test_closing_stops_a_send_that_is_already_retrying(tmp_path: Path) -> None:
+    """close() ends a send retrying against an absent server by its drain deadline: no thread outlives it."""
+    from runwatch.client import HTTPTransport
+
+    spool = Spool.create(tmp_path / "spool")
+    spool.append(b'{"batch_id": "b-0", "events": []}', 0)
+    transport = HTTPTransport(f"http://127.0.0.1:{free_port()}", timeout=1.0)  # nothing listens: refused
+    sender = SpoolSender(transport, retry_max_seconds=0.05)
+    sender.add(spool)
+    sender.start()
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while sender.statistics().retries < 3:  # the send is retrying
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        sender.close(0.2)
+        assert sender._thread is not None and not sender._thread.is_alive()
+    finally:
+        transport.close()
+        spool.close()

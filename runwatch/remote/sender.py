@@ -37,7 +37,7 @@ import orjson
 from ..client import backoff_delay, is_retryable
 from .spool import Spool, SpoolRecord
 
-__all__ = ["INGEST_PATH", "DeliveryStatistics", "SpoolSender"]
+__all__ = ["INGEST_PATH", "Answer", "DeliveryStatistics", "SpoolSender"]
 
 logger = logging.getLogger("runwatch.remote")
 
@@ -48,6 +48,20 @@ RETRY_BASE_SECONDS = 0.05
 
 #: ``transport(method, path, body, headers) -> (status, body)`` (see :class:`~runwatch.client.Transport`).
 Transport = Callable[[str, str, bytes | None, Mapping[str, str]], tuple[int, bytes]]
+
+
+class Answer(NamedTuple):
+    """The server's final answer to a batch: ``status`` 202 (stored), 200 (``duplicate``: stored before), or a
+    4xx that refuses it for good (``message`` says why)."""
+
+    status: int
+    duplicate: bool
+    message: str | None
+
+    @property
+    def stored(self) -> bool:
+        """Whether the server has the batch (now or from before)."""
+        return self.status in (200, 202)
 
 
 class DeliveryStatistics(NamedTuple):
@@ -204,37 +218,54 @@ class SpoolSender:
 
     def _deliver_one(self, spool: Spool, record: SpoolRecord) -> None:
         """Send one record until it is acknowledged, skipped, or the deadline passes."""
+        try:
+            body = spool.read(record)
+        except OSError as exc:  # the disk lost it: nothing to send again
+            logger.error("runwatch: a spooled batch in %s cannot be read (%s); skipped", spool.directory, exc)
+            self._finish(spool, record)
+            return
+        if self.send(body, record.events) is not None:
+            self._finish(spool, record)
+
+    def send(self, body: bytes, events: int, *, timeout: float | None = None) -> Answer | None:
+        """Post one batch body until the server takes it, refuses it for good, or the deadline passes.
+
+        Args:
+            body: the ingest request body.
+            events: how many events it holds (for the counters).
+            timeout: give up after this many seconds (``None``: at the
+                sender's deadline, if any: see :meth:`close` and :meth:`deliver`).
+
+        Returns:
+            The server's final answer, or ``None`` when the deadline passed first.
+        """
+        own_deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
         while True:
-            try:
-                body = spool.read(record)
-            except OSError as exc:  # the disk lost it: nothing to send again
-                logger.error("runwatch: a spooled batch in %s cannot be read (%s); skipped", spool.directory, exc)
-                self._finish(spool, record)
-                return
-            outcome = self._post(body, record)
-            if outcome is not None:
-                self._finish(spool, record)
-                return
+            answer = self._post(body, events)
+            if answer is not None:
+                return answer
             attempt += 1
             self._retries += 1
             delay = backoff_delay(
                 attempt - 1, base_seconds=RETRY_BASE_SECONDS, max_seconds=self.retry_max_seconds, jitter=random.random()
             )
-            if self._deadline is not None:
-                left = self._deadline - time.monotonic()
+            # Read at each try: close() sets the sender's deadline while a send is already retrying.
+            deadline = self._deadline if own_deadline is None else own_deadline
+            if deadline is not None:
+                left = deadline - time.monotonic()
                 if left <= 0:
-                    return
+                    return None
                 delay = min(delay, left)
             if self._stopping.is_set():
                 time.sleep(delay)  # closing: keep trying, at the same pace, until the deadline
             else:
                 self._stopping.wait(delay)  # close() cuts the wait short: one more try at once
 
-    def _post(self, body: bytes, record: SpoolRecord) -> str | None:
-        """One try: ``"delivered"``, ``"rejected"``, or ``None`` to try again."""
+    def _post(self, body: bytes, events: int) -> Answer | None:
+        """One try: the server's final answer, or ``None`` to try again."""
         try:
-            status, answer = self._transport("POST", INGEST_PATH, body, self._headers)
+            status, reply = self._transport("POST", INGEST_PATH, body, self._headers)
         except (OSError, http.client.HTTPException) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             return None
@@ -242,20 +273,20 @@ class SpoolSender:
             if self._failures:
                 logger.warning("runwatch: the server takes batches again")
                 self._failures = 0
+            duplicate = status == 200 and _is_duplicate(reply)
             self._delivered_batches += 1
-            self._delivered_events += record.events
-            if status == 200 and _is_duplicate(answer):
-                self._duplicate_batches += 1
-            return "delivered"
-        message = _error_message(answer)
+            self._delivered_events += events
+            self._duplicate_batches += duplicate
+            return Answer(status, duplicate, None)
+        message = _error_message(reply)
         if is_retryable(status) or status in (401, 403):
             self._failed(f"HTTP {status}: {message}")
             return None
         self._rejected_batches += 1
-        self._rejected_events += record.events
+        self._rejected_events += events
         self._last_error = f"HTTP {status}: {message}"
-        logger.error("runwatch: the server refused a batch of %d event(s) for good: %s", record.events, message)
-        return "rejected"
+        logger.error("runwatch: the server refused a batch of %d event(s) for good: %s", events, message)
+        return Answer(status, False, message)
 
     def _failed(self, error: str) -> None:
         self._last_error = error

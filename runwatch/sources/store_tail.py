@@ -59,7 +59,6 @@ from ..pipeline.component import ComponentContext, ServiceKey, Source
 from ..pipeline.component import Options as BaseOptions
 from ..store.base import StoreTail, TailRead
 from ..store.ledger import OWN, PENDING, CommitLedger
-from ..store.replay import heartbeat_of
 
 __all__ = ["COMMIT_LEDGER", "STORE_TAIL", "StoreTailSource"]
 
@@ -187,7 +186,7 @@ class StoreTailSource(Source):
                 continue
             tail.took_heartbeat(progress.run_id, progress.last_heartbeat)
             if owner != OWN:
-                events.append(heartbeat_of(*progress))
+                events.append(progress.heartbeat())
         ledger.forget(tail.positions, mark)
         if events:
             # Streams are read one after another: put the events back in time order for live views.

@@ -38,8 +38,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
+from ..events import Heartbeat
 from .ledger import CommitLedger
 
 if TYPE_CHECKING:
@@ -52,7 +53,9 @@ __all__ = [
     "ChartSeries",
     "MaintenancePass",
     "RunActivity",
+    "RunPage",
     "RunProgress",
+    "STREAMS",
     "Store",
     "StoreTail",
     "StoreWriter",
@@ -61,6 +64,9 @@ __all__ = [
     "TimeLike",
 ]
 
+#: The store's append-only streams of a run's events (a table each in SQLite), in the order an upload sends them:
+#: lifecycle, log, exception and alert events; metric rows (one per logging call); state patches.
+STREAMS: Final = ("events", "metric_rows", "state_history")
 #: A point in time for a filter: a ``datetime`` (naive means UTC) or epoch seconds.
 TimeLike = datetime | float | int
 #: The x axis of a chart: the global step, epoch seconds, or seconds since each run's start.
@@ -180,6 +186,21 @@ class RunProgress(NamedTuple):
     total_steps: int
     total_episodes: int
 
+    def heartbeat(self) -> Heartbeat:
+        """The heartbeat that leaves a run's record with this last heartbeat and these counters."""
+        counters = {"total_steps": int(self.total_steps), "total_episodes": int(self.total_episodes)}
+        return Heartbeat(self.run_id, float(self.last_heartbeat), counters)
+
+
+class RunPage(NamedTuple):
+    """A page of one run's rows of a stream: those that decode, how many were read, how many did not
+    decode, and where the next page starts (a page that read fewer rows than asked is the stream's end)."""
+
+    rows: list[StoredRow]
+    read: int
+    undecodable: int
+    next_start: int
+
 
 class TailRead(NamedTuple):
     """What one read of a :class:`StoreTail` found after its cursors (nothing moved yet).
@@ -273,6 +294,11 @@ class Store(ABC):
         """Whether the store has been created."""
 
     @abstractmethod
+    def identity(self) -> dict[str, str | None]:
+        """What names this store however it is addressed: ``{"path": where it is, resolved;
+        "identity": equal for two addresses of one store (``None`` while it does not exist)}``."""
+
+    @abstractmethod
     def prepare(self) -> None:
         """Create the store, or bring its schema up to date (safe while a writer runs)."""
 
@@ -334,6 +360,24 @@ class Store(ABC):
     @abstractmethod
     def has_run(self, run_id: str) -> bool:
         """Whether the store holds a run with this id."""
+
+    @abstractmethod
+    def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
+        """Up to ``limit`` rows of one run's ``stream`` (one of :data:`STREAMS`) at or after ``start``,
+        as events, in storage order (``runwatch sync`` uploads runs this way).
+
+        Raises:
+            UnknownRunError: no run has this id.
+            ValueError: an unknown stream.
+        """
+
+    @abstractmethod
+    def stored_row_count(self, run_id: str) -> int:
+        """How many rows ``run_id`` has in the store's :data:`STREAMS`.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
 
     @abstractmethod
     def live_writers(self) -> list[dict[str, Any]]:

@@ -35,36 +35,30 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Mapping
-from typing import Any, Final, NamedTuple
+from typing import Any, Final
 
 import orjson
 
 from ..events import (
     AlertEvent,
     ExceptionEvent,
-    Heartbeat,
     LogEvent,
     Metric,
     RunLifecycle,
     RunTransition,
     StatePatch,
 )
-from .base import StoredRow
+from .base import RunPage, StoredRow
+from .queries.common import read_snapshot, run_pk
 
 __all__ = [
-    "TABLES",
     "KeysetNames",
-    "RunPage",
-    "StoredRow",
     "decode_event_row",
     "decode_metric_row",
     "decode_state_row",
-    "heartbeat_of",
+    "run_row_count",
     "run_rows",
 ]
-
-#: The append-only tables events are read back from, in the order a run's upload sends them.
-TABLES: Final = ("events", "metric_rows", "state_history")
 
 _TRANSITIONS: Final = {f"run_{transition.value}": transition for transition in RunTransition}
 _WIRE_FLOATS: Final = {"inf": math.inf, "-inf": -math.inf}
@@ -169,13 +163,6 @@ def decode_state_row(run_id: str, ts: float, patch: str | bytes) -> StatePatch:
     return StatePatch(run_id, float(ts), orjson.loads(patch))
 
 
-def heartbeat_of(run_id: str, last_heartbeat: float, total_steps: int, total_episodes: int) -> Heartbeat:
-    """The heartbeat that leaves a run's row with this last heartbeat and these counters."""
-    return Heartbeat(
-        run_id, float(last_heartbeat), {"total_steps": int(total_steps), "total_episodes": int(total_episodes)}
-    )
-
-
 # -- one run's rows, for uploads ------------------------------------------------------------
 
 _RUN_ROW_QUERIES: Final[Mapping[str, str]] = {
@@ -186,38 +173,29 @@ _RUN_ROW_QUERIES: Final[Mapping[str, str]] = {
 }
 
 
-class RunPage(NamedTuple):
-    """A page of one run's rows: those that decode, how many were read, and how many did not decode."""
-
-    rows: list[StoredRow]
-    read: int
-    undecodable: int
-
-
-def run_rows(
-    connection: sqlite3.Connection,
-    run: int,
-    run_id: str,
-    table: str,
-    start: int,
-    limit: int,
-    keysets: KeysetNames,
-) -> RunPage:
+def run_rows(connection: sqlite3.Connection, run_id: str, table: str, start: int, limit: int) -> RunPage:
     """Up to ``limit`` rows of one run's ``table`` at or after position ``start``, decoded.
 
     Args:
-        connection: a connection to the store (inside a read transaction, for
-            pages that agree with each other).
-        run: the run's row id; ``run_id``: its id.
-        table: one of :data:`TABLES`.
+        connection: a connection to the store.
+        run_id: the run.
+        table: one of :data:`~runwatch.store.base.STREAMS`.
         start: the first position to read.
         limit: the most rows to read.
-        keysets: the metric names cache of this connection.
 
     Returns:
         The page; a page that read fewer than ``limit`` rows is the table's end.
+
+    Raises:
+        UnknownRunError: no run has this id.
+        ValueError: an unknown table.
     """
-    rows = connection.execute(_RUN_ROW_QUERIES[table], (run, start, limit)).fetchall()
+    query = _RUN_ROW_QUERIES.get(table)
+    if query is None:
+        raise ValueError(f"stream must be one of {', '.join(_RUN_ROW_QUERIES)}, got {table!r}")
+    keysets = KeysetNames()
+    with read_snapshot(connection):
+        rows = connection.execute(query, (run_pk(connection, run_id), start, limit)).fetchall()
     out: list[StoredRow] = []
     undecodable = 0
     for row in rows:
@@ -235,4 +213,18 @@ def run_rows(
             undecodable += 1
             continue
         out.append(StoredRow(table, position, event))
-    return RunPage(out, len(rows), undecodable)
+    return RunPage(out, len(rows), undecodable, rows[-1][0] + 1 if rows else start)
+
+
+def run_row_count(connection: sqlite3.Connection, run_id: str) -> int:
+    """How many rows ``run_id`` has in the store's streams.
+
+    Raises:
+        UnknownRunError: no run has this id.
+    """
+    with read_snapshot(connection):
+        run = run_pk(connection, run_id)
+        return sum(
+            int(connection.execute(f"SELECT count(*) FROM {table} WHERE run = ?", (run,)).fetchone()[0])
+            for table in _RUN_ROW_QUERIES
+        )

@@ -33,12 +33,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..exceptions import StoreError, StoreUnavailable
-from . import backup, connections, downsample, export, lifecycle, queries
+from . import backup, connections, downsample, export, lifecycle, queries, replay
 from .base import (
     ChartAxis,
     ChartSeries,
     MaintenancePass,
     RunActivity,
+    RunPage,
     Store,
     StoreTail,
     StoreWriter,
@@ -135,6 +136,15 @@ class SQLiteStore(Store):
     def exists(self) -> bool:
         return self.path.exists()
 
+    def identity(self) -> dict[str, str | None]:
+        # device:inode: symlinks, relative paths and bind mounts of one file are one store.
+        resolved = str(self.path.resolve())
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return {"path": resolved, "identity": None}
+        return {"path": resolved, "identity": f"{stat.st_dev}:{stat.st_ino}"}
+
     def prepare(self) -> None:
         try:
             prepare_database(self.location)  # a new store is 0600, a directory it creates 0700
@@ -192,6 +202,12 @@ class SQLiteStore(Store):
 
     def has_run(self, run_id: str) -> bool:
         return self._read_if_exists(False, run_queries.has_run, run_id)
+
+    def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
+        return self._read(replay.run_rows, run_id, stream, start, limit)
+
+    def stored_row_count(self, run_id: str) -> int:
+        return self._read(replay.run_row_count, run_id)
 
     def live_writers(self) -> list[dict[str, Any]]:
         return self._read_if_exists([], run_queries.live_writers)

@@ -56,7 +56,10 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "status": view["health"],
-            "store": {k: store.get(k) for k in ("health", "pending_events", "last_commit_error")},
+            "store": {
+                **{k: store.get(k) for k in ("health", "pending_events", "last_commit_error")},
+                **context.store.identity(),
+            },
             "live_store": context.services.get(STORE_TAIL) is not None,
             "writers": await _writers(context),
         }

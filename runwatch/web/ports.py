@@ -28,6 +28,8 @@ from typing import Any, Literal, NamedTuple
 
 import orjson
 
+from ..store.sqlite import SQLiteStore
+
 __all__ = ["PortPlan", "closing_hint", "plan_taken_port", "probe_health", "same_store", "store_identity"]
 
 
@@ -37,13 +39,7 @@ def store_identity(db_path: str | os.PathLike[str]) -> dict[str, str | None]:
     Two paths name the same store when their identities are equal (symlinks,
     relative paths and bind mounts included).
     """
-    path = Path(db_path)
-    resolved = str(path.resolve())
-    try:
-        stat = path.stat()
-    except OSError:
-        return {"path": resolved, "identity": None}
-    return {"path": resolved, "identity": f"{stat.st_dev}:{stat.st_ino}"}
+    return SQLiteStore(db_path).identity()
 
 
 def same_store(health: Any, db_path: str | os.PathLike[str]) -> bool:
