@@ -165,12 +165,16 @@ class Assembly:
 # -- graphs ---------------------------------------------------------------------------------------
 
 
-def monitor_pipeline_config(config: MonitorConfig) -> PipelineSpec | dict[str, Any]:
+def monitor_pipeline_config(config: MonitorConfig, *, serve: bool = False) -> PipelineSpec | dict[str, Any]:
     """The monitor's pipeline graph: its own, or the default one sized by its settings.
 
     The graph's shutdown deadline is ``config.shutdown_timeout_seconds``,
     unless the user's own pipeline config sets a top-level
-    ``shutdown_timeout_seconds``: that one wins.
+    ``shutdown_timeout_seconds``: that one wins. With ``serve`` (``runwatch
+    serve``) the default graph also follows what other processes commit to
+    the store (a ``store_tail`` source into the live hub, and liveness for
+    every live run of the store): the server is live for every run in its
+    store, whoever writes it.
 
     Raises:
         ConfigError: the user's pipeline config is invalid.
@@ -188,6 +192,7 @@ def monitor_pipeline_config(config: MonitorConfig) -> PipelineSpec | dict[str, A
         max_snapshots=config.max_snapshots,
         max_events=config.max_events,
         system_interval_seconds=config.update_interval,
+        tail=serve,
     )
     graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
     return graph
@@ -239,7 +244,7 @@ def _web_interface(config: MonitorConfig, *, required: bool) -> WebCompanion:
 def _with_web(profile: str, config: MonitorConfig, *, required: bool, thread_name: str) -> Assembly:
     _private_data_dir(config.data_dir)
     context = _context(config.db_path, Path(config.data_dir))
-    pipeline = Pipeline(monitor_pipeline_config(config), context=context)
+    pipeline = Pipeline(monitor_pipeline_config(config, serve=profile == "serve"), context=context)
     web = _web_interface(config, required=required)
     thread = PipelineThread(pipeline, companions=[web], name=thread_name)
     return Assembly(profile, context.store, pipeline, thread)

@@ -1,6 +1,6 @@
 """The workspace end to end: one ``runwatch serve`` live for every run, whoever writes it — real processes, loopback.
 
-A real ``runwatch serve`` subprocess (its graph with the store tail), a real websocket subscriber on
+A real ``runwatch serve`` subprocess (its default graph, which follows the store), a real websocket subscriber on
 ``/ws``, and training subprocesses (tests/workspace_scripts.py): two writing the same store embedded,
 one in remote mode. Shown here:
 
@@ -35,8 +35,6 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from runwatch.pipeline.config import default_pipeline_config
-
 TIMEOUT = 30.0
 SCRIPTS = Path(__file__).with_name("workspace_scripts.py")
 
@@ -48,14 +46,6 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def serve_config(tmp_path: Path) -> Path:
-    """``runwatch serve``'s config: the built-in graph with the store tail (what serve runs once it is wired in)."""
-    graph = default_pipeline_config(alerts=True, tail=True)
-    path = tmp_path / "serve.json"
-    path.write_text(json.dumps({"pipeline": graph}))
-    return path
-
-
 class Serve:
     """A ``runwatch serve`` subprocess on a fixed loopback port; a thread collects its output."""
 
@@ -65,8 +55,6 @@ class Serve:
             "-m",
             "runwatch.cli",
             "serve",
-            "--config",
-            str(serve_config(tmp_path)),
             "--db",
             str(db),
             "--port",
