@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import math
 import socket
-import time
 import sqlite3
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -329,7 +329,7 @@ def test_the_sender_gives_up_at_its_deadline_and_keeps_the_record(tmp_path: Path
 
 def test_closing_stops_a_send_that_is_already_retrying(tmp_path: Path) -> None:
     """close() ends a send retrying against an absent server by its drain deadline: no thread outlives it."""
-    from runwatch.client import HTTPTransport
+    from runwatch.remote.transport import HTTPTransport
 
     spool = Spool.create(tmp_path / "spool")
     spool.append(b'{"batch_id": "b-0", "events": []}', 0)

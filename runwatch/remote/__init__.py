@@ -4,7 +4,6 @@
 * :mod:`.sender` — the thread that sends spooled batches, each until acknowledged;
 * :mod:`.sink` — the ``remote`` pipeline sink: events → batches → spool → server;
 * :mod:`.reader` — :class:`RestReader`, the read methods of ``DatabaseManager`` over the REST API;
-* :mod:`.sync` — ``runwatch sync``: a store's runs or a spool, uploaded idempotently.
-
-It sends with the standard-library client's transport (:mod:`runwatch.client`).
+* :mod:`.sync` — ``runwatch sync``: a store's runs or a spool, uploaded idempotently;
+* :mod:`.transport` — keep-alive HTTP to the server, and when to try again.
 """

@@ -33,6 +33,7 @@ from ..store import queries
 from ..store.queries import frame_from_calls
 from ..store.queries.common import check_metric_names
 from .sink import check_server_url, display_url
+from .transport import HTTPTransport
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,8 +75,7 @@ class RestReader:
         timeout: the socket timeout of one request, in seconds.
         before_read: called before each read (``None``: nothing), e.g. to wait
             until what this process sent is delivered.
-        transport: sends one request (default: the standard-library client's
-            :class:`~runwatch.client.HTTPTransport`).
+        transport: sends one request (default: an :class:`~.transport.HTTPTransport`).
     """
 
     def __init__(
@@ -87,8 +87,6 @@ class RestReader:
         before_read: Callable[[], Any] | None = None,
         transport: Any = None,
     ) -> None:
-        from ..client import HTTPTransport
-
         self.url = check_server_url(url)
         self._transport = transport if transport is not None else HTTPTransport(self.url, timeout=timeout)
         self._headers = {"Accept": "application/json"}

@@ -80,6 +80,7 @@ from ..pipeline.component import Options as BaseOptions
 from ..wire import dumps, event_to_wire
 from .sender import DeliveryStatistics, SpoolSender
 from .spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool, spool_directories
+from .transport import HTTPTransport
 
 __all__ = ["REMOTE_SINK", "RemoteSink", "check_server_url", "default_spool_root", "display_url"]
 
@@ -176,7 +177,6 @@ class RemoteSink(Sink):
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        from ..client import HTTPTransport
         from ..sinks.sqlite import process_owner
 
         self._owner = process_owner()

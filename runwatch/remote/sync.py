@@ -52,6 +52,7 @@ from ..wire import dumps, event_to_wire
 from .sender import Answer, SpoolSender
 from .sink import check_server_url
 from .spool import Spool, spool_directories
+from .transport import HTTPTransport
 
 __all__ = ["CHUNK_ROWS", "ProgressCallback", "SyncReport", "sync_path", "sync_spool", "sync_store"]
 
@@ -186,8 +187,6 @@ def sync_store(
 
 
 def _transport(url: str, transport: Any) -> Any:
-    from ..client import HTTPTransport
-
     return transport if transport is not None else HTTPTransport(check_server_url(url))
 
 
