@@ -27,8 +27,9 @@ from runwatch.monitor import WebMonitor
 from runwatch.pipeline.component import ComponentContext
 from runwatch.pipeline.runtime import Pipeline
 from runwatch.remote.sender import SpoolSender
-from runwatch.remote.sink import RemoteSink, check_server_url, default_spool_root, display_url
+from runwatch.remote.sink import RemoteSink, default_spool_root
 from runwatch.remote.spool import Spool, spool_directories
+from runwatch.remote.transport import check_server_url, display_url
 from runwatch.sinks.sqlite import process_owner
 from runwatch.store.manager import DatabaseManager
 

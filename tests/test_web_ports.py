@@ -19,7 +19,7 @@ from runwatch.config import MonitorConfig
 from runwatch.monitor import WebMonitor
 from runwatch.pipeline.thread import PipelineThread
 from runwatch.server import build_pipeline
-from runwatch.web.ports import closing_hint, plan_taken_port, probe_health, same_store, store_identity
+from runwatch.web.ports import plan_taken_port, probe_health, same_store, store_identity
 from runwatch.web.server import WebSettings, web_companion
 
 TIMEOUT = 20
@@ -70,14 +70,6 @@ def test_a_port_held_by_anything_else_moves_unless_fixed(tmp_path: Path, health:
     failed = plan_taken_port("127.0.0.1", 9000, tmp_path / "runs.db", health, fixed=True)
     assert failed.action == "fail" and "port 9000 on 127.0.0.1 is taken by" in failed.message
     assert holder in failed.message and "None" not in failed.message
-
-
-def test_the_closing_hint_names_the_command(tmp_path: Path) -> None:
-    """When a script ends it says how to see its runs again, with a store path quoted for the shell."""
-    assert closing_hint("my runs.db", ["r1"]) == (
-        "runwatch: run 'r1' is stored in my runs.db; to see it again: runwatch serve --db 'my runs.db'"
-    )
-    assert "2 runs are" in closing_hint("runs.db", ["a", "b"])
 
 
 # -- real servers -------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import math
 import urllib.parse
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 import orjson
@@ -32,8 +33,7 @@ from ..exceptions import StoreError, UnknownRunError
 from ..store import queries
 from ..store.queries import frame_from_calls
 from ..store.queries.common import check_metric_names
-from .sink import check_server_url, display_url
-from .transport import HTTPTransport
+from .transport import HTTPTransport, check_server_url, display_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -121,6 +121,9 @@ class RestReader:
     # -- requests ----------------------------------------------------------------------------
 
     def _get(self, path: str, params: dict[str, Any] | None = None, *, run_id: str | None = None) -> Any:
+        return orjson.loads(self._get_bytes(path, params, run_id=run_id))
+
+    def _get_bytes(self, path: str, params: dict[str, Any] | None = None, *, run_id: str | None = None) -> bytes:
         if self._closed:
             raise StoreError(f"the reader of {display_url(self.url)} is closed")
         if self._before_read is not None:
@@ -132,7 +135,7 @@ class RestReader:
         except (OSError, http.client.HTTPException) as exc:
             raise StoreError(f"the runwatch server {display_url(self.url)} cannot be reached: {exc}") from exc
         if status == 200:
-            return orjson.loads(body)
+            return body
         message = _error_message(body)
         if status == 404 and run_id is not None:
             raise UnknownRunError(run_id)
@@ -258,6 +261,49 @@ class RestReader:
             {**alert, "active_since": _epoch(alert.get("active_since")), "updated_at": _epoch(alert["updated_at"])}
             for alert in alerts
         ]
+
+    def export_run(self, run_id: str, output_dir: Path, *, include_snapshots: bool = True) -> Path:
+        """The server's export of a run (see :meth:`WebMonitor.export_run_data`), written to ``output_dir``.
+
+        Returns:
+            The path of the archive (``<run_id>-<UTC time>.zip``).
+        """
+        from ..store.export import archive_name
+
+        queries.check_run_id(run_id)
+        params = {"include_snapshots": "true" if include_snapshots else "false"}
+        archive = self._get_bytes(self._run_path(run_id, "/export"), params, run_id=run_id)
+        output_dir = Path(output_dir)
+        output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        target = output_dir / archive_name(run_id)
+        partial = target.with_name(f".{target.name}.part")
+        partial.write_bytes(archive)
+        partial.replace(target)  # appears whole, as a local export does
+        return target
+
+    def has_run(self, run_id: str) -> bool:
+        """Whether the server holds a run with this id."""
+        try:
+            self._get(self._run_path(run_id), run_id=run_id)
+        except UnknownRunError:
+            return False
+        return True
+
+    # -- the sessions' reads (what SessionMonitor reports) ----------------------------------------
+
+    def session_statistics(self, since: float | None) -> dict[str, Any]:
+        """As :meth:`runwatch.store.base.Store.session_statistics`, from the server's store."""
+        stats: dict[str, Any] = self._get("/api/session-statistics", {"since": None if since is None else repr(since)})
+        for figures in stats.get("metrics", {}).values():
+            for name, value in figures.items():
+                figures[name] = _number(value)
+        return stats
+
+    def session_metrics(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
+        """As :meth:`runwatch.store.base.Store.session_metrics` (times in epoch seconds), from the server's store."""
+        params = {"since": None if start is None else repr(start), "until": None if end is None else repr(end)}
+        values = self._get("/api/session-metrics", params)["metrics"]
+        return [{**value, "value": math.nan if value["value"] is None else _number(value["value"])} for value in values]
 
     def mark_crashed_runs(self) -> list[str]:
         """Nothing to do here: the server judges the runs it stores (its liveness stage). Returns ``[]``."""

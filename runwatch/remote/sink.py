@@ -80,9 +80,9 @@ from ..pipeline.component import Options as BaseOptions
 from ..wire import dumps, event_to_wire
 from .sender import DeliveryStatistics, SpoolSender
 from .spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool, spool_directories
-from .transport import HTTPTransport
+from .transport import HTTPTransport, check_server_url, display_url
 
-__all__ = ["REMOTE_SINK", "RemoteSink", "check_server_url", "default_spool_root", "display_url"]
+__all__ = ["REMOTE_SINK", "RemoteSink", "default_spool_root"]
 
 logger = logging.getLogger("runwatch.remote")
 
@@ -90,38 +90,6 @@ logger = logging.getLogger("runwatch.remote")
 REMOTE_SINK: ServiceKey[RemoteSink] = ServiceKey("remote")
 
 _OWNING: Final = (RunTransition.STARTED, RunTransition.RESUMED)
-
-
-def check_server_url(url: str) -> str:
-    """``url`` without a trailing slash, once it is an ``http(s)://host[:port][/prefix]`` URL without credentials.
-
-    Raises:
-        ValueError: another scheme, no host, a query or fragment, or a user or
-            password in it (a token goes in the ``token`` setting, never in a URL).
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port  # parses it: a bad port raises here
-    except ValueError:
-        raise ValueError("the server URL is not a valid URL") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"the server URL must start with http:// or https:// and name a host, got {parts.scheme}://")
-    if parts.username is not None or parts.password is not None:
-        raise ValueError("the server URL must not hold a user or password: pass the token as the token setting")
-    if parts.query or parts.fragment:
-        raise ValueError("the server URL must not have a query or fragment")
-    del port
-    return url.rstrip("/")
-
-
-def display_url(url: str) -> str:
-    """The URL as it may be shown: scheme, host, port and path only."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
 
 
 def default_spool_root(data_dir: Path, url: str) -> Path:

@@ -50,9 +50,8 @@ from ..store.base import STREAMS, RunProgress, Store
 from ..store.sqlite import SQLiteStore
 from ..wire import dumps, event_to_wire
 from .sender import Answer, SpoolSender
-from .sink import check_server_url
 from .spool import Spool, spool_directories
-from .transport import HTTPTransport
+from .transport import HTTPTransport, check_server_url
 
 __all__ = ["CHUNK_ROWS", "ProgressCallback", "SyncReport", "sync_path", "sync_spool", "sync_store"]
 

@@ -1,4 +1,5 @@
-"""HTTP to a runwatch server: keep-alive connections (one per thread), and when to try again.
+"""HTTP to a runwatch server: its URL checked and shown safely, keep-alive connections (one per
+thread), and when to try again.
 
 Remote mode's own transport: the standard-library client (:mod:`runwatch.client`)
 stands apart from the package (nothing imports it), so the producer side
@@ -13,7 +14,7 @@ import threading
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-__all__ = ["HTTPTransport", "is_retryable", "retry_delay"]
+__all__ = ["HTTPTransport", "check_server_url", "display_url", "is_retryable", "retry_delay"]
 
 #: Failures of a kept-alive connection the server closed while it was idle: sent once more on a new one.
 _STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
@@ -108,3 +109,35 @@ def retry_delay(attempt: int, *, base_seconds: float, max_seconds: float, jitter
 def is_retryable(status: int) -> bool:
     """Whether an answer with this status may succeed later (the request was not applied)."""
     return status >= 500 or status in (408, 425, 429)
+
+
+def check_server_url(url: str) -> str:
+    """``url`` without a trailing slash, once it is an ``http(s)://host[:port][/prefix]`` URL without credentials.
+
+    Raises:
+        ValueError: another scheme, no host, a query or fragment, or a user or
+            password in it (a token goes in the ``token`` setting, never in a URL).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parses it: a bad port raises here
+    except ValueError:
+        raise ValueError("the server URL is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"the server URL must start with http:// or https:// and name a host, got {parts.scheme}://")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("the server URL must not hold a user or password: pass the token as the token setting")
+    if parts.query or parts.fragment:
+        raise ValueError("the server URL must not have a query or fragment")
+    del port
+    return url.rstrip("/")
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be shown: scheme, host, port and path only."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"

@@ -14,15 +14,13 @@ path and by file identity):
 
 :func:`plan_taken_port` decides (pure); :func:`probe_health` asks the port
 (I/O, bounded by a short timeout). Also here: :func:`store_identity` (what
-``/api/health`` reports) and :func:`closing_hint` (how to see a run again
-once the script that wrote it has ended).
+``/api/health`` reports).
 """
 
 from __future__ import annotations
 
 import http.client
 import os
-import shlex
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -30,7 +28,7 @@ import orjson
 
 from ..store.sqlite import SQLiteStore
 
-__all__ = ["PortPlan", "closing_hint", "plan_taken_port", "probe_health", "same_store", "store_identity"]
+__all__ = ["PortPlan", "plan_taken_port", "probe_health", "same_store", "store_identity"]
 
 
 def store_identity(db_path: str | os.PathLike[str]) -> dict[str, str | None]:
@@ -125,18 +123,3 @@ def probe_health(host: str, port: int, *, token: str | None = None, timeout: flo
         return None
     finally:
         connection.close()
-
-
-def closing_hint(db_path: str | os.PathLike[str], run_ids: list[str]) -> str:
-    """One line telling how to see a script's runs again after it ended.
-
-    Example: ``runwatch: run 'r1' is stored in runs.db; to see it again: runwatch serve --db runs.db``.
-    """
-    store = shlex.quote(str(db_path))
-    if len(run_ids) == 1:
-        what, them = f"run {run_ids[0]!r} is", "it"
-    elif run_ids:
-        what, them = f"{len(run_ids)} runs are", "them"
-    else:
-        what, them = "its runs are", "them"
-    return f"runwatch: {what} stored in {db_path}; to see {them} again: runwatch serve --db {store}"

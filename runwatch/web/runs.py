@@ -205,11 +205,17 @@ async def run_state(request: Request, run_id: str) -> JSONResponse:
         **RUN_ERRORS,
     },
 )
-async def run_export(request: Request, run_id: str) -> FileResponse:
+async def run_export(
+    request: Request,
+    run_id: str,
+    include_snapshots: bool = Query(True, description="with the run's stored snapshots"),
+) -> FileResponse:
     store = web_context(request).store
     directory = Path(tempfile.mkdtemp(prefix="runwatch-export-"))
     try:
-        path = await anyio.to_thread.run_sync(lambda: store.export_run(run_id, directory))
+        path = await anyio.to_thread.run_sync(
+            lambda: store.export_run(run_id, directory, include_snapshots=include_snapshots)
+        )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -43,6 +43,7 @@ from ..wire.sessions import (
 )
 from .http import (
     CURSOR_SCHEMA,
+    TIME_SCHEMA,
     ApiError,
     JSONResponse,
     WebContext,
@@ -51,6 +52,7 @@ from .http import (
     error_responses,
     iso,
     read,
+    time_param,
     web_context,
 )
 
@@ -211,6 +213,43 @@ async def get_sessions(
     page = records[:limit]
     next_cursor = str(page[-1]["pk"]) if len(records) > limit else None
     return JSONResponse({"sessions": [session_view(record) for record in page], "next_cursor": next_cursor})
+
+
+@router.get(
+    "/api/session-statistics",
+    summary="Session counts, event counts and metric statistics (what SessionMonitor reports)",
+    responses=error_responses(422),
+)
+async def get_session_statistics(
+    request: Request,
+    since: str | None = Query(
+        None,
+        description="events and metrics from then on count (epoch seconds or ISO-8601)",
+        json_schema_extra=TIME_SCHEMA,
+    ),
+) -> JSONResponse:
+    stats = await read(web_context(request).store.session_statistics, time_param("since", since))
+    for figures in stats.get("metrics", {}).values():
+        for name, value in figures.items():
+            if isinstance(value, float):
+                figures[name] = json_number(value)
+    return JSONResponse(stats)
+
+
+@router.get(
+    "/api/session-metrics",
+    summary="Every session metric value between two times, in recording order",
+    responses=error_responses(422),
+)
+async def get_session_metrics(
+    request: Request,
+    since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    until: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+) -> JSONResponse:
+    values = await read(
+        web_context(request).store.session_metrics, time_param("since", since), time_param("until", until)
+    )
+    return JSONResponse({"metrics": [{**value, "value": json_number(value["value"])} for value in values]})
 
 
 @router.get(
