@@ -3,8 +3,8 @@
     python benchmarks/bench_workspace.py [--quick]
 
 1. Producer cost of ``update_metrics`` (4 scalars; median, p99): a ``WebMonitor`` writing its
-   store (embedded) beside one whose graph sends to a ``runwatch serve`` (in-process source →
-   ``remote`` sink → spool → ``POST /api/ingest``).
+   store (embedded) beside one in remote mode (``MonitorConfig(server_url=...)``: in-process
+   source → ``remote`` sink → spool → ``POST /api/ingest`` of a ``runwatch serve``).
 2. Committed throughput, values/s from the first call until everything is committed: embedded
    (until ``flush()`` returns) beside remote (until the server acknowledged the last batch), from
    one process and from 4 processes at once.
@@ -13,9 +13,9 @@
    file) and a remote run (through the server's ingest). The subscriber uses the ``columns``
    format; latency is each call's ``sent_at`` value against the receive time, on one clock.
 
-The server is a real ``runwatch serve`` subprocess (its graph with the store tail, as
-``default_pipeline_config(..., tail=True)`` builds it); producers are subprocesses of this
-script (``--role``). Results print as a table and go to ``benchmarks/results/workspace.json``.
+The server is a real ``runwatch serve`` subprocess (its default graph, which follows its
+store); producers are subprocesses of this script (``--role``). Results print as a table and
+go to ``benchmarks/results/workspace.json``.
 Every loop is bounded in count and time; nothing leaves the machine (loopback only).
 """
 
@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import logging
 import os
 import platform
 import re
@@ -53,28 +54,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def remote_graph(url: str, spool_dir: str) -> dict[str, Any]:
-    """A producer's graph in remote mode: the in-process source into the remote sink."""
-    return {
-        "sources": {"app": {"type": "in_process"}},
-        "sinks": {"server": {"type": "remote", "inputs": ["app"], "url": url, "spool_dir": spool_dir}},
-    }
-
-
 def monitor(directory: Path, name: str, url: str | None = None) -> Any:
+    """A training script's monitor: embedded (its own store), or in remote mode (``server_url``)."""
     from runwatch import MonitorConfig, WebMonitor
 
-    pipeline = remote_graph(url, str(directory / f"{name}-spool")) if url else None
     config = MonitorConfig(
-        db_path=str(directory / f"{name}.db"), data_dir=str(directory / name), web_port=0, pipeline=pipeline
+        db_path=str(directory / f"{name}.db"), data_dir=str(directory / name), web_port=0, server_url=url
     )
     return WebMonitor(config)
 
 
 def delivered(mon: Any) -> bool:
-    """Wait until a remote monitor's sink has everything acknowledged by the server (True for embedded)."""
-    sink = mon.pipeline_thread.pipeline.context.services.get("remote")
-    return True if sink is None else bool(sink.wait_delivered(TIMEOUT))
+    """Wait until a remote monitor's server has everything (embedded: committed)."""
+    return bool(mon.wait_delivered(TIMEOUT))
 
 
 # -- producer roles (subprocesses) -------------------------------------------------------------
@@ -132,19 +124,14 @@ def role_paced(options: dict[str, Any]) -> None:
 
 
 class Serve:
-    """A ``runwatch serve`` subprocess with the store tail in its graph."""
+    """A ``runwatch serve`` subprocess of ``served.db`` on a free port."""
 
     def __init__(self, directory: Path) -> None:
-        from runwatch.pipeline.config import default_pipeline_config
-
         self.db = directory / "served.db"
-        config = directory / "serve.json"
-        graph = default_pipeline_config(alerts=True, snapshots=True, system=True, tail=True)
-        config.write_text(json.dumps({"pipeline": graph}))
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "runwatch.cli", "serve", "--config", str(config), "--db", str(self.db),
+            [sys.executable, "-m", "runwatch.cli", "serve", "--db", str(self.db),
              "--port", str(port), "--data-dir", str(directory / "serve-data")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
@@ -311,6 +298,7 @@ def main() -> None:
         roles = {"flood": role_flood, "paced": role_paced}
         roles[args.role](json.loads(args.options))
         return
+    logging.getLogger("runwatch").setLevel(logging.ERROR)  # the monitors' closing hints are not figures
     calls = 20_000 if args.quick else 200_000
     flood_calls = 40_000 if args.quick else 400_000
     seconds = 3.0 if args.quick else 10.0
