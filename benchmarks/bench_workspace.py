@@ -12,6 +12,10 @@
    values): a run written by another local process (embedded; the server's store tail follows the
    file) and a remote run (through the server's ingest). The subscriber uses the ``columns``
    format; latency is each call's ``sent_at`` value against the receive time, on one clock.
+4. What a ``kill -9`` of the training process loses, at 10,000 calls/s: the calls that returned
+   before the kill (the script writes its step to a shared file after each) less the steps
+   stored once everything left behind is in (embedded: the store; remote: the server, after the
+   next process of the run sent what the killed one had spooled).
 
 The server is a real ``runwatch serve`` subprocess (its default graph, which follows its
 store); producers are subprocesses of this script (``--role``). Results print as a table and
@@ -118,6 +122,34 @@ def role_paced(options: dict[str, Any]) -> None:
         mon.flush(TIMEOUT)
         delivered(mon)
         print(json.dumps({"calls": total, "run_id": run_id}), flush=True)
+
+
+def role_victim(options: dict[str, Any]) -> None:
+    """Log one call of 4 scalars per step at ``calls_per_second`` until killed; after each call, write the
+    step to the shared file ``step_file`` (8 bytes), so the parent knows what returned before the kill."""
+    import mmap
+    import struct
+
+    directory = Path(options["directory"])
+    with monitor(directory, options["name"], options.get("url")) as mon, open(options["step_file"], "r+b") as file:
+        shared = mmap.mmap(file.fileno(), 8)
+        mon.start_training(run_id=options["name"])
+        update, rate = mon.update_metrics, options["calls_per_second"]
+        print("ready", flush=True)
+        started = time.monotonic()
+        for step in range(int(rate * 600)):  # bounded: the parent kills it long before
+            update({"loss": 0.5, "accuracy": 0.9, "reward": float(step), "lr": 3e-4}, step=step)
+            struct.pack_into("<q", shared, 0, step)
+            ahead = started + (step + 1) / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+
+
+def role_replay(options: dict[str, Any]) -> None:
+    """The next process of a killed remote run: its monitor sends what the killed one spooled, first."""
+    directory = Path(options["directory"])
+    with monitor(directory, options["name"], options["url"]) as mon:
+        print(json.dumps({"delivered": delivered(mon)}), flush=True)
 
 
 # -- the server and the subscriber -------------------------------------------------------------
@@ -288,6 +320,56 @@ def bench_latency(directory: Path, server: Serve, seconds: float) -> dict[str, A
     return out
 
 
+def bench_kill(directory: Path, server: Serve, rounds: int) -> dict[str, Any]:
+    import struct
+
+    out: dict[str, Any] = {}
+    rate = 10_000
+    for mode in ("embedded", "remote"):
+        lost: list[int] = []
+        for round_ in range(rounds):
+            name = f"kill-{mode}-{round_}"
+            step_file = directory / f"{name}.step"
+            step_file.write_bytes(struct.pack("<q", -1))
+            options: dict[str, Any] = {
+                "directory": str(directory), "name": name, "step_file": str(step_file), "calls_per_second": rate,
+                "url": server.url if mode == "remote" else None,
+            }  # fmt: skip
+            victim = spawn("victim", options)
+            assert victim.stdout is not None and victim.stdout.readline().strip() == "ready"
+            time.sleep(1.0 + 0.37 * round_)  # log for a while; the kill lands at a different phase each round
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(TIMEOUT)
+            returned = struct.unpack("<q", step_file.read_bytes())[0] + 1
+            if mode == "remote":
+                replay = spawn("replay", options)
+                assert replay.stdout is not None
+                assert json.loads(replay.stdout.readline())["delivered"]
+                replay.wait(TIMEOUT)
+                db = server.db
+            else:
+                db = directory / f"{name}.db"
+            lost.append(returned - stored_steps(db, name))
+        out[mode] = {"calls_per_second": rate, "lost_calls": lost, "max_lost_ms": 1000 * max(lost) / rate}
+    return out
+
+
+def stored_steps(db: Path, run_id: str) -> int:
+    """How many distinct steps of ``run_id`` the store at ``db`` holds."""
+    import sqlite3
+
+    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        row = connection.execute(
+            "SELECT count(DISTINCT m.step) FROM metric_rows m JOIN runs r ON r.id = m.run"
+            " WHERE r.run_id = ? AND m.step IS NOT NULL",
+            (run_id,),
+        ).fetchone()
+    finally:
+        connection.close()
+    return int(row[0])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts (a smoke run)")
@@ -295,7 +377,7 @@ def main() -> None:
     parser.add_argument("options", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:
-        roles = {"flood": role_flood, "paced": role_paced}
+        roles = {"flood": role_flood, "paced": role_paced, "victim": role_victim, "replay": role_replay}
         roles[args.role](json.loads(args.options))
         return
     logging.getLogger("runwatch").setLevel(logging.ERROR)  # the monitors' closing hints are not figures
@@ -310,6 +392,7 @@ def main() -> None:
                 "producer_cost": bench_producer_cost(directory, server.url, calls),
                 "throughput": bench_throughput(directory, server.url, flood_calls),
                 "latency": bench_latency(directory, server, seconds),
+                "kill": bench_kill(directory, server, 2 if args.quick else 5),
             }
         finally:
             server.stop()
@@ -342,6 +425,9 @@ def main() -> None:
             f"  {key:28s} p50 {entry['p50_ms']:7.1f}  p99 {entry['p99_ms']:7.1f}  max {entry['max_ms']:7.1f}"
             f"  ({entry['received_calls']}/{entry['sent_calls']} calls)"
         )
+    print("kill -9 at 10,000 calls/s: calls that returned but were never stored")
+    for mode, entry in results["kill"].items():
+        print(f"  {mode:9s} {entry['lost_calls']}  (at most {entry['max_lost_ms']:.0f} ms of calls)")
 
 
 if __name__ == "__main__":
