@@ -142,6 +142,26 @@ async def test_events_reach_the_server_once_in_order_and_the_spool_goes_away(
     assert summary["event_counts"]["checkpoint"] == 1
 
 
+async def test_batches_larger_than_the_server_takes_are_sent_in_halves_and_stored_once(
+    server: WebMonitor, tmp_path: Path
+) -> None:
+    """A producer cutting 30,000-event batches (the server takes 10,000 events and 1 MiB per request) has
+    them refused with 413 and sent in halves under ids naming each part: every event stored once, none
+    rejected."""
+    assert server.web_url is not None
+    options = {"max_batch_events": 30_000, "max_batch_bytes": 16 << 20, "batch_interval_seconds": 60.0}
+    async with producer(server.web_url, tmp_path, **options) as pipeline:
+        for event in run_events("halved", 30_000):
+            pipeline.emit(event)
+        assert await delivered(pipeline)
+        stats = pipeline.statistics()["components"]["server"]
+    assert stats["spooled_batches"] == 2 and stats["rejected_batches"] == 0  # 30,000 events, then the last 4
+    assert stats["delivered_batches"] >= 4  # 413s split it down to parts the server takes
+    with DatabaseManager(server.config.db_path) as db:
+        frame = db.get_run_metrics("halved", align="call")
+    assert frame["step"].tolist() == list(range(30_000))
+
+
 async def test_a_started_run_is_owned_by_the_producing_process(server: WebMonitor, tmp_path: Path) -> None:
     """The server records the producer's host:pid:start as owner, so it can tell when that process is gone."""
     assert server.web_url is not None

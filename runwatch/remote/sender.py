@@ -10,8 +10,11 @@ once the server answered:
 - no answer, ``5xx``, ``408``, ``425``, ``429``, and ``401``/``403`` (a token
   the server refuses): not stored; the same record is sent again after a
   capped exponential backoff with jitter (:func:`~.transport.retry_delay`),
-  for as long as it takes: records
-  wait in the spool, never in memory;
+  for as long as it takes: records wait in the spool, never in memory;
+- ``413`` (a server whose bounds are smaller than this producer's batches):
+  the batch is sent in halves, ``<batch_id>.0`` and ``<batch_id>.1`` (each
+  halved again if need be): ids that name the part, so a replay stores
+  nothing twice;
 - any other ``4xx`` (a body the server refuses: never the case for batches
   runwatch cut itself): logged with the server's message, counted as
   rejected, and skipped so the records behind it can go.
@@ -242,6 +245,8 @@ class SpoolSender:
         attempt = 0
         while True:
             answer = self._post(body, events)
+            if answer is not None and answer.status == 413 and events > 1:
+                return self._send_halves(body, own_deadline)
             if answer is not None:
                 return answer
             attempt += 1
@@ -261,6 +266,25 @@ class SpoolSender:
             else:
                 self._stopping.wait(delay)  # close() cuts the wait short: one more try at once
 
+    def _send_halves(self, body: bytes, deadline: float | None) -> Answer | None:
+        """Send a batch the server found too large as two halves (see the module docs); their joint answer."""
+        document = orjson.loads(body)
+        batch_id, events = document.get("batch_id"), document["events"]
+        half = len(events) // 2
+        answers = []
+        for index, part in enumerate((events[:half], events[half:])):
+            part_id = None if batch_id is None else f"{batch_id}.{index}"
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            answer = self.send(orjson.dumps({"batch_id": part_id, "events": part}), len(part), timeout=timeout)
+            if answer is None:
+                return None  # sent again later, whole: a half stored now is then a duplicate
+            answers.append(answer)
+        refused = [answer for answer in answers if not answer.stored]
+        if refused:
+            return refused[0]
+        duplicate = all(answer.duplicate for answer in answers)
+        return Answer(200 if duplicate else 202, duplicate, None)
+
     def _post(self, body: bytes, events: int) -> Answer | None:
         """One try: the server's final answer, or ``None`` to try again."""
         try:
@@ -278,6 +302,8 @@ class SpoolSender:
             self._duplicate_batches += duplicate
             return Answer(status, duplicate, None)
         message = _error_message(reply)
+        if status == 413 and events > 1:
+            return Answer(status, False, message)  # too large for this server: sent in halves by send()
         if is_retryable(status) or status in (401, 403):
             self._failed(f"HTTP {status}: {message}")
             return None

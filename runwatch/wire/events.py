@@ -160,13 +160,13 @@ def event_from_wire(item: Any) -> Event:
     """
     if type(item) is dict and item.get("kind") == "metric":
         values = item.get("values")
-        if (
-            type(values) is dict
-            and item.keys() <= _METRIC_WIRE_KEYS
-            and _METRIC_REQUIRED <= item.keys()
-            and all(type(value) is float or type(value) is int for value in values.values())  # no bool, NaN text
-        ):
-            return _metric_from_dict(item)
+        if type(values) is dict and item.keys() <= _METRIC_WIRE_KEYS and _METRIC_REQUIRED <= item.keys():
+            for value in values.values():
+                kind = type(value)
+                if kind is not float and kind is not int:  # a bool, "NaN", null...: decoded (or refused) below
+                    break
+            else:
+                return _metric_from_dict(item)
     return event_from_dict(decode_wire_numbers(item))
 
 
