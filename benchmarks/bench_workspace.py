@@ -12,6 +12,8 @@
    values): a run written by another local process (embedded; the server's store tail follows the
    file) and a remote run (through the server's ingest). The subscriber uses the ``columns``
    format; latency is each call's ``sent_at`` value against the receive time, on one clock.
+0. The idle cost of following the store: CPU time of an idle ``runwatch serve`` over 10 s, its
+   default graph (with the store tail) beside the same graph without it.
 4. What a ``kill -9`` of the training process loses, at 10,000 calls/s: the calls that returned
    before the kill (the script writes its step to a shared file after each) less the steps
    stored once everything left behind is in (embedded: the store; remote: the server, after the
@@ -156,15 +158,15 @@ def role_replay(options: dict[str, Any]) -> None:
 
 
 class Serve:
-    """A ``runwatch serve`` subprocess of ``served.db`` on a free port."""
+    """A ``runwatch serve`` subprocess of ``served.db`` on a free port (``extra``: more arguments)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *extra: str) -> None:
         self.db = directory / "served.db"
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         self.process = subprocess.Popen(
             [sys.executable, "-m", "runwatch.cli", "serve", "--db", str(self.db),
-             "--port", str(port), "--data-dir", str(directory / "serve-data")],
+             "--port", str(port), "--data-dir", str(directory / "serve-data"), *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )  # fmt: skip
         assert self.process.stdout is not None
@@ -234,6 +236,33 @@ def spawn(role: str, options: dict[str, Any]) -> subprocess.Popen[str]:
 
 
 # -- measurements ---------------------------------------------------------------------------------
+
+
+def bench_idle(directory: Path, seconds: float) -> dict[str, float]:
+    """CPU % of one core used by an idle ``runwatch serve``, with and without the store tail."""
+    import psutil
+
+    from runwatch.pipeline.config import default_pipeline_config
+
+    out: dict[str, float] = {}
+    for label, tail in (("with_tail", True), ("without_tail", False)):
+        place = directory / f"idle-{label}"
+        place.mkdir()
+        graph = default_pipeline_config(alerts=True, snapshots=True, system=True, tail=tail)
+        config = place / "serve.json"
+        config.write_text(json.dumps({"pipeline": graph}))
+        server = Serve(place, "--config", str(config))
+        try:
+            time.sleep(1.0)  # past start-up
+            process = psutil.Process(server.process.pid)
+            before = process.cpu_times()
+            time.sleep(seconds)  # the idle span measured
+            after = process.cpu_times()
+        finally:
+            server.stop()
+        used = (after.user - before.user) + (after.system - before.system)
+        out[f"{label}_cpu_percent"] = 100 * used / seconds
+    return out
 
 
 def bench_producer_cost(directory: Path, url: str, calls: int) -> dict[str, float]:
@@ -389,6 +418,7 @@ def main() -> None:
         server = Serve(directory)
         try:
             results: dict[str, Any] = {
+                "idle": bench_idle(directory, 3.0 if args.quick else 10.0),
                 "producer_cost": bench_producer_cost(directory, server.url, calls),
                 "throughput": bench_throughput(directory, server.url, flood_calls),
                 "latency": bench_latency(directory, server, seconds),
@@ -405,6 +435,9 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "workspace.json").write_text(json.dumps(results, indent=2))
+    idle = results["idle"]
+    print("idle runwatch serve, CPU % of one core")
+    print(f"  with the store tail {idle['with_tail_cpu_percent']:.2f}  without {idle['without_tail_cpu_percent']:.2f}")
     cost = results["producer_cost"]
     print("producer cost, update_metrics with 4 scalars (µs)")
     print(f"  embedded  median {cost['embedded_median_us']:.2f}  p99 {cost['embedded_p99_us']:.2f}")
