@@ -1,4 +1,5 @@
-"""``runwatch sync``'s command line: argument errors, a missing path and an unreachable server, each one line."""
+"""Tests of ``runwatch sync``'s command line (runwatch.cli._transfer): argument errors, a missing path and an
+unreachable server, each one line."""
 
 from __future__ import annotations
 
