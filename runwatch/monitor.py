@@ -836,8 +836,10 @@ class WebMonitor:
                 if self._db is not None:
                     self._db.close()
                 if self._runs_seen and not self._remote and not (server is not None and server.shared):
-                    # This script's dashboard is gone with it: say how to see its runs again.
-                    logger.warning("%s", closing_hint(self.config.db_path, self._runs_seen))
+                    # This script's dashboard is gone with it: say how to see its runs again, in a line for
+                    # the user on stderr (as `runwatch serve` announces itself), not a warning in their logs.
+                    hint = closing_hint(self.config.db_path, self._runs_seen)
+                    print(hint, file=sys.stderr, flush=True)  # noqa: T201 - the user's line, not a log record
                 _open_monitors.discard(self)
                 if self._restore_log_level is not None:
                     logging.getLogger("runwatch").setLevel(self._restore_log_level)

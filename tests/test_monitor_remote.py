@@ -155,14 +155,13 @@ def test_bad_remote_settings_are_refused_by_name(settings: dict[str, object], er
         MonitorConfig(**settings)  # type: ignore[arg-type]
 
 
-def test_an_embedded_script_says_how_to_see_its_run_again(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """When a script's monitor closes, one line names the command that serves its store again."""
+def test_an_embedded_script_says_how_to_see_its_run_again(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """When a script's monitor closes, one line on stderr names the command that serves its store again."""
     db = tmp_path / "my runs.db"
-    caplog.set_level(logging.WARNING, logger="runwatch")
     with WebMonitor(MonitorConfig(db_path=str(db), data_dir=str(tmp_path / "data"), web_port=0)) as monitor:
         monitor.start_training(run_id="r1")
         monitor.update_metrics({"x": 1.0})
-    hints = [r.getMessage() for r in caplog.records if "to see it again" in r.getMessage()]
+    hints = [line for line in capsys.readouterr().err.splitlines() if "again" in line]
     assert hints == [f"runwatch: run 'r1' is stored in {db}; to see it again: runwatch serve --db '{db}'"]
 
 
