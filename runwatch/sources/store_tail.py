@@ -132,8 +132,9 @@ class StoreTailSource(Source):
             self.polls += 1
             if again or tail.changed():
                 mark = self.ledger.mark()
+                own = self.ledger.settled_ranges()  # not even read: this process stored them
                 try:
-                    read = await anyio.to_thread.run_sync(tail.read)
+                    read = await anyio.to_thread.run_sync(tail.read, own)
                 except StoreUnavailable as exc:
                     self._read_failed(exc)
                     await self._sleep(_RETRY_SECONDS, stopping)
@@ -167,6 +168,7 @@ class StoreTailSource(Source):
         events: list[Any] = []
         held = False
         self.undecodable_rows += read.undecodable
+        self.own_rows_skipped += read.skipped
         for stream in tail.streams:
             end = read.ends[stream]
             for row in read.rows[stream]:

@@ -211,6 +211,7 @@ class TailRead(NamedTuple):
         progress: live runs whose heartbeat moved since the tail last took one.
         more: a window was full: read again without waiting for a commit.
         undecodable: rows skipped because they no longer decode.
+        skipped: positions of the ``skip`` ranges the ends pass (the caller's own rows, not read).
     """
 
     rows: dict[str, list[StoredRow]]
@@ -218,6 +219,7 @@ class TailRead(NamedTuple):
     progress: list[RunProgress]
     more: bool
     undecodable: int
+    skipped: int = 0
 
 
 class StoreTail(ABC):
@@ -265,8 +267,13 @@ class StoreTail(ABC):
         """
 
     @abstractmethod
-    def read(self) -> TailRead:
+    def read(self, skip: Sequence[tuple[str, int, int]] = ()) -> TailRead:
         """Every stream forward from its cursor, in one snapshot (the cursors do not move).
+
+        Args:
+            skip: ``(stream, first, last)`` ranges of positions known to be the
+                caller's own (its ledger's settled ranges): not read, not
+                returned; the ends still pass them.
 
         Raises:
             StoreUnavailable: the store is busy or gone (read again later).

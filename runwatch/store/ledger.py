@@ -75,6 +75,10 @@ class CommitLedger:
                     return OWN if entry.settled else PENDING
         return FOREIGN
 
+    def settled_ranges(self) -> list[tuple[str, int, int]]:
+        """The ``(stream, first, last)`` ranges of committed transactions: this process's own rows for sure."""
+        return [span for entry in self._entries if entry.settled for span in entry.ranges]
+
     def heartbeat_owner(self, run_id: str, value: float) -> int:
         """Whose heartbeat left ``run_id``'s row at ``value``: :data:`OWN`, :data:`PENDING` or :data:`FOREIGN`."""
         found = FOREIGN

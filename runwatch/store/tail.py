@@ -21,7 +21,9 @@ that wants them live:
 - **Never twice**: cursors only move forward; a process that writes the store
   and tails it too skips its own rows with a
   :class:`~runwatch.store.ledger.CommitLedger` its writer fills
-  (:mod:`runwatch.store.writer`).
+  (:mod:`runwatch.store.writer`). The ranges the ledger already knows as its
+  own are not even read (``read(skip=...)``): a server that only stores
+  what it ingests reads nothing back.
 
 Limits: an id of ``events`` or ``state_history`` is reused by SQLite only
 when the rows with the highest ids were deleted (``runwatch cleanup`` of the
@@ -33,6 +35,7 @@ never reused.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
@@ -127,29 +130,33 @@ class SQLiteTail(StoreTail):
                 return True  # busy for a moment: read to be sure
         return version != self._read_version
 
-    def read(self) -> TailRead:
+    def read(self, skip: Sequence[tuple[str, int, int]] = ()) -> TailRead:
         connection = self._require()
         with connections.hold():
             try:
-                return self._read(connection)
+                return self._read(connection, skip)
             except sqlite3.Error as exc:
                 self._read_version = None
                 raise StoreUnavailable(f"reading {self.path!r} failed: {exc}") from exc
 
-    def _read(self, connection: sqlite3.Connection) -> TailRead:
+    def _read(self, connection: sqlite3.Connection, skip: Sequence[tuple[str, int, int]]) -> TailRead:
         # Taken before the snapshot: a commit after it changes the version, and the next look reads again.
         self._read_version = int(connection.execute("PRAGMA data_version").fetchone()[0])
         rows: dict[str, list[StoredRow]] = {}
         ends: dict[str, int] = {}
         undecodable = 0
         more = False
+        skipped: dict[str, list[tuple[int, int]]] = {table: [] for table in TAIL_TABLES}
+        for stream, first, last in skip:
+            if stream in skipped:
+                skipped[stream].append((first, last))
         connection.execute("BEGIN")
         try:
-            found, end, full, bad = self._metric_rows(connection)
+            found, end, full, bad = self._metric_rows(connection, skipped["metric_rows"])
             rows["metric_rows"], ends["metric_rows"] = found, end
             more, undecodable = more or full, undecodable + bad
             for table in ("events", "state_history"):
-                found, end, full, bad = self._id_rows(connection, table)
+                found, end, full, bad = self._id_rows(connection, table, skipped[table])
                 rows[table], ends[table] = found, end
                 more, undecodable = more or full, undecodable + bad
             live = _live_progress(connection)
@@ -159,14 +166,21 @@ class SQLiteTail(StoreTail):
         for run_id in known.keys() - {row.run_id for row in live}:
             del known[run_id]  # ended: a heartbeat after a resume is news again
         progress = [row for row in live if row.last_heartbeat > known.get(row.run_id, -1.0)]
-        return TailRead(rows, ends, progress, more, undecodable)
+        passed = sum(
+            max(0, min(last + 1, ends[table]) - max(first, self.positions[table]))
+            for table, ranges in skipped.items()
+            for first, last in ranges
+        )
+        return TailRead(rows, ends, progress, more, undecodable, passed)
 
     def took_heartbeat(self, run_id: str, value: float) -> None:
         self._heartbeats[run_id] = value
 
     # -- per table ---------------------------------------------------------------------------
 
-    def _metric_rows(self, connection: sqlite3.Connection) -> tuple[list[StoredRow], int, bool, int]:
+    def _metric_rows(
+        self, connection: sqlite3.Connection, skip: list[tuple[int, int]]
+    ) -> tuple[list[StoredRow], int, bool, int]:
         start = self.positions["metric_rows"]
         end_of_store = _next_metric_row(connection)
         if end_of_store <= start:
@@ -174,22 +188,25 @@ class SQLiteTail(StoreTail):
         end = min(end_of_store, start + self.max_rows)
         found: list[StoredRow] = []
         bad = 0
-        # Runs first: one seek per run into the (run, row) key, so the cost follows the rows read.
-        for row, run_id, step, ts, keyset, vals, tags in connection.execute(
-            "SELECT m.row, r.run_id, m.step, m.ts, m.keyset, m.vals, m.tags FROM runs r"
-            " JOIN metric_rows m ON m.run = r.id AND m.row >= ? AND m.row < ? ORDER BY m.row",
-            (start, end),
-        ):
-            try:
-                names = self._keysets.names(connection, keyset)
-                event = decode_metric_row(run_id, step, ts, names, vals, tags)
-            except (ValueError, TypeError, KeyError):
-                bad += 1
-                continue
-            found.append(StoredRow("metric_rows", row, event))
+        for low, high in _without(start, end, skip):
+            # Runs first: one seek per run into the (run, row) key, so the cost follows the rows read.
+            for row, run_id, step, ts, keyset, vals, tags in connection.execute(
+                "SELECT m.row, r.run_id, m.step, m.ts, m.keyset, m.vals, m.tags FROM runs r"
+                " JOIN metric_rows m ON m.run = r.id AND m.row >= ? AND m.row < ? ORDER BY m.row",
+                (low, high),
+            ):
+                try:
+                    names = self._keysets.names(connection, keyset)
+                    event = decode_metric_row(run_id, step, ts, names, vals, tags)
+                except (ValueError, TypeError, KeyError):
+                    bad += 1
+                    continue
+                found.append(StoredRow("metric_rows", row, event))
         return found, end, end < end_of_store, bad
 
-    def _id_rows(self, connection: sqlite3.Connection, table: str) -> tuple[list[StoredRow], int, bool, int]:
+    def _id_rows(
+        self, connection: sqlite3.Connection, table: str, skip: list[tuple[int, int]]
+    ) -> tuple[list[StoredRow], int, bool, int]:
         start = self.positions[table]
         last = _max_id(connection, table)
         if last + 1 < start:  # the newest rows were deleted: their ids will be given again
@@ -202,12 +219,17 @@ class SQLiteTail(StoreTail):
             else "t.id, r.run_id, t.ts, t.patch"
         )
         # A row of a run removed since (runwatch cleanup) has no run to join: it is gone too.
-        query = f"SELECT {columns} FROM {table} t JOIN runs r ON r.id = t.run WHERE t.id >= ? ORDER BY t.id LIMIT ?"
+        ranges = [(first, last) for first, last in skip if last >= start]
+        skipping = "".join(" AND t.id NOT BETWEEN ? AND ?" for _ in ranges)
+        query = (
+            f"SELECT {columns} FROM {table} t JOIN runs r ON r.id = t.run WHERE t.id >= ?{skipping}"
+            " ORDER BY t.id LIMIT ?"
+        )
         found: list[StoredRow] = []
         bad = 0
         count = 0
         end = start
-        for row in connection.execute(query, (start, self.max_rows)):
+        for row in connection.execute(query, (start, *[bound for pair in ranges for bound in pair], self.max_rows)):
             count += 1
             end = row[0] + 1
             try:
@@ -226,6 +248,21 @@ class SQLiteTail(StoreTail):
         if self._connection is None:
             raise StoreUnavailable("the store tail is not open")
         return self._connection
+
+
+def _without(start: int, end: int, skip: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The sub-ranges ``[low, high)`` of ``[start, end)`` outside every inclusive range of ``skip``."""
+    pieces = []
+    low = start
+    for first, last in sorted(skip):
+        if last < low or first >= end:
+            continue
+        if first > low:
+            pieces.append((low, first))
+        low = max(low, last + 1)
+    if low < end:
+        pieces.append((low, end))
+    return pieces
 
 
 def _next_metric_row(connection: sqlite3.Connection) -> int:

@@ -205,12 +205,12 @@ def parse_ingest_body(body: bytes, max_events: int) -> IngestBody:
     events = []
     received_at = time.time()  # the timestamp of events that carry none
     for index, item in enumerate(items):
-        where = f"{prefix}[{index}]"
         if isinstance(item, dict) and "timestamp" not in item:
             item = {**item, "timestamp": received_at}
         try:
             events.append(event_from_wire(item))
         except (TypeError, ValueError) as exc:
+            where = f"{prefix}[{index}]"
             field = getattr(exc, "field", None)
             path = f"{where}.{field}" if field else where
             raise WireError(422, f"{path}: {exc}", path) from None

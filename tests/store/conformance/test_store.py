@@ -373,3 +373,30 @@ async def test_a_writer_notes_its_rows_in_a_ledger_before_they_are_read(store: S
     finally:
         await writer.aclose()
         tail.close()
+
+
+async def test_the_tail_does_not_read_the_ranges_its_caller_owns(store: Store) -> None:
+    """Rows in ranges the caller skips (its ledger's settled ranges) are neither read nor returned, the
+    cursors pass them, and another writer's rows between them still come back."""
+    from runwatch.store.ledger import CommitLedger
+
+    store.prepare()
+    tail = store.open_tail()
+    tail.open()
+    ledger = CommitLedger()
+    mine = store.open_writer(owner="conformance-host:1:1.0")
+    await mine.open()
+    try:
+        await mine.write([started("mine"), *calls("mine", 5)], ledger=ledger)
+        await write(store, [started("theirs"), *calls("theirs", 3)])
+        await mine.write([*calls("mine", 4, at=T0 + 100), LogEvent("mine", T0 + 200, "note")], ledger=ledger)
+        read = tail.read(ledger.settled_ranges())
+        rows = [row for stream in tail.streams for row in read.rows[stream]]
+        assert {row.event.run_id for row in rows} == {"theirs"} and len(rows) == 4
+        assert read.skipped == 11  # 9 metric rows and 2 events of "mine"
+        for stream in tail.streams:
+            tail.advance(stream, read.ends[stream])
+        assert not any(tail.read().rows.values())  # passed: nothing left behind
+    finally:
+        await mine.aclose()
+        tail.close()
