@@ -224,6 +224,7 @@ async def get_session_statistics(
     request: Request,
     since: str | None = Query(
         None,
+        min_length=1,
         description="events and metrics from then on count (epoch seconds or ISO-8601)",
         json_schema_extra=TIME_SCHEMA,
     ),
@@ -243,8 +244,12 @@ async def get_session_statistics(
 )
 async def get_session_metrics(
     request: Request,
-    since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
-    until: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    since: str | None = Query(
+        None, min_length=1, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA
+    ),
+    until: str | None = Query(
+        None, min_length=1, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA
+    ),
 ) -> JSONResponse:
     values = await read(
         web_context(request).store.session_metrics, time_param("since", since), time_param("until", until)
