@@ -15,10 +15,12 @@ from typing import Any
 import httpx
 import pytest
 
+from runwatch.assemble import monitor_pipeline_config
 from runwatch.config import MonitorConfig
 from runwatch.monitor import WebMonitor
+from runwatch.pipeline.component import ComponentContext
+from runwatch.pipeline.runtime import Pipeline
 from runwatch.pipeline.thread import PipelineThread
-from runwatch.server import build_pipeline
 from runwatch.web.ports import plan_taken_port, probe_health, same_store, store_identity
 from runwatch.web.server import WebSettings, web_companion
 
@@ -134,7 +136,9 @@ def test_a_preferred_port_held_by_another_program_moves_to_a_free_one(
         port = squatter.getsockname()[1]
         settings = WebSettings(port=port, port_fixed=False)
         with caplog.at_level(logging.WARNING, logger="runwatch.web"):
-            thread = PipelineThread(build_pipeline(config), companions=[web_companion(settings, config.db_path)])
+            context = ComponentContext(db_path=config.db_path, data_dir=Path(config.data_dir))
+            pipeline = Pipeline(monitor_pipeline_config(config), context=context)
+            thread = PipelineThread(pipeline, companions=[web_companion(settings, config.db_path)])
             thread.start()
         try:
             server = thread.companion_values[0]
