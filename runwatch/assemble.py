@@ -6,12 +6,14 @@ A profile is a use of runwatch, and the graph it needs:
   (:class:`~runwatch.WebMonitor`): the user's graph or the default one
   (in-process and remote intake, the system sampler, liveness, alerts,
   snapshots, the store and the live hub), with the web interface beside it
-  when its port is free;
-- :func:`assemble_server` — ``runwatch serve``: the same graph, the web
-  interface required;
+  when its port is free; in remote mode (``server_url``), in-process intake
+  and the system sampler into the ``remote`` sink, and no web interface;
+- :func:`assemble_server` — ``runwatch serve``: the same graph, following
+  what other processes commit to the store too, the web interface required;
 - :func:`assemble_sessions` — a :class:`~runwatch.sessions.SessionMonitor`:
   the default graph without the web's components and snapshots (the
-  monitor evaluates its alert rules as it records, and stores their events).
+  monitor evaluates its alert rules as it records, and stores their events);
+  in remote mode, the in-process intake into the ``remote`` sink.
 
 Each returns an :class:`Assembly`: typed handles on what was built (the
 store, the pipeline, its thread, the services its components offer, the web
@@ -51,6 +53,7 @@ __all__ = [
     "assemble_server",
     "assemble_sessions",
     "monitor_pipeline_config",
+    "remote_pipeline_config",
     "sessions_pipeline_config",
 ]
 
@@ -78,6 +81,12 @@ class WebInterface(Protocol):
     @property
     def token(self) -> str | None:
         """The bearer token its data endpoints require (``None``: none)."""
+        ...
+
+    @property
+    def shared(self) -> bool:
+        """Whether the port was held by a runwatch serving the same store: nothing is served here, and
+        ``url`` is that server's."""
         ...
 
 
@@ -159,12 +168,16 @@ class Assembly:
 # -- graphs ---------------------------------------------------------------------------------------
 
 
-def monitor_pipeline_config(config: MonitorConfig) -> PipelineSpec | dict[str, Any]:
+def monitor_pipeline_config(config: MonitorConfig, *, serve: bool = False) -> PipelineSpec | dict[str, Any]:
     """The monitor's pipeline graph: its own, or the default one sized by its settings.
 
     The graph's shutdown deadline is ``config.shutdown_timeout_seconds``,
     unless the user's own pipeline config sets a top-level
-    ``shutdown_timeout_seconds``: that one wins.
+    ``shutdown_timeout_seconds``: that one wins. With ``serve`` (``runwatch
+    serve``) the default graph also follows what other processes commit to
+    the store (a ``store_tail`` source into the live hub, and liveness for
+    every live run of the store): the server is live for every run in its
+    store, whoever writes it.
 
     Raises:
         ConfigError: the user's pipeline config is invalid.
@@ -174,6 +187,8 @@ def monitor_pipeline_config(config: MonitorConfig) -> PipelineSpec | dict[str, A
         if spec.shutdown_timeout_seconds is None:
             spec = replace(spec, shutdown_timeout_seconds=config.shutdown_timeout_seconds)
         return spec
+    if config.server_url is not None:
+        return remote_pipeline_config(config)
     graph = default_pipeline_config(
         alerts=True,
         snapshots=True,
@@ -183,9 +198,30 @@ def monitor_pipeline_config(config: MonitorConfig) -> PipelineSpec | dict[str, A
         max_events=config.max_events,
         system_interval_seconds=config.update_interval,
         max_image_bytes_per_run=config.max_image_bytes_per_run,
+        tail=serve,
     )
     graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
     return graph
+
+
+def remote_pipeline_config(config: MonitorConfig) -> dict[str, Any]:
+    """Remote mode's graph (``config.server_url``): what the process records (and the system
+    sampler's readings of its runs) goes to the server through the ``remote`` sink and its spool;
+    the server stores, judges liveness, evaluates alerts and serves the dashboard."""
+    assert config.server_url is not None
+    graph = _remote_graph(config.server_url, config.server_token)
+    graph["sources"]["system"] = {"type": "system", "interval_seconds": config.update_interval}
+    graph["sinks"]["server"]["inputs"].append("system")
+    graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
+    return graph
+
+
+def _remote_graph(url: str, token: str | None) -> dict[str, Any]:
+    """The in-process intake into the ``remote`` sink: everything recorded goes to the server at ``url``."""
+    sink: dict[str, Any] = {"type": "remote", "inputs": ["app"], "url": url}
+    if token is not None:
+        sink["token"] = token
+    return {"sources": {"app": {"type": "in_process"}}, "sinks": {"server": sink}}
 
 
 def sessions_pipeline_config() -> dict[str, Any]:
@@ -234,15 +270,17 @@ def _web_interface(config: MonitorConfig, *, required: bool) -> WebCompanion:
 def _with_web(profile: str, config: MonitorConfig, *, required: bool, thread_name: str) -> Assembly:
     _private_data_dir(config.data_dir)
     context = _context(config.db_path, Path(config.data_dir))
-    pipeline = Pipeline(monitor_pipeline_config(config), context=context)
-    web = _web_interface(config, required=required)
-    thread = PipelineThread(pipeline, companions=[web], name=thread_name)
+    pipeline = Pipeline(monitor_pipeline_config(config, serve=profile == "serve"), context=context)
+    # Remote mode serves no dashboard of its own: the server's is where its runs are.
+    web = [] if profile == "monitor" and config.server_url is not None else [_web_interface(config, required=required)]
+    thread = PipelineThread(pipeline, companions=web, name=thread_name)
     return Assembly(profile, context.store, pipeline, thread)
 
 
 def assemble_monitor(config: MonitorConfig) -> Assembly:
     """The embedded monitor's pipeline, with the web interface beside it (skipped, logged, when its
-    port is taken: a training loop must not die because a dashboard port is busy).
+    port is taken: a training loop must not die because a dashboard port is busy); in remote mode
+    (``config.server_url``) the remote graph, without a web interface.
 
     Raises:
         ConfigError: the monitor's pipeline config is invalid.
@@ -259,9 +297,13 @@ def assemble_server(config: MonitorConfig) -> Assembly:
     return _with_web("serve", config, required=True, thread_name="runwatch")
 
 
-def assemble_sessions(db_path: str) -> Assembly:
-    """A session monitor's pipeline on the store at ``db_path`` (no web interface of its own)."""
-    context = _context(db_path, Path(db_path).parent / "monitor_data")
-    pipeline = Pipeline(sessions_pipeline_config(), context=context)
+def assemble_sessions(db_path: str, *, server_url: str | None = None, server_token: str | None = None) -> Assembly:
+    """A session monitor's pipeline on the store at ``db_path`` (no web interface of its own); with
+    ``server_url`` (remote mode) into that server through the ``remote`` sink and its spool, which
+    goes to ``monitor_data`` beside ``db_path``."""
+    data_dir = (Path(db_path) if db_path == "." else Path(db_path).parent) / "monitor_data"
+    context = _context(db_path, data_dir)
+    graph = sessions_pipeline_config() if server_url is None else _remote_graph(server_url, server_token)
+    pipeline = Pipeline(graph, context=context)
     thread = PipelineThread(pipeline, name="runwatch-sessions")
     return Assembly("sessions", context.store, pipeline, thread)

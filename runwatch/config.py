@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
 
-__all__ = ["ENV_PREFIX", "MonitorConfig"]
+__all__ = ["DEFAULT_WEB_PORT", "ENV_PREFIX", "MonitorConfig"]
 
 ENV_PREFIX = "MONITOR_"
+#: The web interface's port unless set: a preference, not fixed (see :class:`MonitorConfig`).
+DEFAULT_WEB_PORT = 8080
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -81,6 +83,25 @@ class MonitorConfig:
             created through datacat's routes, having sent a heartbeat, is
             ``suspended`` (datacat's ``heartbeat_timeout_seconds``; a
             session's own ``heartbeat_timeout_seconds`` wins).
+        web_ssl_certfile: a PEM certificate to serve HTTPS and WSS directly
+            (``runwatch serve --ssl-certfile``); ``None``: plain HTTP.
+        web_ssl_keyfile: its private key (``None``: in the certificate file).
+        server_url: remote mode: the ``runwatch serve`` to record into
+            (``http(s)://host:port``; also ``MONITOR_SERVER_URL``). The monitor
+            keeps the same API, but its events go to that server's ingest
+            through a bounded spool under ``data_dir`` (nothing is lost while
+            the server restarts or is unreachable), its queries go to the
+            server's REST API, and it serves no dashboard of its own (``web_url``
+            is the server's). ``None``: embedded mode (the local ``db_path``).
+        server_token: the server's bearer token (also ``MONITOR_SERVER_TOKEN``,
+            or ``RUNWATCH_TOKEN``): sent in the ``Authorization`` header only,
+            never shown in a ``repr`` or a log.
+
+    ``web_port`` 8080, the default, is a preference: when another program
+    holds it the web interface moves to a free port (and says so); any other
+    port is fixed (taken: the web interface says by whom and does not start).
+    Either way a port held by a runwatch serving the same store is used as it
+    is: its dashboard shows this process's runs.
 
     Raises:
         ValueError: a value is out of range (the message names the field).
@@ -90,7 +111,7 @@ class MonitorConfig:
     db_path: str = "monitoring.db"
     data_dir: str = "monitor_data"
     static_dir: str = "static"
-    web_port: int = 8080
+    web_port: int = DEFAULT_WEB_PORT
     update_interval: float = 1.0
     snapshot_interval: float = 300.0
     max_events: int = 1000
@@ -98,13 +119,17 @@ class MonitorConfig:
     debug: bool = False
     pipeline: str | Mapping[str, Any] | None = None
     web_host: str = "127.0.0.1"
-    web_token: str | None = None
+    web_token: str | None = field(default=None, repr=False)
     web_max_connections: int | None = None
     shutdown_timeout_seconds: float = 10.0
     commit_timeout_seconds: float = 10.0
     max_images_per_second: float | None = 60.0
     max_image_bytes_per_run: int | None = 1 << 30
     session_heartbeat_timeout_seconds: float = 60.0
+    web_ssl_certfile: str | None = None
+    web_ssl_keyfile: str | None = None
+    server_url: str | None = None
+    server_token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("db_path", "data_dir", "static_dir"):
@@ -135,6 +160,33 @@ class MonitorConfig:
             _require_positive_rate("max_images_per_second", self.max_images_per_second)
         if self.max_image_bytes_per_run is not None:
             _require_int("max_image_bytes_per_run", self.max_image_bytes_per_run, 1, None)
+        for name in ("web_ssl_certfile", "web_ssl_keyfile"):
+            value = getattr(self, name)
+            if isinstance(value, os.PathLike):
+                object.__setattr__(self, name, os.fspath(value))
+            elif value is not None and (not isinstance(value, str) or not value):
+                raise TypeError(f"{name} must be a path or None, got {value!r}")
+        if self.web_ssl_keyfile is not None and self.web_ssl_certfile is None:
+            raise ValueError("web_ssl_keyfile needs web_ssl_certfile")
+        if self.server_url is not None:
+            if not isinstance(self.server_url, str):
+                raise TypeError(f"server_url must be a string or None, got {type(self.server_url).__name__}")
+            from .remote.transport import check_server_url
+
+            try:
+                object.__setattr__(self, "server_url", check_server_url(self.server_url))
+            except ValueError as exc:
+                raise ValueError(f"server_url: {exc}") from None
+            if self.pipeline is not None:
+                raise ValueError(
+                    "server_url and pipeline cannot both be set: a pipeline of your own sends to a server"
+                    " through a `remote` sink (see docs/workspace.md)"
+                )
+        if self.server_token is not None:
+            if not isinstance(self.server_token, str) or not self.server_token:
+                raise TypeError("server_token must be a non-empty string or None")
+            if self.server_url is None:
+                raise ValueError("server_token needs server_url")
         pipeline = self.pipeline
         if isinstance(pipeline, os.PathLike):
             object.__setattr__(self, "pipeline", os.fspath(pipeline))
@@ -186,6 +238,9 @@ class MonitorConfig:
             from_env["web_token"] = os.environ["RUNWATCH_TOKEN"]
             sources["web_token"] = "RUNWATCH_TOKEN"
         values = {**file_values, **from_env, **overrides}
+        if values.get("server_url") and "server_token" not in values and os.environ.get("RUNWATCH_TOKEN"):
+            values["server_token"] = os.environ["RUNWATCH_TOKEN"]  # the server's token, as `runwatch sync` reads it
+            sources["server_token"] = "RUNWATCH_TOKEN"
         try:
             return cls(**values)
         except (ValueError, TypeError) as exc:
@@ -193,6 +248,11 @@ class MonitorConfig:
                 if name not in overrides and str(exc).startswith(name):
                     raise type(exc)(f"{exc} (from environment variable {variable})") from None
             raise
+
+    @property
+    def remote(self) -> bool:
+        """Whether this is remote mode (``server_url`` is set)."""
+        return self.server_url is not None
 
     def with_changes(self, **changes: Any) -> MonitorConfig:
         """A copy with some fields changed (validated again)."""

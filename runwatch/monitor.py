@@ -5,6 +5,12 @@ and hands it to the pipeline thread without waiting on I/O (see
 :mod:`runwatch.pipeline.bridge`). Queries first flush, so a monitor always
 reads what it wrote. Errors of runwatch's own (a full queue, a failing disk)
 never raise here: they are counted in :meth:`WebMonitor.statistics`.
+
+In remote mode (``MonitorConfig.server_url``) the same calls record into a
+``runwatch serve`` on any machine: events go through the ``remote`` sink's
+on-disk spool to the server's ingest, queries go to its REST API
+(:class:`~runwatch.remote.reader.RestReader`), and the dashboard is the
+server's.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import atexit
 import logging
 import operator
 import os
+import shlex
 import sys
 import threading
 import time
@@ -38,7 +45,7 @@ from .events import (
     check_storable,
     to_epoch_seconds,
 )
-from .exceptions import UnknownRunError
+from .exceptions import StoreError, UnknownRunError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -47,6 +54,7 @@ if TYPE_CHECKING:
     from .media.images import TakenImage
     from .media.worker import MediaWorker
     from .pipeline.thread import PipelineThread
+    from .remote.reader import RestReader
     from .store.manager import DatabaseManager
 
 __all__ = ["WebMonitor"]
@@ -111,6 +119,19 @@ def _media_statistics(worker: MediaWorker | None) -> dict[str, Any]:
     return worker.statistics()._asdict()
 
 
+def closing_hint(db_path: str, run_ids: list[str]) -> str:
+    """One line telling how to see a script's runs again after it ended (the store path quoted for the shell).
+
+    Example: ``runwatch: run 'r1' is stored in runs.db; to see it again: runwatch serve --db runs.db``.
+    """
+    store = shlex.quote(db_path)
+    if len(run_ids) == 1:
+        what, them = f"run {run_ids[0]!r} is", "it"
+    else:
+        what, them = f"{len(run_ids)} runs are", "them"
+    return f"runwatch: {what} stored in {db_path}; to see {them} again: runwatch serve --db {store}"
+
+
 def new_run_id() -> str:
     """A sortable, unique run id: ``run-YYYYMMDD-HHMMSS-xxxxxx``."""
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
@@ -126,6 +147,9 @@ class WebMonitor:
 
     The pipeline starts in a background thread at construction and stops at
     :meth:`close` (also on ``with`` exit and at interpreter exit).
+
+    With ``config.server_url`` the monitor is in remote mode (see the module
+    docs and :class:`MonitorConfig`): the same API, recorded into that server.
     """
 
     def __init__(self, config: MonitorConfig | None = None) -> None:
@@ -151,7 +175,9 @@ class WebMonitor:
         self._closed = False
         self._pid = os.getpid()  # the process whose pipeline thread this monitor drives
         self._forked_dropped = 0
-        self._db: DatabaseManager | None = None
+        self._remote = self.config.server_url is not None
+        self._runs_seen: list[str] = []  # runs this monitor started or resumed (for the closing hint)
+        self._db: DatabaseManager | RestReader | None = None
         self._media: MediaWorker | None = None  # started by the first image or histogram
         # Through lambdas: a forked child swaps ``_emit`` (see _after_fork_in_child).
         self.error_handler = ErrorHandler(lambda event: self._emit(event), lambda: self._run_id)
@@ -175,13 +201,17 @@ class WebMonitor:
 
     @property
     def web_url(self) -> str | None:
-        """The web interface's base URL (``None`` when it could not listen)."""
+        """The web interface's base URL (``None`` when it could not listen); in remote mode the server's."""
+        if self.config.server_url is not None:
+            from .remote.transport import display_url
+
+            return display_url(self.config.server_url)
         server = self._web_server
         return server.url if server is not None else None
 
     @property
     def web_token(self) -> str | None:
-        """The bearer token the web interface requires, if any."""
+        """The bearer token this monitor's own web interface requires, if any (``None`` in remote mode)."""
         server = self._web_server
         return server.token if server is not None else None
 
@@ -190,7 +220,9 @@ class WebMonitor:
         return self._assembly.web_server
 
     def _reap_crashed_runs(self) -> None:
-        # A run left "running" by a process that died is marked crashed here.
+        # A run left "running" by a process that died is marked crashed here (remote: by the server).
+        if self._remote:
+            return
         try:
             crashed = self.db.mark_crashed_runs()
         except Exception:  # the store may be shared and busy; detection retries next start
@@ -258,6 +290,8 @@ class WebMonitor:
                 event = RunLifecycle(run_id, now, RunTransition.STARTED, run_kind="training", config=config or {})
             self._emit(event)
             self._run_id = self._last_run_id = run_id
+            if run_id not in self._runs_seen:
+                self._runs_seen.append(run_id)
             self._status = "running"
             self._active_runs.add(run_id)
             self._send_heartbeat(now)
@@ -270,6 +304,16 @@ class WebMonitor:
             return self.db.get_run_summary(run_id)
         except UnknownRunError:
             return None
+        except StoreError as exc:
+            if not self._remote:
+                raise
+            # The server is away: resume without its counters rather than fail the training loop.
+            logger.warning(
+                "runwatch: cannot ask the server about run %r (%s); resuming it with steps counted from 0",
+                run_id,
+                exc,
+            )
+            return {}
 
     def stop_training(self, final_reward: float | None = None) -> None:
         """Stop the current training run (status ``completed``).
@@ -732,13 +776,46 @@ class WebMonitor:
     # -- reading ----------------------------------------------------------------------
 
     @property
-    def db(self) -> DatabaseManager:
-        """The :class:`DatabaseManager` of this monitor's store."""
+    def db(self) -> DatabaseManager | RestReader:
+        """The :class:`DatabaseManager` of this monitor's store; in remote mode a
+        :class:`~runwatch.remote.reader.RestReader` of the server (its read methods, the same shapes)."""
         if self._db is None:
-            from .store.manager import DatabaseManager
+            if self.config.server_url is not None:
+                from .remote.reader import RestReader
 
-            self._db = DatabaseManager(self.config.db_path)
+                self._db = RestReader(
+                    self.config.server_url, token=self.config.server_token, before_read=self._await_delivery
+                )
+            else:
+                from .store.manager import DatabaseManager
+
+                self._db = DatabaseManager(self.config.db_path)
         return self._db
+
+    def _await_delivery(self) -> None:
+        """Remote mode, before a read: wait (bounded) until the server has what this monitor sent."""
+        if not self.wait_delivered(self.config.commit_timeout_seconds):
+            logger.warning(
+                "runwatch: the server has not acknowledged everything recorded yet (within %.1f s);"
+                " reading what it has",
+                self.config.commit_timeout_seconds,
+            )
+
+    def wait_delivered(self, timeout: float | None = 30.0) -> bool:
+        """Remote mode: wait until the server has acknowledged everything recorded before the call.
+
+        Embedded mode: the same as :meth:`flush`.
+
+        Returns:
+            ``False`` when ``timeout`` seconds passed first (the server is away:
+            what is recorded waits in the spool and goes when it is back).
+        """
+        if not self.flush(timeout):
+            return False
+        from .remote.sink import REMOTE_SINK
+
+        sink = self._assembly.services.get(REMOTE_SINK)
+        return True if sink is None else sink.wait_delivered(timeout)
 
     def get_training_runs(
         self, limit: int | None = None, status: str | None = None, *, kind: str | None = "training"
@@ -834,15 +911,22 @@ class WebMonitor:
         Returns:
             The path of the archive.
         """
+        self.flush()
+        if self._remote:
+            from .remote.reader import RestReader
+
+            reader = self.db
+            assert isinstance(reader, RestReader)
+            return reader.export_run(run_id, Path(output_dir), include_snapshots=include_snapshots)
         from .store.export import export_run
 
-        self.flush()
         return export_run(self.config.db_path, run_id, Path(output_dir), include_snapshots=include_snapshots)
 
     # -- plumbing ---------------------------------------------------------------------
 
     def flush(self, timeout: float | None = 30.0) -> bool:
-        """Wait until everything recorded before the call is committed.
+        """Wait until everything recorded before the call is committed (remote mode: spooled on this
+        machine's disk and fsync-ed; :meth:`wait_delivered` waits for the server).
 
         Returns:
             ``True`` once committed; ``False`` if ``timeout`` seconds passed
@@ -933,9 +1017,15 @@ class WebMonitor:
                 self._closed = True
                 if self._media is not None:  # its queued jobs reach the pipeline before it drains
                     self._media.close(self.config.shutdown_timeout_seconds)
+                server = self._web_server
                 self._thread.close()
                 if self._db is not None:
                     self._db.close()
+                if self._runs_seen and not self._remote and not (server is not None and server.shared):
+                    # This script's dashboard is gone with it: say how to see its runs again, in a line for
+                    # the user on stderr (as `runwatch serve` announces itself), not a warning in their logs.
+                    hint = closing_hint(self.config.db_path, self._runs_seen)
+                    print(hint, file=sys.stderr, flush=True)  # noqa: T201 - the user's line, not a log record
                 _open_monitors.discard(self)
                 if self._restore_log_level is not None:
                     logging.getLogger("runwatch").setLevel(self._restore_log_level)

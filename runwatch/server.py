@@ -81,6 +81,9 @@ def run_server(config: MonitorConfig) -> int:
     assembly = start_server(config)
     server = assembly.web_server
     assert server is not None  # the serve profile's web interface is required: it started or raised
+    if server.shared:  # another runwatch serves this store already (it said where)
+        assembly.close()
+        return 0
     stop = threading.Event()
     signals_seen: list[int] = []
 

@@ -294,6 +294,45 @@ def test_wire_form_is_strict_json_and_decodes_to_the_same_event(event: Any) -> N
     assert same(_rebuilt(event_to_dict(back)), _as_read(expected))
 
 
+wire_metric_items = st.fixed_dictionaries(
+    {"kind": st.just("metric"), "run_id": st.one_of(names, st.just(""), st.just("a\x00b"), st.integers())},
+    optional={
+        "timestamp": st.one_of(timestamps, st.just(-1.0), st.just(math.nan)),
+        "values": st.one_of(
+            st.dictionaries(
+                st.one_of(metric_names, st.just(""), st.just("x\x00y")),
+                st.one_of(metric_values, st.booleans(), st.sampled_from(["NaN", "Infinity", "-Infinity", "x"])),
+                max_size=4,
+            ),
+            st.none(),
+        ),
+        "step": st.one_of(st.none(), int64s, st.just(2.0), st.just(2.5), st.just(2**63), st.booleans()),
+        "tags": st.one_of(st.none(), string_maps, st.just({"a": 1})),
+        "extra": st.just(1),
+    },
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(item=wire_metric_items)
+def test_the_ingest_fast_path_decides_as_the_generic_path(item: dict[str, Any]) -> None:
+    """event_from_wire builds the event the generic decoding does, or refuses it with the same error and field."""
+    from runwatch.wire.events import decode_wire_numbers, event_from_wire
+
+    def outcome(decode: Any) -> Any:
+        try:
+            return ("ok", event_to_dict(decode()))
+        except (TypeError, ValueError) as exc:
+            return (type(exc), str(exc), getattr(exc, "field", None))
+
+    fast = outcome(lambda: event_from_wire(dict(item)))
+    generic = outcome(lambda: event_from_dict(decode_wire_numbers(dict(item))))
+    if fast[0] == "ok":
+        assert generic[0] == "ok" and same(_rebuilt(fast[1]), _rebuilt(generic[1]))
+    else:
+        assert fast == generic
+
+
 # -- invalid fields -----------------------------------------------------------------
 
 #: Per kind and field, values that must be refused (as a JSON producer could send them).

@@ -218,6 +218,25 @@ def test_verdicts_from_elsewhere_are_taken_without_repeating_them() -> None:
     assert kinds(watch.observe([Heartbeat("r", T0 + 101)], T0 + 101)) == [("r", "running")]
 
 
+def test_a_sign_of_life_a_verdict_already_weighed_does_not_recover_the_run() -> None:
+    """A crash verdict from elsewhere, then a heartbeat no newer than its evidence (an upload): still crashed."""
+    watch = tracker()
+    verdict = LogEvent("r", T0 + 50, "application_crashed", "error", {"last_signal": T0 + 40})
+    assert watch.observe([started(), verdict], T0 + 55) == []
+    assert watch.observe([Heartbeat("r", T0 + 40)], T0 + 56) == []  # the one the verdict weighed
+    watch.refresh([StoredRun("r", "crashed", T0 + 40, T0 + 40)], T0 + 57)
+    assert watch.check(T0 + 57) == [] and watch.status("r") == "crashed"
+    assert kinds(watch.observe([Heartbeat("r", T0 + 41)], T0 + 58)) == [("r", "running")]  # a newer one does
+
+
+def test_crash_detections_verdict_weighs_signs_of_life_up_to_its_own_time() -> None:
+    """run_crashed (uploaded as application_crashed) carries no last_signal: its timestamp is the last one seen."""
+    watch = tracker()
+    watch.observe([started(), LogEvent("r", T0 + 30, "application_crashed", "error", {"reason": "gone"})], T0 + 31)
+    assert watch.observe([Heartbeat("r", T0 + 30)], T0 + 32) == []
+    assert watch.status("r") == "crashed"
+
+
 # -- pure core: any_event mode ------------------------------------------------------------------
 
 

@@ -15,7 +15,7 @@ Help is Click's plain layout (``rich_markup_mode=None``): Rich's markup would
 read ``[default: ...]`` and ``[pipeline]`` in help texts as tags and drop them.
 
 One module per command group: ``_config`` (check-config), ``_serve`` (demo,
-serve), ``_runs`` (runs, show), ``_alerts``, ``_transfer`` (export, import),
+serve), ``_runs`` (runs, show), ``_alerts``, ``_transfer`` (export, import, sync),
 ``_maintenance`` (backup, restore, cleanup, optimize, migrate, db-info) and
 ``_tail``; ``_common`` holds the exit codes, error reporting, consoles and
 formatting they share. The commands are registered here, in the order
@@ -34,7 +34,7 @@ from ._maintenance import backup, cleanup, db_info, migrate, optimize, parse_cut
 from ._runs import runs, show
 from ._serve import demo, serve
 from ._tail import tail
-from ._transfer import export, import_
+from ._transfer import export, import_, sync
 
 __all__ = ["app", "main", "parse_cutoff"]
 
@@ -77,6 +77,7 @@ app.command()(show)
 # moving runs between stores
 app.command()(export)
 app.command("import")(import_)
+app.command()(sync)
 # store maintenance
 app.command()(backup)
 app.command()(restore)

@@ -39,8 +39,20 @@ def serve(
             help="Seconds of silence after which a datacat session is suspended [default: 60].",
         ),
     ] = None,
+    ssl_certfile: Annotated[
+        Path | None, typer.Option(help="A PEM certificate: serve HTTPS and WSS directly (else plain HTTP).")
+    ] = None,
+    ssl_keyfile: Annotated[
+        Path | None, typer.Option(help="Its private key [default: in the certificate file].")
+    ] = None,
 ) -> None:
-    """Run the pipeline and the web app (REST, websockets, dashboard, datacat's routes) until SIGINT/SIGTERM."""
+    """Run the pipeline and the web app (REST, websockets, dashboard, datacat's routes) until SIGINT/SIGTERM.
+
+    Port 8080, the default, is a preference: when another program holds it the
+    server takes a free port and says so; a --port you give is kept (taken:
+    exit 1, naming who holds it). A runwatch already serving the same store on
+    the port is pointed to, and this one exits 0.
+    """
     from ..config import MonitorConfig
     from ..exceptions import ConfigError
     from ..server import run_server
@@ -56,6 +68,10 @@ def serve(
         overrides["data_dir"] = str(data_dir)
     if session_heartbeat_timeout is not None:
         overrides["session_heartbeat_timeout_seconds"] = session_heartbeat_timeout
+    if ssl_certfile is not None:
+        overrides["web_ssl_certfile"] = str(ssl_certfile)
+    if ssl_keyfile is not None:
+        overrides["web_ssl_keyfile"] = str(ssl_keyfile)
     try:
         settings = MonitorConfig.from_file(config, **overrides) if config else MonitorConfig.load(**overrides)
     except (ConfigError, ValueError, TypeError) as exc:

@@ -61,6 +61,7 @@ ENTRY_POINT_GROUP = "runwatch.components"
 BUILTIN_COMPONENTS: dict[str, str] = {
     "in_process": "runwatch.sources.in_process:InProcessSource",
     "ingest": "runwatch.sources.ingest:IngestSource",
+    "store_tail": "runwatch.sources.store_tail:StoreTailSource",
     "websocket_hub": "runwatch.sinks.websocket:WebsocketHub",
     "filter": "runwatch.stages.filter:FilterStage",
     "alerts": "runwatch.alerts.stage:AlertsStage",
@@ -68,6 +69,7 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "retention": "runwatch.stages.retention:RetentionStage",
     "snapshot": "runwatch.stages.snapshot:SnapshotStage",
     "sqlite": "runwatch.sinks.sqlite:SQLiteSink",
+    "remote": "runwatch.remote.sink:RemoteSink",
     "log": "runwatch.sinks.log:LogSink",
     "blackhole": "runwatch.sinks.blackhole:BlackholeSink",
     "system": "runwatch.sources.system:SystemSampler",
@@ -87,6 +89,7 @@ def default_pipeline_config(
     max_events: int = 1000,
     system_interval_seconds: float = 5.0,
     max_image_bytes_per_run: int | None = 1 << 30,
+    tail: bool = False,
 ) -> dict[str, Any]:
     """The graph used when no config is given.
 
@@ -97,12 +100,17 @@ def default_pipeline_config(
     hold the store back). WebMonitor and ``runwatch serve`` also use ``alerts``,
     ``snapshots`` (they know their data directory) and ``system`` (psutil
     samples of the active runs' machine every ``system_interval_seconds``); the snapshot stage is a
-    leaf, so a fault in it never touches the store's path.
+    leaf, so a fault in it never touches the store's path. With ``tail`` (``runwatch serve``), what
+    other processes commit to the store goes to the websocket hub too (a ``store_tail`` source, never
+    into the store again), and the liveness stage watches every live run the store holds, whoever
+    writes it.
     """
     sources: dict[str, Any] = {"app": {"type": "in_process"}, "ingest": {"type": "ingest"}}
     if system:
         sources["system"] = {"type": "system", "interval_seconds": system_interval_seconds}
     stages: dict[str, Any] = {"liveness": {"type": "liveness", "inputs": list(sources)}}
+    if tail:
+        stages["liveness"]["watch_store_runs"] = True
     last = "liveness"
     if alerts:
         stages["alerts"] = {"type": "alerts", "inputs": ["liveness"]}
@@ -115,6 +123,10 @@ def default_pipeline_config(
             "max_snapshots": max_snapshots,
             "max_events": max_events,
         }
+    live_inputs = [last]
+    if tail:
+        sources["tail"] = {"type": "store_tail"}
+        live_inputs.append("tail")
     return {
         "sources": sources,
         "stages": stages,
@@ -122,7 +134,7 @@ def default_pipeline_config(
             "store": {"type": "sqlite", "inputs": [last], "max_image_bytes_per_run": max_image_bytes_per_run},
             "live": {
                 "type": "websocket_hub",
-                "inputs": [last],
+                "inputs": live_inputs,
                 "replay_events": max_events,
                 "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
             },

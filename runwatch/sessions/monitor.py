@@ -6,7 +6,10 @@ recorded as session runs in the store (the layout is
 composition root builds (:func:`runwatch.assemble.assemble_sessions`).
 Statistics and the health report are read from the store, so every process
 writing it is counted; the alerts are ordinary alert-engine rules
-(:mod:`.alerting`) over the same windows.
+(:mod:`.alerting`) over the same windows. With ``SessionConfig.server_url``
+(or ``MONITOR_SERVER_URL``) it records into a ``runwatch serve`` instead
+(remote mode, as for :class:`~runwatch.WebMonitor`): through a spool to the
+server's ingest, and its reports come from the server's store.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .._version import __version__
 from ..events import LEVELS, AlertEvent, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch
+from ..exceptions import StoreError
+from ..remote.transport import display_url
 from ..session_events import MONITOR_KIND, SESSION_KIND, SYSTEM_RUN_ID, encode_session_tags, session_metadata
 from .alerting import ERROR_RATE, SessionAlerts
 from .health import health_report
@@ -36,6 +41,8 @@ from .records import SessionConfig, SessionEvent, SessionMetric, check_text, che
 
 if TYPE_CHECKING:
     from ..assemble import Assembly
+    from ..remote.reader import RestReader
+    from ..store.base import Store
 
 __all__ = ["SessionMonitor", "get_session_monitor"]
 
@@ -47,26 +54,36 @@ class SessionMonitor:
 
     Args:
         db_manager: the store to write (a :class:`~runwatch.store.manager.DatabaseManager`,
-            or anything with a ``db_path``; a path works too).
-        config: thresholds and settings (default :class:`SessionConfig`).
+            or anything with a ``db_path``; a path works too). In remote mode
+            it is not written (``None`` is fine); its directory holds the spool.
+        config: thresholds and settings (default :meth:`SessionConfig.load`:
+            remote mode when ``MONITOR_SERVER_URL`` is set).
 
     Recording never waits on I/O (events go to this monitor's own pipeline,
     running in a background thread on the same store); the reading methods
     first wait until everything recorded before them is committed. Close it
     with :meth:`close` (or ``with``); open monitors are closed at exit.
 
+    In remote mode (``config.server_url``) events go to the server through an
+    on-disk spool (``monitor_data/spool`` beside the store path, or in the
+    working directory), and the reports come from the server's store; a
+    session not seen before by this process is looked up on the server once.
+
     Raises:
         TypeError: a ``db_manager`` without a usable path, or a bad ``config``.
     """
 
     def __init__(self, db_manager: Any, config: SessionConfig | None = None) -> None:
-        path = getattr(db_manager, "db_path", db_manager)
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"db_manager must have a db_path, got {type(db_manager).__name__}")
         if config is not None and not isinstance(config, SessionConfig):
             raise TypeError(f"config must be a SessionConfig, got {type(config).__name__}")
+        self.config = config or SessionConfig.load()
+        path = getattr(db_manager, "db_path", db_manager)
+        if path is None and self.config.server_url is not None:
+            path = "."  # remote mode without a local store: the spool goes to ./monitor_data
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"db_manager must have a db_path, got {type(db_manager).__name__}")
         self.db_path = str(Path(path))
-        self.config = config or SessionConfig()
+        self._reader: RestReader | None = None
         self._lock = threading.RLock()
         self._known: OrderedDict[str, None] = OrderedDict()  # session runs known to exist
         self._hostname = socket.gethostname()
@@ -81,7 +98,9 @@ class SessionMonitor:
         """Start this monitor's pipeline (the sessions profile of the composition root) on the store."""
         from ..assemble import assemble_sessions
 
-        assembly = assemble_sessions(self.db_path)
+        assembly = assemble_sessions(
+            self.db_path, server_url=self.config.server_url, server_token=self.config.server_token
+        )
         assembly.start()
         _install_exit_hook()
         return assembly
@@ -98,9 +117,29 @@ class SessionMonitor:
         if session_id in self._known:
             self._known.move_to_end(session_id)
             return
-        if not self._assembly.store.has_run(session_id):
+        if not self._stored(session_id):
             self._start_session(session_id, user_id, None, now)
         self._remember(session_id)
+
+    def _stored(self, session_id: str) -> bool:
+        try:
+            return self._reads().has_run(session_id)
+        except StoreError as exc:
+            if self.config.server_url is None:
+                raise
+            # The server is away: start the session (a start of a session it has refreshes it).
+            logger.warning("runwatch: cannot ask the server about session %r: %s", session_id, exc)
+            return False
+
+    def _reads(self) -> Store | RestReader:
+        """Where the reports come from: the store, or in remote mode the server's REST API."""
+        if self.config.server_url is None:
+            return self._assembly.store
+        if self._reader is None:
+            from ..remote.reader import RestReader
+
+            self._reader = RestReader(self.config.server_url, token=self.config.server_token, timeout=10.0)
+        return self._reader
 
     def _start_session(self, session_id: str, user_id: int | str, platform_id: int | None, now: float) -> None:
         metadata = session_metadata(
@@ -142,7 +181,8 @@ class SessionMonitor:
                 "pid": os.getpid(),
                 "python": sys.version.split()[0],
                 "runwatch": __version__,
-                "db_path": self.db_path,
+                "db_path": None if self.config.server_url is not None else self.db_path,
+                "server": None if self.config.server_url is None else display_url(self.config.server_url),
                 "thresholds": {
                     "max_error_rate": self.config.max_error_rate,
                     "critical_error_rate": self.config.critical_error_rate,
@@ -324,6 +364,27 @@ class SessionMonitor:
         """
         return self._assembly.thread.flush(timeout)
 
+    def wait_delivered(self, timeout: float | None = 30.0) -> bool:
+        """Remote mode: wait until the server has acknowledged everything recorded before the call
+        (embedded mode: the same as :meth:`flush`).
+
+        Returns:
+            ``False`` when ``timeout`` seconds passed first (what is recorded waits in the spool).
+        """
+        if not self.flush(timeout):
+            return False
+        from ..remote.sink import REMOTE_SINK
+
+        sink = self._assembly.services.get(REMOTE_SINK)
+        return True if sink is None else sink.wait_delivered(timeout)
+
+    def _before_reading(self) -> None:
+        """Wait until what this monitor recorded is in the store it reads (bounded)."""
+        if self.config.server_url is None:
+            self.flush()
+        elif not self.wait_delivered(30.0):
+            logger.warning("runwatch: the server has not acknowledged every session event yet; reporting what it has")
+
     def get_session_statistics(self) -> dict[str, Any]:
         """Session statistics from the store (every process writing it is counted).
 
@@ -339,10 +400,10 @@ class SessionMonitor:
             session (1.0 when errors happened but no session was created).
             Metric figures ignore NaN; ``p95`` interpolates linearly.
         """
-        self.flush()
+        self._before_reading()
         now = time.time()
         window = self.config.statistics_window_seconds
-        stats = self._assembly.store.session_statistics(None if window is None else now - window)
+        stats = self._reads().session_statistics(None if window is None else now - window)
         return {"timestamp": datetime.fromtimestamp(now, UTC), "window_seconds": window, **stats}
 
     def get_session_health_report(self) -> dict[str, Any]:
@@ -379,8 +440,8 @@ class SessionMonitor:
         """
         start = None if start_time is None else epoch_seconds(start_time, "start_time")
         end = None if end_time is None else epoch_seconds(end_time, "end_time")
-        self.flush()
-        rows = self._assembly.store.session_metrics(start, end)
+        self._before_reading()
+        rows = self._reads().session_metrics(start, end)
         for row in rows:
             row["timestamp"] = datetime.fromtimestamp(row["timestamp"], UTC)
         return rows
@@ -402,6 +463,11 @@ class SessionMonitor:
         valid = isinstance(retention_days, (int, float)) and not isinstance(retention_days, bool)
         if not valid or not 0 < retention_days < math.inf:
             raise ValueError(f"retention_days must be a positive number, got {retention_days!r}")
+        if self.config.server_url is not None:
+            raise ValueError(
+                "cleanup_old_data removes rows of a local store; in remote mode clean the server's store there"
+                " (runwatch cleanup --db ... on the server)"
+            )
         self.flush()
         cutoff = time.time() - retention_days * 86_400
         with self._lock:
@@ -422,6 +488,8 @@ class SessionMonitor:
             finally:
                 self._closed = True
                 self._assembly.close()
+                if self._reader is not None:
+                    self._reader.close()
                 _open_monitors.discard(self)
 
     @property
@@ -438,7 +506,10 @@ class SessionMonitor:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<SessionMonitor db={self.db_path!r}{' closed' if self._closed else ''}>"
+        closed = " closed" if self._closed else ""
+        if self.config.server_url is not None:
+            return f"<SessionMonitor server={display_url(self.config.server_url)!r}{closed}>"
+        return f"<SessionMonitor db={self.db_path!r}{closed}>"
 
 
 def _metric_event(metric: SessionMetric) -> Metric:
@@ -492,7 +563,8 @@ def get_session_monitor(db_manager: Any, config: SessionConfig | None = None) ->
             with another config.
     """
     global _shared
-    path = str(Path(getattr(db_manager, "db_path", db_manager)))
+    given = getattr(db_manager, "db_path", db_manager)
+    path = str(Path("." if given is None else given))
     with _shared_lock:
         monitor = _shared
         if monitor is not None and not monitor.closed:

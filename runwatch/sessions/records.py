@@ -6,6 +6,7 @@ Plain data with argument checks (pure: no I/O).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -101,6 +102,14 @@ class SessionConfig:
             events and metrics of this many recent seconds; ``None`` for all
             time. Session counts by status (active, hung...) are always current.
         product: the ``product`` recorded with every session.
+        server_url: remote mode: the ``runwatch serve`` to record into (see
+            :class:`~runwatch.MonitorConfig`); ``None``: the local store.
+        server_token: the server's bearer token (sent in a header only, never
+            shown in a ``repr`` or a log).
+
+    :meth:`load` takes ``server_url`` and ``server_token`` from
+    ``MONITOR_SERVER_URL`` and ``MONITOR_SERVER_TOKEN`` (or ``RUNWATCH_TOKEN``);
+    a :class:`SessionMonitor` without a config uses it.
 
     Raises:
         ValueError / TypeError: naming the bad field.
@@ -112,6 +121,17 @@ class SessionConfig:
     slow_metric_thresholds: Mapping[str, float] = field(default_factory=lambda: dict(_DEFAULT_SLOW))
     statistics_window_seconds: float | None = 3600.0
     product: str | None = None
+    server_url: str | None = None
+    server_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def load(cls, **settings: Any) -> SessionConfig:
+        """A config whose ``server_url`` and ``server_token`` not given here come from the environment."""
+        url = settings.get("server_url", os.environ.get("MONITOR_SERVER_URL") or None)
+        if url is not None and "server_token" not in settings:
+            token = os.environ.get("MONITOR_SERVER_TOKEN") or os.environ.get("RUNWATCH_TOKEN") or None
+            settings = {**settings, "server_token": token}
+        return cls(**{**settings, "server_url": url})
 
     def __post_init__(self) -> None:
         for name in ("max_error_rate", "critical_error_rate"):
@@ -136,3 +156,17 @@ class SessionConfig:
             raise ValueError(f"statistics_window_seconds must be a positive number or None, got {window!r}")
         if self.product is not None and not isinstance(self.product, str):
             raise TypeError(f"product must be a string or None, got {self.product!r}")
+        if self.server_url is not None:
+            if not isinstance(self.server_url, str):
+                raise TypeError(f"server_url must be a string or None, got {type(self.server_url).__name__}")
+            from ..remote.transport import check_server_url
+
+            try:
+                object.__setattr__(self, "server_url", check_server_url(self.server_url))
+            except ValueError as exc:
+                raise ValueError(f"server_url: {exc}") from None
+        if self.server_token is not None:
+            if not isinstance(self.server_token, str) or not self.server_token:
+                raise TypeError("server_token must be a non-empty string or None")
+            if self.server_url is None:
+                raise ValueError("server_token needs server_url")

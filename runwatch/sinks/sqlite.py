@@ -17,6 +17,7 @@ from ..pipeline.buffer import batch_nbytes
 from ..pipeline.component import ComponentContext, Sink
 from ..pipeline.component import Options as BaseOptions
 from ..pipeline.config import MIN_MAX_BYTES
+from ..sources.store_tail import COMMIT_LEDGER
 from ..store.base import StoreWriter
 
 __all__ = ["SQLiteSink", "process_owner"]
@@ -42,6 +43,10 @@ class SQLiteSink(Sink):
     backoff; upstream buffers apply their policy meanwhile. The ingest
     receipts of each committed transaction are reported to
     ``context.receipts`` (the ingest source answers on them).
+
+    When this pipeline also follows the store live (a ``store_tail`` source
+    offers its :data:`~runwatch.sources.store_tail.COMMIT_LEDGER`), each
+    transaction notes what it writes there, so those rows do not come back.
 
     The store waits for another writer's lock in short slices (see
     :mod:`runwatch.store.writer`), so a pipeline's shutdown deadline or a
@@ -160,7 +165,7 @@ class SQLiteSink(Sink):
             chunk = self._pending[: _chunk_end(self._pending, self.options.max_events)]
             started = time.perf_counter()
             try:
-                receipts = await self._writer.write(chunk)
+                receipts = await self._writer.write(chunk, ledger=self.context.services.get(COMMIT_LEDGER))
             except StoreUnavailable as exc:  # locked, disk full, read-only...: keep the events, retry later
                 self._commit_failed(exc)
                 return False

@@ -117,6 +117,8 @@ class IngestSource(Source):
         self.conflicting_batches = 0
         self.retries_waited = 0
         self.batches_not_stored = 0
+        #: Runs this source has stored events of (``/api/health`` names their writers "via ingest").
+        self.served_runs: set[str] = set()
         context.services.provide(INGEST, self)
         context.receipts.listen(self._receipts_committed)
 
@@ -211,6 +213,7 @@ class IngestSource(Source):
             reason = "the pipeline stopped first" if self._output is None else "the store did not take it"
             raise BatchNotStored(batch_id, reason)
         self.accepted_events += produced
+        self.served_runs.update({event.run_id for event in events})
         return IngestResult(produced, batch_id, False)
 
     async def _submit_unkeyed(self, events: list[Any], batch_id: str | None, produced: int) -> IngestResult:
@@ -222,6 +225,7 @@ class IngestSource(Source):
         output.send_flush_barrier(committed.set)
         await committed.wait()
         self.accepted_events += produced
+        self.served_runs.update({event.run_id for event in events})
         return IngestResult(produced, batch_id, False)
 
     def _answer_stored(self, key: _Key, digest: str, stored_digest: str) -> IngestResult:

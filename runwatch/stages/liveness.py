@@ -27,6 +27,9 @@ signal                      string   no        heartbeat    ``heartbeat``: only 
                                                             signs of life; ``any_event``: any event
 check_interval_seconds      number   no        5            seconds between checks
 path                        string   no        the store    the SQLite store the sink writes
+watch_store_runs            boolean  no        false        at every check, also watch the live runs
+                                                            the store holds that no event brought
+                                                            (other processes write them)
 ==========================  =======  ========  ===========  ==========================================
 
 Rules (the pure :class:`LivenessTracker`):
@@ -60,7 +63,9 @@ alive in another process is never flagged, a verdict another process already
 wrote is not repeated, and a run that comes back through another process is
 seen recovering. On start it watches the runs the store holds as running or
 hung, so a run silent past the crash limit (its producer died while no server
-watched) is marked crashed at the first check.
+watched) is marked crashed at the first check. With ``watch_store_runs``
+(``runwatch serve``) it does so at every check, so a run that another process
+starts in the store while the server runs is judged like one of its own.
 
 Metrics (in ``statistics()``): ``watched_runs``, ``hung_total``,
 ``crashed_total``, ``recovered_total``.
@@ -146,6 +151,7 @@ class _Watch:
     timeout: float | None = None  # None: the tracker's default
     learned_at: float | None = None  # when this pipeline last learned the status itself
     any_event: bool = False  # its own signal: every event is a sign of life
+    judged_at: float | None = None  # another watcher's verdict weighed the signs of life up to here
 
 
 def _timeout_of(value: Any) -> float | None:
@@ -249,6 +255,11 @@ class LivenessTracker:
                     watch = runs[event.run_id] = _Watch()
                 watch.status = LIVENESS_STATUS[event.type]
                 watch.learned_at = now
+                # It weighed the signs of life up to its last_signal (crash detection's verdict: up to its
+                # own time): one of those arriving later (an upload, a slow path) proves nothing new.
+                evidence = event.data.get("last_signal", event.timestamp)
+                if type(evidence) in (int, float) and math.isfinite(evidence):
+                    watch.judged_at = max(watch.judged_at or evidence, evidence)
             elif kind is IngestReceipt or kind is AlertEvent:
                 continue  # bookkeeping and server-side verdicts are no sign of the producer's life
             elif any_event or (event.run_id in runs and runs[event.run_id].any_event):
@@ -369,6 +380,8 @@ class LivenessTracker:
 
     def _maybe_recover(self, run_id: str, watch: _Watch, now: float, out: list[Transition]) -> None:
         assert watch.last_signal is not None
+        if watch.judged_at is not None and watch.last_signal <= watch.judged_at:
+            return  # no sign of life after the one a verdict already weighed
         timeout = watch.timeout or self.heartbeat_timeout_seconds
         silent = now - watch.last_signal
         if silent <= timeout:
@@ -442,6 +455,8 @@ class LivenessStage(Stage):
         signal: ``heartbeat`` or ``any_event``.
         check_interval_seconds: seconds between checks.
         path: the store to reconcile with (default: the pipeline's ``db_path``).
+        watch_store_runs: at every check, also start watching the running and
+            hung runs of the store (written by other processes).
     """
 
     takes_receipts = True  # internal ingest receipts: forwarded with their batch (no sign of life)
@@ -452,6 +467,7 @@ class LivenessStage(Stage):
         signal: Literal["heartbeat", "any_event"] = "heartbeat"
         check_interval_seconds: float = Field(5.0, gt=0, allow_inf_nan=False)
         path: str | None = None
+        watch_store_runs: bool = False
 
         @field_validator("crash_timeout_seconds")
         @classmethod
@@ -487,11 +503,17 @@ class LivenessStage(Stage):
             await self.output.send([transition_event(t, now, self.options.signal) for t in recovered])
 
     async def tick(self, now: float) -> None:
+        watch_new = self.options.watch_store_runs
         run_ids = self.tracker.run_ids
-        if not run_ids:
+        if watch_new:  # the watched runs and every live run of the store
+            rows = await anyio.to_thread.run_sync(read_runs, self.store, run_ids or None)
+            if run_ids:
+                rows += await anyio.to_thread.run_sync(read_runs, self.store, None)
+        elif run_ids:
+            rows = await anyio.to_thread.run_sync(read_runs, self.store, run_ids)
+        else:
             return
-        rows = await anyio.to_thread.run_sync(read_runs, self.store, run_ids)
-        self.tracker.refresh(rows, now)
+        self.tracker.refresh(rows, now, watch_new=watch_new)
         changes = self.tracker.check(now)
         if changes:
             await self.output.send([transition_event(t, now, self.options.signal) for t in changes])

@@ -14,6 +14,9 @@ Shape of the interface:
   events (metrics as a batch of logging calls, events, state patches, run
   updates, images, histograms, ingest receipts) in one transaction. Nothing
   else writes events.
+- **A live tail** (:meth:`Store.open_tail`): what other writers commit,
+  read forward from a cursor per stream, for a process that serves the
+  store live while other processes write it.
 - **Reads by entity**, each consistent on its own (one snapshot of the
   store): runs, summaries, state, events, alerts, metrics (a run's calls as
   a DataFrame, one series as arrays, or a chart: min/max per bucket of a
@@ -37,7 +40,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
+
+from ..events import Heartbeat
+from .ledger import CommitLedger
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,11 +55,20 @@ __all__ = [
     "ChartSeries",
     "MaintenancePass",
     "RunActivity",
+    "RunPage",
+    "RunProgress",
+    "STREAMS",
     "Store",
+    "StoreTail",
     "StoreWriter",
+    "StoredRow",
+    "TailRead",
     "TimeLike",
 ]
 
+#: The store's append-only streams of a run's events (a table each in SQLite), in the order an upload sends them:
+#: lifecycle, log, exception and alert events; metric rows (one per logging call); state patches.
+STREAMS: Final = ("events", "metric_rows", "state_history")
 #: A point in time for a filter: a ``datetime`` (naive means UTC) or epoch seconds.
 TimeLike = datetime | float | int
 #: The x axis of a chart: the global step, epoch seconds, or seconds since each run's start.
@@ -126,13 +141,16 @@ class StoreWriter(ABC):
         """
 
     @abstractmethod
-    async def write(self, batch: Sequence[Any]) -> list[tuple[str, str]]:
+    async def write(self, batch: Sequence[Any], *, ledger: CommitLedger | None = None) -> list[tuple[str, str]]:
         """Store a batch of events in one transaction: all of it, or nothing.
 
         Args:
             batch: events of any kind in pipeline order, with the ingest
                 receipts of the batches they came in (a receipt commits
                 together with its events).
+            ledger: where to note what the transaction writes, before it
+                commits (a live tail of this store in this process skips it;
+                see :mod:`runwatch.store.ledger`), or ``None``.
 
         Returns:
             The ``(run_id, batch_id)`` keys of the receipts committed.
@@ -158,6 +176,124 @@ class StoreWriter(ABC):
         return {}
 
 
+class StoredRow(NamedTuple):
+    """One stored row read back: its stream (a table), its position there, the event it holds."""
+
+    stream: str
+    position: int
+    event: Any
+
+
+class RunProgress(NamedTuple):
+    """A live run's progress: its last heartbeat and counters."""
+
+    run_id: str
+    last_heartbeat: float
+    total_steps: int
+    total_episodes: int
+
+    def heartbeat(self) -> Heartbeat:
+        """The heartbeat that leaves a run's record with this last heartbeat and these counters."""
+        counters = {"total_steps": int(self.total_steps), "total_episodes": int(self.total_episodes)}
+        return Heartbeat(self.run_id, float(self.last_heartbeat), counters)
+
+
+class RunPage(NamedTuple):
+    """A page of one run's rows of a stream: those that decode, how many were read, how many did not
+    decode, and where the next page starts (a page that read fewer rows than asked is the stream's end)."""
+
+    rows: list[StoredRow]
+    read: int
+    undecodable: int
+    next_start: int
+
+
+class TailRead(NamedTuple):
+    """What one read of a :class:`StoreTail` found after its cursors (nothing moved yet).
+
+    Attributes:
+        rows: per stream, the rows found, in position order, as events.
+        ends: per stream, the cursor that takes every row found (and any gap after them).
+        progress: live runs whose heartbeat moved since the tail last took one.
+        more: a window was full: read again without waiting for a commit.
+        undecodable: rows skipped because they no longer decode.
+        skipped: positions of the ``skip`` ranges the ends pass (the caller's own rows, not read).
+    """
+
+    rows: dict[str, list[StoredRow]]
+    ends: dict[str, int]
+    progress: list[RunProgress]
+    more: bool
+    undecodable: int
+    skipped: int = 0
+
+
+class StoreTail(ABC):
+    """Follows what other connections commit to a store, forward from a cursor per stream.
+
+    The streams are the store's append-only sequences (metric rows, events,
+    state patches); a run's progress (heartbeat, counters) is read from its
+    run record. A tail opens at the store's end: what was committed before is
+    history, not live. Cursors only move forward (:meth:`advance`), so a row
+    is read once unless the caller holds it back. One caller at a time;
+    :meth:`read` blocks (a worker thread), :meth:`changed` is cheap enough
+    for the event loop.
+    """
+
+    #: Per stream, the first position not taken yet.
+    positions: dict[str, int]
+
+    @property
+    @abstractmethod
+    def streams(self) -> tuple[str, ...]:
+        """The streams :meth:`read` returns, in the order to take them."""
+
+    @property
+    @abstractmethod
+    def opened(self) -> bool:
+        """Whether :meth:`open` succeeded (and :meth:`close` was not called since)."""
+
+    @abstractmethod
+    def open(self) -> None:
+        """Connect and put the cursors at the store's end.
+
+        Raises:
+            StoreUnavailable: the store does not exist yet, or cannot be read now.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Disconnect. Calling it again does nothing."""
+
+    @abstractmethod
+    def changed(self) -> bool:
+        """Whether another connection may have committed since the last :meth:`read` (``True`` when unsure).
+
+        Costs no read of the data and never waits on a lock.
+        """
+
+    @abstractmethod
+    def read(self, skip: Sequence[tuple[str, int, int]] = ()) -> TailRead:
+        """Every stream forward from its cursor, in one snapshot (the cursors do not move).
+
+        Args:
+            skip: ``(stream, first, last)`` ranges of positions known to be the
+                caller's own (its ledger's settled ranges): not read, not
+                returned; the ends still pass them.
+
+        Raises:
+            StoreUnavailable: the store is busy or gone (read again later).
+        """
+
+    def advance(self, stream: str, position: int) -> None:
+        """Move ``stream``'s cursor to ``position`` (the first position not taken)."""
+        self.positions[stream] = position
+
+    @abstractmethod
+    def took_heartbeat(self, run_id: str, value: float) -> None:
+        """The heartbeat of ``run_id`` up to ``value`` is dealt with (later reads report only newer ones)."""
+
+
 class Store(ABC):
     """A runwatch store (see the module docs)."""
 
@@ -169,6 +305,11 @@ class Store(ABC):
     @abstractmethod
     def exists(self) -> bool:
         """Whether the store has been created."""
+
+    @abstractmethod
+    def identity(self) -> dict[str, str | None]:
+        """What names this store however it is addressed: ``{"path": where it is, resolved;
+        "identity": equal for two addresses of one store (``None`` while it does not exist)}``."""
 
     @abstractmethod
     def prepare(self) -> None:
@@ -193,6 +334,10 @@ class Store(ABC):
                 store (each content counted once per run); an image past it is
                 refused and counted, never raised. ``None``: no budget.
         """
+
+    @abstractmethod
+    def open_tail(self, *, max_rows: int = 20_000) -> StoreTail:
+        """A live tail of the store (not opened yet), reading at most ``max_rows`` rows of each stream per read."""
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -236,6 +381,29 @@ class Store(ABC):
     @abstractmethod
     def has_run(self, run_id: str) -> bool:
         """Whether the store holds a run with this id."""
+
+    @abstractmethod
+    def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
+        """Up to ``limit`` rows of one run's ``stream`` (one of :data:`STREAMS`) at or after ``start``,
+        as events, in storage order (``runwatch sync`` uploads runs this way).
+
+        Raises:
+            UnknownRunError: no run has this id.
+            ValueError: an unknown stream.
+        """
+
+    @abstractmethod
+    def stored_row_count(self, run_id: str) -> int:
+        """How many rows ``run_id`` has in the store's :data:`STREAMS`.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def live_writers(self) -> list[dict[str, Any]]:
+        """Who writes the live runs: one entry per owner of the running, paused or hung runs
+        (see :func:`runwatch.store.queries.live_writers`); none for a store not created yet."""
 
     @abstractmethod
     def mark_crashed_runs(self, *, host: str | None = None) -> list[str]:
@@ -294,6 +462,21 @@ class Store(ABC):
         align: str = "call",
     ) -> pd.DataFrame:
         """The run's logging calls as a DataFrame (see :func:`runwatch.store.queries.run_metrics_frame`)."""
+
+    @abstractmethod
+    def metric_calls(
+        self,
+        run_id: str,
+        metric_names: Iterable[str] | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        *,
+        after_row: int | None = None,
+        limit: int = 20_000,
+    ) -> dict[str, Any]:
+        """One page of the run's logging calls as stored: what :meth:`run_metrics` builds its frame from
+        (see :func:`runwatch.store.queries.metric_calls`; :func:`runwatch.store.queries.frame_from_calls`
+        builds the same frame from the pages)."""
 
     @abstractmethod
     def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:

@@ -43,7 +43,10 @@ __all__ = [
     "WRITER_BUSY_SLICE_MILLISECONDS",
     "apply_pragmas",
     "connect",
+    "hold",
     "hold_async",
+    "hold_now",
+    "open_follower",
     "is_busy",
     "is_missing_table",
     "open_read_write",
@@ -60,6 +63,8 @@ BUSY_TIMEOUT_SECONDS = 5.0
 WRITER_BUSY_SLICE_MILLISECONDS: Final = 100
 
 hold_async = forksafe.hold_async
+hold = forksafe.hold
+hold_now = forksafe.hold_now
 
 
 def connect(database: str | os.PathLike[str], **options: Any) -> sqlite3.Connection:
@@ -86,6 +91,27 @@ def open_reader(path: str | os.PathLike[str], *, timeout: float | None = None) -
     connection = forksafe.connect(store_uri(path), uri=True, timeout=_busy_timeout(timeout))
     try:
         connection.execute("PRAGMA query_only = ON")
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def open_follower(path: str | os.PathLike[str]) -> sqlite3.Connection:
+    """A long-lived read-only connection that never waits on a lock, for following a store's commits.
+
+    Autocommit (its reads are explicit ``BEGIN`` … ``COMMIT``), busy timeout 0
+    (a busy moment is read at the next look). Long-lived: use it under
+    :func:`hold_async` (or from a worker thread started under it), like the writer.
+
+    Raises:
+        sqlite3.OperationalError: the file does not exist or cannot be opened.
+    """
+    connection = sqlite3.connect(
+        store_uri(path, "ro"), uri=True, factory=forksafe.ForkSafeConnection, isolation_level=None
+    )
+    try:
+        connection.execute("PRAGMA busy_timeout = 0")
     except BaseException:
         connection.close()
         raise

@@ -45,6 +45,7 @@ __all__ = [
     "INSERT_RECEIPTS",
     "INSERT_STATE_HISTORY",
     "LIVENESS_STATUS",
+    "NEXT_METRIC_ROW",
     "UPSERT_METRIC_STATS",
     "BatchEncoder",
     "EncodedBatch",
@@ -64,6 +65,9 @@ FROM json_each(?) AS e
 """
 
 ADVANCE_METRIC_ROW = "UPDATE meta SET value = value + ? WHERE key = 'next_metric_row'"
+
+#: The row number the next metric row gets (read under the write lock, it is this transaction's first).
+NEXT_METRIC_ROW = "SELECT value FROM meta WHERE key = 'next_metric_row'"
 
 
 # NULL-aware: SQLite's min()/max() of NULL and a number is NULL.

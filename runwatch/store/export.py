@@ -78,6 +78,12 @@ def _dumps(value: Any) -> bytes:
     return orjson.dumps(value, default=_json_default, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
+def archive_name(run_id: str) -> str:
+    """The file name of a run's archive exported now: ``<run_id>-<UTC time>.zip`` (unsafe characters as ``_``)."""
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    return f"{_UNSAFE.sub('_', run_id)[:100]}-{stamp}.zip"
+
+
 def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots: bool = True) -> Path:
     """Write ``<output_dir>/<run_id>-<time>.zip`` and return its path.
 
@@ -96,8 +102,7 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
         raise StoreError(f"no database at {db_path!r}")
     output_dir = Path(output_dir)
     output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a directory this creates is private
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = output_dir / f"{_UNSAFE.sub('_', run_id)[:100]}-{stamp}.zip"
+    target = output_dir / archive_name(run_id)
     connection = connections.open_reader(db_path, timeout=10)
     try:
         connection.execute("BEGIN")  # one snapshot for every file (the queries reuse it)

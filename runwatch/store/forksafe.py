@@ -42,12 +42,20 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
 
-__all__ = ["FORK_WAIT_SECONDS", "ForkSafeConnection", "PerCallConnection", "connect", "hold_async"]
+__all__ = [
+    "FORK_WAIT_SECONDS",
+    "ForkSafeConnection",
+    "PerCallConnection",
+    "connect",
+    "hold",
+    "hold_async",
+    "hold_now",
+]
 
 logger = logging.getLogger("runwatch.store")
 
@@ -181,6 +189,27 @@ async def hold_async() -> AsyncIterator[None]:
         yield
     finally:
         _gate.exit(ident)
+
+
+@contextlib.contextmanager
+def hold() -> Iterator[None]:
+    """A use of a long-lived connection from a worker thread (waits while a fork is under way)."""
+    ident = _gate.enter()
+    try:
+        yield
+    finally:
+        _gate.exit(ident)
+
+
+@contextlib.contextmanager
+def hold_now() -> Iterator[bool]:
+    """A use of a long-lived connection that never waits: ``False`` (nothing held) while a fork is under way."""
+    ident = _gate.try_enter()
+    try:
+        yield ident is not None
+    finally:
+        if ident is not None:
+            _gate.exit(ident)
 
 
 def _install_fork_hooks() -> None:

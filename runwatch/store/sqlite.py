@@ -33,8 +33,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from ..exceptions import StoreError, StoreUnavailable
-from . import backup, connections, downsample, export, lifecycle, queries
-from .base import ChartAxis, ChartSeries, MaintenancePass, RunActivity, Store, StoreWriter, TimeLike
+from . import backup, connections, downsample, export, lifecycle, queries, replay
+from .base import (
+    ChartAxis,
+    ChartSeries,
+    MaintenancePass,
+    RunActivity,
+    RunPage,
+    Store,
+    StoreTail,
+    StoreWriter,
+    TimeLike,
+)
 from .queries import datacat as datacat_queries
 from .queries import media as media_queries
 from .queries import runs as run_queries
@@ -129,6 +139,15 @@ class SQLiteStore(Store):
     def exists(self) -> bool:
         return self.path.exists()
 
+    def identity(self) -> dict[str, str | None]:
+        # device:inode: symlinks, relative paths and bind mounts of one file are one store.
+        resolved = str(self.path.resolve())
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return {"path": resolved, "identity": None}
+        return {"path": resolved, "identity": f"{stat.st_dev}:{stat.st_ino}"}
+
     def prepare(self) -> None:
         try:
             prepare_database(self.location)  # a new store is 0600, a directory it creates 0700
@@ -154,6 +173,11 @@ class SQLiteStore(Store):
         from .writer import SQLiteWriter
 
         return SQLiteWriter(self.location, owner, max_image_bytes_per_run=max_image_bytes_per_run)
+
+    def open_tail(self, *, max_rows: int = 20_000) -> StoreTail:
+        from .tail import SQLiteTail
+
+        return SQLiteTail(self.location, max_rows=max_rows)
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -186,6 +210,15 @@ class SQLiteStore(Store):
 
     def has_run(self, run_id: str) -> bool:
         return self._read_if_exists(False, run_queries.has_run, run_id)
+
+    def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
+        return self._read(replay.run_rows, run_id, stream, start, limit)
+
+    def stored_row_count(self, run_id: str) -> int:
+        return self._read(replay.run_row_count, run_id)
+
+    def live_writers(self) -> list[dict[str, Any]]:
+        return self._read_if_exists([], run_queries.live_writers)
 
     def mark_crashed_runs(self, *, host: str | None = None) -> list[str]:
         with self.connection(write=True) as conn:
@@ -253,6 +286,20 @@ class SQLiteStore(Store):
         align: str = "call",
     ) -> pd.DataFrame:
         return self._read(queries.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
+
+    def metric_calls(
+        self,
+        run_id: str,
+        metric_names: Iterable[str] | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        *,
+        after_row: int | None = None,
+        limit: int = 20_000,
+    ) -> dict[str, Any]:
+        return self._read(
+            queries.metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
+        )
 
     def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
         return self._read(queries.metric_series, run_id, name, after_row=after_row)

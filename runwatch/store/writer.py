@@ -21,6 +21,12 @@ A stale run id is caught by the update that touches the run: the writer
 caches run row ids, and each transaction's run update matches the id and the
 run's name, so a run removed by ``runwatch cleanup`` (from any process) since
 it was cached rolls the transaction back, and the run is created again.
+
+With a :class:`~runwatch.store.ledger.CommitLedger`, each transaction notes
+the positions it writes (metric row numbers, ``events`` and
+``state_history`` ids: contiguous, as each new id is the table's highest
+plus one under the write lock) and the heartbeats it leaves on run rows,
+before it commits, so this process's live tail of the store skips them.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from .encode import (
     INSERT_METRIC_ROWS,
     INSERT_RECEIPTS,
     INSERT_STATE_HISTORY,
+    NEXT_METRIC_ROW,
     UPSERT_METRIC_STATS,
     BatchEncoder,
     EncodedBatch,
@@ -54,6 +61,7 @@ from .encode import (
     encode_metric_rows,
     runs_with_state_patches,
 )
+from .ledger import CommitLedger, LedgerEntry
 from .media import MediaWriteOutcome, WritePlan, histogram_plan, image_plan
 from .schema import prepare_database
 
@@ -99,18 +107,18 @@ class SQLiteWriter(StoreWriter):
                 async with connections.hold_async():
                     await db.close()
 
-    async def write(self, batch: Sequence[Any]) -> list[tuple[str, str]]:
+    async def write(self, batch: Sequence[Any], *, ledger: CommitLedger | None = None) -> list[tuple[str, str]]:
         if self._db is None:
             raise StoreUnavailable(f"the writer of {self.path!r} is not open")
         try:
             try:
-                return await self._try_transaction(self._db, batch)
+                return await self._try_transaction(self._db, batch, ledger)
             except _StaleRunIds:
                 # Runs were removed (``runwatch cleanup`` from any process) since their ids were cached:
                 # the transaction is rolled back; forget them and write again, creating them anew.
                 for event in batch:
                     self._run_ids.pop(event.run_id, None)
-                return await self._try_transaction(self._db, batch)
+                return await self._try_transaction(self._db, batch, ledger)
         except Exception as exc:
             if _is_store_trouble(exc):  # locked, disk full, read-only...: the batch may be written again later
                 raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
@@ -131,9 +139,11 @@ class SQLiteWriter(StoreWriter):
 
     # -- one transaction ------------------------------------------------------------------
 
-    async def _try_transaction(self, db: aiosqlite.Connection, batch: Sequence[Any]) -> list[tuple[str, str]]:
+    async def _try_transaction(
+        self, db: aiosqlite.Connection, batch: Sequence[Any], ledger: CommitLedger | None
+    ) -> list[tuple[str, str]]:
         async with self._write_lock(db):
-            return await self._write_locked(db, batch)
+            return await self._write_locked(db, batch, ledger)
 
     @contextlib.asynccontextmanager
     async def _write_lock(self, db: aiosqlite.Connection) -> AsyncIterator[None]:
@@ -161,9 +171,12 @@ class SQLiteWriter(StoreWriter):
             # Between slices: a shutdown's cancellation, or a fork, gets its turn here.
             await anyio.lowlevel.checkpoint()
 
-    async def _write_locked(self, db: aiosqlite.Connection, batch: Sequence[Any]) -> list[tuple[str, str]]:
+    async def _write_locked(
+        self, db: aiosqlite.Connection, batch: Sequence[Any], ledger: CommitLedger | None
+    ) -> list[tuple[str, str]]:
         new_runs: list[str] = []
         encoded: EncodedBatch | None = None
+        entry = ledger.begin() if ledger is not None else None
         try:
             now = time.time()  # run times are capped at the commit (see BatchEncoder.encode)
             new_runs = await self._ensure_runs(db, batch, now)
@@ -171,14 +184,20 @@ class SQLiteWriter(StoreWriter):
             # On the loop, not a worker thread: a CPU-bound thread beside the loop makes every socket
             # send wait for the GIL (a convoy); the sink's 0.1 s flush interval keeps each encode short.
             encoded = self._encoder.encode(batch if type(batch) is list else list(batch), self._run_ids, state, now)
-            await self._execute_encoded(db, encoded, now)
+            await self._execute_encoded(db, encoded, now, entry)
             media = await self._write_media(db, encoded)
             with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
                 await db.execute("COMMIT")
             if media is not None:
                 self._count_media(media)
+            if entry is not None:
+                assert ledger is not None
+                ledger.settle(entry, committed=True)
             return [(receipt[0], receipt[1]) for receipt in encoded.receipts]
         except BaseException:
+            if entry is not None:
+                assert ledger is not None
+                ledger.settle(entry, committed=False)
             if encoded is not None:  # key sets inserted in this transaction are gone too
                 self._encoder.forget_keysets(encoded.new_keysets)
             try:
@@ -190,21 +209,39 @@ class SQLiteWriter(StoreWriter):
                 self._run_ids.pop(run_id, None)
             raise
 
-    async def _execute_encoded(self, db: aiosqlite.Connection, encoded: EncodedBatch, now: float) -> None:
+    async def _execute_encoded(
+        self, db: aiosqlite.Connection, encoded: EncodedBatch, now: float, entry: LedgerEntry | None
+    ) -> None:
         if encoded.new_keysets:
             await self._store_keysets(db, encoded)
         if encoded.metric_rows:
+            if entry is not None:
+                async with db.execute(NEXT_METRIC_ROW) as cursor:
+                    first = int((await cursor.fetchone() or (0,))[0])
+                entry.ranges.append(("metric_rows", first, first + len(encoded.metric_rows) - 1))
             await db.execute(INSERT_METRIC_ROWS, (encode_metric_rows(encoded.metric_rows),))
             await db.execute(ADVANCE_METRIC_ROW, (len(encoded.metric_rows),))
             await db.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
-        if encoded.event_rows is not None:
-            await db.execute(INSERT_EVENTS, (encoded.event_rows,))
-        if encoded.state_rows is not None:
-            await db.execute(INSERT_STATE_HISTORY, (encoded.state_rows,))
+        for table, statement, rows in (
+            ("events", INSERT_EVENTS, encoded.event_rows),
+            ("state_history", INSERT_STATE_HISTORY, encoded.state_rows),
+        ):
+            if rows is None:
+                continue
+            cursor = await db.execute(statement, (rows,))
+            if entry is not None and cursor.rowcount > 0 and cursor.lastrowid is not None:
+                # Under the write lock each new id is the table's highest plus one: the ids are contiguous.
+                entry.ranges.append((table, cursor.lastrowid - cursor.rowcount + 1, cursor.lastrowid))
         if encoded.receipts:
             await db.execute(INSERT_RECEIPTS, (dumps(encoded.receipts),))
         if encoded.run_updates:
             params = [_update_params(run, update, self._owner, now) for run, update in encoded.run_updates.items()]
+            if entry is not None:
+                entry.heartbeats.update(
+                    (update.run_id, update.last_heartbeat)
+                    for update in encoded.run_updates.values()
+                    if update.last_heartbeat is not None
+                )
             cursor = await db.executemany(_UPDATE_RUN, params)
             if cursor.rowcount != len(params):  # a cached row id is gone, or now another run's
                 raise _StaleRunIds

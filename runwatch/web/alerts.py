@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
+from ..store.queries import ALERT_QUERY_STATES
 from ..wire import alert_fields
 from .http import CURSOR_SCHEMA, JSONResponse, cursor_param, error_responses, iso, read, web_context
 
@@ -34,15 +35,20 @@ def alert_row(stored: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-@router.get("/api/alerts", summary="Alerts pending or firing now", responses=error_responses(422))
+@router.get("/api/alerts", summary="Alerts pending or firing now (or in a given state)", responses=error_responses(422))
 async def active_alerts(
     request: Request,
     run_id: str | None = Query(None, min_length=1),
     severity: str | None = Query(None),
+    # FastAPI makes the tuple's values the parameter's enum; mypy cannot take a Literal from a variable.
+    state: Literal[ALERT_QUERY_STATES] | None = Query(  # type: ignore[valid-type]
+        None, description="pending, firing or resolved [default: pending and firing]"
+    ),
 ) -> JSONResponse:
     # The store has every transition, whoever evaluated the rule (this process,
     # another monitor, a remote producer); the dashboard adds live ones from /ws.
-    found = await read(web_context(request).store.alerts, run_id=run_id, severity=severity)
+    states = ("pending", "firing") if state is None else (state,)
+    found = await read(web_context(request).store.alerts, run_id=run_id, severity=severity, states=states)
     return JSONResponse({"alerts": [alert_row(alert) for alert in found]})
 
 

@@ -39,6 +39,7 @@ import contextlib
 import logging
 import os
 import socket
+import ssl as ssl_module
 import weakref
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -273,25 +274,52 @@ def open_listeners(host: str, port: int, backlog: int = 2048) -> list[socket.soc
 
 
 async def accept_connections(
-    listener: socket.socket, guard: ConnectionGuard, protocol_factory: Callable[[], asyncio.Protocol]
+    listener: socket.socket,
+    guard: ConnectionGuard,
+    protocol_factory: Callable[[], asyncio.Protocol],
+    ssl: ssl_module.SSLContext | None = None,
+    handshake_timeout_seconds: float = 10.0,
 ) -> None:
-    """Accept connections on ``listener`` until cancelled, each within ``guard``'s cap."""
+    """Accept connections on ``listener`` until cancelled, each within ``guard``'s cap.
+
+    With ``ssl``, each connection's TLS handshake runs in its own task (a
+    client that never finishes it must not hold up the next accept), bounded
+    by ``handshake_timeout_seconds``; handshakes under way count against the cap.
+    """
     loop = asyncio.get_running_loop()
-    while True:
+    handshaking = 0
+
+    async def hand_over(connection: socket.socket) -> None:
+        nonlocal handshaking
         try:
-            connection, _ = await loop.sock_accept(listener)
-        except OSError as exc:  # EMFILE, ENFILE, ENOBUFS...: try again shortly, never spin
-            guard.accept_failed(exc)
-            await anyio.sleep(ACCEPT_RETRY_SECONDS)
-            continue
-        _keep_from_children(connection)
-        if not guard.make_room():
+            await loop.connect_accepted_socket(
+                protocol_factory, connection, ssl=ssl, ssl_handshake_timeout=handshake_timeout_seconds
+            )
+        except (OSError, TimeoutError):  # the client left, failed or stalled the handshake
             connection.close()
-            continue
-        try:
-            await loop.connect_accepted_socket(protocol_factory, connection)
-        except OSError:  # the client left before the hand-over
-            connection.close()
+        finally:
+            handshaking -= 1
+
+    async with anyio.create_task_group() as handshakes:
+        while True:
+            try:
+                connection, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS...: try again shortly, never spin
+                guard.accept_failed(exc)
+                await anyio.sleep(ACCEPT_RETRY_SECONDS)
+                continue
+            _keep_from_children(connection)
+            if handshaking >= guard.max_connections or not guard.make_room():
+                connection.close()
+                continue
+            if ssl is None:
+                try:
+                    await loop.connect_accepted_socket(protocol_factory, connection)
+                except OSError:  # the client left before the hand-over
+                    connection.close()
+                continue
+            handshaking += 1
+            handshakes.start_soon(hand_over, connection)
 
 
 def _keep_from_children(sock: socket.socket) -> None:

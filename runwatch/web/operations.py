@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 
-from .http import JSONResponse, WebContext, web_context
+from ..sources.ingest import INGEST
+from ..sources.store_tail import STORE_TAIL
+from .http import JSONResponse, WebContext, iso, read, web_context
 
 __all__ = ["router"]
 
@@ -46,16 +48,41 @@ async def pipeline_view(request: Request) -> JSONResponse:
     return JSONResponse(_pipeline_view(web_context(request)))
 
 
-@router.get("/api/health", summary="ok or degraded")
+@router.get("/api/health", summary="ok or degraded; the store served and who writes it")
 async def health(request: Request) -> JSONResponse:
-    view = _pipeline_view(web_context(request))
+    context = web_context(request)
+    view = _pipeline_view(context)
     store = view.get("components", {}).get("store", {})
     return JSONResponse(
         {
             "status": view["health"],
-            "store": {k: store.get(k) for k in ("health", "pending_events", "last_commit_error")},
+            "store": {
+                **{k: store.get(k) for k in ("health", "pending_events", "last_commit_error")},
+                **context.store.identity(),
+            },
+            "live_store": context.services.get(STORE_TAIL) is not None,
+            "writers": await _writers(context),
         }
     )
+
+
+async def _writers(context: WebContext) -> list[dict[str, Any]]:
+    """The owners of the store's live runs, and how this server sees them (see docs/protocol.md)."""
+    writers = await read(context.store.live_writers)
+    tail = context.services.get(STORE_TAIL)
+    foreign = tail.foreign_runs if tail is not None else set()
+    ingest = context.services.get(INGEST)
+    served = ingest.served_runs if ingest is not None else set()
+    for writer in writers:
+        runs = set(writer["runs"])
+        if runs & foreign:
+            writer["via"] = "store"  # another process writes the file; the tail follows it
+        elif runs & served:
+            writer["via"] = "ingest"
+        else:
+            writer["via"] = "unknown"  # not seen since this server started
+        writer["last_activity"] = iso(writer["last_activity"])
+    return writers
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)

@@ -1,4 +1,10 @@
-"""REST routes of runs (see docs/protocol.md): the list, summary, tags and note, metrics, events, state, export."""
+"""REST routes of runs (see docs/protocol.md): the list, a run's summary, tags and note, metrics, events, state, export.
+
+``/api/runs/{id}/metrics/calls`` gives a run's logging calls as stored, in
+pages: a remote-mode monitor builds ``get_run_metrics``' DataFrame from them
+(:func:`runwatch.store.queries.frame_from_calls`), value for value the frame
+read from the file (values travel as the stored JSON text).
+"""
 
 from __future__ import annotations
 
@@ -14,7 +20,7 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from ..events import LEVELS
-from ..store.queries import RUN_STATUSES
+from ..store.queries import MAX_CALLS_PER_PAGE, RUN_STATUSES
 from ..wire import json_number
 from ..wire.annotations import ANNOTATION_BODY_SCHEMA, parse_annotation_body
 from .http import (
@@ -147,6 +153,33 @@ async def run_metrics(
     return JSONResponse({"run_id": run_id, "series": series})
 
 
+@router.get(
+    "/api/runs/{run_id}/metrics/calls",
+    summary="A run's logging calls as stored, in pages (what get_run_metrics' DataFrame is built from)",
+    responses=RUN_ERRORS,
+)
+async def run_metric_calls(
+    request: Request,
+    run_id: str,
+    names: str | None = Query(None, description="comma-separated metric names: only calls that logged one"),
+    since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    until: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    after_row: int | None = Query(None, ge=-1, le=2**63 - 1, description="next_after_row of the previous page"),
+    limit: int = Query(20_000, ge=1, le=MAX_CALLS_PER_PAGE),
+) -> JSONResponse:
+    wanted = [name for name in names.split(",") if name] if names else None
+    page = await read(
+        web_context(request).store.metric_calls,
+        run_id,
+        wanted,
+        time_param("since", since),
+        time_param("until", until),
+        after_row=after_row,
+        limit=limit,
+    )
+    return JSONResponse({"run_id": run_id, **page})
+
+
 def _series_window(
     context: WebContext, run_id: str, name: str, start: float | None, end: float | None, points: int
 ) -> dict[str, Any]:
@@ -163,6 +196,7 @@ async def run_events(
     level: Literal[LEVELS] | None = Query(None),  # type: ignore[valid-type]
     kind: str | None = Query(None, min_length=1, description="log, lifecycle, exception or alert"),
     since: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
+    until: str | None = Query(None, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA),
     limit: int = Query(100, ge=1, le=10_000),
     cursor: str | None = Query(None, description="next_cursor of the previous page", json_schema_extra=CURSOR_SCHEMA),
 ) -> JSONResponse:
@@ -172,7 +206,7 @@ async def run_events(
         run_id,
         type,
         time_param("since", since),
-        None,
+        time_param("until", until),
         kind=kind,
         level=level,
         limit=limit + 1,
@@ -201,11 +235,17 @@ async def run_state(request: Request, run_id: str) -> JSONResponse:
         **RUN_ERRORS,
     },
 )
-async def run_export(request: Request, run_id: str) -> FileResponse:
+async def run_export(
+    request: Request,
+    run_id: str,
+    include_snapshots: bool = Query(True, description="with the run's stored snapshots"),
+) -> FileResponse:
     store = web_context(request).store
     directory = Path(tempfile.mkdtemp(prefix="runwatch-export-"))
     try:
-        path = await anyio.to_thread.run_sync(lambda: store.export_run(run_id, directory))
+        path = await anyio.to_thread.run_sync(
+            lambda: store.export_run(run_id, directory, include_snapshots=include_snapshots)
+        )
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise

@@ -20,6 +20,8 @@ headers included, before any runwatch code could redact them.
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import logging
 import secrets
 import socket
@@ -29,7 +31,7 @@ from typing import Any
 
 import anyio
 
-from ..config import MonitorConfig
+from ..config import DEFAULT_WEB_PORT, MonitorConfig
 from ..sinks.websocket import LIVE_HUB
 from .app import create_app
 from .connections import (
@@ -39,6 +41,7 @@ from .connections import (
     guarded_protocol,
     open_listeners,
 )
+from .ports import PortPlan, plan_taken_port, probe_health
 from .security import LOOPBACK_HOSTS, SecurityPolicy
 from .ws import wait_live_sockets_closed
 
@@ -87,6 +90,14 @@ class WebSettings:
         session_heartbeat_timeout_seconds: silence after which a datacat
             session that heartbeated is suspended (datacat's
             ``heartbeat_timeout_seconds``).
+        port_fixed: the user chose ``port``: when it is taken, fail (naming
+            who holds it) rather than move to a free port. Either way, a port
+            held by a runwatch serving the same store is used as it is (see
+            :mod:`.ports`).
+        ssl_certfile: a PEM certificate (chain) to serve HTTPS and WSS
+            directly (uvicorn's ``ssl_certfile``); ``None``: plain HTTP (for
+            TLS at a proxy in front, see docs/operations.md).
+        ssl_keyfile: its private key (``None``: in ``ssl_certfile``).
     """
 
     host: str = "127.0.0.1"
@@ -102,6 +113,9 @@ class WebSettings:
     body_timeout_seconds: float = 10.0
     static_dir: str | None = None
     session_heartbeat_timeout_seconds: float = 60.0
+    port_fixed: bool = True
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -115,6 +129,13 @@ class WebSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with a certificate, else ``http``."""
+        return "https" if self.ssl_certfile else "http"
 
 
 def uvicorn_log_level(requested: str | int) -> int:
@@ -169,12 +190,17 @@ class WebServer:
     Attributes:
         connections: its connection guard (``connections.statistics()``: open,
             refused, evicted, timed out), or ``None``.
+        scheme: ``http`` or ``https``.
+        shared: another runwatch serving the same store holds the port: this
+            process serves nothing, and ``url`` is that server's.
     """
 
     host: str
     port: int
     token: str | None
     connections: ConnectionGuard | None = None
+    scheme: str = "http"
+    shared: bool = False
 
     @property
     def url(self) -> str:
@@ -182,7 +208,7 @@ class WebServer:
         host = f"[{self.host}]" if ":" in self.host else self.host
         if host in ("0.0.0.0", "[::]"):
             host = "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
 
 def web_settings_of(config: MonitorConfig) -> WebSettings:
@@ -199,6 +225,9 @@ def web_settings_of(config: MonitorConfig) -> WebSettings:
         max_connections=config.web_max_connections,
         static_dir=config.static_dir,
         session_heartbeat_timeout_seconds=config.session_heartbeat_timeout_seconds,
+        port_fixed=config.web_port not in (0, DEFAULT_WEB_PORT),
+        ssl_certfile=config.web_ssl_certfile,
+        ssl_keyfile=config.web_ssl_keyfile,
     )
 
 
@@ -215,9 +244,13 @@ def web_companion(
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[WebServer | None]]:
     """A companion that serves the web app beside the given pipeline.
 
-    With ``required=False`` a server that cannot listen (the port is taken)
-    is logged and skipped, and the companion yields ``None``: a training
-    loop must not die because a dashboard port is busy.
+    A taken port is handled as :mod:`.ports` says: a runwatch serving the
+    same store is used as it is (the companion yields a ``shared``
+    :class:`WebServer` with that server's URL and serves nothing); anything
+    else moves the server to a free port, unless ``settings.port_fixed``.
+    With ``required=False`` a server that cannot listen at all is logged and
+    skipped, and the companion yields ``None``: a training loop must not die
+    because a dashboard port is busy.
     """
 
     @contextlib.asynccontextmanager
@@ -228,9 +261,13 @@ def web_companion(
         if generated:
             logger.warning("runwatch: %s is not loopback; generated an access token", settings.host)
         try:
-            listeners = open_listeners(settings.host, settings.port)
+            listeners = await _listen(settings, db_path, policy.token)
+        except _PortShared as shared:
+            logger.warning("%s", shared.plan.message)
+            yield WebServer(settings.host, settings.port, policy.token, scheme=settings.scheme, shared=True)
+            return
         except OSError as exc:
-            message = f"the web server could not listen on {settings.host}:{settings.port}: {exc}"
+            message = str(exc)
             if required:
                 raise OSError(message) from exc
             logger.error("runwatch: %s; running without the web interface", message)
@@ -255,7 +292,19 @@ def web_companion(
             ws_per_message_deflate=False,
             timeout_graceful_shutdown=int(settings.graceful_seconds) or 1,
             server_header=False,
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
         )
+        try:
+            config.load()  # reads the certificate now: a bad one is an error at start, naming the file
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            _close_listeners(listeners)
+            message = f"the web server cannot use its TLS certificate {settings.ssl_certfile!r}: {exc}"
+            if required:
+                raise OSError(message) from exc
+            logger.error("runwatch: %s; running without the web interface", message)
+            yield None
+            return
         server = uvicorn.Server(config)
         guard = ConnectionGuard(
             settings.max_connections or default_max_connections(),
@@ -285,12 +334,19 @@ def web_companion(
                     with accepting:
                         async with anyio.create_task_group() as acceptors:
                             for listener in listeners:
-                                acceptors.start_soon(accept_connections, listener, guard, new_connection)
+                                acceptors.start_soon(
+                                    accept_connections,
+                                    listener,
+                                    guard,
+                                    new_connection,
+                                    config.ssl,
+                                    settings.header_timeout_seconds,
+                                )
 
                 tasks.start_soon(accept_all, name="runwatch web accept")
                 port = listeners[0].getsockname()[1]
                 try:
-                    yield WebServer(settings.host, port, policy.token, guard)
+                    yield WebServer(settings.host, port, policy.token, guard, scheme=settings.scheme)
                 except BaseException:
                     # Cancelled (the loop stops under us) or failing: nothing may be awaited here.
                     accepting.cancel()
@@ -307,6 +363,37 @@ def web_companion(
             _close_listeners(listeners)
 
     return companion
+
+
+class _PortShared(Exception):
+    """The port is held by a runwatch serving the same store: use that one."""
+
+    def __init__(self, plan: PortPlan) -> None:
+        super().__init__(plan.message)
+        self.plan = plan
+
+
+async def _listen(settings: WebSettings, db_path: str, token: str | None) -> list[socket.socket]:
+    """The listening sockets for ``settings``, after deciding what a taken port means (see :mod:`.ports`).
+
+    Raises:
+        _PortShared: a runwatch serving the same store holds the port.
+        OSError: the port cannot be used (naming who holds it), or nothing can be bound.
+    """
+    host, port = settings.host, settings.port
+    try:
+        return open_listeners(host, port)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or port == 0:
+            raise OSError(f"the web server could not listen on {host}:{port}: {exc}") from exc
+    health = await anyio.to_thread.run_sync(functools.partial(probe_health, host, port, token=token))
+    plan = plan_taken_port(host, port, db_path, health, fixed=settings.port_fixed, scheme=settings.scheme)
+    if plan.action == "use_existing":
+        raise _PortShared(plan)
+    if plan.action == "fail":
+        raise OSError(plan.message)
+    logger.warning("%s", plan.message)
+    return open_listeners(host, plan.port)
 
 
 async def _serve(server: Any) -> None:

@@ -37,6 +37,7 @@ from ..wire.sessions import (
 )
 from .http import (
     CURSOR_SCHEMA,
+    TIME_SCHEMA,
     ApiError,
     JSONResponse,
     WebContext,
@@ -45,6 +46,7 @@ from .http import (
     error_responses,
     iso,
     read,
+    time_param,
     web_context,
 )
 
@@ -220,6 +222,148 @@ async def get_sessions(
     next_cursor = str(page[-1]["pk"]) if len(records) > limit else None
     sessions = [session_view(record, now, timeout) for record in page]
     return JSONResponse({"sessions": sessions, "next_cursor": next_cursor})
+
+
+@router.get(
+    "/api/session-statistics",
+    summary="Session counts, event counts and metric statistics (what SessionMonitor reports)",
+    responses=error_responses(422),
+)
+async def get_session_statistics(
+    request: Request,
+    since: str | None = Query(
+        None,
+        min_length=1,
+        description="events and metrics from then on count (epoch seconds or ISO-8601)",
+        json_schema_extra=TIME_SCHEMA,
+    ),
+) -> JSONResponse:
+    stats = await read(web_context(request).store.session_statistics, time_param("since", since))
+    for figures in stats.get("metrics", {}).values():
+        for name, value in figures.items():
+            if isinstance(value, float):
+                figures[name] = json_number(value)
+    return JSONResponse(stats)
+
+
+@router.get(
+    "/api/session-metrics",
+    summary="Every session metric value between two times, in recording order",
+    responses=error_responses(422),
+)
+async def get_session_metrics(
+    request: Request,
+    since: str | None = Query(
+        None, min_length=1, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA
+    ),
+    until: str | None = Query(
+        None, min_length=1, description="epoch seconds or ISO-8601", json_schema_extra=TIME_SCHEMA
+    ),
+) -> JSONResponse:
+    values = await read(
+        web_context(request).store.session_metrics, time_param("since", since), time_param("until", until)
+    )
+    return JSONResponse({"metrics": [{**value, "value": json_number(value["value"])} for value in values]})
+
+
+@router.get(
+    "/api/sessions/{session_id}",
+    summary="A session with pages of its events, metrics and state patches",
+    responses=error_responses(404, 422),
+)
+async def get_session(
+    request: Request,
+    session_id: str,
+    events_limit: int = Query(100, ge=1, le=10_000),
+    events_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
+    metrics_limit: int = Query(100, ge=1, le=10_000),
+    metrics_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
+    state_history_limit: int = Query(100, ge=1, le=10_000),
+    state_history_cursor: str | None = Query(None, json_schema_extra=CURSOR_SCHEMA),
+) -> JSONResponse:
+    session = await _session_page(
+        web_context(request),
+        session_id,
+        events_limit=events_limit,
+        events_before=cursor_param(events_cursor, "events_cursor"),
+        metrics_limit=metrics_limit,
+        metrics_before=cursor_param(metrics_cursor, "metrics_cursor"),
+        history_limit=state_history_limit,
+        history_before=cursor_param(state_history_cursor, "state_history_cursor"),
+    )
+    return JSONResponse(session)
+
+
+@router.post(
+    "/api/sessions/{session_id}/state",
+    summary="Deep-merge a patch into the session's state",
+    openapi_extra=body_schema({"type": "object"}),
+    responses=_WRITE_ERRORS,
+)
+async def post_state(request: Request, session_id: str) -> JSONResponse:
+    patch = parse_document(await request.body())
+    await _submit(request, session_id, [state_event(session_id, patch, time.time())])
+    return JSONResponse(_OK)
+
+
+@router.post(
+    "/api/sessions/{session_id}/events",
+    summary="Record a session event",
+    openapi_extra=body_schema(
+        {"type": "object", "required": ["name"], "properties": EVENT_FIELDS_SCHEMA, "additionalProperties": False}
+    ),
+    responses=_WRITE_ERRORS,
+)
+async def post_event(request: Request, session_id: str) -> JSONResponse:
+    document = check_object(parse_document(await request.body()), None, "the body")
+    check_no_unknown(document, ("name", "data", "level"))
+    await _submit(request, session_id, [log_event(session_id, document, time.time())])
+    return JSONResponse(_OK)
+
+
+@router.post(
+    "/api/sessions/{session_id}/metrics",
+    summary="Record one metric value",
+    openapi_extra=body_schema(
+        {
+            "type": "object",
+            "required": ["name", "value"],
+            "properties": METRIC_FIELDS_SCHEMA,
+            "additionalProperties": False,
+        }
+    ),
+    responses=_WRITE_ERRORS,
+)
+async def post_metric(request: Request, session_id: str) -> JSONResponse:
+    document = check_object(parse_document(await request.body()), None, "the body")
+    check_no_unknown(document, ("name", "value", "tags"))
+    await _submit(request, session_id, [metric_event(session_id, document, time.time())])
+    return JSONResponse(_OK)
+
+
+@router.post(
+    "/api/sessions/{session_id}/heartbeat",
+    summary="The session's application is alive",
+    openapi_extra=body_schema(EMPTY_BODY_SCHEMA),
+    responses=_WRITE_ERRORS,
+)
+async def post_heartbeat(request: Request, session_id: str) -> JSONResponse:
+    check_no_unknown(check_object(parse_document(await request.body(), empty={}), None, "the body"), ())
+    await _submit(request, session_id, [Heartbeat(session_id, time.time())])
+    return JSONResponse(_OK)
+
+
+@router.post(
+    "/api/sessions/{session_id}/end",
+    summary="End the session",
+    openapi_extra=body_schema(EMPTY_BODY_SCHEMA),
+    responses=_WRITE_ERRORS,
+)
+async def post_end(request: Request, session_id: str) -> JSONResponse:
+    check_no_unknown(check_object(parse_document(await request.body(), empty={}), None, "the body"), ())
+    await _submit(request, session_id, [RunLifecycle(session_id, time.time(), RunTransition.COMPLETED)])
+    session = await _session_page(web_context(request), session_id)
+    return JSONResponse({"ok": True, "session": session})
 
 
 @router.post(

@@ -9,7 +9,6 @@ of storing ``10**30`` as ``1e30`` without a word.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Final
 
 import orjson
@@ -21,7 +20,10 @@ __all__ = ["UINT64_MAX", "dumps", "json_number", "json_type", "loads_json", "par
 
 #: Integers beyond this are refused (beyond int64 too, later, naming the field).
 UINT64_MAX: Final = 2**64 - 1
-_TWENTY_DIGITS: Final = re.compile(rb"[0-9]{20}")
+# Every ASCII digit to "0", every other byte to " ": a run of 20 digits is then a plain substring search
+# (a regex tries up to 20 digits at each digit of a body full of timestamps: 15x slower).
+_DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
+_TWENTY_ZEROS: Final = b"0" * 20
 
 
 def json_number(value: float | None) -> float | str | None:
@@ -45,7 +47,7 @@ def loads_json(body: bytes) -> Any:
         WireError: 422 for an integer beyond 64 bits, or a document nested too deeply.
     """
     document = orjson.loads(body)
-    if _TWENTY_DIGITS.search(body):
+    if _TWENTY_ZEROS in body.translate(_DIGITS_AS_ZEROS):
 
         def parse_int(text: str) -> int:
             value = int(text)

@@ -18,7 +18,7 @@ from .._payload import shown
 from ..events import LEVELS, MAX_TIMESTAMP, check_storable
 from ..exceptions import WireError
 from .documents import loads_json
-from .events import decode_wire_numbers, event_from_dict
+from .events import event_from_wire
 
 __all__ = ["INGEST_BODY_SCHEMA", "IngestBody", "check_batch_id", "content_digest", "parse_ingest_body"]
 
@@ -211,12 +211,12 @@ def parse_ingest_body(body: bytes, max_events: int) -> IngestBody:
     events = []
     received_at = time.time()  # the timestamp of events that carry none
     for index, item in enumerate(items):
-        where = f"{prefix}[{index}]"
         if isinstance(item, dict) and "timestamp" not in item:
             item = {**item, "timestamp": received_at}
         try:
-            events.append(event_from_dict(decode_wire_numbers(item)))
+            events.append(event_from_wire(item))
         except (TypeError, ValueError) as exc:
+            where = f"{prefix}[{index}]"
             field = getattr(exc, "field", None)
             path = f"{where}.{field}" if field else where
             raise WireError(422, f"{path}: {exc}", path) from None

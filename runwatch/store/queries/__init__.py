@@ -13,7 +13,7 @@ readers see the last committed transaction and never block the writer).
   :func:`mark_crashed_runs` (the one writing function: it repairs the status
   of runs whose writer process died, and needs a connection that may write);
 - :mod:`.events`: a run's events, alert transitions and current alerts;
-- :mod:`.metrics`: logging calls as a DataFrame, one metric as arrays;
+- :mod:`.metrics`: logging calls as a DataFrame (or in pages, as stored), one metric as arrays;
 - :mod:`.sessions`: application sessions (kind ``session``);
 - :mod:`.compare`: several runs' metrics at once, in an x window (run comparison);
 - :mod:`.annotations`: a run's tags and note (and their one write);
@@ -42,11 +42,15 @@ from .compare import runs_metric_series as runs_metric_series
 from .events import alert_events as alert_events
 from .events import alerts as alerts
 from .events import run_events as run_events
+from .metrics import MAX_CALLS_PER_PAGE as MAX_CALLS_PER_PAGE
 from .metrics import METRIC_ALIGNMENTS as METRIC_ALIGNMENTS
 from .metrics import check_align as check_align
+from .metrics import frame_from_calls as frame_from_calls
+from .metrics import metric_calls as metric_calls
 from .metrics import metric_series as metric_series
 from .metrics import run_metrics_frame as run_metrics_frame
 from .runs import list_runs as list_runs
+from .runs import live_writers as live_writers
 from .runs import mark_crashed_runs as mark_crashed_runs
 from .runs import run_state as run_state
 from .runs import run_summary as run_summary

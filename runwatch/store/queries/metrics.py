@@ -7,7 +7,7 @@ Values are JSON arrays in which ``null`` is NaN and ``"inf"``/``"-inf"`` are ±I
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -20,7 +20,15 @@ from .common import TimeLike, check_metric_names, check_run_id, read_snapshot, r
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["METRIC_ALIGNMENTS", "check_align", "metric_series", "run_metrics_frame"]
+__all__ = [
+    "MAX_CALLS_PER_PAGE",
+    "METRIC_ALIGNMENTS",
+    "check_align",
+    "frame_from_calls",
+    "metric_calls",
+    "metric_series",
+    "run_metrics_frame",
+]
 
 # Columns of the DataFrame that are not metrics.
 _FRAME_COLUMNS: Final = ("timestamp", "step")
@@ -84,26 +92,12 @@ def run_metrics_frame(
     start = to_epoch_seconds(start_time, "start_time")
     end = to_epoch_seconds(end_time, "end_time")
     with read_snapshot(conn):
-        run = run_pk(conn, run_id)
         keysets = _keysets(conn)
-        where = ["run = ?"]
-        params: list[Any] = [run]
-        if start is not None:
-            where.append("ts >= ?")
-            params.append(start)
-        if end is not None:
-            where.append("ts <= ?")
-            params.append(end)
-        if wanted is not None:
-            wanted_set = set(wanted)
-            matching = [keyset for keyset, names in keysets.items() if not wanted_set.isdisjoint(names)]
-            where.append("keyset IN (SELECT value FROM json_each(?))")
-            params.append(orjson.dumps(matching).decode())
+        where, params = _calls_filter(run_pk(conn, run_id), keysets, wanted, start, end)
         # ``step IS NULL`` and ``COALESCE`` hand over the nullable step as two
         # columns that convert to numpy without looking at each value.
         rows = conn.execute(
-            "SELECT keyset, step IS NULL, COALESCE(step, 0), ts, vals FROM metric_rows"
-            f" WHERE {' AND '.join(where)} ORDER BY row",
+            f"SELECT keyset, step IS NULL, COALESCE(step, 0), ts, vals FROM metric_rows WHERE {where} ORDER BY row",
             params,
         ).fetchall()
     return _build_frame(rows, keysets, wanted, by_step=align == "step")
@@ -156,6 +150,120 @@ def metric_series(conn: sqlite3.Connection, run_id: str, name: str, *, after_row
         flat = _decode_values(vals, indices, single=len(indices) == count)
         values[indices] = flat.reshape(len(indices), len(names))[:, names.index(name)]
     return {"row": row_numbers, "ts": seconds, "step": steps, "value": values}
+
+
+# -- a run's logging calls as stored, page by page ----------------------------------------------
+# ``GET /api/runs/{id}/metrics/calls`` answers metric_calls pages, and a remote-mode reader builds the
+# DataFrame from them with frame_from_calls, the code run_metrics_frame uses: a frame read over REST is
+# the frame read from the file, value for value (values travel as the stored JSON text, unrounded).
+
+#: The most calls one page holds.
+MAX_CALLS_PER_PAGE: Final = 100_000
+
+
+def metric_calls(
+    conn: sqlite3.Connection,
+    run_id: str,
+    metric_names: Iterable[str] | None = None,
+    start_time: TimeLike | None = None,
+    end_time: TimeLike | None = None,
+    *,
+    after_row: int | None = None,
+    limit: int = 20_000,
+) -> dict[str, Any]:
+    """One page of a run's logging calls, in storage order.
+
+    Args:
+        conn: a connection to the store.
+        run_id: the run.
+        metric_names: only calls that logged one of these (``None``: all).
+        start_time: only calls at or after this time; ``end_time``: at or before.
+        after_row: only calls stored after this row number (the previous page's ``next_after_row``).
+        limit: the most calls in the page (1 to :data:`MAX_CALLS_PER_PAGE`).
+
+    Returns:
+        ``{"keysets": {id: [names]}, "row": [...], "keyset": [...], "step": [int | None],
+        "ts": [...], "vals": [stored JSON text], "next_after_row": int | None}``
+        (``next_after_row`` is ``None`` on the last page).
+
+    Raises:
+        TypeError / ValueError: a bad argument.
+        UnknownRunError: no run has this id.
+    """
+    wanted = check_metric_names(metric_names)
+    if type(limit) is not int or not 1 <= limit <= MAX_CALLS_PER_PAGE:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_CALLS_PER_PAGE}, got {limit!r}")
+    if after_row is not None and type(after_row) is not int:
+        raise TypeError(f"after_row must be an integer or None, got {after_row!r}")
+    start = to_epoch_seconds(start_time, "start_time")
+    end = to_epoch_seconds(end_time, "end_time")
+    with read_snapshot(conn):
+        keysets = _keysets(conn)
+        where, params = _calls_filter(run_pk(conn, run_id), keysets, wanted, start, end)
+        rows = conn.execute(
+            f"SELECT row, keyset, step, ts, vals FROM metric_rows WHERE {where} AND row > ? ORDER BY row LIMIT ?",
+            (*params, -1 if after_row is None else after_row, limit + 1),
+        ).fetchall()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    used = {row[1] for row in rows}
+    return {
+        "keysets": {str(keyset): list(keysets[keyset]) for keyset in sorted(used)},
+        "row": [row[0] for row in rows],
+        "keyset": [row[1] for row in rows],
+        "step": [row[2] for row in rows],
+        "ts": [row[3] for row in rows],
+        "vals": [row[4] for row in rows],
+        "next_after_row": rows[-1][0] if more else None,
+    }
+
+
+def frame_from_calls(
+    pages: Iterable[Mapping[str, Any]], metric_names: Iterable[str] | None = None, *, align: str = "step"
+) -> pd.DataFrame:
+    """The metrics DataFrame of a run from its :func:`metric_calls` pages (in order).
+
+    Args:
+        pages: every page of the run's calls, first to last.
+        metric_names: the names asked for (columns in this order), as given to :func:`metric_calls`.
+        align: ``"step"`` or ``"call"`` (see :meth:`~runwatch.DatabaseManager.get_run_metrics`).
+
+    Raises:
+        StoreError: a call's values do not match its key set.
+    """
+    check_align(align)
+    wanted = check_metric_names(metric_names)
+    keysets: dict[int, tuple[str, ...]] = {}
+    rows: list[tuple[Any, ...]] = []
+    for page in pages:
+        keysets.update((int(key), tuple(names)) for key, names in page["keysets"].items())
+        for keyset, step, ts, vals in zip(page["keyset"], page["step"], page["ts"], page["vals"], strict=True):
+            rows.append((keyset, step is None, 0 if step is None else step, ts, vals))
+    return _build_frame(rows, keysets, wanted, by_step=align == "step")
+
+
+def _calls_filter(
+    run: int,
+    keysets: dict[int, tuple[str, ...]],
+    wanted: list[str] | None,
+    start: float | None,
+    end: float | None,
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (and its parameters) of a run's calls in a time range that logged one of ``wanted``."""
+    where = ["run = ?"]
+    params: list[Any] = [run]
+    if start is not None:
+        where.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("ts <= ?")
+        params.append(end)
+    if wanted is not None:
+        wanted_set = set(wanted)
+        matching = [keyset for keyset, names in keysets.items() if not wanted_set.isdisjoint(names)]
+        where.append("keyset IN (SELECT value FROM json_each(?))")
+        params.append(orjson.dumps(matching).decode())
+    return " AND ".join(where), params
 
 
 def _keysets(conn: sqlite3.Connection) -> dict[int, tuple[str, ...]]:

@@ -32,6 +32,7 @@ __all__ = [
     "RunActivity",
     "has_run",
     "list_runs",
+    "live_writers",
     "mark_crashed_runs",
     "run_activity",
     "run_state",
@@ -441,3 +442,29 @@ def stored_batch_digest(conn: sqlite3.Connection, run_id: str, batch_id: str) ->
 def has_run(conn: sqlite3.Connection, run_id: str) -> bool:
     """Whether the store holds a run with this id."""
     return conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is not None
+
+
+def live_writers(connection: sqlite3.Connection) -> list[dict[str, Any]]:
+    """Who writes the live runs of a store: one entry per owner of its running, paused or hung runs.
+
+    Returns:
+        ``{"owner", "runs": [run ids], "last_activity": epoch seconds}`` per owner, the
+        most recently active first; ``owner`` is ``host:pid:start-time`` of a
+        process, another name a remote producer gave, ``remote``, or ``None``
+        (runs that only ever logged: nobody started them).
+    """
+    try:
+        rows = connection.execute(
+            "SELECT owner, run_id, MAX(updated_at, COALESCE(last_heartbeat, 0)) FROM runs"
+            " WHERE status IN ('running', 'paused', 'hung') ORDER BY id"
+        ).fetchall()
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # nothing written yet
+            return []
+        raise
+    writers: dict[str | None, dict[str, Any]] = {}
+    for owner, run_id, active in rows:
+        entry = writers.setdefault(owner, {"owner": owner, "runs": [], "last_activity": active})
+        entry["runs"].append(run_id)
+        entry["last_activity"] = max(entry["last_activity"], active)
+    return sorted(writers.values(), key=lambda entry: -entry["last_activity"])

@@ -509,3 +509,76 @@ async def test_info_and_optimize_report_the_store(store: Store) -> None:
     await write(store, [started("r"), *calls("r", 4)])
     assert store.info()["tables"]["metric_rows"] == 4
     assert store.optimize()["size_bytes_after"] > 0
+
+
+# -- the live tail ----------------------------------------------------------------------------------
+
+
+async def test_the_tail_reads_what_is_committed_after_it_opened_once(store: Store) -> None:
+    """A tail opened on a store reads only later commits, each row once, and the progress of a live run."""
+    await write(store, [started("old"), *calls("old", 3)])
+    tail = store.open_tail()
+    tail.open()
+    try:
+        await write(store, [started("new"), *calls("new", 4), Heartbeat("new", T0 + 9, {"total_steps": 4})])
+        assert tail.changed()
+        read = tail.read()
+        events = [row.event for stream in tail.streams for row in read.rows[stream]]
+        assert {event.run_id for event in events} == {"new"}
+        assert sorted(event.step for event in events if isinstance(event, Metric)) == [0, 1, 2, 3]
+        assert [(p.run_id, p.last_heartbeat, p.total_steps) for p in read.progress] == [("new", T0 + 9, 4)]
+        for stream in tail.streams:
+            tail.advance(stream, read.ends[stream])
+        tail.took_heartbeat("new", T0 + 9)
+        again = tail.read()
+        assert not any(again.rows.values()) and again.progress == []
+    finally:
+        tail.close()
+
+
+async def test_a_writer_notes_its_rows_in_a_ledger_before_they_are_read(store: Store) -> None:
+    """Every row a write puts in a stream is the ledger's own, so a tail of the same process can skip it."""
+    from runwatch.store.ledger import OWN, CommitLedger
+
+    store.prepare()
+    tail = store.open_tail()
+    tail.open()
+    ledger = CommitLedger()
+    writer = store.open_writer(owner="conformance-host:1:1.0")
+    await writer.open()
+    try:
+        await writer.write([started("mine"), *calls("mine", 5), LogEvent("mine", T0 + 6, "note")], ledger=ledger)
+        read = tail.read()
+        rows = [row for stream in tail.streams for row in read.rows[stream]]
+        assert len(rows) == 7
+        assert all(ledger.owner(row.stream, row.position) == OWN for row in rows)
+    finally:
+        await writer.aclose()
+        tail.close()
+
+
+async def test_the_tail_does_not_read_the_ranges_its_caller_owns(store: Store) -> None:
+    """Rows in ranges the caller skips (its ledger's settled ranges) are neither read nor returned, the
+    cursors pass them, and another writer's rows between them still come back."""
+    from runwatch.store.ledger import CommitLedger
+
+    store.prepare()
+    tail = store.open_tail()
+    tail.open()
+    ledger = CommitLedger()
+    mine = store.open_writer(owner="conformance-host:1:1.0")
+    await mine.open()
+    try:
+        await mine.write([started("mine"), *calls("mine", 5)], ledger=ledger)
+        await write(store, [started("theirs"), *calls("theirs", 3)])
+        await mine.write([*calls("mine", 4, at=T0 + 100), LogEvent("mine", T0 + 200, "note")], ledger=ledger)
+        read = tail.read(ledger.settled_ranges())
+        rows = [row for stream in tail.streams for row in read.rows[stream]]
+        assert {row.event.run_id for row in rows} == {"theirs"} and len(rows) == 4
+        assert read.skipped == 11  # 9 metric rows and 2 events of "mine"
+        for stream in tail.streams:
+            tail.advance(stream, read.ends[stream])
+        assert not any(tail.read().rows.values())  # passed: nothing left behind
+    finally:
+        await mine.aclose()
+        tail.close()
