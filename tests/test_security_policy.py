@@ -112,8 +112,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         assert monitor.flush()
         assert monitor.web_url is not None
         with httpx.Client(base_url=monitor.web_url, timeout=TIMEOUT) as client:
-            created = client.post("/api/sessions", json={}, headers={"Authorization": f"Bearer {TOKEN}"})
-            assert created.status_code == 201, created.text
+            body = {"product": "policy", "version": "1"}
+            created = client.post("/api/sessions", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+            assert created.status_code == 200, created.text
         yield Server(monitor, created.json()["session_id"])
     finally:
         monitor.close()
@@ -167,8 +168,9 @@ def test_route_enumeration_finds_the_known_routes() -> None:
 
 @pytest.mark.parametrize(("method", "path"), http_routes())
 def test_every_http_route_needs_the_token(server: Server, method: str, path: str) -> None:
-    """Without the token or with a wrong one every non-public route answers 401; with it, never 401."""
-    public = path == "/" or path.startswith("/static/")
+    """Without the token or with a wrong one every non-public route answers 401; with it, never 401.
+    Public: the dashboard's page and files, and datacat's health check (any method, as datacat's server)."""
+    public = path == "/" or path.startswith("/static/") or path == "/health"
     missing = request(server, method, path)
     wrong_header = request(server, method, path, {"Authorization": f"Bearer {WRONG}"})
     right = request(server, method, path, {"Authorization": f"Bearer {TOKEN}"})
