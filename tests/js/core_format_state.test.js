@@ -68,3 +68,14 @@ test('a liveness verdict does not reopen an ended session', () => {
   assert.equal(sessions.sessionStatusAfter({ kind: 'lifecycle', transition: 'completed' }, 'active'), 'ended');
   assert.deepEqual(sessions.sessionTags({ tags: '["a","b"]', gpu: 'x' }), ['a', 'b', 'gpu:x']);
 });
+
+test('a datacat session shows suspended once silent past its timeout, and active after a heartbeat', () => {
+  const datacat = { suspend_after_seconds: 60 };
+  assert.equal(sessions.sessionStatusAt(datacat, 'active', 1000, 1060), 'active');
+  assert.equal(sessions.sessionStatusAt(datacat, 'active', 1000, 1060.5), 'suspended');
+  assert.equal(sessions.sessionStatusAt(datacat, 'suspended', 1100, 1110), 'active');
+  assert.equal(sessions.sessionStatusAt(datacat, 'active', NaN, 5000), 'active'); // never heartbeated
+  assert.equal(sessions.sessionStatusAt(datacat, 'ended', 1000, 5000), 'ended');
+  assert.equal(sessions.sessionStatusAt({ suspend_after_seconds: null }, 'active', 1000, 5000), 'active');
+  assert.deepEqual(sessions.sessionTags({ tags: '["a"]', datacat: '{"type":"gauge"}' }), ['a']);
+});
