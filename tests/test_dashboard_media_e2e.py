@@ -60,7 +60,13 @@ def tile_data(browser: Browser, selector: str, key: str) -> str | None:
 
 
 def shown_pixel(browser: Browser, selector: str) -> tuple[int, int, int]:
-    """The colour of the image a tile shows, read back from its <img>."""
+    """The colour of the image a tile shows, read back from its <img> once it has loaded."""
+    browser.wait_for(
+        f"(img => !!img && img.complete && img.naturalWidth > 0)"
+        f"(document.querySelector({js(selector + ' img.image-frame')}))",
+        timeout=15,
+        what=f"the image of {selector} loaded",
+    )
     rgba = browser.evaluate(
         f"(() => {{ const img = document.querySelector({js(selector + ' img.image-frame')});"
         " const c = document.createElement('canvas'); c.width = img.naturalWidth; c.height = img.naturalHeight;"
@@ -104,6 +110,7 @@ def test_run_page_images_follow_live_and_the_slider_scrubs_back(monitor: WebMoni
     wait_step(browser, tile, 18, "the latest frame")
     assert shown_pixel(browser, tile) == color(18)
     assert browser.evaluate("Array.from(document.querySelectorAll('#images .image-tile')).length") == 2
+    wait_step(browser, tile_selector("plots/map"), 3, "the other name's image")
     assert shown_pixel(browser, tile_selector("plots/map")) == color(3, run=1)
     wait_until_live(browser)
 
