@@ -109,9 +109,15 @@ def test_frames_reach_a_monitor_with_log_image_at_the_chosen_rate(config: Monito
     assert frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
 
 
+class WithoutLogImage(WebMonitor):
+    """A monitor as an older runwatch offers it: no log_image."""
+
+    log_image = None  # type: ignore[assignment]
+
+
 def test_frames_are_not_even_rendered_for_a_monitor_without_log_image(config: MonitorConfig) -> None:
     """Without a log_image hook on the monitor, asking for frames renders nothing and records nothing."""
-    with WebMonitor(config) as monitor:
+    with WithoutLogImage(config) as monitor:
         counting = CountingRenders(gymnasium.make("CartPole-v1", render_mode="rgb_array"))
         env = RunwatchEpisodeStatistics(counting, monitor, frame_every_steps=1)
         play(env, 50)
