@@ -314,7 +314,7 @@ def main() -> int:
         print(
             f"run page at {key.replace('_', ' ')}: {page['frames_shown']} of {page['frames_logged']} frames on screen,"
             f" call to screen median {page['delay_median_ms']:.0f} ms, p95 {page['delay_p95_ms']:.0f} ms,"
-            f" max {page['delay_max_ms']:.0f} ms; {100 * page['within_250_ms']:.0f}% within 250 ms"
+            f" max {page['delay_max_ms']:.0f} ms; {100 * page['within_250_ms']:.1f}% within 250 ms"
         )
     print(
         f"log_histogram 1M: array {histogram['array_median_ms']:.2f} ms,"
