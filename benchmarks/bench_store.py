@@ -5,7 +5,7 @@
 1. Codecs: bytes per value and encode/decode speed of each candidate on
    realistic columns (16,384-point chunks).
 2. Committed values/s for 1, 4 and 100 scalars per call: the chunk store
-   (columns, chunks, commit) against raw sqlite3 writing today's layout
+   (columns, chunks, commit) against raw sqlite3 writing the row layout of schema 8
    (one row per call, a JSON array of values), same calls, same
    transactions of 20,000 calls, interleaved repetitions; bytes per value
    on disk for both.
@@ -13,12 +13,14 @@
    appending segments (merged after 8, or only at sealing) and size-tiered
    segments, at 10, 100 and 1,000 calls per commit.
 4. Reads: one metric of a 1M- and a 5M-call run into a DataFrame, against
-   today's ``run_metrics_frame`` (1M) and ``numpy.load`` of the same columns.
+   a raw sqlite3 read of the row layout (1M: every call's row fetched, its
+   JSON array parsed) and ``numpy.load`` of the same columns.
    Every read connection (baselines too) sets ``PRAGMA mmap_size``, as the
    store's read connections will.
 5. Charts from a fresh process: 1,000 buckets of min/max (a 2,000-point chart)
-   of 1M- and 10M-call runs, against today's read + downsampling (1M).
-6. Migration of a 1M-call store of today's layout into chunks.
+   of 1M- and 10M-call runs, against the row layout's raw read + downsampling (1M).
+6. Migration of a 1M-call store of the row layout into chunks: the registered
+   schema step 8 → 9, in its one transaction.
 7. Peak RSS of a process writing 2M values through each writer (the calls
    are made batch by batch, so the writer's own memory shows).
 
@@ -55,9 +57,6 @@ import numpy as np
 import orjson
 
 from runwatch.events import Metric
-from runwatch.store import queries
-from runwatch.store.chunk_migration import migrate_metric_rows
-from runwatch.store.chunk_schema import create_chunk_tables
 from runwatch.store.chunk_store import SQLiteSeriesStore, read_series
 from runwatch.store.codecs import (
     decode_float_column,
@@ -67,7 +66,7 @@ from runwatch.store.codecs import (
 )
 from runwatch.store.connections import apply_pragmas
 from runwatch.store.frames import series_frame
-from runwatch.store.schema import prepare_database
+from runwatch.store.schema import migrate, prepare_database
 from runwatch.store.series import SeriesBuilder
 
 RESULTS = Path(__file__).parent / "results"
@@ -147,15 +146,15 @@ def new_store(path: Path, run_ids: list[str], *, chunks: bool) -> sqlite3.Connec
     prepare_database(str(path))
     connection = sqlite3.connect(path, isolation_level=None)
     apply_pragmas(connection)
-    if chunks:
-        create_chunk_tables(connection)
+    if not chunks:
+        migrate(connection, 8)  # the row layout: one metric_rows row per call
     for run_id in run_ids:
         connection.execute("INSERT INTO runs (run_id, start_time, updated_at) VALUES (?, ?, ?)", (run_id, TS, TS))
     return connection
 
 
 class BaselineWriter:
-    """Raw sqlite3 writing today's layout: one metric_rows row per call, values as a JSON array."""
+    """Raw sqlite3 writing the row layout (schema 8): one metric_rows row per call, values as a JSON array."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -418,7 +417,7 @@ def bench_persistence(directory: Path, scale: int) -> list[dict[str, Any]]:
 
 
 def build_read_stores(directory: Path, scale: int) -> dict[str, Any]:
-    """One chunk store with runs of 1M, 5M and 10M calls (4 scalars each) and a 1M-call store of today's layout."""
+    """One chunk store with runs of 1M, 5M and 10M calls (4 scalars each) and a 1M-call store of the row layout."""
     sizes = {"r1m": 1_000_000 // scale, "r5m": 5_000_000 // scale, "r10m": 10_000_000 // scale}
     connection = new_store(directory / "reads.db", list(sizes), chunks=True)
     store = SQLiteSeriesStore(connection)
@@ -457,6 +456,19 @@ def reader(path: Path | str) -> sqlite3.Connection:
     return connection
 
 
+def raw_row_read(path: Path | str, run_id: str) -> np.ndarray:
+    """The first metric of a run read raw from the row layout: every call's row fetched, its JSON array parsed
+    (NaN travels as null and ±Inf as "inf"/"-inf" there: this workload has neither)."""
+    connection = reader(path)
+    rows = connection.execute(
+        "SELECT m.step, m.ts, m.vals FROM metric_rows m JOIN runs r ON r.id = m.run WHERE r.run_id = ? ORDER BY m.row",
+        (run_id,),
+    ).fetchall()
+    connection.close()
+    values = orjson.loads("[" + ",".join(row[2] for row in rows) + "]")
+    return np.array([v[0] for v in values], dtype=np.float64)
+
+
 def bench_reads(directory: Path, repeat: int) -> dict[str, Any]:
     def chunk_read(run_id: str) -> None:
         connection = reader(directory / "reads.db")
@@ -466,10 +478,7 @@ def bench_reads(directory: Path, repeat: int) -> dict[str, Any]:
         connection.close()
 
     def old_read() -> None:
-        connection = reader(directory / "old.db")
-        frame = queries.run_metrics_frame(connection, "r1m", ["loss"])
-        assert len(frame) > 0
-        connection.close()
+        assert len(raw_row_read(directory / "old.db", "r1m")) > 0
 
     def numpy_read() -> None:
         arrays = [np.load(directory / f"{name}.npy") for name in ("loss", "step", "time")]
@@ -514,18 +523,16 @@ TODAY_CHART_SCRIPT = textwrap.dedent(
     """
     import json, sys, time
     started = time.perf_counter()
-    import sqlite3
-    from runwatch.store.queries import metric_series
+    sys.path.insert(0, sys.argv[3])
+    import bench_store as bench
     from runwatch.web.series import downsample_min_max
     imported, cpu = time.perf_counter(), time.process_time()
-    connection = sqlite3.connect(sys.argv[1])
-    connection.execute("PRAGMA mmap_size = 1073741824")
-    arrays = metric_series(connection, sys.argv[2], "loss")
-    keep = downsample_min_max(arrays["value"], 2000)
+    values = bench.raw_row_read(sys.argv[1], sys.argv[2])
+    keep = downsample_min_max(values, 2000)
     done, cpu_done = time.perf_counter(), time.process_time()
     assert len(keep) > 0
     print(json.dumps({"import_s": imported - started, "chart_s": done - imported, "chart_cpu_s": cpu_done - cpu,
-                      "points": len(arrays["value"])}))
+                      "points": len(values)}))
     """
 )
 
@@ -550,7 +557,8 @@ def bench_charts(directory: Path, repeat: int) -> dict[str, Any]:
         samples["chunks_10m_step"].append(run_script(CHART_SCRIPT, reads, "r10m", "step"))
         samples["chunks_10m_time"].append(run_script(CHART_SCRIPT, reads, "r10m", "time"))
         if rep < 3:
-            samples["today_1m"].append(run_script(TODAY_CHART_SCRIPT, str(directory / "old.db"), "r1m"))
+            here = str(Path(__file__).parent)
+            samples["today_1m"].append(run_script(TODAY_CHART_SCRIPT, str(directory / "old.db"), "r1m", here))
     return {
         key: {
             "chart_s": summary([s["chart_s"] for s in value]),
@@ -576,15 +584,17 @@ def bench_migration(directory: Path, repeat: int) -> dict[str, Any]:
             Path(str(copy) + suffix).unlink(missing_ok=True)
         shutil.copy(directory / "old.db", copy)
         connection = sqlite3.connect(copy, isolation_level=None)
-        cpu_started = time.process_time()
-        report = migrate_metric_rows(connection)
-        cpu_rates.append(report.calls / (time.process_time() - cpu_started))
+        calls = connection.execute("SELECT count(*) FROM metric_rows").fetchone()[0]
+        started, cpu_started = time.perf_counter(), time.process_time()
+        assert migrate(connection) == [9]
+        cpu_rates.append(calls / (time.process_time() - cpu_started))
+        rates.append(calls / (time.perf_counter() - started))
         connection.close()
-        rates.append(report.calls / report.seconds)
+        report = calls
     assert report is not None
     return {
-        "calls": report.calls,
-        "values": report.values,
+        "calls": report,
+        "values": report * 4,
         "calls_per_s": summary(rates),
         "calls_per_cpu_s": summary(cpu_rates),
         "values_per_call": 4,
@@ -656,7 +666,7 @@ def print_report(results: dict[str, Any]) -> None:
         print(
             f"  {scalars:>3} scalars/call  chunks {c['median'] / 1e6:5.2f}M [{c['min'] / 1e6:.2f}–{c['max'] / 1e6:.2f}]"
             f" ({cc / 1e6:.2f}M/CPU s)"
-            f"  raw sqlite3 today's layout {b['median'] / 1e6:5.2f}M [{b['min'] / 1e6:.2f}–{b['max'] / 1e6:.2f}]"
+            f"  raw sqlite3, row layout   {b['median'] / 1e6:5.2f}M [{b['min'] / 1e6:.2f}–{b['max'] / 1e6:.2f}]"
             f" ({bc / 1e6:.2f}M/CPU s)"
             f"  ratio {row['ratio']:.2f} [{min(row['ratios']):.2f}–{max(row['ratios']):.2f}]"
             f"  bytes/value {row['chunks_bytes_per_value']:.2f} vs {row['baseline_bytes_per_value']:.2f}"
@@ -672,7 +682,7 @@ def print_report(results: dict[str, Any]) -> None:
     for key, label in (
         ("chunks_1m", "chunks, 1M calls"),
         ("chunks_5m", "chunks, 5M calls"),
-        ("today_1m", "today's run_metrics_frame, 1M calls"),
+        ("today_1m", "raw read of the row layout, 1M calls"),
         ("numpy_1m", "numpy.load of the same 3 columns, 1M"),
     ):
         s, c = r[key]["wall"], r[key]["cpu"]
@@ -691,14 +701,14 @@ def print_report(results: dict[str, Any]) -> None:
         )
     m = results["migration"]
     print(
-        f"\n6. Migration of today's layout: {m['calls_per_s']['median']:,.0f} calls/s"
+        f"\n6. Migration of the row layout (schema 8 → 9): {m['calls_per_s']['median']:,.0f} calls/s"
         f" ({m['calls_per_s']['median'] * m['values_per_call']:,.0f} values/s;"
         f" {m['calls_per_cpu_s']['median']:,.0f} calls per CPU second) over {m['calls']:,} calls"
     )
     rss = results["rss"]
     print(
         f"\n7. Peak RSS writing {results['rss_values']:,} values: chunks {rss['chunks']['peak_mib']:.0f} MiB,"
-        f" raw sqlite3 today's layout {rss['baseline']['peak_mib']:.0f} MiB"
+        f" raw sqlite3 row layout {rss['baseline']['peak_mib']:.0f} MiB"
         f" (after imports and set-up: {rss['chunks']['before_mib']:.0f} / {rss['baseline']['before_mib']:.0f})"
     )
 

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-import orjson
 import pytest
+from chunk_helpers import metric_values
 from tiers import soak_timeout, tier
 
 from runwatch import MonitorConfig, WebMonitor
@@ -74,21 +74,11 @@ MODES = ("batches", "snapshots", "checkpoints", "cleanup")
 
 
 def stored_steps(db: Path) -> list[int]:
-    """The ``step_copy`` values stored for the run, in storage order."""
+    """The ``step_copy`` values stored for the run, in call order."""
     with sqlite3.connect(db) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        keysets = {k: orjson.loads(names) for k, names in connection.execute("SELECT id, names FROM metric_keysets")}
-        rows = connection.execute(
-            "SELECT m.keyset, m.vals FROM metric_rows m JOIN runs r ON r.id = m.run"
-            " WHERE r.run_id = 'crash' ORDER BY m.row"
-        ).fetchall()
     connection.close()
-    steps = []
-    for keyset, vals in rows:
-        names = keysets[keyset]
-        if "step_copy" in names:
-            steps.append(int(orjson.loads(vals)[names.index("step_copy")]))
-    return steps
+    return [int(value) for value in metric_values(db, "crash", "step_copy")]
 
 
 @pytest.mark.soak

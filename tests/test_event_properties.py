@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pandas as pd
 import pytest
@@ -486,7 +487,9 @@ def check_metrics(db: DatabaseManager, run_id: str, logged: list[Metric]) -> Non
         return
     all_names = {name for metric in logged for name in metric.values}
     assert set(frame.columns) == {"timestamp", "step", *(frame_column(name) for name in all_names)}
-    expected_times = pd.to_datetime([metric.timestamp for metric in logged], unit="s", utc=True)
+    # The store keeps a call's time as integer microseconds, round(seconds * 10**6) (docs/store.md).
+    micros = np.rint(np.array([metric.timestamp for metric in logged]) * 1e6).astype(np.int64)
+    expected_times = pd.to_datetime(micros, unit="us", utc=True)
     assert (frame["timestamp"].to_numpy() == expected_times.as_unit("ns").to_numpy()).all()
     assert frame["step"].tolist() == [pd.NA if m.step is None else m.step for m in logged]
     for row, metric in enumerate(logged):

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chunk_helpers import stored_calls
 from plugins_for_overload import PickySerialiserSink, RaisingStage, StuckSink
 from tiers import tier
 
@@ -85,12 +86,8 @@ def runwatch_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord
 
 
 def metric_rows(db: Path) -> int:
-    """Metric rows committed to ``db``."""
-    connection = sqlite3.connect(db)
-    try:
-        return int(connection.execute("SELECT count(*) FROM metric_rows").fetchone()[0])
-    finally:
-        connection.close()
+    """Logging calls committed to ``db``."""
+    return stored_calls(db)
 
 
 def workload(monitor: WebMonitor, faults: bool) -> list[Callable[[], None]]:
@@ -325,13 +322,8 @@ def test_forked_children_record_into_the_store_their_parent_is_writing(tmp_path:
 
 
 def metric_rows_of(db: Path, run_id: str) -> int:
-    """Metric rows committed to ``db`` for one run."""
-    connection = sqlite3.connect(db)
-    try:
-        query = "SELECT count(*) FROM metric_rows WHERE run = (SELECT id FROM runs WHERE run_id = ?)"
-        return int(connection.execute(query, (run_id,)).fetchone()[0])
-    finally:
-        connection.close()
+    """Logging calls committed to ``db`` for one run."""
+    return stored_calls(db, run_id)
 
 
 def fork_a_monitor(config: MonitorConfig, index: int, forked: Callable[[], None]) -> dict[str, Any]:

@@ -38,6 +38,7 @@ import anyio
 import anyio.to_thread
 import httpx
 import pytest
+from chunk_helpers import stored_calls, stored_steps
 from plugins_for_tests import FailingStage
 from websockets.asyncio.client import connect
 
@@ -82,16 +83,8 @@ def count(db: Path, sql: str, *params: Any) -> int:
 
 
 def steps_of(db: Path, run_id: str) -> list[int]:
-    """The steps of a run's metric rows, in order."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=TIMEOUT)
-    try:
-        rows = connection.execute(
-            "SELECT m.step FROM metric_rows m JOIN runs r ON r.id = m.run WHERE r.run_id = ? ORDER BY m.step",
-            (run_id,),
-        )
-        return [step for (step,) in rows]
-    finally:
-        connection.close()
+    """The steps of a run's logging calls, in step order."""
+    return sorted(step for step in stored_steps(db, run_id) if step is not None)
 
 
 async def wait_for(condition: Callable[[], bool]) -> None:
@@ -174,7 +167,7 @@ async def test_a_retry_of_a_batch_in_flight_waits_and_is_a_duplicate_once_the_or
                 tasks.start_soon(submit, "retry")
                 await wait_for(waits(source, lambda: "retry" in results))
                 assert results == {}, "answered while the store could not commit"
-                assert count(db, "SELECT count(*) FROM metric_rows") == 0
+                assert stored_calls(db) == 0
                 lock.execute("ROLLBACK")  # the store is free again
         assert results["original"].accepted == 3 and not results["original"].duplicate
         assert results["retry"].duplicate and results["retry"].accepted == 0
@@ -273,7 +266,7 @@ async def test_a_batch_cut_off_by_the_shutdown_deadline_is_not_acknowledged(tmp_
                 stop.set()
                 await wait_for(lambda: "result" in outcome)
     assert isinstance(outcome["result"], BatchNotStored)
-    assert count(db, "SELECT count(*) FROM metric_rows") == 0
+    assert stored_calls(db) == 0
     async with pipeline_for(tmp_path, ingest_graph(db)) as restarted:
         with anyio.fail_after(TIMEOUT):
             again = await restarted.component("ingest").submit(events, "s1")
@@ -379,10 +372,7 @@ async def test_each_route_answers_a_retry_only_once_the_original_is_committed(
     else:
         assert answers["original"] == (200, {"accepted": 2, "duplicate": False})
         assert answers["retry"] == (200, {"accepted": 0, "duplicate": True})
-        assert (
-            count(db, "SELECT count(*) FROM metric_rows m JOIN runs r ON r.id = m.run WHERE r.run_id = ?", session_id)
-            == 1
-        )
+        assert stored_calls(db, session_id) == 1
 
 
 # -- kill -9 of a real server while the store is busy ------------------------------------------------
@@ -505,7 +495,7 @@ def test_the_non_blocking_client_never_flushes_true_for_calls_not_stored(serve_p
             for n in range(50):
                 client.log_metric(session_id, "calls", float(n))
             flushed_while_busy = client.flush(timeout=3)
-            stored_while_busy = count(db, "SELECT count(*) FROM metric_rows")
+            stored_while_busy = stored_calls(db)
             server.kill()
         assert not (flushed_while_busy and stored_while_busy < 50), "flush() said delivered; nothing was stored"
         assert not flushed_while_busy
@@ -514,9 +504,7 @@ def test_the_non_blocking_client_never_flushes_true_for_calls_not_stored(serve_p
     finally:
         client.close()
         server.kill()
-    assert (
-        count(db, "SELECT count(*) FROM metric_rows m JOIN runs r ON r.id = m.run WHERE r.run_id = ?", session_id) == 50
-    )
+    assert stored_calls(db, session_id) == 50
 
 
 # -- batch ids: scoped per run, with a content digest ------------------------------------------------

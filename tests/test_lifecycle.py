@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import random
 import re
 import sqlite3
 import stat
@@ -17,6 +18,7 @@ import anyio
 import numpy as np
 import pandas as pd
 import pytest
+from chunk_helpers import RUN_TABLES, orphan_rows, rows_of_run
 
 from runwatch import MonitorConfig, WebMonitor
 from runwatch.events import LogEvent, Metric, RunLifecycle, StatePatch
@@ -24,13 +26,15 @@ from runwatch.exceptions import BackupError, StoreError
 from runwatch.pipeline import ComponentContext, Pipeline
 from runwatch.store import backup as backup_module
 from runwatch.store import lifecycle
+from runwatch.store.chunk_schema import CHUNK_COLUMNS
+from runwatch.store.chunk_store import chunk_row
+from runwatch.store.chunks import ChunkColumns, encode_chunk
 from runwatch.store.manager import DatabaseManager
 from runwatch.store.schema import SCHEMA_VERSION, migrate
 
 TS = 1_700_000_000.0
 DAY = 86_400.0
 CUTOFF = TS + 5 * DAY  # between the old runs and the new one
-RUN_TABLES = ("metric_rows", "metric_rollups", "events", "state_history", "metric_stats")
 
 
 def at(seconds: float) -> datetime:
@@ -59,6 +63,14 @@ def run_events(run_id: str, start: float, metrics: int, end: str | None) -> list
     return events
 
 
+def noisy_run(run_id: str, start: float, metrics: int) -> list[Any]:
+    """A finished run of noisy values, which its chunks cannot compress much."""
+    rng = random.Random(run_id)
+    events: list[Any] = [RunLifecycle(run_id, start, "started")]
+    events += [Metric(run_id, start + 1 + i, {"noise": rng.random()}, step=i) for i in range(metrics)]
+    return [*events, RunLifecycle(run_id, start + metrics + 2, "completed")]
+
+
 def seed(db: Path, metrics: int = 30) -> None:
     """Two old finished runs, an old running and an old paused run, and a new finished run."""
     write(
@@ -77,10 +89,7 @@ def records_of(db: Path, run_ids: list[str]) -> int:
         total = 0
         for run_id in run_ids:
             (run,) = conn.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            total += 1 + sum(
-                conn.execute(f"SELECT count(*) FROM {table} WHERE run = ?", (run,)).fetchone()[0]
-                for table in RUN_TABLES
-            )
+            total += 1 + sum(rows_of_run(conn, table, run) for table in RUN_TABLES)
     return total
 
 
@@ -173,8 +182,7 @@ def test_cleanup_leaves_no_orphan_rows(db: Path) -> None:
 
     with sqlite3.connect(db) as conn:
         for table in RUN_TABLES:
-            orphans = conn.execute(f"SELECT count(*) FROM {table} WHERE run NOT IN (SELECT id FROM runs)").fetchone()
-            assert orphans[0] == 0, table
+            assert orphan_rows(conn, table) == 0, table
 
 
 def test_cleanup_pass_works_in_transactions_of_at_most_batch_rows(db: Path) -> None:
@@ -339,24 +347,22 @@ def test_downsampling_takes_only_whole_buckets_of_rows_older_than_the_cutoff(db:
     assert manager.get_run_metrics("r")["step"].tolist() == list(range(100, 200))
 
 
-def test_downsampling_needs_schema_version_3(db: Path) -> None:
-    """A store at schema version 2 is refused with a StoreError naming the version, and keeps its rows."""
+def test_downsampling_needs_the_chunk_layout(db: Path) -> None:
+    """A store before schema version 9 is refused with a StoreError naming the version, and keeps its rows."""
     seed(db)
     manager = DatabaseManager(db)
-    manager.migrate_schema(2)
+    manager.migrate_schema(8)
 
-    with pytest.raises(StoreError, match="schema version 3"):
+    with pytest.raises(StoreError, match="schema version 9"):
         manager.downsample_metrics(at(CUTOFF))
+    manager.migrate_schema()
     assert manager.get_run_metrics("old-done").shape[0] == 30
 
 
-def orphan_rows(db: Path) -> dict[str, int]:
+def orphans(db: Path) -> dict[str, int]:
     """Rows of each run table whose run no longer exists."""
     with sqlite3.connect(db) as conn:
-        return {
-            table: conn.execute(f"SELECT count(*) FROM {table} WHERE run NOT IN (SELECT id FROM runs)").fetchone()[0]
-            for table in RUN_TABLES
-        }
+        return {table: orphan_rows(conn, table) for table in RUN_TABLES}
 
 
 @pytest.mark.parametrize("newer_run", [pytest.param(False, id="id-gone"), pytest.param(True, id="id-reused")])
@@ -382,7 +388,7 @@ async def test_a_run_id_written_again_after_cleanup_removed_it_is_a_run_again(db
     summary = manager.get_run_summary("reused")
     assert summary["status"] == "running" and summary["metrics"]["loss"]["count"] == 2
     assert len(manager.get_run_metrics("reused")) == 2
-    assert orphan_rows(db) == dict.fromkeys(RUN_TABLES, 0)
+    assert orphans(db) == dict.fromkeys(RUN_TABLES, 0)
     if newer_run:
         other = manager.get_run_summary("other")
         assert other["metrics"] == {} and other["event_counts"] == {"run_started": 1}
@@ -407,6 +413,7 @@ def test_cleanup_removes_the_rollups_of_an_old_run_and_counts_them(db: Path) -> 
 def test_optimize_gives_the_space_of_removed_runs_back(db: Path) -> None:
     """After a cleanup, VACUUM empties the free list and shrinks the file."""
     seed(db, metrics=3000)
+    write(db, *noisy_run("old-noisy", TS, 20_000))  # chunks compress: noise fills the pages a cleanup frees
     manager = DatabaseManager(db)
     manager.cleanup_old_data(at(CUTOFF))
 
@@ -427,6 +434,7 @@ def test_optimize_uses_incremental_vacuum_when_the_store_was_made_for_it(db: Pat
         conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
         migrate(conn)
     seed(db, metrics=2000)
+    write(db, *noisy_run("old-noisy", TS, 20_000))
     manager = DatabaseManager(db)
     manager.cleanup_old_data(at(CUTOFF))
 
@@ -447,7 +455,8 @@ def test_db_info_reports_sizes_version_and_rows_per_table(db: Path) -> None:
     assert info["journal_mode"] == "wal"
     assert info["page_count"] * info["page_size"] >= 4096
     assert info["tables"]["runs"] == 5
-    assert info["tables"]["metric_rows"] == 5 * 30
+    assert info["tables"]["metric_series"] == 5 * 2
+    assert info["tables"]["metric_chunks"] >= 5 * 2  # finished runs: one sealed chunk per series
     assert info["tables"]["metric_rollups"] == 0
     assert set(info["tables"]) >= {"events", "state_history", "metric_stats", "meta", "ingest_batches"}
 
@@ -673,6 +682,7 @@ def test_restore_of_a_backup_with_another_page_size_into_a_wal_store(db: Path, t
 # -- migrations --------------------------------------------------------------------------------
 
 V1_TABLES = {"runs", "metric_keysets", "metric_rows", "metric_stats", "events", "state_history", "meta"}
+V6_TABLES = V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"}
 TABLES_AT = {
     0: set(),
     1: V1_TABLES,
@@ -680,31 +690,12 @@ TABLES_AT = {
     3: V1_TABLES | {"ingest_batches", "metric_rollups"},
     4: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},
     5: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # metric_stats rebuilt without REAL
-    6: V1_TABLES | {"ingest_batches", "metric_rollups", "snapshots"},  # ingest_batches scoped per run
-    7: V1_TABLES
-    | {"ingest_batches", "metric_rollups", "snapshots", "media_blobs", "images", "media_usage", "histograms"},
-    8: V1_TABLES
-    | {
-        "ingest_batches",
-        "metric_rollups",
-        "snapshots",
-        "media_blobs",
-        "images",
-        "media_usage",
-        "histograms",
-        "run_annotations",
-    },
-    9: V1_TABLES
-    | {
-        "ingest_batches",
-        "metric_rollups",
-        "snapshots",
-        "media_blobs",
-        "images",
-        "media_usage",
-        "histograms",
-        "run_annotations",
-    },  # events and state_history gain detail
+    6: V6_TABLES,  # ingest_batches scoped per run
+    7: V6_TABLES | {"media_blobs", "images", "media_usage", "histograms"},
+    8: V6_TABLES | {"media_blobs", "images", "media_usage", "histograms", "run_annotations"},
+    9: V6_TABLES | {"media_blobs", "images", "media_usage", "histograms", "run_annotations"},  # events gain detail
+    10: V6_TABLES - {"metric_keysets", "metric_rows"}  # metrics in chunks
+    | {"media_blobs", "images", "media_usage", "histograms", "run_annotations", "metric_series", "metric_chunks"},
 }
 ROWS = {
     "runs": "INSERT INTO runs (run_id, start_time, updated_at) VALUES ('r', 1, 1)",
@@ -725,9 +716,40 @@ ROWS = {
     "histograms": "INSERT INTO histograms (run, name, step, ts, size, nan_count, posinf_count, neginf_count, counts)"
     " VALUES (1, 'q', 0, 1, 0, 0, 0, 0, '[]')",
 }
+
+
+def sql_literal(value: object) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bytes):
+        return f"x'{value.hex()}'"
+    return repr(value)
+
+
 #: Rows whose insert changed with a version (from that version on).
 ROWS_FROM = {
     6: {"ingest_batches": "INSERT INTO ingest_batches (scope, batch_id, received_at, events) VALUES ('r', 'b', 1, 1)"},
+    10: {
+        "metric_series": "INSERT INTO metric_series (run, name) VALUES (1, 'loss')",
+        "metric_chunks": "INSERT INTO metric_chunks (series, {}) VALUES (1, {})".format(
+            ", ".join(CHUNK_COLUMNS),
+            ", ".join(
+                sql_literal(value)
+                for value in chunk_row(
+                    1,
+                    True,
+                    encode_chunk(
+                        ChunkColumns(np.array([0]), np.array([0]), None, np.array([1_000_000]), np.array([0.5]))
+                    ),
+                )[1:]
+            ),
+        ),
+    },
+}
+#: Steps that move rows between tables: the rows each table has after the step (one logging call moved).
+MOVED = {
+    (9, 10): {"metric_series": 1, "metric_chunks": 1},
+    (10, 9): {"metric_rows": 1, "metric_keysets": 1},
 }
 
 
@@ -813,10 +835,12 @@ def test_one_migration_step_adds_or_drops_its_tables_and_keeps_the_others_data(
     after = tables_and_counts(db)
     assert manager.get_schema_version() == target
     assert set(after) == TABLES_AT[target]
-    assert {table: after[table] for table in TABLES_AT[start] & TABLES_AT[target]} == {
-        table: before[table] for table in TABLES_AT[start] & TABLES_AT[target]
-    }
-    assert all(after[table] == 0 for table in TABLES_AT[target] - TABLES_AT[start] if table != "meta")
+    moved = MOVED.get((start, target), {})
+    kept = (TABLES_AT[start] & TABLES_AT[target]) - moved.keys()
+    assert {table: after[table] for table in kept} == {table: before[table] for table in kept}
+    new = TABLES_AT[target] - TABLES_AT[start] - moved.keys()
+    assert all(after[table] == 0 for table in new if table != "meta")
+    assert {table: after[table] for table in moved} == moved
 
 
 def test_cleanup_empties_every_table_that_holds_a_runs_rows(db: Path) -> None:
@@ -830,10 +854,11 @@ def test_cleanup_empties_every_table_that_holds_a_runs_rows(db: Path) -> None:
             for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
             if conn.execute("SELECT 1 FROM pragma_table_info(?) WHERE name = 'run'", (name,)).fetchone()
         ]
-    assert {"metric_rows", "images", "histograms", "media_usage"} <= set(tables)
+    assert {"metric_series", "images", "histograms", "media_usage"} <= set(tables)
 
     DatabaseManager(db).cleanup_old_data(at(CUTOFF))
 
     left = tables_and_counts(db)
     assert {table: left[table] for table in tables} == dict.fromkeys(tables, 0)
     assert left["runs"] == 0 and left["media_blobs"] == 0
+    assert left["metric_chunks"] == 0  # named by the run's series, not by the run

@@ -34,6 +34,7 @@ from typing import Any
 
 import psutil
 import pytest
+from chunk_helpers import stored_calls
 from plugins_for_overload import ThrottledSink
 from tiers import soak_timeout, tier
 
@@ -222,12 +223,8 @@ def capacity(tmp_path_factory: pytest.TempPathFactory) -> float:
 
 
 def store_metric_rows(db: Path) -> int:
-    """Metric rows committed to the store."""
-    connection = sqlite3.connect(db)
-    try:
-        return int(connection.execute("SELECT count(*) FROM metric_rows").fetchone()[0])
-    finally:
-        connection.close()
+    """Logging calls committed to the store."""
+    return stored_calls(db)
 
 
 def plateau_growth(rss: list[tuple[float, int]]) -> float:

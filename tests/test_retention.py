@@ -10,7 +10,7 @@ import anyio
 import numpy as np
 import pytest
 
-from runwatch.events import HistogramEvent, ImageEvent, Metric, RunLifecycle
+from runwatch.events import HistogramEvent, ImageEvent, LogEvent, Metric, RunLifecycle
 from runwatch.exceptions import ConfigError
 from runwatch.media.images import encode_image, take_image
 from runwatch.pipeline import ComponentContext, Pipeline, load_pipeline_config
@@ -168,7 +168,8 @@ async def test_tick_removes_an_old_completed_run_and_keeps_active_and_recent_one
     stats = stage.statistics()
     assert stats["retention_passes_total"] == 1
     assert stats["retention_removed_runs_total"] == 1
-    assert stats["retention_removed_records_total"] == 1 + 20 + 1 + 2  # run, metric rows, stats, 2 lifecycle events
+    # the run, its series and its one sealed chunk, its statistics, 2 lifecycle events
+    assert stats["retention_removed_records_total"] == 1 + 1 + 1 + 1 + 2
     assert stats["retention_last_pass_started_at"] == NOW
     assert stats["retention_last_error"] is None
 
@@ -195,7 +196,8 @@ async def test_a_large_pass_is_spread_over_ticks_in_small_transactions(
 ) -> None:
     """With a tiny work budget, each tick removes one small batch and the pass resumes on the next tick."""
     db = tmp_path / "big.db"
-    await write(db, *a_run("old-done", TS, metrics=60), *a_run("recent", NOW, metrics=5))
+    notes = [LogEvent("old-done", TS + 1 + i, "note") for i in range(60)]
+    await write(db, *a_run("old-done", TS, metrics=5), *notes, *a_run("recent", NOW, metrics=5))
     monkeypatch.setattr(retention, "WORK_SECONDS_PER_TICK", 0.0)
     stage = make_stage(db, retention_days=30)
     stage.batch_rows = 10
@@ -203,9 +205,10 @@ async def test_a_large_pass_is_spread_over_ticks_in_small_transactions(
 
     ticks = await tick_until_idle(stage, NOW, output)
 
-    assert ticks >= 6  # 60 metric rows, 10 per transaction, one transaction per tick
+    assert ticks >= 6  # 60 events, 10 per transaction, one transaction per tick
     assert run_ids(db) == {"recent"}
-    assert stage.statistics()["retention_removed_records_total"] == 1 + 60 + 1 + 2
+    # the run, its series and sealed chunk, its statistics, 60 notes and 2 lifecycle events
+    assert stage.statistics()["retention_removed_records_total"] == 1 + 1 + 1 + 1 + 60 + 2
 
 
 def image(run_id: str, at: float, shade: int) -> ImageEvent:

@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from chunk_helpers import stored_calls, stored_steps
 from plugins_for_tests import BlockingSink, FailingStage, GatedHub, GatedSink, RecordingSink, RecordingStage
 
 from runwatch.events import Heartbeat, LogEvent, Metric
@@ -100,9 +101,10 @@ async def test_emit_from_a_thread_then_flush_commits_rows(tmp_path: Path) -> Non
         with anyio.fail_after(TIMEOUT):
             assert await pipeline.flush(timeout=TIMEOUT) is True
         # The store only commits on flush here, so these rows prove flush waited for the commit.
-        assert await query(db, "SELECT count(*) FROM metric_rows") == [(count,)]
+        assert stored_calls(db) == count
         assert await query(db, "SELECT run_id FROM runs") == [("run-1",)]
-        assert await query(db, "SELECT min(step), max(step) FROM metric_rows") == [(0, count - 1)]
+        steps = stored_steps(db, "run-1")
+        assert (min(steps), max(steps)) == (0, count - 1)
         assert stats_of(pipeline, "store")["committed_events"] == count
 
 
@@ -118,11 +120,7 @@ async def test_flush_from_the_producer_thread_returns_after_commit(tmp_path: Pat
                 for step in range(round_ * 10, round_ * 10 + 10):
                     pipeline.emit(metric(step))
                 assert bridge.flush(timeout=TIMEOUT) is True
-                connection = sqlite3.connect(db)
-                try:
-                    seen.append(connection.execute("SELECT count(*) FROM metric_rows").fetchone()[0])
-                finally:
-                    connection.close()
+                seen.append(stored_calls(db))
             return seen
 
         assert await in_thread(produce) == [10, 20, 30]
@@ -150,7 +148,7 @@ async def test_stop_drains_every_queue_into_the_store(tmp_path: Path) -> None:
 
             await in_thread(produce)
     assert not pipeline.running
-    assert await query(db, "SELECT count(*) FROM metric_rows") == [(count,)]
+    assert stored_calls(db) == count
     assert await query(db, "SELECT count(*) FROM events WHERE type = 'episode_end'") == [(1,)]
     stats = pipeline.statistics()
     assert stats["running"] is False
@@ -178,7 +176,7 @@ async def test_stop_right_after_start_is_prompt(tmp_path: Path) -> None:
             started = time.monotonic()
         elapsed = time.monotonic() - started
     assert elapsed < deadline, f"stop needed its whole {deadline} s deadline"
-    assert await query(db, "SELECT count(*) FROM metric_rows") == [(1,)]
+    assert stored_calls(db) == 1
 
 
 # -- failures inside components -----------------------------------------------------------------
@@ -485,7 +483,7 @@ async def test_flush_and_ingest_acknowledgement_never_wait_for_a_stuck_websocket
                 result = await pipeline.component("ingest").submit([metric(0, "remote")], "b0")
             assert hub.entered.is_set() and hub.written_events == 0, "the hub was stuck in its first write"
             assert result.accepted == 1 and not result.duplicate
-            assert await query(db, "SELECT count(*) FROM metric_rows") == [(301,)]
+            assert stored_calls(db) == 301
             # A barrier that asks for live views too waits for the hub (a /ws subscriber's own start).
             assert not await pipeline.flush(timeout=0.2, live=True)
         finally:
@@ -526,5 +524,5 @@ async def test_plugins_never_see_ingest_receipts_and_ingested_batches_still_comm
     assert [type(event) for event in seen] == [Metric] * 4
     assert not any(type(event) is IngestReceipt for event in seen)
     with sqlite3.connect(db) as connection:
-        assert connection.execute("SELECT count(*) FROM metric_rows").fetchone() == (2,)
+        assert stored_calls(db) == 2
         assert connection.execute("SELECT count(*) FROM ingest_batches").fetchone() == (1,)

@@ -31,7 +31,7 @@ from runwatch.web.app import create_app
 
 TIMEOUT = 10
 SQLITE_MAGIC = b"SQLite format 3\x00"
-TABLES = ("runs", "events", "metric_rows", "state_history", "ingest_batches", "snapshots")
+TABLES = ("runs", "events", "metric_chunks", "state_history", "ingest_batches", "snapshots")
 
 
 # -- raw HTTP ------------------------------------------------------------------------------------------

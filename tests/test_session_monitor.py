@@ -21,6 +21,7 @@ from runwatch.sessions import (
     get_session_monitor,
 )
 from runwatch.store.manager import DatabaseManager
+from runwatch.store.sqlite import SQLiteStore
 
 
 @pytest.fixture
@@ -108,7 +109,9 @@ def test_metric_of_an_unknown_session_creates_the_session(monitor: SessionMonito
     assert rows(
         monitor, "SELECT kind, json_extract(metadata, '$.metadata.user_id') FROM runs WHERE run_id = 'lone'"
     ) == [("session", 9)]
-    tags = rows(monitor, "SELECT tags FROM metric_rows")[0][0]
+    assert monitor.flush()
+    series = SQLiteStore(monitor.db_path).read_series("lone", columns=("seq", "tags"))
+    (tags,) = series["session_sync_time"].points.tags or [None]
     assert decode_session_tags(tags) == ([], {"user_id": 9, "metadata": {"source": "cache"}})
 
 
@@ -421,6 +424,23 @@ def test_cleanup_removes_old_data_and_old_ended_sessions(monitor: SessionMonitor
         "state_history": 0,
         "sessions": 0,
     }
+
+
+def test_cleanup_leaves_a_live_sessions_open_chunk_until_it_seals(monitor: SessionMonitor) -> None:
+    """Old values still in a live session's open chunk stay (its writer rewrites it); once sealed they go."""
+    old = datetime.now(UTC) - timedelta(days=40)
+    monitor.log_session_created("live", 3)
+    monitor.record_metric("sync", "live", 3, 1.0, timestamp=old)
+
+    first = monitor.cleanup_old_data(retention_days=30)
+
+    assert first["metric_rows"] == 0
+    assert [m["value"] for m in monitor.export_metrics()] == [1.0]
+    monitor.log_session_expired("live", 3, "logout")  # its end seals the chunk
+    second = monitor.cleanup_old_data(retention_days=30)
+    assert second["metric_rows"] == 1 and second["sessions"] == 0  # it ended now, after the cutoff
+    assert monitor.export_metrics() == []
+    assert rows(monitor, "SELECT run_id FROM runs WHERE run_id = 'live'") == [("live",)]
 
 
 @pytest.mark.parametrize("days", [0, -1, float("inf"), True, "30"])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from chunk_helpers import stored_calls
 from tiers import soak_timeout, tier
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -143,12 +143,8 @@ def produce(monitor: WebMonitor) -> tuple[int, bool, float]:
 
 
 def stored_metric_rows(db: Path) -> int:
-    """Metric rows committed to the store."""
-    connection = sqlite3.connect(db)
-    try:
-        return int(connection.execute("SELECT count(*) FROM metric_rows").fetchone()[0])
-    finally:
-        connection.close()
+    """Logging calls committed to the store."""
+    return stored_calls(db)
 
 
 @pytest.mark.soak

@@ -42,6 +42,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from chunk_helpers import metric_values
 from tiers import soak_timeout, tier
 
 from runwatch import MonitorConfig, WebMonitor
@@ -192,14 +193,7 @@ def check_store(db: Path, run_id: str, emitted: int, dropped: int, acked: list[s
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         assert connection.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        keysets = {k: orjson.loads(names) for k, names in connection.execute("SELECT id, names FROM metric_keysets")}
-        seqs: Counter[int] = Counter()
-        for keyset, vals in connection.execute(
-            "SELECT m.keyset, m.vals FROM metric_rows m JOIN runs r ON r.id = m.run WHERE r.run_id = ?", (run_id,)
-        ):
-            names = keysets[keyset]
-            if "seq" in names:
-                seqs[int(orjson.loads(vals)[names.index("seq")])] += 1
+        seqs: Counter[int] = Counter(int(value) for value in metric_values(db, run_id, "seq"))
         stats_count = connection.execute(
             "SELECT s.count FROM metric_stats s JOIN runs r ON r.id = s.run WHERE r.run_id = ? AND s.name = 'seq'",
             (run_id,),

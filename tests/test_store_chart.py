@@ -12,7 +12,6 @@ import pytest
 
 from runwatch.events import Metric
 from runwatch.store.chart import chart
-from runwatch.store.chunk_schema import create_chunk_tables
 from runwatch.store.chunk_store import SQLiteSeriesStore, read_series
 from runwatch.store.schema import prepare_database
 from runwatch.store.series import SeriesBuilder
@@ -24,7 +23,6 @@ TS = 1_700_000_000.0
 def connection(tmp_path: Path) -> Iterator[sqlite3.Connection]:
     prepare_database(str(tmp_path / "store.db"))
     connection = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
-    create_chunk_tables(connection)
     for run_id, start in (("run-1", TS), ("run-2", TS + 1000)):
         connection.execute("INSERT INTO runs (run_id, start_time, updated_at) VALUES (?, ?, ?)", (run_id, start, start))
     yield connection

@@ -1,83 +1,181 @@
-"""Tests for runwatch.store.chunk_migration: a store written by today's sink moves into chunks intact."""
+"""Schema version 9: a store written by schema 6 (one row per logging call) migrates into chunks and back.
+
+``tests/data/store-v6.db.gz`` was written by runwatch's own schema-6 sink
+(``tests/data/make_store_v6.py``, run against that version), and
+``store-v6.expected.json.gz`` holds what that version read back from it:
+per-call and per-step frames, run summaries, rollups and session pages.
+After the migration, today's reads must give the same answers: values bit
+for bit, steps, timestamps to the microsecond (chunks keep integer
+microseconds), statistics and rollups exactly.
+"""
 
 from __future__ import annotations
 
-import math
+import asyncio
+import gzip
+import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
-from runwatch.events import Metric, RunLifecycle
+from runwatch.events import Metric, RunLifecycle, RunTransition
+from runwatch.exceptions import StoreError
 from runwatch.pipeline import ComponentContext, Pipeline
-from runwatch.store import queries
-from runwatch.store.chunk_migration import migrate_metric_rows
-from runwatch.store.chunk_store import read_series, read_summaries
-from runwatch.store.frames import per_call_frame
-from runwatch.store.series import SeriesBuilder
+from runwatch.store.chunk_schema import CHUNK_VERSION
+from runwatch.store.manager import DatabaseManager
+from runwatch.store.schema import SCHEMA_VERSION
+from runwatch.store.sqlite import SQLiteStore
 
+DATA = Path(__file__).parent / "data"
 TS = 1_700_000_000.0
 
 
-async def write(db: Path, *events: Any) -> None:
-    """Write ``events`` through the default pipeline (in-process source → SQLite sink)."""
-    async with Pipeline(None, context=ComponentContext(db_path=str(db))) as pipeline:
-        for event in events:
-            pipeline.emit(event)
-        assert await pipeline.flush(10)
+@pytest.fixture
+def old_store(tmp_path: Path) -> Path:
+    """A copy of the schema-6 store."""
+    target = tmp_path / "store.db"
+    with gzip.open(DATA / "store-v6.db.gz", "rb") as source, target.open("wb") as out:
+        shutil.copyfileobj(source, out)
+    return target
 
 
-def old_store_events() -> list[Any]:
-    events: list[Any] = [RunLifecycle("run-a", TS, "started"), RunLifecycle("run-b", TS, "started")]
-    specials = [math.nan, math.inf, -math.inf, -0.0]
-    for i in range(3000):
-        values: dict[str, float | int] = {"loss": 1.0 / (i + 1), "count": i}
-        if i % 7 == 0:
-            values["loss"] = specials[(i // 7) % 4]
-        events.append(Metric("run-a", TS + i * 0.001, values, i if i % 5 else None))
-        if i % 3 == 0:
-            events.append(Metric("run-a", TS + i * 0.001, {"eval": i / 3}, i, {"split": "val"}))
-        events.append(Metric("run-b", TS + i, {"loss": float(i)}, i))
-    return events
+@pytest.fixture(scope="module")
+def expected() -> dict[str, Any]:
+    with gzip.open(DATA / "store-v6.expected.json.gz", "rt") as source:
+        loaded: dict[str, Any] = json.load(source)
+    return loaded
 
 
-async def test_an_old_store_migrates_forward_with_its_data(tmp_path: Path) -> None:
-    """Every run's per-call rows become chunks that read back as the same frame, tags included."""
-    db = tmp_path / "store.db"
-    await write(db, *old_store_events())
-    connection = sqlite3.connect(db, isolation_level=None)
-    before = {run: queries.run_metrics_frame(connection, run) for run in ("run-a", "run-b")}
-    report = migrate_metric_rows(
-        connection, calls_per_batch=700, builder_factory=lambda: SeriesBuilder(chunk_points=512)
-    )
-    assert (report.runs, report.skipped_runs, report.calls) == (2, 0, 3000 + 1000 + 3000)
-    assert report.values == 3000 * 2 + 1000 + 3000
-    for run_id, old in before.items():
-        series = read_series(connection, run_id, columns=("seq", "step", "time", "value", "tags"))
-        new = per_call_frame(series, list(old.columns[2:]))
-        assert list(new.columns) == list(old.columns)
-        for name in old.columns[2:]:
-            assert np.array_equal(new[name].to_numpy().view(np.uint64), old[name].to_numpy().view(np.uint64)), name
-        assert new["step"].equals(old["step"])
-        drift = (new["timestamp"] - old["timestamp"]).abs().max()
-        assert drift <= pd.Timedelta(microseconds=1)
-    eval_points = read_series(connection, "run-a", ["eval"], columns=("seq", "tags"))["eval"].points
-    assert eval_points.tags == ['{"split":"val"}'] * 1000
-    assert eval_points.seq.tolist()[:3] == [1, 5, 9]  # calls numbered in row order within the run
-    summary = read_summaries(connection, "run-a", ["count"])["count"]
-    assert summary.sum == sum(range(3000)) and summary.nan_count == 0
-    connection.close()
+def table_names(db: Path) -> set[str]:
+    with sqlite3.connect(db) as connection:
+        return {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-async def test_migration_skips_runs_already_moved(tmp_path: Path) -> None:
-    """A second migration (after an interruption, say) copies nothing twice."""
-    db = tmp_path / "store.db"
-    await write(db, RunLifecycle("r", TS, "started"), *[Metric("r", TS + i, {"x": float(i)}, i) for i in range(50)])
-    connection = sqlite3.connect(db, isolation_level=None)
-    assert migrate_metric_rows(connection).runs == 1
-    again = migrate_metric_rows(connection)
-    assert (again.runs, again.skipped_runs, again.calls) == (0, 1, 0)
-    assert read_series(connection, "r", ["x"])["x"].points.values.tolist() == [float(i) for i in range(50)]
-    connection.close()
+def assert_frame_matches(frame: pd.DataFrame, record: dict[str, Any]) -> None:
+    """A frame read today equals one schema 6 read: values bit for bit, steps, times within a microsecond."""
+    assert list(frame.columns[2:]) == list(record["columns"])
+    for name, hexed in record["columns"].items():
+        assert [float(value).hex() for value in frame[name].tolist()] == hexed, name
+    steps = [None if pd.isna(step) else int(step) for step in frame["step"]]
+    assert steps == record["step"]
+    nanoseconds = frame["timestamp"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    assert np.abs(nanoseconds - np.array(record["timestamp"], dtype=np.int64)).max(initial=0) <= 1000
+
+
+def test_the_old_store_is_schema_6_and_its_metrics_need_the_migration(old_store: Path) -> None:
+    """Before migrating, runs and summaries read as they are; metric series are refused naming version 9."""
+    manager = DatabaseManager(old_store)
+    assert manager.get_schema_version() == 6 and CHUNK_VERSION == 9
+    assert {run["run_id"] for run in manager.get_training_runs()} == {"train", "old", "sess"}
+    assert manager.get_run_summary("train")["metrics"]["loss"]["count"] == 1600
+    with pytest.raises(StoreError, match="version 9"):
+        manager.get_run_metrics("train")
+    assert "metric_rows" in table_names(old_store)
+
+
+def test_an_old_store_migrates_forward_with_its_data(old_store: Path, expected: dict[str, Any]) -> None:
+    """init_database() moves every run's rows into chunks; every read gives what schema 6 gave."""
+    manager = DatabaseManager(old_store)
+    manager.init_database()
+
+    assert manager.get_schema_version() == SCHEMA_VERSION == CHUNK_VERSION
+    tables = table_names(old_store)
+    assert {"metric_series", "metric_chunks"} <= tables and not {"metric_rows", "metric_keysets"} & tables
+    for run_id, record in expected["runs"].items():
+        assert_frame_matches(manager.get_run_metrics(run_id, align="call"), record["call"])
+        assert_frame_matches(manager.get_run_metrics(run_id, align="step"), record["step"])
+        summary = manager.get_run_summary(run_id)["metrics"]
+        assert {
+            name: {
+                key: value.hex()
+                if isinstance(value, float)
+                else (value.timestamp() if key == "last_timestamp" else value)
+                for key, value in stats.items()
+            }
+            for name, stats in summary.items()
+        } == record["summary"]
+        rollups = manager.get_metric_rollups(run_id).to_dict(orient="records")
+        for rollup in rollups:  # the record holds times as epoch milliseconds, missing steps as None
+            for key in ("start_time", "end_time"):
+                rollup[key] = rollup[key].value // 1_000_000
+            for key in ("first_step", "last_step"):
+                rollup[key] = None if pd.isna(rollup[key]) else int(rollup[key])
+        assert rollups == record["rollups"]
+    store = SQLiteStore(old_store)
+    page = store.read_session("sess", events_limit=10, metrics_limit=5)
+    assert [
+        {
+            "row": m["row"],
+            "timestamp": m["timestamp"],
+            "values": [[n, v.hex()] for n, v in m["values"]],
+            "tags": m["tags"],
+        }
+        for m in page["metrics"]
+    ] == expected["session_page"]
+    assert [{**m, "value": m["value"].hex()} for m in store.session_metrics(None, None)] == expected["session_metrics"]
+
+
+def test_migrating_keeps_call_numbers_and_exact_integers(old_store: Path) -> None:
+    """A call keeps its row number as its call number (rollups still name their calls); 2**63 - 1 stays exact."""
+    with sqlite3.connect(old_store) as connection:
+        rows = [row for (row,) in connection.execute("SELECT row FROM metric_rows WHERE run = 1 ORDER BY row")]
+    DatabaseManager(old_store).init_database()
+    store = SQLiteStore(old_store)
+    series = store.read_series("train")
+    calls = np.unique(np.concatenate([found.points.seq for found in series.values()]))
+    assert calls.tolist() == rows
+    samples = series["samples"].points.values
+    assert samples.dtype == np.int64 and int(samples.max()) == 2**63 - 1
+
+
+def test_migrate_schema_goes_down_a_version_with_the_data_and_up_again(
+    old_store: Path, expected: dict[str, Any]
+) -> None:
+    """Stepping down rebuilds one row per call (same rows, key sets, counter); stepping up again reads the same."""
+    with sqlite3.connect(old_store) as connection:
+        before = connection.execute(
+            "SELECT run, row, step, ts, vals, tags FROM metric_rows ORDER BY run, row"
+        ).fetchall()
+        next_row = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()[0]
+    manager = DatabaseManager(old_store)
+    manager.init_database()
+    manager.migrate_schema(CHUNK_VERSION - 1)  # one version down: per-call rows again
+
+    assert manager.get_schema_version() == CHUNK_VERSION - 1
+    with sqlite3.connect(old_store) as connection:
+        after = connection.execute(
+            "SELECT run, row, step, ts, vals, tags FROM metric_rows ORDER BY run, row"
+        ).fetchall()
+        assert connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()[0] == next_row
+    assert [row[:3] for row in after] == [row[:3] for row in before]
+    assert all(abs(new[3] - old[3]) <= 1e-6 for new, old in zip(after, before, strict=True))
+    assert [json.loads(row[4]) for row in after] == [json.loads(row[4]) for row in before]
+    assert [None if row[5] is None else json.loads(row[5]) for row in after] == [
+        None if row[5] is None else json.loads(row[5]) for row in before
+    ]
+    manager.migrate_schema()
+    assert_frame_matches(manager.get_run_metrics("train", align="call"), expected["runs"]["train"]["call"])
+
+
+def test_a_monitor_on_an_old_store_migrates_it_and_writes_on(old_store: Path) -> None:
+    """The pipeline's writer opens a schema-6 store, migrates it, and numbers a run's new calls after its old ones."""
+
+    async def log() -> None:
+        async with Pipeline(None, context=ComponentContext(db_path=str(old_store))) as pipeline:
+            for i in range(3):
+                pipeline.emit(Metric("train", TS + 100 + i, {"loss": float(i)}, 2000 + i))
+            pipeline.emit(RunLifecycle("train", TS + 200, RunTransition.COMPLETED))
+            assert await pipeline.flush(10)
+
+    asyncio.run(log())
+    manager = DatabaseManager(old_store)
+    assert manager.get_schema_version() == SCHEMA_VERSION
+    frame = manager.get_run_metrics("train", ["loss"], align="call")
+    assert frame["loss"].tolist()[-3:] == [0.0, 1.0, 2.0]
+    assert frame["step"].tolist()[-3:] == [2000, 2001, 2002]
+    assert manager.get_run_summary("train")["metrics"]["loss"]["count"] == 1603

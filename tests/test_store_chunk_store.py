@@ -16,9 +16,9 @@ import pytest
 
 from runwatch.events import Metric
 from runwatch.exceptions import StoreError, UnknownRunError
-from runwatch.store.chunk_schema import CHUNKS_MIGRATION, chunk_tables_exist, create_chunk_tables
+from runwatch.store.chunk_schema import chunk_tables_exist
 from runwatch.store.chunk_store import SQLiteSeriesStore, read_series, read_summaries
-from runwatch.store.schema import SCHEMA_VERSION, current_version, prepare_database
+from runwatch.store.schema import SCHEMA_VERSION, current_version, migrate, prepare_database
 from runwatch.store.series import SeriesBuilder
 
 TS = 1_700_000_000.0
@@ -28,7 +28,6 @@ def open_store(path: Path) -> sqlite3.Connection:
     prepare_database(str(path))
     connection = sqlite3.connect(path, isolation_level=None, timeout=5)
     connection.execute("PRAGMA synchronous = NORMAL")
-    create_chunk_tables(connection)
     return connection
 
 
@@ -59,16 +58,15 @@ def training_calls(count: int, start: int = 0, run_id: str = "run-1") -> list[Me
     return calls
 
 
-def test_draft_schema_is_not_registered(tmp_path: Path) -> None:
-    """Creating the chunk tables leaves the registered schema version as it was."""
+def test_chunk_tables_are_the_schemas_newest_step(tmp_path: Path) -> None:
+    """A new store has the chunk tables; stepping down a version removes them, stepping up brings them back."""
     connection = open_store(tmp_path / "store.db")
-    assert current_version(connection) == SCHEMA_VERSION
-    assert CHUNKS_MIGRATION.version == SCHEMA_VERSION + 1
+    assert current_version(connection) == SCHEMA_VERSION == 9
     assert chunk_tables_exist(connection)
-    create_chunk_tables(connection)  # a second time: nothing happens
-    plain = tmp_path / "plain.db"
-    prepare_database(str(plain))
-    assert not chunk_tables_exist(sqlite3.connect(plain))
+    assert migrate(connection, 8) == [8]
+    assert not chunk_tables_exist(connection)
+    assert migrate(connection) == [9]
+    assert chunk_tables_exist(connection)
 
 
 def test_written_series_read_back_exactly(connection: sqlite3.Connection) -> None:
@@ -77,7 +75,7 @@ def test_written_series_read_back_exactly(connection: sqlite3.Connection) -> Non
     for start in range(0, 1000, 250):
         store.write_batch(training_calls(250, start))
     series = store.read_series("run-1")
-    assert list(series) == ["eval/accuracy", "loss", "samples"]
+    assert list(series) == ["loss", "samples", "eval/accuracy"]  # in order of first appearance
     assert series["loss"].points.values.tolist() == [loss(i) for i in range(1000)]
     assert series["samples"].points.values.dtype == np.int64
     assert series["samples"].points.values.tolist() == [i * 32 for i in range(1000)]
@@ -212,8 +210,10 @@ def test_store_needs_autocommit_and_chunk_tables(tmp_path: Path) -> None:
     prepare_database(str(tmp_path / "plain.db"))
     with pytest.raises(ValueError, match="autocommit"):
         SQLiteSeriesStore(sqlite3.connect(tmp_path / "plain.db"))
+    older = sqlite3.connect(tmp_path / "plain.db", isolation_level=None)
+    migrate(older, 8)
     with pytest.raises(StoreError, match="chunk tables"):
-        SQLiteSeriesStore(sqlite3.connect(tmp_path / "plain.db", isolation_level=None))
+        SQLiteSeriesStore(older)
 
 
 WRITER = textwrap.dedent(

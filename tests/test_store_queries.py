@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 import psutil
 import pytest
@@ -24,6 +23,7 @@ from runwatch.events import ExceptionEvent, Heartbeat, LogEvent, Metric, RunLife
 from runwatch.exceptions import StoreError, UnknownRunError
 from runwatch.pipeline import ComponentContext, Pipeline
 from runwatch.store import queries
+from runwatch.store.chunk_store import read_series
 from runwatch.store.schema import prepare_database
 
 TS = 1_700_000_000.0
@@ -86,9 +86,14 @@ async def test_a_64_bit_integer_beside_a_non_finite_value_is_stored_exactly(db: 
         Metric("r", TS + 1, {"count": -big, "loss": math.inf}),
         Metric("r", TS + 2, {"count": 2**63 - 1, "loss": -math.inf}),
     )
-    stored = [orjson.loads(vals) for (vals,) in conn.execute("SELECT vals FROM metric_rows ORDER BY row")]
-    assert stored == [[big, None], [-big, "inf"], [2**63 - 1, "-inf"]]
-    assert [type(values[0]) for values in stored] == [int, int, int]
+    stored = read_series(conn, "r")
+    assert stored["count"].points.values.dtype == np.int64
+    assert stored["count"].points.values.tolist() == [big, -big, 2**63 - 1]
+    assert [bits(value) for value in stored["loss"].points.values.tolist()] == [
+        bits(math.nan),
+        bits(math.inf),
+        bits(-math.inf),
+    ]
 
 
 async def test_summaries_keep_negative_zero(db: Path, conn: sqlite3.Connection) -> None:

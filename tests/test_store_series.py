@@ -302,10 +302,25 @@ def test_bad_builder_options_raise(options: dict[str, Any]) -> None:
         SeriesBuilder(**options)
 
 
-def test_columns_are_views_of_one_array_per_group() -> None:
-    """A group's value columns come from one numpy conversion of the batch (no object per value)."""
+def test_columns_come_straight_from_the_calls_as_arrays() -> None:
+    """A group's value columns are numpy arrays made from the calls, one per name, float or exact int."""
     (group,) = group_calls(calls(4), RUNS, {})
     assert isinstance(group.columns[0], np.ndarray) and group.columns[0].dtype == np.float64
     assert group.columns[1].tolist() == [0, 1, 2, 3]
     empty = ChunkColumns(group.seq[:0], group.step[:0], None, group.time_us[:0], group.columns[0][:0])
     assert len(empty) == 0
+
+
+def test_calls_with_the_same_names_in_another_order_form_one_group() -> None:
+    """Name order within a call does not split a batch: each column is taken by name."""
+    batch = [Metric("run-a", TS, {"a": 1.0, "b": 2.0}, 0), Metric("run-a", TS + 1, {"b": 4.0, "a": 3.0}, 1)]
+    (group,) = group_calls(batch, RUNS, {})
+    assert group.names == ("a", "b")
+    assert [column.tolist() for column in group.columns] == [[1.0, 3.0], [2.0, 4.0]]
+
+
+def test_calls_with_as_many_but_other_names_are_grouped_apart() -> None:
+    """Calls logging the same number of different names are told apart (the fast path falls back)."""
+    batch = [Metric("run-a", TS, {"a": 1.0}, 0), Metric("run-a", TS + 1, {"b": 2.0}, 1)]
+    groups = group_calls(batch, RUNS, {})
+    assert sorted((g.names, g.seq.tolist()) for g in groups) == [(("a",), [0]), (("b",), [1])]

@@ -23,7 +23,7 @@ from runwatch.pipeline.config import default_pipeline_config
 
 JSON = {"content-type": "application/json"}
 MAX_BODY = 1024 * 1024  # the default SecurityPolicy.max_body_bytes
-TABLES = ("runs", "events", "metric_rows", "state_history", "ingest_batches")
+TABLES = ("runs", "events", "metric_chunks", "state_history", "ingest_batches")
 # Guards every network wait; nothing here legitimately takes this long.
 TIMEOUT = 10
 

@@ -42,6 +42,7 @@ from typing import Any, Final
 
 from ..exceptions import BackupError, StoreError
 from . import connections
+from .chunk_schema import CHUNK_VERSION
 from .schema import SCHEMA_VERSION, current_version, make_private_dirs
 
 __all__ = ["BACKUP_PREFIX", "backup_file_name", "check_backup", "create_backup", "restore_backup"]
@@ -51,10 +52,11 @@ BACKUP_PREFIX: Final = "runwatch-backup-"
 
 _TAG = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _SQLITE_MAGIC: Final = b"SQLite format 3\x00"
-#: The tables every runwatch store has (schema version 1).
-_RUNWATCH_TABLES: Final = frozenset(
-    {"runs", "metric_keysets", "metric_rows", "metric_stats", "events", "state_history", "meta"}
-)
+#: The tables every runwatch store has (schema version 1), with its metric tables until version 6 ...
+_RUNWATCH_TABLES: Final = frozenset({"runs", "metric_stats", "events", "state_history", "meta"})
+_ROW_TABLES: Final = frozenset({"metric_keysets", "metric_rows"})
+#: ... and from version 10 on (metrics in chunks).
+_CHUNK_TABLES: Final = frozenset({"metric_series", "metric_chunks"})
 # How long a restore waits for other connections to let go of the store.
 _LOCK_TIMEOUT_SECONDS: Final = 0.5
 
@@ -267,7 +269,7 @@ def check_backup(path: str | Path) -> int:
         raise BackupError(
             name, f"has schema version {version}{newer}; this runwatch restores versions 1 to {SCHEMA_VERSION}"
         )
-    missing = _RUNWATCH_TABLES - tables
+    missing = (_RUNWATCH_TABLES | (_CHUNK_TABLES if version >= CHUNK_VERSION else _ROW_TABLES)) - tables
     if missing:
         raise BackupError(name, f"is not a runwatch database (missing tables: {', '.join(sorted(missing))})")
     return version

@@ -18,10 +18,23 @@ Shape of the interface:
   read forward from a cursor per stream, for a process that serves the
   store live while other processes write it.
 - **Reads by entity**, each consistent on its own (one snapshot of the
-  store): runs, summaries, state, events, alerts, metrics (a run's calls as
-  a DataFrame, one series as arrays, or a chart: min/max per bucket of a
-  shared x range), images (metadata, and contents by digest), histograms,
-  snapshots, sessions.
+  store): runs, summaries, state, events, alerts, metrics, images
+  (metadata, and contents by digest), histograms, snapshots, sessions.
+- **Metrics are series in columnar chunks** (docs/store.md): one series per
+  run and metric name, its points (logging-call number ``seq``, step, time
+  in integer microseconds, value) kept in chunks of columns with per-chunk
+  and per-block summaries. The layout is the interface's: the chunk bytes
+  (:mod:`runwatch.store.chunks`, pure code) and the plan of each commit
+  (:class:`runwatch.store.series.SeriesBuilder`) are shared by every
+  backend, which stores chunk rows in its own tables (the columns of
+  :data:`runwatch.store.chunk_schema.CHUNK_COLUMNS`). Reads: a run's calls
+  as a DataFrame (:meth:`Store.run_metrics`), series as arrays
+  (:meth:`Store.read_series`), their figures from summaries alone
+  (:meth:`Store.read_summaries`), several runs at once
+  (:meth:`Store.runs_metrics`), and charts (:meth:`Store.chart`: min/max
+  per bucket from summaries, points decoded only at bucket edges).
+  Durability: what a writer's transaction commits, open chunks included,
+  is readable after the process is killed.
 - **Lifecycle**: schema preparation and migrations (only the backend's
   schema module migrates), crash repair, retention and downsampling in
   resumable passes, backups, export.
@@ -36,7 +49,7 @@ for now (retrying may succeed).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -50,7 +63,10 @@ if TYPE_CHECKING:
     import numpy.typing as npt
     import pandas as pd
 
+    from .chunks import ChunkColumns
+
 __all__ = [
+    "SERIES_COLUMNS",
     "ChartAxis",
     "ChartSeries",
     "MaintenancePass",
@@ -58,6 +74,9 @@ __all__ = [
     "RunPage",
     "RunProgress",
     "STREAMS",
+    "Series",
+    "SeriesAxis",
+    "SeriesSummary",
     "Store",
     "StoreTail",
     "StoreWriter",
@@ -73,6 +92,10 @@ STREAMS: Final = ("events", "metric_rows", "state_history")
 TimeLike = datetime | float | int
 #: The x axis of a chart: the global step, epoch seconds, or seconds since each run's start.
 ChartAxis = Literal["step", "time", "relative"]
+#: What a series read's range is on: the run's logging-call number, the step, or epoch seconds.
+SeriesAxis = Literal["seq", "step", "time"]
+#: The columns a series read can decode (``time`` is microseconds since the epoch).
+SERIES_COLUMNS: tuple[str, ...] = ("seq", "step", "time", "value", "tags")
 
 
 class RunActivity(NamedTuple):
@@ -98,6 +121,8 @@ class ChartSeries:
         min, max: the extremes of each bucket's non-NaN values (NaN if none).
         x_low, x_high: the x range of the points counted in each bucket (NaN if none).
         decoded_points: how many points had to be decoded (the rest came from summaries).
+        step_low, step_high: the step range of the points counted in each
+            bucket (NaN if none has a step); on a step axis, ``x_low`` and ``x_high``.
     """
 
     run_id: str
@@ -110,6 +135,45 @@ class ChartSeries:
     x_low: npt.NDArray[np.float64]
     x_high: npt.NDArray[np.float64]
     decoded_points: int
+    step_low: npt.NDArray[np.float64]
+    step_high: npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One metric of one run: its points, in logging order.
+
+    ``points.seq`` numbers the run's logging calls (strictly increasing;
+    points of different metrics with one ``seq`` came from one call).
+    """
+
+    run_id: str
+    name: str
+    points: ChunkColumns
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSummary:
+    """A series' figures from its chunk summaries alone (no point is decoded).
+
+    ``min``/``max``/``sum`` ignore NaN (None when every value is NaN; ``sum``
+    is NaN when +Inf and −Inf met); ``last`` is the last value, NaN included.
+    Times are microseconds since the epoch.
+    """
+
+    count: int
+    nan_count: int
+    min: float | int | None
+    max: float | int | None
+    sum: float | int | None
+    last: float | int | None
+    seq_first: int
+    seq_last: int
+    step_first: int | None
+    step_last: int | None
+    time_first: int
+    time_last: int
+    chunks: int
 
 
 class MaintenancePass(ABC):
@@ -479,8 +543,41 @@ class Store(ABC):
         builds the same frame from the pages)."""
 
     @abstractmethod
-    def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
-        """One metric of a run as arrays (``row``, ``ts``, ``step``, ``value``), in logging order."""
+    def read_series(
+        self,
+        run_id: str,
+        names: Sequence[str] | None = None,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        by: SeriesAxis = "seq",
+        columns: Collection[str] = ("seq", "step", "time", "value"),
+    ) -> dict[str, Series]:
+        """Metrics of a run as arrays, decoded straight from their chunks.
+
+        Args:
+            run_id: the run.
+            names: the metrics (``None``: all of the run's).
+            start, end: only points with ``by`` in ``[start, end]`` (time: epoch seconds).
+            by: ``seq``, ``step`` (points without a step are then left out) or ``time``.
+            columns: which of :data:`SERIES_COLUMNS` to decode (the others come back empty).
+
+        Returns:
+            Metric name → :class:`Series`: in the order of ``names``, or (``None``)
+            in the order the run first logged them; a name never logged is absent.
+
+        Raises:
+            TypeError, ValueError: a bad argument.
+            UnknownRunError: no run has this id.
+        """
+
+    @abstractmethod
+    def read_summaries(self, run_id: str, names: Sequence[str] | None = None) -> dict[str, SeriesSummary]:
+        """Each metric's figures from its chunk summaries, in the order of :meth:`read_series`.
+
+        Raises:
+            UnknownRunError: no run has this id.
+        """
 
     @abstractmethod
     def chart(

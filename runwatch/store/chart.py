@@ -66,6 +66,8 @@ class _ChunkInfo:
     nan_count: int
     partial_steps: bool
     blocks: bytes
+    step_min: int | None
+    step_max: int | None
 
 
 def chart(
@@ -163,7 +165,7 @@ def _series_chunks(connection: sqlite3.Connection, run: int, name: str, x: Chart
     low_column, high_column = ("step_min", "step_max") if x == "step" else ("time_min", "time_max")
     rows = connection.execute(
         f"SELECT c.rowid, c.count, c.value_type, c.block_points, c.{low_column}, c.{high_column},"
-        " c.value_min, c.value_max, c.nan_count, c.step_mask IS NOT NULL, c.blocks"
+        " c.value_min, c.value_max, c.nan_count, c.step_mask IS NOT NULL, c.blocks, c.step_min, c.step_max"
         " FROM metric_series s JOIN metric_chunks c ON c.series = s.id"
         " WHERE s.run = ? AND s.name = ? ORDER BY c.seq_first",
         (run, name),
@@ -200,6 +202,8 @@ class _Accumulator:
         self.max = np.full(buckets, np.nan)
         self.x_low = np.full(buckets, np.nan)
         self.x_high = np.full(buckets, np.nan)
+        self.step_low = np.full(buckets, np.nan)
+        self.step_high = np.full(buckets, np.nan)
 
     def add(
         self,
@@ -210,7 +214,13 @@ class _Accumulator:
         high: npt.NDArray[Any],
         x_low: npt.NDArray[Any],
         x_high: npt.NDArray[Any],
+        step_low: npt.NDArray[Any],
+        step_high: npt.NDArray[Any],
     ) -> None:
+        """Add counted points (whole chunks, blocks or single points) to their buckets.
+
+        ``step_low``/``step_high`` are float arrays, NaN where the points have no step.
+        """
         if not len(bucket):
             return
         np.add.at(self.count, bucket, count.astype(np.int64))
@@ -219,6 +229,18 @@ class _Accumulator:
         np.fmax.at(self.max, bucket, high.astype(np.float64))
         np.fmin.at(self.x_low, bucket, x_low.astype(np.float64))
         np.fmax.at(self.x_high, bucket, x_high.astype(np.float64))
+        np.fmin.at(self.step_low, bucket, step_low)
+        np.fmax.at(self.step_high, bucket, step_high)
+
+
+def _step_bounds(low: npt.NDArray[Any], high: npt.NDArray[Any]) -> tuple[Float64Array, Float64Array]:
+    """Block step ranges as floats, NaN for blocks without a step (stored as INT64_MAX / INT64_MIN)."""
+    missing = low == INT64_MAX
+    return np.where(missing, np.nan, low.astype(np.float64)), np.where(missing, np.nan, high.astype(np.float64))
+
+
+def _optional(values: list[int | None]) -> Float64Array:
+    return np.array([np.nan if value is None else value for value in values], dtype=np.float64)
 
 
 def _bucket_series(
@@ -250,6 +272,8 @@ def _bucket_series(
             np.array([np.nan if c.value_max is None else c.value_max for c in picked], dtype=np.float64),
             x_min[whole_index],
             x_max[whole_index],
+            _optional([c.step_min for c in picked]),
+            _optional([c.step_max for c in picked]),
         )
     # Chunks to open: their block summaries decide the rest, all blocks of one value type at once.
     raw_blocks: dict[int, npt.NDArray[np.bool_]] = {}  # chunk index → which of its blocks need points
@@ -283,6 +307,7 @@ def _bucket_series(
             toward_last = straddle & ((b_high - edge) > (edge - b_low))
             first = np.where(toward_last, last, first)
             take |= straddle
+        step_low, step_high = _step_bounds(blocks["step_min"][take], blocks["step_max"][take])
         acc.add(
             first[take],
             blocks["count"][take],
@@ -291,6 +316,8 @@ def _bucket_series(
             blocks["max"][take],
             b_low[take],
             b_high[take],
+            step_low,
+            step_high,
         )
         overlapping = has_x & (b_high.astype(np.float64) >= grid.low) & (b_low.astype(np.float64) <= grid.high)
         need_points = overlapping & ~take
@@ -313,6 +340,8 @@ def _bucket_series(
         x_low=(acc.x_low - origin) / scale,
         x_high=(acc.x_high - origin) / scale,
         decoded_points=decoded,
+        step_low=acc.step_low,
+        step_high=acc.step_high,
     )
 
 
@@ -332,9 +361,10 @@ def _add_points(
         f" WHERE rowid IN ({placeholders})",
         list(by_rowid),
     ).fetchall()
-    wanted = frozenset({"step" if x == "step" else "time", "value"})
+    wanted = frozenset({"step", "time", "value"})
     decoded = 0
     axes: list[npt.NDArray[Any]] = []
+    all_steps: list[Float64Array] = []
     all_values: list[Float64Array] = []
     for row in rows:
         index = by_rowid[row[0]]
@@ -353,12 +383,18 @@ def _add_points(
             axis = points.time_us
         within = selected & (axis.astype(np.float64) >= grid.low) & (axis.astype(np.float64) <= grid.high)
         axes.append(axis[within])
+        steps = points.step.astype(np.float64)
+        if points.step_valid is not None:
+            steps[~points.step_valid] = np.nan
+        all_steps.append(steps[within])
         all_values.append(points.values[within].astype(np.float64))
     if axes:
         axis = np.concatenate(axes)
         values = np.concatenate(all_values)
+        steps = np.concatenate(all_steps)
         nan = np.isnan(values)  # integer chunks gave exact floats, never NaN
-        acc.add(grid.bucket(axis), np.ones(len(axis), dtype=np.int64), nan.astype(np.int64), values, values, axis, axis)
+        ones = np.ones(len(axis), dtype=np.int64)
+        acc.add(grid.bucket(axis), ones, nan.astype(np.int64), values, values, axis, axis, steps, steps)
     return decoded
 
 
@@ -368,32 +404,39 @@ def chart_points(
     buckets: int = 1000,
     start: float | None = None,
     end: float | None = None,
+    steps_of: dict[tuple[str, str], Float64Array] | None = None,
 ) -> dict[tuple[str, str], ChartSeries]:
     """:func:`chart` of series held as points: every point counted in its own bucket.
 
     Args:
         points: ``(run_id, name)`` → (x in chart units, already relative to each run's
             origin; values). Points without an x (NaN) are left out.
+        steps_of: ``(run_id, name)`` → each point's step (NaN where none), for the
+            buckets' step ranges (all NaN for a series not in it).
         buckets, start, end: as for :func:`chart`.
     """
     _check_chart_range(buckets, start, end)
     kept = {}
     for key, (axis, values) in points.items():
+        steps = (steps_of or {}).get(key)
+        if steps is None:
+            steps = np.full(len(axis), np.nan)
         has_x = ~np.isnan(axis)
         if has_x.any():
-            kept[key] = (axis[has_x], values[has_x])
-    low = start if start is not None else min((float(axis.min()) for axis, _ in kept.values()), default=0.0)
-    high = end if end is not None else max((float(axis.max()) for axis, _ in kept.values()), default=0.0)
+            kept[key] = (axis[has_x], values[has_x], steps[has_x])
+    low = start if start is not None else min((float(axis.min()) for axis, _, _ in kept.values()), default=0.0)
+    high = end if end is not None else max((float(axis.max()) for axis, _, _ in kept.values()), default=0.0)
     if high < low:
         raise ValueError(f"end ({end}) is before start ({start})")
     grid = _Grid(low, (high - low) / buckets or 1.0, buckets)
     result: dict[tuple[str, str], ChartSeries] = {}
-    for (run_id, name), (axis, values) in kept.items():
+    for (run_id, name), (axis, values, steps) in kept.items():
         acc = _Accumulator(buckets)
         within = (axis >= grid.low) & (axis <= grid.high)
-        axis, values = axis[within], values[within]
+        axis, values, steps = axis[within], values[within], steps[within]
         nan = np.isnan(values)
-        acc.add(grid.bucket(axis), np.ones(len(axis), dtype=np.int64), nan.astype(np.int64), values, values, axis, axis)
+        ones = np.ones(len(axis), dtype=np.int64)
+        acc.add(grid.bucket(axis), ones, nan.astype(np.int64), values, values, axis, axis, steps, steps)
         result[(run_id, name)] = ChartSeries(
             run_id=run_id,
             name=name,
@@ -405,5 +448,7 @@ def chart_points(
             x_low=acc.x_low,
             x_high=acc.x_high,
             decoded_points=len(axis),
+            step_low=acc.step_low,
+            step_high=acc.step_high,
         )
     return result

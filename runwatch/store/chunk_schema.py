@@ -1,10 +1,4 @@
-"""The chunk tables: a draft schema step, not yet part of :data:`runwatch.store.schema.MIGRATIONS`.
-
-Until the store switches to chunks, nothing creates these tables in a
-user's database: :func:`create_chunk_tables` is called by the tests, the
-benchmark and the migration tool on files they own. Registering the step
-means appending :data:`CHUNKS_MIGRATION` (numbered after the last registered
-version) to ``MIGRATIONS``.
+"""The chunk tables of the store (schema version 10; see :mod:`runwatch.store.schema`).
 
 Layout::
 
@@ -20,6 +14,8 @@ no declared type on purpose: SQLite then keeps what it is given, so integer
 chunks keep exact 64-bit integers and −0.0 stays −0.0 (a REAL or NUMERIC
 column would store −0.0 as the integer 0). NaN is stored as NULL (SQLite
 has no NaN); see :mod:`runwatch.store.chunks` for what NULL means in each.
+Series ids are given in order of the series' first appearance in a run, so
+``ORDER BY id`` lists a run's metrics in the order they were first logged.
 
 PostgreSQL takes the same layout with ``bigint`` for the integer columns,
 ``bytea`` for the blobs, ``double precision`` for float summaries (NaN
@@ -32,9 +28,10 @@ from __future__ import annotations
 import sqlite3
 from typing import Final
 
-from .schema import SCHEMA_VERSION, Migration
+__all__ = ["CHUNK_COLUMNS", "CHUNK_TABLES", "CHUNK_VERSION", "DROP_CHUNK_TABLES", "chunk_tables_exist"]
 
-__all__ = ["CHUNKS_MIGRATION", "CHUNK_COLUMNS", "chunk_tables_exist", "create_chunk_tables"]
+#: The schema version that keeps metrics in chunks.
+CHUNK_VERSION: Final = 10
 
 #: The stored columns of ``metric_chunks`` after ``series``, in table order.
 CHUNK_COLUMNS: Final = (
@@ -67,76 +64,53 @@ CHUNK_COLUMNS: Final = (
     "tags",
 )
 
-CHUNKS_MIGRATION: Final = Migration(
-    SCHEMA_VERSION + 1,  # the step after the last registered one, whatever that is
-    "metric series in columnar chunks (draft: not registered)",
-    up=(
-        """CREATE TABLE metric_series (
-            id INTEGER PRIMARY KEY,
-            run INTEGER NOT NULL,
-            name TEXT NOT NULL,
-            UNIQUE (run, name)
-        )""",
-        # Summary columns first and the block summaries before the column blobs:
-        # a chart reads only the leading part of each row.
-        """CREATE TABLE metric_chunks (
-            series INTEGER NOT NULL,
-            seq_first INTEGER NOT NULL,
-            seq_last INTEGER NOT NULL,
-            sealed INTEGER NOT NULL,
-            format INTEGER NOT NULL,
-            count INTEGER NOT NULL,
-            nan_count INTEGER NOT NULL,
-            value_type INTEGER NOT NULL,
-            value_min,
-            value_max,
-            value_sum,
-            value_last,
-            step_first INTEGER,
-            step_last INTEGER,
-            step_min INTEGER,
-            step_max INTEGER,
-            time_first INTEGER NOT NULL,
-            time_last INTEGER NOT NULL,
-            time_min INTEGER NOT NULL,
-            time_max INTEGER NOT NULL,
-            block_points INTEGER NOT NULL,
-            blocks BLOB NOT NULL,
-            seqs BLOB NOT NULL,
-            steps BLOB,
-            step_mask BLOB,
-            times BLOB NOT NULL,
-            vals BLOB NOT NULL,
-            tags BLOB,
-            PRIMARY KEY (series, seq_first)
-        )""",
-    ),
-    down=("DROP TABLE metric_chunks", "DROP TABLE metric_series"),
+#: The statements that create the chunk tables (schema version 10).
+CHUNK_TABLES: Final = (
+    """CREATE TABLE metric_series (
+        id INTEGER PRIMARY KEY,
+        run INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        UNIQUE (run, name)
+    )""",
+    # Summary columns first and the block summaries before the column blobs:
+    # a chart reads only the leading part of each row.
+    """CREATE TABLE metric_chunks (
+        series INTEGER NOT NULL,
+        seq_first INTEGER NOT NULL,
+        seq_last INTEGER NOT NULL,
+        sealed INTEGER NOT NULL,
+        format INTEGER NOT NULL,
+        count INTEGER NOT NULL,
+        nan_count INTEGER NOT NULL,
+        value_type INTEGER NOT NULL,
+        value_min,
+        value_max,
+        value_sum,
+        value_last,
+        step_first INTEGER,
+        step_last INTEGER,
+        step_min INTEGER,
+        step_max INTEGER,
+        time_first INTEGER NOT NULL,
+        time_last INTEGER NOT NULL,
+        time_min INTEGER NOT NULL,
+        time_max INTEGER NOT NULL,
+        block_points INTEGER NOT NULL,
+        blocks BLOB NOT NULL,
+        seqs BLOB NOT NULL,
+        steps BLOB,
+        step_mask BLOB,
+        times BLOB NOT NULL,
+        vals BLOB NOT NULL,
+        tags BLOB,
+        PRIMARY KEY (series, seq_first)
+    )""",
 )
+#: The statements that remove them.
+DROP_CHUNK_TABLES: Final = ("DROP TABLE metric_chunks", "DROP TABLE metric_series")
 
 
 def chunk_tables_exist(connection: sqlite3.Connection) -> bool:
     """Whether the database has the chunk tables."""
     row = connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'metric_chunks'")
     return bool(row.fetchone()[0])
-
-
-def create_chunk_tables(connection: sqlite3.Connection) -> None:
-    """Create the chunk tables in one transaction (nothing if they exist).
-
-    Leaves ``PRAGMA user_version`` alone: the draft is not a registered step.
-    """
-    saved = connection.isolation_level
-    connection.isolation_level = None
-    try:
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            if not chunk_tables_exist(connection):
-                for statement in CHUNKS_MIGRATION.up:
-                    connection.execute(statement)
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        connection.execute("COMMIT")
-    finally:
-        connection.isolation_level = saved

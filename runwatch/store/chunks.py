@@ -204,11 +204,14 @@ class ColumnCache:
 
 
 def encode_chunk(
-    columns: ChunkColumns, *, block_points: int = BLOCK_POINTS, cache: ColumnCache | None = None
+    columns: ChunkColumns, *, block_points: int = BLOCK_POINTS, cache: ColumnCache | None = None, fast: bool = False
 ) -> EncodedChunk:
     """Encode ``columns`` (at least one point) with its summary and block summaries.
 
     ``cache`` shares the encoding of call columns between chunks of one commit.
+    ``fast`` stores the columns' byte planes raw (see
+    :func:`~runwatch.store.codecs.encode_float_column`): for segments of an
+    open chunk, which its sealing encodes again.
 
     Raises:
         ValueError: no points, columns of unequal length, ``seq`` not
@@ -241,6 +244,7 @@ def encode_chunk(
         valid = None
     has_steps = valid is None or bool(valid.any())
     cache = cache or ColumnCache()
+    kind = ":fast" if fast else ""  # cached call columns of either encoding stay apart
     mask_bytes = np.packbits(valid).tobytes() if valid is not None else b""
     x_ranges = cache.get(
         "x" + mask_bytes.hex(),
@@ -271,13 +275,17 @@ def encode_chunk(
         time_min=int(blocks["time_min"].min()),
         time_max=int(blocks["time_max"].max()),
         blocks=blocks.tobytes(),
-        seqs=cache.get("seq", columns.seq, 0, lambda: encode_int_column(columns.seq)),
-        steps=cache.get("step" + mask_bytes.hex(), columns.step, 0, lambda: _encode_steps(columns.step, valid))
+        seqs=cache.get("seq" + kind, columns.seq, 0, lambda: encode_int_column(columns.seq, fast=fast)),
+        steps=cache.get(
+            "step" + kind + mask_bytes.hex(), columns.step, 0, lambda: _encode_steps(columns.step, valid, fast)
+        )
         if has_steps
         else None,
         step_mask=encode_mask(valid) if valid is not None and has_steps else None,
-        times=cache.get("time", times, 0, lambda: encode_int_column(times)),
-        vals=encode_float_column(values) if value_type == VALUE_FLOAT else encode_int_column(values),
+        times=cache.get("time" + kind, times, 0, lambda: encode_int_column(times, fast=fast)),
+        vals=encode_float_column(values, fast=fast)
+        if value_type == VALUE_FLOAT
+        else encode_int_column(values, fast=fast),
         tags=None if columns.tags is None or all(t is None for t in columns.tags) else encode_texts(columns.tags),
         block_points=block_points,
     )
@@ -389,8 +397,8 @@ def _filled_steps(step: Int64Array, valid: BoolArray | None) -> Int64Array:
     return step[positions]
 
 
-def _encode_steps(step: Int64Array, valid: BoolArray | None) -> bytes:
-    return encode_int_column(_filled_steps(step, valid))
+def _encode_steps(step: Int64Array, valid: BoolArray | None, fast: bool) -> bytes:
+    return encode_int_column(_filled_steps(step, valid), fast=fast)
 
 
 def _x_ranges(

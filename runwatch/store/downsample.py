@@ -1,12 +1,15 @@
-"""Downsampling: old metric rows of finished runs replaced by per-bucket rollups.
+"""Downsampling: old metric points of finished runs replaced by per-bucket rollups.
 
 A rollup (table ``metric_rollups``, schema version 3) summarises one metric
-over a bucket of consecutive logging calls of one run: the calls' row,
-step and time ranges, how many values were logged (NaN included), how many
-were NaN, and min, max and mean of the others. The bucket's rows leave
-``metric_rows`` in the same transaction, so a downsampled call is counted
-exactly once. ``metric_stats`` (every value ever logged, summarised) is not
-touched, and runs without old rows keep every row as it was.
+over a bucket of consecutive logging calls of one run: the calls' number
+(``first_row``/``last_row``: the run's call numbers), step and time ranges,
+how many values were logged (NaN included), how many were NaN, and min,
+max and mean of the others. The bucket's points leave the run's chunks in
+the same transaction (:mod:`runwatch.store.chunk_edit`), so a downsampled
+call is counted exactly once. ``metric_stats`` (every value ever logged,
+summarised) is not touched, and runs without old calls keep every point as
+it was. (Chunks already carry a 256:1 rollup of their own, the block
+summaries charts read; rollups are for stores that must shrink.)
 
 Same concurrency rules as :mod:`runwatch.store.lifecycle`: short write
 transactions, a pause after each, bounded memory.
@@ -17,8 +20,15 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
 from ..exceptions import StoreError, UnknownRunError
 from .base import MaintenancePass
+from .chunk_edit import PointRange, remove_points
+from .chunk_schema import CHUNK_VERSION
+from .chunks import ChunkRow, decode_chunk
+from .codecs import CodecError
 from .lifecycle import (
     ACTIVE_SQL,
     DEFAULT_BATCH_ROWS,
@@ -37,64 +47,36 @@ __all__ = ["DEFAULT_BUCKET_ROWS", "ROLLUP_COLUMNS", "DownsamplePass", "downsampl
 #: Logging calls summarised by one rollup row.
 DEFAULT_BUCKET_ROWS: Final = 100
 
-# JSON-carried metric value → REAL: null is NaN (NULL here, so min/max/avg skip
-# it), "inf"/"-inf" are ±Inf (see encode.py).
-_VALUE: Final = (
-    "CASE v.type WHEN 'null' THEN NULL"
-    " WHEN 'text' THEN (CASE v.value WHEN 'inf' THEN 9e999 WHEN '-inf' THEN -9e999 END)"
-    " ELSE v.value END"
-)
-
-# One rollup row per (bucket, metric) of the calls :run logged in rows :lo..:hi.
-# Buckets count calls from :lo, :bucket calls each. avg() of +Inf and -Inf is
-# NaN, which SQLite stores as NULL.
-_INSERT_ROLLUPS: Final = f"""
-INSERT INTO metric_rollups
-    (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts, count, nan_count, min, max, mean)
-SELECT :run, name, min(row), max(row), min(step), max(step), min(ts), max(ts),
-       count(*), count(*) - count(x), min(x), max(x), avg(x)
-FROM (
-    SELECT c.bucket, c.row, c.step, c.ts, k.value AS name, {_VALUE} AS x
-    FROM (
-        SELECT row, step, ts, keyset, vals, (row_number() OVER (ORDER BY row) - 1) / :bucket AS bucket
-        FROM metric_rows WHERE run = :run AND row BETWEEN :lo AND :hi
-    ) AS c
-    JOIN metric_keysets AS ks ON ks.id = c.keyset
-    JOIN json_each(ks.names) AS k
-    JOIN json_each(c.vals) AS v ON v.key = k.key
-)
-GROUP BY bucket, name
-"""
-
 
 class DownsamplePass(MaintenancePass):
-    """Replaces the old metric rows of inactive runs by rollups, one transaction per :meth:`step`.
+    """Replaces the old metric points of inactive runs by rollups, one transaction per :meth:`step`.
 
-    A metric row is old when its timestamp is before the cutoff; only runs
-    that are not active are touched. Each run's old rows, in storage order,
-    are cut into buckets of ``bucket_rows`` logging calls; every bucket
-    becomes one ``metric_rollups`` row per metric it holds (row, step and
-    time range, count, NaN count, min, max, mean), in the same transaction
-    that deletes the bucket's rows. Only whole buckets are taken while newer
-    rows follow; a shorter last bucket only at the end of a run. Rows logged
-    after a newer one (a timestamp going back) stay until that one is old.
+    A logging call is old when its time is before the cutoff; only runs
+    that are not active are touched. Each run's old calls, in call order,
+    are cut into buckets of ``bucket_rows`` calls; every bucket becomes one
+    ``metric_rollups`` row per metric it holds (call range, step and time
+    range, count, NaN count, min, max, mean), in the same transaction that
+    removes the bucket's points from the run's chunks. Only whole buckets
+    are taken while newer calls follow; a shorter last bucket only at the
+    end of a run. Calls logged after a newer one (a timestamp going back)
+    stay until that one is old.
 
     ``metric_stats`` (the summary of all values ever logged) is not changed,
-    and runs without old rows keep every row.
+    and runs without old calls keep every point.
 
     Args:
         older_than: the cutoff, epoch seconds.
         bucket_rows: logging calls per rollup bucket (at least 2).
-        batch_rows: about the most rows replaced per transaction (rounded
+        batch_rows: about the most calls replaced per transaction (rounded
             down to whole buckets, at least one bucket).
         lock_wait_seconds: how long each transaction waits for the write lock.
 
     Attributes:
-        removed_rows: metric rows replaced so far.
+        removed_rows: logging calls replaced so far.
         written_rollups: rollup rows written so far.
 
     Raises:
-        StoreError: (from :meth:`step`) the store predates schema version 3.
+        StoreError: (from :meth:`step`) the store predates schema version 10.
     """
 
     def __init__(
@@ -127,7 +109,7 @@ class DownsamplePass(MaintenancePass):
         return {"downsampled_rows": self.removed_rows, "written_rollups": self.written_rollups}
 
     def step(self, conn: sqlite3.Connection) -> bool:
-        """Replace up to one chunk of old rows of one run in one transaction.
+        """Replace up to one batch of old calls of one run in one transaction.
 
         Returns:
             ``False`` once nothing is left to do.
@@ -135,18 +117,20 @@ class DownsamplePass(MaintenancePass):
         if self._done:
             return False
         if not self._checked:
-            if "metric_rollups" not in table_names(conn):
+            if current_version(conn) < CHUNK_VERSION:
                 raise StoreError(
-                    f"downsampling needs schema version 3 or later (this store has {current_version(conn)});"
-                    " call init_database() or migrate_schema()"
+                    f"downsampling needs schema version {CHUNK_VERSION} or later (this store has"
+                    f" {current_version(conn)}); call init_database() or migrate_schema()"
                 )
             self._checked = True
-        params: dict[str, Any] = {"cutoff": self.older_than, "after": self._after}
+        cutoff_us = round(self.older_than * 1e6)
+        params: dict[str, Any] = {"cutoff": cutoff_us, "after": self._after}
         if self._run is None:
-            # Runs whose first remaining row is old: the rest have nothing to do.
+            # Runs whose first remaining call is old: the rest have nothing to do.
             found = conn.execute(
                 f"SELECT id FROM runs WHERE id > :after AND status NOT IN ({ACTIVE_SQL})"
-                " AND (SELECT ts FROM metric_rows WHERE run = runs.id ORDER BY row LIMIT 1) < :cutoff"
+                " AND (SELECT c.time_first FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+                " WHERE s.run = runs.id ORDER BY c.seq_first LIMIT 1) < :cutoff"
                 " ORDER BY id LIMIT 1",
                 params,
             ).fetchone()
@@ -157,35 +141,121 @@ class DownsamplePass(MaintenancePass):
         run = self._run
         with write_transaction(conn, lock_wait_seconds=self.lock_wait_seconds):
             active = conn.execute(f"SELECT 1 FROM runs WHERE id = ? AND status IN ({ACTIVE_SQL})", (run,)).fetchone()
-            taken = None if active else self._old_chunk(conn, run)
-            if taken is None:
+            calls = None if active else _first_calls(conn, run, self.chunk_rows + 1)
+            taken = None if calls is None else self._old_calls(calls[1])
+            if calls is None or not taken:
                 self._after, self._run = run, None
                 return True
-            lo, hi = taken
-            bounds = {"run": run, "lo": lo, "hi": hi, "bucket": self.bucket_rows}
-            self.written_rollups += conn.execute(_INSERT_ROLLUPS, bounds).rowcount
-            self.removed_rows += conn.execute(
-                "DELETE FROM metric_rows WHERE run = :run AND row BETWEEN :lo AND :hi", bounds
-            ).rowcount
+            seqs = calls[0][:taken]
+            self.written_rollups += _write_rollups(conn, run, seqs, self.bucket_rows)
+            remove_points(conn, run, PointRange(seq_low=int(seqs[0]), seq_high=int(seqs[-1])))
+            self.removed_rows += taken
         return True
 
-    def _old_chunk(self, conn: sqlite3.Connection, run: int) -> tuple[int, int] | None:
-        """The first and last row number of the next chunk to replace, or ``None``."""
-        rows = conn.execute(
-            "SELECT row, ts FROM metric_rows WHERE run = ? ORDER BY row LIMIT ?", (run, self.chunk_rows + 1)
-        ).fetchall()
-        old = 0
-        for _, ts in rows:
-            if ts >= self.older_than:
-                break
-            old += 1
-        if old == len(rows) and old <= self.chunk_rows:
-            taken = old  # the run's last rows: a short last bucket is fine
-        else:
-            taken = min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
-        if taken == 0:
-            return None
-        return int(rows[0][0]), int(rows[taken - 1][0])
+    def _old_calls(self, times_us: npt.NDArray[np.int64]) -> int:
+        """How many of the run's first calls (their times given, in call order) to replace now."""
+        cutoff_us = round(self.older_than * 1e6)
+        newer = np.flatnonzero(times_us >= cutoff_us)
+        old = int(newer[0]) if len(newer) else len(times_us)
+        if old == len(times_us) and old <= self.chunk_rows:
+            return old  # the run's last calls: a short last bucket is fine
+        return min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
+
+
+def _first_calls(
+    conn: sqlite3.Connection, run: int, count: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """The call numbers and times of the run's first ``count`` calls (fewer at its end), or None if it has none.
+
+    Reads chunk summaries first, then decodes the call and time columns of
+    chunks in call order only until the first ``count`` calls are known.
+    """
+    chunks = conn.execute(
+        "SELECT c.rowid, c.seq_first, c.count, c.value_type FROM metric_series AS s"
+        " JOIN metric_chunks AS c ON c.series = s.id WHERE s.run = ? ORDER BY c.seq_first",
+        (run,),
+    ).fetchall()
+    seqs: list[npt.NDArray[np.int64]] = []
+    times: list[npt.NDArray[np.int64]] = []
+    known = np.empty(0, dtype=np.int64)
+    for rowid, seq_first, chunk_count, value_type in chunks:
+        if len(known) >= count and seq_first > known[count - 1]:
+            break  # every later chunk starts after the first ``count`` calls
+        row = conn.execute("SELECT seqs, times FROM metric_chunks WHERE rowid = ?", (rowid,)).fetchone()
+        try:
+            points = decode_chunk(
+                ChunkRow(chunk_count, value_type, row[0], None, None, row[1], b"", None), frozenset({"seq", "time"})
+            )
+        except CodecError as exc:
+            raise StoreError(f"a metric chunk cannot be decoded: {exc}") from None
+        seqs.append(points.seq)
+        times.append(points.time_us)
+        known, first = np.unique(np.concatenate(seqs), return_index=True)
+    if not seqs:
+        return None
+    all_times = np.concatenate(times)
+    return known[:count], all_times[first[:count]]
+
+
+def _write_rollups(conn: sqlite3.Connection, run: int, calls: npt.NDArray[np.int64], bucket_rows: int) -> int:
+    """One rollup per (bucket of ``bucket_rows`` of ``calls``, metric); the rows written."""
+    low, high = int(calls[0]), int(calls[-1])
+    rows = conn.execute(
+        "SELECT s.name, c.count, c.value_type, c.seqs, c.steps, c.step_mask, c.times, c.vals, NULL"
+        " FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+        " WHERE s.run = ? AND c.seq_last >= ? AND c.seq_first <= ? ORDER BY s.name, c.seq_first",
+        (run, low, high),
+    ).fetchall()
+    by_name: dict[str, list[Any]] = {}
+    for row in rows:
+        by_name.setdefault(row[0], []).append(row[1:])
+    out: list[tuple[Any, ...]] = []
+    for name, chunk_rows in by_name.items():
+        parts = []
+        for stored in chunk_rows:
+            try:
+                parts.append(decode_chunk(ChunkRow(*stored), frozenset({"seq", "step", "time", "value"})))
+            except CodecError as exc:
+                raise StoreError(f"a metric chunk cannot be decoded: {exc}") from None
+        seq = np.concatenate([p.seq for p in parts])
+        keep = (seq >= low) & (seq <= high)
+        seq = seq[keep]
+        step = np.concatenate([p.step for p in parts])[keep]
+        valid = np.concatenate([np.ones(len(p.seq), np.bool_) if p.step_valid is None else p.step_valid for p in parts])
+        valid = valid[keep]
+        time_us = np.concatenate([p.time_us for p in parts])[keep]
+        values = np.concatenate([p.values.astype(np.float64) for p in parts])[keep]
+        bucket = np.searchsorted(calls, seq) // bucket_rows
+        for index in np.unique(bucket).tolist():
+            at = bucket == index
+            x = values[at]
+            finite = x[~np.isnan(x)]
+            steps = step[at][valid[at]]
+            with np.errstate(invalid="ignore"):
+                mean = float(finite.mean()) if len(finite) else None
+            out.append(
+                (
+                    run,
+                    name,
+                    int(seq[at][0]),
+                    int(seq[at][-1]),
+                    int(steps.min()) if len(steps) else None,
+                    int(steps.max()) if len(steps) else None,
+                    int(time_us[at].min()) / 1e6,
+                    int(time_us[at].max()) / 1e6,
+                    int(at.sum()),
+                    int(len(x) - len(finite)),
+                    float(finite.min()) if len(finite) else None,
+                    float(finite.max()) if len(finite) else None,
+                    None if mean is None or mean != mean else mean,  # +Inf and -Inf: no mean (NULL)
+                )
+            )
+    conn.executemany(
+        "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
+        " count, nan_count, min, max, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        out,
+    )
+    return len(out)
 
 
 def downsample_metrics(

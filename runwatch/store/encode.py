@@ -1,7 +1,10 @@
 """Turn a batch of events into the parameters of a few set-based SQL statements.
 
-Pure code: no database, no clock. The SQLite sink asks :class:`BatchEncoder`
-for one :class:`EncodedBatch` per transaction and runs it.
+Pure code: no database, no clock. The SQLite writer asks :class:`BatchEncoder`
+for one :class:`EncodedBatch` per transaction and runs it. Metric calls are
+not encoded here: they go to the chunk builder as columns
+(:mod:`runwatch.store.series`); :func:`metric_stats` gives the per-metric
+statistics of those columns.
 
 Why JSON parameters and ``json_each``: ``executemany`` releases and retakes
 the GIL once per row, and a busy training thread then makes each retake wait
@@ -13,15 +16,14 @@ single GIL release.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from ..events import (
-    INT64_MAX,
-    INT64_MIN,
     AlertEvent,
     ExceptionEvent,
     Heartbeat,
@@ -38,10 +40,12 @@ from ..events import (
     merge_state_into,
 )
 
+if TYPE_CHECKING:
+    from .series import CallGroup
+
 __all__ = [
     "ADVANCE_METRIC_ROW",
     "INSERT_EVENTS",
-    "INSERT_METRIC_ROWS",
     "INSERT_RECEIPTS",
     "INSERT_STATE_HISTORY",
     "LIVENESS_STATUS",
@@ -50,25 +54,15 @@ __all__ = [
     "BatchEncoder",
     "EncodedBatch",
     "RunUpdate",
-    "encode_metric_rows",
+    "metric_stats",
 ]
 
-# A logging call's values travel and are stored as a JSON array in key-set
-# order. JSON has no Inf: ±Inf travel as "inf"/"-inf"; NaN travels as null.
-# The row number continues the store-wide counter in ``meta`` (read under the
-# write lock, so several writer processes never collide).
-INSERT_METRIC_ROWS = """
-INSERT INTO metric_rows (run, row, step, ts, keyset, vals, tags)
-SELECT e.value ->> 0, (SELECT value FROM meta WHERE key = 'next_metric_row') + e.key,
-       e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value -> 4, e.value ->> 5
-FROM json_each(?) AS e
-"""
-
+# Logging calls are numbered store-wide: the counter in ``meta`` is read and advanced under the write
+# lock, so several writer processes never collide and a number below it is always committed.
 ADVANCE_METRIC_ROW = "UPDATE meta SET value = value + ? WHERE key = 'next_metric_row'"
 
-#: The row number the next metric row gets (read under the write lock, it is this transaction's first).
+#: The number the next logging call gets (read under the write lock, it is this transaction's first).
 NEXT_METRIC_ROW = "SELECT value FROM meta WHERE key = 'next_metric_row'"
-
 
 # NULL-aware: SQLite's min()/max() of NULL and a number is NULL.
 def _real(expression: str) -> str:
@@ -154,11 +148,15 @@ class RunUpdate:
 
 @dataclass
 class EncodedBatch:
-    """The parameters of one transaction."""
+    """The parameters of one transaction.
 
-    new_keysets: list[tuple[str, ...]] = field(default_factory=list)
-    metric_rows: list[tuple[Any, ...]] = field(default_factory=list)
-    metric_stats: list[list[Any]] = field(default_factory=list)
+    ``metric_calls`` are the batch's :class:`~runwatch.events.Metric` events, in
+    order (their names checked), for the chunk builder; ``ending_runs`` the
+    runs the batch completes or fails (their open chunks seal).
+    """
+
+    metric_calls: list[Metric] = field(default_factory=list)
+    ending_runs: set[int] = field(default_factory=set)
     event_rows: bytes | None = None
     state_rows: bytes | None = None
     receipts: list[list[Any]] = field(default_factory=list)
@@ -184,15 +182,13 @@ def dumps(value: Any) -> bytes:
 
 
 class BatchEncoder:
-    """Encodes batches for one store; remembers the key-set ids it has seen.
+    """Encodes batches for one store; remembers the metric name sets whose names it has checked."""
 
-    ``keysets`` maps a logging call's ordered names to their id in
-    ``metric_keysets``. Rows of key sets not yet there carry the names tuple
-    in place of the id until :meth:`resolve_keysets` is called.
-    """
+    #: The most name sets remembered (a producer inventing names forever costs a re-check, not memory).
+    MAX_CHECKED_NAME_SETS = 10_000
 
-    def __init__(self, keysets: Mapping[tuple[str, ...], int] | None = None) -> None:
-        self.keysets: dict[tuple[str, ...], int] = dict(keysets or {})
+    def __init__(self) -> None:
+        self._checked: set[tuple[str, ...]] = set()
 
     def encode(
         self,
@@ -211,13 +207,11 @@ class BatchEncoder:
         and never age out).
         """
         out = EncodedBatch(events=len(batch))
-        metric_rows = out.metric_rows
+        metric_calls = out.metric_calls
         event_rows: list[list[Any]] = []
         state_rows: list[list[Any]] = []
         updates = out.run_updates
-        keysets = self.keysets
-        new_keysets: set[tuple[str, ...]] = set()
-        groups: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+        checked = self._checked
         for event in batch:
             run = run_ids[event.run_id]
             update = updates.get(run)
@@ -231,29 +225,16 @@ class BatchEncoder:
             if kind is not AlertEvent and (kind is not LogEvent or event.type not in LIVENESS_STATUS):
                 update.updated_at = max(update.updated_at, event.timestamp)
             if kind is Metric:
-                values = event.values
-                names = tuple(values)
-                keyset: Any = keysets.get(names)
-                if keyset is None:
-                    if names not in new_keysets:
-                        for name in names:
-                            check_storable("metric name", name)
-                        new_keysets.add(names)
-                    keyset = names
-                # Tuples, not lists: the collector untracks a tuple of plain values at its first pass,
-                # so a batch's rows are rarely promoted into (or walked by) full collections.
-                vals = tuple(values.values())
-                total = sum(vals)
-                if total - total != 0.0:  # some value is NaN or ±Inf (or the sum overflowed)
-                    vals = tuple([_encode_value(v) for v in vals])
-                tags = event.tags
-                group = groups.get((run, names))
-                if group is None:
-                    group = groups[(run, names)] = []
-                group.append(len(metric_rows))
-                metric_rows.append(
-                    (run, event.step, event.timestamp, keyset, vals, None if tags is None else dumps(tags).decode())
-                )
+                names = tuple(event.values)
+                if names not in checked:
+                    # A Metric's constructor leaves this to the store (its hot path): refuse the
+                    # event here, so the sink drops it alone instead of storing a truncated name.
+                    for name in names:
+                        check_storable("metric name", name)
+                    if len(checked) >= self.MAX_CHECKED_NAME_SETS:
+                        checked.clear()
+                    checked.add(names)
+                metric_calls.append(event)
             elif kind is LogEvent:
                 detail = event.detail
                 event_rows.append([run, event.timestamp, "log", event.type, event.level, event.data, detail])
@@ -278,6 +259,8 @@ class BatchEncoder:
                 state_rows.append([run, event.timestamp, event.patch, event.detail])
             elif kind is RunLifecycle:
                 _apply_lifecycle(update, event)
+                if event.transition in (RunTransition.COMPLETED, RunTransition.FAILED):
+                    out.ending_runs.add(run)
                 event_rows.append(
                     [run, event.timestamp, "lifecycle", f"run_{event.transition.value}", "info", _lifecycle_data(event)]
                 )
@@ -294,95 +277,64 @@ class BatchEncoder:
         if now is not None:
             for update in updates.values():
                 _cap_times(update, now)
-        out.new_keysets = sorted(new_keysets)
-        if groups:
-            out.metric_stats = _metric_stats(metric_rows, groups)
         if event_rows:
             out.event_rows = dumps(event_rows)
         if state_rows:
             out.state_rows = dumps(state_rows)
         return out
 
-    def resolve_keysets(self, encoded: EncodedBatch, ids: Mapping[tuple[str, ...], int]) -> None:
-        """Put the ids of newly stored key sets into ``encoded``'s rows."""
-        self.keysets.update(ids)
-        if encoded.new_keysets:
-            rows = encoded.metric_rows
-            for index, row in enumerate(rows):
-                if type(row[3]) is tuple:
-                    rows[index] = (*row[:3], ids[row[3]], *row[4:])
 
-    def forget_keysets(self, names: Iterable[tuple[str, ...]]) -> None:
-        """Drop key sets whose insert was rolled back."""
-        for keyset in names:
-            self.keysets.pop(keyset, None)
+def metric_stats(groups: Iterable[CallGroup]) -> list[list[Any]]:
+    """The parameter rows of :data:`UPSERT_METRIC_STATS` for a batch's call columns.
 
-
-def encode_metric_rows(rows: list[tuple[Any, ...]]) -> bytes:
-    """The JSON parameter of :data:`INSERT_METRIC_ROWS`."""
-    try:
-        return orjson.dumps(rows)
-    except TypeError:
-        # An int beyond 64 bits (or another oddity) somewhere: convert per value.
-        return orjson.dumps([(*row[:4], [_encode_value(value) for value in row[4]], *row[5:]) for row in rows])
-
-
-def _metric_stats(
-    rows: list[tuple[Any, ...]], groups: Mapping[tuple[int, tuple[str, ...]], list[int]]
-) -> list[list[Any]]:
-    """Per run and metric name: count, NaN count, sum, min, max and the last value.
-
-    A name may appear in several key sets of one batch; their figures are
-    combined and ``last`` comes from the latest row that logged the name.
+    Per run and metric name: count, NaN count, sum, min and max (NaN
+    ignored; ``None`` when every value is NaN), the last value (NaN kept),
+    and the time and step of the call that logged it. A metric logged in
+    calls with different name sets (several groups of one batch) gets its
+    figures combined, ``last`` from the latest call.
     """
     import warnings
 
     import numpy as np
 
     merged: dict[tuple[int, str], list[Any]] = {}
-    for (run, names), indices in groups.items():
-        values = np.array([rows[i][4] for i in indices], dtype=float)
-        nan_counts = np.isnan(values).sum(axis=0)
-        with warnings.catch_warnings(), np.errstate(all="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            # -0.0 is the identity of IEEE addition (0.0 + -0.0 is 0.0): a sum of -0.0 stays -0.0.
-            sums = np.nansum(values, axis=0, initial=-0.0)
-            mins, maxs = np.nanmin(values, axis=0), np.nanmax(values, axis=0)
-        for column, name in enumerate(names):
-            seen = len(indices) - int(nan_counts[column])
-            entry = [
-                len(indices),
-                int(nan_counts[column]),
-                float(sums[column]) if seen else None,
-                float(mins[column]) if seen else None,
-                float(maxs[column]) if seen else None,
-                indices[-1],
-                float(values[-1, column]),
-            ]
-            previous = merged.get((run, name))
-            merged[(run, name)] = entry if previous is None else _combine(previous, entry)
-    stats: list[list[Any]] = []
-    for (run, name), (count, nan_count, total, low, high, last_index, last) in merged.items():
-        last_row = rows[last_index]
-        stats.append(
-            [
-                run,
-                name,
-                count,
-                nan_count,
-                _json_float(total) if total is not None else None,
-                _json_float(low) if low is not None else None,
-                _json_float(high) if high is not None else None,
-                _json_float(last),
-                last_row[2],
-                last_row[1],
-            ]
-        )
-    return stats
+    for group in groups:
+        count = len(group.seq)
+        last_seq = int(group.seq[-1])
+        last_step = None if group.step_valid is not None and not group.step_valid[-1] else int(group.step[-1])
+        last_ts = int(group.time_us[-1]) / 1e6 if group.last_seconds is None else group.last_seconds
+        for name, column in zip(group.names, group.columns, strict=True):
+            values = column if column.dtype == np.float64 else column.astype(np.float64)
+            nans = int(np.count_nonzero(np.isnan(values)))
+            seen = count - nans
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore", RuntimeWarning)  # +Inf and -Inf summed
+                # -0.0 is the identity of IEEE addition (0.0 + -0.0 is 0.0): a sum of -0.0 stays -0.0.
+                total = float(np.nansum(values, initial=-0.0)) if seen else None
+                low = float(np.nanmin(values)) if seen else None
+                high = float(np.nanmax(values)) if seen else None
+            entry = [count, nans, total, low, high, last_seq, float(values[-1]), last_ts, last_step]
+            previous = merged.get((group.run, name))
+            merged[(group.run, name)] = entry if previous is None else _combine(previous, entry)
+    return [
+        [
+            run,
+            name,
+            count,
+            nans,
+            None if total is None else _json_float(total),
+            None if low is None else _json_float(low),
+            None if high is None else _json_float(high),
+            _json_float(last),
+            last_ts,
+            last_step,
+        ]
+        for (run, name), (count, nans, total, low, high, _, last, last_ts, last_step) in merged.items()
+    ]
 
 
 def _combine(a: list[Any], b: list[Any]) -> list[Any]:
-    """Two partial figures of one metric (count, nans, sum, min, max, last index, last)."""
+    """Two partial figures of one metric (count, nans, sum, min, max, last seq, last, last ts, last step)."""
 
     def pick(x: float | None, y: float | None, fn: Any) -> float | None:
         return y if x is None else x if y is None else fn(x, y)
@@ -394,32 +346,22 @@ def _combine(a: list[Any], b: list[Any]) -> list[Any]:
         pick(a[2], b[2], float.__add__),
         pick(a[3], b[3], min),
         pick(a[4], b[4], max),
-        later[5],
-        later[6],
+        *later[5:],
     ]
 
 
-def _json_float(value: Any) -> Any:
+def _json_float(value: float) -> float | str | None:
     """A float for the JSON parameter: NaN → null, ±Inf → "inf"/"-inf"."""
-    return _encode_value(float(value))
+    if value != value:
+        return None
+    if value in (math.inf, -math.inf):
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def runs_with_state_patches(batch: Iterable[Any]) -> set[str]:
     """Run ids whose state a batch patches."""
     return {event.run_id for event in batch if type(event) is StatePatch}
-
-
-def _encode_value(value: Any) -> Any:
-    if value is None or type(value) is str:  # already encoded
-        return value
-    if type(value) is int and INT64_MIN <= value <= INT64_MAX:
-        return value  # exact: a float would round 2**53 + 1
-    value = float(value)
-    if value != value:
-        return None
-    if value in (float("inf"), float("-inf")):
-        return "inf" if value > 0 else "-inf"
-    return value
 
 
 def _cap_times(update: RunUpdate, now: float) -> None:

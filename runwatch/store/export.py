@@ -6,7 +6,9 @@ Archive layout (format ``runwatch-export/1``)::
                           null, ±Inf "Infinity"/"-Infinity", as on the wire)
     metrics_long.jsonl    one line per logging call, exactly as logged:
                           {"row", "step", "ts", "values": {name: value}, "tags"}
-                          (NaN is null, ±Inf "Infinity"/"-Infinity", as on the wire)
+                          (NaN is null, ±Inf "Infinity"/"-Infinity", as on the wire;
+                          "row" is the run's call number, "ts" epoch seconds
+                          to the microsecond)
     metrics.parquet       the same calls as a wide table (metrics.csv without
                           pyarrow); a cell is NaN where a call did not log the
                           metric, so it cannot tell "not logged" from "logged NaN"
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import math
 import os
 import re
 import sqlite3
@@ -205,30 +208,30 @@ def _write_metric_rows(connection: sqlite3.Connection, run_id: str, out: IO[byte
 
 
 def _metric_lines(connection: sqlite3.Connection, run_id: str) -> Iterator[bytes]:
-    (run,) = connection.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-    keysets = {
-        keyset: orjson.loads(names) for keyset, names in connection.execute("SELECT id, names FROM metric_keysets")
-    }
-    rows = connection.execute(
-        "SELECT row, step, ts, keyset, vals, tags FROM metric_rows WHERE run = ? ORDER BY row", (run,)
-    )
-    wire = _WIRE_VALUES
-    for row, step, ts, keyset, vals, tags in rows:
-        values = orjson.loads(vals)
-        if "inf" in vals:  # cheap pre-check: only rows with ±Inf need renaming
-            values = [wire.get(v, v) if type(v) is str else v for v in values]
+    from .chunk_store import read_series
+    from .frames import calls_of
+
+    series = read_series(connection, run_id, columns=("seq", "step", "time", "value", "tags"))
+    for seq, step, time_us, values, tags in calls_of(series):
         yield (
             orjson.dumps(
                 {
-                    "row": row,
+                    "row": seq,
                     "step": step,
-                    "ts": ts,
-                    "values": dict(zip(keysets[keyset], values, strict=True)),
+                    "ts": time_us / 1e6,
+                    "values": {name: _wire_value(value) for name, value in values},
                     "tags": None if tags is None else orjson.loads(tags),
                 }
             )
             + b"\n"
         )
+
+
+def _wire_value(value: Any) -> Any:
+    """A metric value as on the wire: NaN → null, ±Inf → "Infinity"/"-Infinity"."""
+    if type(value) is float and not math.isfinite(value):
+        return None if value != value else ("Infinity" if value > 0 else "-Infinity")
+    return value
 
 
 def _metrics_file(frame: Any) -> tuple[str, bytes]:

@@ -4,7 +4,9 @@ Four shapes, each built with whole-array operations:
 
 - :func:`series_frame`: one metric, one row per point;
 - :func:`per_call_frame`: several metrics of a run, one row per logging call
-  (today's ``get_run_metrics`` shape), aligned on the calls' numbers;
+  (``get_run_metrics(align="call")``), aligned on the calls' numbers, or one
+  row per global step with the calls of a step merged
+  (``get_run_metrics(align="step")``);
 - :func:`step_frame`: one row per step, each metric's last value at that
   step (W&B's history shape), for runs that log steps;
 - :func:`long_frame`: any number of runs and metrics in long form, for
@@ -19,18 +21,18 @@ one type.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .chunk_store import Series
+from .base import Series
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["long_frame", "per_call_frame", "series_frame", "step_frame"]
+__all__ = ["calls_of", "long_frame", "per_call_frame", "series_frame", "step_frame"]
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -62,48 +64,117 @@ def series_frame(series: Series) -> pd.DataFrame:
     )
 
 
-def per_call_frame(series: Mapping[str, Series], names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Metrics of one run, one row per logging call that logged any of them.
+def per_call_frame(
+    series: Mapping[str, Series], names: Sequence[str] | None = None, *, merge_steps: bool = False
+) -> pd.DataFrame:
+    """Metrics of one run, one row per logging call that logged any of them (or per step).
 
     Columns: ``timestamp``, ``step``, then one float64 column per metric in
     ``names`` order (NaN where a call did not log it; a metric never logged
-    is a column of NaN). Each series must carry ``seq``, ``step``, ``time``
-    and ``value``.
+    is a column of NaN). Each series must carry ``step``, ``time`` and
+    ``value``, and ``seq`` unless it is the only one.
+
+    With ``merge_steps`` the calls of one global step become one row, in
+    step order (see :func:`_merge_steps`); calls without any step stay one
+    row per call, and so do calls whose steps already increase call by call
+    (nothing to merge).
     """
     import pandas as pd
 
     order = list(series) if names is None else list(names)
     present = [series[name] for name in order if name in series]
     seqs = [s.points.seq for s in present]
-    if not seqs:
-        calls: Int64Array = np.empty(0, dtype=np.int64)
-    elif all(len(seq) == len(seqs[0]) and np.array_equal(seq, seqs[0]) for seq in seqs[1:]):
-        calls = seqs[0]  # every metric logged by the same calls: nothing to align
+    if len(present) == 1 or (
+        present and all(len(seq) == len(seqs[0]) and np.array_equal(seq, seqs[0]) for seq in seqs[1:])
+    ):
+        # Every metric logged by the same calls (one metric, above all): the columns as they are.
+        points = present[0].points
+        count = len(points.time_us)
+        time_us, step = points.time_us, points.step
+        valid = np.ones(count, dtype=np.bool_) if points.step_valid is None else points.step_valid
+        rows = [
+            series[name].points.values.astype(np.float64, copy=False) if name in series else np.full(count, np.nan)
+            for name in order
+        ]
+        present_rows = np.array([name in series for name in order], dtype=np.bool_)
+        logged = np.repeat(present_rows[:, None], count, axis=1) if merge_steps else None
     else:
-        calls = np.unique(np.concatenate(seqs))
-    count = len(calls)
-    time_us = np.zeros(count, dtype=np.int64)
-    step = np.zeros(count, dtype=np.int64)
-    valid = np.zeros(count, dtype=np.bool_)
-    columns: dict[str, Any] = {}
-    for name in order:
-        column = np.full(count, np.nan)
-        found = series.get(name)
-        if found is not None:
+        calls = np.unique(np.concatenate(seqs)) if seqs else np.empty(0, dtype=np.int64)
+        count = len(calls)
+        time_us = np.zeros(count, dtype=np.int64)
+        step = np.zeros(count, dtype=np.int64)
+        valid = np.zeros(count, dtype=np.bool_)
+        matrix = np.full((len(order), count), np.nan)  # one row per metric: contiguous columns for pandas
+        # Merging steps must tell "not logged" from a logged NaN: it keeps which cells were logged.
+        logged = np.zeros((len(order), count), dtype=np.bool_) if merge_steps else None
+        for index, name in enumerate(order):
+            found = series.get(name)
+            if found is None:
+                continue
             points = found.points
-            rows = calls if points.seq is calls else np.searchsorted(calls, points.seq)
-            at: Any = slice(None) if points.seq is calls else rows
-            column[at] = points.values.astype(np.float64)
+            at = np.searchsorted(calls, points.seq)
+            matrix[index, at] = points.values.astype(np.float64)
+            if logged is not None:
+                logged[index, at] = True
             time_us[at] = points.time_us
             step[at] = points.step
             valid[at] = True if points.step_valid is None else points.step_valid
-        columns[_column_name(name, columns)] = column
+        rows = list(matrix)
+    one_call_per_step = bool(valid.all()) and bool(np.all(step[1:] > step[:-1]))
+    if logged is not None and count and valid.any() and not one_call_per_step:
+        time_us, step, merged = _merge_steps(time_us, step, ~valid, np.array(rows), logged)
+        rows = list(merged)
+        valid = np.ones(len(step), dtype=np.bool_)
     frame: dict[str, Any] = {
         "timestamp": _timestamps(time_us),
         "step": _steps(step, None if bool(valid.all()) else valid),
     }
+    columns: dict[str, Any] = {}
+    for name, column in zip(order, rows, strict=True):
+        columns[_column_name(name, columns)] = column
     frame.update(columns)
     return pd.DataFrame(frame, copy=False)
+
+
+def _merge_steps(
+    time_us: Int64Array, steps: Int64Array, no_step: npt.NDArray[np.bool_], values: Any, logged: Any
+) -> tuple[Int64Array, Int64Array, Any]:
+    """One row per global step, in step order (whole-array numpy; no Python code per row).
+
+    A call without a step (the system sampler's readings, an ingested
+    metric without one) belongs to the step in progress: that of the
+    nearest earlier call with a step in call order (the first step for
+    calls before any). Within a step each metric keeps the value of the last
+    call that logged it, a logged NaN included; the row's timestamp is that
+    of the step's last call.
+
+    Args:
+        time_us: each call's time.
+        steps: each call's step (any value where ``no_step``).
+        no_step: where a call has no step (at least one call must have one).
+        values: metric × call values.
+        logged: metric × call, whether that call logged that metric.
+
+    Returns:
+        The times, steps and metric × step values of the merged rows.
+    """
+    n_rows = len(steps)
+    has_step = ~no_step
+    source = np.where(has_step, np.arange(n_rows), -1)
+    np.maximum.accumulate(source, out=source)
+    source[source < 0] = int(np.argmax(has_step))
+    row_steps = steps[source]
+    order = np.argsort(row_steps, kind="stable")  # call order kept within a step
+    sorted_steps = row_steps[order]
+    starts = np.flatnonzero(np.concatenate(([True], sorted_steps[1:] != sorted_steps[:-1])))
+    ends = np.concatenate((starts[1:], [n_rows])) - 1
+    positions = np.arange(n_rows)
+    merged = np.full((values.shape[0], len(starts)), np.nan, dtype=np.float64)
+    for column in range(values.shape[0]):
+        last = np.maximum.reduceat(np.where(logged[column, order], positions, -1), starts)
+        found = last >= 0
+        merged[column, found] = values[column, order[last[found]]]
+    return time_us[order[ends]], sorted_steps[starts], merged
 
 
 def step_frame(series: Mapping[str, Series], names: Sequence[str] | None = None) -> pd.DataFrame:
@@ -197,3 +268,47 @@ def _column_name(name: str, taken_columns: Mapping[str, Any], taken: tuple[str, 
     while renamed in taken or renamed in taken_columns and renamed != name:
         renamed = "metric:" + renamed
     return renamed
+
+
+def calls_of(series: Mapping[str, Series]) -> Iterator[tuple[int, int | None, int, list[tuple[str, Any]], str | None]]:
+    """A run's logging calls rebuilt from its series, in call order (one Python tuple per call and value).
+
+    Yields ``(seq, step or None, time_us, [(name, value), ...], tags)``: the
+    values the call logged, names in the order of ``series``; ``tags`` the
+    call's canonical JSON tags (or None). Each series must carry every column,
+    tags included. For exports and pages of calls, not for bulk reads.
+    """
+    names = list(series)
+    if not names:
+        return
+    calls = np.unique(np.concatenate([series[name].points.seq for name in names]))
+    count = len(calls)
+    step: list[int | None] = [None] * count
+    time_us = np.zeros(count, dtype=np.int64)
+    tags: list[str | None] = [None] * count
+    logged: list[tuple[list[int], list[Any]]] = []
+    for name in names:
+        points = series[name].points
+        at = np.searchsorted(calls, points.seq)
+        time_us[at] = points.time_us
+        positions = at.tolist()
+        steps = points.step.tolist()
+        if points.step_valid is None:
+            for position, value in zip(positions, steps, strict=True):
+                step[position] = value
+        else:
+            for position, value, valid in zip(positions, steps, points.step_valid.tolist(), strict=True):
+                if valid:
+                    step[position] = value
+        if points.tags is not None:
+            for position, text in zip(positions, points.tags, strict=True):
+                if text is not None:
+                    tags[position] = text
+        logged.append((positions, points.values.tolist()))
+    values: list[list[tuple[str, Any]]] = [[] for _ in range(count)]
+    for name, (positions, column) in zip(names, logged, strict=True):
+        for position, value in zip(positions, column, strict=True):
+            values[position].append((name, value))
+    times = time_us.tolist()
+    for index, seq in enumerate(calls.tolist()):
+        yield seq, step[index], times[index], values[index], tags[index]

@@ -5,10 +5,10 @@ The archive is checked before anything is written: it must be a zip, hold a
 have no member name that could escape a directory (nothing is extracted to
 disk, but a name like ``../x`` marks an archive that was not written by
 runwatch). The run then goes in with ONE write transaction: the runs row, its
-metric rows (encoded by the sink's :class:`~runwatch.store.encode.BatchEncoder`,
-so key sets and values are stored exactly as live logging stores them), the
-rollups of downsampled rows, the per-metric statistics, its events and its
-state history. Any problem rolls everything back, and the counts are checked
+metrics (as columnar chunks built by the writer's
+:class:`~runwatch.store.series.SeriesBuilder`, so values are stored exactly
+as live logging stores them), the rollups of downsampled rows, the
+per-metric statistics, its events and its state history. Any problem rolls everything back, and the counts are checked
 against each other and against run.json, so a truncated archive is refused.
 
 Metrics come from ``metrics_long.jsonl``, which records each logging call as
@@ -21,13 +21,14 @@ there a NaN cell is taken as "not logged", except in a row where every cell is
 NaN, which is taken as that call logging NaN for every metric (a row with
 nothing logged cannot exist); the statistics are then computed from the rows.
 
-Row numbers are store-wide, so the run's rows are numbered anew after the
-target store's, keeping their order (and that of the rollups' row ranges).
-Event and state-patch ids are new too. Images (``images.jsonl`` and the
-contents under ``media/``) and histograms (``histograms.jsonl``) are checked
-as live logging checks them; each content must hash to its name, and one
-the store already has is kept once. The run's image bytes are counted
-anew (its budget is not applied: the run kept it where it was logged). Not carried over: the run's ``owner``
+Row numbers are the run's own logging-call numbers (``seq``), so calls keep
+them (they must increase line by line), and the rollups' row ranges stay
+valid; a wide-form archive numbers its calls 0, 1, 2, … Event and
+state-patch ids are new. Images (``images.jsonl`` and the contents under
+``media/``) and histograms (``histograms.jsonl``) are checked as live
+logging checks them; each content must hash to its name, and one the store
+already has is kept once. The run's image bytes are counted anew (its budget
+is not applied: the run kept it where it was logged). Not carried over: the run's ``owner``
 (the process that wrote it in the source store; an imported run has no writer
 here, so crash detection leaves it alone) and snapshots.
 """
@@ -41,27 +42,22 @@ import posixpath
 import sqlite3
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, Final
 
+import numpy as np
 import orjson
 
-from ..events import LEVELS, MAX_TIMESTAMP, HistogramEvent, ImageEvent, Metric
+from ..events import INT64_MAX, INT64_MIN, LEVELS, MAX_TIMESTAMP, HistogramEvent, ImageEvent, Metric
 from ..exceptions import RunwatchError, StoreError
 from ..wire.annotations import check_note, check_tags
 from . import connections, media
-from .encode import (
-    ADVANCE_METRIC_ROW,
-    INSERT_EVENTS,
-    INSERT_STATE_HISTORY,
-    UPSERT_METRIC_STATS,
-    BatchEncoder,
-    dumps,
-    encode_metric_rows,
-)
+from .encode import INSERT_EVENTS, INSERT_STATE_HISTORY, UPSERT_METRIC_STATS, BatchEncoder, dumps, metric_stats
 from .export import EXPORT_FORMAT, MEDIA_EXTENSIONS
 from .queries import RUN_STATUSES
 from .schema import SCHEMA_VERSION, current_version, prepare_database
+from .series import group_calls
 
 __all__ = ["ArchiveError", "import_run"]
 
@@ -77,13 +73,6 @@ _CHUNK_ROWS: Final = 20_000
 # How long to wait for a writer's lock before giving up.
 _BUSY_TIMEOUT_SECONDS = 10.0
 _WIRE_NUMBERS: Final = {"Infinity": math.inf, "-Infinity": -math.inf}
-
-# As encode.INSERT_METRIC_ROWS, with the row number given (item 6) rather than counted from the meta table.
-_INSERT_NUMBERED_METRIC_ROWS: Final = """
-INSERT INTO metric_rows (run, row, step, ts, keyset, vals, tags)
-SELECT e.value ->> 0, e.value ->> 6, e.value ->> 1, e.value ->> 2, e.value ->> 3, e.value -> 4, e.value ->> 5
-FROM json_each(?) AS e
-"""
 
 #: ``progress(done, total)``: bytes of the archive's data files processed so far, of the total.
 ProgressCallback = Callable[[int, int], None]
@@ -396,57 +385,79 @@ def _insert_run_row(connection: sqlite3.Connection, run: dict[str, Any], run_id:
 
 
 def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> bool:
-    """Insert the metric rows, rollups and per-metric statistics, and check them against each other.
+    """Insert the metrics, rollups and per-metric statistics, and check them against each other.
 
     Returns:
-        Whether the rows are exactly the logged ones (``False`` for the wide fallback).
+        Whether the calls are exactly the logged ones (``False`` for the wide fallback).
     """
-    keysets = connection.execute("SELECT id, names FROM metric_keysets")
-    encoder = BatchEncoder({tuple(orjson.loads(names)): keyset for keyset, names in keysets})
-    (base,) = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()
+    from .chunk_store import ChunkWriter
+    from .series import SeriesBuilder
+
     rollups = [_parse_rollup(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_rollups.jsonl")]
     stats = [_parse_stats(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_stats.jsonl")]
-    # Without metric_stats.jsonl (older archives) the statistics are computed from the rows, as the sink does.
+    # Without metric_stats.jsonl (older archives) the statistics are computed from the calls, as the sink does.
     exact_stats = reader.has("metric_stats.jsonl")
-    numbering = _Renumbering(int(base), sorted({row for r in rollups for row in (r[2], r[3])}))
     long_form = reader.has("metrics_long.jsonl")
     if rollups and not long_form:
         raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
+    bounds = {row for r in rollups for row in (r[2], r[3])}
     counts: dict[str, int] = {}
     chunk: list[Metric] = []
     numbers: list[int] = []
+    builder = SeriesBuilder()
+    writer = ChunkWriter(connection)
+    encoder = BatchEncoder()  # checks metric names as the sink does
 
-    def flush() -> None:
-        _write_metric_chunk(connection, encoder, chunk, numbers, run_id, pk, with_stats=not exact_stats)
+    def flush(*, last: bool = False) -> None:
+        if chunk:
+            encoder.encode(chunk, {run_id: pk}, {})
+            groups = group_calls(chunk, {run_id: pk}, {})  # seq = position in this chunk...
+            seqs = np.array(numbers, dtype=np.int64)
+            groups = [replace(group, seq=seqs[group.seq]) for group in groups]  # ...then the archive's numbers
+            if not exact_stats:
+                connection.execute(UPSERT_METRIC_STATS, (dumps(metric_stats(groups)),))
+            builder.add_groups(groups)
+        writes = builder.prepare(seal_all=last, persist_open=False)  # one transaction: sealed chunks only
+        writer.register(builder.series_keys())
+        writer.write(writes)
+        builder.confirm(writes)
         chunk.clear()
         numbers.clear()
 
     if long_form:
+        previous: int | None = None
         for number, line in reader.json_lines("metrics_long.jsonl"):
             metric = _metric_from_line(line, run_id, reader.where, number)
-            try:
-                numbers.append(numbering.row(line.get("row")))
-            except ValueError as exc:
-                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {exc}") from None
+            row = line.get("row")
+            problem = None
+            if type(row) is not int or not INT64_MIN <= row <= INT64_MAX:
+                problem = f"row must be a 64-bit integer, got {row!r}"
+            elif previous is not None and row <= previous:
+                problem = f"row {row} does not follow row {previous}"
+            elif row in bounds:
+                problem = f"row {row} is also a bound of a rollup"
+            if problem is not None:
+                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {problem}")
+            previous = row
+            numbers.append(row)
             for name in metric.values:
                 counts[name] = counts.get(name, 0) + 1
             chunk.append(metric)
             if len(chunk) >= _CHUNK_ROWS:
                 flush()
     else:
-        for metric in _metrics_from_wide(reader, run_id):
-            numbers.append(numbering.next_row())
+        for index, metric in enumerate(_metrics_from_wide(reader, run_id)):
+            numbers.append(index)
             chunk.append(metric)
             if len(chunk) >= _CHUNK_ROWS:
                 flush()
-    flush()
-    connection.execute(ADVANCE_METRIC_ROW, (numbering.finish(),))
+    flush(last=True)
+    writer.committed()
     if rollups:
-        bounds = numbering.bounds
         connection.executemany(
             "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
             " count, nan_count, min, max, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(pk, r[1], bounds[r[2]], bounds[r[3]], *r[4:]) for r in rollups],
+            [(pk, *r[1:]) for r in rollups],
         )
     if exact_stats:
         connection.executemany(
@@ -455,7 +466,7 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
             [(pk, *row) for row in stats],
         )
     if long_form:
-        # Every value ever logged is in a kept row or in a rollup; the statistics count them all.
+        # Every value ever logged is in a kept call or in a rollup; the statistics count them all.
         for rollup in rollups:
             counts[rollup[1]] = counts.get(rollup[1], 0) + rollup[8]
         stored = dict(connection.execute("SELECT name, count FROM metric_stats WHERE run = ?", (pk,)).fetchall())
@@ -469,53 +480,6 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
 
 def _lines_if_any(reader: _ArchiveReader, name: str) -> Iterator[tuple[int, Any]]:
     return reader.json_lines(name) if reader.has(name) else iter(())
-
-
-class _Renumbering:
-    """New row numbers for an imported run: after every row of the target store, in the old order.
-
-    Row numbers are store-wide, so a run's rows get new ones. The kept rows
-    and the row bounds of the rollups (whose own rows are gone) are numbered
-    together, consecutively from ``base``, so that their order, which reads
-    depend on, stays as it was.
-    """
-
-    def __init__(self, base: int, bounds: list[int]) -> None:
-        self.base = base
-        self.pending = bounds
-        self.bounds: dict[int, int] = {}  # old bound → new
-        self.index = 0
-        self.kept = 0
-        self.last: int | None = None
-
-    def row(self, old: object) -> int:
-        """The new number of the kept row ``old`` (rows must come in increasing order)."""
-        if type(old) is not int:
-            raise ValueError(f"row must be an integer, got {old!r}")
-        if self.last is not None and old <= self.last:
-            raise ValueError(f"row {old} does not follow row {self.last}")
-        self.last = old
-        pending = self.pending
-        while self.index < len(pending) and pending[self.index] < old:
-            self._bound()
-        if self.index < len(pending) and pending[self.index] == old:
-            raise ValueError(f"row {old} is also a bound of a rollup")
-        return self.next_row()
-
-    def next_row(self) -> int:
-        """The next number, for a row without an old number."""
-        self.kept += 1
-        return self.base + self.kept - 1 + self.index
-
-    def _bound(self) -> None:
-        self.bounds[self.pending[self.index]] = self.base + self.kept + self.index
-        self.index += 1
-
-    def finish(self) -> int:
-        """Number the remaining bounds; returns how many numbers were used."""
-        while self.index < len(self.pending):
-            self._bound()
-        return self.kept + len(self.pending)
 
 
 def _wire_number(value: Any, what: str) -> float | None:
@@ -659,37 +623,6 @@ def _metrics_from_wide(reader: _ArchiveReader, run_id: str) -> Iterator[Metric]:
             yield Metric(run_id, float(seconds.iloc[index]), logged, None if pd.isna(step) else int(step))
         except (TypeError, ValueError) as exc:
             raise ArchiveError(reader.where, f"{name} row {index + 1}: {exc}") from None
-
-
-def _write_metric_chunk(
-    connection: sqlite3.Connection,
-    encoder: BatchEncoder,
-    chunk: list[Metric],
-    numbers: list[int],
-    run_id: str,
-    pk: int,
-    *,
-    with_stats: bool,
-) -> None:
-    """Store logging calls under the given row numbers, encoded as the SQLite sink encodes them."""
-    if not chunk:
-        return
-    encoded = encoder.encode(chunk, {run_id: pk}, {})
-    if encoded.new_keysets:
-        texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
-        param = (orjson.dumps(list(texts)),)
-        connection.execute("INSERT OR IGNORE INTO metric_keysets (names) SELECT value FROM json_each(?)", param)
-        ids = {
-            texts[names]: keyset
-            for names, keyset in connection.execute(
-                "SELECT names, id FROM metric_keysets WHERE names IN (SELECT value FROM json_each(?))", param
-            )
-        }
-        encoder.resolve_keysets(encoded, ids)
-    numbered = [(*row, number) for row, number in zip(encoded.metric_rows, numbers, strict=True)]
-    connection.execute(_INSERT_NUMBERED_METRIC_ROWS, (encode_metric_rows(numbered),))
-    if with_stats:
-        connection.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
 
 
 def _import_events(connection: sqlite3.Connection, reader: _ArchiveReader, pk: int) -> dict[str, int]:

@@ -22,11 +22,11 @@ loads the ids of everything it removes.
 What "old" means: a run is old when it is not active (``running`` or
 ``paused``: never touched, whatever its age) and its last sign of life (the
 latest of ``end_time``, ``updated_at`` and ``last_heartbeat``) is before the
-cutoff. A run is removed with every row that belongs to it: its metric rows,
-metric statistics, metric rollups, events, state history, snapshots, images
-and histograms. Runs that stay are not touched. Metric key sets are shared
-by all runs and stay; an image content (blob) goes with the last image that
-names it (blobs are not counted as records: runs share them).
+cutoff. A run is removed with every row that belongs to it: its metric
+chunks and series, metric statistics, metric rollups, events, state history,
+snapshots, images and histograms. Runs that stay are not touched. An image
+content (blob) goes with the last image that names it (blobs are not counted
+as records: runs share them).
 """
 
 from __future__ import annotations
@@ -83,8 +83,10 @@ _OLD_RUN: Final = (
 
 # The tables holding a run's rows, in the order a cleanup empties them:
 # metric_stats last, so a run cut short by an error still shows its summary.
+# metric_chunks before metric_series, whose ids they name.
 _RUN_TABLES: Final = (
-    "metric_rows",
+    "metric_chunks",
+    "metric_series",
     "metric_rollups",
     "events",
     "state_history",
@@ -95,12 +97,16 @@ _RUN_TABLES: Final = (
     "snapshots",
     "run_annotations",
 )
+# How a table's rows of run :run / r.id are found (metric_chunks through its run's series).
+_OF_RUN: Final = {"metric_chunks": "series IN (SELECT id FROM metric_series WHERE run = {run})"}
 
 # One chunk of a run's rows. Rowid tables go by rowid through their (run, ...)
 # index; WITHOUT ROWID tables by their primary key, which starts with run.
 _DELETE_CHUNK: Final = {
-    "metric_rows": "DELETE FROM metric_rows WHERE run = :run"
-    " AND row IN (SELECT row FROM metric_rows WHERE run = :run LIMIT :limit)",
+    "metric_chunks": "DELETE FROM metric_chunks WHERE rowid IN (SELECT c.rowid FROM metric_series AS s"
+    " JOIN metric_chunks AS c ON c.series = s.id WHERE s.run = :run LIMIT :limit)",
+    "metric_series": "DELETE FROM metric_series WHERE id IN"
+    " (SELECT id FROM metric_series WHERE run = :run LIMIT :limit)",
     "metric_rollups": "DELETE FROM metric_rollups WHERE run = :run"
     " AND (name, first_row) IN (SELECT name, first_row FROM metric_rollups WHERE run = :run LIMIT :limit)",
     "events": "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE run = :run LIMIT :limit)",
@@ -236,12 +242,15 @@ def count_old_data(conn: sqlite3.Connection, older_than: float) -> int:
         older_than: the cutoff, epoch seconds.
 
     Returns:
-        The old runs plus all their rows (metric rows, statistics, rollups,
-        events, state history).
+        The old runs plus all their rows (metric chunks and series,
+        statistics, rollups, events, state history).
     """
     cutoff = check_cutoff(older_than)
     tables = [table for table in _RUN_TABLES if table in table_names(conn)]
-    per_run = " + ".join(f"(SELECT count(*) FROM {table} WHERE run = r.id)" for table in tables)
+    per_run = " + ".join(
+        f"(SELECT count(*) FROM {table} WHERE {_OF_RUN.get(table, 'run = {run}').format(run='r.id')})"
+        for table in tables
+    )
     sql = f"SELECT count(*), COALESCE(sum({per_run or '0'}), 0) FROM runs AS r WHERE {_OLD_RUN}"
     runs, rows = conn.execute(sql, {"cutoff": cutoff}).fetchone()
     return int(runs) + int(rows)

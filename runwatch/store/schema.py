@@ -57,16 +57,34 @@ Version 9 adds ``detail`` to ``events`` and ``state_history``: what a
 producer's protocol said beyond runwatch's own fields, kept to answer it
 back exactly (datacat's event fields and timestamp texts, see
 :mod:`runwatch.wire.datacat`); ``NULL`` for runwatch's own events.
+
+Version 10 keeps metric values in columnar chunks (see docs/store.md and
+:mod:`runwatch.store.chunk_schema`): ``metric_series`` (one row per run and
+metric) and ``metric_chunks`` (one row per chunk of a series: summary
+columns, block summaries, encoded columns) replace ``metric_rows`` and
+``metric_keysets``. The step copies every run's rows into chunks, each
+call keeping its row number as its call number (``seq``), so rollups'
+row ranges still point at the same calls; ``meta.next_metric_row`` keeps
+numbering calls store-wide (the live tail and ``runwatch sync`` read calls by
+that number).
+Stepping down rebuilds one row per logging call from the chunks.
+``metric_stats`` and ``metric_rollups`` keep their layout.
+
+A step's ``up`` and ``down`` are SQL statements or Python callables taking
+the connection (for the steps that move data with code), run in order in
+the step's transaction.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import connections
+from .chunk_schema import CHUNK_TABLES, DROP_CHUNK_TABLES
 from .connections import apply_pragmas
 
 __all__ = [
@@ -81,15 +99,35 @@ __all__ = [
 ]
 
 
+#: What a step runs: a SQL statement, or a function of the connection (inside the step's transaction).
+Statement = str | Callable[[sqlite3.Connection], None]
+
+
 @dataclass(frozen=True)
 class Migration:
     """One step of the schema: ``up`` leads to ``version``, ``down`` back to ``version - 1``."""
 
     version: int
     description: str
-    up: tuple[str, ...]
-    down: tuple[str, ...]
+    up: tuple[Statement, ...]
+    down: tuple[Statement, ...]
 
+
+# Versions 1 to 6 kept one row per logging call: a call's names, in order, interned once as a
+# key set, and its values a JSON array in that order (null = NaN, "inf"/"-inf" = ±Inf).
+_V1_METRIC_TABLES: tuple[str, ...] = (
+    "CREATE TABLE metric_keysets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)",
+    """CREATE TABLE metric_rows (
+        run INTEGER NOT NULL,
+        row INTEGER NOT NULL,
+        step INTEGER,
+        ts REAL NOT NULL,
+        keyset INTEGER NOT NULL,
+        vals TEXT NOT NULL,
+        tags TEXT,
+        PRIMARY KEY (run, row)
+    ) WITHOUT ROWID""",
+)
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -115,19 +153,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX runs_status ON runs(status, start_time)",
             "CREATE INDEX runs_start ON runs(start_time)",
-            # A logging call's names, in order, are interned once as a key set;
-            # its values are then a JSON array in that order.
-            "CREATE TABLE metric_keysets (id INTEGER PRIMARY KEY, names TEXT NOT NULL UNIQUE)",
-            """CREATE TABLE metric_rows (
-                run INTEGER NOT NULL,
-                row INTEGER NOT NULL,
-                step INTEGER,
-                ts REAL NOT NULL,
-                keyset INTEGER NOT NULL,
-                vals TEXT NOT NULL,
-                tags TEXT,
-                PRIMARY KEY (run, row)
-            ) WITHOUT ROWID""",
+            *_V1_METRIC_TABLES,
             """CREATE TABLE metric_stats (
                 run INTEGER NOT NULL,
                 name TEXT NOT NULL,
@@ -389,6 +415,37 @@ MIGRATIONS += (
     ),
 )
 
+
+def _copy_rows_into_chunks(connection: sqlite3.Connection) -> None:
+    from .chunk_migration import copy_metric_rows  # numpy: imported only when a store migrates
+
+    copy_metric_rows(connection)
+
+
+def _copy_chunks_into_rows(connection: sqlite3.Connection) -> None:
+    from .chunk_migration import copy_chunks_to_rows
+
+    copy_chunks_to_rows(connection)
+
+
+MIGRATIONS += (
+    Migration(
+        10,
+        "metric series in columnar chunks",
+        up=(
+            *CHUNK_TABLES,
+            _copy_rows_into_chunks,
+            "DROP TABLE metric_rows",
+            "DROP TABLE metric_keysets",
+        ),
+        down=(
+            *_V1_METRIC_TABLES,
+            _copy_chunks_into_rows,
+            *DROP_CHUNK_TABLES,
+        ),
+    ),
+)
+
 #: The version this code writes and reads.
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -508,7 +565,10 @@ def _step_in_transaction(connection: sqlite3.Connection, target: int) -> int | N
                 step = MIGRATIONS[version - 1]
                 statements, new_version = step.down, step.version - 1
             for statement in statements:
-                connection.execute(statement)
+                if isinstance(statement, str):
+                    connection.execute(statement)
+                else:
+                    statement(connection)
             connection.execute(f"PRAGMA user_version = {int(new_version)}")
         except BaseException:
             connection.execute("ROLLBACK")

@@ -34,9 +34,8 @@ with floats gets separate integer and float chunks, so nothing is rounded.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import chain
 from operator import itemgetter
 from typing import Any, Final
 
@@ -47,6 +46,7 @@ import orjson
 from .chunks import BLOCK_POINTS, VALUE_FLOAT, VALUE_INT, ChunkColumns, ColumnCache, EncodedChunk, encode_chunk
 
 __all__ = [
+    "BuilderSavepoint",
     "BuilderStatistics",
     "CallGroup",
     "ChunkWrite",
@@ -77,6 +77,8 @@ class CallGroup:
         seq, step, step_valid, time_us, tags: per call, as in :class:`ChunkColumns`.
         columns: per name, the values of every call: float64, int64, or (only
             when integers beyond 2**53 mix with floats) an object array.
+        last_seconds: the last call's time as it was given (epoch seconds; the
+            metric statistics keep it exactly), None when not known.
     """
 
     run: int
@@ -87,6 +89,7 @@ class CallGroup:
     time_us: Int64Array
     columns: tuple[npt.NDArray[Any], ...]
     tags: list[str | None] | None = None
+    last_seconds: float | None = None
 
 
 def time_to_us(seconds: npt.NDArray[np.float64]) -> Int64Array:
@@ -94,7 +97,7 @@ def time_to_us(seconds: npt.NDArray[np.float64]) -> Int64Array:
     return np.rint(seconds * 1e6).astype(np.int64)
 
 
-def group_calls(calls: Sequence[Any], run_keys: Mapping[str, int], next_seq: dict[int, int]) -> list[CallGroup]:
+def group_calls(calls: Sequence[Any], run_keys: Mapping[str, int], first_seq: int) -> list[CallGroup]:
     """Columns of a batch of metric calls, one :class:`CallGroup` per (run, names).
 
     Args:
@@ -103,8 +106,8 @@ def group_calls(calls: Sequence[Any], run_keys: Mapping[str, int], next_seq: dic
             Values are ``int`` (int64 range) or ``float``, as
             ``Metric`` guarantees.
         run_keys: run id → the run's integer key, for every run in ``calls``.
-        next_seq: run key → its next logging-call number; updated in place
-            (a run not in it starts at 0).
+        first_seq: the number of the first call; the others follow in batch
+            order (calls are numbered store-wide, whatever their run).
 
     Returns:
         The groups in order of each group's first call.
@@ -113,21 +116,24 @@ def group_calls(calls: Sequence[Any], run_keys: Mapping[str, int], next_seq: dic
     if count == 0:
         return []
     run_ids = list(map(itemgetter(0), calls))
+    seqs = np.arange(first_seq, first_seq + count, dtype=np.int64)
+    runs: list[int] | None = None
     if run_ids.count(run_ids[0]) == count:
         run = run_keys[run_ids[0]]
-        start = next_seq.get(run, 0)
-        next_seq[run] = start + count
-        seqs = np.arange(start, start + count, dtype=np.int64)
-        runs: list[int] | None = None
     else:
         runs = [run_keys[run_id] for run_id in run_ids]
-        seqs = _sequence_numbers(runs, next_seq)
     values = list(map(itemgetter(2), calls))
     first_names = tuple(values[0])
+    # The common case, one run logging one set of names: every call has as many names as the
+    # first (one C-level pass), and each column is taken by name from every call, which fails
+    # (KeyError) if one lacks a name. Comparing each call's names instead costs a tuple per call.
+    if runs is None and sum(map(len, values)) == count * len(first_names):
+        try:
+            return [_group_of_calls(run, first_names, calls, seqs)]
+        except KeyError:
+            pass  # same counts, other names: group them below
     # Each call's names tuple is compared and freed at once: keeping one per call would hand
     # the garbage collector a tracked object per call (and full collections over the batch).
-    if runs is None and all(map(first_names.__eq__, map(tuple, values))):
-        return [_group_of_calls(run, first_names, calls, seqs)]
     interned: dict[tuple[str, ...], tuple[str, ...]] = {}
     names = [interned.setdefault(key, key) for key in map(tuple, values)]
     members: dict[tuple[int, tuple[str, ...]], list[int]] = {}
@@ -163,31 +169,18 @@ def group_rows(
     ``float``; rows must all have ``len(names)`` values.
     """
     count = len(rows)
-    width = len(names)
-    flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=count * width)
-    columns = _typed_columns(
-        flat.reshape(count, width), [type(v) is int for v in rows[0]], lambda j: list(map(itemgetter(j), rows))
-    )
+    floats = [np.fromiter(map(itemgetter(j), rows), dtype=np.float64, count=count) for j in range(len(names))]
+    columns = _typed_columns(floats, [type(v) is int for v in rows[0]], lambda j: list(map(itemgetter(j), rows)))
     return CallGroup(run, names, seq, step, step_valid, time_us, columns, tags)
 
 
-def _sequence_numbers(runs: list[int], next_seq: dict[int, int]) -> Int64Array:
-    """Per call, its run's next logging-call number, in batch order."""
-    keys = np.array(runs, dtype=np.int64)
-    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    order = np.argsort(inverse, kind="stable")
-    group_start = np.concatenate(([0], np.cumsum(counts)[:-1]))
-    rank = np.empty(len(runs), dtype=np.int64)
-    rank[order] = np.arange(len(runs)) - np.repeat(group_start, counts)
-    bases = np.array([next_seq.get(int(run), 0) for run in unique], dtype=np.int64)
-    for run, base, added in zip(unique.tolist(), bases.tolist(), counts.tolist(), strict=True):
-        next_seq[run] = base + added
-    return bases[inverse] + rank
-
-
 def _group_of_calls(run: int, names: tuple[str, ...], calls: Sequence[Any], seq: Int64Array) -> CallGroup:
+    """The columns of calls that logged ``names`` (in any order).
+
+    Raises:
+        KeyError: a call lacks one of ``names``.
+    """
     count = len(calls)
-    width = len(names)
     seconds = np.fromiter(map(itemgetter(1), calls), dtype=np.float64, count=count)
     steps = list(map(itemgetter(3), calls))
     valid: BoolArray | None = None
@@ -197,15 +190,15 @@ def _group_of_calls(run: int, names: tuple[str, ...], calls: Sequence[Any], seq:
     else:
         step = np.array(steps, dtype=np.int64)
     dicts = list(map(itemgetter(2), calls))
-    flat = np.fromiter(chain.from_iterable(map(dict.values, dicts)), dtype=np.float64, count=count * width)
+    # Column by column, straight from the calls' dicts in C: no Python object per value.
+    floats = [np.fromiter(map(itemgetter(name), dicts), dtype=np.float64, count=count) for name in names]
+    first = dicts[0]
     columns = _typed_columns(
-        flat.reshape(count, width),
-        [type(v) is int for v in dicts[0].values()],
-        lambda j: list(map(itemgetter(names[j]), dicts)),
+        floats, [type(first[name]) is int for name in names], lambda j: list(map(itemgetter(names[j]), dicts))
     )
     tag_list = list(map(itemgetter(4), calls))
     tags = None if tag_list.count(None) == count else [_tags_text(t) for t in tag_list]
-    return CallGroup(run, names, seq, step, valid, time_to_us(seconds), columns, tags)
+    return CallGroup(run, names, seq, step, valid, time_to_us(seconds), columns, tags, calls[-1][1])
 
 
 def _tags_text(tags: Mapping[str, str] | None) -> str | None:
@@ -213,20 +206,20 @@ def _tags_text(tags: Mapping[str, str] | None) -> str | None:
 
 
 def _typed_columns(
-    matrix: npt.NDArray[np.float64], first_is_int: list[bool], column_of: Callable[[int], list[Any]]
+    floats: list[npt.NDArray[np.float64]], first_is_int: list[bool], column_of: Callable[[int], list[Any]]
 ) -> tuple[npt.NDArray[Any], ...]:
     """Each column as float64, int64 or (exactness requires it) object.
 
-    ``matrix`` holds every value converted to float; ``first_is_int`` says
+    ``floats`` holds every column converted to float; ``first_is_int`` says
     which columns started with an integer; ``column_of(j)`` gives column j's
     original values, read only for columns that may hold integers.
     """
-    # Floats at or beyond 2**53 in magnitude may be rounded integers: look at those columns' objects.
-    suspicious: BoolArray = np.asarray((np.abs(matrix) >= _FLOAT_EXACT).any(axis=0))
     out: list[npt.NDArray[Any]] = []
     for j, starts_int in enumerate(first_is_int):
-        if not starts_int and not suspicious[j]:
-            out.append(matrix[:, j])
+        column = floats[j]
+        # Floats at or beyond 2**53 in magnitude may be rounded integers: look at those columns' objects.
+        if not starts_int and not bool((np.abs(column) >= _FLOAT_EXACT).any()):
+            out.append(column)
             continue
         original = column_of(j)
         kinds = set(map(type, original))
@@ -235,7 +228,7 @@ def _typed_columns(
         elif int in kinds and any(type(v) is int and not -_FLOAT_EXACT <= v <= _FLOAT_EXACT for v in original):
             out.append(np.array(original, dtype=object))
         else:
-            out.append(matrix[:, j])
+            out.append(column)
     return tuple(out)
 
 
@@ -302,6 +295,14 @@ class _OpenSeries:
 
 
 @dataclass(frozen=True, slots=True)
+class BuilderSavepoint:
+    """What :meth:`SeriesBuilder.rollback` restores: open series and the call number as they were."""
+
+    next_seq: int
+    series: dict[SeriesKey, tuple[int, list[ChunkColumns], list[ChunkColumns], int, bool]]
+
+
+@dataclass(frozen=True, slots=True)
 class BuilderStatistics:
     """Counters of a :class:`SeriesBuilder` (monotonic except ``open_*``)."""
 
@@ -359,8 +360,8 @@ class SeriesBuilder:
         self.max_open_segments = max_open_segments
         self.tiered_segments = tiered_segments
         self.max_open_points = max_open_points
-        #: run key → its next logging-call number (the caller seeds runs it resumes)
-        self.next_seq: dict[int, int] = {}
+        #: the number :meth:`add_calls` gives the next call (a writer sets it from its store's counter)
+        self.next_seq = 0
         self._open: dict[SeriesKey, _OpenSeries] = {}
         self._pending: ChunkWrites | None = None
         self._cache = ColumnCache()
@@ -373,8 +374,9 @@ class SeriesBuilder:
     # -- adding ---------------------------------------------------------------------
 
     def add_calls(self, calls: Sequence[Any], run_keys: Mapping[str, int]) -> None:
-        """Add a batch of metric calls (see :func:`group_calls`)."""
+        """Add a batch of metric calls (see :func:`group_calls`), numbered from :attr:`next_seq` on."""
         self.add_groups(group_calls(calls, run_keys, self.next_seq))
+        self.next_seq += len(calls)
 
     def add(self, group: CallGroup) -> None:
         """Append the columns of one group; see :meth:`add_groups`."""
@@ -407,6 +409,19 @@ class SeriesBuilder:
             else:
                 self._append(key, merged)
 
+    def adopt(self, key: SeriesKey, points: ChunkColumns) -> None:
+        """Take stored points of an open chunk another writer left (it ended without sealing).
+
+        They become the start of this builder's open chunk of ``key`` (the
+        caller deletes their rows in the transaction that writes this
+        builder's next commit). Call before adding any point of ``key``.
+        """
+        if self._pending is not None:
+            raise RuntimeError("adopt() while a prepared commit is outstanding: confirm() or abort() it first")
+        if key in self._open:
+            raise RuntimeError(f"adopt() of {key!r}, which already has open points")
+        self._append(key, points)
+
     def _append(self, key: SeriesKey, columns: ChunkColumns) -> None:
         value_type = columns.value_type
         series = self._open.get(key)
@@ -431,11 +446,14 @@ class SeriesBuilder:
 
     # -- committing -----------------------------------------------------------------
 
-    def prepare(self, *, seal_all: bool = False, persist_open: bool = True) -> ChunkWrites:
+    def prepare(
+        self, *, seal_all: bool = False, seal_runs: Collection[int] = (), persist_open: bool = True
+    ) -> ChunkWrites:
         """The writes that make every point added so far durable.
 
         Args:
-            seal_all: seal every open chunk (at a run's end or at close).
+            seal_all: seal every open chunk (at close).
+            seal_runs: seal the open chunks of these runs (at their end).
             persist_open: write the open chunks' new points as segments;
                 False writes sealed chunks only (a bulk copy inside one
                 transaction, where segments would be replaced before anyone
@@ -450,8 +468,9 @@ class SeriesBuilder:
         self._cache = ColumnCache()  # metrics of the same calls share their call columns' encoding
         forced = self._over_memory_bound()
         for key, series in self._open.items():
-            if series.dirty or (seal_all and series.points) or key in forced:
-                self._plan_series(key, series, writes, seal=seal_all or key in forced, persist_open=persist_open)
+            seal = seal_all or key in forced or key[0] in seal_runs
+            if series.dirty or (seal and (series.points or series.closed)):
+                self._plan_series(key, series, writes, seal=seal, persist_open=persist_open)
         self._pending = writes
         self._cache = ColumnCache()
         return writes
@@ -484,6 +503,47 @@ class SeriesBuilder:
         """Forget ``writes`` (their transaction failed): the next :meth:`prepare` plans them again."""
         self._check_pending(writes)
         self._pending = None
+
+    def savepoint(self) -> BuilderSavepoint:
+        """The builder's state now, for :meth:`rollback` (cheap: no point is copied)."""
+        if self._pending is not None:
+            raise RuntimeError("savepoint() while a prepared commit is outstanding")
+        return BuilderSavepoint(
+            self.next_seq,
+            {
+                key: (series.value_type, list(series.parts), list(series.closed), series.points, series.dirty)
+                for key, series in self._open.items()
+            },
+        )
+
+    def rollback(self, savepoint: BuilderSavepoint) -> None:
+        """Forget every point added since ``savepoint`` (a batch whose transaction failed, to be added again).
+
+        Raises:
+            RuntimeError: a prepared commit is outstanding (abort it first), or a
+                commit was confirmed since the savepoint.
+        """
+        if self._pending is not None:
+            raise RuntimeError("rollback() while a prepared commit is outstanding: abort() it first")
+        for key in list(self._open):
+            if key not in savepoint.series:
+                del self._open[key]
+        for key, (value_type, parts, closed, points, dirty) in savepoint.series.items():
+            series = self._open.get(key)
+            if series is None:
+                raise RuntimeError("a commit was confirmed since the savepoint")
+            series.value_type, series.parts, series.closed = value_type, list(parts), list(closed)
+            series.points, series.dirty = points, dirty
+        self.next_seq = savepoint.next_seq
+
+    def forget_runs(self, runs: Collection[int]) -> None:
+        """Drop the open points of ``runs`` (their rows are gone from the store, or they ended)."""
+        for key in [key for key in self._open if key[0] in runs]:
+            del self._open[key]
+
+    def series_keys(self) -> list[SeriesKey]:
+        """The open series, in the order their points first arrived."""
+        return list(self._open)
 
     def statistics(self) -> BuilderStatistics:
         """Open series and points, and what the confirmed commits wrote."""
@@ -566,9 +626,9 @@ class SeriesBuilder:
                 writes.deletes.append(SegmentDelete(key, min(first_seqs), max(first_seqs)))
                 writes.merges += 1
             segment = remaining.slice(start, len(remaining))
-            writes.inserts.append(
-                ChunkWrite(key, False, encode_chunk(segment, block_points=self.block_points, cache=self._cache))
-            )
+            # Raw planes: a segment is rewritten as segments merge and when the chunk seals.
+            chunk = encode_chunk(segment, block_points=self.block_points, cache=self._cache, fast=True)
+            writes.inserts.append(ChunkWrite(key, False, chunk))
             encoded += len(segment)
             segments = [*segments, (int(segment.seq[0]), start, len(remaining))]
             persisted = len(remaining)

@@ -28,7 +28,7 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
@@ -40,18 +40,24 @@ from .base import (
     MaintenancePass,
     RunActivity,
     RunPage,
+    Series,
+    SeriesAxis,
+    SeriesSummary,
     Store,
     StoreTail,
     StoreWriter,
     TimeLike,
 )
+from .chart import chart
+from .chunk_schema import CHUNK_VERSION
+from .chunk_store import read_series, read_summaries
 from .queries import datacat as datacat_queries
 from .queries import media as media_queries
 from .queries import runs as run_queries
 from .queries import sessions as session_queries
 from .queries import snapshots as snapshot_queries
 from .queries.annotations import has_annotations, set_run_annotations
-from .queries.common import read_snapshot, run_keys
+from .queries.common import read_snapshot
 from .schema import SCHEMA_VERSION, current_version, migrate, prepare_database
 
 if TYPE_CHECKING:
@@ -126,6 +132,20 @@ class SQLiteStore(Store):
     def _read(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         with self.connection() as conn:
             return fn(conn, *args, **kwargs)
+
+    def _read_metrics(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """A read of metric series: they live in chunks, from schema version :data:`CHUNK_VERSION` on."""
+        with self.connection() as conn:
+            self._check_chunks(conn)
+            return fn(conn, *args, **kwargs)
+
+    def _check_chunks(self, conn: sqlite3.Connection) -> None:
+        version = current_version(conn)
+        if version < CHUNK_VERSION:
+            raise StoreError(
+                f"the database {self.location!r} has schema version {version}: its metrics are read from"
+                f" version {CHUNK_VERSION} on; call init_database() or migrate_schema() (runwatch migrate)"
+            )
 
     def _read_if_exists(self, empty: _T, fn: Callable[..., _T], *args: Any) -> _T:
         """A read that finds nothing (``empty``) in a store not created yet, or one nothing was written to."""
@@ -285,7 +305,7 @@ class SQLiteStore(Store):
         *,
         align: str = "call",
     ) -> pd.DataFrame:
-        return self._read(queries.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
+        return self._read_metrics(queries.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
 
     def metric_calls(
         self,
@@ -297,12 +317,24 @@ class SQLiteStore(Store):
         after_row: int | None = None,
         limit: int = 20_000,
     ) -> dict[str, Any]:
-        return self._read(
+        return self._read_metrics(
             queries.metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
         )
 
-    def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
-        return self._read(queries.metric_series, run_id, name, after_row=after_row)
+    def read_series(
+        self,
+        run_id: str,
+        names: Sequence[str] | None = None,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        by: SeriesAxis = "seq",
+        columns: Collection[str] = ("seq", "step", "time", "value"),
+    ) -> dict[str, Series]:
+        return self._read_metrics(read_series, run_id, names, start=start, end=end, by=by, columns=columns)
+
+    def read_summaries(self, run_id: str, names: Sequence[str] | None = None) -> dict[str, SeriesSummary]:
+        return self._read_metrics(read_summaries, run_id, names)
 
     def chart(
         self,
@@ -314,22 +346,7 @@ class SQLiteStore(Store):
         start: float | None = None,
         end: float | None = None,
     ) -> dict[tuple[str, str], ChartSeries]:
-        from .chart import chart_points, check_axis
-
-        check_axis(x)
-        points = {}
-        with self.connection() as conn, read_snapshot(conn):
-            keys = run_keys(conn, dict.fromkeys(run_ids))
-            for run_id in keys:
-                origin = 0.0
-                if x == "relative":
-                    origin = float(queries.run_summary(conn, run_id)["start_time"])
-                for name in dict.fromkeys(names):
-                    series = queries.metric_series(conn, run_id, name)
-                    if len(series["row"]):
-                        axis = series["step"] if x == "step" else series["ts"] - origin
-                        points[(run_id, name)] = (axis, series["value"])
-        return chart_points(points, buckets=buckets, start=start, end=end)
+        return self._read_metrics(chart, run_ids, names, x=x, buckets=buckets, start=start, end=end)
 
     def runs_metrics(
         self,
@@ -340,10 +357,10 @@ class SQLiteStore(Store):
         x_min: float | None = None,
         x_max: float | None = None,
     ) -> dict[str, dict[str, dict[str, Any]]]:
-        return self._read(queries.runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max)
+        return self._read_metrics(queries.runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max)
 
     def runs_metrics_frame(self, run_ids: Sequence[str], metric_names: Iterable[str] | None = None) -> pd.DataFrame:
-        return self._read(queries.runs_metric_frame, run_ids, metric_names)
+        return self._read_metrics(queries.runs_metric_frame, run_ids, metric_names)
 
     # -- what people say about runs ----------------------------------------------------------
 
@@ -452,7 +469,7 @@ class SQLiteStore(Store):
         history_limit: int = 100,
         history_before: int | None = None,
     ) -> dict[str, Any]:
-        return self._read(
+        return self._read_metrics(
             session_queries.read_session,
             session_id,
             events_limit=events_limit,
@@ -486,13 +503,14 @@ class SQLiteStore(Store):
         )
 
     def session_statistics(self, since: float | None) -> dict[str, Any]:
-        return self._read(session_queries.session_statistics, since)
+        return self._read_metrics(session_queries.session_statistics, since)
 
     def session_metrics(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
-        return self._read(session_queries.session_metrics, start, end)
+        return self._read_metrics(session_queries.session_metrics, start, end)
 
     def remove_old_sessions(self, cutoff: float) -> dict[str, int]:
         with self.connection(write=True) as conn:
+            self._check_chunks(conn)
             return session_queries.remove_old_sessions(conn, cutoff)
 
     def whole_sessions(self, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
@@ -578,6 +596,8 @@ class SQLiteStore(Store):
         return backup.restore_backup(self.path, backup_path)
 
     def export_run(self, run_id: str, output_dir: Path, *, include_snapshots: bool = True) -> Path:
+        with self.connection() as conn:
+            self._check_chunks(conn)
         return export.export_run(self.location, run_id, output_dir, include_snapshots=include_snapshots)
 
 

@@ -2,10 +2,29 @@
 
 :class:`SQLiteWriter` owns the store's writer connection (aiosqlite: sqlite3 on
 its own thread, see :func:`runwatch.store.connections.open_writer`) and every
-statement that writes events: it resolves run ids and key sets, has
+statement that writes events: it resolves run ids, has
 :class:`~runwatch.store.encode.BatchEncoder` turn the batch into the
 parameters of a few set-based statements, runs them and commits. The sink
 decides when to write and what to do when the store cannot take a batch.
+
+Metrics go into columnar chunks (docs/store.md): the batch's calls become
+columns (:func:`~runwatch.store.series.group_calls`, no Python object per
+value), a :class:`~runwatch.store.series.SeriesBuilder` appends them to each
+series' open chunk, and every transaction writes what its
+:meth:`~runwatch.store.series.SeriesBuilder.prepare` plans: sealed chunks
+and a segment of each open chunk holding its new points. So what a commit
+acknowledges (a flush barrier's, in particular) is readable after the
+process is killed. A run's open chunks seal in the transaction that stores
+its end (completed or failed). A failed transaction rolls the builder back
+to where it was before the batch, so the sink's retry adds it once.
+Logging calls are numbered store-wide (``seq``, the store's
+``next_metric_row`` counter read and advanced under the write lock, in
+batch order), so a number below the counter is committed: the live tail and
+``runwatch sync`` read calls by that number. A run first written by this
+writer has the open chunks a previous writer of the run left unsealed (a
+process that crashed or stopped mid-run) adopted: they continue as this
+writer's open chunks. One writer per run at a time, as the runs' ownership
+already has it.
 
 Waiting for another writer's lock happens in slices of
 :data:`~runwatch.store.connections.WRITER_BUSY_SLICE_MILLISECONDS` (up to
@@ -47,10 +66,17 @@ import orjson
 from ..exceptions import StoreUnavailable
 from . import connections
 from .base import StoreWriter
+from .chunk_store import (
+    DECODE_COLUMNS,
+    INSERT_SERIES,
+    SELECT_SERIES,
+    SeriesIds,
+    chunk_statements,
+    decode_rows,
+)
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
-    INSERT_METRIC_ROWS,
     INSERT_RECEIPTS,
     INSERT_STATE_HISTORY,
     NEXT_METRIC_ROW,
@@ -58,12 +84,13 @@ from .encode import (
     BatchEncoder,
     EncodedBatch,
     dumps,
-    encode_metric_rows,
+    metric_stats,
     runs_with_state_patches,
 )
 from .ledger import CommitLedger, LedgerEntry
 from .media import MediaWriteOutcome, WritePlan, histogram_plan, image_plan
 from .schema import prepare_database
+from .series import BuilderSavepoint, ChunkWrites, SeriesBuilder, group_calls
 
 if TYPE_CHECKING:
     import aiosqlite
@@ -74,6 +101,7 @@ logger = logging.getLogger("runwatch.store")
 
 #: The longest one transaction waits for another writer's lock (in busy slices) before it counts as failed.
 LOCK_WAIT_SECONDS: Final = 5.0
+_ALL_COLUMNS: Final = frozenset({"seq", "step", "time", "value", "tags"})
 
 
 class SQLiteWriter(StoreWriter):
@@ -85,7 +113,14 @@ class SQLiteWriter(StoreWriter):
         max_image_bytes_per_run: a run's image budget in bytes (``None``: none).
     """
 
-    def __init__(self, path: str, owner: str, *, max_image_bytes_per_run: int | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        owner: str,
+        *,
+        max_image_bytes_per_run: int | None = None,
+        builder: SeriesBuilder | None = None,
+    ) -> None:
         self.path = path
         self._owner = owner
         self._max_image_bytes_per_run = max_image_bytes_per_run
@@ -93,6 +128,10 @@ class SQLiteWriter(StoreWriter):
         self._db: aiosqlite.Connection | None = None
         self._encoder = BatchEncoder()
         self._run_ids: dict[str, int] = {}
+        #: the open chunks of every series this writer writes (see the module docs)
+        self.builder = builder or SeriesBuilder()
+        self._series = SeriesIds()
+        self._taken_over: set[int] = set()  # runs whose unsealed chunks this writer has adopted
 
     async def open(self) -> None:
         # A new store is created 0600 and a directory created for it 0700 (an existing one keeps its mode).
@@ -116,8 +155,10 @@ class SQLiteWriter(StoreWriter):
             except _StaleRunIds:
                 # Runs were removed (``runwatch cleanup`` from any process) since their ids were cached:
                 # the transaction is rolled back; forget them and write again, creating them anew.
-                for event in batch:
-                    self._run_ids.pop(event.run_id, None)
+                stale = {self._run_ids.pop(event.run_id) for event in batch if event.run_id in self._run_ids}
+                self.builder.forget_runs(stale)
+                self._series.forget_runs(stale)
+                self._taken_over -= stale
                 return await self._try_transaction(self._db, batch, ledger)
         except Exception as exc:
             if _is_store_trouble(exc):  # locked, disk full, read-only...: the batch may be written again later
@@ -130,8 +171,7 @@ class SQLiteWriter(StoreWriter):
         for index, event in enumerate(batch):
             try:
                 encoded = self._encoder.encode([event], any_run, {})
-                encode_metric_rows(encoded.metric_rows)
-                dumps(encoded.metric_stats)
+                dumps(metric_stats(group_calls(encoded.metric_calls, any_run, {})))
                 dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
             except Exception:
                 bad.append(index)
@@ -175,8 +215,11 @@ class SQLiteWriter(StoreWriter):
         self, db: aiosqlite.Connection, batch: Sequence[Any], ledger: CommitLedger | None
     ) -> list[tuple[str, str]]:
         new_runs: list[str] = []
-        encoded: EncodedBatch | None = None
+        builder = self.builder
+        savepoint: BuilderSavepoint | None = None
+        writes: ChunkWrites | None = None
         entry = ledger.begin() if ledger is not None else None
+        taken_over = set(self._taken_over)
         try:
             now = time.time()  # run times are capped at the commit (see BatchEncoder.encode)
             new_runs = await self._ensure_runs(db, batch, now)
@@ -184,22 +227,29 @@ class SQLiteWriter(StoreWriter):
             # On the loop, not a worker thread: a CPU-bound thread beside the loop makes every socket
             # send wait for the GIL (a convoy); the sink's 0.1 s flush interval keeps each encode short.
             encoded = self._encoder.encode(batch if type(batch) is list else list(batch), self._run_ids, state, now)
+            savepoint = builder.savepoint()
+            await self._take_over_runs(db, encoded)
+            if encoded.metric_calls:
+                # Numbered store-wide under the write lock: a number below the counter is committed.
+                async with db.execute(NEXT_METRIC_ROW) as cursor:
+                    first = int((await cursor.fetchone() or (0,))[0])
+                count = len(encoded.metric_calls)
+                groups = group_calls(encoded.metric_calls, self._run_ids, first)
+                await db.execute(ADVANCE_METRIC_ROW, (count,))
+                if entry is not None:
+                    entry.ranges.append(("metric_rows", first, first + count - 1))
+                await db.execute(UPSERT_METRIC_STATS, (dumps(metric_stats(groups)),))
+                builder.add_groups(groups)
+            writes = builder.prepare(seal_runs=encoded.ending_runs)
+            await self._write_chunks(db, writes)
             await self._execute_encoded(db, encoded, now, entry)
             media = await self._write_media(db, encoded)
             with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
                 await db.execute("COMMIT")
-            if media is not None:
-                self._count_media(media)
-            if entry is not None:
-                assert ledger is not None
-                ledger.settle(entry, committed=True)
-            return [(receipt[0], receipt[1]) for receipt in encoded.receipts]
         except BaseException:
             if entry is not None:
                 assert ledger is not None
                 ledger.settle(entry, committed=False)
-            if encoded is not None:  # key sets inserted in this transaction are gone too
-                self._encoder.forget_keysets(encoded.new_keysets)
             try:
                 with anyio.CancelScope(shield=True):
                     await db.execute("ROLLBACK")
@@ -207,21 +257,69 @@ class SQLiteWriter(StoreWriter):
                 pass
             for run_id in new_runs:  # their rows were rolled back too
                 self._run_ids.pop(run_id, None)
+            self._series.rolled_back()  # series created in this transaction are gone
+            if writes is not None:
+                builder.abort(writes)
+            if savepoint is not None:  # the sink writes the same batch again: add it once
+                builder.rollback(savepoint)
+            self._taken_over = taken_over  # adopted rows are back in the store: adopt them again
             raise
+        if entry is not None:
+            assert ledger is not None
+            ledger.settle(entry, committed=True)
+        self._series.committed()
+        builder.confirm(writes)
+        if media is not None:
+            self._count_media(media)
+        if encoded.ending_runs:  # sealed: a long-lived writer keeps nothing per ended run (a resumed one reads it anew)
+            builder.forget_runs(encoded.ending_runs)
+            self._series.forget_runs(encoded.ending_runs)
+            self._taken_over -= encoded.ending_runs
+        return [(receipt[0], receipt[1]) for receipt in encoded.receipts]
+
+    async def _take_over_runs(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
+        """Runs this writer writes for the first time: adopt the open chunks a previous writer left
+        unsealed (their rows go in this transaction)."""
+        run_ids = self._run_ids
+        runs = ({run_ids[call.run_id] for call in encoded.metric_calls} | encoded.ending_runs) - self._taken_over
+        if not runs:
+            return
+        self._taken_over |= runs
+        param = (orjson.dumps(sorted(runs)),)
+        async with db.execute(
+            f"SELECT c.rowid, s.run, s.name, {DECODE_COLUMNS} FROM metric_series AS s"
+            " JOIN metric_chunks AS c ON c.series = s.id"
+            " WHERE s.run IN (SELECT value FROM json_each(?)) AND c.sealed = 0 ORDER BY s.id, c.seq_first",
+            param,
+        ) as cursor:
+            left = await cursor.fetchall()
+        if not left:
+            return
+        by_series: dict[tuple[int, str], list[tuple[Any, ...]]] = {}
+        for row in left:
+            by_series.setdefault((row[1], row[2]), []).append(row[2:])
+        for key, rows in by_series.items():
+            self.builder.adopt(key, decode_rows(rows, _ALL_COLUMNS))
+        rowids = [row[0] for row in left]
+        await db.execute(
+            "DELETE FROM metric_chunks WHERE rowid IN (SELECT value FROM json_each(?))", (orjson.dumps(rowids),)
+        )
+
+    async def _write_chunks(self, db: aiosqlite.Connection, writes: ChunkWrites) -> None:
+        """The chunk rows of ``writes``, each series created (in order of first appearance) if new."""
+        # Every series written is still open in the builder until confirm(): its order is first appearance.
+        missing = self._series.missing(self.builder.series_keys())
+        if missing:
+            param = (orjson.dumps(missing),)
+            await db.execute(INSERT_SERIES, param)
+            async with db.execute(SELECT_SERIES, param) as cursor:
+                self._series.learn((run, name, series) for run, name, series in await cursor.fetchall())
+        for sql, params in chunk_statements(writes, self._series.ids):
+            await db.execute(sql, params)
 
     async def _execute_encoded(
         self, db: aiosqlite.Connection, encoded: EncodedBatch, now: float, entry: LedgerEntry | None
     ) -> None:
-        if encoded.new_keysets:
-            await self._store_keysets(db, encoded)
-        if encoded.metric_rows:
-            if entry is not None:
-                async with db.execute(NEXT_METRIC_ROW) as cursor:
-                    first = int((await cursor.fetchone() or (0,))[0])
-                entry.ranges.append(("metric_rows", first, first + len(encoded.metric_rows) - 1))
-            await db.execute(INSERT_METRIC_ROWS, (encode_metric_rows(encoded.metric_rows),))
-            await db.execute(ADVANCE_METRIC_ROW, (len(encoded.metric_rows),))
-            await db.execute(UPSERT_METRIC_STATS, (dumps(encoded.metric_stats),))
         for table, statement, rows in (
             ("events", INSERT_EVENTS, encoded.event_rows),
             ("state_history", INSERT_STATE_HISTORY, encoded.state_rows),
@@ -278,16 +376,6 @@ class SQLiteWriter(StoreWriter):
             "image_blob_bytes": media.new_blob_bytes,
             "histograms_stored": media.histograms_stored,
         }
-
-    async def _store_keysets(self, db: aiosqlite.Connection, encoded: EncodedBatch) -> None:
-        texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
-        param = (orjson.dumps(list(texts)),)
-        await db.execute("INSERT OR IGNORE INTO metric_keysets (names) SELECT value FROM json_each(?)", param)
-        async with db.execute(
-            "SELECT names, id FROM metric_keysets WHERE names IN (SELECT value FROM json_each(?))", param
-        ) as cursor:
-            ids = {texts[names]: keyset for names, keyset in await cursor.fetchall()}
-        self._encoder.resolve_keysets(encoded, ids)
 
     async def _ensure_runs(self, db: aiosqlite.Connection, batch: Sequence[Any], now: float) -> list[str]:
         run_ids = self._run_ids

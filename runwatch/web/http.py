@@ -27,7 +27,6 @@ from ..events import to_epoch_seconds
 from ..exceptions import UnknownRunError, WireError
 from ..pipeline.component import ServiceKey, Services
 from ..store.base import Store
-from .series import SeriesCache
 
 __all__ = [
     "CURSOR_SCHEMA",
@@ -149,7 +148,6 @@ class WebContext:
     max_ingest_events: int = 10_000
     shutting_down: bool = False
     previous_stats: dict[str, tuple[float, int]] = field(default_factory=dict)
-    series: SeriesCache = field(default_factory=SeriesCache)
     #: The server's connection guard (cap, evictions, header timeouts), when served by :mod:`.server`.
     connections: Any = None
     #: Runs this server started for ingest (see :mod:`.ingest`) and may not see in the store

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import numpy as np
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from ..events import LEVELS
+from ..store.base import Store
 from ..store.queries import MAX_CALLS_PER_PAGE, RUN_STATUSES
 from ..wire import json_number
 from ..wire.annotations import ANNOTATION_BODY_SCHEMA, parse_annotation_body
@@ -27,7 +29,6 @@ from .http import (
     CURSOR_SCHEMA,
     TIME_SCHEMA,
     JSONResponse,
-    WebContext,
     body_schema,
     cursor_param,
     error_responses,
@@ -36,7 +37,7 @@ from .http import (
     time_param,
     web_context,
 )
-from .series import window_payload
+from .series import chart_payload, series_payload
 
 __all__ = ["event_row", "router", "run_row", "summary_of"]
 
@@ -143,13 +144,11 @@ async def run_metrics(
 ) -> JSONResponse:
     start, end = time_param("since", since), time_param("until", until)
     wanted = [name for name in (names or "").split(",") if name]
-    context = web_context(request)
-    summary = await read(context.store.run_summary, run_id)
+    store = web_context(request).store
+    summary = await read(store.run_summary, run_id)
     known = sorted(summary.get("metrics", {}))
     selected = [n for n in known if not wanted or any(n == w or fnmatch.fnmatchcase(n, w) for w in wanted)]
-    series: dict[str, Any] = {}
-    for name in selected:
-        series[name] = await read(_series_window, context, run_id, name, start, end, max_points)
+    series = await read(_series_windows, store, run_id, selected, start, end, max_points)
     return JSONResponse({"run_id": run_id, "series": series})
 
 
@@ -180,11 +179,34 @@ async def run_metric_calls(
     return JSONResponse({"run_id": run_id, **page})
 
 
-def _series_window(
-    context: WebContext, run_id: str, name: str, start: float | None, end: float | None, points: int
+def _series_windows(
+    store: Store, run_id: str, names: list[str], start: float | None, end: float | None, max_points: int
 ) -> dict[str, Any]:
-    arrays = context.series.get(context.store, run_id, name)
-    return window_payload(arrays, start, end, points)
+    """Each series between ``start`` and ``end``: all its points if they fit in ``max_points``, else a
+    min/max chart of ``max_points / 2`` time buckets computed from chunk summaries."""
+    empty = {"t": [], "step": [], "v": [], "total_points": 0, "downsampled": False}
+    out: dict[str, Any] = {}
+    for name in names:
+        if start is not None and end is not None and end < start:
+            out[name] = empty
+            continue
+        charts = store.chart([run_id], [name], x="time", buckets=max_points // 2, start=start, end=end)
+        chart = charts.get((run_id, name))
+        if chart is None or not chart.count.any():
+            out[name] = empty
+        elif int(chart.count.sum()) > max_points:
+            out[name] = chart_payload(chart)
+        else:
+            found = store.read_series(run_id, [name], start=start, end=end, by="time").get(name)
+            if found is None:
+                out[name] = empty
+                continue
+            points = found.points
+            steps = points.step.astype(object)
+            if points.step_valid is not None:
+                steps[~points.step_valid] = None
+            out[name] = series_payload(points.time_us / 1e6, steps, points.values.astype(np.float64), max_points)
+    return out
 
 
 @router.get("/api/runs/{run_id}/events", summary="A run's events, newest first, paginated", responses=RUN_ERRORS)

@@ -1,14 +1,17 @@
 """Deterministic downsampling of metric series for charts (pure numpy code).
 
-Two shapes: :func:`window_payload` keeps each bucket's min and max *points*
-(a run's charts); :func:`bucket_series` gives each bucket's mean with its
-min/max band and non-finite marks (the compare view's ``GET /api/compare``).
+Three shapes: :func:`series_payload` keeps each bucket of equal point count's
+min and max *points*, and :func:`chart_payload` each bucket of equal time's
+min and max from a chart the store computed from its chunk summaries
+(:meth:`runwatch.store.base.Store.chart`, no point read), both for a run's
+charts (``GET /api/runs/{id}/metrics``); :func:`bucket_series` gives each
+bucket's mean with its min/max band and non-finite marks (the compare view's
+``GET /api/compare``).
 
 W&B samples 1,500 random points and TensorBoard keeps a 1,000-point
-reservoir, so a one-step spike may vanish from their charts. Here the range
-is cut into ``max_points // 2`` buckets of equal point count and each bucket
-keeps its minimum and its maximum point, in time order: the same input always
-gives the same output, and an extreme sample always survives.
+reservoir, so a one-step spike may vanish from their charts. Here every
+bucket keeps its minimum and its maximum: the same input always gives the
+same output, and an extreme sample always survives.
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from ..store.base import Store
+from ..store.base import ChartSeries
 from ..wire import json_number
 
-__all__ = ["SeriesCache", "bucket_series", "downsample_min_max", "series_payload", "window_payload"]
+__all__ = ["bucket_series", "chart_payload", "downsample_min_max", "series_payload"]
 
 
 def downsample_min_max(values: np.ndarray, max_points: int) -> np.ndarray:
@@ -69,65 +72,35 @@ def series_payload(timestamps: np.ndarray, steps: Any, values: np.ndarray, max_p
     }
 
 
-class SeriesCache:
-    """Recently charted metric series, kept as numpy arrays and extended incrementally.
+def chart_payload(chart: ChartSeries) -> dict[str, Any]:
+    """The JSON form of a bucketed series (see docs/protocol.md).
 
-    The first request for a (run, metric) reads the whole series; later ones
-    read only rows stored since (the store numbers rows in order). Bounded by
-    ``max_points`` in total, least recently used first out.
+    Each bucket with points gives its min at the earliest time (and step) of
+    its points and its max at the latest: at a chart's resolution (a bucket
+    per pixel column) the two share a column. A bucket of NaN only gives one
+    NaN point, so the gap still shows.
     """
-
-    def __init__(self, max_points: int = 4_000_000) -> None:
-        import threading
-        from collections import OrderedDict
-
-        self.max_points = max_points
-        self._series: OrderedDict[tuple[str, str, str], dict[str, np.ndarray]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, store: Store, run_id: str, name: str) -> dict[str, np.ndarray]:
-        """The series' arrays (``row``, ``ts``, ``step``, ``value``), brought up to date.
-
-        Call on a worker thread: it reads the store.
-        """
-        key = (store.location, run_id, name)
-        with self._lock:
-            cached = self._series.get(key)
-        after = int(cached["row"][-1]) if cached is not None and len(cached["row"]) else None
-        fresh = store.metric_series(run_id, name, after_row=after)
-        if cached is not None and after is not None:
-            if len(fresh["row"]):
-                fresh = {field: np.concatenate([cached[field], fresh[field]]) for field in cached}
-            else:
-                fresh = cached
-        with self._lock:
-            self._series[key] = fresh
-            self._series.move_to_end(key)
-            total = sum(len(series["row"]) for series in self._series.values())
-            while total > self.max_points and len(self._series) > 1:
-                _, evicted = self._series.popitem(last=False)
-                total -= len(evicted["row"])
-        return fresh
-
-
-def window_payload(
-    series: dict[str, np.ndarray], since: float | None, until: float | None, max_points: int
-) -> dict[str, Any]:
-    """The JSON form of the part of ``series`` between ``since`` and ``until``."""
-    timestamps = series["ts"]
-    mask = None
-    if since is not None:
-        mask = timestamps >= since
-    if until is not None:
-        mask = (timestamps <= until) if mask is None else (mask & (timestamps <= until))
-    if mask is not None:
-        series = {field: values[mask] for field, values in series.items()}
-    steps = series["step"]
-    step_objects = steps
-    if len(steps):
-        step_objects = steps.astype(object)
-        step_objects[np.isnan(steps)] = None
-    return series_payload(series["ts"], step_objects, series["value"], max_points)
+    times: list[float] = []
+    steps: list[int | None] = []
+    values: list[Any] = []
+    for index in np.flatnonzero(chart.count).tolist():
+        low, high = float(chart.min[index]), float(chart.max[index])
+        t_low, t_high = float(chart.x_low[index]), float(chart.x_high[index])
+        s_low, s_high = chart.step_low[index], chart.step_high[index]
+        times.append(t_low)
+        steps.append(None if s_low != s_low else int(s_low))
+        values.append(json_number(low))  # NaN when the bucket holds nothing else
+        if low == low and (t_high != t_low or high != low):
+            times.append(t_high)
+            steps.append(None if s_high != s_high else int(s_high))
+            values.append(json_number(high))
+    return {
+        "t": times,
+        "step": steps,
+        "v": values,
+        "total_points": int(chart.count.sum()),
+        "downsampled": True,
+    }
 
 
 def bucket_series(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from chunk_helpers import rows_of_run, shift_metric_times
 from typer.testing import CliRunner
 
 from runwatch import DatabaseManager
@@ -117,9 +118,10 @@ def age_run(path: Path, run_id: str, days: float) -> None:
             " last_heartbeat = last_heartbeat - ?1 WHERE id = ?2",
             (shift, run),
         )
-        for table in ("metric_rows", "events", "state_history"):
+        for table in ("events", "state_history"):
             connection.execute(f"UPDATE {table} SET ts = ts - ? WHERE run = ?", (shift, run))
     connection.close()
+    shift_metric_times(path, run_id, -shift)
 
 
 def test_cleanup_dry_run_counts_and_cleanup_deletes_old_runs(runner: CliRunner, store: Store) -> None:
@@ -127,11 +129,10 @@ def test_cleanup_dry_run_counts_and_cleanup_deletes_old_runs(runner: CliRunner, 
     age_run(store.path, "beta", days=40)
 
     with sqlite3.connect(store.path) as connection:  # the run and each of its rows count as one record
+        (run,) = connection.execute("SELECT id FROM runs WHERE run_id = 'beta'").fetchone()
         records = 1 + sum(
-            connection.execute(
-                f"SELECT count(*) FROM {table} WHERE run = (SELECT id FROM runs WHERE run_id = 'beta')"
-            ).fetchone()[0]
-            for table in ("metric_rows", "metric_stats", "events", "state_history", "snapshots")
+            rows_of_run(connection, table, run)
+            for table in ("metric_series", "metric_chunks", "metric_stats", "events", "state_history", "snapshots")
         )
     connection.close()
 

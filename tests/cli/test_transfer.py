@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 import pandas as pd
 import pytest
+from chunk_helpers import shift_metric_times
 from typer.testing import CliRunner
 
 from runwatch import DatabaseManager
@@ -98,26 +99,15 @@ def test_export_import_export_gives_the_same_data(runner: CliRunner, store: Stor
     assert copy["run"]["run_id"] == "alpha-copy" and again["run"]["run_id"] == "alpha"
 
 
-def age_first_metric_rows(path: Path, run_id: str, rows: int, days: float) -> None:
-    """Move the first ``rows`` metric rows of a run ``days`` into the past."""
-    with sqlite3.connect(path) as connection:
-        connection.execute(
-            "UPDATE metric_rows SET ts = ts - ?1 WHERE run = (SELECT id FROM runs WHERE run_id = ?2) AND row IN"
-            " (SELECT row FROM metric_rows WHERE run = (SELECT id FROM runs WHERE run_id = ?2) ORDER BY row LIMIT ?3)",
-            (days * 86400, run_id, rows),
-        )
-    connection.close()
-
-
 def test_a_downsampled_run_round_trips_with_its_rollups(runner: CliRunner, store: Store, tmp_path: Path) -> None:
     """A run whose oldest rows became rollups imports with the same rows, rollups and exact statistics."""
-    age_first_metric_rows(store.path, "alpha", rows=3, days=40)
+    shift_metric_times(store.path, "alpha", -40 * 86400, calls=3)
     with DatabaseManager(store.path) as db:
         assert db.downsample_metrics(datetime.now(UTC) - timedelta(days=30), bucket_rows=2)["removed_rows"] == 2
     archive = export(runner, store.path, "alpha", tmp_path / "first")
     first = read_archive(archive)
     other = tmp_path / "other.db"
-    # A first copy takes the target's first row numbers, so the second one is renumbered past it.
+    # Call numbers belong to their run: a first copy under another id changes nothing of the second.
     assert invoke(runner, "import", archive, "--db", other, "--rename", "earlier").exit_code == 0
     assert invoke(runner, "import", archive, "--db", other).exit_code == 0
 
@@ -133,13 +123,10 @@ def test_a_downsampled_run_round_trips_with_its_rollups(runner: CliRunner, store
             rollups.drop(columns=["first_row", "last_row"]),
             source.get_metric_rollups("alpha").drop(columns=["first_row", "last_row"]),
         )
-    # The rollups still come before the rows that were kept, in the target store's numbering.
-    with sqlite3.connect(other) as connection:
-        (first_kept,) = connection.execute(
-            "SELECT min(row) FROM metric_rows WHERE run = (SELECT id FROM runs WHERE run_id = 'alpha')"
-        ).fetchone()
-    connection.close()
-    assert (rollups["last_row"] < first_kept).all()
+    # The rollups still come before the calls that were kept, and name the same calls as in the source.
+    kept = [row["row"] for row in again["metrics_long.jsonl"]]
+    assert (rollups["last_row"] < min(kept)).all()
+    assert [row["row"] for row in first["metrics_long.jsonl"]] == kept
 
 
 def test_import_refuses_a_run_id_that_exists(runner: CliRunner, store: Store, tmp_path: Path) -> None:

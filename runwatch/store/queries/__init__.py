@@ -13,17 +13,18 @@ readers see the last committed transaction and never block the writer).
   :func:`mark_crashed_runs` (the one writing function: it repairs the status
   of runs whose writer process died, and needs a connection that may write);
 - :mod:`.events`: a run's events, alert transitions and current alerts;
-- :mod:`.metrics`: logging calls as a DataFrame (or in pages, as stored), one metric as arrays;
+- :mod:`.metrics`: logging calls as a DataFrame, or in pages (series, summaries and
+  charts of the chunk layout are in :mod:`runwatch.store.chunk_store` and
+  :mod:`runwatch.store.chart`);
 - :mod:`.sessions`: application sessions (kind ``session``);
 - :mod:`.compare`: several runs' metrics at once, in an x window (run comparison);
 - :mod:`.annotations`: a run's tags and note (and their one write);
 - :mod:`.runs_table`: what a runs table shows beside each run.
 - :mod:`.datacat`: sessions whole, every row in arrival order, as datacat's clients read them.
 
-Decoding rules (see ``encode.py``): metric values are JSON arrays in which
-``null`` is NaN and the strings ``"inf"``/``"-inf"`` are ±Inf. The same
-strings can end up as TEXT in the REAL columns of ``metric_stats``; they are
-decoded here too.
+Decoding rules (see ``encode.py``): JSON parameters carry NaN as ``null``
+and ±Inf as the strings ``"inf"``/``"-inf"``; those strings can end up as
+TEXT in the REAL columns of ``metric_stats``, and are decoded here.
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ from .metrics import METRIC_ALIGNMENTS as METRIC_ALIGNMENTS
 from .metrics import check_align as check_align
 from .metrics import frame_from_calls as frame_from_calls
 from .metrics import metric_calls as metric_calls
-from .metrics import metric_series as metric_series
 from .metrics import run_metrics_frame as run_metrics_frame
 from .runs import list_runs as list_runs
 from .runs import live_writers as live_writers
@@ -72,7 +72,6 @@ __all__ = [
     "check_status",
     "list_runs",
     "mark_crashed_runs",
-    "metric_series",
     "run_events",
     "run_metrics_frame",
     "run_state",

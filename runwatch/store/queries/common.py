@@ -35,7 +35,8 @@ __all__ = [
     "run_pk",
 ]
 
-#: The oldest schema version these queries can read (they use version 1's tables only).
+#: The oldest schema version these queries can read (version 1's tables); metric series need version 10
+#: (:data:`runwatch.store.chunk_schema.CHUNK_VERSION`).
 MIN_READ_VERSION: Final = 1
 
 

@@ -10,16 +10,20 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import Counter
-from typing import Any, Final
+from operator import itemgetter
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 from ...exceptions import UnknownRunError
 from ...session_events import (
     MONITOR_KIND,
     RUN_STATUSES_OF,
     SESSION_KIND,
-    decode_metric_value,
     decode_session_tags,
     session_status,
 )
@@ -37,6 +41,7 @@ __all__ = [
 ]
 
 _SESSION_RUNS: Final = f"SELECT id FROM runs WHERE kind = '{SESSION_KIND}'"
+_ALL_COLUMNS: Final = ("seq", "step", "time", "value", "tags")
 #: The session events that statistics count by type.
 COUNTED_EVENTS: Final = ("session_created", "session_expired", "session_error", "suspicious_activity")
 _RUN_COLUMNS: Final = "id, run_id, status, start_time, end_time, updated_at, last_heartbeat, metadata, state"
@@ -104,6 +109,9 @@ def read_session(
     Raises:
         UnknownRunError: no session has this id.
     """
+    from ..chunk_store import read_series
+    from ..frames import calls_of
+
     with read_snapshot(conn):  # one snapshot for the row and its pages
         row = _session_row(conn, session_id)
         run = row[0]
@@ -114,23 +122,15 @@ def read_session(
             sql += " AND id < ?"
             params.append(events_before)
         events = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, events_limit + 1)).fetchall()
-        sql = (
-            "SELECT m.row, m.ts, k.names, m.vals, m.tags FROM metric_rows m"
-            " JOIN metric_keysets k ON k.id = m.keyset WHERE m.run = ?"
-        )
-        params = [run]
-        if metrics_before is not None:
-            sql += " AND m.row < ?"
-            params.append(metrics_before)
-        metrics = conn.execute(sql + " ORDER BY m.row DESC LIMIT ?", (*params, metrics_limit + 1)).fetchall()
+        end = None if metrics_before is None else metrics_before - 1
+        series = read_series(conn, session_id, end=end, columns=_ALL_COLUMNS)
+    # The newest calls first: a session holds few enough calls to rebuild them all here.
+    calls = list(calls_of(series))[::-1][: metrics_limit + 1]
     metric_rows = []
-    for number, ts, names, vals, tags in metrics:
+    for seq, _, time_us, values, tags in calls:
         tag_list, _ = decode_session_tags(tags)
-        values = [
-            (name, decode_metric_value(value))
-            for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False)
-        ]
-        metric_rows.append({"row": number, "timestamp": ts, "values": values, "tags": tag_list})
+        pairs = [(name, float(value)) for name, value in values]
+        metric_rows.append({"row": seq, "timestamp": time_us / 1e6, "values": pairs, "tags": tag_list})
     return {
         "session": _record(row),
         "events": [
@@ -218,6 +218,8 @@ def session_statistics(conn: sqlite3.Connection, since: float | None) -> dict[st
     """
     import numpy as np
 
+    from ..chunk_store import read_series_of_runs
+
     floor = -math.inf if since is None else since
     with read_snapshot(conn):  # one snapshot for every count
         by_status: Counter[str] = Counter()
@@ -246,18 +248,15 @@ def session_statistics(conn: sqlite3.Connection, since: float | None) -> dict[st
                 (floor,),
             )
         }
-        rows = conn.execute(
-            "SELECT k.names, m.vals FROM metric_rows m JOIN metric_keysets k ON k.id = m.keyset"
-            f" WHERE m.run IN ({_SESSION_RUNS}) AND m.ts >= ?",
-            (floor,),
-        ).fetchall()
-    values: dict[str, list[float]] = {}
-    for names, vals in rows:
-        for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False):
-            values.setdefault(name, []).append(decode_metric_value(value))
+        series = read_series_of_runs(
+            conn, f"r.kind = '{SESSION_KIND}'", start=None if since is None else since, columns=("value",)
+        )
+    values: dict[str, list[npt.NDArray[np.float64]]] = {}
+    for found in series:
+        values.setdefault(found.name, []).append(found.points.values.astype(np.float64))
     metrics: dict[str, dict[str, Any]] = {}
-    for name, series in sorted(values.items()):
-        array = np.asarray(series, dtype=np.float64)
+    for name, parts in sorted(values.items()):
+        array = np.concatenate(parts)
         finite = array[~np.isnan(array)]
         metrics[name] = {
             "count": int(array.size),
@@ -292,54 +291,57 @@ def session_metrics(conn: sqlite3.Connection, start: float | None, end: float | 
     """Every session metric value measured between ``start`` and ``end`` (epoch seconds, inclusive), in order.
 
     Returns:
-        One dict per value: ``metric_type``, ``session_id``, ``user_id``
-        (``None`` for metrics without one), ``value``, ``metadata`` (a dict)
-        and ``timestamp`` (epoch seconds).
+        One dict per value, in time order (each session's calls in order):
+        ``metric_type``, ``session_id``, ``user_id`` (``None`` for metrics
+        without one), ``value``, ``metadata`` (a dict) and ``timestamp``
+        (epoch seconds).
     """
-    where = [f"m.run IN ({_SESSION_RUNS})"]
-    params: list[Any] = []
-    if start is not None:
-        where.append("m.ts >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("m.ts <= ?")
-        params.append(end)
-    rows = conn.execute(
-        "SELECT r.run_id, m.ts, k.names, m.vals, m.tags FROM metric_rows m"
-        " JOIN runs r ON r.id = m.run JOIN metric_keysets k ON k.id = m.keyset"
-        f" WHERE {' AND '.join(where)} ORDER BY m.row",
-        params,
-    ).fetchall()
+    from ..chunk_store import read_series_of_runs
+    from ..frames import calls_of
+
+    found = read_series_of_runs(conn, f"r.kind = '{SESSION_KIND}'", start=start, end=end, columns=_ALL_COLUMNS)
+    by_session: dict[str, dict[str, Series]] = {}
+    for series in found:
+        by_session.setdefault(series.run_id, {})[series.name] = series
     out = []
-    for session_id, ts, names, vals, tags in rows:
-        _, fields = decode_session_tags(tags)
-        metadata = fields.get("metadata")
-        for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False):
-            out.append(
-                {
-                    "metric_type": name,
-                    "session_id": session_id,
-                    "user_id": fields.get("user_id"),
-                    "value": decode_metric_value(value),
-                    "metadata": dict(metadata) if isinstance(metadata, dict) else {},
-                    "timestamp": ts,
-                }
-            )
+    for session_id, series_of in by_session.items():
+        for _, _, time_us, values, tags in calls_of(series_of):
+            _, fields = decode_session_tags(tags)
+            metadata = fields.get("metadata")
+            for name, value in values:
+                out.append(
+                    {
+                        "metric_type": name,
+                        "session_id": session_id,
+                        "user_id": fields.get("user_id"),
+                        "value": float(value),
+                        "metadata": dict(metadata) if isinstance(metadata, dict) else {},
+                        "timestamp": time_us / 1e6,
+                    }
+                )
+    out.sort(key=itemgetter("timestamp"))  # stable: a session's values stay in call order
     return out
 
 
 def remove_old_sessions(conn: sqlite3.Connection, cutoff: float) -> dict[str, int]:
     """Delete session data older than ``cutoff`` in one write transaction.
 
-    Removes session (and session monitors' own) metric rows, events and state
-    patches older than the cutoff, and sessions ended before it entirely.
+    Removes session (and session monitors' own) metric values, events and
+    state patches older than the cutoff, and sessions ended before it
+    entirely. Metric values of sessions that stay go from sealed chunks only
+    (see :mod:`runwatch.store.chunk_edit`): a session's open chunk seals at
+    its end, or once its values span an hour, and its old values go with the
+    next cleanup after that.
 
     Args:
         conn: a connection that may write, in autocommit mode.
 
     Returns:
-        Rows removed: ``{"metric_rows", "events", "state_history", "sessions"}``.
+        What was removed: ``{"metric_rows"`` (logging calls that lost their
+        values), ``"events", "state_history", "sessions"}``.
     """
+    from ..chunk_edit import PointRange, remove_points
+
     runs = f"SELECT id FROM runs WHERE kind IN ('{SESSION_KIND}', '{MONITOR_KIND}')"
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -351,10 +353,19 @@ def remove_old_sessions(conn: sqlite3.Connection, cutoff: float) -> dict[str, in
                 (cutoff, cutoff),
             )
         ]
+        cutoff_us = round(cutoff * 1e6)
+        old = conn.execute(
+            f"SELECT DISTINCT s.run FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+            f" WHERE s.run IN ({runs}) AND c.time_min < ?",
+            (cutoff_us,),
+        ).fetchall()
+        # Sessions that ended go whole below; the others may still be written: their open chunks stay.
+        removed_calls = sum(
+            len(remove_points(conn, run, PointRange(before_us=cutoff_us), sealed_only=run not in ended))
+            for (run,) in old
+        )
         counts = {
-            "metric_rows": conn.execute(
-                f"DELETE FROM metric_rows WHERE ts < ? AND run IN ({runs})", (cutoff,)
-            ).rowcount,
+            "metric_rows": removed_calls,
             "events": conn.execute(f"DELETE FROM events WHERE ts < ? AND run IN ({runs})", (cutoff,)).rowcount,
             "state_history": conn.execute(
                 f"DELETE FROM state_history WHERE ts < ? AND run IN ({runs})", (cutoff,)
@@ -363,7 +374,12 @@ def remove_old_sessions(conn: sqlite3.Connection, cutoff: float) -> dict[str, in
         if ended:
             ids = orjson.dumps(ended).decode()
             tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
-            for table in ("metric_rows", "metric_stats", "events", "state_history", "metric_rollups", "snapshots"):
+            conn.execute(
+                "DELETE FROM metric_chunks WHERE series IN"
+                " (SELECT id FROM metric_series WHERE run IN (SELECT value FROM json_each(?)))",
+                (ids,),
+            )
+            for table in ("metric_series", "metric_stats", "events", "state_history", "metric_rollups", "snapshots"):
                 if table in tables:
                     conn.execute(f"DELETE FROM {table} WHERE run IN (SELECT value FROM json_each(?))", (ids,))
             conn.execute("DELETE FROM runs WHERE id IN (SELECT value FROM json_each(?))", (ids,))
