@@ -3,8 +3,9 @@
 Every multi-run read (the dashboard's compare view through ``GET
 /api/compare``, ``DatabaseManager.get_runs_metrics`` for notebooks) goes
 through :func:`runs_metric_series` (``Store.runs_metrics`` and
-``Store.runs_metrics_frame`` of the SQLite backend), so another metric
-layout only has to answer that one read.
+``Store.runs_metrics_frame`` of the SQLite backend): each run's series
+decoded from its chunks (:func:`runwatch.store.chunk_store.read_series`),
+a window on the chunks' summary columns.
 
 The x axis of a comparison is each run's **global step**, the step the
 monitor gives every logging call (``update_metrics(..., step=)``, else the
@@ -18,14 +19,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import orjson
 
 from .common import check_metric_names, check_run_id, read_snapshot, run_pk
-from .metrics import _decode_values, _keysets  # the metric rows' one decoder, shared with the one-run reads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -82,9 +81,9 @@ def runs_metric_series(
             the global step, epoch seconds, or seconds since each run's start).
         x_min: only points at or after this x; ``None`` for no bound.
         x_max: only points at or before this x; ``None`` for no bound.
-            Cheaper than cutting the answer: the calls outside the window
-            are not decoded, so a zoomed chart of a long run reads only
-            its part.
+            Cheaper than cutting the answer: the chunks outside the window
+            are not decoded (their summaries say so), so a zoomed chart of a
+            long run reads only its part.
 
     Returns:
         ``{run_id: {metric: {"ts", "step", "value"}}}``: float64 epoch
@@ -103,164 +102,109 @@ def runs_metric_series(
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
     out: dict[str, dict[str, Series]] = {}
     with read_snapshot(conn):
-        keysets = _keysets(conn)
-        pks = {run_id: run_pk(conn, run_id) for run_id in runs}
-        for run_id, pk in pks.items():
-            window = None if x_min is None and x_max is None else _Window.of(conn, pk, x, x_min, x_max)
-            out[run_id] = _run_series(conn, pk, keysets, wanted, window)
+        for run_id in runs:
+            out[run_id] = _run_series(conn, run_id, run_pk(conn, run_id), wanted, x, x_min, x_max)
     return out
 
 
-class _Window:
-    """An x range of one run: the SQL expression of its axis and the bounds, for reads that skip calls."""
-
-    def __init__(self, column: str, params: tuple[float, ...], low: float | None, high: float | None) -> None:
-        self.column, self.params, self.low, self.high = column, params, low, high
-
-    @classmethod
-    def of(cls, conn: sqlite3.Connection, run: int, x: str, low: float | None, high: float | None) -> _Window:
-        if x == "relative":
-            start = conn.execute("SELECT start_time FROM runs WHERE id = ?", (run,)).fetchone()[0]
-            return cls("(ts - ?)", (float(start),), low, high)
-        return cls("ts" if x == "time" else "step", (), low, high)
-
-    def rows(self, conn: sqlite3.Connection, run: int) -> tuple[int, int] | None:
-        """The first and last call that can hold a point of the window (``None``: none can).
-
-        Every call whose x is within the bounds lies between the first call
-        at or after ``low`` and the last at or before ``high``, whatever
-        their order. On the step axis a call without a step takes the step
-        before it, so the range runs on to the next call that has one.
-        """
-        first, last = 0, _LAST_ROW
-        axis = f"{self.column} "
-        if self.low is not None and not (self.column == "step" and self.low <= 0):
-            # (On the step axis, calls before any step are at step 0: a bound at or below 0 skips none.)
-            found = conn.execute(
-                f"SELECT row FROM metric_rows WHERE run = ? AND {axis}>= ? ORDER BY row LIMIT 1",
-                (run, *self.params, self.low),
-            ).fetchone()
-            if found is None:
-                return None
-            first = int(found[0])
-        if self.high is not None:
-            found = conn.execute(
-                f"SELECT row FROM metric_rows WHERE run = ? AND {axis}<= ? ORDER BY row DESC LIMIT 1",
-                (run, *self.params, self.high),
-            ).fetchone()
-            if self.column == "step":
-                # Calls without a step after it carry its step (calls before any step, 0).
-                after = -1 if found is None else int(found[0])
-                following = conn.execute(
-                    "SELECT row FROM metric_rows WHERE run = ? AND row > ? AND step IS NOT NULL ORDER BY row LIMIT 1",
-                    (run, after),
-                ).fetchone()
-                last = _LAST_ROW if following is None else int(following[0]) - 1
-            elif found is None:
-                return None
-            else:
-                last = int(found[0])
-        return (first, last) if first <= last else None
-
-    def mask(self, ts: np.ndarray, steps: np.ndarray) -> np.ndarray:
-        """Which of these points lie within the bounds."""
-        if self.column == "step":
-            axis = steps
-        else:
-            axis = ts - self.params[0] if self.params else ts
-        keep = np.ones(len(axis), dtype=bool)
-        if self.low is not None:
-            keep &= axis >= self.low
-        if self.high is not None:
-            keep &= axis <= self.high
-        return keep
-
-
-#: Beyond any call number (row numbers are 64-bit).
-_LAST_ROW: Final = 2**63 - 1
+_COLUMNS: Final = ("seq", "step", "time", "value")
 
 
 def _run_series(
     conn: sqlite3.Connection,
+    run_id: str,
     run: int,
-    keysets: dict[int, tuple[str, ...]],
     wanted: list[str] | None,
-    window: _Window | None,
+    x: str,
+    x_min: float | None,
+    x_max: float | None,
 ) -> dict[str, Series]:
-    wanted_set = None if wanted is None else set(wanted)
-    matching = [k for k, names in keysets.items() if wanted_set is None or not wanted_set.isdisjoint(names)]
-    first_row, last_row, carried = 0, _LAST_ROW, 0
-    if window is not None:
-        bounds = window.rows(conn, run)
-        if bounds is None:
-            return {}
-        first_row, last_row = bounds
-        # The calls before the first one read are not read; the last step
-        # among them is carried into calls without one.
-        before = conn.execute(
-            "SELECT step FROM metric_rows WHERE run = ? AND row < ? AND step IS NOT NULL ORDER BY row DESC LIMIT 1",
-            (run, first_row),
-        ).fetchone()
-        carried = int(before[0]) if before else 0
-    # Every call of the range is read (a call without a step takes its
-    # predecessor's); only the calls that logged a wanted metric bring their
-    # values along.
-    rows = conn.execute(
-        "SELECT keyset, ts, step IS NULL, COALESCE(step, 0),"
-        " CASE WHEN keyset IN (SELECT value FROM json_each(?)) THEN vals END"
-        " FROM metric_rows WHERE run = ? AND row BETWEEN ? AND ? ORDER BY row",
-        (orjson.dumps(matching).decode(), run, first_row, last_row),
-    ).fetchall()
-    count = len(rows)
-    row_keysets = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=count)
-    seconds = np.fromiter(map(itemgetter(1), rows), dtype=np.float64, count=count)
-    no_step = np.fromiter(map(itemgetter(2), rows), dtype=bool, count=count)
-    stored = np.fromiter(map(itemgetter(3), rows), dtype=np.int64, count=count)
-    vals = list(map(itemgetter(4), rows))
-    del rows
-    steps = _carry_steps(stored, no_step, carried)
-    parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    for keyset in matching:
-        indices = np.flatnonzero(row_keysets == keyset)
-        if not len(indices):
-            continue
-        names = keysets[keyset]
-        flat = _decode_values(vals, indices, single=len(indices) == count)
-        block = flat.reshape(len(indices), len(names))
-        for column, name in enumerate(names):
-            if wanted_set is None or name in wanted_set:
-                parts.setdefault(name, []).append((indices, block[:, column]))
-    inside = None if window is None else window.mask(seconds, steps)
-    result: dict[str, Series] = {}
-    for name, pieces in parts.items():
-        if len(pieces) == 1:
-            index, value = pieces[0]
-        else:  # logged by calls of several key sets: back in logging order
-            index = np.concatenate([piece[0] for piece in pieces])
-            value = np.concatenate([piece[1] for piece in pieces])
-            order = np.argsort(index, kind="stable")
-            index, value = index[order], value[order]
-        if inside is not None:
-            kept = inside[index]
-            if not kept.all():
-                index, value = index[kept], value[kept]
-            if not len(index):
-                continue
-        result[name] = {"ts": seconds[index], "step": steps[index], "value": np.ascontiguousarray(value)}
-    if wanted is not None:
-        result = {name: result[name] for name in wanted if name in result}
+    from ..chunk_store import read_series
+
+    names = None if wanted is None else [name for name in wanted if name]
+    if names == []:
+        return {}
+    windowed = x_min is not None or x_max is not None
+    missing_steps = _has_stepless_points(conn, run, names)
+    if not windowed or (x == "step" and missing_steps):
+        # Points without a step take the step of the call before them: read whole, cut below.
+        found = read_series(conn, run_id, names, columns=_COLUMNS)
+    elif x == "step":
+        found = read_series(conn, run_id, names, start=x_min, end=x_max, by="step", columns=_COLUMNS)
     else:
-        result = dict(sorted(result.items()))
+        origin = 0.0
+        if x == "relative":
+            origin = float(conn.execute("SELECT start_time FROM runs WHERE id = ?", (run,)).fetchone()[0])
+        low = None if x_min is None else x_min + origin
+        high = None if x_max is None else x_max + origin
+        found = read_series(conn, run_id, names, start=low, end=high, by="time", columns=_COLUMNS)
+    timeline = _step_timeline(conn, run_id) if missing_steps else None
+    result: dict[str, Series] = {}
+    for name, series in found.items():
+        points = series.points
+        steps = points.step
+        if points.step_valid is not None and timeline is not None:
+            steps = _carry_steps(points.seq, steps, points.step_valid, *timeline)
+        ts = points.time_us / 1e6
+        values = points.values.astype(np.float64, copy=False)
+        if windowed and x == "step" and missing_steps:
+            keep = np.ones(len(steps), dtype=bool)
+            if x_min is not None:
+                keep &= steps >= x_min
+            if x_max is not None:
+                keep &= steps <= x_max
+            if not keep.all():
+                ts, steps, values = ts[keep], steps[keep], values[keep]
+            if not len(steps):
+                continue
+        result[name] = {"ts": ts, "step": steps, "value": values}
+    if wanted is None:
+        return dict(sorted(result.items()))
     return result
 
 
-def _carry_steps(stored: np.ndarray, missing: np.ndarray, carried: int) -> np.ndarray:
-    """The stored steps, each missing one replaced by the step before it (``carried`` before the first)."""
-    if not missing.any():
-        return stored
-    index = np.where(missing, -1, np.arange(len(stored)))
-    np.maximum.accumulate(index, out=index)
-    return np.where(index >= 0, stored[np.maximum(index, 0)], carried).astype(np.int64)
+def _has_stepless_points(conn: sqlite3.Connection, run: int, names: list[str] | None) -> bool:
+    """Whether a point of these series has no step (its chunk's summary says so: no step column or a mask)."""
+    where = "s.run = ? AND (c.steps IS NULL OR c.step_mask IS NOT NULL)"
+    params: list[Any] = [run]
+    if names is not None:
+        where += " AND s.name IN (SELECT value FROM json_each(?))"
+        params.append(orjson.dumps(names).decode())
+    found = conn.execute(
+        f"SELECT 1 FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id WHERE {where} LIMIT 1", params
+    ).fetchone()
+    return found is not None
+
+
+def _step_timeline(conn: sqlite3.Connection, run_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The run's calls that have a step (their numbers, ascending) and their steps, from every series."""
+    from ..chunk_store import read_series
+
+    seqs: list[np.ndarray] = []
+    steps: list[np.ndarray] = []
+    for series in read_series(conn, run_id, columns=("seq", "step")).values():
+        points = series.points
+        if points.step_valid is None:
+            seqs.append(points.seq)
+            steps.append(points.step)
+        else:
+            seqs.append(points.seq[points.step_valid])
+            steps.append(points.step[points.step_valid])
+    if not seqs:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
+    calls, first = np.unique(np.concatenate(seqs), return_index=True)
+    return calls, np.concatenate(steps)[first]
+
+
+def _carry_steps(
+    seq: np.ndarray, steps: np.ndarray, valid: np.ndarray, calls: np.ndarray, call_steps: np.ndarray
+) -> np.ndarray:
+    """Each point's step; one without takes the step of the latest earlier call of the run that has one (0)."""
+    before = np.searchsorted(calls, seq[~valid], side="left") - 1
+    carried = np.where(before >= 0, call_steps[np.maximum(before, 0)], 0)
+    out = steps.copy()
+    out[~valid] = carried
+    return out
 
 
 def runs_metric_frame(

@@ -27,6 +27,7 @@ from ...session_events import (
     decode_session_tags,
     session_status,
 )
+from ..base import Series
 from .common import read_snapshot
 from .runs import state_history
 
