@@ -189,7 +189,47 @@ def test_compare_x_range_in_each_axis(logged: Logged) -> None:
             "/api/compare", params={"runs": logged.plain, "metrics": "acc", "x": "time", "x_min": t10, "x_max": t19}
         )
     assert by_step.json()["series"][0]["step"] == list(range(10, 20))
-    assert by_time.json()["series"][0]["step"] == list(range(10, 20))
+    # Times are kept to the microsecond: a call in the same microsecond as step 19 is in the window too.
+    in_window = [step for step, t in zip(whole["step"], whole["t"], strict=True) if t10 <= t <= t19]
+    assert by_time.json()["series"][0]["step"] == in_window and in_window[:10] == list(range(10, 20))
+
+
+def test_a_long_series_is_bucketed_from_the_store_summaries(tmp_path: Path) -> None:
+    """Past 512 points per bucket, /api/compare buckets equal step ranges from the store's summaries
+    (no point read): the mean of finite values, their band, and marks where NaN or ±Inf were."""
+    from runwatch.store.sqlite import SQLiteStore
+    from runwatch.web.compare import _compare
+
+    config = MonitorConfig(db_path=str(tmp_path / "m.db"), data_dir=str(tmp_path / "d"), web_port=0)
+    spikes = {500: math.nan, 1500: math.inf, 2600: -math.inf}
+    with WebMonitor(config) as monitor:
+        run = monitor.start_training()
+        for i in range(4096):
+            monitor.update_metrics({"flat": spikes.get(i, 1.0), "ramp": float(i)})
+        monitor.stop_training()
+        assert monitor.flush(10)
+    store = SQLiteStore(tmp_path / "m.db")
+    reads: list[Any] = []
+    read_points = store.runs_metrics
+    store.runs_metrics = lambda *args, **kwargs: reads.append(args) or read_points(*args, **kwargs)  # type: ignore[method-assign]
+    body = _compare(store, [run], [], "step", None, None, 8)
+    zoomed = _compare(store, [run], ["ramp"], "step", 1000.0, 1400.0, 8)["series"][0]
+    assert reads == []  # no series was read point by point
+    few = _compare(store, [run], ["ramp"], "step", 1000.0, 1003.0, 8)["series"][0]
+    found = {s["metric"]: s for s in body["series"]}
+    flat, ramp = found["flat"], found["ramp"]
+    assert flat["downsampled"] is True and flat["total_points"] == 4096 and len(flat["v"]) == 4
+    assert flat["v"] == flat["lo"] == flat["hi"] == [1.0] * 4
+    assert flat["marks"] == {"nan": [0], "pinf": [1], "ninf": [2]}
+    assert flat["step"] == sorted(flat["step"]) and flat["step"][-1] == 4095
+    assert flat["t"] == sorted(flat["t"])
+    # Equal step ranges: each bucket's mean is near its middle (a block may count in the bucket next to it).
+    assert all(abs(mean - (k + 0.5) * 1024) < 64 for k, mean in enumerate(ramp["v"]))
+    assert ramp["lo"][0] == 0.0 and ramp["hi"][-1] == 4095.0
+    # A window: its buckets cut its own range; one holding at most max_points points is read point by point.
+    assert zoomed["total_points"] == 401 and len(zoomed["v"]) == 4 and zoomed["step"][-1] == 1400
+    assert zoomed["lo"][0] == 1000.0 and zoomed["hi"][-1] == 1400.0
+    assert few["step"] == [1000, 1001, 1002, 1003] and few["downsampled"] is False and len(reads) == 1
 
 
 @pytest.mark.parametrize(

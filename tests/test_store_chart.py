@@ -110,6 +110,8 @@ def test_a_long_series_charts_from_summaries_alone(connection: sqlite3.Connectio
     write_run(connection, "run-1", 100_000, chunk_points=8192, block_points=256)
     series = chart(connection, ["run-1"], ["loss"], x="time", buckets=100)[("run-1", "loss")]
     assert series.decoded_points == 0 and series.count.sum() == 100_000
+    means = chart(connection, ["run-1"], ["loss"], x="time", buckets=100, finite=True)[("run-1", "loss")]
+    assert means.decoded_points == 0 and means.count.tolist() == series.count.tolist()
     zoomed = chart(connection, ["run-1"], ["loss"], x="time", buckets=100, start=series.edges[3], end=series.edges[4])
     assert 0 < zoomed[("run-1", "loss")].decoded_points <= 2 * 8192
 
@@ -144,6 +146,49 @@ def test_integer_series_and_unknown_names(connection: sqlite3.Connection) -> Non
     result = chart(connection, ["run-1"], ["n", "missing"], x="step", buckets=10)
     assert list(result) == [("run-1", "n")]
     assert result[("run-1", "n")].max[-1] == 2997.0 and result[("run-1", "n")].min[0] == 0.0
+
+
+def write_spiky_run(connection: sqlite3.Connection, count: int) -> np.ndarray:
+    """A run whose loss holds NaN, +Inf and −Inf now and then, and half its calls without a step."""
+    rng = np.random.default_rng(7)
+    values = rng.standard_normal(count)
+    values[rng.random(count) < 0.01] = np.nan
+    values[rng.random(count) < 0.003] = np.inf
+    values[rng.random(count) < 0.003] = -np.inf
+    store = SQLiteSeriesStore(connection, SeriesBuilder(chunk_points=2048, block_points=64))
+    calls = [Metric("run-1", TS + i / 100, {"loss": float(v)}, i) for i, v in enumerate(values)]
+    calls += [Metric("run-1", TS + count / 100 + i, {"other": 1.0}, None) for i in range(10)]
+    for begin in range(0, len(calls), 5000):
+        store.write_batch(calls[begin : begin + 5000])
+    return values
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_finite_chart_sums_and_counts_infinities(connection: sqlite3.Connection, exact: bool) -> None:
+    """finite=True: per bucket, the finite values' sum, min and max and the ±Inf counts of the points it reports."""
+    values = write_spiky_run(connection, 40_000)
+    series = chart(connection, ["run-1"], ["loss"], x="step", buckets=97, exact=exact, finite=True)[("run-1", "loss")]
+    plain = chart(connection, ["run-1"], ["loss"], x="step", buckets=97, exact=exact)[("run-1", "loss")]
+    assert plain.sum is None and plain.pinf is None and plain.ninf is None
+    assert series.sum is not None and series.pinf is not None and series.ninf is not None
+    assert not series.stepless and series.count.sum() == len(values)
+    steps = np.arange(len(values))
+    for k in range(97):
+        members = (steps >= series.step_low[k]) & (steps <= series.step_high[k])
+        kept = values[members]
+        finite = kept[np.isfinite(kept)]
+        assert members.sum() == series.count[k]
+        assert series.pinf[k] == (kept == np.inf).sum() and series.ninf[k] == (kept == -np.inf).sum()
+        assert series.sum[k] == pytest.approx(finite.sum(), rel=1e-12, abs=1e-9)
+        assert series.min[k] == finite.min() and series.max[k] == finite.max()
+        assert series.time_low[k] == pytest.approx(TS + series.step_low[k] / 100, abs=1e-6)
+        assert series.time_high[k] == pytest.approx(TS + series.step_high[k] / 100, abs=1e-6)
+    if exact:
+        width = series.edges[1] - series.edges[0]
+        assert np.all(series.step_low >= series.edges[:-1] - 1e-9)
+        assert np.all(series.step_high < series.edges[1:] + width * 1e-9 + 1)
+    other = chart(connection, ["run-1"], ["other"], x="time", buckets=5, finite=True)[("run-1", "other")]
+    assert other.stepless and other.count.sum() == 10 and other.sum is not None and other.sum.sum() == 10.0
 
 
 @pytest.mark.parametrize(

@@ -123,6 +123,14 @@ class ChartSeries:
         decoded_points: how many points had to be decoded (the rest came from summaries).
         step_low, step_high: the step range of the points counted in each
             bucket (NaN if none has a step); on a step axis, ``x_low`` and ``x_high``.
+        time_low, time_high: the time range (epoch seconds) of the points
+            counted in each bucket (NaN if none).
+        stepless: whether some points of the series have no step (a step
+            chart leaves them out).
+        sum, pinf, ninf: with ``finite=True`` only (else None): per bucket,
+            the sum of the finite values and the +Inf and −Inf counts; then
+            ``min``/``max`` are those of the finite values, so a bucket's
+            finite mean is ``sum / (count - nan_count - pinf - ninf)``.
     """
 
     run_id: str
@@ -137,6 +145,12 @@ class ChartSeries:
     decoded_points: int
     step_low: npt.NDArray[np.float64]
     step_high: npt.NDArray[np.float64]
+    time_low: npt.NDArray[np.float64]
+    time_high: npt.NDArray[np.float64]
+    stepless: bool = False
+    sum: npt.NDArray[np.float64] | None = None
+    pinf: npt.NDArray[np.int64] | None = None
+    ninf: npt.NDArray[np.int64] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -589,6 +603,7 @@ class Store(ABC):
         buckets: int = 1000,
         start: float | None = None,
         end: float | None = None,
+        finite: bool = False,
     ) -> dict[tuple[str, str], ChartSeries]:
         """Bucketed min/max of metrics of one or more runs on a shared x range.
 
@@ -599,6 +614,9 @@ class Store(ABC):
                 since each run's start).
             buckets: how many buckets the range is cut into.
             start, end: the x range; ``None`` takes the extent of the data.
+            finite: also each bucket's sum of finite values and ±Inf counts,
+                with ``min``/``max`` of the finite values only (the compare
+                view's mean and band; a backend may read more to give them).
 
         Returns:
             ``(run_id, name)`` → :class:`ChartSeries`, for the series that exist.

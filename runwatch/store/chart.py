@@ -24,6 +24,13 @@ quarter of a bucket from the edge: at 1M points in 1,000 buckets, a block of
 256 points is a quarter of a bucket; at 10M, 1/40. ``exact=True`` removes
 that by decoding the straddling blocks' chunks, at the cost of decoding most
 chunks of a long series.
+
+``finite=True`` (the compare view's buckets: a mean with a min/max band)
+adds each bucket's sum of finite values and ±Inf counts, from the block
+summaries (format 2 keeps a block's finite sum and ±Inf counts); min and max
+are then those of the finite values, so a block holding ±Inf is decoded
+(rare), and no chunk counts whole from its own summary columns (they hold
+no sum).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ from .chunks import INT64_MAX, ChunkRow, decode_chunk, parse_blocks
 from .codecs import CodecError
 from .queries.common import read_snapshot, run_keys
 
-__all__ = ["ChartSeries", "chart", "chart_points", "check_axis"]
+__all__ = ["ChartSeries", "chart", "check_axis"]
 
 Float64Array = npt.NDArray[np.float64]
 Int64Array = npt.NDArray[np.int64]
@@ -68,6 +75,8 @@ class _ChunkInfo:
     blocks: bytes
     step_min: int | None
     step_max: int | None
+    time_min: int
+    time_max: int
 
 
 def chart(
@@ -80,6 +89,7 @@ def chart(
     start: float | None = None,
     end: float | None = None,
     exact: bool = False,
+    finite: bool = False,
 ) -> dict[tuple[str, str], ChartSeries]:
     """Bucketed min/max of metrics of one or more runs on a shared x range.
 
@@ -93,6 +103,8 @@ def chart(
         start, end: the x range; None takes the extent of the data.
         exact: count every point in its own bucket (decodes the blocks that
             straddle bucket edges).
+        finite: also each bucket's sum of finite values and ±Inf counts; min
+            and max of the finite values only.
 
     Returns:
         ``(run_id, name)`` → :class:`ChartSeries`, for the series that exist.
@@ -109,9 +121,14 @@ def chart(
         keys = run_keys(connection, list(dict.fromkeys(run_ids)))
         origins = _origins(connection, keys, x)
         found: list[tuple[str, str, int, list[_ChunkInfo]]] = []
+        stepless: set[tuple[str, str]] = set()
         for run_id, run in keys.items():
             for name in dict.fromkeys(names):
                 series = _series_chunks(connection, run, name, x)
+                if any(c.step_min is None or c.partial_steps for c in series):
+                    stepless.add((run_id, name))
+                if x == "step":  # a step chart skips chunks without steps
+                    series = [chunk for chunk in series if chunk.x_min is not None]
                 if series:
                     found.append((run_id, name, run, series))
         # One shared range: in stored integers, relative to each run's origin.
@@ -129,7 +146,17 @@ def chart(
         for run_id, name, run, chunks in found:
             grid = _Grid(low + origins[run], width, buckets)
             result[(run_id, name)] = _bucket_series(
-                connection, run_id, name, chunks, grid, x, exact, scale, origins[run]
+                connection,
+                run_id,
+                name,
+                chunks,
+                grid,
+                x,
+                exact,
+                finite,
+                scale,
+                origins[run],
+                (run_id, name) in stepless,
             )
     return result
 
@@ -165,13 +192,13 @@ def _series_chunks(connection: sqlite3.Connection, run: int, name: str, x: Chart
     low_column, high_column = ("step_min", "step_max") if x == "step" else ("time_min", "time_max")
     rows = connection.execute(
         f"SELECT c.rowid, c.count, c.value_type, c.block_points, c.{low_column}, c.{high_column},"
-        " c.value_min, c.value_max, c.nan_count, c.step_mask IS NOT NULL, c.blocks, c.step_min, c.step_max"
+        " c.value_min, c.value_max, c.nan_count, c.step_mask IS NOT NULL, c.blocks, c.step_min, c.step_max,"
+        " c.time_min, c.time_max"
         " FROM metric_series s JOIN metric_chunks c ON c.series = s.id"
         " WHERE s.run = ? AND s.name = ? ORDER BY c.seq_first",
         (run, name),
     ).fetchall()
-    chunks = [_ChunkInfo(*row) for row in rows]
-    return [chunk for chunk in chunks if chunk.x_min is not None]  # a step chart skips chunks without steps
+    return [_ChunkInfo(*row) for row in rows]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +222,7 @@ class _Grid:
 
 
 class _Accumulator:
-    def __init__(self, buckets: int) -> None:
+    def __init__(self, buckets: int, finite: bool) -> None:
         self.count = np.zeros(buckets, dtype=np.int64)
         self.nan_count = np.zeros(buckets, dtype=np.int64)
         self.min = np.full(buckets, np.nan)
@@ -204,6 +231,12 @@ class _Accumulator:
         self.x_high = np.full(buckets, np.nan)
         self.step_low = np.full(buckets, np.nan)
         self.step_high = np.full(buckets, np.nan)
+        self.time_low = np.full(buckets, np.nan)
+        self.time_high = np.full(buckets, np.nan)
+        self.finite = finite
+        self.sum = np.zeros(buckets) if finite else None
+        self.pinf = np.zeros(buckets, dtype=np.int64) if finite else None
+        self.ninf = np.zeros(buckets, dtype=np.int64) if finite else None
 
     def add(
         self,
@@ -216,10 +249,14 @@ class _Accumulator:
         x_high: npt.NDArray[Any],
         step_low: npt.NDArray[Any],
         step_high: npt.NDArray[Any],
+        time_low: npt.NDArray[Any],
+        time_high: npt.NDArray[Any],
+        sums: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | None = None,
     ) -> None:
         """Add counted points (whole chunks, blocks or single points) to their buckets.
 
-        ``step_low``/``step_high`` are float arrays, NaN where the points have no step.
+        ``step_low``/``step_high`` are float arrays, NaN where the points have no step;
+        times are stored microseconds; ``sums`` (finite sum, +Inf and −Inf counts) when finite.
         """
         if not len(bucket):
             return
@@ -231,6 +268,51 @@ class _Accumulator:
         np.fmax.at(self.x_high, bucket, x_high.astype(np.float64))
         np.fmin.at(self.step_low, bucket, step_low)
         np.fmax.at(self.step_high, bucket, step_high)
+        np.fmin.at(self.time_low, bucket, time_low.astype(np.float64))
+        np.fmax.at(self.time_high, bucket, time_high.astype(np.float64))
+        if self.sum is not None and self.pinf is not None and self.ninf is not None and sums is not None:
+            with np.errstate(over="ignore", invalid="ignore"):  # huge finite values may sum to ±Inf or NaN
+                np.add.at(self.sum, bucket, sums[0].astype(np.float64))
+            np.add.at(self.pinf, bucket, sums[1].astype(np.int64))
+            np.add.at(self.ninf, bucket, sums[2].astype(np.int64))
+
+    def add_points(
+        self, bucket: Int64Array, axis: npt.NDArray[Any], values: Float64Array, steps: Float64Array, times: Any
+    ) -> None:
+        """Add single points (``values`` as float64: integer chunks give exact floats, never NaN)."""
+        nan = np.isnan(values)
+        ones = np.ones(len(bucket), dtype=np.int64)
+        if not self.finite:
+            self.add(bucket, ones, nan, values, values, axis, axis, steps, steps, times, times)
+            return
+        finite = np.isfinite(values)
+        kept = np.where(finite, values, np.nan)
+        sums = (np.where(finite, values, 0.0), values == np.inf, values == -np.inf)
+        self.add(bucket, ones, nan, kept, kept, axis, axis, steps, steps, times, times, sums)
+
+    def series(
+        self, run_id: str, name: str, edges: Float64Array, origin: float, scale: float, decoded: int, stepless: bool
+    ) -> ChartSeries:
+        return ChartSeries(
+            run_id=run_id,
+            name=name,
+            edges=edges,
+            count=self.count,
+            nan_count=self.nan_count,
+            min=self.min,
+            max=self.max,
+            x_low=(self.x_low - origin) / scale,
+            x_high=(self.x_high - origin) / scale,
+            decoded_points=decoded,
+            step_low=self.step_low,
+            step_high=self.step_high,
+            time_low=self.time_low / 1e6,
+            time_high=self.time_high / 1e6,
+            stepless=stepless,
+            sum=self.sum,
+            pinf=self.pinf,
+            ninf=self.ninf,
+        )
 
 
 def _step_bounds(low: npt.NDArray[Any], high: npt.NDArray[Any]) -> tuple[Float64Array, Float64Array]:
@@ -251,16 +333,20 @@ def _bucket_series(
     grid: _Grid,
     x: ChartAxis,
     exact: bool,
+    finite: bool,
     scale: float,
     origin: int,
+    stepless: bool,
 ) -> ChartSeries:
-    acc = _Accumulator(grid.buckets)
+    acc = _Accumulator(grid.buckets, finite)
     x_min = np.array([c.x_min for c in chunks], dtype=np.int64)
     x_max = np.array([c.x_max for c in chunks], dtype=np.int64)
     overlaps = (x_max.astype(np.float64) >= grid.low) & (x_min.astype(np.float64) <= grid.high)
     partial = np.array([c.partial_steps and x == "step" for c in chunks], dtype=np.bool_)
     whole = overlaps & ~partial & grid.inside(x_min, x_max)
     whole &= grid.bucket(np.where(whole, x_min, 0)) == grid.bucket(np.where(whole, x_max, 0))
+    if finite:
+        whole[:] = False  # a chunk's own columns hold no sum: its blocks do
     whole_index = np.flatnonzero(whole)
     if len(whole_index):
         picked = [chunks[i] for i in whole_index.tolist()]
@@ -274,6 +360,8 @@ def _bucket_series(
             x_max[whole_index],
             _optional([c.step_min for c in picked]),
             _optional([c.step_max for c in picked]),
+            np.array([c.time_min for c in picked], dtype=np.int64),
+            np.array([c.time_max for c in picked], dtype=np.int64),
         )
     # Chunks to open: their block summaries decide the rest, all blocks of one value type at once.
     raw_blocks: dict[int, npt.NDArray[np.bool_]] = {}  # chunk index → which of its blocks need points
@@ -295,6 +383,8 @@ def _bucket_series(
             b_low, b_high = blocks["time_min"], blocks["time_max"]
             has_x = np.ones(len(blocks), dtype=np.bool_)
         inside = has_x & grid.inside(b_low, b_high)
+        if finite:  # a block holding ±Inf has no finite min/max of its own: its points are read
+            inside &= (blocks["pinf"] == 0) & (blocks["ninf"] == 0)
         first = grid.bucket(np.where(inside, b_low, 0))
         last = grid.bucket(np.where(inside, b_high, 0))
         take = inside & (first == last)
@@ -318,6 +408,9 @@ def _bucket_series(
             b_high[take],
             step_low,
             step_high,
+            blocks["time_min"][take],
+            blocks["time_max"][take],
+            (blocks["sum"][take], blocks["pinf"][take], blocks["ninf"][take]) if finite else None,
         )
         overlapping = has_x & (b_high.astype(np.float64) >= grid.low) & (b_low.astype(np.float64) <= grid.high)
         need_points = overlapping & ~take
@@ -329,20 +422,7 @@ def _bucket_series(
                 raw_blocks[index] = need_points[start : start + int(per_chunk[position])]
     decoded = _add_points(connection, chunks, raw_blocks, grid, x, acc) if raw_blocks else 0
     edges = (grid.low - origin + grid.width * np.arange(grid.buckets + 1, dtype=np.float64)) / scale
-    return ChartSeries(
-        run_id=run_id,
-        name=name,
-        edges=edges,
-        count=acc.count,
-        nan_count=acc.nan_count,
-        min=acc.min,
-        max=acc.max,
-        x_low=(acc.x_low - origin) / scale,
-        x_high=(acc.x_high - origin) / scale,
-        decoded_points=decoded,
-        step_low=acc.step_low,
-        step_high=acc.step_high,
-    )
+    return acc.series(run_id, name, edges, origin, scale, decoded, stepless)
 
 
 def _add_points(
@@ -366,6 +446,7 @@ def _add_points(
     axes: list[npt.NDArray[Any]] = []
     all_steps: list[Float64Array] = []
     all_values: list[Float64Array] = []
+    all_times: list[Int64Array] = []
     for row in rows:
         index = by_rowid[row[0]]
         chunk = chunks[index]
@@ -388,67 +469,10 @@ def _add_points(
             steps[~points.step_valid] = np.nan
         all_steps.append(steps[within])
         all_values.append(points.values[within].astype(np.float64))
+        all_times.append(points.time_us[within])
     if axes:
         axis = np.concatenate(axes)
-        values = np.concatenate(all_values)
-        steps = np.concatenate(all_steps)
-        nan = np.isnan(values)  # integer chunks gave exact floats, never NaN
-        ones = np.ones(len(axis), dtype=np.int64)
-        acc.add(grid.bucket(axis), ones, nan.astype(np.int64), values, values, axis, axis, steps, steps)
-    return decoded
-
-
-def chart_points(
-    points: dict[tuple[str, str], tuple[Float64Array, Float64Array]],
-    *,
-    buckets: int = 1000,
-    start: float | None = None,
-    end: float | None = None,
-    steps_of: dict[tuple[str, str], Float64Array] | None = None,
-) -> dict[tuple[str, str], ChartSeries]:
-    """:func:`chart` of series held as points: every point counted in its own bucket.
-
-    Args:
-        points: ``(run_id, name)`` → (x in chart units, already relative to each run's
-            origin; values). Points without an x (NaN) are left out.
-        steps_of: ``(run_id, name)`` → each point's step (NaN where none), for the
-            buckets' step ranges (all NaN for a series not in it).
-        buckets, start, end: as for :func:`chart`.
-    """
-    _check_chart_range(buckets, start, end)
-    kept = {}
-    for key, (axis, values) in points.items():
-        steps = (steps_of or {}).get(key)
-        if steps is None:
-            steps = np.full(len(axis), np.nan)
-        has_x = ~np.isnan(axis)
-        if has_x.any():
-            kept[key] = (axis[has_x], values[has_x], steps[has_x])
-    low = start if start is not None else min((float(axis.min()) for axis, _, _ in kept.values()), default=0.0)
-    high = end if end is not None else max((float(axis.max()) for axis, _, _ in kept.values()), default=0.0)
-    if high < low:
-        raise ValueError(f"end ({end}) is before start ({start})")
-    grid = _Grid(low, (high - low) / buckets or 1.0, buckets)
-    result: dict[tuple[str, str], ChartSeries] = {}
-    for (run_id, name), (axis, values, steps) in kept.items():
-        acc = _Accumulator(buckets)
-        within = (axis >= grid.low) & (axis <= grid.high)
-        axis, values, steps = axis[within], values[within], steps[within]
-        nan = np.isnan(values)
-        ones = np.ones(len(axis), dtype=np.int64)
-        acc.add(grid.bucket(axis), ones, nan.astype(np.int64), values, values, axis, axis, steps, steps)
-        result[(run_id, name)] = ChartSeries(
-            run_id=run_id,
-            name=name,
-            edges=grid.low + grid.width * np.arange(buckets + 1, dtype=np.float64),
-            count=acc.count,
-            nan_count=acc.nan_count,
-            min=acc.min,
-            max=acc.max,
-            x_low=acc.x_low,
-            x_high=acc.x_high,
-            decoded_points=len(axis),
-            step_low=acc.step_low,
-            step_high=acc.step_high,
+        acc.add_points(
+            grid.bucket(axis), axis, np.concatenate(all_values), np.concatenate(all_steps), np.concatenate(all_times)
         )
-    return result
+    return decoded

@@ -66,8 +66,9 @@ __all__ = [
 Int64Array = npt.NDArray[np.int64]
 BoolArray = npt.NDArray[np.bool_]
 
-#: The layout version of a chunk row (bumped when blocks or columns change meaning).
-CHUNK_FORMAT: Final = 1
+#: The layout version of a chunk row (bumped when blocks or columns change meaning). Format 2 adds each
+#: block's finite sum and ±Inf counts (format 1 was never stored by a registered schema).
+CHUNK_FORMAT: Final = 2
 #: Points per block summary.
 BLOCK_POINTS: Final = 256
 VALUE_FLOAT: Final = 0
@@ -84,6 +85,9 @@ _BLOCK_FIELDS: Final = [
     ("step_max", "<i8"),  # INT64_MIN likewise
     ("time_min", "<i8"),
     ("time_max", "<i8"),
+    ("sum", "<f8"),  # of the finite values (float64 also for integer chunks): with the counts, a mean
+    ("pinf", "<u4"),  # +Inf values
+    ("ninf", "<u4"),  # -Inf values
 ]
 
 
@@ -431,10 +435,21 @@ def _block_summaries(
         # fmin/fmax skip NaN; a block of NaN only gives NaN.
         blocks["min"] = np.fmin.reduceat(values, starts)
         blocks["max"] = np.fmax.reduceat(values, starts)
+        finite = np.isfinite(values)
+        with np.errstate(over="ignore", invalid="ignore"):  # a sum of huge finite values may overflow to ±Inf
+            if finite.all():
+                blocks["sum"] = np.add.reduceat(values, starts)
+                blocks["pinf"] = blocks["ninf"] = 0
+            else:
+                blocks["sum"] = np.add.reduceat(np.where(finite, values, 0.0), starts)
+                blocks["pinf"] = np.add.reduceat((values == np.inf).astype(np.uint32), starts)
+                blocks["ninf"] = np.add.reduceat((values == -np.inf).astype(np.uint32), starts)
     else:
         blocks["nan_count"] = 0
         blocks["min"] = np.minimum.reduceat(values, starts)
         blocks["max"] = np.maximum.reduceat(values, starts)
+        blocks["sum"] = np.add.reduceat(values.astype(np.float64), starts)
+        blocks["pinf"] = blocks["ninf"] = 0
     blocks["step_min"], blocks["step_max"], blocks["time_min"], blocks["time_max"] = x_ranges
     return blocks
 

@@ -345,8 +345,9 @@ class SQLiteStore(Store):
         buckets: int = 1000,
         start: float | None = None,
         end: float | None = None,
+        finite: bool = False,
     ) -> dict[tuple[str, str], ChartSeries]:
-        return self._read_metrics(chart, run_ids, names, x=x, buckets=buckets, start=start, end=end)
+        return self._read_metrics(chart, run_ids, names, x=x, buckets=buckets, start=start, end=end, finite=finite)
 
     def runs_metrics(
         self,

@@ -3,6 +3,14 @@
 ``GET /api/compare`` serves a compare view: several runs × several metrics,
 each series cut to an x range (the store reads only the calls within it)
 and bucketed to a point budget, with min/max bands and non-finite marks.
+
+A long series (at least :data:`SUMMARY_POINTS_PER_BUCKET` points per
+bucket of ``max_points / 2``) is bucketed by the store from its chunk summaries
+(:meth:`Store.chart` with ``finite=True``) without reading its points:
+equal x intervals instead of equal point counts, a point at most a quarter
+of a bucket from its own (docs/store.md). A shorter one, or one with calls
+without a step (their step is carried from the call before), is read and
+bucketed here (:func:`runwatch.web.series.bucket_series`).
 """
 
 from __future__ import annotations
@@ -11,12 +19,13 @@ import fnmatch
 import math
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
 
-from ..store.base import Store
+from ..store.base import ChartSeries, Store
 from ..store.queries.compare import MAX_COMPARE_RUNS
 from .http import ApiError, JSONResponse, error_responses, iso, read, web_context
-from .series import bucket_series
+from .series import bucket_series, finite_bucket_payload
 
 __all__ = ["router"]
 
@@ -27,6 +36,10 @@ NUMBER_SCHEMA: dict[str, Any] = {"type": "string", "pattern": r"^-?[0-9]{1,18}(\
 
 #: The most points (or buckets) of one series in one answer.
 MAX_SERIES_POINTS = 20_000
+
+#: A series is bucketed from the store's summaries when it has at least this many points per bucket
+#: (then a block of 256 points spans at most half a bucket, so no block is decoded to place it).
+SUMMARY_POINTS_PER_BUCKET = 512
 
 
 def _number_param(name: str, value: str | None) -> float | None:
@@ -77,15 +90,47 @@ def _compare(
         )
         if not selected:
             continue
-        # The x window is pushed into the read: calls outside it are not decoded.
-        series = store.runs_metrics([run_id], selected, x=x, x_min=x_min, x_max=x_max).get(run_id, {})
-        for name, arrays in series.items():
-            payload = bucket_series(
-                arrays, x=x, start_time=summary["start_time"], x_min=None, x_max=None, max_points=max_points
-            )
-            out_series.append({"run_id": run_id, "metric": name, **payload})
-        del series
+        found: dict[str, dict[str, Any]] = {}
+        buckets = max_points // 2
+        counts = {name: summary["metrics"].get(name, {}).get("count", 0) for name in selected}
+        for name in [name for name in selected if counts[name] >= SUMMARY_POINTS_PER_BUCKET * buckets]:
+            chart = _summary_chart(store, run_id, name, x, x_min, x_max, buckets, max_points)
+            if chart is not None:
+                found[name] = finite_bucket_payload(chart)
+        rest = [name for name in selected if name not in found]
+        if rest:
+            # The x window is pushed into the read: calls outside it are not decoded.
+            series = store.runs_metrics([run_id], rest, x=x, x_min=x_min, x_max=x_max).get(run_id, {})
+            for name, arrays in series.items():
+                found[name] = bucket_series(
+                    arrays, x=x, start_time=summary["start_time"], x_min=None, x_max=None, max_points=max_points
+                )
+            del series
+        out_series.extend({"run_id": run_id, "metric": name, **found[name]} for name in selected if name in found)
     return {"x": x, "runs": runs, "metrics": selected, "series": out_series}
+
+
+def _summary_chart(
+    store: Store,
+    run_id: str,
+    name: str,
+    x: Literal["step", "time", "relative"],
+    x_min: float | None,
+    x_max: float | None,
+    buckets: int,
+    max_points: int,
+) -> ChartSeries | None:
+    """A long series bucketed from the store's summaries; None when it must be read point by point.
+
+    None when some of its calls have no step (a compare carries the step of the
+    call before) or when the window holds at most ``max_points`` points.
+    """
+    if x_min is not None and x_max is not None and x_max < x_min:
+        return None
+    chart = store.chart([run_id], [name], x=x, buckets=buckets, start=x_min, end=x_max, finite=True).get((run_id, name))
+    if chart is None or chart.stepless or int(np.sum(chart.count)) <= max_points:
+        return None
+    return chart
 
 
 @router.get(

@@ -6,7 +6,8 @@ min and max from a chart the store computed from its chunk summaries
 (:meth:`runwatch.store.base.Store.chart`, no point read), both for a run's
 charts (``GET /api/runs/{id}/metrics``); :func:`bucket_series` gives each
 bucket's mean with its min/max band and non-finite marks (the compare view's
-``GET /api/compare``).
+``GET /api/compare``), and :func:`finite_bucket_payload` the same from a
+chart the store bucketed with ``finite=True`` (a long series).
 
 W&B samples 1,500 random points and TensorBoard keeps a 1,000-point
 reservoir, so a one-step spike may vanish from their charts. Here every
@@ -23,7 +24,7 @@ import numpy as np
 from ..store.base import ChartSeries
 from ..wire import json_number
 
-__all__ = ["bucket_series", "chart_payload", "downsample_min_max", "series_payload"]
+__all__ = ["bucket_series", "chart_payload", "downsample_min_max", "finite_bucket_payload", "series_payload"]
 
 
 def downsample_min_max(values: np.ndarray, max_points: int) -> np.ndarray:
@@ -181,5 +182,41 @@ def bucket_series(
         "hi": finite_or_none(hi),
         "marks": marks,
         "total_points": total,
+        "downsampled": True,
+    }
+
+
+def finite_bucket_payload(chart: ChartSeries) -> dict[str, Any]:
+    """The :func:`bucket_series` form of a chart the store bucketed with ``finite=True``.
+
+    Buckets are equal x intervals; those without points are left out. Each
+    gives the time and step of its latest point, the mean of its finite
+    values and their min and max (``null`` when none); ``marks`` index the
+    buckets given.
+    """
+    if chart.sum is None or chart.pinf is None or chart.ninf is None:
+        raise ValueError("the chart was not made with finite=True")
+    kept = np.flatnonzero(chart.count)
+    count, nan, pinf, ninf = chart.count[kept], chart.nan_count[kept], chart.pinf[kept], chart.ninf[kept]
+    finite = count - nan - pinf - ninf
+    has_finite = finite > 0
+    mean = np.divide(chart.sum[kept], finite, out=np.full(len(kept), np.nan), where=has_finite)
+
+    def finite_or_none(array: np.ndarray) -> list[float | None]:
+        return [float(v) if ok else None for v, ok in zip(array.tolist(), has_finite.tolist(), strict=True)]
+
+    steps = chart.step_high[kept]
+    return {
+        "t": chart.time_high[kept].tolist(),
+        "step": [None if step != step else int(step) for step in steps.tolist()],
+        "v": finite_or_none(mean),
+        "lo": finite_or_none(chart.min[kept]),
+        "hi": finite_or_none(chart.max[kept]),
+        "marks": {
+            "nan": np.flatnonzero(nan).tolist(),
+            "pinf": np.flatnonzero(pinf).tolist(),
+            "ninf": np.flatnonzero(ninf).tolist(),
+        },
+        "total_points": int(count.sum()),
         "downsampled": True,
     }

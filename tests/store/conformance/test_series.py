@@ -161,6 +161,28 @@ async def test_a_long_series_charts_from_summaries_with_step_ranges(store: Store
     assert np.array_equal(by_step.step_low, by_step.x_low, equal_nan=True)
 
 
+async def test_a_finite_chart_gives_means_bands_and_infinity_counts(store: Store) -> None:
+    """finite=True: per bucket the finite values' sum, min and max, ±Inf and NaN counts, times; stepless flagged."""
+    values = [float(i % 7) for i in range(4000)]
+    values[100], values[1100], values[2100] = math.inf, -math.inf, math.nan
+    calls = [Metric("r", T0 + i, {"v": values[i]}, i) for i in range(4000)]
+    await write(store, [started("r")], calls, [Metric("r", T0 + 5000, {"w": 1.0})])
+
+    chart = store.chart(["r"], ["v"], x="step", buckets=4, start=0, end=3999, finite=True)[("r", "v")]
+    assert chart.sum is not None and chart.pinf is not None and chart.ninf is not None and not chart.stepless
+    assert int(chart.count.sum()) == 4000 and chart.nan_count.tolist()[2] == 1
+    assert chart.pinf.tolist()[0] == 1 and chart.ninf.tolist()[1] == 1 and int(chart.pinf.sum() + chart.ninf.sum()) == 2
+    finite = np.array(values)
+    finite[~np.isfinite(finite)] = 0.0
+    assert float(chart.sum.sum()) == float(finite.sum())
+    assert chart.min.tolist() == [0.0] * 4 and chart.max.tolist() == [6.0] * 4  # ±Inf left out of the band
+    assert chart.time_low[0] == T0 and chart.time_high[-1] == T0 + 3999
+    plain = store.chart(["r"], ["v"], x="step", buckets=4, start=0, end=3999)[("r", "v")]
+    assert plain.sum is None and plain.max[0] == math.inf and plain.min[1] == -math.inf
+    stepless = store.chart(["r"], ["w"], x="time", buckets=4, finite=True)[("r", "w")]
+    assert stepless.stepless and int(stepless.count.sum()) == 1
+
+
 async def test_a_failed_batch_stores_nothing_and_the_writer_goes_on(store: Store) -> None:
     """A batch refused whole (a name no store can take) leaves no point behind; the next batch numbers on."""
     writer = store.open_writer(owner=OWNER)
