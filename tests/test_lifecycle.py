@@ -348,12 +348,12 @@ def test_downsampling_takes_only_whole_buckets_of_rows_older_than_the_cutoff(db:
 
 
 def test_downsampling_needs_the_chunk_layout(db: Path) -> None:
-    """A store before schema version 9 is refused with a StoreError naming the version, and keeps its rows."""
+    """A store before schema version 10 is refused with a StoreError naming the version, and keeps its rows."""
     seed(db)
     manager = DatabaseManager(db)
-    manager.migrate_schema(8)
+    manager.migrate_schema(9)
 
-    with pytest.raises(StoreError, match="schema version 9"):
+    with pytest.raises(StoreError, match="schema version 10"):
         manager.downsample_metrics(at(CUTOFF))
     manager.migrate_schema()
     assert manager.get_run_metrics("old-done").shape[0] == 30

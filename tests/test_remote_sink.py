@@ -19,6 +19,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from chunk_helpers import stored_calls
 
 from runwatch.config import MonitorConfig
 from runwatch.events import LogEvent, Metric, RunLifecycle, RunTransition, StatePatch
@@ -186,10 +187,10 @@ async def test_a_server_that_comes_up_later_gets_everything_once(tmp_path: Path)
         monitor = await anyio.to_thread.run_sync(lambda: start_server(tmp_path, port))
         try:
             assert await anyio.to_thread.run_sync(sink.wait_delivered, TIMEOUT)
-            count = rows(Path(monitor.config.db_path), "SELECT count(*) FROM metric_rows")
+            count = stored_calls(monitor.config.db_path)
         finally:
             await anyio.to_thread.run_sync(monitor.close)
-    assert count == [(500,)]
+    assert count == 500
 
 
 async def test_what_a_closed_producer_left_is_sent_by_the_next_one(tmp_path: Path) -> None:
@@ -208,10 +209,7 @@ async def test_what_a_closed_producer_left_is_sent_by_the_next_one(tmp_path: Pat
             for event in run_events("second", 100):
                 second.emit(event)
             assert await delivered(second)
-        counts = rows(
-            Path(monitor.config.db_path),
-            "SELECT r.run_id, count(*) FROM metric_rows m JOIN runs r ON r.id = m.run GROUP BY r.run_id",
-        )
+        counts = [(run_id, stored_calls(monitor.config.db_path, run_id)) for run_id in ("first", "second")]
     finally:
         await anyio.to_thread.run_sync(monitor.close)
     assert sorted(counts) == [("first", 200), ("second", 100)]

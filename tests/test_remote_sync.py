@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 import pandas as pd
 import pytest
+from chunk_helpers import stored_calls
 
 from runwatch.config import MonitorConfig
 from runwatch.events import Metric
@@ -90,15 +91,16 @@ def server(tmp_path: Path) -> Iterator[WebMonitor]:
 
 
 def table_counts(db: Path) -> dict[str, int]:
-    """Rows of each table that holds events."""
+    """Rows of each table that holds events (``metric_rows``: the logging calls)."""
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return {
+        counts = {
             table: connection.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            for table in ("metric_rows", "events", "state_history", "runs")
+            for table in ("events", "state_history", "runs")
         }
     finally:
         connection.close()
+    return {"metric_rows": stored_calls(db), **counts}
 
 
 def test_a_store_is_uploaded_as_it_was_recorded_and_twice_stores_nothing_twice(

@@ -1,4 +1,4 @@
-"""Schema version 9: a store written by schema 6 (one row per logging call) migrates into chunks and back.
+"""Schema version 10: a store written by schema 6 (one row per logging call) migrates into chunks and back.
 
 ``tests/data/store-v6.db.gz`` was written by runwatch's own schema-6 sink
 (``tests/data/make_store_v6.py``, run against that version), and
@@ -68,12 +68,12 @@ def assert_frame_matches(frame: pd.DataFrame, record: dict[str, Any]) -> None:
 
 
 def test_the_old_store_is_schema_6_and_its_metrics_need_the_migration(old_store: Path) -> None:
-    """Before migrating, runs and summaries read as they are; metric series are refused naming version 9."""
+    """Before migrating, runs and summaries read as they are; metric series are refused naming version 10."""
     manager = DatabaseManager(old_store)
-    assert manager.get_schema_version() == 6 and CHUNK_VERSION == 9
+    assert manager.get_schema_version() == 6 and CHUNK_VERSION == 10
     assert {run["run_id"] for run in manager.get_training_runs()} == {"train", "old", "sess"}
     assert manager.get_run_summary("train")["metrics"]["loss"]["count"] == 1600
-    with pytest.raises(StoreError, match="version 9"):
+    with pytest.raises(StoreError, match="version 10"):
         manager.get_run_metrics("train")
     assert "metric_rows" in table_names(old_store)
 

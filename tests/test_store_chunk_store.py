@@ -61,11 +61,11 @@ def training_calls(count: int, start: int = 0, run_id: str = "run-1") -> list[Me
 def test_chunk_tables_are_the_schemas_newest_step(tmp_path: Path) -> None:
     """A new store has the chunk tables; stepping down a version removes them, stepping up brings them back."""
     connection = open_store(tmp_path / "store.db")
-    assert current_version(connection) == SCHEMA_VERSION == 9
+    assert current_version(connection) == SCHEMA_VERSION == 10
     assert chunk_tables_exist(connection)
-    assert migrate(connection, 8) == [8]
+    assert migrate(connection, 9) == [9]
     assert not chunk_tables_exist(connection)
-    assert migrate(connection) == [9]
+    assert migrate(connection) == [10]
     assert chunk_tables_exist(connection)
 
 
@@ -120,13 +120,13 @@ def test_summaries_come_from_chunk_rows(connection: sqlite3.Connection) -> None:
 
 
 def test_runs_do_not_mix(connection: sqlite3.Connection) -> None:
-    """Two runs' calls in one batch land in their own series, each numbered from 0."""
+    """Two runs' calls in one batch land in their own series, numbered store-wide in batch order."""
     store = SQLiteSeriesStore(connection)
     mixed = [call for pair in zip(training_calls(50), training_calls(50, run_id="run-2"), strict=True) for call in pair]
     store.write_batch(mixed)
-    for run_id in ("run-1", "run-2"):
+    for offset, run_id in enumerate(("run-1", "run-2")):
         points = store.read_series(run_id, ["loss"])["loss"].points
-        assert points.seq.tolist() == list(range(50))
+        assert points.seq.tolist() == list(range(offset, 100, 2))
 
 
 def test_columns_from_a_batch_path_are_stored_like_calls(connection: sqlite3.Connection) -> None:
@@ -183,10 +183,10 @@ def test_a_failed_commit_keeps_every_point_for_the_retry(connection: sqlite3.Con
     """While another writer holds the lock the commit fails; the retry stores everything once."""
     store = SQLiteSeriesStore(connection, SeriesBuilder(chunk_points=100))
     store.write_batch(training_calls(150))
+    store.add_calls(training_calls(100, 150))  # numbered now (the store's counter), written at the commit
     blocker = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
     connection.execute("PRAGMA busy_timeout = 10")
-    store.add_calls(training_calls(100, 150))
     with pytest.raises(sqlite3.OperationalError, match="locked"):
         store.commit()
     blocker.execute("ROLLBACK")

@@ -107,14 +107,14 @@ def test_every_commit_stores_every_point_added_before_it(
     builder = SeriesBuilder(max_chunk_seconds=3600.0, **options)
     table = FakeTable()
     logged: dict[SeriesKey, list[tuple[int, Any]]] = {}
-    next_call = {run: 0 for run in RUNS.values()}
+    next_call = 0
     for batch in batches:
         builder.add_calls(batch, RUNS)
         for event in batch:
             run = RUNS[event.run_id]
             for name, value in event.values.items():
-                logged.setdefault((run, name), []).append((next_call[run], value))
-            next_call[run] += 1
+                logged.setdefault((run, name), []).append((next_call, value))
+            next_call += 1
         writes = builder.prepare()
         table.apply(writes)
         builder.confirm(writes)
@@ -129,7 +129,7 @@ def test_every_commit_stores_every_point_added_before_it(
         builder.confirm(writes)
         assert all(sealed for sealed, _ in table.rows.values())
         assert builder.statistics().open_points == 0
-    assert builder.next_seq == {run: count for run, count in next_call.items() if count}
+    assert builder.next_seq == next_call
 
 
 def calls(count: int, run_id: str = "run-a", start: int = 0) -> list[Metric]:
@@ -248,14 +248,12 @@ def test_an_integer_series_turns_float_when_a_float_arrives() -> None:
     assert chunk.value_type == VALUE_FLOAT and chunk.count == 6 and chunk.nan_count == 1
 
 
-def test_group_calls_numbers_calls_per_run_in_order() -> None:
-    """Calls of interleaved runs get consecutive numbers per run, continuing across batches."""
-    next_seq = {2: 10}
+def test_group_calls_numbers_calls_store_wide_in_batch_order() -> None:
+    """Calls of interleaved runs get consecutive numbers in batch order, from the number given."""
     batch = [Metric("run-a", TS, {"x": 1.0}), Metric("run-b", TS, {"x": 1.0}), Metric("run-a", TS, {"y": 2})]
-    groups = group_calls(batch, RUNS, next_seq)
+    groups = group_calls(batch, RUNS, 10)
     seen = {(g.run, g.names): g.seq.tolist() for g in groups}
-    assert seen == {(1, ("x",)): [0], (2, ("x",)): [10], (1, ("y",)): [1]}
-    assert next_seq == {1: 2, 2: 11}
+    assert seen == {(1, ("x",)): [10], (2, ("x",)): [11], (1, ("y",)): [12]}
     (group,) = [g for g in groups if g.names == ("y",)]
     assert group.columns[0].dtype == np.int64
 
@@ -263,7 +261,7 @@ def test_group_calls_numbers_calls_per_run_in_order() -> None:
 def test_group_calls_keeps_missing_steps_and_tags() -> None:
     """A call without a step is marked invalid; tags become canonical JSON text."""
     batch = [Metric("run-a", TS, {"x": 1.0}, 5, {"b": "2", "a": "1"}), Metric("run-a", TS + 0.5, {"x": 2.0})]
-    (group,) = group_calls(batch, RUNS, {})
+    (group,) = group_calls(batch, RUNS, 0)
     assert group.step_valid is not None and group.step_valid.tolist() == [True, False]
     assert group.tags == ['{"a":"1","b":"2"}', None]
     assert group.time_us.tolist() == [1_700_000_000_000_000, 1_700_000_000_500_000]
@@ -304,7 +302,7 @@ def test_bad_builder_options_raise(options: dict[str, Any]) -> None:
 
 def test_columns_come_straight_from_the_calls_as_arrays() -> None:
     """A group's value columns are numpy arrays made from the calls, one per name, float or exact int."""
-    (group,) = group_calls(calls(4), RUNS, {})
+    (group,) = group_calls(calls(4), RUNS, 0)
     assert isinstance(group.columns[0], np.ndarray) and group.columns[0].dtype == np.float64
     assert group.columns[1].tolist() == [0, 1, 2, 3]
     empty = ChunkColumns(group.seq[:0], group.step[:0], None, group.time_us[:0], group.columns[0][:0])
@@ -314,7 +312,7 @@ def test_columns_come_straight_from_the_calls_as_arrays() -> None:
 def test_calls_with_the_same_names_in_another_order_form_one_group() -> None:
     """Name order within a call does not split a batch: each column is taken by name."""
     batch = [Metric("run-a", TS, {"a": 1.0, "b": 2.0}, 0), Metric("run-a", TS + 1, {"b": 4.0, "a": 3.0}, 1)]
-    (group,) = group_calls(batch, RUNS, {})
+    (group,) = group_calls(batch, RUNS, 0)
     assert group.names == ("a", "b")
     assert [column.tolist() for column in group.columns] == [[1.0, 3.0], [2.0, 4.0]]
 
@@ -322,5 +320,5 @@ def test_calls_with_the_same_names_in_another_order_form_one_group() -> None:
 def test_calls_with_as_many_but_other_names_are_grouped_apart() -> None:
     """Calls logging the same number of different names are told apart (the fast path falls back)."""
     batch = [Metric("run-a", TS, {"a": 1.0}, 0), Metric("run-a", TS + 1, {"b": 2.0}, 1)]
-    groups = group_calls(batch, RUNS, {})
+    groups = group_calls(batch, RUNS, 0)
     assert sorted((g.names, g.seq.tolist()) for g in groups) == [(("a",), [0]), (("b",), [1])]

@@ -21,7 +21,6 @@ import queue
 import re
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -33,6 +32,7 @@ from typing import Any
 
 import httpx
 import pytest
+from chunk_helpers import stored_steps as chunk_stored_steps
 from websockets.sync.client import connect
 
 TIMEOUT = 30.0
@@ -219,15 +219,8 @@ class Trainer:
 
 def stored_steps(db: Path, run_id: str) -> Counter[int]:
     """How many times each step of ``run_id`` is stored."""
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = connection.execute(  # the loop's own calls (the monitor's system samples have no step)
-            "SELECT m.step FROM metric_rows m JOIN runs r ON r.id = m.run WHERE r.run_id = ? AND m.step IS NOT NULL",
-            (run_id,),
-        ).fetchall()
-    finally:
-        connection.close()
-    return Counter(step for (step,) in rows)
+    # The loop's own calls (the monitor's system samples have no step).
+    return Counter(step for step in chunk_stored_steps(db, run_id) if step is not None)
 
 
 def exactly_once(steps: Counter[int], count: int) -> None:

@@ -147,8 +147,10 @@ def _groups(rows: list[tuple[Any, ...]], keysets: dict[int, tuple[str, ...]], ru
 def copy_chunks_to_rows(connection: sqlite3.Connection) -> int:
     """Write one ``metric_rows`` row per logging call of every run from the chunks; the rows written.
 
-    Runs inside the caller's transaction, with ``metric_rows``,
-    ``metric_keysets`` and ``meta.next_metric_row`` present and empty.
+    Runs inside the caller's transaction, with ``metric_rows`` and
+    ``metric_keysets`` present and empty. Each call keeps its number as its
+    row number; ``meta.next_metric_row`` stays above every one (numbers are
+    never given twice).
     """
     found = connection.execute("SELECT run_id FROM runs WHERE id IN (SELECT run FROM metric_series) ORDER BY id")
     runs = [row[0] for row in found]
@@ -169,7 +171,7 @@ def copy_chunks_to_rows(connection: sqlite3.Connection) -> int:
         if rows:
             next_row = max(next_row, rows[-1][1] + 1)
         written += len(rows)
-    connection.execute("UPDATE meta SET value = ? WHERE key = 'next_metric_row'", (next_row,))
+    connection.execute("UPDATE meta SET value = max(value, ?) WHERE key = 'next_metric_row'", (next_row,))
     return written
 
 

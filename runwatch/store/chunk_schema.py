@@ -7,7 +7,9 @@ Layout::
                     summaries, then the encoded columns (see runwatch.store.chunks)
 
 ``metric_chunks`` is keyed by (series, seq_first): a series' chunks are
-disjoint, ordered ranges of its run's logging calls. ``sealed = 0`` marks a
+disjoint, ordered ranges of its run's logging calls, numbered store-wide
+(``meta.next_metric_row``); an index on ``seq_last`` finds every run's calls
+after a number (the live tail's read). ``sealed = 0`` marks a
 segment of a still-open chunk (replaced when the chunk seals). The summary
 columns ``value_min``, ``value_max``, ``value_sum`` and ``value_last`` have
 no declared type on purpose: SQLite then keeps what it is given, so integer
@@ -105,6 +107,9 @@ CHUNK_TABLES: Final = (
         tags BLOB,
         PRIMARY KEY (series, seq_first)
     )""",
+    # Calls by number across every run (the live tail reads the calls after its cursor): the chunks
+    # ending at or after a number.
+    "CREATE INDEX metric_chunks_by_last ON metric_chunks (seq_last)",
 )
 #: The statements that remove them.
 DROP_CHUNK_TABLES: Final = ("DROP TABLE metric_chunks", "DROP TABLE metric_series")

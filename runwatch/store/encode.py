@@ -64,6 +64,7 @@ ADVANCE_METRIC_ROW = "UPDATE meta SET value = value + ? WHERE key = 'next_metric
 #: The number the next logging call gets (read under the write lock, it is this transaction's first).
 NEXT_METRIC_ROW = "SELECT value FROM meta WHERE key = 'next_metric_row'"
 
+
 # NULL-aware: SQLite's min()/max() of NULL and a number is NULL.
 def _real(expression: str) -> str:
     """SQL turning a JSON-carried number back into REAL ("inf"/"-inf" → ±Inf)."""

@@ -21,16 +21,16 @@ there a NaN cell is taken as "not logged", except in a row where every cell is
 NaN, which is taken as that call logging NaN for every metric (a row with
 nothing logged cannot exist); the statistics are then computed from the rows.
 
-Row numbers are the run's own logging-call numbers (``seq``), so calls keep
-them (they must increase line by line), and the rollups' row ranges stay
-valid; a wide-form archive numbers its calls 0, 1, 2, … Event and
-state-patch ids are new. Images (``images.jsonl`` and the contents under
-``media/``) and histograms (``histograms.jsonl``) are checked as live
-logging checks them; each content must hash to its name, and one the store
-already has is kept once. The run's image bytes are counted anew (its budget
-is not applied: the run kept it where it was logged). Not carried over: the run's ``owner``
-(the process that wrote it in the source store; an imported run has no writer
-here, so crash detection leaves it alone) and snapshots.
+Logging-call numbers (``row``, ``seq`` in the chunks) are store-wide, so the
+run's calls are numbered anew after the target store's, keeping their order
+(and that of the rollups' row ranges). Event and state-patch ids are new too.
+Images (``images.jsonl`` and the contents under ``media/``) and histograms
+(``histograms.jsonl``) are checked as live logging checks them; each content
+must hash to its name, and one the store already has is kept once. The run's
+image bytes are counted anew (its budget is not applied: the run kept it
+where it was logged). Not carried over: the run's ``owner`` (the process
+that wrote it in the source store; an imported run has no writer here, so
+crash detection leaves it alone) and snapshots.
 """
 
 from __future__ import annotations
@@ -49,11 +49,19 @@ from typing import IO, Any, Final
 import numpy as np
 import orjson
 
-from ..events import INT64_MAX, INT64_MIN, LEVELS, MAX_TIMESTAMP, HistogramEvent, ImageEvent, Metric
+from ..events import LEVELS, MAX_TIMESTAMP, HistogramEvent, ImageEvent, Metric
 from ..exceptions import RunwatchError, StoreError
 from ..wire.annotations import check_note, check_tags
 from . import connections, media
-from .encode import INSERT_EVENTS, INSERT_STATE_HISTORY, UPSERT_METRIC_STATS, BatchEncoder, dumps, metric_stats
+from .encode import (
+    ADVANCE_METRIC_ROW,
+    INSERT_EVENTS,
+    INSERT_STATE_HISTORY,
+    UPSERT_METRIC_STATS,
+    BatchEncoder,
+    dumps,
+    metric_stats,
+)
 from .export import EXPORT_FORMAT, MEDIA_EXTENSIONS
 from .queries import RUN_STATUSES
 from .schema import SCHEMA_VERSION, current_version, prepare_database
@@ -400,7 +408,8 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
     long_form = reader.has("metrics_long.jsonl")
     if rollups and not long_form:
         raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
-    bounds = {row for r in rollups for row in (r[2], r[3])}
+    (base,) = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()
+    numbering = _Renumbering(int(base), sorted({row for r in rollups for row in (r[2], r[3])}))
     counts: dict[str, int] = {}
     chunk: list[Metric] = []
     numbers: list[int] = []
@@ -411,9 +420,9 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
     def flush(*, last: bool = False) -> None:
         if chunk:
             encoder.encode(chunk, {run_id: pk}, {})
-            groups = group_calls(chunk, {run_id: pk}, {})  # seq = position in this chunk...
+            groups = group_calls(chunk, {run_id: pk}, 0)  # seq = position in this chunk...
             seqs = np.array(numbers, dtype=np.int64)
-            groups = [replace(group, seq=seqs[group.seq]) for group in groups]  # ...then the archive's numbers
+            groups = [replace(group, seq=seqs[group.seq]) for group in groups]  # ...then the new numbers
             if not exact_stats:
                 connection.execute(UPSERT_METRIC_STATS, (dumps(metric_stats(groups)),))
             builder.add_groups(groups)
@@ -425,39 +434,32 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
         numbers.clear()
 
     if long_form:
-        previous: int | None = None
         for number, line in reader.json_lines("metrics_long.jsonl"):
             metric = _metric_from_line(line, run_id, reader.where, number)
-            row = line.get("row")
-            problem = None
-            if type(row) is not int or not INT64_MIN <= row <= INT64_MAX:
-                problem = f"row must be a 64-bit integer, got {row!r}"
-            elif previous is not None and row <= previous:
-                problem = f"row {row} does not follow row {previous}"
-            elif row in bounds:
-                problem = f"row {row} is also a bound of a rollup"
-            if problem is not None:
-                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {problem}")
-            previous = row
-            numbers.append(row)
+            try:
+                numbers.append(numbering.row(line.get("row")))
+            except ValueError as exc:
+                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {exc}") from None
             for name in metric.values:
                 counts[name] = counts.get(name, 0) + 1
             chunk.append(metric)
             if len(chunk) >= _CHUNK_ROWS:
                 flush()
     else:
-        for index, metric in enumerate(_metrics_from_wide(reader, run_id)):
-            numbers.append(index)
+        for metric in _metrics_from_wide(reader, run_id):
+            numbers.append(numbering.next_row())
             chunk.append(metric)
             if len(chunk) >= _CHUNK_ROWS:
                 flush()
     flush(last=True)
     writer.committed()
+    connection.execute(ADVANCE_METRIC_ROW, (numbering.finish(),))
     if rollups:
+        bounds = numbering.bounds
         connection.executemany(
             "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
             " count, nan_count, min, max, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(pk, *r[1:]) for r in rollups],
+            [(pk, r[1], bounds[r[2]], bounds[r[3]], *r[4:]) for r in rollups],
         )
     if exact_stats:
         connection.executemany(
@@ -480,6 +482,53 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
 
 def _lines_if_any(reader: _ArchiveReader, name: str) -> Iterator[tuple[int, Any]]:
     return reader.json_lines(name) if reader.has(name) else iter(())
+
+
+class _Renumbering:
+    """New row numbers for an imported run: after every row of the target store, in the old order.
+
+    Row numbers are store-wide, so a run's rows get new ones. The kept rows
+    and the row bounds of the rollups (whose own rows are gone) are numbered
+    together, consecutively from ``base``, so that their order, which reads
+    depend on, stays as it was.
+    """
+
+    def __init__(self, base: int, bounds: list[int]) -> None:
+        self.base = base
+        self.pending = bounds
+        self.bounds: dict[int, int] = {}  # old bound → new
+        self.index = 0
+        self.kept = 0
+        self.last: int | None = None
+
+    def row(self, old: object) -> int:
+        """The new number of the kept row ``old`` (rows must come in increasing order)."""
+        if type(old) is not int:
+            raise ValueError(f"row must be an integer, got {old!r}")
+        if self.last is not None and old <= self.last:
+            raise ValueError(f"row {old} does not follow row {self.last}")
+        self.last = old
+        pending = self.pending
+        while self.index < len(pending) and pending[self.index] < old:
+            self._bound()
+        if self.index < len(pending) and pending[self.index] == old:
+            raise ValueError(f"row {old} is also a bound of a rollup")
+        return self.next_row()
+
+    def next_row(self) -> int:
+        """The next number, for a row without an old number."""
+        self.kept += 1
+        return self.base + self.kept - 1 + self.index
+
+    def _bound(self) -> None:
+        self.bounds[self.pending[self.index]] = self.base + self.kept + self.index
+        self.index += 1
+
+    def finish(self) -> int:
+        """Number the remaining bounds; returns how many numbers were used."""
+        while self.index < len(self.pending):
+            self._bound()
+        return self.kept + len(self.pending)
 
 
 def _wire_number(value: Any, what: str) -> float | None:

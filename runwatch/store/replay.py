@@ -1,15 +1,17 @@
 """Stored rows back as typed events: what the live tail and ``runwatch sync`` read.
 
-The store keeps events in three append-only tables (``metric_rows``,
-``events``, ``state_history``) and the progress of a run (its last heartbeat
-and counters) in its ``runs`` row. This module turns those rows back into the
-events of :mod:`runwatch.events` that wrote them:
+The store keeps events in three append-only streams (``metric_rows``: the
+logging calls, kept in metric chunks; the ``events`` and ``state_history``
+tables) and the progress of a run (its last heartbeat and counters) in its
+``runs`` row. This module turns those rows back into the events of
+:mod:`runwatch.events` that wrote them:
 
 ===============================  =============================================
 stored                           event
 ===============================  =============================================
-a metric row                     :class:`~runwatch.events.Metric` (NaN, ±Inf,
-                                 step and tags as logged)
+a logging call                   :class:`~runwatch.events.Metric` (NaN, ±Inf,
+                                 step and tags as logged; the time to the
+                                 microsecond)
 ``log`` event                    :class:`~runwatch.events.LogEvent`
 ``lifecycle`` ``run_<t>``        :class:`~runwatch.events.RunLifecycle` ``t``
 ``lifecycle`` ``run_crashed``    :class:`~runwatch.events.LogEvent`
@@ -25,9 +27,10 @@ Not carried back: a started run's ``owner`` (the events table does not keep
 it). A row that no longer passes the event model's checks (written by an
 older version) is skipped and counted by the caller.
 
-Each table is read in storage order from a position: the row number of
-``metric_rows`` (store-wide, given at commit under the write lock, so rows
-appear in commit order), the ``id`` of the other two.
+Each stream is read in storage order from a position: the number of a
+logging call (store-wide, given at commit under the write lock, so calls
+appear in commit order; see :mod:`runwatch.store.calls`), the ``id`` of the
+other two.
 """
 
 from __future__ import annotations
@@ -48,14 +51,14 @@ from ..events import (
     RunTransition,
     StatePatch,
 )
-from .base import RunPage, StoredRow
+from .base import STREAMS, RunPage, StoredRow
+from .calls import Call, run_call_count, run_calls_from
 from .queries.common import read_snapshot, run_pk
 
 __all__ = [
-    "KeysetNames",
     "decode_event_row",
-    "decode_metric_row",
     "decode_state_row",
+    "metric_of_call",
     "run_row_count",
     "run_rows",
 ]
@@ -64,50 +67,18 @@ _TRANSITIONS: Final = {f"run_{transition.value}": transition for transition in R
 _WIRE_FLOATS: Final = {"inf": math.inf, "-inf": -math.inf}
 
 
-class KeysetNames:
-    """The metric names of each key set, loaded as rows name key sets it has not seen."""
-
-    def __init__(self) -> None:
-        self._names: dict[int, tuple[str, ...]] = {}
-
-    def names(self, connection: sqlite3.Connection, keyset: int) -> tuple[str, ...]:
-        """The ordered names of ``keyset`` (read from the store the first time).
-
-        Raises:
-            KeyError: the store has no such key set.
-        """
-        found = self._names.get(keyset)
-        if found is None:
-            for key, names in connection.execute("SELECT id, names FROM metric_keysets WHERE id >= ?", (keyset,)):
-                self._names[key] = tuple(orjson.loads(names))
-            found = self._names[keyset]
-        return found
-
-
-def _value(value: Any) -> float:
-    if value is None:
-        return math.nan
-    if type(value) is str:
-        return _WIRE_FLOATS[value]
-    return float(value)
-
-
-def decode_metric_row(
-    run_id: str, step: int | None, ts: float, names: tuple[str, ...], vals: str | bytes, tags: str | None
-) -> Metric:
+def metric_of_call(call: Call) -> Metric:
     """The :class:`Metric` a stored logging call came from.
 
     Raises:
-        ValueError / TypeError / KeyError: the row does not decode (its values
-        do not match its key set, or an event check refuses it).
+        ValueError / TypeError: an event check refuses it (written by an older version).
     """
-    values = orjson.loads(vals)
-    if len(values) != len(names):
-        raise ValueError(f"a row of {len(values)} values for {len(names)} names")
-    if any(value is None or type(value) is str for value in values):
-        values = [_value(value) for value in values]
     return Metric(
-        run_id, float(ts), dict(zip(names, values, strict=True)), step, None if tags is None else orjson.loads(tags)
+        call.run_id,
+        call.time_us / 1e6,
+        dict(call.values),
+        call.step,
+        None if call.tags is None else orjson.loads(call.tags),
     )
 
 
@@ -166,8 +137,6 @@ def decode_state_row(run_id: str, ts: float, patch: str | bytes) -> StatePatch:
 # -- one run's rows, for uploads ------------------------------------------------------------
 
 _RUN_ROW_QUERIES: Final[Mapping[str, str]] = {
-    "metric_rows": "SELECT row, step, ts, keyset, vals, tags FROM metric_rows WHERE run = ? AND row >= ?"
-    " ORDER BY row LIMIT ?",
     "events": "SELECT id, ts, kind, type, level, data FROM events WHERE run = ? AND id >= ? ORDER BY id LIMIT ?",
     "state_history": "SELECT id, ts, patch FROM state_history WHERE run = ? AND id >= ? ORDER BY id LIMIT ?",
 }
@@ -190,20 +159,18 @@ def run_rows(connection: sqlite3.Connection, run_id: str, table: str, start: int
         UnknownRunError: no run has this id.
         ValueError: an unknown table.
     """
+    if table == "metric_rows":
+        return _run_calls(connection, run_id, start, limit)
     query = _RUN_ROW_QUERIES.get(table)
     if query is None:
-        raise ValueError(f"stream must be one of {', '.join(_RUN_ROW_QUERIES)}, got {table!r}")
-    keysets = KeysetNames()
+        raise ValueError(f"stream must be one of {', '.join(STREAMS)}, got {table!r}")
     with read_snapshot(connection):
         rows = connection.execute(query, (run_pk(connection, run_id), start, limit)).fetchall()
     out: list[StoredRow] = []
     undecodable = 0
     for row in rows:
         try:
-            if table == "metric_rows":
-                position, step, ts, keyset, vals, tags = row
-                event: Any = decode_metric_row(run_id, step, ts, keysets.names(connection, keyset), vals, tags)
-            elif table == "events":
+            if table == "events":
                 position, ts, kind, type_, level, data = row
                 event = decode_event_row(run_id, ts, kind, type_, level, data)
             else:
@@ -216,6 +183,19 @@ def run_rows(connection: sqlite3.Connection, run_id: str, table: str, start: int
     return RunPage(out, len(rows), undecodable, rows[-1][0] + 1 if rows else start)
 
 
+def _run_calls(connection: sqlite3.Connection, run_id: str, start: int, limit: int) -> RunPage:
+    with read_snapshot(connection):
+        calls = run_calls_from(connection, run_pk(connection, run_id), start, limit)
+    out: list[StoredRow] = []
+    undecodable = 0
+    for call in calls:
+        try:
+            out.append(StoredRow("metric_rows", call.seq, metric_of_call(call)))
+        except (ValueError, TypeError, KeyError):
+            undecodable += 1
+    return RunPage(out, len(calls), undecodable, calls[-1].seq + 1 if calls else start)
+
+
 def run_row_count(connection: sqlite3.Connection, run_id: str) -> int:
     """How many rows ``run_id`` has in the store's streams.
 
@@ -224,7 +204,7 @@ def run_row_count(connection: sqlite3.Connection, run_id: str) -> int:
     """
     with read_snapshot(connection):
         run = run_pk(connection, run_id)
-        return sum(
+        return run_call_count(connection, run) + sum(
             int(connection.execute(f"SELECT count(*) FROM {table} WHERE run = ?", (run,)).fetchone()[0])
             for table in _RUN_ROW_QUERIES
         )

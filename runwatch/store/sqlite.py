@@ -232,10 +232,10 @@ class SQLiteStore(Store):
         return self._read_if_exists(False, run_queries.has_run, run_id)
 
     def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
-        return self._read(replay.run_rows, run_id, stream, start, limit)
+        return self._read_metrics(replay.run_rows, run_id, stream, start, limit)
 
     def stored_row_count(self, run_id: str) -> int:
-        return self._read(replay.run_row_count, run_id)
+        return self._read_metrics(replay.run_row_count, run_id)
 
     def live_writers(self) -> list[dict[str, Any]]:
         return self._read_if_exists([], run_queries.live_writers)
@@ -515,7 +515,7 @@ class SQLiteStore(Store):
             return session_queries.remove_old_sessions(conn, cutoff)
 
     def whole_sessions(self, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
-        return self._read(datacat_queries.session_rows, session_ids)
+        return self._read_metrics(datacat_queries.session_rows, session_ids)
 
     def suspended_sessions_of_machine(self, machine_id: str, now: float, timeout_seconds: float) -> list[str]:
         return self._read(datacat_queries.suspended_sessions_of_machine, machine_id, now, timeout_seconds)

@@ -12,9 +12,10 @@ that wants them live:
   The connection never writes and never holds a read transaction between
   reads, so it never blocks a writer or a checkpoint.
 - **Reading forward**: one read transaction per read, from a cursor per
-  append-only table: ``metric_rows`` by its store-wide row number (given at
-  commit under the write lock, so a row below ``next_metric_row`` is always
-  committed), ``events`` and ``state_history`` by id. Progress of a run (its
+  stream: ``metric_rows``, the logging calls, by their store-wide number
+  (given at commit under the write lock, so a call below ``next_metric_row``
+  is always committed; rebuilt from the metric chunks holding them, see
+  :mod:`runwatch.store.calls`), ``events`` and ``state_history`` by id. Progress of a run (its
   heartbeat and counters) is read from the ``runs`` rows of active runs.
   Reads are windowed (``max_rows`` per table); a full window asks for another
   read at once.
@@ -42,11 +43,12 @@ from typing import Any, Final
 from ..exceptions import StoreUnavailable
 from . import connections
 from .base import RunProgress, StoredRow, StoreTail, TailRead
-from .replay import KeysetNames, decode_event_row, decode_metric_row, decode_state_row
+from .calls import read_calls
+from .replay import decode_event_row, decode_state_row, metric_of_call
 
 __all__ = ["TAIL_TABLES", "SQLiteTail"]
 
-#: The append-only tables the tail follows.
+#: The streams the tail follows (``metric_rows``: logging calls, by number).
 TAIL_TABLES: Final = ("metric_rows", "events", "state_history")
 
 #: Run statuses whose progress (heartbeat, counters) the tail follows.
@@ -67,7 +69,6 @@ class SQLiteTail(StoreTail):
         self.path = path
         self.max_rows = max_rows
         self._connection: sqlite3.Connection | None = None
-        self._keysets = KeysetNames()
         self.positions = {}
         self._heartbeats: dict[str, float] = {}
         self._read_version: int | None = None  # data_version when the last read began
@@ -189,19 +190,14 @@ class SQLiteTail(StoreTail):
         found: list[StoredRow] = []
         bad = 0
         for low, high in _without(start, end, skip):
-            # Runs first: one seek per run into the (run, row) key, so the cost follows the rows read.
-            for row, run_id, step, ts, keyset, vals, tags in connection.execute(
-                "SELECT m.row, r.run_id, m.step, m.ts, m.keyset, m.vals, m.tags FROM runs r"
-                " JOIN metric_rows m ON m.run = r.id AND m.row >= ? AND m.row < ? ORDER BY m.row",
-                (low, high),
-            ):
+            # The chunks ending at or after ``low`` (an index on seq_last): the open segments, mostly.
+            for call in read_calls(connection, low=low, high=high):
                 try:
-                    names = self._keysets.names(connection, keyset)
-                    event = decode_metric_row(run_id, step, ts, names, vals, tags)
+                    event = metric_of_call(call)
                 except (ValueError, TypeError, KeyError):
                     bad += 1
                     continue
-                found.append(StoredRow("metric_rows", row, event))
+                found.append(StoredRow("metric_rows", call.seq, event))
         return found, end, end < end_of_store, bad
 
     def _id_rows(

@@ -171,7 +171,7 @@ class SQLiteWriter(StoreWriter):
         for index, event in enumerate(batch):
             try:
                 encoded = self._encoder.encode([event], any_run, {})
-                dumps(metric_stats(group_calls(encoded.metric_calls, any_run, {})))
+                dumps(metric_stats(group_calls(encoded.metric_calls, any_run, 0)))
                 dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
             except Exception:
                 bad.append(index)

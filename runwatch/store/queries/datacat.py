@@ -15,6 +15,7 @@ from typing import Any, Final
 import orjson
 
 from ...exceptions import UnknownRunError
+from ..calls import read_calls
 from ..session_layout import SESSION_KIND
 from .common import read_snapshot
 
@@ -48,8 +49,10 @@ def session_rows(conn: sqlite3.Connection, session_ids: Sequence[str] | None) ->
         One dict per session: ``run`` (``run_id``, ``status``, ``start_time``,
         ``end_time``, ``last_heartbeat``, ``metadata``), ``events`` as
         ``(ts, type, level, data, detail)``, ``metrics`` as ``(ts, names,
-        values, tags)`` and ``states`` as ``(ts, patch, detail)``; the JSON
-        columns as stored (text), every list in arrival order.
+        values, tags)`` (each logging call rebuilt from the chunks: lists of
+        names and values, NaN and ±Inf as floats) and ``states`` as ``(ts,
+        patch, detail)``; the other JSON columns as stored (text), every
+        list in arrival order.
 
     Raises:
         UnknownRunError: one of ``session_ids`` is not a session.
@@ -95,12 +98,11 @@ def session_rows(conn: sqlite3.Connection, session_ids: Sequence[str] | None) ->
             (runs,),
         ):
             sessions[run]["events"].append((ts, name, level, data, event_detail))
-        for run, ts, names, values, tags in conn.execute(
-            "SELECT m.run, m.ts, k.names, m.vals, m.tags FROM metric_rows m JOIN metric_keysets k ON k.id = m.keyset"
-            f" WHERE m.{scope} ORDER BY m.row",
-            (runs,),
-        ):
-            sessions[run]["metrics"].append((ts, names, values, tags))
+        by_id = {session["run"]["run_id"]: session for session in sessions.values()}
+        for call in read_calls(conn, runs=list(sessions)):
+            names = [name for name, _ in call.values]
+            values = [value for _, value in call.values]
+            by_id[call.run_id]["metrics"].append((call.time_us / 1e6, names, values, call.tags))
         for run, ts, patch, state_detail in conn.execute(
             f"SELECT run, ts, patch, {detail} FROM state_history WHERE {scope} ORDER BY id", (runs,)
         ):
