@@ -197,3 +197,47 @@ async def test_a_failed_batch_stores_nothing_and_the_writer_goes_on(store: Store
     x = store.read_series("r", ["x"])["x"].points
     assert x.values.tolist() == [1.0, 3.0]
     assert store.run_summary("r")["metrics"]["x"]["count"] == 2
+
+
+async def test_logging_calls_come_back_whole_by_number_through_the_tail_and_stored_rows(store: Store) -> None:
+    """Calls of two interleaved runs are numbered store-wide in commit order; the tail and stored_rows
+    give each call back whole (values bit for bit, 64-bit integers, step or none, tags), once."""
+    store.prepare()
+    tail = store.open_tail()
+    tail.open()
+    try:
+        logged = []
+        for i in range(300):
+            run_id = "a" if i % 3 else "b"
+            values: dict[str, float | int] = {"f": FLOATS[i % len(FLOATS)], "n": INTS[i % len(INTS)]}
+            if i % 7 == 0:
+                values = {"only": float(i)}
+            logged.append(
+                Metric(run_id, T0 + i * 0.001, values, None if i % 5 == 0 else i, {"k": str(i)} if i % 4 else None)
+            )
+        await write(store, [started("a"), started("b")], logged[:120], logged[120:])
+        read = tail.read()
+        tailed = [row.event for row in read.rows["metric_rows"]]
+        positions = [row.position for row in read.rows["metric_rows"]]
+        assert positions == sorted(positions) and len(set(positions)) == 300
+        for run_id in ("a", "b"):
+            mine = [event for event in logged if event.run_id == run_id]
+            pages, start = [], 0
+            while True:
+                page = store.stored_rows(run_id, "metric_rows", start, 17)
+                pages += [row.event for row in page.rows]
+                if page.read < 17:
+                    break
+                start = page.next_start
+            for got in (pages, [event for event in tailed if event.run_id == run_id]):
+                assert len(got) == len(mine)
+                for want, event in zip(mine, got, strict=True):
+                    assert (event.step, event.tags, sorted(event.values)) == (want.step, want.tags, sorted(want.values))
+                    assert event.timestamp == pytest.approx(want.timestamp, abs=1e-6)
+                    for name, value in want.values.items():
+                        got_value = event.values[name]
+                        assert type(got_value) is type(value)
+                        assert bits([got_value]) == bits([value]) if type(value) is float else got_value == value
+        assert store.stored_row_count("a") == 200 + 1  # its calls and its start event
+    finally:
+        tail.close()
