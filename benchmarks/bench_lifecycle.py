@@ -2,8 +2,8 @@
 
     python benchmarks/bench_lifecycle.py [--size-mb 200] [--cleanup-rows 2000000] [--window-seconds 5]
 
-1. Backup while ingesting. A store of about ``--size-mb`` MB (bulk metric rows
-   written with ``executemany``) is opened by a WebMonitor whose training
+1. Backup while ingesting. A store of about ``--size-mb`` MB (bulk logging
+   calls written as sealed columnar chunks) is opened by a WebMonitor whose training
    thread logs 4 scalars per call as fast as it can. Committed events/s are
    measured over a window without backup, over back-to-back backups (at
    least one, for at least the window), and over a window without backup
@@ -13,7 +13,7 @@
    (old, completed) is stepped for one window, with the pauses of
    ``cleanup_old_data``, while the thread logs; same ratio, and the records
    removed per second beside a saturated writer.
-3. Cleanup memory: ``--cleanup-rows`` metric rows in old runs, removed by a
+3. Cleanup memory: ``--cleanup-rows`` logging calls in old runs, removed by a
    child process whose peak RSS (``ru_maxrss``) is reported beside its RSS
    before the cleanup. Target: peak < 200 MB.
 
@@ -33,7 +33,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +44,13 @@ NAMES = ["loss", "accuracy", "reward", "lr", "grad_norm", "entropy", "value_loss
 
 
 def build_store(path: Path, *, target_mb: float | None = None, rows: int | None = None, runs: int = 20) -> int:
-    """Bulk-write old completed runs of 8-metric rows until the file reaches ``target_mb`` or ``rows``."""
+    """Bulk-write old completed runs of 8-metric logging calls (columnar chunks, sealed) until the file
+    reaches ``target_mb`` or ``rows`` calls; returns the calls written."""
+    import numpy as np
+
+    from runwatch.store.chunk_store import SQLiteSeriesStore
     from runwatch.store.schema import prepare_database
+    from runwatch.store.series import SeriesBuilder
 
     prepare_database(str(path))
     conn = sqlite3.connect(path, isolation_level=None)
@@ -56,7 +60,6 @@ def build_store(path: Path, *, target_mb: float | None = None, rows: int | None 
         "INSERT INTO runs (run_id, status, start_time, end_time, updated_at) VALUES (?, 'completed', ?, ?, ?)",
         [(f"bulk-{i}", OLD_TS, OLD_TS + 3600, OLD_TS + 3600) for i in range(runs)],
     )
-    conn.execute("INSERT INTO metric_keysets (id, names) VALUES (1, ?)", (json.dumps(NAMES),))
     conn.executemany(
         "INSERT INTO metric_stats (run, name, count, nan_count, sum, min, max, last, last_ts)"
         " VALUES (?, ?, 0, 0, 0, 0, 0, 0, ?)",
@@ -67,29 +70,34 @@ def build_store(path: Path, *, target_mb: float | None = None, rows: int | None 
         [(run, OLD_TS + i) for run in range(1, runs + 1) for i in range(100)],
     )
     conn.execute("COMMIT")
+    store = SQLiteSeriesStore(conn, SeriesBuilder(max_chunk_seconds=None))
     written = 0
     chunk = 200_000
-
-    def chunk_rows(start: int, count: int) -> Iterator[tuple[Any, ...]]:
-        for row in range(start, start + count):
-            values = f"[{row * 1e-6:.6f},0.91,{row % 1000}.5,0.0003,1.25,0.693,0.0125,0.004]"
-            yield (1 + row % runs, row, row, OLD_TS + row * 1e-3, 1, values)
-
     while True:
         count = chunk if rows is None else min(chunk, rows - written)
         if count <= 0:
             break
-        conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO metric_rows (run, row, step, ts, keyset, vals) VALUES (?, ?, ?, ?, ?, ?)",
-            chunk_rows(written, count),
-        )
-        conn.execute("COMMIT")
-        written += count
+        per_run = -(-count // runs)
+        for run in range(runs):
+            index = written // runs + np.arange(per_run, dtype=np.int64)
+            row = index * runs + run
+            values = [
+                row * 1e-6,
+                np.full(per_run, 0.91),
+                (row % 1000) + 0.5,
+                np.full(per_run, 0.0003),
+                np.full(per_run, 1.25),
+                np.full(per_run, 0.693),
+                np.full(per_run, 0.0125),
+                np.full(per_run, 0.004),
+            ]
+            time_us = np.rint((OLD_TS + row * 1e-3) * 1e6).astype(np.int64)
+            store.add_columns(f"bulk-{run}", NAMES, values, time_us=time_us, step=row)
+        store.commit(seal_all=True)
+        written += per_run * runs
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if target_mb is not None and path.stat().st_size >= target_mb * 1e6:
             break
-    conn.execute("UPDATE meta SET value = ? WHERE key = 'next_metric_row'", (written,))
     conn.close()
     return written
 
@@ -252,7 +260,7 @@ def bench_cleanup_memory(directory: Path, rows: int) -> dict[str, Any]:
     )
     child = json.loads(out.stdout)
     with sqlite3.connect(db) as conn:
-        left = conn.execute("SELECT count(*) FROM metric_rows").fetchone()[0]
+        left = conn.execute("SELECT count(*) FROM metric_chunks").fetchone()[0]
     return {
         "metric_rows": rows,
         "store_mb": size / 1e6,
@@ -315,7 +323,7 @@ def main() -> None:
             "",
         ),
         ("  RSS before / peak", f"{memory['rss_before_mb']:.0f} / {memory['rss_peak_mb']:.0f} MB", "< 200 MB"),
-        ("  metric rows left", f"{memory['rows_left']:,}", "0"),
+        ("  metric chunks left", f"{memory['rows_left']:,}", "0"),
     ]
     for name, value, target in rows:
         print(f"{name:<46}{value:>22}  {target}")

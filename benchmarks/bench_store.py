@@ -20,7 +20,7 @@
 5. Charts from a fresh process: 1,000 buckets of min/max (a 2,000-point chart)
    of 1M- and 10M-call runs, against the row layout's raw read + downsampling (1M).
 6. Migration of a 1M-call store of the row layout into chunks: the registered
-   schema step 8 → 9, in its one transaction.
+   schema step 9 → 10, in its one transaction.
 7. Peak RSS of a process writing 2M values through each writer (the calls
    are made batch by batch, so the writer's own memory shows).
 
@@ -57,6 +57,7 @@ import numpy as np
 import orjson
 
 from runwatch.events import Metric
+from runwatch.store.chunk_schema import CHUNK_VERSION
 from runwatch.store.chunk_store import SQLiteSeriesStore, read_series
 from runwatch.store.codecs import (
     decode_float_column,
@@ -147,14 +148,14 @@ def new_store(path: Path, run_ids: list[str], *, chunks: bool) -> sqlite3.Connec
     connection = sqlite3.connect(path, isolation_level=None)
     apply_pragmas(connection)
     if not chunks:
-        migrate(connection, 8)  # the row layout: one metric_rows row per call
+        migrate(connection, CHUNK_VERSION - 1)  # the row layout: one metric_rows row per call
     for run_id in run_ids:
         connection.execute("INSERT INTO runs (run_id, start_time, updated_at) VALUES (?, ?, ?)", (run_id, TS, TS))
     return connection
 
 
 class BaselineWriter:
-    """Raw sqlite3 writing the row layout (schema 8): one metric_rows row per call, values as a JSON array."""
+    """Raw sqlite3 writing the row layout (schema 9): one metric_rows row per call, values as a JSON array."""
 
     def __init__(self, connection: sqlite3.Connection) -> None:
         self.connection = connection
@@ -586,7 +587,7 @@ def bench_migration(directory: Path, repeat: int) -> dict[str, Any]:
         connection = sqlite3.connect(copy, isolation_level=None)
         calls = connection.execute("SELECT count(*) FROM metric_rows").fetchone()[0]
         started, cpu_started = time.perf_counter(), time.process_time()
-        assert migrate(connection) == [9]
+        assert migrate(connection) == [CHUNK_VERSION]
         cpu_rates.append(calls / (time.process_time() - cpu_started))
         rates.append(calls / (time.perf_counter() - started))
         connection.close()
@@ -701,7 +702,7 @@ def print_report(results: dict[str, Any]) -> None:
         )
     m = results["migration"]
     print(
-        f"\n6. Migration of the row layout (schema 8 → 9): {m['calls_per_s']['median']:,.0f} calls/s"
+        f"\n6. Migration of the row layout (schema 9 → 10): {m['calls_per_s']['median']:,.0f} calls/s"
         f" ({m['calls_per_s']['median'] * m['values_per_call']:,.0f} values/s;"
         f" {m['calls_per_cpu_s']['median']:,.0f} calls per CPU second) over {m['calls']:,} calls"
     )

@@ -385,18 +385,15 @@ def bench_kill(directory: Path, server: Serve, rounds: int) -> dict[str, Any]:
 
 def stored_steps(db: Path, run_id: str) -> int:
     """How many distinct steps of ``run_id`` the store at ``db`` holds."""
-    import sqlite3
+    import numpy as np
 
-    connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        row = connection.execute(
-            "SELECT count(DISTINCT m.step) FROM metric_rows m JOIN runs r ON r.id = m.run"
-            " WHERE r.run_id = ? AND m.step IS NOT NULL",
-            (run_id,),
-        ).fetchone()
-    finally:
-        connection.close()
-    return int(row[0])
+    from runwatch.store.sqlite import SQLiteStore
+
+    steps = [
+        series.points.step if series.points.step_valid is None else series.points.step[series.points.step_valid]
+        for series in SQLiteStore(db).read_series(run_id, columns=("step",)).values()
+    ]
+    return len(np.unique(np.concatenate(steps))) if steps else 0
 
 
 def main() -> None:
