@@ -183,12 +183,17 @@ def test_compare_x_range_in_each_axis(logged: Logged) -> None:
     """x_min/x_max cut the series in the chosen axis: global step, wall time or time since start."""
     with logged.client(headers={"Authorization": f"Bearer {TOKEN}"}) as client:
         by_step = client.get("/api/compare", params={"runs": logged.plain, "metrics": "acc", "x_min": 10, "x_max": 19})
+        # A chart's zoom sends fractional steps.
+        fractional = client.get(
+            "/api/compare", params={"runs": logged.plain, "metrics": "acc", "x_min": 9.5, "x_max": 19.75}
+        )
         whole = client.get("/api/compare", params={"runs": logged.plain, "metrics": "acc"}).json()["series"][0]
         t10, t19 = whole["t"][10], whole["t"][19]
         by_time = client.get(
             "/api/compare", params={"runs": logged.plain, "metrics": "acc", "x": "time", "x_min": t10, "x_max": t19}
         )
     assert by_step.json()["series"][0]["step"] == list(range(10, 20))
+    assert fractional.json()["series"][0]["step"] == list(range(10, 20))
     # Times are kept to the microsecond: a call in the same microsecond as step 19 is in the window too.
     in_window = [step for step, t in zip(whole["step"], whole["t"], strict=True) if t10 <= t <= t19]
     assert by_time.json()["series"][0]["step"] == in_window and in_window[:10] == list(range(10, 20))

@@ -17,6 +17,7 @@ any step are at step 0.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
@@ -130,7 +131,10 @@ def _run_series(
         # Points without a step take the step of the call before them: read whole, cut below.
         found = read_series(conn, run_id, names, columns=_COLUMNS)
     elif x == "step":
-        found = read_series(conn, run_id, names, start=x_min, end=x_max, by="step", columns=_COLUMNS)
+        # Steps are integers: a fractional bound (a chart's zoom) keeps the steps within it.
+        first_step = None if x_min is None else math.ceil(x_min)
+        last_step = None if x_max is None else math.floor(x_max)
+        found = read_series(conn, run_id, names, start=first_step, end=last_step, by="step", columns=_COLUMNS)
     else:
         origin = 0.0
         if x == "relative":
