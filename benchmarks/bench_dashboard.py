@@ -92,7 +92,9 @@ FEED_PAGE = """
   };
   const namesText = JSON.stringify(names);
   window.__feed = setInterval(() => {
-    const due = Math.min(4 * rows, Math.floor(((performance.now() - started) / 1000) * rate) - sent);
+    // In multiples of 10 calls, so the values' texts come in at most 4 * rows / 10 lengths.
+    const behind = Math.floor(((performance.now() - started) / 1000) * rate) - sent;
+    const due = Math.floor(Math.min(4 * rows, behind) / 10) * 10;
     if (due <= 0) return;
     const now = Date.now() / 1000;
     const steps = Array.from({ length: due }, (_, j) => step + j).join(',');
