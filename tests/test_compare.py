@@ -144,6 +144,25 @@ def test_a_call_without_a_step_takes_the_step_before_it(tmp_path: Path) -> None:
     assert list(frame["value"]) == [1.0, 2.0, 3.0, 4.0]
 
 
+def test_a_call_without_a_step_takes_the_latest_step_of_any_metric(tmp_path: Path) -> None:
+    """The step carried to a call without one is that of the latest earlier call, whichever metrics it logged."""
+    from runwatch import Metric
+
+    config = MonitorConfig(db_path=str(tmp_path / "m.db"), data_dir=str(tmp_path / "d"), web_port=0)
+    with WebMonitor(config) as monitor:
+        run = monitor.start_training()
+        now = time.time()
+        monitor.update_metrics({"loss": 1.0}, step=3)
+        monitor.update_metrics({"acc": 0.5}, step=7)
+        monitor.emit_event(Metric(run, now + 1, {"sampled": 1.0}))  # after acc's step 7, not loss's 3
+        monitor.update_metrics({"loss": 2.0}, step=9)
+        monitor.update_metrics({"acc": 0.6}, step=4)  # a step going back is still the latest call's
+        monitor.emit_event(Metric(run, now + 2, {"sampled": 2.0}))
+        frame = monitor.get_runs_metrics([run], ["sampled"])
+    assert list(frame["step"]) == [7, 4]
+    assert list(frame["value"]) == [1.0, 2.0]
+
+
 def test_bucket_series_keeps_band_and_non_finite_marks() -> None:
     """Bucketing gives the mean line, the min/max band and the buckets that held NaN or ±Inf."""
     values = np.array([1.0, 3.0, np.nan, 2.0, 10.0, -np.inf, 4.0, 4.0])

@@ -148,7 +148,7 @@ def _run_series(
         points = series.points
         steps = points.step
         if points.step_valid is not None and timeline is not None:
-            steps = _carry_steps(points.seq, steps, points.step_valid, *timeline)
+            steps = _carry_steps(points.seq, steps, points.step_valid, timeline)
         ts = points.time_us / 1e6
         values = points.values.astype(np.float64, copy=False)
         if windowed and x == "step" and missing_steps:
@@ -180,32 +180,40 @@ def _has_stepless_points(conn: sqlite3.Connection, run: int, names: list[str] | 
     return found is not None
 
 
-def _step_timeline(conn: sqlite3.Connection, run_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """The run's calls that have a step (their numbers, ascending) and their steps, from every series."""
+def _step_timeline(conn: sqlite3.Connection, run_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per series of the run: its calls that have a step (their numbers, ascending) and their steps.
+
+    Kept per series, not merged into one sorted array: merging sorts every call of the run (seconds
+    for a run of millions of calls), while a carried step needs one search per series.
+    """
     from ..chunk_store import read_series
 
-    seqs: list[np.ndarray] = []
-    steps: list[np.ndarray] = []
+    timeline: list[tuple[np.ndarray, np.ndarray]] = []
     for series in read_series(conn, run_id, columns=("seq", "step")).values():
         points = series.points
         if points.step_valid is None:
-            seqs.append(points.seq)
-            steps.append(points.step)
+            seq, steps = points.seq, points.step
         else:
-            seqs.append(points.seq[points.step_valid])
-            steps.append(points.step[points.step_valid])
-    if not seqs:
-        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    calls, first = np.unique(np.concatenate(seqs), return_index=True)
-    return calls, np.concatenate(steps)[first]
+            seq, steps = points.seq[points.step_valid], points.step[points.step_valid]
+        if len(seq):
+            timeline.append((seq, steps))
+    return timeline
 
 
 def _carry_steps(
-    seq: np.ndarray, steps: np.ndarray, valid: np.ndarray, calls: np.ndarray, call_steps: np.ndarray
+    seq: np.ndarray, steps: np.ndarray, valid: np.ndarray, timeline: list[tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray:
     """Each point's step; one without takes the step of the latest earlier call of the run that has one (0)."""
-    before = np.searchsorted(calls, seq[~valid], side="left") - 1
-    carried = np.where(before >= 0, call_steps[np.maximum(before, 0)], 0)
+    wanted = seq[~valid]
+    latest_call = np.full(len(wanted), -1, dtype=np.int64)
+    carried = np.zeros(len(wanted), dtype=np.int64)
+    for calls, call_steps in timeline:
+        before = np.searchsorted(calls, wanted, side="left") - 1
+        found = np.maximum(before, 0)
+        candidate = np.where(before >= 0, calls[found], -1)
+        later = candidate > latest_call
+        latest_call = np.where(later, candidate, latest_call)
+        carried = np.where(later, call_steps[found], carried)
     out = steps.copy()
     out[~valid] = carried
     return out
