@@ -142,13 +142,15 @@ def _run_series(
         low = None if x_min is None else x_min + origin
         high = None if x_max is None else x_max + origin
         found = read_series(conn, run_id, names, start=low, end=high, by="time", columns=_COLUMNS)
-    timeline = _step_timeline(conn, run_id) if missing_steps else None
+    carried = _carried_steps(conn, run_id, run, found) if missing_steps else None
     result: dict[str, Series] = {}
     for name, series in found.items():
         points = series.points
         steps = points.step
-        if points.step_valid is not None and timeline is not None:
-            steps = _carry_steps(points.seq, steps, points.step_valid, timeline)
+        if points.step_valid is not None and carried is not None:
+            stepless = ~points.step_valid
+            steps = steps.copy()
+            steps[stepless] = carried[1][np.searchsorted(carried[0], points.seq[stepless])]
         ts = points.time_us / 1e6
         values = points.values.astype(np.float64, copy=False)
         if windowed and x == "step" and missing_steps:
@@ -180,6 +182,97 @@ def _has_stepless_points(conn: sqlite3.Connection, run: int, names: list[str] | 
     return found is not None
 
 
+#: Up to this many calls without a step, the steps they carry are found from the chunks' summaries and
+#: the few chunks around them; beyond, from every call of the run (a producer that never gives steps).
+_CARRY_BY_SUMMARIES: Final = 4096
+
+
+def _carried_steps(
+    conn: sqlite3.Connection, run_id: str, run: int, found: dict[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The calls without a step among ``found``'s points (ascending) and the step each carries: that of
+    the latest earlier call of the run that has one, whichever metrics it logged (0 if none)."""
+    stepless = [s.points.seq[~s.points.step_valid] for s in found.values() if s.points.step_valid is not None]
+    calls = np.unique(np.concatenate(stepless)) if stepless else np.empty(0, dtype=np.int64)
+    if len(calls) > _CARRY_BY_SUMMARIES:
+        return calls, _carry_from_timeline(calls, _step_timeline(conn, run_id))
+    return calls, _carry_from_summaries(conn, run, calls)
+
+
+def _carry_from_summaries(conn: sqlite3.Connection, run: int, calls: np.ndarray) -> np.ndarray:
+    """:func:`_carried_steps` for a few calls: a chunk whose calls all have steps and end before a call
+    gives its last call and step from its summary; only a chunk a call falls inside (or one with
+    calls without a step) is decoded."""
+    from ..chunk_store import decode_columns, decode_rows
+
+    rows = conn.execute(
+        "SELECT c.series, c.seq_first, c.seq_last, c.step_last, c.steps IS NOT NULL AND c.step_mask IS NULL,"
+        " c.steps IS NULL FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+        " WHERE s.run = ? ORDER BY c.series, c.seq_first",
+        (run,),
+    ).fetchall()
+    chunks: dict[int, list[tuple[Any, ...]]] = {}
+    for row in rows:
+        chunks.setdefault(row[0], []).append(row[1:])
+    decode = frozenset(("seq", "step"))
+    columns = decode_columns(decode)
+
+    decoded: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def stepped_points(series: int, seq_first: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (series, seq_first)
+        if key not in decoded:
+            decoded[key] = decode_stepped(series, seq_first)
+        return decoded[key]
+
+    def decode_stepped(series: int, seq_first: int) -> tuple[np.ndarray, np.ndarray]:
+        row = conn.execute(
+            f"SELECT c.seq_first, {columns} FROM metric_chunks AS c WHERE c.series = ? AND c.seq_first = ?",
+            (series, seq_first),
+        ).fetchone()
+        points = decode_rows([row], decode)
+        if points.step_valid is None:
+            return points.seq, points.step
+        return points.seq[points.step_valid], points.step[points.step_valid]
+
+    indexed = []
+    for series, series_chunks in chunks.items():
+        firsts = np.fromiter((chunk[0] for chunk in series_chunks), dtype=np.int64, count=len(series_chunks))
+        indexed.append((series, series_chunks, np.searchsorted(firsts, calls, side="left") - 1))
+    carried = np.zeros(len(calls), dtype=np.int64)
+    for i, call in enumerate(calls.tolist()):
+        # Series by the latest call they may hold before this one: once a series' answer is at least
+        # the next one's bound, the rest cannot beat it (a call logging many metrics is in each of them).
+        bounds = []
+        for series, series_chunks, before in indexed:
+            index = int(before[i])
+            if index >= 0:
+                bounds.append((min(series_chunks[index][1], call - 1), series, series_chunks, index))
+        bounds.sort(key=lambda bound: bound[0], reverse=True)
+        latest = -1
+        for bound, series, series_chunks, index in bounds:
+            if bound <= latest:
+                break
+            while index >= 0:
+                seq_first, seq_last, step_last, all_stepped, no_steps = series_chunks[index]
+                if no_steps:
+                    index -= 1
+                    continue
+                if all_stepped and seq_last < call:
+                    candidate, step = seq_last, step_last
+                else:
+                    seqs, steps = stepped_points(series, seq_first)
+                    position = int(np.searchsorted(seqs, call, side="left")) - 1
+                    if position < 0:
+                        index -= 1
+                        continue
+                    candidate, step = int(seqs[position]), int(steps[position])
+                if candidate > latest:
+                    latest, carried[i] = candidate, step
+                break
+    return carried
+
+
 def _step_timeline(conn: sqlite3.Connection, run_id: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per series of the run: its calls that have a step (their numbers, ascending) and their steps.
 
@@ -200,23 +293,18 @@ def _step_timeline(conn: sqlite3.Connection, run_id: str) -> list[tuple[np.ndarr
     return timeline
 
 
-def _carry_steps(
-    seq: np.ndarray, steps: np.ndarray, valid: np.ndarray, timeline: list[tuple[np.ndarray, np.ndarray]]
-) -> np.ndarray:
-    """Each point's step; one without takes the step of the latest earlier call of the run that has one (0)."""
-    wanted = seq[~valid]
-    latest_call = np.full(len(wanted), -1, dtype=np.int64)
-    carried = np.zeros(len(wanted), dtype=np.int64)
-    for calls, call_steps in timeline:
-        before = np.searchsorted(calls, wanted, side="left") - 1
+def _carry_from_timeline(calls: np.ndarray, timeline: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """:func:`_carried_steps` from every stepped call of the run, one search per series."""
+    latest_call = np.full(len(calls), -1, dtype=np.int64)
+    carried = np.zeros(len(calls), dtype=np.int64)
+    for seqs, steps in timeline:
+        before = np.searchsorted(seqs, calls, side="left") - 1
         found = np.maximum(before, 0)
-        candidate = np.where(before >= 0, calls[found], -1)
+        candidate = np.where(before >= 0, seqs[found], -1)
         later = candidate > latest_call
         latest_call = np.where(later, candidate, latest_call)
-        carried = np.where(later, call_steps[found], carried)
-    out = steps.copy()
-    out[~valid] = carried
-    return out
+        carried = np.where(later, steps[found], carried)
+    return carried
 
 
 def runs_metric_frame(
