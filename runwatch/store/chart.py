@@ -137,8 +137,13 @@ def chart(
         if low is None or high is None:
             lows = [min(c.x_min for c in chunks if c.x_min is not None) - origins[run] for _, _, run, chunks in found]
             highs = [max(c.x_max for c in chunks if c.x_max is not None) - origins[run] for _, _, run, chunks in found]
-            low = (min(lows) if lows else 0.0) if low is None else low
-            high = (max(highs) if highs else 0.0) if high is None else high
+            # A bound given alone may lie beyond the data (a window after its last point): the
+            # other end is then the bound itself, and the buckets are empty.
+            if low is None:
+                low = min(lows) if lows else 0.0 if high is None else high
+                low = low if high is None else min(low, high)
+            if high is None:
+                high = max(max(highs) if highs else low, low)
         if high < low:
             raise ValueError(f"end ({end}) is before start ({start})")
         width = (high - low) / buckets or 1.0
