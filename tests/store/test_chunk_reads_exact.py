@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from runwatch.events import Metric, RunLifecycle, RunTransition
@@ -47,7 +46,9 @@ async def test_migrating_keeps_the_column_order_when_key_set_ids_follow_no_order
     """A schema-9 store whose key set ids are not in first-appearance order migrates with its columns in that order."""
     db = tmp_path / "store.db"
     first = Metric("r", T0, {"loss": 1.0, "ival": 2, "mixed": 3.5, "fint": 4}, 0)
-    later = [Metric("r", T0 + i, {"loss": float(i), "fint": i} if i % 2 else {"loss": float(i)}, i) for i in range(1, 9)]
+    later = [
+        Metric("r", T0 + i, {"loss": float(i), "fint": i} if i % 2 else {"loss": float(i)}, i) for i in range(1, 9)
+    ]
     await write(db, [RunLifecycle("r", T0, RunTransition.STARTED), first, *later])
     manager = DatabaseManager(db)
     before = {align: manager.get_run_metrics("r", align=align) for align in ("call", "step")}

@@ -43,10 +43,14 @@ def test_a_run_metrics_window_beyond_the_data_is_empty(served: tuple[httpx.Clien
 
 
 @pytest.mark.parametrize(("x", "offset"), [("step", 10.0), ("time", 10.0), ("relative", 1e6)])
-def test_a_compare_window_after_the_data_is_empty(served: tuple[httpx.Client, float, float], x: str, offset: float) -> None:
+def test_a_compare_window_after_the_data_is_empty(
+    served: tuple[httpx.Client, float, float], x: str, offset: float
+) -> None:
     """A compare view zoomed past a long run's last point answers 200 without points."""
     client, _, last = served
     x_min = {"step": POINTS - 1 + offset, "time": last + offset, "relative": offset}[x]
-    response = client.get("/api/compare", params={"runs": "r", "metrics": "loss", "x": x, "x_min": x_min, "max_points": 4})
+    response = client.get(
+        "/api/compare", params={"runs": "r", "metrics": "loss", "x": x, "x_min": x_min, "max_points": 4}
+    )
     assert response.status_code == 200, response.text
     assert sum(series["total_points"] for series in response.json()["series"]) == 0
