@@ -81,18 +81,18 @@ def test_exact_chart_equals_brute_force_with_live_points_after_a_cold_read(
         for begin in range(0, len(part), 97):
             store.write_batch(part[begin : begin + 97])
         points = read_series(connection, "r", ["v"])["v"].points
-        if x == "step":
-            axis = points.step.astype(np.float64)
-        else:
-            origin = round(TS * 1e6) if x == "relative" else 0
-            axis = (points.time_us - origin) / 1e6
+        # Brute force in stored units (steps, microseconds), where the chart defines its grid.
+        scale = 1.0 if x == "step" else 1e6
+        origin = round(TS * 1e6) if x == "relative" else 0
+        stored = (points.step if x == "step" else points.time_us).astype(np.float64)
         start = end = None
-        low, high = float(axis.min()), float(axis.max())
-        if window:  # a zoom from one point's x to another's: chunk and block edges fall inside it
-            low, high = sorted(float(a) for a in rng.choice(axis, 2))
-            start, end = low, high
+        low, high = float(stored.min()), float(stored.max())
+        if window:  # a zoom from one point's x to another's, as a chart gives them: both points are in it
+            first, last = sorted(int(a) for a in rng.choice(points.step if x == "step" else points.time_us, 2))
+            start, end = (first - origin) / scale, (last - origin) / scale
+            low, high = float(first), float(last)
         series = chart(connection, ["r"], ["v"], x=x, buckets=buckets, start=start, end=end, exact=True)[("r", "v")]
-        counts, lows, highs = brute_force(axis, points.values.astype(np.float64), low, high, buckets)
+        counts, lows, highs = brute_force(stored, points.values.astype(np.float64), low, high, buckets)
         assert series.count.tolist() == counts.tolist()
         np.testing.assert_array_equal(series.min, lows)
         np.testing.assert_array_equal(series.max, highs)
