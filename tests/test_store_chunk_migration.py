@@ -139,7 +139,8 @@ def test_migrate_schema_goes_down_a_version_with_the_data_and_up_again(
     """Stepping down rebuilds one row per call (same rows, key sets, counter); stepping up again reads the same."""
     with sqlite3.connect(old_store) as connection:
         before = connection.execute(
-            "SELECT run, row, step, ts, vals, tags FROM metric_rows ORDER BY run, row"
+            "SELECT run, row, step, ts, vals, tags, k.names FROM metric_rows JOIN metric_keysets AS k"
+            " ON k.id = keyset ORDER BY run, row"
         ).fetchall()
         next_row = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()[0]
     manager = DatabaseManager(old_store)
@@ -149,12 +150,16 @@ def test_migrate_schema_goes_down_a_version_with_the_data_and_up_again(
     assert manager.get_schema_version() == CHUNK_VERSION - 1
     with sqlite3.connect(old_store) as connection:
         after = connection.execute(
-            "SELECT run, row, step, ts, vals, tags FROM metric_rows ORDER BY run, row"
+            "SELECT run, row, step, ts, vals, tags, k.names FROM metric_rows JOIN metric_keysets AS k"
+            " ON k.id = keyset ORDER BY run, row"
         ).fetchall()
         assert connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()[0] == next_row
     assert [row[:3] for row in after] == [row[:3] for row in before]
     assert all(abs(new[3] - old[3]) <= 1e-6 for new, old in zip(after, before, strict=True))
-    assert [json.loads(row[4]) for row in after] == [json.loads(row[4]) for row in before]
+    # Each call's names and values (a row lists them in the run's order of first appearance).
+    assert [dict(zip(json.loads(row[6]), json.loads(row[4]), strict=True)) for row in after] == [
+        dict(zip(json.loads(row[6]), json.loads(row[4]), strict=True)) for row in before
+    ]
     assert [None if row[5] is None else json.loads(row[5]) for row in after] == [
         None if row[5] is None else json.loads(row[5]) for row in before
     ]

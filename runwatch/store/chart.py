@@ -137,14 +137,19 @@ def chart(
         if low is None or high is None:
             lows = [min(c.x_min for c in chunks if c.x_min is not None) - origins[run] for _, _, run, chunks in found]
             highs = [max(c.x_max for c in chunks if c.x_max is not None) - origins[run] for _, _, run, chunks in found]
-            low = (min(lows) if lows else 0.0) if low is None else low
-            high = (max(highs) if highs else 0.0) if high is None else high
+            # A bound given alone may lie beyond the data (a window after its last point): the
+            # other end is then the bound itself, and the buckets are empty.
+            if low is None:
+                low = min(lows) if lows else 0.0 if high is None else high
+                low = low if high is None else min(low, high)
+            if high is None:
+                high = max(max(highs) if highs else low, low)
         if high < low:
             raise ValueError(f"end ({end}) is before start ({start})")
         width = (high - low) / buckets or 1.0
         result: dict[tuple[str, str], ChartSeries] = {}
         for run_id, name, run, chunks in found:
-            grid = _Grid(low + origins[run], width, buckets)
+            grid = _Grid(low + origins[run], width, buckets, high + origins[run])
             result[(run_id, name)] = _bucket_series(
                 connection,
                 run_id,
@@ -203,15 +208,16 @@ def _series_chunks(connection: sqlite3.Connection, run: int, name: str, x: Chart
 
 @dataclass(frozen=True, slots=True)
 class _Grid:
-    """Bucket k holds stored x in [low + k * width, low + (k + 1) * width) (the last one includes its end)."""
+    """Bucket k holds stored x in [low + k * width, low + (k + 1) * width) (the last one up to ``high``, included)."""
 
     low: float
     width: float
     buckets: int
+    end: float  # the range's end as asked: low + width * buckets may round below it
 
     @property
     def high(self) -> float:
-        return self.low + self.width * self.buckets
+        return max(self.end, self.low + self.width * self.buckets)
 
     def bucket(self, x: npt.NDArray[Any]) -> Int64Array:
         index = np.floor((x.astype(np.float64) - self.low) / self.width).astype(np.int64)
@@ -422,6 +428,7 @@ def _bucket_series(
                 raw_blocks[index] = need_points[start : start + int(per_chunk[position])]
     decoded = _add_points(connection, chunks, raw_blocks, grid, x, acc) if raw_blocks else 0
     edges = (grid.low - origin + grid.width * np.arange(grid.buckets + 1, dtype=np.float64)) / scale
+    edges[-1] = (grid.high - origin) / scale
     return acc.series(run_id, name, edges, origin, scale, decoded, stepless)
 
 

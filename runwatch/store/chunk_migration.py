@@ -105,7 +105,10 @@ def _groups(rows: list[tuple[Any, ...]], keysets: dict[int, tuple[str, ...]], ru
     count = len(rows)
     seq = np.fromiter(map(itemgetter(0), rows), dtype=np.int64, count=count)
     keyset_of = np.fromiter(map(itemgetter(3), rows), dtype=np.int64, count=count)
-    used = np.unique(keyset_of)
+    # Groups in order of each key set's first call (key set ids follow no such order): the builder
+    # creates a run's series in the order it meets them, which is its frames' column order.
+    used, first_rows = np.unique(keyset_of, return_index=True)
+    used = used[np.argsort(first_rows)]
     groups = []
     for keyset in used.tolist():
         names = keysets.get(keyset)

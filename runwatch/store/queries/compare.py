@@ -323,6 +323,8 @@ def runs_metric_frame(
     """
     import pandas as pd
 
+    from ..series import time_to_us
+
     found = runs_metric_series(conn, run_ids, metric_names)
     run_col: list[np.ndarray] = []
     metric_col: list[np.ndarray] = []
@@ -341,9 +343,10 @@ def runs_metric_frame(
     def joined(parts: list[np.ndarray], dtype: Any) -> np.ndarray:
         return np.concatenate(parts) if parts else np.empty(0, dtype=dtype)
 
-    timestamps = pd.to_datetime(joined(seconds, np.float64), unit="s", utc=True)
-    if str(timestamps.dtype) != "datetime64[ns, UTC]":
-        timestamps = timestamps.as_unit("ns")
+    # The stored microseconds again (float seconds hold them only to ~0.24 µs): the timestamps
+    # get_run_metrics gives the same calls.
+    microseconds = time_to_us(joined(seconds, np.float64))
+    timestamps = pd.to_datetime(microseconds, unit="us", utc=True).as_unit("ns")
     return pd.DataFrame(
         {
             "run_id": joined(run_col, object),
