@@ -53,10 +53,12 @@ import orjson
 from ..exceptions import StoreError
 from ..wire import json_number
 from . import connections, queries
+from .chunk_schema import CHUNK_VERSION
 from .downsample import ROLLUP_COLUMNS
 from .queries import media
 from .queries.common import run_pk
 from .queries.datacat import details_of_run
+from .schema import SCHEMA_VERSION, current_version
 
 __all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run"]
 
@@ -109,6 +111,7 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
     connection = connections.open_reader(db_path, timeout=10)
     try:
         connection.execute("BEGIN")  # one snapshot for every file (the queries reuse it)
+        _check_version(connection, db_path)
         summary = queries.run_summary(connection, run_id)
         frame = queries.run_metrics_frame(connection, run_id)
         events = queries.run_events(connection, run_id)
@@ -144,6 +147,21 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
     finally:
         connection.close()
     return target
+
+
+def _check_version(connection: sqlite3.Connection, db_path: str) -> None:
+    """Raises StoreError naming the version when the store's metrics are not in chunks (yet, or any more)."""
+    version = current_version(connection)
+    if version < CHUNK_VERSION:
+        raise StoreError(
+            f"the database {db_path!r} has schema version {version}: its metrics are exported from version"
+            f" {CHUNK_VERSION} on; migrate it first (runwatch migrate)"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"the database {db_path!r} has schema version {version}, newer than this runwatch ({SCHEMA_VERSION});"
+            " upgrade runwatch"
+        )
 
 
 def _add_details(connection: Any, run_id: str, events: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:

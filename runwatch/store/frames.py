@@ -65,7 +65,11 @@ def series_frame(series: Series) -> pd.DataFrame:
 
 
 def per_call_frame(
-    series: Mapping[str, Series], names: Sequence[str] | None = None, *, merge_steps: bool = False
+    series: Mapping[str, Series],
+    names: Sequence[str] | None = None,
+    *,
+    merge_steps: bool = False,
+    step_in_progress: int | None = None,
 ) -> pd.DataFrame:
     """Metrics of one run, one row per logging call that logged any of them (or per step).
 
@@ -77,7 +81,10 @@ def per_call_frame(
     With ``merge_steps`` the calls of one global step become one row, in
     step order (see :func:`_merge_steps`); calls without any step stay one
     row per call, and so do calls whose steps already increase call by call
-    (nothing to merge).
+    (nothing to merge). ``step_in_progress`` is the step the calls without
+    one before the first call with one join (a window's first calls: the
+    step of the run's latest call with a step before them); ``None``: that
+    first call's step.
     """
     import pandas as pd
 
@@ -122,7 +129,7 @@ def per_call_frame(
         rows = list(matrix)
     one_call_per_step = bool(valid.all()) and bool(np.all(step[1:] > step[:-1]))
     if logged is not None and count and valid.any() and not one_call_per_step:
-        time_us, step, merged = _merge_steps(time_us, step, ~valid, np.array(rows), logged)
+        time_us, step, merged = _merge_steps(time_us, step, ~valid, np.array(rows), logged, step_in_progress)
         rows = list(merged)
         valid = np.ones(len(step), dtype=np.bool_)
     frame: dict[str, Any] = {
@@ -137,14 +144,19 @@ def per_call_frame(
 
 
 def _merge_steps(
-    time_us: Int64Array, steps: Int64Array, no_step: npt.NDArray[np.bool_], values: Any, logged: Any
+    time_us: Int64Array,
+    steps: Int64Array,
+    no_step: npt.NDArray[np.bool_],
+    values: Any,
+    logged: Any,
+    step_in_progress: int | None = None,
 ) -> tuple[Int64Array, Int64Array, Any]:
     """One row per global step, in step order (whole-array numpy; no Python code per row).
 
     A call without a step (the system sampler's readings, an ingested
     metric without one) belongs to the step in progress: that of the
-    nearest earlier call with a step in call order (the first step for
-    calls before any). Within a step each metric keeps the value of the last
+    nearest earlier call with a step in call order (``step_in_progress``
+    for calls before any, else the first step). Within a step each metric keeps the value of the last
     call that logged it, a logged NaN included; the row's timestamp is that
     of the step's last call.
 
@@ -154,6 +166,7 @@ def _merge_steps(
         no_step: where a call has no step (at least one call must have one).
         values: metric × call values.
         logged: metric × call, whether that call logged that metric.
+        step_in_progress: the step of the calls without one before the first call with one.
 
     Returns:
         The times, steps and metric × step values of the merged rows.
@@ -162,8 +175,11 @@ def _merge_steps(
     has_step = ~no_step
     source = np.where(has_step, np.arange(n_rows), -1)
     np.maximum.accumulate(source, out=source)
-    source[source < 0] = int(np.argmax(has_step))
+    before_any = source < 0
+    source[before_any] = int(np.argmax(has_step))
     row_steps = steps[source]
+    if step_in_progress is not None:
+        row_steps[before_any] = step_in_progress
     order = np.argsort(row_steps, kind="stable")  # call order kept within a step
     sorted_steps = row_steps[order]
     starts = np.flatnonzero(np.concatenate(([True], sorted_steps[1:] != sorted_steps[:-1])))

@@ -69,3 +69,23 @@ async def test_migrating_keeps_the_column_order_when_key_set_ids_follow_no_order
     manager.migrate_schema()
     for align, frame in before.items():
         pd.testing.assert_frame_equal(manager.get_run_metrics("r", align=align), frame, check_exact=True)
+
+
+async def test_a_time_window_merged_by_step_keeps_the_step_in_progress_of_its_first_calls(tmp_path: Path) -> None:
+    """Calls without a step at a window's start join the step in progress when they were logged, not the next one."""
+    db = tmp_path / "store.db"
+    readings = [Metric("r", T0 + 1 + i * 0.001, {"cpu": float(i)}, None) for i in range(3000)]  # the sampler's
+    await write(
+        db,
+        [RunLifecycle("r", T0, RunTransition.STARTED), Metric("r", T0 + 0.5, {"loss": 1.0}, 0)],
+        readings,
+        [Metric("r", T0 + 10, {"loss": 2.0}, 1), Metric("r", T0 + 11, {"cpu": -1.0}, None)],
+    )
+    manager = DatabaseManager(db)
+    whole = manager.get_run_metrics("r", align="step")
+    assert whole["step"].tolist() == [0, 1] and whole["cpu"].tolist() == [2999.0, -1.0]
+    for start in (T0 + 1 + 2.5, T0 + 1 + 0.5):  # far from the step's call (thousands of calls back), and near
+        window = manager.get_run_metrics("r", align="step", start_time=start)
+        assert window["step"].tolist() == [0, 1]
+        assert window["cpu"].tolist() == [2999.0, -1.0]
+        assert window["loss"].isna().tolist() == [True, False]  # step 0's own loss is before the window

@@ -93,16 +93,60 @@ def run_metrics_frame(
     end = to_epoch_seconds(end_time, "end_time")
     with read_snapshot(conn):
         names = None if wanted is None else [name for name in wanted if name]
-        # One metric needs no call numbers to align on: a column less to decode.
+        # One metric needs no call numbers to align on: a column less to decode (unless a window
+        # merged by step must find the step its first calls were logged at).
+        windowed_steps = align == "step" and start is not None
         columns = (
-            ("step", "time", "value") if names is not None and len(names) == 1 else ("seq", "step", "time", "value")
+            ("step", "time", "value")
+            if names is not None and len(names) == 1 and not windowed_steps
+            else ("seq", "step", "time", "value")
         )
         series = read_series(conn, run_id, names, start=start, end=end, by="time", columns=columns)
+        step_in_progress = _step_in_progress(conn, run_id, series) if windowed_steps else None
     if wanted is None:
         # In order of first appearance: the first call, then the order the run's series were created in.
         positions = {name: index for index, name in enumerate(series)}
         wanted = sorted(series, key=lambda name: (int(series[name].points.seq[0]), positions[name]))
-    return per_call_frame(series, wanted, merge_steps=align == "step")
+    return per_call_frame(series, wanted, merge_steps=align == "step", step_in_progress=step_in_progress)
+
+
+def _step_in_progress(conn: sqlite3.Connection, run_id: str, series: Mapping[str, Any]) -> int | None:
+    """The step of the run's latest call with a step before a window's first calls, when those have none.
+
+    ``None`` when the window starts with a call that has a step, or no call
+    before it has one. Looks back from the window's first call in growing
+    ranges of call numbers, so a window late in a long run decodes little.
+    """
+    from ..chunk_store import read_series
+
+    first_call: int | None = None
+    first_with_step: int | None = None
+    for found in series.values():
+        points = found.points
+        if not len(points.seq):
+            continue
+        first_call = int(points.seq[0]) if first_call is None else min(first_call, int(points.seq[0]))
+        with_step = points.seq if points.step_valid is None else points.seq[points.step_valid]
+        if len(with_step):
+            first = int(with_step[0])
+            first_with_step = first if first_with_step is None else min(first_with_step, first)
+    if first_call is None or first_call == first_with_step:
+        return None
+    span = 1024
+    while True:
+        low = max(first_call - span, 0)
+        before = read_series(conn, run_id, start=low, end=first_call - 1, by="seq", columns=("seq", "step"))
+        latest: tuple[int, int] | None = None
+        for found in before.values():
+            points = found.points
+            seqs, steps = points.seq, points.step
+            if points.step_valid is not None:
+                seqs, steps = seqs[points.step_valid], steps[points.step_valid]
+            if len(seqs) and (latest is None or int(seqs[-1]) > latest[0]):
+                latest = (int(seqs[-1]), int(steps[-1]))
+        if latest is not None or low == 0:
+            return None if latest is None else latest[1]
+        span *= 16
 
 
 # -- a run's logging calls as stored, page by page ----------------------------------------------
