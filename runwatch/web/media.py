@@ -160,8 +160,8 @@ async def histogram_series(
     rows = await read(store.histograms, run_id, name, start_step=start_step, end_step=end_step, max_count=max_count)
     histograms = []
     for row in rows:
-        out = {key: value for key, value in row.items() if key not in ("id", "ts")}
-        out["timestamp"] = iso(row["ts"])
+        out = {key: value for key, value in row.items() if key != "id"}
+        out["timestamp"] = iso(row["ts"])  # ts stays too: epoch seconds to the last bit, for DataFrames
         out["sum"] = json_number(row["sum"])  # a sum past the float range is +-Inf
         histograms.append(out)
     return JSONResponse({"run_id": run_id, "name": name, "histograms": histograms})
