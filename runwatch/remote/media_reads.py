@@ -115,6 +115,12 @@ class RestMediaReads:
         record["data"] = content
         return record
 
+    def get_media_usage(self, run_id: str) -> dict[str, int]:
+        """As :meth:`DatabaseManager.get_media_usage`: ``image_bytes`` and ``images_over_budget``."""
+        queries.check_run_id(run_id)
+        usage = self._get(self._run_path(run_id, "/images/usage"), run_id=run_id)
+        return {key: int(usage[key]) for key in ("image_bytes", "images_over_budget")}
+
     def get_image_data(self, digest: str) -> tuple[str, bytes] | None:
         """As :meth:`DatabaseManager.get_image_data`: ``(mime, bytes)``, or ``None`` when the server has none."""
         from ..media.images import image_mime

@@ -97,6 +97,15 @@ async def image_at(
 
 
 @router.get(
+    "/api/runs/{run_id}/images/usage",
+    summary="A run's image bytes counted against its budget, and the images refused over it",
+    responses=RUN_ERRORS,
+)
+async def image_usage(request: Request, run_id: str) -> JSONResponse:
+    return JSONResponse({"run_id": run_id, **await read(web_context(request).store.media_usage, run_id)})
+
+
+@router.get(
     "/api/media/{digest}",
     summary="An image's bytes, by the SHA-256 of its content",
     response_class=Response,
