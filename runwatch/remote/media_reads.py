@@ -9,6 +9,7 @@ image's bytes as the server stores them (``/api/media/{digest}``).
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -41,14 +42,14 @@ class RestMediaReads:
     def get_run_histograms(self, run_id: str, name: str) -> pd.DataFrame:
         """As :meth:`DatabaseManager.get_run_histograms` (the same DataFrame, value for value)."""
         from ..store.queries.media import histogram_frame
-        from .reader import _number
 
         queries.check_run_id(run_id)
         _check_name(name)
         answer = self._get(self._run_path(run_id, "/histograms/series"), {"name": name}, run_id=run_id)
         rows = answer["histograms"]
         for row in rows:
-            row["sum"] = _number(row["sum"])  # ±Inf travel as text (a NaN as null, as the store keeps it)
+            # ±Inf travel as "Infinity"/"-Infinity", which float() reads; a NaN as null, as the store keeps it
+            row["sum"] = math.nan if row["sum"] is None else float(row["sum"])
         return histogram_frame(rows)
 
     def get_histogram_names(self, run_id: str) -> list[dict[str, Any]]:
