@@ -322,3 +322,50 @@ def test_images_spooled_by_a_killed_producer_reach_the_server_byte_exact(tmp_pat
     assert served == frames
     assert len(histograms) == 3 and histograms["size"].tolist() == [10, 10, 10]
     assert metrics["loss"].tolist() == [0.0, 1.0, 2.0]
+
+
+def assert_same_histograms(mine: pd.DataFrame, theirs: pd.DataFrame) -> None:
+    """Two get_run_histograms frames hold the same values, dtypes, edges and counts."""
+    arrays = ["bin_edges", "counts"]
+    assert list(mine.columns) == list(theirs.columns)
+    pd.testing.assert_frame_equal(mine.drop(columns=arrays), theirs.drop(columns=arrays))
+    for column in arrays:
+        for left, right in zip(mine[column], theirs[column], strict=True):
+            assert left.dtype == right.dtype and np.array_equal(left, right)
+
+
+def test_sync_of_a_store_uploads_its_images_and_histograms_once(tmp_path: Path) -> None:
+    """`runwatch sync` of an embedded store carries its images (byte-exact) and histograms; a second sync
+    finds every batch there and stores nothing again."""
+    from runwatch.remote.sync import MEDIA_CHUNK_ROWS, sync_path
+
+    offline = tmp_path / "offline.db"
+    frames = [png(shade) for shade in range(0, 250, 2)]  # more than one chunk with the repeats below
+    config = MonitorConfig(
+        db_path=str(offline), data_dir=str(tmp_path / "offline"), web_port=0, max_images_per_second=None
+    )
+    with WebMonitor(config) as monitor:
+        monitor.start_training(run_id="offline-media")
+        for step in range(MEDIA_CHUNK_ROWS + 30):
+            monitor.update_metrics({"loss": 1.0 / (step + 1)})
+            monitor.log_image("frame", frames[step % len(frames)], caption=None if step % 3 else f"s{step}")
+            if step % 20 == 0:
+                monitor.log_histogram("w", np.linspace(-1.0, step, 50), bins=8)
+        monitor.log_histogram("w", [math.nan, math.inf], step=9999)
+        monitor.stop_training()
+    server = start_server(tmp_path / "server")
+    try:
+        assert server.web_url is not None
+        first = sync_path(offline, server.web_url, token=TOKEN, patience_seconds=TIMEOUT)
+        again = sync_path(offline, server.web_url, token=TOKEN, patience_seconds=TIMEOUT)
+        with DatabaseManager(offline) as source, DatabaseManager(server.config.db_path) as target:
+            images = target.get_run_images("offline-media")
+            assert images == source.get_run_images("offline-media") and len(images) == MEDIA_CHUNK_ROWS + 30
+            assert_same_histograms(
+                target.get_run_histograms("offline-media", "w"), source.get_run_histograms("offline-media", "w")
+            )
+        served = {image["digest"]: served_bytes(server, image["digest"])[1] for image in images[: len(frames)]}
+    finally:
+        server.close()
+    assert first.ok and again.ok and again.stored_batches == 0 and again.duplicate_batches >= 4
+    assert all(data in frames for data in served.values()) and len(served) == len(frames)
