@@ -102,6 +102,8 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
                 values["loss"] = math.nan
             if step == 8:
                 values.update(spike=math.inf, dip=-math.inf)
+            if step == 9:
+                values["odd, name & more"] = 3.5
             producer.update_metrics(values)
             if step % 50 == 0:
                 # A call stored without a step takes the step of the call before it.
@@ -135,6 +137,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Recorded]:
         pytest.param(["system/gpu"], id="only stepless calls"),
         pytest.param(["nowhere"], id="a metric no run logged"),
         pytest.param([], id="no metric"),
+        pytest.param(["odd, name & more", "loss", "loss"], id="a name with a comma, a name twice"),
     ],
 )
 def test_get_runs_metrics_over_rest_is_the_embedded_frame(recorded: Recorded, names: list[str] | None) -> None:
