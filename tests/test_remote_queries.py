@@ -372,3 +372,38 @@ def test_sync_of_a_store_uploads_its_images_and_histograms_once(tmp_path: Path) 
         server.close()
     assert first.ok and again.ok and again.stored_batches == 0 and again.duplicate_batches >= 4
     assert all(data in frames for data in served.values()) and len(served) == len(frames)
+
+
+async def test_a_remote_image_reaches_the_servers_live_subscribers_and_is_served(tmp_path: Path) -> None:
+    """The dashboard's live feed: a /ws subscriber of the server gets a remote producer's image and histogram
+    as they arrive (the image without its bytes), and the digest's URL serves the bytes the producer logged."""
+    import anyio
+    import orjson
+    import websockets
+
+    server = start_server(tmp_path / "server")
+    logged = png(123)
+    try:
+        assert server.web_url is not None
+        url = server.web_url.replace("http", "ws", 1) + "/ws"
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with remote(server.web_url, tmp_path) as producer:
+            producer.start_training(run_id="live-remote")
+            async with websockets.connect(url, additional_headers=headers) as socket:
+                await socket.send(orjson.dumps({"subscribe": {"kinds": ["image", "histogram"]}}))
+                await socket.recv()  # subscribed
+                await anyio.to_thread.run_sync(lambda: producer.log_image("frame", logged, step=2))
+                await anyio.to_thread.run_sync(lambda: producer.log_histogram("q", [1.0, 2.0, 3.0], step=2, bins=3))
+                seen: dict[str, dict[str, Any]] = {}
+                with anyio.fail_after(TIMEOUT):
+                    while not {"image", "histogram"} <= seen.keys():
+                        message = orjson.loads(await socket.recv())
+                        for event in message.get("events", []):
+                            seen[event["kind"]] = event
+            producer.stop_training()
+        image, histogram = seen["image"], seen["histogram"]
+        assert "data" not in image and (image["run_id"], image["name"], image["step"]) == ("live-remote", "frame", 2)
+        assert histogram["counts"] == [1, 1, 1]
+        assert await anyio.to_thread.run_sync(served_bytes, server, image["digest"]) == ("image/png", logged)
+    finally:
+        server.close()
