@@ -407,3 +407,31 @@ async def test_a_remote_image_reaches_the_servers_live_subscribers_and_is_served
         assert await anyio.to_thread.run_sync(served_bytes, server, image["digest"]) == ("image/png", logged)
     finally:
         server.close()
+
+
+def test_get_metric_rollups_over_rest_is_the_embedded_frame(tmp_path: Path) -> None:
+    """After the server's store downsampled a remote run, its rollups read remotely are the embedded frame."""
+    from datetime import UTC, datetime
+
+    server = start_server(tmp_path / "server")
+    try:
+        assert server.web_url is not None
+        with remote(server.web_url, tmp_path) as producer:
+            producer.start_training(run_id="rolled")
+            for step in range(120):
+                value = math.inf if step == 33 else math.nan if step == 34 else float(step)
+                producer.update_metrics({"loss": value, "acc": step / 120})
+            producer.stop_training()
+            assert producer.wait_delivered(TIMEOUT)
+            with DatabaseManager(server.config.db_path) as db:
+                assert db.downsample_metrics(datetime.now(UTC), bucket_rows=10)["written_rollups"] > 0
+                for names in (None, ["loss"], []):
+                    embedded = db.get_metric_rollups("rolled", names)
+                    pd.testing.assert_frame_equal(producer.db.get_metric_rollups("rolled", names), embedded)
+                assert math.isinf(db.get_metric_rollups("rolled", ["loss"])["max"].iloc[3])
+            with pytest.raises(UnknownRunError):
+                producer.db.get_metric_rollups("no-such-run")
+            with pytest.raises(TypeError):
+                producer.db.get_metric_rollups("rolled", "loss")  # type: ignore[arg-type]
+    finally:
+        server.close()

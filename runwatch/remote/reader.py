@@ -244,6 +244,21 @@ class RestReader(RestMediaReads):
             }
         return runs_series_frame(found)
 
+    def get_metric_rollups(self, run_id: str, metric_names: list[str] | None = None) -> pd.DataFrame:
+        """As :meth:`DatabaseManager.get_metric_rollups` (the same DataFrame, value for value)."""
+        from ..store.downsample import check_rollup_names, rollup_frame
+
+        queries.check_run_id(run_id)
+        check_rollup_names(metric_names)
+        if metric_names == []:
+            self._get(self._run_path(run_id), run_id=run_id)  # the run must exist
+            return rollup_frame([])
+        rows = self._get(self._run_path(run_id, "/metrics/rollups"), {"name": metric_names}, run_id=run_id)["rollups"]
+        for row in rows:
+            for key in ("min", "max", "mean"):  # NaN travels as null, ±Inf as "Infinity"/"-Infinity"
+                row[key] = None if row[key] is None else float(row[key])
+        return rollup_frame(rows)
+
     def _call_pages(
         self, run_id: str, names: list[str] | None, start: float | None, end: float | None
     ) -> Iterator[dict[str, Any]]:

@@ -469,23 +469,8 @@ class DatabaseManager:
             UnknownRunError: no run has this id.
             StoreError: the database does not exist or cannot be read.
         """
-        import pandas as pd
-
         queries.check_run_id(run_id)
-        rows = self.store.metric_rollups(run_id, metric_names)
-        frame = pd.DataFrame(rows, columns=list(downsample.ROLLUP_COLUMNS))
-        for column in ("first_row", "last_row", "count", "nan_count"):
-            frame[column] = frame[column].astype("int64")
-        for column in ("first_step", "last_step"):
-            frame[column] = frame[column].astype("Int64")
-        for column in ("min", "max", "mean"):
-            frame[column] = frame[column].astype("float64")
-        for old, new in (("start_ts", "start_time"), ("end_ts", "end_time")):
-            frame[new] = pd.to_datetime(frame.pop(old).astype("float64"), unit="s", utc=True).astype(
-                "datetime64[ns, UTC]"
-            )
-        columns = ["name", "first_row", "last_row", "first_step", "last_step", "start_time", "end_time"]
-        return frame[columns + ["count", "nan_count", "min", "max", "mean"]]
+        return downsample.rollup_frame(self.store.metric_rollups(run_id, metric_names))
 
     # -- images and histograms -----------------------------------------------------
 

@@ -200,6 +200,25 @@ async def run_metric_points(
     )
 
 
+@router.get(
+    "/api/runs/{run_id}/metrics/rollups",
+    summary="The rollups that replaced a run's downsampled metric rows (what get_metric_rollups' frame is built from)",
+    responses=RUN_ERRORS,
+)
+async def run_metric_rollups(
+    request: Request,
+    run_id: str,
+    name: Annotated[
+        list[str] | None, Query(description="only these metrics (repeat the parameter); default all")
+    ] = None,
+) -> JSONResponse:
+    rows = await read(web_context(request).store.metric_rollups, run_id, name)
+    for row in rows:
+        for key in ("min", "max", "mean"):
+            row[key] = json_number(row[key])
+    return JSONResponse({"run_id": run_id, "rollups": rows})
+
+
 def _points(name: str, arrays: dict[str, Any]) -> dict[str, Any]:
     """One series' points: ``time`` in epoch seconds (exact: JSON numbers keep a float's every bit),
     ``step``, and ``value`` with NaN as ``null`` and ±Inf as ``"Infinity"``/``"-Infinity"``."""
