@@ -50,6 +50,8 @@ RUN_TIME_FIELDS = ("start_time", "end_time", "updated_at", "last_heartbeat")
 #: Routes that name a run answer 404 for an unknown one, 422 for bad parameters.
 RUN_ERRORS = error_responses(404, 422)
 QUERY_ERRORS = error_responses(422)
+#: Metric names as a repeated query parameter (a name may hold a comma).
+MetricNames = Annotated[list[str] | None, Query(description="only these metrics (repeat the parameter); default all")]
 
 
 def run_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -190,9 +192,7 @@ async def run_metric_calls(
 async def run_metric_points(
     request: Request,
     run_id: str,
-    name: Annotated[
-        list[str] | None, Query(description="only these metrics (repeat the parameter); default all")
-    ] = None,
+    name: MetricNames = None,
 ) -> JSONResponse:
     found = await read(web_context(request).store.runs_metrics, [run_id], name)
     return JSONResponse(
@@ -208,9 +208,7 @@ async def run_metric_points(
 async def run_metric_rollups(
     request: Request,
     run_id: str,
-    name: Annotated[
-        list[str] | None, Query(description="only these metrics (repeat the parameter); default all")
-    ] = None,
+    name: MetricNames = None,
 ) -> JSONResponse:
     rows = await read(web_context(request).store.metric_rollups, run_id, name)
     for row in rows:
