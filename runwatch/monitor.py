@@ -861,7 +861,7 @@ class WebMonitor:
         See :meth:`DatabaseManager.get_runs_metrics`.
         """
         self.flush()
-        return self._local_store("get_runs_metrics", "GET /api/compare").get_runs_metrics(run_ids, metric_names)
+        return self.db.get_runs_metrics(run_ids, metric_names)
 
     def get_run_histograms(self, run_id: str, name: str) -> pd.DataFrame:
         """Get a run's histograms of ``name`` as a DataFrame, one row per logged histogram, by step.
@@ -871,15 +871,7 @@ class WebMonitor:
         (``step``, ``timestamp``, the summary, ``bin_edges`` and ``counts``).
         """
         self.flush()
-        store = self._local_store("get_run_histograms", "GET /api/runs/{id}/histograms/series")
-        return store.get_run_histograms(run_id, name)
-
-    def _local_store(self, method: str, route: str) -> DatabaseManager:
-        """The embedded store's manager, for a read the remote reader does not offer yet."""
-        db = self.db
-        if self._remote:
-            raise NotImplementedError(f"{method} reads the local store; in remote mode read the server's {route}")
-        return db  # type: ignore[return-value]
+        return self.db.get_run_histograms(run_id, name)
 
     def get_run_events(
         self,

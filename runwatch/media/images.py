@@ -35,6 +35,7 @@ __all__ = [
     "ImageError",
     "TakenImage",
     "encode_image",
+    "image_mime",
     "take_image",
 ]
 
@@ -90,6 +91,15 @@ class EncodedImage:
     digest: str
 
 
+def image_mime(data: bytes) -> str | None:
+    """The media type of PNG or JPEG bytes by their signature (``None``: neither)."""
+    if data.startswith(_PNG_SIGNATURE):
+        return "image/png"
+    if data.startswith(_JPEG_SIGNATURE):
+        return "image/jpeg"
+    return None
+
+
 def _is_pil_image(image: object) -> bool:
     # Only a caller who imported PIL can hold a PIL image: no import on the training thread. The
     # module may be half-imported (the media thread imports it for its first encoding): no class yet.
@@ -132,7 +142,7 @@ def take_image(image: object, what: str = "image") -> TakenImage:
 
 
 def _take_encoded(data: bytes, what: str) -> TakenImage:
-    if not data.startswith((_PNG_SIGNATURE, _JPEG_SIGNATURE)):
+    if image_mime(data) is None:
         raise ValueError(f"{what}: bytes must be a PNG or JPEG file, got {shown(data[:8])}...")
     if len(data) > MAX_IMAGE_BYTES:
         raise ValueError(f"{what}: {len(data)} bytes is more than the {MAX_IMAGE_BYTES} an image may have")
@@ -201,7 +211,7 @@ def _to_uint8(array: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def _check_encoded(data: bytes) -> EncodedImage:
     from PIL import Image, UnidentifiedImageError
 
-    mime = "image/png" if data.startswith(_PNG_SIGNATURE) else "image/jpeg"
+    mime = image_mime(data) or "image/jpeg"
     try:
         with Image.open(io.BytesIO(data), formats=["PNG" if mime == "image/png" else "JPEG"]) as picture:
             width, height = picture.size

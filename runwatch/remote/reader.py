@@ -33,6 +33,7 @@ from ..exceptions import StoreError, UnknownRunError
 from ..store import queries
 from ..store.queries import frame_from_calls
 from ..store.queries.common import check_metric_names
+from .media_reads import RestMediaReads
 from .transport import HTTPTransport, check_server_url, display_url
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def _number(value: Any) -> Any:
     return value
 
 
-class RestReader:
+class RestReader(RestMediaReads):
     """``DatabaseManager``'s read methods over a runwatch server's REST API (see the module docs).
 
     Args:
@@ -124,19 +125,33 @@ class RestReader:
         return orjson.loads(self._get_bytes(path, params, run_id=run_id))
 
     def _get_bytes(self, path: str, params: dict[str, Any] | None = None, *, run_id: str | None = None) -> bytes:
+        body = self._fetch(path, params, run_id=run_id, missing_ok=False)
+        assert body is not None  # a 404 raised
+        return body
+
+    def _get_if_found(
+        self, path: str, params: dict[str, Any] | None = None, *, run_id: str | None = None
+    ) -> bytes | None:
+        """As :meth:`_get_bytes`, but ``None`` for a 404 about something other than the run (no such image)."""
+        return self._fetch(path, params, run_id=run_id, missing_ok=True)
+
+    def _fetch(self, path: str, params: dict[str, Any] | None, *, run_id: str | None, missing_ok: bool) -> bytes | None:
         if self._closed:
             raise StoreError(f"the reader of {display_url(self.url)} is closed")
         if self._before_read is not None:
             self._before_read()
         query = {key: value for key, value in (params or {}).items() if value is not None}
-        target = path + ("?" + urllib.parse.urlencode(query) if query else "")
+        target = path + ("?" + urllib.parse.urlencode(query, doseq=True) if query else "")
         try:
             status, body = self._transport("GET", target, None, self._headers)
         except (OSError, http.client.HTTPException) as exc:
             raise StoreError(f"the runwatch server {display_url(self.url)} cannot be reached: {exc}") from exc
         if status == 200:
-            return body
-        message = _error_message(body)
+            return bytes(body)
+        error = _error(body)
+        message = str(error.get("message") or body[:200].decode("utf-8", "replace") or "no message")
+        if status == 404 and missing_ok and error.get("field") != "run_id":
+            return None
         if status == 404 and run_id is not None:
             raise UnknownRunError(run_id)
         if status == 422:
@@ -195,6 +210,54 @@ class RestReader:
         if names is not None and any("," in name for name in names):
             raise ValueError("metric names with a comma cannot be asked for over the REST API")
         return frame_from_calls(self._call_pages(run_id, names, start, end), names, align=align)
+
+    def get_runs_metrics(self, run_ids: list[str], metric_names: list[str] | None = None) -> pd.DataFrame:
+        """As :meth:`DatabaseManager.get_runs_metrics` (the same long frame, value for value).
+
+        Each run's points come from ``/api/runs/{id}/metrics/points`` (one
+        request per run), and the frame is built by the code the store uses
+        (:func:`runwatch.store.queries.compare.runs_series_frame`).
+        """
+        import numpy as np
+
+        from ..store.queries.compare import check_run_ids, runs_series_frame
+
+        runs = check_run_ids(run_ids)
+        names = check_metric_names(metric_names)
+        wanted = None if names is None else [name for name in names if name]
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        for run_id in runs:
+            if wanted == []:  # no metric asked for: nothing to read, but the run must exist
+                if not self.has_run(run_id):
+                    raise UnknownRunError(run_id)
+                found[run_id] = {}
+                continue
+            answer = self._get(self._run_path(run_id, "/metrics/points"), {"name": wanted}, run_id=run_id)
+            found[run_id] = {
+                series["name"]: {
+                    "ts": np.array(series["time"], dtype=np.float64),
+                    "step": np.array(series["step"], dtype=np.int64),
+                    # numpy reads null as NaN and "Infinity"/"-Infinity" as ±Inf
+                    "value": np.array(series["value"], dtype=np.float64),
+                }
+                for series in answer["metrics"]
+            }
+        return runs_series_frame(found)
+
+    def get_metric_rollups(self, run_id: str, metric_names: list[str] | None = None) -> pd.DataFrame:
+        """As :meth:`DatabaseManager.get_metric_rollups` (the same DataFrame, value for value)."""
+        from ..store.downsample import check_rollup_names, rollup_frame
+
+        queries.check_run_id(run_id)
+        check_rollup_names(metric_names)
+        if metric_names == []:
+            self._get(self._run_path(run_id), run_id=run_id)  # the run must exist
+            return rollup_frame([])
+        rows = self._get(self._run_path(run_id, "/metrics/rollups"), {"name": metric_names}, run_id=run_id)["rollups"]
+        for row in rows:
+            for key in ("min", "max", "mean"):  # NaN travels as null, ±Inf as "Infinity"/"-Infinity"
+                row[key] = None if row[key] is None else float(row[key])
+        return rollup_frame(rows)
 
     def _call_pages(
         self, run_id: str, names: list[str] | None, start: float | None, end: float | None
@@ -310,8 +373,10 @@ class RestReader:
         return []
 
 
-def _error_message(body: bytes) -> str:
+def _error(body: bytes) -> dict[str, Any]:
+    """The ``error`` object of an error answer (empty when the body is not one)."""
     try:
-        return str(orjson.loads(body)["error"]["message"])
+        error = orjson.loads(body)["error"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        return body[:200].decode("utf-8", "replace") or "no message"
+        return {}
+    return error if isinstance(error, dict) else {}

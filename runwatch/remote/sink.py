@@ -79,7 +79,7 @@ from pydantic import Field, SecretStr, field_validator
 from ..events import RunLifecycle, RunTransition
 from ..pipeline.component import ComponentContext, ServiceKey, Sink
 from ..pipeline.component import Options as BaseOptions
-from ..wire import dumps, event_to_wire
+from ..wire import dumps, event_to_ingest
 from .sender import DeliveryStatistics, SpoolSender
 from .spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool, spool_directories
 from .transport import HTTPTransport, check_server_url, display_url
@@ -221,7 +221,7 @@ class RemoteSink(Sink):
         for event in batch:
             if type(event) is RunLifecycle and event.owner is None and event.transition in _OWNING:
                 event = event._replace(owner=owner)  # the server can tell when this process is gone
-            pending.append(event_to_wire(event))
+            pending.append(event_to_ingest(event))  # an image with its bytes
         if len(pending) >= self.options.max_batch_events:
             self._cut()
 

@@ -20,6 +20,11 @@ run, and keeps a digest of each batch's content). So:
   server with 409 and reported, never stored twice: the batch id names the
   position, and the server's digest checks the content.
 
+A run's images and histograms follow its streams, in the order they were
+stored, in chunks of :data:`MEDIA_CHUNK_ROWS` (``sync-i<k>``, ``sync-h<k>``):
+each image with its bytes, so the server stores it as the producer's store
+did (once per content, within the server's own per-run byte budget).
+
 The run's progress (last heartbeat, step and episode counters) goes last, in
 a batch whose id is derived from its content. A ``run_crashed`` event
 (written by crash detection) is sent as the liveness verdict
@@ -44,20 +49,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from ..events import LogEvent
+from ..events import HistogramEvent, ImageEvent, LogEvent
 from ..exceptions import StoreError, UnknownRunError
 from ..store.base import STREAMS, RunProgress, Store
 from ..store.sqlite import SQLiteStore
-from ..wire import dumps, event_to_wire
+from ..wire import dumps, event_to_ingest, event_to_wire
 from .sender import Answer, SpoolSender
 from .spool import Spool, spool_directories
 from .transport import HTTPTransport, check_server_url
 
-__all__ = ["CHUNK_ROWS", "ProgressCallback", "SyncReport", "sync_path", "sync_spool", "sync_store"]
+__all__ = ["CHUNK_ROWS", "MEDIA_CHUNK_ROWS", "ProgressCallback", "SyncReport", "sync_path", "sync_spool", "sync_store"]
 
 #: Rows of one table per uploaded batch. Fixed: a batch's id names its chunk, so a different size would
 #: name other content with the same ids (the server would refuse those with 409, never store them twice).
 CHUNK_ROWS: Final = 2_000
+#: Images (or histograms) of a run per uploaded batch: fixed, as CHUNK_ROWS (a body too large goes in halves).
+MEDIA_CHUNK_ROWS: Final = 200
 #: A batch body larger than this is sent in halves (the server takes 1 MiB by default).
 MAX_BODY_BYTES: Final = 768 << 10
 _STREAM_LETTER: Final = {"events": "e", "metric_rows": "m", "state_history": "s"}
@@ -161,19 +168,22 @@ def sync_store(
     sender = SpoolSender(sending, token=token)
     report = SyncReport()
     try:
+        media = {run["run_id"]: _media_rows(store, run["run_id"]) for run in runs}
         total = sum(store.stored_row_count(run["run_id"]) for run in runs)
+        total += sum(len(images) + len(histograms) for images, histograms in media.values())
         done = 0
         for run in runs:
             run_id = run["run_id"]
             report.runs += 1
             live = run["status"] in _LIVE
-            for stream in STREAMS:
-                for chunk in _chunks(store, run_id, stream, live, report):
-                    if chunk.events and not _send(sender, chunk.batch_id, chunk.events, report, patience_seconds):
-                        return report
-                    done += chunk.read
-                    if progress is not None:
-                        progress(done, total)
+            chunks = [_chunks(store, run_id, stream, live, report) for stream in STREAMS]
+            chunks.append(_media_chunks(store, run_id, *media.pop(run_id), live, report))
+            for chunk in (chunk for stream in chunks for chunk in stream):
+                if chunk.events and not _send(sender, chunk.batch_id, chunk.events, report, patience_seconds):
+                    return report
+                done += chunk.read
+                if progress is not None:
+                    progress(done, total)
             if run["last_heartbeat"] is not None:
                 counters = (run["last_heartbeat"], run["total_steps"] or 0, run["total_episodes"] or 0)
                 beat = [event_to_wire(RunProgress(run_id, *counters).heartbeat())]
@@ -240,6 +250,72 @@ def _chunks(store: Store, run_id: str, stream: str, live: bool, report: SyncRepo
             return
         index += 1
         start = page.next_start
+
+
+def _media_rows(store: Store, run_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A run's image rows and histogram rows, each in the order they were stored."""
+    images = sorted(store.images(run_id), key=lambda row: row["id"])
+    histograms = [row for entry in store.histogram_names(run_id) for row in store.histograms(run_id, entry["name"])]
+    histograms.sort(key=lambda row: row["id"])
+    return images, histograms
+
+
+def _media_chunks(
+    store: Store,
+    run_id: str,
+    images: list[dict[str, Any]],
+    histograms: list[dict[str, Any]],
+    live: bool,
+    report: SyncReport,
+) -> Iterator[_Chunk]:
+    """Each chunk of a run's images, then of its histograms; a live run keeps each last, partial one back."""
+    for letter, rows in (("i", images), ("h", histograms)):
+        for index, start in enumerate(range(0, len(rows), MEDIA_CHUNK_ROWS)):
+            part = rows[start : start + MEDIA_CHUNK_ROWS]
+            if len(part) < MEDIA_CHUNK_ROWS and live:  # the chunk may still grow
+                report.held_back_events += len(part)
+                yield _Chunk("", [], len(part))
+                break
+            events = [event_to_ingest(_media_event(store, run_id, row, letter)) for row in part]
+            yield _Chunk(f"sync-{letter}{index}", events, len(part))
+
+
+def _media_event(store: Store, run_id: str, row: dict[str, Any], letter: str) -> Any:
+    """The image (with its bytes) or histogram event a stored row was made from."""
+    if letter == "h":
+        total = row["sum"]
+        return HistogramEvent(
+            run_id,
+            row["ts"],
+            row["name"],
+            row["step"],
+            size=row["size"],
+            nan_count=row["nan_count"],
+            posinf_count=row["posinf_count"],
+            neginf_count=row["neginf_count"],
+            min=row["min"],
+            max=row["max"],
+            sum=float("nan") if total is None else total,  # a NaN sum is stored as NULL
+            low=row["low"],
+            high=row["high"],
+            counts=tuple(row["counts"]),
+        )
+    content = store.image_content(row["digest"])
+    if content is None:  # removed since the list was read (the run was cleaned up)
+        raise StoreError(f"the image content {row['digest']} of run {run_id!r} is gone from the store")
+    mime, data = content
+    return ImageEvent(
+        run_id,
+        row["ts"],
+        row["name"],
+        row["step"],
+        data=data,
+        mime=mime,
+        width=row["width"],
+        height=row["height"],
+        digest=row["digest"],
+        caption=row["caption"],
+    )
 
 
 def _for_upload(event: Any) -> Any:

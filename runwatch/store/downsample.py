@@ -18,7 +18,8 @@ transactions, a pause after each, bounded memory.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +43,18 @@ from .lifecycle import (
 from .queries import check_run_id
 from .schema import current_version
 
-__all__ = ["DEFAULT_BUCKET_ROWS", "ROLLUP_COLUMNS", "DownsamplePass", "downsample_metrics", "metric_rollups"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = [
+    "DEFAULT_BUCKET_ROWS",
+    "ROLLUP_COLUMNS",
+    "DownsamplePass",
+    "check_rollup_names",
+    "downsample_metrics",
+    "metric_rollups",
+    "rollup_frame",
+]
 
 #: Logging calls summarised by one rollup row.
 DEFAULT_BUCKET_ROWS: Final = 100
@@ -299,6 +311,14 @@ ROLLUP_COLUMNS: Final = (
 )
 
 
+def check_rollup_names(metric_names: object) -> None:
+    """``metric_names`` of :func:`metric_rollups`: a list of strings or ``None`` (TypeError otherwise)."""
+    if metric_names is not None and (
+        isinstance(metric_names, str) or not all(type(name) is str for name in metric_names)  # type: ignore[attr-defined]
+    ):
+        raise TypeError(f"metric_names must be a list of strings or None, got {metric_names!r}")
+
+
 def metric_rollups(
     conn: sqlite3.Connection, run_id: str, metric_names: list[str] | None = None
 ) -> list[dict[str, Any]]:
@@ -322,10 +342,7 @@ def metric_rollups(
         UnknownRunError: no run has this id.
     """
     check_run_id(run_id)
-    if metric_names is not None and (
-        isinstance(metric_names, str) or not all(type(name) is str for name in metric_names)
-    ):
-        raise TypeError(f"metric_names must be a list of strings or None, got {metric_names!r}")
+    check_rollup_names(metric_names)
     found = conn.execute("SELECT id FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     if found is None:
         raise UnknownRunError(run_id)
@@ -339,3 +356,21 @@ def metric_rollups(
         params.extend(metric_names)
     rows = conn.execute(sql + " ORDER BY name, first_row", params).fetchall()
     return [dict(zip(ROLLUP_COLUMNS, row, strict=True)) for row in rows]
+
+
+def rollup_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """``get_metric_rollups``' DataFrame from the rows :func:`metric_rollups` gives (a remote reader
+    rebuilds the same rows from the REST API, so both frames come from here)."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows), columns=list(ROLLUP_COLUMNS))
+    for column in ("first_row", "last_row", "count", "nan_count"):
+        frame[column] = frame[column].astype("int64")
+    for column in ("first_step", "last_step"):
+        frame[column] = frame[column].astype("Int64")
+    for column in ("min", "max", "mean"):
+        frame[column] = frame[column].astype("float64")
+    for old, new in (("start_ts", "start_time"), ("end_ts", "end_time")):
+        frame[new] = pd.to_datetime(frame.pop(old).astype("float64"), unit="s", utc=True).astype("datetime64[ns, UTC]")
+    columns = ["name", "first_row", "last_row", "first_step", "last_step", "start_time", "end_time"]
+    return frame[columns + ["count", "nan_count", "min", "max", "mean"]]

@@ -469,23 +469,8 @@ class DatabaseManager:
             UnknownRunError: no run has this id.
             StoreError: the database does not exist or cannot be read.
         """
-        import pandas as pd
-
         queries.check_run_id(run_id)
-        rows = self.store.metric_rollups(run_id, metric_names)
-        frame = pd.DataFrame(rows, columns=list(downsample.ROLLUP_COLUMNS))
-        for column in ("first_row", "last_row", "count", "nan_count"):
-            frame[column] = frame[column].astype("int64")
-        for column in ("first_step", "last_step"):
-            frame[column] = frame[column].astype("Int64")
-        for column in ("min", "max", "mean"):
-            frame[column] = frame[column].astype("float64")
-        for old, new in (("start_ts", "start_time"), ("end_ts", "end_time")):
-            frame[new] = pd.to_datetime(frame.pop(old).astype("float64"), unit="s", utc=True).astype(
-                "datetime64[ns, UTC]"
-            )
-        columns = ["name", "first_row", "last_row", "first_step", "last_step", "start_time", "end_time"]
-        return frame[columns + ["count", "nan_count", "min", "max", "mean"]]
+        return downsample.rollup_frame(self.store.metric_rollups(run_id, metric_names))
 
     # -- images and histograms -----------------------------------------------------
 
@@ -507,41 +492,11 @@ class DatabaseManager:
             UnknownRunError: no run has this id.
             StoreError: the database does not exist or cannot be read.
         """
-        import numpy as np
-        import pandas as pd
+        from .queries.media import histogram_frame
 
         queries.check_run_id(run_id)
         _check_media_name(name)
-        rows = self.store.histograms(run_id, name)
-        columns = ["step", "timestamp", "size", "nan_count", "posinf_count", "neginf_count", "min", "max", "sum"]
-        frame = pd.DataFrame(
-            {
-                "step": pd.array([row["step"] for row in rows], dtype="Int64"),
-                "timestamp": pd.to_datetime(
-                    np.array([row["ts"] for row in rows], dtype="float64"), unit="s", utc=True
-                ).astype("datetime64[ns, UTC]"),
-                **{
-                    key: np.array([row[key] for row in rows], dtype="int64")
-                    for key in ("size", "nan_count", "posinf_count", "neginf_count")
-                },
-                **{
-                    key: np.array([np.nan if row[key] is None else row[key] for row in rows], dtype="float64")
-                    for key in ("min", "max", "sum")
-                },
-            },
-            columns=columns,
-        )
-        finite = frame["size"] - frame["nan_count"] - frame["posinf_count"] - frame["neginf_count"]
-        frame["mean"] = (frame["sum"] / finite.where(finite > 0)).astype("float64")
-        frame["bin_edges"] = pd.Series(
-            [
-                np.linspace(row["low"], row["high"], len(row["counts"]) + 1) if row["counts"] else np.empty(0)
-                for row in rows
-            ],
-            dtype=object,
-        )
-        frame["counts"] = pd.Series([np.array(row["counts"], dtype="int64") for row in rows], dtype=object)
-        return frame
+        return histogram_frame(self.store.histograms(run_id, name))
 
     def get_histogram_names(self, run_id: str) -> list[dict[str, Any]]:
         """A run's histogram names, each with ``count``, ``first_step`` and ``last_step``.

@@ -97,6 +97,15 @@ async def image_at(
 
 
 @router.get(
+    "/api/runs/{run_id}/images/usage",
+    summary="A run's image bytes counted against its budget, and the images refused over it",
+    responses=RUN_ERRORS,
+)
+async def image_usage(request: Request, run_id: str) -> JSONResponse:
+    return JSONResponse({"run_id": run_id, **await read(web_context(request).store.media_usage, run_id)})
+
+
+@router.get(
     "/api/media/{digest}",
     summary="An image's bytes, by the SHA-256 of its content",
     response_class=Response,
@@ -160,8 +169,8 @@ async def histogram_series(
     rows = await read(store.histograms, run_id, name, start_step=start_step, end_step=end_step, max_count=max_count)
     histograms = []
     for row in rows:
-        out = {key: value for key, value in row.items() if key not in ("id", "ts")}
-        out["timestamp"] = iso(row["ts"])
+        out = {key: value for key, value in row.items() if key != "id"}
+        out["timestamp"] = iso(row["ts"])  # ts stays too: epoch seconds to the last bit, for DataFrames
         out["sum"] = json_number(row["sum"])  # a sum past the float range is +-Inf
         histograms.append(out)
     return JSONResponse({"run_id": run_id, "name": name, "histograms": histograms})

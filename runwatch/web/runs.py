@@ -4,6 +4,9 @@
 pages: a remote-mode monitor builds ``get_run_metrics``' DataFrame from them
 (:func:`runwatch.store.queries.frame_from_calls`), value for value the frame
 read from the file (values travel as the stored JSON text).
+``/api/runs/{id}/metrics/points`` gives every point of a run's series on its
+global step, as run comparison reads them: ``get_runs_metrics``' long frame
+is built from them (:func:`runwatch.store.queries.compare.runs_series_frame`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import fnmatch
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import anyio
 import numpy as np
@@ -47,6 +50,8 @@ RUN_TIME_FIELDS = ("start_time", "end_time", "updated_at", "last_heartbeat")
 #: Routes that name a run answer 404 for an unknown one, 422 for bad parameters.
 RUN_ERRORS = error_responses(404, 422)
 QUERY_ERRORS = error_responses(422)
+#: Metric names as a repeated query parameter (a name may hold a comma).
+MetricNames = Annotated[list[str] | None, Query(description="only these metrics (repeat the parameter); default all")]
 
 
 def run_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -177,6 +182,49 @@ async def run_metric_calls(
         limit=limit,
     )
     return JSONResponse({"run_id": run_id, **page})
+
+
+@router.get(
+    "/api/runs/{run_id}/metrics/points",
+    summary="Every point of a run's series on its global step (what get_runs_metrics' frame is built from)",
+    responses=RUN_ERRORS,
+)
+async def run_metric_points(
+    request: Request,
+    run_id: str,
+    name: MetricNames = None,
+) -> JSONResponse:
+    found = await read(web_context(request).store.runs_metrics, [run_id], name)
+    return JSONResponse(
+        {"run_id": run_id, "metrics": [_points(metric, arrays) for metric, arrays in found[run_id].items()]}
+    )
+
+
+@router.get(
+    "/api/runs/{run_id}/metrics/rollups",
+    summary="The rollups that replaced a run's downsampled metric rows (what get_metric_rollups' frame is built from)",
+    responses=RUN_ERRORS,
+)
+async def run_metric_rollups(
+    request: Request,
+    run_id: str,
+    name: MetricNames = None,
+) -> JSONResponse:
+    rows = await read(web_context(request).store.metric_rollups, run_id, name)
+    for row in rows:
+        for key in ("min", "max", "mean"):
+            row[key] = json_number(row[key])
+    return JSONResponse({"run_id": run_id, "rollups": rows})
+
+
+def _points(name: str, arrays: dict[str, Any]) -> dict[str, Any]:
+    """One series' points: ``time`` in epoch seconds (exact: JSON numbers keep a float's every bit),
+    ``step``, and ``value`` with NaN as ``null`` and ±Inf as ``"Infinity"``/``"-Infinity"``."""
+    values = arrays["value"]
+    listed = values.tolist()
+    if not np.isfinite(values).all():
+        listed = [json_number(value) for value in listed]
+    return {"name": name, "time": arrays["ts"].tolist(), "step": arrays["step"].tolist(), "value": listed}
 
 
 def _series_windows(

@@ -23,6 +23,7 @@ from .events import alert_fields as alert_fields
 from .events import alert_to_wire as alert_to_wire
 from .events import event_from_dict as event_from_dict
 from .events import event_to_dict as event_to_dict
+from .events import event_to_ingest as event_to_ingest
 from .events import event_to_wire as event_to_wire
 from .ingest import IngestBody as IngestBody
 from .ingest import check_batch_id as check_batch_id
@@ -39,6 +40,7 @@ __all__ = [
     "dumps",
     "event_from_dict",
     "event_to_dict",
+    "event_to_ingest",
     "event_to_wire",
     "json_number",
     "loads_json",

@@ -2,7 +2,9 @@
 
 The wire form of an event is its fields plus ``kind`` (see docs/protocol.md).
 :func:`event_to_wire` makes it JSON-safe: NaN metric values as ``null``, ±Inf
-as ``"Infinity"``/``"-Infinity"``. :func:`event_from_dict` builds an event
+as ``"Infinity"``/``"-Infinity"``; an image goes without its bytes (subscribers
+fetch them by digest). :func:`event_to_ingest` is what a producer sends: the
+same, with an image's bytes in base64. :func:`event_from_dict` builds an event
 back from a wire form, validating every field with the event's own
 constructor, so a wire event is checked by exactly the code that checks
 ``update_metrics``; its errors are ``TypeError``/``ValueError`` whose
@@ -14,6 +16,9 @@ websocket message, in the REST answers, in notifications.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import math
 from collections.abc import Mapping
 from enum import Enum
@@ -30,6 +35,7 @@ __all__ = [
     "event_from_dict",
     "event_from_wire",
     "event_to_dict",
+    "event_to_ingest",
     "event_to_wire",
 ]
 
@@ -70,6 +76,15 @@ def event_to_wire(event: Event) -> dict[str, Any]:
         wire["sum"] = json_number(event.sum)
         return wire
     return event_to_dict(event)
+
+
+def event_to_ingest(event: Event) -> dict[str, Any]:
+    """The form a producer sends to ingest: :func:`event_to_wire`, with an image's bytes in ``data`` (base64)."""
+    if type(event) is ImageEvent:
+        wire = event_to_dict(event)
+        wire["data"] = base64.b64encode(event.data).decode("ascii")
+        return wire
+    return event_to_wire(event)
 
 
 def alert_fields(
@@ -166,7 +181,12 @@ def event_from_wire(item: Any) -> Event:
     Raises:
         TypeError / ValueError: naming the field that is wrong.
     """
-    if type(item) is dict and item.get("kind") == "metric":
+    kind = item.get("kind") if type(item) is dict else None
+    if kind == "image":
+        return _image_from_wire(item)
+    if kind == "histogram":
+        return _histogram_from_wire(item)
+    if kind == "metric":
         values = item.get("values")
         if type(values) is dict and item.keys() <= _METRIC_WIRE_KEYS and _METRIC_REQUIRED <= item.keys():
             for value in values.values():
@@ -176,6 +196,88 @@ def event_from_wire(item: Any) -> Event:
             else:
                 return _metric_from_dict(item)
     return event_from_dict(decode_wire_numbers(item))
+
+
+_IMAGE_REQUIRED: Final = frozenset({"run_id", "timestamp", "name", "data", "mime", "width", "height", "digest"})
+_HISTOGRAM_FLOATS: Final = ("min", "max", "low", "high")
+
+
+def _media_fields(item: dict[str, Any], cls: type[Any], required: frozenset[str]) -> dict[str, Any]:
+    """An image's or histogram's fields from the wire: no unknown one, every required one, times as floats."""
+    fields: tuple[str, ...] = cls._fields
+    for key in item:
+        if key != "kind" and key not in fields:
+            raise _naming(ValueError(f"unknown field {shown(key)} for a {cls.kind} event"), cut(str(key)))
+    missing = sorted(required - item.keys())
+    if missing:
+        raise _naming(ValueError(f"missing field {shown(missing[0])} for a {cls.kind} event"), missing[0])
+    out = {key: value for key, value in item.items() if key != "kind"}
+    if type(out["timestamp"]) is int:
+        out["timestamp"] = float(out["timestamp"])
+    if type(out.get("step")) is float:
+        out["step"] = _integral(out["step"])
+    out.setdefault("step", None)
+    return out
+
+
+def _media_event(cls: type[Any], fields: dict[str, Any]) -> Event:
+    try:
+        event: Event = cls(**fields)
+    except (TypeError, ValueError) as exc:
+        _naming(exc, _field_named_by(str(exc), cls._fields))
+        raise
+    return event
+
+
+def _image_from_wire(item: dict[str, Any]) -> Event:
+    """An image from the wire: its bytes in base64, checked against its digest and its media type.
+
+    The producer has read the bytes as an image already (its media thread);
+    here they must be what the event says they are: the SHA-256 of ``digest``
+    (the store keeps a content once by it, so a wrong one would show another
+    run's image) and a PNG or JPEG of the type ``mime`` names.
+    """
+    from ..media.images import MAX_IMAGE_BYTES, image_mime
+
+    fields = _media_fields(item, ImageEvent, _IMAGE_REQUIRED)
+    text = fields["data"]
+    if type(text) is not str:
+        raise _naming(TypeError(f"data must be the image's bytes in base64, got {shown(text)}"), "data")
+    if len(text) > (MAX_IMAGE_BYTES + 2) // 3 * 4:
+        raise _naming(ValueError(f"data holds more than the {MAX_IMAGE_BYTES} bytes an image may have"), "data")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise _naming(ValueError("data must be the image's bytes in base64"), "data") from None
+    fields["data"] = data
+    digest = fields["digest"]
+    if type(digest) is str and data and hashlib.sha256(data).hexdigest() != digest:
+        raise _naming(ValueError(f"digest {shown(digest)} is not the SHA-256 of data"), "digest")
+    mime = fields["mime"]
+    found = image_mime(data)
+    if data and type(mime) is str and found != mime:
+        raise _naming(ValueError(f"data is {found or 'neither PNG nor JPEG'}, not {shown(mime)}"), "mime")
+    return _media_event(ImageEvent, fields)
+
+
+def _histogram_from_wire(item: dict[str, Any]) -> Event:
+    """A histogram from the wire: ``sum`` may be ``"Infinity"``/``"-Infinity"``, integral floats are floats."""
+    fields = _media_fields(item, HistogramEvent, frozenset(HistogramEvent._fields) - {"step"})
+    total = fields["sum"]
+    if total is None or total == "NaN":
+        fields["sum"] = math.nan
+    elif total in ("Infinity", "-Infinity"):
+        fields["sum"] = math.inf if total == "Infinity" else -math.inf
+    elif type(total) is not float and type(total) is not int:
+        raise _naming(TypeError(f"sum must be a number, got {shown(total)}"), "sum")
+    for name in _HISTOGRAM_FLOATS:
+        if type(fields[name]) is int:
+            fields[name] = float(fields[name])
+    counts = fields["counts"]
+    if type(counts) is not list:
+        raise _naming(TypeError(f"counts must be a list of non-negative integers, got {shown(counts)}"), "counts")
+    fields["counts"] = tuple(counts)
+    return _media_event(HistogramEvent, fields)
 
 
 def _metric_from_dict(data: Mapping[str, Any]) -> Metric:

@@ -33,8 +33,10 @@ if TYPE_CHECKING:
 __all__ = [
     "MAX_COMPARE_RUNS",
     "X_AXES",
+    "check_run_ids",
     "runs_metric_frame",
     "runs_metric_series",
+    "runs_series_frame",
 ]
 
 #: The most runs one comparison reads.
@@ -47,7 +49,8 @@ X_AXES: Final = ("step", "time", "relative")
 Series = dict[str, np.ndarray]
 
 
-def _check_run_ids(run_ids: object) -> list[str]:
+def check_run_ids(run_ids: object) -> list[str]:
+    """The runs of a comparison: duplicates dropped, order kept (TypeError/ValueError for bad ones)."""
     if isinstance(run_ids, (str, bytes)) or not isinstance(run_ids, Iterable):
         raise TypeError(f"run_ids must be a list of run ids, got {run_ids!r}")
     out: list[str] = []
@@ -97,7 +100,7 @@ def runs_metric_series(
         ValueError: no run, or too many; an unknown axis.
         UnknownRunError: a run id no run has.
     """
-    runs = _check_run_ids(run_ids)
+    runs = check_run_ids(run_ids)
     wanted = check_metric_names(metric_names)
     if x not in X_AXES:
         raise ValueError(f"x must be one of {', '.join(X_AXES)}, got {x!r}")
@@ -321,11 +324,16 @@ def runs_metric_frame(
     Raises:
         As :func:`runs_metric_series`.
     """
+    return runs_series_frame(runs_metric_series(conn, run_ids, metric_names))
+
+
+def runs_series_frame(found: dict[str, dict[str, Series]]) -> pd.DataFrame:
+    """The long-form DataFrame of :func:`runs_metric_frame` from what :func:`runs_metric_series` gives
+    (also from the same arrays read over the REST API, so both frames are built by this code)."""
     import pandas as pd
 
     from ..series import time_to_us
 
-    found = runs_metric_series(conn, run_ids, metric_names)
     run_col: list[np.ndarray] = []
     metric_col: list[np.ndarray] = []
     steps: list[np.ndarray] = []

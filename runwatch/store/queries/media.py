@@ -11,15 +11,20 @@ of those the last stored.
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Final
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from .common import read_snapshot, run_pk
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = [
     "IMAGE_COLUMNS",
     "has_media_tables",
+    "histogram_frame",
     "histogram_names",
     "image_at",
     "image_blob",
@@ -214,6 +219,43 @@ def run_histograms(
                 record[key] = float(record[key])
         out.append(record)
     return out
+
+
+def histogram_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """``get_run_histograms``' DataFrame from the rows :func:`run_histograms` gives (``ts`` in epoch
+    seconds; a remote reader rebuilds the same rows from the REST API, so both frames come from here)."""
+    import numpy as np
+    import pandas as pd
+
+    columns = ["step", "timestamp", "size", "nan_count", "posinf_count", "neginf_count", "min", "max", "sum"]
+    frame = pd.DataFrame(
+        {
+            "step": pd.array([row["step"] for row in rows], dtype="Int64"),
+            "timestamp": pd.to_datetime(
+                np.array([row["ts"] for row in rows], dtype="float64"), unit="s", utc=True
+            ).astype("datetime64[ns, UTC]"),
+            **{
+                key: np.array([row[key] for row in rows], dtype="int64")
+                for key in ("size", "nan_count", "posinf_count", "neginf_count")
+            },
+            **{
+                key: np.array([np.nan if row[key] is None else row[key] for row in rows], dtype="float64")
+                for key in ("min", "max", "sum")
+            },
+        },
+        columns=columns,
+    )
+    finite = frame["size"] - frame["nan_count"] - frame["posinf_count"] - frame["neginf_count"]
+    frame["mean"] = (frame["sum"] / finite.where(finite > 0)).astype("float64")
+    frame["bin_edges"] = pd.Series(
+        [
+            np.linspace(row["low"], row["high"], len(row["counts"]) + 1) if row["counts"] else np.empty(0)
+            for row in rows
+        ],
+        dtype=object,
+    )
+    frame["counts"] = pd.Series([np.array(row["counts"], dtype="int64") for row in rows], dtype=object)
+    return frame
 
 
 def media_usage(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
