@@ -111,14 +111,7 @@ def run_metrics_frame(
 
 
 def _step_in_progress(conn: sqlite3.Connection, run_id: str, series: Mapping[str, Any]) -> int | None:
-    """The step of the run's latest call with a step before a window's first calls, when those have none.
-
-    ``None`` when the window starts with a call that has a step, or no call
-    before it has one. Looks back from the window's first call in growing
-    ranges of call numbers, so a window late in a long run decodes little.
-    """
-    from ..chunk_store import read_series
-
+    """The step in progress at a window's first call, when that call has no step (else ``None``)."""
     first_call: int | None = None
     first_with_step: int | None = None
     for found in series.values():
@@ -132,10 +125,21 @@ def _step_in_progress(conn: sqlite3.Connection, run_id: str, series: Mapping[str
             first_with_step = first if first_with_step is None else min(first_with_step, first)
     if first_call is None or first_call == first_with_step:
         return None
+    return _step_before(conn, run_id, first_call)
+
+
+def _step_before(conn: sqlite3.Connection, run_id: str, call: int) -> int | None:
+    """The step of the run's latest call with a step numbered before ``call`` (``None``: no such call).
+
+    Looks back in growing ranges of call numbers, so a window late in a long
+    run decodes little.
+    """
+    from ..chunk_store import read_series
+
     span = 1024
     while True:
-        low = max(first_call - span, 0)
-        before = read_series(conn, run_id, start=low, end=first_call - 1, by="seq", columns=("seq", "step"))
+        low = max(call - span, 0)
+        before = read_series(conn, run_id, start=low, end=call - 1, by="seq", columns=("seq", "step"))
         latest: tuple[int, int] | None = None
         for found in before.values():
             points = found.points
@@ -186,7 +190,8 @@ def metric_calls(
         "ts": [...], "vals": [JSON text], "next_after_row": int | None}``: per call its
         number, the page's id of the names it logged, its step, time (epoch seconds, to the
         microsecond) and values in those names' order; ``next_after_row`` is ``None`` on the
-        last page.
+        last page; ``step_in_progress`` (first page of a window whose first call has no
+        step, else ``None``) the step of the run's latest call with a step before it.
 
     Raises:
         TypeError / ValueError: a bad argument.
@@ -204,6 +209,7 @@ def metric_calls(
     start = to_epoch_seconds(start_time, "start_time")
     end = to_epoch_seconds(end_time, "end_time")
     names = None if wanted is None else [name for name in wanted if name]
+    step_in_progress: int | None = None
     if names == []:
         calls = []
     else:
@@ -217,6 +223,8 @@ def metric_calls(
                 time_low=None if start is None else round(start * 1e6),
                 time_high=None if end is None else round(end * 1e6),
             )
+            if after_row is None and start is not None and calls and calls[0].step is None:
+                step_in_progress = _step_before(conn, run_id, calls[0].seq)
     more = len(calls) > limit
     calls = calls[:limit]
     keysets: dict[tuple[str, ...], int] = {}
@@ -234,6 +242,7 @@ def metric_calls(
         "ts": [call.time_us / 1e6 for call in calls],
         "vals": vals,
         "next_after_row": calls[-1].seq if more else None,
+        "step_in_progress": step_in_progress,
     }
 
 
@@ -265,7 +274,10 @@ def frame_from_calls(
     check_align(align)
     wanted = check_metric_names(metric_names)
     columns: dict[str, tuple[list[int], list[int], list[bool], list[int], list[float]]] = {}
-    for page in pages:
+    step_in_progress: int | None = None
+    for index, page in enumerate(pages):
+        if index == 0:
+            step_in_progress = page.get("step_in_progress")
         keysets = {int(key): list(names) for key, names in page["keysets"].items()}
         rows = zip(page["row"], page["keyset"], page["step"], page["ts"], page["vals"], strict=True)
         for seq, keyset, step, ts, text in rows:
@@ -297,4 +309,4 @@ def frame_from_calls(
     if wanted is None:
         # In order of first appearance, as run_metrics_frame: the first call, then the order within it.
         wanted = sorted(series, key=lambda name: int(series[name].points.seq[0]))
-    return per_call_frame(series, wanted, merge_steps=align == "step")
+    return per_call_frame(series, wanted, merge_steps=align == "step", step_in_progress=step_in_progress)
