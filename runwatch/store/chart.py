@@ -213,11 +213,11 @@ class _Grid:
     low: float
     width: float
     buckets: int
-    end: float  # the range's end as asked: low + width * buckets may round below it
+    end: float  # the range's end as asked: low + width * buckets may round off it, or overshoot (no width)
 
     @property
     def high(self) -> float:
-        return max(self.end, self.low + self.width * self.buckets)
+        return self.end
 
     def bucket(self, x: npt.NDArray[Any]) -> Int64Array:
         index = np.floor((x.astype(np.float64) - self.low) / self.width).astype(np.int64)
@@ -427,7 +427,9 @@ def _bucket_series(
                 start = int(offsets[position])
                 raw_blocks[index] = need_points[start : start + int(per_chunk[position])]
     decoded = _add_points(connection, chunks, raw_blocks, grid, x, acc) if raw_blocks else 0
-    edges = (grid.low - origin + grid.width * np.arange(grid.buckets + 1, dtype=np.float64)) / scale
+    edges = (
+        np.minimum(grid.low + grid.width * np.arange(grid.buckets + 1, dtype=np.float64), grid.high) - origin
+    ) / scale
     edges[-1] = (grid.high - origin) / scale
     return acc.series(run_id, name, edges, origin, scale, decoded, stepless)
 

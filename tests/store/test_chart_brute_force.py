@@ -100,3 +100,13 @@ def test_exact_chart_equals_brute_force_with_live_points_after_a_cold_read(
         assert plain.count.sum() == counts.sum()
         if not np.isnan(lows).all():  # the extremes survive the snapping of narrow blocks
             assert (np.nanmin(plain.min), np.nanmax(plain.max)) == (np.nanmin(lows), np.nanmax(highs))
+
+
+def test_a_window_of_one_x_charts_the_points_at_that_x_only(connection: sqlite3.Connection) -> None:
+    """start == end (a zoom onto one step) counts the points at that step, none after it."""
+    store = SQLiteSeriesStore(connection, SeriesBuilder(chunk_points=256, block_points=16))
+    store.write_batch([Metric("r", TS + i, {"v": float(i)}, i // 3) for i in range(3000)])
+    for buckets in (1, 2, 500):
+        series = chart(connection, ["r"], ["v"], x="step", buckets=buckets, start=5, end=5)[("r", "v")]
+        assert series.count.sum() == 3 and (series.min[0], series.max[0]) == (15.0, 17.0)
+        assert np.nanmax(series.x_high) == 5 and series.edges[-1] == 5
