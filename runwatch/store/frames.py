@@ -21,7 +21,7 @@ one type.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -138,7 +138,7 @@ def per_call_frame(
     }
     columns: dict[str, Any] = {}
     for name, column in zip(order, rows, strict=True):
-        columns[_column_name(name, columns)] = column
+        columns[_column_name(name, order)] = column
     frame.update(columns)
     return pd.DataFrame(frame, copy=False)
 
@@ -232,7 +232,7 @@ def step_frame(series: Mapping[str, Series], names: Sequence[str] | None = None)
             rows = np.searchsorted(steps, entry[0])
             column[rows] = entry[2].astype(np.float64)
             np.maximum.at(time_us, rows, entry[1])
-        columns[_column_name(name, columns, taken=("step", "timestamp"))] = column
+        columns[_column_name(name, order, taken=("step", "timestamp"))] = column
     frame: dict[str, Any] = {"step": steps, "timestamp": _timestamps(time_us)}
     frame.update(columns)
     return pd.DataFrame(frame)
@@ -278,10 +278,11 @@ def long_frame(series: Iterable[Series]) -> pd.DataFrame:
     )
 
 
-def _column_name(name: str, taken_columns: Mapping[str, Any], taken: tuple[str, ...] = ("timestamp", "step")) -> str:
-    """A metric's column name; one named like a fixed column gets a ``metric:`` prefix."""
+def _column_name(name: str, names: Collection[str], taken: tuple[str, ...] = ("timestamp", "step")) -> str:
+    """A metric's column name; one named like a fixed column gets a ``metric:`` prefix (more while that
+    is the name of another metric in ``names``), so no metric's column hides another's."""
     renamed = name
-    while renamed in taken or renamed in taken_columns and renamed != name:
+    while renamed in taken or (renamed != name and renamed in names):
         renamed = "metric:" + renamed
     return renamed
 

@@ -89,3 +89,25 @@ async def test_a_time_window_merged_by_step_keeps_the_step_in_progress_of_its_fi
         assert window["step"].tolist() == [0, 1]
         assert window["cpu"].tolist() == [2999.0, -1.0]
         assert window["loss"].isna().tolist() == [True, False]  # step 0's own loss is before the window
+
+
+async def test_a_metric_named_like_a_renamed_column_keeps_its_own_column(tmp_path: Path) -> None:
+    """Metrics "timestamp" and "metric:timestamp" of one run both come back, neither column hiding the other."""
+    db = tmp_path / "store.db"
+    calls = [
+        Metric("r", T0 + 1, {"timestamp": 1.0, "metric:timestamp": 2.0, "step": 3.0}, 0),
+        Metric("r", T0 + 2, {"metric:timestamp": 4.0, "timestamp": 5.0}, 1),
+    ]
+    await write(db, [RunLifecycle("r", T0, RunTransition.STARTED), *calls])
+    for align in ("call", "step"):
+        frame = DatabaseManager(db).get_run_metrics("r", align=align)
+        assert list(frame.columns) == [
+            "timestamp",
+            "step",
+            "metric:metric:timestamp",
+            "metric:timestamp",
+            "metric:step",
+        ]
+        assert frame["metric:metric:timestamp"].tolist() == [1.0, 5.0]  # the metric called "timestamp"
+        assert frame["metric:timestamp"].tolist() == [2.0, 4.0]
+        assert frame["metric:step"].tolist()[0] == 3.0

@@ -75,7 +75,8 @@ def run_metrics_frame(
         ``metric_names`` is ``None``. A cell is NaN where that call did not
         log that metric; logged NaN and ±Inf come back as they were. A metric
         called ``timestamp`` or ``step`` gets the column ``metric:timestamp``
-        (``metric:step``) so it cannot hide the call's own.
+        (``metric:step``) so it cannot hide the call's own (one ``metric:``
+        more while that is another metric's name).
 
     Raises:
         TypeError: a bad ``run_id``, ``metric_names`` or time type.
