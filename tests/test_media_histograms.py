@@ -37,6 +37,16 @@ def test_equal_values_get_a_unit_wide_range() -> None:
     assert sum(binned.counts) == 3
 
 
+def test_values_at_the_float_limits_get_finite_bin_ranges() -> None:
+    """Equal huge values, or a range wider than the largest float, still bin without a numpy warning."""
+    largest = float(np.finfo(np.float64).max)
+    with np.errstate(all="raise"):
+        equal = bin_values(take_values([largest, largest]), 4)
+        wide = bin_values(take_values([-largest, largest]), 4)
+    assert equal.low is not None and equal.high == largest and equal.low < largest and equal.counts == (0, 0, 0, 2)
+    assert (wide.low, wide.high, wide.counts, wide.sum) == (-largest, largest, (1, 0, 0, 1), 0.0)
+
+
 @pytest.mark.parametrize("values", [pytest.param([], id="empty"), pytest.param([math.nan], id="only NaN")])
 def test_no_finite_value_means_no_bins(values: list[float]) -> None:
     """Without a finite value there are no bins and no range."""

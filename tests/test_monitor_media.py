@@ -124,6 +124,18 @@ def test_histograms_are_binned_and_stored_per_step(monitor: WebMonitor) -> None:
     assert monitor.statistics()["media"]["histograms_binned"] == 5
 
 
+def test_histograms_of_the_largest_floats_are_stored(monitor: WebMonitor) -> None:
+    """Values near the float64 limits are binned and stored (an overflowing sum is +Inf), not dropped."""
+    largest = float(np.finfo(np.float64).max)
+    monitor.log_histogram("huge", [1e308, 1e308], step=0, bins=4)
+    monitor.log_histogram("huge", [-largest, largest], step=1, bins=4)
+    monitor.log_histogram("huge", [largest, largest, 1.0], step=2, bins=4)
+    frame_ = monitor.get_run_histograms("r", "huge")
+    assert frame_["step"].tolist() == [0, 1, 2]
+    assert [counts.tolist() for counts in frame_["counts"]] == [[0, 0, 2, 0], [1, 0, 0, 1], [1, 0, 0, 2]]
+    assert monitor.statistics()["media"]["histograms_binned"] == 3
+
+
 def test_update_game_state_takes_the_frame_at_its_frame_number(monitor: WebMonitor) -> None:
     """frame= stores the image 'frame' at step frame_number, beside the state patch."""
     monitor.update_game_state({"hp": 10}, frame_number=120, frame=frame(3))

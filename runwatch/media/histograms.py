@@ -9,6 +9,7 @@ the largest finite value, with NaN and ±Inf counted apart (they have no bin).
 
 from __future__ import annotations
 
+import math
 import operator
 from dataclasses import dataclass
 from typing import Any, Final
@@ -19,6 +20,8 @@ __all__ = ["MAX_BINS", "BinnedValues", "bin_values", "check_bins", "take_values"
 
 #: The most bins a histogram may have.
 MAX_BINS: Final = 1024
+#: The largest float64: the edge of a bin range never goes past it.
+_FLOAT_MAX: Final = float(np.finfo(np.float64).max)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +120,17 @@ def bin_values(values: np.ndarray[Any, Any], bins: int) -> BinnedValues:
     if finite.size == 0:
         return BinnedValues(size, nan_count, posinf_count, neginf_count, None, None, 0.0, None, None, ())
     low, high = float(finite.min()), float(finite.max())
-    total = float(finite.sum(dtype=np.float64))
-    edge_low, edge_high = (low - 0.5, high + 0.5) if low == high else (low, high)
-    counts, _ = np.histogram(finite, bins=bins, range=(edge_low, edge_high))
+    edge_low, edge_high = low, high
+    if low == high:
+        # One value: a bin range around it, wide enough to stay a range next to a huge value.
+        spread = max(0.5, abs(low) * 2.0**-20)
+        edge_low, edge_high = max(low - spread, -_FLOAT_MAX), min(high + spread, _FLOAT_MAX)
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = float(finite.sum(dtype=np.float64))  # ±Inf when it overflows, as the values add up
+        if math.isfinite(edge_high - edge_low):
+            counts, _ = np.histogram(finite, bins=bins, range=(edge_low, edge_high))
+        else:  # a range wider than the largest float: halving values and edges alike bins them the same
+            counts, _ = np.histogram(finite / 2, bins=bins, range=(edge_low / 2, edge_high / 2))
     return BinnedValues(
         size,
         nan_count,

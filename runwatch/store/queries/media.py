@@ -10,6 +10,7 @@ of those the last stored.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -248,14 +249,20 @@ def histogram_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     finite = frame["size"] - frame["nan_count"] - frame["posinf_count"] - frame["neginf_count"]
     frame["mean"] = (frame["sum"] / finite.where(finite > 0)).astype("float64")
     frame["bin_edges"] = pd.Series(
-        [
-            np.linspace(row["low"], row["high"], len(row["counts"]) + 1) if row["counts"] else np.empty(0)
-            for row in rows
-        ],
+        [_bin_edges(row["low"], row["high"], len(row["counts"])) if row["counts"] else np.empty(0) for row in rows],
         dtype=object,
     )
     frame["counts"] = pd.Series([np.array(row["counts"], dtype="int64") for row in rows], dtype=object)
     return frame
+
+
+def _bin_edges(low: float, high: float, bins: int) -> Any:
+    """The ``bins + 1`` equal bin edges from ``low`` to ``high``, also for a range wider than the largest float."""
+    import numpy as np
+
+    if math.isfinite(high - low):
+        return np.linspace(low, high, bins + 1)
+    return np.linspace(low / 2, high / 2, bins + 1) * 2  # halving and doubling are exact
 
 
 def media_usage(conn: sqlite3.Connection, run_id: str) -> dict[str, int]:
