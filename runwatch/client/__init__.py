@@ -55,7 +55,8 @@ dependencies. Its modules, by responsibility:
 * ``_heartbeat`` — the hang watch and its monitor thread;
 * ``_process`` — the process hooks (exit, fork);
 * ``_client`` — :class:`DatacatClient`;
-* ``_session`` — :class:`Session`, :class:`Timer`, :func:`create_session`;
+* ``_session`` — :class:`Session`, :class:`Timer`;
+* ``_create`` — :func:`create_session`;
 * ``_async`` — :class:`AsyncSession`;
 * ``_logging`` — :class:`DatacatHandler`.
 
@@ -78,6 +79,7 @@ from ._batching import is_bisectable as is_bisectable
 from ._batching import is_retryable as is_retryable
 from ._batching import plan_batches as plan_batches
 from ._client import DatacatClient as DatacatClient
+from ._create import create_session as create_session
 from ._errors import ClientClosedError as ClientClosedError
 from ._errors import DatacatConnectionError as DatacatConnectionError
 from ._errors import DatacatError as DatacatError
@@ -88,7 +90,6 @@ from ._machine import machine_id as machine_id
 from ._sender import ClientStatistics as ClientStatistics
 from ._session import Session as Session
 from ._session import Timer as Timer
-from ._session import create_session as create_session
 from ._transport import HTTPTransport as HTTPTransport
 from ._transport import Transport as Transport
 from ._wire import DEFAULT_BASE_URL as DEFAULT_BASE_URL

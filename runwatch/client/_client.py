@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Literal, Self
+from typing import Any, Final, Literal, Self
 
 from ._checks import (
     LEVELS,
@@ -25,6 +25,7 @@ from ._checks import (
     exception_fields,
 )
 from ._errors import DatacatError
+from ._heartbeat import HeartbeatMonitor
 from ._machine import hostname as host_name
 from ._machine import machine_id
 from ._operations import Aggregated, add_event_fields, seed_event_arguments, typed_metric
@@ -35,9 +36,6 @@ from ._requests import ACCEPTED, Requester
 from ._sender import ClientStatistics, Sender
 from ._transport import HTTPTransport, Transport
 from ._wire import DATACAT, DEFAULT_BASE_URL
-
-if TYPE_CHECKING:
-    from ._heartbeat import HeartbeatMonitor
 
 __all__ = ["SESSION_FIELDS", "DatacatClient"]
 

@@ -16,16 +16,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._wire import rfc3339
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from ._client import DatacatClient
-
-__all__ = ["HEARTBEAT_SEND_INTERVAL_SECONDS", "HeartbeatMonitor", "HeartbeatWatch"]
+__all__ = ["HEARTBEAT_SEND_INTERVAL_SECONDS", "HeartbeatClient", "HeartbeatMonitor", "HeartbeatWatch"]
 
 logger = logging.getLogger("runwatch.client")
 
@@ -86,6 +84,32 @@ def _positive_seconds(name: str, value: object) -> float:
     return float(value)
 
 
+class HeartbeatClient(Protocol):
+    """What a :class:`HeartbeatMonitor` needs of its client (a :class:`~runwatch.client.DatacatClient`)."""
+
+    #: The client's running monitors by session (its ``pause_heartbeat_monitoring`` finds them here).
+    _monitors: dict[str, HeartbeatMonitor]
+
+    def heartbeat(self, session_id: str) -> Any:
+        """Tell the server the session's application is alive."""
+        ...
+
+    def log_event(
+        self,
+        session_id: str,
+        name: str,
+        category: str | None = None,
+        group: str | None = None,
+        labels: list[str] | None = None,
+        message: str | None = None,
+        data: dict[str, Any] | None = None,
+        *,
+        level: str | None = None,
+    ) -> Any:
+        """Record an event of the session."""
+        ...
+
+
 class HeartbeatMonitor:
     """Watches a session's heartbeats from a daemon thread and logs hang and recovery events.
 
@@ -102,7 +126,7 @@ class HeartbeatMonitor:
 
     def __init__(
         self,
-        client: DatacatClient,
+        client: HeartbeatClient,
         session_id: str,
         timeout: float = 60,
         check_interval: float = 5,

@@ -1,4 +1,4 @@
-"""Session, Timer and create_session(): datacat's high-level API over a DatacatClient."""
+"""Session and Timer: datacat's high-level API over a DatacatClient."""
 
 from __future__ import annotations
 
@@ -7,19 +7,14 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Protocol, Self
 
 from ._checks import check_session_id
 from ._client import DatacatClient
 from ._errors import DatacatError
 from ._heartbeat import HEARTBEAT_SEND_INTERVAL_SECONDS, HeartbeatMonitor
-from ._options import is_port
-from ._wire import DEFAULT_BASE_URL
 
-if TYPE_CHECKING:
-    from ._async import AsyncSession
-
-__all__ = ["Session", "Timer", "create_session"]
+__all__ = ["MetricLogger", "Session", "Timer"]
 
 logger = logging.getLogger("runwatch.client")
 
@@ -270,6 +265,22 @@ class Session:
         return f"<Session {self._session_id}{' ended' if self._ended else ''}>"
 
 
+class MetricLogger(Protocol):
+    """What a :class:`Timer` logs to: a :class:`Session` or an :class:`~runwatch.client.AsyncSession`."""
+
+    def log_metric(
+        self,
+        name: str,
+        value: float,
+        tags: list[str] | None = None,
+        metric_type: str = "gauge",
+        count: int | None = None,
+        unit: str | None = None,
+    ) -> Any:
+        """Record one value of metric ``name``."""
+        ...
+
+
 class Timer:
     """Times the block of a ``with`` statement and logs it as a ``timer`` metric on exit.
 
@@ -285,7 +296,7 @@ class Timer:
 
     def __init__(
         self,
-        session: Session | AsyncSession,
+        session: MetricLogger,
         name: str,
         count: int | None = None,
         tags: list[str] | None = None,
@@ -316,51 +327,3 @@ class Timer:
                 raise
             logger.warning("runwatch client: cannot log timer %s: %s", self.name, error)  # the block's error wins
         return False
-
-
-def create_session(
-    base_url: str = DEFAULT_BASE_URL,
-    daemon_port: str | int = "auto",
-    product: str | None = None,
-    version: str | None = None,
-    async_mode: bool = False,
-    queue_size: int = 10_000,
-    *,
-    token: str | None = None,
-    blocking: bool = True,
-    **meta: Any,
-) -> Session | AsyncSession:
-    """Create a session on the server at ``base_url`` and return it.
-
-    Args:
-        base_url: the server (datacat's default ``http://localhost:9090``).
-        daemon_port: accepted for datacat's signature (there is no daemon).
-        product: the application (default: the program's name).
-        version: its version (default ``"unknown"``).
-        async_mode: ``True`` returns an :class:`AsyncSession`: calls are queued
-            (at most ``queue_size``, the newest dropped and counted beyond) and
-            sent by a background thread.
-        queue_size: the queue's bound in non-blocking modes.
-        token: a bearer token, when the server requires one.
-        blocking: ``False`` returns a :class:`Session` whose calls are queued and
-            sent in batches (see the package docs).
-        meta: ``hostname``, ``metadata``, ``heartbeat_timeout_seconds``; other
-            keywords go into ``metadata``.
-
-    Raises:
-        ValueError: ``product`` or ``version`` is an empty string.
-        DatacatError: the server refused or is unreachable.
-    """
-    from ._async import AsyncSession
-
-    if not is_port(daemon_port):
-        raise TypeError(f"daemon_port must be 'auto' or a port number, got {daemon_port!r}")
-    queued = async_mode or not blocking
-    client = DatacatClient(base_url, daemon_port, token=token, blocking=not queued, max_queue=queue_size)
-    try:
-        session_id = client.create_session(product=product, version=version, **meta)
-    except BaseException:
-        client.close(0)
-        raise
-    session = Session(client, session_id, owns_client=True)
-    return AsyncSession(session, queue_size=queue_size) if async_mode else session
