@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import operator
-from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from itertools import repeat
@@ -34,6 +33,7 @@ from .rules import (
     ThresholdRule,
     _Pattern,
 )
+from .windows import MeanWindow, Patience, ZWindow, z_score
 
 __all__ = [
     "CONDITIONS",
@@ -293,72 +293,15 @@ class ThresholdCondition(MetricCondition):
         return self.mean
 
     def new_data(self, max_window_values: int) -> Any:
-        return _MeanWindow(self.window_seconds, max_window_values) if self.mean else None
+        return MeanWindow(self.window_seconds, max_window_values) if self.mean else None
 
     def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
         if instance is not None and self.mean:
-            window: _MeanWindow = instance.data
+            window: MeanWindow = instance.data
             window.add(*batch.finite_samples(name))
             value = window.mean()
             return value is not None and self.compare(value, self.threshold), value
         return self.compare(last, self.threshold), last
-
-
-class _MeanWindow:
-    """Finite values within ``span`` seconds of the newest, and their sum.
-
-    Values are kept as one chunk per evaluation: whole chunks leave in O(1)
-    and the oldest one is trimmed by bisecting its sorted timestamps, so
-    adding and evicting does no per-value work in Python.
-    """
-
-    __slots__ = ("chunks", "count", "evicted", "limit", "newest", "span", "total")
-
-    def __init__(self, span: float, limit: int) -> None:
-        self.span = span
-        self.limit = limit
-        self.chunks: deque[list[Any]] = deque()  # [times, values, first kept index, sum of the kept values]
-        self.count = 0
-        self.total = 0.0
-        self.newest = -math.inf
-        self.evicted = 0
-
-    def add(self, times: list[float], values: list[float]) -> None:
-        if values:
-            if times != sorted(times):  # out-of-order events: sort the chunk by event time
-                pairs = sorted(zip(times, values, strict=True), key=operator.itemgetter(0))
-                times, values = [t for t, _ in pairs], [v for _, v in pairs]
-            chunk_sum = math.fsum(values)
-            self.chunks.append([times, values, 0, chunk_sum])
-            self.count += len(values)
-            self.total += chunk_sum
-            self.newest = max(self.newest, times[-1])
-        cutoff = self.newest - self.span
-        chunks = self.chunks
-        while chunks:
-            chunk = chunks[0]
-            chunk_times, chunk_values, start, chunk_sum = chunk
-            kept = len(chunk_values) - start
-            drop = max(bisect_left(chunk_times, cutoff, start) - start, self.count - self.limit)
-            if drop <= 0:
-                break
-            if drop >= kept:
-                chunks.popleft()
-                self.count -= kept
-                self.total -= chunk_sum
-                self.evicted += 1
-                continue
-            chunk[2] = start + drop
-            chunk[3] = math.fsum(chunk_values[start + drop :])
-            self.count -= drop
-            self.total -= chunk_sum - chunk[3]
-            break
-        if self.evicted > len(chunks) + 64:  # bound the running sum's rounding drift
-            self.total = math.fsum(chunk[3] for chunk in chunks)
-            self.evicted = 0
-
-    def mean(self) -> float | None:
-        return self.total / self.count if self.count else None
 
 
 class NonFiniteCondition(MetricCondition):
@@ -370,17 +313,6 @@ class NonFiniteCondition(MetricCondition):
     def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
         bad = batch.non_finite.get(name)
         return (True, bad) if bad is not None else (False, last)
-
-
-class _Patience:
-    """Stagnation counters: the best value, and calls/time since it improved."""
-
-    __slots__ = ("best", "calls", "since")
-
-    def __init__(self, best: float, calls: int = 0, since: float | None = None) -> None:
-        self.best = best
-        self.calls = calls
-        self.since = since  # event time of the last improvement (or of the first value)
 
 
 class StagnationCondition(MetricCondition):
@@ -396,7 +328,7 @@ class StagnationCondition(MetricCondition):
         self.window_seconds = rule.window_seconds
 
     def new_data(self, max_window_values: int) -> Any:
-        return _Patience(math.inf if self.minimise else -math.inf)
+        return Patience(math.inf if self.minimise else -math.inf)
 
     def dump_data(self, data: Any) -> Any:
         return [encode_float(data.best), data.calls, data.since]
@@ -404,11 +336,11 @@ class StagnationCondition(MetricCondition):
     def load_data(self, max_window_values: int, raw: Any, path: str) -> Any:
         if not (isinstance(raw, list) and len(raw) == 3 and type(raw[1]) is int):
             raise ValueError(f"{path}: must be [best, calls, since]")
-        return _Patience(decode_float(path, raw[0], optional=False), raw[1], decode_float(path, raw[2]))
+        return Patience(decode_float(path, raw[0], optional=False), raw[1], decode_float(path, raw[2]))
 
     def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
         assert instance is not None  # keeps_state: the engine passes the instance
-        patience: _Patience = instance.data
+        patience: Patience = instance.data
         times, values = batch.samples(name)
         best, calls, since, delta = patience.best, patience.calls, patience.since, self.delta
         for t, v in zip(times, values, strict=True):
@@ -426,39 +358,11 @@ class StagnationCondition(MetricCondition):
         return value >= self.window_seconds, value
 
 
-class _ZWindow:
-    """The last N finite values with shifted running sums (for mean and variance)."""
-
-    __slots__ = ("pushes", "shift", "sum", "sum_squares", "values")
-
-    def __init__(self, size: int) -> None:
-        self.values: deque[float] = deque(maxlen=size)
-        self.shift = 0.0
-        self.sum = 0.0  # of (value - shift): shifting by about the mean keeps the variance accurate
-        self.sum_squares = 0.0
-        self.pushes = 0
-
-    def recompute(self) -> None:
-        """Exact sums again, shifted by the current mean (bounds the running sums' drift)."""
-        values = self.values
-        self.shift = math.fsum(values) / len(values) if values else 0.0
-        deviations = [v - self.shift for v in values]
-        self.sum = math.fsum(deviations)
-        self.sum_squares = math.fsum(map(operator.mul, deviations, deviations))
-        self.pushes = 0
-
-
 #: From this many values in one evaluation, anomaly windows are judged with numpy.
 _VECTORISE_FROM: Final = 64
 #: A deviation below this fraction of the value is rounding, not a change
 #: (a constant window's mean is not always bit-exact).
 _NOISE: Final = 1e-12
-
-
-def _z_score(deviation: float, variance: float) -> float:
-    if variance > 0.0:
-        return deviation / math.sqrt(variance)
-    return 0.0 if deviation == 0.0 else math.copysign(math.inf, deviation)
 
 
 class AnomalyCondition(MetricCondition):
@@ -475,11 +379,11 @@ class AnomalyCondition(MetricCondition):
         self.direction = {"both": 0, "above": 1, "below": -1}[rule.direction]
 
     def new_data(self, max_window_values: int) -> Any:
-        return _ZWindow(self.size)
+        return ZWindow(self.size)
 
     def judge(self, instance: Instance | None, batch: RunBatch, name: str, last: float) -> Decision | None:
         assert instance is not None  # keeps_state: the engine passes the instance
-        window: _ZWindow = instance.data
+        window: ZWindow = instance.data
         batch_values = batch.finite_samples(name)[1]
         if len(batch_values) >= _VECTORISE_FROM:
             worst, latest = self._judge_vectorised(window, batch_values)
@@ -491,7 +395,7 @@ class AnomalyCondition(MetricCondition):
             return False, latest
         return (False, None) if instance.state != INACTIVE else None
 
-    def _judge(self, window: _ZWindow, batch_values: list[float]) -> tuple[float | None, float | None]:
+    def _judge(self, window: ZWindow, batch_values: list[float]) -> tuple[float | None, float | None]:
         """Each value against the window before it, one at a time.
 
         Returns:
@@ -517,7 +421,7 @@ class AnomalyCondition(MetricCondition):
                     and (direction == 0 or deviation * direction > 0)
                     and abs(deviation) > _NOISE * abs(v)
                 ):
-                    z = _z_score(deviation, max(variance, 0.0))
+                    z = z_score(deviation, max(variance, 0.0))
                     if worst is None or abs(z) > abs(worst):
                         worst = z
             elif n == 0:
@@ -537,10 +441,10 @@ class AnomalyCondition(MetricCondition):
                 window.recompute()
                 shift, total, squares, pushes = window.shift, window.sum, window.sum_squares, 0
         window.shift, window.sum, window.sum_squares, window.pushes = shift, total, squares, pushes
-        latest = _z_score(deviation, max(variance, 0.0)) if deviation == deviation else None
+        latest = z_score(deviation, max(variance, 0.0)) if deviation == deviation else None
         return worst, latest
 
-    def _judge_vectorised(self, window: _ZWindow, batch_values: list[float]) -> tuple[float | None, float | None]:
+    def _judge_vectorised(self, window: ZWindow, batch_values: list[float]) -> tuple[float | None, float | None]:
         """:meth:`_judge` for many values at once: window statistics from prefix sums."""
         import numpy as np  # only here: ``import runwatch.alerts`` stays cheap
 
@@ -566,8 +470,8 @@ class AnomalyCondition(MetricCondition):
                 hits &= deviations * self.direction > 0
             if hits.any():
                 pairs = zip(deviations[hits].tolist(), variances[hits].tolist(), strict=True)
-                worst = max((_z_score(d, max(v, 0.0)) for d, v in pairs), key=abs)
-            latest = _z_score(float(deviations[-1]), max(float(variances[-1]), 0.0))
+                worst = max((z_score(d, max(v, 0.0)) for d, v in pairs), key=abs)
+            latest = z_score(float(deviations[-1]), max(float(variances[-1]), 0.0))
         window.values.extend(batch_values)
         window.recompute()
         return worst, latest
