@@ -1,7 +1,7 @@
 """Property tests of the event model: every kind round-trips through its dict form, the wire and the store.
 
 tests/test_events.py has hand-picked events of every kind and a dict round-trip
-property for metrics; tests/test_store_queries.py reads hand-picked values back.
+property for metrics; tests/store/test_queries.py reads hand-picked values back.
 These properties generate events of every kind (NaN and ±Inf where allowed,
 64-bit integer bounds, unicode including astral characters, nested payloads) and check:
 
@@ -108,7 +108,7 @@ def metrics(run_ids: st.SearchStrategy[str]) -> st.SearchStrategy[Metric]:
 
 
 def log_events(run_ids: st.SearchStrategy[str]) -> st.SearchStrategy[LogEvent]:
-    # Liveness verdict types change the run's status (tests/test_liveness.py covers them).
+    # Liveness verdict types change the run's status (tests/stages/test_liveness.py covers them).
     types = names.filter(lambda name: name not in LIVENESS_STATUS)
     return st.builds(
         LogEvent,

@@ -1,7 +1,7 @@
 """Tests of ``runwatch alerts`` (runwatch.cli._alerts) on a store written by a real monitor.
 
 The store's run ``alpha`` logged an infinite loss, so the built-in ``non_finite_metric`` rule fired and
-resolved there. test_alert_api.py runs the command against a monitor with rules of its own.
+resolved there. tests/web/test_alerts.py runs the command against a monitor with rules of its own.
 """
 
 from __future__ import annotations

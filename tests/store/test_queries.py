@@ -7,8 +7,6 @@ import os
 import socket
 import sqlite3
 import struct
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,26 +19,14 @@ import pytest
 
 from runwatch.events import ExceptionEvent, Heartbeat, LogEvent, Metric, RunLifecycle, StatePatch
 from runwatch.exceptions import StoreError, UnknownRunError
-from runwatch.pipeline import ComponentContext, Pipeline
 from runwatch.store import queries
 from runwatch.store.chunk_store import read_series
 from runwatch.store.schema import prepare_database
 
+from ._helpers import write
+
 TS = 1_700_000_000.0
 HOST = socket.gethostname()
-
-
-async def write(db: Path, *events: Any) -> None:
-    """Write ``events`` through the default pipeline (in-process source → SQLite sink)."""
-    async with Pipeline(None, context=ComponentContext(db_path=str(db))) as pipeline:
-        for event in events:
-            pipeline.emit(event)
-        assert await pipeline.flush(10)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
 
 
 @pytest.fixture
@@ -578,16 +564,6 @@ def test_bad_status_and_run_id(conn: sqlite3.Connection) -> None:
 
 
 # -- mark_crashed_runs ----------------------------------------------------------------
-
-
-@pytest.fixture
-def dead_owner() -> str:
-    """An owner string of a process that has exited (and been reaped) on this host."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    created = psutil.Process(process.pid).create_time()
-    process.wait()
-    assert not psutil.pid_exists(process.pid)
-    return f"{HOST}:{process.pid}:{created:.3f}"
 
 
 def live_owner() -> str:

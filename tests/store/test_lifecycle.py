@@ -99,11 +99,6 @@ def run_ids(db: Path) -> set[str]:
 
 
 @pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
-
-
-@pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[WebMonitor]:
     config = MonitorConfig(db_path=str(tmp_path / "live.db"), data_dir=str(tmp_path / "data"), web_port=0)
     with WebMonitor(config) as live:

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import math
-import socket
 import sqlite3
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from runwatch.events import LogEvent, Metric, RunLifecycle, StatePatch
@@ -21,24 +17,13 @@ from runwatch.pipeline import ComponentContext, Pipeline
 from runwatch.store.manager import DatabaseManager
 from runwatch.store.schema import SCHEMA_VERSION
 
+from ._helpers import write
+
 TS = 1_700_000_000.0
 
 
 def at(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-async def write(db: Path, *events: Any) -> None:
-    """Write ``events`` through the default pipeline (in-process source → SQLite sink)."""
-    async with Pipeline(None, context=ComponentContext(db_path=str(db))) as pipeline:
-        for event in events:
-            pipeline.emit(event)
-        assert await pipeline.flush(10)
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
 
 
 async def write_run(db: Path) -> None:
@@ -311,16 +296,6 @@ async def test_one_manager_serves_several_threads(db: Path) -> None:
 
 
 # -- crash marking, lifecycle ---------------------------------------------------------
-
-
-@pytest.fixture
-def dead_owner() -> str:
-    """An owner string of a process that has exited (and been reaped) on this host."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    created = psutil.Process(process.pid).create_time()
-    process.wait()
-    assert not psutil.pid_exists(process.pid)
-    return f"{socket.gethostname()}:{process.pid}:{created:.3f}"
 
 
 async def test_mark_crashed_runs_marks_a_dead_owner_and_spares_a_live_one(db: Path, dead_owner: str) -> None:

@@ -89,7 +89,7 @@ def fits_in_64_bits(value: Any) -> bool:
 def filter_body(context: Any, body: Any) -> bool:
     """Leave out bodies with integers beyond 64 bits inside free-form payloads (an event's data, config,
     metadata, patch): JSON Schema cannot say that such integers must fit in 64 bits, and the server refuses them
-    with 422, which test_web_ingest.py covers."""
+    with 422, which tests/web/test_ingest.py covers."""
     return fits_in_64_bits(body)
 
 

@@ -8,10 +8,7 @@ import logging
 import math
 import os
 import re
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -22,7 +19,6 @@ from typing import Any
 import httpx
 import orjson
 import pandas as pd
-import psutil
 import pytest
 
 from runwatch import DatabaseManager, ErrorCategory, ErrorSeverity, MonitorConfig, UnknownRunError, WebMonitor
@@ -65,16 +61,6 @@ def idle_monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebMonito
     """One monitor without a run, shared by tests that only check rejected calls."""
     with WebMonitor(make_config(tmp_path_factory.mktemp("idle"))) as m:
         yield m
-
-
-@pytest.fixture
-def dead_owner() -> str:
-    """An owner string (``host:pid:create_time``) of a process that has exited and been reaped."""
-    process = subprocess.Popen([sys.executable, "-c", "pass"])
-    created = psutil.Process(process.pid).create_time()  # still a zombie until wait(): readable
-    process.wait()
-    assert not psutil.pid_exists(process.pid)
-    return f"{socket.gethostname()}:{process.pid}:{created:.3f}"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import re
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 STATIC = ROOT / "runwatch" / "web" / "static"
 VENDOR = STATIC / "vendor" / "uplot"
 REFRESH_SCRIPT = ROOT / "scripts" / "refresh_uplot.sh"

@@ -31,7 +31,7 @@ from runwatch.store.manager import DatabaseManager
 from runwatch.store.schema import SCHEMA_VERSION
 from runwatch.store.sqlite import SQLiteStore
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).parent.parent / "data"
 TS = 1_700_000_000.0
 
 

@@ -28,7 +28,10 @@ from urllib.parse import quote
 import httpx
 import pytest
 from browser import Browser
-from test_dashboard_e2e import (
+
+from runwatch import AlertEvent, WebMonitor
+
+from .test_dashboard_e2e import (
     VIEWPORT,
     assert_no_js_errors,
     chart_selector,
@@ -38,14 +41,12 @@ from test_dashboard_e2e import (
     png_size,
     wait_until_live,
 )
-from test_dashboard_e2e import browser as browser  # noqa: F401 (the fixture)
-from test_dashboard_e2e import monitor as monitor  # noqa: F401 (the fixture)
-
-from runwatch import AlertEvent, WebMonitor
+from .test_dashboard_e2e import browser as browser  # noqa: F401 (the fixture)
+from .test_dashboard_e2e import monitor as monitor  # noqa: F401 (the fixture)
 
 pytestmark = pytest.mark.timeout(120)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 SCREENSHOT = REPO / "docs" / "compare.png"
 LIVE_DEADLINE = 3.0  # seconds from update_metrics() to the point in the compare view
 

@@ -25,16 +25,17 @@ import httpx
 import numpy as np
 import pytest
 from browser import Browser
-from test_dashboard_e2e import VIEWPORT, assert_no_js_errors, diagnostics, frames, js, png_size, wait_until_live
-from test_dashboard_e2e import browser as browser  # noqa: F401 (the fixture)
-from test_dashboard_e2e import monitor as monitor  # noqa: F401 (the fixture)
 
 from runwatch import MonitorConfig, WebMonitor
 from runwatch.demo import DemoSettings, simulate_training
 
+from .test_dashboard_e2e import VIEWPORT, assert_no_js_errors, diagnostics, frames, js, png_size, wait_until_live
+from .test_dashboard_e2e import browser as browser  # noqa: F401 (the fixture)
+from .test_dashboard_e2e import monitor as monitor  # noqa: F401 (the fixture)
+
 pytestmark = pytest.mark.timeout(120)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 SCREENSHOT = REPO / "docs" / "media.png"
 #: Seconds from log_image() to the image on screen, a generous bound: the measured figure is
 #: benchmarks/bench_media.py's.

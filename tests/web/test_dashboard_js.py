@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-JS_TESTS = Path(__file__).resolve().parent / "js"
+JS_TESTS = Path(__file__).resolve().parent.parent / "js"
 
 
 def test_dashboard_core_passes_its_node_unit_tests() -> None:
