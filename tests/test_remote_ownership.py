@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+from helpers import free_port
 
 from runwatch.pipeline.config import default_pipeline_config
 
@@ -147,12 +147,6 @@ class Producer:
     def stop(self) -> None:
         self.stopping.set()
         self._thread.join(TIMEOUT)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture

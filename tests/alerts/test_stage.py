@@ -13,6 +13,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
+from helpers import context
 from plugins_for_tests import RecordingSink
 
 from runwatch.alerts.engine import AlertEngine
@@ -20,7 +21,7 @@ from runwatch.alerts.rules import DEFAULT_RULES, NonFiniteRule, ThresholdRule
 from runwatch.alerts.stage import ALERT_ENGINE, AlertsStage, effective_rules
 from runwatch.events import AlertEvent, Heartbeat, Metric
 from runwatch.exceptions import ConfigError
-from runwatch.pipeline.component import ComponentContext, Output
+from runwatch.pipeline.component import Output
 from runwatch.pipeline.config import load_pipeline_config, resolve_component_class
 from runwatch.pipeline.runtime import Pipeline
 
@@ -47,11 +48,6 @@ def config(tmp_path: Path, sink: dict[str, Any] | None = None, **stage_options: 
         },
         "sinks": {"out": sink or {"type": RECORDING, "inputs": ["alerts"]}},
     }
-
-
-def context(tmp_path: Path) -> ComponentContext:
-    """A context that keeps every file inside tmp_path."""
-    return ComponentContext(db_path=str(tmp_path / "default.db"), data_dir=tmp_path / "data")
 
 
 async def flushed(pipeline: Pipeline) -> None:

@@ -11,6 +11,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from chunk_helpers import stored_calls, stored_steps
+from helpers import context
 from plugins_for_tests import BlockingSink, FailingStage, GatedHub, GatedSink, RecordingSink, RecordingStage
 
 from runwatch.events import Heartbeat, LogEvent, Metric
@@ -56,11 +57,6 @@ def sqlite_config(db: Path, **sink_options: Any) -> dict[str, Any]:
 def make_pipeline(config: dict[str, Any], tmp_path: Path, shutdown_timeout_seconds: float = 5.0) -> Pipeline:
     """A pipeline whose files stay in tmp_path; its stop deadline is shorter than TIMEOUT."""
     return Pipeline(config, context=context(tmp_path), shutdown_timeout_seconds=shutdown_timeout_seconds)
-
-
-def context(tmp_path: Path) -> ComponentContext:
-    """A context that keeps every file the pipeline might write inside tmp_path."""
-    return ComponentContext(db_path=str(tmp_path / "default.db"), data_dir=tmp_path / "data")
 
 
 async def query(db: Path, sql: str) -> list[tuple[Any, ...]]:

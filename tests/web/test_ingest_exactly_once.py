@@ -24,7 +24,6 @@ import os
 import queue
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +38,7 @@ import anyio.to_thread
 import httpx
 import pytest
 from chunk_helpers import stored_calls, stored_steps
+from helpers import free_port
 from plugins_for_tests import FailingStage
 from websockets.asyncio.client import connect
 
@@ -421,14 +421,6 @@ class Serve:
         self._reader.join(TIMEOUT)
         assert self.process.stdout is not None
         self.process.stdout.close()
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 @pytest.fixture
