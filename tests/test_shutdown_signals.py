@@ -372,7 +372,9 @@ async def test_a_signal_stops_intake_closes_subscribers_drains_and_exits_0(tmp_p
 async def test_a_second_signal_during_the_drain_exits_1_and_logs_the_lost_count(tmp_path: Path, signum: int) -> None:
     """A second signal during a slow drain exits at once with status 1 and logs how many queued events were lost."""
     producers, size = tier(4, 8), tier(500, 2000)
-    server = await ServeProcess.start(config_file(tmp_path, delay_seconds=0.5))
+    # Each of the slow sink's writes takes 2 s, so its backlog outlasts the gap between the two signals
+    # even on a loaded host (with 0.5 s one write could drain it all before the second came).
+    server = await ServeProcess.start(config_file(tmp_path, delay_seconds=2.0))
     traffic = Traffic()
     try:
         tasks = [asyncio.create_task(produce(server.url, p, size, traffic, server)) for p in range(producers)]
