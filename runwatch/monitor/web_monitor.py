@@ -1,61 +1,41 @@
-"""WebMonitor: the training-loop facade over the pipeline and the store.
-
-Every ``update_*`` call validates its arguments, builds one immutable event
-and hands it to the pipeline thread without waiting on I/O (see
-:mod:`runwatch.pipeline.bridge`). Queries first flush, so a monitor always
-reads what it wrote. Errors of runwatch's own (a full queue, a failing disk)
-never raise here: they are counted in :meth:`WebMonitor.statistics`.
-
-In remote mode (``MonitorConfig.server_url``) the same calls record into a
-``runwatch serve`` on any machine: events go through the ``remote`` sink's
-on-disk spool to the server's ingest, queries go to its REST API
-(:class:`~runwatch.remote.reader.RestReader`), and the dashboard is the
-server's.
-"""
+"""WebMonitor: the training-loop facade over the pipeline and the store (see :mod:`runwatch.monitor`)."""
 
 from __future__ import annotations
 
-import atexit
 import logging
-import operator
 import os
-import shlex
 import sys
 import threading
 import time
-import traceback
-import uuid
-import weakref
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from ._payload import check_text, escape_surrogates
-from .config import MonitorConfig
-from .errors import ErrorHandler
-from .events import (
+from .._payload import check_text, escape_surrogates
+from ..config import MonitorConfig
+from ..errors import ErrorHandler
+from ..events import (
     Heartbeat,
     LogEvent,
     Metric,
     RunLifecycle,
     RunTransition,
     StatePatch,
-    check_storable,
     to_epoch_seconds,
 )
-from .exceptions import StoreError, UnknownRunError
+from ..exceptions import StoreError, UnknownRunError
+from .arguments import closing_hint, describe, integer, last_step, new_run_id, number
+from .media import MediaLogging, media_statistics
+from .process import forget, install_exit_hooks, remember
+from .reading import RunReading
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from .assemble import Assembly, WebInterface
-    from .media.images import TakenImage
-    from .media.worker import MediaWorker
-    from .pipeline.thread import PipelineThread
-    from .remote.reader import RestReader
-    from .store.manager import DatabaseManager
+    from ..assemble import Assembly, WebInterface
+    from ..media.worker import MediaWorker
+    from ..pipeline.thread import PipelineThread
+    from ..remote.reader import RestReader
+    from ..store.manager import DatabaseManager
 
 __all__ = ["WebMonitor"]
 
@@ -63,82 +43,7 @@ logger = logging.getLogger("runwatch")
 _time = time.time
 
 
-def _describe(error: BaseException) -> str:
-    """``str(error)``, even for an exception whose ``__str__`` raises."""
-    try:
-        return str(error)
-    except Exception:
-        return f"<unprintable {type(error).__name__}>"
-
-
-def _number(name: str, value: Any) -> float:
-    if isinstance(value, (str, bytes)) or value is None or isinstance(value, bool):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}") from None
-
-
-def _integer(name: str, value: Any) -> int:
-    """An integer argument: ``int`` or a numpy integer (never ``bool``)."""
-    if type(value) is int:
-        return value
-    if isinstance(value, bool) or type(value).__name__ in ("bool", "bool_"):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer, got {value!r}") from None
-
-
-def _last_step(summary: Mapping[str, Any]) -> int:
-    """The global step a resumed run continues from: the highest last step of its metrics (-1: none)."""
-    steps = [stats.get("last_step") for stats in summary.get("metrics", {}).values()]
-    return max((step for step in steps if isinstance(step, int)), default=-1)
-
-
-def _check_media_name(name: object) -> None:
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a string, got {type(name).__name__}")
-    if not name:
-        raise ValueError("name must not be empty")
-    check_storable("name", name)
-
-
-def _media_statistics(worker: MediaWorker | None) -> dict[str, Any]:
-    if worker is None:
-        return {
-            "queued_jobs": 0,
-            "queued_bytes": 0,
-            "images_encoded": 0,
-            "histograms_binned": 0,
-            "dropped": {},
-            "cpu_seconds": 0.0,
-        }
-    return worker.statistics()._asdict()
-
-
-def closing_hint(db_path: str, run_ids: list[str]) -> str:
-    """One line telling how to see a script's runs again after it ended (the store path quoted for the shell).
-
-    Example: ``runwatch: run 'r1' is stored in runs.db; to see it again: runwatch serve --db runs.db``.
-    """
-    store = shlex.quote(db_path)
-    if len(run_ids) == 1:
-        what, them = f"run {run_ids[0]!r} is", "it"
-    else:
-        what, them = f"{len(run_ids)} runs are", "them"
-    return f"runwatch: {what} stored in {db_path}; to see {them} again: runwatch serve --db {store}"
-
-
-def new_run_id() -> str:
-    """A sortable, unique run id: ``run-YYYYMMDD-HHMMSS-xxxxxx``."""
-    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-    return f"run-{stamp}-{uuid.uuid4().hex[:6]}"
-
-
-class WebMonitor:
+class WebMonitor(RunReading, MediaLogging):
     """Monitor training runs: record metrics, state and events; query them back.
 
     Args:
@@ -187,13 +92,13 @@ class WebMonitor:
         # Runs that samplers (e.g. the ``system`` source) attribute their metrics to.
         self._active_runs: set[str] = self._assembly.active_runs
         self._reap_crashed_runs()
-        _install_exit_hooks()
-        _open_monitors.add(self)
+        install_exit_hooks()
+        remember(self)
 
     def _start_pipeline(self) -> Assembly:
         """The monitor's pipeline and web interface, from the composition root, started."""
         # Imported here: ``import runwatch`` stays cheap (the pipeline and the web load on first use).
-        from .assemble import assemble_monitor
+        from ..assemble import assemble_monitor
 
         assembly = assemble_monitor(self.config)
         assembly.start()
@@ -203,7 +108,7 @@ class WebMonitor:
     def web_url(self) -> str | None:
         """The web interface's base URL (``None`` when it could not listen); in remote mode the server's."""
         if self.config.server_url is not None:
-            from .remote.transport import display_url
+            from ..remote.transport import display_url
 
             return display_url(self.config.server_url)
         server = self._web_server
@@ -280,7 +185,7 @@ class WebMonitor:
             if existing is not None:
                 self._total_steps = int(existing.get("total_steps") or 0)
                 self._total_episodes = int(existing.get("total_episodes") or 0)
-                self._step = _last_step(existing)
+                self._step = last_step(existing)
                 self._step_open = False
                 event = RunLifecycle(run_id, now, RunTransition.RESUMED, config=config)
             else:
@@ -329,7 +234,7 @@ class WebMonitor:
         Raises:
             ValueError: no run is active.
         """
-        reward = None if final_reward is None else _number("final_reward", final_reward)
+        reward = None if final_reward is None else number("final_reward", final_reward)
         run_id = self._end_run(RunTransition.COMPLETED, final_reward=reward)
         self._commit_point(f"the end of run {run_id!r}")
 
@@ -488,9 +393,9 @@ class WebMonitor:
         """
         run_id = self._require_run()
         values = {
-            "system/reported/cpu_percent": _number("cpu_percent", cpu_percent),
-            "system/reported/memory_percent": _number("memory_percent", memory_percent),
-            "system/reported/disk_usage": _number("disk_usage", disk_usage),
+            "system/reported/cpu_percent": number("cpu_percent", cpu_percent),
+            "system/reported/memory_percent": number("memory_percent", memory_percent),
+            "system/reported/disk_usage": number("disk_usage", disk_usage),
         }
         self._emit(self._metric_at_next_step(run_id, _time(), values))
 
@@ -518,11 +423,11 @@ class WebMonitor:
             raise TypeError(f"state must be a dict, got {type(state).__name__}")
         patch: dict[str, Any] = {"game_state": state}
         if frame_number is not None:
-            patch["frame_number"] = _integer("frame_number", frame_number)
+            patch["frame_number"] = integer("frame_number", frame_number)
         now = _time()
         event = StatePatch(run_id, now, patch)
         if frame is not None:  # checked and copied before anything is recorded
-            from .media.images import take_image  # numpy: imported by the first image, not by runwatch
+            from ..media.images import take_image  # numpy: imported by the first image, not by runwatch
 
             taken = take_image(frame, "frame")
             self._emit(event)
@@ -531,118 +436,6 @@ class WebMonitor:
             self._emit(event)
         if now >= self._next_heartbeat:
             self._send_heartbeat(now)
-
-    # -- images and histograms ----------------------------------------------------------
-
-    def log_image(self, name: str, image: Any, *, step: int | None = None, caption: str | None = None) -> None:
-        """Record an image of the series ``name`` (a frame, a sample, a plot).
-
-        The call checks the image and takes a copy (about 10 µs for a
-        160×144 RGB frame), so the loop may reuse its buffer at once;
-        encoding to PNG happens on runwatch's media thread. Each content is
-        stored once (by its SHA-256). Images past
-        ``MonitorConfig.max_images_per_second`` for this name, or past the
-        run's ``max_image_bytes_per_run``, are dropped and counted in
-        :meth:`statistics` (``media``), never raised.
-
-        Args:
-            name: the series, e.g. ``frame`` or ``samples/real``.
-            image: a numpy array (or anything with ``__array__``) of shape
-                H×W, H×W×1, H×W×3 or H×W×4 (channels last), of dtype uint8,
-                bool or float in [0, 1] (clipped); a PIL image; or PNG or
-                JPEG bytes (stored as given).
-            step: the global step it belongs to; ``None``: the run's current
-                step (that of its latest logging call; it does not advance).
-            caption: text shown with the image.
-
-        Raises:
-            ValueError: no active run; an empty name; an image shape other
-                than the above, an empty image, a side beyond 8192 pixels,
-                or bytes that are no PNG or JPEG.
-            TypeError: a name, step, caption or image of the wrong type.
-        """
-        run_id = self._run_id
-        if run_id is None:
-            run_id = self._require_run()
-        _check_media_name(name)
-        if caption is not None:
-            if not isinstance(caption, str):
-                raise TypeError(f"caption must be a string or None, got {type(caption).__name__}")
-            check_storable("caption", caption)
-        step = None if step is None else _integer("step", step)
-        from .media.images import take_image  # numpy: imported by the first image, not by runwatch
-
-        taken = take_image(image)
-        self._submit_image(run_id, _time(), name, step, caption, taken)
-
-    def _submit_image(
-        self, run_id: str, now: float, name: str, step: int | None, caption: str | None, taken: TakenImage
-    ) -> None:
-        from .media.worker import ImageJob
-
-        if self._pid != os.getpid():
-            self._drop_in_forked_child(None)
-            return
-        worker = self._media_worker()
-        if worker.allow_image(run_id, name):
-            at = self._step if step is None else step
-            worker.submit(ImageJob(run_id, now, name, max(at, 0), caption, taken))
-
-    def log_histogram(self, name: str, values: Any, *, step: int | None = None, bins: int = 64) -> None:
-        """Record the distribution of ``values`` (weights, gradients, Q-values) as a histogram.
-
-        The call checks the values and takes a flat copy (about a millisecond
-        for a million float64; a list costs its conversion); binning happens
-        on runwatch's media thread: ``bins`` equal bins over the finite
-        values' range, NaN and ±Inf counted apart. Read them back with
-        :meth:`DatabaseManager.get_run_histograms`.
-
-        Args:
-            name: the series, e.g. ``q_values`` or ``grad/layer1``.
-            values: a numpy array, a list or tuple of numbers, or anything
-                with ``__array__`` (a CPU tensor); any shape, flattened.
-            step: the global step it belongs to; ``None``: the run's current step.
-            bins: the number of bins, 1 to 1024.
-
-        Raises:
-            ValueError: no active run, an empty name, or ``bins`` out of range.
-            TypeError: values that are not numbers, or a name, step or bins of the wrong type.
-        """
-        from .media.histograms import check_bins, take_values
-        from .media.worker import HistogramJob
-
-        run_id = self._run_id
-        if run_id is None:
-            run_id = self._require_run()
-        _check_media_name(name)
-        bins = check_bins(bins)
-        step = None if step is None else _integer("step", step)
-        copy = take_values(values)
-        if self._pid != os.getpid():
-            self._drop_in_forked_child(None)
-            return
-        at = self._step if step is None else step
-        self._media_worker().submit(HistogramJob(run_id, _time(), name, max(at, 0), copy, bins))
-
-    def _media_worker(self) -> MediaWorker:
-        worker = self._media
-        if worker is None:
-            from .media.worker import MediaWorker
-
-            with self._lock:
-                self._check_open()
-                worker = self._media
-                if worker is None:
-                    worker = self._media = MediaWorker(
-                        self._emit, max_images_per_second=self.config.max_images_per_second
-                    )
-        return worker
-
-    def _wait_for_media(self, timeout: float | None) -> None:
-        """Hand every queued image and histogram to the pipeline first (bounded by ``timeout``)."""
-        worker = self._media
-        if worker is not None:
-            worker.wait_idle(timeout)
 
     def update_step(
         self, step: int, reward: float, action: str, inference_time: float, game_state: dict[str, Any]
@@ -663,7 +456,7 @@ class WebMonitor:
             game_state: the current game state.
         """
         run_id = self._require_run()
-        step = _integer("step", step)
+        step = integer("step", step)
         if not isinstance(action, str):
             raise TypeError(f"action must be a string, got {action!r}")
         action = str(action)  # a numpy string too
@@ -671,8 +464,8 @@ class WebMonitor:
         if not isinstance(game_state, Mapping):
             raise TypeError(f"game_state must be a dict, got {type(game_state).__name__}")
         values = {
-            "reward": _number("reward", reward),
-            "inference_time": _number("inference_time", inference_time),
+            "reward": number("reward", reward),
+            "inference_time": number("inference_time", inference_time),
             "episode_step": step,
         }
         now = _time()
@@ -701,11 +494,11 @@ class WebMonitor:
         with the details.
         """
         run_id = self._require_run()
-        episode = _integer("episode", episode)
-        steps = _integer("steps", steps)
+        episode = integer("episode", episode)
+        steps = integer("steps", steps)
         if metadata is not None and not isinstance(metadata, Mapping):
             raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}")
-        reward = _number("total_reward", total_reward)
+        reward = number("total_reward", total_reward)
         now = _time()
         values = {
             "episode/index": episode,
@@ -756,7 +549,7 @@ class WebMonitor:
         ``logging.getLogger().addHandler(monitor.log_handler())`` sends every
         record at ``level`` or above (with exception and traceback) to the run.
         """
-        from .log_handler import RunLogHandler
+        from ..log_handler import RunLogHandler
 
         return RunLogHandler(self, level)
 
@@ -772,155 +565,6 @@ class WebMonitor:
         self._next_heartbeat = now + self.config.update_interval
         counters = {"total_steps": self._total_steps, "total_episodes": self._total_episodes}
         self._emit(Heartbeat(run_id, now, counters))
-
-    # -- reading ----------------------------------------------------------------------
-
-    @property
-    def db(self) -> DatabaseManager | RestReader:
-        """The :class:`DatabaseManager` of this monitor's store; in remote mode a
-        :class:`~runwatch.remote.reader.RestReader` of the server (its read methods, the same shapes)."""
-        if self._db is None:
-            if self.config.server_url is not None:
-                from .remote.reader import RestReader
-
-                self._db = RestReader(
-                    self.config.server_url, token=self.config.server_token, before_read=self._await_delivery
-                )
-            else:
-                from .store.manager import DatabaseManager
-
-                self._db = DatabaseManager(self.config.db_path)
-        return self._db
-
-    def _await_delivery(self) -> None:
-        """Remote mode, before a read: wait (bounded) until the server has what this monitor sent."""
-        if not self.wait_delivered(self.config.commit_timeout_seconds):
-            logger.warning(
-                "runwatch: the server has not acknowledged everything recorded yet (within %.1f s);"
-                " reading what it has",
-                self.config.commit_timeout_seconds,
-            )
-
-    def wait_delivered(self, timeout: float | None = 30.0) -> bool:
-        """Remote mode: wait until the server has acknowledged everything recorded before the call.
-
-        Embedded mode: the same as :meth:`flush`.
-
-        Returns:
-            ``False`` when ``timeout`` seconds passed first (the server is away:
-            what is recorded waits in the spool and goes when it is back).
-        """
-        if not self.flush(timeout):
-            return False
-        from .remote.sink import REMOTE_SINK
-
-        sink = self._assembly.services.get(REMOTE_SINK)
-        return True if sink is None else sink.wait_delivered(timeout)
-
-    def get_training_runs(
-        self, limit: int | None = None, status: str | None = None, *, kind: str | None = "training"
-    ) -> list[dict[str, Any]]:
-        """Get the list of training runs, newest first.
-
-        Args:
-            limit: the most runs to return.
-            status: only runs with this status.
-            kind: only runs of this kind: ``training`` (the default) or
-                ``session`` (application sessions in the same store); ``None``
-                for every kind.
-        """
-        self.flush()
-        return self.db.get_training_runs(limit=limit, status=status, kind=kind)
-
-    def get_run_metrics(
-        self,
-        run_id: str,
-        metric_names: list[str] | None = None,
-        start_time: datetime | None = None,
-        end_time: datetime | None = None,
-        *,
-        align: str = "step",
-    ) -> pd.DataFrame:
-        """Get a run's metrics as a DataFrame, one column per metric.
-
-        Args:
-            run_id: the run.
-            metric_names: only these metrics; ``None`` for all.
-            start_time: only calls at or after this time.
-            end_time: only calls at or before this time.
-            align: ``"step"`` (default): one row per global step, the calls of
-                a step merged (see :meth:`DatabaseManager.get_run_metrics`);
-                ``"call"``: one row per logging call, as logged.
-        """
-        self.flush()
-        return self.db.get_run_metrics(run_id, metric_names, start_time, end_time, align=align)
-
-    def get_runs_metrics(self, run_ids: list[str], metric_names: list[str] | None = None) -> pd.DataFrame:
-        """Get several runs' metrics as one long-form DataFrame (run_id, step, timestamp, metric, value).
-
-        See :meth:`DatabaseManager.get_runs_metrics`.
-        """
-        self.flush()
-        return self.db.get_runs_metrics(run_ids, metric_names)
-
-    def get_run_histograms(self, run_id: str, name: str) -> pd.DataFrame:
-        """Get a run's histograms of ``name`` as a DataFrame, one row per logged histogram, by step.
-
-        The histograms logged before this call are binned and stored first.
-        Columns as :meth:`DatabaseManager.get_run_histograms` gives them
-        (``step``, ``timestamp``, the summary, ``bin_edges`` and ``counts``).
-        """
-        self.flush()
-        return self.db.get_run_histograms(run_id, name)
-
-    def get_run_events(
-        self,
-        run_id: str,
-        event_type: str | None = None,
-        start_time: datetime | None = None,
-        end_time: datetime | None = None,
-    ) -> list[dict[str, Any]]:
-        """Get a run's events, oldest first."""
-        self.flush()
-        return self.db.get_run_events(run_id, event_type, start_time, end_time)
-
-    def get_run_summary(self, run_id: str) -> dict[str, Any]:
-        """Get the summary of a run (status, times, counts, per-metric statistics)."""
-        self.flush()
-        return self.db.get_run_summary(run_id)
-
-    def get_alerts(self, run_id: str | None = None, state: str | None = None) -> list[dict[str, Any]]:
-        """Alert instances and their current state, from this monitor's store.
-
-        Args:
-            run_id: only this run's alerts; ``None`` for every run.
-            state: ``pending``, ``firing`` or ``resolved``; ``None`` means
-                pending and firing (what is active now).
-
-        Returns:
-            Dicts with ``rule``, ``run_id``, ``state``, ``severity``, ``value``,
-            ``labels``, ``annotations``, ``active_since`` and ``updated_at``
-            (epoch seconds).
-        """
-        self.flush()
-        return self.db.get_alerts(run_id, state)
-
-    def export_run_data(self, run_id: str, output_dir: Path, include_snapshots: bool = True) -> Path:
-        """Export a run to a ``.zip`` (run.json, metrics, events.jsonl, state history).
-
-        Returns:
-            The path of the archive.
-        """
-        self.flush()
-        if self._remote:
-            from .remote.reader import RestReader
-
-            reader = self.db
-            assert isinstance(reader, RestReader)
-            return reader.export_run(run_id, Path(output_dir), include_snapshots=include_snapshots)
-        from .store.export import export_run
-
-        return export_run(self.config.db_path, run_id, Path(output_dir), include_snapshots=include_snapshots)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -956,7 +600,7 @@ class WebMonitor:
         stats["errors"] = self.error_handler.statistics()
         stats["uncommitted_lifecycle_calls"] = self._uncommitted_lifecycle_calls
         media = self._media
-        stats["media"] = _media_statistics(media)
+        stats["media"] = media_statistics(media)
         if self._pid != os.getpid():
             stats["running"] = False
             stats["forked_child_dropped_events"] = self._forked_dropped
@@ -1002,7 +646,7 @@ class WebMonitor:
                 return
             if self._pid != os.getpid():  # a forked child: the pipeline thread is the parent's
                 self._closed = True
-                _open_monitors.discard(self)
+                forget(self)
                 return
             try:
                 if self._run_id is not None:
@@ -1011,7 +655,7 @@ class WebMonitor:
                     else:
                         if isinstance(failure, Exception):
                             self.error_handler.handle_error(failure, component="training loop")
-                        reason = escape_surrogates(f"{type(failure).__name__}: {_describe(failure)}")
+                        reason = escape_surrogates(f"{type(failure).__name__}: {describe(failure)}")
                         self._end_run(RunTransition.FAILED, metadata={"reason": reason})
             finally:
                 self._closed = True
@@ -1026,7 +670,7 @@ class WebMonitor:
                     # the user on stderr (as `runwatch serve` announces itself), not a warning in their logs.
                     hint = closing_hint(self.config.db_path, self._runs_seen)
                     print(hint, file=sys.stderr, flush=True)  # noqa: T201 - the user's line, not a log record
-                _open_monitors.discard(self)
+                forget(self)
                 if self._restore_log_level is not None:
                     logging.getLogger("runwatch").setLevel(self._restore_log_level)
                     self._restore_log_level = None
@@ -1047,50 +691,3 @@ class WebMonitor:
 
     def __repr__(self) -> str:
         return f"<WebMonitor db={self.config.db_path!r} run={self._run_id!r} state={self._status}>"
-
-
-# Monitors still open at interpreter exit are closed there: an uncaught
-# exception marks their active run failed, a normal exit completes it.
-_open_monitors: weakref.WeakSet[WebMonitor] = weakref.WeakSet()
-_uncaught: list[BaseException] = []
-_previous_excepthook = sys.excepthook
-
-
-def _remember_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
-    _uncaught.append(exc)
-    _previous_excepthook(exc_type, exc, tb)
-
-
-def _after_fork_in_child() -> None:
-    for monitor in list(_open_monitors):
-        try:
-            monitor._after_fork_in_child()
-        except Exception:  # never break the child's fork
-            pass
-    # A forked child has no pipeline thread: its copies must not try to close it at exit.
-    _open_monitors.clear()
-
-
-def _close_open_monitors() -> None:
-    failure = _uncaught[-1] if _uncaught else None
-    for monitor in list(_open_monitors):
-        try:
-            monitor._close(failure)
-        except Exception:
-            traceback.print_exc()
-
-
-_hooks_installed = False
-
-
-def _install_exit_hooks() -> None:
-    """Once per process, on the first monitor (importing runwatch changes nothing)."""
-    global _hooks_installed, _previous_excepthook
-    if _hooks_installed:
-        return
-    _hooks_installed = True
-    _previous_excepthook = sys.excepthook
-    sys.excepthook = _remember_uncaught
-    atexit.register(_close_open_monitors)
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_after_fork_in_child)
