@@ -36,23 +36,34 @@ crash detection leaves it alone) and snapshots.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
-import posixpath
 import sqlite3
 import zipfile
-from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import IO, Any, Final
+from typing import Any, Final
 
 import numpy as np
-import orjson
 
-from ..events import LEVELS, MAX_TIMESTAMP, HistogramEvent, ImageEvent, Metric
-from ..exceptions import RunwatchError, StoreError
-from ..wire.annotations import check_note, check_tags
+from ..events import LEVELS, HistogramEvent, ImageEvent, Metric
+from ..exceptions import StoreError
 from . import connections, media
+from .archive import (
+    MAX_ARCHIVE_BYTES,
+    MAX_MEMBERS,
+    MAX_RUN_JSON_BYTES,
+    WIRE_NUMBERS,
+    ArchiveError,
+    ArchiveReader,
+    ProgressCallback,
+    is_epoch,
+    lines_if_any,
+    metric_from_line,
+    metrics_from_wide,
+    parse_rollup,
+    parse_run,
+    parse_stats,
+)
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -62,42 +73,16 @@ from .encode import (
     dumps,
     metric_stats,
 )
-from .export import EXPORT_FORMAT, MEDIA_EXTENSIONS
-from .queries import RUN_STATUSES
+from .export import MEDIA_EXTENSIONS
 from .schema import SCHEMA_VERSION, current_version, prepare_database
 from .series import group_calls
 
-__all__ = ["ArchiveError", "import_run"]
-
-#: Largest total uncompressed size of the members read.
-MAX_ARCHIVE_BYTES: Final = 8 * 1024**3
-#: Largest ``run.json`` (it is read into memory at once).
-MAX_RUN_JSON_BYTES: Final = 64 * 1024**2
-#: Most members in an archive.
-MAX_MEMBERS: Final = 100_000
+__all__ = ["MAX_ARCHIVE_BYTES", "MAX_MEMBERS", "MAX_RUN_JSON_BYTES", "ArchiveError", "import_run"]
 
 # Logging calls (or events) per encoded chunk; the chunks share one transaction.
 _CHUNK_ROWS: Final = 20_000
 # How long to wait for a writer's lock before giving up.
 _BUSY_TIMEOUT_SECONDS = 10.0
-_WIRE_NUMBERS: Final = {"Infinity": math.inf, "-Infinity": -math.inf}
-
-#: ``progress(done, total)``: bytes of the archive's data files processed so far, of the total.
-ProgressCallback = Callable[[int, int], None]
-
-
-class ArchiveError(RunwatchError, ValueError):
-    """An export archive is not a zip, not runwatch's, too large, or inconsistent.
-
-    Attributes:
-        path: the archive.
-        reason: what is wrong with it (naming the member and line when known).
-    """
-
-    def __init__(self, path: str, reason: str) -> None:
-        self.path = path
-        self.reason = reason
-        super().__init__(f"{path}: {reason}")
 
 
 def import_run(
@@ -137,8 +122,8 @@ def import_run(
     except (zipfile.BadZipFile, OSError) as exc:
         raise ArchiveError(where, f"not a zip archive ({exc})") from None
     with archive:
-        reader = _ArchiveReader(archive, where, progress)
-        run = _parse_run(reader.read_run_json(), where)
+        reader = ArchiveReader(archive, where, progress)
+        run = parse_run(reader.read_run_json(), where)
         run_id = rename if rename is not None else run["run_id"]
         connection = _open_store(db_path)
         try:
@@ -146,164 +131,6 @@ def import_run(
         finally:
             connection.close()
     return run_id
-
-
-# -- reading the archive ---------------------------------------------------------------
-
-
-def _check_member_name(name: str, where: str) -> None:
-    """Refuse names that would leave a directory if extracted, or that no export writes."""
-    parts = name.split("/")
-    if (
-        not name
-        or name.startswith("/")
-        or "\\" in name
-        or "\x00" in name
-        or (len(name) > 1 and name[1] == ":")
-        or ".." in parts
-        or posixpath.normpath(name).startswith("..")
-    ):
-        raise ArchiveError(where, f"unsafe member name {name!r}")
-
-
-class _ArchiveReader:
-    """Checked access to an export archive's members."""
-
-    def __init__(self, archive: zipfile.ZipFile, where: str, progress: ProgressCallback | None) -> None:
-        self.archive = archive
-        self.where = where
-        self.progress = progress
-        infos = archive.infolist()
-        if len(infos) > MAX_MEMBERS:
-            raise ArchiveError(where, f"{len(infos)} members, more than {MAX_MEMBERS}")
-        self.members: dict[str, zipfile.ZipInfo] = {}
-        for info in infos:
-            _check_member_name(info.filename, where)
-            if info.flag_bits & 0x1:
-                raise ArchiveError(where, f"member {info.filename!r} is encrypted")
-            self.members[info.filename] = info
-        if sum(info.file_size for info in infos) > MAX_ARCHIVE_BYTES:
-            raise ArchiveError(where, f"more than {MAX_ARCHIVE_BYTES} bytes uncompressed")
-        metrics = next(
-            (name for name in ("metrics_long.jsonl", "metrics.parquet", "metrics.csv") if name in self.members), None
-        )
-        read = [name for name in (metrics, "events.jsonl", "state_history.jsonl") if name is not None]
-        # What progress counts: the data files that will be read (run.json is small and read first).
-        self.total = sum(self.size(name) for name in read)
-        self.done = 0
-
-    def size(self, name: str) -> int:
-        info = self.members.get(name)
-        return 0 if info is None else info.file_size
-
-    def has(self, name: str) -> bool:
-        return name in self.members
-
-    def read_run_json(self) -> Any:
-        if "run.json" not in self.members:
-            raise ArchiveError(self.where, "no run.json: not a runwatch export")
-        if self.size("run.json") > MAX_RUN_JSON_BYTES:
-            raise ArchiveError(self.where, f"run.json is larger than {MAX_RUN_JSON_BYTES} bytes")
-        try:
-            return orjson.loads(self.archive.read("run.json"))
-        except orjson.JSONDecodeError as exc:
-            raise ArchiveError(self.where, f"run.json is not valid JSON ({exc})") from None
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ArchiveError(self.where, f"run.json cannot be read ({exc})") from None
-
-    def read_bytes(self, name: str) -> bytes:
-        try:
-            content = self.archive.read(name)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ArchiveError(self.where, f"{name} cannot be read ({exc})") from None
-        self._advance(len(content))
-        return content
-
-    def json_lines(self, name: str) -> Iterator[tuple[int, Any]]:
-        """``(line number, parsed object)`` for each non-empty line of a JSONL member."""
-        if name not in self.members:
-            raise ArchiveError(self.where, f"no {name}")
-        try:
-            with self.archive.open(name) as stream:
-                yield from self._parse_lines(name, stream)
-        except (zipfile.BadZipFile, OSError, EOFError) as exc:
-            raise ArchiveError(self.where, f"{name} cannot be read ({exc})") from None
-
-    def _parse_lines(self, name: str, stream: IO[bytes]) -> Iterator[tuple[int, Any]]:
-        pending = 0
-        for number, line in enumerate(stream, start=1):
-            pending += len(line)
-            if pending >= 1024 * 1024:
-                self._advance(pending)
-                pending = 0
-            if not line.strip():
-                continue
-            try:
-                yield number, orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise ArchiveError(self.where, f"{name} line {number}: not valid JSON ({exc})") from None
-        self._advance(pending)
-
-    def _advance(self, count: int) -> None:
-        self.done += count
-        if self.progress is not None:
-            self.progress(min(self.done, self.total), self.total)
-
-
-def _is_epoch(value: object) -> bool:
-    """Whether ``value`` is a JSON number of seconds since the epoch that the store accepts."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TIMESTAMP
-
-
-def _parse_run(document: Any, where: str) -> dict[str, Any]:
-    """The runs row of ``run.json``, checked field by field."""
-    if not isinstance(document, dict):
-        raise ArchiveError(where, "run.json must hold an object")
-    if document.get("format") != EXPORT_FORMAT:
-        raise ArchiveError(where, f"run.json format is {document.get('format')!r}, expected {EXPORT_FORMAT!r}")
-
-    def field(name: str, check: Callable[[Any], bool], expected: str, *, optional: bool = False) -> Any:
-        value = document.get(name)
-        if value is None and optional:
-            return None
-        if not check(value):
-            raise ArchiveError(where, f"run.json {name}: expected {expected}, got {value!r}")
-        return value
-
-    def is_text(value: Any) -> bool:
-        return type(value) is str and bool(value)
-
-    def is_count(value: Any) -> bool:
-        return type(value) is int and value >= 0
-
-    run = {
-        "run_id": field("run_id", is_text, "a non-empty string"),
-        "kind": field("kind", is_text, "a non-empty string"),
-        "status": field("status", lambda v: v in RUN_STATUSES, f"one of {', '.join(RUN_STATUSES)}"),
-        "start_time": field("start_time", _is_epoch, "epoch seconds"),
-        "end_time": field("end_time", _is_epoch, "epoch seconds or null", optional=True),
-        "updated_at": field("updated_at", _is_epoch, "epoch seconds"),
-        "last_heartbeat": field("last_heartbeat", _is_epoch, "epoch seconds or null", optional=True),
-        "config": field("config", lambda v: isinstance(v, dict), "an object", optional=True),
-        "metadata": field("metadata", lambda v: isinstance(v, dict), "an object or null", optional=True),
-        "final_reward": field(
-            "final_reward", lambda v: type(v) in (int, float) or v in _WIRE_NUMBERS, "a number or null", optional=True
-        ),
-        "total_steps": field("total_steps", is_count, "a count"),
-        "total_episodes": field("total_episodes", is_count, "a count"),
-        "state": field("state", lambda v: isinstance(v, dict), "an object", optional=True),
-        "event_counts": field("event_counts", lambda v: isinstance(v, dict), "an object", optional=True),
-        "metrics": field("metrics", lambda v: isinstance(v, dict), "an object", optional=True),
-    }
-    if type(run["final_reward"]) is str:
-        run["final_reward"] = _WIRE_NUMBERS[run["final_reward"]]
-    # Tags and note: archives written before runs had them carry neither.
-    try:
-        run["tags"] = check_tags(document.get("tags") or [])
-        run["note"] = check_note(document.get("note") or "")
-    except (TypeError, ValueError) as exc:
-        raise ArchiveError(where, f"run.json tags/note: {exc}") from None
-    return run
 
 
 # -- writing the store -----------------------------------------------------------------
@@ -333,7 +160,7 @@ def _open_store(db_path: str) -> sqlite3.Connection:
     return connection
 
 
-def _write_run(connection: sqlite3.Connection, reader: _ArchiveReader, run: dict[str, Any], run_id: str) -> None:
+def _write_run(connection: sqlite3.Connection, reader: ArchiveReader, run: dict[str, Any], run_id: str) -> None:
     db_path = connection.execute("PRAGMA database_list").fetchone()[2]
     try:
         connection.execute("BEGIN IMMEDIATE")
@@ -392,7 +219,7 @@ def _insert_run_row(connection: sqlite3.Connection, run: dict[str, Any], run_id:
     return cursor.lastrowid
 
 
-def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> bool:
+def _import_metrics(connection: sqlite3.Connection, reader: ArchiveReader, run_id: str, pk: int) -> bool:
     """Insert the metrics, rollups and per-metric statistics, and check them against each other.
 
     Returns:
@@ -401,8 +228,8 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
     from .chunk_store import ChunkWriter
     from .series import SeriesBuilder
 
-    rollups = [_parse_rollup(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_rollups.jsonl")]
-    stats = [_parse_stats(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_stats.jsonl")]
+    rollups = [parse_rollup(line, reader.where, n) for n, line in lines_if_any(reader, "metric_rollups.jsonl")]
+    stats = [parse_stats(line, reader.where, n) for n, line in lines_if_any(reader, "metric_stats.jsonl")]
     # Without metric_stats.jsonl (older archives) the statistics are computed from the calls, as the sink does.
     exact_stats = reader.has("metric_stats.jsonl")
     long_form = reader.has("metrics_long.jsonl")
@@ -435,7 +262,7 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
 
     if long_form:
         for number, line in reader.json_lines("metrics_long.jsonl"):
-            metric = _metric_from_line(line, run_id, reader.where, number)
+            metric = metric_from_line(line, run_id, reader.where, number)
             try:
                 numbers.append(numbering.row(line.get("row")))
             except ValueError as exc:
@@ -446,7 +273,7 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
             if len(chunk) >= _CHUNK_ROWS:
                 flush()
     else:
-        for metric in _metrics_from_wide(reader, run_id):
+        for metric in metrics_from_wide(reader, run_id):
             numbers.append(numbering.next_row())
             chunk.append(metric)
             if len(chunk) >= _CHUNK_ROWS:
@@ -478,10 +305,6 @@ def _import_metrics(connection: sqlite3.Connection, reader: _ArchiveReader, run_
                 reader.where, f"the metric rows and rollups do not add up to the statistics' counts (for {names[:5]})"
             )
     return long_form
-
-
-def _lines_if_any(reader: _ArchiveReader, name: str) -> Iterator[tuple[int, Any]]:
-    return reader.json_lines(name) if reader.has(name) else iter(())
 
 
 class _Renumbering:
@@ -531,150 +354,7 @@ class _Renumbering:
         return self.kept + len(self.pending)
 
 
-def _wire_number(value: Any, what: str) -> float | None:
-    if value is None:
-        return None
-    if type(value) is str and value in _WIRE_NUMBERS:
-        return _WIRE_NUMBERS[value]
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    raise ValueError(f'{what} must be a number, null, "Infinity" or "-Infinity", got {value!r}')
-
-
-def _optional_int(value: Any, what: str) -> int | None:
-    if value is None or type(value) is int:
-        return value
-    raise ValueError(f"{what} must be an integer or null, got {value!r}")
-
-
-def _count(value: Any, what: str) -> int:
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{what} must be a count, got {value!r}")
-    return value
-
-
-def _name(value: Any) -> str:
-    if type(value) is not str or not value:
-        raise ValueError(f"name must be a non-empty string, got {value!r}")
-    return value
-
-
-def _parse_stats(line: Any, where: str, number: int) -> tuple[Any, ...]:
-    """``(name, count, nan_count, sum, min, max, last, last_ts, last_step)`` of a metric_stats.jsonl line."""
-    try:
-        if not isinstance(line, dict):
-            raise ValueError("expected an object")
-        if not _is_epoch(line.get("last_ts")):
-            raise ValueError(f"last_ts must be epoch seconds, got {line.get('last_ts')!r}")
-        return (
-            _name(line.get("name")),
-            _count(line.get("count"), "count"),
-            _count(line.get("nan_count"), "nan_count"),
-            *(_wire_number(line.get(key), key) for key in ("sum", "min", "max", "last")),
-            line["last_ts"],
-            _optional_int(line.get("last_step"), "last_step"),
-        )
-    except ValueError as exc:
-        raise ArchiveError(where, f"metric_stats.jsonl line {number}: {exc}") from None
-
-
-def _parse_rollup(line: Any, where: str, number: int) -> tuple[Any, ...]:
-    """``(None, name, first_row, last_row, first_step, last_step, start_ts, end_ts, count, nan_count, min, max,
-    mean)`` of a metric_rollups.jsonl line (the first item is a placeholder for the run)."""
-    try:
-        if not isinstance(line, dict):
-            raise ValueError("expected an object")
-        first, last = line.get("first_row"), line.get("last_row")
-        if type(first) is not int or type(last) is not int or first > last:
-            raise ValueError(f"first_row and last_row must be integers in order, got {first!r} and {last!r}")
-        for key in ("start_ts", "end_ts"):
-            if not _is_epoch(line.get(key)):
-                raise ValueError(f"{key} must be epoch seconds, got {line.get(key)!r}")
-        return (
-            None,
-            _name(line.get("name")),
-            first,
-            last,
-            _optional_int(line.get("first_step"), "first_step"),
-            _optional_int(line.get("last_step"), "last_step"),
-            line["start_ts"],
-            line["end_ts"],
-            _count(line.get("count"), "count"),
-            _count(line.get("nan_count"), "nan_count"),
-            *(_wire_number(line.get(key), key) for key in ("min", "max", "mean")),
-        )
-    except ValueError as exc:
-        raise ArchiveError(where, f"metric_rollups.jsonl line {number}: {exc}") from None
-
-
-def _metric_from_line(line: Any, run_id: str, where: str, number: int) -> Metric:
-    at = f"metrics_long.jsonl line {number}"
-    if not isinstance(line, dict) or not isinstance(line.get("values"), dict) or not line["values"]:
-        raise ArchiveError(where, f"{at}: expected an object with non-empty values")
-    values = {
-        name: (math.nan if value is None else _WIRE_NUMBERS.get(value, value) if type(value) is str else value)
-        for name, value in line["values"].items()
-    }
-    ts: Any = line.get("ts")
-    try:
-        return Metric(run_id, float(ts) if type(ts) is int else ts, values, line.get("step"), line.get("tags"))
-    except (TypeError, ValueError) as exc:
-        raise ArchiveError(where, f"{at}: {exc}") from None
-
-
-def _metrics_from_wide(reader: _ArchiveReader, run_id: str) -> Iterator[Metric]:
-    """Logging calls rebuilt from the wide frame (see the module docstring for its NaN rule)."""
-    import io
-
-    import numpy as np
-    import pandas as pd
-
-    if reader.has("metrics.parquet"):
-        name = "metrics.parquet"
-        try:
-            frame = pd.read_parquet(io.BytesIO(reader.read_bytes(name)))
-        except ImportError as exc:
-            raise ArchiveError(reader.where, f"reading {name} needs pyarrow ({exc})") from None
-        except Exception as exc:  # pyarrow raises its own types for a damaged file
-            raise ArchiveError(reader.where, f"{name} cannot be read ({exc})") from None
-    elif reader.has("metrics.csv"):
-        name = "metrics.csv"
-        try:
-            frame = pd.read_csv(io.BytesIO(reader.read_bytes(name)))
-        except (ValueError, pd.errors.ParserError) as exc:
-            raise ArchiveError(reader.where, f"{name} cannot be read ({exc})") from None
-    else:
-        return
-    if len(frame) == 0:
-        return
-    if "timestamp" not in frame or "step" not in frame:
-        raise ArchiveError(reader.where, f"{name} has no timestamp or step column")
-    try:
-        stamps = pd.to_datetime(frame["timestamp"], utc=True)
-        seconds = (stamps - pd.Timestamp(0, tz="UTC")) / pd.Timedelta(seconds=1)
-        steps = pd.to_numeric(frame["step"])
-    except (ValueError, TypeError) as exc:
-        raise ArchiveError(reader.where, f"{name}: bad timestamp or step ({exc})") from None
-    columns = [column for column in frame.columns if column not in ("timestamp", "step")]
-    # export renames a metric called "timestamp"/"step" to "metric:timestamp"/"metric:step"
-    names = [
-        column.removeprefix("metric:") if column in ("metric:timestamp", "metric:step") else column
-        for column in columns
-    ]
-    values = frame[columns].to_numpy(dtype=np.float64, na_value=np.nan)
-    for index in range(len(frame)):
-        row = values[index]
-        logged = {name: float(value) for name, value in zip(names, row, strict=True) if value == value}
-        if not logged:
-            logged = dict.fromkeys(names, math.nan)
-        step = steps.iloc[index]
-        try:
-            yield Metric(run_id, float(seconds.iloc[index]), logged, None if pd.isna(step) else int(step))
-        except (TypeError, ValueError) as exc:
-            raise ArchiveError(reader.where, f"{name} row {index + 1}: {exc}") from None
-
-
-def _import_events(connection: sqlite3.Connection, reader: _ArchiveReader, pk: int) -> dict[str, int]:
+def _import_events(connection: sqlite3.Connection, reader: ArchiveReader, pk: int) -> dict[str, int]:
     """Insert the events with their original kind, type, level, data, detail and time; returns counts per type."""
     counts: dict[str, int] = {}
     rows: list[list[Any]] = []
@@ -689,7 +369,7 @@ def _import_events(connection: sqlite3.Connection, reader: _ArchiveReader, pk: i
                 raise ArchiveError(reader.where, f"{at}: {key} must be a non-empty string, got {value!r}")
         if level not in LEVELS:
             raise ArchiveError(reader.where, f"{at}: level must be one of {', '.join(LEVELS)}, got {level!r}")
-        if not _is_epoch(ts):
+        if not is_epoch(ts):
             raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
         detail = event.get("detail")
         if detail is not None and not isinstance(detail, dict):
@@ -704,14 +384,14 @@ def _import_events(connection: sqlite3.Connection, reader: _ArchiveReader, pk: i
     return counts
 
 
-def _import_state_history(connection: sqlite3.Connection, reader: _ArchiveReader, pk: int) -> None:
+def _import_state_history(connection: sqlite3.Connection, reader: ArchiveReader, pk: int) -> None:
     rows: list[list[Any]] = []
     for number, entry in reader.json_lines("state_history.jsonl"):
         at = f"state_history.jsonl line {number}"
         if not isinstance(entry, dict) or not isinstance(entry.get("patch"), dict):
             raise ArchiveError(reader.where, f"{at}: expected an object with a patch object")
         ts = entry.get("timestamp")
-        if not _is_epoch(ts):
+        if not is_epoch(ts):
             raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
         detail = entry.get("detail")
         if detail is not None and not isinstance(detail, dict):
@@ -724,11 +404,11 @@ def _import_state_history(connection: sqlite3.Connection, reader: _ArchiveReader
         connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
 
 
-def _import_images(connection: sqlite3.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> None:
+def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id: str, pk: int) -> None:
     """Insert the run's images and the contents they name (each once), then count the run's image bytes."""
     stored: set[str] = set()
     rows: list[tuple[Any, ...]] = []
-    for number, line in _lines_if_any(reader, "images.jsonl"):
+    for number, line in lines_if_any(reader, "images.jsonl"):
         at = f"images.jsonl line {number}"
         if not isinstance(line, dict):
             raise ArchiveError(reader.where, f"{at}: expected an object")
@@ -771,10 +451,10 @@ def _import_images(connection: sqlite3.Connection, reader: _ArchiveReader, run_i
         media.count_image_bytes(connection, pk)
 
 
-def _import_histograms(connection: sqlite3.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> None:
+def _import_histograms(connection: sqlite3.Connection, reader: ArchiveReader, run_id: str, pk: int) -> None:
     """Insert the run's histograms, each checked as a live one is."""
     events: list[HistogramEvent] = []
-    for number, line in _lines_if_any(reader, "histograms.jsonl"):
+    for number, line in lines_if_any(reader, "histograms.jsonl"):
         at = f"histograms.jsonl line {number}"
         if not isinstance(line, dict):
             raise ArchiveError(reader.where, f"{at}: expected an object")
@@ -786,8 +466,8 @@ def _import_histograms(connection: sqlite3.Connection, reader: _ArchiveReader, r
             value = values[key]
             if type(value) is int:  # JSON writes 2.0 as 2.0, but a hand-made archive may say 2
                 values[key] = float(value)
-            elif type(value) is str and value in _WIRE_NUMBERS:
-                values[key] = _WIRE_NUMBERS[value]
+            elif type(value) is str and value in WIRE_NUMBERS:
+                values[key] = WIRE_NUMBERS[value]
         timestamp = values.pop("ts")
         if type(timestamp) is int:
             timestamp = float(timestamp)
