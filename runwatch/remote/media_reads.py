@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Final
 import orjson
 
 from ..store import queries
-from ..store.manager import _check_media_name as _check_name
-from ..store.manager import _check_step_filter as _step_filter
+from ..store.media_reads import _check_media_name as _check_name
+from ..store.media_reads import _check_step_filter as _step_filter
 
 if TYPE_CHECKING:
     import pandas as pd

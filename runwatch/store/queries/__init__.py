@@ -38,6 +38,7 @@ from .common import TimeLike as TimeLike
 from .common import check_limit as check_limit
 from .common import check_run_id as check_run_id
 from .common import check_status as check_status
+from .common import to_datetime as to_datetime
 from .compare import runs_metric_frame as runs_metric_frame
 from .compare import runs_metric_series as runs_metric_series
 from .events import alert_events as alert_events

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any, Final
 
 import orjson
@@ -33,6 +34,7 @@ __all__ = [
     "real_value",
     "run_keys",
     "run_pk",
+    "to_datetime",
 ]
 
 #: The oldest schema version these queries can read (version 1's tables); metric series need version 10
@@ -165,3 +167,8 @@ def run_keys(connection: sqlite3.Connection, run_ids: Iterable[str]) -> dict[str
         if run_id not in keys:
             keys[run_id] = run_pk(connection, run_id)
     return keys
+
+
+def to_datetime(seconds: float | None) -> datetime | None:
+    """Epoch seconds as an aware ``datetime`` in UTC (``None`` stays ``None``)."""
+    return None if seconds is None else datetime.fromtimestamp(seconds, tz=UTC)
