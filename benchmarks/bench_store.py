@@ -57,8 +57,9 @@ import numpy as np
 import orjson
 
 from runwatch.events import Metric
+from runwatch.store.chunk_reads import read_series
 from runwatch.store.chunk_schema import CHUNK_VERSION
-from runwatch.store.chunk_store import SQLiteSeriesStore, read_series
+from runwatch.store.chunk_store import SQLiteSeriesStore
 from runwatch.store.codecs import (
     decode_float_column,
     decode_int_column,

@@ -25,7 +25,7 @@ from typing import Any, Final
 import numpy as np
 
 from .base import Series
-from .chunk_store import DECODE_COLUMNS, decode_rows
+from .chunk_reads import DECODE_COLUMNS, decode_rows
 from .chunks import ChunkColumns
 from .frames import calls_of
 

@@ -32,7 +32,8 @@ import numpy as np
 import orjson
 
 from ..exceptions import StoreError
-from .chunk_store import ChunkWriter, read_series
+from .chunk_reads import read_series
+from .chunk_store import ChunkWriter
 from .frames import calls_of
 from .series import SeriesBuilder, group_rows, time_to_us
 

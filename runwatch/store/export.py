@@ -226,7 +226,7 @@ def _write_metric_rows(connection: sqlite3.Connection, run_id: str, out: IO[byte
 
 
 def _metric_lines(connection: sqlite3.Connection, run_id: str) -> Iterator[bytes]:
-    from .chunk_store import read_series
+    from .chunk_reads import read_series
     from .frames import calls_of
 
     series = read_series(connection, run_id, columns=("seq", "step", "time", "value", "tags"))

@@ -49,8 +49,8 @@ from .base import (
     TimeLike,
 )
 from .chart import chart
+from .chunk_reads import read_series, read_summaries
 from .chunk_schema import CHUNK_VERSION
-from .chunk_store import read_series, read_summaries
 from .queries import datacat as datacat_queries
 from .queries import media as media_queries
 from .queries import runs as run_queries

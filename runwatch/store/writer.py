@@ -66,14 +66,8 @@ import orjson
 from ..exceptions import StoreUnavailable
 from . import connections
 from .base import StoreWriter
-from .chunk_store import (
-    DECODE_COLUMNS,
-    INSERT_SERIES,
-    SELECT_SERIES,
-    SeriesIds,
-    chunk_statements,
-    decode_rows,
-)
+from .chunk_reads import DECODE_COLUMNS, decode_rows
+from .chunk_store import INSERT_SERIES, SELECT_SERIES, SeriesIds, chunk_statements
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from runwatch.events import Metric
 from runwatch.store.chart import chart
-from runwatch.store.chunk_store import SQLiteSeriesStore, read_series
+from runwatch.store.chunk_reads import read_series
+from runwatch.store.chunk_store import SQLiteSeriesStore
 from runwatch.store.schema import prepare_database
 from runwatch.store.series import SeriesBuilder
 

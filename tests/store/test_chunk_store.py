@@ -16,8 +16,9 @@ import pytest
 
 from runwatch.events import Metric
 from runwatch.exceptions import StoreError, UnknownRunError
+from runwatch.store.chunk_reads import read_series, read_summaries
 from runwatch.store.chunk_schema import chunk_tables_exist
-from runwatch.store.chunk_store import SQLiteSeriesStore, read_series, read_summaries
+from runwatch.store.chunk_store import SQLiteSeriesStore
 from runwatch.store.schema import SCHEMA_VERSION, current_version, migrate, prepare_database
 from runwatch.store.series import SeriesBuilder
 

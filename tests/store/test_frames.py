@@ -7,7 +7,7 @@ import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runwatch.store.chunk_store import Series
+from runwatch.store.base import Series
 from runwatch.store.chunks import ChunkColumns
 from runwatch.store.frames import long_frame, per_call_frame, series_frame, step_frame
 

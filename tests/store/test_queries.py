@@ -20,7 +20,7 @@ import pytest
 from runwatch.events import ExceptionEvent, Heartbeat, LogEvent, Metric, RunLifecycle, StatePatch
 from runwatch.exceptions import StoreError, UnknownRunError
 from runwatch.store import queries
-from runwatch.store.chunk_store import read_series
+from runwatch.store.chunk_reads import read_series
 from runwatch.store.schema import prepare_database
 
 from ._helpers import write

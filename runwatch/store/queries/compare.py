@@ -4,7 +4,7 @@ Every multi-run read (the dashboard's compare view through ``GET
 /api/compare``, ``DatabaseManager.get_runs_metrics`` for notebooks) goes
 through :func:`runs_metric_series` (``Store.runs_metrics`` and
 ``Store.runs_metrics_frame`` of the SQLite backend): each run's series
-decoded from its chunks (:func:`runwatch.store.chunk_store.read_series`),
+decoded from its chunks (:func:`runwatch.store.chunk_reads.read_series`),
 a window on the chunks' summary columns.
 
 The x axis of a comparison is each run's **global step**, the step the
@@ -123,7 +123,7 @@ def _run_series(
     x_min: float | None,
     x_max: float | None,
 ) -> dict[str, Series]:
-    from ..chunk_store import read_series
+    from ..chunk_reads import read_series
 
     names = None if wanted is None else [name for name in wanted if name]
     if names == []:
@@ -206,7 +206,7 @@ def _carry_from_summaries(conn: sqlite3.Connection, run: int, calls: np.ndarray)
     """:func:`_carried_steps` for a few calls: a chunk whose calls all have steps and end before a call
     gives its last call and step from its summary; only a chunk a call falls inside (or one with
     calls without a step) is decoded."""
-    from ..chunk_store import decode_columns, decode_rows
+    from ..chunk_reads import decode_columns, decode_rows
 
     rows = conn.execute(
         "SELECT c.series, c.seq_first, c.seq_last, c.step_last, c.steps IS NOT NULL AND c.step_mask IS NULL,"
@@ -282,7 +282,7 @@ def _step_timeline(conn: sqlite3.Connection, run_id: str) -> list[tuple[np.ndarr
     Kept per series, not merged into one sorted array: merging sorts every call of the run (seconds
     for a run of millions of calls), while a carried step needs one search per series.
     """
-    from ..chunk_store import read_series
+    from ..chunk_reads import read_series
 
     timeline: list[tuple[np.ndarray, np.ndarray]] = []
     for series in read_series(conn, run_id, columns=("seq", "step")).values():

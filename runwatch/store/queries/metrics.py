@@ -1,7 +1,7 @@
 """Reads of metrics: a run's logging calls as a DataFrame, from the run's chunks.
 
 Plain functions of a ``sqlite3.Connection`` (see :mod:`runwatch.store.queries`).
-The series themselves are read by :func:`runwatch.store.chunk_store.read_series`
+The series themselves are read by :func:`runwatch.store.chunk_reads.read_series`
 (arrays decoded straight from chunks) and shaped by :mod:`runwatch.store.frames`.
 """
 
@@ -84,7 +84,7 @@ def run_metrics_frame(
         UnknownRunError: no run has this id.
         StoreError: a stored chunk cannot be decoded (corrupt store).
     """
-    from ..chunk_store import read_series
+    from ..chunk_reads import read_series
     from ..frames import per_call_frame
 
     check_align(align)
@@ -135,7 +135,7 @@ def _step_before(conn: sqlite3.Connection, run_id: str, call: int) -> int | None
     Looks back in growing ranges of call numbers, so a window late in a long
     run decodes little.
     """
-    from ..chunk_store import read_series
+    from ..chunk_reads import read_series
 
     span = 1024
     while True:

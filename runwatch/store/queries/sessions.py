@@ -110,7 +110,7 @@ def read_session(
     Raises:
         UnknownRunError: no session has this id.
     """
-    from ..chunk_store import read_series
+    from ..chunk_reads import read_series
     from ..frames import calls_of
 
     with read_snapshot(conn):  # one snapshot for the row and its pages
@@ -219,7 +219,7 @@ def session_statistics(conn: sqlite3.Connection, since: float | None) -> dict[st
     """
     import numpy as np
 
-    from ..chunk_store import read_series_of_runs
+    from ..chunk_reads import read_series_of_runs
 
     floor = -math.inf if since is None else since
     with read_snapshot(conn):  # one snapshot for every count
@@ -297,7 +297,7 @@ def session_metrics(conn: sqlite3.Connection, start: float | None, end: float | 
         without one), ``value``, ``metadata`` (a dict) and ``timestamp``
         (epoch seconds).
     """
-    from ..chunk_store import read_series_of_runs
+    from ..chunk_reads import read_series_of_runs
     from ..frames import calls_of
 
     found = read_series_of_runs(conn, f"r.kind = '{SESSION_KIND}'", start=start, end=end, columns=_ALL_COLUMNS)
