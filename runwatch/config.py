@@ -171,7 +171,7 @@ class MonitorConfig:
         if self.server_url is not None:
             if not isinstance(self.server_url, str):
                 raise TypeError(f"server_url must be a string or None, got {type(self.server_url).__name__}")
-            from .remote.transport import check_server_url
+            from .remote.server_url import check_server_url
 
             try:
                 object.__setattr__(self, "server_url", check_server_url(self.server_url))

@@ -65,8 +65,8 @@ def sync(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+    from ..remote.server_url import check_server_url, display_url
     from ..remote.sync import sync_path
-    from ..remote.transport import check_server_url, display_url
 
     try:
         check_server_url(to)

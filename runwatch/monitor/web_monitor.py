@@ -108,7 +108,7 @@ class WebMonitor(RunReading, MediaLogging):
     def web_url(self) -> str | None:
         """The web interface's base URL (``None`` when it could not listen); in remote mode the server's."""
         if self.config.server_url is not None:
-            from ..remote.transport import display_url
+            from ..remote.server_url import display_url
 
             return display_url(self.config.server_url)
         server = self._web_server

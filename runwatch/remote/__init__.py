@@ -5,5 +5,6 @@
 * :mod:`.sink` — the ``remote`` pipeline sink: events → batches → spool → server;
 * :mod:`.reader` — :class:`RestReader`, the read methods of ``DatabaseManager`` over the REST API;
 * :mod:`.sync` — ``runwatch sync``: a store's runs or a spool, uploaded idempotently;
-* :mod:`.transport` — keep-alive HTTP to the server, and when to try again.
+* :mod:`.server_url` — the server's URL checked, and shown without secrets (requests go through
+  :class:`runwatch.client.HTTPTransport`).
 """

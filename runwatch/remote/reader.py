@@ -29,12 +29,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
+from ..client import HTTPTransport
 from ..exceptions import StoreError, UnknownRunError
 from ..store import queries
 from ..store.queries import frame_from_calls
 from ..store.queries.common import check_metric_names
 from .media_reads import RestMediaReads
-from .transport import HTTPTransport, check_server_url, display_url
+from .server_url import check_server_url, display_url
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,7 +77,7 @@ class RestReader(RestMediaReads):
         timeout: the socket timeout of one request, in seconds.
         before_read: called before each read (``None``: nothing), e.g. to wait
             until what this process sent is delivered.
-        transport: sends one request (default: an :class:`~.transport.HTTPTransport`).
+        transport: sends one request (default: a :class:`runwatch.client.HTTPTransport`).
     """
 
     def __init__(

@@ -2,14 +2,14 @@
 
 One thread per remote sink (or the caller's own thread, for ``runwatch
 sync``) posts each record of its spools to ``POST /api/ingest`` on a
-keep-alive connection (:class:`~.transport.HTTPTransport`) and acknowledges it in the spool
+keep-alive connection (:class:`runwatch.client.HTTPTransport`) and acknowledges it in the spool
 once the server answered:
 
 - ``202`` (stored) or ``200`` (a duplicate: the server had it already, e.g.
   the answer to an earlier try was lost): delivered;
 - no answer, ``5xx``, ``408``, ``425``, ``429``, and ``401``/``403`` (a token
   the server refuses): not stored; the same record is sent again after a
-  capped exponential backoff with jitter (:func:`~.transport.retry_delay`),
+  capped exponential backoff with jitter (:func:`runwatch.client.backoff_delay`),
   for as long as it takes: records wait in the spool, never in memory;
 - ``413`` (a server whose bounds are smaller than this producer's batches):
   the batch is sent in halves, ``<batch_id>.0`` and ``<batch_id>.1`` (each
@@ -31,13 +31,13 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
 
+from ..client import Transport, backoff_delay, is_retryable
 from .spool import Spool, SpoolRecord
-from .transport import is_retryable, retry_delay
 
 __all__ = ["INGEST_PATH", "Answer", "DeliveryStatistics", "SpoolSender"]
 
@@ -47,9 +47,6 @@ logger = logging.getLogger("runwatch.remote")
 INGEST_PATH = "/api/ingest"
 #: The first retry waits about this long; later ones double up to ``retry_max_seconds``.
 RETRY_BASE_SECONDS = 0.05
-
-#: ``transport(method, path, body, headers) -> (status, body)`` (see :class:`~.transport.HTTPTransport`).
-Transport = Callable[[str, str, bytes | None, Mapping[str, str]], tuple[int, bytes]]
 
 
 class Answer(NamedTuple):
@@ -92,7 +89,7 @@ class SpoolSender:
     """Sends the records of its spools, oldest spool first (see the module docs).
 
     Args:
-        transport: sends one request (an :class:`~.transport.HTTPTransport` to the server).
+        transport: sends one request (a :class:`runwatch.client.HTTPTransport` to the server).
         token: the server's bearer token, sent in the ``Authorization`` header.
         retry_max_seconds: the longest wait between two tries of a record.
         on_delivered: called (on the sender's thread) after each record is
@@ -251,7 +248,7 @@ class SpoolSender:
                 return answer
             attempt += 1
             self._retries += 1
-            delay = retry_delay(
+            delay = backoff_delay(
                 attempt - 1, base_seconds=RETRY_BASE_SECONDS, max_seconds=self.retry_max_seconds, jitter=random.random()
             )
             # Read at each try: close() sets the sender's deadline while a send is already retrying.

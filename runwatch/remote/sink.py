@@ -76,13 +76,14 @@ import anyio
 import anyio.to_thread
 from pydantic import Field, SecretStr, field_validator
 
+from ..client import HTTPTransport
 from ..events import RunLifecycle, RunTransition
 from ..pipeline.component import ComponentContext, ServiceKey, Sink
 from ..pipeline.component import Options as BaseOptions
 from ..wire import dumps, event_to_ingest
 from .sender import DeliveryStatistics, SpoolSender
+from .server_url import check_server_url, display_url
 from .spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool, spool_directories
-from .transport import HTTPTransport, check_server_url, display_url
 
 __all__ = ["REMOTE_SINK", "RemoteSink", "default_spool_root"]
 

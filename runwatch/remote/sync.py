@@ -49,14 +49,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
+from ..client import HTTPTransport
 from ..events import HistogramEvent, ImageEvent, LogEvent
 from ..exceptions import StoreError, UnknownRunError
 from ..store.base import STREAMS, RunProgress, Store
 from ..store.sqlite import SQLiteStore
 from ..wire import dumps, event_to_ingest, event_to_wire
 from .sender import Answer, SpoolSender
+from .server_url import check_server_url
 from .spool import Spool, spool_directories
-from .transport import HTTPTransport, check_server_url
 
 __all__ = ["CHUNK_ROWS", "MEDIA_CHUNK_ROWS", "ProgressCallback", "SyncReport", "sync_path", "sync_spool", "sync_store"]
 

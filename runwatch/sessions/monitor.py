@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Self
 from .._version import __version__
 from ..events import LEVELS, AlertEvent, LogEvent, Metric, RunLifecycle, RunTransition, StatePatch
 from ..exceptions import StoreError
-from ..remote.transport import display_url
+from ..remote.server_url import display_url
 from ..session_events import MONITOR_KIND, SESSION_KIND, SYSTEM_RUN_ID, encode_session_tags, session_metadata
 from .alerting import ERROR_RATE, SessionAlerts
 from .health import health_report

@@ -28,9 +28,9 @@ from runwatch.monitor import WebMonitor
 from runwatch.pipeline.component import ComponentContext
 from runwatch.pipeline.runtime import Pipeline
 from runwatch.remote.sender import SpoolSender
+from runwatch.remote.server_url import check_server_url, display_url
 from runwatch.remote.sink import RemoteSink, default_spool_root
 from runwatch.remote.spool import Spool, spool_directories
-from runwatch.remote.transport import check_server_url, display_url
 from runwatch.sinks.sqlite import process_owner
 from runwatch.store.manager import DatabaseManager
 
@@ -348,7 +348,7 @@ def test_the_sender_gives_up_at_its_deadline_and_keeps_the_record(tmp_path: Path
 
 def test_closing_stops_a_send_that_is_already_retrying(tmp_path: Path) -> None:
     """close() ends a send retrying against an absent server by its drain deadline: no thread outlives it."""
-    from runwatch.remote.transport import HTTPTransport
+    from runwatch.client import HTTPTransport
 
     spool = Spool.create(tmp_path / "spool")
     spool.append(b'{"batch_id": "b-0", "events": []}', 0)

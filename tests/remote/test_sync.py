@@ -135,7 +135,7 @@ def test_an_interrupted_upload_resumes_and_stores_each_event_once(tmp_path: Path
     """The network drops after a few batches: that sync is incomplete; the next one finishes, nothing doubled."""
     db = offline_store(tmp_path)
     assert server.web_url is not None
-    from runwatch.remote.transport import HTTPTransport
+    from runwatch.client import HTTPTransport
 
     real = HTTPTransport(server.web_url)
 
