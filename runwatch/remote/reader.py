@@ -34,6 +34,7 @@ from ..exceptions import StoreError, UnknownRunError
 from ..store import queries
 from ..store.queries import frame_from_calls
 from ..store.queries.common import check_metric_names
+from ..wire import number_from_json
 from .media_reads import RestMediaReads
 from .server_url import check_server_url, display_url
 
@@ -57,15 +58,6 @@ def _datetime(text: str | None) -> datetime | None:
 
 def _epoch(text: Any) -> Any:
     return datetime.fromisoformat(text).timestamp() if isinstance(text, str) else text
-
-
-def _number(value: Any) -> Any:
-    """A JSON number back to a float: ``"Infinity"``/``"-Infinity"`` → ±Inf (``null`` stays ``None``)."""
-    if value == "Infinity":
-        return math.inf
-    if value == "-Infinity":
-        return -math.inf
-    return value
 
 
 class RestReader(RestMediaReads):
@@ -185,7 +177,7 @@ class RestReader(RestMediaReads):
             summary[key] = _datetime(summary.get(key))
         for stats in summary.get("metrics", {}).values():
             for key in ("last", "min", "max", "mean"):
-                stats[key] = _number(stats.get(key))
+                stats[key] = number_from_json(stats.get(key))
             if stats.get("last") is None:
                 stats["last"] = math.nan  # a NaN last value travels as null
             if stats.get("mean") is None and stats["count"] > stats["nan_count"]:
@@ -360,14 +352,17 @@ class RestReader(RestMediaReads):
         stats: dict[str, Any] = self._get("/api/session-statistics", {"since": None if since is None else repr(since)})
         for figures in stats.get("metrics", {}).values():
             for name, value in figures.items():
-                figures[name] = _number(value)
+                figures[name] = number_from_json(value)
         return stats
 
     def session_metrics(self, start: float | None, end: float | None) -> list[dict[str, Any]]:
         """As :meth:`runwatch.store.base.Store.session_metrics` (times in epoch seconds), from the server's store."""
         params = {"since": None if start is None else repr(start), "until": None if end is None else repr(end)}
         values = self._get("/api/session-metrics", params)["metrics"]
-        return [{**value, "value": math.nan if value["value"] is None else _number(value["value"])} for value in values]
+        return [
+            {**value, "value": math.nan if value["value"] is None else number_from_json(value["value"])}
+            for value in values
+        ]
 
     def mark_crashed_runs(self) -> list[str]:
         """Nothing to do here: the server judges the runs it stores (its liveness stage). Returns ``[]``."""

@@ -28,14 +28,13 @@ from ..events import (
     merge_state_into,
 )
 from ..store.encode import LIVENESS_STATUS
-from ..wire import event_to_wire, json_number
+from ..wire import NON_FINITE_FROM_JSON, event_to_wire, json_number
 
 __all__ = ["SNAPSHOT_FORMAT", "RunView", "SnapshotBook"]
 
 #: The value of ``format`` in every snapshot.
 SNAPSHOT_FORMAT: Final = "runwatch-snapshot/1"
 _ENDED: Final = frozenset({"completed", "failed"})
-_FROM_WIRE: Final = {"Infinity": math.inf, "-Infinity": -math.inf}
 
 
 class RunView:
@@ -203,8 +202,8 @@ class RunView:
             raw = entry.get("value")
             if raw is None:
                 value = math.nan
-            elif type(raw) is str and raw in _FROM_WIRE:
-                value = _FROM_WIRE[raw]
+            elif type(raw) is str and raw in NON_FINITE_FROM_JSON:
+                value = NON_FINITE_FROM_JSON[raw]
             else:
                 value = _number(raw, f"{where}.value")
             view.metrics[name] = (value, step, _number(entry.get("timestamp"), f"{where}.timestamp"))

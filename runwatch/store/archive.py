@@ -16,6 +16,7 @@ import orjson
 
 from ..events import MAX_TIMESTAMP, Metric
 from ..exceptions import RunwatchError
+from ..wire import NON_FINITE_FROM_JSON
 from ..wire.annotations import check_note, check_tags
 from .export import EXPORT_FORMAT
 from .queries import RUN_STATUSES
@@ -24,7 +25,6 @@ __all__ = [
     "MAX_ARCHIVE_BYTES",
     "MAX_MEMBERS",
     "MAX_RUN_JSON_BYTES",
-    "WIRE_NUMBERS",
     "ArchiveError",
     "ArchiveReader",
     "ProgressCallback",
@@ -47,8 +47,6 @@ MAX_ARCHIVE_BYTES: Final = 8 * 1024**3
 MAX_RUN_JSON_BYTES: Final = 64 * 1024**2
 #: Most members in an archive.
 MAX_MEMBERS: Final = 100_000
-#: The wire's non-finite numbers (docs/protocol.md).
-WIRE_NUMBERS: Final = {"Infinity": math.inf, "-Infinity": -math.inf}
 
 #: ``progress(done, total)``: bytes of the archive's data files processed so far, of the total.
 ProgressCallback = Callable[[int, int], None]
@@ -204,7 +202,10 @@ def parse_run(document: Any, where: str) -> dict[str, Any]:
         "config": field("config", lambda v: isinstance(v, dict), "an object", optional=True),
         "metadata": field("metadata", lambda v: isinstance(v, dict), "an object or null", optional=True),
         "final_reward": field(
-            "final_reward", lambda v: type(v) in (int, float) or v in WIRE_NUMBERS, "a number or null", optional=True
+            "final_reward",
+            lambda v: type(v) in (int, float) or v in NON_FINITE_FROM_JSON,
+            "a number or null",
+            optional=True,
         ),
         "total_steps": field("total_steps", is_count, "a count"),
         "total_episodes": field("total_episodes", is_count, "a count"),
@@ -213,7 +214,7 @@ def parse_run(document: Any, where: str) -> dict[str, Any]:
         "metrics": field("metrics", lambda v: isinstance(v, dict), "an object", optional=True),
     }
     if type(run["final_reward"]) is str:
-        run["final_reward"] = WIRE_NUMBERS[run["final_reward"]]
+        run["final_reward"] = NON_FINITE_FROM_JSON[run["final_reward"]]
     # Tags and note: archives written before runs had them carry neither.
     try:
         run["tags"] = check_tags(document.get("tags") or [])
@@ -230,8 +231,8 @@ def lines_if_any(reader: ArchiveReader, name: str) -> Iterator[tuple[int, Any]]:
 def wire_number(value: Any, what: str) -> float | None:
     if value is None:
         return None
-    if type(value) is str and value in WIRE_NUMBERS:
-        return WIRE_NUMBERS[value]
+    if type(value) is str and value in NON_FINITE_FROM_JSON:
+        return NON_FINITE_FROM_JSON[value]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     raise ValueError(f'{what} must be a number, null, "Infinity" or "-Infinity", got {value!r}')
@@ -308,7 +309,7 @@ def metric_from_line(line: Any, run_id: str, where: str, number: int) -> Metric:
     if not isinstance(line, dict) or not isinstance(line.get("values"), dict) or not line["values"]:
         raise ArchiveError(where, f"{at}: expected an object with non-empty values")
     values = {
-        name: (math.nan if value is None else WIRE_NUMBERS.get(value, value) if type(value) is str else value)
+        name: (math.nan if value is None else NON_FINITE_FROM_JSON.get(value, value) if type(value) is str else value)
         for name, value in line["values"].items()
     }
     ts: Any = line.get("ts")

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import math
 import os
 import re
 import sqlite3
@@ -237,19 +236,12 @@ def _metric_lines(connection: sqlite3.Connection, run_id: str) -> Iterator[bytes
                     "row": seq,
                     "step": step,
                     "ts": time_us / 1e6,
-                    "values": {name: _wire_value(value) for name, value in values},
+                    "values": {name: json_number(value) for name, value in values},
                     "tags": None if tags is None else orjson.loads(tags),
                 }
             )
             + b"\n"
         )
-
-
-def _wire_value(value: Any) -> Any:
-    """A metric value as on the wire: NaN → null, ±Inf → "Infinity"/"-Infinity"."""
-    if type(value) is float and not math.isfinite(value):
-        return None if value != value else ("Infinity" if value > 0 else "-Infinity")
-    return value
 
 
 def _metrics_file(frame: Any) -> tuple[str, bytes]:

@@ -47,12 +47,12 @@ import numpy as np
 
 from ..events import LEVELS, HistogramEvent, ImageEvent, Metric
 from ..exceptions import StoreError
+from ..wire import NON_FINITE_FROM_JSON
 from . import connections, media
 from .archive import (
     MAX_ARCHIVE_BYTES,
     MAX_MEMBERS,
     MAX_RUN_JSON_BYTES,
-    WIRE_NUMBERS,
     ArchiveError,
     ArchiveReader,
     ProgressCallback,
@@ -466,8 +466,8 @@ def _import_histograms(connection: sqlite3.Connection, reader: ArchiveReader, ru
             value = values[key]
             if type(value) is int:  # JSON writes 2.0 as 2.0, but a hand-made archive may say 2
                 values[key] = float(value)
-            elif type(value) is str and value in WIRE_NUMBERS:
-                values[key] = WIRE_NUMBERS[value]
+            elif type(value) is str and value in NON_FINITE_FROM_JSON:
+                values[key] = NON_FINITE_FROM_JSON[value]
         timestamp = values.pop("ts")
         if type(timestamp) is int:
             timestamp = float(timestamp)

@@ -15,9 +15,11 @@ answers it and the path of the bad field.
 from __future__ import annotations
 
 from ..exceptions import WireError as WireError
+from .documents import NON_FINITE_FROM_JSON as NON_FINITE_FROM_JSON
 from .documents import dumps as dumps
 from .documents import json_number as json_number
 from .documents import loads_json as loads_json
+from .documents import number_from_json as number_from_json
 from .documents import parse_document as parse_document
 from .events import alert_fields as alert_fields
 from .events import alert_to_wire as alert_to_wire
@@ -31,6 +33,7 @@ from .ingest import content_digest as content_digest
 from .ingest import parse_ingest_body as parse_ingest_body
 
 __all__ = [
+    "NON_FINITE_FROM_JSON",
     "IngestBody",
     "WireError",
     "alert_fields",
@@ -44,6 +47,7 @@ __all__ = [
     "event_to_wire",
     "json_number",
     "loads_json",
+    "number_from_json",
     "parse_document",
     "parse_ingest_body",
 ]

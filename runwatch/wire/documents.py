@@ -1,7 +1,7 @@
 """JSON documents on the wire: parsing a body, numbers JSON cannot hold, serialising once.
 
 JSON has no NaN or ±Inf: on the wire a NaN is ``null`` and ±Inf are
-``"Infinity"``/``"-Infinity"`` (:func:`json_number`). orjson reads an integer
+``"Infinity"``/``"-Infinity"`` (:func:`json_number`, and back: :func:`number_from_json`). orjson reads an integer
 literal past 64 bits as a float, so :func:`loads_json` refuses those instead
 of storing ``10**30`` as ``1e30`` without a word.
 """
@@ -9,6 +9,7 @@ of storing ``10**30`` as ``1e30`` without a word.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any, Final
 
 import orjson
@@ -16,7 +17,16 @@ import orjson
 from .._payload import INT64_MIN
 from ..exceptions import WireError
 
-__all__ = ["UINT64_MAX", "dumps", "json_number", "json_type", "loads_json", "parse_document"]
+__all__ = [
+    "NON_FINITE_FROM_JSON",
+    "UINT64_MAX",
+    "dumps",
+    "json_number",
+    "json_type",
+    "loads_json",
+    "number_from_json",
+    "parse_document",
+]
 
 #: Integers beyond this are refused (beyond int64 too, later, naming the field).
 UINT64_MAX: Final = 2**64 - 1
@@ -24,6 +34,8 @@ UINT64_MAX: Final = 2**64 - 1
 # (a regex tries up to 20 digits at each digit of a body full of timestamps: 15x slower).
 _DIGITS_AS_ZEROS: Final = bytes(0x30 if 0x30 <= byte <= 0x39 else 0x20 for byte in range(256))
 _TWENTY_ZEROS: Final = b"0" * 20
+#: JSON's stand-ins for ±Inf, back to floats (NaN is ``null``, which each reader takes in its own way).
+NON_FINITE_FROM_JSON: Final = {"Infinity": math.inf, "-Infinity": -math.inf}
 
 
 def json_number(value: float | None) -> float | str | None:
@@ -33,6 +45,11 @@ def json_number(value: float | None) -> float | str | None:
     if value != value:
         return None
     return "Infinity" if value > 0 else "-Infinity"
+
+
+def number_from_json(value: Any) -> Any:
+    """``"Infinity"``/``"-Infinity"`` back to ±Inf; any other value as it is (``null`` stays ``None``)."""
+    return NON_FINITE_FROM_JSON.get(value, value) if type(value) is str else value
 
 
 def loads_json(body: bytes) -> Any:
