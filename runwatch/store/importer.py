@@ -53,6 +53,7 @@ from ..events import LEVELS, MAX_TIMESTAMP, HistogramEvent, ImageEvent, Metric
 from ..exceptions import RunwatchError, StoreError
 from ..wire.annotations import check_note, check_tags
 from . import connections, media
+from .backends import is_postgres_url
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -128,6 +129,10 @@ def import_run(
     """
     if rename is not None and (type(rename) is not str or not rename.strip()):
         raise ValueError(f"rename must be a non-empty run id, got {rename!r}")
+    if is_postgres_url(db_path):
+        from .postgres.transfer import import_run as import_into_postgres
+
+        return import_into_postgres(db_path, Path(zip_path), rename=rename, progress=progress)
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise FileNotFoundError(f"no such file: {str(zip_path)!r}")

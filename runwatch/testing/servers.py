@@ -451,6 +451,13 @@ class PostgresServer:
         self.stop(mode)
         self.start()
 
+    def create_database(self, name: str) -> str:
+        """Create an empty database ``name`` (letters, digits, ``_``); returns its DSN."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"name: letters, digits and '_' only, got {name!r}")
+        _create_database(self, name)
+        return f"postgresql://{self.role}@127.0.0.1:{self.port}/{name}"
+
     def _reap(self) -> None:
         self.process = None
         if self._log_file is not None:
@@ -485,10 +492,10 @@ def open_postgres(*, fsync: bool = True, settings: dict[str, str] | None = None)
         yield server
 
 
-def _create_database(server: PostgresServer) -> None:
+def _create_database(server: PostgresServer, name: str | None = None) -> None:
     address = ["-h", "127.0.0.1", "-p", str(server.port), "-U", server.role]
     result = subprocess.run(
-        [str(postgres_bin_dir() / "createdb"), *address, server.database],
+        [str(postgres_bin_dir() / "createdb"), *address, name or server.database],
         capture_output=True,
         timeout=READY_TIMEOUT_SECONDS,
         check=False,

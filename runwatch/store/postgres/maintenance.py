@@ -1,0 +1,443 @@
+"""Maintenance of a PostgreSQL store: retention, downsampling, crash repair, snapshots, sizes.
+
+The same jobs, rules and counters as the SQLite store's
+(:mod:`runwatch.store.lifecycle`, :mod:`runwatch.store.downsample`): a run
+is old when it is not active and its last sign of life is before the
+cutoff, and goes with every row of it; downsampling replaces whole buckets
+of an inactive run's old metric rows by rollups. The passes work in short
+transactions of at most ``batch_rows`` rows, so a long cleanup never holds
+locks long; PostgreSQL locks rows, not the store, so writers of other runs
+never wait for them at all.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import Any, Final
+
+import asyncpg
+import orjson
+
+from ...exceptions import StoreError, UnknownRunError
+from ..base import MaintenancePass
+from ..downsample import ROLLUP_COLUMNS
+from ..lifecycle import ACTIVE_SQL, check_cutoff, check_positive_int
+from ..queries import check_run_id
+from ..queries.runs import _parse_owner, _process_alive
+from ..session_layout import MONITOR_KIND, SESSION_KIND
+from .schema import current_version
+
+__all__ = [
+    "CleanupPass",
+    "DownsamplePass",
+    "count_old_data",
+    "forget_ingested_batches",
+    "mark_crashed_runs",
+    "metric_rollups",
+    "remove_old_sessions",
+    "save_snapshots",
+    "store_info",
+]
+
+# A run is old when inactive and its last sign of life is before $cutoff (GREATEST skips NULLs).
+_OLD_RUN: Final = f"status NOT IN ({ACTIVE_SQL}) AND GREATEST(end_time, updated_at, last_heartbeat) < $1"
+
+# The tables holding a run's rows, in the order a cleanup empties them:
+# metric_stats last, so a run cut short by an error still shows its summary.
+_RUN_TABLES: Final = ("metric_rows", "metric_rollups", "events", "state_history", "metric_stats", "snapshots")
+
+# One chunk of a run's rows ($1: run, $2: how many).
+_DELETE_CHUNK: Final = {
+    "metric_rows": "DELETE FROM metric_rows WHERE run = $1 AND row IN"
+    " (SELECT row FROM metric_rows WHERE run = $1 LIMIT $2)",
+    "metric_rollups": "DELETE FROM metric_rollups WHERE run = $1 AND (name, first_row) IN"
+    " (SELECT name, first_row FROM metric_rollups WHERE run = $1 LIMIT $2)",
+    "events": "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE run = $1 LIMIT $2)",
+    "state_history": "DELETE FROM state_history WHERE id IN (SELECT id FROM state_history WHERE run = $1 LIMIT $2)",
+    "metric_stats": "DELETE FROM metric_stats WHERE run = $1 AND name IN"
+    " (SELECT name FROM metric_stats WHERE run = $1 LIMIT $2)",
+    "snapshots": "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE run = $1 LIMIT $2)",
+}
+
+
+def _row_count(status: str) -> int:
+    """The row count in a command status (``"DELETE 12"``, ``"INSERT 0 3"``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
+async def _existing_tables(connection: asyncpg.Connection, names: tuple[str, ...]) -> tuple[str, ...]:
+    present = {
+        row[0]
+        for row in await connection.fetch(
+            "SELECT c.relname FROM pg_class c WHERE c.relkind = 'r' AND c.relname = ANY($1::text[])"
+            " AND pg_table_is_visible(c.oid)",
+            list(names),
+        )
+    }
+    return tuple(name for name in names if name in present)
+
+
+async def count_old_data(connection: asyncpg.Connection, older_than: float) -> int:
+    """How many records a cleanup at ``older_than`` would remove now: the old runs plus all their rows."""
+    cutoff = check_cutoff(older_than)
+    tables = await _existing_tables(connection, _RUN_TABLES)
+    per_run = " + ".join(f"(SELECT count(*) FROM {table} WHERE run = r.id)" for table in tables)
+    row = await connection.fetchrow(
+        f"SELECT count(*), COALESCE(sum({per_run or '0'}), 0) FROM runs AS r WHERE {_OLD_RUN}", cutoff
+    )
+    return int(row[0]) + int(row[1])
+
+
+class CleanupPass(MaintenancePass):
+    """Removes the old runs and their rows, one short transaction per :meth:`step` (as the SQLite store's).
+
+    Args:
+        older_than: the cutoff, epoch seconds.
+        batch_rows: the most rows removed per transaction.
+    """
+
+    def __init__(self, older_than: float, *, batch_rows: int) -> None:
+        self.older_than = check_cutoff(older_than)
+        self.batch_rows = check_positive_int("batch_rows", batch_rows)
+        self.removed_records = 0
+        self.removed_runs = 0
+        self._after = 0
+        self._run: int | None = None
+        self._tables: tuple[str, ...] | None = None
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def counters(self) -> dict[str, int]:
+        return {"removed_records": self.removed_records, "removed_runs": self.removed_runs}
+
+    async def step(self, connection: asyncpg.Connection) -> bool:
+        """Remove up to ``batch_rows`` rows in one transaction; ``False`` once no old run is left."""
+        if self._done:
+            return False
+        if self._tables is None:
+            self._tables = await _existing_tables(connection, _RUN_TABLES)
+        if self._run is None:
+            found = await connection.fetchval(
+                f"SELECT id FROM runs WHERE id > $2 AND {_OLD_RUN} ORDER BY id LIMIT 1", self.older_than, self._after
+            )
+            if found is None:
+                self._done = True
+                return False
+            self._run = int(found)
+        run = self._run
+        async with connection.transaction():
+            # Locked and re-checked: a run resumed meanwhile keeps what is left of it.
+            still_old = await connection.fetchval(
+                f"SELECT 1 FROM runs WHERE id = $2 AND {_OLD_RUN} FOR UPDATE", self.older_than, run
+            )
+            if still_old is None:
+                self._next_run(run)
+                return True
+            budget = self.batch_rows
+            for table in self._tables:
+                removed = _row_count(await connection.execute(_DELETE_CHUNK[table], run, budget))
+                self.removed_records += removed
+                budget -= removed
+                if budget <= 0:
+                    break
+            else:  # every table had fewer rows left than allowed: the run is empty
+                self.removed_records += _row_count(await connection.execute("DELETE FROM runs WHERE id = $1", run))
+                self.removed_runs += 1
+                self._next_run(run)
+        return True
+
+    def _next_run(self, run: int) -> None:
+        self._after = run
+        self._run = None
+
+
+async def forget_ingested_batches(connection: asyncpg.Connection, older_than: float, *, batch_rows: int) -> int:
+    """Delete the ids of batches ingested before ``older_than``, ``batch_rows`` per transaction; how many."""
+    forgotten = 0
+    while True:
+        removed = _row_count(
+            await connection.execute(
+                "DELETE FROM ingest_batches WHERE (scope, batch_id) IN"
+                " (SELECT scope, batch_id FROM ingest_batches WHERE received_at < $1 LIMIT $2)",
+                older_than,
+                batch_rows,
+            )
+        )
+        forgotten += removed
+        if removed < batch_rows:
+            return forgotten
+
+
+# One rollup row per (bucket, metric) of the calls run $1 logged in rows $2..$3, $4 calls a bucket.
+# A stored value is a JSON number, null (NaN: skipped by min/max/avg) or "inf"/"-inf".
+_INSERT_ROLLUPS: Final = """
+INSERT INTO metric_rollups
+    (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts, count, nan_count, min, max, mean)
+SELECT $1, name, min(row), max(row), min(step), max(step), min(ts), max(ts),
+       count(*), count(*) - count(x), min(x), max(x), NULLIF(avg(x), 'NaN')
+FROM (
+    SELECT c.bucket, c.row, c.step, c.ts, kv.name,
+           CASE jsonb_typeof(kv.value)
+               WHEN 'null' THEN NULL
+               WHEN 'string' THEN (CASE kv.value #>> '{}' WHEN 'inf' THEN 'Infinity'::float8
+                                                         ELSE '-Infinity'::float8 END)
+               ELSE (kv.value #>> '{}')::float8 END AS x
+    FROM (
+        SELECT row, step, ts, keyset, vals, (row_number() OVER (ORDER BY row) - 1) / $4 AS bucket
+        FROM metric_rows WHERE run = $1 AND row BETWEEN $2 AND $3
+    ) AS c
+    JOIN metric_keysets AS ks ON ks.id = c.keyset
+    CROSS JOIN LATERAL ROWS FROM (jsonb_array_elements_text(ks.names::jsonb), jsonb_array_elements(c.vals::jsonb))
+        AS kv(name, value)
+) AS cells
+GROUP BY bucket, name
+"""
+
+
+class DownsamplePass(MaintenancePass):
+    """Replaces the old metric rows of inactive runs by rollups (as the SQLite store's, see
+    :class:`runwatch.store.downsample.DownsamplePass`), one transaction per :meth:`step`."""
+
+    def __init__(self, older_than: float, *, bucket_rows: int, batch_rows: int) -> None:
+        self.older_than = check_cutoff(older_than)
+        self.bucket_rows = check_positive_int("bucket_rows", bucket_rows, 2)
+        check_positive_int("batch_rows", batch_rows)
+        self.chunk_rows = max(1, batch_rows // bucket_rows) * bucket_rows
+        self.removed_rows = 0
+        self.written_rollups = 0
+        self._after = 0
+        self._run: int | None = None
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def counters(self) -> dict[str, int]:
+        return {"downsampled_rows": self.removed_rows, "written_rollups": self.written_rollups}
+
+    async def step(self, connection: asyncpg.Connection) -> bool:
+        """Replace up to one chunk of old rows of one run in one transaction; ``False`` once done."""
+        if self._done:
+            return False
+        if self._run is None:
+            found = await connection.fetchval(
+                f"SELECT id FROM runs WHERE id > $2 AND status NOT IN ({ACTIVE_SQL})"
+                " AND (SELECT ts FROM metric_rows WHERE run = runs.id ORDER BY row LIMIT 1) < $1"
+                " ORDER BY id LIMIT 1",
+                self.older_than,
+                self._after,
+            )
+            if found is None:
+                self._done = True
+                return False
+            self._run = int(found)
+        run = self._run
+        async with connection.transaction():
+            active = await connection.fetchval(
+                f"SELECT 1 FROM runs WHERE id = $1 AND status IN ({ACTIVE_SQL}) FOR UPDATE", run
+            )
+            taken = None if active else await self._old_chunk(connection, run)
+            if taken is None:
+                self._after, self._run = run, None
+                return True
+            lo, hi = taken
+            status = await connection.execute(_INSERT_ROLLUPS, run, lo, hi, self.bucket_rows)
+            self.written_rollups += _row_count(status)  # "INSERT 0 n"
+            self.removed_rows += _row_count(
+                await connection.execute(
+                    "DELETE FROM metric_rows WHERE run = $1 AND row BETWEEN $2 AND $3", run, lo, hi
+                )
+            )
+        return True
+
+    async def _old_chunk(self, connection: asyncpg.Connection, run: int) -> tuple[int, int] | None:
+        rows = await connection.fetch(
+            "SELECT row, ts FROM metric_rows WHERE run = $1 ORDER BY row LIMIT $2", run, self.chunk_rows + 1
+        )
+        old = 0
+        for row in rows:
+            if row["ts"] >= self.older_than:
+                break
+            old += 1
+        if old == len(rows) and old <= self.chunk_rows:
+            taken = old  # the run's last rows: a short last bucket is fine
+        else:
+            taken = min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
+        if taken == 0:
+            return None
+        return int(rows[0]["row"]), int(rows[taken - 1]["row"])
+
+
+async def metric_rollups(
+    connection: asyncpg.Connection, run_id: str, metric_names: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """See :func:`runwatch.store.downsample.metric_rollups`."""
+    check_run_id(run_id)
+    if metric_names is not None and (
+        isinstance(metric_names, str) or not all(type(name) is str for name in metric_names)
+    ):
+        raise TypeError(f"metric_names must be a list of strings or None, got {metric_names!r}")
+    run = await connection.fetchval("SELECT id FROM runs WHERE run_id = $1", run_id)
+    if run is None:
+        raise UnknownRunError(run_id)
+    sql = f"SELECT {', '.join(ROLLUP_COLUMNS)} FROM metric_rollups WHERE run = $1"
+    params: list[Any] = [run]
+    if metric_names is not None:
+        sql += " AND name = ANY($2::text[])"
+        params.append(metric_names)
+    rows = await connection.fetch(sql + " ORDER BY name, first_row", *params)
+    return [dict(row) for row in rows]
+
+
+async def mark_crashed_runs(connection: asyncpg.Connection, host: str | None) -> list[str]:
+    """See :func:`runwatch.store.queries.mark_crashed_runs` (one transaction; rows locked and re-checked)."""
+    this_host = socket.gethostname() if host is None else host
+    crashed: list[str] = []
+    async with connection.transaction():
+        candidates = await connection.fetch(
+            "SELECT id, run_id, status, owner, GREATEST(last_heartbeat, updated_at) AS last_seen FROM runs"
+            " WHERE status IN ('running', 'paused') AND owner IS NOT NULL ORDER BY id FOR UPDATE"
+        )
+        detected_at = time.time()
+        events = []
+        for run, run_id, status, owner, last_seen in candidates:
+            parsed = _parse_owner(owner)
+            if parsed is None or parsed[0] != this_host:
+                continue
+            _, pid, create_time = parsed
+            if _process_alive(pid, create_time):
+                continue
+            await connection.execute("UPDATE runs SET status = 'crashed', end_time = $2 WHERE id = $1", run, last_seen)
+            data = {
+                "status": "crashed",
+                "previous_status": status,
+                "reason": f"owner process {pid} on {this_host} is gone",
+                "owner": owner,
+                "detected_at": detected_at,
+            }
+            events.append((run, last_seen, "lifecycle", "run_crashed", "error", orjson.dumps(data).decode()))
+            crashed.append(run_id)
+        if events:
+            await connection.executemany(
+                "INSERT INTO events (run, ts, kind, type, level, data) VALUES ($1, $2, $3, $4, $5, $6)", events
+            )
+    return crashed
+
+
+async def remove_old_sessions(connection: asyncpg.Connection, cutoff: float) -> dict[str, int]:
+    """See :func:`runwatch.store.queries.sessions.remove_old_sessions` (one transaction)."""
+    runs = f"SELECT id FROM runs WHERE kind IN ('{SESSION_KIND}', '{MONITOR_KIND}')"
+    async with connection.transaction():
+        ended = [
+            row[0]
+            for row in await connection.fetch(
+                f"SELECT id FROM runs WHERE kind = '{SESSION_KIND}' AND status IN ('completed', 'failed', 'crashed')"
+                " AND COALESCE(end_time, updated_at) < $1 AND updated_at < $1",
+                cutoff,
+            )
+        ]
+        counts = {
+            table: _row_count(
+                await connection.execute(f"DELETE FROM {table} WHERE ts < $1 AND run IN ({runs})", cutoff)
+            )
+            for table in ("metric_rows", "events", "state_history")
+        }
+        if ended:
+            for table in _RUN_TABLES:
+                await connection.execute(f"DELETE FROM {table} WHERE run = ANY($1::bigint[])", ended)
+            await connection.execute("DELETE FROM runs WHERE id = ANY($1::bigint[])", ended)
+        counts["sessions"] = len(ended)
+    return counts
+
+
+async def save_snapshots(
+    connection: asyncpg.Connection, snapshots: list[tuple[str, bytes]], taken_at: float, max_snapshots: int
+) -> tuple[list[str], int]:
+    """See :func:`runwatch.store.queries.snapshots.save_snapshot_rows` (one transaction)."""
+    if await current_version(connection) == 0:
+        return [], 0
+    async with connection.transaction():
+        rows = await connection.fetch(
+            "SELECT run_id, id FROM runs WHERE run_id = ANY($1::text[])", [run_id for run_id, _ in snapshots]
+        )
+        ids = {row["run_id"]: row["id"] for row in rows}
+        found = [(run_id, data) for run_id, data in snapshots if run_id in ids]
+        if not found:
+            return [], 0
+        await connection.executemany(
+            "INSERT INTO snapshots (run, ts, data) VALUES ($1, $2, $3)",
+            [(ids[run_id], taken_at, data.decode()) for run_id, data in found],
+        )
+        rotated = 0
+        for run_id, _ in found:
+            rotated += _row_count(
+                await connection.execute(
+                    "DELETE FROM snapshots WHERE run = $1 AND id NOT IN"
+                    " (SELECT id FROM snapshots WHERE run = $1 ORDER BY ts DESC, id DESC LIMIT $2)",
+                    ids[run_id],
+                    max_snapshots,
+                )
+            )
+    return [run_id for run_id, _ in found], rotated
+
+
+_TABLES: Final = (
+    "runs",
+    "metric_keysets",
+    "metric_rows",
+    "metric_stats",
+    "events",
+    "state_history",
+    "meta",
+    "ingest_batches",
+    "partition_owners",
+    "metric_rollups",
+    "snapshots",
+)
+
+
+async def store_info(connection: asyncpg.Connection, location: str) -> dict[str, Any]:
+    """``location``, ``size_bytes`` (the database), ``schema_version``, ``server_version`` and
+    ``tables`` (row counts of runwatch's tables)."""
+    version = await current_version(connection)
+    tables = {
+        name: int(await connection.fetchval(f"SELECT count(*) FROM {name}"))
+        for name in await _existing_tables(connection, _TABLES)
+    }
+    return {
+        "path": location,
+        "size_bytes": int(await connection.fetchval("SELECT pg_database_size(current_database())")),
+        "schema_version": version,
+        "server_version": await connection.fetchval("SHOW server_version"),
+        "tables": tables,
+    }
+
+
+async def optimize(connection: asyncpg.Connection) -> dict[str, Any]:
+    """``VACUUM (ANALYZE)`` of runwatch's tables: dead rows' space reused, the planner's statistics fresh.
+
+    Returns the database's size before and after (``size_bytes_before``,
+    ``size_bytes_after``; a plain ``VACUUM`` keeps the files' size and marks
+    the space reusable) and ``seconds``.
+    """
+    started = time.perf_counter()
+    before = int(await connection.fetchval("SELECT pg_database_size(current_database())"))
+    for name in await _existing_tables(connection, _TABLES):
+        await connection.execute(f"VACUUM (ANALYZE) {name}")
+    return {
+        "size_bytes_before": before,
+        "size_bytes_after": int(await connection.fetchval("SELECT pg_database_size(current_database())")),
+        "vacuum": "vacuum_analyze",
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def check_store_created(version: int, location: str) -> None:
+    """Raise :class:`StoreError` when the store has no schema."""
+    if version == 0:
+        raise StoreError(f"no runwatch store in {location!r}; call init_database() to create it")

@@ -1,0 +1,267 @@
+"""The PostgreSQL schema and its migrations: the SQLite store's tables and versions, in PostgreSQL's types.
+
+Every table of :mod:`runwatch.store.schema` exists here with the same columns
+and meaning, so the two stores hold the same data and the reads shape it the
+same way: times are ``double precision`` epoch seconds, JSON documents are
+``text`` (kept byte for byte as written, as in SQLite), a logging call's
+values are a JSON array (``null`` = NaN, ``"inf"``/``"-inf"`` = ±Inf) in its
+key set's order. The versions are the SQLite store's, step by step, so
+``schema_version()`` and ``migrate()`` mean the same on both:
+
+1. runs, metric key sets, metric rows, metric statistics, events, state
+   history, meta. A run's metric rows are numbered per run
+   (``runs.next_row``), not store-wide: one run is only ever written by one
+   writer at a time, so writers of different runs never wait for each other.
+2. ``ingest_batches``; and ``partition_owners``, the fencing tokens and last
+   committed stream sequence of the scale-out bus's partitions
+   (docs/scale.md), written in the same transactions as the batches.
+3. ``metric_rollups``.
+4. ``snapshots``.
+5. nothing to do: ``double precision`` keeps the sign of zero (SQLite's REAL
+   column needed a rebuild for it).
+6. ``ingest_batches`` scoped per run, with a content digest.
+
+The version is the one row of ``runwatch_schema``. Each step runs in its own
+transaction with its version bump, under an advisory lock, so processes
+preparing the same empty database at once (a serve node and a worker) never
+run a step twice.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+
+from ..schema import MIGRATIONS as SQLITE_MIGRATIONS
+from ..schema import SCHEMA_VERSION, Migration
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "migrate"]
+
+#: The advisory lock every migration step takes (any constant; runwatch's alone in its database).
+_MIGRATION_LOCK: Final = 0x72756E77  # "runw"
+
+_SCALAR = "double precision"
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        SQLITE_MIGRATIONS[0].description,
+        up=(
+            f"""CREATE TABLE runs (
+                id bigserial PRIMARY KEY,
+                run_id text NOT NULL UNIQUE,
+                kind text NOT NULL DEFAULT 'training',
+                status text NOT NULL DEFAULT 'running',
+                start_time {_SCALAR} NOT NULL,
+                end_time {_SCALAR},
+                updated_at {_SCALAR} NOT NULL,
+                last_heartbeat {_SCALAR},
+                config text,
+                metadata text,
+                final_reward {_SCALAR},
+                total_steps bigint NOT NULL DEFAULT 0,
+                total_episodes bigint NOT NULL DEFAULT 0,
+                state text NOT NULL DEFAULT '{{}}',
+                owner text,
+                next_row bigint NOT NULL DEFAULT 0
+            )""",
+            "CREATE INDEX runs_status ON runs (status, start_time)",
+            "CREATE INDEX runs_start ON runs (start_time)",
+            "CREATE TABLE metric_keysets (id bigserial PRIMARY KEY, names text NOT NULL UNIQUE)",
+            f"""CREATE TABLE metric_rows (
+                run bigint NOT NULL,
+                row bigint NOT NULL,
+                step bigint,
+                ts {_SCALAR} NOT NULL,
+                keyset bigint NOT NULL,
+                vals text NOT NULL,
+                tags text,
+                PRIMARY KEY (run, row)
+            )""",
+            f"""CREATE TABLE metric_stats (
+                run bigint NOT NULL,
+                name text NOT NULL,
+                count bigint NOT NULL,
+                nan_count bigint NOT NULL,
+                sum {_SCALAR},
+                min {_SCALAR},
+                max {_SCALAR},
+                last {_SCALAR},
+                last_ts {_SCALAR},
+                last_step bigint,
+                PRIMARY KEY (run, name)
+            )""",
+            f"""CREATE TABLE events (
+                id bigserial PRIMARY KEY,
+                run bigint NOT NULL,
+                ts {_SCALAR} NOT NULL,
+                kind text NOT NULL,
+                type text NOT NULL,
+                level text NOT NULL,
+                data text NOT NULL
+            )""",
+            "CREATE INDEX events_run_ts ON events (run, ts)",
+            "CREATE INDEX events_run_type ON events (run, type, ts)",
+            "CREATE INDEX events_kind ON events (kind, id)",
+            f"""CREATE TABLE state_history (
+                id bigserial PRIMARY KEY,
+                run bigint NOT NULL,
+                ts {_SCALAR} NOT NULL,
+                patch text NOT NULL
+            )""",
+            "CREATE INDEX state_history_run ON state_history (run, ts)",
+            "CREATE TABLE meta (key text PRIMARY KEY, value text)",
+        ),
+        down=(
+            "DROP TABLE meta",
+            "DROP TABLE state_history",
+            "DROP TABLE events",
+            "DROP TABLE metric_stats",
+            "DROP TABLE metric_rows",
+            "DROP TABLE metric_keysets",
+            "DROP TABLE runs",
+        ),
+    ),
+    Migration(
+        2,
+        SQLITE_MIGRATIONS[1].description + "; partition owners of the scale-out bus, for fencing",
+        up=(
+            f"""CREATE TABLE ingest_batches (
+                batch_id text PRIMARY KEY,
+                received_at {_SCALAR} NOT NULL,
+                events bigint NOT NULL
+            )""",
+            # One row per partition of the bus: the newest owner's fencing token (its lease's
+            # revision), the last stream sequence committed, and what its stages need to resume.
+            """CREATE TABLE partition_owners (
+                partition integer PRIMARY KEY,
+                token bigint NOT NULL,
+                owner text NOT NULL,
+                committed_seq bigint NOT NULL DEFAULT 0,
+                state text
+            )""",
+        ),
+        down=("DROP TABLE partition_owners", "DROP TABLE ingest_batches"),
+    ),
+    Migration(
+        3,
+        SQLITE_MIGRATIONS[2].description,
+        up=(
+            f"""CREATE TABLE metric_rollups (
+                run bigint NOT NULL,
+                name text NOT NULL,
+                first_row bigint NOT NULL,
+                last_row bigint NOT NULL,
+                first_step bigint,
+                last_step bigint,
+                start_ts {_SCALAR} NOT NULL,
+                end_ts {_SCALAR} NOT NULL,
+                count bigint NOT NULL,
+                nan_count bigint NOT NULL,
+                min {_SCALAR},
+                max {_SCALAR},
+                mean {_SCALAR},
+                PRIMARY KEY (run, name, first_row)
+            )""",
+        ),
+        down=("DROP TABLE metric_rollups",),
+    ),
+    Migration(
+        4,
+        SQLITE_MIGRATIONS[3].description,
+        up=(
+            f"""CREATE TABLE snapshots (
+                id bigserial PRIMARY KEY,
+                run bigint NOT NULL,
+                ts {_SCALAR} NOT NULL,
+                data text NOT NULL
+            )""",
+            "CREATE INDEX snapshots_run_ts ON snapshots (run, ts)",
+        ),
+        down=("DROP TABLE snapshots",),
+    ),
+    # double precision keeps -0.0 as it is: no table to rebuild.
+    Migration(5, SQLITE_MIGRATIONS[4].description, up=(), down=()),
+    Migration(
+        6,
+        SQLITE_MIGRATIONS[5].description,
+        up=(
+            f"""CREATE TABLE ingest_batches_scoped (
+                scope text NOT NULL,
+                batch_id text NOT NULL,
+                digest text,
+                received_at {_SCALAR} NOT NULL,
+                events bigint NOT NULL,
+                PRIMARY KEY (scope, batch_id)
+            )""",
+            "INSERT INTO ingest_batches_scoped (scope, batch_id, digest, received_at, events)"
+            " SELECT '', batch_id, NULL, received_at, events FROM ingest_batches",
+            "DROP TABLE ingest_batches",
+            "ALTER TABLE ingest_batches_scoped RENAME TO ingest_batches",
+            "ALTER INDEX ingest_batches_scoped_pkey RENAME TO ingest_batches_pkey",
+        ),
+        down=(
+            f"""CREATE TABLE ingest_batches_unscoped (
+                batch_id text PRIMARY KEY,
+                received_at {_SCALAR} NOT NULL,
+                events bigint NOT NULL
+            )""",
+            "INSERT INTO ingest_batches_unscoped (batch_id, received_at, events)"
+            " SELECT batch_id, received_at, events FROM ingest_batches ORDER BY received_at"
+            " ON CONFLICT (batch_id) DO NOTHING",
+            "DROP TABLE ingest_batches",
+            "ALTER TABLE ingest_batches_unscoped RENAME TO ingest_batches",
+            "ALTER INDEX ingest_batches_unscoped_pkey RENAME TO ingest_batches_pkey",
+        ),
+    ),
+)
+
+if len(MIGRATIONS) != SCHEMA_VERSION:  # the versions must mean the same on both stores
+    raise ImportError(f"the PostgreSQL schema has {len(MIGRATIONS)} versions, the SQLite schema {SCHEMA_VERSION}")
+
+
+async def current_version(connection: asyncpg.Connection) -> int:
+    """The schema version of the store (0 for a database runwatch never prepared)."""
+    if await connection.fetchval("SELECT to_regclass('runwatch_schema')") is None:
+        return 0
+    version = await connection.fetchval("SELECT version FROM runwatch_schema")
+    return int(version or 0)
+
+
+async def migrate(connection: asyncpg.Connection, target_version: int | None = None) -> list[int]:
+    """Step the schema up or down to ``target_version`` (default: the newest); the versions passed.
+
+    Raises:
+        ValueError: ``target_version`` is not between 0 and :data:`SCHEMA_VERSION`,
+            or the store is newer than this code.
+    """
+    target = SCHEMA_VERSION if target_version is None else target_version
+    if type(target) is not int or not 0 <= target <= SCHEMA_VERSION:
+        raise ValueError(f"target_version must be an integer from 0 to {SCHEMA_VERSION}, got {target_version!r}")
+    passed: list[int] = []
+    while True:
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            await connection.execute("CREATE TABLE IF NOT EXISTS runwatch_schema (version integer NOT NULL)")
+            version = await connection.fetchval("SELECT version FROM runwatch_schema")
+            if version is None:
+                await connection.execute("INSERT INTO runwatch_schema (version) VALUES (0)")
+                version = 0
+            if version > SCHEMA_VERSION:
+                raise ValueError(
+                    f"the store has schema version {version}, newer than this runwatch ({SCHEMA_VERSION});"
+                    " upgrade runwatch"
+                )
+            if version == target:
+                return passed
+            if version < target:
+                step = MIGRATIONS[version]
+                statements, new_version = step.up, step.version
+            else:
+                step = MIGRATIONS[version - 1]
+                statements, new_version = step.down, step.version - 1
+            for statement in statements:
+                await connection.execute(statement)
+            await connection.execute("UPDATE runwatch_schema SET version = $1", new_version)
+        passed.append(new_version)

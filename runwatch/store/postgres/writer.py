@@ -1,0 +1,464 @@
+"""The PostgreSQL store's one write path: each batch the store sink hands over, in one transaction.
+
+:class:`PostgresWriter` owns one asyncpg connection on the pipeline's event
+loop. A transaction, in order:
+
+1. **Fencing** (when a :class:`FenceProvider` is set: the scale-out worker's
+   bus source). For each partition of the bus the batch touches, ``UPDATE
+   partition_owners SET token = $t, committed_seq = … WHERE partition = $p
+   AND token <= $t``: the row lock orders this transaction against a
+   takeover, and a writer whose lease was taken over (a newer token is
+   stored) matches nothing. Its events for that partition are then left out
+   (counted ``fenced_out``: the partition's new owner stores them) and the
+   transaction starts again without them.
+2. **Batch keys.** Each ingest receipt claims its key with ``INSERT … ON
+   CONFLICT DO NOTHING RETURNING``; the events of a batch whose key was
+   already stored (a redelivered message, a producer's retry after the
+   bus's duplicate window) are left out, so nothing is stored twice. A
+   receipt closes the events sent before it since the previous receipt (the
+   bus source sends each message as its events followed by its receipt).
+3. The rows: runs created as needed, key sets interned, metric rows,
+   events and state patches with ``COPY`` (binary), metric statistics and
+   run updates with one set-based statement each (``unnest``). The same
+   :class:`~runwatch.store.encode.BatchEncoder` as the SQLite store's
+   encodes them, so both stores hold the same values.
+
+A run's metric rows are numbered per run from ``runs.next_row``, taken in
+the transaction that writes them (one writer per run at a time: a pipeline's
+sink, or a partition's owner).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any, Final, NamedTuple, Protocol
+
+import anyio
+import asyncpg
+import orjson
+
+from ...events import IngestReceipt
+from ...exceptions import StoreUnavailable
+from ..base import StoreWriter
+from ..encode import BatchEncoder, EncodedBatch, dumps, encode_metric_rows, runs_with_state_patches
+from .connection import connect, redact_dsn, store_trouble
+from .schema import migrate
+
+__all__ = ["Fence", "FenceProvider", "PostgresWriter"]
+
+
+class Fence(NamedTuple):
+    """What a transaction writing part of one bus partition must prove first.
+
+    Attributes:
+        partition: the partition.
+        token: the writer's fencing token for it (its lease's latest revision).
+        owner: the writer's name, recorded with the token.
+        committed_seq: the highest stream sequence of the partition the
+            transaction's batches came from (``None``: none; the stored one stays).
+        run_ids: the runs of the batch in this partition: what is left out when
+            the fence does not hold.
+    """
+
+    partition: int
+    token: int
+    owner: str
+    committed_seq: int | None
+    run_ids: frozenset[str]
+
+
+class FenceProvider(Protocol):
+    """Gives the fences of a batch (implemented by the bus source of a worker)."""
+
+    def fences(self, batch: Sequence[Any]) -> list[Fence]:
+        """The fences covering every event of ``batch``, one per partition and token."""
+
+
+_UPDATE_RUNS: Final = """
+UPDATE runs SET
+    status = CASE
+        WHEN u.status IS NOT NULL THEN u.status
+        WHEN u.liveness IS NOT NULL AND runs.status IN ('running', 'hung', 'crashed') THEN u.liveness
+        ELSE runs.status END,
+    kind = COALESCE(u.kind, runs.kind),
+    end_time = CASE WHEN u.clear_end THEN NULL ELSE COALESCE(u.end_time, runs.end_time) END,
+    config = COALESCE(u.config, runs.config),
+    metadata = COALESCE(u.metadata, runs.metadata),
+    final_reward = COALESCE(u.final_reward, runs.final_reward),
+    updated_at = LEAST(GREATEST(runs.updated_at, u.updated_at), u.now),
+    last_heartbeat = COALESCE(u.last_heartbeat, runs.last_heartbeat),
+    total_steps = COALESCE(u.total_steps, runs.total_steps),
+    total_episodes = COALESCE(u.total_episodes, runs.total_episodes),
+    state = COALESCE(u.state, runs.state),
+    owner = CASE WHEN u.status = 'running' THEN COALESCE(u.owner, runs.owner) ELSE runs.owner END
+FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::float8[], $8::text[],
+            $9::text[], $10::float8[], $11::float8[], $12::float8[], $13::bigint[], $14::bigint[], $15::text[],
+            $16::text[], $17::float8[])
+    AS u(id, run_id, clear_end, status, liveness, kind, end_time, config, metadata, final_reward, updated_at,
+         last_heartbeat, total_steps, total_episodes, state, owner, now)
+WHERE runs.id = u.id AND runs.run_id = u.run_id
+RETURNING runs.id
+"""
+# As the SQLite writer's statement: a lifecycle status always applies, a liveness verdict only to a
+# live run; a (re)started run takes its owner; updated_at never passes the commit time; a row id
+# cached for a run that cleanup removed matches no row (the transaction then starts again).
+
+_UPSERT_METRIC_STATS: Final = """
+INSERT INTO metric_stats (run, name, count, nan_count, sum, min, max, last, last_ts, last_step)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::float8[], $6::float8[],
+                     $7::float8[], $8::float8[], $9::float8[], $10::bigint[])
+ON CONFLICT (run, name) DO UPDATE SET
+    count = metric_stats.count + excluded.count,
+    nan_count = metric_stats.nan_count + excluded.nan_count,
+    -- A NULL sum beside non-NaN values means the sum is NaN (+Inf plus -Inf): it stays NaN.
+    sum = CASE
+        WHEN (metric_stats.count > metric_stats.nan_count AND metric_stats.sum IS NULL)
+          OR (excluded.count > excluded.nan_count AND excluded.sum IS NULL) THEN NULL
+        WHEN metric_stats.sum IS NULL THEN excluded.sum
+        WHEN excluded.sum IS NULL THEN metric_stats.sum
+        ELSE metric_stats.sum + excluded.sum END,
+    min = LEAST(metric_stats.min, excluded.min),
+    max = GREATEST(metric_stats.max, excluded.max),
+    last = excluded.last, last_ts = excluded.last_ts, last_step = excluded.last_step
+"""
+
+_FENCE: Final = """
+UPDATE partition_owners SET token = $2, owner = $3, committed_seq = GREATEST(committed_seq, COALESCE($4, 0))
+WHERE partition = $1 AND token <= $2
+RETURNING partition
+"""
+
+_CLAIM_RECEIPTS: Final = """
+INSERT INTO ingest_batches (scope, batch_id, digest, received_at, events)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::bigint[])
+ON CONFLICT (scope, batch_id) DO NOTHING
+RETURNING scope, batch_id
+"""
+
+_METRIC_ROW_COLUMNS: Final = ("run", "row", "step", "ts", "keyset", "vals", "tags")
+_EVENT_COLUMNS: Final = ("run", "ts", "kind", "type", "level", "data")
+_STATE_COLUMNS: Final = ("run", "ts", "patch")
+_FLOAT_OF: Final = {"inf": float("inf"), "-inf": float("-inf")}
+
+
+class PostgresWriter(StoreWriter):
+    """Writes batches of events into a PostgreSQL store, one transaction each (see the module docs).
+
+    Args:
+        dsn: the store's URL.
+        owner: ``host:pid:start-time`` of this process: the owner of the runs it starts.
+        fences: gives the bus fences of each batch (``None``: no fencing).
+    """
+
+    def __init__(self, dsn: str, owner: str, *, fences: FenceProvider | None = None) -> None:
+        self.dsn = dsn
+        self.location = redact_dsn(dsn)
+        self.fences = fences
+        self._owner = owner
+        self._connection: asyncpg.Connection | None = None
+        self._opened = False
+        self._encoder = BatchEncoder()
+        self._run_ids: dict[str, int] = {}
+        #: Events left out because their partition's fence did not hold (a newer owner stores them).
+        self.fenced_out_events = 0
+        #: Events left out because their batch key was already stored.
+        self.duplicate_events = 0
+
+    async def open(self) -> None:
+        connection = await connect(self.dsn)
+        try:
+            await migrate(connection)
+        except BaseException:
+            await _close(connection)
+            raise
+        self._connection = connection
+        self._opened = True
+
+    async def aclose(self) -> None:
+        self._opened = False
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with anyio.CancelScope(shield=True):
+                await _close(connection)
+
+    async def write(self, batch: Sequence[Any]) -> list[tuple[str, str]]:
+        if not self._opened:
+            raise StoreUnavailable(f"the writer of {self.location!r} is not open")
+        try:
+            connection = await self._connected()
+            try:
+                return await self._write_fenced(connection, list(batch))
+            except _StaleRunIds:
+                # Runs were removed (``runwatch cleanup``) since their ids were cached: create them anew.
+                self._run_ids.clear()
+                return await self._write_fenced(connection, list(batch))
+        except Exception as exc:
+            if store_trouble(exc):  # unreachable, restarted, conflict...: the batch may be written again later
+                if self._connection is not None and self._connection.is_closed():
+                    self._connection = None
+                raise StoreUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            raise
+
+    async def _connected(self) -> asyncpg.Connection:
+        if self._connection is None or self._connection.is_closed():
+            self._connection = None
+            self._connection = await connect(self.dsn)
+            self._run_ids.clear()  # a restored or recreated store may have other row ids
+        return self._connection
+
+    def unstorable(self, batch: Sequence[Any]) -> list[int]:
+        any_run: defaultdict[str, int] = defaultdict(int)  # every run id maps to row 0: only encoding is tried
+        bad: list[int] = []
+        for index, event in enumerate(batch):
+            try:
+                encoded = self._encoder.encode([event], any_run, {})
+                encode_metric_rows(encoded.metric_rows)
+                dumps(encoded.metric_stats)
+                dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
+            except Exception:
+                bad.append(index)
+        return bad
+
+    # -- one transaction ------------------------------------------------------------------
+
+    async def _write_fenced(self, connection: asyncpg.Connection, batch: list[Any]) -> list[tuple[str, str]]:
+        while True:
+            fences = self.fences.fences(batch) if self.fences is not None else []
+            try:
+                return await self._transaction(connection, batch, fences)
+            except _FencedOut as lost:
+                left_out = lost.run_ids
+                kept = [event for event in batch if event.run_id not in left_out]
+                self.fenced_out_events += len(batch) - len(kept)
+                batch = kept
+
+    async def _transaction(
+        self, connection: asyncpg.Connection, batch: list[Any], fences: list[Fence]
+    ) -> list[tuple[str, str]]:
+        transaction = connection.transaction()
+        await transaction.start()
+        new_runs: list[str] = []
+        encoded: EncodedBatch | None = None
+        try:
+            await self._check_fences(connection, fences)
+            receipts, batch = await self._claim_batches(connection, batch)
+            now = time.time()  # run times are capped at the commit (see BatchEncoder.encode)
+            new_runs = await self._ensure_runs(connection, batch, now)
+            state = await self._load_state(connection, batch)
+            encoded = self._encoder.encode(batch, self._run_ids, state, now)
+            await self._execute(connection, encoded, now)
+            with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
+                await transaction.commit()
+            return receipts
+        except BaseException:
+            if encoded is not None:  # key sets inserted in this transaction are gone too
+                self._encoder.forget_keysets(encoded.new_keysets)
+            for run_id in new_runs:  # their rows were rolled back too
+                self._run_ids.pop(run_id, None)
+            if not connection.is_closed():
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await transaction.rollback()
+                    except Exception:  # the transaction may already be gone with the connection
+                        pass
+            raise
+
+    async def _check_fences(self, connection: asyncpg.Connection, fences: list[Fence]) -> None:
+        lost: set[str] = set()
+        # In partition order: two writers touching the same partitions take their row locks in one order.
+        for fence in sorted(fences, key=lambda fence: (fence.partition, fence.token)):
+            held = await connection.fetchval(_FENCE, fence.partition, fence.token, fence.owner, fence.committed_seq)
+            if held is None:
+                lost |= fence.run_ids
+        if lost:
+            raise _FencedOut(lost)
+
+    async def _claim_batches(
+        self, connection: asyncpg.Connection, batch: list[Any]
+    ) -> tuple[list[tuple[str, str]], list[Any]]:
+        """Claim each receipt's batch key; the keys, and the batch without the batches stored before."""
+        receipts = [event for event in batch if type(event) is IngestReceipt]
+        if not receipts:
+            return [], batch
+        rows = await connection.fetch(
+            _CLAIM_RECEIPTS,
+            [r.run_id for r in receipts],
+            [r.batch_id for r in receipts],
+            [r.digest for r in receipts],
+            [r.timestamp for r in receipts],
+            [r.events for r in receipts],
+        )
+        claimed = {(row["scope"], row["batch_id"]) for row in rows}
+        keys = [(r.run_id, r.batch_id) for r in receipts]
+        if len(claimed) == len(keys):  # every key new, none twice
+            return keys, batch
+        kept: list[Any] = []
+        group: list[Any] = []
+        for event in batch:
+            if type(event) is IngestReceipt:
+                if (event.run_id, event.batch_id) in claimed:
+                    claimed.discard((event.run_id, event.batch_id))  # a second receipt of one key is a repeat
+                    kept += group
+                    kept.append(event)
+                else:
+                    self.duplicate_events += len(group)
+                group = []
+            else:
+                group.append(event)
+        kept += group  # events after the last receipt belong to no batch: always stored
+        return keys, kept
+
+    async def _ensure_runs(self, connection: asyncpg.Connection, batch: list[Any], now: float) -> list[str]:
+        run_ids = self._run_ids
+        missing = {event.run_id for event in batch} - run_ids.keys()
+        if not missing:
+            return []
+        first_seen: dict[str, float] = {}
+        for event in batch:
+            if event.run_id in missing and event.run_id not in first_seen:
+                first_seen[event.run_id] = min(event.timestamp, now)
+        # No owner yet: a run is owned by whoever starts it (its lifecycle event sets the owner).
+        names = list(first_seen)
+        times = [first_seen[name] for name in names]
+        await connection.execute(
+            "INSERT INTO runs (run_id, start_time, updated_at)"
+            " SELECT * FROM unnest($1::text[], $2::float8[], $2::float8[]) ON CONFLICT (run_id) DO NOTHING",
+            names,
+            times,
+        )
+        for row in await connection.fetch("SELECT run_id, id FROM runs WHERE run_id = ANY($1::text[])", names):
+            run_ids[row["run_id"]] = row["id"]
+        return sorted(missing)
+
+    async def _load_state(self, connection: asyncpg.Connection, batch: list[Any]) -> dict[int, Any]:
+        wanted = runs_with_state_patches(batch)
+        if not wanted:
+            return {}
+        ids = [self._run_ids[run_id] for run_id in wanted]
+        rows = await connection.fetch("SELECT id, state FROM runs WHERE id = ANY($1::bigint[])", ids)
+        return {row["id"]: orjson.loads(row["state"]) for row in rows}
+
+    async def _execute(self, connection: asyncpg.Connection, encoded: EncodedBatch, now: float) -> None:
+        if encoded.new_keysets:
+            await self._store_keysets(connection, encoded)
+        if encoded.metric_rows:
+            await self._copy_metric_rows(connection, encoded.metric_rows)
+            await connection.execute(_UPSERT_METRIC_STATS, *_stats_columns(encoded.metric_stats))
+        if encoded.event_rows is not None:
+            records = [
+                (run, ts, kind, type_, level, orjson.dumps(data).decode())
+                for run, ts, kind, type_, level, data in orjson.loads(encoded.event_rows)
+            ]
+            await connection.copy_records_to_table("events", records=records, columns=_EVENT_COLUMNS)
+        if encoded.state_rows is not None:
+            patches = [(run, ts, orjson.dumps(patch).decode()) for run, ts, patch in orjson.loads(encoded.state_rows)]
+            await connection.copy_records_to_table("state_history", records=patches, columns=_STATE_COLUMNS)
+        if encoded.run_updates:
+            updated = await connection.fetch(_UPDATE_RUNS, *_update_columns(encoded, self._owner, now))
+            if len(updated) != len(encoded.run_updates):  # a cached row id is gone, or now another run's
+                raise _StaleRunIds
+
+    async def _store_keysets(self, connection: asyncpg.Connection, encoded: EncodedBatch) -> None:
+        texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
+        await connection.execute(
+            "INSERT INTO metric_keysets (names) SELECT unnest($1::text[]) ON CONFLICT (names) DO NOTHING", list(texts)
+        )
+        rows = await connection.fetch("SELECT names, id FROM metric_keysets WHERE names = ANY($1::text[])", list(texts))
+        self._encoder.resolve_keysets(encoded, {texts[row["names"]]: row["id"] for row in rows})
+
+    async def _copy_metric_rows(self, connection: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
+        counts: dict[int, int] = defaultdict(int)
+        for row in rows:
+            counts[row[0]] += 1
+        runs = list(counts)
+        taken = await connection.fetch(
+            "UPDATE runs SET next_row = runs.next_row + c.n FROM unnest($1::bigint[], $2::bigint[]) AS c(id, n)"
+            " WHERE runs.id = c.id RETURNING runs.id, runs.next_row - c.n AS first",
+            runs,
+            [counts[run] for run in runs],
+        )
+        next_row = {record["id"]: record["first"] for record in taken}
+        if len(next_row) != len(runs):
+            raise _StaleRunIds
+        records = []
+        for run, step, ts, keyset, vals, tags in rows:
+            number = next_row[run]
+            next_row[run] = number + 1
+            records.append((run, number, step, ts, keyset, _values_text(vals), tags))
+        await connection.copy_records_to_table("metric_rows", records=records, columns=_METRIC_ROW_COLUMNS)
+
+
+def _values_text(vals: tuple[Any, ...]) -> str:
+    """A logging call's values as stored: a JSON array (null = NaN, "inf"/"-inf" = ±Inf)."""
+    try:
+        return orjson.dumps(vals).decode()
+    except TypeError:  # an int beyond 64 bits (JSON numbers here are 64-bit): stored as a float
+        return orjson.dumps([float(value) if type(value) is int else value for value in vals]).decode()
+
+
+def _float(value: Any) -> float | None:
+    """A JSON-carried statistic back to a float (``"inf"``/``"-inf"`` → ±Inf; ``None`` stays)."""
+    return _FLOAT_OF[value] if type(value) is str else value
+
+
+def _stats_columns(stats: list[list[Any]]) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(10)]
+    for run, name, count, nan_count, total, low, high, last, last_ts, last_step in stats:
+        for column, value in zip(
+            columns,
+            (run, name, count, nan_count, _float(total), _float(low), _float(high), _float(last), last_ts, last_step),
+            strict=True,
+        ):
+            column.append(value)
+    return columns
+
+
+def _update_columns(encoded: EncodedBatch, owner: str, now: float) -> list[list[Any]]:
+    columns: list[list[Any]] = [[] for _ in range(17)]
+    for run, update in encoded.run_updates.items():
+        values = (
+            run,
+            update.run_id,
+            update.clear_end_time,
+            update.status,
+            update.liveness_status,
+            update.kind,
+            update.end_time,
+            None if update.config is None else dumps(update.config).decode(),
+            None if update.metadata is None else dumps(update.metadata).decode(),
+            update.final_reward,
+            update.updated_at,
+            update.last_heartbeat,
+            update.total_steps,
+            update.total_episodes,
+            None if update.state is None else dumps(update.state).decode(),
+            update.owner or owner,
+            now,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    return columns
+
+
+async def _close(connection: asyncpg.Connection) -> None:
+    try:
+        with anyio.move_on_after(2):
+            await connection.close()
+    except Exception:  # the server may be gone: nothing to say goodbye to
+        pass
+    if not connection.is_closed():
+        connection.terminate()
+
+
+class _StaleRunIds(Exception):
+    """A run row the writer's cache points to was deleted (or its id reused by another run)."""
+
+
+class _FencedOut(Exception):
+    """A partition's fence did not hold: its events must be left out."""
+
+    def __init__(self, run_ids: set[str]) -> None:
+        super().__init__(f"fenced out: {len(run_ids)} run(s)")
+        self.run_ids = run_ids
