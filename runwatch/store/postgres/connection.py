@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import os
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -144,6 +145,25 @@ class Portal:
             raise StoreUnavailable(
                 f"the store {self.location!r} did not answer within {CALL_TIMEOUT_SECONDS:.0f} s"
             ) from None
+        except Exception as exc:
+            translated = translate_error(exc, self.location)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def run_free(
+        self, fn: Callable[..., Coroutine[Any, Any, _T]], *args: Any, timeout: float = CALL_TIMEOUT_SECONDS
+    ) -> _T:
+        """``await fn(*args)`` on the portal's loop, without a pooled connection (for a caller that keeps its own,
+        such as a live tail); its result, or its error translated as :meth:`run` does."""
+        if self._closed:
+            raise StoreUnavailable(f"the connections to {self.location!r} are closed")
+        future: concurrent.futures.Future[_T] = asyncio.run_coroutine_threadsafe(fn(*args), self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise StoreUnavailable(f"the store {self.location!r} did not answer within {timeout:.0f} s") from None
         except Exception as exc:
             translated = translate_error(exc, self.location)
             if translated is exc:

@@ -20,12 +20,12 @@ import asyncpg
 import orjson
 
 from ...exceptions import StoreError, UnknownRunError
+from ...session_events import MONITOR_KIND, SESSION_KIND
 from ..base import MaintenancePass
 from ..downsample import ROLLUP_COLUMNS
 from ..lifecycle import ACTIVE_SQL, check_cutoff, check_positive_int
 from ..queries import check_run_id
 from ..queries.runs import _parse_owner, _process_alive
-from ..session_layout import MONITOR_KIND, SESSION_KIND
 from .schema import current_version
 
 __all__ = [
@@ -45,7 +45,18 @@ _OLD_RUN: Final = f"status NOT IN ({ACTIVE_SQL}) AND GREATEST(end_time, updated_
 
 # The tables holding a run's rows, in the order a cleanup empties them:
 # metric_stats last, so a run cut short by an error still shows its summary.
-_RUN_TABLES: Final = ("metric_rows", "metric_rollups", "events", "state_history", "metric_stats", "snapshots")
+_RUN_TABLES: Final = (
+    "metric_rows",
+    "metric_rollups",
+    "events",
+    "state_history",
+    "images",
+    "histograms",
+    "media_usage",
+    "metric_stats",
+    "snapshots",
+    "run_annotations",
+)
 
 # One chunk of a run's rows ($1: run, $2: how many).
 _DELETE_CHUNK: Final = {
@@ -58,7 +69,27 @@ _DELETE_CHUNK: Final = {
     "metric_stats": "DELETE FROM metric_stats WHERE run = $1 AND name IN"
     " (SELECT name FROM metric_stats WHERE run = $1 LIMIT $2)",
     "snapshots": "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE run = $1 LIMIT $2)",
+    "images": "DELETE FROM images WHERE id IN (SELECT id FROM images WHERE run = $1 LIMIT $2) RETURNING digest",
+    "histograms": "DELETE FROM histograms WHERE id IN (SELECT id FROM histograms WHERE run = $1 LIMIT $2)",
+    "media_usage": "DELETE FROM media_usage WHERE run = $1 AND $2 > 0",
+    "run_annotations": "DELETE FROM run_annotations WHERE run = $1 AND $2 > 0",
 }
+
+#: The contents among $1 that no image names any more (an image content goes with its last image).
+_REMOVE_ORPHAN_BLOBS: Final = (
+    "DELETE FROM media_blobs WHERE digest = ANY($1::text[])"
+    " AND NOT EXISTS (SELECT 1 FROM images WHERE images.digest = media_blobs.digest)"
+)
+
+
+async def _delete_chunk(connection: asyncpg.Connection, table: str, run: int, limit: int) -> int:
+    """Remove up to ``limit`` rows of ``run`` from ``table`` (images with the contents no image names now)."""
+    if table == "images":
+        digests = [row[0] for row in await connection.fetch(_DELETE_CHUNK[table], run, limit)]
+        if digests:
+            await connection.execute(_REMOVE_ORPHAN_BLOBS, sorted(set(digests)))
+        return len(digests)
+    return _row_count(await connection.execute(_DELETE_CHUNK[table], run, limit))
 
 
 def _row_count(status: str) -> int:
@@ -139,7 +170,7 @@ class CleanupPass(MaintenancePass):
                 return True
             budget = self.batch_rows
             for table in self._tables:
-                removed = _row_count(await connection.execute(_DELETE_CHUNK[table], run, budget))
+                removed = await _delete_chunk(connection, table, run, budget)
                 self.removed_records += removed
                 budget -= removed
                 if budget <= 0:
@@ -349,7 +380,13 @@ async def remove_old_sessions(connection: asyncpg.Connection, cutoff: float) -> 
         }
         if ended:
             for table in _RUN_TABLES:
-                await connection.execute(f"DELETE FROM {table} WHERE run = ANY($1::bigint[])", ended)
+                if table == "images":
+                    digests = await connection.fetch(
+                        "DELETE FROM images WHERE run = ANY($1::bigint[]) RETURNING digest", ended
+                    )
+                    await connection.execute(_REMOVE_ORPHAN_BLOBS, sorted({row[0] for row in digests}))
+                else:
+                    await connection.execute(f"DELETE FROM {table} WHERE run = ANY($1::bigint[])", ended)
             await connection.execute("DELETE FROM runs WHERE id = ANY($1::bigint[])", ended)
         counts["sessions"] = len(ended)
     return counts
@@ -398,6 +435,11 @@ _TABLES: Final = (
     "partition_owners",
     "metric_rollups",
     "snapshots",
+    "media_blobs",
+    "images",
+    "media_usage",
+    "histograms",
+    "run_annotations",
 )
 
 

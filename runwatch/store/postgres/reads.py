@@ -20,6 +20,7 @@ import orjson
 
 from ...events import to_epoch_seconds
 from ...exceptions import StoreError, UnknownRunError
+from ...wire.annotations import check_note, check_tags
 from ..base import RunActivity
 from ..queries.common import (
     MIN_READ_VERSION,
@@ -31,7 +32,7 @@ from ..queries.common import (
     check_text,
     json_value,
 )
-from ..queries.metrics import _build_frame, _decode_values, check_align
+from ..queries.metrics import MAX_CALLS_PER_PAGE, _build_frame, _decode_values, check_align
 from ..queries.runs import _RUN_LIST_COLUMNS, _metric_summary
 from .schema import SCHEMA_VERSION, current_version
 
@@ -41,11 +42,15 @@ if TYPE_CHECKING:
 __all__ = [
     "alert_events",
     "alerts",
+    "annotate_run",
     "check_created",
     "has_run",
     "latest_snapshots",
     "list_runs",
+    "live_writers",
+    "metric_calls",
     "metric_series",
+    "run_annotations",
     "run_activity",
     "run_events",
     "run_keys",
@@ -103,18 +108,24 @@ async def run_keys(connection: asyncpg.Connection, run_ids: Iterable[str]) -> di
 
 
 async def list_runs(
-    connection: asyncpg.Connection, *, limit: int | None = None, status: str | None = None, kind: str | None = None
+    connection: asyncpg.Connection,
+    *,
+    limit: int | None = None,
+    status: str | None = None,
+    kind: str | None = None,
+    exclude_kind: str | None = None,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.list_runs`."""
     check_limit(limit)
     check_status(status)
     check_text("kind", kind)
+    check_text("exclude_kind", exclude_kind)
     where: list[str] = []
     params: list[Any] = []
-    for column, wanted in (("status", status), ("kind", kind)):
+    for condition, wanted in (("status =", status), ("kind =", kind), ("kind <>", exclude_kind)):
         if wanted is not None:
             params.append(wanted)
-            where.append(f"{column} = ${len(params)}")
+            where.append(f"{condition} ${len(params)}")
     sql = f"SELECT {', '.join(_RUN_LIST_COLUMNS)} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
@@ -146,6 +157,7 @@ async def run_summary(connection: asyncpg.Connection, run_id: str) -> dict[str, 
             " FROM metric_stats WHERE run = $1 ORDER BY name",
             row["id"],
         )
+        annotation = await connection.fetchrow("SELECT tags, note FROM run_annotations WHERE run = $1", row["id"])
     end, start, updated = row["end_time"], row["start_time"], row["updated_at"]
     return {
         "run_id": row["run_id"],
@@ -163,6 +175,8 @@ async def run_summary(connection: asyncpg.Connection, run_id: str) -> dict[str, 
         "total_episodes": row["total_episodes"],
         "state": json_value(row["state"], {}),
         "owner": row["owner"],
+        "tags": json_value(annotation["tags"], []) if annotation else [],
+        "note": annotation["note"] if annotation else "",
         "event_counts": {count["type"]: count["n"] for count in counts},
         "metrics": {stat[0]: _metric_summary(*stat[1:]) for stat in stats},
     }
@@ -258,6 +272,58 @@ async def stored_runs(connection: asyncpg.Connection, run_ids: Sequence[str]) ->
     return {row["run_id"] for row in rows}
 
 
+async def live_writers(connection: asyncpg.Connection) -> list[dict[str, Any]]:
+    """See :func:`runwatch.store.queries.runs.live_writers`."""
+    async with snapshot(connection, check_schema=False) as exists:
+        if not exists:
+            return []
+        rows = await connection.fetch(
+            "SELECT owner, run_id, GREATEST(updated_at, COALESCE(last_heartbeat, 0)) AS active FROM runs"
+            " WHERE status IN ('running', 'paused', 'hung') ORDER BY id"
+        )
+    writers: dict[str | None, dict[str, Any]] = {}
+    for owner, run_id, active in rows:
+        entry = writers.setdefault(owner, {"owner": owner, "runs": [], "last_activity": active})
+        entry["runs"].append(run_id)
+        entry["last_activity"] = max(entry["last_activity"], active)
+    return sorted(writers.values(), key=lambda entry: -entry["last_activity"])
+
+
+async def run_annotations(connection: asyncpg.Connection, runs: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The tags and note of those of ``runs`` (keys of ``runs``) that have any, by key."""
+    rows = await connection.fetch(
+        "SELECT run, tags, note, updated_at FROM run_annotations WHERE run = ANY($1::bigint[])", list(runs)
+    )
+    return {
+        row["run"]: {"tags": orjson.loads(row["tags"]), "note": row["note"], "updated_at": row["updated_at"]}
+        for row in rows
+    }
+
+
+async def annotate_run(
+    connection: asyncpg.Connection, run_id: str, *, now: float, tags: object = None, note: object = None
+) -> dict[str, Any]:
+    """See :func:`runwatch.store.queries.annotations.set_run_annotations`."""
+    new_tags = None if tags is None else check_tags(tags)
+    new_note = None if note is None else check_note(note)
+    await check_created(connection)
+    async with connection.transaction():
+        run = await run_pk(connection, run_id)
+        current = await connection.fetchrow("SELECT tags, note FROM run_annotations WHERE run = $1 FOR UPDATE", run)
+        final_tags = (orjson.loads(current["tags"]) if current else []) if new_tags is None else new_tags
+        final_note = (current["note"] if current else "") if new_note is None else new_note
+        await connection.execute(
+            "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES ($1, $2, $3, $4)"
+            " ON CONFLICT (run) DO UPDATE SET tags = excluded.tags, note = excluded.note,"
+            " updated_at = excluded.updated_at",
+            run,
+            orjson.dumps(final_tags).decode(),
+            final_note,
+            now,
+        )
+    return {"tags": final_tags, "note": final_note, "updated_at": now}
+
+
 # -- events and alerts -----------------------------------------------------------------------------
 
 
@@ -324,6 +390,7 @@ async def alert_events(
     *,
     run_id: str | None = None,
     severity: str | None = None,
+    rule: str | None = None,
     limit: int = 100,
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
@@ -337,6 +404,9 @@ async def alert_events(
     if severity is not None:
         params.append(severity)
         where.append(f"(e.data::jsonb ->> 'severity') = ${len(params)}")
+    if rule is not None:
+        params.append(rule)
+        where.append(f"(e.data::jsonb ->> 'rule') = ${len(params)}")
     if before_id is not None:
         params.append(before_id)
         where.append(f"e.id < ${len(params)}")
@@ -391,28 +461,76 @@ async def run_metrics_frame(
     start = to_epoch_seconds(start_time, "start_time")
     end = to_epoch_seconds(end_time, "end_time")
     async with snapshot(connection):
-        run = await run_pk(connection, run_id)
         keysets = await _keysets(connection)
-        params: list[Any] = [run]
-        where = ["run = $1"]
-        if start is not None:
-            params.append(start)
-            where.append(f"ts >= ${len(params)}")
-        if end is not None:
-            params.append(end)
-            where.append(f"ts <= ${len(params)}")
-        if wanted is not None:
-            wanted_set = set(wanted)
-            params.append([keyset for keyset, names in keysets.items() if not wanted_set.isdisjoint(names)])
-            where.append(f"keyset = ANY(${len(params)}::bigint[])")
+        where, params = _calls_filter(await run_pk(connection, run_id), keysets, wanted, start, end)
         records = await connection.fetch(
-            "SELECT keyset, step IS NULL, COALESCE(step, 0), ts, vals FROM metric_rows"
-            f" WHERE {' AND '.join(where)} ORDER BY row",
+            f"SELECT keyset, step IS NULL, COALESCE(step, 0), ts, vals FROM metric_rows WHERE {where} ORDER BY row",
             *params,
         )
     rows = [tuple(record) for record in records]
     del records
     return _build_frame(rows, keysets, wanted, by_step=align == "step")
+
+
+async def metric_calls(
+    connection: asyncpg.Connection,
+    run_id: str,
+    metric_names: Iterable[str] | None = None,
+    start_time: Any = None,
+    end_time: Any = None,
+    *,
+    after_row: int | None = None,
+    limit: int = 20_000,
+) -> dict[str, Any]:
+    """See :func:`runwatch.store.queries.metrics.metric_calls`."""
+    wanted = check_metric_names(metric_names)
+    if type(limit) is not int or not 1 <= limit <= MAX_CALLS_PER_PAGE:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_CALLS_PER_PAGE}, got {limit!r}")
+    if after_row is not None and type(after_row) is not int:
+        raise TypeError(f"after_row must be an integer or None, got {after_row!r}")
+    start = to_epoch_seconds(start_time, "start_time")
+    end = to_epoch_seconds(end_time, "end_time")
+    async with snapshot(connection):
+        keysets = await _keysets(connection)
+        where, params = _calls_filter(await run_pk(connection, run_id), keysets, wanted, start, end)
+        rows = await connection.fetch(
+            f"SELECT row, keyset, step, ts, vals FROM metric_rows WHERE {where} AND row > ${len(params) + 1}"
+            f" ORDER BY row LIMIT ${len(params) + 2}",
+            *params,
+            -1 if after_row is None else after_row,
+            limit + 1,
+        )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    used = {row[1] for row in rows}
+    return {
+        "keysets": {str(keyset): list(keysets[keyset]) for keyset in sorted(used)},
+        "row": [row[0] for row in rows],
+        "keyset": [row[1] for row in rows],
+        "step": [row[2] for row in rows],
+        "ts": [row[3] for row in rows],
+        "vals": [row[4] for row in rows],
+        "next_after_row": rows[-1][0] if more else None,
+    }
+
+
+def _calls_filter(
+    run: int, keysets: dict[int, tuple[str, ...]], wanted: list[str] | None, start: float | None, end: float | None
+) -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (from ``$1``) and parameters of a run's calls in a time range logging one of ``wanted``."""
+    where = ["run = $1"]
+    params: list[Any] = [run]
+    if start is not None:
+        params.append(start)
+        where.append(f"ts >= ${len(params)}")
+    if end is not None:
+        params.append(end)
+        where.append(f"ts <= ${len(params)}")
+    if wanted is not None:
+        wanted_set = set(wanted)
+        params.append([keyset for keyset, names in keysets.items() if not wanted_set.isdisjoint(names)])
+        where.append(f"keyset = ANY(${len(params)}::bigint[])")
+    return " AND ".join(where), params
 
 
 async def metric_series(

@@ -9,9 +9,16 @@ key set's order. The versions are the SQLite store's, step by step, so
 ``schema_version()`` and ``migrate()`` mean the same on both:
 
 1. runs, metric key sets, metric rows, metric statistics, events, state
-   history, meta. A run's metric rows are numbered per run
-   (``runs.next_row``), not store-wide: one run is only ever written by one
-   writer at a time, so writers of different runs never wait for each other.
+   history, meta. The positions of the three append-only streams (metric
+   row numbers, ``events`` and ``state_history`` ids) are store-wide, as in
+   SQLite, and come from a sequence each through
+   ``runwatch_take_positions(sequence, n)``: a block of ``n`` consecutive
+   positions (a writer's ledger notes ranges), taken under a short advisory
+   lock (not held to the commit, so writers of different runs never wait
+   for each other's transactions). The function also takes the *tail lock*
+   shared until the transaction ends: a live tail (:mod:`.tail`) takes it
+   exclusively for a moment to learn up to where every position taken is
+   settled (committed or rolled back).
 2. ``ingest_batches``; and ``partition_owners``, the fencing tokens and last
    committed stream sequence of the scale-out bus's partitions
    (docs/scale.md), written in the same transactions as the batches.
@@ -20,6 +27,9 @@ key set's order. The versions are the SQLite store's, step by step, so
 5. nothing to do: ``double precision`` keeps the sign of zero (SQLite's REAL
    column needed a rebuild for it).
 6. ``ingest_batches`` scoped per run, with a content digest.
+7. images (``media_blobs``, ``images``, ``media_usage``) and histograms.
+8. ``run_annotations``.
+9. ``detail`` of events and state patches.
 
 The version is the one row of ``runwatch_schema``. Each step runs in its own
 transaction with its version bump, under an advisory lock, so processes
@@ -36,18 +46,68 @@ import asyncpg
 from ..schema import MIGRATIONS as SQLITE_MIGRATIONS
 from ..schema import SCHEMA_VERSION, Migration
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION", "current_version", "migrate"]
+__all__ = [
+    "MIGRATIONS",
+    "POSITION_SEQUENCES",
+    "POSITIONS_LOCK",
+    "SCHEMA_VERSION",
+    "TAIL_LOCK",
+    "current_version",
+    "migrate",
+    "take_positions",
+]
 
 #: The advisory lock every migration step takes (any constant; runwatch's alone in its database).
 _MIGRATION_LOCK: Final = 0x72756E77  # "runw"
 
+#: Taken around the few statements that hand out a block of stream positions (never held to a commit).
+POSITIONS_LOCK: Final = 0x72756E78
+#: Taken shared by every transaction that took stream positions, until it ends; exclusively by a live tail
+#: for the moment it reads the sequences (see :mod:`.tail`).
+TAIL_LOCK: Final = 0x72756E79
+
+#: The sequence of each append-only stream's positions.
+POSITION_SEQUENCES: Final = {
+    "metric_rows": "metric_row_positions",
+    "events": "events_positions",
+    "state_history": "state_history_positions",
+}
+
 _SCALAR = "double precision"
+
+# The tail lock first, the positions lock second: a transaction that holds the tail lock already is granted
+# it again at once, so no transaction waits for the positions lock while holding what a tail waits for.
+_TAKE_POSITIONS = f"""
+CREATE FUNCTION runwatch_take_positions(sequence regclass, n bigint) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    first bigint;
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({TAIL_LOCK});
+    PERFORM pg_advisory_lock({POSITIONS_LOCK});
+    BEGIN
+        first := nextval(sequence);
+        IF n > 1 THEN
+            PERFORM setval(sequence, first + n - 1);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pg_advisory_unlock({POSITIONS_LOCK});
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock({POSITIONS_LOCK});
+    RETURN first;
+END
+$$"""
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
         SQLITE_MIGRATIONS[0].description,
         up=(
+            "CREATE SEQUENCE metric_row_positions MINVALUE 0 START 0",
+            "CREATE SEQUENCE events_positions",
+            "CREATE SEQUENCE state_history_positions",
+            _TAKE_POSITIONS,
             f"""CREATE TABLE runs (
                 id bigserial PRIMARY KEY,
                 run_id text NOT NULL UNIQUE,
@@ -63,8 +123,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 total_steps bigint NOT NULL DEFAULT 0,
                 total_episodes bigint NOT NULL DEFAULT 0,
                 state text NOT NULL DEFAULT '{{}}',
-                owner text,
-                next_row bigint NOT NULL DEFAULT 0
+                owner text
             )""",
             "CREATE INDEX runs_status ON runs (status, start_time)",
             "CREATE INDEX runs_start ON runs (start_time)",
@@ -93,7 +152,7 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (run, name)
             )""",
             f"""CREATE TABLE events (
-                id bigserial PRIMARY KEY,
+                id bigint PRIMARY KEY DEFAULT runwatch_take_positions('events_positions', 1),
                 run bigint NOT NULL,
                 ts {_SCALAR} NOT NULL,
                 kind text NOT NULL,
@@ -105,7 +164,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX events_run_type ON events (run, type, ts)",
             "CREATE INDEX events_kind ON events (kind, id)",
             f"""CREATE TABLE state_history (
-                id bigserial PRIMARY KEY,
+                id bigint PRIMARY KEY DEFAULT runwatch_take_positions('state_history_positions', 1),
                 run bigint NOT NULL,
                 ts {_SCALAR} NOT NULL,
                 patch text NOT NULL
@@ -121,6 +180,10 @@ MIGRATIONS: tuple[Migration, ...] = (
             "DROP TABLE metric_rows",
             "DROP TABLE metric_keysets",
             "DROP TABLE runs",
+            "DROP FUNCTION runwatch_take_positions",
+            "DROP SEQUENCE state_history_positions",
+            "DROP SEQUENCE events_positions",
+            "DROP SEQUENCE metric_row_positions",
         ),
     ),
     Migration(
@@ -217,6 +280,88 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 
+MIGRATIONS += (
+    Migration(
+        7,
+        SQLITE_MIGRATIONS[6].description,
+        up=(
+            """CREATE TABLE media_blobs (
+                digest text PRIMARY KEY,
+                mime text NOT NULL,
+                size bigint NOT NULL,
+                data bytea NOT NULL
+            )""",
+            f"""CREATE TABLE images (
+                id bigserial PRIMARY KEY,
+                run bigint NOT NULL,
+                name text NOT NULL,
+                step bigint,
+                ts {_SCALAR} NOT NULL,
+                digest text NOT NULL,
+                width bigint NOT NULL,
+                height bigint NOT NULL,
+                caption text
+            )""",
+            "CREATE INDEX images_run_name_step ON images (run, name, step, id)",
+            "CREATE INDEX images_digest_run ON images (digest, run)",
+            """CREATE TABLE media_usage (
+                run bigint PRIMARY KEY,
+                image_bytes bigint NOT NULL DEFAULT 0,
+                images_over_budget bigint NOT NULL DEFAULT 0
+            )""",
+            f"""CREATE TABLE histograms (
+                id bigserial PRIMARY KEY,
+                run bigint NOT NULL,
+                name text NOT NULL,
+                step bigint,
+                ts {_SCALAR} NOT NULL,
+                size bigint NOT NULL,
+                nan_count bigint NOT NULL,
+                posinf_count bigint NOT NULL,
+                neginf_count bigint NOT NULL,
+                min {_SCALAR},
+                max {_SCALAR},
+                sum {_SCALAR},
+                low {_SCALAR},
+                high {_SCALAR},
+                counts text NOT NULL
+            )""",
+            "CREATE INDEX histograms_run_name_step ON histograms (run, name, step, id)",
+        ),
+        down=(
+            "DROP TABLE histograms",
+            "DROP TABLE media_usage",
+            "DROP TABLE images",
+            "DROP TABLE media_blobs",
+        ),
+    ),
+    Migration(
+        8,
+        SQLITE_MIGRATIONS[7].description,
+        up=(
+            f"""CREATE TABLE run_annotations (
+                run bigint PRIMARY KEY,
+                tags text NOT NULL DEFAULT '[]',
+                note text NOT NULL DEFAULT '',
+                updated_at {_SCALAR} NOT NULL
+            )""",
+        ),
+        down=("DROP TABLE run_annotations",),
+    ),
+    Migration(
+        9,
+        SQLITE_MIGRATIONS[8].description,
+        up=(
+            "ALTER TABLE events ADD COLUMN detail text",
+            "ALTER TABLE state_history ADD COLUMN detail text",
+        ),
+        down=(
+            "ALTER TABLE state_history DROP COLUMN detail",
+            "ALTER TABLE events DROP COLUMN detail",
+        ),
+    ),
+)
+
 if len(MIGRATIONS) != SCHEMA_VERSION:  # the versions must mean the same on both stores
     raise ImportError(f"the PostgreSQL schema has {len(MIGRATIONS)} versions, the SQLite schema {SCHEMA_VERSION}")
 
@@ -265,3 +410,11 @@ async def migrate(connection: asyncpg.Connection, target_version: int | None = N
                 await connection.execute(statement)
             await connection.execute("UPDATE runwatch_schema SET version = $1", new_version)
         passed.append(new_version)
+
+
+async def take_positions(connection: asyncpg.Connection, stream: str, count: int) -> int:
+    """The first of ``count`` consecutive positions of ``stream``, for the caller's transaction (see the docs)."""
+    first = await connection.fetchval(
+        "SELECT runwatch_take_positions($1::regclass, $2)", POSITION_SEQUENCES[stream], count
+    )
+    return int(first)

@@ -8,18 +8,27 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any, Final
 
 import asyncpg
 import orjson
 
 from ...exceptions import UnknownRunError
+from ...session_events import RUN_STATUSES_OF, SESSION_KIND, decode_metric_value, decode_session_tags, session_status
 from ..queries.common import NO_ID_LIMIT
 from ..queries.sessions import COUNTED_EVENTS, _record
-from ..session_layout import RUN_STATUSES_OF, SESSION_KIND, decode_metric_value, decode_session_tags, session_status
 from .reads import snapshot, state_history_page
 
-__all__ = ["list_sessions", "read_session", "session_metrics", "session_run_status", "session_statistics"]
+__all__ = [
+    "list_sessions",
+    "read_session",
+    "session_metrics",
+    "session_rows",
+    "session_run_status",
+    "session_statistics",
+    "suspended_sessions_of_machine",
+]
 
 _SESSION_RUNS: Final = f"SELECT id FROM runs WHERE kind = '{SESSION_KIND}'"
 _SESSION_COLUMNS: Final = "id, run_id, status, start_time, end_time, updated_at, last_heartbeat, metadata, state"
@@ -91,6 +100,21 @@ async def read_session(
     }
 
 
+def _number_of(field: str) -> str:
+    """A number field of a run's metadata, or ``NULL`` (whatever else it holds)."""
+    value = f"(metadata::jsonb -> '{field}')"
+    return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::text::float8 END)"
+
+
+def _suspended(now: int, timeout: int) -> str:
+    """A live session of datacat's that heartbeated, then was silent past its timeout (``$now``, ``$timeout``)."""
+    return (
+        "(status IN ('running', 'paused') AND end_time IS NULL AND last_heartbeat IS NOT NULL"
+        " AND (metadata::jsonb ->> 'protocol') = 'datacat'"
+        f" AND ${now} - last_heartbeat > COALESCE({_number_of('heartbeat_timeout_seconds')}, ${timeout}))"
+    )
+
+
 async def list_sessions(
     connection: asyncpg.Connection,
     *,
@@ -99,16 +123,30 @@ async def list_sessions(
     product: str | None,
     limit: int,
     before: int | None,
+    now: float | None = None,
+    timeout_seconds: float = 60.0,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.sessions.list_sessions`."""
     params: list[Any] = [SESSION_KIND]
     where = ["kind = $1"]
+    suspended = ""
+    if now is not None:
+        params += [now, timeout_seconds]
+        suspended = _suspended(len(params) - 1, len(params))
     if active is not None:
         params.append([*RUN_STATUSES_OF["active"], *RUN_STATUSES_OF["hung"]])
-        where.append(f"{'' if active else 'NOT '}(status = ANY(${len(params)}::text[]))")
-    if status is not None:
+        live = f"status = ANY(${len(params)}::text[])"
+        if now is None:
+            where.append(live if active else f"NOT ({live})")
+        else:
+            where.append(f"({live} AND NOT {suspended})" if active else f"(NOT ({live}) OR {suspended})")
+    if status == "suspended":
+        where.append(suspended if now is not None else "false")
+    elif status is not None:
         params.append(list(RUN_STATUSES_OF[status]))
         where.append(f"status = ANY(${len(params)}::text[])")
+        if status == "active" and now is not None:
+            where.append(f"NOT {suspended}")
     if product is not None:
         params.append(product)
         where.append(f"(metadata::jsonb ->> 'product') = ${len(params)}")
@@ -122,6 +160,80 @@ async def list_sessions(
             *params,
         )
     return [_record(tuple(row)) for row in rows]
+
+
+async def session_rows(connection: asyncpg.Connection, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+    """See :func:`runwatch.store.queries.datacat.session_rows`."""
+    columns = "id, run_id, status, start_time, end_time, last_heartbeat, metadata"
+    async with snapshot(connection):
+        if session_ids is None:
+            rows = await connection.fetch(f"SELECT {columns} FROM runs WHERE kind = $1 ORDER BY id", SESSION_KIND)
+        else:
+            rows = await connection.fetch(
+                f"SELECT {columns} FROM runs WHERE kind = $1 AND run_id = ANY($2::text[]) ORDER BY id",
+                SESSION_KIND,
+                list(session_ids),
+            )
+            found = {row[1] for row in rows}
+            for session_id in session_ids:
+                if session_id not in found:
+                    raise UnknownRunError(session_id)
+        sessions: dict[int, dict[str, Any]] = {}
+        for pk, run_id, status, start, end, heartbeat, metadata in rows:
+            decoded = orjson.loads(metadata) if metadata else {}
+            sessions[pk] = {
+                "run": {
+                    "run_id": run_id,
+                    "status": status,
+                    "start_time": start,
+                    "end_time": end,
+                    "last_heartbeat": heartbeat,
+                    "metadata": decoded if isinstance(decoded, dict) else {},
+                },
+                "events": [],
+                "metrics": [],
+                "states": [],
+            }
+        if not sessions:
+            return []
+        runs = list(sessions)
+        for run, ts, name, level, data, detail in await connection.fetch(
+            "SELECT run, ts, type, level, data, detail FROM events WHERE run = ANY($1::bigint[]) AND kind = 'log'"
+            " ORDER BY id",
+            runs,
+        ):
+            sessions[run]["events"].append((ts, name, level, data, detail))
+        for run, ts, names, values, tags in await connection.fetch(
+            "SELECT m.run, m.ts, k.names, m.vals, m.tags FROM metric_rows m JOIN metric_keysets k ON k.id = m.keyset"
+            " WHERE m.run = ANY($1::bigint[]) ORDER BY m.row",
+            runs,
+        ):
+            sessions[run]["metrics"].append((ts, names, values, tags))
+        for run, ts, patch, detail in await connection.fetch(
+            "SELECT run, ts, patch, detail FROM state_history WHERE run = ANY($1::bigint[]) ORDER BY id", runs
+        ):
+            sessions[run]["states"].append((ts, patch, detail))
+    return list(sessions.values())
+
+
+async def suspended_sessions_of_machine(
+    connection: asyncpg.Connection, machine_id: str, now: float, timeout: float
+) -> list[str]:
+    """See :func:`runwatch.store.queries.datacat.suspended_sessions_of_machine`."""
+    async with snapshot(connection):
+        rows = await connection.fetch(
+            "SELECT run_id FROM runs r WHERE kind = $1 AND (metadata::jsonb ->> 'machine_id') = $2"
+            " AND end_time IS NULL AND last_heartbeat IS NOT NULL"
+            f" AND $3 - last_heartbeat > COALESCE({_number_of('heartbeat_timeout_seconds')}, $4)"
+            " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run = r.id AND e.type = 'session_crashed_detected'"
+            " AND (e.detail::jsonb -> 'effect') IS NOT NULL AND jsonb_typeof(e.detail::jsonb -> 'effect') <> 'null')"
+            " ORDER BY id",
+            SESSION_KIND,
+            machine_id,
+            now,
+            timeout,
+        )
+    return [row[0] for row in rows]
 
 
 async def session_statistics(connection: asyncpg.Connection, since: float | None) -> dict[str, Any]:

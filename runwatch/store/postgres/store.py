@@ -20,11 +20,24 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..base import ChartAxis, ChartSeries, MaintenancePass, RunActivity, Store, StoreWriter, TimeLike
+from ...exceptions import StoreUnavailable
+from ..base import (
+    ChartAxis,
+    ChartSeries,
+    MaintenancePass,
+    RunActivity,
+    RunPage,
+    Store,
+    StoreTail,
+    StoreWriter,
+    TimeLike,
+)
 from ..lifecycle import DEFAULT_BATCH_ROWS, check_cutoff
-from . import maintenance, partitions, reads, sessions, transfer
+from ..queries.common import check_run_id
+from . import compare, maintenance, media, partitions, reads, replay, sessions, transfer
 from .connection import portal_for, redact_dsn
 from .schema import current_version, migrate
+from .tail import PostgresTail
 from .writer import FenceProvider, PostgresWriter
 
 if TYPE_CHECKING:
@@ -61,6 +74,15 @@ class PostgresStore(Store):
     def exists(self) -> bool:
         return int(self._run(current_version)) > 0
 
+    def identity(self) -> dict[str, str | None]:
+        """The URL without its password, and the database's system identifier with its name (``None`` while
+        the store does not exist): equal for two URLs of one database."""
+        try:
+            found: str | None = self._run(_database_identity)
+        except StoreUnavailable:
+            found = None
+        return {"path": self.location, "identity": found}
+
     def prepare(self) -> None:
         self._run(migrate)
 
@@ -71,14 +93,20 @@ class PostgresStore(Store):
         passed: list[int] = self._run(migrate, target_version)
         return passed
 
-    def open_writer(self, *, owner: str, fences: FenceProvider | None = None) -> StoreWriter:
+    def open_writer(
+        self, *, owner: str, max_image_bytes_per_run: int | None = None, fences: FenceProvider | None = None
+    ) -> StoreWriter:
         """The write path for one pipeline sink (see :class:`~runwatch.store.postgres.writer.PostgresWriter`).
 
         Args:
             owner: ``host:pid:start-time`` of the writing process.
+            max_image_bytes_per_run: a run's image budget in bytes (``None``: none).
             fences: the bus fences of each batch (a worker's bus source), or ``None``.
         """
-        return PostgresWriter(self.dsn, owner, fences=fences)
+        return PostgresWriter(self.dsn, owner, max_image_bytes_per_run=max_image_bytes_per_run, fences=fences)
+
+    def open_tail(self, *, max_rows: int = 20_000) -> StoreTail:
+        return PostgresTail(self.dsn, max_rows=max_rows)
 
     # -- the scale-out bus's partitions ------------------------------------------------------
 
@@ -99,9 +127,16 @@ class PostgresStore(Store):
     # -- runs --------------------------------------------------------------------------------
 
     def list_runs(
-        self, *, limit: int | None = None, status: str | None = None, kind: str | None = None
+        self,
+        *,
+        limit: int | None = None,
+        status: str | None = None,
+        kind: str | None = None,
+        exclude_kind: str | None = None,
     ) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = self._run(reads.list_runs, limit=limit, status=status, kind=kind)
+        found: list[dict[str, Any]] = self._run(
+            reads.list_runs, limit=limit, status=status, kind=kind, exclude_kind=exclude_kind
+        )
         return found
 
     def run_summary(self, run_id: str) -> dict[str, Any]:
@@ -128,6 +163,17 @@ class PostgresStore(Store):
 
     def has_run(self, run_id: str) -> bool:
         return bool(self._run(reads.has_run, run_id))
+
+    def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
+        page: RunPage = self._run(replay.run_rows, run_id, stream, start, limit)
+        return page
+
+    def stored_row_count(self, run_id: str) -> int:
+        return int(self._run(replay.run_row_count, run_id))
+
+    def live_writers(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._run(reads.live_writers)
+        return found
 
     def mark_crashed_runs(self, *, host: str | None = None) -> list[str]:
         found: list[str] = self._run(maintenance.mark_crashed_runs, host)
@@ -167,11 +213,12 @@ class PostgresStore(Store):
         *,
         run_id: str | None = None,
         severity: str | None = None,
+        rule: str | None = None,
         limit: int = 100,
         before_id: int | None = None,
     ) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._run(
-            reads.alert_events, run_id=run_id, severity=severity, limit=limit, before_id=before_id
+            reads.alert_events, run_id=run_id, severity=severity, rule=rule, limit=limit, before_id=before_id
         )
         return found
 
@@ -201,6 +248,21 @@ class PostgresStore(Store):
         )
         return frame
 
+    def metric_calls(
+        self,
+        run_id: str,
+        metric_names: Iterable[str] | None = None,
+        start_time: TimeLike | None = None,
+        end_time: TimeLike | None = None,
+        *,
+        after_row: int | None = None,
+        limit: int = 20_000,
+    ) -> dict[str, Any]:
+        found: dict[str, Any] = self._run(
+            reads.metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
+        )
+        return found
+
     def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
         found: dict[str, Any] = self._run(reads.metric_series, run_id, name, after_row=after_row)
         return found
@@ -220,6 +282,97 @@ class PostgresStore(Store):
         check_axis(x)
         points = self._run(reads.chart_points, list(run_ids), list(names), x)
         return chart_points(points, buckets=buckets, start=start, end=end)
+
+    def runs_metrics(
+        self,
+        run_ids: Sequence[str],
+        metric_names: Iterable[str] | None = None,
+        *,
+        x: ChartAxis = "step",
+        x_min: float | None = None,
+        x_max: float | None = None,
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        found: dict[str, dict[str, dict[str, Any]]] = self._run(
+            compare.runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max
+        )
+        return found
+
+    def runs_metrics_frame(self, run_ids: Sequence[str], metric_names: Iterable[str] | None = None) -> pd.DataFrame:
+        from ..queries.compare import series_frame
+
+        return series_frame(self._run(compare.runs_metric_series, run_ids, metric_names))
+
+    # -- what people say about runs ----------------------------------------------------------
+
+    def runs_table_details(self, run_ids: Sequence[str], metric_names: Sequence[str] | None = None) -> dict[str, Any]:
+        found: dict[str, Any] = self._run(compare.runs_table_details, list(run_ids), list(metric_names or []))
+        return found
+
+    def annotate_run(
+        self, run_id: str, *, tags: Sequence[str] | None = None, note: str | None = None, now: float | None = None
+    ) -> dict[str, Any]:
+        check_run_id(run_id)
+        found: dict[str, Any] = self._run(
+            reads.annotate_run, run_id, now=time.time() if now is None else now, tags=tags, note=note
+        )
+        return found
+
+    # -- images and histograms ---------------------------------------------------------------
+
+    def image_names(self, run_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._run(media.image_names, run_id)
+        return found
+
+    def images(
+        self,
+        run_id: str,
+        name: str | None = None,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._run(
+            media.images_of_run, run_id, name, start_step=start_step, end_step=end_step, limit=limit
+        )
+        return found
+
+    def image_at(
+        self, run_id: str, name: str, step: int | None = None, *, with_data: bool = False
+    ) -> dict[str, Any] | None:
+        if not with_data:
+            row: dict[str, Any] | None = self._run(media.image_at, run_id, name, step)
+            return row
+        found = self._run(media.image_with_content, run_id, name, step)  # the row and its content on one snapshot
+        if found is None or found[1] is None:
+            return None
+        return {**found[0], "data": found[1][1]}
+
+    def image_content(self, digest: str) -> tuple[str, bytes] | None:
+        found: tuple[str, bytes] | None = self._run(media.image_blob, digest)
+        return found
+
+    def histogram_names(self, run_id: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._run(media.histogram_names, run_id)
+        return found
+
+    def histograms(
+        self,
+        run_id: str,
+        name: str,
+        *,
+        start_step: int | None = None,
+        end_step: int | None = None,
+        max_count: int | None = None,
+    ) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._run(
+            media.run_histograms, run_id, name, start_step=start_step, end_step=end_step, max_count=max_count
+        )
+        return found
+
+    def media_usage(self, run_id: str) -> dict[str, int]:
+        found: dict[str, int] = self._run(media.media_usage, run_id)
+        return found
 
     # -- ingest, snapshots -------------------------------------------------------------------
 
@@ -279,10 +432,25 @@ class PostgresStore(Store):
         return found
 
     def list_sessions(
-        self, *, active: bool | None, status: str | None, product: str | None, limit: int, before: int | None
+        self,
+        *,
+        active: bool | None,
+        status: str | None,
+        product: str | None,
+        limit: int,
+        before: int | None,
+        now: float | None = None,
+        timeout_seconds: float = 60.0,
     ) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._run(
-            sessions.list_sessions, active=active, status=status, product=product, limit=limit, before=before
+            sessions.list_sessions,
+            active=active,
+            status=status,
+            product=product,
+            limit=limit,
+            before=before,
+            now=now,
+            timeout_seconds=timeout_seconds,
         )
         return found
 
@@ -296,6 +464,14 @@ class PostgresStore(Store):
 
     def remove_old_sessions(self, cutoff: float) -> dict[str, int]:
         found: dict[str, int] = self._run(maintenance.remove_old_sessions, cutoff)
+        return found
+
+    def whole_sessions(self, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self._run(sessions.session_rows, session_ids)
+        return found
+
+    def suspended_sessions_of_machine(self, machine_id: str, now: float, timeout_seconds: float) -> list[str]:
+        found: list[str] = self._run(sessions.suspended_sessions_of_machine, machine_id, now, timeout_seconds)
         return found
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -368,3 +544,11 @@ class PostgresStore(Store):
 
     def export_run(self, run_id: str, output_dir: Path, *, include_snapshots: bool = True) -> Path:
         return transfer.export_run(self.dsn, run_id, output_dir, include_snapshots=include_snapshots)
+
+
+async def _database_identity(connection: Any) -> str | None:
+    """The server's system identifier and the database's name (``None`` while runwatch has no schema there)."""
+    if await current_version(connection) == 0:
+        return None
+    row = await connection.fetchrow("SELECT system_identifier FROM pg_control_system()")
+    return f"{row[0]}:{await connection.fetchval('SELECT current_database()')}"

@@ -24,7 +24,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-import time
 import zipfile
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -36,12 +35,24 @@ import orjson
 
 from ...exceptions import BackupError, StoreError
 from ..encode import BatchEncoder, dumps
-from ..export import _ROLLUPS, _STATS, _UNSAFE, _WIRE_VALUES, EXPORT_FORMAT, _dumps, _metrics_file, _wire_numbers
+from ..export import (
+    _ROLLUPS,
+    _STATS,
+    _WIRE_VALUES,
+    EXPORT_FORMAT,
+    _dumps,
+    _metrics_file,
+    _wire_numbers,
+    archive_name,
+    attach_details,
+    write_media,
+)
 from ..importer import (
     _CHUNK_ROWS,
     ArchiveError,
     ProgressCallback,
     _ArchiveReader,
+    _chunks,
     _lines_if_any,
     _metric_from_line,
     _metrics_from_wide,
@@ -51,12 +62,24 @@ from ..importer import (
     _Renumbering,
     check_counts,
     event_rows,
+    histogram_events,
+    image_rows,
     patch_rows,
 )
-from . import reads
+from . import media, reads
 from .connection import connect, redact_dsn, translate_error
-from .schema import SCHEMA_VERSION, current_version, migrate
-from .writer import _UPSERT_METRIC_STATS, _stats_columns, _values_text
+from .schema import SCHEMA_VERSION, current_version, migrate, take_positions
+from .writer import (
+    _EVENT_COLUMNS,
+    _HISTOGRAM_COLUMNS,
+    _IMAGE_COLUMNS,
+    _STATE_COLUMNS,
+    _UPSERT_METRIC_STATS,
+    _detail_text,
+    _histogram_records,
+    _stats_columns,
+    _values_text,
+)
 
 __all__ = ["create_backup", "export_run", "import_run", "restore_backup"]
 
@@ -109,8 +132,7 @@ def export_run(dsn: str, run_id: str, output_dir: Path, *, include_snapshots: bo
     """
     output_dir = Path(output_dir)
     output_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # a directory this creates is private
-    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    target = output_dir / f"{_UNSAFE.sub('_', run_id)[:100]}-{stamp}.zip"
+    target = output_dir / archive_name(run_id)
 
     async def export(connection: asyncpg.Connection) -> None:
         # One snapshot for every file: the reads nest their transactions into this one (savepoints).
@@ -120,6 +142,20 @@ def export_run(dsn: str, run_id: str, output_dir: Path, *, include_snapshots: bo
             events = await reads.run_events(connection, run_id)
             history = await reads.state_history(connection, run_id)
             run = await reads.run_pk(connection, run_id)
+            attach_details(events, history, *await _details(connection, run))
+            images = await media.images_of_run(connection, run_id)
+            blobs = {
+                row["digest"]: (row["mime"], bytes(row["data"]))
+                for row in await connection.fetch(
+                    "SELECT digest, mime, data FROM media_blobs WHERE digest = ANY($1::text[])",
+                    sorted({image["digest"] for image in images}),
+                )
+            }
+            histograms = [
+                row
+                for entry in await media.histogram_names(connection, run_id)
+                for row in await media.run_histograms(connection, run_id, entry["name"])
+            ]
             metrics_name, metrics_bytes = _metrics_file(frame)
             del frame
             handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".export-", suffix=".zip")
@@ -140,6 +176,7 @@ def export_run(dsn: str, run_id: str, output_dir: Path, *, include_snapshots: bo
                             "SELECT ts, data FROM snapshots WHERE run = $1 ORDER BY ts", run
                         ):
                             archive.writestr(f"snapshots/snapshot_{ts:.3f}.json", data.encode())
+                    write_media(archive, images, blobs.get, histograms)
                 os.chmod(temporary, 0o600)
                 os.replace(temporary, target)
             except BaseException:
@@ -149,6 +186,15 @@ def export_run(dsn: str, run_id: str, output_dir: Path, *, include_snapshots: bo
 
     run_isolated(dsn, export)
     return target
+
+
+async def _details(connection: asyncpg.Connection, run: int) -> tuple[dict[int, Any], dict[int, Any]]:
+    """The details of a run's events and state patches, by row id (only the rows that have one)."""
+    found: list[dict[int, Any]] = []
+    for table in ("events", "state_history"):
+        rows = await connection.fetch(f"SELECT id, detail FROM {table} WHERE run = $1 AND detail IS NOT NULL", run)
+        found.append({row["id"]: orjson.loads(row["detail"]) for row in rows})
+    return found[0], found[1]
 
 
 async def _table_lines(connection: asyncpg.Connection, run: int, table: str, columns: tuple[str, ...]) -> bytes:
@@ -191,8 +237,8 @@ async def _write_metric_rows(connection: asyncpg.Connection, run: int, out: IO[b
 def import_run(dsn: str, zip_path: Path, *, rename: str | None = None, progress: ProgressCallback | None = None) -> str:
     """Write the run of an export archive into the store (see :func:`runwatch.store.importer.import_run`).
 
-    The run's metric rows keep their order and are numbered from 0 (rows are
-    numbered per run in a PostgreSQL store); everything goes in with one
+    The run's metric rows keep their order and take a block of the store's
+    row numbers after every row there; everything goes in with one
     transaction, checked against the archive's counts.
 
     Raises:
@@ -252,16 +298,64 @@ async def _write_run(connection: asyncpg.Connection, reader: _ArchiveReader, run
         run["total_episodes"],
         text(run["state"] or {}),
     )
+    if run["tags"] or run["note"]:
+        await connection.execute(
+            "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES ($1, $2, $3, $4)",
+            pk,
+            dumps(run["tags"]).decode(),
+            run["note"],
+            run["updated_at"],
+        )
     exact_rows = await _import_metrics(connection, reader, run_id, pk)
     counts: dict[str, int] = {}
-    rows = [(r[0], r[1], r[2], r[3], r[4], dumps(r[5]).decode()) for r in event_rows(reader, pk, counts)]
-    await connection.copy_records_to_table(
-        "events", records=rows, columns=("run", "ts", "kind", "type", "level", "data")
-    )
-    patches = [(r[0], r[1], dumps(r[2]).decode()) for r in patch_rows(reader, pk)]
-    await connection.copy_records_to_table("state_history", records=patches, columns=("run", "ts", "patch"))
+    for chunk in _chunks(event_rows(reader, pk, counts)):
+        first = await take_positions(connection, "events", len(chunk))
+        records = [
+            (number, run, ts, kind, type_, level, dumps(data).decode(), _detail_text(detail))
+            for number, (run, ts, kind, type_, level, data, detail) in enumerate(chunk, first)
+        ]
+        await connection.copy_records_to_table("events", records=records, columns=_EVENT_COLUMNS)
+    for chunk in _chunks(patch_rows(reader, pk)):
+        first = await take_positions(connection, "state_history", len(chunk))
+        patches = [
+            (number, run, ts, dumps(patch).decode(), _detail_text(detail))
+            for number, (run, ts, patch, detail) in enumerate(chunk, first)
+        ]
+        await connection.copy_records_to_table("state_history", records=patches, columns=_STATE_COLUMNS)
+    await _import_media(connection, reader, run_id, pk)
     rows = await connection.fetch("SELECT name, count FROM metric_stats WHERE run = $1", pk)
     check_counts(reader.where, run, counts, {row["name"]: row["count"] for row in rows}, metrics=exact_rows)
+
+
+async def _import_media(connection: asyncpg.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> None:
+    """The run's images with the contents they name (each once; its image bytes counted), and its histograms."""
+    stored = False
+    for chunk in _chunks(image_rows(reader, run_id, pk)):
+        blobs = [blob for blob, _ in chunk if blob is not None]
+        if blobs:
+            await connection.executemany(
+                "INSERT INTO media_blobs (digest, mime, size, data) VALUES ($1, $2, $3, $4)"
+                " ON CONFLICT (digest) DO NOTHING",
+                [(digest, mime, len(data), data) for digest, mime, data in blobs],
+            )
+            stored = True
+        await connection.copy_records_to_table("images", records=[row for _, row in chunk], columns=_IMAGE_COLUMNS)
+    if stored:
+        await connection.execute(
+            "INSERT INTO media_usage (run, image_bytes) SELECT $1, COALESCE(sum(size), 0) FROM media_blobs"
+            " WHERE digest IN (SELECT digest FROM images WHERE run = $1)"
+            " ON CONFLICT (run) DO UPDATE SET image_bytes = excluded.image_bytes",
+            pk,
+        )
+    for events in _chunks(histogram_events(reader, run_id)):
+        await connection.copy_records_to_table(
+            "histograms", records=_histogram_records({run_id: pk}, events), columns=_HISTOGRAM_COLUMNS
+        )
+
+
+#: Where an import numbers a run's metric rows until it knows how many numbers they take (then moved up to a
+#: block of the store's positions): below every position, so the move never meets a number in use.
+_IMPORT_BASE: Final = -(2**62)
 
 
 async def _import_metrics(connection: asyncpg.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> bool:
@@ -270,7 +364,7 @@ async def _import_metrics(connection: asyncpg.Connection, reader: _ArchiveReader
     rollups = [_parse_rollup(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_rollups.jsonl")]
     stats = [_parse_stats(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_stats.jsonl")]
     exact_stats = reader.has("metric_stats.jsonl")
-    numbering = _Renumbering(0, sorted({row for r in rollups for row in (r[2], r[3])}))
+    numbering = _Renumbering(_IMPORT_BASE, sorted({row for r in rollups for row in (r[2], r[3])}))
     long_form = reader.has("metrics_long.jsonl")
     if rollups and not long_form:
         raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
@@ -323,9 +417,12 @@ async def _import_metrics(connection: asyncpg.Connection, reader: _ArchiveReader
             if len(chunk) >= _CHUNK_ROWS:
                 await flush()
     await flush()
-    await connection.execute("UPDATE runs SET next_row = $2 WHERE id = $1", pk, numbering.finish())
+    used = numbering.finish()
+    offset = (await take_positions(connection, "metric_rows", used) if used else _IMPORT_BASE) - _IMPORT_BASE
+    if used:
+        await connection.execute("UPDATE metric_rows SET row = row + $2 WHERE run = $1", pk, offset)
     if rollups:
-        bounds = numbering.bounds
+        bounds = {old: new + offset for old, new in numbering.bounds.items()}
         await connection.executemany(
             "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
             " count, nan_count, min, max, mean) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",

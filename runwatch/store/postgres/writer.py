@@ -23,13 +23,24 @@ loop. A transaction, in order:
    :class:`~runwatch.store.encode.BatchEncoder` as the SQLite store's
    encodes them, so both stores hold the same values.
 
-A run's metric rows are numbered per run from ``runs.next_row``, taken in
-the transaction that writes them (one writer per run at a time: a pipeline's
-sink, or a partition's owner).
+The positions of metric rows, events and state patches are store-wide,
+one block per stream and transaction (:func:`.schema.take_positions`), so
+with a :class:`~runwatch.store.ledger.CommitLedger` each transaction notes
+the ranges it writes, and the heartbeats it leaves on run rows, before it
+commits (this process's live tail skips them). Each transaction ends with
+a ``NOTIFY`` on :data:`COMMITS_CHANNEL`, which tells a tail that something
+was committed.
+
+Images and histograms are written in the same transaction, with the same
+rules as the SQLite store's (:mod:`runwatch.store.media`): each content once
+in ``media_blobs``, a run's images within ``max_image_bytes_per_run`` (each
+content counted once per run; refused past it, counted in
+:meth:`PostgresWriter.counters`, logged once).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
@@ -39,14 +50,21 @@ import anyio
 import asyncpg
 import orjson
 
-from ...events import IngestReceipt
+from ...events import HistogramEvent, ImageEvent, IngestReceipt
 from ...exceptions import StoreUnavailable
 from ..base import StoreWriter
 from ..encode import BatchEncoder, EncodedBatch, dumps, encode_metric_rows, runs_with_state_patches
+from ..ledger import CommitLedger, LedgerEntry
+from ..media import MediaWriteOutcome
 from .connection import connect, redact_dsn, store_trouble
-from .schema import migrate
+from .schema import migrate, take_positions
 
-__all__ = ["Fence", "FenceProvider", "PostgresWriter"]
+__all__ = ["COMMITS_CHANNEL", "Fence", "FenceProvider", "PostgresWriter"]
+
+logger = logging.getLogger("runwatch.store")
+
+#: The channel every write transaction notifies when it commits (a live tail listens to it).
+COMMITS_CHANNEL: Final = "runwatch_commits"
 
 
 class Fence(NamedTuple):
@@ -138,8 +156,25 @@ RETURNING scope, batch_id
 """
 
 _METRIC_ROW_COLUMNS: Final = ("run", "row", "step", "ts", "keyset", "vals", "tags")
-_EVENT_COLUMNS: Final = ("run", "ts", "kind", "type", "level", "data")
-_STATE_COLUMNS: Final = ("run", "ts", "patch")
+_EVENT_COLUMNS: Final = ("id", "run", "ts", "kind", "type", "level", "data", "detail")
+_STATE_COLUMNS: Final = ("id", "run", "ts", "patch", "detail")
+_IMAGE_COLUMNS: Final = ("run", "name", "step", "ts", "digest", "width", "height", "caption")
+_HISTOGRAM_COLUMNS: Final = (
+    "run",
+    "name",
+    "step",
+    "ts",
+    "size",
+    "nan_count",
+    "posinf_count",
+    "neginf_count",
+    "min",
+    "max",
+    "sum",
+    "low",
+    "high",
+    "counts",
+)
 _FLOAT_OF: Final = {"inf": float("inf"), "-inf": float("-inf")}
 
 
@@ -149,14 +184,24 @@ class PostgresWriter(StoreWriter):
     Args:
         dsn: the store's URL.
         owner: ``host:pid:start-time`` of this process: the owner of the runs it starts.
+        max_image_bytes_per_run: a run's image budget in bytes (``None``: none).
         fences: gives the bus fences of each batch (``None``: no fencing).
     """
 
-    def __init__(self, dsn: str, owner: str, *, fences: FenceProvider | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        owner: str,
+        *,
+        max_image_bytes_per_run: int | None = None,
+        fences: FenceProvider | None = None,
+    ) -> None:
         self.dsn = dsn
         self.location = redact_dsn(dsn)
         self.fences = fences
         self._owner = owner
+        self._max_image_bytes_per_run = max_image_bytes_per_run
+        self._media = MediaWriteOutcome()  # committed image and histogram counters
         self._connection: asyncpg.Connection | None = None
         self._opened = False
         self._encoder = BatchEncoder()
@@ -183,17 +228,17 @@ class PostgresWriter(StoreWriter):
             with anyio.CancelScope(shield=True):
                 await _close(connection)
 
-    async def write(self, batch: Sequence[Any]) -> list[tuple[str, str]]:
+    async def write(self, batch: Sequence[Any], *, ledger: CommitLedger | None = None) -> list[tuple[str, str]]:
         if not self._opened:
             raise StoreUnavailable(f"the writer of {self.location!r} is not open")
         try:
             connection = await self._connected()
             try:
-                return await self._write_fenced(connection, list(batch))
+                return await self._write_fenced(connection, list(batch), ledger)
             except _StaleRunIds:
                 # Runs were removed (``runwatch cleanup``) since their ids were cached: create them anew.
                 self._run_ids.clear()
-                return await self._write_fenced(connection, list(batch))
+                return await self._write_fenced(connection, list(batch), ledger)
         except Exception as exc:
             if store_trouble(exc):  # unreachable, restarted, conflict...: the batch may be written again later
                 if self._connection is not None and self._connection.is_closed():
@@ -223,11 +268,22 @@ class PostgresWriter(StoreWriter):
 
     # -- one transaction ------------------------------------------------------------------
 
-    async def _write_fenced(self, connection: asyncpg.Connection, batch: list[Any]) -> list[tuple[str, str]]:
+    def counters(self) -> dict[str, int]:
+        media = self._media
+        return {
+            "images_stored": media.images_stored,
+            "images_over_budget": media.images_over_budget,
+            "image_blob_bytes": media.new_blob_bytes,
+            "histograms_stored": media.histograms_stored,
+        }
+
+    async def _write_fenced(
+        self, connection: asyncpg.Connection, batch: list[Any], ledger: CommitLedger | None
+    ) -> list[tuple[str, str]]:
         while True:
             fences = self.fences.fences(batch) if self.fences is not None else []
             try:
-                return await self._transaction(connection, batch, fences)
+                return await self._transaction(connection, batch, fences, ledger)
             except _FencedOut as lost:
                 left_out = lost.run_ids
                 kept = [event for event in batch if event.run_id not in left_out]
@@ -235,12 +291,13 @@ class PostgresWriter(StoreWriter):
                 batch = kept
 
     async def _transaction(
-        self, connection: asyncpg.Connection, batch: list[Any], fences: list[Fence]
+        self, connection: asyncpg.Connection, batch: list[Any], fences: list[Fence], ledger: CommitLedger | None
     ) -> list[tuple[str, str]]:
         transaction = connection.transaction()
         await transaction.start()
         new_runs: list[str] = []
         encoded: EncodedBatch | None = None
+        entry = ledger.begin() if ledger is not None else None
         try:
             await self._check_fences(connection, fences)
             receipts, batch = await self._claim_batches(connection, batch)
@@ -248,11 +305,21 @@ class PostgresWriter(StoreWriter):
             new_runs = await self._ensure_runs(connection, batch, now)
             state = await self._load_state(connection, batch)
             encoded = self._encoder.encode(batch, self._run_ids, state, now)
-            await self._execute(connection, encoded, now)
+            await self._execute(connection, encoded, now, entry)
+            media = await self._write_media(connection, encoded)
+            await connection.execute(f"NOTIFY {COMMITS_CHANNEL}")
             with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
                 await transaction.commit()
+            if media is not None:
+                self._count_media(media)
+            if entry is not None:
+                assert ledger is not None
+                ledger.settle(entry, committed=True)
             return receipts
         except BaseException:
+            if entry is not None:
+                assert ledger is not None
+                ledger.settle(entry, committed=False)
             if encoded is not None:  # key sets inserted in this transaction are gone too
                 self._encoder.forget_keysets(encoded.new_keysets)
             for run_id in new_runs:  # their rows were rolled back too
@@ -340,25 +407,157 @@ class PostgresWriter(StoreWriter):
         rows = await connection.fetch("SELECT id, state FROM runs WHERE id = ANY($1::bigint[])", ids)
         return {row["id"]: orjson.loads(row["state"]) for row in rows}
 
-    async def _execute(self, connection: asyncpg.Connection, encoded: EncodedBatch, now: float) -> None:
+    async def _execute(
+        self, connection: asyncpg.Connection, encoded: EncodedBatch, now: float, entry: LedgerEntry | None
+    ) -> None:
         if encoded.new_keysets:
             await self._store_keysets(connection, encoded)
         if encoded.metric_rows:
-            await self._copy_metric_rows(connection, encoded.metric_rows)
+            first = await take_positions(connection, "metric_rows", len(encoded.metric_rows))
+            if entry is not None:
+                entry.ranges.append(("metric_rows", first, first + len(encoded.metric_rows) - 1))
+            records = [
+                (run, number, step, ts, keyset, _values_text(vals), tags)
+                for number, (run, step, ts, keyset, vals, tags) in enumerate(encoded.metric_rows, first)
+            ]
+            await connection.copy_records_to_table("metric_rows", records=records, columns=_METRIC_ROW_COLUMNS)
             await connection.execute(_UPSERT_METRIC_STATS, *_stats_columns(encoded.metric_stats))
         if encoded.event_rows is not None:
-            records = [
-                (run, ts, kind, type_, level, orjson.dumps(data).decode())
-                for run, ts, kind, type_, level, data in orjson.loads(encoded.event_rows)
+            rows = orjson.loads(encoded.event_rows)
+            first = await take_positions(connection, "events", len(rows))
+            # A log event's row has its detail as a 7th element; exceptions and alerts have none.
+            event_records = [
+                (
+                    number,
+                    run,
+                    ts,
+                    kind,
+                    type_,
+                    level,
+                    orjson.dumps(data).decode(),
+                    _detail_text(rest[0] if rest else None),
+                )
+                for number, (run, ts, kind, type_, level, data, *rest) in enumerate(rows, first)
             ]
-            await connection.copy_records_to_table("events", records=records, columns=_EVENT_COLUMNS)
+            await connection.copy_records_to_table("events", records=event_records, columns=_EVENT_COLUMNS)
+            if entry is not None:
+                entry.ranges.append(("events", first, first + len(rows) - 1))
         if encoded.state_rows is not None:
-            patches = [(run, ts, orjson.dumps(patch).decode()) for run, ts, patch in orjson.loads(encoded.state_rows)]
+            rows = orjson.loads(encoded.state_rows)
+            first = await take_positions(connection, "state_history", len(rows))
+            patches = [
+                (number, run, ts, orjson.dumps(patch).decode(), _detail_text(rest[0] if rest else None))
+                for number, (run, ts, patch, *rest) in enumerate(rows, first)
+            ]
             await connection.copy_records_to_table("state_history", records=patches, columns=_STATE_COLUMNS)
+            if entry is not None:
+                entry.ranges.append(("state_history", first, first + len(rows) - 1))
         if encoded.run_updates:
+            if entry is not None:
+                entry.heartbeats.update(
+                    (update.run_id, update.last_heartbeat)
+                    for update in encoded.run_updates.values()
+                    if update.last_heartbeat is not None
+                )
             updated = await connection.fetch(_UPDATE_RUNS, *_update_columns(encoded, self._owner, now))
             if len(updated) != len(encoded.run_updates):  # a cached row id is gone, or now another run's
                 raise _StaleRunIds
+
+    async def _write_media(self, connection: asyncpg.Connection, encoded: EncodedBatch) -> MediaWriteOutcome | None:
+        if not encoded.images and not encoded.histograms:
+            return None
+        outcome = MediaWriteOutcome()
+        if encoded.images:
+            await self._write_images(connection, encoded.images, outcome)
+        if encoded.histograms:
+            await connection.copy_records_to_table(
+                "histograms", records=_histogram_records(self._run_ids, encoded.histograms), columns=_HISTOGRAM_COLUMNS
+            )
+            outcome.histograms_stored += len(encoded.histograms)
+        return outcome
+
+    async def _write_images(
+        self, connection: asyncpg.Connection, images: list[ImageEvent], outcome: MediaWriteOutcome
+    ) -> None:
+        """The images of a batch, in order, each within its run's budget (the rules of :func:`..media.image_plan`)."""
+        run_ids = self._run_ids
+        runs = sorted({run_ids[event.run_id] for event in images})
+        await connection.execute(
+            "INSERT INTO media_usage (run) SELECT unnest($1::bigint[]) ON CONFLICT (run) DO NOTHING", runs
+        )
+        # Locked to the commit: the budget is spent in run order, whoever else writes the run.
+        usage = {
+            row["run"]: row["image_bytes"]
+            for row in await connection.fetch(
+                "SELECT run, image_bytes FROM media_usage WHERE run = ANY($1::bigint[]) ORDER BY run FOR UPDATE", runs
+            )
+        }
+        held = {
+            (row["run"], row["digest"])
+            for row in await connection.fetch(
+                "SELECT DISTINCT run, digest FROM images WHERE run = ANY($1::bigint[]) AND digest = ANY($2::text[])",
+                runs,
+                sorted({event.digest for event in images}),
+            )
+        }
+        budget = self._max_image_bytes_per_run
+        refused: dict[int, int] = defaultdict(int)
+        blobs: dict[str, ImageEvent] = {}
+        rows = []
+        for event in images:
+            run = run_ids[event.run_id]
+            if (run, event.digest) not in held:
+                size = len(event.data)
+                if budget is not None and usage[run] + size > budget:
+                    refused[run] += 1
+                    outcome.images_over_budget += 1
+                    if outcome.over_budget_runs is None:
+                        outcome.over_budget_runs = set()
+                    outcome.over_budget_runs.add(event.run_id)
+                    continue
+                usage[run] += size
+                held.add((run, event.digest))
+                blobs.setdefault(event.digest, event)
+            rows.append(
+                (run, event.name, event.step, event.timestamp, event.digest, event.width, event.height, event.caption)
+            )
+        if blobs:
+            new = await connection.fetch(
+                "INSERT INTO media_blobs (digest, mime, size, data)"
+                " SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bytea[])"
+                " ON CONFLICT (digest) DO NOTHING RETURNING size",
+                list(blobs),
+                [event.mime for event in blobs.values()],
+                [len(event.data) for event in blobs.values()],
+                [bytes(event.data) for event in blobs.values()],
+            )
+            outcome.new_blob_bytes += sum(row["size"] for row in new)
+        await connection.execute(
+            "UPDATE media_usage SET image_bytes = u.bytes, images_over_budget = images_over_budget + u.refused"
+            " FROM unnest($1::bigint[], $2::bigint[], $3::bigint[]) AS u(run, bytes, refused)"
+            " WHERE media_usage.run = u.run",
+            runs,
+            [usage[run] for run in runs],
+            [refused.get(run, 0) for run in runs],
+        )
+        if rows:
+            await connection.copy_records_to_table("images", records=rows, columns=_IMAGE_COLUMNS)
+        outcome.images_stored += len(rows)
+
+    def _count_media(self, outcome: MediaWriteOutcome) -> None:
+        totals = self._media
+        first_refusal = totals.images_over_budget == 0 and outcome.images_over_budget > 0
+        totals.images_stored += outcome.images_stored
+        totals.images_over_budget += outcome.images_over_budget
+        totals.new_blob_bytes += outcome.new_blob_bytes
+        totals.histograms_stored += outcome.histograms_stored
+        if first_refusal:
+            logger.warning(
+                "runwatch: run(s) %s reached max_image_bytes_per_run (%s bytes); their new images are dropped"
+                " and counted (images_over_budget)",
+                sorted(outcome.over_budget_runs or ()),
+                self._max_image_bytes_per_run,
+            )
 
     async def _store_keysets(self, connection: asyncpg.Connection, encoded: EncodedBatch) -> None:
         texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
@@ -368,27 +567,6 @@ class PostgresWriter(StoreWriter):
         rows = await connection.fetch("SELECT names, id FROM metric_keysets WHERE names = ANY($1::text[])", list(texts))
         self._encoder.resolve_keysets(encoded, {texts[row["names"]]: row["id"] for row in rows})
 
-    async def _copy_metric_rows(self, connection: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> None:
-        counts: dict[int, int] = defaultdict(int)
-        for row in rows:
-            counts[row[0]] += 1
-        runs = list(counts)
-        taken = await connection.fetch(
-            "UPDATE runs SET next_row = runs.next_row + c.n FROM unnest($1::bigint[], $2::bigint[]) AS c(id, n)"
-            " WHERE runs.id = c.id RETURNING runs.id, runs.next_row - c.n AS first",
-            runs,
-            [counts[run] for run in runs],
-        )
-        next_row = {record["id"]: record["first"] for record in taken}
-        if len(next_row) != len(runs):
-            raise _StaleRunIds
-        records = []
-        for run, step, ts, keyset, vals, tags in rows:
-            number = next_row[run]
-            next_row[run] = number + 1
-            records.append((run, number, step, ts, keyset, _values_text(vals), tags))
-        await connection.copy_records_to_table("metric_rows", records=records, columns=_METRIC_ROW_COLUMNS)
-
 
 def _values_text(vals: tuple[Any, ...]) -> str:
     """A logging call's values as stored: a JSON array (null = NaN, "inf"/"-inf" = ±Inf)."""
@@ -396,6 +574,33 @@ def _values_text(vals: tuple[Any, ...]) -> str:
         return orjson.dumps(vals).decode()
     except TypeError:  # an int beyond 64 bits (JSON numbers here are 64-bit): stored as a float
         return orjson.dumps([float(value) if type(value) is int else value for value in vals]).decode()
+
+
+def _detail_text(detail: Any) -> str | None:
+    """An event's detail as stored: JSON text, or ``None`` for runwatch's own events."""
+    return None if detail is None else orjson.dumps(detail).decode()
+
+
+def _histogram_records(run_ids: dict[str, int], events: list[HistogramEvent]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            run_ids[event.run_id],
+            event.name,
+            event.step,
+            event.timestamp,
+            event.size,
+            event.nan_count,
+            event.posinf_count,
+            event.neginf_count,
+            event.min,
+            event.max,
+            event.sum,
+            event.low,
+            event.high,
+            orjson.dumps(event.counts).decode(),
+        )
+        for event in events
+    ]
 
 
 def _float(value: Any) -> float | None:
