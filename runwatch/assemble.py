@@ -187,7 +187,8 @@ def monitor_pipeline_config(config: MonitorConfig, *, serve: bool = False) -> Pi
     serve``) the default graph also follows what other processes commit to
     the store (a ``store_tail`` source into the live hub, and liveness for
     every live run of the store): the server is live for every run in its
-    store, whoever writes it.
+    store, whoever writes it. On a PostgreSQL store the store sink is the
+    ``postgres`` one.
 
     Raises:
         ConfigError: the user's pipeline config is invalid.
@@ -210,6 +211,8 @@ def monitor_pipeline_config(config: MonitorConfig, *, serve: bool = False) -> Pi
         max_image_bytes_per_run=config.max_image_bytes_per_run,
         tail=serve,
     )
+    if is_postgres_url(config.db_path):
+        graph["sinks"]["store"]["type"] = "postgres"  # the default graph's store sink, on PostgreSQL
     graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
     return graph
 
@@ -372,8 +375,6 @@ def _with_web(
         graph = bus_graph
     else:
         graph = monitor_pipeline_config(config, serve=profile == "serve")
-        if isinstance(graph, dict) and is_postgres_url(config.db_path) and "store" in graph.get("sinks", {}):
-            graph["sinks"]["store"]["type"] = "postgres"  # the default graph's store sink, on PostgreSQL
     pipeline = Pipeline(graph, context=context)
     # Remote mode serves no dashboard of its own: the server's is where its runs are.
     web = [] if profile == "monitor" and config.server_url is not None else [_web_interface(config, required=required)]

@@ -1,8 +1,8 @@
 """The scale-out bus's components on real servers: the nats sink and source, fencing, partitions, live feeds.
 
 In-process pipelines built from the graphs ``runwatch serve --bus`` and
-``runwatch worker`` use (:func:`runwatch.server.bus_serve_graph`,
-:func:`runwatch.server.worker_graph`), on a real nats-server and PostgreSQL.
+``runwatch worker`` use (:func:`runwatch.assemble.bus_serve_pipeline_config`,
+:func:`runwatch.assemble.worker_pipeline_config`), on a real nats-server and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import nats
 import orjson
 import pytest
 
+from runwatch.assemble import BusSettings, bus_serve_pipeline_config, worker_pipeline_config
 from runwatch.events import Heartbeat, IngestReceipt, Metric, RunLifecycle, RunTransition
 from runwatch.exceptions import BatchNotStored
 from runwatch.pipeline.component import ComponentContext
 from runwatch.pipeline.runtime import Pipeline
-from runwatch.server import BusSettings, bus_serve_graph, worker_graph
 from runwatch.sinks.websocket import LIVE_FEED, LIVE_HUB, SubscriptionFilter
 from runwatch.sources.ingest import INGEST
 from runwatch.store.postgres import PostgresStore
@@ -60,7 +60,7 @@ async def test_a_batch_is_acknowledged_once_jetstream_persisted_it_and_refused_w
     """Ingest through a serve node's graph: answered once the message is in the stream; with NATS gone, not stored."""
     await anyio.to_thread.run_sync(PostgresStore(postgres_dsn).prepare)
     bus = BusSettings(tuple(nats_server.urls), partitions=4)
-    graph = bus_serve_graph(bus)
+    graph = bus_serve_pipeline_config(bus)
     graph["sinks"]["bus"]["publish_timeout_seconds"] = 1.0
     async with pipeline(graph, postgres_dsn) as serve:
         ingest = serve.context.services[INGEST]
@@ -86,7 +86,7 @@ async def test_a_batch_published_twice_past_the_duplicate_window_is_stored_once(
 ) -> None:
     """The same batch as two messages (another message id each, as after the window): one stored, both acknowledged."""
     bus = BusSettings(tuple(nats_server.urls), partitions=4, lease_ttl_seconds=2)
-    async with pipeline(worker_graph(bus, postgres_dsn), postgres_dsn) as worker:
+    async with pipeline(worker_pipeline_config(bus, postgres_dsn), postgres_dsn) as worker:
         body = encode_batch("r1", "b1", "d1", T0, calls("r1", 0, 10))
         client = await nats.connect(servers=nats_server.urls)
         try:
@@ -141,8 +141,8 @@ async def test_workers_share_the_partitions_and_a_stopping_worker_hands_its_shar
     """Two workers own two partitions each; one stops, releasing its leases: the other takes them in its next round."""
     w1 = BusSettings(tuple(nats_server.urls), partitions=4, lease_ttl_seconds=3, name="w1")
     w2 = BusSettings(tuple(nats_server.urls), partitions=4, lease_ttl_seconds=3, name="w2")
-    async with pipeline(worker_graph(w2, postgres_dsn), postgres_dsn) as second:
-        async with pipeline(worker_graph(w1, postgres_dsn), postgres_dsn) as first:
+    async with pipeline(worker_pipeline_config(w2, postgres_dsn), postgres_dsn) as second:
+        async with pipeline(worker_pipeline_config(w1, postgres_dsn), postgres_dsn) as first:
 
             async def shared() -> bool:
                 return len(owned(first)) == 2 and len(owned(second)) == 2
@@ -167,12 +167,12 @@ async def test_liveness_is_judged_once_per_run_by_the_owner_of_its_partition(
     assert {partition_of(run_id, 4) for run_id in runs} == {0, 1, 2, 3}
 
     def graph(name: str) -> dict[str, Any]:
-        built = worker_graph(BusSettings(bus.urls, 4, 3, name), postgres_dsn)
+        built = worker_pipeline_config(BusSettings(bus.urls, 4, 3, name), postgres_dsn)
         built["stages"]["liveness"].update(heartbeat_timeout_seconds=0.5, crash_timeout_seconds=600)
         built["stages"]["liveness"]["check_interval_seconds"] = 0.1
         return built
 
-    serve_graph = bus_serve_graph(bus)
+    serve_graph = bus_serve_pipeline_config(bus)
     async with (
         pipeline(serve_graph, postgres_dsn) as serve,
         pipeline(graph("w1"), postgres_dsn) as first,
@@ -208,8 +208,9 @@ async def test_events_ingested_at_one_node_reach_the_subscribers_of_another_with
     a cursor older than what A keeps is read back from the live stream."""
     await anyio.to_thread.run_sync(PostgresStore(postgres_dsn).prepare)
     bus = BusSettings(tuple(nats_server.urls), partitions=4)
-    small = bus_serve_graph(bus, replay_events=10)  # node A keeps only the last 10 events
-    async with pipeline(small, postgres_dsn) as node_a, pipeline(bus_serve_graph(bus), postgres_dsn) as node_b:
+    small = bus_serve_pipeline_config(bus, replay_events=10)  # node A keeps only the last 10 events
+    other = bus_serve_pipeline_config(bus)
+    async with pipeline(small, postgres_dsn) as node_a, pipeline(other, postgres_dsn) as node_b:
         hub = node_a.context.services[LIVE_HUB]
         subscriber = hub.subscribe(SubscriptionFilter(runs=("r1",)))
         ingest = node_b.context.services[INGEST]
@@ -241,15 +242,15 @@ def test_the_graphs_name_the_nats_source_and_sink_by_one_type() -> None:
     from runwatch.sources.nats import NatsSource
 
     bus = BusSettings(("nats://127.0.0.1:4222",))
-    serve = load_pipeline_config(bus_serve_graph(bus))
+    serve = load_pipeline_config(bus_serve_pipeline_config(bus))
     assert (serve.get("live").cls, serve.get("bus").cls) == (NatsSource, NatsSink)
-    worker = load_pipeline_config(worker_graph(bus, "postgresql://runwatch@127.0.0.1/runwatch"))
+    worker = load_pipeline_config(worker_pipeline_config(bus, "postgresql://runwatch@127.0.0.1/runwatch"))
     assert (worker.get("bus").cls, worker.get("store").cls, worker.get("live").cls) == (
         NatsSource,
         PostgresSink,
         NatsSink,
     )
-    broken = worker_graph(bus, "postgresql://runwatch@127.0.0.1/runwatch")
+    broken = worker_pipeline_config(bus, "postgresql://runwatch@127.0.0.1/runwatch")
     del broken["sources"]["bus"]["urls"]
     with pytest.raises(ConfigError, match=r"sources\.bus\.urls"):
         load_pipeline_config(broken)

@@ -136,16 +136,59 @@ async def test_the_command_line_takes_a_postgresql_url_as_its_store(postgres_dsn
 async def test_a_single_serve_node_keeps_its_store_in_postgresql(postgres_dsn: str, tmp_path: Path) -> None:
     """runwatch serve --store postgresql://… without a bus: today's graph with a postgres sink; ingest is
     answered once PostgreSQL committed the batch."""
+    from runwatch.assemble import monitor_pipeline_config
     from runwatch.config import MonitorConfig
-    from runwatch.server import build_pipeline
+    from runwatch.pipeline.component import ComponentContext
+    from runwatch.pipeline.runtime import Pipeline
     from runwatch.sinks.postgres import PostgresSink
     from runwatch.sources.ingest import INGEST
 
     config = MonitorConfig(db_path=postgres_dsn, data_dir=str(tmp_path / "data"))
-    pipeline = build_pipeline(config)
+    context = ComponentContext(db_path=postgres_dsn, data_dir=tmp_path / "data")
+    pipeline = Pipeline(monitor_pipeline_config(config, serve=True), context=context)
     assert isinstance(pipeline.component("store"), PostgresSink)
     async with pipeline:
         events = [Metric("r", T0 + i, {"loss": float(i)}, i) for i in range(5)]
         result = await pipeline.context.services[INGEST].submit(events, "b1", digest="d1")
         assert result.accepted == 5
         assert PostgresStore(postgres_dsn).run_summary("r")["metrics"]["loss"]["count"] == 5
+
+
+async def test_the_tail_waits_for_a_transaction_that_took_positions_before_it_reads_past_them(
+    postgres_dsn: str,
+) -> None:
+    """Positions are taken before commit, in any order: a row of a transaction still open is not passed by the
+    tail's cursor while a later transaction's rows are committed; once it commits, both come back."""
+    import anyio.to_thread
+    import asyncpg
+
+    store = PostgresStore(postgres_dsn)
+    await write(store, [RunLifecycle("slow", T0, RunTransition.STARTED)])
+    tail = store.open_tail()
+    await anyio.to_thread.run_sync(tail.open)
+    slow = await asyncpg.connect(postgres_dsn)
+    try:
+        transaction = slow.transaction()
+        await transaction.start()
+        position = await slow.fetchval("SELECT runwatch_take_positions('events_positions', 1)")
+        await write(store, [LogEvent("fast", T0 + 1, "note", "info", {})])  # a higher id, committed first
+        held = await anyio.to_thread.run_sync(tail.read)
+        assert held.rows["events"] == [] and held.ends == tail.positions  # nothing read past the open one
+        assert tail.changed()
+        run = await slow.fetchval("SELECT id FROM runs WHERE run_id = 'slow'")
+        await slow.execute(
+            "INSERT INTO events (id, run, ts, kind, type, level, data)"
+            " VALUES ($1, $2, $3, 'log', 'note', 'info', '{}')",
+            position,
+            run,
+            T0 + 2,
+        )
+        await transaction.commit()
+        read = await anyio.to_thread.run_sync(tail.read)
+        assert [(row.position, row.event.run_id) for row in read.rows["events"]] == [
+            (position, "slow"),
+            (position + 1, "fast"),
+        ]
+    finally:
+        await slow.close()
+        await anyio.to_thread.run_sync(tail.close)
