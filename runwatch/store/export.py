@@ -44,9 +44,9 @@ import sqlite3
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -60,7 +60,10 @@ from .queries.common import run_pk
 from .queries.datacat import details_of_run
 from .schema import SCHEMA_VERSION, current_version
 
-__all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run"]
+if TYPE_CHECKING:
+    from .base import Series
+
+__all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run", "metric_lines"]
 
 #: The value of ``format`` in run.json.
 EXPORT_FORMAT = "runwatch-export/1"
@@ -236,9 +239,14 @@ def _write_metric_rows(connection: sqlite3.Connection, run_id: str, out: IO[byte
 
 def _metric_lines(connection: sqlite3.Connection, run_id: str) -> Iterator[bytes]:
     from .chunk_store import read_series
+
+    return metric_lines(read_series(connection, run_id, columns=("seq", "step", "time", "value", "tags")))
+
+
+def metric_lines(series: Mapping[str, Series]) -> Iterator[bytes]:
+    """A run's logging calls rebuilt from its series (every column decoded), as lines of ``metrics_long.jsonl``."""
     from .frames import calls_of
 
-    series = read_series(connection, run_id, columns=("seq", "step", "time", "value", "tags"))
     for seq, step, time_us, values, tags in calls_of(series):
         yield (
             orjson.dumps(

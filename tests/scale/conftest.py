@@ -37,9 +37,14 @@ else:
             yield server
 
     @pytest.fixture
-    def postgres_dsn(shared_postgres: PostgresServer) -> str:
-        """The URL of a new, empty database of the shared cluster."""
-        return shared_postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")
+    def postgres_dsn(shared_postgres: PostgresServer) -> Iterator[str]:
+        """The URL of a new, empty database of the shared cluster (this process's pooled connections to it
+        are closed after the test: the cluster allows a few dozen clients)."""
+        from runwatch.store.postgres.connection import close_portal
+
+        dsn = shared_postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")
+        yield dsn
+        close_portal(dsn)
 
     @pytest.fixture
     def postgres() -> Iterator[PostgresServer]:

@@ -127,7 +127,7 @@ async def test_the_command_line_takes_a_postgresql_url_as_its_store(postgres_dsn
     assert imported.exit_code == 0, imported.output
     assert PostgresStore(postgres_dsn).run_summary("r2")["metrics"]["loss"]["count"] == 50
     info = runner.invoke(app, ["db-info", "--db", postgres_dsn])
-    assert info.exit_code == 0 and "metric_rows" in info.stdout
+    assert info.exit_code == 0 and "metric_chunks" in info.stdout
     backup = runner.invoke(app, ["backup", str(tmp_path / "backups"), "--db", postgres_dsn])
     assert backup.exit_code == 0, backup.output
     assert [path.suffix for path in (tmp_path / "backups").iterdir()] == [".pgdump"]

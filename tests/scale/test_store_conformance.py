@@ -11,7 +11,8 @@ import pytest
 
 from runwatch.store.base import Store
 from runwatch.store.postgres import PostgresStore
-from tests.store.conformance.test_store import *  # noqa: F403 - the shared suite, collected again here
+from tests.store.conformance.test_series import *  # noqa: F403 - the shared suite, collected again here
+from tests.store.conformance.test_store import *  # noqa: F403
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -26,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextlib
 import os
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from typing import Any, Final, TypeVar
 
 import asyncpg
@@ -39,6 +40,7 @@ from ..backends import redact_dsn
 __all__ = [
     "CALL_TIMEOUT_SECONDS",
     "Portal",
+    "close_portal",
     "connect",
     "portal_for",
     "redact_dsn",
@@ -170,6 +172,26 @@ class Portal:
                 raise
             raise translated from exc
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[asyncpg.Connection]:
+        """A pooled connection for a blocking caller's several calls (through :meth:`run_free`), released after."""
+
+        async def acquire() -> asyncpg.Connection:
+            connection: asyncpg.Connection = await (await self._get_pool()).acquire()
+            return connection
+
+        connection = self.run_free(acquire)
+        try:
+            yield connection
+        finally:
+
+            async def release() -> None:
+                if self._pool is not None:
+                    await self._pool.release(connection)  # resets it: a transaction left open is rolled back
+
+            with contextlib.suppress(Exception):
+                self.run_free(release)
+
     async def _call(self, fn: Callable[..., Awaitable[_T]], args: tuple[Any, ...], kwargs: dict[str, Any]) -> _T:
         pool = await self._get_pool()
         async with pool.acquire() as connection:
@@ -188,15 +210,24 @@ class Portal:
                 )
             return self._pool
 
-    def close(self, timeout: float = 2.0) -> None:
-        """Close the pool and stop the thread (bounded by ``timeout``). Idempotent."""
+    def close(self, timeout: float = 2.0, *, graceful: bool = False) -> None:
+        """Close the pool and stop the thread (bounded by ``timeout``). Idempotent.
+
+        ``graceful`` closes each connection with the server's goodbye and the
+        loop after its thread (a process that goes on); otherwise the sockets
+        are dropped (at exit: nothing in flight is worth waiting for).
+        """
         if self._closed:
             return
         self._closed = True
 
         async def close_pool() -> None:
-            if self._pool is not None:
-                self._pool.terminate()  # at exit: nothing is in flight worth waiting for
+            if self._pool is None:
+                return
+            if graceful:
+                await asyncio.wait_for(self._pool.close(), timeout)
+            else:
+                self._pool.terminate()
 
         try:
             asyncio.run_coroutine_threadsafe(close_pool(), self._loop).result(timeout)
@@ -204,6 +235,8 @@ class Portal:
             pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout)
+        if graceful and not self._thread.is_alive():
+            self._loop.close()
 
 
 _portals: dict[tuple[int, str], Portal] = {}
@@ -218,6 +251,14 @@ def portal_for(dsn: str) -> Portal:
         if portal is None:
             portal = _portals[key] = Portal(dsn)
         return portal
+
+
+def close_portal(dsn: str) -> None:
+    """Close this process's portal for ``dsn``, if any (its pooled connections go; a later call opens anew)."""
+    with _portals_lock:
+        portal = _portals.pop((os.getpid(), dsn), None)
+    if portal is not None:
+        portal.close(graceful=True)
 
 
 @atexit.register

@@ -17,15 +17,21 @@ import time
 from typing import Any, Final
 
 import asyncpg
+import numpy as np
+import numpy.typing as npt
 import orjson
 
 from ...exceptions import StoreError, UnknownRunError
 from ...session_events import MONITOR_KIND, SESSION_KIND
 from ..base import MaintenancePass
-from ..downsample import ROLLUP_COLUMNS
+from ..chunk_edit import REMOVAL_COLUMNS, PointRange, plan_removal
+from ..chunks import ChunkRow, decode_chunk
+from ..codecs import CodecError
+from ..downsample import ROLLUP_COLUMNS, rollup_rows
 from ..lifecycle import ACTIVE_SQL, check_cutoff, check_positive_int
 from ..queries import check_run_id
 from ..queries.runs import _parse_owner, _process_alive
+from .chunks import CHUNK_RECORD_COLUMNS, chunk_record
 from .schema import current_version
 
 __all__ = [
@@ -44,9 +50,11 @@ __all__ = [
 _OLD_RUN: Final = f"status NOT IN ({ACTIVE_SQL}) AND GREATEST(end_time, updated_at, last_heartbeat) < $1"
 
 # The tables holding a run's rows, in the order a cleanup empties them:
-# metric_stats last, so a run cut short by an error still shows its summary.
+# metric_chunks before metric_series, whose ids they name; metric_stats last, so a run cut short by an
+# error still shows its summary.
 _RUN_TABLES: Final = (
-    "metric_rows",
+    "metric_chunks",
+    "metric_series",
     "metric_rollups",
     "events",
     "state_history",
@@ -60,8 +68,9 @@ _RUN_TABLES: Final = (
 
 # One chunk of a run's rows ($1: run, $2: how many).
 _DELETE_CHUNK: Final = {
-    "metric_rows": "DELETE FROM metric_rows WHERE run = $1 AND row IN"
-    " (SELECT row FROM metric_rows WHERE run = $1 LIMIT $2)",
+    "metric_chunks": "DELETE FROM metric_chunks WHERE rowid IN (SELECT c.rowid FROM metric_series AS s"
+    " JOIN metric_chunks AS c ON c.series = s.id WHERE s.run = $1 LIMIT $2)",
+    "metric_series": "DELETE FROM metric_series WHERE id IN (SELECT id FROM metric_series WHERE run = $1 LIMIT $2)",
     "metric_rollups": "DELETE FROM metric_rollups WHERE run = $1 AND (name, first_row) IN"
     " (SELECT name, first_row FROM metric_rollups WHERE run = $1 LIMIT $2)",
     "events": "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE run = $1 LIMIT $2)",
@@ -74,6 +83,9 @@ _DELETE_CHUNK: Final = {
     "media_usage": "DELETE FROM media_usage WHERE run = $1 AND $2 > 0",
     "run_annotations": "DELETE FROM run_annotations WHERE run = $1 AND $2 > 0",
 }
+
+# How a table's rows of run r.id are found (metric_chunks through its run's series).
+_OF_RUN: Final = {"metric_chunks": "series IN (SELECT id FROM metric_series WHERE run = r.id)"}
 
 #: The contents among $1 that no image names any more (an image content goes with its last image).
 _REMOVE_ORPHAN_BLOBS: Final = (
@@ -113,7 +125,7 @@ async def count_old_data(connection: asyncpg.Connection, older_than: float) -> i
     """How many records a cleanup at ``older_than`` would remove now: the old runs plus all their rows."""
     cutoff = check_cutoff(older_than)
     tables = await _existing_tables(connection, _RUN_TABLES)
-    per_run = " + ".join(f"(SELECT count(*) FROM {table} WHERE run = r.id)" for table in tables)
+    per_run = " + ".join(f"(SELECT count(*) FROM {table} WHERE {_OF_RUN.get(table, 'run = r.id')})" for table in tables)
     row = await connection.fetchrow(
         f"SELECT count(*), COALESCE(sum({per_run or '0'}), 0) FROM runs AS r WHERE {_OLD_RUN}", cutoff
     )
@@ -203,32 +215,6 @@ async def forget_ingested_batches(connection: asyncpg.Connection, older_than: fl
             return forgotten
 
 
-# One rollup row per (bucket, metric) of the calls run $1 logged in rows $2..$3, $4 calls a bucket.
-# A stored value is a JSON number, null (NaN: skipped by min/max/avg) or "inf"/"-inf".
-_INSERT_ROLLUPS: Final = """
-INSERT INTO metric_rollups
-    (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts, count, nan_count, min, max, mean)
-SELECT $1, name, min(row), max(row), min(step), max(step), min(ts), max(ts),
-       count(*), count(*) - count(x), min(x), max(x), NULLIF(avg(x), 'NaN')
-FROM (
-    SELECT c.bucket, c.row, c.step, c.ts, kv.name,
-           CASE jsonb_typeof(kv.value)
-               WHEN 'null' THEN NULL
-               WHEN 'string' THEN (CASE kv.value #>> '{}' WHEN 'inf' THEN 'Infinity'::float8
-                                                         ELSE '-Infinity'::float8 END)
-               ELSE (kv.value #>> '{}')::float8 END AS x
-    FROM (
-        SELECT row, step, ts, keyset, vals, (row_number() OVER (ORDER BY row) - 1) / $4 AS bucket
-        FROM metric_rows WHERE run = $1 AND row BETWEEN $2 AND $3
-    ) AS c
-    JOIN metric_keysets AS ks ON ks.id = c.keyset
-    CROSS JOIN LATERAL ROWS FROM (jsonb_array_elements_text(ks.names::jsonb), jsonb_array_elements(c.vals::jsonb))
-        AS kv(name, value)
-) AS cells
-GROUP BY bucket, name
-"""
-
-
 class DownsamplePass(MaintenancePass):
     """Replaces the old metric rows of inactive runs by rollups (as the SQLite store's, see
     :class:`runwatch.store.downsample.DownsamplePass`), one transaction per :meth:`step`."""
@@ -255,12 +241,15 @@ class DownsamplePass(MaintenancePass):
         """Replace up to one chunk of old rows of one run in one transaction; ``False`` once done."""
         if self._done:
             return False
+        cutoff_us = round(self.older_than * 1e6)
         if self._run is None:
+            # Runs whose first remaining call is old: the rest have nothing to do.
             found = await connection.fetchval(
                 f"SELECT id FROM runs WHERE id > $2 AND status NOT IN ({ACTIVE_SQL})"
-                " AND (SELECT ts FROM metric_rows WHERE run = runs.id ORDER BY row LIMIT 1) < $1"
+                " AND (SELECT c.time_first FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+                " WHERE s.run = runs.id ORDER BY c.seq_first LIMIT 1) < $1"
                 " ORDER BY id LIMIT 1",
-                self.older_than,
+                cutoff_us,
                 self._after,
             )
             if found is None:
@@ -272,36 +261,104 @@ class DownsamplePass(MaintenancePass):
             active = await connection.fetchval(
                 f"SELECT 1 FROM runs WHERE id = $1 AND status IN ({ACTIVE_SQL}) FOR UPDATE", run
             )
-            taken = None if active else await self._old_chunk(connection, run)
-            if taken is None:
+            calls = None if active else await _first_calls(connection, run, self.chunk_rows + 1)
+            taken = None if calls is None else self._old_calls(calls[1])
+            if calls is None or not taken:
                 self._after, self._run = run, None
                 return True
-            lo, hi = taken
-            status = await connection.execute(_INSERT_ROLLUPS, run, lo, hi, self.bucket_rows)
-            self.written_rollups += _row_count(status)  # "INSERT 0 n"
-            self.removed_rows += _row_count(
-                await connection.execute(
-                    "DELETE FROM metric_rows WHERE run = $1 AND row BETWEEN $2 AND $3", run, lo, hi
-                )
+            seqs = calls[0][:taken]
+            low, high = int(seqs[0]), int(seqs[-1])
+            rows = await connection.fetch(
+                "SELECT s.name, c.count, c.value_type, c.seqs, c.steps, c.step_mask, c.times, c.vals, NULL"
+                " FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+                " WHERE s.run = $1 AND c.seq_last >= $2 AND c.seq_first <= $3 ORDER BY s.name, c.seq_first",
+                run,
+                low,
+                high,
             )
+            rollups = rollup_rows([tuple(row) for row in rows], run, seqs, self.bucket_rows)
+            await connection.executemany(
+                "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts,"
+                " end_ts, count, nan_count, min, max, mean)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+                rollups,
+            )
+            self.written_rollups += len(rollups)
+            await remove_points(connection, run, PointRange(seq_low=low, seq_high=high))
+            self.removed_rows += taken
         return True
 
-    async def _old_chunk(self, connection: asyncpg.Connection, run: int) -> tuple[int, int] | None:
-        rows = await connection.fetch(
-            "SELECT row, ts FROM metric_rows WHERE run = $1 ORDER BY row LIMIT $2", run, self.chunk_rows + 1
-        )
-        old = 0
-        for row in rows:
-            if row["ts"] >= self.older_than:
-                break
-            old += 1
-        if old == len(rows) and old <= self.chunk_rows:
-            taken = old  # the run's last rows: a short last bucket is fine
-        else:
-            taken = min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
-        if taken == 0:
-            return None
-        return int(rows[0]["row"]), int(rows[taken - 1]["row"])
+    def _old_calls(self, times_us: npt.NDArray[np.int64]) -> int:
+        """How many of the run's first calls (their times given, in call order) to replace now."""
+        cutoff_us = round(self.older_than * 1e6)
+        newer = np.flatnonzero(times_us >= cutoff_us)
+        old = int(newer[0]) if len(newer) else len(times_us)
+        if old == len(times_us) and old <= self.chunk_rows:
+            return old  # the run's last calls: a short last bucket is fine
+        return min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
+
+
+async def _first_calls(
+    connection: asyncpg.Connection, run: int, count: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+    """The call numbers and times of the run's first ``count`` calls (fewer at its end), or None if it has none
+    (as :func:`runwatch.store.downsample._first_calls`: chunks decoded in call order until they are known)."""
+    chunks = await connection.fetch(
+        "SELECT c.rowid, c.seq_first, c.count, c.value_type FROM metric_series AS s"
+        " JOIN metric_chunks AS c ON c.series = s.id WHERE s.run = $1 ORDER BY c.seq_first",
+        run,
+    )
+    seqs: list[npt.NDArray[np.int64]] = []
+    times: list[npt.NDArray[np.int64]] = []
+    known = np.empty(0, dtype=np.int64)
+    first = np.empty(0, dtype=np.int64)
+    for rowid, seq_first, chunk_count, value_type in chunks:
+        if len(known) >= count and seq_first > known[count - 1]:
+            break  # every later chunk starts after the first ``count`` calls
+        row = await connection.fetchrow("SELECT seqs, times FROM metric_chunks WHERE rowid = $1", rowid)
+        try:
+            points = decode_chunk(
+                ChunkRow(chunk_count, value_type, row[0], None, None, row[1], b"", None), frozenset({"seq", "time"})
+            )
+        except CodecError as exc:
+            raise StoreError(f"a metric chunk cannot be decoded: {exc}") from None
+        seqs.append(points.seq)
+        times.append(points.time_us)
+        known, first = np.unique(np.concatenate(seqs), return_index=True)
+    if not seqs:
+        return None
+    return known[:count], np.concatenate(times)[first[:count]]
+
+
+async def remove_points(
+    connection: asyncpg.Connection, run: int, points: PointRange, *, sealed_only: bool = False
+) -> int:
+    """Remove the run's points in ``points`` (see :func:`runwatch.store.chunk_edit.remove_points`), inside the
+    caller's transaction; how many calls lost a point."""
+    where = ["s.run = $1"]
+    params: list[Any] = [run]
+    for condition, bound in (
+        ("c.time_min < ", points.before_us),
+        ("c.seq_last >= ", points.seq_low),
+        ("c.seq_first <= ", points.seq_high),
+    ):
+        if bound is not None:
+            params.append(bound)
+            where.append(f"{condition}${len(params)}")
+    if sealed_only:
+        where.append("c.sealed = 1")
+    rows = await connection.fetch(
+        f"SELECT {REMOVAL_COLUMNS} FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+        f" WHERE {' AND '.join(where)}",
+        *params,
+    )
+    removal = plan_removal([tuple(row) for row in rows], run, points)
+    if removal.deleted:
+        await connection.execute("DELETE FROM metric_chunks WHERE rowid = ANY($1::bigint[])", removal.deleted)
+    if removal.rewrites.inserts:
+        records = [chunk_record(removal.ids[write.key], True, write.chunk) for write in removal.rewrites.inserts]
+        await connection.copy_records_to_table("metric_chunks", records=records, columns=CHUNK_RECORD_COLUMNS)
+    return len(removal.removed_seqs())
 
 
 async def metric_rollups(
@@ -372,12 +429,22 @@ async def remove_old_sessions(connection: asyncpg.Connection, cutoff: float) -> 
                 cutoff,
             )
         ]
-        counts = {
-            table: _row_count(
+        cutoff_us = round(cutoff * 1e6)
+        old = await connection.fetch(
+            "SELECT DISTINCT s.run FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+            f" WHERE s.run IN ({runs}) AND c.time_min < $1",
+            cutoff_us,
+        )
+        # Sessions that ended go whole below; the others may still be written: their open chunks stay.
+        removed_calls = 0
+        for (run,) in old:
+            point_range = PointRange(before_us=cutoff_us)
+            removed_calls += await remove_points(connection, run, point_range, sealed_only=run not in ended)
+        counts = {"metric_rows": removed_calls}
+        for table in ("events", "state_history"):
+            counts[table] = _row_count(
                 await connection.execute(f"DELETE FROM {table} WHERE ts < $1 AND run IN ({runs})", cutoff)
             )
-            for table in ("metric_rows", "events", "state_history")
-        }
         if ended:
             for table in _RUN_TABLES:
                 if table == "images":
@@ -385,6 +452,12 @@ async def remove_old_sessions(connection: asyncpg.Connection, cutoff: float) -> 
                         "DELETE FROM images WHERE run = ANY($1::bigint[]) RETURNING digest", ended
                     )
                     await connection.execute(_REMOVE_ORPHAN_BLOBS, sorted({row[0] for row in digests}))
+                elif table == "metric_chunks":
+                    await connection.execute(
+                        "DELETE FROM metric_chunks WHERE series IN"
+                        " (SELECT id FROM metric_series WHERE run = ANY($1::bigint[]))",
+                        ended,
+                    )
                 else:
                     await connection.execute(f"DELETE FROM {table} WHERE run = ANY($1::bigint[])", ended)
             await connection.execute("DELETE FROM runs WHERE id = ANY($1::bigint[])", ended)
@@ -425,8 +498,8 @@ async def save_snapshots(
 
 _TABLES: Final = (
     "runs",
-    "metric_keysets",
-    "metric_rows",
+    "metric_series",
+    "metric_chunks",
     "metric_stats",
     "events",
     "state_history",

@@ -10,10 +10,9 @@ transaction (one snapshot), as the SQLite reads do in one WAL snapshot.
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
 import orjson
@@ -21,23 +20,20 @@ import orjson
 from ...events import to_epoch_seconds
 from ...exceptions import StoreError, UnknownRunError
 from ...wire.annotations import check_note, check_tags
-from ..base import RunActivity
+from ..base import RunActivity, SeriesSummary
+from ..chunk_store import summaries_of
 from ..queries.common import (
     MIN_READ_VERSION,
     NO_ID_LIMIT,
     check_limit,
-    check_metric_names,
     check_run_id,
     check_status,
     check_text,
     json_value,
 )
-from ..queries.metrics import MAX_CALLS_PER_PAGE, _build_frame, _decode_values, check_align
 from ..queries.runs import _RUN_LIST_COLUMNS, _metric_summary
+from .chunks import SUMMARY_SELECT, summary_rows
 from .schema import SCHEMA_VERSION, current_version
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 __all__ = [
     "alert_events",
@@ -48,13 +44,11 @@ __all__ = [
     "latest_snapshots",
     "list_runs",
     "live_writers",
-    "metric_calls",
-    "metric_series",
     "run_annotations",
     "run_activity",
     "run_events",
     "run_keys",
-    "run_metrics_frame",
+    "read_summaries",
     "run_state",
     "run_statuses",
     "run_summary",
@@ -441,161 +435,30 @@ async def alerts(
 # -- metrics ---------------------------------------------------------------------------------------
 
 
-async def _keysets(connection: asyncpg.Connection) -> dict[int, tuple[str, ...]]:
-    rows = await connection.fetch("SELECT id, names FROM metric_keysets")
-    return {row["id"]: tuple(orjson.loads(row["names"])) for row in rows}
-
-
-async def run_metrics_frame(
-    connection: asyncpg.Connection,
-    run_id: str,
-    metric_names: Iterable[str] | None = None,
-    start_time: Any = None,
-    end_time: Any = None,
-    *,
-    align: str = "call",
-) -> pd.DataFrame:
-    """See :func:`runwatch.store.queries.run_metrics_frame`."""
-    check_align(align)
-    wanted = check_metric_names(metric_names)
-    start = to_epoch_seconds(start_time, "start_time")
-    end = to_epoch_seconds(end_time, "end_time")
+async def read_summaries(
+    connection: asyncpg.Connection, run_id: str, names: Sequence[str] | None = None
+) -> dict[str, SeriesSummary]:
+    """See :func:`runwatch.store.chunk_store.read_summaries` (integer chunks' exact figures from their twins)."""
+    wanted = None if names is None else _checked_names(names)
     async with snapshot(connection):
-        keysets = await _keysets(connection)
-        where, params = _calls_filter(await run_pk(connection, run_id), keysets, wanted, start, end)
-        records = await connection.fetch(
-            f"SELECT keyset, step IS NULL, COALESCE(step, 0), ts, vals FROM metric_rows WHERE {where} ORDER BY row",
-            *params,
-        )
-    rows = [tuple(record) for record in records]
-    del records
-    return _build_frame(rows, keysets, wanted, by_step=align == "step")
-
-
-async def metric_calls(
-    connection: asyncpg.Connection,
-    run_id: str,
-    metric_names: Iterable[str] | None = None,
-    start_time: Any = None,
-    end_time: Any = None,
-    *,
-    after_row: int | None = None,
-    limit: int = 20_000,
-) -> dict[str, Any]:
-    """See :func:`runwatch.store.queries.metrics.metric_calls`."""
-    wanted = check_metric_names(metric_names)
-    if type(limit) is not int or not 1 <= limit <= MAX_CALLS_PER_PAGE:
-        raise ValueError(f"limit must be an integer from 1 to {MAX_CALLS_PER_PAGE}, got {limit!r}")
-    if after_row is not None and type(after_row) is not int:
-        raise TypeError(f"after_row must be an integer or None, got {after_row!r}")
-    start = to_epoch_seconds(start_time, "start_time")
-    end = to_epoch_seconds(end_time, "end_time")
-    async with snapshot(connection):
-        keysets = await _keysets(connection)
-        where, params = _calls_filter(await run_pk(connection, run_id), keysets, wanted, start, end)
+        run = await run_pk(connection, run_id)
         rows = await connection.fetch(
-            f"SELECT row, keyset, step, ts, vals FROM metric_rows WHERE {where} AND row > ${len(params) + 1}"
-            f" ORDER BY row LIMIT ${len(params) + 2}",
-            *params,
-            -1 if after_row is None else after_row,
-            limit + 1,
+            f"{SUMMARY_SELECT} FROM metric_series s JOIN metric_chunks c ON c.series = s.id"
+            " WHERE s.run = $1 AND ($2::text[] IS NULL OR s.name = ANY($2::text[])) ORDER BY s.id, c.seq_first",
+            run,
+            wanted,
         )
-    more = len(rows) > limit
-    rows = rows[:limit]
-    used = {row[1] for row in rows}
-    return {
-        "keysets": {str(keyset): list(keysets[keyset]) for keyset in sorted(used)},
-        "row": [row[0] for row in rows],
-        "keyset": [row[1] for row in rows],
-        "step": [row[2] for row in rows],
-        "ts": [row[3] for row in rows],
-        "vals": [row[4] for row in rows],
-        "next_after_row": rows[-1][0] if more else None,
-    }
+    return summaries_of(summary_rows(rows), wanted)
 
 
-def _calls_filter(
-    run: int, keysets: dict[int, tuple[str, ...]], wanted: list[str] | None, start: float | None, end: float | None
-) -> tuple[str, list[Any]]:
-    """The ``WHERE`` clause (from ``$1``) and parameters of a run's calls in a time range logging one of ``wanted``."""
-    where = ["run = $1"]
-    params: list[Any] = [run]
-    if start is not None:
-        params.append(start)
-        where.append(f"ts >= ${len(params)}")
-    if end is not None:
-        params.append(end)
-        where.append(f"ts <= ${len(params)}")
-    if wanted is not None:
-        wanted_set = set(wanted)
-        params.append([keyset for keyset, names in keysets.items() if not wanted_set.isdisjoint(names)])
-        where.append(f"keyset = ANY(${len(params)}::bigint[])")
-    return " AND ".join(where), params
-
-
-async def metric_series(
-    connection: asyncpg.Connection, run_id: str, name: str, *, after_row: int | None = None
-) -> dict[str, Any]:
-    """See :func:`runwatch.store.queries.metric_series`."""
-    async with snapshot(connection):
-        return await _metric_series(connection, run_id, name, after_row)
-
-
-async def _metric_series(
-    connection: asyncpg.Connection, run_id: str, name: str, after_row: int | None
-) -> dict[str, Any]:
-    import numpy as np
-
-    check_run_id(run_id)
-    run = await run_pk(connection, run_id)
-    keysets = {k: names for k, names in (await _keysets(connection)).items() if name in names}
-    empty = np.empty(0)
-    if not keysets:
-        return {"row": empty.astype(np.int64), "ts": empty, "step": empty, "value": empty}
-    rows = await connection.fetch(
-        "SELECT keyset, row, step, ts, vals FROM metric_rows"
-        " WHERE run = $1 AND row > $2 AND keyset = ANY($3::bigint[]) ORDER BY row",
-        run,
-        -1 if after_row is None else after_row,
-        list(keysets),
-    )
-    count = len(rows)
-    row_keysets = np.fromiter((row[0] for row in rows), dtype=np.int64, count=count)
-    numbers = np.fromiter((row[1] for row in rows), dtype=np.int64, count=count)
-    steps = np.fromiter((math.nan if row[2] is None else row[2] for row in rows), dtype=np.float64, count=count)
-    seconds = np.fromiter((row[3] for row in rows), dtype=np.float64, count=count)
-    vals = [row[4] for row in rows]
-    del rows
-    values = np.full(count, np.nan)
-    for keyset, names in keysets.items():
-        indices = np.flatnonzero(row_keysets == keyset)
-        if not len(indices):
-            continue
-        flat = _decode_values(vals, indices, single=len(indices) == count)
-        values[indices] = flat.reshape(len(indices), len(names))[:, names.index(name)]
-    return {"row": numbers, "ts": seconds, "step": steps, "value": values}
-
-
-async def chart_points(
-    connection: asyncpg.Connection, run_ids: Sequence[str], names: Sequence[str], x: str
-) -> dict[tuple[str, str], tuple[Any, Any]]:
-    """The points of each series of a chart (x, value arrays), read on one snapshot."""
-    points = {}
-    async with snapshot(connection):
-        keys = await run_keys(connection, dict.fromkeys(run_ids))
-        for run_id in keys:
-            origin = 0.0
-            if x == "relative":
-                origin = float(await connection.fetchval("SELECT start_time FROM runs WHERE run_id = $1", run_id))
-            for name in dict.fromkeys(names):
-                series = await _metric_series(connection, run_id, name, None)
-                if len(series["row"]):
-                    axis = series["step"] if x == "step" else series["ts"] - origin
-                    points[(run_id, name)] = (axis, series["value"])
-    return points
-
-
-# -- snapshots -------------------------------------------------------------------------------------
+def _checked_names(names: object) -> list[str]:
+    if isinstance(names, str) or not isinstance(names, Iterable):
+        raise TypeError(f"names must be a list of metric names or None, got {names!r}")
+    checked = list(names)
+    for name in checked:
+        if type(name) is not str or not name:
+            raise TypeError(f"metric names must be non-empty strings, got {name!r}")
+    return checked
 
 
 async def latest_snapshots(connection: asyncpg.Connection, run_ids: Sequence[str]) -> dict[str, str]:

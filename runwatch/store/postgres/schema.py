@@ -30,6 +30,17 @@ key set's order. The versions are the SQLite store's, step by step, so
 7. images (``media_blobs``, ``images``, ``media_usage``) and histograms.
 8. ``run_annotations``.
 9. ``detail`` of events and state patches.
+10. metrics in columnar chunks (:mod:`runwatch.store.chunk_schema`):
+    ``metric_series`` and ``metric_chunks`` replace ``metric_keysets`` and
+    ``metric_rows``. The chunk bytes are the SQLite store's, in ``bytea``; the
+    summary columns ``value_min``/``value_max``/``value_sum``/``value_last``
+    are ``double precision`` (NULL for NaN, as in SQLite), and an integer
+    chunk's exact figures are in their ``bigint`` twins ``exact_*`` (a float
+    would round 2**63 - 1). ``rowid`` names a chunk row as SQLite's rowid
+    does. Logging calls keep their store-wide numbers from the
+    ``metric_row_positions`` sequence. No PostgreSQL store held metric rows
+    before this version was released, so the step does not convert them: it
+    refuses a store that has some (export the runs first, import them after).
 
 The version is the one row of ``runwatch_schema``. Each step runs in its own
 transaction with its version bump, under an advisory lock, so processes
@@ -358,6 +369,89 @@ MIGRATIONS += (
         down=(
             "ALTER TABLE state_history DROP COLUMN detail",
             "ALTER TABLE events DROP COLUMN detail",
+        ),
+    ),
+)
+
+
+def _refuse_rows(table: str, why: str) -> str:
+    """A statement that stops a migration step while ``table`` holds rows."""
+    return f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM {table}) THEN RAISE EXCEPTION 'runwatch: {why}'; END IF; END $$"
+
+
+MIGRATIONS += (
+    Migration(
+        10,
+        SQLITE_MIGRATIONS[9].description,
+        up=(
+            _refuse_rows(
+                "metric_rows",
+                "this store holds metric rows of schema 9; export its runs, then import them into a new store",
+            ),
+            "DROP TABLE metric_rows",
+            "DROP TABLE metric_keysets",
+            """CREATE TABLE metric_series (
+                id bigserial PRIMARY KEY,
+                run bigint NOT NULL,
+                name text NOT NULL,
+                UNIQUE (run, name)
+            )""",
+            f"""CREATE TABLE metric_chunks (
+                rowid bigint GENERATED ALWAYS AS IDENTITY UNIQUE,
+                series bigint NOT NULL,
+                seq_first bigint NOT NULL,
+                seq_last bigint NOT NULL,
+                sealed integer NOT NULL,
+                format integer NOT NULL,
+                count bigint NOT NULL,
+                nan_count bigint NOT NULL,
+                value_type integer NOT NULL,
+                value_min {_SCALAR},
+                value_max {_SCALAR},
+                value_sum {_SCALAR},
+                value_last {_SCALAR},
+                step_first bigint,
+                step_last bigint,
+                step_min bigint,
+                step_max bigint,
+                time_first bigint NOT NULL,
+                time_last bigint NOT NULL,
+                time_min bigint NOT NULL,
+                time_max bigint NOT NULL,
+                block_points integer NOT NULL,
+                blocks bytea NOT NULL,
+                seqs bytea NOT NULL,
+                steps bytea,
+                step_mask bytea,
+                times bytea NOT NULL,
+                vals bytea NOT NULL,
+                tags bytea,
+                exact_min bigint,
+                exact_max bigint,
+                exact_sum bigint,
+                exact_last bigint,
+                PRIMARY KEY (series, seq_first)
+            )""",
+            "CREATE INDEX metric_chunks_by_last ON metric_chunks (seq_last)",
+        ),
+        down=(
+            _refuse_rows(
+                "metric_chunks",
+                "this store holds metric chunks; export its runs before stepping below schema 10",
+            ),
+            "DROP TABLE metric_chunks",
+            "DROP TABLE metric_series",
+            "CREATE TABLE metric_keysets (id bigserial PRIMARY KEY, names text NOT NULL UNIQUE)",
+            f"""CREATE TABLE metric_rows (
+                run bigint NOT NULL,
+                row bigint NOT NULL,
+                step bigint,
+                ts {_SCALAR} NOT NULL,
+                keyset bigint NOT NULL,
+                vals text NOT NULL,
+                tags text,
+                PRIMARY KEY (run, row)
+            )""",
         ),
     ),
 )

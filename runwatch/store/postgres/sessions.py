@@ -9,15 +9,20 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any, Final
 
 import asyncpg
+import numpy as np
 import orjson
 
 from ...exceptions import UnknownRunError
-from ...session_events import RUN_STATUSES_OF, SESSION_KIND, decode_metric_value, decode_session_tags, session_status
+from ...session_events import RUN_STATUSES_OF, SESSION_KIND, decode_session_tags, session_status
+from ..base import Series
+from ..frames import calls_of
 from ..queries.common import NO_ID_LIMIT
 from ..queries.sessions import COUNTED_EVENTS, _record
+from .chunks import fetch_calls, fetch_series
 from .reads import snapshot, state_history_page
 
 __all__ = [
@@ -73,22 +78,17 @@ async def read_session(
             NO_ID_LIMIT if events_before is None else events_before,
             events_limit + 1,
         )
-        metrics = await connection.fetch(
-            "SELECT m.row, m.ts, k.names, m.vals, m.tags FROM metric_rows m"
-            " JOIN metric_keysets k ON k.id = m.keyset WHERE m.run = $1 AND m.row < $2"
-            " ORDER BY m.row DESC LIMIT $3",
-            run,
-            NO_ID_LIMIT if metrics_before is None else metrics_before,
-            metrics_limit + 1,
-        )
+        series = {found.name: found for found in await fetch_series(connection, "r.id = $1", run)}
+    if metrics_before is not None:  # calls numbered before the cursor
+        cut = {name: int(np.searchsorted(found.points.seq, metrics_before)) for name, found in series.items()}
+        series = {name: Series(found.run_id, name, found.points.slice(0, cut[name])) for name, found in series.items()}
+    # The newest calls first: a session holds few enough calls to rebuild them all here.
+    calls = list(calls_of(series))[::-1][: metrics_limit + 1]
     metric_rows = []
-    for number, ts, names, vals, tags in metrics:
+    for seq, _, time_us, values, tags in calls:
         tag_list, _ = decode_session_tags(tags)
-        values = [
-            (name, decode_metric_value(value))
-            for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False)
-        ]
-        metric_rows.append({"row": number, "timestamp": ts, "values": values, "tags": tag_list})
+        pairs = [(name, float(value)) for name, value in values]
+        metric_rows.append({"row": seq, "timestamp": time_us / 1e6, "values": pairs, "tags": tag_list})
     return {
         "session": _record(row),
         "events": [
@@ -203,12 +203,11 @@ async def session_rows(connection: asyncpg.Connection, session_ids: Sequence[str
             runs,
         ):
             sessions[run]["events"].append((ts, name, level, data, detail))
-        for run, ts, names, values, tags in await connection.fetch(
-            "SELECT m.run, m.ts, k.names, m.vals, m.tags FROM metric_rows m JOIN metric_keysets k ON k.id = m.keyset"
-            " WHERE m.run = ANY($1::bigint[]) ORDER BY m.row",
-            runs,
-        ):
-            sessions[run]["metrics"].append((ts, names, values, tags))
+        by_id = {session["run"]["run_id"]: session for session in sessions.values()}
+        for call in await fetch_calls(connection, runs):
+            names = [name for name, _ in call.values]
+            values = [value for _, value in call.values]
+            by_id[call.run_id]["metrics"].append((call.time_us / 1e6, names, values, call.tags))
         for run, ts, patch, detail in await connection.fetch(
             "SELECT run, ts, patch, detail FROM state_history WHERE run = ANY($1::bigint[]) ORDER BY id", runs
         ):
@@ -238,8 +237,6 @@ async def suspended_sessions_of_machine(
 
 async def session_statistics(connection: asyncpg.Connection, since: float | None) -> dict[str, Any]:
     """See :func:`runwatch.store.queries.sessions.session_statistics`."""
-    import numpy as np
-
     floor = -math.inf if since is None else since
     events = f"FROM events WHERE run IN ({_SESSION_RUNS}) AND kind = 'log' AND ts >= $1"
     async with snapshot(connection):
@@ -269,18 +266,15 @@ async def session_statistics(connection: asyncpg.Connection, since: float | None
                 floor,
             )
         }
-        rows = await connection.fetch(
-            "SELECT k.names, m.vals FROM metric_rows m JOIN metric_keysets k ON k.id = m.keyset"
-            f" WHERE m.run IN ({_SESSION_RUNS}) AND m.ts >= $1",
-            floor,
+        found = await fetch_series(
+            connection, f"r.kind = '{SESSION_KIND}'", time_low=since, columns=frozenset({"value"})
         )
-    values: dict[str, list[float]] = {}
-    for names, vals in rows:
-        for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False):
-            values.setdefault(name, []).append(decode_metric_value(value))
+    values: dict[str, list[Any]] = {}
+    for one in found:
+        values.setdefault(one.name, []).append(one.points.values.astype(np.float64))
     metrics: dict[str, dict[str, Any]] = {}
-    for name, series in sorted(values.items()):
-        array = np.asarray(series, dtype=np.float64)
+    for name, parts in sorted(values.items()):
+        array = np.concatenate(parts)
         finite = array[~np.isnan(array)]
         metrics[name] = {
             "count": int(array.size),
@@ -316,26 +310,25 @@ async def session_metrics(
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.sessions.session_metrics`."""
     async with snapshot(connection):
-        rows = await connection.fetch(
-            "SELECT r.run_id, m.ts, k.names, m.vals, m.tags FROM metric_rows m"
-            " JOIN runs r ON r.id = m.run JOIN metric_keysets k ON k.id = m.keyset"
-            f" WHERE m.run IN ({_SESSION_RUNS}) AND m.ts >= $1 AND m.ts <= $2 ORDER BY m.ts, m.run, m.row",
-            -math.inf if start is None else start,
-            math.inf if end is None else end,
-        )
+        found = await fetch_series(connection, f"r.kind = '{SESSION_KIND}'", time_low=start, time_high=end)
+    by_session: dict[str, dict[str, Series]] = {}
+    for series in found:
+        by_session.setdefault(series.run_id, {})[series.name] = series
     out = []
-    for session_id, ts, names, vals, tags in rows:
-        _, fields = decode_session_tags(tags)
-        metadata = fields.get("metadata")
-        for name, value in zip(orjson.loads(names), orjson.loads(vals), strict=False):
-            out.append(
-                {
-                    "metric_type": name,
-                    "session_id": session_id,
-                    "user_id": fields.get("user_id"),
-                    "value": decode_metric_value(value),
-                    "metadata": dict(metadata) if isinstance(metadata, dict) else {},
-                    "timestamp": ts,
-                }
-            )
+    for session_id, series_of in by_session.items():
+        for _, _, time_us, values, tags in calls_of(series_of):
+            _, fields = decode_session_tags(tags)
+            metadata = fields.get("metadata")
+            for name, value in values:
+                out.append(
+                    {
+                        "metric_type": name,
+                        "session_id": session_id,
+                        "user_id": fields.get("user_id"),
+                        "value": float(value),
+                        "metadata": dict(metadata) if isinstance(metadata, dict) else {},
+                        "timestamp": time_us / 1e6,
+                    }
+                )
+    out.sort(key=itemgetter("timestamp"))  # stable: a session's values stay in call order
     return out

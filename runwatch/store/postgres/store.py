@@ -16,9 +16,9 @@ on an event loop thread that asyncpg would need.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ...exceptions import StoreUnavailable
 from ..base import (
@@ -27,6 +27,9 @@ from ..base import (
     MaintenancePass,
     RunActivity,
     RunPage,
+    Series,
+    SeriesAxis,
+    SeriesSummary,
     Store,
     StoreTail,
     StoreWriter,
@@ -34,7 +37,8 @@ from ..base import (
 )
 from ..lifecycle import DEFAULT_BATCH_ROWS, check_cutoff
 from ..queries.common import check_run_id
-from . import compare, maintenance, media, partitions, reads, replay, sessions, transfer
+from . import compare, maintenance, media, partitions, reads, sessions, transfer
+from .blocking import blocking_connection
 from .connection import portal_for, redact_dsn
 from .schema import current_version, migrate
 from .tail import PostgresTail
@@ -44,6 +48,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["PostgresStore"]
+
+_T = TypeVar("_T")
 
 
 class PostgresStore(Store):
@@ -68,6 +74,11 @@ class PostgresStore(Store):
 
     def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self._portal.run(fn, *args, **kwargs)
+
+    def _read_chunks(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """One of the shared metric reads (written for a ``sqlite3`` connection) on a held connection."""
+        with blocking_connection(self._portal) as connection:
+            return fn(connection, *args, **kwargs)
 
     # -- the store itself ----------------------------------------------------------------
 
@@ -165,11 +176,14 @@ class PostgresStore(Store):
         return bool(self._run(reads.has_run, run_id))
 
     def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
-        page: RunPage = self._run(replay.run_rows, run_id, stream, start, limit)
-        return page
+        from ..replay import run_rows
+
+        return self._read_chunks(run_rows, run_id, stream, start, limit)
 
     def stored_row_count(self, run_id: str) -> int:
-        return int(self._run(replay.run_row_count, run_id))
+        from ..replay import run_row_count
+
+        return self._read_chunks(run_row_count, run_id)
 
     def live_writers(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._run(reads.live_writers)
@@ -243,10 +257,9 @@ class PostgresStore(Store):
         *,
         align: str = "call",
     ) -> pd.DataFrame:
-        frame: pd.DataFrame = self._run(
-            reads.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align
-        )
-        return frame
+        from ..queries.metrics import run_metrics_frame
+
+        return self._read_chunks(run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
 
     def metric_calls(
         self,
@@ -258,13 +271,28 @@ class PostgresStore(Store):
         after_row: int | None = None,
         limit: int = 20_000,
     ) -> dict[str, Any]:
-        found: dict[str, Any] = self._run(
-            reads.metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
-        )
-        return found
+        from ..queries.metrics import metric_calls
 
-    def metric_series(self, run_id: str, name: str, *, after_row: int | None = None) -> dict[str, Any]:
-        found: dict[str, Any] = self._run(reads.metric_series, run_id, name, after_row=after_row)
+        return self._read_chunks(
+            metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
+        )
+
+    def read_series(
+        self,
+        run_id: str,
+        names: Sequence[str] | None = None,
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        by: SeriesAxis = "seq",
+        columns: Collection[str] = ("seq", "step", "time", "value"),
+    ) -> dict[str, Series]:
+        from ..chunk_store import read_series
+
+        return self._read_chunks(read_series, run_id, names, start=start, end=end, by=by, columns=columns)
+
+    def read_summaries(self, run_id: str, names: Sequence[str] | None = None) -> dict[str, SeriesSummary]:
+        found: dict[str, SeriesSummary] = self._run(reads.read_summaries, run_id, names)
         return found
 
     def chart(
@@ -276,12 +304,11 @@ class PostgresStore(Store):
         buckets: int = 1000,
         start: float | None = None,
         end: float | None = None,
+        finite: bool = False,
     ) -> dict[tuple[str, str], ChartSeries]:
-        from ..chart import chart_points, check_axis
+        from ..chart import chart
 
-        check_axis(x)
-        points = self._run(reads.chart_points, list(run_ids), list(names), x)
-        return chart_points(points, buckets=buckets, start=start, end=end)
+        return self._read_chunks(chart, run_ids, names, x=x, buckets=buckets, start=start, end=end, finite=finite)
 
     def runs_metrics(
         self,
@@ -292,15 +319,14 @@ class PostgresStore(Store):
         x_min: float | None = None,
         x_max: float | None = None,
     ) -> dict[str, dict[str, dict[str, Any]]]:
-        found: dict[str, dict[str, dict[str, Any]]] = self._run(
-            compare.runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max
-        )
-        return found
+        from ..queries.compare import runs_metric_series
+
+        return self._read_chunks(runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max)
 
     def runs_metrics_frame(self, run_ids: Sequence[str], metric_names: Iterable[str] | None = None) -> pd.DataFrame:
-        from ..queries.compare import series_frame
+        from ..queries.compare import runs_metric_frame
 
-        return series_frame(self._run(compare.runs_metric_series, run_ids, metric_names))
+        return self._read_chunks(runs_metric_frame, run_ids, metric_names)
 
     # -- what people say about runs ----------------------------------------------------------
 

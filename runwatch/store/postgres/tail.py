@@ -32,9 +32,12 @@ import asyncpg
 
 from ...exceptions import StoreUnavailable
 from ..base import RunProgress, StoredRow, StoreTail, TailRead
+from ..calls import calls_of_rows
+from ..chunk_store import DECODE_COLUMNS
+from ..replay import metric_of_call
 from ..tail import TAIL_TABLES, _without
 from .connection import CONNECT_TIMEOUT_SECONDS, portal_for, redact_dsn
-from .replay import KeysetNames, decode_row
+from .replay import decode_row
 from .schema import POSITION_SEQUENCES, TAIL_LOCK
 from .writer import COMMITS_CHANNEL
 
@@ -68,7 +71,6 @@ class PostgresTail(StoreTail):
         self.max_rows = max_rows
         self.positions = {}
         self._connection: asyncpg.Connection | None = None
-        self._keysets = KeysetNames()
         self._heartbeats: dict[str, float] = {}
         self._notified = True  # nothing read yet: read
 
@@ -196,20 +198,21 @@ class PostgresTail(StoreTail):
         found: list[StoredRow] = []
         bad = 0
         for low, high in _without(start, end, skip):
-            # Runs first: one seek per run into the (run, row) key, so the cost follows the rows read.
+            # The chunks ending at or after ``low`` (an index on seq_last): the open segments, mostly.
             records = await connection.fetch(
-                "SELECT m.row, r.run_id, m.step, m.ts, m.keyset, m.vals, m.tags FROM runs r"
-                " JOIN metric_rows m ON m.run = r.id AND m.row >= $1 AND m.row < $2 ORDER BY m.row",
+                f"SELECT r.run_id, s.name, {DECODE_COLUMNS} FROM metric_chunks AS c"
+                " JOIN metric_series AS s ON s.id = c.series JOIN runs AS r ON r.id = s.run"
+                " WHERE c.seq_last >= $1 AND c.seq_first < $2 ORDER BY s.id, c.seq_first",
                 low,
                 high,
             )
-            for record in records:
+            for call in calls_of_rows([tuple(record) for record in records], low, high):
                 try:
-                    event = await decode_row(connection, self._keysets, "metric_rows", record[1], tuple(record)[2:])
+                    event = metric_of_call(call)
                 except (ValueError, TypeError, KeyError):
                     bad += 1
                     continue
-                found.append(StoredRow("metric_rows", record[0], event))
+                found.append(StoredRow("metric_rows", call.seq, event))
         return found, end, end < end_of_store, bad
 
     async def _id_rows(
@@ -235,7 +238,7 @@ class PostgresTail(StoreTail):
         bad = 0
         for record in records:
             try:
-                event = await decode_row(connection, self._keysets, table, record[1], tuple(record)[2:])
+                event = decode_row(table, record[1], tuple(record)[2:])
             except (ValueError, TypeError, KeyError):
                 bad += 1
                 continue

@@ -25,26 +25,29 @@ import subprocess
 import tempfile
 import threading
 import zipfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
 import asyncpg
+import numpy as np
 import orjson
 
 from ...exceptions import BackupError, StoreError
-from ..encode import BatchEncoder, dumps
+from ..base import Series
+from ..encode import BatchEncoder, dumps, metric_stats
 from ..export import (
     _ROLLUPS,
     _STATS,
-    _WIRE_VALUES,
     EXPORT_FORMAT,
     _dumps,
     _metrics_file,
     _wire_numbers,
     archive_name,
     attach_details,
+    metric_lines,
     write_media,
 )
 from ..importer import (
@@ -66,7 +69,9 @@ from ..importer import (
     image_rows,
     patch_rows,
 )
+from ..series import SeriesBuilder, group_calls
 from . import media, reads
+from .chunks import PostgresChunkWriter, fetch_series
 from .connection import connect, redact_dsn, translate_error
 from .schema import SCHEMA_VERSION, current_version, migrate, take_positions
 from .writer import (
@@ -78,7 +83,6 @@ from .writer import (
     _detail_text,
     _histogram_records,
     _stats_columns,
-    _values_text,
 )
 
 __all__ = ["create_backup", "export_run", "import_run", "restore_backup"]
@@ -138,10 +142,11 @@ def export_run(dsn: str, run_id: str, output_dir: Path, *, include_snapshots: bo
         # One snapshot for every file: the reads nest their transactions into this one (savepoints).
         async with reads.snapshot(connection):
             summary = await reads.run_summary(connection, run_id)
-            frame = await reads.run_metrics_frame(connection, run_id)
+            run = await reads.run_pk(connection, run_id)
+            series = {found.name: found for found in await fetch_series(connection, "r.id = $1", run)}
+            frame = _calls_frame(series)
             events = await reads.run_events(connection, run_id)
             history = await reads.state_history(connection, run_id)
-            run = await reads.run_pk(connection, run_id)
             attach_details(events, history, *await _details(connection, run))
             images = await media.images_of_run(connection, run_id)
             blobs = {
@@ -163,7 +168,7 @@ def export_run(dsn: str, run_id: str, output_dir: Path, *, include_snapshots: bo
                 with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
                     archive.writestr("run.json", _dumps(_wire_numbers({"format": EXPORT_FORMAT, **summary})))
                     with archive.open("metrics_long.jsonl", "w", force_zip64=True) as out:
-                        await _write_metric_rows(connection, run, out)
+                        _write_lines(metric_lines(series), out)
                     archive.writestr("metric_stats.jsonl", await _table_lines(connection, run, "metric_stats", _STATS))
                     archive.writestr(
                         "metric_rollups.jsonl", await _table_lines(connection, run, "metric_rollups", _ROLLUPS)
@@ -205,26 +210,20 @@ async def _table_lines(connection: asyncpg.Connection, run: int, table: str, col
     return b"".join(lines)
 
 
-async def _write_metric_rows(connection: asyncpg.Connection, run: int, out: IO[bytes]) -> None:
-    keysets = {
-        row["id"]: orjson.loads(row["names"]) for row in await connection.fetch("SELECT id, names FROM metric_keysets")
-    }
-    wire = _WIRE_VALUES
+def _calls_frame(series: dict[str, Series]) -> Any:
+    """The run's DataFrame of calls (:func:`runwatch.store.queries.metrics.run_metrics_frame`) from its series."""
+    from ..frames import per_call_frame
+
+    positions = {name: index for index, name in enumerate(series)}
+    # In order of first appearance: the first call, then the order the run's series were created in.
+    names = sorted(series, key=lambda name: (int(series[name].points.seq[0]), positions[name]))
+    return per_call_frame(series, names, merge_steps=False)
+
+
+def _write_lines(lines: Iterator[bytes], out: IO[bytes]) -> None:
     buffer: list[bytes] = []
-    async for row, step, ts, keyset, vals, tags in connection.cursor(
-        "SELECT row, step, ts, keyset, vals, tags FROM metric_rows WHERE run = $1 ORDER BY row", run, prefetch=5000
-    ):
-        values = orjson.loads(vals)
-        if "inf" in vals:  # cheap pre-check: only rows with ±Inf need renaming
-            values = [wire.get(v, v) if type(v) is str else v for v in values]
-        record = {
-            "row": row,
-            "step": step,
-            "ts": ts,
-            "values": dict(zip(keysets[keyset], values, strict=True)),
-            "tags": None if tags is None else orjson.loads(tags),
-        }
-        buffer.append(orjson.dumps(record) + b"\n")
+    for line in lines:
+        buffer.append(line)
         if len(buffer) >= 10_000:
             out.write(b"".join(buffer))
             buffer.clear()
@@ -353,58 +352,54 @@ async def _import_media(connection: asyncpg.Connection, reader: _ArchiveReader, 
         )
 
 
-#: Where an import numbers a run's metric rows until it knows how many numbers they take (then moved up to a
-#: block of the store's positions): below every position, so the move never meets a number in use.
-_IMPORT_BASE: Final = -(2**62)
-
-
 async def _import_metrics(connection: asyncpg.Connection, reader: _ArchiveReader, run_id: str, pk: int) -> bool:
-    keysets = await connection.fetch("SELECT id, names FROM metric_keysets")
-    encoder = BatchEncoder({tuple(orjson.loads(row["names"])): row["id"] for row in keysets})
+    """As the SQLite import's: calls into sealed chunks, numbered after every call of the store (a first pass
+    over the archive counts the numbers they take, so the block is taken before any chunk is encoded)."""
     rollups = [_parse_rollup(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_rollups.jsonl")]
     stats = [_parse_stats(line, reader.where, n) for n, line in _lines_if_any(reader, "metric_stats.jsonl")]
     exact_stats = reader.has("metric_stats.jsonl")
-    numbering = _Renumbering(_IMPORT_BASE, sorted({row for r in rollups for row in (r[2], r[3])}))
     long_form = reader.has("metrics_long.jsonl")
     if rollups and not long_form:
         raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
+    kept_rows = sorted({row for r in rollups for row in (r[2], r[3])})
+    counting = _Renumbering(0, kept_rows)
+    if long_form:
+        for number, line in reader.json_lines("metrics_long.jsonl"):
+            try:
+                counting.row(line.get("row") if isinstance(line, dict) else None)
+            except ValueError as exc:
+                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {exc}") from None
+    else:
+        for _ in _metrics_from_wide(reader, run_id):
+            counting.next_row()
+    used = counting.finish()
+    numbering = _Renumbering(await take_positions(connection, "metric_rows", used) if used else 0, kept_rows)
     counts: dict[str, int] = {}
     chunk: list[Any] = []
     numbers: list[int] = []
+    builder = SeriesBuilder()
+    writer = PostgresChunkWriter()
+    encoder = BatchEncoder()  # checks metric names as the sink does
 
-    async def flush() -> None:
-        if not chunk:
-            return
-        encoded = encoder.encode(chunk, {run_id: pk}, {})
-        if encoded.new_keysets:
-            texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
-            await connection.execute(
-                "INSERT INTO metric_keysets (names) SELECT unnest($1::text[]) ON CONFLICT (names) DO NOTHING",
-                list(texts),
-            )
-            found = await connection.fetch(
-                "SELECT names, id FROM metric_keysets WHERE names = ANY($1::text[])", list(texts)
-            )
-            encoder.resolve_keysets(encoded, {texts[row["names"]]: row["id"] for row in found})
-        records = [
-            (pk, number, step, ts, keyset, _values_text(vals), tags)
-            for (_, step, ts, keyset, vals, tags), number in zip(encoded.metric_rows, numbers, strict=True)
-        ]
-        await connection.copy_records_to_table(
-            "metric_rows", records=records, columns=("run", "row", "step", "ts", "keyset", "vals", "tags")
-        )
-        if not exact_stats:
-            await connection.execute(_UPSERT_METRIC_STATS, *_stats_columns(encoded.metric_stats))
+    async def flush(*, last: bool = False) -> None:
+        if chunk:
+            encoder.encode(chunk, {run_id: pk}, {})
+            groups = group_calls(chunk, {run_id: pk}, 0)  # seq = position in this chunk...
+            seqs = np.array(numbers, dtype=np.int64)
+            groups = [replace(group, seq=seqs[group.seq]) for group in groups]  # ...then the new numbers
+            if not exact_stats:
+                await connection.execute(_UPSERT_METRIC_STATS, *_stats_columns(metric_stats(groups)))
+            builder.add_groups(groups)
+        writes = builder.prepare(seal_all=last, persist_open=False)  # one transaction: sealed chunks only
+        await writer.write(connection, builder.series_keys(), writes)
+        builder.confirm(writes)
         chunk.clear()
         numbers.clear()
 
     if long_form:
         for number, line in reader.json_lines("metrics_long.jsonl"):
             metric = _metric_from_line(line, run_id, reader.where, number)
-            try:
-                numbers.append(numbering.row(line.get("row")))
-            except ValueError as exc:
-                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {exc}") from None
+            numbers.append(numbering.row(line.get("row")))
             for name in metric.values:
                 counts[name] = counts.get(name, 0) + 1
             chunk.append(metric)
@@ -416,13 +411,10 @@ async def _import_metrics(connection: asyncpg.Connection, reader: _ArchiveReader
             chunk.append(metric)
             if len(chunk) >= _CHUNK_ROWS:
                 await flush()
-    await flush()
-    used = numbering.finish()
-    offset = (await take_positions(connection, "metric_rows", used) if used else _IMPORT_BASE) - _IMPORT_BASE
-    if used:
-        await connection.execute("UPDATE metric_rows SET row = row + $2 WHERE run = $1", pk, offset)
+    await flush(last=True)
+    writer.committed()
     if rollups:
-        bounds = {old: new + offset for old, new in numbering.bounds.items()}
+        bounds = numbering.bounds
         await connection.executemany(
             "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
             " count, nan_count, min, max, mean) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",

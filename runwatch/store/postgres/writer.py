@@ -17,13 +17,22 @@ loop. A transaction, in order:
    bus's duplicate window) are left out, so nothing is stored twice. A
    receipt closes the events sent before it since the previous receipt (the
    bus source sends each message as its events followed by its receipt).
-3. The rows: runs created as needed, key sets interned, metric rows,
-   events and state patches with ``COPY`` (binary), metric statistics and
-   run updates with one set-based statement each (``unnest``). The same
+3. The rows: runs created as needed, events and state patches with
+   ``COPY`` (binary), metric statistics and run updates with one set-based
+   statement each (``unnest``). The same
    :class:`~runwatch.store.encode.BatchEncoder` as the SQLite store's
    encodes them, so both stores hold the same values.
+4. Metrics in columnar chunks, as in the SQLite store (docs/store.md): the
+   batch's calls become columns, a :class:`~runwatch.store.series.SeriesBuilder`
+   appends them to each series' open chunk and plans what the transaction
+   writes (sealed chunks, a segment of each open chunk), and
+   :class:`~.chunks.PostgresChunkWriter` stores it; a run's open chunks seal
+   in the transaction that stores its end. A run this writer writes for the
+   first time has the open chunks a previous writer left unsealed adopted
+   (a worker that died, or a partition that moved). A failed transaction
+   rolls the builder back to where it was before the batch.
 
-The positions of metric rows, events and state patches are store-wide,
+The positions of logging calls, events and state patches are store-wide,
 one block per stream and transaction (:func:`.schema.take_positions`), so
 with a :class:`~runwatch.store.ledger.CommitLedger` each transaction notes
 the ranges it writes, and the heartbeats it leaves on run rows, before it
@@ -53,9 +62,11 @@ import orjson
 from ...events import HistogramEvent, ImageEvent, IngestReceipt
 from ...exceptions import StoreUnavailable
 from ..base import StoreWriter
-from ..encode import BatchEncoder, EncodedBatch, dumps, encode_metric_rows, runs_with_state_patches
+from ..encode import BatchEncoder, EncodedBatch, dumps, metric_stats, runs_with_state_patches
 from ..ledger import CommitLedger, LedgerEntry
 from ..media import MediaWriteOutcome
+from ..series import BuilderSavepoint, ChunkWrites, SeriesBuilder, group_calls
+from .chunks import PostgresChunkWriter, adopt_open_chunks
 from .connection import connect, redact_dsn, store_trouble
 from .schema import migrate, take_positions
 
@@ -155,7 +166,6 @@ ON CONFLICT (scope, batch_id) DO NOTHING
 RETURNING scope, batch_id
 """
 
-_METRIC_ROW_COLUMNS: Final = ("run", "row", "step", "ts", "keyset", "vals", "tags")
 _EVENT_COLUMNS: Final = ("id", "run", "ts", "kind", "type", "level", "data", "detail")
 _STATE_COLUMNS: Final = ("id", "run", "ts", "patch", "detail")
 _IMAGE_COLUMNS: Final = ("run", "name", "step", "ts", "digest", "width", "height", "caption")
@@ -206,6 +216,10 @@ class PostgresWriter(StoreWriter):
         self._opened = False
         self._encoder = BatchEncoder()
         self._run_ids: dict[str, int] = {}
+        #: the open chunks of every series this writer writes (see the module docs)
+        self.builder = SeriesBuilder()
+        self._chunks = PostgresChunkWriter()
+        self._taken_over: set[int] = set()  # runs whose unsealed chunks this writer has adopted
         #: Events left out because their partition's fence did not hold (a newer owner stores them).
         self.fenced_out_events = 0
         #: Events left out because their batch key was already stored.
@@ -237,7 +251,7 @@ class PostgresWriter(StoreWriter):
                 return await self._write_fenced(connection, list(batch), ledger)
             except _StaleRunIds:
                 # Runs were removed (``runwatch cleanup``) since their ids were cached: create them anew.
-                self._run_ids.clear()
+                self._forget_store()
                 return await self._write_fenced(connection, list(batch), ledger)
         except Exception as exc:
             if store_trouble(exc):  # unreachable, restarted, conflict...: the batch may be written again later
@@ -250,8 +264,16 @@ class PostgresWriter(StoreWriter):
         if self._connection is None or self._connection.is_closed():
             self._connection = None
             self._connection = await connect(self.dsn)
-            self._run_ids.clear()  # a restored or recreated store may have other row ids
+            self._forget_store()  # a restored or recreated store may have other row ids
         return self._connection
+
+    def _forget_store(self) -> None:
+        """Forget run and series ids and open chunks: they are read again (open chunks adopted from their
+        segments, every point of which was committed)."""
+        self._run_ids.clear()
+        self.builder = SeriesBuilder()
+        self._chunks = PostgresChunkWriter()
+        self._taken_over.clear()
 
     def unstorable(self, batch: Sequence[Any]) -> list[int]:
         any_run: defaultdict[str, int] = defaultdict(int)  # every run id maps to row 0: only encoding is tried
@@ -259,8 +281,7 @@ class PostgresWriter(StoreWriter):
         for index, event in enumerate(batch):
             try:
                 encoded = self._encoder.encode([event], any_run, {})
-                encode_metric_rows(encoded.metric_rows)
-                dumps(encoded.metric_stats)
+                dumps(metric_stats(group_calls(encoded.metric_calls, any_run, 0)))
                 dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
             except Exception:
                 bad.append(index)
@@ -286,6 +307,10 @@ class PostgresWriter(StoreWriter):
                 return await self._transaction(connection, batch, fences, ledger)
             except _FencedOut as lost:
                 left_out = lost.run_ids
+                # Their new owner adopts their open chunks from the store: keep nothing of them here.
+                moved = {self._run_ids[run_id] for run_id in left_out if run_id in self._run_ids}
+                self.builder.forget_runs(moved)
+                self._taken_over -= moved
                 kept = [event for event in batch if event.run_id not in left_out]
                 self.fenced_out_events += len(batch) - len(kept)
                 batch = kept
@@ -296,7 +321,10 @@ class PostgresWriter(StoreWriter):
         transaction = connection.transaction()
         await transaction.start()
         new_runs: list[str] = []
-        encoded: EncodedBatch | None = None
+        builder = self.builder
+        savepoint: BuilderSavepoint | None = None
+        writes: ChunkWrites | None = None
+        taken_over = set(self._taken_over)
         entry = ledger.begin() if ledger is not None else None
         try:
             await self._check_fences(connection, fences)
@@ -305,11 +333,23 @@ class PostgresWriter(StoreWriter):
             new_runs = await self._ensure_runs(connection, batch, now)
             state = await self._load_state(connection, batch)
             encoded = self._encoder.encode(batch, self._run_ids, state, now)
+            savepoint = builder.savepoint()
+            await self._take_over_runs(connection, encoded)
+            await self._add_metrics(connection, encoded, entry)
+            writes = builder.prepare(seal_runs=encoded.ending_runs)
+            await self._chunks.write(connection, builder.series_keys(), writes)
             await self._execute(connection, encoded, now, entry)
             media = await self._write_media(connection, encoded)
             await connection.execute(f"NOTIFY {COMMITS_CHANNEL}")
             with anyio.CancelScope(shield=True):  # once sent, its outcome must be known: committed or not
                 await transaction.commit()
+            self._chunks.committed()
+            if writes is not None:
+                builder.confirm(writes)
+            if encoded.ending_runs:  # sealed: nothing is kept per ended run (a resumed one is read anew)
+                builder.forget_runs(encoded.ending_runs)
+                self._chunks.series.forget_runs(encoded.ending_runs)
+                self._taken_over -= encoded.ending_runs
             if media is not None:
                 self._count_media(media)
             if entry is not None:
@@ -320,8 +360,12 @@ class PostgresWriter(StoreWriter):
             if entry is not None:
                 assert ledger is not None
                 ledger.settle(entry, committed=False)
-            if encoded is not None:  # key sets inserted in this transaction are gone too
-                self._encoder.forget_keysets(encoded.new_keysets)
+            self._chunks.rolled_back()  # series created in this transaction are gone
+            if writes is not None:
+                builder.abort(writes)
+            if savepoint is not None:  # the batch is written again (or left out): add it once
+                builder.rollback(savepoint)
+            self._taken_over = taken_over  # adopted rows are back in the store: adopt them again
             for run_id in new_runs:  # their rows were rolled back too
                 self._run_ids.pop(run_id, None)
             if not connection.is_closed():
@@ -410,18 +454,6 @@ class PostgresWriter(StoreWriter):
     async def _execute(
         self, connection: asyncpg.Connection, encoded: EncodedBatch, now: float, entry: LedgerEntry | None
     ) -> None:
-        if encoded.new_keysets:
-            await self._store_keysets(connection, encoded)
-        if encoded.metric_rows:
-            first = await take_positions(connection, "metric_rows", len(encoded.metric_rows))
-            if entry is not None:
-                entry.ranges.append(("metric_rows", first, first + len(encoded.metric_rows) - 1))
-            records = [
-                (run, number, step, ts, keyset, _values_text(vals), tags)
-                for number, (run, step, ts, keyset, vals, tags) in enumerate(encoded.metric_rows, first)
-            ]
-            await connection.copy_records_to_table("metric_rows", records=records, columns=_METRIC_ROW_COLUMNS)
-            await connection.execute(_UPSERT_METRIC_STATS, *_stats_columns(encoded.metric_stats))
         if encoded.event_rows is not None:
             rows = orjson.loads(encoded.event_rows)
             first = await take_positions(connection, "events", len(rows))
@@ -559,21 +591,27 @@ class PostgresWriter(StoreWriter):
                 self._max_image_bytes_per_run,
             )
 
-    async def _store_keysets(self, connection: asyncpg.Connection, encoded: EncodedBatch) -> None:
-        texts = {orjson.dumps(list(names)).decode(): names for names in encoded.new_keysets}
-        await connection.execute(
-            "INSERT INTO metric_keysets (names) SELECT unnest($1::text[]) ON CONFLICT (names) DO NOTHING", list(texts)
-        )
-        rows = await connection.fetch("SELECT names, id FROM metric_keysets WHERE names = ANY($1::text[])", list(texts))
-        self._encoder.resolve_keysets(encoded, {texts[row["names"]]: row["id"] for row in rows})
+    async def _take_over_runs(self, connection: asyncpg.Connection, encoded: EncodedBatch) -> None:
+        """Runs this writer writes for the first time: adopt the open chunks a previous writer left unsealed."""
+        run_ids = self._run_ids
+        runs = ({run_ids[call.run_id] for call in encoded.metric_calls} | encoded.ending_runs) - self._taken_over
+        if runs:
+            self._taken_over |= runs
+            await adopt_open_chunks(connection, self.builder, runs)
 
-
-def _values_text(vals: tuple[Any, ...]) -> str:
-    """A logging call's values as stored: a JSON array (null = NaN, "inf"/"-inf" = ±Inf)."""
-    try:
-        return orjson.dumps(vals).decode()
-    except TypeError:  # an int beyond 64 bits (JSON numbers here are 64-bit): stored as a float
-        return orjson.dumps([float(value) if type(value) is int else value for value in vals]).decode()
+    async def _add_metrics(
+        self, connection: asyncpg.Connection, encoded: EncodedBatch, entry: LedgerEntry | None
+    ) -> None:
+        """Number the batch's logging calls store-wide, update their statistics, add them to open chunks."""
+        calls = encoded.metric_calls
+        if not calls:
+            return
+        first = await take_positions(connection, "metric_rows", len(calls))
+        if entry is not None:
+            entry.ranges.append(("metric_rows", first, first + len(calls) - 1))
+        groups = group_calls(calls, self._run_ids, first)
+        await connection.execute(_UPSERT_METRIC_STATS, *_stats_columns(metric_stats(groups)))
+        self.builder.add_groups(groups)
 
 
 def _detail_text(detail: Any) -> str | None:
