@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 # The test stamp installs the test tools and pyarrow; the demo stamp only what runwatch runs.
 STAMP := $(VENV)/.installed-stamp
 DEMO_STAMP := $(VENV)/.demo-stamp
-# The lint stamp installs runwatch with the checkers at the versions pinned in pyproject.toml.
+# The lint stamp installs runwatch with the checkers at the versions pinned in pyproject.toml, and the
+# scale-out clients (nats-py, asyncpg) that mypy checks runwatch's NATS and PostgreSQL code against.
 LINT_STAMP := $(VENV)/.lint-stamp
 # Python source the checkers look at (mypy's own list is in pyproject.toml).
 LINT_PATHS := runwatch tests benchmarks examples
@@ -28,7 +29,7 @@ SCALE_STAMP := $(SCALE_VENV)/.installed-stamp
 DATACAT_VENV := .venv-datacat
 DATACAT_STAMP := $(DATACAT_VENV)/.installed-stamp
 
-.PHONY: demo test integrations soak bench lint clean scale-test scale-bench datacat-clients
+.PHONY: demo test integrations soak bench lint clean scale-test scale-bench scale-demo datacat-clients
 
 $(DEMO_STAMP): pyproject.toml
 	@echo "Installing runwatch into $(VENV) (first run only; about a minute)"
@@ -47,7 +48,7 @@ $(STAMP): pyproject.toml
 $(LINT_STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[lint]"
+	$(BIN)/python -m pip install --quiet -e ".[lint,scale]"
 	touch $(LINT_STAMP)
 
 $(BENCH_STAMP): pyproject.toml
@@ -98,6 +99,12 @@ scale-test: $(SCALE_STAMP)
 
 scale-bench: $(SCALE_STAMP)
 	$(SCALE_VENV)/bin/python benchmarks/bench_scale_infra.py
+	$(SCALE_VENV)/bin/python benchmarks/bench_scale.py
+
+# A 3-node NATS cluster, PostgreSQL, two serve nodes, two workers and three simulated jobs; prints the dashboards.
+# Needs the servers of the scale tier (bash .ci/install-scale-servers).
+scale-demo: $(SCALE_STAMP)
+	$(SCALE_VENV)/bin/python -m runwatch.scale_demo
 
 bench: $(STAMP) $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_core.py

@@ -3,7 +3,7 @@
     make scale-bench        # or: .venv-scale/bin/python benchmarks/bench_scale_infra.py [--quick]
 
 Everything runs in one invocation, on servers this script starts itself
-(tests/scale/servers.py) on 127.0.0.1, each figure beside its baseline. The
+(runwatch/testing/servers.py) on 127.0.0.1, each figure beside its baseline. The
 servers share the machine's cores with the clients, so beside wall-clock rates
 the CPU time of the servers (per batch, per value, per delivery) and of the
 workers (per value) is reported: the steadier basis of a capacity model.
@@ -68,9 +68,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
 
 from runwatch.store.chunk_schema import CHUNK_COLUMNS
 from runwatch.store.chunks import ChunkColumns, ColumnCache, EncodedChunk, encode_chunk
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.scale.servers import (  # noqa: E402 - the repository root is put on the path first
+from runwatch.testing.servers import (
     NatsCluster,
     PostgresServer,
     nats_server_binary,

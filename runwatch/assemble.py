@@ -13,7 +13,12 @@ A profile is a use of runwatch, and the graph it needs:
 - :func:`assemble_sessions` — a :class:`~runwatch.sessions.SessionMonitor`:
   the default graph without the web's components and snapshots (the
   monitor evaluates its alert rules as it records, and stores their events);
-  in remote mode, the in-process intake into the ``remote`` sink.
+  in remote mode, the in-process intake into the ``remote`` sink;
+- scale-out (docs/scale.md): :func:`assemble_server` given a :class:`BusSettings`
+  — a stateless serve node: ingest into the bus, the bus's live stream into
+  the websocket hub (:func:`bus_serve_pipeline_config`); and
+  :func:`assemble_worker` — ``runwatch worker``: its partitions of the bus →
+  liveness → alerts → the PostgreSQL store (:func:`worker_pipeline_config`).
 
 Each returns an :class:`Assembly`: typed handles on what was built (the
 store, the pipeline, its thread, the services its components offer, the web
@@ -35,26 +40,31 @@ from typing import Any, Final, Protocol
 from .alerts.engine import AlertEngine
 from .alerts.stage import ALERT_ENGINE
 from .config import MonitorConfig
-from .pipeline.component import ComponentContext, Services, open_sqlite_store
+from .pipeline.component import ComponentContext, Services
 from .pipeline.config import PipelineSpec, default_pipeline_config, load_pipeline_config
 from .pipeline.runtime import Pipeline
 from .pipeline.thread import PipelineThread
 from .sinks.websocket import LIVE_HUB, WebsocketHub
 from .sources.ingest import INGEST, IngestSource
 from .stages.snapshot import SNAPSHOTS, SnapshotStage
+from .store.backends import is_postgres_url, open_store
 from .store.base import Store
 from .store.schema import make_private_dirs
 
 __all__ = [
     "WEB_INTERFACE",
     "Assembly",
+    "BusSettings",
     "WebInterface",
     "assemble_monitor",
     "assemble_server",
     "assemble_sessions",
+    "assemble_worker",
+    "bus_serve_pipeline_config",
     "monitor_pipeline_config",
     "remote_pipeline_config",
     "sessions_pipeline_config",
+    "worker_pipeline_config",
 ]
 
 logger = logging.getLogger("runwatch")
@@ -99,7 +109,7 @@ class Assembly:
     """What a profile built: typed handles on its parts (not started until :meth:`start`).
 
     Attributes:
-        profile: ``monitor``, ``serve`` or ``sessions``.
+        profile: ``monitor``, ``serve``, ``sessions`` or ``worker``.
         store: the store the pipeline writes.
         pipeline: the pipeline.
         thread: the thread its event loop runs on (with the web server beside it, if any).
@@ -177,7 +187,8 @@ def monitor_pipeline_config(config: MonitorConfig, *, serve: bool = False) -> Pi
     serve``) the default graph also follows what other processes commit to
     the store (a ``store_tail`` source into the live hub, and liveness for
     every live run of the store): the server is live for every run in its
-    store, whoever writes it.
+    store, whoever writes it. On a PostgreSQL store the store sink is the
+    ``postgres`` one.
 
     Raises:
         ConfigError: the user's pipeline config is invalid.
@@ -200,6 +211,8 @@ def monitor_pipeline_config(config: MonitorConfig, *, serve: bool = False) -> Pi
         max_image_bytes_per_run=config.max_image_bytes_per_run,
         tail=serve,
     )
+    if is_postgres_url(config.db_path):
+        graph["sinks"]["store"]["type"] = "postgres"  # the default graph's store sink, on PostgreSQL
     graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
     return graph
 
@@ -246,11 +259,94 @@ def sessions_pipeline_config() -> dict[str, Any]:
     return out
 
 
+@dataclass(frozen=True)
+class BusSettings:
+    """Where the scale-out bus is and how it is laid out (serve nodes and workers must agree).
+
+    Attributes:
+        urls: NATS server URLs (``nats://host:4222``); any of a cluster's.
+        partitions: partitions of the runs.
+        lease_ttl_seconds: how long a worker's partition lease outlives its last renewal.
+        name: a worker's name (default ``<host>:<pid>``).
+    """
+
+    urls: tuple[str, ...]
+    partitions: int = 16
+    lease_ttl_seconds: float = 15.0
+    name: str | None = None
+
+    @classmethod
+    def parse(cls, text: str, **options: Any) -> BusSettings:
+        """``nats://a:4222,nats://b:4222`` → settings (a URL without a scheme gets ``nats://``).
+
+        Raises:
+            ValueError: no URL, or one with another scheme.
+        """
+        urls = tuple(part.strip() for part in text.split(",") if part.strip())
+        if not urls:
+            raise ValueError("--bus: give at least one NATS server URL (nats://host:4222)")
+        urls = tuple(url if "://" in url else f"nats://{url}" for url in urls)
+        for url in urls:
+            if not url.startswith(("nats://", "tls://")):
+                raise ValueError(f"--bus: {url!r} is not a NATS URL (nats://host:port)")
+        return cls(urls, **options)
+
+    def options(self) -> dict[str, Any]:
+        """The bus options every ``nats`` component of the graphs takes."""
+        return {"urls": list(self.urls), "partitions": self.partitions, "lease_ttl_seconds": self.lease_ttl_seconds}
+
+
+def bus_serve_pipeline_config(bus: BusSettings, *, replay_events: int = 50_000) -> dict[str, Any]:
+    """A serve node's graph on the bus: ingest → ``nats`` (persisted, then answered), and the bus's
+    live stream → the websocket hub (which keeps ``replay_events`` events for resumes)."""
+    return {
+        "sources": {
+            "ingest": {"type": "ingest"},
+            "live": {"type": "nats", "stream": "live", **bus.options()},
+        },
+        "sinks": {
+            "bus": {"type": "nats", "inputs": ["ingest"], **bus.options()},
+            "hub": {
+                "type": "websocket_hub",
+                "inputs": ["live"],
+                "replay_events": replay_events,
+                "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
+            },
+        },
+    }
+
+
+def worker_pipeline_config(bus: BusSettings, store: str) -> dict[str, Any]:
+    """A worker's graph: its partitions of the bus → liveness → alerts → the PostgreSQL store, and what
+    the stages derive (alerts, liveness verdicts) → the bus's live stream."""
+    source: dict[str, Any] = {"type": "nats", **bus.options()}
+    if bus.name is not None:
+        source["name"] = bus.name
+    return {
+        "sources": {"bus": source},
+        "stages": {
+            "liveness": {"type": "liveness", "inputs": ["bus"]},
+            "alerts": {"type": "alerts", "inputs": ["liveness"]},
+        },
+        "sinks": {
+            "store": {"type": "postgres", "inputs": ["alerts"], "dsn": store},
+            "live": {
+                "type": "nats",
+                "stream": "live",
+                "events": "derived",
+                "inputs": ["alerts"],
+                **bus.options(),
+                "buffer": {"max_events": 100_000, "when_full": "drop_oldest"},
+            },
+        },
+    }
+
+
 # -- profiles -------------------------------------------------------------------------------------
 
 
 def _context(db_path: str, data_dir: Path) -> ComponentContext:
-    return ComponentContext(db_path=db_path, data_dir=data_dir, open_store=open_sqlite_store)
+    return ComponentContext(db_path=db_path, data_dir=data_dir, open_store=open_store)
 
 
 def _private_data_dir(data_dir: str | Path) -> None:
@@ -267,10 +363,19 @@ def _web_interface(config: MonitorConfig, *, required: bool) -> WebCompanion:
     return make(config, required=required)
 
 
-def _with_web(profile: str, config: MonitorConfig, *, required: bool, thread_name: str) -> Assembly:
+def _with_web(
+    profile: str, config: MonitorConfig, *, required: bool, thread_name: str, bus: BusSettings | None = None
+) -> Assembly:
     _private_data_dir(config.data_dir)
     context = _context(config.db_path, Path(config.data_dir))
-    pipeline = Pipeline(monitor_pipeline_config(config, serve=profile == "serve"), context=context)
+    graph: PipelineSpec | dict[str, Any]
+    if bus is not None:
+        bus_graph = bus_serve_pipeline_config(bus, replay_events=max(config.max_events, 50_000))
+        bus_graph["shutdown_timeout_seconds"] = config.shutdown_timeout_seconds
+        graph = bus_graph
+    else:
+        graph = monitor_pipeline_config(config, serve=profile == "serve")
+    pipeline = Pipeline(graph, context=context)
     # Remote mode serves no dashboard of its own: the server's is where its runs are.
     web = [] if profile == "monitor" and config.server_url is not None else [_web_interface(config, required=required)]
     thread = PipelineThread(pipeline, companions=web, name=thread_name)
@@ -288,13 +393,37 @@ def assemble_monitor(config: MonitorConfig) -> Assembly:
     return _with_web("monitor", config, required=False, thread_name="runwatch-pipeline")
 
 
-def assemble_server(config: MonitorConfig) -> Assembly:
-    """``runwatch serve``'s pipeline and web interface (which must be able to listen).
+def assemble_server(config: MonitorConfig, *, bus: BusSettings | None = None) -> Assembly:
+    """``runwatch serve``'s pipeline and web interface (which must be able to listen); with ``bus``, a
+    stateless node of a scale-out deployment (its store must be the workers' PostgreSQL).
 
     Raises:
         ConfigError: the pipeline config is invalid.
+        ValueError: a bus without a PostgreSQL store.
     """
-    return _with_web("serve", config, required=True, thread_name="runwatch")
+    if bus is not None and not is_postgres_url(config.db_path):
+        raise ValueError("--bus needs the workers' shared store: --store postgresql://user@host/database")
+    return _with_web("serve", config, required=True, thread_name="runwatch", bus=bus)
+
+
+def assemble_worker(
+    store: str, bus: BusSettings, *, data_dir: Path, shutdown_timeout_seconds: float = 10.0
+) -> Assembly:
+    """``runwatch worker``: a share of the bus's partitions → liveness → alerts → the PostgreSQL store at
+    ``store``; ``data_dir`` is the worker's own (its alert state).
+
+    Raises:
+        ValueError: ``store`` is not a PostgreSQL URL.
+        ConfigError: the graph's options are invalid.
+    """
+    if not is_postgres_url(store):
+        raise ValueError("--store: a worker writes a shared PostgreSQL store: postgresql://user@host/database")
+    _private_data_dir(data_dir)
+    graph = worker_pipeline_config(bus, store)
+    graph["shutdown_timeout_seconds"] = shutdown_timeout_seconds
+    context = _context(store, data_dir)
+    pipeline = Pipeline(graph, context=context)
+    return Assembly("worker", context.store, pipeline, PipelineThread(pipeline, name="runwatch worker"))
 
 
 def assemble_sessions(db_path: str, *, server_url: str | None = None, server_token: str | None = None) -> Assembly:

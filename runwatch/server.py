@@ -1,10 +1,18 @@
-"""``runwatch serve``: the pipeline and the web app in one process, until a signal.
+"""``runwatch serve`` and ``runwatch worker``: a pipeline (and for serve the web app) until a signal.
 
 The event loop runs in a daemon thread (as for :class:`~runwatch.WebMonitor`);
 the main thread owns signal handling. The first SIGINT or SIGTERM stops
 intake (REST answers 503), closes websocket subscribers with 1001, drains
 every queue into the store and exits 0. A second signal exits at once with
 status 1, logging how many events were still queued.
+
+Scale-out (docs/scale.md): with a bus (``--bus nats://…``), ``serve`` is a
+stateless node — ingest publishes to NATS JetStream and is answered on the
+PubAck, websocket subscribers get live events from the bus's live stream,
+REST reads the shared PostgreSQL store — and ``runwatch worker`` owns
+partitions of the runs: bus → liveness → alerts → PostgreSQL. The composition
+root builds both (:func:`runwatch.assemble.assemble_server`,
+:func:`runwatch.assemble.assemble_worker`).
 """
 
 from __future__ import annotations
@@ -13,24 +21,37 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 from types import FrameType
 
-from .assemble import Assembly, assemble_server
+from .assemble import Assembly, BusSettings, assemble_server, assemble_worker
 from .config import MonitorConfig
 from .sinks.sqlite import SQLiteSink
+from .store.backends import is_postgres_url, redact_dsn
 
-__all__ = ["run_server"]
+__all__ = ["run_server", "run_worker"]
 
 logger = logging.getLogger("runwatch")
 
 
-def start_server(config: MonitorConfig) -> Assembly:
+def start_server(config: MonitorConfig, *, bus: BusSettings | None = None) -> Assembly:
     """Build ``runwatch serve``'s pipeline and web interface (the composition root's serve profile),
-    start them, and mark runs whose process is gone as crashed; returns the running assembly."""
-    assembly = assemble_server(config)
+    start them, and mark runs whose process is gone as crashed; returns the running assembly.
+
+    With ``bus``, a node of a scale-out deployment: the store's tables are created if missing (the
+    node reads them before any worker may have), and no run is this host's to judge.
+
+    Raises:
+        ValueError: a bus without a PostgreSQL store.
+    """
+    assembly = assemble_server(config, bus=bus)
+    if bus is not None:
+        assembly.store.prepare()
+        assembly.start()
+        return assembly
     assembly.start()
     try:
         crashed = assembly.store.mark_crashed_runs()
@@ -75,15 +96,49 @@ def store_sinks(assembly: Assembly) -> list[str]:
     return [c.id for c in assembly.pipeline.spec.components if c.section == "sinks" and issubclass(c.cls, SQLiteSink)]
 
 
-def run_server(config: MonitorConfig) -> int:
+def run_server(config: MonitorConfig, *, bus: BusSettings | None = None) -> int:
     """Serve until SIGINT/SIGTERM; returns the exit status."""
     logging.basicConfig(level=logging.DEBUG if config.debug else logging.INFO, format="%(message)s")
-    assembly = start_server(config)
+    assembly = start_server(config, bus=bus)
     server = assembly.web_server
     assert server is not None  # the serve profile's web interface is required: it started or raised
     if server.shared:  # another runwatch serves this store already (it said where)
         assembly.close()
         return 0
+    on_bus = "" if bus is None else f" on the bus {','.join(bus.urls)}"
+    announce = [f"runwatch: serving {_shown_store(config.db_path)}{on_bus} at {server.url}"]
+    if server.token and not config.web_token:
+        announce.append(f"runwatch: access token (not bound to loopback): {server.token}")
+    return _run_until_signal(assembly, announce, "draining queues into the store")
+
+
+def run_worker(store: str, bus: BusSettings, *, data_dir: Path | None = None) -> int:
+    """Run a worker (its partitions of the bus → liveness → alerts → the store) until SIGINT/SIGTERM.
+
+    ``data_dir`` (default ``monitor_data/worker-<name>``) keeps the worker's alert state: a directory of
+    its own (two workers on one machine must not share one).
+
+    Raises:
+        ValueError: ``store`` is not a PostgreSQL URL.
+        ConfigError: the graph's options are invalid.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if data_dir is None:
+        name = bus.name or f"{socket.gethostname()}-{os.getpid()}"
+        data_dir = Path("monitor_data") / ("worker-" + "".join(c if c.isalnum() or c in "-_." else "_" for c in name))
+    assembly = assemble_worker(store, bus, data_dir=data_dir)
+    assembly.start()
+    name = getattr(assembly.pipeline.component("bus"), "name", "")
+    announce = [f"runwatch: worker {name} writing {_shown_store(store)} from the bus {','.join(bus.urls)}"]
+    return _run_until_signal(assembly, announce, "committing what is in flight")
+
+
+def _shown_store(location: str) -> str:
+    return redact_dsn(location) if is_postgres_url(location) else str(Path(location).resolve())
+
+
+def _run_until_signal(assembly: Assembly, announce: list[str], draining: str) -> int:
+    """Announce, then wait for SIGINT/SIGTERM: the first drains and exits 0, a second exits 1 at once."""
     stop = threading.Event()
     signals_seen: list[int] = []
 
@@ -112,15 +167,14 @@ def run_server(config: MonitorConfig) -> int:
     gc.freeze()
     # Handlers go in before the URL is announced: whoever waits for that line may signal at once.
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    print(f"runwatch: serving {Path(config.db_path).resolve()} at {server.url}", flush=True)
-    if server.token and not config.web_token:
-        print(f"runwatch: access token (not bound to loopback): {server.token}", flush=True)
+    for line in announce:
+        print(line, flush=True)
     try:
         while not stop.wait(0.5):
             if not assembly.running:
                 logger.error("runwatch: the pipeline stopped unexpectedly")
                 return 1
-        print("runwatch: stopping: draining queues into the store", flush=True)
+        print(f"runwatch: stopping: {draining}", flush=True)
         assembly.close()
         print("runwatch: stopped", flush=True)
         return 0

@@ -74,6 +74,7 @@ from pydantic_core import PydanticCustomError
 from ..exceptions import ConfigError
 from ..pipeline.component import ComponentContext, ServiceKey, Stage
 from ..pipeline.component import Options as BaseOptions
+from ..stages.liveness import RUN_OWNERSHIP
 from ..store.schema import make_private_dirs
 from .engine import AlertEngine
 from .rules import DEFAULT_RULES, Rule, parse_rule
@@ -201,6 +202,9 @@ class AlertsStage(Stage):
 
     async def tick(self, now: float) -> None:
         alerts = self.engine.tick(now)
+        ownership = self.context.services.get(RUN_OWNERSHIP)
+        if alerts and ownership is not None:  # a scale-out worker: another judges the runs it does not own
+            alerts = [alert for alert in alerts if ownership.owns(alert.run_id)]
         if alerts:
             self.alert_events += len(alerts)
             await self.output.send(alerts)

@@ -15,7 +15,7 @@ Help is Click's plain layout (``rich_markup_mode=None``): Rich's markup would
 read ``[default: ...]`` and ``[pipeline]`` in help texts as tags and drop them.
 
 One module per command group: ``_config`` (check-config), ``_serve`` (demo,
-serve), ``_runs`` (runs, show), ``_alerts``, ``_transfer`` (export, import, sync),
+serve, worker), ``_runs`` (runs, show), ``_alerts``, ``_transfer`` (export, import, sync),
 ``_maintenance`` (backup, restore, cleanup, optimize, migrate, db-info) and
 ``_tail``; ``_common`` holds the exit codes, error reporting, consoles and
 formatting they share. The commands are registered here, in the order
@@ -32,7 +32,7 @@ from ._alerts import alerts
 from ._config import check_config
 from ._maintenance import backup, cleanup, db_info, migrate, optimize, parse_cutoff, restore
 from ._runs import runs, show
-from ._serve import demo, serve
+from ._serve import demo, serve, worker
 from ._tail import tail
 from ._transfer import export, import_, sync
 
@@ -70,6 +70,7 @@ def _main_options(
 app.command("check-config")(check_config)
 app.command()(demo)
 app.command()(serve)
+app.command()(worker)
 # reading runs and alerts
 app.command()(runs)
 app.command()(alerts)

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..store.backends import is_postgres_url, store_location
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -24,7 +26,12 @@ if TYPE_CHECKING:
 FAILED = 1
 BAD_ARGUMENT = 2
 
-DbOption = Annotated[Path, typer.Option("--db", envvar="RUNWATCH_DB", help="The SQLite store.", show_default=True)]
+DbOption = Annotated[
+    Path,
+    typer.Option(
+        "--db", envvar="RUNWATCH_DB", help="The store: a SQLite file, or a postgresql:// URL.", show_default=True
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 
@@ -71,11 +78,13 @@ def open_manager(db: Path) -> DatabaseManager:
     from ..store.manager import DatabaseManager
 
     require_store(db)
-    return DatabaseManager(db)
+    return DatabaseManager(store_location(db))
 
 
 def require_store(db: Path) -> None:
-    """Exit 1 with one line when there is no store at ``db``."""
+    """Exit 1 with one line when there is no store file at ``db`` (a PostgreSQL store answers for itself)."""
+    if is_postgres_url(store_location(db)):
+        return
     # Checked here for a message about the CLI's options rather than the Python API.
     if not db.exists():
         raise fail(f"no runwatch database at {str(db)!r} (pass --db PATH or set RUNWATCH_DB)", FAILED)

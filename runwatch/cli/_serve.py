@@ -1,4 +1,4 @@
-"""``runwatch serve`` and ``runwatch demo``: run the pipeline with its web app."""
+"""``runwatch serve``, ``runwatch worker`` and ``runwatch demo``: run a pipeline (with its web app)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from ..store.backends import store_location
 from ._common import FAILED, fail
 
 
@@ -45,6 +46,15 @@ def serve(
     ssl_keyfile: Annotated[
         Path | None, typer.Option(help="Its private key [default: in the certificate file].")
     ] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(envvar="RUNWATCH_STORE", help="The store: a postgresql:// URL (scale-out) or a SQLite file."),
+    ] = None,
+    bus: Annotated[
+        str | None,
+        typer.Option(envvar="RUNWATCH_BUS", help="NATS servers of the scale-out bus: nats://h1:4222,nats://h2:4222."),
+    ] = None,
+    partitions: Annotated[int, typer.Option(min=1, max=4096, help="Partitions of the bus (as the workers').")] = 16,
 ) -> None:
     """Run the pipeline and the web app (REST, websockets, dashboard, datacat's routes) until SIGINT/SIGTERM.
 
@@ -52,7 +62,11 @@ def serve(
     server takes a free port and says so; a --port you give is kept (taken:
     exit 1, naming who holds it). A runwatch already serving the same store on
     the port is pointed to, and this one exits 0.
+
+    With --bus (and --store postgresql://…) this is a stateless node of a scale-out deployment: ingest is
+    persisted in NATS JetStream, workers store it, live events come from the bus (docs/scale.md).
     """
+    from ..assemble import BusSettings
     from ..config import MonitorConfig
     from ..exceptions import ConfigError
     from ..server import run_server
@@ -62,8 +76,12 @@ def serve(
         overrides["web_host"] = host
     if port is not None:
         overrides["web_port"] = port
+    if db is not None and store is not None:
+        raise fail("--db and --store name the same thing: give one")
     if db is not None:
-        overrides["db_path"] = str(db)
+        overrides["db_path"] = store_location(db)
+    if store is not None:
+        overrides["db_path"] = store_location(store)
     if data_dir is not None:
         overrides["data_dir"] = str(data_dir)
     if session_heartbeat_timeout is not None:
@@ -74,11 +92,47 @@ def serve(
         overrides["web_ssl_keyfile"] = str(ssl_keyfile)
     try:
         settings = MonitorConfig.from_file(config, **overrides) if config else MonitorConfig.load(**overrides)
+        bus_settings = None if bus is None else BusSettings.parse(bus, partitions=partitions)
     except (ConfigError, ValueError, TypeError) as exc:
         raise fail(str(exc)) from None
     try:
-        code = run_server(settings)
+        code = run_server(settings, bus=bus_settings)
+    except ValueError as exc:
+        raise fail(str(exc)) from None
     except ConfigError as exc:
+        raise fail(str(exc)) from None
+    except OSError as exc:
+        raise fail(str(exc), FAILED) from None
+    raise typer.Exit(code)
+
+
+def worker(
+    store: Annotated[
+        str, typer.Option(envvar="RUNWATCH_STORE", help="The shared store: postgresql://user@host/database.")
+    ],
+    bus: Annotated[str, typer.Option(envvar="RUNWATCH_BUS", help="NATS servers: nats://h1:4222,nats://h2:4222.")],
+    name: Annotated[str | None, typer.Option(help="This worker's name [default: <host>:<pid>].")] = None,
+    partitions: Annotated[int, typer.Option(min=1, max=4096, help="Partitions of the bus (as the serve nodes').")] = 16,
+    lease_ttl: Annotated[
+        float, typer.Option(min=0.1, max=3600, help="Seconds a partition lease outlives its last renewal.")
+    ] = 15.0,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="This worker's own directory (alert state) [default: monitor_data/worker-<name>]."),
+    ] = None,
+) -> None:
+    """Store what the scale-out bus holds: own a share of its partitions, run liveness and alerts, write the store.
+
+    Runs until SIGINT/SIGTERM, then commits what is in flight and gives its partitions up (docs/scale.md).
+    """
+    from ..assemble import BusSettings
+    from ..exceptions import ConfigError
+    from ..server import run_worker
+
+    try:
+        settings = BusSettings.parse(bus, partitions=partitions, lease_ttl_seconds=lease_ttl, name=name)
+        code = run_worker(store_location(store), settings, data_dir=data_dir)
+    except (ConfigError, ValueError) as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(str(exc), FAILED) from None

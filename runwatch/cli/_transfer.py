@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from ..store.backends import store_location
 from ._common import FAILED, DbOption, fail, reported, require_store, stderr_console
 
 
@@ -17,11 +18,11 @@ def export(
     db: DbOption = Path("monitoring.db"),
 ) -> None:
     """Export a run to a .zip (run.json, metrics, events, state history)."""
-    from ..store.export import export_run
+    from ..store.backends import open_store
 
     require_store(db)
     with reported(db), stderr_console().status(f"exporting {run}..."):
-        path = export_run(str(db), run, output)
+        path = open_store(store_location(db)).export_run(run, output)
     typer.echo(str(path))
 
 
@@ -43,9 +44,12 @@ def import_(
     ):
         task = bar.add_task("import", total=None)
         run_id = import_run(
-            str(db), archive, rename=rename, progress=lambda done, total: bar.update(task, completed=done, total=total)
+            store_location(db),
+            archive,
+            rename=rename,
+            progress=lambda done, total: bar.update(task, completed=done, total=total),
         )
-    typer.echo(f"imported {run_id} into {db}")
+    typer.echo(f"imported {run_id} into {store_location(db)}")
 
 
 def sync(

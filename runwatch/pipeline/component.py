@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
+from ..store.backends import open_store as open_store_at
 from ..store.base import Store
 from .buffer import FlushMarker, as_event_batch
 
@@ -162,25 +163,19 @@ class Services:
         return key in self._by_key
 
 
-def open_sqlite_store(path: str) -> Store:
-    """The SQLite store at ``path`` (the default backend)."""
-    from ..store.sqlite import SQLiteStore
-
-    return SQLiteStore(path)
-
-
 @dataclass
 class ComponentContext:
     """What the pipeline shares with its components.
 
     Attributes:
-        db_path: the store's path.
+        db_path: the store's path (or a PostgreSQL store's URL).
         data_dir: where components may write files (snapshots, spools).
         services: what components offer each other at run time, by typed key (the live hub...).
         receipts: where store sinks report committed ingest receipts.
         active_runs: the runs whose producers in this process are active (a monitor's current
             run): what the ``system`` sampler attributes its readings to.
-        open_store: the store backend: the :class:`~runwatch.store.base.Store` at a path.
+        open_store: the store backend: the :class:`~runwatch.store.base.Store` at a path
+            (default: a SQLite file, or a PostgreSQL store for a ``postgresql://`` URL).
     """
 
     db_path: str = "monitoring.db"
@@ -188,7 +183,7 @@ class ComponentContext:
     services: Services = field(default_factory=Services)
     receipts: ReceiptBook = field(default_factory=ReceiptBook)
     active_runs: set[str] = field(default_factory=set)
-    open_store: Callable[[str], Store] = open_sqlite_store
+    open_store: Callable[[str], Store] = open_store_at
 
     @property
     def store(self) -> Store:

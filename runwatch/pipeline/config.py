@@ -70,12 +70,19 @@ BUILTIN_COMPONENTS: dict[str, str] = {
     "snapshot": "runwatch.stages.snapshot:SnapshotStage",
     "sqlite": "runwatch.sinks.sqlite:SQLiteSink",
     "remote": "runwatch.remote.sink:RemoteSink",
+    "postgres": "runwatch.sinks.postgres:PostgresSink",
     "log": "runwatch.sinks.log:LogSink",
     "blackhole": "runwatch.sinks.blackhole:BlackholeSink",
     "system": "runwatch.sources.system:SystemSampler",
     "log_notifier": "runwatch.sinks.notify.log:LogNotifier",
     "webhook": "runwatch.sinks.notify.webhook:WebhookNotifier",
     "callback": "runwatch.sinks.notify.callback:CallbackNotifier",
+}
+
+#: Built-in types whose source and sink share a name: the section decides.
+BUILTIN_BY_SECTION: dict[str, dict[str, str]] = {
+    "sources": {"nats": "runwatch.sources.nats:NatsSource"},
+    "sinks": {"nats": "runwatch.sinks.nats:NatsSink"},
 }
 
 
@@ -315,7 +322,7 @@ def _component_spec(
     type_name = body.get("type")
     if not isinstance(type_name, str) or not type_name:
         raise ConfigError(f"{path}.type", "is required: a built-in type, an entry-point name or 'module:Class'")
-    cls = resolve_component_class(type_name, f"{path}.type")
+    cls = resolve_component_class(type_name, f"{path}.type", section=section)
     if cls.role != _ROLE_OF_SECTION[section]:
         raise ConfigError(f"{path}.type", f"{type_name!r} is a {cls.role}, not a {_ROLE_OF_SECTION[section]}")
 
@@ -415,16 +422,17 @@ def _topological_order(specs: Mapping[str, ComponentSpec]) -> list[str]:
     return order
 
 
-def resolve_component_class(type_name: str, path: str = "type") -> type[Component]:
+def resolve_component_class(type_name: str, path: str = "type", *, section: str | None = None) -> type[Component]:
     """Find the class of a component type.
 
-    Looks in order at the built-in types, ``module:Class`` paths and the
-    ``runwatch.components`` entry-point group.
+    Looks in order at the built-in types (of ``section``, for a name a source
+    and a sink share), ``module:Class`` paths and the ``runwatch.components``
+    entry-point group.
 
     Raises:
         ConfigError: the type is unknown or is not a component.
     """
-    target = BUILTIN_COMPONENTS.get(type_name)
+    target = BUILTIN_BY_SECTION.get(section or "", {}).get(type_name) or BUILTIN_COMPONENTS.get(type_name)
     if target is None and ":" in type_name:
         target = type_name
     if target is not None:
@@ -436,7 +444,7 @@ def resolve_component_class(type_name: str, path: str = "type") -> type[Componen
     else:
         found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == type_name]
         if not found:
-            known = ", ".join(sorted(BUILTIN_COMPONENTS))
+            known = ", ".join(sorted({*BUILTIN_COMPONENTS, *BUILTIN_BY_SECTION.get(section or "", {})}))
             raise ConfigError(
                 path,
                 f"unknown type {type_name!r} (built-in: {known}; or an entry point in "

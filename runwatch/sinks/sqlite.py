@@ -85,9 +85,7 @@ class SQLiteSink(Sink):
         super().__init__(id, options, context)
         self.path = options.path or context.db_path
         self.tick_interval_seconds = options.flush_interval_seconds
-        self._writer: StoreWriter = context.store_at(self.path).open_writer(
-            owner=process_owner(), max_image_bytes_per_run=options.max_image_bytes_per_run
-        )
+        self._writer: StoreWriter = self._open_writer()
         self._open = False
         self._pending: list[Any] = []
         self._pending_bytes = 0  # estimated memory of _pending (see runwatch.events.event_nbytes)
@@ -100,6 +98,12 @@ class SQLiteSink(Sink):
         self._retry_at = 0.0  # monotonic: no commit is attempted before this while degraded
         self._dropped: dict[str, int] = {}
         context.receipts.add_recorder()
+
+    def _open_writer(self) -> StoreWriter:
+        """The store's write path this sink commits through."""
+        return self.context.store_at(self.path).open_writer(
+            owner=process_owner(), max_image_bytes_per_run=self.options.max_image_bytes_per_run
+        )
 
     async def start(self) -> None:
         await self._writer.open()

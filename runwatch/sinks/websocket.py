@@ -20,6 +20,13 @@ The hub keeps the bytes of the latest images it saw, up to
 before the store has committed it (:meth:`WebsocketHub.recent_image`); the
 events it keeps for replay hold no image bytes.
 
+Fed from the scale-out bus (:meth:`WebsocketHub.feed`, by the ``nats``
+source of a serve node), events carry the live stream's sequence: each
+message then holds ``"cursor"``, the last sequence it covers, and a
+subscriber that lost its connection (its node died) resumes on any node
+from its cursor (:meth:`WebsocketHub.replay_after`), without a gap or a
+repeat.
+
 The hub itself is off the acknowledgement path: flush barriers and ingest
 acknowledgements never wait for it (``acknowledges_flush = False``), and its
 input buffer drops its own oldest events (counted) when it falls behind.
@@ -37,9 +44,9 @@ import logging
 import re
 import threading
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 from pydantic import Field
@@ -50,12 +57,27 @@ from ..pipeline.component import Options as BaseOptions
 from ..wire import event_to_wire, json_number, messages
 from ..wire.messages import GLOB_CHARS
 
-__all__ = ["LIVE_HUB", "Subscriber", "SubscriptionFilter", "WebsocketHub"]
+__all__ = ["LIVE_FEED", "LIVE_HUB", "LiveFeed", "Subscriber", "SubscriptionFilter", "WebsocketHub"]
 
 logger = logging.getLogger("runwatch.web")
 
 #: The hub, offered to the web app (``/ws`` subscribes to it) while it runs.
 LIVE_HUB: ServiceKey[WebsocketHub] = ServiceKey("websocket_hub")
+
+
+class LiveFeed(Protocol):
+    """Where the hub's bus events come from, read back for a resume older than the hub keeps."""
+
+    async def read_range(self, after: int, through: int) -> list[Any] | None:
+        """The events of the live stream after sequence ``after`` up to ``through``, in order.
+
+        Returns ``None`` when the stream no longer holds them all (the cursor expired) or
+        when there are too many to read back.
+        """
+
+
+#: The bus source feeding the hub (a serve node on the bus), offered to ``/ws`` for resumes.
+LIVE_FEED: ServiceKey[LiveFeed] = ServiceKey("live_feed")
 
 #: Answers a compiled pattern set remembers (run ids or metric-name sets) before starting over.
 MAX_REMEMBERED = 4096
@@ -360,8 +382,15 @@ class WebsocketHub(Sink):
         self.tick_interval_seconds = options.publish_interval_seconds
         self._pending: list[Any] = []
         self._subscribers: set[Subscriber] = set()
-        # Events already published (or seen while nobody listened): what a new subscriber may replay.
+        # Events already published (or seen while nobody listened): what a new subscriber may replay;
+        # beside each, the bus sequence it came with (None for events the pipeline sent).
         self._recent: deque[Any] = deque(maxlen=options.replay_events)
+        self._recent_cursors: deque[int | None] = deque(maxlen=options.replay_events)
+        #: The bus sequence of the last events fed (``None``: nothing came from the bus).
+        self.cursor: int | None = None
+        self._fed = anyio.Event()
+        # Where the pending events end on the bus: (pending events before the batch, its sequence) per fed batch.
+        self._pending_cursors: list[tuple[int, int]] = []
         self.published_messages = 0
         self.published_events = 0
         self.subscriber_dropped_events = 0  # cumulative: stays counted after a subscriber leaves
@@ -400,16 +429,67 @@ class WebsocketHub(Sink):
                 if len(chosen) == count:
                     break
         chosen.reverse()
-        message, sent = _message_for(subscription, chosen, None)
+        kept_cursor = self._kept_cursor()
+        message, sent = _message_for(subscription, chosen, None, kept_cursor)
         if not sent:
             return 0
         try:
             text = messages.encode(message)
         except (TypeError, ValueError):  # an unencodable event stays out alone, as in publish()
-            message, sent = _message_for(subscription, [event for event in chosen if _encodable(event)], None)
+            chosen = [event for event in chosen if _encodable(event)]
+            message, sent = _message_for(subscription, chosen, None, kept_cursor)
             text = messages.encode(message)
         if sent:
             subscriber.offer(text, sent)
+        return sent
+
+    def replay_after(self, subscriber: Subscriber, cursor: int) -> bool:
+        """Queue for ``subscriber`` every kept event of the bus after ``cursor`` its filter admits.
+
+        Call on the pipeline's loop right after :meth:`subscribe` (as :meth:`replay`).
+
+        Returns:
+            Whether the kept events reach back to ``cursor`` (``False``: some
+            events after it are no longer kept; nothing was queued).
+        """
+        cursors = self._recent_cursors
+        if not cursors or cursors[0] is None or cursors[0] > cursor:
+            return False
+        chosen = [
+            event
+            for event, seq in zip(self._recent, cursors, strict=True)
+            if seq is not None and seq > cursor and subscriber.subscription._admits(event)
+        ]
+        if chosen:
+            message, sent = _message_for(subscriber.subscription, chosen, None, self._kept_cursor())
+            if sent:
+                subscriber.offer(messages.encode(message), sent)
+        return True
+
+    async def wait_cursor(self, cursor: int, timeout: float) -> bool:
+        """Wait until the hub was fed the bus's events up to ``cursor``; whether it was within ``timeout``."""
+        with anyio.move_on_after(timeout):
+            while self.cursor is None or self.cursor < cursor:
+                self._fed = anyio.Event()
+                await self._fed.wait()
+            return True
+        return False
+
+    def _kept_cursor(self) -> int | None:
+        """The bus sequence the kept events reach (what a replay's message covers)."""
+        for seq in reversed(self._recent_cursors):
+            if seq is not None:
+                return seq
+        return None
+
+    def offer_backlog(self, subscriber: Subscriber, events: list[Any], cursor: int) -> int:
+        """Queue for ``subscriber`` events read back from the bus up to ``cursor``; how many its filter admits."""
+        chosen = [event for event in events if subscriber.subscription._admits(event)]
+        if not chosen:
+            return 0
+        message, sent = _message_for(subscriber.subscription, chosen, None, cursor)
+        if sent:
+            subscriber.offer(messages.encode(message), sent)
         return sent
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
@@ -432,16 +512,38 @@ class WebsocketHub(Sink):
             return
         self._pending.extend(batch)
 
-    def _keep(self, batch: list[Any]) -> list[Any]:
+    def feed(self, events: list[Any], cursor: int) -> None:
+        """Take events of the bus's live stream with its sequence ``cursor`` (call on the pipeline's loop).
+
+        They are published like the events of :meth:`write`, and their
+        messages carry the cursor.
+        """
+        self.cursor = cursor
+        self._fed.set()
+        if not self._subscribers or (not self._pending and all(s.stalled for s in self._subscribers)):
+            kept = self._keep(events, [(0, cursor)])
+            if self._subscribers:
+                self._skip_stalled(kept)
+            return
+        self._pending_cursors.append((len(self._pending), cursor))
+        self._pending.extend(events)
+
+    def _keep(self, batch: list[Any], cursors: Sequence[tuple[int, int]] = ()) -> list[Any]:
         """Remember ``batch``'s events for replay; returns them (receipts are internal, never kept).
 
         An image's bytes go to the recent images, not into the replay buffer.
+        ``cursors``: where fed batches start in ``batch`` and their bus sequences
+        (events before the first came from the pipeline: no sequence).
         """
-        events = [event for event in batch if event.kind != "receipt"]
-        for index, event in enumerate(events):
-            if type(event) is ImageEvent:
-                self._images.put(event.digest, event.mime, event.data)
-                events[index] = event._replace(data=b"")  # the wire form has no bytes either
+        sequences = _event_cursors(len(batch), cursors)
+        events = []
+        for event, seq in zip(batch, sequences, strict=True):
+            if event.kind != "receipt":
+                if type(event) is ImageEvent:
+                    self._images.put(event.digest, event.mime, event.data)
+                    event = event._replace(data=b"")  # the wire form has no bytes either
+                events.append(event)
+                self._recent_cursors.append(seq)
         self._recent.extend(events)
         return events
 
@@ -468,9 +570,11 @@ class WebsocketHub(Sink):
         counted in ``unencodable_events``; the rest of the window goes out.
         """
         pending, self._pending = self._pending, []
+        cursors, self._pending_cursors = self._pending_cursors, []
         if not pending:
             return
-        batch = self._keep(pending)
+        batch = self._keep(pending, cursors)
+        cursor = cursors[-1][1] if cursors else None
         if not self._subscribers:
             return
         if all(subscriber.stalled for subscriber in self._subscribers):
@@ -480,11 +584,11 @@ class WebsocketHub(Sink):
         for subscriber in self._subscribers:
             groups.setdefault(subscriber.subscription, []).append(subscriber)
         try:
-            messages = self._messages(groups, batch)
+            messages = self._messages(groups, batch, cursor)
         except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
             kept = [event for event in batch if _encodable(event)]
             self._count_unencodable(len(batch) - len(kept))
-            messages = self._messages(groups, kept)
+            messages = self._messages(groups, kept, cursor)
         for members, text, count in messages:
             if text is None:  # nobody in this group reads: count what they miss
                 for subscriber in members:
@@ -503,7 +607,7 @@ class WebsocketHub(Sink):
                     self._subscribers.discard(subscriber)
 
     def _messages(
-        self, groups: Mapping[SubscriptionFilter, list[Subscriber]], batch: list[Any]
+        self, groups: Mapping[SubscriptionFilter, list[Subscriber]], batch: list[Any], cursor: int | None
     ) -> list[tuple[list[Subscriber], str | None, int]]:
         """Per filter: its members, the message text (``None`` for a group that reads nothing) and its events.
 
@@ -519,7 +623,7 @@ class WebsocketHub(Sink):
                 continue
             if subscription.format == "events" and wire is None:
                 wire = [event_to_wire(event) for event in batch]
-            message, count = _message_for(subscription, batch, wire)
+            message, count = _message_for(subscription, batch, wire, cursor)
             if count:
                 out.append((members, messages.encode(message), count))
         return out
@@ -582,6 +686,15 @@ class _RecentImages:
             return self._contents.get(digest)
 
 
+def _event_cursors(count: int, cursors: Sequence[tuple[int, int]]) -> list[int | None]:
+    """Each event's bus sequence, from where the fed batches start among ``count`` events."""
+    out: list[int | None] = [None] * count
+    for index, (start, seq) in enumerate(cursors):
+        end = cursors[index + 1][0] if index + 1 < len(cursors) else count
+        out[start:end] = [seq] * (end - start)
+    return out
+
+
 def _encodable(event: Any) -> bool:
     """Whether an event's wire form serialises (checked only after a window failed to)."""
     try:
@@ -592,16 +705,21 @@ def _encodable(event: Any) -> bool:
 
 
 def _message_for(
-    subscription: SubscriptionFilter, events: list[Any], wire: list[dict[str, Any]] | None
+    subscription: SubscriptionFilter, events: list[Any], wire: list[dict[str, Any]] | None, cursor: int | None
 ) -> tuple[dict[str, Any], int]:
     """The message carrying what ``subscription`` admits of ``events``, and how many events it carries.
 
     ``wire`` is the events' wire forms when already built (shared by every
     ``events``-format filter of one publication); ``None`` builds them here.
+    ``cursor``: the bus sequence the message reaches (``None``: not from the bus).
     """
     if subscription.format == "columns":
-        return subscription.columns(events)
-    if wire is None:
-        wire = [event_to_wire(event) for event in events]
-    selected = subscription.select(events, wire)
-    return messages.batch(selected), len(selected)
+        message, count = subscription.columns(events)
+    else:
+        if wire is None:
+            wire = [event_to_wire(event) for event in events]
+        selected = subscription.select(events, wire)
+        message, count = messages.batch(selected), len(selected)
+    if cursor is not None:
+        message["cursor"] = cursor
+    return message, count

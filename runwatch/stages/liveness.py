@@ -78,20 +78,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Literal, NamedTuple
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 import anyio
 from pydantic import Field, ValidationInfo, field_validator
 
 from ..events import AlertEvent, Heartbeat, IngestReceipt, LogEvent, RunLifecycle, RunTransition
-from ..pipeline.component import ComponentContext, Stage
+from ..pipeline.component import ComponentContext, ServiceKey, Stage
 from ..pipeline.component import Options as BaseOptions
 from ..store.base import Store
 from ..store.encode import LIVENESS_STATUS
 
 __all__ = [
     "EVENT_OF_STATUS",
+    "RUN_OWNERSHIP",
     "LivenessStage",
+    "RunOwnership",
     "LivenessTracker",
     "StoredRun",
     "Transition",
@@ -107,6 +109,24 @@ _WATCHED: Final = frozenset({"running", "hung", "crashed"})
 #: The most runs remembered as judged by their own protocol.
 _MAX_UNWATCHED: Final = 100_000
 Signal = Literal["heartbeat", "any_event"]
+
+
+class RunOwnership(Protocol):
+    """Which runs this process judges (a scale-out worker: the runs of the partitions it owns)."""
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever the owned runs change (partitions taken or given up)."""
+
+    def owns(self, run_id: str) -> bool:
+        """Whether this process judges ``run_id`` now."""
+
+    def caught_up(self) -> bool:
+        """Whether every owned run's events so far have been seen: silence means something only then."""
+
+
+#: Offered by a worker's bus source: the stage then judges only the runs it owns, and only when caught up.
+RUN_OWNERSHIP: ServiceKey[RunOwnership] = ServiceKey("run_ownership")
 
 
 class StoredRun(NamedTuple):
@@ -312,6 +332,11 @@ class LivenessTracker:
         if watch.status != "running":
             self._maybe_recover(run_id, watch, now, out)
 
+    def forget(self, run_ids: Iterable[str]) -> None:
+        """Stop watching ``run_ids`` (another process judges them now)."""
+        for run_id in run_ids:
+            self._runs.pop(run_id, None)
+
     def refresh(self, rows: Iterable[StoredRun], now: float, *, watch_new: bool = False) -> None:
         """Take what the store says about runs (possibly written by other processes).
 
@@ -490,8 +515,11 @@ class LivenessStage(Stage):
             signal=options.signal,
             settle_seconds=settle,
         )
+        self._generation = -1  # of the run ownership last followed (a scale-out worker's)
 
     async def start(self) -> None:
+        if self.context.services.get(RUN_OWNERSHIP) is not None:
+            return  # nothing is owned yet: the runs are picked up as partitions are (see tick)
         rows = await anyio.to_thread.run_sync(read_runs, self.store, None)
         self.tracker.refresh(rows, time.time(), watch_new=True)
 
@@ -503,7 +531,13 @@ class LivenessStage(Stage):
             await self.output.send([transition_event(t, now, self.options.signal) for t in recovered])
 
     async def tick(self, now: float) -> None:
-        watch_new = self.options.watch_store_runs
+        ownership = self.context.services.get(RUN_OWNERSHIP)
+        if ownership is not None:
+            if not ownership.caught_up():
+                return  # events are still on their way: a run's silence is not known yet
+            if ownership.generation != self._generation:
+                await self._follow_ownership(ownership, now)
+        watch_new = self.options.watch_store_runs and ownership is None  # a worker watches what it owns
         run_ids = self.tracker.run_ids
         if watch_new:  # the watched runs and every live run of the store
             rows = await anyio.to_thread.run_sync(read_runs, self.store, run_ids or None)
@@ -517,6 +551,13 @@ class LivenessStage(Stage):
         changes = self.tracker.check(now)
         if changes:
             await self.output.send([transition_event(t, now, self.options.signal) for t in changes])
+
+    async def _follow_ownership(self, ownership: RunOwnership, now: float) -> None:
+        """The owned partitions changed: forget the runs given up, watch the stored live runs taken over."""
+        self._generation = ownership.generation
+        self.tracker.forget([run_id for run_id in self.tracker.run_ids if not ownership.owns(run_id)])
+        rows = await anyio.to_thread.run_sync(read_runs, self.store, None)
+        self.tracker.refresh([row for row in rows if ownership.owns(row.run_id)], now, watch_new=True)
 
     def statistics(self) -> dict[str, Any]:
         return self.tracker.statistics()

@@ -29,7 +29,7 @@ from .chunk_reads import DECODE_COLUMNS, decode_rows
 from .chunks import ChunkColumns
 from .frames import calls_of
 
-__all__ = ["Call", "read_calls", "run_call_count", "run_calls_from"]
+__all__ = ["Call", "calls_of_rows", "read_calls", "run_call_count", "run_calls_from"]
 
 _ALL: Final = frozenset({"seq", "step", "time", "value", "tags"})
 
@@ -83,10 +83,16 @@ def read_calls(
     rows = connection.execute(
         f"SELECT r.run_id, s.name, {DECODE_COLUMNS} FROM metric_chunks AS c"
         " JOIN metric_series AS s ON s.id = c.series JOIN runs AS r ON r.id = s.run"
-        f" WHERE {' AND '.join(where) or '1'} ORDER BY s.id, c.seq_first",
+        f" WHERE {' AND '.join(where) or 'true'} ORDER BY s.id, c.seq_first",
         params,
     ).fetchall()
-    grouped: dict[str, dict[str, list[tuple[Any, ...]]]] = {}
+    return calls_of_rows(rows, low, high)
+
+
+def calls_of_rows(rows: Sequence[Sequence[Any]], low: int | None = None, high: int | None = None) -> list[Call]:
+    """The calls numbered ``low <= seq < high`` in chunk rows ``(run_id, name, *DECODE_COLUMNS)`` (in series
+    then call order, as :func:`read_calls` selects them; a backend may select them its own way), in number order."""
+    grouped: dict[str, dict[str, list[Sequence[Any]]]] = {}
     for row in rows:
         grouped.setdefault(row[0], {}).setdefault(row[1], []).append(row[1:])
     calls: list[Call] = []

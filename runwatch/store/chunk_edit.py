@@ -17,7 +17,8 @@ seals them), and a crashed writer's segments are no longer rewritten.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
@@ -29,7 +30,7 @@ from .chunks import ChunkColumns, ChunkRow, decode_chunk, encode_chunk
 from .codecs import CodecError
 from .series import ChunkWrite, ChunkWrites
 
-__all__ = ["PointRange", "remove_points"]
+__all__ = ["REMOVAL_COLUMNS", "PointRange", "Removal", "plan_removal", "remove_points"]
 
 _COLUMNS: Final = frozenset({"seq", "step", "time", "value", "tags"})
 
@@ -77,15 +78,52 @@ def remove_points(
     if sealed_only:
         where.append("c.sealed = 1")
     rows = connection.execute(
-        "SELECT c.rowid, s.id, s.name, c.block_points, c.count, c.value_type, c.seqs, c.steps, c.step_mask,"
-        " c.times, c.vals, c.tags FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
+        f"SELECT {REMOVAL_COLUMNS} FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id"
         f" WHERE {' AND '.join(where)}",
         params,
     ).fetchall()
-    removed: list[npt.NDArray[np.int64]] = []
-    deleted: list[int] = []
-    rewrites = ChunkWrites()
-    ids: dict[tuple[int, str], int] = {}
+    removal = plan_removal(rows, run, points)
+    deleted, rewrites, ids = removal.deleted, removal.rewrites, removal.ids
+    for start in range(0, len(deleted), 500):
+        part = deleted[start : start + 500]
+        connection.execute(f"DELETE FROM metric_chunks WHERE rowid IN ({', '.join('?' * len(part))})", part)
+    for sql, params_ in chunk_statements(rewrites, ids):
+        connection.execute(sql, params_)
+    return removal.removed_seqs()
+
+
+#: The columns of a chunk row :func:`plan_removal` takes, in order.
+REMOVAL_COLUMNS: Final = (
+    "c.rowid, s.id, s.name, c.block_points, c.count, c.value_type, c.seqs, c.steps, c.step_mask,"
+    " c.times, c.vals, c.tags"
+)
+
+
+@dataclass
+class Removal:
+    """What removing points from a run's chunk rows takes: rows to delete, cut chunks to insert (sealed)."""
+
+    deleted: list[int] = field(default_factory=list)
+    rewrites: ChunkWrites = field(default_factory=ChunkWrites)
+    ids: dict[tuple[int, str], int] = field(default_factory=dict)
+    removed: list[npt.NDArray[np.int64]] = field(default_factory=list)
+
+    def removed_seqs(self) -> npt.NDArray[np.int64]:
+        """The call numbers that lost at least one point, sorted and unique."""
+        if not self.removed:
+            return np.empty(0, dtype=np.int64)
+        return np.unique(np.concatenate(self.removed))
+
+
+def plan_removal(rows: Sequence[Sequence[Any]], run: int, points: PointRange) -> Removal:
+    """The rows (:data:`REMOVAL_COLUMNS`) of ``run`` that lose points in ``points``, and what is written
+    in place of those that keep some (pure code: each backend runs it its own way).
+
+    Raises:
+        StoreError: a chunk cannot be decoded.
+    """
+    out = Removal()
+    removed, deleted, rewrites, ids = out.removed, out.deleted, out.rewrites, out.ids
     for rowid, series, name, block_points, *stored in rows:
         try:
             columns = decode_chunk(ChunkRow(*stored), _COLUMNS)
@@ -115,11 +153,4 @@ def remove_points(
             key = (run, name)
             ids[key] = series
             rewrites.inserts.append(ChunkWrite(key, True, encode_chunk(rest, block_points=block_points)))
-    for start in range(0, len(deleted), 500):
-        part = deleted[start : start + 500]
-        connection.execute(f"DELETE FROM metric_chunks WHERE rowid IN ({', '.join('?' * len(part))})", part)
-    for sql, params_ in chunk_statements(rewrites, ids):
-        connection.execute(sql, params_)
-    if not removed:
-        return np.empty(0, dtype=np.int64)
-    return np.unique(np.concatenate(removed))
+    return out

@@ -30,6 +30,7 @@ __all__ = [
     "read_series",
     "read_series_of_runs",
     "read_summaries",
+    "summaries_of",
 ]
 
 XAxis = SeriesAxis
@@ -219,7 +220,7 @@ def decode_columns(columns: Collection[str]) -> str:
     return ", ".join(["c.count", "c.value_type", *picked])
 
 
-def decode_rows(rows: list[tuple[Any, ...]], columns: frozenset[str]) -> ChunkColumns:
+def decode_rows(rows: Sequence[Sequence[Any]], columns: frozenset[str]) -> ChunkColumns:
     """One series' chunk rows, ``(key, *DECODE_COLUMNS)`` in call order, decoded into preallocated arrays."""
     counts = [row[1] for row in rows]
     total = sum(counts)
@@ -329,14 +330,20 @@ def read_summaries(
             f" WHERE {where} ORDER BY s.id, c.seq_first",
             params,
         ).fetchall()
-    grouped: dict[str, list[tuple[Any, ...]]] = {}
+    return summaries_of(rows, wanted)
+
+
+def summaries_of(rows: Iterable[Sequence[Any]], names: Sequence[str] | None) -> dict[str, SeriesSummary]:
+    """Each series' :class:`SeriesSummary` from its chunk summary rows (name first, in series then call order),
+    in the order of ``names`` (None: as the rows come); a backend selects the rows its own way."""
+    grouped: dict[str, list[Sequence[Any]]] = {}
     for row in rows:
         grouped.setdefault(row[0], []).append(row)
-    order = wanted if wanted is not None else list(grouped)
+    order = names if names is not None else list(grouped)
     return {name: _summarize(grouped[name]) for name in order if name in grouped}
 
 
-def _summarize(rows: list[tuple[Any, ...]]) -> SeriesSummary:
+def _summarize(rows: list[Sequence[Any]]) -> SeriesSummary:
     count = sum(row[1] for row in rows)
     nan_count = sum(row[2] for row in rows)
     lows = [row[4] for row in rows if row[4] is not None]

@@ -54,6 +54,7 @@ __all__ = [
     "downsample_metrics",
     "metric_rollups",
     "rollup_frame",
+    "rollup_rows",
 ]
 
 #: Logging calls summarised by one rollup row.
@@ -218,6 +219,21 @@ def _write_rollups(conn: sqlite3.Connection, run: int, calls: npt.NDArray[np.int
         " WHERE s.run = ? AND c.seq_last >= ? AND c.seq_first <= ? ORDER BY s.name, c.seq_first",
         (run, low, high),
     ).fetchall()
+    out = rollup_rows(rows, run, calls, bucket_rows)
+    conn.executemany(
+        "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
+        " count, nan_count, min, max, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        out,
+    )
+    return len(out)
+
+
+def rollup_rows(
+    rows: Sequence[Sequence[Any]], run: int, calls: npt.NDArray[np.int64], bucket_rows: int
+) -> list[tuple[Any, ...]]:
+    """The ``metric_rollups`` rows (run, name, first_row … mean) of ``calls`` from the chunk rows holding them
+    (``name, count, value_type, seqs, steps, step_mask, times, vals, tags`` by name then call order)."""
+    low, high = int(calls[0]), int(calls[-1])
     by_name: dict[str, list[Any]] = {}
     for row in rows:
         by_name.setdefault(row[0], []).append(row[1:])
@@ -262,12 +278,7 @@ def _write_rollups(conn: sqlite3.Connection, run: int, calls: npt.NDArray[np.int
                     None if mean is None or mean != mean else mean,  # +Inf and -Inf: no mean (NULL)
                 )
             )
-    conn.executemany(
-        "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
-        " count, nan_count, min, max, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        out,
-    )
-    return len(out)
+    return out
 
 
 def downsample_metrics(

@@ -43,9 +43,9 @@ import sqlite3
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
@@ -59,7 +59,10 @@ from .queries.common import run_pk
 from .queries.datacat import details_of_run
 from .schema import SCHEMA_VERSION, current_version
 
-__all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run"]
+if TYPE_CHECKING:
+    from .base import Series
+
+__all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run", "metric_lines"]
 
 #: The value of ``format`` in run.json.
 EXPORT_FORMAT = "runwatch-export/1"
@@ -165,7 +168,16 @@ def _check_version(connection: sqlite3.Connection, db_path: str) -> None:
 
 def _add_details(connection: Any, run_id: str, events: list[dict[str, Any]], history: list[dict[str, Any]]) -> None:
     """Give the events and state patches that have a detail (a protocol's own fields) their ``detail``."""
-    event_details, state_details = details_of_run(connection, run_pk(connection, run_id))
+    attach_details(events, history, *details_of_run(connection, run_pk(connection, run_id)))
+
+
+def attach_details(
+    events: list[dict[str, Any]],
+    history: list[dict[str, Any]],
+    event_details: dict[int, Any],
+    state_details: dict[int, Any],
+) -> None:
+    """Give each event and state patch whose row id has a detail its ``detail`` (any store)."""
     for entries, details in ((events, event_details), (history, state_details)):
         if details:
             for entry in entries:
@@ -226,9 +238,14 @@ def _write_metric_rows(connection: sqlite3.Connection, run_id: str, out: IO[byte
 
 def _metric_lines(connection: sqlite3.Connection, run_id: str) -> Iterator[bytes]:
     from .chunk_reads import read_series
+
+    return metric_lines(read_series(connection, run_id, columns=("seq", "step", "time", "value", "tags")))
+
+
+def metric_lines(series: Mapping[str, Series]) -> Iterator[bytes]:
+    """A run's logging calls rebuilt from its series (every column decoded), as lines of ``metrics_long.jsonl``."""
     from .frames import calls_of
 
-    series = read_series(connection, run_id, columns=("seq", "step", "time", "value", "tags"))
     for seq, step, time_us, values, tags in calls_of(series):
         yield (
             orjson.dumps(
@@ -277,7 +294,22 @@ _HISTOGRAM_LINE_KEYS = (
 
 def _write_media(connection: sqlite3.Connection, run_id: str, archive: zipfile.ZipFile) -> None:
     """images.jsonl, each image content once under media/, and histograms.jsonl."""
-    images = media.images_of_run(connection, run_id)
+    histograms = [
+        row
+        for entry in media.histogram_names(connection, run_id)
+        for row in media.run_histograms(connection, run_id, entry["name"])
+    ]
+    write_media(archive, media.images_of_run(connection, run_id), lambda d: media.image_blob(connection, d), histograms)
+
+
+def write_media(
+    archive: zipfile.ZipFile,
+    images: list[dict[str, Any]],
+    blob: Callable[[str], tuple[str, bytes] | None],
+    histograms: list[dict[str, Any]],
+) -> None:
+    """Write images.jsonl, each content the images name once under media/ (``blob`` gives the media type
+    and bytes of a digest), and histograms.jsonl, from a run's image and histogram reads (any store)."""
     archive.writestr(
         "images.jsonl", b"".join(orjson.dumps({key: row[key] for key in _IMAGE_LINE_KEYS}) + b"\n" for row in images)
     )
@@ -287,16 +319,11 @@ def _write_media(connection: sqlite3.Connection, run_id: str, archive: zipfile.Z
         if digest in written:
             continue
         written.add(digest)
-        blob = media.image_blob(connection, digest)
-        if blob is not None:
+        content = blob(digest)
+        if content is not None:
             # PNG and JPEG are compressed already: stored, not deflated again.
-            archive.writestr(f"media/{digest}.{MEDIA_EXTENSIONS[blob[0]]}", blob[1], zipfile.ZIP_STORED)
-    names = [entry["name"] for entry in media.histogram_names(connection, run_id)]
-    lines = [
-        _dumps(_wire_numbers({key: row[key] for key in _HISTOGRAM_LINE_KEYS})) + b"\n"
-        for name in names
-        for row in media.run_histograms(connection, run_id, name)
-    ]
+            archive.writestr(f"media/{digest}.{MEDIA_EXTENSIONS[content[0]]}", content[1], zipfile.ZIP_STORED)
+    lines = [_dumps(_wire_numbers({key: row[key] for key in _HISTOGRAM_LINE_KEYS})) + b"\n" for row in histograms]
     archive.writestr("histograms.jsonl", b"".join(lines))
 
 

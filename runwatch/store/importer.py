@@ -39,9 +39,10 @@ import hashlib
 import os
 import sqlite3
 import zipfile
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import numpy as np
 
@@ -64,6 +65,7 @@ from .archive import (
     parse_run,
     parse_stats,
 )
+from .backends import is_postgres_url
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -113,6 +115,10 @@ def import_run(
     """
     if rename is not None and (type(rename) is not str or not rename.strip()):
         raise ValueError(f"rename must be a non-empty run id, got {rename!r}")
+    if is_postgres_url(db_path):
+        from .postgres.transfer import import_run as import_into_postgres
+
+        return import_into_postgres(db_path, Path(zip_path), rename=rename, progress=progress)
     zip_path = Path(zip_path)
     if not zip_path.is_file():
         raise FileNotFoundError(f"no such file: {str(zip_path)!r}")
@@ -357,7 +363,17 @@ class _Renumbering:
 def _import_events(connection: sqlite3.Connection, reader: ArchiveReader, pk: int) -> dict[str, int]:
     """Insert the events with their original kind, type, level, data, detail and time; returns counts per type."""
     counts: dict[str, int] = {}
-    rows: list[list[Any]] = []
+    for rows in _chunks(event_rows(reader, pk, counts)):
+        connection.execute(INSERT_EVENTS, (dumps(rows),))
+    return counts
+
+
+def event_rows(reader: ArchiveReader, pk: int, counts: dict[str, int]) -> Iterator[list[Any]]:
+    """The rows of events.jsonl, checked: ``[run, ts, kind, type, level, data, detail]``; counts them per type.
+
+    Raises:
+        ArchiveError: a line is not a valid event.
+    """
     for number, event in reader.json_lines("events.jsonl"):
         at = f"events.jsonl line {number}"
         if not isinstance(event, dict):
@@ -375,17 +391,35 @@ def _import_events(connection: sqlite3.Connection, reader: ArchiveReader, pk: in
         if detail is not None and not isinstance(detail, dict):
             raise ArchiveError(reader.where, f"{at}: detail must be an object, got {type(detail).__name__}")
         counts[event_type] = counts.get(event_type, 0) + 1
-        rows.append([pk, ts, kind, event_type, level, event.get("event_data"), detail])
-        if len(rows) >= _CHUNK_ROWS:
-            connection.execute(INSERT_EVENTS, (dumps(rows),))
-            rows = []
-    if rows:
-        connection.execute(INSERT_EVENTS, (dumps(rows),))
-    return counts
+        yield [pk, ts, kind, event_type, level, event.get("event_data"), detail]
+
+
+_Row = TypeVar("_Row")
+
+
+def _chunks(rows: Iterable[_Row]) -> Iterator[list[_Row]]:
+    """``rows`` in lists of at most :data:`_CHUNK_ROWS`."""
+    chunk: list[_Row] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= _CHUNK_ROWS:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def _import_state_history(connection: sqlite3.Connection, reader: ArchiveReader, pk: int) -> None:
-    rows: list[list[Any]] = []
+    for rows in _chunks(patch_rows(reader, pk)):
+        connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
+
+
+def patch_rows(reader: ArchiveReader, pk: int) -> Iterator[list[Any]]:
+    """The rows of state_history.jsonl, checked: ``[run, ts, patch, detail]``.
+
+    Raises:
+        ArchiveError: a line is not a valid state patch.
+    """
     for number, entry in reader.json_lines("state_history.jsonl"):
         at = f"state_history.jsonl line {number}"
         if not isinstance(entry, dict) or not isinstance(entry.get("patch"), dict):
@@ -396,18 +430,36 @@ def _import_state_history(connection: sqlite3.Connection, reader: ArchiveReader,
         detail = entry.get("detail")
         if detail is not None and not isinstance(detail, dict):
             raise ArchiveError(reader.where, f"{at}: detail must be an object, got {type(detail).__name__}")
-        rows.append([pk, ts, entry["patch"], detail])
-        if len(rows) >= _CHUNK_ROWS:
-            connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
-            rows = []
-    if rows:
-        connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
+        yield [pk, ts, entry["patch"], detail]
 
 
 def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id: str, pk: int) -> None:
     """Insert the run's images and the contents they name (each once), then count the run's image bytes."""
-    stored: set[str] = set()
+    stored = False
     rows: list[tuple[Any, ...]] = []
+    for blob, row in image_rows(reader, run_id, pk):
+        if blob is not None:
+            media.insert_blob(connection, *blob)
+            stored = True
+        rows.append(row)
+        if len(rows) >= _CHUNK_ROWS:
+            media.insert_image_rows(connection, rows)
+            rows = []
+    media.insert_image_rows(connection, rows)
+    if stored:
+        media.count_image_bytes(connection, pk)
+
+
+def image_rows(
+    reader: ArchiveReader, run_id: str, pk: int
+) -> Iterator[tuple[tuple[str, str, bytes] | None, tuple[Any, ...]]]:
+    """The images of images.jsonl, checked: per image, its content ``(digest, mime, bytes)`` the first time a
+    digest comes (else ``None``) and its row ``(run, name, step, ts, digest, width, height, caption)``.
+
+    Raises:
+        ArchiveError: a line is not a valid image, or its content is missing or does not hash to its name.
+    """
+    stored: set[str] = set()
     for number, line in lines_if_any(reader, "images.jsonl"):
         at = f"images.jsonl line {number}"
         if not isinstance(line, dict):
@@ -417,6 +469,7 @@ def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id
             raise ArchiveError(reader.where, f"{at}: mime must be one of {', '.join(MEDIA_EXTENSIONS)}, got {mime!r}")
         if type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef"):
             raise ArchiveError(reader.where, f"{at}: digest must be a SHA-256 in lowercase hex, got {digest!r}")
+        blob = None
         if digest not in stored:
             member = f"media/{digest}.{MEDIA_EXTENSIONS[mime]}"
             if not reader.has(member):
@@ -424,7 +477,7 @@ def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id
             data = reader.read_bytes(member)
             if hashlib.sha256(data).hexdigest() != digest:
                 raise ArchiveError(reader.where, f"{member} does not hash to its name")
-            media.insert_blob(connection, digest, mime, data)
+            blob = (digest, mime, data)
             stored.add(digest)
         try:
             # The event's checks are live logging's (the bytes are checked above; a stand-in keeps them out).
@@ -442,18 +495,21 @@ def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id
             )
         except (TypeError, ValueError) as exc:
             raise ArchiveError(reader.where, f"{at}: {exc}") from None
-        rows.append((pk, event.name, event.step, event.timestamp, digest, event.width, event.height, event.caption))
-        if len(rows) >= _CHUNK_ROWS:
-            media.insert_image_rows(connection, rows)
-            rows = []
-    media.insert_image_rows(connection, rows)
-    if stored:
-        media.count_image_bytes(connection, pk)
+        yield blob, (pk, event.name, event.step, event.timestamp, digest, event.width, event.height, event.caption)
 
 
 def _import_histograms(connection: sqlite3.Connection, reader: ArchiveReader, run_id: str, pk: int) -> None:
     """Insert the run's histograms, each checked as a live one is."""
-    events: list[HistogramEvent] = []
+    for events in _chunks(histogram_events(reader, run_id)):
+        media.write_histograms(connection, {run_id: pk}, events)
+
+
+def histogram_events(reader: ArchiveReader, run_id: str) -> Iterator[HistogramEvent]:
+    """The histograms of histograms.jsonl, each checked as a live one is.
+
+    Raises:
+        ArchiveError: a line is not a valid histogram.
+    """
     for number, line in lines_if_any(reader, "histograms.jsonl"):
         at = f"histograms.jsonl line {number}"
         if not isinstance(line, dict):
@@ -472,13 +528,9 @@ def _import_histograms(connection: sqlite3.Connection, reader: ArchiveReader, ru
         if type(timestamp) is int:
             timestamp = float(timestamp)
         try:
-            events.append(HistogramEvent(run_id, timestamp, **values))  # type: ignore[arg-type]
+            yield HistogramEvent(run_id, timestamp, **values)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise ArchiveError(reader.where, f"{at}: {exc}") from None
-        if len(events) >= _CHUNK_ROWS:
-            media.write_histograms(connection, {run_id: pk}, events)
-            events = []
-    media.write_histograms(connection, {run_id: pk}, events)
 
 
 _HISTOGRAM_KEYS: Final = (
@@ -501,9 +553,20 @@ _HISTOGRAM_KEYS: Final = (
 def _check_counts(
     connection: sqlite3.Connection, where: str, run: dict[str, Any], pk: int, events: dict[str, int], *, metrics: bool
 ) -> None:
+    """Compare what was stored with the counts run.json records (see :func:`check_counts`)."""
+    stored = dict(connection.execute("SELECT name, count FROM metric_stats WHERE run = ?", (pk,)).fetchall())
+    check_counts(where, run, events, stored, metrics=metrics)
+
+
+def check_counts(
+    where: str, run: dict[str, Any], events: dict[str, int], stored_metrics: dict[str, int], *, metrics: bool
+) -> None:
     """Compare what was stored with the counts run.json records: a truncated archive fails here.
 
-    ``metrics``: whether to compare the metric counts too (not after the wide fallback, which drops logged NaN).
+    Args:
+        events: the events stored, per type.
+        stored_metrics: the values stored, per metric (the statistics' counts).
+        metrics: whether to compare the metric counts too (not after the wide fallback, which drops logged NaN).
     """
     expected_events = run["event_counts"]
     if expected_events is not None and expected_events != events:
@@ -511,7 +574,8 @@ def _check_counts(
     if not metrics or run["metrics"] is None:
         return
     expected = {name: stats.get("count") for name, stats in run["metrics"].items() if isinstance(stats, dict)}
-    stored = dict(connection.execute("SELECT name, count FROM metric_stats WHERE run = ?", (pk,)).fetchall())
-    if expected != stored:
-        names = sorted(name for name in expected.keys() | stored.keys() if expected.get(name) != stored.get(name))
+    if expected != stored_metrics:
+        names = sorted(
+            name for name in expected.keys() | stored_metrics.keys() if expected.get(name) != stored_metrics.get(name)
+        )
         raise ArchiveError(where, f"the metrics do not match run.json's metric counts (for {names[:5]})")

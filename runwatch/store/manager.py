@@ -1,7 +1,9 @@
-"""``DatabaseManager``: the public read and maintenance API over one store file.
+"""``DatabaseManager``: the public read and maintenance API over one store.
 
-It is a thin shell around :class:`~runwatch.store.sqlite.SQLiteStore` (the
-connections, the SQL and the decoding): it checks arguments and turns epoch
+It is a thin shell around a :class:`~runwatch.store.base.Store` (a SQLite
+file, or a PostgreSQL database given a ``postgresql://`` URL; see
+:func:`runwatch.store.backends.open_store`), which holds the connections,
+the SQL and the decoding: it checks arguments and turns epoch
 seconds into timezone-aware ``datetime`` objects (UTC) for the public API.
 Every call uses its own short-lived connection (see
 :mod:`runwatch.store.sqlite`), so a manager is safe to share between threads.
@@ -18,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Self
 
 from ..exceptions import StoreError
 from . import backup, downsample, queries
+from .backends import is_postgres_url, open_store, store_location
+from .base import Store
 from .media_reads import MediaReads
 from .schema import SCHEMA_VERSION
-from .sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,10 +44,12 @@ class DatabaseManager(MediaReads):
     """Reads runs, metrics, events and state from a runwatch store, and manages its schema.
 
     Args:
-        db_path: the SQLite file the monitor writes. Nothing is opened or
-            created here: :meth:`init_database` creates the store, and the
-            query methods raise :class:`~runwatch.exceptions.StoreError` while
-            it does not exist.
+        db_path: the SQLite file the monitor writes, or the URL of a
+            PostgreSQL store (``postgresql://user@host/database``: scale-out,
+            docs/scale.md). Nothing is opened or created here:
+            :meth:`init_database` creates the store, and the query methods
+            raise :class:`~runwatch.exceptions.StoreError` while it does not
+            exist.
 
     Safe to share between threads: each call uses its own connection. Use it
     as a context manager, or call :meth:`close` when done.
@@ -59,8 +64,10 @@ class DatabaseManager(MediaReads):
     def __init__(self, db_path: str | Path = "monitoring.db") -> None:
         if not isinstance(db_path, (str, Path)):
             raise TypeError(f"db_path must be a str or Path, got {type(db_path).__name__}")
-        self.db_path = Path(db_path)
-        self._store = SQLiteStore(self.db_path)
+        location = store_location(db_path)
+        #: The store's file, or its URL (PostgreSQL).
+        self.db_path: Path | str = location if is_postgres_url(location) else Path(db_path)
+        self._store = open_store(location)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -87,7 +94,7 @@ class DatabaseManager(MediaReads):
             raise StoreError(f"the DatabaseManager for {str(self.db_path)!r} is closed")
 
     @property
-    def store(self) -> SQLiteStore:
+    def store(self) -> Store:
         """The store this manager reads (raises :class:`StoreError` once the manager is closed)."""
         self._check_open()
         return self._store

@@ -10,7 +10,7 @@ from . import queries
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .sqlite import SQLiteStore
+    from .base import Store
 
 __all__ = ["MediaReads"]
 
@@ -19,7 +19,7 @@ class MediaReads:
     """Images and histograms of a store's runs (a base of :class:`~runwatch.store.manager.DatabaseManager`)."""
 
     @property
-    def store(self) -> SQLiteStore:
+    def store(self) -> Store:
         """The store the reads ask (the manager's own)."""
         raise NotImplementedError
 

@@ -63,7 +63,7 @@ def create_app(
     """Build the ASGI app (wrapped in the security middleware).
 
     Args:
-        db_path: the SQLite store to read (when no ``store`` is given).
+        db_path: the store to read (when no ``store`` is given): a SQLite file, or a PostgreSQL URL.
         store: the store to read.
         pipeline: the running :class:`~runwatch.pipeline.Pipeline` whose
             services take ingest and websocket subscribers (``None``: read-only).
@@ -80,9 +80,9 @@ def create_app(
     if store is None:
         if db_path is None:
             raise TypeError("create_app needs a store or a db_path")
-        from ..store.sqlite import SQLiteStore
+        from ..store.backends import open_store
 
-        store = SQLiteStore(db_path)
+        store = open_store(db_path)
     services = pipeline.context.services if pipeline is not None else Services()
     policy = policy or SecurityPolicy()
     context = WebContext(

@@ -10,7 +10,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from ..exceptions import BatchIdConflict, BatchNotStored, PipelineNotRunning, StoreUnavailable, WireError
-from ..sinks.websocket import LIVE_HUB, Subscriber, SubscriptionFilter
+from ..sinks.websocket import LIVE_FEED, LIVE_HUB, Subscriber, SubscriptionFilter, WebsocketHub
 from ..sources.ingest import INGEST
 from ..wire import messages
 from ..wire.ingest import parse_ingest_body
@@ -44,6 +44,54 @@ def _query_replay(websocket: WebSocket) -> int:
     return int(text)
 
 
+def _query_after(websocket: WebSocket) -> int | None:
+    """``?after=<cursor>``: resume after this live-stream sequence (a server on the bus); ``None``: not asked.
+
+    Raises:
+        ValueError: the cursor is not a whole number.
+    """
+    text = websocket.query_params.get("after")
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or len(text) > 19:
+        raise ValueError(f"after: must be a cursor (a whole number) from a batch message, got {text[:20]!r}")
+    return int(text)
+
+
+#: How long a resume waits for this node to have seen the client's cursor (it may lag the node the client left).
+RESUME_WAIT_SECONDS = 2.0
+
+
+async def _resume(context: Any, hub: WebsocketHub, subscription: SubscriptionFilter, after: int) -> Subscriber | None:
+    """Subscribe, queueing every event after ``after`` first; ``None`` when that is no longer possible.
+
+    The hub's kept events serve a recent cursor; an older one is read back from
+    the bus's live stream up to what the hub has, then the hub's kept events
+    follow. Both steps end with a subscription taken in the same loop step as
+    its replay, so nothing comes twice and nothing is skipped.
+    """
+    feed = context.services.get(LIVE_FEED)
+    if feed is None and hub.cursor is None:
+        return None  # not on the bus: no cursors to resume from
+    await hub.wait_cursor(after, RESUME_WAIT_SECONDS)
+    subscriber = hub.subscribe(subscription)
+    if hub.replay_after(subscriber, after):
+        return subscriber
+    hub.unsubscribe(subscriber)
+    through = hub.cursor
+    if feed is None or through is None:
+        return None
+    backlog = await feed.read_range(after, through)
+    if backlog is None:
+        return None
+    subscriber = hub.subscribe(subscription)
+    hub.offer_backlog(subscriber, backlog, through)
+    if hub.replay_after(subscriber, through):
+        return subscriber
+    hub.unsubscribe(subscriber)  # the hub moved on past what it keeps while reading back: start afresh
+    return None
+
+
 async def _parse_filter(data: Any) -> SubscriptionFilter:
     """A subscription filter, compiled on a worker thread (globs can take tens of ms; the loop carries ingest)."""
     return await anyio.to_thread.run_sync(SubscriptionFilter.parse, data)
@@ -66,6 +114,7 @@ async def live_events(websocket: WebSocket) -> None:
     try:
         subscription = await _query_filter(websocket)
         replay = _query_replay(websocket)
+        after = _query_after(websocket)
     except ValueError as exc:
         await websocket.close(code=1008, reason=str(exc)[:120])
         return
@@ -80,9 +129,18 @@ async def live_events(websocket: WebSocket) -> None:
         await _committed_so_far(context)
         if context.shutting_down:  # the server began to stop meanwhile: close with 1001 below
             return
-        subscriber = hub.subscribe(subscription)
-        hub.replay(subscriber, replay)  # queued now, before any live message can be
+        reset = False
+        if after is None:
+            subscriber = hub.subscribe(subscription)
+            hub.replay(subscriber, replay)  # queued now, before any live message can be
+        else:
+            subscriber = await _resume(context, hub, subscription, after)
+            if subscriber is None:  # the client reloads history over REST, then follows from here
+                reset = True
+                subscriber = hub.subscribe(subscription)
         await websocket.send_text(messages.encode(messages.subscribed(subscription.as_dict())))
+        if reset:
+            await websocket.send_text(messages.encode(messages.reset("cursor_expired")))
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(_send_loop, websocket, subscriber, tasks.cancel_scope)
             await _receive_loop(websocket, hub, subscriber)

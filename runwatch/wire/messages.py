@@ -34,6 +34,7 @@ __all__ = [
     "error",
     "lagged",
     "parse_subscribe",
+    "reset",
     "subscribed",
     "subscription_fields",
 ]
@@ -81,8 +82,17 @@ def lagged(dropped: int) -> dict[str, Any]:
 
 
 def batch(events: list[dict[str, Any]]) -> dict[str, Any]:
-    """Live events, one wire form each (:func:`runwatch.wire.events.event_to_wire`)."""
+    """Live events, one wire form each (:func:`runwatch.wire.events.event_to_wire`).
+
+    A server on the scale-out bus adds ``"cursor"``: the live stream's
+    sequence the message reaches, to resume from (``/ws?after=<cursor>``).
+    """
     return {"type": "batch", "events": events}
+
+
+def reset(reason: str) -> dict[str, Any]:
+    """A resume cannot continue from the asked cursor: reload history over REST, then follow live events."""
+    return {"type": "reset", "reason": reason}
 
 
 def columns(metrics: list[dict[str, Any]], events: list[dict[str, Any]]) -> dict[str, Any]:

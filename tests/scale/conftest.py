@@ -8,6 +8,7 @@ variable its test files are not collected at all.
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 if os.environ.get("RUNWATCH_SCALE") != "1":
     collect_ignore_glob = ["test_*.py"]
 else:
-    from .servers import NatsCluster, PostgresServer, open_nats, open_nats_cluster, open_postgres
+    from runwatch.testing.servers import NatsCluster, PostgresServer, open_nats, open_nats_cluster, open_postgres
 
     @pytest.fixture
     def nats_server() -> Iterator[NatsCluster]:
@@ -28,6 +29,22 @@ else:
         """A 3-node JetStream cluster of the test's own (nodes may be killed)."""
         with open_nats_cluster(3) as cluster:
             yield cluster
+
+    @pytest.fixture(scope="session")
+    def shared_postgres() -> Iterator[PostgresServer]:
+        """One PostgreSQL cluster for the whole tier's store tests (each takes a database of its own)."""
+        with open_postgres(fsync=False) as server:
+            yield server
+
+    @pytest.fixture
+    def postgres_dsn(shared_postgres: PostgresServer) -> Iterator[str]:
+        """The URL of a new, empty database of the shared cluster (this process's pooled connections to it
+        are closed after the test: the cluster allows a few dozen clients)."""
+        from runwatch.store.postgres.connection import close_portal
+
+        dsn = shared_postgres.create_database(f"t_{uuid.uuid4().hex[:16]}")
+        yield dsn
+        close_portal(dsn)
 
     @pytest.fixture
     def postgres() -> Iterator[PostgresServer]:

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, KeyValueConfig, RetentionPolicy, StreamConfig
 from nats.js.errors import KeyWrongLastSequenceError, NoStreamResponseError
 
-from .servers import NatsCluster
+from runwatch.testing.servers import NatsCluster
 
 pytestmark = pytest.mark.timeout(60)
 

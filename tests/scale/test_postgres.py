@@ -21,7 +21,7 @@ import asyncpg
 import orjson
 import pytest
 
-from .servers import PostgresServer
+from runwatch.testing.servers import PostgresServer
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import orjson
 
 from .common import check_metric_names, check_run_id, read_snapshot, run_pk
 
@@ -177,8 +176,8 @@ def _has_stepless_points(conn: sqlite3.Connection, run: int, names: list[str] | 
     where = "s.run = ? AND (c.steps IS NULL OR c.step_mask IS NOT NULL)"
     params: list[Any] = [run]
     if names is not None:
-        where += " AND s.name IN (SELECT value FROM json_each(?))"
-        params.append(orjson.dumps(names).decode())
+        where += f" AND s.name IN ({', '.join('?' * len(names))})"
+        params.extend(names)
     found = conn.execute(
         f"SELECT 1 FROM metric_series AS s JOIN metric_chunks AS c ON c.series = s.id WHERE {where} LIMIT 1", params
     ).fetchone()

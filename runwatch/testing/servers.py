@@ -37,7 +37,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 #: Seconds any one server gets to become ready (or to stop) before the harness gives up.
 READY_TIMEOUT_SECONDS = 30.0
@@ -290,31 +290,48 @@ def _temporary_directory(prefix: str) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
+#: How many times a set of nodes is started on new free ports when a port was taken in between.
+_PORT_ATTEMPTS: Final = 3
+
+
 @contextlib.contextmanager
 def _open_nats_nodes(size: int, clustered: bool) -> Iterator[NatsCluster]:
-    with contextlib.ExitStack() as stack:
-        root = stack.enter_context(_temporary_directory("runwatch-nats-"))
-        cluster_ports = [free_port() for _ in range(size)] if clustered else [None] * size
-        nodes = []
-        for index in range(size):
-            directory = root / f"n{index + 1}"
-            directory.mkdir()
-            nodes.append(NatsNode(f"n{index + 1}", free_port(), free_port(), cluster_ports[index], directory))
+    for attempt in range(_PORT_ATTEMPTS):
+        with contextlib.ExitStack() as stack:
+            try:
+                cluster = _start_nats_nodes(stack, size, clustered)
+            except ServerError as exc:
+                # A free port can be taken by another process before the server binds it: try new ones.
+                if "address already in use" in str(exc) and attempt + 1 < _PORT_ATTEMPTS:
+                    continue
+                raise
+            yield cluster
+            return
+
+
+def _start_nats_nodes(stack: contextlib.ExitStack, size: int, clustered: bool) -> NatsCluster:
+    """Start ``size`` nodes on free ports, each stopped (and their directory removed) when ``stack`` closes."""
+    root = stack.enter_context(_temporary_directory("runwatch-nats-"))
+    cluster_ports = [free_port() for _ in range(size)] if clustered else [None] * size
+    nodes = []
+    for index in range(size):
+        directory = root / f"n{index + 1}"
+        directory.mkdir()
+        nodes.append(NatsNode(f"n{index + 1}", free_port(), free_port(), cluster_ports[index], directory))
+    for node in nodes:
+        routes = [port for port in cluster_ports if port is not None and port != node.cluster_port]
+        node.write_config("runwatch" if clustered else None, routes)
+    for node in nodes:
+        stack.callback(node.stop)
+    if clustered:
+        # Start them all before waiting: a node's JetStream waits for its peers' meta group.
         for node in nodes:
-            routes = [port for port in cluster_ports if port is not None and port != node.cluster_port]
-            node.write_config("runwatch" if clustered else None, routes)
+            node.spawn()
         for node in nodes:
-            stack.callback(node.stop)
-        cluster = NatsCluster(nodes, clustered)
-        if clustered:
-            # Start them all before waiting: a node's JetStream waits for its peers' meta group.
-            for node in nodes:
-                node.spawn()
-            for node in nodes:
-                node.wait_healthy(clustered=True)
-        else:
-            nodes[0].start(clustered=False)
-        yield cluster
+            node.wait_healthy(clustered=True)
+    else:
+        nodes[0].start(clustered=False)
+    return NatsCluster(nodes, clustered)
 
 
 def open_nats() -> contextlib.AbstractContextManager[NatsCluster]:
@@ -451,6 +468,13 @@ class PostgresServer:
         self.stop(mode)
         self.start()
 
+    def create_database(self, name: str) -> str:
+        """Create an empty database ``name`` (letters, digits, ``_``); returns its DSN."""
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"name: letters, digits and '_' only, got {name!r}")
+        _create_database(self, name)
+        return f"postgresql://{self.role}@127.0.0.1:{self.port}/{name}"
+
     def _reap(self) -> None:
         self.process = None
         if self._log_file is not None:
@@ -485,10 +509,10 @@ def open_postgres(*, fsync: bool = True, settings: dict[str, str] | None = None)
         yield server
 
 
-def _create_database(server: PostgresServer) -> None:
+def _create_database(server: PostgresServer, name: str | None = None) -> None:
     address = ["-h", "127.0.0.1", "-p", str(server.port), "-U", server.role]
     result = subprocess.run(
-        [str(postgres_bin_dir() / "createdb"), *address, server.database],
+        [str(postgres_bin_dir() / "createdb"), *address, name or server.database],
         capture_output=True,
         timeout=READY_TIMEOUT_SECONDS,
         check=False,

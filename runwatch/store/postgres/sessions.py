@@ -1,0 +1,334 @@
+"""Reads of application sessions (runs of kind ``session``) in a PostgreSQL store.
+
+The PostgreSQL form of :mod:`runwatch.store.queries.sessions`, with the same
+shapes (its record and decoding helpers are used as they are).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Sequence
+from operator import itemgetter
+from typing import Any, Final
+
+import asyncpg
+import numpy as np
+import orjson
+
+from ...exceptions import UnknownRunError
+from ...session_events import RUN_STATUSES_OF, SESSION_KIND, decode_session_tags, session_status
+from ..base import Series
+from ..frames import calls_of
+from ..queries.common import NO_ID_LIMIT
+from ..queries.sessions import COUNTED_EVENTS, _record
+from .chunks import fetch_calls, fetch_series
+from .reads import snapshot, state_history_page
+
+__all__ = [
+    "list_sessions",
+    "read_session",
+    "session_metrics",
+    "session_rows",
+    "session_run_status",
+    "session_statistics",
+    "suspended_sessions_of_machine",
+]
+
+_SESSION_RUNS: Final = f"SELECT id FROM runs WHERE kind = '{SESSION_KIND}'"
+_SESSION_COLUMNS: Final = "id, run_id, status, start_time, end_time, updated_at, last_heartbeat, metadata, state"
+
+
+async def _session_row(connection: asyncpg.Connection, session_id: str) -> tuple[Any, ...]:
+    row = await connection.fetchrow(
+        f"SELECT {_SESSION_COLUMNS} FROM runs WHERE run_id = $1 AND kind = $2", session_id, SESSION_KIND
+    )
+    if row is None:
+        raise UnknownRunError(session_id)
+    return tuple(row)
+
+
+async def session_run_status(connection: asyncpg.Connection, session_id: str) -> str:
+    """See :func:`runwatch.store.queries.sessions.session_run_status`."""
+    async with snapshot(connection):
+        status: str = (await _session_row(connection, session_id))[2]
+    return status
+
+
+async def read_session(
+    connection: asyncpg.Connection,
+    session_id: str,
+    *,
+    events_limit: int,
+    events_before: int | None,
+    metrics_limit: int,
+    metrics_before: int | None,
+    history_limit: int,
+    history_before: int | None,
+) -> dict[str, Any]:
+    """See :func:`runwatch.store.queries.sessions.read_session`."""
+    async with snapshot(connection):
+        row = await _session_row(connection, session_id)
+        run = row[0]
+        history = await state_history_page(connection, session_id, history_limit + 1, history_before)
+        events = await connection.fetch(
+            "SELECT id, ts, type, level, data FROM events WHERE run = $1 AND kind = 'log' AND id < $2"
+            " ORDER BY id DESC LIMIT $3",
+            run,
+            NO_ID_LIMIT if events_before is None else events_before,
+            events_limit + 1,
+        )
+        series = {found.name: found for found in await fetch_series(connection, "r.id = $1", run)}
+    if metrics_before is not None:  # calls numbered before the cursor
+        cut = {name: int(np.searchsorted(found.points.seq, metrics_before)) for name, found in series.items()}
+        series = {name: Series(found.run_id, name, found.points.slice(0, cut[name])) for name, found in series.items()}
+    # The newest calls first: a session holds few enough calls to rebuild them all here.
+    calls = list(calls_of(series))[::-1][: metrics_limit + 1]
+    metric_rows = []
+    for seq, _, time_us, values, tags in calls:
+        tag_list, _ = decode_session_tags(tags)
+        pairs = [(name, float(value)) for name, value in values]
+        metric_rows.append({"row": seq, "timestamp": time_us / 1e6, "values": pairs, "tags": tag_list})
+    return {
+        "session": _record(row),
+        "events": [
+            {"id": id_, "timestamp": ts, "name": name, "level": level, "data": orjson.loads(data)}
+            for id_, ts, name, level, data in events
+        ],
+        "metrics": metric_rows,
+        "state_history": history,
+    }
+
+
+def _number_of(field: str) -> str:
+    """A number field of a run's metadata, or ``NULL`` (whatever else it holds)."""
+    value = f"(metadata::jsonb -> '{field}')"
+    return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::text::float8 END)"
+
+
+def _suspended(now: int, timeout: int) -> str:
+    """A live session of datacat's that heartbeated, then was silent past its timeout (``$now``, ``$timeout``)."""
+    return (
+        "(status IN ('running', 'paused') AND end_time IS NULL AND last_heartbeat IS NOT NULL"
+        " AND (metadata::jsonb ->> 'protocol') = 'datacat'"
+        f" AND ${now} - last_heartbeat > COALESCE({_number_of('heartbeat_timeout_seconds')}, ${timeout}))"
+    )
+
+
+async def list_sessions(
+    connection: asyncpg.Connection,
+    *,
+    active: bool | None,
+    status: str | None,
+    product: str | None,
+    limit: int,
+    before: int | None,
+    now: float | None = None,
+    timeout_seconds: float = 60.0,
+) -> list[dict[str, Any]]:
+    """See :func:`runwatch.store.queries.sessions.list_sessions`."""
+    params: list[Any] = [SESSION_KIND]
+    where = ["kind = $1"]
+    suspended = ""
+    if now is not None:
+        params += [now, timeout_seconds]
+        suspended = _suspended(len(params) - 1, len(params))
+    if active is not None:
+        params.append([*RUN_STATUSES_OF["active"], *RUN_STATUSES_OF["hung"]])
+        live = f"status = ANY(${len(params)}::text[])"
+        if now is None:
+            where.append(live if active else f"NOT ({live})")
+        else:
+            where.append(f"({live} AND NOT {suspended})" if active else f"(NOT ({live}) OR {suspended})")
+    if status == "suspended":
+        where.append(suspended if now is not None else "false")
+    elif status is not None:
+        params.append(list(RUN_STATUSES_OF[status]))
+        where.append(f"status = ANY(${len(params)}::text[])")
+        if status == "active" and now is not None:
+            where.append(f"NOT {suspended}")
+    if product is not None:
+        params.append(product)
+        where.append(f"(metadata::jsonb ->> 'product') = ${len(params)}")
+    if before is not None:
+        params.append(before)
+        where.append(f"id < ${len(params)}")
+    params.append(limit + 1)
+    async with snapshot(connection):
+        rows = await connection.fetch(
+            f"SELECT {_SESSION_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(params)}",
+            *params,
+        )
+    return [_record(tuple(row)) for row in rows]
+
+
+async def session_rows(connection: asyncpg.Connection, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
+    """See :func:`runwatch.store.queries.datacat.session_rows`."""
+    columns = "id, run_id, status, start_time, end_time, last_heartbeat, metadata"
+    async with snapshot(connection):
+        if session_ids is None:
+            rows = await connection.fetch(f"SELECT {columns} FROM runs WHERE kind = $1 ORDER BY id", SESSION_KIND)
+        else:
+            rows = await connection.fetch(
+                f"SELECT {columns} FROM runs WHERE kind = $1 AND run_id = ANY($2::text[]) ORDER BY id",
+                SESSION_KIND,
+                list(session_ids),
+            )
+            found = {row[1] for row in rows}
+            for session_id in session_ids:
+                if session_id not in found:
+                    raise UnknownRunError(session_id)
+        sessions: dict[int, dict[str, Any]] = {}
+        for pk, run_id, status, start, end, heartbeat, metadata in rows:
+            decoded = orjson.loads(metadata) if metadata else {}
+            sessions[pk] = {
+                "run": {
+                    "run_id": run_id,
+                    "status": status,
+                    "start_time": start,
+                    "end_time": end,
+                    "last_heartbeat": heartbeat,
+                    "metadata": decoded if isinstance(decoded, dict) else {},
+                },
+                "events": [],
+                "metrics": [],
+                "states": [],
+            }
+        if not sessions:
+            return []
+        runs = list(sessions)
+        for run, ts, name, level, data, detail in await connection.fetch(
+            "SELECT run, ts, type, level, data, detail FROM events WHERE run = ANY($1::bigint[]) AND kind = 'log'"
+            " ORDER BY id",
+            runs,
+        ):
+            sessions[run]["events"].append((ts, name, level, data, detail))
+        by_id = {session["run"]["run_id"]: session for session in sessions.values()}
+        for call in await fetch_calls(connection, runs):
+            names = [name for name, _ in call.values]
+            values = [value for _, value in call.values]
+            by_id[call.run_id]["metrics"].append((call.time_us / 1e6, names, values, call.tags))
+        for run, ts, patch, detail in await connection.fetch(
+            "SELECT run, ts, patch, detail FROM state_history WHERE run = ANY($1::bigint[]) ORDER BY id", runs
+        ):
+            sessions[run]["states"].append((ts, patch, detail))
+    return list(sessions.values())
+
+
+async def suspended_sessions_of_machine(
+    connection: asyncpg.Connection, machine_id: str, now: float, timeout: float
+) -> list[str]:
+    """See :func:`runwatch.store.queries.datacat.suspended_sessions_of_machine`."""
+    async with snapshot(connection):
+        rows = await connection.fetch(
+            "SELECT run_id FROM runs r WHERE kind = $1 AND (metadata::jsonb ->> 'machine_id') = $2"
+            " AND end_time IS NULL AND last_heartbeat IS NOT NULL"
+            f" AND $3 - last_heartbeat > COALESCE({_number_of('heartbeat_timeout_seconds')}, $4)"
+            " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run = r.id AND e.type = 'session_crashed_detected'"
+            " AND (e.detail::jsonb -> 'effect') IS NOT NULL AND jsonb_typeof(e.detail::jsonb -> 'effect') <> 'null')"
+            " ORDER BY id",
+            SESSION_KIND,
+            machine_id,
+            now,
+            timeout,
+        )
+    return [row[0] for row in rows]
+
+
+async def session_statistics(connection: asyncpg.Connection, since: float | None) -> dict[str, Any]:
+    """See :func:`runwatch.store.queries.sessions.session_statistics`."""
+    floor = -math.inf if since is None else since
+    events = f"FROM events WHERE run IN ({_SESSION_RUNS}) AND kind = 'log' AND ts >= $1"
+    async with snapshot(connection):
+        by_status: Counter[str] = Counter()
+        for status, count in await connection.fetch(
+            f"SELECT status, count(*) FROM runs WHERE kind = '{SESSION_KIND}' GROUP BY status"
+        ):
+            by_status[session_status(status)] += count
+        counts = {
+            row[0]: row[1]
+            for row in await connection.fetch(
+                f"SELECT type, count(*) {events} AND type = ANY($2::text[]) GROUP BY type", floor, list(COUNTED_EVENTS)
+            )
+        }
+        errors_by_type = {
+            str(kind if kind is not None else "unknown"): count
+            for kind, count in await connection.fetch(
+                f"SELECT data::jsonb #>> '{{details,error_type}}', count(*) {events} AND type = 'session_error'"
+                " GROUP BY 1",
+                floor,
+            )
+        }
+        suspicious_by_user = {
+            str(user): count
+            for user, count in await connection.fetch(
+                f"SELECT data::jsonb ->> 'user_id', count(*) {events} AND type = 'suspicious_activity' GROUP BY 1",
+                floor,
+            )
+        }
+        found = await fetch_series(
+            connection, f"r.kind = '{SESSION_KIND}'", time_low=since, columns=frozenset({"value"})
+        )
+    values: dict[str, list[Any]] = {}
+    for one in found:
+        values.setdefault(one.name, []).append(one.points.values.astype(np.float64))
+    metrics: dict[str, dict[str, Any]] = {}
+    for name, parts in sorted(values.items()):
+        array = np.concatenate(parts)
+        finite = array[~np.isnan(array)]
+        metrics[name] = {
+            "count": int(array.size),
+            "mean": float(finite.mean()) if finite.size else None,
+            "min": float(finite.min()) if finite.size else None,
+            "max": float(finite.max()) if finite.size else None,
+            "p95": float(np.percentile(finite, 95)) if finite.size else None,
+        }
+    created = counts.get("session_created", 0)
+    errors = counts.get("session_error", 0)
+    return {
+        "sessions": {
+            "active": by_status["active"] + by_status["hung"],
+            "hung": by_status["hung"],
+            "crashed": by_status["crashed"],
+            "ended": by_status["ended"],
+            "total": sum(by_status.values()),
+            "created": created,
+            "expired": counts.get("session_expired", 0),
+        },
+        "errors": {
+            "total": errors,
+            "by_type": errors_by_type,
+            "rate": errors / created if created else (float(errors > 0)),
+        },
+        "suspicious_activity": {"total": counts.get("suspicious_activity", 0), "by_user": suspicious_by_user},
+        "metrics": metrics,
+    }
+
+
+async def session_metrics(
+    connection: asyncpg.Connection, start: float | None, end: float | None
+) -> list[dict[str, Any]]:
+    """See :func:`runwatch.store.queries.sessions.session_metrics`."""
+    async with snapshot(connection):
+        found = await fetch_series(connection, f"r.kind = '{SESSION_KIND}'", time_low=start, time_high=end)
+    by_session: dict[str, dict[str, Series]] = {}
+    for series in found:
+        by_session.setdefault(series.run_id, {})[series.name] = series
+    out = []
+    for session_id, series_of in by_session.items():
+        for _, _, time_us, values, tags in calls_of(series_of):
+            _, fields = decode_session_tags(tags)
+            metadata = fields.get("metadata")
+            for name, value in values:
+                out.append(
+                    {
+                        "metric_type": name,
+                        "session_id": session_id,
+                        "user_id": fields.get("user_id"),
+                        "value": float(value),
+                        "metadata": dict(metadata) if isinstance(metadata, dict) else {},
+                        "timestamp": time_us / 1e6,
+                    }
+                )
+    out.sort(key=itemgetter("timestamp"))  # stable: a session's values stay in call order
+    return out
