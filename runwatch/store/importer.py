@@ -35,20 +35,17 @@ crash detection leaves it alone) and snapshots.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import zipfile
-from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any
 
 import numpy as np
 
-from ..events import LEVELS, HistogramEvent, ImageEvent, Metric
+from ..events import Metric
 from ..exceptions import StoreError
-from ..wire import NON_FINITE_FROM_JSON
 from . import connections, media
 from .archive import (
     MAX_ARCHIVE_BYTES,
@@ -57,7 +54,6 @@ from .archive import (
     ArchiveError,
     ArchiveReader,
     ProgressCallback,
-    is_epoch,
     lines_if_any,
     metric_from_line,
     metrics_from_wide,
@@ -65,7 +61,16 @@ from .archive import (
     parse_run,
     parse_stats,
 )
-from .backends import is_postgres_url
+from .archive_rows import (
+    CHUNK_ROWS,
+    Renumbering,
+    check_counts,
+    chunks_of,
+    event_rows,
+    histogram_events,
+    image_rows,
+    patch_rows,
+)
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
@@ -75,14 +80,12 @@ from .encode import (
     dumps,
     metric_stats,
 )
-from .export import MEDIA_EXTENSIONS
+from .locations import is_postgres_url
 from .schema import SCHEMA_VERSION, current_version, prepare_database
 from .series import group_calls
 
 __all__ = ["MAX_ARCHIVE_BYTES", "MAX_MEMBERS", "MAX_RUN_JSON_BYTES", "ArchiveError", "import_run"]
 
-# Logging calls (or events) per encoded chunk; the chunks share one transaction.
-_CHUNK_ROWS: Final = 20_000
 # How long to wait for a writer's lock before giving up.
 _BUSY_TIMEOUT_SECONDS = 10.0
 
@@ -242,7 +245,7 @@ def _import_metrics(connection: sqlite3.Connection, reader: ArchiveReader, run_i
     if rollups and not long_form:
         raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
     (base,) = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()
-    numbering = _Renumbering(int(base), sorted({row for r in rollups for row in (r[2], r[3])}))
+    numbering = Renumbering(int(base), sorted({row for r in rollups for row in (r[2], r[3])}))
     counts: dict[str, int] = {}
     chunk: list[Metric] = []
     numbers: list[int] = []
@@ -276,13 +279,13 @@ def _import_metrics(connection: sqlite3.Connection, reader: ArchiveReader, run_i
             for name in metric.values:
                 counts[name] = counts.get(name, 0) + 1
             chunk.append(metric)
-            if len(chunk) >= _CHUNK_ROWS:
+            if len(chunk) >= CHUNK_ROWS:
                 flush()
     else:
         for metric in metrics_from_wide(reader, run_id):
             numbers.append(numbering.next_row())
             chunk.append(metric)
-            if len(chunk) >= _CHUNK_ROWS:
+            if len(chunk) >= CHUNK_ROWS:
                 flush()
     flush(last=True)
     writer.committed()
@@ -313,124 +316,17 @@ def _import_metrics(connection: sqlite3.Connection, reader: ArchiveReader, run_i
     return long_form
 
 
-class _Renumbering:
-    """New row numbers for an imported run: after every row of the target store, in the old order.
-
-    Row numbers are store-wide, so a run's rows get new ones. The kept rows
-    and the row bounds of the rollups (whose own rows are gone) are numbered
-    together, consecutively from ``base``, so that their order, which reads
-    depend on, stays as it was.
-    """
-
-    def __init__(self, base: int, bounds: list[int]) -> None:
-        self.base = base
-        self.pending = bounds
-        self.bounds: dict[int, int] = {}  # old bound → new
-        self.index = 0
-        self.kept = 0
-        self.last: int | None = None
-
-    def row(self, old: object) -> int:
-        """The new number of the kept row ``old`` (rows must come in increasing order)."""
-        if type(old) is not int:
-            raise ValueError(f"row must be an integer, got {old!r}")
-        if self.last is not None and old <= self.last:
-            raise ValueError(f"row {old} does not follow row {self.last}")
-        self.last = old
-        pending = self.pending
-        while self.index < len(pending) and pending[self.index] < old:
-            self._bound()
-        if self.index < len(pending) and pending[self.index] == old:
-            raise ValueError(f"row {old} is also a bound of a rollup")
-        return self.next_row()
-
-    def next_row(self) -> int:
-        """The next number, for a row without an old number."""
-        self.kept += 1
-        return self.base + self.kept - 1 + self.index
-
-    def _bound(self) -> None:
-        self.bounds[self.pending[self.index]] = self.base + self.kept + self.index
-        self.index += 1
-
-    def finish(self) -> int:
-        """Number the remaining bounds; returns how many numbers were used."""
-        while self.index < len(self.pending):
-            self._bound()
-        return self.kept + len(self.pending)
-
-
 def _import_events(connection: sqlite3.Connection, reader: ArchiveReader, pk: int) -> dict[str, int]:
     """Insert the events with their original kind, type, level, data, detail and time; returns counts per type."""
     counts: dict[str, int] = {}
-    for rows in _chunks(event_rows(reader, pk, counts)):
+    for rows in chunks_of(event_rows(reader, pk, counts)):
         connection.execute(INSERT_EVENTS, (dumps(rows),))
     return counts
 
 
-def event_rows(reader: ArchiveReader, pk: int, counts: dict[str, int]) -> Iterator[list[Any]]:
-    """The rows of events.jsonl, checked: ``[run, ts, kind, type, level, data, detail]``; counts them per type.
-
-    Raises:
-        ArchiveError: a line is not a valid event.
-    """
-    for number, event in reader.json_lines("events.jsonl"):
-        at = f"events.jsonl line {number}"
-        if not isinstance(event, dict):
-            raise ArchiveError(reader.where, f"{at}: expected an object")
-        event_type: Any = event.get("event_type")
-        kind, level, ts = event.get("kind"), event.get("level"), event.get("timestamp")
-        for key, value in (("event_type", event_type), ("kind", kind)):
-            if type(value) is not str or not value:
-                raise ArchiveError(reader.where, f"{at}: {key} must be a non-empty string, got {value!r}")
-        if level not in LEVELS:
-            raise ArchiveError(reader.where, f"{at}: level must be one of {', '.join(LEVELS)}, got {level!r}")
-        if not is_epoch(ts):
-            raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
-        detail = event.get("detail")
-        if detail is not None and not isinstance(detail, dict):
-            raise ArchiveError(reader.where, f"{at}: detail must be an object, got {type(detail).__name__}")
-        counts[event_type] = counts.get(event_type, 0) + 1
-        yield [pk, ts, kind, event_type, level, event.get("event_data"), detail]
-
-
-_Row = TypeVar("_Row")
-
-
-def _chunks(rows: Iterable[_Row]) -> Iterator[list[_Row]]:
-    """``rows`` in lists of at most :data:`_CHUNK_ROWS`."""
-    chunk: list[_Row] = []
-    for row in rows:
-        chunk.append(row)
-        if len(chunk) >= _CHUNK_ROWS:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
-
-
 def _import_state_history(connection: sqlite3.Connection, reader: ArchiveReader, pk: int) -> None:
-    for rows in _chunks(patch_rows(reader, pk)):
+    for rows in chunks_of(patch_rows(reader, pk)):
         connection.execute(INSERT_STATE_HISTORY, (dumps(rows),))
-
-
-def patch_rows(reader: ArchiveReader, pk: int) -> Iterator[list[Any]]:
-    """The rows of state_history.jsonl, checked: ``[run, ts, patch, detail]``.
-
-    Raises:
-        ArchiveError: a line is not a valid state patch.
-    """
-    for number, entry in reader.json_lines("state_history.jsonl"):
-        at = f"state_history.jsonl line {number}"
-        if not isinstance(entry, dict) or not isinstance(entry.get("patch"), dict):
-            raise ArchiveError(reader.where, f"{at}: expected an object with a patch object")
-        ts = entry.get("timestamp")
-        if not is_epoch(ts):
-            raise ArchiveError(reader.where, f"{at}: timestamp must be epoch seconds, got {ts!r}")
-        detail = entry.get("detail")
-        if detail is not None and not isinstance(detail, dict):
-            raise ArchiveError(reader.where, f"{at}: detail must be an object, got {type(detail).__name__}")
-        yield [pk, ts, entry["patch"], detail]
 
 
 def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id: str, pk: int) -> None:
@@ -442,7 +338,7 @@ def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id
             media.insert_blob(connection, *blob)
             stored = True
         rows.append(row)
-        if len(rows) >= _CHUNK_ROWS:
+        if len(rows) >= CHUNK_ROWS:
             media.insert_image_rows(connection, rows)
             rows = []
     media.insert_image_rows(connection, rows)
@@ -450,104 +346,10 @@ def _import_images(connection: sqlite3.Connection, reader: ArchiveReader, run_id
         media.count_image_bytes(connection, pk)
 
 
-def image_rows(
-    reader: ArchiveReader, run_id: str, pk: int
-) -> Iterator[tuple[tuple[str, str, bytes] | None, tuple[Any, ...]]]:
-    """The images of images.jsonl, checked: per image, its content ``(digest, mime, bytes)`` the first time a
-    digest comes (else ``None``) and its row ``(run, name, step, ts, digest, width, height, caption)``.
-
-    Raises:
-        ArchiveError: a line is not a valid image, or its content is missing or does not hash to its name.
-    """
-    stored: set[str] = set()
-    for number, line in lines_if_any(reader, "images.jsonl"):
-        at = f"images.jsonl line {number}"
-        if not isinstance(line, dict):
-            raise ArchiveError(reader.where, f"{at}: expected an object")
-        digest, mime = line.get("digest"), line.get("mime")
-        if mime not in MEDIA_EXTENSIONS:
-            raise ArchiveError(reader.where, f"{at}: mime must be one of {', '.join(MEDIA_EXTENSIONS)}, got {mime!r}")
-        if type(digest) is not str or len(digest) != 64 or digest.strip("0123456789abcdef"):
-            raise ArchiveError(reader.where, f"{at}: digest must be a SHA-256 in lowercase hex, got {digest!r}")
-        blob = None
-        if digest not in stored:
-            member = f"media/{digest}.{MEDIA_EXTENSIONS[mime]}"
-            if not reader.has(member):
-                raise ArchiveError(reader.where, f"{at}: no {member}")
-            data = reader.read_bytes(member)
-            if hashlib.sha256(data).hexdigest() != digest:
-                raise ArchiveError(reader.where, f"{member} does not hash to its name")
-            blob = (digest, mime, data)
-            stored.add(digest)
-        try:
-            # The event's checks are live logging's (the bytes are checked above; a stand-in keeps them out).
-            event = ImageEvent(
-                run_id,
-                line.get("ts"),  # type: ignore[arg-type]  # checked by the constructor
-                line.get("name"),  # type: ignore[arg-type]
-                line.get("step"),
-                b"-",
-                mime,
-                line.get("width"),  # type: ignore[arg-type]
-                line.get("height"),  # type: ignore[arg-type]
-                digest,
-                line.get("caption"),
-            )
-        except (TypeError, ValueError) as exc:
-            raise ArchiveError(reader.where, f"{at}: {exc}") from None
-        yield blob, (pk, event.name, event.step, event.timestamp, digest, event.width, event.height, event.caption)
-
-
 def _import_histograms(connection: sqlite3.Connection, reader: ArchiveReader, run_id: str, pk: int) -> None:
     """Insert the run's histograms, each checked as a live one is."""
-    for events in _chunks(histogram_events(reader, run_id)):
+    for events in chunks_of(histogram_events(reader, run_id)):
         media.write_histograms(connection, {run_id: pk}, events)
-
-
-def histogram_events(reader: ArchiveReader, run_id: str) -> Iterator[HistogramEvent]:
-    """The histograms of histograms.jsonl, each checked as a live one is.
-
-    Raises:
-        ArchiveError: a line is not a valid histogram.
-    """
-    for number, line in lines_if_any(reader, "histograms.jsonl"):
-        at = f"histograms.jsonl line {number}"
-        if not isinstance(line, dict):
-            raise ArchiveError(reader.where, f"{at}: expected an object")
-        values = {key: line.get(key) for key in _HISTOGRAM_KEYS}
-        if type(values["counts"]) is not list:
-            raise ArchiveError(reader.where, f"{at}: counts must be a list, got {values['counts']!r}")
-        values["counts"] = tuple(values["counts"])
-        for key in ("min", "max", "sum", "low", "high"):
-            value = values[key]
-            if type(value) is int:  # JSON writes 2.0 as 2.0, but a hand-made archive may say 2
-                values[key] = float(value)
-            elif type(value) is str and value in NON_FINITE_FROM_JSON:
-                values[key] = NON_FINITE_FROM_JSON[value]
-        timestamp = values.pop("ts")
-        if type(timestamp) is int:
-            timestamp = float(timestamp)
-        try:
-            yield HistogramEvent(run_id, timestamp, **values)  # type: ignore[arg-type]
-        except (TypeError, ValueError) as exc:
-            raise ArchiveError(reader.where, f"{at}: {exc}") from None
-
-
-_HISTOGRAM_KEYS: Final = (
-    "name",
-    "step",
-    "ts",
-    "size",
-    "nan_count",
-    "posinf_count",
-    "neginf_count",
-    "min",
-    "max",
-    "sum",
-    "low",
-    "high",
-    "counts",
-)
 
 
 def _check_counts(
@@ -556,26 +358,3 @@ def _check_counts(
     """Compare what was stored with the counts run.json records (see :func:`check_counts`)."""
     stored = dict(connection.execute("SELECT name, count FROM metric_stats WHERE run = ?", (pk,)).fetchall())
     check_counts(where, run, events, stored, metrics=metrics)
-
-
-def check_counts(
-    where: str, run: dict[str, Any], events: dict[str, int], stored_metrics: dict[str, int], *, metrics: bool
-) -> None:
-    """Compare what was stored with the counts run.json records: a truncated archive fails here.
-
-    Args:
-        events: the events stored, per type.
-        stored_metrics: the values stored, per metric (the statistics' counts).
-        metrics: whether to compare the metric counts too (not after the wide fallback, which drops logged NaN).
-    """
-    expected_events = run["event_counts"]
-    if expected_events is not None and expected_events != events:
-        raise ArchiveError(where, f"events.jsonl holds {events} but run.json counts {expected_events}")
-    if not metrics or run["metrics"] is None:
-        return
-    expected = {name: stats.get("count") for name, stats in run["metrics"].items() if isinstance(stats, dict)}
-    if expected != stored_metrics:
-        names = sorted(
-            name for name in expected.keys() | stored_metrics.keys() if expected.get(name) != stored_metrics.get(name)
-        )
-        raise ArchiveError(where, f"the metrics do not match run.json's metric counts (for {names[:5]})")

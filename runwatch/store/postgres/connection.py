@@ -35,7 +35,7 @@ from typing import Any, Final, TypeVar
 import asyncpg
 
 from ...exceptions import StoreError, StoreUnavailable
-from ..backends import redact_dsn
+from ..locations import redact_dsn
 
 __all__ = [
     "CALL_TIMEOUT_SECONDS",

@@ -47,6 +47,16 @@ from ..archive import (
     parse_run,
     parse_stats,
 )
+from ..archive_rows import (
+    CHUNK_ROWS,
+    Renumbering,
+    check_counts,
+    chunks_of,
+    event_rows,
+    histogram_events,
+    image_rows,
+    patch_rows,
+)
 from ..base import Series
 from ..encode import BatchEncoder, dumps, metric_stats
 from ..export import (
@@ -60,16 +70,6 @@ from ..export import (
     attach_details,
     metric_lines,
     write_media,
-)
-from ..importer import (
-    _CHUNK_ROWS,
-    _chunks,
-    _Renumbering,
-    check_counts,
-    event_rows,
-    histogram_events,
-    image_rows,
-    patch_rows,
 )
 from ..series import SeriesBuilder, group_calls
 from . import media, reads
@@ -309,14 +309,14 @@ async def _write_run(connection: asyncpg.Connection, reader: ArchiveReader, run:
         )
     exact_rows = await _import_metrics(connection, reader, run_id, pk)
     counts: dict[str, int] = {}
-    for chunk in _chunks(event_rows(reader, pk, counts)):
+    for chunk in chunks_of(event_rows(reader, pk, counts)):
         first = await take_positions(connection, "events", len(chunk))
         records = [
             (number, run, ts, kind, type_, level, dumps(data).decode(), _detail_text(detail))
             for number, (run, ts, kind, type_, level, data, detail) in enumerate(chunk, first)
         ]
         await connection.copy_records_to_table("events", records=records, columns=_EVENT_COLUMNS)
-    for chunk in _chunks(patch_rows(reader, pk)):
+    for chunk in chunks_of(patch_rows(reader, pk)):
         first = await take_positions(connection, "state_history", len(chunk))
         patches = [
             (number, run, ts, dumps(patch).decode(), _detail_text(detail))
@@ -331,7 +331,7 @@ async def _write_run(connection: asyncpg.Connection, reader: ArchiveReader, run:
 async def _import_media(connection: asyncpg.Connection, reader: ArchiveReader, run_id: str, pk: int) -> None:
     """The run's images with the contents they name (each once; its image bytes counted), and its histograms."""
     stored = False
-    for chunk in _chunks(image_rows(reader, run_id, pk)):
+    for chunk in chunks_of(image_rows(reader, run_id, pk)):
         blobs = [blob for blob, _ in chunk if blob is not None]
         if blobs:
             await connection.executemany(
@@ -348,7 +348,7 @@ async def _import_media(connection: asyncpg.Connection, reader: ArchiveReader, r
             " ON CONFLICT (run) DO UPDATE SET image_bytes = excluded.image_bytes",
             pk,
         )
-    for events in _chunks(histogram_events(reader, run_id)):
+    for events in chunks_of(histogram_events(reader, run_id)):
         await connection.copy_records_to_table(
             "histograms", records=_histogram_records({run_id: pk}, events), columns=_HISTOGRAM_COLUMNS
         )
@@ -364,7 +364,7 @@ async def _import_metrics(connection: asyncpg.Connection, reader: ArchiveReader,
     if rollups and not long_form:
         raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
     kept_rows = sorted({row for r in rollups for row in (r[2], r[3])})
-    counting = _Renumbering(0, kept_rows)
+    counting = Renumbering(0, kept_rows)
     if long_form:
         for number, line in reader.json_lines("metrics_long.jsonl"):
             try:
@@ -375,7 +375,7 @@ async def _import_metrics(connection: asyncpg.Connection, reader: ArchiveReader,
         for _ in metrics_from_wide(reader, run_id):
             counting.next_row()
     used = counting.finish()
-    numbering = _Renumbering(await take_positions(connection, "metric_rows", used) if used else 0, kept_rows)
+    numbering = Renumbering(await take_positions(connection, "metric_rows", used) if used else 0, kept_rows)
     counts: dict[str, int] = {}
     chunk: list[Any] = []
     numbers: list[int] = []
@@ -405,13 +405,13 @@ async def _import_metrics(connection: asyncpg.Connection, reader: ArchiveReader,
             for name in metric.values:
                 counts[name] = counts.get(name, 0) + 1
             chunk.append(metric)
-            if len(chunk) >= _CHUNK_ROWS:
+            if len(chunk) >= CHUNK_ROWS:
                 await flush()
     else:
         for metric in metrics_from_wide(reader, run_id):
             numbers.append(numbering.next_row())
             chunk.append(metric)
-            if len(chunk) >= _CHUNK_ROWS:
+            if len(chunk) >= CHUNK_ROWS:
                 await flush()
     await flush(last=True)
     writer.committed()
