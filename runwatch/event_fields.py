@@ -112,7 +112,7 @@ def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
 
     Raises:
         TypeError: a name that is not a string, or a value that is not a number.
-        ValueError: an empty name, or no values at all.
+        ValueError: an empty name, a name given twice (nested and flat), or no values at all.
     """
     if type(metrics) is dict:
         # The hot path: flat, plain string names, float or 64-bit int values.
@@ -142,7 +142,10 @@ def _flatten_into(out: dict[str, float], metrics: Mapping[str, Any], prefix: str
         full_name = prefix + name
         if isinstance(value, Mapping):
             _flatten_into(out, value, full_name + "/", depth + 1)
-        elif type(value) is float or (type(value) is int and INT64_MIN <= value <= INT64_MAX):
+            continue
+        if full_name in out:  # a nested name and a flat one that flatten alike: neither may be lost silently
+            raise ValueError(f"metric {shown(full_name)} is given twice (once nested, once as a flat name)")
+        if type(value) is float or (type(value) is int and INT64_MIN <= value <= INT64_MAX):
             out[full_name] = value
         else:
             out[full_name] = to_float(full_name, value)

@@ -173,6 +173,8 @@ def test_log_event_defaults() -> None:
         pytest.param(lambda: Metric("r", TS, {1: 1.0}), TypeError, "metric name", id="non-string-metric-name"),
         pytest.param(lambda: Metric("r", TS, {"loss": "0.5"}), TypeError, "'loss'", id="string-value"),
         pytest.param(lambda: Metric("r", TS, {"g": {"loss": None}}), TypeError, "'g/loss'", id="none-nested-value"),
+        pytest.param(lambda: Metric("r", TS, {"a": {"b": 1}, "a/b": 2}), ValueError, "'a/b'", id="name-given-twice"),
+        pytest.param(lambda: Metric("r", TS, {"a/b": 2, "a": {"b": 1}}), ValueError, "'a/b'", id="name-given-twice-2"),
         pytest.param(lambda: Metric("r", TS, {}), ValueError, "at least one value", id="no-values"),
         pytest.param(lambda: Metric("r", TS, {"g": {}}), ValueError, "at least one value", id="only-empty-group"),
         pytest.param(lambda: Metric("r", TS, [("x", 1.0)]), TypeError, "metrics", id="values-not-a-mapping"),
