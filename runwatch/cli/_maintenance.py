@@ -96,7 +96,7 @@ def migrate(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before migrating down.")] = False,
     db: DbOption = Path("monitoring.db"),
 ) -> None:
-    """Migrate the store's schema up (or, with --to, down: that drops the newer tables' data)."""
+    """Migrate the store's schema up (or, with --to, down: what newer versions added is dropped; metrics are kept)."""
     from ..store.schema import SCHEMA_VERSION
 
     if to is not None and not 0 <= to <= SCHEMA_VERSION:
@@ -109,7 +109,8 @@ def migrate(
             return
         if target < before and not yes:
             typer.confirm(
-                f"Migrating {db} down from {before} to {target} drops the newer tables and their data. Continue?",
+                f"Migrating {db} down from {before} to {target} drops what the newer versions added (their tables"
+                " and columns, with their data); metrics are kept. Continue?",
                 abort=True,
                 err=True,
             )
