@@ -8,12 +8,12 @@ round, so every ordering by ``step`` here says where its ``NULL`` goes.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
 import asyncpg
 import orjson
 
-from ..queries.media import IMAGE_COLUMNS
+from ..queries.media import HISTOGRAM_COLUMNS, IMAGE_COLUMNS, IMAGE_SELECT
 from .reads import run_pk, snapshot
 
 __all__ = [
@@ -26,28 +26,6 @@ __all__ = [
     "run_histograms",
 ]
 
-_IMAGE_SELECT: Final = (
-    "SELECT i.id, i.name, i.step, i.ts, i.digest, b.mime, i.width, i.height, i.caption, b.size"
-    " FROM images AS i JOIN media_blobs AS b ON b.digest = i.digest"
-)
-
-_HISTOGRAM_COLUMNS: Final = (
-    "id",
-    "name",
-    "step",
-    "ts",
-    "size",
-    "nan_count",
-    "posinf_count",
-    "neginf_count",
-    "min",
-    "max",
-    "sum",
-    "low",
-    "high",
-    "counts",
-)
-
 
 def _image(row: asyncpg.Record) -> dict[str, Any]:
     return dict(zip(IMAGE_COLUMNS, row, strict=True))
@@ -57,7 +35,7 @@ async def _latest_image(connection: asyncpg.Connection, run: int, name: str, ste
     where = "i.run = $1 AND i.name = $2" + ("" if step is None else " AND i.step <= $3")
     params: tuple[Any, ...] = (run, name) if step is None else (run, name, step)
     row = await connection.fetchrow(
-        f"{_IMAGE_SELECT} WHERE {where} ORDER BY i.step DESC NULLS LAST, i.id DESC LIMIT 1", *params
+        f"{IMAGE_SELECT} WHERE {where} ORDER BY i.step DESC NULLS LAST, i.id DESC LIMIT 1", *params
     )
     return None if row is None else _image(row)
 
@@ -95,7 +73,7 @@ async def images_of_run(
             if value is not None:
                 params.append(value)  # type: ignore[arg-type]  # names and steps alike are bound
                 clauses.append(f"{clause} ${len(params)}")
-        sql = f"{_IMAGE_SELECT} WHERE {' AND '.join(clauses)} ORDER BY i.name, i.step NULLS FIRST, i.id"
+        sql = f"{IMAGE_SELECT} WHERE {' AND '.join(clauses)} ORDER BY i.name, i.step NULLS FIRST, i.id"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         rows = await connection.fetch(sql, *params)
@@ -153,7 +131,7 @@ async def run_histograms(
     max_count: int | None = None,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.media.run_histograms` (the same thinning, the same rows)."""
-    columns = ", ".join(_HISTOGRAM_COLUMNS)
+    columns = ", ".join(HISTOGRAM_COLUMNS)
     async with snapshot(connection):
         run = await run_pk(connection, run_id)
         clauses, params = ["run = $1 AND name = $2"], [run, name]
@@ -178,7 +156,7 @@ async def run_histograms(
         rows = await connection.fetch(f"SELECT {columns} FROM histograms WHERE {where} {order}", *params)
     out = []
     for row in rows:
-        record = dict(zip(_HISTOGRAM_COLUMNS, row, strict=True))
+        record = dict(zip(HISTOGRAM_COLUMNS, row, strict=True))
         record["counts"] = orjson.loads(record["counts"])
         out.append(record)
     return out

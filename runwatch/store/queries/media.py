@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
+    "HISTOGRAM_COLUMNS",
+    "IMAGE_SELECT",
     "IMAGE_COLUMNS",
     "has_media_tables",
     "histogram_frame",
@@ -38,12 +40,14 @@ __all__ = [
 #: The columns of an image's metadata, as reads return them.
 IMAGE_COLUMNS: Final = ("id", "name", "step", "ts", "digest", "mime", "width", "height", "caption", "size")
 
-_IMAGE_SELECT: Final = (
+#: The columns of an image row (the blob's type and size joined), for every backend's reads.
+IMAGE_SELECT: Final = (
     "SELECT i.id, i.name, i.step, i.ts, i.digest, b.mime, i.width, i.height, i.caption, b.size"
     " FROM images AS i JOIN media_blobs AS b ON b.digest = i.digest"
 )
 
-_HISTOGRAM_COLUMNS: Final = (
+#: The columns of a histogram row, in the order every backend selects them.
+HISTOGRAM_COLUMNS: Final = (
     "id",
     "name",
     "step",
@@ -93,7 +97,7 @@ def image_names(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
 def _latest_image(conn: sqlite3.Connection, run: int, name: str, step: int | None) -> dict[str, Any] | None:
     where = "i.run = ? AND i.name = ?" + ("" if step is None else " AND i.step <= ?")
     params: tuple[Any, ...] = (run, name) if step is None else (run, name, step)
-    row = conn.execute(f"{_IMAGE_SELECT} WHERE {where} ORDER BY i.step DESC, i.id DESC LIMIT 1", params).fetchone()
+    row = conn.execute(f"{IMAGE_SELECT} WHERE {where} ORDER BY i.step DESC, i.id DESC LIMIT 1", params).fetchone()
     return None if row is None else _image(row)
 
 
@@ -124,7 +128,7 @@ def images_of_run(
         if value is not None:
             clauses.append(clause)
             params.append(value)  # type: ignore[arg-type]  # names and steps alike are bound
-    sql = f"{_IMAGE_SELECT} WHERE {' AND '.join(clauses)} ORDER BY i.name, i.step, i.id"
+    sql = f"{IMAGE_SELECT} WHERE {' AND '.join(clauses)} ORDER BY i.name, i.step, i.id"
     if limit is not None:
         sql += f" LIMIT {int(limit)}"
     return [_image(row) for row in conn.execute(sql, params)]
@@ -196,7 +200,7 @@ def run_histograms(
             clauses.append(clause)
             params.append(value)
     where = " AND ".join(clauses)
-    columns = ", ".join(_HISTOGRAM_COLUMNS)
+    columns = ", ".join(HISTOGRAM_COLUMNS)
     with read_snapshot(conn):
         if max_count is not None:
             (total,) = conn.execute(f"SELECT count(*) FROM histograms WHERE {where}", params).fetchone()
@@ -213,7 +217,7 @@ def run_histograms(
         rows = conn.execute(f"SELECT {columns} FROM histograms WHERE {where} ORDER BY step, id", params).fetchall()
     out = []
     for row in rows:
-        record = dict(zip(_HISTOGRAM_COLUMNS, row, strict=True))
+        record = dict(zip(HISTOGRAM_COLUMNS, row, strict=True))
         record["counts"] = orjson.loads(record["counts"])
         for key in ("min", "max", "sum", "low", "high"):
             if record[key] is not None:
