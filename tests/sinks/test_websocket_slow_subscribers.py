@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 import pytest
 from chunk_helpers import stored_calls
-from tiers import soak_timeout, tier
+from tiers import SOAK, soak_timeout, tier
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -148,6 +148,10 @@ def stored_metric_rows(db: Path) -> int:
 
 
 @pytest.mark.soak
+@pytest.mark.skipif(
+    not SOAK,
+    reason="timing-sensitive on a shared 2-core host (normal readers' pace against 10,000 events/s): make soak runs it",
+)
 @soak_timeout(45, 240)
 async def test_never_reading_and_slow_subscribers_hold_back_neither_ingest_nor_others(tmp_path: Path) -> None:
     """Laggards lose only counted events; ingest commits everything; normal subscribers get every event in order."""
