@@ -113,3 +113,18 @@ test('nearestIndex and unionX', () => {
   assert.equal(series.nearestIndex([], 1), -1);
   assert.deepEqual(Array.from(series.unionX([[1, 3], [2, 3, NaN]])), [1, 2, 3]);
 });
+
+test('laterThan treats a /ws float and its REST time rounded to microseconds as one instant', () => {
+  // The producer's time.time(): the store keeps it rounded to the microsecond, below or above.
+  const live = 1765131291.1234564;
+  const storedDown = series.usec(1765131291.123456);
+  const storedUp = series.usec(1765131291.123457);
+  assert.equal(series.laterThan(live, storedDown), false);
+  assert.equal(series.laterThan(live, storedUp), false);
+  assert.equal(series.laterThan(live + 0.00001, storedDown), true);
+  assert.equal(series.laterThan(live, -Infinity), true);
+  const times = [1.000001, 2.0000004, 2.0000011, 3.5];
+  assert.equal(series.firstLaterThan(times, series.usec(2.000001)), 3);
+  assert.equal(series.firstLaterThan(times, -Infinity), 0);
+  assert.equal(series.firstLaterThan(times, series.usec(4)), times.length);
+});

@@ -95,6 +95,27 @@
     return lo;
   }
 
+  /**
+   * Epoch seconds as whole microseconds, for comparing times across sources:
+   * REST answers carry times rounded to microseconds and /ws carries the
+   * producer's float, so one instant can differ by up to a microsecond.
+   */
+  const usec = (t) => Math.round(t * 1e6);
+  /** Whether `t` (seconds) is after a stored time `storedUsec` by more than that rounding. */
+  const laterThan = (t, storedUsec) => usec(t) > storedUsec + 1;
+
+  /** First index of an ascending array of seconds whose time is laterThan `storedUsec`. */
+  function firstLaterThan(times, storedUsec) {
+    let lo = 0;
+    let hi = times.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (laterThan(times[mid], storedUsec)) hi = mid;
+      else lo = mid + 1;
+    }
+    return lo;
+  }
+
   /** Appends a point, keeping time order (producers on other hosts may be slightly out of order). */
   function appendPoint(series, t, step, value) {
     const n = series.t.length;
@@ -390,6 +411,7 @@
 
   const api = {
     MARK_NAN, MARK_PINF, MARK_NINF, globToRegExp, makeMetricFilter, createSeries, seriesFromWire, upperBound,
+    usec, laterThan, firstLaterThan,
     appendPoint, decimateMinMax, liveStep, stepCounter, smoothEma, xValues, unionX, chartData, nearestIndex,
     groupByPrefix, chartSpecs,
   };

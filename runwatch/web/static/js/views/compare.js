@@ -12,7 +12,7 @@
   const views = ((root.runwatch.views = root.runwatch.views || {}));
   const { h, schedule, apiGet, showBanner, errorText, LiveSocket, ChartsPanel, CompareImages, colorFor, dashFor, statusBadge, setStatusBadge, theme } = ui;
   const {
-    parseTime, parseValue, createSeries, seriesFromWire, appendPoint, decimateMinMax, upperBound, stepCounter,
+    parseTime, parseValue, createSeries, seriesFromWire, appendPoint, decimateMinMax, usec, laterThan, firstLaterThan, stepCounter,
     liveStep, parseHash, compareStateFromParams, compareHash, STATUS_AFTER, STORE_SETTLE_MS,
   } = core;
 
@@ -38,6 +38,9 @@
       this.loadGen = 0;
       this.loadingRuns = new Set(); // runs whose history is being read
       this.pending = new Map(); // run id → live events that arrived while its history loads
+      // run id + NUL + metric → the newest time (µs) its last history read held: a live point
+      // at or before it is in that history already (the store may commit before /ws delivers).
+      this.historyLast = new Map();
       this.loadErrors = new Map(); // run id → why its history could not be read
       this.touched = new Set();
     }
@@ -233,12 +236,12 @@
           if (wire.run_id !== runId) continue;
           const series = seriesFromWire(wire);
           metrics.set(wire.metric, series);
-          lastTimes.set(runId + '\u0000' + wire.metric, series.t.length ? series.t[series.t.length - 1] : -Infinity);
+          lastTimes.set(runId + '\u0000' + wire.metric, series.t.length ? usec(series.t[series.t.length - 1]) : -Infinity);
         }
         const counter = stepCounter(metrics.values());
         // Live points newer than the history (not committed when it was read) stay.
         for (const [name, old] of this.store.get(runId) || []) {
-          const from = upperBound(old.t, lastTimes.get(runId + '\u0000' + name) ?? -Infinity);
+          const from = firstLaterThan(old.t, lastTimes.get(runId + '\u0000' + name) ?? -Infinity);
           if (from >= old.t.length) continue;
           if (!metrics.has(name)) metrics.set(name, createSeries());
           const target = metrics.get(name);
@@ -250,6 +253,8 @@
         }
         this.store.set(runId, metrics);
         this.counters.set(runId, counter);
+        for (const key of this.historyLast.keys()) if (key.startsWith(runId + '\u0000')) this.historyLast.delete(key);
+        for (const [key, last] of lastTimes) this.historyLast.set(key, last);
       }
       const waiting = this.pending.get(runId) || [];
       this.pending.delete(runId);
@@ -307,9 +312,9 @@
         const series = metrics.get(wire.metric);
         const counter = this.counters.get(wire.run_id) || { last: -1, lastTime: -Infinity };
         this.counters.set(wire.run_id, counter);
-        const newest = series.t.length ? series.t[series.t.length - 1] : -Infinity;
+        const newest = series.t.length ? usec(series.t[series.t.length - 1]) : -Infinity;
         for (let i = 0; i < tail.t.length; i++) {
-          if (!(tail.t[i] > newest)) continue;
+          if (!laterThan(tail.t[i], newest)) continue; // held already, perhaps from /ws
           appendPoint(series, tail.t[i], tail.s[i], tail.v[i]);
           if (tail.s[i] !== null && tail.s[i] > counter.last) counter.last = tail.s[i];
           if (tail.t[i] > counter.lastTime) counter.lastTime = tail.t[i];
@@ -329,7 +334,7 @@
 
     onEvents(events) {
       if (!this.loading) {
-        this.applyEvents(events, null);
+        this.applyEvents(events, this.historyLast);
         return;
       }
       const now = [];
@@ -344,7 +349,7 @@
         waiting.push(event);
         if (waiting.length > PENDING_PER_RUN) waiting.splice(0, waiting.length - PENDING_PER_RUN);
       }
-      if (now.length) this.applyEvents(now, null);
+      if (now.length) this.applyEvents(now, this.historyLast);
     }
 
     applyEvents(events, lastTimes) {
@@ -381,7 +386,7 @@
           this.store.set(event.run_id, metrics);
         }
         for (const [name, raw] of Object.entries(event.values || {})) {
-          if (lastTimes && t <= (lastTimes.get(event.run_id + '\u0000' + name) ?? -Infinity)) continue;
+          if (lastTimes && !laterThan(t, lastTimes.get(event.run_id + '\u0000' + name) ?? -Infinity)) continue;
           let series = metrics.get(name);
           if (!series) {
             series = createSeries();

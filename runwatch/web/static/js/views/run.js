@@ -18,12 +18,13 @@
   const {
     parseTime, parseValue, formatValue, formatCount, formatDuration, formatClock, mergeState, wireToEventRow,
     prepareEventRow, compareEventsNewestFirst, alertFromRow, alertFromApi, alertKey, applyAlert, applyAlertIfNewer,
-    createSeries, seriesFromWire, appendPoint, decimateMinMax, upperBound, stepCounter, liveStep, runDuration,
+    createSeries, seriesFromWire, appendPoint, decimateMinMax, usec, laterThan, firstLaterThan, stepCounter, liveStep, runDuration,
     alertInstances, STATUS_AFTER, RUN_PAGE_KINDS, STORE_SETTLE_MS, SYSTEM_PREFIX, ACTIVE_ALERT_STATES, EVENT_KINDS,
     LEVELS, parseHash, readText, compareHash,
   } = core;
 
   const EVENTS_PAGE = 200;
+  const NO_KEYS = new Set();
   const EVENTS_MAX = 10000; // kept in memory
   const EVENTS_RENDERED = 500; // rows in the DOM
   const ALERT_HISTORY_SHOWN = 50;
@@ -55,6 +56,9 @@
       this.loading = false;
       this.loadGen = 0;
       this.pending = [];
+      // metric → the newest time (µs) the last history read held: a live point at or
+      // before it is in that history already (the store may commit before /ws delivers).
+      this.historyLast = new Map();
       this.touched = new Set();
       const query = parseHash(location.hash).params;
       const since = Number(readText(query, 'since'));
@@ -284,12 +288,12 @@
         for (const wire of (metrics.value && metrics.value.series) || []) {
           const s = seriesFromWire(wire);
           store.set(wire.metric, s);
-          lastTimes.set(wire.metric, s.t.length ? s.t[s.t.length - 1] : -Infinity);
+          lastTimes.set(wire.metric, s.t.length ? usec(s.t[s.t.length - 1]) : -Infinity); // as microseconds
         }
         this.counter = stepCounter(store.values());
         // Live points newer than the history are not committed yet: keep them.
         for (const [name, old] of this.store) {
-          const from = upperBound(old.t, lastTimes.get(name) ?? -Infinity);
+          const from = firstLaterThan(old.t, lastTimes.get(name) ?? -Infinity);
           if (from >= old.t.length) continue;
           if (!store.has(name)) store.set(name, createSeries());
           const s = store.get(name);
@@ -300,6 +304,7 @@
           }
         }
         this.store = store;
+        this.historyLast = lastTimes;
       } else if (!(metrics.reason instanceof ApiError && metrics.reason.status === 404)) {
         showBanner(`Could not load metrics: ${errorText(metrics.reason)}`, 'error'); // a 404 is shown in the header
       }
@@ -465,7 +470,8 @@
         if (this.pending.length > 200000) this.pending.splice(0, this.pending.length - 200000);
         return;
       }
-      this.applyEvents(events, null);
+      // Event rows' keys are coarse (a millisecond and a size): only the replay after a load uses them.
+      this.applyEvents(events, { lastTimes: this.historyLast, eventKeys: NO_KEYS });
     }
 
     onLagged(dropped) {
@@ -549,7 +555,7 @@
       if (!Number.isFinite(t)) return;
       const step = liveStep(this.counter, event.step);
       for (const [name, raw] of Object.entries(event.values || {})) {
-        if (dedup && t <= (dedup.lastTimes.get(name) ?? -Infinity)) continue;
+        if (dedup && !laterThan(t, dedup.lastTimes.get(name) ?? -Infinity)) continue;
         let series = this.store.get(name);
         if (!series) {
           series = createSeries();

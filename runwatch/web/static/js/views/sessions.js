@@ -16,7 +16,7 @@
   const {
     parseTime, parseValue, formatValue, formatDuration, formatClock, isPlainObject, mergeState, patchChanges,
     sessionStatusAfter, sessionStatusAt, sessionTags, sessionEventFromWire, prepareSessionEvent, SESSION_STATUSES, STORE_SETTLE_MS,
-    LEVELS, createSeries, appendPoint, decimateMinMax,
+    LEVELS, createSeries, appendPoint, decimateMinMax, usec, laterThan,
   } = core;
   const CHART_MIN_WIDTH = 300; // keep in sync with .charts grid in style.css
   const CHART_GAP = 12;
@@ -328,15 +328,6 @@
   const SESSION_METRICS_MAX = 20000;
   const SESSION_ROWS_RENDERED = 300; // events and metric values in the DOM
   const STATE_HISTORY_RENDERED = 200;
-
-  /**
-   * Epoch seconds as whole microseconds, for comparing times across sources:
-   * REST answers carry ISO strings (rounded to microseconds, half to even) and
-   * /ws carries floats, so one instant can differ by a microsecond.
-   */
-  const usec = (t) => Math.round(t * 1e6);
-  /** Whether `t` (seconds) is after a stored time `storedUsec` by more than that rounding. */
-  const laterThan = (t, storedUsec) => usec(t) > storedUsec + 1;
 
   function prepareMetricEntry(entry) {
     const ts = parseTime(entry.timestamp);
