@@ -13,7 +13,10 @@ The queue is bounded in jobs and in bytes: past either bound, a new job is
 dropped and counted (``queue_full``), never waited for. Images beyond the
 rate limit are dropped at the call, before any copy (``rate_limited``).
 Bytes that are not a readable PNG or JPEG are found here and dropped,
-counted (``unreadable``) and logged. Nothing here raises into the caller.
+counted (``unreadable``) and logged; so is an array whose PNG comes out
+larger than :data:`~runwatch.media.images.MAX_IMAGE_BYTES` (``too_large``:
+the bound on any image, embedded or remote, whose bytes a server takes).
+Nothing here raises into the caller.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 
 from ..events import HistogramEvent, ImageEvent
 from .histograms import bin_values
-from .images import ImageError, TakenImage, encode_image
+from .images import MAX_IMAGE_BYTES, ImageError, TakenImage, encode_image
 from .rate import RateLimiter
 
 __all__ = [
@@ -263,6 +266,15 @@ class MediaWorker:
                 except ImageError as exc:
                     logger.warning("runwatch: image %r of run %r dropped: %s", job.name, job.run_id, exc)
                     return "unreadable"
+                if len(encoded.data) > MAX_IMAGE_BYTES:
+                    logger.warning(
+                        "runwatch: image %r of run %r dropped: its PNG takes %d bytes (an image may have %d)",
+                        job.name,
+                        job.run_id,
+                        len(encoded.data),
+                        MAX_IMAGE_BYTES,
+                    )
+                    return "too_large"
                 event: Any = ImageEvent(
                     job.run_id,
                     job.timestamp,

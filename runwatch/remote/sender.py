@@ -1,8 +1,10 @@
 """Delivering spooled batches to a runwatch server's ingest: oldest first, each until acknowledged.
 
 One thread per remote sink (or the caller's own thread, for ``runwatch
-sync``) posts each record of its spools to ``POST /api/ingest`` on a
-keep-alive connection (:class:`runwatch.client.HTTPTransport`) and acknowledges it in the spool
+sync``) posts each record of its spools to ``POST /api/ingest`` (an image
+record, one image too large for a batch with its raw bytes, to ``POST
+/api/ingest/image``) on a keep-alive connection
+(:class:`runwatch.client.HTTPTransport`) and acknowledges it in the spool
 once the server answered:
 
 - ``202`` (stored) or ``200`` (a duplicate: the server had it already, e.g.
@@ -14,7 +16,7 @@ once the server answered:
 - ``413`` (a server whose bounds are smaller than this producer's batches):
   the batch is sent in halves, ``<batch_id>.0`` and ``<batch_id>.1`` (each
   halved again if need be): ids that name the part, so a replay stores
-  nothing twice;
+  nothing twice (an image record, one event, is refused for good, as below);
 - any other ``4xx`` (a body the server refuses: never the case for batches
   runwatch cut itself): logged with the server's message, counted as
   rejected, and skipped so the records behind it can go.
@@ -37,6 +39,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from ..client import Transport, backoff_delay, is_retryable
+from ..wire.ingest import IMAGE_BODY_TYPE, IMAGE_INGEST_PATH
 from .spool import Spool, SpoolRecord
 
 __all__ = ["INGEST_PATH", "Answer", "DeliveryStatistics", "SpoolSender"]
@@ -108,6 +111,7 @@ class SpoolSender:
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
+        self._image_headers = {**self._headers, "Content-Type": IMAGE_BODY_TYPE}
         self.retry_max_seconds = retry_max_seconds
         self._on_delivered = on_delivered
         self._spools: list[Spool] = []
@@ -223,15 +227,16 @@ class SpoolSender:
             logger.error("runwatch: a spooled batch in %s cannot be read (%s); skipped", spool.directory, exc)
             self._finish(spool, record)
             return
-        if self.send(body, record.events) is not None:
+        if self.send(body, record.events, image=record.image) is not None:
             self._finish(spool, record)
 
-    def send(self, body: bytes, events: int, *, timeout: float | None = None) -> Answer | None:
+    def send(self, body: bytes, events: int, *, image: bool = False, timeout: float | None = None) -> Answer | None:
         """Post one batch body until the server takes it, refuses it for good, or the deadline passes.
 
         Args:
             body: the ingest request body.
             events: how many events it holds (for the counters).
+            image: ``body`` is an image body (``POST /api/ingest/image``), not a batch.
             timeout: give up after this many seconds (``None``: at the
                 sender's deadline, if any: see :meth:`close` and :meth:`deliver`).
 
@@ -241,7 +246,7 @@ class SpoolSender:
         own_deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
         while True:
-            answer = self._post(body, events)
+            answer = self._post(body, events, image)
             if answer is not None and answer.status == 413 and events > 1:
                 return self._send_halves(body, own_deadline)
             if answer is not None:
@@ -282,10 +287,11 @@ class SpoolSender:
         duplicate = all(answer.duplicate for answer in answers)
         return Answer(200 if duplicate else 202, duplicate, None)
 
-    def _post(self, body: bytes, events: int) -> Answer | None:
+    def _post(self, body: bytes, events: int, image: bool = False) -> Answer | None:
         """One try: the server's final answer, or ``None`` to try again."""
+        path, headers = (IMAGE_INGEST_PATH, self._image_headers) if image else (INGEST_PATH, self._headers)
         try:
-            status, reply = self._transport("POST", INGEST_PATH, body, self._headers)
+            status, reply = self._transport("POST", path, body, headers)
         except (OSError, http.client.HTTPException) as exc:
             self._failed(f"{type(exc).__name__}: {exc}")
             return None

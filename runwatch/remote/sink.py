@@ -53,9 +53,19 @@ of processes of the same root that are gone (a producer killed with
 ``kill -9``, or one that closed while the server was away) and sends them
 first. ``runwatch sync <root> --to <url>`` sends them too.
 
+An image too large for a batch (its event, bytes in base64, over
+``max_batch_bytes``) travels alone: the batches before it are cut, and it is
+spooled as an image record, its raw bytes after a line of JSON, which the
+sender posts to ``POST /api/ingest/image`` (the server takes up to
+``max_image_body_bytes`` there, 32 MiB of image by default, and 1 MiB on
+every other route) under a batch id of its own: stored once, as a batch is,
+and in order with the events around it.
+
 Losses (all counted in ``statistics()`` and ``lost_events()``):
 ``spool_full`` (past ``max_spool_bytes``: the newest batch is dropped, not
-the producer blocked), ``too_large`` (one event over ``max_batch_bytes``),
+the producer blocked), ``too_large`` (one event other than an image over
+``max_batch_bytes``, or an image whose line of JSON, its caption mostly,
+is over 64 KiB),
 ``spool_error`` (the spool's disk failed), ``rejected`` (the server refused
 a batch for good: counted by the sender). A ``kill -9`` loses what was not
 yet spooled: at most one ``batch_interval_seconds`` of events plus what
@@ -77,10 +87,11 @@ import anyio.to_thread
 from pydantic import Field, SecretStr, field_validator
 
 from ..client import HTTPTransport
-from ..events import RunLifecycle, RunTransition
+from ..events import ImageEvent, RunLifecycle, RunTransition
 from ..pipeline.component import ComponentContext, ServiceKey, Sink
 from ..pipeline.component import Options as BaseOptions
-from ..wire import dumps, event_to_ingest
+from ..wire import dumps, event_to_ingest, event_to_wire
+from ..wire.ingest import MAX_IMAGE_HEADER_BYTES, image_body
 from .sender import DeliveryStatistics, SpoolSender
 from .server_url import check_server_url, display_url
 from .spool import DEFAULT_MAX_BYTES, DEFAULT_SEGMENT_BYTES, Spool, spool_directories
@@ -93,6 +104,8 @@ logger = logging.getLogger("runwatch.remote")
 REMOTE_SINK: ServiceKey[RemoteSink] = ServiceKey("remote")
 
 _OWNING: Final = (RunTransition.STARTED, RunTransition.RESUMED)
+#: More than a batch adds around one event: ``{"batch_id": <up to 200 characters>, "events": [...]}`` and ``"data"``.
+_BATCH_FRAME_BYTES: Final = 256
 
 
 def default_spool_root(data_dir: Path, url: str) -> Path:
@@ -222,6 +235,11 @@ class RemoteSink(Sink):
         for event in batch:
             if type(event) is RunLifecycle and event.owner is None and event.transition in _OWNING:
                 event = event._replace(owner=owner)  # the server can tell when this process is gone
+            elif type(event) is ImageEvent and self._travels_alone(event):
+                self._cut()  # what came before it goes first
+                self._spool_image(event)
+                pending = self._pending
+                continue
             pending.append(event_to_ingest(event))  # an image with its bytes
         if len(pending) >= self.options.max_batch_events:
             self._cut()
@@ -252,9 +270,30 @@ class RemoteSink(Sink):
         for start in range(0, len(pending), limit):
             self._spool_batch(pending[start : start + limit])
 
+    def _travels_alone(self, image: ImageEvent) -> bool:
+        """Whether an image's batch would be over ``max_batch_bytes`` (its bytes in base64, the batch's frame)."""
+        ingest_bytes = (len(image.data) + 2) // 3 * 4 + len(dumps(event_to_wire(image)).encode()) + _BATCH_FRAME_BYTES
+        return bool(ingest_bytes > self.options.max_batch_bytes)
+
+    def _spool_image(self, image: ImageEvent) -> None:
+        """Spool an image as an image record (see the module docs)."""
+        body = image_body(self._batch_id(), image)
+        header_bytes = len(body) - len(image.data) - 1
+        if header_bytes > MAX_IMAGE_HEADER_BYTES:
+            self._drop("too_large", 1)
+            logger.error(
+                "runwatch: dropped an image whose fields take %d bytes of JSON (its caption?): more than %d",
+                header_bytes,
+                MAX_IMAGE_HEADER_BYTES,
+            )
+            return
+        self._append(body, 1, image=True)
+
+    def _batch_id(self) -> str:
+        return f"{self._spool.name if self._spool else 'closed'}-{self._batches_cut}"
+
     def _spool_batch(self, events: list[dict[str, Any]]) -> None:
-        batch_id = f"{self._spool.name if self._spool else 'closed'}-{self._batches_cut}"
-        body = dumps({"batch_id": batch_id, "events": events}).encode()
+        body = dumps({"batch_id": self._batch_id(), "events": events}).encode()
         if len(body) > self.options.max_batch_bytes:
             if len(events) == 1:
                 self._drop("too_large", 1)
@@ -268,22 +307,26 @@ class RemoteSink(Sink):
             self._spool_batch(events[:half])
             self._spool_batch(events[half:])
             return
+        self._append(body, len(events))
+
+    def _append(self, body: bytes, events: int, *, image: bool = False) -> None:
+        """Append one record to the spool, or count its events dropped (closed, spool full, disk failed)."""
         spool, sender = self._spool, self._sender
         if spool is None or sender is None:
-            self._drop("closed", len(events))
+            self._drop("closed", events)
             return
         spooled = sum(each.unacked_bytes for each in self._spools())
         if spooled + len(body) > self.options.max_spool_bytes:
-            self._drop("spool_full", len(events))
+            self._drop("spool_full", events)
             return
         try:
-            spool.append(body, len(events))
+            spool.append(body, events, image=image)
         except OSError as exc:
-            self._drop("spool_error", len(events))
+            self._drop("spool_error", events)
             logger.error("runwatch: writing to the spool %s failed: %s", spool.directory, exc)
             return
         self._batches_cut += 1
-        self._spooled_events += len(events)
+        self._spooled_events += events
         sender.notify()
 
     def _drop(self, reason: str, count: int) -> None:

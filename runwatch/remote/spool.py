@@ -7,8 +7,11 @@ holds one directory per producer process, ``p-<uuid>``::
     <root>/p-1f0c…/00000001.seg  records, appended in order
     <root>/p-1f0c…/acked         "<segment> <offset>": the first record not acknowledged
 
-A record is one ingest request body (``{"batch_id", "events"}``), framed as
-``length, crc32, event count`` (three little-endian u32) and the body. The
+A record is one ingest request body, framed as ``length, crc32, event
+count`` (three little-endian u32) and the body: a batch
+(``{"batch_id", "events"}`` for ``POST /api/ingest``), or, with the top bit
+of the count set (:data:`IMAGE_RECORD_FLAG`), one image too large for a
+batch with its raw bytes (for ``POST /api/ingest/image``). The
 body is fixed once spooled: a retry, a replay after a crash and ``runwatch
 sync`` send the same bytes under the same batch id, so the server stores it
 once (its batch ids are scoped per run and checked against a digest of the
@@ -57,6 +60,7 @@ except ImportError:  # pragma: no cover - Windows: spools are never adopted
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "IMAGE_RECORD_FLAG",
     "DEFAULT_SEGMENT_BYTES",
     "Spool",
     "SpoolRecord",
@@ -68,18 +72,22 @@ DEFAULT_MAX_BYTES: Final = 1 << 30
 #: Where a segment is closed and the next one started (16 MiB).
 DEFAULT_SEGMENT_BYTES: Final = 16 << 20
 
-_FRAME: Final = struct.Struct("<III")  # body length, crc32 of the body, events in it
+_FRAME: Final = struct.Struct("<III")  # body length, crc32 of the body, events in it (| IMAGE_RECORD_FLAG)
+#: Set in a frame's event count: the record is an image body, not a batch.
+IMAGE_RECORD_FLAG: Final = 1 << 31
 _SEGMENT_SUFFIX: Final = ".seg"
 _PREFIX: Final = "p-"
 
 
 class SpoolRecord(NamedTuple):
-    """Where one record is: its segment number, its offset there, its body's size and event count."""
+    """Where one record is: its segment number, its offset there, its body's size and event count, and whether
+    it is an image body (``POST /api/ingest/image``) rather than a batch."""
 
     segment: int
     offset: int
     size: int
     events: int
+    image: bool = False
 
     @property
     def end(self) -> int:
@@ -198,11 +206,12 @@ class Spool:
         records: list[SpoolRecord] = []
         offset = 0
         while offset + _FRAME.size <= len(data):
-            size, crc, events = _FRAME.unpack_from(data, offset)
+            size, crc, count = _FRAME.unpack_from(data, offset)
             body = data[offset + _FRAME.size : offset + _FRAME.size + size]
             if len(body) != size or zlib.crc32(body) != crc:
                 break
-            records.append(SpoolRecord(number, offset, size, events))
+            events = count & ~IMAGE_RECORD_FLAG
+            records.append(SpoolRecord(number, offset, size, events, bool(count & IMAGE_RECORD_FLAG)))
             offset += _FRAME.size + size
         if offset < len(data):  # a torn or corrupt tail: nothing after it can be trusted
             self.torn_bytes += len(data) - offset
@@ -223,13 +232,19 @@ class Spool:
 
     # -- writing (the producer's side) ----------------------------------------------------------
 
-    def append(self, body: bytes, events: int) -> SpoolRecord:
+    def append(self, body: bytes, events: int, *, image: bool = False) -> SpoolRecord:
         """Write one record (one ``write()``); it is on its way to the disk when this returns.
+
+        Args:
+            body: the request body.
+            events: events in it.
+            image: ``body`` is an image body (``POST /api/ingest/image``), not a batch.
 
         Raises:
             OSError: the write failed (disk full...); nothing of it counts as spooled.
         """
-        frame = _FRAME.pack(len(body), zlib.crc32(body), events) + body
+        count = events | IMAGE_RECORD_FLAG if image else events
+        frame = _FRAME.pack(len(body), zlib.crc32(body), count) + body
         with self._lock:
             if self._write_fd is None or self._segment_size >= self.segment_bytes:
                 self._next_segment()
@@ -240,7 +255,7 @@ class Spool:
                 os.ftruncate(self._write_fd, offset)
                 raise OSError(f"short write to the spool ({written} of {len(frame)} bytes)")
             self._segment_size += written
-            record = SpoolRecord(self._segment, offset, len(body), events)
+            record = SpoolRecord(self._segment, offset, len(body), events, image)
             self._records.append(record)
             self._unacked_bytes += len(frame)
             self._unacked_events += events

@@ -23,7 +23,10 @@ run, and keeps a digest of each batch's content). So:
 A run's images and histograms follow its streams, in the order they were
 stored, in chunks of :data:`MEDIA_CHUNK_ROWS` (``sync-i<k>``, ``sync-h<k>``):
 each image with its bytes, so the server stores it as the producer's store
-did (once per content, within the server's own per-run byte budget).
+did (once per content, within the server's own per-run byte budget). An
+image too large for a batch body (its bytes in base64 over
+:data:`MAX_BODY_BYTES`) goes alone, with its raw bytes, to ``POST
+/api/ingest/image`` under the id of the part it fills (``sync-i<k>.0.1``...).
 
 The run's progress (last heartbeat, step and episode counters) goes last, in
 a batch whose id is derived from its content. A ``run_crashed`` event
@@ -55,6 +58,8 @@ from ..exceptions import StoreError, UnknownRunError
 from ..store.base import STREAMS, RunProgress, Store
 from ..store.sqlite import SQLiteStore
 from ..wire import dumps, event_to_ingest, event_to_wire
+from ..wire.events import event_from_wire
+from ..wire.ingest import image_body
 from .sender import Answer, SpoolSender
 from .server_url import check_server_url
 from .spool import Spool, spool_directories
@@ -336,6 +341,10 @@ def _send(
         return _send(sender, f"{batch_id}.0", events[:half], report, patience) and _send(
             sender, f"{batch_id}.1", events[half:], report, patience
         )
+    if len(body) > MAX_BODY_BYTES and events[0].get("kind") == "image":  # alone, its bytes raw
+        image = event_from_wire(events[0])
+        answer = sender.send(image_body(batch_id, image), 1, image=True, timeout=patience)
+        return _count(answer, batch_id, 1, report)
     answer = sender.send(body, len(events), timeout=patience)
     return _count(answer, batch_id, len(events), report)
 
@@ -392,7 +401,7 @@ def sync_spool(
         for spool in spools:
             while (record := spool.first()) is not None:
                 body = spool.read(record)
-                answer = sender.send(body, record.events, timeout=patience_seconds)
+                answer = sender.send(body, record.events, image=record.image, timeout=patience_seconds)
                 if not _count(answer, f"{spool.name}@{record.segment}:{record.offset}", record.events, report):
                     return report
                 spool.acknowledge(record)

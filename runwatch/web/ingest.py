@@ -28,7 +28,14 @@ from fastapi import APIRouter, Request
 from .._payload import shown
 from ..events import RunLifecycle, RunTransition
 from ..sources.ingest import INGEST
-from ..wire.ingest import INGEST_BODY_SCHEMA, parse_ingest_body
+from ..wire.ingest import (
+    IMAGE_BODY_TYPE,
+    IMAGE_INGEST_PATH,
+    INGEST_BODY_SCHEMA,
+    IngestBody,
+    parse_image_body,
+    parse_ingest_body,
+)
 from .http import ApiError, JSONResponse, WebContext, error_responses, read, web_context
 
 __all__ = ["CREATED_BY_INGEST", "ENDED_STATUSES", "apply_run_rules", "router", "with_run_rules"]
@@ -111,8 +118,34 @@ _MAX_REMEMBERED_STARTS: Final = 10_000
 )
 async def ingest(request: Request) -> JSONResponse:
     context = web_context(request)
+    return await _submit(context, parse_ingest_body(await request.body(), context.max_ingest_events))
+
+
+@router.post(
+    IMAGE_INGEST_PATH,
+    summary="Take one image with its raw bytes (one too large for a batch) from a remote producer",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "description": "one line of JSON {batch_id, event} (the image's wire form without data), a newline,"
+            " then the image's PNG or JPEG bytes (docs/protocol.md)",
+            "content": {IMAGE_BODY_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+    responses={
+        200: {"description": "a retried batch_id: already stored, nothing stored again"},
+        **error_responses(400, 409, 413, 415, 422, 503),
+    },
+)
+async def ingest_image(request: Request) -> JSONResponse:
+    context = web_context(request)
+    return await _submit(context, parse_image_body(await request.body()))
+
+
+async def _submit(context: WebContext, body: IngestBody) -> JSONResponse:
+    """Take a validated batch: 202 once stored, 200 for a batch stored before."""
     source = context.service(INGEST)
-    body = parse_ingest_body(await request.body(), context.max_ingest_events)
     result = await source.submit(
         body.events, body.batch_id, digest=body.digest, admit=lambda events: with_run_rules(context, events)
     )

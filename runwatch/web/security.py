@@ -15,6 +15,11 @@ In order, for every HTTP request and websocket handshake:
    ``max_body_bytes`` (413 past it, whether announced by ``Content-Length``
    or streamed), each part within ``body_timeout_seconds`` of the last (408
    otherwise: a body that trickles in must not hold a connection for ever).
+   The one exception is ``POST /api/ingest/image`` (an image too large for a
+   batch, with its raw bytes): its body must be
+   ``application/vnd.runwatch.image`` and is read up to
+   ``max_image_body_bytes`` (an image of up to 32 MiB and its line of JSON),
+   under the same rules otherwise.
    A write to a path whose routes take other methods only goes on to the app
    unread (405 naming them).
 
@@ -43,7 +48,17 @@ import anyio
 import orjson
 from starlette.routing import Match
 
-__all__ = ["LOOPBACK_HOSTS", "SecurityMiddleware", "SecurityPolicy", "allowed_methods", "is_datacat_path"]
+from ..media.images import MAX_IMAGE_BYTES
+from ..wire.ingest import IMAGE_BODY_TYPE, IMAGE_INGEST_PATH, MAX_IMAGE_HEADER_BYTES
+
+__all__ = [
+    "DEFAULT_MAX_IMAGE_BODY_BYTES",
+    "LOOPBACK_HOSTS",
+    "SecurityMiddleware",
+    "SecurityPolicy",
+    "allowed_methods",
+    "is_datacat_path",
+]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -52,6 +67,8 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+#: The largest body of ``POST /api/ingest/image`` by default: the largest image and its line of JSON.
+DEFAULT_MAX_IMAGE_BODY_BYTES = MAX_IMAGE_BYTES + MAX_IMAGE_HEADER_BYTES + 1
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PUBLIC_PATHS = ("/", "/index.html", "/favicon.ico")
 _PUBLIC_PREFIXES = ("/static/",)
@@ -80,6 +97,9 @@ class SecurityPolicy:
         allowed_origins: acceptable websocket ``Origin`` values
             (``scheme://host[:port]``); empty means "same as the Host header".
         max_body_bytes: the largest request body accepted.
+        max_image_body_bytes: the largest body of ``POST /api/ingest/image``
+            (an image with its raw bytes); every other write stays within
+            ``max_body_bytes``.
         body_timeout_seconds: the longest wait for the next part of a request body.
     """
 
@@ -87,6 +107,7 @@ class SecurityPolicy:
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
+    max_image_body_bytes: int = DEFAULT_MAX_IMAGE_BODY_BYTES
     body_timeout_seconds: float = 10.0
     extra_public_paths: tuple[str, ...] = field(default=())
 
@@ -190,10 +211,12 @@ class SecurityMiddleware:
         self, scope: Scope, receive: Receive, send: Send, headers: dict[str, str], *, datacat: bool = False
     ) -> None:
         content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type != "application/json" and not datacat:
-            await _reject("http", send, 415, "request body must be application/json")
+        expected, limit = "application/json", self.policy.max_body_bytes
+        if scope.get("path") == IMAGE_INGEST_PATH:  # the one route for media: its own type and bound
+            expected, limit = IMAGE_BODY_TYPE, self.policy.max_image_body_bytes
+        if content_type != expected and not datacat:
+            await _reject("http", send, 415, f"request body must be {expected}")
             return
-        limit = self.policy.max_body_bytes
         declared = headers.get("content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             await _reject("http", send, 413, f"request body larger than {limit} bytes", text=datacat)

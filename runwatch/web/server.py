@@ -42,7 +42,7 @@ from .connections import (
     open_listeners,
 )
 from .ports import PortPlan, plan_taken_port, probe_health
-from .security import LOOPBACK_HOSTS, SecurityPolicy
+from .security import DEFAULT_MAX_IMAGE_BODY_BYTES, LOOPBACK_HOSTS, SecurityPolicy
 from .ws import wait_live_sockets_closed
 
 __all__ = [
@@ -75,6 +75,9 @@ class WebSettings:
         allowed_hosts: extra ``Host`` header names to accept.
         allowed_origins: websocket origins to accept (empty: same origin only).
         max_body_bytes: the largest request body.
+        max_image_body_bytes: the largest body of ``POST /api/ingest/image``
+            (an image with its raw bytes; default: the largest image, 32 MiB,
+            and its line of JSON).
         graceful_seconds: how long open requests may finish at shutdown.
         log_level: uvicorn's log level (a name: ``warning``, ``info``...);
             anything below ``info`` is served at ``info`` (see the module docs).
@@ -106,6 +109,7 @@ class WebSettings:
     allowed_hosts: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     max_body_bytes: int = 1024 * 1024
+    max_image_body_bytes: int = DEFAULT_MAX_IMAGE_BODY_BYTES
     graceful_seconds: float = 5.0
     log_level: str = "warning"
     max_connections: int | None = None
@@ -178,6 +182,7 @@ def resolve_policy(settings: WebSettings) -> tuple[SecurityPolicy, str | None]:
         allowed_hosts=tuple(sorted(hosts)),
         allowed_origins=settings.allowed_origins,
         max_body_bytes=settings.max_body_bytes,
+        max_image_body_bytes=settings.max_image_body_bytes,
         body_timeout_seconds=settings.body_timeout_seconds,
     )
     return policy, generated

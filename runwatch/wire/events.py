@@ -37,6 +37,7 @@ __all__ = [
     "event_to_dict",
     "event_to_ingest",
     "event_to_wire",
+    "image_from_wire",
 ]
 
 
@@ -230,14 +231,8 @@ def _media_event(cls: type[Any], fields: dict[str, Any]) -> Event:
 
 
 def _image_from_wire(item: dict[str, Any]) -> Event:
-    """An image from the wire: its bytes in base64, checked against its digest and its media type.
-
-    The producer has read the bytes as an image already (its media thread);
-    here they must be what the event says they are: the SHA-256 of ``digest``
-    (the store keeps a content once by it, so a wrong one would show another
-    run's image) and a PNG or JPEG of the type ``mime`` names.
-    """
-    from ..media.images import MAX_IMAGE_BYTES, image_mime
+    """An image from an ingest batch: its bytes in base64 in ``data`` (see :func:`image_from_wire`)."""
+    from ..media.images import MAX_IMAGE_BYTES
 
     fields = _media_fields(item, ImageEvent, _IMAGE_REQUIRED)
     text = fields["data"]
@@ -249,6 +244,39 @@ def _image_from_wire(item: dict[str, Any]) -> Event:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise _naming(ValueError("data must be the image's bytes in base64"), "data") from None
+    return _checked_image(fields, data)
+
+
+def image_from_wire(item: Any, data: bytes) -> Event:
+    """An image whose bytes travel apart from its wire form (``POST /api/ingest/image``).
+
+    ``item`` is the image's wire form without ``data`` (:func:`event_to_wire`).
+    The producer has read the bytes as an image already (its media thread);
+    here they must be what the event says they are: the SHA-256 of ``digest``
+    (the store keeps a content once by it, so a wrong one would show another
+    run's image) and a PNG or JPEG of the type ``mime`` names.
+
+    Raises:
+        TypeError / ValueError: naming the field that is wrong (``data``: the bytes).
+    """
+    from ..media.images import MAX_IMAGE_BYTES
+
+    if type(item) is not dict:
+        raise TypeError(f"an event must be a JSON object, got {type(item).__name__}")
+    if item.get("kind", "image") != "image":
+        raise _naming(ValueError(f"kind must be 'image' here, got {shown(item.get('kind'))}"), "kind")
+    if "data" in item:
+        raise _naming(ValueError("data travels as the body's bytes, not in the event"), "data")
+    fields = _media_fields({**item, "data": b""}, ImageEvent, _IMAGE_REQUIRED)
+    if len(data) > MAX_IMAGE_BYTES:
+        raise _naming(ValueError(f"{len(data)} bytes is more than the {MAX_IMAGE_BYTES} an image may have"), "data")
+    return _checked_image(fields, data)
+
+
+def _checked_image(fields: dict[str, Any], data: bytes) -> Event:
+    """The image event of ``fields`` with ``data``, its digest and media type checked against the bytes."""
+    from ..media.images import image_mime
+
     fields["data"] = data
     digest = fields["digest"]
     if type(digest) is str and data and hashlib.sha256(data).hexdigest() != digest:

@@ -1,16 +1,25 @@
-"""Ingest bodies: the batches remote producers send (``POST /api/ingest``, ``/ws/ingest``).
+"""Ingest bodies: the batches remote producers send (``POST /api/ingest``, ``/ws/ingest``), and an image
+that travels alone (``POST /api/ingest/image``).
 
-A body is a JSON array of wire events, or ``{"batch_id", "events"}``. It is
-validated completely before anything is taken: all of it, or nothing, with
-a :class:`~runwatch.exceptions.WireError` naming the first bad field
+A batch body is a JSON array of wire events, or ``{"batch_id", "events"}``.
+It is validated completely before anything is taken: all of it, or nothing,
+with a :class:`~runwatch.exceptions.WireError` naming the first bad field
 (``events[3].values.loss``). See docs/protocol.md.
+
+An image body (:data:`IMAGE_BODY_TYPE`) carries one image with its raw
+PNG/JPEG bytes instead of base64 in JSON, for an image too large for a batch
+(a batch body is bounded by the server's ``max_body_bytes``, 1 MiB by
+default; this route by ``max_image_body_bytes``): one line of JSON,
+``{"batch_id": ..., "event": <the image's wire form without data>}``, a
+newline (``\n``), then the bytes. It is a batch of one event to the server:
+the same batch key, digest and answers as ``POST /api/ingest``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -18,9 +27,27 @@ from .._payload import shown
 from ..events import LEVELS, MAX_TIMESTAMP, check_storable
 from ..exceptions import WireError
 from .documents import loads_json
-from .events import event_from_wire
+from .events import event_from_wire, event_to_wire, image_from_wire
 
-__all__ = ["INGEST_BODY_SCHEMA", "IngestBody", "check_batch_id", "content_digest", "parse_ingest_body"]
+__all__ = [
+    "IMAGE_BODY_TYPE",
+    "IMAGE_INGEST_PATH",
+    "INGEST_BODY_SCHEMA",
+    "MAX_IMAGE_HEADER_BYTES",
+    "IngestBody",
+    "check_batch_id",
+    "content_digest",
+    "image_body",
+    "parse_image_body",
+    "parse_ingest_body",
+]
+
+#: Where an image travels alone, with its raw bytes.
+IMAGE_INGEST_PATH: Final = "/api/ingest/image"
+#: The Content-Type of an image body (see the module docs).
+IMAGE_BODY_TYPE: Final = "application/vnd.runwatch.image"
+#: The longest JSON line before an image body's bytes.
+MAX_IMAGE_HEADER_BYTES: Final = 64 << 10
 
 
 def content_digest(document: Any) -> str:
@@ -222,3 +249,44 @@ def parse_ingest_body(body: bytes, max_events: int) -> IngestBody:
             raise WireError(422, f"{path}: {exc}", path) from None
     # Valid events nest at most ~70 levels: the digest's serialisation (up to 254) cannot fail.
     return IngestBody(events, batch_id, content_digest(items))
+
+
+def image_body(batch_id: str | None, image: Any) -> bytes:
+    """The ``POST /api/ingest/image`` body of an :class:`~runwatch.events.ImageEvent` (see the module docs)."""
+    header = orjson.dumps({"batch_id": batch_id, "event": event_to_wire(image)})
+    return b"".join((header, b"\n", image.data))
+
+
+def parse_image_body(body: bytes) -> IngestBody:
+    """Validate an image body (see the module docs): a batch of that one image.
+
+    Raises:
+        WireError: 400 for a body without its JSON line, 422 naming the bad
+            field (``event.digest``; ``event.data`` for the bytes).
+    """
+    end = body.find(b"\n", 0, MAX_IMAGE_HEADER_BYTES + 1)
+    if end < 0:
+        raise WireError(
+            400, f"an image body starts with one line of JSON (at most {MAX_IMAGE_HEADER_BYTES} bytes) and a newline"
+        )
+    try:
+        document = loads_json(body[:end])
+    except orjson.JSONDecodeError as exc:
+        raise WireError(400, f"malformed JSON in the image body's first line: {exc}") from None
+    if not isinstance(document, dict):
+        raise WireError(422, "the image body's first line must be an object {batch_id, event}")
+    unknown = [key for key in document if key not in ("batch_id", "event")]
+    if unknown:
+        raise WireError(422, f"unknown field {shown(unknown[0])}", unknown[0][:200])
+    batch_id = check_batch_id(document.get("batch_id"))
+    item = document.get("event")
+    if isinstance(item, dict) and "timestamp" not in item:
+        item = {**item, "timestamp": time.time()}
+    try:
+        event = image_from_wire(item, body[end + 1 :])
+    except (TypeError, ValueError) as exc:
+        field = getattr(exc, "field", None)
+        path = f"event.{field}" if field else "event"
+        raise WireError(422, f"{path}: {exc}", path) from None
+    # The digest names the content: the image's own SHA-256 is in its wire form.
+    return IngestBody([event], batch_id, content_digest([item]))
