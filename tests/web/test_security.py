@@ -26,7 +26,9 @@ import runwatch.monitor
 from runwatch.config import MonitorConfig
 from runwatch.monitor import WebMonitor
 from runwatch.web.app import STATIC_DIR
+from runwatch.media.images import MAX_IMAGE_BYTES
 from runwatch.web.security import LOOPBACK_HOSTS, SecurityPolicy
+from runwatch.wire.ingest import IMAGE_BODY_TYPE, IMAGE_INGEST_PATH
 from runwatch.web.server import WebSettings
 
 TOKEN = "secret-token-123"
@@ -463,6 +465,50 @@ def test_writes_with_token_still_need_application_json(token_server: Server) -> 
             headers={"content-type": "application/x-www-form-urlencoded", "Authorization": f"Bearer {TOKEN}"},
         )
     assert response.status_code == 415
+
+
+# -- the image route's own type and bound ------------------------------------------------------------------
+
+
+def test_the_image_route_takes_only_image_bodies_and_json_routes_never_take_them(open_server: Server) -> None:
+    """POST /api/ingest/image refuses JSON (415), and a 2 MiB body typed as an image is refused unread (415) on
+    every other route, so the image route's larger bound opens nothing else."""
+    big = b"{}\n" + b"x" * (2 * 1024 * 1024)
+    with open_server.client() as client:
+        as_json = client.post(IMAGE_INGEST_PATH, content=b"[]", headers={"content-type": "application/json"})
+        as_image = client.post(
+            IMAGE_INGEST_PATH, content=big[:1000], headers={"content-type": IMAGE_BODY_TYPE}
+        )  # read and parsed: answered by the route
+        elsewhere = [
+            client.post(path, content=big, headers={"content-type": IMAGE_BODY_TYPE}).status_code
+            for path in ("/api/ingest", "/api/sessions", "/api/sessions/x/batch", "/api/runs/sec-run/annotations")
+        ]
+    assert as_json.status_code == 415 and IMAGE_BODY_TYPE in as_json.json()["error"]["message"]
+    assert as_image.status_code == 422
+    assert elsewhere == [415, 413, 415, 415]  # datacat's /api/sessions takes any type, within 1 MiB
+
+
+def test_an_image_body_past_max_image_body_bytes_is_413_declared_or_streamed(open_server: Server) -> None:
+    """The image route reads at most max_image_body_bytes: past it, 413 whether the length is announced or the
+    body streams in chunks."""
+    limit = SecurityPolicy().max_image_body_bytes
+    assert limit == MAX_IMAGE_BYTES + (64 << 10) + 1 and limit > SecurityPolicy().max_body_bytes
+    chunk = b"x" * (1 << 20)
+
+    def streamed() -> Iterator[bytes]:
+        for _ in range(limit // len(chunk) + 2):
+            yield chunk
+
+    declared = raw_request(
+        open_server.port,
+        IMAGE_INGEST_PATH.encode(),
+        method=b"POST",
+        headers={"Content-Type": IMAGE_BODY_TYPE, "Content-Length": str(limit + 1)},
+    )
+    with open_server.client() as client:
+        chunked = client.post(IMAGE_INGEST_PATH, content=streamed(), headers={"content-type": IMAGE_BODY_TYPE})
+    assert declared.status == 413 and str(limit).encode() in declared.body
+    assert chunked.status_code == 413
 
 
 # -- static files -----------------------------------------------------------------------------------------
