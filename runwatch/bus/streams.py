@@ -11,6 +11,10 @@
 ``runwatch_leases``        key-value bucket: partition leases (key ``p<n>``, value the worker's
                            name); its TTL frees the leases of a worker that died
 ``runwatch_workers``       key-value bucket: a key per live worker, refreshed while it runs
+``runwatch_media``         object store: the bytes of the images of messages not yet stored (a
+                           message names its images' objects; the worker that stored it removes
+                           them); file storage, no byte bound of its own: it holds what the ingest
+                           streams' backlog (bounded by their ``max_bytes``) refers to
 =========================  ==========================================================================
 
 Serve nodes and workers all call :func:`ensure_bus`; whoever comes first
@@ -21,6 +25,7 @@ silent reconfiguration.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any, Final
@@ -31,6 +36,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
     KeyValueConfig,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -43,6 +49,7 @@ from ..wire.bus import INGEST_PREFIX, LIVE_PREFIX
 __all__ = [
     "LEASES_BUCKET",
     "LIVE_STREAM",
+    "MEDIA_BUCKET",
     "WORKERS_BUCKET",
     "BusLayout",
     "connect",
@@ -55,6 +62,7 @@ logger = logging.getLogger("runwatch.bus")
 LIVE_STREAM: Final = "RUNWATCH_LIVE"
 LEASES_BUCKET: Final = "runwatch_leases"
 WORKERS_BUCKET: Final = "runwatch_workers"
+MEDIA_BUCKET: Final = "runwatch_media"
 #: How long JetStream drops a republished message id as a duplicate.
 DUPLICATE_WINDOW_SECONDS: Final = 120.0
 #: How long the live stream keeps events (the horizon of a websocket resume).
@@ -164,9 +172,19 @@ async def ensure_bus(js: JetStreamContext, layout: BusLayout, *, leases: bool = 
             max_msg_size=MAX_MESSAGE_BYTES,
         ),
     )
+    await _ensure_media_bucket(js, layout)
     if leases:
         for bucket in (LEASES_BUCKET, WORKERS_BUCKET):
             await _ensure_bucket(js, bucket, layout)
+
+
+async def _ensure_media_bucket(js: JetStreamContext, layout: BusLayout) -> None:
+    try:
+        await js.object_store(MEDIA_BUCKET)
+    except (NotFoundError, nats.js.errors.BucketNotFoundError):
+        config = ObjectStoreConfig(bucket=MEDIA_BUCKET, storage=StorageType.FILE, replicas=layout.replicas)
+        with contextlib.suppress(BadRequestError):  # created meanwhile by another node
+            await js.create_object_store(MEDIA_BUCKET, config=config)
 
 
 async def _ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:

@@ -12,7 +12,12 @@ message per run on ``runwatch.ingest.<partition>.<run token>``, with
 each message's PubAck — on an R3 stream, a quorum of replicas has it —
 retrying with the same message id while a stream elects a leader, up to
 ``publish_timeout_seconds``; only then does it report the batch's receipt
-committed, so ``/api/ingest`` answers 202 only for persisted batches. A
+committed, so ``/api/ingest`` answers 202 only for persisted batches. The
+bytes of a message's images go first, into the bus's object store
+(``runwatch_media``, chunked: an image of any size fits whatever the
+servers' ``max_payload``), each under a name derived from the message's id
+(:func:`~runwatch.wire.bus.image_blob_name`); the message carries the
+images without their bytes, and is published only once they are stored. A
 batch not persisted in time (or refused: the stream is full) is not
 reported, and its producer gets 503 and retries. The messages of one run go
 out in order; runs in parallel. Then each persisted message is published
@@ -32,7 +37,8 @@ Example (what ``runwatch serve --bus`` builds)::
     partitions = 16
     publish_timeout_seconds = 5
 
-Statistics: ``published_messages``, ``duplicate_messages`` (JetStream had
+Statistics: ``published_messages``, ``stored_images`` (objects put),
+``duplicate_messages`` (JetStream had
 them: a retry), ``publish_retries``, ``failed_batches``, ``live_messages``,
 ``live_failures`` (live messages that could not be handed to the client).
 """
@@ -52,12 +58,12 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NoStreamResponseError, ServiceUnavailableError
 from pydantic import Field
 
-from ..bus.streams import BusLayout, connect, ensure_bus
-from ..events import AlertEvent, IngestReceipt, LogEvent
+from ..bus.streams import MEDIA_BUCKET, BusLayout, connect, ensure_bus
+from ..events import AlertEvent, ImageEvent, IngestReceipt, LogEvent
 from ..pipeline.component import ComponentContext, Sink
 from ..pipeline.component import Options as BaseOptions
 from ..store.encode import LIVENESS_STATUS
-from ..wire.bus import encode_batch, ingest_subject, live_subject, message_id
+from ..wire.bus import encode_batch, image_blob_name, ingest_subject, live_subject, message_id
 
 __all__ = ["BusOptions", "NatsSink", "bus_layout"]
 
@@ -122,10 +128,12 @@ class NatsSink(Sink):
         self.layout = bus_layout(options)
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
+        self._media: Any = None  # the object store of images' bytes
         self._node = uuid.uuid4().hex[:12]  # names this process's own batches (those without a producer's id)
         self._counter = 0
         self._dropped: dict[str, int] = {}
         self.published_messages = 0
+        self.stored_images = 0
         self.duplicate_messages = 0
         self.publish_retries = 0
         self.failed_batches = 0
@@ -139,6 +147,8 @@ class NatsSink(Sink):
         self._client = await connect(self.options.urls, name=f"runwatch {self.id}")
         self._js = self._client.jetstream(timeout=min(2.0, self.options.publish_timeout_seconds))
         await ensure_bus(self._js, self.layout)
+        if self.options.stream == "ingest":
+            self._media = await self._js.object_store(MEDIA_BUCKET)
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
@@ -153,13 +163,16 @@ class NatsSink(Sink):
             await self._publish_live(self._chosen(batch))
             return
         groups = list(self._groups(batch))
-        messages: dict[str, list[tuple[int, str, bytes, str]]] = {}  # run → (group, subject, body, message id)
+        messages: dict[str, list[_Message]] = {}  # run → its messages, in order
         for index, (run_id, batch_id, digest, received_at, events, _) in enumerate(groups):
             for part_run, part in _by_run(events):
                 part_id = batch_id if part_run == run_id else f"{batch_id}\x1f{run_id}"
-                body = encode_batch(part_run, part_id, digest, received_at, part)
+                msg_id = message_id(part_run, part_id, digest)
+                body = encode_batch(part_run, part_id, digest, received_at, part, msg_id=msg_id)
                 subject = ingest_subject(part_run, self.layout.partitions)
-                messages.setdefault(part_run, []).append((index, subject, body, message_id(part_run, part_id, digest)))
+                images = [event.data for event in part if type(event) is ImageEvent]
+                blobs = [(image_blob_name(msg_id, n), data) for n, data in enumerate(images)]
+                messages.setdefault(part_run, []).append((index, subject, body, msg_id, blobs))
         failed: set[int] = set()
         deadline = time.monotonic() + self.options.publish_timeout_seconds
         async with anyio.create_task_group() as tasks:
@@ -175,18 +188,46 @@ class NatsSink(Sink):
         if committed:
             self.context.receipts.committed(committed)
         for run_id, run_messages in messages.items():
-            for index, _, body, _ in run_messages:
+            for index, _, body, _, _ in run_messages:
                 if index not in failed:  # the same bytes: every serve node's hub decodes them once
                     await self._publish_live_body(live_subject(run_id), body)
 
-    async def _publish_run(
-        self, run_messages: list[tuple[int, str, bytes, str]], deadline: float, failed: set[int]
-    ) -> None:
-        """Publish one run's messages in order; a message that fails fails the rest of its run too."""
-        for position, (_, subject, body, msg_id) in enumerate(run_messages):
-            if not await self._publish(subject, body, msg_id, deadline):
+    async def _publish_run(self, run_messages: list[_Message], deadline: float, failed: set[int]) -> None:
+        """Publish one run's messages in order (each after its images' bytes); a message that fails fails
+        the rest of its run too."""
+        for position, (_, subject, body, msg_id, blobs) in enumerate(run_messages):
+            if not await self._put_blobs(blobs, deadline) or not await self._publish(subject, body, msg_id, deadline):
                 failed.update(entry[0] for entry in run_messages[position:])
                 return
+
+    async def _put_blobs(self, blobs: list[tuple[str, bytes]], deadline: float) -> bool:
+        """Store a message's images' bytes, in order; whether all are stored."""
+        for name, data in blobs:
+            if not await self._put_blob(name, data, deadline):
+                return False
+        return True
+
+    async def _put_blob(self, name: str, data: bytes, deadline: float) -> bool:
+        """Store an image's bytes in the object store (retried) before ``deadline``; whether they are.
+
+        Putting the same name again (a retried batch) stores the same bytes again: nothing changes.
+        """
+        backoff = _FIRST_BACKOFF_SECONDS
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            try:
+                with anyio.fail_after(left):
+                    await self._media.put(name, data)
+            except (APIError, *_RETRY) as exc:
+                self._failed(exc)
+            else:
+                self.stored_images += 1
+                return True
+            self.publish_retries += 1
+            await anyio.sleep(min(backoff, max(0.0, deadline - time.monotonic())))
+            backoff = min(1.0, backoff * 2)
 
     async def _publish(self, subject: str, body: bytes, msg_id: str, deadline: float) -> bool:
         """One message until JetStream persisted it (retried with its id) or ``deadline``; whether it was."""
@@ -278,6 +319,7 @@ class NatsSink(Sink):
             "stream": self.options.stream,
             "partitions": self.layout.partitions,
             "published_messages": self.published_messages,
+            "stored_images": self.stored_images,
             "duplicate_messages": self.duplicate_messages,
             "publish_retries": self.publish_retries,
             "failed_batches": self.failed_batches,
@@ -285,6 +327,10 @@ class NatsSink(Sink):
             "live_failures": self.live_failures,
             "last_error": self.last_error,
         }
+
+
+#: A message to publish: its group's index in the batch, subject, body, message id, and its images' objects.
+_Message = tuple[int, str, bytes, str, list[tuple[str, bytes]]]
 
 
 def _by_run(events: list[Any]) -> list[tuple[str, list[Any]]]:

@@ -38,7 +38,13 @@ with its sequence (the cursor of websocket resumes); offers the hub
 Statistics: ``partitions`` (owned: token, committed sequence, in flight,
 pending in the stream), ``fetched_messages``, ``skipped_messages``
 (committed already or in flight), ``acknowledged_messages``,
-``invalid_messages``, ``leases_taken``, ``leases_lost``, ``leases_released``.
+``invalid_messages``, ``leases_taken``, ``leases_lost``, ``leases_released``,
+``fetched_images`` (image bytes read from the object store, where the serve
+node put them: see :mod:`runwatch.sinks.nats`), ``missing_images`` (images
+whose object was gone, or held other bytes: the batch is stored without
+them, counted, logged). A message's objects are removed once the message is
+acknowledged. The live feed carries no image (its bytes are in no message):
+subscribers see an image once it is stored.
 """
 
 from __future__ import annotations
@@ -64,11 +70,13 @@ from nats.js.errors import (
     KeyWrongLastSequenceError,
     NoKeysError,
     NotFoundError,
+    ObjectDeletedError,
+    ObjectNotFoundError,
 )
 from pydantic import Field
 
 from ..bus.partitions import Owned, Ownership
-from ..bus.streams import LEASES_BUCKET, LIVE_STREAM, WORKERS_BUCKET, connect, ensure_bus
+from ..bus.streams import LEASES_BUCKET, LIVE_STREAM, MEDIA_BUCKET, WORKERS_BUCKET, connect, ensure_bus
 from ..events import IngestReceipt
 from ..exceptions import ConfigError, WireError
 from ..pipeline.component import ComponentContext, Source
@@ -78,7 +86,14 @@ from ..sinks.postgres import FENCES
 from ..sinks.websocket import LIVE_FEED, LIVE_HUB
 from ..stages.liveness import RUN_OWNERSHIP
 from ..store.postgres.writer import Fence
-from ..wire.bus import LIVE_PREFIX, decode_batch, partition_of
+from ..wire.bus import (
+    LIVE_PREFIX,
+    PendingImage,
+    decode_batch,
+    image_blob_names,
+    partition_of,
+    with_image_bytes,
+)
 
 __all__ = ["NatsSource"]
 
@@ -133,6 +148,10 @@ class NatsSource(Source):
         self.ownership = Ownership(self.layout.partitions, self.name)
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
+        self._media: Any = None  # the object store of images' bytes
+        self._blobs_of: dict[str, list[str]] = {}  # a delivered message (its reply subject) → its images' objects
+        self.fetched_images = 0
+        self.missing_images = 0
         self._leases: Any = None
         self._workers: Any = None
         self._to_ack: list[Msg] = []
@@ -177,6 +196,7 @@ class NatsSource(Source):
             leasing = self._client.jetstream(timeout=min(5.0, self.layout.lease_ttl_seconds / 4))
             self._leases = await leasing.key_value(LEASES_BUCKET)
             self._workers = await leasing.key_value(WORKERS_BUCKET)
+            self._media = await self._js.object_store(MEDIA_BUCKET)
 
     async def run(self, stopping: anyio.Event) -> None:
         if self.options.stream == "live":
@@ -405,9 +425,50 @@ class NatsSource(Source):
             if seq <= owned.committed_seq:
                 await message.ack()  # stored already: an acknowledgement that was lost
             return
+        names = image_blob_names(batch)
+        if names:
+            blobs = await self._fetch_images(owned, names)
+            if blobs is None:
+                return  # the partition was lost meanwhile: the next owner gets the message again
+            batch, missing = with_image_bytes(batch, blobs)
+            self.fetched_images += len(blobs)
+            if missing:
+                self.missing_images += missing
+                logger.error(
+                    "runwatch: %s: %d image(s) of batch %r of run %r have no bytes in the object store; stored"
+                    " without them",
+                    self.id,
+                    missing,
+                    batch.batch_id,
+                    batch.run_id,
+                )
+            self._blobs_of[message.reply] = names
         receipt = IngestReceipt(batch.run_id, batch.received_at, batch.batch_id, len(batch.events), batch.digest)
         async with self._send_lock:  # partitions interleave whole batches, never parts of one
             await self.output.send([*batch.events, receipt])
+
+    async def _fetch_images(self, owned: Owned, names: list[str]) -> dict[str, bytes] | None:
+        """The bytes of a message's images by object name (those that exist), retried while the store is
+        away; ``None`` once the partition is no longer this worker's."""
+        blobs: dict[str, bytes] = {}
+        backoff = 0.05
+        for name in names:
+            while True:
+                if self.ownership.owned.get(owned.partition) is not owned:
+                    return None
+                try:
+                    result = await self._media.get(name)
+                except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
+                    break  # gone: counted by the caller
+                except _TRANSIENT as exc:
+                    self._trouble(exc)
+                    await anyio.sleep(backoff)
+                    backoff = min(1.0, backoff * 2)
+                    continue
+                if result.data:
+                    blobs[name] = result.data
+                break
+        return blobs
 
     def _receipts_committed(self, keys: list[tuple[str, str]]) -> None:
         done = self.ownership.committed(keys)
@@ -431,6 +492,13 @@ class NatsSource(Source):
                 self._trouble(exc)
                 continue
             self.acknowledged_messages += 1
+            for name in self._blobs_of.pop(message.reply, ()):
+                try:  # stored: the bytes are the store's now (a leftover object only takes space)
+                    await self._media.delete(name)
+                except (ObjectNotFoundError, ObjectDeletedError, NotFoundError):
+                    pass
+                except _TRANSIENT as exc:
+                    self._trouble(exc)
 
     # -- what the store sink and the liveness stage ask ----------------------------------------------
 
@@ -507,7 +575,8 @@ class NatsSource(Source):
             self.last_error = f"invalid live message on {message.subject}: {exc}"
             return
         self.live_messages += 1
-        hub.feed(batch.events, message.metadata.sequence.stream)
+        events = [event for event in batch.events if type(event) is not PendingImage]  # no bytes: not live
+        hub.feed(events, message.metadata.sequence.stream)
 
     async def read_range(self, after: int, through: int) -> list[Any] | None:
         """The live stream's events after ``after`` up to ``through`` (see
@@ -530,7 +599,7 @@ class NatsSource(Source):
                     if seq > through:
                         break
                     with contextlib.suppress(WireError):
-                        events.extend(decode_batch(message.data).events)
+                        events.extend(e for e in decode_batch(message.data).events if type(e) is not PendingImage)
                     if seq >= through:
                         break
         except TimeoutError:
@@ -553,6 +622,8 @@ class NatsSource(Source):
             "skipped_messages": self.skipped_messages,
             "acknowledged_messages": self.acknowledged_messages,
             "invalid_messages": self.invalid_messages,
+            "fetched_images": self.fetched_images,
+            "missing_images": self.missing_images,
             "last_error": self.last_error,
         }
         if self.options.stream == "live":

@@ -18,6 +18,14 @@ in the batch's order. Columns are 2.3× smaller than one object per event
 and decode 4× faster (docs/scale.md, *Measured*); zlib shrinks them 2.6× more
 for a fraction of a millisecond.
 
+**Images.** An image's bytes never travel in a message (a JetStream message
+is bounded by the servers' ``max_payload``, 1 MiB by default; an image may
+have 32 MiB): the serve node puts them in the bus's object store (which
+cuts them in chunks) under :func:`image_blob_name`, and the image's item is
+its wire form without ``data`` and with ``"blob": <name>``. Decoding gives
+a :class:`PendingImage` in the image's place; :func:`with_image_bytes`
+replaces it by the image once the bytes are fetched.
+
 **Subjects.** A run id may hold any character, and a subject token may not
 hold ``.``, ``*``, ``>`` or white space, so a subject names a run by
 :func:`run_token` (the first 16 hex digits of BLAKE2b of its id); the run id
@@ -39,21 +47,25 @@ from typing import Any, Final, NamedTuple
 
 import orjson
 
-from ..events import Metric
+from ..events import ImageEvent, Metric
 from ..exceptions import WireError
 from .documents import json_number
-from .events import event_from_dict, event_to_wire
+from .events import event_from_dict, event_to_wire, image_from_wire
 
 __all__ = [
     "BUS_FORMAT_VERSION",
     "BusBatch",
+    "PendingImage",
     "decode_batch",
     "encode_batch",
+    "image_blob_name",
+    "image_blob_names",
     "ingest_subject",
     "live_subject",
     "message_id",
     "partition_of",
     "run_token",
+    "with_image_bytes",
 ]
 
 #: The ``v`` of a body this code writes and reads.
@@ -84,6 +96,54 @@ class BusBatch(NamedTuple):
     events: list[Any]
 
 
+class PendingImage(NamedTuple):
+    """An image of a decoded message whose bytes are in the object store under ``blob``.
+
+    Attributes:
+        run_id: its run.
+        item: its wire form (without ``data``).
+        blob: the object's name.
+    """
+
+    run_id: str
+    item: dict[str, Any]
+    blob: str
+
+
+def image_blob_name(msg_id: str, index: int) -> str:
+    """The object store name of the ``index``-th image (from 0) of the message ``msg_id``.
+
+    Named by the message, not by the content: a worker removes a message's objects once it stored
+    the message, which must never take the bytes of another message of the same content.
+    """
+    return f"{msg_id}.{index}"
+
+
+def image_blob_names(batch: BusBatch) -> list[str]:
+    """The objects a decoded message's images wait for, in order."""
+    return [event.blob for event in batch.events if type(event) is PendingImage]
+
+
+def with_image_bytes(batch: BusBatch, blobs: dict[str, bytes]) -> tuple[BusBatch, int]:
+    """``batch`` with each pending image built from its bytes in ``blobs``; and how many were left out
+    (their objects are gone, or their bytes are not the image's: its digest or media type)."""
+    events: list[Any] = []
+    missing = 0
+    for event in batch.events:
+        if type(event) is not PendingImage:
+            events.append(event)
+            continue
+        data = blobs.get(event.blob)
+        if data is None:
+            missing += 1
+            continue
+        try:
+            events.append(image_from_wire(event.item, data))
+        except (TypeError, ValueError):
+            missing += 1
+    return batch._replace(events=events), missing
+
+
 def run_token(run_id: str) -> str:
     """The subject token of a run: 16 hex digits of BLAKE2b of its id."""
     return hashlib.blake2b(run_id.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
@@ -110,8 +170,15 @@ def message_id(run_id: str, batch_id: str, digest: str) -> str:
     return f"{key}.{digest[:32]}"
 
 
-def encode_batch(run_id: str, batch_id: str, digest: str, received_at: float, events: Iterable[Any]) -> bytes:
+def encode_batch(
+    run_id: str, batch_id: str, digest: str, received_at: float, events: Iterable[Any], *, msg_id: str | None = None
+) -> bytes:
     """The message body of a batch of ``run_id``'s events (see the module docs).
+
+    Args:
+        msg_id: the message's id: its images name their objects by it
+            (:func:`image_blob_name`); ``None``: images are left out (a
+            live-only message, whose bytes no object holds).
 
     Raises:
         ValueError: an event of another run.
@@ -119,9 +186,16 @@ def encode_batch(run_id: str, batch_id: str, digest: str, received_at: float, ev
     items: list[dict[str, Any]] = []
     block: dict[str, Any] | None = None
     block_key: tuple[Any, ...] | None = None
+    images = 0
     for event in events:
         if event.run_id != run_id:
             raise ValueError(f"a bus message holds one run's events: {event.run_id!r} is not {run_id!r}")
+        if type(event) is ImageEvent:
+            block = block_key = None
+            if msg_id is not None:
+                items.append({**event_to_wire(event), "blob": image_blob_name(msg_id, images)})
+                images += 1
+            continue
         if type(event) is not Metric:
             block = block_key = None
             items.append(event_to_wire(event))
@@ -151,7 +225,8 @@ def encode_batch(run_id: str, batch_id: str, digest: str, received_at: float, ev
 
 
 def decode_batch(body: bytes) -> BusBatch:
-    """A message body back to its batch (events built and checked as from the wire).
+    """A message body back to its batch (events built and checked as from the wire; an image as a
+    :class:`PendingImage`: see :func:`with_image_bytes`).
 
     Raises:
         WireError: the body is not a bus message of this version, or an event in it is invalid.
@@ -167,6 +242,10 @@ def decode_batch(body: bytes) -> BusBatch:
         events: list[Any] = []
         for item in document["items"]:
             block = item.get("m")
+            if block is None and "blob" in item:
+                blob = item.pop("blob")
+                events.append(PendingImage(run_id, item, blob if type(blob) is str else str(blob)))
+                continue
             if block is None:
                 events.append(event_from_dict(item))
                 continue
