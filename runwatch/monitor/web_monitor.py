@@ -593,7 +593,7 @@ class WebMonitor(RunReading, MediaLogging):
         commit did not come within ``commit_timeout_seconds``) and ``media``
         (the media thread's: ``queued_jobs``, ``queued_bytes``,
         ``images_encoded``, ``histograms_binned``, ``dropped`` by reason
-        (``rate_limited``, ``queue_full``, ``unreadable``, ``failed``,
+        (``rate_limited``, ``queue_full``, ``unreadable``, ``too_large``, ``failed``,
         ``closed``) and ``cpu_seconds``).
         """
         stats = self._thread.pipeline.statistics()
