@@ -8,7 +8,6 @@ compares the bytes with what the producer logged.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import signal
 import subprocess
@@ -22,7 +21,6 @@ from typing import Any
 import numpy as np
 import orjson
 import pytest
-from PIL import Image
 
 from runwatch.config import MonitorConfig
 from runwatch.events import ImageEvent

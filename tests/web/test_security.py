@@ -24,12 +24,12 @@ from websockets.exceptions import InvalidStatus
 
 import runwatch.monitor
 from runwatch.config import MonitorConfig
+from runwatch.media.images import MAX_IMAGE_BYTES
 from runwatch.monitor import WebMonitor
 from runwatch.web.app import STATIC_DIR
-from runwatch.media.images import MAX_IMAGE_BYTES
 from runwatch.web.security import LOOPBACK_HOSTS, SecurityPolicy
-from runwatch.wire.ingest import IMAGE_BODY_TYPE, IMAGE_INGEST_PATH
 from runwatch.web.server import WebSettings
+from runwatch.wire.ingest import IMAGE_BODY_TYPE, IMAGE_INGEST_PATH
 
 TOKEN = "secret-token-123"
 TIMEOUT = 10

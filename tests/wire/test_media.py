@@ -115,3 +115,35 @@ def test_a_histogram_with_bad_fields_is_refused(change: dict[str, Any], field: s
     with pytest.raises(WireError) as caught:
         through_ingest(wire)
     assert caught.value.status == 422 and caught.value.field == f"events[0].{field}"
+
+
+def test_an_image_body_carries_the_image_raw_and_decodes_to_the_same_event() -> None:
+    """image_body puts the bytes raw after one line of JSON; parse_image_body gives back the same image as a
+    batch of one, its digest that of the line (so a retry of the same image under the same id is a duplicate)."""
+    from runwatch.wire.ingest import image_body, parse_image_body
+
+    event = image_event()
+    body = image_body("b7", event)
+    line, _, raw = body.partition(b"\n")
+    parsed = parse_image_body(body)
+    assert raw == event.data and b"data" not in orjson.loads(line)["event"]
+    assert parsed.events == [event] and parsed.batch_id == "b7"
+    assert parse_image_body(image_body("b7", event)).digest == parsed.digest
+
+
+def test_an_image_crosses_the_bus_by_its_object_name_and_wrong_bytes_are_left_out() -> None:
+    """On the bus an image's item names its object (by message id) instead of carrying bytes: decoded, it waits
+    as a PendingImage; with its bytes it is the image again; bytes that are not its own are left out, counted."""
+    from runwatch.events import Metric
+    from runwatch.wire.bus import PendingImage, decode_batch, encode_batch, image_blob_names, with_image_bytes
+
+    event = image_event()
+    metric = Metric(event.run_id, event.timestamp, {"loss": 1.0}, 1)
+    body = encode_batch(event.run_id, "b1", "d1", 1.0, [metric, event], msg_id="m1")
+    batch = decode_batch(body)
+    assert type(batch.events[1]) is PendingImage and image_blob_names(batch) == ["m1.0"]
+    assert with_image_bytes(batch, {"m1.0": event.data}) == (batch._replace(events=[metric, event]), 0)
+    assert with_image_bytes(batch, {"m1.0": png_bytes()[:-1] + b"\x00"}) == (batch._replace(events=[metric]), 1)
+    assert with_image_bytes(batch, {}) == (batch._replace(events=[metric]), 1)
+    live_only = decode_batch(encode_batch(event.run_id, "b1", "d1", 1.0, [metric, event]))
+    assert live_only.events == [metric]  # no object holds its bytes: left out
