@@ -3,6 +3,9 @@
 Every ``publish_interval_seconds`` (and at every flush barrier) the hub turns
 what arrived into one JSON message per distinct subscription filter —
 serialised once, the same text queued for every subscriber with that filter.
+A window larger than ``max_message_bytes`` (a tick that came late on a busy
+host) goes out as several messages, so no message outgrows what clients
+accept (1 MiB by default in common websocket clients).
 Each subscriber has its own bounded queue; when it is full the oldest
 messages are dropped and counted, the subscriber is told with a
 ``{"type": "lagged", "dropped": N}`` notice, and past ``max_lagged_events``
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import fnmatch
 import functools
+import itertools
 import logging
 import re
 import threading
@@ -358,6 +362,11 @@ class WebsocketHub(Sink):
         max_messages_per_subscriber: a subscriber's queue bound, in messages.
         max_bytes_per_subscriber: a subscriber's queue bound, in bytes of JSON.
         max_lagged_events: events a subscriber may miss before it is closed.
+        max_message_bytes: the largest message sent, in characters of JSON (up to
+            4 bytes each): a larger window goes out as several messages, in order,
+            split only between the bus batches it holds (see ``cursor``). The
+            default keeps every message within the 1 MiB that websocket clients
+            commonly accept; one event larger than this still goes out alone.
         replay_events: how many of the latest events the hub keeps in memory
             for new subscribers that ask to replay them (0: none).
         recent_image_bytes: the bytes of the latest images' contents kept for
@@ -371,6 +380,7 @@ class WebsocketHub(Sink):
         max_messages_per_subscriber: int = Field(256, ge=1)
         max_bytes_per_subscriber: int = Field(8 << 20, ge=1024)
         max_lagged_events: int = Field(1_000_000, ge=1)
+        max_message_bytes: int = Field(256 << 10, ge=1024)
         replay_events: int = Field(1000, ge=0)
         recent_image_bytes: int = Field(32 << 20, ge=0)
 
@@ -423,25 +433,16 @@ class WebsocketHub(Sink):
             return 0
         subscription = subscriber.subscription
         chosen: list[Any] = []
-        for event in reversed(self._recent):
+        sequences: list[int | None] = []
+        for event, seq in zip(reversed(self._recent), reversed(self._recent_cursors), strict=True):
             if subscription._admits(event):
                 chosen.append(event)
+                sequences.append(seq)
                 if len(chosen) == count:
                     break
         chosen.reverse()
-        kept_cursor = self._kept_cursor()
-        message, sent = _message_for(subscription, chosen, None, kept_cursor)
-        if not sent:
-            return 0
-        try:
-            text = messages.encode(message)
-        except (TypeError, ValueError):  # an unencodable event stays out alone, as in publish()
-            chosen = [event for event in chosen if _encodable(event)]
-            message, sent = _message_for(subscription, chosen, None, kept_cursor)
-            text = messages.encode(message)
-        if sent:
-            subscriber.offer(text, sent)
-        return sent
+        sequences.reverse()
+        return self._offer_events(subscriber, chosen, sequences, self._kept_cursor())
 
     def replay_after(self, subscriber: Subscriber, cursor: int) -> bool:
         """Queue for ``subscriber`` every kept event of the bus after ``cursor`` its filter admits.
@@ -456,14 +457,13 @@ class WebsocketHub(Sink):
         if not cursors or cursors[0] is None or cursors[0] > cursor:
             return False
         chosen = [
-            event
+            (event, seq)
             for event, seq in zip(self._recent, cursors, strict=True)
             if seq is not None and seq > cursor and subscriber.subscription._admits(event)
         ]
         if chosen:
-            message, sent = _message_for(subscriber.subscription, chosen, None, self._kept_cursor())
-            if sent:
-                subscriber.offer(messages.encode(message), sent)
+            events, sequences = zip(*chosen, strict=True)
+            self._offer_events(subscriber, list(events), list(sequences), self._kept_cursor())
         return True
 
     async def wait_cursor(self, cursor: int, timeout: float) -> bool:
@@ -477,20 +477,33 @@ class WebsocketHub(Sink):
 
     def _kept_cursor(self) -> int | None:
         """The bus sequence the kept events reach (what a replay's message covers)."""
-        for seq in reversed(self._recent_cursors):
-            if seq is not None:
-                return seq
-        return None
+        return _last_sequence(self._recent_cursors)
 
     def offer_backlog(self, subscriber: Subscriber, events: list[Any], cursor: int) -> int:
         """Queue for ``subscriber`` events read back from the bus up to ``cursor``; how many its filter admits."""
         chosen = [event for event in events if subscriber.subscription._admits(event)]
-        if not chosen:
+        # The events read back carry no sequence of their own: one unit, never split (its cursor stays exact).
+        return self._offer_events(subscriber, chosen, [cursor] * len(chosen), cursor)
+
+    def _offer_events(
+        self, subscriber: Subscriber, events: list[Any], sequences: list[int | None], cursor: int | None
+    ) -> int:
+        """Queue for ``subscriber`` what its filter admits of ``events`` (bounded messages); how many events.
+
+        An event that cannot be serialised stays out alone, as in :meth:`publish`.
+        """
+        if not events:
             return 0
-        message, sent = _message_for(subscriber.subscription, chosen, None, cursor)
-        if sent:
-            subscriber.offer(messages.encode(message), sent)
-        return sent
+        subscription, limit = subscriber.subscription, self.options.max_message_bytes
+        try:
+            parts = _encoded_messages(subscription, events, None, sequences, cursor, limit)
+        except (TypeError, ValueError):
+            kept = [index for index, event in enumerate(events) if _encodable(event)]
+            events, sequences = [events[i] for i in kept], [sequences[i] for i in kept]
+            parts = _encoded_messages(subscription, events, None, sequences, cursor, limit)
+        for text, count in parts:
+            subscriber.offer(text, count)
+        return sum(count for _, count in parts)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         """Remove a subscriber."""
@@ -507,7 +520,7 @@ class WebsocketHub(Sink):
             return
         if not self._pending and all(subscriber.stalled for subscriber in self._subscribers):
             # Nobody reads: count what each one misses now rather than hold the events.
-            kept = self._keep(batch)
+            kept, _ = self._keep(batch)
             self._skip_stalled(kept)
             return
         self._pending.extend(batch)
@@ -521,31 +534,32 @@ class WebsocketHub(Sink):
         self.cursor = cursor
         self._fed.set()
         if not self._subscribers or (not self._pending and all(s.stalled for s in self._subscribers)):
-            kept = self._keep(events, [(0, cursor)])
+            kept, _ = self._keep(events, [(0, cursor)])
             if self._subscribers:
                 self._skip_stalled(kept)
             return
         self._pending_cursors.append((len(self._pending), cursor))
         self._pending.extend(events)
 
-    def _keep(self, batch: list[Any], cursors: Sequence[tuple[int, int]] = ()) -> list[Any]:
-        """Remember ``batch``'s events for replay; returns them (receipts are internal, never kept).
+    def _keep(self, batch: list[Any], cursors: Sequence[tuple[int, int]] = ()) -> tuple[list[Any], list[int | None]]:
+        """Remember ``batch``'s events for replay; returns them and their bus sequences (receipts: never kept).
 
         An image's bytes go to the recent images, not into the replay buffer.
         ``cursors``: where fed batches start in ``batch`` and their bus sequences
         (events before the first came from the pipeline: no sequence).
         """
-        sequences = _event_cursors(len(batch), cursors)
         events = []
-        for event, seq in zip(batch, sequences, strict=True):
+        sequences: list[int | None] = []
+        for event, seq in zip(batch, _event_cursors(len(batch), cursors), strict=True):
             if event.kind != "receipt":
                 if type(event) is ImageEvent:
                     self._images.put(event.digest, event.mime, event.data)
                     event = event._replace(data=b"")  # the wire form has no bytes either
                 events.append(event)
-                self._recent_cursors.append(seq)
+                sequences.append(seq)
         self._recent.extend(events)
-        return events
+        self._recent_cursors.extend(sequences)
+        return events, sequences
 
     def recent_image(self, digest: str) -> tuple[str, bytes] | None:
         """The media type and bytes of a recent image's content, or ``None`` (safe from any thread)."""
@@ -573,7 +587,7 @@ class WebsocketHub(Sink):
         cursors, self._pending_cursors = self._pending_cursors, []
         if not pending:
             return
-        batch = self._keep(pending, cursors)
+        batch, sequences = self._keep(pending, cursors)
         cursor = cursors[-1][1] if cursors else None
         if not self._subscribers:
             return
@@ -584,11 +598,12 @@ class WebsocketHub(Sink):
         for subscriber in self._subscribers:
             groups.setdefault(subscriber.subscription, []).append(subscriber)
         try:
-            messages = self._messages(groups, batch, cursor)
+            messages = self._messages(groups, batch, sequences, cursor)
         except (TypeError, ValueError):  # orjson.JSONEncodeError is a TypeError
-            kept = [event for event in batch if _encodable(event)]
+            kept = [index for index, event in enumerate(batch) if _encodable(event)]
             self._count_unencodable(len(batch) - len(kept))
-            messages = self._messages(groups, kept, cursor)
+            batch, sequences = [batch[i] for i in kept], [sequences[i] for i in kept]
+            messages = self._messages(groups, batch, sequences, cursor)
         for members, text, count in messages:
             if text is None:  # nobody in this group reads: count what they miss
                 for subscriber in members:
@@ -607,12 +622,17 @@ class WebsocketHub(Sink):
                     self._subscribers.discard(subscriber)
 
     def _messages(
-        self, groups: Mapping[SubscriptionFilter, list[Subscriber]], batch: list[Any], cursor: int | None
+        self,
+        groups: Mapping[SubscriptionFilter, list[Subscriber]],
+        batch: list[Any],
+        sequences: list[int | None],
+        cursor: int | None,
     ) -> list[tuple[list[Subscriber], str | None, int]]:
-        """Per filter: its members, the message text (``None`` for a group that reads nothing) and its events.
+        """Per message: its filter's members, its text (``None`` for a group that reads nothing) and its events.
 
-        Builds everything before anything is offered, so a serialisation error
-        leaves no subscriber with half a window.
+        A filter's messages come in order (several when its window is larger
+        than ``max_message_bytes``). Builds everything before anything is
+        offered, so a serialisation error leaves no subscriber with half a window.
         """
         wire: list[dict[str, Any]] | None = None  # built once, only if some subscriber wants events
         out: list[tuple[list[Subscriber], str | None, int]] = []
@@ -623,9 +643,10 @@ class WebsocketHub(Sink):
                 continue
             if subscription.format == "events" and wire is None:
                 wire = [event_to_wire(event) for event in batch]
-            message, count = _message_for(subscription, batch, wire, cursor)
-            if count:
-                out.append((members, messages.encode(message), count))
+            for text, count in _encoded_messages(
+                subscription, batch, wire, sequences, cursor, self.options.max_message_bytes
+            ):
+                out.append((members, text, count))
         return out
 
     def _count_unencodable(self, count: int) -> None:
@@ -702,6 +723,72 @@ def _encodable(event: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+def _encoded_messages(
+    subscription: SubscriptionFilter,
+    events: list[Any],
+    wire: list[dict[str, Any]] | None,
+    sequences: Sequence[int | None],
+    cursor: int | None,
+    max_chars: int,
+) -> list[tuple[str, int]]:
+    """The texts carrying what ``subscription`` admits of ``events``, each at most ``max_chars`` long when it can be.
+
+    One message in the common case (serialised once). A longer one is cut
+    into about as many parts as it is too long, and each part again as
+    needed: a window that grew on a late tick must not become a message its
+    clients refuse. Cuts fall only between events of different bus batches
+    (``sequences``, one per event; ``None``: not from the bus), so every part's
+    ``cursor`` is a sequence it covers entirely; the last part carries ``cursor``.
+
+    Returns:
+        (text, events it carries) per non-empty message, in order.
+    """
+    message, count = _message_for(subscription, events, wire, cursor)
+    if not count:
+        return []
+    text = messages.encode(message)
+    if len(text) <= max_chars or count == 1:
+        return [(text, count)]
+    cuts = _cut_points(sequences, -(-len(text) // max_chars))
+    if not cuts:  # one bus batch: its parts could not each carry an exact cursor
+        return [(text, count)]
+    out: list[tuple[str, int]] = []
+    for start, end in itertools.pairwise([0, *cuts, len(events)]):
+        part_cursor = cursor if end == len(events) else _last_sequence(sequences[:end])
+        part_wire = wire[start:end] if wire is not None else None
+        out.extend(
+            _encoded_messages(subscription, events[start:end], part_wire, sequences[start:end], part_cursor, max_chars)
+        )
+    return out
+
+
+def _cut_points(sequences: Sequence[int | None], parts: int) -> list[int]:
+    """Where to cut ``len(sequences)`` events into about ``parts`` equal runs, never inside one bus batch."""
+    count = len(sequences)
+
+    def allowed(index: int) -> bool:
+        before = sequences[index - 1]
+        return before is None or before != sequences[index]
+
+    cuts: set[int] = set()
+    for part in range(1, parts):
+        target = max(1, count * part // parts)
+        found = next((i for i in range(target, count) if allowed(i)), None)
+        if found is None:
+            found = next((i for i in range(target - 1, 0, -1) if allowed(i)), None)
+        if found is not None:
+            cuts.add(found)
+    return sorted(cuts)
+
+
+def _last_sequence(sequences: Sequence[int | None]) -> int | None:
+    """The last bus sequence among ``sequences`` (``None``: none came from the bus)."""
+    for seq in reversed(sequences):
+        if seq is not None:
+            return seq
+    return None
 
 
 def _message_for(

@@ -324,6 +324,67 @@ async def test_an_unencodable_event_is_dropped_alone_and_its_window_still_goes_o
     assert (message["events"] if format == "events" else rows_of_columns(message))[0]["timestamp"] == 4.0
 
 
+async def drain(subscriber: Subscriber) -> list[str]:
+    """Every message queued for ``subscriber`` now, in order."""
+    texts = []
+    while subscriber.queued_messages:
+        texts.append(await subscriber.next_message())
+    return texts
+
+
+def rows_of(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """The wire forms a ``batch`` or ``columns`` message carries."""
+    return message["events"] if message["type"] == "batch" else rows_of_columns(message)
+
+
+def wide_metrics(count: int, run_id: str = "big") -> list[Metric]:
+    """``count`` metric events of 20 values each (about 600 characters of JSON apiece)."""
+    return [Metric(run_id, float(i), {f"value_{j:02d}": i + j / 7 for j in range(20)}, step=i) for i in range(count)]
+
+
+@pytest.mark.parametrize("format", [pytest.param("events", id="events"), pytest.param("columns", id="columns")])
+async def test_a_window_larger_than_max_message_bytes_goes_out_as_several_bounded_messages(format: str) -> None:
+    """A publication window past the message bound is cut into messages within it that carry every event in order."""
+    hub = WebsocketHub("live", WebsocketHub.Options(max_message_bytes=8192), ComponentContext())
+    subscriber = hub.subscribe(SubscriptionFilter(format=format))
+    window = wide_metrics(200)  # about 120,000 characters as one message
+    await hub.write(window)
+    hub.publish()
+    texts = await drain(subscriber)
+    assert len(texts) > 10
+    assert all(len(text) <= 8192 for text in texts)
+    assert [row for text in texts for row in rows_of(json.loads(text))] == [event_to_wire(e) for e in window]
+    assert subscriber.dropped_events == 0
+    assert hub.statistics()["published_events"] == 200
+
+
+async def test_a_large_bus_window_is_cut_only_between_bus_batches() -> None:
+    """Each part of a split window holds whole bus batches and carries the cursor of its last one."""
+    hub = WebsocketHub("live", WebsocketHub.Options(max_message_bytes=8192), ComponentContext())
+    subscriber = hub.subscribe(SubscriptionFilter())
+    batches = {seq: wide_metrics(30, run_id=f"bus-{seq}") for seq in range(1, 9)}  # ~18,000 characters each
+    for seq, events in batches.items():
+        hub.feed(events, seq)
+    hub.publish()
+    messages = [json.loads(text) for text in await drain(subscriber)]
+    assert len(messages) == 8  # no two batches fit in one message, and no batch is cut
+    for seq, message in enumerate(messages, start=1):
+        assert message["cursor"] == seq
+        assert message["events"] == [event_to_wire(e) for e in batches[seq]]
+
+
+async def test_a_large_replay_goes_out_as_bounded_messages() -> None:
+    """``?replay=N`` of more events than one message may hold arrives as several bounded messages, in order."""
+    hub = WebsocketHub("live", WebsocketHub.Options(max_message_bytes=8192), ComponentContext())
+    kept = wide_metrics(150)
+    await hub.write(kept)  # nobody subscribed yet: kept for replay
+    subscriber = hub.subscribe(SubscriptionFilter())
+    assert hub.replay(subscriber, 100) == 100
+    texts = await drain(subscriber)
+    assert len(texts) > 1 and all(len(text) <= 8192 for text in texts)
+    assert [row for text in texts for row in rows_of(json.loads(text))] == [event_to_wire(e) for e in kept[50:]]
+
+
 async def test_subscriber_waits_for_an_offer() -> None:
     """next_message blocks on an empty queue and wakes when a message is offered."""
     subscriber = Subscriber(SubscriptionFilter(), max_messages=2, max_lagged_events=10)
@@ -445,6 +506,33 @@ async def collect_until(ws: ClientConnection, done: Callable[[Event], bool], tim
 def is_log(event_type: str) -> Callable[[Event], bool]:
     """A predicate for the log event of the given type."""
     return lambda event: event["kind"] == "log" and event["type"] == event_type
+
+
+async def test_a_window_past_a_clients_message_limit_still_reaches_it_whole(tmp_path: Path) -> None:
+    """A window of megabytes (a late tick) reaches a client with the common 1 MiB message limit, all of it, in order."""
+    monitor = await call(lambda: new_monitor(tmp_path, {"publish_interval_seconds": 5}))
+    try:
+        await call(lambda: monitor.start_training(run_id="wide"))
+        values = {f"value_{j:02d}": j / 7 for j in range(60)}  # about 2 KB of JSON per event
+        async with connect(ws_url(monitor, "/ws?runs=wide&kinds=metric"), open_timeout=TIMEOUT) as ws:
+            assert ws.protocol.max_message_size == 1 << 20  # the websockets client's default
+            await receive_json(ws)
+
+            def log_and_flush() -> None:
+                for i in range(1500):  # about 3 MB in one window: ticks are 5 s apart
+                    monitor.update_metrics({"seq": float(i), **values})
+                monitor.flush(timeout=TIMEOUT)
+
+            await call(log_and_flush)
+            seqs: list[int] = []
+            with anyio.fail_after(TIMEOUT):
+                while len(seqs) < 1500:
+                    message = await receive_json(ws)
+                    assert message["type"] == "batch", message
+                    seqs.extend(int(event["values"]["seq"]) for event in message["events"])
+            assert seqs == list(range(1500))
+    finally:
+        await call(monitor.close)
 
 
 async def test_subscribe_by_query_parameters_echoes_the_filter(monitor: WebMonitor) -> None:
