@@ -132,6 +132,13 @@ class Fleet:
         self.processes.append(worker)
         return worker
 
+    def print_outputs(self, lines: int = 60) -> None:
+        """The last ``lines`` of each process's output, on standard output."""
+        for process in self.processes:
+            status = process.process.poll()
+            tail = "\n".join(process.lines[-lines:])
+            sys.stdout.write(f"--- {process.command} (exit status {status}), last {lines} lines:\n{tail}\n")
+
     def stop_all(self) -> None:
         for process in self.processes:
             with contextlib.suppress(Exception):
@@ -144,5 +151,9 @@ def running(store: str, bus_urls: list[str], data_dir: Path, *, partitions: int 
     fleet = Fleet(store, bus_urls, data_dir, partitions=partitions)
     try:
         yield fleet
+    except BaseException:
+        fleet.stop_all()
+        fleet.print_outputs()  # a failed test shows what its processes said (pytest prints captured output)
+        raise
     finally:
         fleet.stop_all()
