@@ -17,6 +17,7 @@ from ..events import LEVELS, HistogramEvent, ImageEvent
 from ..wire import NON_FINITE_FROM_JSON
 from .archive import ArchiveError, ArchiveReader, is_epoch, lines_if_any
 from .export import MEDIA_EXTENSIONS
+from .queries.media import HISTOGRAM_FIELDS
 
 __all__ = [
     "CHUNK_ROWS",
@@ -198,7 +199,7 @@ def histogram_events(reader: ArchiveReader, run_id: str) -> Iterator[HistogramEv
         at = f"histograms.jsonl line {number}"
         if not isinstance(line, dict):
             raise ArchiveError(reader.where, f"{at}: expected an object")
-        values = {key: line.get(key) for key in _HISTOGRAM_KEYS}
+        values = {key: line.get(key) for key in HISTOGRAM_FIELDS}
         if type(values["counts"]) is not list:
             raise ArchiveError(reader.where, f"{at}: counts must be a list, got {values['counts']!r}")
         values["counts"] = tuple(values["counts"])
@@ -215,23 +216,6 @@ def histogram_events(reader: ArchiveReader, run_id: str) -> Iterator[HistogramEv
             yield HistogramEvent(run_id, timestamp, **values)  # type: ignore[arg-type]
         except (TypeError, ValueError) as exc:
             raise ArchiveError(reader.where, f"{at}: {exc}") from None
-
-
-_HISTOGRAM_KEYS: Final = (
-    "name",
-    "step",
-    "ts",
-    "size",
-    "nan_count",
-    "posinf_count",
-    "neginf_count",
-    "min",
-    "max",
-    "sum",
-    "low",
-    "high",
-    "counts",
-)
 
 
 def check_counts(

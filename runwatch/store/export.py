@@ -275,21 +275,6 @@ def _metrics_file(frame: Any) -> tuple[str, bytes]:
 #: The file extension of an image content in an archive, by media type.
 MEDIA_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg"}
 _IMAGE_LINE_KEYS = ("name", "step", "ts", "digest", "mime", "width", "height", "caption")
-_HISTOGRAM_LINE_KEYS = (
-    "name",
-    "step",
-    "ts",
-    "size",
-    "nan_count",
-    "posinf_count",
-    "neginf_count",
-    "min",
-    "max",
-    "sum",
-    "low",
-    "high",
-    "counts",
-)
 
 
 def _write_media(connection: sqlite3.Connection, run_id: str, archive: zipfile.ZipFile) -> None:
@@ -323,7 +308,7 @@ def write_media(
         if content is not None:
             # PNG and JPEG are compressed already: stored, not deflated again.
             archive.writestr(f"media/{digest}.{MEDIA_EXTENSIONS[content[0]]}", content[1], zipfile.ZIP_STORED)
-    lines = [_dumps(_wire_numbers({key: row[key] for key in _HISTOGRAM_LINE_KEYS})) + b"\n" for row in histograms]
+    lines = [_dumps(_wire_numbers({key: row[key] for key in media.HISTOGRAM_FIELDS})) + b"\n" for row in histograms]
     archive.writestr("histograms.jsonl", b"".join(lines))
 
 

@@ -33,6 +33,7 @@ __all__ = [
     "Statement",
     "WritePlan",
     "histogram_plan",
+    "histogram_rows",
     "image_plan",
     "run_plan",
     "count_image_bytes",
@@ -216,7 +217,15 @@ def histogram_plan(
     run_pks: Mapping[str, int], events: Iterable[HistogramEvent], outcome: MediaWriteOutcome
 ) -> WritePlan:
     """The statement storing histograms; counts into ``outcome``."""
-    rows = [
+    rows = histogram_rows(run_pks, events)
+    if rows:
+        yield Statement(_INSERT_HISTOGRAMS, rows, many=True)
+    outcome.histograms_stored += len(rows)
+
+
+def histogram_rows(run_pks: Mapping[str, int], events: Iterable[HistogramEvent]) -> list[tuple[Any, ...]]:
+    """Histogram rows in the column order of the table (without ``id``), for every backend's writes."""
+    return [
         (
             run_pks[event.run_id],
             event.name,
@@ -235,9 +244,6 @@ def histogram_plan(
         )
         for event in events
     ]
-    if rows:
-        yield Statement(_INSERT_HISTOGRAMS, rows, many=True)
-    outcome.histograms_stored += len(rows)
 
 
 def insert_histogram_rows(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:

@@ -71,6 +71,7 @@ from ..export import (
     metric_lines,
     write_media,
 )
+from ..media import histogram_rows
 from ..series import SeriesBuilder, group_calls
 from . import media, reads
 from .chunks import PostgresChunkWriter, fetch_series
@@ -83,7 +84,6 @@ from .writer import (
     _STATE_COLUMNS,
     _UPSERT_METRIC_STATS,
     _detail_text,
-    _histogram_records,
     _stats_columns,
 )
 
@@ -350,7 +350,7 @@ async def _import_media(connection: asyncpg.Connection, reader: ArchiveReader, r
         )
     for events in chunks_of(histogram_events(reader, run_id)):
         await connection.copy_records_to_table(
-            "histograms", records=_histogram_records({run_id: pk}, events), columns=_HISTOGRAM_COLUMNS
+            "histograms", records=histogram_rows({run_id: pk}, events), columns=_HISTOGRAM_COLUMNS
         )
 
 

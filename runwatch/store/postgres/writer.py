@@ -59,12 +59,13 @@ import anyio
 import asyncpg
 import orjson
 
-from ...events import HistogramEvent, ImageEvent, IngestReceipt
+from ...events import ImageEvent, IngestReceipt
 from ...exceptions import StoreUnavailable
 from ..base import StoreWriter
 from ..encode import BatchEncoder, EncodedBatch, dumps, metric_stats, runs_with_state_patches
 from ..ledger import CommitLedger, LedgerEntry
-from ..media import MediaWriteOutcome
+from ..media import MediaWriteOutcome, histogram_rows
+from ..queries.media import HISTOGRAM_FIELDS
 from ..series import BuilderSavepoint, ChunkWrites, SeriesBuilder, group_calls
 from .chunks import PostgresChunkWriter, adopt_open_chunks
 from .connection import connect, redact_dsn, store_trouble
@@ -169,22 +170,7 @@ RETURNING scope, batch_id
 _EVENT_COLUMNS: Final = ("id", "run", "ts", "kind", "type", "level", "data", "detail")
 _STATE_COLUMNS: Final = ("id", "run", "ts", "patch", "detail")
 _IMAGE_COLUMNS: Final = ("run", "name", "step", "ts", "digest", "width", "height", "caption")
-_HISTOGRAM_COLUMNS: Final = (
-    "run",
-    "name",
-    "step",
-    "ts",
-    "size",
-    "nan_count",
-    "posinf_count",
-    "neginf_count",
-    "min",
-    "max",
-    "sum",
-    "low",
-    "high",
-    "counts",
-)
+_HISTOGRAM_COLUMNS: Final = ("run", *HISTOGRAM_FIELDS)
 _FLOAT_OF: Final = {"inf": float("inf"), "-inf": float("-inf")}
 
 
@@ -503,7 +489,7 @@ class PostgresWriter(StoreWriter):
             await self._write_images(connection, encoded.images, outcome)
         if encoded.histograms:
             await connection.copy_records_to_table(
-                "histograms", records=_histogram_records(self._run_ids, encoded.histograms), columns=_HISTOGRAM_COLUMNS
+                "histograms", records=histogram_rows(self._run_ids, encoded.histograms), columns=_HISTOGRAM_COLUMNS
             )
             outcome.histograms_stored += len(encoded.histograms)
         return outcome
@@ -617,28 +603,6 @@ class PostgresWriter(StoreWriter):
 def _detail_text(detail: Any) -> str | None:
     """An event's detail as stored: JSON text, or ``None`` for runwatch's own events."""
     return None if detail is None else orjson.dumps(detail).decode()
-
-
-def _histogram_records(run_ids: dict[str, int], events: list[HistogramEvent]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            run_ids[event.run_id],
-            event.name,
-            event.step,
-            event.timestamp,
-            event.size,
-            event.nan_count,
-            event.posinf_count,
-            event.neginf_count,
-            event.min,
-            event.max,
-            event.sum,
-            event.low,
-            event.high,
-            orjson.dumps(event.counts).decode(),
-        )
-        for event in events
-    ]
 
 
 def _float(value: Any) -> float | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HISTOGRAM_COLUMNS",
+    "HISTOGRAM_FIELDS",
     "IMAGE_SELECT",
     "IMAGE_COLUMNS",
     "has_media_tables",
@@ -46,9 +47,8 @@ IMAGE_SELECT: Final = (
     " FROM images AS i JOIN media_blobs AS b ON b.digest = i.digest"
 )
 
-#: The columns of a histogram row, in the order every backend selects them.
-HISTOGRAM_COLUMNS: Final = (
-    "id",
+#: The fields of a stored histogram, in the order every backend writes, selects and archives them.
+HISTOGRAM_FIELDS: Final = (
     "name",
     "step",
     "ts",
@@ -63,6 +63,9 @@ HISTOGRAM_COLUMNS: Final = (
     "high",
     "counts",
 )
+
+#: The columns of a histogram row, in the order every backend selects them.
+HISTOGRAM_COLUMNS: Final = ("id", *HISTOGRAM_FIELDS)
 
 
 def has_media_tables(conn: sqlite3.Connection) -> bool:
