@@ -28,28 +28,21 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from ..exceptions import StoreError, StoreUnavailable
-from . import backup, connections, downsample, export, lifecycle, queries, replay
+from . import backup, connections, downsample, export, lifecycle, queries
 from .base import (
-    ChartAxis,
-    ChartSeries,
     MaintenancePass,
     RunActivity,
-    RunPage,
-    Series,
-    SeriesAxis,
     SeriesSummary,
-    Store,
     StoreTail,
     StoreWriter,
     TimeLike,
 )
-from .chart import chart
-from .chunk_reads import read_series, read_summaries
+from .chunk_reads import read_summaries
 from .chunk_schema import CHUNK_VERSION
 from .queries import datacat as datacat_queries
 from .queries import media as media_queries
@@ -59,9 +52,7 @@ from .queries import snapshots as snapshot_queries
 from .queries.annotations import has_annotations, set_run_annotations
 from .queries.common import read_snapshot
 from .schema import SCHEMA_VERSION, current_version, migrate, prepare_database
-
-if TYPE_CHECKING:
-    import pandas as pd
+from .shared_reads import ChunkReadMethods
 
 __all__ = ["SQLiteStore"]
 
@@ -71,7 +62,7 @@ _T = TypeVar("_T")
 _MAX_PAUSE_SECONDS: Final = lifecycle.MAX_PAUSE_SECONDS
 
 
-class SQLiteStore(Store):
+class SQLiteStore(ChunkReadMethods):
     """A runwatch store in one SQLite file (see the module docs).
 
     Args:
@@ -231,12 +222,6 @@ class SQLiteStore(Store):
     def has_run(self, run_id: str) -> bool:
         return self._read_if_exists(False, run_queries.has_run, run_id)
 
-    def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
-        return self._read_metrics(replay.run_rows, run_id, stream, start, limit)
-
-    def stored_row_count(self, run_id: str) -> int:
-        return self._read_metrics(replay.run_row_count, run_id)
-
     def live_writers(self) -> list[dict[str, Any]]:
         return self._read_if_exists([], run_queries.live_writers)
 
@@ -294,74 +279,10 @@ class SQLiteStore(Store):
     ) -> list[dict[str, Any]]:
         return self._read(queries.alerts, run_id=run_id, severity=severity, states=states)
 
-    # -- metrics -----------------------------------------------------------------------------
-
-    def run_metrics(
-        self,
-        run_id: str,
-        metric_names: Iterable[str] | None = None,
-        start_time: TimeLike | None = None,
-        end_time: TimeLike | None = None,
-        *,
-        align: str = "call",
-    ) -> pd.DataFrame:
-        return self._read_metrics(queries.run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
-
-    def metric_calls(
-        self,
-        run_id: str,
-        metric_names: Iterable[str] | None = None,
-        start_time: TimeLike | None = None,
-        end_time: TimeLike | None = None,
-        *,
-        after_row: int | None = None,
-        limit: int = 20_000,
-    ) -> dict[str, Any]:
-        return self._read_metrics(
-            queries.metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
-        )
-
-    def read_series(
-        self,
-        run_id: str,
-        names: Sequence[str] | None = None,
-        *,
-        start: float | None = None,
-        end: float | None = None,
-        by: SeriesAxis = "seq",
-        columns: Collection[str] = ("seq", "step", "time", "value"),
-    ) -> dict[str, Series]:
-        return self._read_metrics(read_series, run_id, names, start=start, end=end, by=by, columns=columns)
+    # -- metrics (the chunk reads: ChunkReadMethods) ---------------------------------------
 
     def read_summaries(self, run_id: str, names: Sequence[str] | None = None) -> dict[str, SeriesSummary]:
         return self._read_metrics(read_summaries, run_id, names)
-
-    def chart(
-        self,
-        run_ids: Sequence[str],
-        names: Sequence[str],
-        *,
-        x: ChartAxis = "step",
-        buckets: int = 1000,
-        start: float | None = None,
-        end: float | None = None,
-        finite: bool = False,
-    ) -> dict[tuple[str, str], ChartSeries]:
-        return self._read_metrics(chart, run_ids, names, x=x, buckets=buckets, start=start, end=end, finite=finite)
-
-    def runs_metrics(
-        self,
-        run_ids: Sequence[str],
-        metric_names: Iterable[str] | None = None,
-        *,
-        x: ChartAxis = "step",
-        x_min: float | None = None,
-        x_max: float | None = None,
-    ) -> dict[str, dict[str, dict[str, Any]]]:
-        return self._read_metrics(queries.runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max)
-
-    def runs_metrics_frame(self, run_ids: Sequence[str], metric_names: Iterable[str] | None = None) -> pd.DataFrame:
-        return self._read_metrics(queries.runs_metric_frame, run_ids, metric_names)
 
     # -- what people say about runs ----------------------------------------------------------
 

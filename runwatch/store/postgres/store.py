@@ -16,27 +16,22 @@ on an event loop thread that asyncpg would need.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ...exceptions import StoreUnavailable
 from ..base import (
-    ChartAxis,
-    ChartSeries,
     MaintenancePass,
     RunActivity,
-    RunPage,
-    Series,
-    SeriesAxis,
     SeriesSummary,
-    Store,
     StoreTail,
     StoreWriter,
     TimeLike,
 )
 from ..lifecycle import DEFAULT_BATCH_ROWS, check_cutoff
 from ..queries.common import check_run_id
+from ..shared_reads import ChunkReadMethods
 from . import compare, maintenance, media, partitions, reads, sessions, transfer
 from .blocking import blocking_connection
 from .connection import portal_for, redact_dsn
@@ -44,15 +39,12 @@ from .schema import current_version, migrate
 from .tail import PostgresTail
 from .writer import FenceProvider, PostgresWriter
 
-if TYPE_CHECKING:
-    import pandas as pd
-
 __all__ = ["PostgresStore"]
 
 _T = TypeVar("_T")
 
 
-class PostgresStore(Store):
+class PostgresStore(ChunkReadMethods):
     """A runwatch store in a PostgreSQL database (see the module docs).
 
     Args:
@@ -75,7 +67,7 @@ class PostgresStore(Store):
     def _run(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return self._portal.run(fn, *args, **kwargs)
 
-    def _read_chunks(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+    def _read_metrics(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """One of the shared metric reads (written for a ``sqlite3`` connection) on a held connection."""
         with blocking_connection(self._portal) as connection:
             return fn(connection, *args, **kwargs)
@@ -175,16 +167,6 @@ class PostgresStore(Store):
     def has_run(self, run_id: str) -> bool:
         return bool(self._run(reads.has_run, run_id))
 
-    def stored_rows(self, run_id: str, stream: str, start: int, limit: int) -> RunPage:
-        from ..replay import run_rows
-
-        return self._read_chunks(run_rows, run_id, stream, start, limit)
-
-    def stored_row_count(self, run_id: str) -> int:
-        from ..replay import run_row_count
-
-        return self._read_chunks(run_row_count, run_id)
-
     def live_writers(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self._run(reads.live_writers)
         return found
@@ -246,87 +228,11 @@ class PostgresStore(Store):
         found: list[dict[str, Any]] = self._run(reads.alerts, run_id=run_id, severity=severity, states=states)
         return found
 
-    # -- metrics -----------------------------------------------------------------------------
-
-    def run_metrics(
-        self,
-        run_id: str,
-        metric_names: Iterable[str] | None = None,
-        start_time: TimeLike | None = None,
-        end_time: TimeLike | None = None,
-        *,
-        align: str = "call",
-    ) -> pd.DataFrame:
-        from ..queries.metrics import run_metrics_frame
-
-        return self._read_chunks(run_metrics_frame, run_id, metric_names, start_time, end_time, align=align)
-
-    def metric_calls(
-        self,
-        run_id: str,
-        metric_names: Iterable[str] | None = None,
-        start_time: TimeLike | None = None,
-        end_time: TimeLike | None = None,
-        *,
-        after_row: int | None = None,
-        limit: int = 20_000,
-    ) -> dict[str, Any]:
-        from ..queries.metrics import metric_calls
-
-        return self._read_chunks(
-            metric_calls, run_id, metric_names, start_time, end_time, after_row=after_row, limit=limit
-        )
-
-    def read_series(
-        self,
-        run_id: str,
-        names: Sequence[str] | None = None,
-        *,
-        start: float | None = None,
-        end: float | None = None,
-        by: SeriesAxis = "seq",
-        columns: Collection[str] = ("seq", "step", "time", "value"),
-    ) -> dict[str, Series]:
-        from ..chunk_reads import read_series
-
-        return self._read_chunks(read_series, run_id, names, start=start, end=end, by=by, columns=columns)
+    # -- metrics (the chunk reads: ChunkReadMethods) ---------------------------------------
 
     def read_summaries(self, run_id: str, names: Sequence[str] | None = None) -> dict[str, SeriesSummary]:
         found: dict[str, SeriesSummary] = self._run(reads.read_summaries, run_id, names)
         return found
-
-    def chart(
-        self,
-        run_ids: Sequence[str],
-        names: Sequence[str],
-        *,
-        x: ChartAxis = "step",
-        buckets: int = 1000,
-        start: float | None = None,
-        end: float | None = None,
-        finite: bool = False,
-    ) -> dict[tuple[str, str], ChartSeries]:
-        from ..chart import chart
-
-        return self._read_chunks(chart, run_ids, names, x=x, buckets=buckets, start=start, end=end, finite=finite)
-
-    def runs_metrics(
-        self,
-        run_ids: Sequence[str],
-        metric_names: Iterable[str] | None = None,
-        *,
-        x: ChartAxis = "step",
-        x_min: float | None = None,
-        x_max: float | None = None,
-    ) -> dict[str, dict[str, dict[str, Any]]]:
-        from ..queries.compare import runs_metric_series
-
-        return self._read_chunks(runs_metric_series, run_ids, metric_names, x=x, x_min=x_min, x_max=x_max)
-
-    def runs_metrics_frame(self, run_ids: Sequence[str], metric_names: Iterable[str] | None = None) -> pd.DataFrame:
-        from ..queries.compare import runs_metric_frame
-
-        return self._read_chunks(runs_metric_frame, run_ids, metric_names)
 
     # -- what people say about runs ----------------------------------------------------------
 
