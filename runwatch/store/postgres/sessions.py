@@ -1,7 +1,9 @@
 """Reads of application sessions (runs of kind ``session``) in a PostgreSQL store.
 
-The PostgreSQL form of :mod:`runwatch.store.queries.sessions`, with the same
-shapes (its record and decoding helpers are used as they are).
+The PostgreSQL form of :mod:`runwatch.store.queries.sessions` and
+:mod:`runwatch.store.queries.datacat`: the statements are PostgreSQL's, the
+answers are shaped by those modules' helpers (one snapshot's rows in, the
+answer out), so both backends answer alike.
 """
 
 from __future__ import annotations
@@ -9,19 +11,17 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Sequence
-from operator import itemgetter
 from typing import Any, Final
 
 import asyncpg
 import numpy as np
-import orjson
 
 from ...exceptions import UnknownRunError
-from ...session_events import RUN_STATUSES_OF, SESSION_KIND, decode_session_tags, session_status
+from ...session_events import RUN_STATUSES_OF, SESSION_KIND, session_status
 from ..base import Series
-from ..frames import calls_of
 from ..queries.common import NO_ID_LIMIT
-from ..queries.sessions import COUNTED_EVENTS, _record
+from ..queries.datacat import add_calls, session_entries
+from ..queries.sessions import COUNTED_EVENTS, metric_values_of, session_page, session_record, statistics_of
 from .chunks import fetch_calls, fetch_series
 from .reads import snapshot, state_history_page
 
@@ -82,22 +82,7 @@ async def read_session(
     if metrics_before is not None:  # calls numbered before the cursor
         cut = {name: int(np.searchsorted(found.points.seq, metrics_before)) for name, found in series.items()}
         series = {name: Series(found.run_id, name, found.points.slice(0, cut[name])) for name, found in series.items()}
-    # The newest calls first: a session holds few enough calls to rebuild them all here.
-    calls = list(calls_of(series))[::-1][: metrics_limit + 1]
-    metric_rows = []
-    for seq, _, time_us, values, tags in calls:
-        tag_list, _ = decode_session_tags(tags)
-        pairs = [(name, float(value)) for name, value in values]
-        metric_rows.append({"row": seq, "timestamp": time_us / 1e6, "values": pairs, "tags": tag_list})
-    return {
-        "session": _record(row),
-        "events": [
-            {"id": id_, "timestamp": ts, "name": name, "level": level, "data": orjson.loads(data)}
-            for id_, ts, name, level, data in events
-        ],
-        "metrics": metric_rows,
-        "state_history": history,
-    }
+    return session_page(row, events, series, history, metrics_limit=metrics_limit)
 
 
 def _number_of(field: str) -> str:
@@ -159,7 +144,7 @@ async def list_sessions(
             f"SELECT {_SESSION_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(params)}",
             *params,
         )
-    return [_record(tuple(row)) for row in rows]
+    return [session_record(tuple(row)) for row in rows]
 
 
 async def session_rows(connection: asyncpg.Connection, session_ids: Sequence[str] | None) -> list[dict[str, Any]]:
@@ -174,26 +159,7 @@ async def session_rows(connection: asyncpg.Connection, session_ids: Sequence[str
                 SESSION_KIND,
                 list(session_ids),
             )
-            found = {row[1] for row in rows}
-            for session_id in session_ids:
-                if session_id not in found:
-                    raise UnknownRunError(session_id)
-        sessions: dict[int, dict[str, Any]] = {}
-        for pk, run_id, status, start, end, heartbeat, metadata in rows:
-            decoded = orjson.loads(metadata) if metadata else {}
-            sessions[pk] = {
-                "run": {
-                    "run_id": run_id,
-                    "status": status,
-                    "start_time": start,
-                    "end_time": end,
-                    "last_heartbeat": heartbeat,
-                    "metadata": decoded if isinstance(decoded, dict) else {},
-                },
-                "events": [],
-                "metrics": [],
-                "states": [],
-            }
+        sessions = session_entries(rows, session_ids)
         if not sessions:
             return []
         runs = list(sessions)
@@ -203,11 +169,7 @@ async def session_rows(connection: asyncpg.Connection, session_ids: Sequence[str
             runs,
         ):
             sessions[run]["events"].append((ts, name, level, data, detail))
-        by_id = {session["run"]["run_id"]: session for session in sessions.values()}
-        for call in await fetch_calls(connection, runs):
-            names = [name for name, _ in call.values]
-            values = [value for _, value in call.values]
-            by_id[call.run_id]["metrics"].append((call.time_us / 1e6, names, values, call.tags))
+        add_calls(sessions, await fetch_calls(connection, runs))
         for run, ts, patch, detail in await connection.fetch(
             "SELECT run, ts, patch, detail FROM state_history WHERE run = ANY($1::bigint[]) ORDER BY id", runs
         ):
@@ -269,40 +231,7 @@ async def session_statistics(connection: asyncpg.Connection, since: float | None
         found = await fetch_series(
             connection, f"r.kind = '{SESSION_KIND}'", time_low=since, columns=frozenset({"value"})
         )
-    values: dict[str, list[Any]] = {}
-    for one in found:
-        values.setdefault(one.name, []).append(one.points.values.astype(np.float64))
-    metrics: dict[str, dict[str, Any]] = {}
-    for name, parts in sorted(values.items()):
-        array = np.concatenate(parts)
-        finite = array[~np.isnan(array)]
-        metrics[name] = {
-            "count": int(array.size),
-            "mean": float(finite.mean()) if finite.size else None,
-            "min": float(finite.min()) if finite.size else None,
-            "max": float(finite.max()) if finite.size else None,
-            "p95": float(np.percentile(finite, 95)) if finite.size else None,
-        }
-    created = counts.get("session_created", 0)
-    errors = counts.get("session_error", 0)
-    return {
-        "sessions": {
-            "active": by_status["active"] + by_status["hung"],
-            "hung": by_status["hung"],
-            "crashed": by_status["crashed"],
-            "ended": by_status["ended"],
-            "total": sum(by_status.values()),
-            "created": created,
-            "expired": counts.get("session_expired", 0),
-        },
-        "errors": {
-            "total": errors,
-            "by_type": errors_by_type,
-            "rate": errors / created if created else (float(errors > 0)),
-        },
-        "suspicious_activity": {"total": counts.get("suspicious_activity", 0), "by_user": suspicious_by_user},
-        "metrics": metrics,
-    }
+    return statistics_of(by_status, counts, errors_by_type, suspicious_by_user, found)
 
 
 async def session_metrics(
@@ -311,24 +240,4 @@ async def session_metrics(
     """See :func:`runwatch.store.queries.sessions.session_metrics`."""
     async with snapshot(connection):
         found = await fetch_series(connection, f"r.kind = '{SESSION_KIND}'", time_low=start, time_high=end)
-    by_session: dict[str, dict[str, Series]] = {}
-    for series in found:
-        by_session.setdefault(series.run_id, {})[series.name] = series
-    out = []
-    for session_id, series_of in by_session.items():
-        for _, _, time_us, values, tags in calls_of(series_of):
-            _, fields = decode_session_tags(tags)
-            metadata = fields.get("metadata")
-            for name, value in values:
-                out.append(
-                    {
-                        "metric_type": name,
-                        "session_id": session_id,
-                        "user_id": fields.get("user_id"),
-                        "value": float(value),
-                        "metadata": dict(metadata) if isinstance(metadata, dict) else {},
-                        "timestamp": time_us / 1e6,
-                    }
-                )
-    out.sort(key=itemgetter("timestamp"))  # stable: a session's values stay in call order
-    return out
+    return metric_values_of(found)

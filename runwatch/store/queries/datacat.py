@@ -9,17 +9,24 @@ caller builds datacat's document from them.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 import orjson
 
 from ...exceptions import UnknownRunError
-from ..calls import read_calls
+from ..calls import Call, read_calls
 from ..session_layout import SESSION_KIND
 from .common import read_snapshot
 
-__all__ = ["details_of_run", "has_details", "session_rows", "suspended_sessions_of_machine"]
+__all__ = [
+    "add_calls",
+    "details_of_run",
+    "has_details",
+    "session_entries",
+    "session_rows",
+    "suspended_sessions_of_machine",
+]
 
 _RUN_COLUMNS: Final = "id, run_id, status, start_time, end_time, last_heartbeat, metadata"
 
@@ -68,26 +75,7 @@ def session_rows(conn: sqlite3.Connection, session_ids: Sequence[str] | None) ->
                 " ORDER BY id",
                 (SESSION_KIND, orjson.dumps(list(session_ids)).decode()),
             ).fetchall()
-            found = {row[1] for row in rows}
-            for session_id in session_ids:
-                if session_id not in found:
-                    raise UnknownRunError(session_id)
-        sessions: dict[int, dict[str, Any]] = {}
-        for pk, run_id, status, start, end, heartbeat, metadata in rows:
-            decoded = orjson.loads(metadata) if metadata else {}
-            sessions[pk] = {
-                "run": {
-                    "run_id": run_id,
-                    "status": status,
-                    "start_time": start,
-                    "end_time": end,
-                    "last_heartbeat": heartbeat,
-                    "metadata": decoded if isinstance(decoded, dict) else {},
-                },
-                "events": [],
-                "metrics": [],
-                "states": [],
-            }
+        sessions = session_entries(rows, session_ids)
         if not sessions:
             return []
         runs = orjson.dumps(list(sessions)).decode()
@@ -98,16 +86,56 @@ def session_rows(conn: sqlite3.Connection, session_ids: Sequence[str] | None) ->
             (runs,),
         ):
             sessions[run]["events"].append((ts, name, level, data, event_detail))
-        by_id = {session["run"]["run_id"]: session for session in sessions.values()}
-        for call in read_calls(conn, runs=list(sessions)):
-            names = [name for name, _ in call.values]
-            values = [value for _, value in call.values]
-            by_id[call.run_id]["metrics"].append((call.time_us / 1e6, names, values, call.tags))
+        add_calls(sessions, read_calls(conn, runs=list(sessions)))
         for run, ts, patch, state_detail in conn.execute(
             f"SELECT run, ts, patch, {detail} FROM state_history WHERE {scope} ORDER BY id", (runs,)
         ):
             sessions[run]["states"].append((ts, patch, state_detail))
     return list(sessions.values())
+
+
+def session_entries(rows: Iterable[Sequence[Any]], session_ids: Sequence[str] | None) -> dict[int, dict[str, Any]]:
+    """The entries of :func:`session_rows` by run ``pk``, from the sessions' run rows, for every backend.
+
+    Args:
+        rows: ``(id, run_id, status, start_time, end_time, last_heartbeat, metadata)`` of each session.
+        session_ids: the sessions asked for (``None``: every session).
+
+    Raises:
+        UnknownRunError: one of ``session_ids`` has no row.
+    """
+    rows = list(rows)
+    if session_ids is not None:
+        found = {row[1] for row in rows}
+        for session_id in session_ids:
+            if session_id not in found:
+                raise UnknownRunError(session_id)
+    sessions: dict[int, dict[str, Any]] = {}
+    for pk, run_id, status, start, end, heartbeat, metadata in rows:
+        decoded = orjson.loads(metadata) if metadata else {}
+        sessions[pk] = {
+            "run": {
+                "run_id": run_id,
+                "status": status,
+                "start_time": start,
+                "end_time": end,
+                "last_heartbeat": heartbeat,
+                "metadata": decoded if isinstance(decoded, dict) else {},
+            },
+            "events": [],
+            "metrics": [],
+            "states": [],
+        }
+    return sessions
+
+
+def add_calls(sessions: dict[int, dict[str, Any]], calls: Iterable[Call]) -> None:
+    """Add the sessions' logging calls to their entries (see :func:`session_rows`), in the order given."""
+    by_id = {session["run"]["run_id"]: session for session in sessions.values()}
+    for call in calls:
+        names = [name for name, _ in call.values]
+        values = [value for _, value in call.values]
+        by_id[call.run_id]["metrics"].append((call.time_us / 1e6, names, values, call.tags))
 
 
 def suspended_sessions_of_machine(conn: sqlite3.Connection, machine_id: str, now: float, timeout: float) -> list[str]:

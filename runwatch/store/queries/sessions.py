@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,11 +35,15 @@ from .runs import state_history
 __all__ = [
     "COUNTED_EVENTS",
     "list_sessions",
+    "metric_values_of",
     "read_session",
+    "session_record",
     "remove_old_sessions",
     "session_metrics",
+    "session_page",
     "session_run_status",
     "session_statistics",
+    "statistics_of",
 ]
 
 _SESSION_RUNS: Final = f"SELECT id FROM runs WHERE kind = '{SESSION_KIND}'"
@@ -48,7 +53,7 @@ COUNTED_EVENTS: Final = ("session_created", "session_expired", "session_error", 
 _RUN_COLUMNS: Final = "id, run_id, status, start_time, end_time, updated_at, last_heartbeat, metadata, state"
 
 
-def _record(row: tuple[Any, ...]) -> dict[str, Any]:
+def session_record(row: tuple[Any, ...]) -> dict[str, Any]:
     """A session's run row: ``pk``, ``run_id``, ``status`` (the run's), times, ``metadata`` and ``state``."""
     pk, run_id, status, start, end, updated, heartbeat, metadata_text, state = row
     metadata = orjson.loads(metadata_text) if metadata_text else {}
@@ -111,7 +116,6 @@ def read_session(
         UnknownRunError: no session has this id.
     """
     from ..chunk_reads import read_series
-    from ..frames import calls_of
 
     with read_snapshot(conn):  # one snapshot for the row and its pages
         row = _session_row(conn, session_id)
@@ -125,6 +129,28 @@ def read_session(
         events = conn.execute(sql + " ORDER BY id DESC LIMIT ?", (*params, events_limit + 1)).fetchall()
         end = None if metrics_before is None else metrics_before - 1
         series = read_series(conn, session_id, end=end, columns=_ALL_COLUMNS)
+    return session_page(row, events, series, history, metrics_limit=metrics_limit)
+
+
+def session_page(
+    row: tuple[Any, ...],
+    events: Sequence[Sequence[Any]],
+    series: Mapping[str, Series],
+    history: list[dict[str, Any]],
+    *,
+    metrics_limit: int,
+) -> dict[str, Any]:
+    """The answer of :func:`read_session` from what one snapshot read, for every backend.
+
+    Args:
+        row: the session's run row (the columns of :func:`session_record`).
+        events: its log events ``(id, ts, type, level, data)``, newest first.
+        series: its metric series, cut at the metrics cursor.
+        history: its page of state patches.
+        metrics_limit: the page size of the metric rows.
+    """
+    from ..frames import calls_of
+
     # The newest calls first: a session holds few enough calls to rebuild them all here.
     calls = list(calls_of(series))[::-1][: metrics_limit + 1]
     metric_rows = []
@@ -133,7 +159,7 @@ def read_session(
         pairs = [(name, float(value)) for name, value in values]
         metric_rows.append({"row": seq, "timestamp": time_us / 1e6, "values": pairs, "tags": tag_list})
     return {
-        "session": _record(row),
+        "session": session_record(row),
         "events": [
             {"id": id_, "timestamp": ts, "name": name, "level": level, "data": orjson.loads(data)}
             for id_, ts, name, level, data in events
@@ -207,7 +233,7 @@ def list_sessions(
         f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
         (*params, limit + 1),
     ).fetchall()
-    return [_record(tuple(row)) for row in rows]
+    return [session_record(tuple(row)) for row in rows]
 
 
 def session_statistics(conn: sqlite3.Connection, since: float | None) -> dict[str, Any]:
@@ -217,8 +243,6 @@ def session_statistics(conn: sqlite3.Connection, since: float | None) -> dict[st
         since: events and metrics at or after this time count; ``None``: all.
             Session counts by status are always current.
     """
-    import numpy as np
-
     from ..chunk_reads import read_series_of_runs
 
     floor = -math.inf if since is None else since
@@ -252,6 +276,27 @@ def session_statistics(conn: sqlite3.Connection, since: float | None) -> dict[st
         series = read_series_of_runs(
             conn, f"r.kind = '{SESSION_KIND}'", start=None if since is None else since, columns=("value",)
         )
+    return statistics_of(by_status, counts, errors_by_type, suspicious_by_user, series)
+
+
+def statistics_of(
+    by_status: Counter[str],
+    counts: Mapping[str, int],
+    errors_by_type: dict[str, int],
+    suspicious_by_user: dict[str, int],
+    series: Iterable[Series],
+) -> dict[str, Any]:
+    """The answer of :func:`session_statistics` from what one snapshot read, for every backend.
+
+    Args:
+        by_status: sessions by session status.
+        counts: the :data:`COUNTED_EVENTS` by type.
+        errors_by_type: ``session_error`` events by error type.
+        suspicious_by_user: ``suspicious_activity`` events by user.
+        series: the session metric series (their values).
+    """
+    import numpy as np
+
     values: dict[str, list[npt.NDArray[np.float64]]] = {}
     for found in series:
         values.setdefault(found.name, []).append(found.points.values.astype(np.float64))
@@ -298,9 +343,15 @@ def session_metrics(conn: sqlite3.Connection, start: float | None, end: float | 
         (epoch seconds).
     """
     from ..chunk_reads import read_series_of_runs
-    from ..frames import calls_of
 
     found = read_series_of_runs(conn, f"r.kind = '{SESSION_KIND}'", start=start, end=end, columns=_ALL_COLUMNS)
+    return metric_values_of(found)
+
+
+def metric_values_of(found: Iterable[Series]) -> list[dict[str, Any]]:
+    """The answer of :func:`session_metrics` from the session series read, for every backend."""
+    from ..frames import calls_of
+
     by_session: dict[str, dict[str, Series]] = {}
     for series in found:
         by_session.setdefault(series.run_id, {})[series.name] = series
