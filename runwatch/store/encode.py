@@ -17,7 +17,8 @@ single GIL release.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
@@ -39,6 +40,7 @@ from ..events import (
     copy_state,
     merge_state_into,
 )
+from .call_groups import group_calls
 
 if TYPE_CHECKING:
     from .series import CallGroup
@@ -190,6 +192,20 @@ class BatchEncoder:
 
     def __init__(self) -> None:
         self._checked: set[tuple[str, ...]] = set()
+
+    def unstorable(self, batch: Sequence[Any]) -> list[int]:
+        """The indexes of the events in ``batch`` that cannot be encoded (see
+        :meth:`~runwatch.store.base.StoreWriter.unstorable`): each event is encoded alone."""
+        any_run: defaultdict[str, int] = defaultdict(int)  # every run id maps to row 0: only encoding is tried
+        bad: list[int] = []
+        for index, event in enumerate(batch):
+            try:
+                encoded = self.encode([event], any_run, {})
+                dumps(metric_stats(group_calls(encoded.metric_calls, any_run, 0)))
+                dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
+            except Exception:
+                bad.append(index)
+        return bad
 
     def encode(
         self,

@@ -18,6 +18,7 @@ Histograms are one row each: ``len(counts)`` equal bins from ``low`` to
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from ..events import HistogramEvent, ImageEvent
 
 __all__ = [
     "MEDIA_TABLES",
+    "MediaTotals",
     "MediaWriteOutcome",
     "Statement",
     "WritePlan",
@@ -45,6 +47,8 @@ __all__ = [
     "write_histograms",
     "write_images",
 ]
+
+logger = logging.getLogger("runwatch.store")
 
 #: The tables this module owns, in the order a run's rows are removed (usage last).
 MEDIA_TABLES: Final = ("images", "histograms", "media_usage")
@@ -70,6 +74,44 @@ class MediaWriteOutcome:
     new_blob_bytes: int = 0
     histograms_stored: int = 0
     over_budget_runs: set[str] | None = None
+
+
+class MediaTotals:
+    """A writer's committed image and histogram counters, for every backend's writer.
+
+    Args:
+        max_image_bytes_per_run: the runs' image budget (named in the warning of the first refusal).
+    """
+
+    def __init__(self, max_image_bytes_per_run: int | None) -> None:
+        self._totals = MediaWriteOutcome()
+        self._max_image_bytes_per_run = max_image_bytes_per_run
+
+    def add(self, outcome: MediaWriteOutcome) -> None:
+        """Count a committed write; the first image refused over budget is logged (once per writer)."""
+        totals = self._totals
+        first_refusal = totals.images_over_budget == 0 and outcome.images_over_budget > 0
+        totals.images_stored += outcome.images_stored
+        totals.images_over_budget += outcome.images_over_budget
+        totals.new_blob_bytes += outcome.new_blob_bytes
+        totals.histograms_stored += outcome.histograms_stored
+        if first_refusal:
+            logger.warning(
+                "runwatch: run(s) %s reached max_image_bytes_per_run (%s bytes); their new images are dropped"
+                " and counted (images_over_budget)",
+                sorted(outcome.over_budget_runs or ()),
+                self._max_image_bytes_per_run,
+            )
+
+    def counters(self) -> dict[str, int]:
+        """The counters a writer reports (see :meth:`~runwatch.store.base.StoreWriter.counters`)."""
+        totals = self._totals
+        return {
+            "images_stored": totals.images_stored,
+            "images_over_budget": totals.images_over_budget,
+            "image_blob_bytes": totals.new_blob_bytes,
+            "histograms_stored": totals.histograms_stored,
+        }
 
 
 class Statement(NamedTuple):

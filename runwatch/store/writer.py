@@ -55,7 +55,6 @@ import logging
 import os
 import sqlite3
 import time
-from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -82,7 +81,7 @@ from .encode import (
     runs_with_state_patches,
 )
 from .ledger import CommitLedger, LedgerEntry
-from .media import MediaWriteOutcome, WritePlan, histogram_plan, image_plan
+from .media import MediaTotals, MediaWriteOutcome, WritePlan, histogram_plan, image_plan
 from .schema import prepare_database
 from .series import BuilderSavepoint, ChunkWrites, SeriesBuilder, group_calls
 
@@ -118,7 +117,7 @@ class SQLiteWriter(StoreWriter):
         self.path = path
         self._owner = owner
         self._max_image_bytes_per_run = max_image_bytes_per_run
-        self._media = MediaWriteOutcome()  # committed image and histogram counters
+        self._media = MediaTotals(max_image_bytes_per_run)  # committed image and histogram counters
         self._db: aiosqlite.Connection | None = None
         self._encoder = BatchEncoder()
         self._run_ids: dict[str, int] = {}
@@ -160,16 +159,7 @@ class SQLiteWriter(StoreWriter):
             raise
 
     def unstorable(self, batch: Sequence[Any]) -> list[int]:
-        any_run: defaultdict[str, int] = defaultdict(int)  # every run id maps to row 0: only encoding is tried
-        bad: list[int] = []
-        for index, event in enumerate(batch):
-            try:
-                encoded = self._encoder.encode([event], any_run, {})
-                dumps(metric_stats(group_calls(encoded.metric_calls, any_run, 0)))
-                dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
-            except Exception:
-                bad.append(index)
-        return bad
+        return self._encoder.unstorable(batch)
 
     # -- one transaction ------------------------------------------------------------------
 
@@ -264,7 +254,7 @@ class SQLiteWriter(StoreWriter):
         self._series.committed()
         builder.confirm(writes)
         if media is not None:
-            self._count_media(media)
+            self._media.add(media)
         if encoded.ending_runs:  # sealed: a long-lived writer keeps nothing per ended run (a resumed one reads it anew)
             builder.forget_runs(encoded.ending_runs)
             self._series.forget_runs(encoded.ending_runs)
@@ -347,29 +337,8 @@ class SQLiteWriter(StoreWriter):
         await _run_plan(db, histogram_plan(self._run_ids, encoded.histograms, outcome))
         return outcome
 
-    def _count_media(self, outcome: MediaWriteOutcome) -> None:
-        totals = self._media
-        first_refusal = totals.images_over_budget == 0 and outcome.images_over_budget > 0
-        totals.images_stored += outcome.images_stored
-        totals.images_over_budget += outcome.images_over_budget
-        totals.new_blob_bytes += outcome.new_blob_bytes
-        totals.histograms_stored += outcome.histograms_stored
-        if first_refusal:
-            logger.warning(
-                "runwatch: run(s) %s reached max_image_bytes_per_run (%s bytes); their new images are dropped"
-                " and counted (images_over_budget)",
-                sorted(outcome.over_budget_runs or ()),
-                self._max_image_bytes_per_run,
-            )
-
     def counters(self) -> dict[str, int]:
-        media = self._media
-        return {
-            "images_stored": media.images_stored,
-            "images_over_budget": media.images_over_budget,
-            "image_blob_bytes": media.new_blob_bytes,
-            "histograms_stored": media.histograms_stored,
-        }
+        return self._media.counters()
 
     async def _ensure_runs(self, db: aiosqlite.Connection, batch: Sequence[Any], now: float) -> list[str]:
         run_ids = self._run_ids

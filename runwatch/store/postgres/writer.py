@@ -64,7 +64,7 @@ from ...exceptions import StoreUnavailable
 from ..base import StoreWriter
 from ..encode import BatchEncoder, EncodedBatch, dumps, metric_stats, runs_with_state_patches
 from ..ledger import CommitLedger, LedgerEntry
-from ..media import MediaWriteOutcome, histogram_rows
+from ..media import MediaTotals, MediaWriteOutcome, histogram_rows
 from ..queries.media import HISTOGRAM_FIELDS
 from ..series import BuilderSavepoint, ChunkWrites, SeriesBuilder, group_calls
 from .chunks import PostgresChunkWriter, adopt_open_chunks
@@ -197,7 +197,7 @@ class PostgresWriter(StoreWriter):
         self.fences = fences
         self._owner = owner
         self._max_image_bytes_per_run = max_image_bytes_per_run
-        self._media = MediaWriteOutcome()  # committed image and histogram counters
+        self._media = MediaTotals(max_image_bytes_per_run)  # committed image and histogram counters
         self._connection: asyncpg.Connection | None = None
         self._opened = False
         self._encoder = BatchEncoder()
@@ -262,27 +262,12 @@ class PostgresWriter(StoreWriter):
         self._taken_over.clear()
 
     def unstorable(self, batch: Sequence[Any]) -> list[int]:
-        any_run: defaultdict[str, int] = defaultdict(int)  # every run id maps to row 0: only encoding is tried
-        bad: list[int] = []
-        for index, event in enumerate(batch):
-            try:
-                encoded = self._encoder.encode([event], any_run, {})
-                dumps(metric_stats(group_calls(encoded.metric_calls, any_run, 0)))
-                dumps([list(u.__dict__.values()) for u in encoded.run_updates.values()])
-            except Exception:
-                bad.append(index)
-        return bad
+        return self._encoder.unstorable(batch)
 
     # -- one transaction ------------------------------------------------------------------
 
     def counters(self) -> dict[str, int]:
-        media = self._media
-        return {
-            "images_stored": media.images_stored,
-            "images_over_budget": media.images_over_budget,
-            "image_blob_bytes": media.new_blob_bytes,
-            "histograms_stored": media.histograms_stored,
-        }
+        return self._media.counters()
 
     async def _write_fenced(
         self, connection: asyncpg.Connection, batch: list[Any], ledger: CommitLedger | None
@@ -337,7 +322,7 @@ class PostgresWriter(StoreWriter):
                 self._chunks.series.forget_runs(encoded.ending_runs)
                 self._taken_over -= encoded.ending_runs
             if media is not None:
-                self._count_media(media)
+                self._media.add(media)
             if entry is not None:
                 assert ledger is not None
                 ledger.settle(entry, committed=True)
@@ -561,21 +546,6 @@ class PostgresWriter(StoreWriter):
         if rows:
             await connection.copy_records_to_table("images", records=rows, columns=_IMAGE_COLUMNS)
         outcome.images_stored += len(rows)
-
-    def _count_media(self, outcome: MediaWriteOutcome) -> None:
-        totals = self._media
-        first_refusal = totals.images_over_budget == 0 and outcome.images_over_budget > 0
-        totals.images_stored += outcome.images_stored
-        totals.images_over_budget += outcome.images_over_budget
-        totals.new_blob_bytes += outcome.new_blob_bytes
-        totals.histograms_stored += outcome.histograms_stored
-        if first_refusal:
-            logger.warning(
-                "runwatch: run(s) %s reached max_image_bytes_per_run (%s bytes); their new images are dropped"
-                " and counted (images_over_budget)",
-                sorted(outcome.over_budget_runs or ()),
-                self._max_image_bytes_per_run,
-            )
 
     async def _take_over_runs(self, connection: asyncpg.Connection, encoded: EncodedBatch) -> None:
         """Runs this writer writes for the first time: adopt the open chunks a previous writer left unsealed."""
