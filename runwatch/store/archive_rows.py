@@ -1,27 +1,53 @@
 """The rows an export archive's files become, checked, for any backend's importer.
 
 The SQLite importer (:mod:`runwatch.store.importer`) and the PostgreSQL one
-(:mod:`runwatch.store.postgres.transfer`) write the same rows: events, state
-patches, images and histograms read from the archive and checked as live
-logging checks them, the run's calls renumbered after the target store's, and
-the counts compared with run.json's.
+(:mod:`runwatch.store.postgres.transfer`) write the same rows: the run's row
+and annotations, events, state patches, images and histograms read from the
+archive and checked as live logging checks them, the run's calls renumbered
+after the target store's and grouped in chunks (:class:`MetricImport`, the
+one plan of the metric import both backends' I/O follow), and the counts
+compared with run.json's.
 """
 
 from __future__ import annotations
 
 import hashlib
+import zipfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from ..events import LEVELS, HistogramEvent, ImageEvent
+import numpy as np
+
+from ..events import LEVELS, HistogramEvent, ImageEvent, Metric
 from ..wire import NON_FINITE_FROM_JSON
-from .archive import ArchiveError, ArchiveReader, is_epoch, lines_if_any
+from .archive import (
+    ArchiveError,
+    ArchiveReader,
+    ProgressCallback,
+    is_epoch,
+    lines_if_any,
+    metric_from_line,
+    metrics_from_wide,
+    parse_rollup,
+    parse_run,
+    parse_stats,
+)
+from .call_groups import CallGroup, group_calls
+from .encode import BatchEncoder, dumps
 from .export import MEDIA_EXTENSIONS
 from .queries.media import HISTOGRAM_FIELDS
 
 __all__ = [
     "CHUNK_ROWS",
+    "RUN_COLUMNS",
+    "MetricImport",
     "Renumbering",
+    "annotation_row",
+    "open_archive",
+    "run_row",
     "check_counts",
     "chunks_of",
     "event_rows",
@@ -79,6 +105,150 @@ class Renumbering:
         while self.index < len(self.pending):
             self._bound()
         return self.kept + len(self.pending)
+
+
+@contextmanager
+def open_archive(zip_path: Path, progress: ProgressCallback | None) -> Iterator[tuple[ArchiveReader, dict[str, Any]]]:
+    """The reader of an export archive and its checked run.json, while the archive is open.
+
+    Raises:
+        FileNotFoundError: ``zip_path`` does not exist.
+        ArchiveError: it is not a zip archive, or its run.json is not valid.
+    """
+    if not zip_path.is_file():
+        raise FileNotFoundError(f"no such file: {str(zip_path)!r}")
+    where = str(zip_path)
+    try:
+        archive = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError(where, f"not a zip archive ({exc})") from None
+    with archive:
+        reader = ArchiveReader(archive, where, progress)
+        yield reader, parse_run(reader.read_run_json(), where)
+
+
+def run_row(run: dict[str, Any], run_id: str) -> tuple[Any, ...]:
+    """The values of the imported run's row, in the column order :data:`RUN_COLUMNS` names (``owner`` is ``NULL``)."""
+
+    def text(value: Any) -> str | None:
+        return None if value is None else dumps(value).decode()
+
+    return (
+        run_id,
+        run["kind"],
+        run["status"],
+        run["start_time"],
+        run["end_time"],
+        run["updated_at"],
+        run["last_heartbeat"],
+        text(run["config"]),
+        text(run["metadata"]),
+        run["final_reward"],
+        run["total_steps"],
+        run["total_episodes"],
+        text(run["state"] or {}),
+    )
+
+
+#: The columns of :func:`run_row`.
+RUN_COLUMNS: Final = (
+    "run_id, kind, status, start_time, end_time, updated_at, last_heartbeat, config, metadata, final_reward,"
+    " total_steps, total_episodes, state"
+)
+
+
+def annotation_row(run: dict[str, Any], pk: int) -> tuple[Any, ...] | None:
+    """The imported run's ``run_annotations`` row ``(run, tags, note, updated_at)``; ``None`` without tags or note."""
+    if not (run["tags"] or run["note"]):
+        return None
+    return (pk, dumps(run["tags"]).decode(), run["note"], run["updated_at"])
+
+
+class MetricImport:
+    """What an archive's metrics become, for every backend's import (the backend writes it).
+
+    Reads and checks the rollups and statistics files, gives the logging
+    calls in chunks with their new numbers, their call groups, and the rows
+    of the rollups and statistics, and checks the statistics' counts against
+    the calls and rollups.
+
+    Raises:
+        ArchiveError: the metric files are not valid or do not add up.
+    """
+
+    def __init__(self, reader: ArchiveReader, run_id: str, pk: int) -> None:
+        self.reader = reader
+        self.run_id = run_id
+        self.pk = pk
+        self.rollups = [parse_rollup(line, reader.where, n) for n, line in lines_if_any(reader, "metric_rollups.jsonl")]
+        self.stats = [parse_stats(line, reader.where, n) for n, line in lines_if_any(reader, "metric_stats.jsonl")]
+        # Without metric_stats.jsonl (older archives) the statistics are computed from the calls, as the sink does.
+        self.exact_stats = reader.has("metric_stats.jsonl")
+        #: Whether the calls are exactly the logged ones (``False`` for the wide fallback).
+        self.long_form = reader.has("metrics_long.jsonl")
+        if self.rollups and not self.long_form:
+            raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
+        #: The old row numbers that bound rollups, in order (see :class:`Renumbering`).
+        self.kept_rows = sorted({row for r in self.rollups for row in (r[2], r[3])})
+        self.counts: dict[str, int] = {}
+        self._encoder = BatchEncoder()  # checks metric names as the sink does
+
+    def chunks(self, numbering: Renumbering) -> Iterator[tuple[list[Metric], list[int], bool]]:
+        """The calls in chunks of up to :data:`CHUNK_ROWS`, with their new numbers and whether it is the last
+        chunk (which may be empty); counts each metric's values of the long form."""
+        reader = self.reader
+        chunk: list[Metric] = []
+        numbers: list[int] = []
+        if self.long_form:
+            for number, line in reader.json_lines("metrics_long.jsonl"):
+                metric = metric_from_line(line, self.run_id, reader.where, number)
+                try:
+                    numbers.append(numbering.row(line.get("row")))
+                except ValueError as exc:
+                    raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {exc}") from None
+                for name in metric.values:
+                    self.counts[name] = self.counts.get(name, 0) + 1
+                chunk.append(metric)
+                if len(chunk) >= CHUNK_ROWS:
+                    yield chunk, numbers, False
+                    chunk, numbers = [], []
+        else:
+            for metric in metrics_from_wide(reader, self.run_id):
+                numbers.append(numbering.next_row())
+                chunk.append(metric)
+                if len(chunk) >= CHUNK_ROWS:
+                    yield chunk, numbers, False
+                    chunk, numbers = [], []
+        yield chunk, numbers, True
+
+    def groups(self, chunk: list[Metric], numbers: list[int]) -> list[CallGroup]:
+        """A chunk's call groups, numbered with the new numbers (names checked as the sink checks them)."""
+        run_pks = {self.run_id: self.pk}
+        self._encoder.encode(chunk, run_pks, {})
+        groups = group_calls(chunk, run_pks, 0)  # seq = position in this chunk...
+        seqs = np.array(numbers, dtype=np.int64)
+        return [replace(group, seq=seqs[group.seq]) for group in groups]  # ...then the new numbers
+
+    def rollup_rows(self, bounds: dict[int, int]) -> list[tuple[Any, ...]]:
+        """The ``metric_rollups`` rows, their row bounds renumbered (``bounds``: :attr:`Renumbering.bounds`)."""
+        return [(self.pk, r[1], bounds[r[2]], bounds[r[3]], *r[4:]) for r in self.rollups]
+
+    def stats_rows(self) -> list[tuple[Any, ...]]:
+        """The ``metric_stats`` rows of metric_stats.jsonl (when :attr:`exact_stats`)."""
+        return [(self.pk, *row) for row in self.stats]
+
+    def check_stored_counts(self, stored: dict[str, int]) -> None:
+        """Of the long form: every value ever logged is in a kept call or in a rollup; the statistics stored
+        (``stored``: count by name) count them all."""
+        counts = self.counts
+        for rollup in self.rollups:
+            counts[rollup[1]] = counts.get(rollup[1], 0) + rollup[8]
+        if stored != counts:
+            names = sorted(name for name in stored.keys() | counts.keys() if stored.get(name) != counts.get(name))
+            raise ArchiveError(
+                self.reader.where,
+                f"the metric rows and rollups do not add up to the statistics' counts (for {names[:5]})",
+            )
 
 
 def event_rows(reader: ArchiveReader, pk: int, counts: dict[str, int]) -> Iterator[list[Any]]:

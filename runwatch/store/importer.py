@@ -37,14 +37,9 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import zipfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from ..events import Metric
 from ..exceptions import StoreError
 from . import connections, media
 from .archive import (
@@ -54,35 +49,32 @@ from .archive import (
     ArchiveError,
     ArchiveReader,
     ProgressCallback,
-    lines_if_any,
-    metric_from_line,
-    metrics_from_wide,
-    parse_rollup,
-    parse_run,
-    parse_stats,
 )
 from .archive_rows import (
     CHUNK_ROWS,
+    RUN_COLUMNS,
+    MetricImport,
     Renumbering,
+    annotation_row,
     check_counts,
     chunks_of,
     event_rows,
     histogram_events,
     image_rows,
+    open_archive,
     patch_rows,
+    run_row,
 )
 from .encode import (
     ADVANCE_METRIC_ROW,
     INSERT_EVENTS,
     INSERT_STATE_HISTORY,
     UPSERT_METRIC_STATS,
-    BatchEncoder,
     dumps,
     metric_stats,
 )
 from .locations import is_postgres_url
 from .schema import SCHEMA_VERSION, current_version, prepare_database
-from .series import group_calls
 
 __all__ = ["MAX_ARCHIVE_BYTES", "MAX_MEMBERS", "MAX_RUN_JSON_BYTES", "ArchiveError", "import_run"]
 
@@ -122,17 +114,7 @@ def import_run(
         from .postgres.transfer import import_run as import_into_postgres
 
         return import_into_postgres(db_path, Path(zip_path), rename=rename, progress=progress)
-    zip_path = Path(zip_path)
-    if not zip_path.is_file():
-        raise FileNotFoundError(f"no such file: {str(zip_path)!r}")
-    where = str(zip_path)
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(where, f"not a zip archive ({exc})") from None
-    with archive:
-        reader = ArchiveReader(archive, where, progress)
-        run = parse_run(reader.read_run_json(), where)
+    with open_archive(Path(zip_path), progress) as (reader, run):
         run_id = rename if rename is not None else run["run_id"]
         connection = _open_store(db_path)
         try:
@@ -196,35 +178,14 @@ def _write_run(connection: sqlite3.Connection, reader: ArchiveReader, run: dict[
 
 
 def _insert_run_row(connection: sqlite3.Connection, run: dict[str, Any], run_id: str) -> int:
-    def text(value: Any) -> str | None:
-        return None if value is None else dumps(value).decode()
-
     cursor = connection.execute(
-        "INSERT INTO runs (run_id, kind, status, start_time, end_time, updated_at, last_heartbeat, config,"
-        " metadata, final_reward, total_steps, total_episodes, state, owner)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
-        (
-            run_id,
-            run["kind"],
-            run["status"],
-            run["start_time"],
-            run["end_time"],
-            run["updated_at"],
-            run["last_heartbeat"],
-            text(run["config"]),
-            text(run["metadata"]),
-            run["final_reward"],
-            run["total_steps"],
-            run["total_episodes"],
-            text(run["state"] or {}),
-        ),
+        f"INSERT INTO runs ({RUN_COLUMNS}, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+        run_row(run, run_id),
     )
     assert cursor.lastrowid is not None
-    if run["tags"] or run["note"]:
-        connection.execute(
-            "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES (?, ?, ?, ?)",
-            (cursor.lastrowid, dumps(run["tags"]).decode(), run["note"], run["updated_at"]),
-        )
+    annotation = annotation_row(run, cursor.lastrowid)
+    if annotation is not None:
+        connection.execute("INSERT INTO run_annotations (run, tags, note, updated_at) VALUES (?, ?, ?, ?)", annotation)
     return cursor.lastrowid
 
 
@@ -237,83 +198,39 @@ def _import_metrics(connection: sqlite3.Connection, reader: ArchiveReader, run_i
     from .chunk_store import ChunkWriter
     from .series import SeriesBuilder
 
-    rollups = [parse_rollup(line, reader.where, n) for n, line in lines_if_any(reader, "metric_rollups.jsonl")]
-    stats = [parse_stats(line, reader.where, n) for n, line in lines_if_any(reader, "metric_stats.jsonl")]
-    # Without metric_stats.jsonl (older archives) the statistics are computed from the calls, as the sink does.
-    exact_stats = reader.has("metric_stats.jsonl")
-    long_form = reader.has("metrics_long.jsonl")
-    if rollups and not long_form:
-        raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
+    plan = MetricImport(reader, run_id, pk)
     (base,) = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()
-    numbering = Renumbering(int(base), sorted({row for r in rollups for row in (r[2], r[3])}))
-    counts: dict[str, int] = {}
-    chunk: list[Metric] = []
-    numbers: list[int] = []
+    numbering = Renumbering(int(base), plan.kept_rows)
     builder = SeriesBuilder()
     writer = ChunkWriter(connection)
-    encoder = BatchEncoder()  # checks metric names as the sink does
-
-    def flush(*, last: bool = False) -> None:
+    for chunk, numbers, last in plan.chunks(numbering):
         if chunk:
-            encoder.encode(chunk, {run_id: pk}, {})
-            groups = group_calls(chunk, {run_id: pk}, 0)  # seq = position in this chunk...
-            seqs = np.array(numbers, dtype=np.int64)
-            groups = [replace(group, seq=seqs[group.seq]) for group in groups]  # ...then the new numbers
-            if not exact_stats:
+            groups = plan.groups(chunk, numbers)
+            if not plan.exact_stats:
                 connection.execute(UPSERT_METRIC_STATS, (dumps(metric_stats(groups)),))
             builder.add_groups(groups)
         writes = builder.prepare(seal_all=last, persist_open=False)  # one transaction: sealed chunks only
         writer.register(builder.series_keys())
         writer.write(writes)
         builder.confirm(writes)
-        chunk.clear()
-        numbers.clear()
-
-    if long_form:
-        for number, line in reader.json_lines("metrics_long.jsonl"):
-            metric = metric_from_line(line, run_id, reader.where, number)
-            try:
-                numbers.append(numbering.row(line.get("row")))
-            except ValueError as exc:
-                raise ArchiveError(reader.where, f"metrics_long.jsonl line {number}: {exc}") from None
-            for name in metric.values:
-                counts[name] = counts.get(name, 0) + 1
-            chunk.append(metric)
-            if len(chunk) >= CHUNK_ROWS:
-                flush()
-    else:
-        for metric in metrics_from_wide(reader, run_id):
-            numbers.append(numbering.next_row())
-            chunk.append(metric)
-            if len(chunk) >= CHUNK_ROWS:
-                flush()
-    flush(last=True)
     writer.committed()
     connection.execute(ADVANCE_METRIC_ROW, (numbering.finish(),))
-    if rollups:
-        bounds = numbering.bounds
+    if plan.rollups:
         connection.executemany(
             "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
             " count, nan_count, min, max, mean) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(pk, r[1], bounds[r[2]], bounds[r[3]], *r[4:]) for r in rollups],
+            plan.rollup_rows(numbering.bounds),
         )
-    if exact_stats:
+    if plan.exact_stats:
         connection.executemany(
             "INSERT INTO metric_stats (run, name, count, nan_count, sum, min, max, last, last_ts, last_step)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [(pk, *row) for row in stats],
+            plan.stats_rows(),
         )
-    if long_form:
-        # Every value ever logged is in a kept call or in a rollup; the statistics count them all.
-        for rollup in rollups:
-            counts[rollup[1]] = counts.get(rollup[1], 0) + rollup[8]
+    if plan.long_form:
         stored = dict(connection.execute("SELECT name, count FROM metric_stats WHERE run = ?", (pk,)).fetchall())
-        if stored != counts:
-            names = sorted(name for name in stored.keys() | counts.keys() if stored.get(name) != counts.get(name))
-            raise ArchiveError(
-                reader.where, f"the metric rows and rollups do not add up to the statistics' counts (for {names[:5]})"
-            )
-    return long_form
+        plan.check_stored_counts(stored)
+    return plan.long_form
 
 
 def _import_events(connection: sqlite3.Connection, reader: ArchiveReader, pk: int) -> dict[str, int]:

@@ -26,13 +26,11 @@ import tempfile
 import threading
 import zipfile
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
 import asyncpg
-import numpy as np
 import orjson
 
 from ...exceptions import BackupError, StoreError
@@ -40,25 +38,24 @@ from ..archive import (
     ArchiveError,
     ArchiveReader,
     ProgressCallback,
-    lines_if_any,
-    metric_from_line,
     metrics_from_wide,
-    parse_rollup,
-    parse_run,
-    parse_stats,
 )
 from ..archive_rows import (
-    CHUNK_ROWS,
+    RUN_COLUMNS,
+    MetricImport,
     Renumbering,
+    annotation_row,
     check_counts,
     chunks_of,
     event_rows,
     histogram_events,
     image_rows,
+    open_archive,
     patch_rows,
+    run_row,
 )
 from ..base import Series
-from ..encode import BatchEncoder, dumps, metric_stats
+from ..encode import dumps, metric_stats
 from ..export import (
     _ROLLUPS,
     _STATS,
@@ -72,7 +69,7 @@ from ..export import (
     write_media,
 )
 from ..media import histogram_rows
-from ..series import SeriesBuilder, group_calls
+from ..series import SeriesBuilder
 from . import media, reads
 from .chunks import PostgresChunkWriter, fetch_series
 from .connection import connect, redact_dsn, translate_error
@@ -245,16 +242,7 @@ def import_run(dsn: str, zip_path: Path, *, rename: str | None = None, progress:
     Raises:
         FileNotFoundError, ArchiveError, ValueError, StoreError: as the SQLite import.
     """
-    if not zip_path.is_file():
-        raise FileNotFoundError(f"no such file: {str(zip_path)!r}")
-    where = str(zip_path)
-    try:
-        archive = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ArchiveError(where, f"not a zip archive ({exc})") from None
-    with archive:
-        reader = ArchiveReader(archive, where, progress)
-        run = parse_run(reader.read_run_json(), where)
+    with open_archive(zip_path, progress) as (reader, run):
         run_id = rename if rename is not None else run["run_id"]
 
         async def write(connection: asyncpg.Connection) -> None:
@@ -278,34 +266,15 @@ async def _write_run(connection: asyncpg.Connection, reader: ArchiveReader, run:
     if await connection.fetchval("SELECT 1 FROM runs WHERE run_id = $1", run_id):
         raise ValueError(f"a run with id {run_id!r} already exists in the store; import it under another id")
 
-    def text(value: Any) -> str | None:
-        return None if value is None else dumps(value).decode()
-
     pk = await connection.fetchval(
-        "INSERT INTO runs (run_id, kind, status, start_time, end_time, updated_at, last_heartbeat, config,"
-        " metadata, final_reward, total_steps, total_episodes, state, owner)"
+        f"INSERT INTO runs ({RUN_COLUMNS}, owner)"
         " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, NULL) RETURNING id",
-        run_id,
-        run["kind"],
-        run["status"],
-        run["start_time"],
-        run["end_time"],
-        run["updated_at"],
-        run["last_heartbeat"],
-        text(run["config"]),
-        text(run["metadata"]),
-        run["final_reward"],
-        run["total_steps"],
-        run["total_episodes"],
-        text(run["state"] or {}),
+        *run_row(run, run_id),
     )
-    if run["tags"] or run["note"]:
+    annotation = annotation_row(run, pk)
+    if annotation is not None:
         await connection.execute(
-            "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES ($1, $2, $3, $4)",
-            pk,
-            dumps(run["tags"]).decode(),
-            run["note"],
-            run["updated_at"],
+            "INSERT INTO run_annotations (run, tags, note, updated_at) VALUES ($1, $2, $3, $4)", *annotation
         )
     exact_rows = await _import_metrics(connection, reader, run_id, pk)
     counts: dict[str, int] = {}
@@ -357,15 +326,9 @@ async def _import_media(connection: asyncpg.Connection, reader: ArchiveReader, r
 async def _import_metrics(connection: asyncpg.Connection, reader: ArchiveReader, run_id: str, pk: int) -> bool:
     """As the SQLite import's: calls into sealed chunks, numbered after every call of the store (a first pass
     over the archive counts the numbers they take, so the block is taken before any chunk is encoded)."""
-    rollups = [parse_rollup(line, reader.where, n) for n, line in lines_if_any(reader, "metric_rollups.jsonl")]
-    stats = [parse_stats(line, reader.where, n) for n, line in lines_if_any(reader, "metric_stats.jsonl")]
-    exact_stats = reader.has("metric_stats.jsonl")
-    long_form = reader.has("metrics_long.jsonl")
-    if rollups and not long_form:
-        raise ArchiveError(reader.where, "metric_rollups.jsonl without metrics_long.jsonl")
-    kept_rows = sorted({row for r in rollups for row in (r[2], r[3])})
-    counting = Renumbering(0, kept_rows)
-    if long_form:
+    plan = MetricImport(reader, run_id, pk)
+    counting = Renumbering(0, plan.kept_rows)
+    if plan.long_form:
         for number, line in reader.json_lines("metrics_long.jsonl"):
             try:
                 counting.row(line.get("row") if isinstance(line, dict) else None)
@@ -375,70 +338,35 @@ async def _import_metrics(connection: asyncpg.Connection, reader: ArchiveReader,
         for _ in metrics_from_wide(reader, run_id):
             counting.next_row()
     used = counting.finish()
-    numbering = Renumbering(await take_positions(connection, "metric_rows", used) if used else 0, kept_rows)
-    counts: dict[str, int] = {}
-    chunk: list[Any] = []
-    numbers: list[int] = []
+    numbering = Renumbering(await take_positions(connection, "metric_rows", used) if used else 0, plan.kept_rows)
     builder = SeriesBuilder()
     writer = PostgresChunkWriter()
-    encoder = BatchEncoder()  # checks metric names as the sink does
-
-    async def flush(*, last: bool = False) -> None:
+    for chunk, numbers, last in plan.chunks(numbering):
         if chunk:
-            encoder.encode(chunk, {run_id: pk}, {})
-            groups = group_calls(chunk, {run_id: pk}, 0)  # seq = position in this chunk...
-            seqs = np.array(numbers, dtype=np.int64)
-            groups = [replace(group, seq=seqs[group.seq]) for group in groups]  # ...then the new numbers
-            if not exact_stats:
+            groups = plan.groups(chunk, numbers)
+            if not plan.exact_stats:
                 await connection.execute(_UPSERT_METRIC_STATS, *_stats_columns(metric_stats(groups)))
             builder.add_groups(groups)
         writes = builder.prepare(seal_all=last, persist_open=False)  # one transaction: sealed chunks only
         await writer.write(connection, builder.series_keys(), writes)
         builder.confirm(writes)
-        chunk.clear()
-        numbers.clear()
-
-    if long_form:
-        for number, line in reader.json_lines("metrics_long.jsonl"):
-            metric = metric_from_line(line, run_id, reader.where, number)
-            numbers.append(numbering.row(line.get("row")))
-            for name in metric.values:
-                counts[name] = counts.get(name, 0) + 1
-            chunk.append(metric)
-            if len(chunk) >= CHUNK_ROWS:
-                await flush()
-    else:
-        for metric in metrics_from_wide(reader, run_id):
-            numbers.append(numbering.next_row())
-            chunk.append(metric)
-            if len(chunk) >= CHUNK_ROWS:
-                await flush()
-    await flush(last=True)
     writer.committed()
-    if rollups:
-        bounds = numbering.bounds
+    if plan.rollups:
         await connection.executemany(
             "INSERT INTO metric_rollups (run, name, first_row, last_row, first_step, last_step, start_ts, end_ts,"
             " count, nan_count, min, max, mean) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            [(pk, r[1], bounds[r[2]], bounds[r[3]], *r[4:]) for r in rollups],
+            plan.rollup_rows(numbering.bounds),
         )
-    if exact_stats:
+    if plan.exact_stats:
         await connection.executemany(
             "INSERT INTO metric_stats (run, name, count, nan_count, sum, min, max, last, last_ts, last_step)"
             " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            [(pk, *row) for row in stats],
+            plan.stats_rows(),
         )
-    if long_form:
-        for rollup in rollups:
-            counts[rollup[1]] = counts.get(rollup[1], 0) + rollup[8]
+    if plan.long_form:
         rows = await connection.fetch("SELECT name, count FROM metric_stats WHERE run = $1", pk)
-        stored = {row["name"]: row["count"] for row in rows}
-        if stored != counts:
-            names = sorted(name for name in stored.keys() | counts.keys() if stored.get(name) != counts.get(name))
-            raise ArchiveError(
-                reader.where, f"the metric rows and rollups do not add up to the statistics' counts (for {names[:5]})"
-            )
-    return long_form
+        plan.check_stored_counts({row["name"]: row["count"] for row in rows})
+    return plan.long_form
 
 
 # -- backups ---------------------------------------------------------------------------------------
