@@ -17,11 +17,13 @@ import asyncpg
 import numpy as np
 
 from ...exceptions import UnknownRunError
-from ...session_events import RUN_STATUSES_OF, SESSION_KIND, session_status
+from ...session_events import SESSION_KIND, session_status
 from ..base import Series
+from ..dialect import POSTGRES
 from ..queries.common import NO_ID_LIMIT
 from ..queries.datacat import add_calls, session_entries
 from ..queries.sessions import COUNTED_EVENTS, metric_values_of, session_page, session_record, statistics_of
+from ..session_sql import session_list_where, suspended_of_machine
 from .chunks import fetch_calls, fetch_series
 from .reads import snapshot, state_history_page
 
@@ -85,21 +87,6 @@ async def read_session(
     return session_page(row, events, series, history, metrics_limit=metrics_limit)
 
 
-def _number_of(field: str) -> str:
-    """A number field of a run's metadata, or ``NULL`` (whatever else it holds)."""
-    value = f"(metadata::jsonb -> '{field}')"
-    return f"(CASE WHEN jsonb_typeof({value}) = 'number' THEN ({value})::text::float8 END)"
-
-
-def _suspended(now: int, timeout: int) -> str:
-    """A live session of datacat's that heartbeated, then was silent past its timeout (``$now``, ``$timeout``)."""
-    return (
-        "(status IN ('running', 'paused') AND end_time IS NULL AND last_heartbeat IS NOT NULL"
-        " AND (metadata::jsonb ->> 'protocol') = 'datacat'"
-        f" AND ${now} - last_heartbeat > COALESCE({_number_of('heartbeat_timeout_seconds')}, ${timeout}))"
-    )
-
-
 async def list_sessions(
     connection: asyncpg.Connection,
     *,
@@ -112,36 +99,21 @@ async def list_sessions(
     timeout_seconds: float = 60.0,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.sessions.list_sessions`."""
-    params: list[Any] = [SESSION_KIND]
-    where = ["kind = $1"]
-    suspended = ""
-    if now is not None:
-        params += [now, timeout_seconds]
-        suspended = _suspended(len(params) - 1, len(params))
-    if active is not None:
-        params.append([*RUN_STATUSES_OF["active"], *RUN_STATUSES_OF["hung"]])
-        live = f"status = ANY(${len(params)}::text[])"
-        if now is None:
-            where.append(live if active else f"NOT ({live})")
-        else:
-            where.append(f"({live} AND NOT {suspended})" if active else f"(NOT ({live}) OR {suspended})")
-    if status == "suspended":
-        where.append(suspended if now is not None else "false")
-    elif status is not None:
-        params.append(list(RUN_STATUSES_OF[status]))
-        where.append(f"status = ANY(${len(params)}::text[])")
-        if status == "active" and now is not None:
-            where.append(f"NOT {suspended}")
-    if product is not None:
-        params.append(product)
-        where.append(f"(metadata::jsonb ->> 'product') = ${len(params)}")
-    if before is not None:
-        params.append(before)
-        where.append(f"id < ${len(params)}")
-    params.append(limit + 1)
+    params: list[Any] = []
+    where = session_list_where(
+        POSTGRES,
+        params,
+        active=active,
+        status=status,
+        product=product,
+        before=before,
+        now=now,
+        timeout_seconds=timeout_seconds,
+    )
+    limit_param = POSTGRES.param(params, limit + 1)
     async with snapshot(connection):
         rows = await connection.fetch(
-            f"SELECT {_SESSION_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ${len(params)}",
+            f"SELECT {_SESSION_COLUMNS} FROM runs WHERE {where} ORDER BY id DESC LIMIT {limit_param}",
             *params,
         )
     return [session_record(tuple(row)) for row in rows]
@@ -181,19 +153,10 @@ async def suspended_sessions_of_machine(
     connection: asyncpg.Connection, machine_id: str, now: float, timeout: float
 ) -> list[str]:
     """See :func:`runwatch.store.queries.datacat.suspended_sessions_of_machine`."""
+    params: list[Any] = []
+    statement = suspended_of_machine(POSTGRES, params, machine_id, now, timeout)
     async with snapshot(connection):
-        rows = await connection.fetch(
-            "SELECT run_id FROM runs r WHERE kind = $1 AND (metadata::jsonb ->> 'machine_id') = $2"
-            " AND end_time IS NULL AND last_heartbeat IS NOT NULL"
-            f" AND $3 - last_heartbeat > COALESCE({_number_of('heartbeat_timeout_seconds')}, $4)"
-            " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run = r.id AND e.type = 'session_crashed_detected'"
-            " AND (e.detail::jsonb -> 'effect') IS NOT NULL AND jsonb_typeof(e.detail::jsonb -> 'effect') <> 'null')"
-            " ORDER BY id",
-            SESSION_KIND,
-            machine_id,
-            now,
-            timeout,
-        )
+        rows = await connection.fetch(statement, *params)
     return [row[0] for row in rows]
 
 

@@ -16,7 +16,9 @@ import orjson
 
 from ...exceptions import UnknownRunError
 from ..calls import Call, read_calls
+from ..dialect import SQLITE
 from ..session_layout import SESSION_KIND
+from ..session_sql import suspended_of_machine
 from .common import read_snapshot
 
 __all__ = [
@@ -146,16 +148,6 @@ def suspended_sessions_of_machine(conn: sqlite3.Connection, machine_id: str, now
     ended. Crashed: a crash was reported (which also ends it) or detected
     (a ``session_crashed_detected`` event with its effect is stored).
     """
-    reported = (
-        " AND NOT EXISTS (SELECT 1 FROM events e WHERE e.run = r.id AND e.type = 'session_crashed_detected'"
-        " AND e.detail ->> '$.effect' IS NOT NULL)"
-        if has_details(conn)
-        else ""
-    )
-    rows = conn.execute(
-        "SELECT run_id FROM runs r WHERE kind = ? AND metadata ->> '$.machine_id' = ? AND end_time IS NULL"
-        " AND last_heartbeat IS NOT NULL"
-        f" AND ? - last_heartbeat > COALESCE(metadata ->> '$.heartbeat_timeout_seconds', ?){reported} ORDER BY id",
-        (SESSION_KIND, machine_id, now, timeout),
-    ).fetchall()
-    return [row[0] for row in rows]
+    params: list[Any] = []
+    statement = suspended_of_machine(SQLITE, params, machine_id, now, timeout, with_details=has_details(conn))
+    return [row[0] for row in conn.execute(statement, params).fetchall()]

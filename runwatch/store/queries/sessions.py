@@ -23,12 +23,13 @@ if TYPE_CHECKING:
 from ...exceptions import UnknownRunError
 from ...session_events import (
     MONITOR_KIND,
-    RUN_STATUSES_OF,
     SESSION_KIND,
     decode_session_tags,
     session_status,
 )
 from ..base import Series
+from ..dialect import SQLITE
+from ..session_sql import session_list_where
 from .common import read_snapshot
 from .runs import state_history
 
@@ -169,14 +170,6 @@ def session_page(
     }
 
 
-#: A live session of datacat's that heartbeated, then was silent past its timeout (parameters: now, timeout).
-_SUSPENDED: Final = (
-    "(status IN ('running', 'paused') AND end_time IS NULL AND last_heartbeat IS NOT NULL"
-    " AND metadata ->> '$.protocol' = 'datacat'"
-    " AND ? - last_heartbeat > COALESCE(metadata ->> '$.heartbeat_timeout_seconds', ?))"
-)
-
-
 def list_sessions(
     conn: sqlite3.Connection,
     *,
@@ -201,37 +194,20 @@ def list_sessions(
             own ``heartbeat_timeout_seconds``, else ``timeout_seconds``; such a session is not
             active); ``None``: none is.
     """
-    where = ["kind = ?"]
-    params: list[Any] = [SESSION_KIND]
-    suspended_params = [now, timeout_seconds]
-    if active is not None:
-        statuses = (*RUN_STATUSES_OF["active"], *RUN_STATUSES_OF["hung"])
-        live = "status IN (SELECT value FROM json_each(?))"
-        params.append(orjson.dumps(statuses).decode())
-        if now is None:
-            where.append(live if active else f"NOT {live}")
-        else:
-            where.append(f"({live} AND NOT {_SUSPENDED})" if active else f"(NOT {live} OR {_SUSPENDED})")
-            params += suspended_params
-    if status == "suspended":
-        where.append(_SUSPENDED if now is not None else "0")
-        if now is not None:
-            params += suspended_params
-    elif status is not None:
-        where.append("status IN (SELECT value FROM json_each(?))")
-        params.append(orjson.dumps(RUN_STATUSES_OF[status]).decode())
-        if status == "active" and now is not None:
-            where.append(f"NOT {_SUSPENDED}")
-            params += suspended_params
-    if product is not None:
-        where.append("metadata ->> '$.product' = ?")
-        params.append(product)
-    if before is not None:
-        where.append("id < ?")
-        params.append(before)
+    params: list[Any] = []
+    where = session_list_where(
+        SQLITE,
+        params,
+        active=active,
+        status=status,
+        product=product,
+        before=before,
+        now=now,
+        timeout_seconds=timeout_seconds,
+    )
     rows = conn.execute(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
-        (*params, limit + 1),
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE {where} ORDER BY id DESC LIMIT {SQLITE.param(params, limit + 1)}",
+        params,
     ).fetchall()
     return [session_record(tuple(row)) for row in rows]
 
