@@ -38,24 +38,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 from ..exceptions import StoreUnavailable
 from . import connections
-from .base import RunProgress, StoredRow, StoreTail, TailRead
+from .base import RunProgress, StoredRow, TailRead
 from .calls import read_calls
-from .replay import decode_event_row, decode_state_row, metric_of_call
+from .replay import decode_event_row, decode_state_row
+from .tail_cursor import LIVE_STATUSES, CursorTail, metric_rows_of, without
 
-__all__ = ["TAIL_TABLES", "SQLiteTail"]
-
-#: The streams the tail follows (``metric_rows``: logging calls, by number).
-TAIL_TABLES: Final = ("metric_rows", "events", "state_history")
-
-#: Run statuses whose progress (heartbeat, counters) the tail follows.
-_LIVE_STATUSES: Final = ("running", "paused", "hung")
+__all__ = ["SQLiteTail"]
 
 
-class SQLiteTail(StoreTail):
+class SQLiteTail(CursorTail):
     """Follows the commits of other connections to one SQLite store (see the module docs).
 
     Args:
@@ -64,18 +59,10 @@ class SQLiteTail(StoreTail):
     """
 
     def __init__(self, path: str, *, max_rows: int = 20_000) -> None:
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        super().__init__(max_rows=max_rows)
         self.path = path
-        self.max_rows = max_rows
         self._connection: sqlite3.Connection | None = None
-        self.positions = {}
-        self._heartbeats: dict[str, float] = {}
         self._read_version: int | None = None  # data_version when the last read began
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return TAIL_TABLES
 
     @property
     def opened(self) -> bool:
@@ -147,10 +134,7 @@ class SQLiteTail(StoreTail):
         ends: dict[str, int] = {}
         undecodable = 0
         more = False
-        skipped: dict[str, list[tuple[int, int]]] = {table: [] for table in TAIL_TABLES}
-        for stream, first, last in skip:
-            if stream in skipped:
-                skipped[stream].append((first, last))
+        skipped = self._skipped(skip)
         connection.execute("BEGIN")
         try:
             found, end, full, bad = self._metric_rows(connection, skipped["metric_rows"])
@@ -163,19 +147,7 @@ class SQLiteTail(StoreTail):
             live = _live_progress(connection)
         finally:
             connection.execute("COMMIT")
-        known = self._heartbeats
-        for run_id in known.keys() - {row.run_id for row in live}:
-            del known[run_id]  # ended: a heartbeat after a resume is news again
-        progress = [row for row in live if row.last_heartbeat > known.get(row.run_id, -1.0)]
-        passed = sum(
-            max(0, min(last + 1, ends[table]) - max(first, self.positions[table]))
-            for table, ranges in skipped.items()
-            for first, last in ranges
-        )
-        return TailRead(rows, ends, progress, more, undecodable, passed)
-
-    def took_heartbeat(self, run_id: str, value: float) -> None:
-        self._heartbeats[run_id] = value
+        return self._tail_read(rows, ends, live, more, undecodable, skipped)
 
     # -- per table ---------------------------------------------------------------------------
 
@@ -189,15 +161,11 @@ class SQLiteTail(StoreTail):
         end = min(end_of_store, start + self.max_rows)
         found: list[StoredRow] = []
         bad = 0
-        for low, high in _without(start, end, skip):
+        for low, high in without(start, end, skip):
             # The chunks ending at or after ``low`` (an index on seq_last): the open segments, mostly.
-            for call in read_calls(connection, low=low, high=high):
-                try:
-                    event = metric_of_call(call)
-                except (ValueError, TypeError, KeyError):
-                    bad += 1
-                    continue
-                found.append(StoredRow("metric_rows", call.seq, event))
+            rows, undecodable = metric_rows_of(read_calls(connection, low=low, high=high))
+            found += rows
+            bad += undecodable
         return found, end, end < end_of_store, bad
 
     def _id_rows(
@@ -246,21 +214,6 @@ class SQLiteTail(StoreTail):
         return self._connection
 
 
-def _without(start: int, end: int, skip: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The sub-ranges ``[low, high)`` of ``[start, end)`` outside every inclusive range of ``skip``."""
-    pieces = []
-    low = start
-    for first, last in sorted(skip):
-        if last < low or first >= end:
-            continue
-        if first > low:
-            pieces.append((low, first))
-        low = max(low, last + 1)
-    if low < end:
-        pieces.append((low, end))
-    return pieces
-
-
 def _next_metric_row(connection: sqlite3.Connection) -> int:
     row = connection.execute("SELECT value FROM meta WHERE key = 'next_metric_row'").fetchone()
     return 0 if row is None else int(row[0])
@@ -271,12 +224,12 @@ def _max_id(connection: sqlite3.Connection, table: str) -> int:
 
 
 def _live_progress(connection: sqlite3.Connection) -> list[RunProgress]:
-    placeholders = ", ".join("?" for _ in _LIVE_STATUSES)
+    placeholders = ", ".join("?" for _ in LIVE_STATUSES)
     return [
         RunProgress(*row)
         for row in connection.execute(
             "SELECT run_id, last_heartbeat, total_steps, total_episodes FROM runs"
             f" WHERE status IN ({placeholders}) AND last_heartbeat IS NOT NULL",
-            _LIVE_STATUSES,
+            LIVE_STATUSES,
         )
     ]

@@ -31,11 +31,10 @@ from typing import Any, Final
 import asyncpg
 
 from ...exceptions import StoreUnavailable
-from ..base import RunProgress, StoredRow, StoreTail, TailRead
+from ..base import RunProgress, StoredRow, TailRead
 from ..calls import calls_of_rows
 from ..chunk_reads import DECODE_COLUMNS
-from ..replay import metric_of_call
-from ..tail import TAIL_TABLES, _without
+from ..tail_cursor import LIVE_STATUSES, TAIL_TABLES, CursorTail, metric_rows_of, without
 from .connection import CONNECT_TIMEOUT_SECONDS, portal_for, redact_dsn
 from .replay import decode_row
 from .schema import POSITION_SEQUENCES, TAIL_LOCK
@@ -46,8 +45,6 @@ __all__ = ["HORIZON_WAIT_SECONDS", "PostgresTail"]
 #: The longest a read waits for the write transactions in flight to end before it reads nothing this time.
 HORIZON_WAIT_SECONDS: Final = 1.0
 
-#: Run statuses whose progress (heartbeat, counters) the tail follows.
-_LIVE_STATUSES: Final = ["running", "paused", "hung"]
 
 _COLUMNS: Final = {
     "events": "t.id, r.run_id, t.ts, t.kind, t.type, t.level, t.data",
@@ -55,7 +52,7 @@ _COLUMNS: Final = {
 }
 
 
-class PostgresTail(StoreTail):
+class PostgresTail(CursorTail):
     """Follows the commits of other connections to one PostgreSQL store (see the module docs).
 
     Args:
@@ -64,19 +61,11 @@ class PostgresTail(StoreTail):
     """
 
     def __init__(self, dsn: str, *, max_rows: int = 20_000) -> None:
-        if max_rows < 1:
-            raise ValueError(f"max_rows must be at least 1, got {max_rows}")
+        super().__init__(max_rows=max_rows)
         self.dsn = dsn
         self.location = redact_dsn(dsn)
-        self.max_rows = max_rows
-        self.positions = {}
         self._connection: asyncpg.Connection | None = None
-        self._heartbeats: dict[str, float] = {}
         self._notified = True  # nothing read yet: read
-
-    @property
-    def streams(self) -> tuple[str, ...]:
-        return TAIL_TABLES
 
     @property
     def opened(self) -> bool:
@@ -106,9 +95,6 @@ class PostgresTail(StoreTail):
             self._notified = True
             raise
         return read
-
-    def took_heartbeat(self, run_id: str, value: float) -> None:
-        self._heartbeats[run_id] = value
 
     # -- on the portal's loop ----------------------------------------------------------------
 
@@ -155,10 +141,7 @@ class PostgresTail(StoreTail):
         connection = self._connection
         assert connection is not None
         self._notified = False  # before the horizon: a commit after it notifies again
-        skipped: dict[str, list[tuple[int, int]]] = {table: [] for table in TAIL_TABLES}
-        for stream, first, last in skip:
-            if stream in skipped:
-                skipped[stream].append((first, last))
+        skipped = self._skipped(skip)
         horizon = await self._horizon(connection)
         if horizon is None:
             self._notified = True
@@ -177,16 +160,7 @@ class PostgresTail(StoreTail):
                 rows[table], ends[table] = found, end
                 more, undecodable = more or full, undecodable + bad
             live = await _live_progress(connection)
-        known = self._heartbeats
-        for run_id in known.keys() - {row.run_id for row in live}:
-            del known[run_id]  # ended: a heartbeat after a resume is news again
-        progress = [row for row in live if row.last_heartbeat > known.get(row.run_id, -1.0)]
-        passed = sum(
-            max(0, min(last + 1, ends[table]) - max(first, self.positions[table]))
-            for table, ranges in skipped.items()
-            for first, last in ranges
-        )
-        return TailRead(rows, ends, progress, more, undecodable, passed)
+        return self._tail_read(rows, ends, live, more, undecodable, skipped)
 
     async def _metric_rows(
         self, connection: asyncpg.Connection, end_of_store: int, skip: list[tuple[int, int]]
@@ -197,7 +171,7 @@ class PostgresTail(StoreTail):
         end = min(end_of_store, start + self.max_rows)
         found: list[StoredRow] = []
         bad = 0
-        for low, high in _without(start, end, skip):
+        for low, high in without(start, end, skip):
             # The chunks ending at or after ``low`` (an index on seq_last): the open segments, mostly.
             records = await connection.fetch(
                 f"SELECT r.run_id, s.name, {DECODE_COLUMNS} FROM metric_chunks AS c"
@@ -206,13 +180,9 @@ class PostgresTail(StoreTail):
                 low,
                 high,
             )
-            for call in calls_of_rows([tuple(record) for record in records], low, high):
-                try:
-                    event = metric_of_call(call)
-                except (ValueError, TypeError, KeyError):
-                    bad += 1
-                    continue
-                found.append(StoredRow("metric_rows", call.seq, event))
+            rows, undecodable = metric_rows_of(calls_of_rows([tuple(record) for record in records], low, high))
+            found += rows
+            bad += undecodable
         return found, end, end < end_of_store, bad
 
     async def _id_rows(
@@ -251,7 +221,7 @@ async def _live_progress(connection: asyncpg.Connection) -> list[RunProgress]:
     rows = await connection.fetch(
         "SELECT run_id, last_heartbeat, total_steps, total_episodes FROM runs"
         " WHERE status = ANY($1::text[]) AND last_heartbeat IS NOT NULL",
-        _LIVE_STATUSES,
+        list(LIVE_STATUSES),
     )
     return [RunProgress(*row) for row in rows]
 
