@@ -11,7 +11,7 @@ tests of the layout). Reads are :mod:`runwatch.store.chunk_reads`.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any, Final
@@ -175,13 +175,24 @@ class ChunkWriter:
         self.series.rolled_back()
 
 
-def chunk_row(series: int, sealed: bool, chunk: EncodedChunk) -> tuple[Any, ...]:
-    """The values of one ``metric_chunks`` row, in table order."""
+def _real(value: float | int | None) -> float | int | None:
+    # SQLite turns NaN into NULL anyway; say so explicitly.
+    return None if isinstance(value, float) and value != value else value
 
-    def real(value: float | int | None) -> float | int | None:
-        # SQLite turns NaN into NULL anyway; say so explicitly.
-        return None if isinstance(value, float) and value != value else value
 
+def chunk_row(
+    series: int,
+    sealed: bool,
+    chunk: EncodedChunk,
+    *,
+    real: Callable[[float | int | None], float | int | None] = _real,
+) -> tuple[Any, ...]:
+    """The values of one ``metric_chunks`` row, in table order (``series`` and :data:`CHUNK_COLUMNS`).
+
+    Args:
+        real: how a backend stores a summary value (``value_min`` … ``value_last``); by default as
+            SQLite does, NaN as NULL.
+    """
     return (
         series,
         chunk.seq_first,

@@ -21,7 +21,7 @@ from ..base import Series
 from ..calls import Call, calls_of_rows
 from ..chunk_reads import DECODE_COLUMNS, _within, decode_columns, decode_rows
 from ..chunk_schema import CHUNK_COLUMNS
-from ..chunk_store import SeriesIds
+from ..chunk_store import SeriesIds, chunk_row
 from ..chunks import VALUE_INT, EncodedChunk
 from ..series import ChunkWrites, SeriesBuilder, SeriesKey
 
@@ -57,34 +57,7 @@ def _exact(chunk: EncodedChunk, value: float | int | None) -> int | None:
 def chunk_record(series: int, sealed: bool, chunk: EncodedChunk) -> tuple[Any, ...]:
     """The values of one ``metric_chunks`` row, in :data:`CHUNK_RECORD_COLUMNS` order."""
     return (
-        series,
-        chunk.seq_first,
-        chunk.seq_last,
-        int(sealed),
-        chunk.format,
-        chunk.count,
-        chunk.nan_count,
-        chunk.value_type,
-        _real(chunk.min),
-        _real(chunk.max),
-        _real(chunk.sum),
-        _real(chunk.last),
-        chunk.step_first,
-        chunk.step_last,
-        chunk.step_min,
-        chunk.step_max,
-        chunk.time_first,
-        chunk.time_last,
-        chunk.time_min,
-        chunk.time_max,
-        chunk.block_points,
-        chunk.blocks,
-        chunk.seqs,
-        chunk.steps,
-        chunk.step_mask,
-        chunk.times,
-        chunk.vals,
-        chunk.tags,
+        *chunk_row(series, sealed, chunk, real=_real),
         _exact(chunk, chunk.min),
         _exact(chunk, chunk.max),
         _exact(chunk, chunk.sum),
