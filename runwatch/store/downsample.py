@@ -49,7 +49,9 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BUCKET_ROWS",
     "ROLLUP_COLUMNS",
+    "DownsampleBuckets",
     "DownsamplePass",
+    "FirstCalls",
     "check_rollup_names",
     "downsample_metrics",
     "metric_rollups",
@@ -61,7 +63,48 @@ __all__ = [
 DEFAULT_BUCKET_ROWS: Final = 100
 
 
-class DownsamplePass(MaintenancePass):
+class DownsampleBuckets(MaintenancePass):
+    """What every backend's downsample pass shares: its arguments checked, its counters, and how many of a
+    run's first calls one transaction replaces (see :class:`DownsamplePass`; the backend reads and writes).
+
+    Args:
+        older_than: the cutoff, epoch seconds.
+        bucket_rows: logging calls per rollup bucket (at least 2).
+        batch_rows: about the most calls replaced per transaction (rounded
+            down to whole buckets, at least one bucket).
+    """
+
+    def __init__(self, older_than: float, *, bucket_rows: int, batch_rows: int) -> None:
+        self.older_than = check_cutoff(older_than)
+        self.bucket_rows = check_positive_int("bucket_rows", bucket_rows, 2)
+        check_positive_int("batch_rows", batch_rows)
+        self.chunk_rows = max(1, batch_rows // bucket_rows) * bucket_rows
+        self.removed_rows = 0
+        self.written_rollups = 0
+        self._after = 0
+        self._run: int | None = None
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """Whether the pass has nothing left to downsample."""
+        return self._done
+
+    def counters(self) -> dict[str, int]:
+        """``downsampled_rows`` and ``written_rollups`` so far."""
+        return {"downsampled_rows": self.removed_rows, "written_rollups": self.written_rollups}
+
+    def _old_calls(self, times_us: npt.NDArray[np.int64]) -> int:
+        """How many of the run's first calls (their times given, in call order) to replace now."""
+        cutoff_us = round(self.older_than * 1e6)
+        newer = np.flatnonzero(times_us >= cutoff_us)
+        old = int(newer[0]) if len(newer) else len(times_us)
+        if old == len(times_us) and old <= self.chunk_rows:
+            return old  # the run's last calls: a short last bucket is fine
+        return min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
+
+
+class DownsamplePass(DownsampleBuckets):
     """Replaces the old metric points of inactive runs by rollups, one transaction per :meth:`step`.
 
     A logging call is old when its time is before the cutoff; only runs
@@ -100,26 +143,9 @@ class DownsamplePass(MaintenancePass):
         batch_rows: int = DEFAULT_BATCH_ROWS,
         lock_wait_seconds: float = LOCK_WAIT_SECONDS,
     ) -> None:
-        self.older_than = check_cutoff(older_than)
+        super().__init__(older_than, bucket_rows=bucket_rows, batch_rows=batch_rows)
         self.lock_wait_seconds = lock_wait_seconds
-        self.bucket_rows = check_positive_int("bucket_rows", bucket_rows, 2)
-        check_positive_int("batch_rows", batch_rows)
-        self.chunk_rows = max(1, batch_rows // bucket_rows) * bucket_rows
-        self.removed_rows = 0
-        self.written_rollups = 0
-        self._after = 0
-        self._run: int | None = None
         self._checked = False
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        """Whether the pass has nothing left to downsample."""
-        return self._done
-
-    def counters(self) -> dict[str, int]:
-        """``downsampled_rows`` and ``written_rollups`` so far."""
-        return {"downsampled_rows": self.removed_rows, "written_rollups": self.written_rollups}
 
     def step(self, conn: sqlite3.Connection) -> bool:
         """Replace up to one batch of old calls of one run in one transaction.
@@ -165,15 +191,6 @@ class DownsamplePass(MaintenancePass):
             self.removed_rows += taken
         return True
 
-    def _old_calls(self, times_us: npt.NDArray[np.int64]) -> int:
-        """How many of the run's first calls (their times given, in call order) to replace now."""
-        cutoff_us = round(self.older_than * 1e6)
-        newer = np.flatnonzero(times_us >= cutoff_us)
-        old = int(newer[0]) if len(newer) else len(times_us)
-        if old == len(times_us) and old <= self.chunk_rows:
-            return old  # the run's last calls: a short last bucket is fine
-        return min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
-
 
 def _first_calls(
     conn: sqlite3.Connection, run: int, count: int
@@ -188,26 +205,52 @@ def _first_calls(
         " JOIN metric_chunks AS c ON c.series = s.id WHERE s.run = ? ORDER BY c.seq_first",
         (run,),
     ).fetchall()
-    seqs: list[npt.NDArray[np.int64]] = []
-    times: list[npt.NDArray[np.int64]] = []
-    known = np.empty(0, dtype=np.int64)
+    found = FirstCalls(count)
     for rowid, seq_first, chunk_count, value_type in chunks:
-        if len(known) >= count and seq_first > known[count - 1]:
+        if not found.needs(seq_first):
             break  # every later chunk starts after the first ``count`` calls
         row = conn.execute("SELECT seqs, times FROM metric_chunks WHERE rowid = ?", (rowid,)).fetchone()
+        found.add(chunk_count, value_type, row[0], row[1])
+    return found.result()
+
+
+class FirstCalls:
+    """The call numbers and times of a run's first ``count`` calls, from the run's chunks in call order
+    (each backend reads the chunks, one at a time, while :meth:`needs` says so)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self._seqs: list[npt.NDArray[np.int64]] = []
+        self._times: list[npt.NDArray[np.int64]] = []
+        self._known = np.empty(0, dtype=np.int64)
+        self._first = np.empty(0, dtype=np.int64)
+
+    def needs(self, seq_first: int) -> bool:
+        """Whether a chunk starting at call ``seq_first`` may hold one of the first calls."""
+        known = self._known
+        return not (len(known) >= self.count and seq_first > known[self.count - 1])
+
+    def add(self, chunk_count: int, value_type: int, seqs: bytes, times: bytes) -> None:
+        """Decode a chunk's call and time columns.
+
+        Raises:
+            StoreError: the chunk cannot be decoded.
+        """
         try:
             points = decode_chunk(
-                ChunkRow(chunk_count, value_type, row[0], None, None, row[1], b"", None), frozenset({"seq", "time"})
+                ChunkRow(chunk_count, value_type, seqs, None, None, times, b"", None), frozenset({"seq", "time"})
             )
         except CodecError as exc:
             raise StoreError(f"a metric chunk cannot be decoded: {exc}") from None
-        seqs.append(points.seq)
-        times.append(points.time_us)
-        known, first = np.unique(np.concatenate(seqs), return_index=True)
-    if not seqs:
-        return None
-    all_times = np.concatenate(times)
-    return known[:count], all_times[first[:count]]
+        self._seqs.append(points.seq)
+        self._times.append(points.time_us)
+        self._known, self._first = np.unique(np.concatenate(self._seqs), return_index=True)
+
+    def result(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]] | None:
+        """The first calls' numbers and times, or ``None`` when no chunk was added."""
+        if not self._seqs:
+            return None
+        return self._known[: self.count], np.concatenate(self._times)[self._first[: self.count]]
 
 
 def _write_rollups(conn: sqlite3.Connection, run: int, calls: npt.NDArray[np.int64], bucket_rows: int) -> int:

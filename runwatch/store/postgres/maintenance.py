@@ -25,9 +25,7 @@ from ...exceptions import StoreError, UnknownRunError
 from ...session_events import MONITOR_KIND, SESSION_KIND
 from ..base import MaintenancePass
 from ..chunk_edit import REMOVAL_COLUMNS, PointRange, plan_removal
-from ..chunks import ChunkRow, decode_chunk
-from ..codecs import CodecError
-from ..downsample import ROLLUP_COLUMNS, rollup_rows
+from ..downsample import ROLLUP_COLUMNS, DownsampleBuckets, FirstCalls, rollup_rows
 from ..lifecycle import ACTIVE_SQL, check_cutoff, check_positive_int
 from ..queries import check_run_id
 from ..queries.runs import _parse_owner, _process_alive
@@ -215,27 +213,9 @@ async def forget_ingested_batches(connection: asyncpg.Connection, older_than: fl
             return forgotten
 
 
-class DownsamplePass(MaintenancePass):
+class DownsamplePass(DownsampleBuckets):
     """Replaces the old metric rows of inactive runs by rollups (as the SQLite store's, see
     :class:`runwatch.store.downsample.DownsamplePass`), one transaction per :meth:`step`."""
-
-    def __init__(self, older_than: float, *, bucket_rows: int, batch_rows: int) -> None:
-        self.older_than = check_cutoff(older_than)
-        self.bucket_rows = check_positive_int("bucket_rows", bucket_rows, 2)
-        check_positive_int("batch_rows", batch_rows)
-        self.chunk_rows = max(1, batch_rows // bucket_rows) * bucket_rows
-        self.removed_rows = 0
-        self.written_rollups = 0
-        self._after = 0
-        self._run: int | None = None
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def counters(self) -> dict[str, int]:
-        return {"downsampled_rows": self.removed_rows, "written_rollups": self.written_rollups}
 
     async def step(self, connection: asyncpg.Connection) -> bool:
         """Replace up to one chunk of old rows of one run in one transaction; ``False`` once done."""
@@ -288,15 +268,6 @@ class DownsamplePass(MaintenancePass):
             self.removed_rows += taken
         return True
 
-    def _old_calls(self, times_us: npt.NDArray[np.int64]) -> int:
-        """How many of the run's first calls (their times given, in call order) to replace now."""
-        cutoff_us = round(self.older_than * 1e6)
-        newer = np.flatnonzero(times_us >= cutoff_us)
-        old = int(newer[0]) if len(newer) else len(times_us)
-        if old == len(times_us) and old <= self.chunk_rows:
-            return old  # the run's last calls: a short last bucket is fine
-        return min(old, self.chunk_rows) // self.bucket_rows * self.bucket_rows
-
 
 async def _first_calls(
     connection: asyncpg.Connection, run: int, count: int
@@ -308,26 +279,13 @@ async def _first_calls(
         " JOIN metric_chunks AS c ON c.series = s.id WHERE s.run = $1 ORDER BY c.seq_first",
         run,
     )
-    seqs: list[npt.NDArray[np.int64]] = []
-    times: list[npt.NDArray[np.int64]] = []
-    known = np.empty(0, dtype=np.int64)
-    first = np.empty(0, dtype=np.int64)
+    found = FirstCalls(count)
     for rowid, seq_first, chunk_count, value_type in chunks:
-        if len(known) >= count and seq_first > known[count - 1]:
+        if not found.needs(seq_first):
             break  # every later chunk starts after the first ``count`` calls
         row = await connection.fetchrow("SELECT seqs, times FROM metric_chunks WHERE rowid = $1", rowid)
-        try:
-            points = decode_chunk(
-                ChunkRow(chunk_count, value_type, row[0], None, None, row[1], b"", None), frozenset({"seq", "time"})
-            )
-        except CodecError as exc:
-            raise StoreError(f"a metric chunk cannot be decoded: {exc}") from None
-        seqs.append(points.seq)
-        times.append(points.time_us)
-        known, first = np.unique(np.concatenate(seqs), return_index=True)
-    if not seqs:
-        return None
-    return known[:count], np.concatenate(times)[first[:count]]
+        found.add(chunk_count, value_type, row[0], row[1])
+    return found.result()
 
 
 async def remove_points(
