@@ -49,7 +49,9 @@ __all__ = [
     "DEFAULT_BATCH_ROWS",
     "LOCK_WAIT_SECONDS",
     "MAX_PAUSE_SECONDS",
+    "RUN_TABLES",
     "CleanupPass",
+    "CleanupRuns",
     "Pass",
     "cleanup_old_data",
     "count_old_data",
@@ -81,10 +83,10 @@ _OLD_RUN: Final = (
     " AND MAX(COALESCE(end_time, updated_at), updated_at, COALESCE(last_heartbeat, updated_at)) < :cutoff"
 )
 
-# The tables holding a run's rows, in the order a cleanup empties them:
-# metric_stats last, so a run cut short by an error still shows its summary.
-# metric_chunks before metric_series, whose ids they name.
-_RUN_TABLES: Final = (
+#: The tables holding a run's rows, in the order every backend's cleanup empties them:
+#: metric_stats last, so a run cut short by an error still shows its summary;
+#: metric_chunks before metric_series, whose ids they name.
+RUN_TABLES: Final = (
     "metric_chunks",
     "metric_series",
     "metric_rollups",
@@ -246,7 +248,7 @@ def count_old_data(conn: sqlite3.Connection, older_than: float) -> int:
         statistics, rollups, events, state history).
     """
     cutoff = check_cutoff(older_than)
-    tables = [table for table in _RUN_TABLES if table in table_names(conn)]
+    tables = [table for table in RUN_TABLES if table in table_names(conn)]
     per_run = " + ".join(
         f"(SELECT count(*) FROM {table} WHERE {_OF_RUN.get(table, 'run = {run}').format(run='r.id')})"
         for table in tables
@@ -256,7 +258,40 @@ def count_old_data(conn: sqlite3.Connection, older_than: float) -> int:
     return int(runs) + int(rows)
 
 
-class CleanupPass(MaintenancePass):
+class CleanupRuns(MaintenancePass):
+    """What every backend's cleanup pass shares: its arguments checked, its counters and where it is
+    (the run being emptied, the highest run id done); see :class:`CleanupPass` (the backend reads and writes).
+
+    Args:
+        older_than: the cutoff, epoch seconds.
+        batch_rows: the most rows removed per transaction.
+    """
+
+    def __init__(self, older_than: float, *, batch_rows: int) -> None:
+        self.older_than = check_cutoff(older_than)
+        self.batch_rows = check_positive_int("batch_rows", batch_rows)
+        self.removed_records = 0
+        self.removed_runs = 0
+        self._after = 0  # every old run with an id up to this one is handled
+        self._run: int | None = None
+        self._tables: tuple[str, ...] | None = None
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        """Whether the pass has nothing left to remove."""
+        return self._done
+
+    def counters(self) -> dict[str, int]:
+        """``removed_records`` and ``removed_runs`` so far."""
+        return {"removed_records": self.removed_records, "removed_runs": self.removed_runs}
+
+    def _next_run(self, run: int) -> None:
+        self._after = run
+        self._run = None
+
+
+class CleanupPass(CleanupRuns):
     """Removes the old runs and their rows, one short write transaction per :meth:`step`.
 
     Resumable: the state between steps is the run being emptied and the
@@ -279,24 +314,8 @@ class CleanupPass(MaintenancePass):
     def __init__(
         self, older_than: float, *, batch_rows: int = DEFAULT_BATCH_ROWS, lock_wait_seconds: float = LOCK_WAIT_SECONDS
     ) -> None:
-        self.older_than = check_cutoff(older_than)
-        self.batch_rows = check_positive_int("batch_rows", batch_rows)
+        super().__init__(older_than, batch_rows=batch_rows)
         self.lock_wait_seconds = lock_wait_seconds
-        self.removed_records = 0
-        self.removed_runs = 0
-        self._after = 0  # every old run with an id up to this one is handled
-        self._run: int | None = None
-        self._tables: tuple[str, ...] | None = None
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        """Whether the pass has nothing left to remove."""
-        return self._done
-
-    def counters(self) -> dict[str, int]:
-        """``removed_records`` and ``removed_runs`` so far."""
-        return {"removed_records": self.removed_records, "removed_runs": self.removed_runs}
 
     def step(self, conn: sqlite3.Connection) -> bool:
         """Remove up to ``batch_rows`` rows in one transaction.
@@ -315,7 +334,7 @@ class CleanupPass(MaintenancePass):
             return False
         if self._tables is None:
             present = table_names(conn)
-            self._tables = tuple(table for table in _RUN_TABLES if table in present)
+            self._tables = tuple(table for table in RUN_TABLES if table in present)
         params: dict[str, Any] = {"cutoff": self.older_than, "after": self._after}
         if self._run is None:
             row = conn.execute(f"SELECT id FROM runs WHERE id > :after AND {_OLD_RUN} ORDER BY id LIMIT 1", params)
@@ -346,10 +365,6 @@ class CleanupPass(MaintenancePass):
                 self.removed_runs += 1
                 self._next_run(run)
         return True
-
-    def _next_run(self, run: int) -> None:
-        self._after = run
-        self._run = None
 
 
 def cleanup_old_data(

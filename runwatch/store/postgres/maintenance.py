@@ -23,10 +23,9 @@ import orjson
 
 from ...exceptions import StoreError, UnknownRunError
 from ...session_events import MONITOR_KIND, SESSION_KIND
-from ..base import MaintenancePass
 from ..chunk_edit import REMOVAL_COLUMNS, PointRange, plan_removal
 from ..downsample import ROLLUP_COLUMNS, DownsampleBuckets, FirstCalls, rollup_rows
-from ..lifecycle import ACTIVE_SQL, check_cutoff, check_positive_int
+from ..lifecycle import ACTIVE_SQL, RUN_TABLES, CleanupRuns, check_cutoff
 from ..queries import check_run_id
 from ..queries.runs import _parse_owner, _process_alive
 from .chunks import CHUNK_RECORD_COLUMNS, chunk_record
@@ -46,23 +45,6 @@ __all__ = [
 
 # A run is old when inactive and its last sign of life is before $cutoff (GREATEST skips NULLs).
 _OLD_RUN: Final = f"status NOT IN ({ACTIVE_SQL}) AND GREATEST(end_time, updated_at, last_heartbeat) < $1"
-
-# The tables holding a run's rows, in the order a cleanup empties them:
-# metric_chunks before metric_series, whose ids they name; metric_stats last, so a run cut short by an
-# error still shows its summary.
-_RUN_TABLES: Final = (
-    "metric_chunks",
-    "metric_series",
-    "metric_rollups",
-    "events",
-    "state_history",
-    "images",
-    "histograms",
-    "media_usage",
-    "metric_stats",
-    "snapshots",
-    "run_annotations",
-)
 
 # One chunk of a run's rows ($1: run, $2: how many).
 _DELETE_CHUNK: Final = {
@@ -122,7 +104,7 @@ async def _existing_tables(connection: asyncpg.Connection, names: tuple[str, ...
 async def count_old_data(connection: asyncpg.Connection, older_than: float) -> int:
     """How many records a cleanup at ``older_than`` would remove now: the old runs plus all their rows."""
     cutoff = check_cutoff(older_than)
-    tables = await _existing_tables(connection, _RUN_TABLES)
+    tables = await _existing_tables(connection, RUN_TABLES)
     per_run = " + ".join(f"(SELECT count(*) FROM {table} WHERE {_OF_RUN.get(table, 'run = r.id')})" for table in tables)
     row = await connection.fetchrow(
         f"SELECT count(*), COALESCE(sum({per_run or '0'}), 0) FROM runs AS r WHERE {_OLD_RUN}", cutoff
@@ -130,7 +112,7 @@ async def count_old_data(connection: asyncpg.Connection, older_than: float) -> i
     return int(row[0]) + int(row[1])
 
 
-class CleanupPass(MaintenancePass):
+class CleanupPass(CleanupRuns):
     """Removes the old runs and their rows, one short transaction per :meth:`step` (as the SQLite store's).
 
     Args:
@@ -138,29 +120,12 @@ class CleanupPass(MaintenancePass):
         batch_rows: the most rows removed per transaction.
     """
 
-    def __init__(self, older_than: float, *, batch_rows: int) -> None:
-        self.older_than = check_cutoff(older_than)
-        self.batch_rows = check_positive_int("batch_rows", batch_rows)
-        self.removed_records = 0
-        self.removed_runs = 0
-        self._after = 0
-        self._run: int | None = None
-        self._tables: tuple[str, ...] | None = None
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def counters(self) -> dict[str, int]:
-        return {"removed_records": self.removed_records, "removed_runs": self.removed_runs}
-
     async def step(self, connection: asyncpg.Connection) -> bool:
         """Remove up to ``batch_rows`` rows in one transaction; ``False`` once no old run is left."""
         if self._done:
             return False
         if self._tables is None:
-            self._tables = await _existing_tables(connection, _RUN_TABLES)
+            self._tables = await _existing_tables(connection, RUN_TABLES)
         if self._run is None:
             found = await connection.fetchval(
                 f"SELECT id FROM runs WHERE id > $2 AND {_OLD_RUN} ORDER BY id LIMIT 1", self.older_than, self._after
@@ -190,10 +155,6 @@ class CleanupPass(MaintenancePass):
                 self.removed_runs += 1
                 self._next_run(run)
         return True
-
-    def _next_run(self, run: int) -> None:
-        self._after = run
-        self._run = None
 
 
 async def forget_ingested_batches(connection: asyncpg.Connection, older_than: float, *, batch_rows: int) -> int:
@@ -404,7 +365,7 @@ async def remove_old_sessions(connection: asyncpg.Connection, cutoff: float) -> 
                 await connection.execute(f"DELETE FROM {table} WHERE ts < $1 AND run IN ({runs})", cutoff)
             )
         if ended:
-            for table in _RUN_TABLES:
+            for table in RUN_TABLES:
                 if table == "images":
                     digests = await connection.fetch(
                         "DELETE FROM images WHERE run = ANY($1::bigint[]) RETURNING digest", ended
