@@ -17,11 +17,11 @@ from typing import Any
 import asyncpg
 import orjson
 
-from ...events import to_epoch_seconds
 from ...exceptions import StoreError, UnknownRunError
 from ...wire.annotations import check_note, check_tags
 from ..base import RunActivity, SeriesSummary
 from ..chunk_reads import summaries_of
+from ..dialect import POSTGRES
 from ..queries.common import (
     MIN_READ_VERSION,
     NO_ID_LIMIT,
@@ -30,6 +30,14 @@ from ..queries.common import (
     check_status,
     check_text,
     json_value,
+)
+from ..queries.events import (
+    alert_events_statement,
+    alert_records,
+    checked_event_filters,
+    current_alerts,
+    event_records,
+    run_events_statement,
 )
 from ..queries.runs import _RUN_LIST_COLUMNS, _metric_summary
 from .chunks import SUMMARY_SELECT, summary_rows
@@ -336,47 +344,34 @@ async def run_events(
     newest_first: bool = False,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.run_events`."""
-    check_limit(limit)
-    check_text("event_type", event_type)
-    check_text("kind", kind)
-    check_text("level", level)
-    for name, value in (("after_id", after_id), ("before_id", before_id)):
-        if value is not None and type(value) is not int:
-            raise TypeError(f"{name} must be an integer or None, got {value!r}")
-    start = to_epoch_seconds(start_time, "start_time")
-    end = to_epoch_seconds(end_time, "end_time")
+    start, end = checked_event_filters(
+        limit=limit,
+        event_type=event_type,
+        kind=kind,
+        level=level,
+        after_id=after_id,
+        before_id=before_id,
+        start_time=start_time,
+        end_time=end_time,
+    )
     async with snapshot(connection):
-        run = await run_pk(connection, run_id)
-        params: list[Any] = [run]
-        where = ["run = $1"]
-
-        def add(condition: str, value: Any) -> None:
-            params.append(value)
-            where.append(condition.replace("?", f"${len(params)}"))
-
-        for column, wanted in (("type", event_type), ("kind", kind), ("level", level)):
-            if wanted is not None:
-                add(f"{column} = ?", wanted)
-        if start is not None:
-            add("ts >= ?", start)
-        if end is not None:
-            add("ts <= ?", end)
-        if after_id is not None:
-            add("id > ?", after_id)
-        if before_id is not None:
-            add("id < ?", before_id)
-        order = "id" if after_id is not None or before_id is not None else "ts, id"
-        if newest_first:
-            order = ", ".join(f"{column} DESC" for column in order.split(", "))
-        sql = f"SELECT id, type, data, ts, level, kind FROM events WHERE {' AND '.join(where)} ORDER BY {order}"
-        if limit is not None:
-            params.append(limit)
-            sql += f" LIMIT ${len(params)}"
+        params: list[Any] = []
+        sql = run_events_statement(
+            POSTGRES,
+            params,
+            await run_pk(connection, run_id),
+            event_type=event_type,
+            kind=kind,
+            level=level,
+            start=start,
+            end=end,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+            limit=limit,
+        )
         rows = await connection.fetch(sql, *params)
-    return [
-        {"id": id_, "event_type": type_, "event_data": orjson.loads(data), "timestamp": ts, "level": lvl, "kind": knd}
-        for id_, type_, data, ts, lvl, knd in rows
-    ]
+    return event_records(rows)
 
 
 async def alert_events(
@@ -389,29 +384,13 @@ async def alert_events(
     before_id: int | None = None,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.alert_events`."""
-    where = ["e.kind = 'alert'"]
     params: list[Any] = []
-    if run_id is not None:
-        check_run_id(run_id)
-        params.append(run_id)
-        where.append(f"r.run_id = ${len(params)}")
-    if severity is not None:
-        params.append(severity)
-        where.append(f"(e.data::jsonb ->> 'severity') = ${len(params)}")
-    if rule is not None:
-        params.append(rule)
-        where.append(f"(e.data::jsonb ->> 'rule') = ${len(params)}")
-    if before_id is not None:
-        params.append(before_id)
-        where.append(f"e.id < ${len(params)}")
-    params.append(limit)
+    sql = alert_events_statement(
+        POSTGRES, params, run_id=run_id, severity=severity, rule=rule, before_id=before_id, limit=limit
+    )
     async with snapshot(connection):
-        rows = await connection.fetch(
-            "SELECT e.id, r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
-            f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ${len(params)}",
-            *params,
-        )
-    return [{"id": id_, "run_id": run, "updated_at": ts, **orjson.loads(data)} for id_, run, ts, data in rows]
+        rows = await connection.fetch(sql, *params)
+    return alert_records(rows)
 
 
 async def alerts(
@@ -423,13 +402,8 @@ async def alerts(
     limit: int = 100_000,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.alerts` (the latest transition of each instance is its state)."""
-    latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for alert in await alert_events(connection, run_id=run_id, severity=severity, limit=limit):  # newest first
-        labels = orjson.dumps(alert.get("labels") or {}, option=orjson.OPT_SORT_KEYS).decode()
-        latest.setdefault((alert["run_id"], alert.get("rule", ""), labels), alert)
-    found = [{k: v for k, v in alert.items() if k != "id"} for alert in latest.values() if alert.get("state") in states]
-    found.sort(key=lambda alert: alert.get("active_since") or alert["updated_at"])
-    return found
+    transitions = await alert_events(connection, run_id=run_id, severity=severity, limit=limit)  # newest first
+    return current_alerts(transitions, states)
 
 
 # -- metrics ---------------------------------------------------------------------------------------

@@ -1,19 +1,34 @@
 """Reads of events: a run's events, and the alerts among them (transitions and current states).
 
-Plain functions of a ``sqlite3.Connection`` (see :mod:`runwatch.store.queries`).
+Plain functions of a ``sqlite3.Connection`` (see :mod:`runwatch.store.queries`). Their statements
+are built, and their rows shaped, by the functions at the end of this module, in a
+:class:`~runwatch.store.dialect.Dialect`: the PostgreSQL store (:mod:`runwatch.store.postgres.reads`)
+uses the same ones.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
 
 from ...events import to_epoch_seconds
+from ..dialect import SQLITE, Dialect
 from .common import TimeLike, check_limit, check_run_id, check_text, read_snapshot, run_pk
 
-__all__ = ["alert_events", "alerts", "run_events"]
+__all__ = [
+    "alert_events",
+    "alert_events_statement",
+    "alert_records",
+    "alerts",
+    "checked_event_filters",
+    "current_alerts",
+    "event_records",
+    "run_events",
+    "run_events_statement",
+]
 
 
 def run_events(
@@ -60,47 +75,34 @@ def run_events(
         ValueError: a bad ``limit`` or a non-finite time.
         UnknownRunError: no run has this id.
     """
-    check_limit(limit)
-    check_text("event_type", event_type)
-    check_text("kind", kind)
-    check_text("level", level)
-    for name, value in (("after_id", after_id), ("before_id", before_id)):
-        if value is not None and type(value) is not int:
-            raise TypeError(f"{name} must be an integer or None, got {value!r}")
-    start = to_epoch_seconds(start_time, "start_time")
-    end = to_epoch_seconds(end_time, "end_time")
+    start, end = checked_event_filters(
+        limit=limit,
+        event_type=event_type,
+        kind=kind,
+        level=level,
+        after_id=after_id,
+        before_id=before_id,
+        start_time=start_time,
+        end_time=end_time,
+    )
     with read_snapshot(conn):
-        run = run_pk(conn, run_id)
-        where = ["run = ?"]
-        params: list[Any] = [run]
-        for column, wanted in (("type", event_type), ("kind", kind), ("level", level)):
-            if wanted is not None:
-                where.append(f"{column} = ?")
-                params.append(wanted)
-        if start is not None:
-            where.append("ts >= ?")
-            params.append(start)
-        if end is not None:
-            where.append("ts <= ?")
-            params.append(end)
-        if after_id is not None:
-            where.append("id > ?")
-            params.append(after_id)
-        if before_id is not None:
-            where.append("id < ?")
-            params.append(before_id)
-        order = "id" if after_id is not None or before_id is not None else "ts, id"
-        if newest_first:
-            order = ", ".join(f"{column} DESC" for column in order.split(", "))
-        sql = f"SELECT id, type, data, ts, level, kind FROM events WHERE {' AND '.join(where)} ORDER BY {order}"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
+        params: list[Any] = []
+        sql = run_events_statement(
+            SQLITE,
+            params,
+            run_pk(conn, run_id),
+            event_type=event_type,
+            kind=kind,
+            level=level,
+            start=start,
+            end=end,
+            after_id=after_id,
+            before_id=before_id,
+            newest_first=newest_first,
+            limit=limit,
+        )
         rows = conn.execute(sql, params).fetchall()
-    return [
-        {"id": id_, "event_type": type_, "event_data": orjson.loads(data), "timestamp": ts, "level": lvl, "kind": knd}
-        for id_, type_, data, ts, lvl, knd in rows
-    ]
+    return event_records(rows)
 
 
 def alert_events(
@@ -118,28 +120,13 @@ def alert_events(
     alert's fields (``rule``, ``state``, ``severity``, ``value``, ``labels``,
     ``annotations``, ``active_since``). ``before_id`` pages backwards.
     """
-    where = ["e.kind = 'alert'"]
     params: list[Any] = []
-    if run_id is not None:
-        check_run_id(run_id)
-        where.append("r.run_id = ?")
-        params.append(run_id)
-    if severity is not None:
-        where.append("e.data ->> 'severity' = ?")
-        params.append(severity)
-    if rule is not None:
-        where.append("e.data ->> 'rule' = ?")
-        params.append(rule)
-    if before_id is not None:
-        where.append("e.id < ?")
-        params.append(before_id)
+    sql = alert_events_statement(
+        SQLITE, params, run_id=run_id, severity=severity, rule=rule, before_id=before_id, limit=limit
+    )
     with read_snapshot(conn):
-        rows = conn.execute(
-            "SELECT e.id, r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
-            f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT ?",
-            (*params, limit),
-        ).fetchall()
-    return [{"id": id_, "run_id": run, "updated_at": ts, **orjson.loads(data)} for id_, run, ts, data in rows]
+        rows = conn.execute(sql, params).fetchall()
+    return alert_records(rows)
 
 
 def alerts(
@@ -163,8 +150,126 @@ def alerts(
         states: the states to return (``pending``, ``firing``, ``resolved``, ``inactive``).
         limit: how many of the newest alert events to consider.
     """
+    return current_alerts(alert_events(conn, run_id=run_id, severity=severity, limit=limit), states)
+
+
+# -- the statements and answers, for every backend ------------------------------------------------
+
+
+def checked_event_filters(
+    *,
+    limit: int | None,
+    event_type: str | None,
+    kind: str | None,
+    level: str | None,
+    after_id: int | None,
+    before_id: int | None,
+    start_time: TimeLike | None,
+    end_time: TimeLike | None,
+) -> tuple[float | None, float | None]:
+    """Check the filters of a run's events (see :func:`runwatch.store.queries.run_events`); the time bounds
+    as epoch seconds.
+
+    Raises:
+        TypeError: a bad filter or time type.
+        ValueError: a bad ``limit`` or a non-finite time.
+    """
+    check_limit(limit)
+    check_text("event_type", event_type)
+    check_text("kind", kind)
+    check_text("level", level)
+    for name, value in (("after_id", after_id), ("before_id", before_id)):
+        if value is not None and type(value) is not int:
+            raise TypeError(f"{name} must be an integer or None, got {value!r}")
+    return to_epoch_seconds(start_time, "start_time"), to_epoch_seconds(end_time, "end_time")
+
+
+def run_events_statement(
+    dialect: Dialect,
+    params: list[Any],
+    run: int,
+    *,
+    event_type: str | None,
+    kind: str | None,
+    level: str | None,
+    start: float | None,
+    end: float | None,
+    after_id: int | None,
+    before_id: int | None,
+    newest_first: bool,
+    limit: int | None,
+) -> str:
+    """The statement of a run's events (its rows: ``id, type, data, ts, level, kind``), filters checked."""
+    where = [f"run = {dialect.param(params, run)}"]
+    for column, wanted in (("type", event_type), ("kind", kind), ("level", level)):
+        if wanted is not None:
+            where.append(f"{column} = {dialect.param(params, wanted)}")
+    if start is not None:
+        where.append(f"ts >= {dialect.param(params, start)}")
+    if end is not None:
+        where.append(f"ts <= {dialect.param(params, end)}")
+    if after_id is not None:
+        where.append(f"id > {dialect.param(params, after_id)}")
+    if before_id is not None:
+        where.append(f"id < {dialect.param(params, before_id)}")
+    order = "id" if after_id is not None or before_id is not None else "ts, id"
+    if newest_first:
+        order = ", ".join(f"{column} DESC" for column in order.split(", "))
+    sql = f"SELECT id, type, data, ts, level, kind FROM events WHERE {' AND '.join(where)} ORDER BY {order}"
+    if limit is not None:
+        sql += f" LIMIT {dialect.param(params, limit)}"
+    return sql
+
+
+def event_records(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The answer of :func:`runwatch.store.queries.run_events` from the rows of :func:`run_events_statement`."""
+    return [
+        {"id": id_, "event_type": type_, "event_data": orjson.loads(data), "timestamp": ts, "level": lvl, "kind": knd}
+        for id_, type_, data, ts, lvl, knd in rows
+    ]
+
+
+def alert_events_statement(
+    dialect: Dialect,
+    params: list[Any],
+    *,
+    run_id: str | None,
+    severity: str | None,
+    rule: str | None,
+    before_id: int | None,
+    limit: int,
+) -> str:
+    """The statement of stored alert transitions, newest first (its rows: ``id, run_id, ts, data``).
+
+    Raises:
+        TypeError: a bad ``run_id``.
+    """
+    where = ["e.kind = 'alert'"]
+    if run_id is not None:
+        check_run_id(run_id)
+        where.append(f"r.run_id = {dialect.param(params, run_id)}")
+    if severity is not None:
+        where.append(f"{dialect.json_text('e.data', 'severity')} = {dialect.param(params, severity)}")
+    if rule is not None:
+        where.append(f"{dialect.json_text('e.data', 'rule')} = {dialect.param(params, rule)}")
+    if before_id is not None:
+        where.append(f"e.id < {dialect.param(params, before_id)}")
+    return (
+        "SELECT e.id, r.run_id, e.ts, e.data FROM events e JOIN runs r ON r.id = e.run"
+        f" WHERE {' AND '.join(where)} ORDER BY e.id DESC LIMIT {dialect.param(params, limit)}"
+    )
+
+
+def alert_records(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The answer of :func:`runwatch.store.queries.alert_events` from the rows of :func:`alert_events_statement`."""
+    return [{"id": id_, "run_id": run, "updated_at": ts, **orjson.loads(data)} for id_, run, ts, data in rows]
+
+
+def current_alerts(transitions: Iterable[dict[str, Any]], states: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The current state of each alert instance (see :func:`runwatch.store.queries.alerts`) from its
+    transitions, newest first: those in ``states``, oldest ``active_since`` first."""
     latest: dict[tuple[str, str, str], dict[str, Any]] = {}
-    for alert in alert_events(conn, run_id=run_id, severity=severity, limit=limit):  # newest first
+    for alert in transitions:
         labels = orjson.dumps(alert.get("labels") or {}, option=orjson.OPT_SORT_KEYS).decode()
         latest.setdefault((alert["run_id"], alert.get("rule", ""), labels), alert)
     found = [{k: v for k, v in alert.items() if k != "id"} for alert in latest.values() if alert.get("state") in states]
