@@ -1,9 +1,10 @@
 """Images and histograms of a PostgreSQL store: the reads of :mod:`runwatch.store.queries.media`.
 
 Coroutine functions of an asyncpg connection, each on one read snapshot,
-returning the SQLite reads' shapes and orders. SQLite puts ``NULL`` first
-in ascending order and last in descending order; PostgreSQL the other way
-round, so every ordering by ``step`` here says where its ``NULL`` goes.
+returning the SQLite reads' shapes and orders: the statements are built, and
+their rows shaped, by :mod:`runwatch.store.queries.media` (SQLite puts ``NULL``
+first in ascending order and last in descending order, PostgreSQL the other
+way round, so every ordering by ``step`` there says where its ``NULL`` goes).
 """
 
 from __future__ import annotations
@@ -11,9 +12,17 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
-import orjson
 
-from ..queries.media import HISTOGRAM_COLUMNS, IMAGE_COLUMNS, IMAGE_SELECT
+from ..dialect import POSTGRES
+from ..queries.media import (
+    histogram_records,
+    histograms_statement,
+    histograms_where,
+    image_record,
+    images_statement,
+    latest_image_statement,
+    thinned_histograms_where,
+)
 from .reads import run_pk, snapshot
 
 __all__ = [
@@ -27,17 +36,10 @@ __all__ = [
 ]
 
 
-def _image(row: asyncpg.Record) -> dict[str, Any]:
-    return dict(zip(IMAGE_COLUMNS, row, strict=True))
-
-
 async def _latest_image(connection: asyncpg.Connection, run: int, name: str, step: int | None) -> dict[str, Any] | None:
-    where = "i.run = $1 AND i.name = $2" + ("" if step is None else " AND i.step <= $3")
-    params: tuple[Any, ...] = (run, name) if step is None else (run, name, step)
-    row = await connection.fetchrow(
-        f"{IMAGE_SELECT} WHERE {where} ORDER BY i.step DESC NULLS LAST, i.id DESC LIMIT 1", *params
-    )
-    return None if row is None else _image(row)
+    params: list[Any] = []
+    row = await connection.fetchrow(latest_image_statement(POSTGRES, params, run, name, step), *params)
+    return None if row is None else image_record(row)
 
 
 async def image_names(connection: asyncpg.Connection, run_id: str) -> list[dict[str, Any]]:
@@ -68,16 +70,10 @@ async def images_of_run(
     """See :func:`runwatch.store.queries.media.images_of_run`."""
     async with snapshot(connection):
         run = await run_pk(connection, run_id)
-        clauses, params = ["i.run = $1"], [run]
-        for clause, value in (("i.name =", name), ("i.step >=", start_step), ("i.step <=", end_step)):
-            if value is not None:
-                params.append(value)  # type: ignore[arg-type]  # names and steps alike are bound
-                clauses.append(f"{clause} ${len(params)}")
-        sql = f"{IMAGE_SELECT} WHERE {' AND '.join(clauses)} ORDER BY i.name, i.step NULLS FIRST, i.id"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+        params: list[Any] = []
+        sql = images_statement(POSTGRES, params, run, name, start_step=start_step, end_step=end_step, limit=limit)
         rows = await connection.fetch(sql, *params)
-    return [_image(row) for row in rows]
+    return [image_record(row) for row in rows]
 
 
 async def image_at(
@@ -131,35 +127,15 @@ async def run_histograms(
     max_count: int | None = None,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.media.run_histograms` (the same thinning, the same rows)."""
-    columns = ", ".join(HISTOGRAM_COLUMNS)
     async with snapshot(connection):
         run = await run_pk(connection, run_id)
-        clauses, params = ["run = $1 AND name = $2"], [run, name]
-        for clause, value in (("step >=", start_step), ("step <=", end_step)):
-            if value is not None:
-                params.append(value)
-                clauses.append(f"{clause} ${len(params)}")
-        where = " AND ".join(clauses)
-        order = "ORDER BY step NULLS FIRST, id"
+        params: list[Any] = []
+        where = histograms_where(POSTGRES, params, run, name, start_step=start_step, end_step=end_step)
         if max_count is not None:
             total = int(await connection.fetchval(f"SELECT count(*) FROM histograms WHERE {where}", *params))
-            if total > max_count:
-                # Every stride-th row in order, and the last; a stride that gives at most max_count of them.
-                last = total - 1
-                keep = f"n = {last}"
-                if max_count > 1:
-                    keep += f" OR n % {-(-last // (max_count - 1))} = 0"
-                where = (
-                    f"id IN (SELECT id FROM (SELECT id, row_number() OVER ({order}) - 1 AS n"
-                    f" FROM histograms WHERE {where}) AS numbered WHERE {keep})"
-                )
-        rows = await connection.fetch(f"SELECT {columns} FROM histograms WHERE {where} {order}", *params)
-    out = []
-    for row in rows:
-        record = dict(zip(HISTOGRAM_COLUMNS, row, strict=True))
-        record["counts"] = orjson.loads(record["counts"])
-        out.append(record)
-    return out
+            where = thinned_histograms_where(where, total, max_count)
+        rows = await connection.fetch(histograms_statement(where), *params)
+    return histogram_records(rows)
 
 
 async def media_usage(connection: asyncpg.Connection, run_id: str) -> dict[str, int]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
+from ..dialect import SQLITE, Dialect
 from .common import read_snapshot, run_pk
 
 if TYPE_CHECKING:
@@ -74,8 +75,89 @@ def has_media_tables(conn: sqlite3.Connection) -> bool:
     return bool(found.fetchone()[0] == 2)
 
 
-def _image(row: tuple[Any, ...]) -> dict[str, Any]:
+def image_record(row: Sequence[Any]) -> dict[str, Any]:
+    """An image's metadata from a row of :data:`IMAGE_SELECT`."""
     return dict(zip(IMAGE_COLUMNS, row, strict=True))
+
+
+# -- the statements and answers, for every backend (each in its own dialect) ---------------------------
+
+#: How histograms are ordered: by step, a histogram without one first, then in order of storing.
+_HISTOGRAM_ORDER: Final = "ORDER BY step NULLS FIRST, id"
+
+
+def latest_image_statement(dialect: Dialect, params: list[Any], run: int, name: str, step: int | None) -> str:
+    """The statement of the latest image of ``name`` at or before ``step`` (``None``: the latest of all)."""
+    where = f"i.run = {dialect.param(params, run)} AND i.name = {dialect.param(params, name)}"
+    if step is not None:
+        where += f" AND i.step <= {dialect.param(params, step)}"
+    return f"{IMAGE_SELECT} WHERE {where} ORDER BY i.step DESC NULLS LAST, i.id DESC LIMIT 1"
+
+
+def images_statement(
+    dialect: Dialect,
+    params: list[Any],
+    run: int,
+    name: str | None,
+    *,
+    start_step: int | None,
+    end_step: int | None,
+    limit: int | None,
+) -> str:
+    """The statement of :func:`images_of_run` (rows of :data:`IMAGE_SELECT`)."""
+    clauses = [f"i.run = {dialect.param(params, run)}"]
+    for clause, value in (("i.name =", name), ("i.step >=", start_step), ("i.step <=", end_step)):
+        if value is not None:
+            clauses.append(f"{clause} {dialect.param(params, value)}")
+    sql = f"{IMAGE_SELECT} WHERE {' AND '.join(clauses)} ORDER BY i.name, i.step NULLS FIRST, i.id"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    return sql
+
+
+def histograms_where(
+    dialect: Dialect, params: list[Any], run: int, name: str, *, start_step: int | None, end_step: int | None
+) -> str:
+    """The condition on the ``histograms`` rows of :func:`run_histograms`."""
+    clauses = [f"run = {dialect.param(params, run)} AND name = {dialect.param(params, name)}"]
+    for clause, value in (("step >=", start_step), ("step <=", end_step)):
+        if value is not None:
+            clauses.append(f"{clause} {dialect.param(params, value)}")
+    return " AND ".join(clauses)
+
+
+def thinned_histograms_where(where: str, total: int, max_count: int) -> str:
+    """``where`` narrowed to at most ``max_count`` of its ``total`` rows, evenly spaced over their order,
+    the first and the last included (all of them when they are not more)."""
+    if total <= max_count:
+        return where
+    # Every stride-th row in order, and the last; a stride that gives at most max_count of them.
+    last = total - 1
+    keep = f"n = {last}"
+    if max_count > 1:
+        keep += f" OR n % {-(-last // (max_count - 1))} = 0"
+    return (
+        f"id IN (SELECT id FROM (SELECT id, row_number() OVER ({_HISTOGRAM_ORDER}) - 1 AS n"
+        f" FROM histograms WHERE {where}) AS numbered WHERE {keep})"
+    )
+
+
+def histograms_statement(where: str) -> str:
+    """The statement of the histogram rows (:data:`HISTOGRAM_COLUMNS`) that ``where`` selects, in order."""
+    return f"SELECT {', '.join(HISTOGRAM_COLUMNS)} FROM histograms WHERE {where} {_HISTOGRAM_ORDER}"
+
+
+def histogram_records(rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    """The answer of :func:`run_histograms` from the rows of :func:`histograms_statement`."""
+    out = []
+    for row in rows:
+        record = dict(zip(HISTOGRAM_COLUMNS, row, strict=True))
+        record["counts"] = orjson.loads(record["counts"])
+        for key in ("min", "max", "sum", "low", "high"):
+            if record[key] is not None:
+                record[key] = float(record[key])
+        out.append(record)
+    return out
 
 
 def image_names(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
@@ -98,10 +180,9 @@ def image_names(conn: sqlite3.Connection, run_id: str) -> list[dict[str, Any]]:
 
 
 def _latest_image(conn: sqlite3.Connection, run: int, name: str, step: int | None) -> dict[str, Any] | None:
-    where = "i.run = ? AND i.name = ?" + ("" if step is None else " AND i.step <= ?")
-    params: tuple[Any, ...] = (run, name) if step is None else (run, name, step)
-    row = conn.execute(f"{IMAGE_SELECT} WHERE {where} ORDER BY i.step DESC, i.id DESC LIMIT 1", params).fetchone()
-    return None if row is None else _image(row)
+    params: list[Any] = []
+    row = conn.execute(latest_image_statement(SQLITE, params, run, name, step), params).fetchone()
+    return None if row is None else image_record(row)
 
 
 def images_of_run(
@@ -126,15 +207,9 @@ def images_of_run(
     run = run_pk(conn, run_id)
     if not has_media_tables(conn):
         return []
-    clauses, params = ["i.run = ?"], [run]
-    for clause, value in (("i.name = ?", name), ("i.step >= ?", start_step), ("i.step <= ?", end_step)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)  # type: ignore[arg-type]  # names and steps alike are bound
-    sql = f"{IMAGE_SELECT} WHERE {' AND '.join(clauses)} ORDER BY i.name, i.step, i.id"
-    if limit is not None:
-        sql += f" LIMIT {int(limit)}"
-    return [_image(row) for row in conn.execute(sql, params)]
+    params: list[Any] = []
+    sql = images_statement(SQLITE, params, run, name, start_step=start_step, end_step=end_step, limit=limit)
+    return [image_record(row) for row in conn.execute(sql, params)]
 
 
 def image_at(conn: sqlite3.Connection, run_id: str, name: str, step: int | None = None) -> dict[str, Any] | None:
@@ -197,36 +272,14 @@ def run_histograms(
     run = run_pk(conn, run_id)
     if not has_media_tables(conn):
         return []
-    clauses, params = ["run = ? AND name = ?"], [run, name]
-    for clause, value in (("step >= ?", start_step), ("step <= ?", end_step)):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    where = " AND ".join(clauses)
-    columns = ", ".join(HISTOGRAM_COLUMNS)
+    params: list[Any] = []
+    where = histograms_where(SQLITE, params, run, name, start_step=start_step, end_step=end_step)
     with read_snapshot(conn):
         if max_count is not None:
             (total,) = conn.execute(f"SELECT count(*) FROM histograms WHERE {where}", params).fetchone()
-            if total > max_count:
-                # Every stride-th row in order, and the last; a stride that gives at most max_count of them.
-                last = int(total) - 1
-                keep = f"n = {last}"
-                if max_count > 1:
-                    keep += f" OR n % {-(-last // (max_count - 1))} = 0"
-                where = (
-                    f"id IN (SELECT id FROM (SELECT id, row_number() OVER (ORDER BY step, id) - 1 AS n"
-                    f" FROM histograms WHERE {where}) WHERE {keep})"
-                )
-        rows = conn.execute(f"SELECT {columns} FROM histograms WHERE {where} ORDER BY step, id", params).fetchall()
-    out = []
-    for row in rows:
-        record = dict(zip(HISTOGRAM_COLUMNS, row, strict=True))
-        record["counts"] = orjson.loads(record["counts"])
-        for key in ("min", "max", "sum", "low", "high"):
-            if record[key] is not None:
-                record[key] = float(record[key])
-        out.append(record)
-    return out
+            where = thinned_histograms_where(where, int(total), max_count)
+        rows = conn.execute(histograms_statement(where), params).fetchall()
+    return histogram_records(rows)
 
 
 def histogram_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
