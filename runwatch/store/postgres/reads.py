@@ -27,8 +27,6 @@ from ..queries.common import (
     NO_ID_LIMIT,
     check_limit,
     check_run_id,
-    check_status,
-    check_text,
     json_value,
 )
 from ..queries.events import (
@@ -39,7 +37,7 @@ from ..queries.events import (
     event_records,
     run_events_statement,
 )
-from ..queries.runs import _RUN_LIST_COLUMNS, _metric_summary
+from ..queries.runs import _metric_summary, list_runs_statement
 from .chunks import SUMMARY_SELECT, summary_rows
 from .schema import SCHEMA_VERSION, current_version
 
@@ -118,23 +116,8 @@ async def list_runs(
     exclude_kind: str | None = None,
 ) -> list[dict[str, Any]]:
     """See :func:`runwatch.store.queries.list_runs`."""
-    check_limit(limit)
-    check_status(status)
-    check_text("kind", kind)
-    check_text("exclude_kind", exclude_kind)
-    where: list[str] = []
     params: list[Any] = []
-    for condition, wanted in (("status =", status), ("kind =", kind), ("kind <>", exclude_kind)):
-        if wanted is not None:
-            params.append(wanted)
-            where.append(f"{condition} ${len(params)}")
-    sql = f"SELECT {', '.join(_RUN_LIST_COLUMNS)} FROM runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY start_time DESC, id DESC"
-    if limit is not None:
-        params.append(limit)
-        sql += f" LIMIT ${len(params)}"
+    sql = list_runs_statement(POSTGRES, params, limit=limit, status=status, kind=kind, exclude_kind=exclude_kind)
     async with snapshot(connection):
         rows = await connection.fetch(sql, *params)
     return [dict(row) for row in rows]

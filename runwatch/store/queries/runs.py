@@ -15,6 +15,7 @@ import orjson
 
 from ...exceptions import StoreError, UnknownRunError
 from ..base import RunActivity
+from ..dialect import SQLITE, Dialect
 from .annotations import has_annotations
 from .common import (
     NO_ID_LIMIT,
@@ -32,6 +33,7 @@ __all__ = [
     "RunActivity",
     "has_run",
     "list_runs",
+    "list_runs_statement",
     "live_writers",
     "mark_crashed_runs",
     "run_activity",
@@ -90,29 +92,37 @@ def list_runs(
         ValueError: a bad ``limit`` or ``status``.
         TypeError: a ``kind`` or ``exclude_kind`` that is not a non-empty string.
     """
+    params: list[Any] = []
+    sql = list_runs_statement(SQLITE, params, limit=limit, status=status, kind=kind, exclude_kind=exclude_kind)
+    return [dict(zip(_RUN_LIST_COLUMNS, row, strict=True)) for row in conn.execute(sql, params)]
+
+
+def list_runs_statement(
+    dialect: Dialect,
+    params: list[Any],
+    *,
+    limit: int | None,
+    status: str | None,
+    kind: str | None,
+    exclude_kind: str | None,
+) -> str:
+    """The statement of :func:`list_runs` (its rows: :data:`_RUN_LIST_COLUMNS`), for every backend; checks
+    the arguments as :func:`list_runs` says."""
     check_limit(limit)
     check_status(status)
     check_text("kind", kind)
     check_text("exclude_kind", exclude_kind)
     where: list[str] = []
-    params: list[Any] = []
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
-    if kind is not None:
-        where.append("kind = ?")
-        params.append(kind)
-    if exclude_kind is not None:
-        where.append("kind != ?")
-        params.append(exclude_kind)
+    for condition, wanted in (("status =", status), ("kind =", kind), ("kind <>", exclude_kind)):
+        if wanted is not None:
+            where.append(f"{condition} {dialect.param(params, wanted)}")
     sql = f"SELECT {', '.join(_RUN_LIST_COLUMNS)} FROM runs"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY start_time DESC, id DESC"
     if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return [dict(zip(_RUN_LIST_COLUMNS, row, strict=True)) for row in conn.execute(sql, params)]
+        sql += f" LIMIT {dialect.param(params, limit)}"
+    return sql
 
 
 def run_summary(conn: sqlite3.Connection, run_id: str) -> dict[str, Any]:
