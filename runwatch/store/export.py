@@ -62,7 +62,7 @@ from .schema import SCHEMA_VERSION, current_version
 if TYPE_CHECKING:
     from .base import Series
 
-__all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "export_run", "metric_lines"]
+__all__ = ["EXPORT_FORMAT", "MEDIA_EXTENSIONS", "atomic_archive", "export_run", "metric_lines"]
 
 #: The value of ``format`` in run.json.
 EXPORT_FORMAT = "runwatch-export/1"
@@ -122,33 +122,38 @@ def export_run(db_path: str, run_id: str, output_dir: Path, *, include_snapshots
         snapshots = _snapshots(connection, run_id) if include_snapshots else []
         metrics_name, metrics_bytes = _metrics_file(frame)
         del frame
-        handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".export-", suffix=".zip")
-        try:
-            with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-                archive.writestr("run.json", _dumps(_wire_numbers({"format": EXPORT_FORMAT, **summary})))
-                with archive.open("metrics_long.jsonl", "w", force_zip64=True) as out:
-                    _write_metric_rows(connection, run_id, out)
-                archive.writestr("metric_stats.jsonl", _table_lines(connection, run_id, "metric_stats", _STATS))
-                if _has_table(connection, "metric_rollups"):
-                    archive.writestr(
-                        "metric_rollups.jsonl", _table_lines(connection, run_id, "metric_rollups", _ROLLUPS)
-                    )
-                archive.writestr(metrics_name, metrics_bytes)
-                archive.writestr("events.jsonl", b"".join(_dumps(event) + b"\n" for event in events))
-                archive.writestr("state_history.jsonl", b"".join(_dumps(entry) + b"\n" for entry in history))
-                for name, content in snapshots:
-                    archive.writestr(f"snapshots/{name}", content)
-                if media.has_media_tables(connection):
-                    _write_media(connection, run_id, archive)
-            os.chmod(temporary, 0o600)
-            os.replace(temporary, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary)
-            raise
+        with atomic_archive(target) as archive:
+            archive.writestr("run.json", _dumps(_wire_numbers({"format": EXPORT_FORMAT, **summary})))
+            with archive.open("metrics_long.jsonl", "w", force_zip64=True) as out:
+                _write_metric_rows(connection, run_id, out)
+            archive.writestr("metric_stats.jsonl", _table_lines(connection, run_id, "metric_stats", _STATS))
+            if _has_table(connection, "metric_rollups"):
+                archive.writestr("metric_rollups.jsonl", _table_lines(connection, run_id, "metric_rollups", _ROLLUPS))
+            archive.writestr(metrics_name, metrics_bytes)
+            archive.writestr("events.jsonl", b"".join(_dumps(event) + b"\n" for event in events))
+            archive.writestr("state_history.jsonl", b"".join(_dumps(entry) + b"\n" for entry in history))
+            for name, content in snapshots:
+                archive.writestr(f"snapshots/{name}", content)
+            if media.has_media_tables(connection):
+                _write_media(connection, run_id, archive)
     finally:
         connection.close()
     return target
+
+
+@contextlib.contextmanager
+def atomic_archive(target: Path) -> Iterator[zipfile.ZipFile]:
+    """A new zip archive that appears at ``target`` (0600) only once it is complete; nothing on failure."""
+    handle, temporary = tempfile.mkstemp(dir=target.parent, prefix=".export-", suffix=".zip")
+    try:
+        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
+            yield archive
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _check_version(connection: sqlite3.Connection, db_path: str) -> None:

@@ -22,9 +22,7 @@ import contextlib
 import os
 import shutil
 import subprocess
-import tempfile
 import threading
-import zipfile
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -64,6 +62,7 @@ from ..export import (
     _metrics_file,
     _wire_numbers,
     archive_name,
+    atomic_archive,
     attach_details,
     metric_lines,
     write_media,
@@ -162,31 +161,23 @@ def export_run(dsn: str, run_id: str, output_dir: Path, *, include_snapshots: bo
             ]
             metrics_name, metrics_bytes = _metrics_file(frame)
             del frame
-            handle, temporary = tempfile.mkstemp(dir=output_dir, prefix=".export-", suffix=".zip")
-            try:
-                with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-                    archive.writestr("run.json", _dumps(_wire_numbers({"format": EXPORT_FORMAT, **summary})))
-                    with archive.open("metrics_long.jsonl", "w", force_zip64=True) as out:
-                        _write_lines(metric_lines(series), out)
-                    archive.writestr("metric_stats.jsonl", await _table_lines(connection, run, "metric_stats", _STATS))
-                    archive.writestr(
-                        "metric_rollups.jsonl", await _table_lines(connection, run, "metric_rollups", _ROLLUPS)
-                    )
-                    archive.writestr(metrics_name, metrics_bytes)
-                    archive.writestr("events.jsonl", b"".join(_dumps(event) + b"\n" for event in events))
-                    archive.writestr("state_history.jsonl", b"".join(_dumps(entry) + b"\n" for entry in history))
-                    if include_snapshots:
-                        for ts, data in await connection.fetch(
-                            "SELECT ts, data FROM snapshots WHERE run = $1 ORDER BY ts", run
-                        ):
-                            archive.writestr(f"snapshots/snapshot_{ts:.3f}.json", data.encode())
-                    write_media(archive, images, blobs.get, histograms)
-                os.chmod(temporary, 0o600)
-                os.replace(temporary, target)
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(temporary)
-                raise
+            with atomic_archive(target) as archive:
+                archive.writestr("run.json", _dumps(_wire_numbers({"format": EXPORT_FORMAT, **summary})))
+                with archive.open("metrics_long.jsonl", "w", force_zip64=True) as out:
+                    _write_lines(metric_lines(series), out)
+                archive.writestr("metric_stats.jsonl", await _table_lines(connection, run, "metric_stats", _STATS))
+                archive.writestr(
+                    "metric_rollups.jsonl", await _table_lines(connection, run, "metric_rollups", _ROLLUPS)
+                )
+                archive.writestr(metrics_name, metrics_bytes)
+                archive.writestr("events.jsonl", b"".join(_dumps(event) + b"\n" for event in events))
+                archive.writestr("state_history.jsonl", b"".join(_dumps(entry) + b"\n" for entry in history))
+                if include_snapshots:
+                    for ts, data in await connection.fetch(
+                        "SELECT ts, data FROM snapshots WHERE run = $1 ORDER BY ts", run
+                    ):
+                        archive.writestr(f"snapshots/snapshot_{ts:.3f}.json", data.encode())
+                write_media(archive, images, blobs.get, histograms)
 
     run_isolated(dsn, export)
     return target
