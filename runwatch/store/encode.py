@@ -148,6 +148,32 @@ class RunUpdate:
     #: The producer of a (re)started run (``None``: the writing process).
     owner: str | None = None
 
+    def row(self, run: int, owner: str, now: float) -> tuple[Any, ...]:
+        """The parameters of every backend's run update statement, in this order: the row's key, ``run_id``,
+        ``clear_end_time``, ``status``, ``liveness_status``, ``kind``, ``end_time``, ``config`` and
+        ``metadata`` (JSON text), ``final_reward``, ``updated_at``, ``last_heartbeat``, ``total_steps``,
+        ``total_episodes``, ``state`` (JSON text), the owner (``owner``, the writing process, unless the
+        update names one) and ``now`` (the commit time)."""
+        return (
+            run,
+            self.run_id,
+            self.clear_end_time,
+            self.status,
+            self.liveness_status,
+            self.kind,
+            self.end_time,
+            None if self.config is None else dumps(self.config).decode(),
+            None if self.metadata is None else dumps(self.metadata).decode(),
+            self.final_reward,
+            self.updated_at,
+            self.last_heartbeat,
+            self.total_steps,
+            self.total_episodes,
+            None if self.state is None else dumps(self.state).decode(),
+            self.owner or owner,
+            now,
+        )
+
 
 @dataclass
 class EncodedBatch:

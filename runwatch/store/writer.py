@@ -317,7 +317,7 @@ class SQLiteWriter(StoreWriter):
         if encoded.receipts:
             await db.execute(INSERT_RECEIPTS, (dumps(encoded.receipts),))
         if encoded.run_updates:
-            params = [_update_params(run, update, self._owner, now) for run, update in encoded.run_updates.items()]
+            params = [update.row(run, self._owner, now) for run, update in encoded.run_updates.items()]
             if entry is not None:
                 entry.heartbeats.update(
                     (update.run_id, update.last_heartbeat)
@@ -376,57 +376,34 @@ class SQLiteWriter(StoreWriter):
             return {run: orjson.loads(state) for run, state in await cursor.fetchall()}
 
 
-# COALESCE keeps what a batch does not change; ?2 = 1 clears end_time (a resumed run).
-# start_time is set once, when the row is created: a resumed run keeps its start.
+# The parameters are RunUpdate.row's. COALESCE keeps what a batch does not change; ?3 true clears
+# end_time (a resumed run). start_time is set once, when the row is created: a resumed run keeps its start.
 _UPDATE_RUN: Final = """
 UPDATE runs SET
     status = CASE
-        WHEN ?3 IS NOT NULL THEN ?3
-        WHEN ?16 IS NOT NULL AND status IN ('running', 'hung', 'crashed') THEN ?16
+        WHEN ?4 IS NOT NULL THEN ?4
+        WHEN ?5 IS NOT NULL AND status IN ('running', 'hung', 'crashed') THEN ?5
         ELSE status END,
-    kind = COALESCE(?4, kind),
-    end_time = CASE WHEN ?2 THEN NULL ELSE COALESCE(?6, end_time) END,
-    config = COALESCE(?7, config),
-    metadata = COALESCE(?8, metadata),
-    final_reward = COALESCE(?9, final_reward),
-    updated_at = MIN(MAX(updated_at, ?10), ?18),
-    last_heartbeat = COALESCE(?11, last_heartbeat),
-    total_steps = COALESCE(?12, total_steps),
-    total_episodes = COALESCE(?13, total_episodes),
-    state = COALESCE(?14, state),
-    owner = CASE WHEN ?3 = 'running' THEN COALESCE(?15, owner) ELSE owner END
-WHERE id = ?1 AND run_id = ?17
+    kind = COALESCE(?6, kind),
+    end_time = CASE WHEN ?3 THEN NULL ELSE COALESCE(?7, end_time) END,
+    config = COALESCE(?8, config),
+    metadata = COALESCE(?9, metadata),
+    final_reward = COALESCE(?10, final_reward),
+    updated_at = MIN(MAX(updated_at, ?11), ?17),
+    last_heartbeat = COALESCE(?12, last_heartbeat),
+    total_steps = COALESCE(?13, total_steps),
+    total_episodes = COALESCE(?14, total_episodes),
+    state = COALESCE(?15, state),
+    owner = CASE WHEN ?4 = 'running' THEN COALESCE(?16, owner) ELSE owner END
+WHERE id = ?1 AND run_id = ?2
 """
-# ?3 is a lifecycle status (started, paused, resumed, completed, failed): it always applies and
+# ?4 is a lifecycle status (started, paused, resumed, completed, failed): it always applies and
 # a (re)started run takes its owner from the event (a remote producer) or this process.
-# ?16 is a liveness verdict (hung, crashed, recovered → running): it applies only to a live
-# run and never changes the owner, so a verdict cannot reopen a finished run. ?17 is the run's
-# id: a row id cached for a run that cleanup removed matches no row (see _StaleRunIds). ?18 is
+# ?5 is a liveness verdict (hung, crashed, recovered → running): it applies only to a live
+# run and never changes the owner, so a verdict cannot reopen a finished run. ?2 is the run's
+# id: a row id cached for a run that cleanup removed matches no row (see _StaleRunIds). ?17 is
 # the commit time: updated_at never passes it (this also brings back a row dated in the future
 # by an older version).
-
-
-def _update_params(run: int, update: Any, owner: str, now: float) -> tuple[Any, ...]:
-    return (
-        run,
-        1 if update.clear_end_time else 0,
-        update.status,
-        update.kind,
-        None,
-        update.end_time,
-        None if update.config is None else dumps(update.config).decode(),
-        None if update.metadata is None else dumps(update.metadata).decode(),
-        update.final_reward,
-        update.updated_at,
-        update.last_heartbeat,
-        update.total_steps,
-        update.total_episodes,
-        None if update.state is None else dumps(update.state).decode(),
-        update.owner or owner,
-        update.liveness_status,
-        update.run_id,
-        now,
-    )
 
 
 async def _run_plan(db: aiosqlite.Connection, plan: WritePlan) -> None:

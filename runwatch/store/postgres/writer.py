@@ -62,7 +62,7 @@ import orjson
 from ...events import ImageEvent, IngestReceipt
 from ...exceptions import StoreUnavailable
 from ..base import StoreWriter
-from ..encode import BatchEncoder, EncodedBatch, dumps, metric_stats, runs_with_state_patches
+from ..encode import BatchEncoder, EncodedBatch, metric_stats, runs_with_state_patches
 from ..ledger import CommitLedger, LedgerEntry
 from ..media import MediaTotals, MediaWriteOutcome, histogram_rows
 from ..queries.media import HISTOGRAM_FIELDS
@@ -595,25 +595,7 @@ def _stats_columns(stats: list[list[Any]]) -> list[list[Any]]:
 def _update_columns(encoded: EncodedBatch, owner: str, now: float) -> list[list[Any]]:
     columns: list[list[Any]] = [[] for _ in range(17)]
     for run, update in encoded.run_updates.items():
-        values = (
-            run,
-            update.run_id,
-            update.clear_end_time,
-            update.status,
-            update.liveness_status,
-            update.kind,
-            update.end_time,
-            None if update.config is None else dumps(update.config).decode(),
-            None if update.metadata is None else dumps(update.metadata).decode(),
-            update.final_reward,
-            update.updated_at,
-            update.last_heartbeat,
-            update.total_steps,
-            update.total_episodes,
-            None if update.state is None else dumps(update.state).decode(),
-            update.owner or owner,
-            now,
-        )
+        values = update.row(run, owner, now)
         for column, value in zip(columns, values, strict=True):
             column.append(value)
     return columns
