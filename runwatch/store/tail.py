@@ -18,7 +18,9 @@ that wants them live:
   :mod:`runwatch.store.calls`), ``events`` and ``state_history`` by id. Progress of a run (its
   heartbeat and counters) is read from the ``runs`` rows of active runs.
   Reads are windowed (``max_rows`` per table); a full window asks for another
-  read at once.
+  read at once. While the window of calls is full, events and state patches
+  stamped after its last call wait for a later read, so a run's ``completed``
+  never goes live ahead of the calls logged before it.
 - **Never twice**: cursors only move forward; a process that writes the store
   and tails it too skips its own rows with a
   :class:`~runwatch.store.ledger.CommitLedger` its writer fills
@@ -139,7 +141,7 @@ class SQLiteTail(CursorTail):
         try:
             found, end, full, bad = self._metric_rows(connection, skipped["metric_rows"])
             rows["metric_rows"], ends["metric_rows"] = found, end
-            more, undecodable = more or full, undecodable + bad
+            more, undecodable, calls_full = more or full, undecodable + bad, full
             for table in ("events", "state_history"):
                 found, end, full, bad = self._id_rows(connection, table, skipped[table])
                 rows[table], ends[table] = found, end
@@ -147,7 +149,7 @@ class SQLiteTail(CursorTail):
             live = _live_progress(connection)
         finally:
             connection.execute("COMMIT")
-        return self._tail_read(rows, ends, live, more, undecodable, skipped)
+        return self._tail_read(rows, ends, live, more, undecodable, skipped, calls_full=calls_full)
 
     # -- per table ---------------------------------------------------------------------------
 

@@ -63,8 +63,15 @@ class CursorTail(StoreTail):
         more: bool,
         undecodable: int,
         skipped: dict[str, list[tuple[int, int]]],
+        *,
+        calls_full: bool = False,
     ) -> TailRead:
-        """What a read found, with the live runs' progress that is news and the skipped rows it passed."""
+        """What a read found, with the live runs' progress that is news and the skipped rows it passed.
+
+        ``calls_full``: the window of logging calls was full, so calls after it wait for the next read.
+        """
+        if calls_full and _hold_rows_after_calls(rows, ends):
+            more = True
         known = self._heartbeats
         for run_id in known.keys() - {row.run_id for row in live}:
             del known[run_id]  # ended: a heartbeat after a resume is news again
@@ -75,6 +82,27 @@ class CursorTail(StoreTail):
             for first, last in ranges
         )
         return TailRead(rows, ends, progress, more, undecodable, passed)
+
+
+def _hold_rows_after_calls(rows: dict[str, list[StoredRow]], ends: dict[str, int]) -> bool:
+    """Leave the events and state patches stamped after the last call read for a later read; whether any were.
+
+    A run's ``completed`` event must not reach a live subscriber before the calls logged ahead of it,
+    which a full window of calls has not read yet. Rows are cut in position order, so none is skipped.
+    """
+    calls = rows["metric_rows"]
+    if not calls:
+        return False
+    horizon = max(row.event.timestamp for row in calls)
+    held = False
+    for stream in ("events", "state_history"):
+        found = rows[stream]
+        for index, row in enumerate(found):
+            if row.event.timestamp > horizon:
+                rows[stream], ends[stream] = found[:index], row.position
+                held = True
+                break
+    return held
 
 
 def metric_rows_of(calls: Iterable[Call]) -> tuple[list[StoredRow], int]:

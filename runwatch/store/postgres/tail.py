@@ -154,13 +154,13 @@ class PostgresTail(CursorTail):
         async with connection.transaction(isolation="repeatable_read", readonly=True):
             found, end, full, bad = await self._metric_rows(connection, horizon["metric_rows"], skipped["metric_rows"])
             rows["metric_rows"], ends["metric_rows"] = found, end
-            more, undecodable = more or full, undecodable + bad
+            more, undecodable, calls_full = more or full, undecodable + bad, full
             for table in ("events", "state_history"):
                 found, end, full, bad = await self._id_rows(connection, table, horizon[table], skipped[table])
                 rows[table], ends[table] = found, end
                 more, undecodable = more or full, undecodable + bad
             live = await _live_progress(connection)
-        return self._tail_read(rows, ends, live, more, undecodable, skipped)
+        return self._tail_read(rows, ends, live, more, undecodable, skipped, calls_full=calls_full)
 
     async def _metric_rows(
         self, connection: asyncpg.Connection, end_of_store: int, skip: list[tuple[int, int]]

@@ -537,6 +537,28 @@ async def test_the_tail_reads_what_is_committed_after_it_opened_once(store: Stor
         tail.close()
 
 
+async def test_a_runs_end_goes_live_after_the_calls_logged_before_it_whatever_the_window(store: Store) -> None:
+    """With a full window of calls, a later state patch and ``completed`` wait until every earlier call is read."""
+    await write(store, [started("r")])
+    tail = store.open_tail(max_rows=7)
+    tail.open()
+    try:
+        ending = [StatePatch("r", T0 + 30, {"done": True}), RunLifecycle("r", T0 + 31, RunTransition.COMPLETED)]
+        await write(store, [*calls("r", 20, at=T0 + 1), *ending])
+        order: list[str] = []
+        for _ in range(10):
+            read = tail.read()
+            order += [f"call {row.event.step}" for row in read.rows["metric_rows"]]
+            order += [type(row.event).__name__ for stream in ("state_history", "events") for row in read.rows[stream]]
+            for stream in tail.streams:
+                tail.advance(stream, read.ends[stream])
+            if not read.more:
+                break
+        assert order == [f"call {i}" for i in range(20)] + ["StatePatch", "RunLifecycle"]
+    finally:
+        tail.close()
+
+
 async def test_a_writer_notes_its_rows_in_a_ledger_before_they_are_read(store: Store) -> None:
     """Every row a write puts in a stream is the ledger's own, so a tail of the same process can skip it."""
     from runwatch.store.ledger import OWN, CommitLedger
