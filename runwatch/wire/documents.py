@@ -65,18 +65,38 @@ def loads_json(body: bytes) -> Any:
     """
     document = orjson.loads(body)
     if _TWENTY_ZEROS in body.translate(_DIGITS_AS_ZEROS):
-
-        def parse_int(text: str) -> int:
-            value = int(text)
-            if not INT64_MIN <= value <= UINT64_MAX:
-                raise WireError(422, f"integer {text[:40]} does not fit in 64 bits")
-            return value
-
         try:
-            json.loads(body, parse_int=parse_int)
+            wide = _first_wide_integer(json.loads(body), "")
         except RecursionError:
             raise WireError(422, "the document is nested too deeply") from None
+        if wide is not None:
+            path, value = wide
+            text = str(value)[:40]
+            raise WireError(
+                422,
+                f"{path}: integer {text} does not fit in 64 bits"
+                if path
+                else f"integer {text} does not fit in 64 bits",
+                path or None,
+            )
     return document
+
+
+def _first_wide_integer(value: Any, path: str) -> tuple[str, int] | None:
+    """The path (``events[3].values.loss``) and value of the first integer beyond 64 bits, or None."""
+    if type(value) is int:
+        return None if INT64_MIN <= value <= UINT64_MAX else (path, value)
+    if isinstance(value, dict):
+        items: Any = ((f"{path}.{key}" if path else str(key), item) for key, item in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{index}]", item) for index, item in enumerate(value))
+    else:
+        return None
+    for where, item in items:
+        found = _first_wide_integer(item, where)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_document(body: bytes, *, empty: Any = None) -> Any:
